@@ -1,0 +1,434 @@
+//! The rekey manifest: the signed record of one epoch of a room's key.
+//!
+//! Whoever rekeys a room (its owner) seals a fresh room key to every member on their own device
+//! and signs one manifest for the new epoch: the room, the epoch, the previous epoch, the
+//! rekeyer's key and every member's sealed copy. A client verifies the manifest against the room
+//! owner's key before it trusts a sealed key, so a server cannot swap, replay or re-bind copies.
+//!
+//! The wire format (version 1, all integers big-endian) is specified in `docs/protocol.md`:
+//!
+//! ```text
+//! body      = 0x01 || u16 len(room) || room || u64 epoch || u64 previous_epoch
+//!             || rekeyer ed25519 (32) || u32 count || count * entry
+//! entry     = member ed25519 (32) || member x25519 (32) || sealed room key (81)
+//! signed    = body || ed25519 signature (64) over (SIGNING_CONTEXT || body)
+//! ```
+//!
+//! Entries are sorted by member key, strictly ascending, so every manifest has one encoding.
+//!
+//! ```
+//! use unibus::{Identity, RoomId};
+//! use unibus::manifest::{Recipient, SignedManifest};
+//! use unibus::sealing::RoomKey;
+//!
+//! let owner = Identity::generate()?;
+//! let member = Identity::generate()?;
+//! let room = RoomId::new("general")?;
+//! let key = RoomKey::generate()?;
+//! let members = [Recipient::of(&owner), Recipient::of(&member)];
+//!
+//! let signed = SignedManifest::rekey(&owner, &room, 1, 0, &key, &members)?;
+//! let wire = signed.to_bytes();
+//!
+//! // On the member's device:
+//! let received = SignedManifest::from_bytes(&wire)?;
+//! let opened = received.open(&member, &room, 1, &owner.sign_public_key())?;
+//! assert_eq!(opened.expose_secret(), key.expose_secret());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use crate::keys::{KexPublicKey, SignPublicKey, Signature, PUBLIC_KEY_LEN, SIGNATURE_LEN};
+use crate::room::RoomId;
+use crate::sealing::{
+    open_room_key, seal_room_key, RoomKey, SealBinding, SealError, SealedRoomKey,
+    SEALED_ROOM_KEY_LEN,
+};
+use crate::Identity;
+
+/// Version byte of the manifest format.
+pub const MANIFEST_VERSION: u8 = 1;
+/// Domain-separation prefix of the signed message.
+pub const SIGNING_CONTEXT: &[u8] = b"unibus/rekey-manifest/v1";
+/// Length of one entry on the wire.
+pub const ENTRY_LEN: usize = 2 * PUBLIC_KEY_LEN + SEALED_ROOM_KEY_LEN;
+/// Most entries a manifest may hold.
+pub const MAX_ENTRIES: usize = 65_536;
+
+/// Why a manifest could not be built, decoded, verified or opened.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ManifestError {
+    /// The bytes end before the manifest does.
+    #[error("manifest is truncated")]
+    Truncated,
+    /// Bytes follow the signature.
+    #[error("manifest has {extra} trailing bytes")]
+    TrailingBytes {
+        /// How many.
+        extra: usize,
+    },
+    /// The version byte is unknown.
+    #[error("manifest has unsupported version {version}; update the SDK")]
+    UnsupportedVersion {
+        /// The version byte found.
+        version: u8,
+    },
+    /// A field is out of its allowed range; the message names it.
+    #[error("manifest is malformed: {reason}")]
+    Malformed {
+        /// Which field and why.
+        reason: String,
+    },
+    /// The same member appears twice, or entries are out of order.
+    #[error("manifest entries must be sorted by member key with no duplicates")]
+    UnsortedOrDuplicate,
+    /// No members were given to rekey for.
+    #[error("a rekey needs at least one member")]
+    NoMembers,
+    /// The signature does not verify under the manifest's rekeyer key.
+    #[error("manifest signature does not verify")]
+    BadSignature,
+    /// The manifest was signed by a key other than the one the client trusts for this room.
+    #[error("manifest was signed by {found}, not the room's trusted rekeyer")]
+    UntrustedRekeyer {
+        /// The key that signed.
+        found: SignPublicKey,
+    },
+    /// The manifest is for a different room or epoch than the one asked for.
+    #[error("manifest is for room {found_room} epoch {found_epoch}, not the one requested")]
+    WrongRoomOrEpoch {
+        /// The room in the manifest.
+        found_room: RoomId,
+        /// The epoch in the manifest.
+        found_epoch: u64,
+    },
+    /// This member has no copy in the manifest (not a member at that epoch).
+    #[error("this member has no sealed copy in the manifest")]
+    NotARecipient,
+    /// The member's copy is sealed to a different x25519 key than this identity's.
+    #[error("the sealed copy is addressed to a different key-exchange key")]
+    RecipientKeyMismatch,
+    /// Sealing or opening the room key failed.
+    #[error(transparent)]
+    Seal(#[from] SealError),
+}
+
+/// A member to seal for: the pair of public keys a user registered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recipient {
+    /// The member's ed25519 key (their identity).
+    pub member: SignPublicKey,
+    /// The member's x25519 key (where the copy is sealed).
+    pub kex: KexPublicKey,
+}
+
+impl Recipient {
+    /// The recipient for an identity's own public keys.
+    pub fn of(identity: &Identity) -> Self {
+        Self {
+            member: identity.sign_public_key(),
+            kex: identity.kex_public_key(),
+        }
+    }
+}
+
+/// One member's entry: who, which key it is sealed to, and the sealed copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ManifestEntry {
+    /// The member's ed25519 key.
+    pub member: SignPublicKey,
+    /// The x25519 key the copy is sealed to.
+    pub recipient: KexPublicKey,
+    /// The sealed room key.
+    pub sealed: SealedRoomKey,
+}
+
+/// The contents of a manifest. Obtain it verified through [`SignedManifest::verify`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RekeyManifest {
+    /// The room.
+    pub room: RoomId,
+    /// The epoch this key belongs to (at least 1).
+    pub epoch: u64,
+    /// The epoch it replaces (0 for a room's first key).
+    pub previous_epoch: u64,
+    /// Who sealed and signed.
+    pub rekeyer: SignPublicKey,
+    /// One entry per member, sorted by member key.
+    pub entries: Vec<ManifestEntry>,
+}
+
+impl RekeyManifest {
+    /// The entry of `member`, if any.
+    pub fn entry_for(&self, member: &SignPublicKey) -> Option<&ManifestEntry> {
+        self.entries
+            .binary_search_by(|e| e.member.cmp(member))
+            .ok()
+            .map(|i| &self.entries[i])
+    }
+
+    fn encode_body(&self) -> Vec<u8> {
+        let room = self.room.as_str().as_bytes();
+        let mut out =
+            Vec::with_capacity(1 + 2 + room.len() + 16 + 32 + 4 + self.entries.len() * ENTRY_LEN);
+        out.push(MANIFEST_VERSION);
+        // A RoomId is at most 128 bytes and entries are capped at MAX_ENTRIES, so both casts fit.
+        out.extend_from_slice(&(room.len() as u16).to_be_bytes());
+        out.extend_from_slice(room);
+        out.extend_from_slice(&self.epoch.to_be_bytes());
+        out.extend_from_slice(&self.previous_epoch.to_be_bytes());
+        out.extend_from_slice(self.rekeyer.as_bytes());
+        out.extend_from_slice(&(self.entries.len() as u32).to_be_bytes());
+        for entry in &self.entries {
+            out.extend_from_slice(entry.member.as_bytes());
+            out.extend_from_slice(entry.recipient.as_bytes());
+            out.extend_from_slice(&entry.sealed.to_bytes());
+        }
+        out
+    }
+
+    fn check_invariants(&self) -> Result<(), ManifestError> {
+        if self.epoch == 0 || self.previous_epoch >= self.epoch {
+            return Err(ManifestError::Malformed {
+                reason: format!(
+                    "epoch {} must be at least 1 and above previous epoch {}",
+                    self.epoch, self.previous_epoch
+                ),
+            });
+        }
+        if self.entries.is_empty() {
+            return Err(ManifestError::NoMembers);
+        }
+        if self.entries.len() > MAX_ENTRIES {
+            return Err(ManifestError::Malformed {
+                reason: format!("{} entries; the limit is {MAX_ENTRIES}", self.entries.len()),
+            });
+        }
+        if self.entries.windows(2).any(|w| w[0].member >= w[1].member) {
+            return Err(ManifestError::UnsortedOrDuplicate);
+        }
+        Ok(())
+    }
+}
+
+/// A manifest with the rekeyer's signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedManifest {
+    manifest: RekeyManifest,
+    signature: Signature,
+}
+
+fn signed_message(body: &[u8]) -> Vec<u8> {
+    let mut message = Vec::with_capacity(SIGNING_CONTEXT.len() + body.len());
+    message.extend_from_slice(SIGNING_CONTEXT);
+    message.extend_from_slice(body);
+    message
+}
+
+impl SignedManifest {
+    /// Rekeys on the device: seals `room_key` to every recipient for `room` at `epoch`, and signs
+    /// the manifest with `rekeyer`. `previous_epoch` is the epoch being replaced (0 for none).
+    pub fn rekey(
+        rekeyer: &Identity,
+        room: &RoomId,
+        epoch: u64,
+        previous_epoch: u64,
+        room_key: &RoomKey,
+        recipients: &[Recipient],
+    ) -> Result<Self, ManifestError> {
+        let rekeyer_key = rekeyer.sign_public_key();
+        let mut sorted = recipients.to_vec();
+        sorted.sort_by(|a, b| a.member.cmp(&b.member));
+        let entries = sorted
+            .iter()
+            .map(|r| {
+                let sealed = seal_room_key(
+                    room_key,
+                    &SealBinding {
+                        room,
+                        epoch,
+                        recipient: &r.kex,
+                        rekeyer: &rekeyer_key,
+                    },
+                )?;
+                Ok(ManifestEntry {
+                    member: r.member,
+                    recipient: r.kex,
+                    sealed,
+                })
+            })
+            .collect::<Result<Vec<_>, ManifestError>>()?;
+        let manifest = RekeyManifest {
+            room: room.clone(),
+            epoch,
+            previous_epoch,
+            rekeyer: rekeyer_key,
+            entries,
+        };
+        manifest.check_invariants()?;
+        let signature = rekeyer.sign(&signed_message(&manifest.encode_body()));
+        Ok(Self {
+            manifest,
+            signature,
+        })
+    }
+
+    /// The wire form: body followed by the 64-byte signature.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = self.manifest.encode_body();
+        out.extend_from_slice(&self.signature.to_bytes());
+        out
+    }
+
+    /// Decodes the wire form and checks its structure. The signature is *not* checked here:
+    /// call [`verify`](Self::verify) or [`verify_signature`](Self::verify_signature).
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, ManifestError> {
+        let mut reader = Reader(bytes);
+        let version = reader.take::<1>()?[0];
+        if version != MANIFEST_VERSION {
+            return Err(ManifestError::UnsupportedVersion { version });
+        }
+        let room_len = usize::from(u16::from_be_bytes(reader.take::<2>()?));
+        let room_bytes = reader.take_slice(room_len)?;
+        let room = std::str::from_utf8(room_bytes)
+            .ok()
+            .and_then(|s| RoomId::new(s).ok())
+            .ok_or_else(|| ManifestError::Malformed {
+                reason: "room id".into(),
+            })?;
+        let epoch = u64::from_be_bytes(reader.take::<8>()?);
+        let previous_epoch = u64::from_be_bytes(reader.take::<8>()?);
+        let rekeyer = reader.sign_key("rekeyer key")?;
+        let count = u32::from_be_bytes(reader.take::<4>()?) as usize;
+        if count > MAX_ENTRIES {
+            return Err(ManifestError::Malformed {
+                reason: format!("{count} entries; the limit is {MAX_ENTRIES}"),
+            });
+        }
+        let expected_rest = count * ENTRY_LEN + SIGNATURE_LEN;
+        match reader.0.len() {
+            n if n < expected_rest => return Err(ManifestError::Truncated),
+            n if n > expected_rest => {
+                return Err(ManifestError::TrailingBytes {
+                    extra: n - expected_rest,
+                })
+            }
+            _ => {}
+        }
+        let mut entries = Vec::with_capacity(count);
+        for _ in 0..count {
+            let member = reader.sign_key("member key")?;
+            let recipient = KexPublicKey::from_bytes(reader.take::<32>()?).map_err(|_| {
+                ManifestError::Malformed {
+                    reason: "member key-exchange key is all zeros".into(),
+                }
+            })?;
+            let sealed = SealedRoomKey::from_bytes(reader.take_slice(SEALED_ROOM_KEY_LEN)?)?;
+            entries.push(ManifestEntry {
+                member,
+                recipient,
+                sealed,
+            });
+        }
+        let signature = Signature::from_bytes(reader.take::<SIGNATURE_LEN>()?);
+        let manifest = RekeyManifest {
+            room,
+            epoch,
+            previous_epoch,
+            rekeyer,
+            entries,
+        };
+        manifest.check_invariants()?;
+        Ok(Self {
+            manifest,
+            signature,
+        })
+    }
+
+    /// Checks the signature under the manifest's own rekeyer key. A server uses this on upload,
+    /// then checks that the rekeyer may rekey the room.
+    pub fn verify_signature(&self) -> Result<&RekeyManifest, ManifestError> {
+        let message = signed_message(&self.manifest.encode_body());
+        self.manifest
+            .rekeyer
+            .verify(&message, &self.signature)
+            .map_err(|_| ManifestError::BadSignature)?;
+        Ok(&self.manifest)
+    }
+
+    /// What a client does before trusting any key in the manifest: it is for `room` at `epoch`,
+    /// signed by `trusted_rekeyer` (the room owner), and the signature verifies.
+    pub fn verify(
+        &self,
+        room: &RoomId,
+        epoch: u64,
+        trusted_rekeyer: &SignPublicKey,
+    ) -> Result<&RekeyManifest, ManifestError> {
+        if &self.manifest.rekeyer != trusted_rekeyer {
+            return Err(ManifestError::UntrustedRekeyer {
+                found: self.manifest.rekeyer,
+            });
+        }
+        if &self.manifest.room != room || self.manifest.epoch != epoch {
+            return Err(ManifestError::WrongRoomOrEpoch {
+                found_room: self.manifest.room.clone(),
+                found_epoch: self.manifest.epoch,
+            });
+        }
+        self.verify_signature()
+    }
+
+    /// Verifies (as [`verify`](Self::verify)) and opens `identity`'s copy of the room key.
+    pub fn open(
+        &self,
+        identity: &Identity,
+        room: &RoomId,
+        epoch: u64,
+        trusted_rekeyer: &SignPublicKey,
+    ) -> Result<RoomKey, ManifestError> {
+        let manifest = self.verify(room, epoch, trusted_rekeyer)?;
+        let entry = manifest
+            .entry_for(&identity.sign_public_key())
+            .ok_or(ManifestError::NotARecipient)?;
+        if entry.recipient != identity.kex_public_key() {
+            return Err(ManifestError::RecipientKeyMismatch);
+        }
+        Ok(open_room_key(
+            identity,
+            &entry.sealed,
+            room,
+            epoch,
+            trusted_rekeyer,
+        )?)
+    }
+
+    /// The manifest's contents, **unverified**. For servers storing what they received and for
+    /// diagnostics; clients use [`verify`](Self::verify).
+    pub fn unverified(&self) -> &RekeyManifest {
+        &self.manifest
+    }
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take_slice(&mut self, n: usize) -> Result<&'a [u8], ManifestError> {
+        if self.0.len() < n {
+            return Err(ManifestError::Truncated);
+        }
+        let (head, tail) = self.0.split_at(n);
+        self.0 = tail;
+        Ok(head)
+    }
+
+    fn take<const N: usize>(&mut self) -> Result<[u8; N], ManifestError> {
+        // take_slice returned exactly N bytes.
+        Ok(self.take_slice(N)?.try_into().expect("N bytes"))
+    }
+
+    fn sign_key(&mut self, what: &str) -> Result<SignPublicKey, ManifestError> {
+        SignPublicKey::from_bytes(self.take::<32>()?).map_err(|_| ManifestError::Malformed {
+            reason: format!("{what} is all zeros"),
+        })
+    }
+}
