@@ -37,9 +37,13 @@ fn nibble(c: u8) -> Option<u8> {
 pub(crate) fn decode_array<const N: usize>(text: &str) -> Result<[u8; N], HexError> {
     let raw = text.as_bytes();
     if raw.len() != N * 2 {
-        return Err(HexError::Length {
-            actual: text.chars().count(),
-        });
+        let chars = text.chars().count();
+        if chars == N * 2 {
+            // The right number of characters, but some are multi-byte: name the first one.
+            let position = raw.iter().position(|b| !b.is_ascii()).unwrap_or(0);
+            return Err(HexError::Character { position });
+        }
+        return Err(HexError::Length { actual: chars });
     }
     let mut out = [0u8; N];
     for (i, pair) in raw.chunks_exact(2).enumerate() {
@@ -72,6 +76,10 @@ mod tests {
         // A multi-byte character that makes the byte length right is still not hex.
         assert_eq!(
             decode_array::<2>("ab\u{e9}"),
+            Err(HexError::Character { position: 2 })
+        );
+        assert_eq!(
+            decode_array::<2>("ab\u{e9}z"),
             Err(HexError::Character { position: 2 })
         );
         assert_eq!(

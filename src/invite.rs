@@ -166,7 +166,11 @@ impl InviteLink {
     /// A link to `server_url` (the server's base URL, `https://host[:port][/prefix]`) carrying
     /// `token`. A trailing slash on the server URL is ignored.
     pub fn new(server_url: &str, token: InviteToken) -> Result<Self, InviteLinkError> {
-        let url = parse_url(server_url.trim())?;
+        let server_url = server_url.trim();
+        if server_url.is_empty() {
+            return Err(InviteLinkError::Empty);
+        }
+        let url = parse_url(server_url)?;
         if url.fragment().is_some() {
             return Err(InviteLinkError::Malformed {
                 reason: "a server URL has no '#' part".into(),

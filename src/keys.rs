@@ -75,6 +75,10 @@ pub enum KeyError {
         /// Which key.
         kind: KeyKind,
     },
+    /// The x25519 key is a point of small order: every exchange with it gives the all-zero
+    /// secret, so nothing sealed to it would be secret.
+    #[error("key-exchange (x25519) public key is a low-order point")]
+    LowOrder,
     /// The nkey text is not a NATS user public key (`U...`).
     #[error("not a NATS user public key: {reason}")]
     BadNkey {
@@ -88,12 +92,15 @@ fn parse_hex(kind: KeyKind, text: &str) -> Result<[u8; PUBLIC_KEY_LEN], KeyError
         HexError::Length { actual } => KeyError::WrongLength { kind, actual },
         HexError::Character { position } => KeyError::NotHex { kind, position },
     })?;
-    check_nonzero(kind, bytes)
+    check_usable(kind, bytes)
 }
 
-fn check_nonzero(kind: KeyKind, bytes: [u8; PUBLIC_KEY_LEN]) -> Result<[u8; 32], KeyError> {
+/// The checks every public key passes: not all zeros and, for x25519, not a low-order point.
+fn check_usable(kind: KeyKind, bytes: [u8; PUBLIC_KEY_LEN]) -> Result<[u8; 32], KeyError> {
     if bytes.iter().all(|b| *b == 0) {
         Err(KeyError::AllZero { kind })
+    } else if kind == KeyKind::Kex && is_low_order_x25519(&bytes) {
+        Err(KeyError::LowOrder)
     } else {
         Ok(bytes)
     }
@@ -107,14 +114,14 @@ macro_rules! public_key_type {
 
         impl $name {
             /// Parses 64 hex characters of either case. Wrong length, non-hex characters and the
-            /// all-zero key are rejected.
+            /// all-zero key are rejected (and, for x25519, the low-order points).
             pub fn from_hex(text: &str) -> Result<Self, KeyError> {
                 parse_hex($kind, text).map(Self)
             }
 
-            /// Wraps 32 raw bytes. The all-zero key is rejected.
+            /// Wraps 32 raw bytes, with the same checks as [`from_hex`](Self::from_hex).
             pub fn from_bytes(bytes: [u8; PUBLIC_KEY_LEN]) -> Result<Self, KeyError> {
-                check_nonzero($kind, bytes).map(Self)
+                check_usable($kind, bytes).map(Self)
             }
 
             /// The raw 32 bytes.
@@ -156,10 +163,59 @@ public_key_type!(
 );
 
 public_key_type!(
-    /// An x25519 public key, to which room keys are sealed.
+    /// An x25519 public key, to which room keys are sealed. Besides the all-zero key, the
+    /// low-order points are rejected (see [`KeyError::LowOrder`]).
     KexPublicKey,
     KeyKind::Kex
 );
+
+/// The u-coordinates of the x25519 points of small order, and their non-canonical encodings
+/// (`p`, `p + 1`), with bit 255 cleared as RFC 7748 decoding clears it. Every clamped scalar maps
+/// them to zero. Little-endian, as on the wire.
+const LOW_ORDER_POINTS: [[u8; 32]; 7] = [
+    // 0
+    [0; 32],
+    // 1
+    [
+        1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        0, 0,
+    ],
+    // points of order 8
+    [
+        0xe0, 0xeb, 0x7a, 0x7c, 0x3b, 0x41, 0xb8, 0xae, 0x16, 0x56, 0xe3, 0xfa, 0xf1, 0x9f, 0xc4,
+        0x6a, 0xda, 0x09, 0x8d, 0xeb, 0x9c, 0x32, 0xb1, 0xfd, 0x86, 0x62, 0x05, 0x16, 0x5f, 0x49,
+        0xb8, 0x00,
+    ],
+    [
+        0x5f, 0x9c, 0x95, 0xbc, 0xa3, 0x50, 0x8c, 0x24, 0xb1, 0xd0, 0xb1, 0x55, 0x9c, 0x83, 0xef,
+        0x5b, 0x04, 0x44, 0x5c, 0xc4, 0x58, 0x1c, 0x8e, 0x86, 0xd8, 0x22, 0x4e, 0xdd, 0xd0, 0x9f,
+        0x11, 0x57,
+    ],
+    // p - 1
+    [
+        0xec, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0x7f,
+    ],
+    // p (= 0)
+    [
+        0xed, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0x7f,
+    ],
+    // p + 1 (= 1)
+    [
+        0xee, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0x7f,
+    ],
+];
+
+fn is_low_order_x25519(bytes: &[u8; 32]) -> bool {
+    let mut u = *bytes;
+    u[31] &= 0x7f;
+    LOW_ORDER_POINTS.contains(&u)
+}
 
 impl SignPublicKey {
     /// The NATS nkey form of this key (`U` followed by 55 base32 characters), with which the user
@@ -310,6 +366,33 @@ mod tests {
         bad.replace_range(0..1, "z");
         let message = SignPublicKey::from_hex(&bad).unwrap_err().to_string();
         assert!(!message.contains(&bad[1..]), "{message}");
+    }
+
+    #[test]
+    fn every_listed_low_order_point_gives_the_all_zero_exchange() {
+        let scalar = [0x5a; 32];
+        for point in LOW_ORDER_POINTS {
+            assert_eq!(x25519_dalek::x25519(scalar, point), [0; 32], "{point:02x?}");
+            let mut high = point;
+            high[31] |= 0x80;
+            assert_eq!(x25519_dalek::x25519(scalar, high), [0; 32], "{high:02x?}");
+            assert!(is_low_order_x25519(&high));
+        }
+    }
+
+    #[test]
+    fn low_order_x25519_keys_are_rejected_but_not_as_signing_keys() {
+        let mut one = [0u8; 32];
+        one[0] = 1;
+        assert_eq!(KexPublicKey::from_bytes(one), Err(KeyError::LowOrder));
+        assert_eq!(
+            KexPublicKey::from_hex(&hex::encode(&LOW_ORDER_POINTS[2])),
+            Err(KeyError::LowOrder)
+        );
+        let mut zero_high = [0u8; 32];
+        zero_high[31] = 0x80;
+        assert_eq!(KexPublicKey::from_bytes(zero_high), Err(KeyError::LowOrder));
+        assert!(SignPublicKey::from_bytes(one).is_ok());
     }
 
     #[test]

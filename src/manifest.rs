@@ -41,7 +41,7 @@ use crate::keys::{KexPublicKey, SignPublicKey, Signature, PUBLIC_KEY_LEN, SIGNAT
 use crate::room::RoomId;
 use crate::sealing::{
     open_room_key, seal_room_key, RoomKey, SealBinding, SealError, SealedRoomKey,
-    SEALED_ROOM_KEY_LEN,
+    SEALED_ROOM_KEY_LEN, SEALED_ROOM_KEY_VERSION,
 };
 use crate::Identity;
 
@@ -236,36 +236,61 @@ impl SignedManifest {
         room_key: &RoomKey,
         recipients: &[Recipient],
     ) -> Result<Self, ManifestError> {
+        Self::rekey_with(
+            rekeyer,
+            room,
+            epoch,
+            previous_epoch,
+            room_key,
+            recipients,
+            seal_room_key,
+        )
+    }
+
+    /// [`rekey`](Self::rekey) with the sealing step supplied, so golden vectors can fix the
+    /// ephemeral keys. The manifest's structure is checked before anything is sealed.
+    pub(crate) fn rekey_with(
+        rekeyer: &Identity,
+        room: &RoomId,
+        epoch: u64,
+        previous_epoch: u64,
+        room_key: &RoomKey,
+        recipients: &[Recipient],
+        mut seal: impl FnMut(&RoomKey, &SealBinding<'_>) -> Result<SealedRoomKey, SealError>,
+    ) -> Result<Self, ManifestError> {
         let rekeyer_key = rekeyer.sign_public_key();
         let mut sorted = recipients.to_vec();
         sorted.sort_by(|a, b| a.member.cmp(&b.member));
-        let entries = sorted
-            .iter()
-            .map(|r| {
-                let sealed = seal_room_key(
-                    room_key,
-                    &SealBinding {
-                        room,
-                        epoch,
-                        recipient: &r.kex,
-                        rekeyer: &rekeyer_key,
-                    },
-                )?;
-                Ok(ManifestEntry {
-                    member: r.member,
-                    recipient: r.kex,
-                    sealed,
-                })
-            })
-            .collect::<Result<Vec<_>, ManifestError>>()?;
-        let manifest = RekeyManifest {
+        // Placeholders until sealed: the structure (epochs, count, order) is checked first, so a
+        // bad request costs no sealing.
+        let placeholder =
+            SealedRoomKey::from_bytes(&[SEALED_ROOM_KEY_VERSION; SEALED_ROOM_KEY_LEN])?;
+        let mut manifest = RekeyManifest {
             room: room.clone(),
             epoch,
             previous_epoch,
             rekeyer: rekeyer_key,
-            entries,
+            entries: sorted
+                .iter()
+                .map(|r| ManifestEntry {
+                    member: r.member,
+                    recipient: r.kex,
+                    sealed: placeholder,
+                })
+                .collect(),
         };
         manifest.check_invariants()?;
+        for entry in &mut manifest.entries {
+            entry.sealed = seal(
+                room_key,
+                &SealBinding {
+                    room,
+                    epoch,
+                    recipient: &entry.recipient,
+                    rekeyer: &rekeyer_key,
+                },
+            )?;
+        }
         let signature = rekeyer.sign(&signed_message(&manifest.encode_body()));
         Ok(Self {
             manifest,
