@@ -16,6 +16,8 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+#[cfg(test)]
+mod golden;
 mod hex;
 pub mod identity;
 pub mod invite;
