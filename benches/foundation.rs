@@ -1,1 +1,304 @@
-fn main() {}
+//! Foundation benchmarks: every SDK operation beside its raw floor, measured in the same run.
+//!
+//! ```text
+//! cargo bench --bench foundation
+//! ```
+//!
+//! Each row times the SDK call and its floor in alternating samples (so drift and frequency
+//! changes hit both alike), then prints the median and p99 per operation, and the ratio of the
+//! medians. The floors are the bare libraries the SDK wraps: ed25519-dalek/x25519-dalek key
+//! derivation, `hpke` single-shot seal/open with the same suite and `info`, and `url` parsing.
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use hpke::{Deserializable, OpModeR, OpModeS};
+use unibus::manifest::{Recipient, SignedManifest};
+use unibus::sealing::{open_room_key, seal_room_key, RoomKey, SealBinding};
+use unibus::{Identity, InviteLink, RoomId};
+
+type Kem = hpke::kem::X25519HkdfSha256;
+type Kdf = hpke::kdf::HkdfSha256;
+type Aead = hpke::aead::ChaCha20Poly1305;
+
+/// Per-operation nanoseconds of each sample.
+struct Samples(Vec<f64>);
+
+impl Samples {
+    fn percentile(&self, p: f64) -> f64 {
+        let mut v = self.0.clone();
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        v[((v.len() - 1) as f64 * p).round() as usize]
+    }
+}
+
+/// Times `ours` and `floor` in alternating samples of `batch` calls each.
+fn compare(
+    samples: usize,
+    batch: u32,
+    mut ours: impl FnMut(),
+    mut floor: impl FnMut(),
+) -> (Samples, Samples) {
+    for _ in 0..batch.max(3) {
+        ours();
+        floor();
+    }
+    let mut a = Vec::with_capacity(samples);
+    let mut b = Vec::with_capacity(samples);
+    for _ in 0..samples {
+        let start = Instant::now();
+        for _ in 0..batch {
+            ours();
+        }
+        a.push(start.elapsed().as_nanos() as f64 / f64::from(batch));
+        let start = Instant::now();
+        for _ in 0..batch {
+            floor();
+        }
+        b.push(start.elapsed().as_nanos() as f64 / f64::from(batch));
+    }
+    (Samples(a), Samples(b))
+}
+
+fn human(ns: f64) -> String {
+    if ns >= 1e6 {
+        format!("{:.2} ms", ns / 1e6)
+    } else if ns >= 1e3 {
+        format!("{:.1} µs", ns / 1e3)
+    } else {
+        format!("{ns:.0} ns")
+    }
+}
+
+fn row(name: &str, floor_name: &str, (ours, floor): (Samples, Samples), bar: Option<f64>) {
+    let (om, fm) = (ours.percentile(0.5), floor.percentile(0.5));
+    let ratio = om / fm;
+    let verdict = match bar {
+        Some(bar) if ratio <= bar => format!("≤ {bar}x ok"),
+        Some(bar) => format!("> {bar}x MISSED"),
+        None => "-".into(),
+    };
+    println!(
+        "| {name} | {} | {} | {floor_name} | {} | {} | {ratio:.2}x | {verdict} |",
+        human(om),
+        human(ours.percentile(0.99)),
+        human(fm),
+        human(floor.percentile(0.99)),
+    );
+}
+
+fn raw_keygen() -> ([u8; 32], [u8; 32]) {
+    let mut seeds = [0u8; 64];
+    getrandom::fill(&mut seeds).unwrap();
+    let signing = ed25519_dalek::SigningKey::from_bytes(seeds[..32].try_into().unwrap());
+    let secret = x25519_dalek::StaticSecret::from(<[u8; 32]>::try_from(&seeds[32..]).unwrap());
+    (
+        signing.verifying_key().to_bytes(),
+        x25519_dalek::PublicKey::from(&secret).to_bytes(),
+    )
+}
+
+fn main() {
+    let owner = Identity::generate().unwrap();
+    let member = Identity::generate().unwrap();
+    let room = RoomId::new("general").unwrap();
+    let key = RoomKey::generate().unwrap();
+    let binding = SealBinding {
+        room: &room,
+        epoch: 7,
+        recipient: &member.kex_public_key(),
+        rekeyer: &owner.sign_public_key(),
+    };
+    let info = binding.info();
+    let pk = <Kem as hpke::Kem>::PublicKey::from_bytes(member.kex_public_key().as_bytes()).unwrap();
+    let sk_bytes = &member.to_secret_bytes()[33..65];
+    let sk = <Kem as hpke::Kem>::PrivateKey::from_bytes(sk_bytes).unwrap();
+    let sealed = seal_room_key(&key, &binding).unwrap();
+    let sealed_bytes = sealed.to_bytes();
+    let enc = <Kem as hpke::Kem>::EncappedKey::from_bytes(&sealed_bytes[1..33]).unwrap();
+
+    println!("unibus foundation benchmarks (one thread; median and p99 per operation)\n");
+    println!("| operation | unibus median | unibus p99 | floor | floor median | floor p99 | ratio | bar |");
+    println!("|---|---|---|---|---|---|---|---|");
+
+    row(
+        "identity generate (ed25519 + x25519)",
+        "raw dalek keygen from OS RNG",
+        compare(
+            300,
+            20,
+            || drop(black_box(Identity::generate().unwrap())),
+            || {
+                black_box(raw_keygen());
+            },
+        ),
+        Some(1.1),
+    );
+    row(
+        "seal room key",
+        "raw hpke single_shot_seal",
+        compare(
+            300,
+            10,
+            || {
+                black_box(seal_room_key(&key, &binding).unwrap());
+            },
+            || {
+                drop(black_box(
+                    hpke::single_shot_seal::<Aead, Kdf, Kem>(
+                        &OpModeS::Base,
+                        &pk,
+                        &info,
+                        key.expose_secret(),
+                        &[],
+                    )
+                    .unwrap(),
+                ))
+            },
+        ),
+        Some(1.1),
+    );
+    row(
+        "open room key",
+        "raw hpke single_shot_open",
+        compare(
+            300,
+            10,
+            || {
+                drop(black_box(
+                    open_room_key(&member, &sealed, &room, 7, &owner.sign_public_key()).unwrap(),
+                ))
+            },
+            || {
+                drop(black_box(
+                    hpke::single_shot_open::<Aead, Kdf, Kem>(
+                        &OpModeR::Base,
+                        &sk,
+                        &enc,
+                        &info,
+                        &sealed_bytes[33..],
+                        &[],
+                    )
+                    .unwrap(),
+                ))
+            },
+        ),
+        Some(1.1),
+    );
+
+    let link_text = format!(
+        "https://members.example.com/invite#{}",
+        "A1B2C3D4E5F60718293A4B5C6D7E8F90A1B2C3D4E5F60718293A4B5C6D7E8F90"
+    );
+    let link_samples = compare(
+        300,
+        2000,
+        || drop(black_box(InviteLink::parse(black_box(&link_text)).unwrap())),
+        || drop(black_box(url::Url::parse(black_box(&link_text)).unwrap())),
+    );
+    let per_second = 1e9 / link_samples.0.percentile(0.5);
+    row(
+        "invite link parse",
+        "url::Url::parse of the same link",
+        link_samples,
+        None,
+    );
+
+    let members: Vec<Recipient> = (0..1000)
+        .map(|_| Recipient::of(&Identity::generate().unwrap()))
+        .collect();
+    let member_pks: Vec<_> = members
+        .iter()
+        .map(|r| <Kem as hpke::Kem>::PublicKey::from_bytes(r.kex.as_bytes()).unwrap())
+        .collect();
+    row(
+        "rekey 1,000 members (seal all + sign)",
+        "1,000 raw hpke seals",
+        compare(
+            12,
+            1,
+            || {
+                drop(black_box(
+                    SignedManifest::rekey(&owner, &room, 2, 1, &key, &members).unwrap(),
+                ))
+            },
+            || {
+                for pk in &member_pks {
+                    drop(black_box(
+                        hpke::single_shot_seal::<Aead, Kdf, Kem>(
+                            &OpModeS::Base,
+                            pk,
+                            &info,
+                            key.expose_secret(),
+                            &[],
+                        )
+                        .unwrap(),
+                    ));
+                }
+            },
+        ),
+        Some(1.3),
+    );
+
+    let mut with_member = members.clone();
+    with_member.push(Recipient::of(&member));
+    let manifest = SignedManifest::rekey(&owner, &room, 2, 1, &key, &with_member).unwrap();
+    let wire = manifest.to_bytes();
+    let member_sealed = manifest
+        .unverified()
+        .entry_for(&member.sign_public_key())
+        .unwrap()
+        .sealed
+        .to_bytes();
+    let member_enc = <Kem as hpke::Kem>::EncappedKey::from_bytes(&member_sealed[1..33]).unwrap();
+    let member_info = SealBinding {
+        epoch: 2,
+        ..binding
+    }
+    .info();
+    let (body, signature) = wire.split_at(wire.len() - 64);
+    let mut signed_message = b"unibus/rekey-manifest/v1".to_vec();
+    signed_message.extend_from_slice(body);
+    let verifying =
+        ed25519_dalek::VerifyingKey::from_bytes(owner.sign_public_key().as_bytes()).unwrap();
+    let dalek_signature = ed25519_dalek::Signature::from_slice(signature).unwrap();
+    row(
+        "decode + verify + open, 1,001-member manifest",
+        "raw ed25519 verify + hpke open",
+        compare(
+            50,
+            2,
+            || {
+                let signed = SignedManifest::from_bytes(black_box(&wire)).unwrap();
+                drop(black_box(
+                    signed
+                        .open(&member, &room, 2, &owner.sign_public_key())
+                        .unwrap(),
+                ));
+            },
+            || {
+                verifying
+                    .verify_strict(black_box(&signed_message), &dalek_signature)
+                    .unwrap();
+                drop(black_box(
+                    hpke::single_shot_open::<Aead, Kdf, Kem>(
+                        &OpModeR::Base,
+                        &sk,
+                        &member_enc,
+                        &member_info,
+                        &member_sealed[33..],
+                        &[],
+                    )
+                    .unwrap(),
+                ));
+            },
+        ),
+        None,
+    );
+
+    println!(
+        "\ninvite link parsing: {:.2} million links/s on one core (bar: at least 1 million/s) {}",
+        per_second / 1e6,
+        if per_second >= 1e6 { "ok" } else { "MISSED" }
+    );
+}

@@ -39,8 +39,9 @@ pub(crate) fn decode_array<const N: usize>(text: &str) -> Result<[u8; N], HexErr
     if raw.len() != N * 2 {
         let chars = text.chars().count();
         if chars == N * 2 {
-            // The right number of characters, but some are multi-byte: name the first one.
-            let position = raw.iter().position(|b| !b.is_ascii()).unwrap_or(0);
+            // The right number of characters, but some are multi-byte: name the first byte
+            // that is not a hex digit (a multi-byte character never is).
+            let position = raw.iter().position(|b| nibble(*b).is_none()).unwrap_or(0);
             return Err(HexError::Character { position });
         }
         return Err(HexError::Length { actual: chars });
@@ -81,6 +82,10 @@ mod tests {
         assert_eq!(
             decode_array::<2>("ab\u{e9}z"),
             Err(HexError::Character { position: 2 })
+        );
+        assert_eq!(
+            decode_array::<2>("z\u{e9}b"),
+            Err(HexError::Character { position: 0 })
         );
         assert_eq!(
             decode_array::<2>("abxz"),

@@ -194,10 +194,15 @@ impl InviteLink {
             None => (text, None),
         };
         let url = parse_url(location)?;
-        let prefix = url
-            .path()
-            .strip_suffix(INVITE_PATH_SEGMENT)
-            .and_then(|p| p.strip_suffix('/'))
+        // The final segment is matched case-insensitively, like the scheme and host, so a link
+        // typed or scanned in capitals still works.
+        let path = url.path();
+        let prefix = path
+            .len()
+            .checked_sub(INVITE_PATH_SEGMENT.len())
+            .filter(|&cut| path.is_char_boundary(cut))
+            .filter(|&cut| path[cut..].eq_ignore_ascii_case(INVITE_PATH_SEGMENT))
+            .and_then(|cut| path[..cut].strip_suffix('/'))
             .ok_or(InviteLinkError::WrongPath)?;
         let token = match fragment {
             None | Some("") => return Err(InviteLinkError::MissingToken),
@@ -365,6 +370,20 @@ mod tests {
         let link = parse(&text).unwrap();
         assert_eq!(link.server_url(), "https://members.example.com:8443/api");
         assert_eq!(link.token().to_hex().as_str(), TOKEN);
+    }
+
+    #[test]
+    fn a_link_in_capitals_parses_and_keeps_its_prefix_case() {
+        let link = parse(&format!(
+            "HTTPS://EXAMPLE.COM/Api/INVITE#{}",
+            TOKEN.to_uppercase()
+        ))
+        .unwrap();
+        assert_eq!(link.server_url(), "https://example.com/Api");
+        assert_eq!(
+            link.to_string(),
+            format!("https://example.com/Api/invite#{TOKEN}")
+        );
     }
 
     #[test]

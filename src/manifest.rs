@@ -260,7 +260,7 @@ impl SignedManifest {
     ) -> Result<Self, ManifestError> {
         let rekeyer_key = rekeyer.sign_public_key();
         let mut sorted = recipients.to_vec();
-        sorted.sort_by(|a, b| a.member.cmp(&b.member));
+        sorted.sort_by_key(|r| r.member);
         // Placeholders until sealed: the structure (epochs, count, order) is checked first, so a
         // bad request costs no sealing.
         let placeholder =
@@ -343,9 +343,9 @@ impl SignedManifest {
         let mut entries = Vec::with_capacity(count);
         for _ in 0..count {
             let member = reader.sign_key("member key")?;
-            let recipient = KexPublicKey::from_bytes(reader.take::<32>()?).map_err(|_| {
+            let recipient = KexPublicKey::from_bytes(reader.take::<32>()?).map_err(|e| {
                 ManifestError::Malformed {
-                    reason: "member key-exchange key is all zeros".into(),
+                    reason: format!("member entry: {e}"),
                 }
             })?;
             let sealed = SealedRoomKey::from_bytes(reader.take_slice(SEALED_ROOM_KEY_LEN)?)?;
@@ -455,5 +455,128 @@ impl<'a> Reader<'a> {
         SignPublicKey::from_bytes(self.take::<32>()?).map_err(|_| ManifestError::Malformed {
             reason: format!("{what} is all zeros"),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Room {
+        owner: Identity,
+        alice: Identity,
+        bob: Identity,
+        room: RoomId,
+        key: RoomKey,
+    }
+
+    fn room() -> Room {
+        Room {
+            owner: Identity::generate().unwrap(),
+            alice: Identity::generate().unwrap(),
+            bob: Identity::generate().unwrap(),
+            room: RoomId::new("general").unwrap(),
+            key: RoomKey::generate().unwrap(),
+        }
+    }
+
+    fn signed(r: &Room) -> SignedManifest {
+        let recipients = [Recipient::of(&r.alice), Recipient::of(&r.bob)];
+        SignedManifest::rekey(&r.owner, &r.room, 5, 4, &r.key, &recipients).unwrap()
+    }
+
+    #[test]
+    fn rekey_checks_structure_before_sealing() {
+        let r = room();
+        let twice = [Recipient::of(&r.alice), Recipient::of(&r.alice)];
+        let mut sealed = 0;
+        let result = SignedManifest::rekey_with(&r.owner, &r.room, 2, 1, &r.key, &twice, |k, b| {
+            sealed += 1;
+            seal_room_key(k, b)
+        });
+        assert_eq!(result.unwrap_err(), ManifestError::UnsortedOrDuplicate);
+        assert_eq!(sealed, 0);
+        for (epoch, previous) in [(0, 0), (3, 3), (3, 4)] {
+            let err =
+                SignedManifest::rekey(&r.owner, &r.room, epoch, previous, &r.key, &twice[..1]);
+            assert!(
+                matches!(err, Err(ManifestError::Malformed { .. })),
+                "{epoch} {previous}"
+            );
+        }
+        assert_eq!(
+            SignedManifest::rekey(&r.owner, &r.room, 1, 0, &r.key, &[]).unwrap_err(),
+            ManifestError::NoMembers
+        );
+    }
+
+    #[test]
+    fn every_truncation_and_any_trailing_byte_is_rejected() {
+        let wire = signed(&room()).to_bytes();
+        for len in 0..wire.len() {
+            let err = SignedManifest::from_bytes(&wire[..len]).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    ManifestError::Truncated | ManifestError::Malformed { .. }
+                ),
+                "{len}: {err:?}"
+            );
+        }
+        let mut longer = wire.clone();
+        longer.push(0);
+        assert_eq!(
+            SignedManifest::from_bytes(&longer).unwrap_err(),
+            ManifestError::TrailingBytes { extra: 1 }
+        );
+        let mut v2 = wire;
+        v2[0] = 2;
+        assert_eq!(
+            SignedManifest::from_bytes(&v2).unwrap_err(),
+            ManifestError::UnsupportedVersion { version: 2 }
+        );
+    }
+
+    #[test]
+    fn any_flipped_bit_in_the_body_or_signature_fails_verification() {
+        let r = room();
+        let wire = signed(&r).to_bytes();
+        // One flip in each region: header, an entry's sealed copy, the signature.
+        for index in [10, wire.len() - 64 - 5, wire.len() - 1] {
+            let mut tampered = wire.clone();
+            tampered[index] ^= 0x01;
+            let verdict = SignedManifest::from_bytes(&tampered).and_then(|m| {
+                m.open(&r.alice, &r.room, 5, &r.owner.sign_public_key())
+                    .map(|_| ())
+            });
+            assert!(verdict.is_err(), "flip at {index} went unnoticed");
+        }
+    }
+
+    #[test]
+    fn opening_names_why_a_member_gets_no_key() {
+        let r = room();
+        let signed = signed(&r);
+        let owner = r.owner.sign_public_key();
+        assert_eq!(
+            signed.open(&r.owner, &r.room, 5, &owner).unwrap_err(),
+            ManifestError::NotARecipient
+        );
+        let seed: [u8; 32] = r.alice.to_secret_bytes()[1..33].try_into().unwrap();
+        let alice_new_kex = Identity::from_parts(&seed, &[3; 32]).unwrap();
+        assert_eq!(
+            signed.open(&alice_new_kex, &r.room, 5, &owner).unwrap_err(),
+            ManifestError::RecipientKeyMismatch
+        );
+        assert!(matches!(
+            signed.open(&r.alice, &r.room, 5, &r.bob.sign_public_key()),
+            Err(ManifestError::UntrustedRekeyer { .. })
+        ));
+        assert!(matches!(
+            signed.open(&r.alice, &RoomId::new("other").unwrap(), 5, &owner),
+            Err(ManifestError::WrongRoomOrEpoch { .. })
+        ));
+        let key = signed.open(&r.bob, &r.room, 5, &owner).unwrap();
+        assert_eq!(key.expose_secret(), r.key.expose_secret());
     }
 }
