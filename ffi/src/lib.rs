@@ -14,6 +14,8 @@
 //! Panics never cross the boundary: uniffi catches them and raises an internal error in the
 //! foreign language, which is why the release profile must never use `panic = "abort"`.
 
+#![warn(missing_docs)]
+
 mod errors;
 mod identity;
 mod invite;
