@@ -153,6 +153,8 @@ macro_rules! public_key_type {
                 Self::from_hex(text)
             }
         }
+
+        crate::serde_as_string!($name);
     };
 }
 

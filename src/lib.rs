@@ -18,6 +18,29 @@
 
 #[cfg(test)]
 mod golden;
+
+/// With the `serde` feature, (de)serializes a type through its `Display` and `FromStr`, so
+/// keys and room ids travel as their canonical strings and are validated when read.
+macro_rules! serde_as_string {
+    ($type:ty) => {
+        #[cfg(feature = "serde")]
+        impl serde::Serialize for $type {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.collect_str(self)
+            }
+        }
+
+        #[cfg(feature = "serde")]
+        impl<'de> serde::Deserialize<'de> for $type {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let text =
+                    <std::borrow::Cow<'de, str> as serde::Deserialize>::deserialize(deserializer)?;
+                text.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+pub(crate) use serde_as_string;
 mod hex;
 pub mod identity;
 pub mod invite;

@@ -85,6 +85,8 @@ impl std::str::FromStr for RoomId {
     }
 }
 
+crate::serde_as_string!(RoomId);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,1 @@
+//! The JetStream KV backend. (Being built.)

@@ -1,0 +1,1 @@
+//! Moving the control plane from SQLite to JetStream KV. (Being built.)

@@ -1,0 +1,799 @@
+//! The contract cases. Each gets a fresh, empty store and asserts behaviour every backend must
+//! share.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use unibus::manifest::{Recipient, SignedManifest};
+use unibus::sealing::RoomKey;
+use unibus::{Identity, InviteToken, KexPublicKey, RoomId, SignPublicKey};
+use unibus_server::store::{
+    invite_id, InviteStatus, NewInvite, NewUser, Store, StoreError, UserStatus, DEFAULT_INVITE_TTL,
+};
+
+macro_rules! cases {
+    ($($name:ident),+ $(,)?) => {
+        /// Every case, by name.
+        pub const ALL: &[(&str, super::Case)] = &[
+            $((stringify!($name), |store| Box::pin($name(store)))),+
+        ];
+    };
+}
+
+cases!(
+    add_then_get_returns_the_same_user,
+    a_taken_signing_key_is_user_exists,
+    missing_users_are_not_found,
+    keys_given_in_any_case_find_the_same_user,
+    users_are_listed_sorted_by_key,
+    revoke_keeps_the_record_and_denies_authorization,
+    delete_removes_the_user_and_leaves_memberships_inert,
+    has_admin_only_for_active_admins,
+    invites_store_only_the_token_digest,
+    invites_last_seven_days_by_default,
+    redeem_creates_the_user_and_burns_the_invite,
+    a_second_key_cannot_redeem_a_used_invite,
+    a_retry_by_the_same_key_returns_the_same_user,
+    an_already_registered_key_gets_user_exists_with_the_invite_spent,
+    an_expired_invite_cannot_be_redeemed,
+    a_cancelled_invite_cannot_be_redeemed,
+    cancel_rules,
+    an_unknown_token_is_invite_unknown,
+    invites_list_with_every_status,
+    an_admin_invite_creates_an_admin,
+    a_room_starts_with_its_owner_as_member,
+    members_and_the_reverse_index_follow_adds_and_removes,
+    membership_changes_on_missing_rooms_or_members_are_not_found,
+    put_epoch_stores_every_copy_and_moves_the_epoch,
+    a_rekey_from_a_stale_epoch_is_a_conflict,
+    no_key_before_the_first_epoch_or_for_non_recipients,
+    snapshot_export_import_round_trips_and_is_idempotent,
+    concurrent_redeemers_of_one_invite_make_exactly_one_user,
+);
+
+fn identity() -> Identity {
+    Identity::generate().expect("keys")
+}
+
+fn new_user(id: &Identity, admin: bool) -> NewUser {
+    NewUser {
+        sign_key: id.sign_public_key(),
+        kex_key: id.kex_public_key(),
+        admin,
+    }
+}
+
+fn room(name: &str) -> RoomId {
+    RoomId::new(name).unwrap()
+}
+
+async fn invite(store: &dyn Store) -> InviteToken {
+    store.create_invite(NewInvite::default()).await.unwrap().0
+}
+
+async fn add_then_get_returns_the_same_user(store: Arc<dyn Store>) {
+    let alice = identity();
+    let added = store.add_user(new_user(&alice, false)).await.unwrap();
+    assert_eq!(added.sign_key, alice.sign_public_key());
+    assert_eq!(added.kex_key, alice.kex_public_key());
+    assert_eq!(added.status, UserStatus::Active);
+    assert!(!added.admin);
+    assert_eq!(
+        store.get_user(&alice.sign_public_key()).await.unwrap(),
+        added
+    );
+    assert!(store.is_authorized(&alice.sign_public_key()).await);
+}
+
+async fn a_taken_signing_key_is_user_exists(store: Arc<dyn Store>) {
+    let alice = identity();
+    store.add_user(new_user(&alice, false)).await.unwrap();
+    let again = NewUser {
+        kex_key: identity().kex_public_key(),
+        ..new_user(&alice, true)
+    };
+    assert_eq!(
+        store.add_user(again).await.unwrap_err(),
+        StoreError::UserExists
+    );
+    assert!(
+        !store
+            .get_user(&alice.sign_public_key())
+            .await
+            .unwrap()
+            .admin
+    );
+}
+
+async fn missing_users_are_not_found(store: Arc<dyn Store>) {
+    let ghost = identity().sign_public_key();
+    assert_eq!(
+        store.get_user(&ghost).await.unwrap_err(),
+        StoreError::NotFound
+    );
+    assert_eq!(
+        store.revoke_user(&ghost).await.unwrap_err(),
+        StoreError::NotFound
+    );
+    assert_eq!(
+        store.delete_user(&ghost).await.unwrap_err(),
+        StoreError::NotFound
+    );
+    assert!(!store.is_authorized(&ghost).await);
+    assert!(!store.has_admin(&ghost).await);
+}
+
+async fn keys_given_in_any_case_find_the_same_user(store: Arc<dyn Store>) {
+    let alice = identity();
+    store.add_user(new_user(&alice, false)).await.unwrap();
+    let upper = SignPublicKey::from_hex(&alice.sign_public_key().to_hex().to_uppercase()).unwrap();
+    assert_eq!(
+        store.get_user(&upper).await.unwrap().sign_key,
+        alice.sign_public_key()
+    );
+    let duplicate = NewUser {
+        sign_key: upper,
+        kex_key: KexPublicKey::from_hex(&alice.kex_public_key().to_hex().to_uppercase()).unwrap(),
+        admin: false,
+    };
+    assert_eq!(
+        store.add_user(duplicate).await.unwrap_err(),
+        StoreError::UserExists
+    );
+}
+
+async fn users_are_listed_sorted_by_key(store: Arc<dyn Store>) {
+    let mut keys = Vec::new();
+    for _ in 0..5 {
+        let id = identity();
+        store.add_user(new_user(&id, false)).await.unwrap();
+        keys.push(id.sign_public_key());
+    }
+    keys.sort();
+    let listed: Vec<_> = store
+        .list_users()
+        .await
+        .unwrap()
+        .iter()
+        .map(|u| u.sign_key)
+        .collect();
+    assert_eq!(listed, keys);
+}
+
+async fn revoke_keeps_the_record_and_denies_authorization(store: Arc<dyn Store>) {
+    let admin = identity();
+    store.add_user(new_user(&admin, true)).await.unwrap();
+    store.revoke_user(&admin.sign_public_key()).await.unwrap();
+    let user = store.get_user(&admin.sign_public_key()).await.unwrap();
+    assert_eq!(user.status, UserStatus::Revoked);
+    assert!(!store.is_authorized(&admin.sign_public_key()).await);
+    assert!(!store.has_admin(&admin.sign_public_key()).await);
+    // Revoking again is harmless.
+    store.revoke_user(&admin.sign_public_key()).await.unwrap();
+}
+
+async fn delete_removes_the_user_and_leaves_memberships_inert(store: Arc<dyn Store>) {
+    let (owner, bob) = (identity(), identity());
+    store.add_user(new_user(&owner, false)).await.unwrap();
+    store.add_user(new_user(&bob, false)).await.unwrap();
+    let general = room("general");
+    store
+        .create_room(&general, &owner.sign_public_key())
+        .await
+        .unwrap();
+    store
+        .add_member(&general, &bob.sign_public_key())
+        .await
+        .unwrap();
+
+    store.delete_user(&bob.sign_public_key()).await.unwrap();
+    assert_eq!(
+        store.get_user(&bob.sign_public_key()).await.unwrap_err(),
+        StoreError::NotFound
+    );
+    assert!(!store.is_authorized(&bob.sign_public_key()).await);
+    // The membership stays, inert: the key can no longer log in to use it.
+    assert!(store
+        .is_member(&general, &bob.sign_public_key())
+        .await
+        .unwrap());
+    assert_eq!(
+        store
+            .rooms_for_member(&bob.sign_public_key())
+            .await
+            .unwrap(),
+        vec![general]
+    );
+    // And the key can be registered again from scratch.
+    store.add_user(new_user(&bob, false)).await.unwrap();
+}
+
+async fn has_admin_only_for_active_admins(store: Arc<dyn Store>) {
+    let (admin, user) = (identity(), identity());
+    store.add_user(new_user(&admin, true)).await.unwrap();
+    store.add_user(new_user(&user, false)).await.unwrap();
+    assert!(store.has_admin(&admin.sign_public_key()).await);
+    assert!(!store.has_admin(&user.sign_public_key()).await);
+    assert!(store.is_authorized(&user.sign_public_key()).await);
+}
+
+async fn invites_store_only_the_token_digest(store: Arc<dyn Store>) {
+    let (token, invite) = store.create_invite(NewInvite::default()).await.unwrap();
+    assert_eq!(invite.id, invite_id(&token));
+    assert_eq!(store.get_invite(&invite.id).await.unwrap(), invite);
+    let snapshot = serde_json::to_string(&store.export_snapshot().await.unwrap()).unwrap();
+    assert!(
+        !snapshot.contains(token.to_hex().as_str()),
+        "the token itself must not be stored"
+    );
+    assert_eq!(
+        store.get_invite("00").await.unwrap_err(),
+        StoreError::NotFound
+    );
+}
+
+async fn invites_last_seven_days_by_default(store: Arc<dyn Store>) {
+    let (_, invite) = store.create_invite(NewInvite::default()).await.unwrap();
+    assert_eq!(
+        invite.expires_at - invite.created_at,
+        DEFAULT_INVITE_TTL.as_millis() as i64
+    );
+    assert_eq!(invite.status_at(invite.created_at), InviteStatus::Pending);
+    let creator = identity().sign_public_key();
+    let (_, by_admin) = store
+        .create_invite(NewInvite {
+            created_by: Some(creator),
+            ttl: Duration::from_secs(60),
+            admin: false,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_invite(&by_admin.id).await.unwrap().created_by,
+        Some(creator)
+    );
+}
+
+async fn redeem_creates_the_user_and_burns_the_invite(store: Arc<dyn Store>) {
+    let (token, invite) = store.create_invite(NewInvite::default()).await.unwrap();
+    let alice = identity();
+    let user = store
+        .redeem_invite(&token, &alice.sign_public_key(), &alice.kex_public_key())
+        .await
+        .unwrap();
+    assert_eq!(user.sign_key, alice.sign_public_key());
+    assert_eq!(user.invite_id.as_deref(), Some(invite.id.as_str()));
+    assert!(store.is_authorized(&alice.sign_public_key()).await);
+    let burned = store.get_invite(&invite.id).await.unwrap();
+    assert_eq!(burned.status_at(burned.created_at), InviteStatus::Used);
+    assert_eq!(burned.used_by, Some(alice.sign_public_key()));
+    assert!(burned.used_at.is_some());
+}
+
+async fn a_second_key_cannot_redeem_a_used_invite(store: Arc<dyn Store>) {
+    let token = invite(&*store).await;
+    let (alice, mallory) = (identity(), identity());
+    store
+        .redeem_invite(&token, &alice.sign_public_key(), &alice.kex_public_key())
+        .await
+        .unwrap();
+    let err = store
+        .redeem_invite(
+            &token,
+            &mallory.sign_public_key(),
+            &mallory.kex_public_key(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err, StoreError::InviteUsed);
+    assert_eq!(
+        store
+            .get_user(&mallory.sign_public_key())
+            .await
+            .unwrap_err(),
+        StoreError::NotFound
+    );
+}
+
+async fn a_retry_by_the_same_key_returns_the_same_user(store: Arc<dyn Store>) {
+    let token = invite(&*store).await;
+    let alice = identity();
+    let first = store
+        .redeem_invite(&token, &alice.sign_public_key(), &alice.kex_public_key())
+        .await
+        .unwrap();
+    let retry = store
+        .redeem_invite(&token, &alice.sign_public_key(), &alice.kex_public_key())
+        .await
+        .unwrap();
+    assert_eq!(first, retry);
+    assert_eq!(store.list_users().await.unwrap().len(), 1);
+}
+
+async fn an_already_registered_key_gets_user_exists_with_the_invite_spent(store: Arc<dyn Store>) {
+    let alice = identity();
+    store.add_user(new_user(&alice, false)).await.unwrap();
+    let (token, invite) = store.create_invite(NewInvite::default()).await.unwrap();
+    for _ in 0..2 {
+        let err = store
+            .redeem_invite(&token, &alice.sign_public_key(), &alice.kex_public_key())
+            .await
+            .unwrap_err();
+        assert_eq!(err, StoreError::UserExists);
+    }
+    let spent = store.get_invite(&invite.id).await.unwrap();
+    assert_eq!(spent.status_at(spent.created_at), InviteStatus::Used);
+    let bob = identity();
+    assert_eq!(
+        store
+            .redeem_invite(&token, &bob.sign_public_key(), &bob.kex_public_key())
+            .await
+            .unwrap_err(),
+        StoreError::InviteUsed
+    );
+}
+
+async fn an_expired_invite_cannot_be_redeemed(store: Arc<dyn Store>) {
+    let (token, invite) = store
+        .create_invite(NewInvite {
+            ttl: Duration::ZERO,
+            ..NewInvite::default()
+        })
+        .await
+        .unwrap();
+    let alice = identity();
+    let err = store
+        .redeem_invite(&token, &alice.sign_public_key(), &alice.kex_public_key())
+        .await
+        .unwrap_err();
+    assert_eq!(err, StoreError::InviteExpired);
+    assert_eq!(
+        store.get_user(&alice.sign_public_key()).await.unwrap_err(),
+        StoreError::NotFound
+    );
+    let unchanged = store.get_invite(&invite.id).await.unwrap();
+    assert_eq!(unchanged, invite, "a refused redemption changes nothing");
+}
+
+async fn a_cancelled_invite_cannot_be_redeemed(store: Arc<dyn Store>) {
+    let (token, invite) = store.create_invite(NewInvite::default()).await.unwrap();
+    store.cancel_invite(&invite.id).await.unwrap();
+    let alice = identity();
+    let err = store
+        .redeem_invite(&token, &alice.sign_public_key(), &alice.kex_public_key())
+        .await
+        .unwrap_err();
+    assert_eq!(err, StoreError::InviteCancelled);
+    assert!(!store.is_authorized(&alice.sign_public_key()).await);
+}
+
+async fn cancel_rules(store: Arc<dyn Store>) {
+    let (_, pending) = store.create_invite(NewInvite::default()).await.unwrap();
+    store.cancel_invite(&pending.id).await.unwrap();
+    store.cancel_invite(&pending.id).await.unwrap();
+    let cancelled = store.get_invite(&pending.id).await.unwrap();
+    assert_eq!(
+        cancelled.status_at(cancelled.created_at),
+        InviteStatus::Cancelled
+    );
+
+    let (token, used) = store.create_invite(NewInvite::default()).await.unwrap();
+    let alice = identity();
+    store
+        .redeem_invite(&token, &alice.sign_public_key(), &alice.kex_public_key())
+        .await
+        .unwrap();
+    assert_eq!(
+        store.cancel_invite(&used.id).await.unwrap_err(),
+        StoreError::InviteUsed
+    );
+    assert_eq!(
+        store.cancel_invite(&"ab".repeat(32)).await.unwrap_err(),
+        StoreError::NotFound
+    );
+}
+
+async fn an_unknown_token_is_invite_unknown(store: Arc<dyn Store>) {
+    let alice = identity();
+    let stranger = InviteToken::generate().unwrap();
+    let err = store
+        .redeem_invite(&stranger, &alice.sign_public_key(), &alice.kex_public_key())
+        .await
+        .unwrap_err();
+    assert_eq!(err, StoreError::InviteUnknown);
+    assert!(store.list_users().await.unwrap().is_empty());
+}
+
+async fn invites_list_with_every_status(store: Arc<dyn Store>) {
+    let (_, pending) = store.create_invite(NewInvite::default()).await.unwrap();
+    let (used_token, used) = store.create_invite(NewInvite::default()).await.unwrap();
+    let (_, expired) = store
+        .create_invite(NewInvite {
+            ttl: Duration::ZERO,
+            ..NewInvite::default()
+        })
+        .await
+        .unwrap();
+    let (_, cancelled) = store.create_invite(NewInvite::default()).await.unwrap();
+    store.cancel_invite(&cancelled.id).await.unwrap();
+    let alice = identity();
+    store
+        .redeem_invite(
+            &used_token,
+            &alice.sign_public_key(),
+            &alice.kex_public_key(),
+        )
+        .await
+        .unwrap();
+
+    let now = pending.created_at + 1;
+    let listed = store.list_invites().await.unwrap();
+    let mut ids: Vec<_> = [&pending, &used, &expired, &cancelled]
+        .iter()
+        .map(|i| i.id.clone())
+        .collect();
+    ids.sort();
+    assert_eq!(listed.iter().map(|i| i.id.clone()).collect::<Vec<_>>(), ids);
+    let status = |id: &str| listed.iter().find(|i| i.id == id).unwrap().status_at(now);
+    assert_eq!(status(&pending.id), InviteStatus::Pending);
+    assert_eq!(status(&used.id), InviteStatus::Used);
+    assert_eq!(status(&expired.id), InviteStatus::Expired);
+    assert_eq!(status(&cancelled.id), InviteStatus::Cancelled);
+}
+
+async fn an_admin_invite_creates_an_admin(store: Arc<dyn Store>) {
+    let (token, _) = store
+        .create_invite(NewInvite {
+            admin: true,
+            ..NewInvite::default()
+        })
+        .await
+        .unwrap();
+    let root = identity();
+    let user = store
+        .redeem_invite(&token, &root.sign_public_key(), &root.kex_public_key())
+        .await
+        .unwrap();
+    assert!(user.admin);
+    assert!(store.has_admin(&root.sign_public_key()).await);
+}
+
+async fn a_room_starts_with_its_owner_as_member(store: Arc<dyn Store>) {
+    let owner = identity().sign_public_key();
+    let general = room("general");
+    let created = store.create_room(&general, &owner).await.unwrap();
+    assert_eq!((created.owner, created.epoch), (owner, 0));
+    assert_eq!(store.get_room(&general).await.unwrap(), created);
+    assert_eq!(store.list_members(&general).await.unwrap(), vec![owner]);
+    assert_eq!(
+        store.create_room(&general, &owner).await.unwrap_err(),
+        StoreError::RoomExists
+    );
+    assert_eq!(
+        store.get_room(&room("nope")).await.unwrap_err(),
+        StoreError::NotFound
+    );
+    store.create_room(&room("alpha"), &owner).await.unwrap();
+    let listed: Vec<_> = store
+        .list_rooms()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(listed, vec![room("alpha"), general]);
+    assert_eq!(store.latest_epoch(&room("alpha")).await.unwrap(), 0);
+}
+
+async fn members_and_the_reverse_index_follow_adds_and_removes(store: Arc<dyn Store>) {
+    let (owner, bob, carol) = (
+        identity().sign_public_key(),
+        identity().sign_public_key(),
+        identity().sign_public_key(),
+    );
+    let (a, b) = (room("a"), room("b"));
+    store.create_room(&a, &owner).await.unwrap();
+    store.create_room(&b, &owner).await.unwrap();
+    store.add_member(&a, &bob).await.unwrap();
+    store.add_member(&a, &bob).await.unwrap();
+    store.add_member(&b, &bob).await.unwrap();
+    store.add_member(&b, &carol).await.unwrap();
+
+    let mut expected = vec![owner, bob];
+    expected.sort();
+    assert_eq!(store.list_members(&a).await.unwrap(), expected);
+    assert_eq!(
+        store.rooms_for_member(&bob).await.unwrap(),
+        vec![a.clone(), b.clone()]
+    );
+    assert!(store.is_member(&b, &carol).await.unwrap());
+    assert!(!store.is_member(&a, &carol).await.unwrap());
+
+    store.remove_member(&a, &bob).await.unwrap();
+    assert!(!store.is_member(&a, &bob).await.unwrap());
+    assert_eq!(store.rooms_for_member(&bob).await.unwrap(), vec![b.clone()]);
+    assert_eq!(
+        store
+            .rooms_for_member(&identity().sign_public_key())
+            .await
+            .unwrap(),
+        Vec::<RoomId>::new()
+    );
+}
+
+async fn membership_changes_on_missing_rooms_or_members_are_not_found(store: Arc<dyn Store>) {
+    let (owner, bob) = (identity().sign_public_key(), identity().sign_public_key());
+    let missing = room("missing");
+    assert_eq!(
+        store.add_member(&missing, &bob).await.unwrap_err(),
+        StoreError::NotFound
+    );
+    assert_eq!(
+        store.list_members(&missing).await.unwrap_err(),
+        StoreError::NotFound
+    );
+    assert!(!store.is_member(&missing, &bob).await.unwrap());
+    let general = room("general");
+    store.create_room(&general, &owner).await.unwrap();
+    assert_eq!(
+        store.remove_member(&general, &bob).await.unwrap_err(),
+        StoreError::NotFound
+    );
+    assert_eq!(
+        store.rooms_for_member(&bob).await.unwrap(),
+        Vec::<RoomId>::new()
+    );
+}
+
+struct Rekey {
+    owner: Identity,
+    members: Vec<Identity>,
+    general: RoomId,
+}
+
+async fn room_with_members(store: &dyn Store, n: usize) -> Rekey {
+    let owner = identity();
+    let general = room("general");
+    store
+        .create_room(&general, &owner.sign_public_key())
+        .await
+        .unwrap();
+    let members: Vec<Identity> = (0..n).map(|_| identity()).collect();
+    for m in &members {
+        store
+            .add_member(&general, &m.sign_public_key())
+            .await
+            .unwrap();
+    }
+    Rekey {
+        owner,
+        members,
+        general,
+    }
+}
+
+fn rekey(r: &Rekey, epoch: u64, previous: u64, who: &[&Identity]) -> (SignedManifest, RoomKey) {
+    let key = RoomKey::generate().unwrap();
+    let recipients: Vec<Recipient> = who.iter().map(|id| Recipient::of(id)).collect();
+    (
+        SignedManifest::rekey(&r.owner, &r.general, epoch, previous, &key, &recipients).unwrap(),
+        key,
+    )
+}
+
+async fn put_epoch_stores_every_copy_and_moves_the_epoch(store: Arc<dyn Store>) {
+    let r = room_with_members(&*store, 3).await;
+    let everyone: Vec<&Identity> = std::iter::once(&r.owner).chain(&r.members).collect();
+    let (first, key1) = rekey(&r, 1, 0, &everyone);
+    store.put_epoch(&first).await.unwrap();
+    assert_eq!(store.latest_epoch(&r.general).await.unwrap(), 1);
+    let (second, key2) = rekey(&r, 2, 1, &everyone[..3]);
+    store.put_epoch(&second).await.unwrap();
+    assert_eq!(store.get_room(&r.general).await.unwrap().epoch, 2);
+
+    let owner_key = r.owner.sign_public_key();
+    for (i, member) in everyone.iter().enumerate() {
+        let latest = store
+            .sealed_key(&r.general, &member.sign_public_key(), None)
+            .await;
+        if i < 3 {
+            let latest = latest.unwrap();
+            assert_eq!(latest.epoch, 2);
+            let manifest =
+                SignedManifest::from_bytes(&store.manifest(&r.general, 2).await.unwrap()).unwrap();
+            assert_eq!(manifest.to_bytes(), second.to_bytes());
+            let entry = manifest
+                .verify(&r.general, 2, &owner_key)
+                .unwrap()
+                .entry_for(&member.sign_public_key())
+                .unwrap();
+            assert_eq!(entry.sealed, latest.sealed);
+            assert_eq!(
+                manifest.open(member, &r.general, 2, &owner_key).unwrap(),
+                key2
+            );
+        } else {
+            assert_eq!(
+                latest.unwrap_err(),
+                StoreError::NotFound,
+                "member {i} was left out of epoch 2"
+            );
+        }
+        let old = store
+            .sealed_key(&r.general, &member.sign_public_key(), Some(1))
+            .await
+            .unwrap();
+        assert_eq!(old.epoch, 1);
+        let opened =
+            unibus::sealing::open_room_key(member, &old.sealed, &r.general, 1, &owner_key).unwrap();
+        assert_eq!(opened, key1);
+    }
+    assert_eq!(
+        store.manifest(&r.general, 1).await.unwrap(),
+        first.to_bytes()
+    );
+    assert_eq!(
+        store.manifest(&r.general, 3).await.unwrap_err(),
+        StoreError::NotFound
+    );
+}
+
+async fn a_rekey_from_a_stale_epoch_is_a_conflict(store: Arc<dyn Store>) {
+    let r = room_with_members(&*store, 1).await;
+    let who = [&r.owner, &r.members[0]];
+    store.put_epoch(&rekey(&r, 1, 0, &who).0).await.unwrap();
+    let (stale, _) = rekey(&r, 2, 0, &who);
+    assert_eq!(
+        store.put_epoch(&stale).await.unwrap_err(),
+        StoreError::EpochConflict {
+            expected: 0,
+            actual: 1
+        }
+    );
+    let (replay, _) = rekey(&r, 1, 0, &who);
+    assert!(matches!(
+        store.put_epoch(&replay).await.unwrap_err(),
+        StoreError::EpochConflict { .. }
+    ));
+    assert_eq!(store.latest_epoch(&r.general).await.unwrap(), 1);
+    let other = RoomId::new("other").unwrap();
+    let elsewhere = SignedManifest::rekey(
+        &r.owner,
+        &other,
+        1,
+        0,
+        &RoomKey::generate().unwrap(),
+        &[Recipient::of(&r.owner)],
+    )
+    .unwrap();
+    assert_eq!(
+        store.put_epoch(&elsewhere).await.unwrap_err(),
+        StoreError::NotFound
+    );
+}
+
+async fn no_key_before_the_first_epoch_or_for_non_recipients(store: Arc<dyn Store>) {
+    let r = room_with_members(&*store, 1).await;
+    let member = r.members[0].sign_public_key();
+    assert_eq!(
+        store
+            .sealed_key(&r.general, &member, None)
+            .await
+            .unwrap_err(),
+        StoreError::NotFound
+    );
+    store
+        .put_epoch(&rekey(&r, 1, 0, &[&r.owner]).0)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .sealed_key(&r.general, &member, None)
+            .await
+            .unwrap_err(),
+        StoreError::NotFound
+    );
+    assert_eq!(
+        store
+            .sealed_key(&r.general, &member, Some(1))
+            .await
+            .unwrap_err(),
+        StoreError::NotFound
+    );
+    assert_eq!(
+        store
+            .sealed_key(&room("missing"), &member, None)
+            .await
+            .unwrap_err(),
+        StoreError::NotFound
+    );
+}
+
+async fn snapshot_export_import_round_trips_and_is_idempotent(store: Arc<dyn Store>) {
+    // Populate every kind of record, then import into a second store of the same backend
+    // (the migration test covers SQLite into KV).
+    let r = room_with_members(&*store, 2).await;
+    let everyone = [&r.owner, &r.members[0], &r.members[1]];
+    store
+        .put_epoch(&rekey(&r, 1, 0, &everyone).0)
+        .await
+        .unwrap();
+    store
+        .put_epoch(&rekey(&r, 2, 1, &everyone[..2]).0)
+        .await
+        .unwrap();
+    let admin = identity();
+    store.add_user(new_user(&admin, true)).await.unwrap();
+    store.revoke_user(&admin.sign_public_key()).await.unwrap();
+    let (token, _) = store.create_invite(NewInvite::default()).await.unwrap();
+    store
+        .redeem_invite(
+            &token,
+            &r.members[0].sign_public_key(),
+            &r.members[0].kex_public_key(),
+        )
+        .await
+        .unwrap();
+    store.create_invite(NewInvite::default()).await.unwrap();
+
+    let snapshot = store.export_snapshot().await.unwrap();
+    assert_eq!(snapshot.users.len(), 2);
+    assert_eq!(snapshot.invites.len(), 2);
+    assert_eq!(snapshot.rooms[0].manifests.len(), 2);
+    assert_eq!(snapshot.rooms[0].room.epoch, 2);
+
+    // Importing over the same state changes nothing, twice.
+    store.import_snapshot(&snapshot).await.unwrap();
+    store.import_snapshot(&snapshot).await.unwrap();
+    assert_eq!(store.export_snapshot().await.unwrap(), snapshot);
+    // And every per-member copy is still served after an import.
+    let copy = store
+        .sealed_key(&r.general, &r.members[0].sign_public_key(), None)
+        .await
+        .unwrap();
+    assert_eq!(copy.epoch, 2);
+}
+
+/// Rounds of the 64-redeemer race: `UNIBUS_STRESS_ROUNDS` (200 in the stress run), else 3.
+fn stress_rounds() -> usize {
+    std::env::var("UNIBUS_STRESS_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3)
+}
+
+async fn concurrent_redeemers_of_one_invite_make_exactly_one_user(store: Arc<dyn Store>) {
+    for round in 0..stress_rounds() {
+        let (token, invite) = store.create_invite(NewInvite::default()).await.unwrap();
+        let token = Arc::new(token);
+        let contenders: Vec<Identity> = (0..64).map(|_| identity()).collect();
+        let tasks: Vec<_> = contenders
+            .iter()
+            .map(|id| {
+                let (store, token) = (Arc::clone(&store), Arc::clone(&token));
+                let (sign, kex) = (id.sign_public_key(), id.kex_public_key());
+                tokio::spawn(async move { store.redeem_invite(&token, &sign, &kex).await })
+            })
+            .collect();
+        let mut winners = Vec::new();
+        for (id, task) in contenders.iter().zip(tasks) {
+            match task.await.unwrap() {
+                Ok(user) => winners.push(user.sign_key),
+                Err(StoreError::InviteUsed) => {}
+                Err(other) => panic!("round {round}: unexpected {other:?}"),
+            }
+            let _ = id;
+        }
+        assert_eq!(winners.len(), 1, "round {round}: {} winners", winners.len());
+        let burned = store.get_invite(&invite.id).await.unwrap();
+        assert_eq!(burned.used_by, Some(winners[0]), "round {round}");
+        for id in &contenders {
+            let registered = store.get_user(&id.sign_public_key()).await.is_ok();
+            assert_eq!(
+                registered,
+                id.sign_public_key() == winners[0],
+                "round {round}"
+            );
+        }
+    }
+}
