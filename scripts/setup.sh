@@ -29,6 +29,9 @@ fi
 
 command -v cc >/dev/null || apt_install build-essential
 
+# nats-server 2.15.1 for the store and cluster tests (pinned by sha256; see the script).
+scripts/install-nats-server.sh
+
 # The Kotlin bindings' tests: a JDK (17 or newer) and Maven.
 command -v javac >/dev/null || apt_install openjdk-17-jdk-headless
 command -v mvn >/dev/null || apt_install maven

@@ -1,1 +1,790 @@
-//! The JetStream KV backend. (Being built.)
+//! The JetStream KV backend: the control plane in replicated buckets.
+//!
+//! | bucket | key | value |
+//! |---|---|---|
+//! | `UNIBUS_users` | signing key (hex) | [`User`] as JSON |
+//! | `UNIBUS_invites` | invite id (hex digest of the token) | [`Invite`] as JSON |
+//! | `UNIBUS_rooms` | room id | [`Room`] as JSON |
+//! | `UNIBUS_members` | `{room}.{member}` | `1` |
+//! | `UNIBUS_rooms_by_member` | `{member}.{room}` | `1` |
+//! | `UNIBUS_room_keys` | `f.{room}.{epoch}.{digest}` | the signed manifest |
+//! | | `k.{room}.{epoch}.{digest}.{member}` | the member's 81-byte sealed copy |
+//! | | `e.{room}.{epoch}` | `{digest}`: which manifest the epoch committed |
+//!
+//! Every bucket keeps one revision per key, is created with `allow_direct = false` so reads go
+//! through the stream leader and are never stale (authorization depends on them), and has
+//! 1 to 5 replicas; reopening with more replicas scales the buckets in place (R1 to R3).
+//!
+//! Every operation is bounded by [`KvStoreConfig::op_timeout`]. Opening retries each bucket
+//! operation with short attempts within [`KvStoreConfig::bootstrap_budget`], because on a cold
+//! cluster a request sent before the meta leader exists gets no reply at all.
+//!
+//! Multi-key writes are ordered so that a crash leaves nothing half-visible:
+//! - redeeming an invite burns it with a compare-and-swap on its revision (recording the key),
+//!   then creates the user; a retry by the same key completes a crashed registration;
+//! - an epoch's manifest and copies are written under the manifest's digest first, then the
+//!   epoch is claimed with a create-only marker, then the room's epoch moves by compare-and-swap.
+//!   A claimed epoch is always complete, so if its writer crashed, the next rekey rolls the room
+//!   forward to it and asks its caller to rekey from there.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, kv, stream};
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+use serde::{de::DeserializeOwned, Serialize};
+use sha2::{Digest, Sha256};
+use unibus::manifest::SignedManifest;
+use unibus::sealing::SealedRoomKey;
+use unibus::{InviteToken, KexPublicKey, RoomId, SignPublicKey};
+
+use super::sqlite::{redeem_step, redeemed_user, RedeemStep};
+use super::{
+    invite_id, now_millis, EpochKey, Invite, InviteStatus, NewInvite, NewUser, Room, RoomSnapshot,
+    Snapshot, Store, StoreError, StoreResult, User, UserStatus,
+};
+
+/// How the KV store is set up.
+#[derive(Debug, Clone)]
+pub struct KvStoreConfig {
+    /// Replicas per bucket, 1 to 5 (3 tolerates one node down).
+    pub replicas: usize,
+    /// The bound on every store operation.
+    pub op_timeout: Duration,
+    /// The bound on one attempt of a bucket operation while opening.
+    pub attempt_timeout: Duration,
+    /// The bound on opening as a whole, across retries.
+    pub bootstrap_budget: Duration,
+    /// The prefix of the bucket names: `UNIBUS` gives `UNIBUS_users` and so on. Tests use
+    /// their own prefixes to share one cluster.
+    pub bucket_prefix: String,
+}
+
+impl Default for KvStoreConfig {
+    fn default() -> Self {
+        Self {
+            replicas: 1,
+            op_timeout: Duration::from_secs(2),
+            attempt_timeout: Duration::from_secs(2),
+            bootstrap_budget: Duration::from_secs(60),
+            bucket_prefix: "UNIBUS".into(),
+        }
+    }
+}
+
+/// The JetStream KV store. Cloning shares the buckets.
+#[derive(Clone)]
+pub struct KvStore {
+    users: kv::Store,
+    invites: kv::Store,
+    rooms: kv::Store,
+    members: kv::Store,
+    rooms_by_member: kv::Store,
+    room_keys: kv::Store,
+    client: async_nats::Client,
+    op_timeout: Duration,
+}
+
+impl std::fmt::Debug for KvStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KvStore")
+            .field("users", &self.users.name)
+            .field("op_timeout", &self.op_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How many times a compare-and-swap is retried under contention before giving up.
+const CAS_ATTEMPTS: usize = 64;
+
+fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(format!("jetstream: {e}"))
+}
+
+fn decode<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> StoreResult<T> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Invalid(format!("stored {what}: {e}")))
+}
+
+fn encode<T: Serialize>(value: &T) -> Bytes {
+    // Serializing these plain records cannot fail: no maps with non-string keys, no I/O.
+    Bytes::from(serde_json::to_vec(value).expect("records serialize to JSON"))
+}
+
+/// Whether an update failed because the entry's revision changed (JetStream codes 10071 and
+/// 10164, "wrong last sequence").
+fn is_revision_conflict(error: &kv::UpdateError) -> bool {
+    error.kind() == kv::UpdateErrorKind::WrongLastRevision || {
+        let text = error.to_string();
+        text.contains("10071") || text.contains("10164") || text.contains("wrong last sequence")
+    }
+}
+
+fn manifest_digest(bytes: &[u8]) -> String {
+    hex::encode(&Sha256::digest(bytes)[..16])
+}
+
+impl KvStore {
+    /// Opens (creating or scaling as needed) the six buckets on the cluster `client` is
+    /// connected to.
+    pub async fn open(client: async_nats::Client, config: KvStoreConfig) -> StoreResult<Self> {
+        if !(1..=5).contains(&config.replicas) {
+            return Err(StoreError::Invalid(format!(
+                "replicas must be 1 to 5, not {}",
+                config.replicas
+            )));
+        }
+        let js = jetstream::new(client.clone());
+        let deadline = Instant::now() + config.bootstrap_budget;
+        let bucket = |name: &str| format!("{}_{name}", config.bucket_prefix);
+        Ok(Self {
+            users: open_bucket(&js, &bucket("users"), &config, deadline).await?,
+            invites: open_bucket(&js, &bucket("invites"), &config, deadline).await?,
+            rooms: open_bucket(&js, &bucket("rooms"), &config, deadline).await?,
+            members: open_bucket(&js, &bucket("members"), &config, deadline).await?,
+            rooms_by_member: open_bucket(&js, &bucket("rooms_by_member"), &config, deadline)
+                .await?,
+            room_keys: open_bucket(&js, &bucket("room_keys"), &config, deadline).await?,
+            client,
+            op_timeout: config.op_timeout,
+        })
+    }
+
+    /// Bounds `future` by the op timeout.
+    async fn op<T, E: std::fmt::Display>(
+        &self,
+        future: impl Future<Output = Result<T, E>>,
+    ) -> StoreResult<T> {
+        tokio::time::timeout(self.op_timeout, future)
+            .await
+            .map_err(|_| StoreError::Timeout(self.op_timeout))?
+            .map_err(backend)
+    }
+
+    async fn get(&self, bucket: &kv::Store, key: &str) -> StoreResult<Option<Bytes>> {
+        self.op(bucket.get(key)).await
+    }
+
+    async fn entry(&self, bucket: &kv::Store, key: &str) -> StoreResult<Option<kv::Entry>> {
+        Ok(self
+            .op(bucket.entry(key))
+            .await?
+            .filter(|e| e.operation == kv::Operation::Put))
+    }
+
+    async fn put(&self, bucket: &kv::Store, key: &str, value: Bytes) -> StoreResult<()> {
+        self.op(bucket.put(key, value)).await.map(|_| ())
+    }
+
+    /// Creates `key` only if it does not exist (or was deleted). `Ok(false)` if it exists.
+    async fn create(&self, bucket: &kv::Store, key: &str, value: Bytes) -> StoreResult<bool> {
+        match tokio::time::timeout(self.op_timeout, bucket.create(key, value)).await {
+            Err(_) => Err(StoreError::Timeout(self.op_timeout)),
+            Ok(Ok(_)) => Ok(true),
+            Ok(Err(e)) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(false),
+            Ok(Err(e)) => Err(backend(e)),
+        }
+    }
+
+    /// Replaces the entry at `revision`. `Ok(false)` if the revision changed meanwhile.
+    async fn update(
+        &self,
+        bucket: &kv::Store,
+        key: &str,
+        value: Bytes,
+        revision: u64,
+    ) -> StoreResult<bool> {
+        match tokio::time::timeout(self.op_timeout, bucket.update(key, value, revision)).await {
+            Err(_) => Err(StoreError::Timeout(self.op_timeout)),
+            Ok(Ok(_)) => Ok(true),
+            Ok(Err(e)) if is_revision_conflict(&e) => Ok(false),
+            Ok(Err(e)) => Err(backend(e)),
+        }
+    }
+
+    async fn delete(&self, bucket: &kv::Store, key: &str) -> StoreResult<()> {
+        self.op(bucket.delete(key)).await
+    }
+
+    /// The live entries whose keys match `filter` (a subject pattern relative to the bucket),
+    /// read with one ordered consumer that delivers the last value per key.
+    async fn entries(&self, bucket: &kv::Store, filter: &str) -> StoreResult<Vec<(String, Bytes)>> {
+        let prefix = bucket.prefix.clone();
+        let listing = async {
+            let consumer = bucket
+                .stream
+                .create_consumer(jetstream::consumer::push::OrderedConfig {
+                    deliver_subject: self.client.new_inbox(),
+                    filter_subject: format!("{prefix}{filter}"),
+                    deliver_policy: jetstream::consumer::DeliverPolicy::LastPerSubject,
+                    replay_policy: jetstream::consumer::ReplayPolicy::Instant,
+                    ..Default::default()
+                })
+                .await
+                .map_err(backend)?;
+            let mut remaining = consumer.cached_info().num_pending;
+            let mut out = Vec::with_capacity(remaining as usize);
+            if remaining == 0 {
+                return Ok(out);
+            }
+            let mut messages = consumer.messages().await.map_err(backend)?;
+            while remaining > 0 {
+                let message = messages
+                    .next()
+                    .await
+                    .ok_or_else(|| backend("listing ended early"))?
+                    .map_err(backend)?;
+                remaining = message.info().map_err(backend)?.pending;
+                let deleted = message
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get("KV-Operation"))
+                    .is_some_and(|op| op.as_str() != "PUT");
+                if !deleted {
+                    let key = message
+                        .subject
+                        .strip_prefix(prefix.as_str())
+                        .unwrap_or(&message.subject)
+                        .to_string();
+                    out.push((key, message.payload.clone()));
+                }
+            }
+            Ok(out)
+        };
+        tokio::time::timeout(self.op_timeout, listing)
+            .await
+            .map_err(|_| StoreError::Timeout(self.op_timeout))?
+    }
+
+    /// Reads a JSON record, changes it with `change`, and writes it back with a
+    /// compare-and-swap, retrying on contention. `change` returns `Ok(None)` to leave it as is.
+    async fn modify<T: DeserializeOwned + Serialize>(
+        &self,
+        bucket: &kv::Store,
+        key: &str,
+        what: &str,
+        mut change: impl FnMut(T) -> StoreResult<Option<T>>,
+    ) -> StoreResult<()> {
+        for _ in 0..CAS_ATTEMPTS {
+            let entry = self.entry(bucket, key).await?.ok_or(StoreError::NotFound)?;
+            let Some(changed) = change(decode(what, &entry.value)?)? else {
+                return Ok(());
+            };
+            if self
+                .update(bucket, key, encode(&changed), entry.revision)
+                .await?
+            {
+                return Ok(());
+            }
+        }
+        Err(StoreError::Backend(format!(
+            "{what} {key}: too much contention"
+        )))
+    }
+
+    async fn get_json<T: DeserializeOwned>(
+        &self,
+        bucket: &kv::Store,
+        key: &str,
+        what: &str,
+    ) -> StoreResult<T> {
+        let bytes = self.get(bucket, key).await?.ok_or(StoreError::NotFound)?;
+        decode(what, &bytes)
+    }
+
+    async fn list_json<T: DeserializeOwned>(
+        &self,
+        bucket: &kv::Store,
+        what: &str,
+    ) -> StoreResult<Vec<T>> {
+        let mut entries = self.entries(bucket, ">").await?;
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        entries.iter().map(|(_, v)| decode(what, v)).collect()
+    }
+
+    /// Creates the user a redeemed invite makes, unless the key is taken: then it is this
+    /// invite's own user (a retry) or [`StoreError::UserExists`].
+    async fn create_redeemed_user(&self, invite: &Invite, user: User) -> StoreResult<User> {
+        let key = user.sign_key.to_hex();
+        if self.create(&self.users, &key, encode(&user)).await? {
+            return Ok(user);
+        }
+        let existing: User = self.get_json(&self.users, &key, "user").await?;
+        if existing.invite_id.as_deref() == Some(invite.id.as_str()) {
+            Ok(existing)
+        } else {
+            Err(StoreError::UserExists)
+        }
+    }
+
+    /// The digest of the manifest that committed `epoch`, if any.
+    async fn committed_digest(&self, room: &RoomId, epoch: u64) -> StoreResult<Option<String>> {
+        Ok(self
+            .get(&self.room_keys, &format!("e.{room}.{epoch}"))
+            .await?
+            .map(|b| String::from_utf8_lossy(&b).into_owned()))
+    }
+
+    /// Writes an epoch's manifest and copies under its digest (idempotent overwrites).
+    async fn write_epoch_data(&self, manifest: &SignedManifest, digest: &str) -> StoreResult<()> {
+        let contents = manifest.unverified();
+        let (room, epoch) = (&contents.room, contents.epoch);
+        for entry in &contents.entries {
+            let key = format!("k.{room}.{epoch}.{digest}.{}", entry.member);
+            self.put(
+                &self.room_keys,
+                &key,
+                Bytes::copy_from_slice(&entry.sealed.to_bytes()),
+            )
+            .await?;
+        }
+        let key = format!("f.{room}.{epoch}.{digest}");
+        self.put(&self.room_keys, &key, Bytes::from(manifest.to_bytes()))
+            .await
+    }
+
+    /// Moves the room's epoch from `from` to `to` by compare-and-swap. `Ok(actual)` with the
+    /// room's epoch if it was not at `from`.
+    async fn advance_room(
+        &self,
+        room: &RoomId,
+        from: u64,
+        to: u64,
+    ) -> StoreResult<Result<(), u64>> {
+        let mut outcome = Ok(());
+        self.modify(&self.rooms, room.as_str(), "room", |mut record: Room| {
+            if record.epoch == from {
+                record.epoch = to;
+                outcome = Ok(());
+                Ok(Some(record))
+            } else {
+                outcome = Err(record.epoch);
+                Ok(None)
+            }
+        })
+        .await?;
+        Ok(outcome)
+    }
+}
+
+async fn open_bucket(
+    js: &jetstream::Context,
+    name: &str,
+    config: &KvStoreConfig,
+    deadline: Instant,
+) -> StoreResult<kv::Store> {
+    let stream_config = stream::Config {
+        name: format!("KV_{name}"),
+        subjects: vec![format!("$KV.{name}.>")],
+        max_messages_per_subject: 1,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: false,
+        discard: stream::DiscardPolicy::New,
+        storage: stream::StorageType::File,
+        num_replicas: config.replicas,
+        ..Default::default()
+    };
+    let mut last_error = String::from("no attempt finished");
+    while Instant::now() < deadline {
+        let attempt = async {
+            let mut stream = js
+                .get_or_create_stream(stream_config.clone())
+                .await
+                .map_err(backend)?;
+            let info = stream.info().await.map_err(backend)?;
+            if info.config.num_replicas != config.replicas {
+                let mut scaled = info.config.clone();
+                scaled.num_replicas = config.replicas;
+                js.update_stream(&scaled).await.map_err(backend)?;
+            }
+            js.get_key_value(name).await.map_err(backend)
+        };
+        match tokio::time::timeout(config.attempt_timeout, attempt).await {
+            Ok(Ok(bucket)) => return Ok(bucket),
+            Ok(Err(e)) => last_error = e.to_string(),
+            Err(_) => last_error = format!("attempt timed out after {:?}", config.attempt_timeout),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(StoreError::Backend(format!(
+        "bucket {name} not ready within {:?}: {last_error}",
+        config.bootstrap_budget
+    )))
+}
+
+#[async_trait]
+impl Store for KvStore {
+    async fn add_user(&self, user: NewUser) -> StoreResult<User> {
+        let user = User {
+            sign_key: user.sign_key,
+            kex_key: user.kex_key,
+            admin: user.admin,
+            status: UserStatus::Active,
+            created_at: now_millis(),
+            invite_id: None,
+        };
+        if self
+            .create(&self.users, &user.sign_key.to_hex(), encode(&user))
+            .await?
+        {
+            Ok(user)
+        } else {
+            Err(StoreError::UserExists)
+        }
+    }
+
+    async fn get_user(&self, key: &SignPublicKey) -> StoreResult<User> {
+        self.get_json(&self.users, &key.to_hex(), "user").await
+    }
+
+    async fn list_users(&self) -> StoreResult<Vec<User>> {
+        self.list_json(&self.users, "user").await
+    }
+
+    async fn revoke_user(&self, key: &SignPublicKey) -> StoreResult<()> {
+        self.modify(&self.users, &key.to_hex(), "user", |mut user: User| {
+            Ok((user.status != UserStatus::Revoked).then(|| {
+                user.status = UserStatus::Revoked;
+                user
+            }))
+        })
+        .await
+    }
+
+    async fn delete_user(&self, key: &SignPublicKey) -> StoreResult<()> {
+        let key = key.to_hex();
+        self.entry(&self.users, &key)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        self.delete(&self.users, &key).await
+    }
+
+    async fn create_invite(&self, new: NewInvite) -> StoreResult<(InviteToken, Invite)> {
+        let token = InviteToken::generate()
+            .map_err(|e| StoreError::Backend(format!("OS random number generator: {e}")))?;
+        let now = now_millis();
+        let invite = Invite {
+            id: invite_id(&token),
+            admin: new.admin,
+            created_at: now,
+            created_by: new.created_by,
+            expires_at: now.saturating_add(new.ttl.as_millis().min(i64::MAX as u128) as i64),
+            used_at: None,
+            used_by: None,
+            cancelled_at: None,
+        };
+        if !self
+            .create(&self.invites, &invite.id, encode(&invite))
+            .await?
+        {
+            return Err(StoreError::Backend("invite id collision".into()));
+        }
+        Ok((token, invite))
+    }
+
+    async fn get_invite(&self, id: &str) -> StoreResult<Invite> {
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(StoreError::NotFound);
+        }
+        self.get_json(&self.invites, id, "invite").await
+    }
+
+    async fn list_invites(&self) -> StoreResult<Vec<Invite>> {
+        self.list_json(&self.invites, "invite").await
+    }
+
+    async fn cancel_invite(&self, id: &str) -> StoreResult<()> {
+        self.get_invite(id).await?;
+        self.modify(
+            &self.invites,
+            id,
+            "invite",
+            |mut invite: Invite| match invite.status_at(now_millis()) {
+                InviteStatus::Used => Err(StoreError::InviteUsed),
+                InviteStatus::Cancelled => Ok(None),
+                InviteStatus::Pending | InviteStatus::Expired => {
+                    invite.cancelled_at = Some(now_millis());
+                    Ok(Some(invite))
+                }
+            },
+        )
+        .await
+    }
+
+    async fn redeem_invite(
+        &self,
+        token: &InviteToken,
+        sign_key: &SignPublicKey,
+        kex_key: &KexPublicKey,
+    ) -> StoreResult<User> {
+        let id = invite_id(token);
+        for _ in 0..CAS_ATTEMPTS {
+            let entry = self
+                .entry(&self.invites, &id)
+                .await?
+                .ok_or(StoreError::InviteUnknown)?;
+            let mut invite: Invite = decode("invite", &entry.value)?;
+            let now = now_millis();
+            match redeem_step(&invite, sign_key, now)? {
+                RedeemStep::Burn => {
+                    invite.used_at = Some(now);
+                    invite.used_by = Some(*sign_key);
+                    if !self
+                        .update(&self.invites, &id, encode(&invite), entry.revision)
+                        .await?
+                    {
+                        // Someone else changed it first: decide again on what they wrote.
+                        continue;
+                    }
+                    let user = redeemed_user(&invite, *sign_key, *kex_key, now);
+                    return self.create_redeemed_user(&invite, user).await;
+                }
+                RedeemStep::Complete => {
+                    let user = redeemed_user(&invite, *sign_key, *kex_key, now);
+                    return self.create_redeemed_user(&invite, user).await;
+                }
+            }
+        }
+        Err(StoreError::Backend(format!(
+            "invite {id}: too much contention"
+        )))
+    }
+
+    async fn create_room(&self, id: &RoomId, owner: &SignPublicKey) -> StoreResult<Room> {
+        let room = Room {
+            id: id.clone(),
+            owner: *owner,
+            epoch: 0,
+            created_at: now_millis(),
+        };
+        if !self.create(&self.rooms, id.as_str(), encode(&room)).await? {
+            return Err(StoreError::RoomExists);
+        }
+        self.add_member(id, owner).await?;
+        Ok(room)
+    }
+
+    async fn get_room(&self, id: &RoomId) -> StoreResult<Room> {
+        self.get_json(&self.rooms, id.as_str(), "room").await
+    }
+
+    async fn list_rooms(&self) -> StoreResult<Vec<Room>> {
+        self.list_json(&self.rooms, "room").await
+    }
+
+    async fn add_member(&self, room: &RoomId, member: &SignPublicKey) -> StoreResult<()> {
+        self.get_room(room).await?;
+        // The reverse index first: `members` is the authority, so a crash in between leaves
+        // an index entry for a membership that does not exist, which a retry completes.
+        self.put(
+            &self.rooms_by_member,
+            &format!("{member}.{room}"),
+            Bytes::from_static(b"1"),
+        )
+        .await?;
+        self.put(
+            &self.members,
+            &format!("{room}.{member}"),
+            Bytes::from_static(b"1"),
+        )
+        .await
+    }
+
+    async fn remove_member(&self, room: &RoomId, member: &SignPublicKey) -> StoreResult<()> {
+        if !self.is_member(room, member).await? {
+            return Err(StoreError::NotFound);
+        }
+        self.delete(&self.members, &format!("{room}.{member}"))
+            .await?;
+        self.delete(&self.rooms_by_member, &format!("{member}.{room}"))
+            .await
+    }
+
+    async fn list_members(&self, room: &RoomId) -> StoreResult<Vec<SignPublicKey>> {
+        self.get_room(room).await?;
+        let prefix = format!("{room}.");
+        let mut members = self
+            .entries(&self.members, &format!("{room}.*"))
+            .await?
+            .into_iter()
+            .map(|(key, _)| {
+                SignPublicKey::from_hex(key.strip_prefix(&prefix).unwrap_or(&key))
+                    .map_err(|e| StoreError::Invalid(format!("stored member key: {e}")))
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        members.sort();
+        Ok(members)
+    }
+
+    async fn is_member(&self, room: &RoomId, member: &SignPublicKey) -> StoreResult<bool> {
+        Ok(self
+            .get(&self.members, &format!("{room}.{member}"))
+            .await?
+            .is_some())
+    }
+
+    async fn rooms_for_member(&self, member: &SignPublicKey) -> StoreResult<Vec<RoomId>> {
+        let prefix = format!("{member}.");
+        let mut rooms = self
+            .entries(&self.rooms_by_member, &format!("{member}.*"))
+            .await?
+            .into_iter()
+            .map(|(key, _)| {
+                RoomId::new(key.strip_prefix(&prefix).unwrap_or(&key))
+                    .map_err(|e| StoreError::Invalid(format!("stored room id: {e}")))
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        rooms.sort();
+        Ok(rooms)
+    }
+
+    async fn put_epoch(&self, manifest: &SignedManifest) -> StoreResult<()> {
+        let contents = manifest.unverified();
+        let (room, epoch, previous) = (&contents.room, contents.epoch, contents.previous_epoch);
+        let current = self.get_room(room).await?.epoch;
+        if current != previous {
+            return Err(StoreError::EpochConflict {
+                expected: previous,
+                actual: current,
+            });
+        }
+        let digest = manifest_digest(&manifest.to_bytes());
+        self.write_epoch_data(manifest, &digest).await?;
+        let marker = format!("e.{room}.{epoch}");
+        if !self
+            .create(&self.room_keys, &marker, Bytes::from(digest.clone()))
+            .await?
+        {
+            let claimed = self.committed_digest(room, epoch).await?;
+            if claimed.as_deref() != Some(digest.as_str()) {
+                // Another rekey claimed this epoch; its data is complete. Roll the room forward
+                // to it (in case its writer crashed) and ask the caller to rekey from there.
+                let actual = match self.advance_room(room, previous, epoch).await? {
+                    Ok(()) => epoch,
+                    Err(actual) => actual,
+                };
+                return Err(StoreError::EpochConflict {
+                    expected: previous,
+                    actual,
+                });
+            }
+        }
+        match self.advance_room(room, previous, epoch).await? {
+            Ok(()) => Ok(()),
+            // A retry of this same upload after the room already moved to it.
+            Err(actual) if actual == epoch => Ok(()),
+            Err(actual) => Err(StoreError::EpochConflict {
+                expected: previous,
+                actual,
+            }),
+        }
+    }
+
+    async fn sealed_key(
+        &self,
+        room: &RoomId,
+        member: &SignPublicKey,
+        epoch: Option<u64>,
+    ) -> StoreResult<EpochKey> {
+        let epoch = match epoch {
+            Some(epoch) => epoch,
+            None => self.get_room(room).await?.epoch,
+        };
+        let digest = self
+            .committed_digest(room, epoch)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        let bytes = self
+            .get(
+                &self.room_keys,
+                &format!("k.{room}.{epoch}.{digest}.{member}"),
+            )
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        let sealed = SealedRoomKey::from_bytes(&bytes)
+            .map_err(|e| StoreError::Invalid(format!("stored sealed key: {e}")))?;
+        Ok(EpochKey { epoch, sealed })
+    }
+
+    async fn manifest(&self, room: &RoomId, epoch: u64) -> StoreResult<Vec<u8>> {
+        let digest = self
+            .committed_digest(room, epoch)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        self.get(&self.room_keys, &format!("f.{room}.{epoch}.{digest}"))
+            .await?
+            .map(|b| b.to_vec())
+            .ok_or(StoreError::NotFound)
+    }
+
+    async fn export_snapshot(&self) -> StoreResult<Snapshot> {
+        let mut snapshot = Snapshot {
+            users: self.list_users().await?,
+            invites: self.list_invites().await?,
+            rooms: Vec::new(),
+        };
+        for room in self.list_rooms().await? {
+            let members = self.list_members(&room.id).await?;
+            let mut manifests = Vec::new();
+            for (key, _) in self
+                .entries(&self.room_keys, &format!("e.{}.*", room.id))
+                .await?
+            {
+                let epoch: u64 = key
+                    .rsplit('.')
+                    .next()
+                    .and_then(|e| e.parse().ok())
+                    .ok_or_else(|| StoreError::Invalid(format!("stored epoch marker {key}")))?;
+                manifests.push((epoch, hex::encode(self.manifest(&room.id, epoch).await?)));
+            }
+            snapshot.rooms.push(RoomSnapshot {
+                room,
+                members,
+                manifests,
+            });
+        }
+        snapshot.normalize();
+        Ok(snapshot)
+    }
+
+    async fn import_snapshot(&self, snapshot: &Snapshot) -> StoreResult<()> {
+        for user in &snapshot.users {
+            self.put(&self.users, &user.sign_key.to_hex(), encode(user))
+                .await?;
+        }
+        for invite in &snapshot.invites {
+            self.put(&self.invites, &invite.id, encode(invite)).await?;
+        }
+        for room in &snapshot.rooms {
+            let id = &room.room.id;
+            for (_, hex_manifest) in &room.manifests {
+                let manifest = super::decode_manifest_hex(hex_manifest)?;
+                let digest = manifest_digest(&manifest.to_bytes());
+                self.write_epoch_data(&manifest, &digest).await?;
+                let marker = format!("e.{id}.{}", manifest.unverified().epoch);
+                self.put(&self.room_keys, &marker, Bytes::from(digest))
+                    .await?;
+            }
+            // The room record last, with its real epoch, once everything it points to exists.
+            self.put(&self.rooms, id.as_str(), encode(&room.room))
+                .await?;
+            for member in &room.members {
+                self.put(
+                    &self.rooms_by_member,
+                    &format!("{member}.{id}"),
+                    Bytes::from_static(b"1"),
+                )
+                .await?;
+                self.put(
+                    &self.members,
+                    &format!("{id}.{member}"),
+                    Bytes::from_static(b"1"),
+                )
+                .await?;
+            }
+        }
+        Ok(())
+    }
+}

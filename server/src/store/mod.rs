@@ -29,6 +29,7 @@ use unibus::manifest::SignedManifest;
 use unibus::{InviteToken, KexPublicKey, RoomId, SignPublicKey};
 
 pub use error::{StoreError, StoreResult};
+pub use kv::{KvStore, KvStoreConfig};
 
 pub use sqlite::SqliteStore;
 pub use types::*;

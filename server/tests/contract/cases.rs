@@ -426,7 +426,7 @@ async fn invites_list_with_every_status(store: Arc<dyn Store>) {
         .await
         .unwrap();
 
-    let now = pending.created_at + 1;
+    let now = unibus_server::store::now_millis();
     let listed = store.list_invites().await.unwrap();
     let mut ids: Vec<_> = [&pending, &used, &expired, &cancelled]
         .iter()

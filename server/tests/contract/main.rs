@@ -13,8 +13,11 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+
 use libtest_mimic::{Arguments, Failed, Trial};
-use unibus_server::store::Store;
+use unibus_server::store::{KvStore, KvStoreConfig, SqliteStore, Store};
+use unibus_testkit::NatsCluster;
 
 /// A fresh, empty store of one backend.
 type MakeStore =
@@ -36,7 +39,7 @@ fn main() {
     let backends = backends(&runtime, temp.path().to_path_buf());
 
     let mut trials = Vec::new();
-    for (backend, make) in &backends {
+    for (backend, make, _cluster) in &backends {
         for (name, case) in cases::ALL {
             let (make, runtime, case) = (Arc::clone(make), Arc::clone(&runtime), *case);
             trials.push(Trial::test(format!("{backend}::{name}"), move || {
@@ -53,6 +56,7 @@ fn main() {
     let mut args = args;
     args.test_threads = Some(1);
     let conclusion = libtest_mimic::run(&args, trials);
+    // Stop the clusters before the runtime, then exit with the harness's verdict.
     drop(backends);
     drop(runtime);
     conclusion.exit();
@@ -69,21 +73,43 @@ fn panic_message(error: tokio::task::JoinError) -> String {
     }
 }
 
+/// The backends under test: SQLite, and KV on a 1-node (R1) and a 3-node (R3) cluster. Each
+/// case gets a fresh store: a new SQLite file, or KV buckets with a prefix of their own.
 fn backends(
-    _runtime: &tokio::runtime::Runtime,
+    runtime: &tokio::runtime::Runtime,
     dir: std::path::PathBuf,
-) -> Vec<(&'static str, MakeStore)> {
-    let counter = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let sqlite: MakeStore = Arc::new(move || {
-        let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let path = dir.join(format!("contract-{n}.db"));
-        Box::pin(async move {
-            Arc::new(
-                unibus_server::store::SqliteStore::open(path)
-                    .await
-                    .expect("open sqlite"),
-            ) as Arc<dyn Store>
+) -> Vec<(&'static str, MakeStore, Option<NatsCluster>)> {
+    let counter = Arc::new(AtomicUsize::new(0));
+    let sqlite: MakeStore = {
+        let counter = Arc::clone(&counter);
+        Arc::new(move || {
+            let path = dir.join(format!("contract-{}.db", counter.fetch_add(1, Relaxed)));
+            Box::pin(async move {
+                Arc::new(SqliteStore::open(path).await.expect("open sqlite")) as Arc<dyn Store>
+            })
         })
-    });
-    vec![("sqlite", sqlite)]
+    };
+    let mut backends = vec![("sqlite", sqlite, None)];
+    for (name, nodes) in [("kv_r1", 1), ("kv_r3", 3)] {
+        let cluster = runtime
+            .block_on(NatsCluster::start(nodes))
+            .expect("start the nats cluster");
+        let addrs = cluster.server_addrs();
+        let counter = Arc::clone(&counter);
+        let make: MakeStore = Arc::new(move || {
+            let addrs = addrs.clone();
+            let prefix = format!("T{}", counter.fetch_add(1, Relaxed));
+            Box::pin(async move {
+                let client = async_nats::connect(addrs).await.expect("connect");
+                let config = KvStoreConfig {
+                    replicas: nodes,
+                    bucket_prefix: prefix,
+                    ..KvStoreConfig::default()
+                };
+                Arc::new(KvStore::open(client, config).await.expect("open kv")) as Arc<dyn Store>
+            })
+        });
+        backends.push((name, make, Some(cluster)));
+    }
+    backends
 }
