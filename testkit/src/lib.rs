@@ -55,6 +55,9 @@ pub struct ClusterOptions {
     pub extra_config: String,
     /// Whether readiness includes a JetStream round trip from a client.
     pub probe: bool,
+    /// Whether [`NatsCluster::start_with`] waits for readiness at all. A cold-start test turns
+    /// this off and lets the code under test find its own way.
+    pub wait_ready: bool,
 }
 
 impl Default for ClusterOptions {
@@ -63,6 +66,7 @@ impl Default for ClusterOptions {
             nodes: 1,
             extra_config: String::new(),
             probe: true,
+            wait_ready: true,
         }
     }
 }
@@ -175,7 +179,9 @@ impl NatsCluster {
         for i in 0..cluster.nodes.len() {
             cluster.spawn(i)?;
         }
-        cluster.wait_ready(READY_TIMEOUT).await?;
+        if cluster.options.wait_ready {
+            cluster.wait_ready(READY_TIMEOUT).await?;
+        }
         Ok(cluster)
     }
 
@@ -204,6 +210,12 @@ impl NatsCluster {
     /// Always false: a cluster has at least one node.
     pub fn is_empty(&self) -> bool {
         self.nodes.is_empty()
+    }
+
+    /// The index of the node with this server name (`n0`, `n1`, ...), as JetStream reports
+    /// leaders.
+    pub fn node_index(&self, server_name: &str) -> Option<usize> {
+        self.nodes.iter().position(|n| n.name == server_name)
     }
 
     /// The client URL of node `i`, e.g. `nats://127.0.0.1:40123`.

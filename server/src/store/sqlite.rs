@@ -319,6 +319,56 @@ fn insert_epoch(conn: &Connection, manifest: &SignedManifest) -> StoreResult<()>
     Ok(())
 }
 
+fn list_users(conn: &Connection) -> StoreResult<Vec<User>> {
+    all(
+        conn,
+        &format!("SELECT {USER_COLUMNS} FROM users ORDER BY sign_key"),
+        [],
+        user_from_row,
+    )
+}
+
+fn list_invites(conn: &Connection) -> StoreResult<Vec<Invite>> {
+    all(
+        conn,
+        &format!("SELECT {INVITE_COLUMNS} FROM invites ORDER BY id"),
+        [],
+        invite_from_row,
+    )
+}
+
+fn list_rooms(conn: &Connection) -> StoreResult<Vec<Room>> {
+    all(
+        conn,
+        "SELECT id, owner, epoch, created_at FROM rooms ORDER BY id",
+        [],
+        room_from_row,
+    )
+}
+
+fn list_members(conn: &Connection, room: &RoomId) -> StoreResult<Vec<SignPublicKey>> {
+    all(
+        conn,
+        "SELECT member FROM members WHERE room_id = ?1 ORDER BY member",
+        params![room.as_str()],
+        |row| Ok(parse_member(row.get(0)?)),
+    )
+}
+
+/// Every epoch's manifest of a room, as `(epoch, hex)`.
+fn list_manifests(conn: &Connection, room: &RoomId) -> StoreResult<Vec<(u64, String)>> {
+    all(
+        conn,
+        "SELECT epoch, manifest FROM manifests WHERE room_id = ?1 ORDER BY epoch",
+        params![room.as_str()],
+        |row| {
+            let epoch: i64 = row.get(0)?;
+            let manifest: Vec<u8> = row.get(1)?;
+            Ok(Ok((epoch as u64, hex::encode(manifest))))
+        },
+    )
+}
+
 fn parse_member(text: String) -> StoreResult<SignPublicKey> {
     SignPublicKey::from_hex(&text).map_err(invalid("member key"))
 }
@@ -355,15 +405,7 @@ impl Store for SqliteStore {
     }
 
     async fn list_users(&self) -> StoreResult<Vec<User>> {
-        self.with(|conn| {
-            all(
-                conn,
-                &format!("SELECT {USER_COLUMNS} FROM users ORDER BY sign_key"),
-                [],
-                user_from_row,
-            )
-        })
-        .await
+        self.with(|conn| list_users(conn)).await
     }
 
     async fn revoke_user(&self, key: &SignPublicKey) -> StoreResult<()> {
@@ -423,15 +465,7 @@ impl Store for SqliteStore {
     }
 
     async fn list_invites(&self) -> StoreResult<Vec<Invite>> {
-        self.with(|conn| {
-            all(
-                conn,
-                &format!("SELECT {INVITE_COLUMNS} FROM invites ORDER BY id"),
-                [],
-                invite_from_row,
-            )
-        })
-        .await
+        self.with(|conn| list_invites(conn)).await
     }
 
     async fn cancel_invite(&self, id: &str) -> StoreResult<()> {
@@ -535,15 +569,7 @@ impl Store for SqliteStore {
     }
 
     async fn list_rooms(&self) -> StoreResult<Vec<Room>> {
-        self.with(|conn| {
-            all(
-                conn,
-                "SELECT id, owner, epoch, created_at FROM rooms ORDER BY id",
-                [],
-                room_from_row,
-            )
-        })
-        .await
+        self.with(|conn| list_rooms(conn)).await
     }
 
     async fn add_member(&self, room: &RoomId, member: &SignPublicKey) -> StoreResult<()> {
@@ -585,12 +611,7 @@ impl Store for SqliteStore {
             if get_room(conn, &room)?.is_none() {
                 return Err(StoreError::NotFound);
             }
-            all(
-                conn,
-                "SELECT member FROM members WHERE room_id = ?1 ORDER BY member",
-                params![room.as_str()],
-                |row| Ok(parse_member(row.get(0)?)),
-            )
+            list_members(conn, &room)
         })
         .await
     }
@@ -696,40 +717,25 @@ impl Store for SqliteStore {
     }
 
     async fn export_snapshot(&self) -> StoreResult<Snapshot> {
-        let users = self.list_users().await?;
-        let invites = self.list_invites().await?;
-        let rooms = self.list_rooms().await?;
-        let mut snapshot = Snapshot {
-            users,
-            invites,
-            rooms: Vec::with_capacity(rooms.len()),
-        };
-        for room in rooms {
-            let members = self.list_members(&room.id).await?;
-            let id = room.id.clone();
-            let manifests = self
-                .with(move |conn| {
-                    let mut stmt = conn
-                        .prepare_cached(
-                            "SELECT epoch, manifest FROM manifests WHERE room_id = ?1 ORDER BY epoch",
-                        )
-                        .map_err(backend)?;
-                    let rows = stmt
-                        .query_map(params![id.as_str()], |row| {
-                            Ok((row.get::<_, i64>(0)? as u64, hex::encode(row.get::<_, Vec<u8>>(1)?)))
-                        })
-                        .map_err(backend)?;
-                    rows.map(|r| r.map_err(backend)).collect::<StoreResult<Vec<_>>>()
-                })
-                .await?;
-            snapshot.rooms.push(RoomSnapshot {
-                room,
-                members,
-                manifests,
-            });
-        }
-        snapshot.normalize();
-        Ok(snapshot)
+        self.with(|conn| {
+            // One read transaction: in WAL mode it sees a single consistent state.
+            let tx = conn.transaction().map_err(backend)?;
+            let mut snapshot = Snapshot {
+                users: list_users(&tx)?,
+                invites: list_invites(&tx)?,
+                rooms: Vec::new(),
+            };
+            for room in list_rooms(&tx)? {
+                snapshot.rooms.push(RoomSnapshot {
+                    members: list_members(&tx, &room.id)?,
+                    manifests: list_manifests(&tx, &room.id)?,
+                    room,
+                });
+            }
+            snapshot.normalize();
+            Ok(snapshot)
+        })
+        .await
     }
 
     async fn import_snapshot(&self, snapshot: &Snapshot) -> StoreResult<()> {

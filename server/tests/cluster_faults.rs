@@ -1,0 +1,195 @@
+//! The KV store on a 3-node R3 cluster under faults: a node (the stream leader) down, two nodes
+//! down, a node restarting, and cold starts. Slow by nature, so in a test binary of its own.
+//!
+//! ```text
+//! cargo test -p unibus-server --test cluster_faults
+//! UNIBUS_COLD_STARTS=20 cargo test -p unibus-server --test cluster_faults -- cold   # stress
+//! ```
+
+use std::time::{Duration, Instant};
+
+use unibus::{Identity, SignPublicKey};
+use unibus_server::store::{KvStore, KvStoreConfig, NewInvite, NewUser, Store, StoreError};
+use unibus_testkit::{ClusterOptions, NatsCluster};
+
+const OP_TIMEOUT: Duration = Duration::from_secs(2);
+
+fn config() -> KvStoreConfig {
+    KvStoreConfig {
+        replicas: 3,
+        op_timeout: OP_TIMEOUT,
+        ..KvStoreConfig::default()
+    }
+}
+
+async fn open(cluster: &NatsCluster) -> KvStore {
+    let client = async_nats::ConnectOptions::new()
+        .connection_timeout(Duration::from_secs(1))
+        .connect(cluster.server_addrs())
+        .await
+        .unwrap();
+    KvStore::open(client, config()).await.unwrap()
+}
+
+async fn add(store: &KvStore) -> StoreResult<SignPublicKey> {
+    let id = Identity::generate().unwrap();
+    store
+        .add_user(NewUser {
+            sign_key: id.sign_public_key(),
+            kex_key: id.kex_public_key(),
+            admin: false,
+        })
+        .await
+        .map(|u| u.sign_key)
+}
+
+type StoreResult<T> = Result<T, StoreError>;
+
+/// The server name of the current leader of a bucket's stream.
+async fn leader_of(cluster: &NatsCluster, stream: &str) -> usize {
+    let client = async_nats::connect(cluster.server_addrs()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let info = js
+        .get_stream(stream)
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .clone();
+    let leader = info
+        .cluster
+        .and_then(|c| c.leader)
+        .expect("an R3 stream has a leader");
+    cluster
+        .node_index(&leader)
+        .expect("the leader is one of ours")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_one_node_and_the_stream_leader_keeps_the_store_serving() {
+    let mut cluster = NatsCluster::start(3).await.unwrap();
+    let store = open(&cluster).await;
+    let before = add(&store).await.unwrap();
+    let leader = leader_of(&cluster, "KV_UNIBUS_users").await;
+    cluster.kill(leader);
+
+    // Writes fail while a new leader is elected (4 to 6 s measured), then succeed again.
+    let started = Instant::now();
+    let recovered = loop {
+        match add(&store).await {
+            Ok(key) => break key,
+            Err(e) if started.elapsed() < Duration::from_secs(20) => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("no recovery within 20 s: {e}"),
+        }
+    };
+    eprintln!(
+        "writes recovered {:?} after killing the leader n{leader}",
+        started.elapsed()
+    );
+    assert!(
+        store.is_authorized(&before).await,
+        "data written before the loss is still there"
+    );
+    assert!(store.is_authorized(&recovered).await);
+    let (token, _) = store.create_invite(NewInvite::default()).await.unwrap();
+    let id = Identity::generate().unwrap();
+    store
+        .redeem_invite(&token, &id.sign_public_key(), &id.kex_public_key())
+        .await
+        .unwrap();
+
+    // The node comes back and serves everything, including what was written without it.
+    cluster.restart(leader).await.unwrap();
+    let client = async_nats::connect(cluster.client_url(leader))
+        .await
+        .unwrap();
+    let rejoined = KvStore::open(client, config()).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !rejoined.is_authorized(&recovered).await {
+        assert!(
+            Instant::now() < deadline,
+            "the restarted node never caught up"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_two_nodes_down_authorization_fails_closed_within_the_op_timeout() {
+    let mut cluster = NatsCluster::start(3).await.unwrap();
+    let store = open(&cluster).await;
+    let user = add(&store).await.unwrap();
+    assert!(store.is_authorized(&user).await);
+    let admin_check_before = store.has_admin(&user).await;
+    assert!(!admin_check_before);
+
+    let leader = leader_of(&cluster, "KV_UNIBUS_users").await;
+    cluster.kill(leader);
+    cluster.kill((leader + 1) % 3);
+
+    for _ in 0..3 {
+        let started = Instant::now();
+        let allowed = store.is_authorized(&user).await;
+        let elapsed = started.elapsed();
+        assert!(
+            !allowed,
+            "no quorum must deny, never admit from a possibly stale replica"
+        );
+        assert!(
+            elapsed <= OP_TIMEOUT + Duration::from_millis(500),
+            "took {elapsed:?}"
+        );
+    }
+    assert!(matches!(
+        store.get_user(&user).await,
+        Err(StoreError::Timeout(_) | StoreError::Backend(_))
+    ));
+    assert!(add(&store).await.is_err());
+}
+
+/// Cold starts: `UNIBUS_COLD_STARTS` (20 in the stress run), else 2.
+fn cold_starts() -> usize {
+    std::env::var("UNIBUS_COLD_STARTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cold_three_node_start_converges() {
+    for run in 0..cold_starts() {
+        let cluster = NatsCluster::start_with(ClusterOptions {
+            nodes: 3,
+            wait_ready: false,
+            ..ClusterOptions::default()
+        })
+        .await
+        .unwrap();
+        // Connect and open at once, before the meta leader exists: the store must retry its
+        // way in within its bootstrap budget.
+        let started = Instant::now();
+        let client = loop {
+            match async_nats::ConnectOptions::new()
+                .connection_timeout(Duration::from_millis(500))
+                .connect(cluster.server_addrs())
+                .await
+            {
+                Ok(client) => break client,
+                Err(_) if started.elapsed() < Duration::from_secs(10) => {
+                    tokio::time::sleep(Duration::from_millis(20)).await
+                }
+                Err(e) => panic!("run {run}: no node accepted a connection: {e}"),
+            }
+        };
+        let store = KvStore::open(client, config())
+            .await
+            .unwrap_or_else(|e| panic!("run {run}: {e}"));
+        let user = add(&store).await.unwrap();
+        assert!(store.is_authorized(&user).await);
+        eprintln!("cold start {run}: serving after {:?}", started.elapsed());
+    }
+}
