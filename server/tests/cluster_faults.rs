@@ -185,11 +185,91 @@ async fn a_cold_three_node_start_converges() {
                 Err(e) => panic!("run {run}: no node accepted a connection: {e}"),
             }
         };
-        let store = KvStore::open(client, config())
-            .await
-            .unwrap_or_else(|e| panic!("run {run}: {e}"));
+        let store = KvStore::open(client, config()).await.unwrap_or_else(|e| {
+            let logs: Vec<String> = (0..3)
+                .map(|i| format!("--- n{i}:\n{}", cluster.log_tail(i, 25)))
+                .collect();
+            panic!("run {run}: {e}\n{}", logs.join("\n"))
+        });
         let user = add(&store).await.unwrap();
         assert!(store.is_authorized(&user).await);
         eprintln!("cold start {run}: serving after {:?}", started.elapsed());
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_through_another_node_never_see_stale_authorization() {
+    let cluster = NatsCluster::start(3).await.unwrap();
+    let connect = |i: usize| {
+        let url = cluster.client_url(i);
+        async move {
+            let client = async_nats::connect(url).await.unwrap();
+            KvStore::open(client, config()).await.unwrap()
+        }
+    };
+    let (writer, reader) = (connect(0).await, connect(2).await);
+    let mut stale = 0;
+    for _ in 0..100 {
+        let user = add(&writer).await.unwrap();
+        if !reader.is_authorized(&user).await {
+            stale += 1;
+        }
+        writer.revoke_user(&user).await.unwrap();
+        if reader.is_authorized(&user).await {
+            stale += 1;
+        }
+    }
+    assert_eq!(
+        stale, 0,
+        "a read through another node saw a stale user record"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reopening_with_more_replicas_scales_the_buckets_in_place() {
+    let cluster = NatsCluster::start(3).await.unwrap();
+    let client = async_nats::connect(cluster.server_addrs()).await.unwrap();
+    let r1 = KvStore::open(
+        client.clone(),
+        KvStoreConfig {
+            replicas: 1,
+            ..config()
+        },
+    )
+    .await
+    .unwrap();
+    let user = add(&r1).await.unwrap();
+
+    let r3 = KvStore::open(client.clone(), config()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    for bucket in [
+        "users",
+        "invites",
+        "rooms",
+        "members",
+        "rooms_by_member",
+        "room_keys",
+    ] {
+        let mut stream = js.get_stream(format!("KV_UNIBUS_{bucket}")).await.unwrap();
+        assert_eq!(
+            stream.info().await.unwrap().config.num_replicas,
+            3,
+            "{bucket}"
+        );
+    }
+    assert!(
+        r3.is_authorized(&user).await,
+        "data written at R1 survives the scale-up"
+    );
+    assert!(matches!(
+        KvStore::open(
+            async_nats::connect(cluster.server_addrs()).await.unwrap(),
+            KvStoreConfig {
+                replicas: 6,
+                ..config()
+            }
+        )
+        .await,
+        Err(StoreError::Invalid(_))
+    ));
 }

@@ -111,8 +111,18 @@ pub fn nats_server_binary() -> Result<PathBuf, ClusterError> {
         .ok_or(ClusterError::BinaryNotFound(installed))
 }
 
-fn free_port() -> std::io::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+/// Hands out free 127.0.0.1 ports, distinct from each other: every listener stays bound until
+/// the whole set is chosen, so the OS cannot give the same port twice.
+#[derive(Default)]
+struct PortPicker(Vec<TcpListener>);
+
+impl PortPicker {
+    fn next(&mut self) -> std::io::Result<u16> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let port = listener.local_addr()?.port();
+        self.0.push(listener);
+        Ok(port)
+    }
 }
 
 impl NatsCluster {
@@ -132,17 +142,18 @@ impl NatsCluster {
         let dir = tempfile::Builder::new().prefix("unibus-nats-").tempdir()?;
         let mut nodes = Vec::with_capacity(options.nodes);
         let mut cluster_ports = Vec::with_capacity(options.nodes);
+        let mut ports = PortPicker::default();
         for i in 0..options.nodes {
             let node_dir = dir.path().join(format!("n{i}"));
             std::fs::create_dir_all(node_dir.join("jetstream"))?;
             nodes.push(Node {
                 name: format!("n{i}"),
-                client_port: free_port()?,
-                http_port: free_port()?,
+                client_port: ports.next()?,
+                http_port: ports.next()?,
                 dir: node_dir,
                 child: None,
             });
-            cluster_ports.push(free_port()?);
+            cluster_ports.push(ports.next()?);
         }
         for (i, node) in nodes.iter().enumerate() {
             let mut config = format!(
@@ -170,6 +181,8 @@ impl NatsCluster {
             config.push_str(&options.extra_config);
             std::fs::write(node.dir.join("nats.conf"), config)?;
         }
+        // Release the ports just before the nodes bind them.
+        drop(ports);
         let mut cluster = Self {
             binary,
             nodes,

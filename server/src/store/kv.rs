@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{self, kv, stream};
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use serde::{de::DeserializeOwned, Serialize};
 use sha2::{Digest, Sha256};
 use unibus::manifest::SignedManifest;
@@ -98,6 +98,9 @@ impl std::fmt::Debug for KvStore {
 
 /// How many times a compare-and-swap is retried under contention before giving up.
 const CAS_ATTEMPTS: usize = 64;
+
+/// How many puts of one epoch's sealed copies are in flight at once.
+const PUTS_IN_FLIGHT: usize = 64;
 
 fn backend(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(format!("jetstream: {e}"))
@@ -330,15 +333,21 @@ impl KvStore {
     async fn write_epoch_data(&self, manifest: &SignedManifest, digest: &str) -> StoreResult<()> {
         let contents = manifest.unverified();
         let (room, epoch) = (&contents.room, contents.epoch);
-        for entry in &contents.entries {
-            let key = format!("k.{room}.{epoch}.{digest}.{}", entry.member);
-            self.put(
-                &self.room_keys,
-                &key,
-                Bytes::copy_from_slice(&entry.sealed.to_bytes()),
-            )
+        // Many puts in flight at once: each waits for its own ack, so a 1,000-member epoch costs
+        // a few round trips' worth of time instead of a thousand.
+        let puts: Vec<_> = contents
+            .entries
+            .iter()
+            .map(|entry| {
+                let key = format!("k.{room}.{epoch}.{digest}.{}", entry.member);
+                let value = Bytes::copy_from_slice(&entry.sealed.to_bytes());
+                async move { self.put(&self.room_keys, &key, value).await }
+            })
+            .collect();
+        futures::stream::iter(puts)
+            .buffer_unordered(PUTS_IN_FLIGHT)
+            .try_collect::<Vec<()>>()
             .await?;
-        }
         let key = format!("f.{room}.{epoch}.{digest}");
         self.put(&self.room_keys, &key, Bytes::from(manifest.to_bytes()))
             .await
