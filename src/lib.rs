@@ -9,6 +9,7 @@
 //! - [`room`]: room identifiers.
 //! - [`sealing`]: a room key sealed to one member with HPKE (RFC 9180).
 //! - [`manifest`]: the signed record of a rekey, which clients verify before trusting a key.
+//! - [`registration`]: the signed request that redeems an invite.
 //!
 //! Nothing here touches the network or a server's storage; the reference server and the FFI
 //! bindings are separate crates built on this one.
@@ -47,6 +48,7 @@ pub mod invite;
 pub mod keys;
 pub mod manifest;
 mod nkey;
+pub mod registration;
 pub mod room;
 pub mod sealing;
 
