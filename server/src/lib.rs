@@ -1,9 +1,15 @@
 //! # unibus-server
 //!
-//! The reference server's side of unibus. So far: the data layer, [`store`], with one
-//! [`Store`](store::Store) contract and two backends that behave identically, SQLite (the
-//! embedded default) and replicated JetStream KV.
+//! The reference server's side of unibus, `membershipd`:
+//!
+//! - [`store`]: the data layer, one [`Store`](store::Store) contract with two backends that
+//!   behave identically, SQLite (the embedded default) and replicated JetStream KV;
+//! - [`http`]: the HTTP API, registration and health;
+//! - [`config`] and [`cli`]: the `membershipd` command line.
 
 #![warn(missing_docs)]
 
+pub mod cli;
+pub mod config;
+pub mod http;
 pub mod store;

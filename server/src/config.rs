@@ -1,0 +1,190 @@
+//! `membershipd` settings: flags, then environment variables, then an optional TOML file, then
+//! safe defaults, in that order of precedence.
+//!
+//! Every setting has a flag (`--listen`), an environment variable (`MEMBERSHIPD_LISTEN`) and a
+//! TOML key (`listen = "127.0.0.1:8080"`). Clap resolves flag over variable; [`Settings::or`]
+//! then falls back to the file, and [`Config::resolve`] to the defaults.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, ValueEnum};
+use serde::Deserialize;
+
+/// Which store backend to run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// A SQLite file in the data directory (the default).
+    Sqlite,
+    /// JetStream KV buckets on the cluster at `--nats-url`.
+    Kv,
+}
+
+/// Settings as given by flags, environment or file; unset ones are `None`.
+#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Settings {
+    /// Directory for the SQLite database and backups [default: ./membershipd-data].
+    #[arg(long, env = "MEMBERSHIPD_DATA_DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// Store backend [default: sqlite, or kv when --nats-url is given].
+    #[arg(long, env = "MEMBERSHIPD_STORE", global = true, value_enum)]
+    pub store: Option<StoreKind>,
+    /// SQLite database file [default: <data-dir>/unibus.db].
+    #[arg(long, env = "MEMBERSHIPD_DB", global = true)]
+    pub db: Option<PathBuf>,
+    /// NATS URL of the cluster (for the KV store and migration).
+    #[arg(long, env = "MEMBERSHIPD_NATS_URL", global = true)]
+    pub nats_url: Option<String>,
+    /// Replicas of each KV bucket, 1 to 5 [default: 1].
+    #[arg(long, env = "MEMBERSHIPD_REPLICAS", global = true)]
+    pub replicas: Option<usize>,
+    /// HTTP listen address [default: 127.0.0.1:8080].
+    #[arg(long, env = "MEMBERSHIPD_LISTEN", global = true)]
+    pub listen: Option<SocketAddr>,
+    /// The server's public base URL, as put in invite links [default: http://<listen>].
+    #[arg(long, env = "MEMBERSHIPD_PUBLIC_URL", global = true)]
+    pub public_url: Option<String>,
+    /// NATS URLs told to registered clients, comma-separated [default: --nats-url].
+    #[arg(
+        long,
+        env = "MEMBERSHIPD_ADVERTISE_NATS",
+        global = true,
+        value_delimiter = ','
+    )]
+    pub advertise_nats: Option<Vec<String>>,
+    /// Registrations allowed per second per client address [default: 1].
+    #[arg(long, env = "MEMBERSHIPD_REGISTER_RATE", global = true)]
+    pub register_rate: Option<f64>,
+    /// Registrations allowed at once per client address [default: 10].
+    #[arg(long, env = "MEMBERSHIPD_REGISTER_BURST", global = true)]
+    pub register_burst: Option<u32>,
+}
+
+impl Settings {
+    /// Each setting from `self`, else from `fallback`.
+    pub fn or(self, fallback: Settings) -> Settings {
+        Settings {
+            data_dir: self.data_dir.or(fallback.data_dir),
+            store: self.store.or(fallback.store),
+            db: self.db.or(fallback.db),
+            nats_url: self.nats_url.or(fallback.nats_url),
+            replicas: self.replicas.or(fallback.replicas),
+            listen: self.listen.or(fallback.listen),
+            public_url: self.public_url.or(fallback.public_url),
+            advertise_nats: self.advertise_nats.or(fallback.advertise_nats),
+            register_rate: self.register_rate.or(fallback.register_rate),
+            register_burst: self.register_burst.or(fallback.register_burst),
+        }
+    }
+
+    /// Reads a TOML settings file.
+    pub fn from_file(path: &Path) -> Result<Settings, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| format!("config file {}: {e}", path.display()))
+    }
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Store backend.
+    pub store: StoreKind,
+    /// SQLite database file.
+    pub db: PathBuf,
+    /// NATS URL, if any.
+    pub nats_url: Option<String>,
+    /// KV replicas.
+    pub replicas: usize,
+    /// HTTP listen address.
+    pub listen: SocketAddr,
+    /// Public base URL for invite links.
+    pub public_url: String,
+    /// NATS URLs for registered clients.
+    pub advertise_nats: Vec<String>,
+    /// Registrations per second per address.
+    pub register_rate: f64,
+    /// Registration burst per address.
+    pub register_burst: u32,
+}
+
+impl Config {
+    /// Applies the defaults to whatever `settings` leaves unset.
+    pub fn resolve(settings: Settings) -> Config {
+        let data_dir = settings
+            .data_dir
+            .unwrap_or_else(|| PathBuf::from("membershipd-data"));
+        let listen = settings
+            .listen
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+        let store = settings.store.unwrap_or(if settings.nats_url.is_some() {
+            StoreKind::Kv
+        } else {
+            StoreKind::Sqlite
+        });
+        Config {
+            db: settings.db.unwrap_or_else(|| data_dir.join("unibus.db")),
+            store,
+            replicas: settings.replicas.unwrap_or(1),
+            public_url: settings
+                .public_url
+                .unwrap_or_else(|| format!("http://{listen}")),
+            advertise_nats: settings
+                .advertise_nats
+                .or_else(|| settings.nats_url.clone().map(|u| vec![u]))
+                .unwrap_or_default(),
+            nats_url: settings.nats_url,
+            register_rate: settings.register_rate.unwrap_or(1.0),
+            register_burst: settings.register_burst.unwrap_or(10),
+            listen,
+            data_dir,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_beat_the_file_and_the_file_beats_defaults() {
+        let file: Settings = toml::from_str(
+            "listen = \"127.0.0.1:9000\"\nreplicas = 3\nnats-url = \"nats://127.0.0.1:4222\"\n",
+        )
+        .unwrap();
+        let flags = Settings {
+            replicas: Some(5),
+            ..Settings::default()
+        };
+        let config = Config::resolve(flags.or(file));
+        assert_eq!(config.replicas, 5);
+        assert_eq!(config.listen, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(
+            config.store,
+            StoreKind::Kv,
+            "a NATS URL implies the KV store"
+        );
+        assert_eq!(
+            config.advertise_nats,
+            vec!["nats://127.0.0.1:4222".to_string()]
+        );
+        assert_eq!(config.public_url, "http://127.0.0.1:9000");
+    }
+
+    #[test]
+    fn defaults_are_local_and_sqlite() {
+        let config = Config::resolve(Settings::default());
+        assert_eq!(config.store, StoreKind::Sqlite);
+        assert_eq!(config.db, PathBuf::from("membershipd-data/unibus.db"));
+        assert!(config.listen.ip().is_loopback());
+    }
+
+    #[test]
+    fn unknown_file_keys_are_rejected() {
+        assert!(toml::from_str::<Settings>("lissten = \"x\"").is_err());
+    }
+}

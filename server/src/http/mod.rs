@@ -1,0 +1,123 @@
+//! The HTTP API: `POST /register` and `GET /healthz`.
+//!
+//! Errors are JSON, `{"error": {"code": "...", "message": "..."}}`, with a distinct code and
+//! HTTP status per cause (see [`ApiError`] and `docs/protocol.md`). Invite tokens and request
+//! bodies are never logged.
+
+mod rate_limit;
+mod register;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+
+pub use rate_limit::RateLimiter;
+pub use register::{RegisterBody, RegisterResponse};
+
+use crate::store::{Store, StoreError};
+
+/// The largest request body accepted, in bytes. A registration is about 350 bytes.
+pub const MAX_BODY_BYTES: usize = 4096;
+
+/// What the handlers share.
+pub struct AppState {
+    /// The control-plane store.
+    pub store: Arc<dyn Store>,
+    /// The NATS URLs a registered client is told to connect to.
+    pub nats_urls: Vec<String>,
+    /// The per-address limit on `/register`.
+    pub register_limiter: RateLimiter,
+}
+
+/// The HTTP routes.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/register", post(register::register))
+        .route("/healthz", get(healthz))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// Serves the API on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
+async fn healthz(axum::extract::State(state): axum::extract::State<Arc<AppState>>) -> Response {
+    // A lookup of a room that never exists: NotFound proves the store answered.
+    let probe = unibus::RoomId::new("healthz-probe").expect("a valid room id");
+    match state.store.get_room(&probe).await {
+        Ok(_) | Err(StoreError::NotFound) => {
+            Json(json!({ "status": "ok", "store": "ok" })).into_response()
+        }
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "unavailable", "store": e.to_string() })),
+        )
+            .into_response(),
+    }
+}
+
+/// An API error: a stable code, an HTTP status, and a message for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Stable machine-readable code, e.g. `invite_used`.
+    pub code: &'static str,
+    /// What went wrong and what to do, without secrets.
+    pub message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({ "error": { "code": self.code, "message": self.message } });
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        use StatusCode as S;
+        let message = error.to_string();
+        match error {
+            StoreError::InviteUnknown => Self::new(S::NOT_FOUND, "invite_unknown", message),
+            StoreError::InviteExpired => Self::new(S::GONE, "invite_expired", message),
+            StoreError::InviteCancelled => Self::new(S::GONE, "invite_cancelled", message),
+            StoreError::InviteUsed => Self::new(S::CONFLICT, "invite_used", message),
+            StoreError::UserExists => Self::new(S::CONFLICT, "user_exists", message),
+            StoreError::NotFound => Self::new(S::NOT_FOUND, "not_found", message),
+            StoreError::Invalid(_) => Self::new(S::BAD_REQUEST, "invalid", message),
+            _ => Self::new(
+                S::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the server's store is unavailable; retry later",
+            ),
+        }
+    }
+}

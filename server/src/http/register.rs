@@ -1,0 +1,116 @@
+//! `POST /register`: redeem an invite with two public keys and a proof of possession.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{ConnectInfo, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use unibus::registration::{RegisterRequest, RegisterRequestError};
+
+use super::{ApiError, AppState};
+
+/// The JSON body: four hex strings (see `unibus::registration`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterBody {
+    /// The invite token, 64 hex.
+    pub token: String,
+    /// The ed25519 key, 64 hex.
+    pub sign_public_key: String,
+    /// The x25519 key, 64 hex.
+    pub kex_public_key: String,
+    /// The ed25519 signature over the registration message, 128 hex.
+    pub signature: String,
+}
+
+/// The success response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegisterResponse {
+    /// The registered signing key (canonical hex).
+    pub sign_public_key: String,
+    /// The registered key-exchange key (canonical hex).
+    pub kex_public_key: String,
+    /// Whether the user is an admin.
+    pub admin: bool,
+    /// Where to connect to the cluster, logging in with the signing key's nkey.
+    pub nats_urls: Vec<String>,
+}
+
+pub(super) async fn register(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<RegisterResponse>, ApiError> {
+    if !state.register_limiter.allow(peer.ip()) {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "too many registration attempts from this address; wait and retry",
+        ));
+    }
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("the body is larger than {} bytes", super::MAX_BODY_BYTES),
+            )
+        } else {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "malformed_body",
+                "the body could not be read",
+            )
+        }
+    })?;
+    let fields: RegisterBody = serde_json::from_slice(&body).map_err(|e| {
+        // serde_json's message names the field and position, never echoing values.
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_body",
+            format!("expected a JSON registration: {e}"),
+        )
+    })?;
+    let request = RegisterRequest::from_hex_fields(
+        &fields.token,
+        &fields.sign_public_key,
+        &fields.kex_public_key,
+        &fields.signature,
+    )
+    .map_err(request_error)?;
+    request.verify().map_err(request_error)?;
+    let user = state
+        .store
+        .redeem_invite(
+            &request.token,
+            &request.sign_public_key,
+            &request.kex_public_key,
+        )
+        .await?;
+    Ok(Json(RegisterResponse {
+        sign_public_key: user.sign_key.to_hex(),
+        kex_public_key: user.kex_key.to_hex(),
+        admin: user.admin,
+        nats_urls: state.nats_urls.clone(),
+    }))
+}
+
+fn request_error(error: RegisterRequestError) -> ApiError {
+    let message = error.to_string();
+    match error {
+        RegisterRequestError::BadToken(_) => {
+            ApiError::new(StatusCode::BAD_REQUEST, "bad_token", message)
+        }
+        RegisterRequestError::BadKey(_) => {
+            ApiError::new(StatusCode::BAD_REQUEST, "bad_key", message)
+        }
+        RegisterRequestError::BadSignature(_) => {
+            ApiError::new(StatusCode::UNAUTHORIZED, "bad_signature", message)
+        }
+        _ => ApiError::new(StatusCode::BAD_REQUEST, "malformed_body", message),
+    }
+}
