@@ -40,7 +40,7 @@ use unibus::manifest::SignedManifest;
 use unibus::sealing::SealedRoomKey;
 use unibus::{InviteToken, KexPublicKey, RoomId, SignPublicKey};
 
-use super::sqlite::{redeem_step, redeemed_user, RedeemStep};
+use super::rules::{active_user, mint_invite, redeem_step, redeemed_user, RedeemStep};
 use super::{
     invite_id, now_millis, EpochKey, Invite, InviteStatus, NewInvite, NewUser, Room, RoomSnapshot,
     Snapshot, Store, StoreError, StoreResult, User, UserStatus,
@@ -426,14 +426,7 @@ async fn open_bucket(
 #[async_trait]
 impl Store for KvStore {
     async fn add_user(&self, user: NewUser) -> StoreResult<User> {
-        let user = User {
-            sign_key: user.sign_key,
-            kex_key: user.kex_key,
-            admin: user.admin,
-            status: UserStatus::Active,
-            created_at: now_millis(),
-            invite_id: None,
-        };
+        let user = active_user(user);
         if self
             .create(&self.users, &user.sign_key.to_hex(), encode(&user))
             .await?
@@ -471,19 +464,7 @@ impl Store for KvStore {
     }
 
     async fn create_invite(&self, new: NewInvite) -> StoreResult<(InviteToken, Invite)> {
-        let token = InviteToken::generate()
-            .map_err(|e| StoreError::Backend(format!("OS random number generator: {e}")))?;
-        let now = now_millis();
-        let invite = Invite {
-            id: invite_id(&token),
-            admin: new.admin,
-            created_at: now,
-            created_by: new.created_by,
-            expires_at: now.saturating_add(new.ttl.as_millis().min(i64::MAX as u128) as i64),
-            used_at: None,
-            used_by: None,
-            cancelled_at: None,
-        };
+        let (token, invite) = mint_invite(new)?;
         if !self
             .create(&self.invites, &invite.id, encode(&invite))
             .await?

@@ -21,6 +21,7 @@
 mod error;
 pub mod kv;
 pub mod migrate;
+mod rules;
 pub mod sqlite;
 mod types;
 

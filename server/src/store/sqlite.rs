@@ -14,6 +14,7 @@ use unibus::manifest::SignedManifest;
 use unibus::sealing::SealedRoomKey;
 use unibus::{InviteToken, KexPublicKey, RoomId, SignPublicKey};
 
+use super::rules::{active_user, mint_invite, redeem_step, redeemed_user, RedeemStep};
 use super::{
     invite_id, now_millis, EpochKey, Invite, InviteStatus, NewInvite, NewUser, Room, RoomSnapshot,
     Snapshot, Store, StoreError, StoreResult, User, UserStatus,
@@ -383,14 +384,7 @@ impl Store for SqliteStore {
             if get_user(&tx, &user.sign_key)?.is_some() {
                 return Err(StoreError::UserExists);
             }
-            let user = User {
-                sign_key: user.sign_key,
-                kex_key: user.kex_key,
-                admin: user.admin,
-                status: UserStatus::Active,
-                created_at: now_millis(),
-                invite_id: None,
-            };
+            let user = active_user(user);
             insert_user(&tx, &user)?;
             tx.commit().map_err(backend)?;
             Ok(user)
@@ -440,19 +434,7 @@ impl Store for SqliteStore {
     }
 
     async fn create_invite(&self, new: NewInvite) -> StoreResult<(InviteToken, Invite)> {
-        let token = InviteToken::generate()
-            .map_err(|e| StoreError::Backend(format!("OS random number generator: {e}")))?;
-        let now = now_millis();
-        let invite = Invite {
-            id: invite_id(&token),
-            admin: new.admin,
-            created_at: now,
-            created_by: new.created_by,
-            expires_at: now.saturating_add(new.ttl.as_millis().min(i64::MAX as u128) as i64),
-            used_at: None,
-            used_by: None,
-            cancelled_at: None,
-        };
+        let (token, invite) = mint_invite(new)?;
         let stored = invite.clone();
         self.with(move |conn| insert_invite(conn, &stored)).await?;
         Ok((token, invite))
@@ -782,46 +764,6 @@ impl Store for SqliteStore {
             tx.commit().map_err(backend)
         })
         .await
-    }
-}
-
-/// What redeeming `invite` for `sign_key` at `now` must do next, or why it cannot. The same
-/// decision on both backends.
-pub(crate) enum RedeemStep {
-    /// The invite is pending: burn it, then create the user.
-    Burn,
-    /// This key already burned it (a retry): complete or confirm the registration.
-    Complete,
-}
-
-pub(crate) fn redeem_step(
-    invite: &Invite,
-    sign_key: &SignPublicKey,
-    now: super::Millis,
-) -> StoreResult<RedeemStep> {
-    match (invite.used_by, invite.status_at(now)) {
-        (Some(by), _) if &by == sign_key => Ok(RedeemStep::Complete),
-        (_, InviteStatus::Used) => Err(StoreError::InviteUsed),
-        (_, InviteStatus::Cancelled) => Err(StoreError::InviteCancelled),
-        (_, InviteStatus::Expired) => Err(StoreError::InviteExpired),
-        (_, InviteStatus::Pending) => Ok(RedeemStep::Burn),
-    }
-}
-
-/// The user a redeemed invite creates.
-pub(crate) fn redeemed_user(
-    invite: &Invite,
-    sign_key: SignPublicKey,
-    kex_key: KexPublicKey,
-    now: super::Millis,
-) -> User {
-    User {
-        sign_key,
-        kex_key,
-        admin: invite.admin,
-        status: UserStatus::Active,
-        created_at: now,
-        invite_id: Some(invite.id.clone()),
     }
 }
 

@@ -1,0 +1,80 @@
+//! The decisions every backend makes the same way: what a new record looks like, and what
+//! redeeming an invite must do next. Backends differ only in how they write atomically.
+
+use unibus::{InviteToken, KexPublicKey, SignPublicKey};
+
+use super::{
+    invite_id, now_millis, Invite, InviteStatus, Millis, NewInvite, NewUser, StoreError,
+    StoreResult, User, UserStatus,
+};
+
+/// A new, active user created now.
+pub(crate) fn active_user(user: NewUser) -> User {
+    User {
+        sign_key: user.sign_key,
+        kex_key: user.kex_key,
+        admin: user.admin,
+        status: UserStatus::Active,
+        created_at: now_millis(),
+        invite_id: None,
+    }
+}
+
+/// A fresh token and the invite record that stores only its digest.
+pub(crate) fn mint_invite(new: NewInvite) -> StoreResult<(InviteToken, Invite)> {
+    let token = InviteToken::generate()
+        .map_err(|e| StoreError::Backend(format!("OS random number generator: {e}")))?;
+    let now = now_millis();
+    let ttl = i64::try_from(new.ttl.as_millis()).unwrap_or(i64::MAX);
+    let invite = Invite {
+        id: invite_id(&token),
+        admin: new.admin,
+        created_at: now,
+        created_by: new.created_by,
+        expires_at: now.saturating_add(ttl),
+        used_at: None,
+        used_by: None,
+        cancelled_at: None,
+    };
+    Ok((token, invite))
+}
+
+/// What redeeming an invite must do next.
+pub(crate) enum RedeemStep {
+    /// The invite is pending: burn it, then create the user.
+    Burn,
+    /// This key already burned it (a retry): complete or confirm the registration.
+    Complete,
+}
+
+/// What redeeming `invite` for `sign_key` at `now` must do next, or why it cannot.
+pub(crate) fn redeem_step(
+    invite: &Invite,
+    sign_key: &SignPublicKey,
+    now: Millis,
+) -> StoreResult<RedeemStep> {
+    match (invite.used_by, invite.status_at(now)) {
+        (Some(by), _) if &by == sign_key => Ok(RedeemStep::Complete),
+        (_, InviteStatus::Used) => Err(StoreError::InviteUsed),
+        (_, InviteStatus::Cancelled) => Err(StoreError::InviteCancelled),
+        (_, InviteStatus::Expired) => Err(StoreError::InviteExpired),
+        (_, InviteStatus::Pending) => Ok(RedeemStep::Burn),
+    }
+}
+
+/// The user a redeemed invite creates.
+pub(crate) fn redeemed_user(
+    invite: &Invite,
+    sign_key: SignPublicKey,
+    kex_key: KexPublicKey,
+    now: Millis,
+) -> User {
+    User {
+        sign_key,
+        kex_key,
+        admin: invite.admin,
+        status: UserStatus::Active,
+        created_at: now,
+        invite_id: Some(invite.id.clone()),
+    }
+}
