@@ -9,6 +9,7 @@
 
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod http;

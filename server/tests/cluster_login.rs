@@ -1,0 +1,242 @@
+//! Cluster login by key, end to end: a real 3-node nats-server cluster configured for auth
+//! callout, membershipd's callout service, and clients that log in with their own keys.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use unibus::Identity;
+use unibus_server::auth::callout::{inbox_prefix, Callout};
+use unibus_server::auth::setup::{AuthSetup, APP_ACCOUNT};
+use unibus_server::store::{KvStore, KvStoreConfig, NewUser, SqliteStore, Store};
+use unibus_testkit::{ClusterOptions, NatsCluster};
+
+struct World {
+    cluster: NatsCluster,
+    setup: AuthSetup,
+    store: Arc<dyn Store>,
+    _dir: tempfile::TempDir,
+}
+
+async fn cluster_with_auth(setup: &AuthSetup, nodes: usize) -> NatsCluster {
+    NatsCluster::start_with(ClusterOptions {
+        nodes,
+        extra_config: setup.server_config(),
+        // Anonymous clients are refused now, so readiness is the health endpoint alone.
+        probe: false,
+        ..ClusterOptions::default()
+    })
+    .await
+    .unwrap()
+}
+
+/// Connects membershipd's own service user and starts the callout.
+async fn start_callout(cluster: &NatsCluster, setup: &AuthSetup, store: Arc<dyn Store>) {
+    let service = async_nats::ConnectOptions::with_nkey(setup.service.seed().unwrap())
+        .connect(cluster.server_addrs())
+        .await
+        .unwrap();
+    let issuer = nkeys::KeyPair::from_seed(&setup.issuer.seed().unwrap()).unwrap();
+    let callout = Arc::new(Callout::new(store, issuer, APP_ACCOUNT));
+    tokio::spawn(callout.run(service.clone()));
+    service.flush().await.unwrap();
+}
+
+async fn world() -> World {
+    let setup = AuthSetup::generate().unwrap();
+    let cluster = cluster_with_auth(&setup, 3).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("db")).await.unwrap());
+    start_callout(&cluster, &setup, Arc::clone(&store)).await;
+    World {
+        cluster,
+        setup,
+        store,
+        _dir: dir,
+    }
+}
+
+async fn register(store: &dyn Store) -> Identity {
+    let id = Identity::generate().unwrap();
+    store
+        .add_user(NewUser {
+            sign_key: id.sign_public_key(),
+            kex_key: id.kex_public_key(),
+            admin: false,
+        })
+        .await
+        .unwrap();
+    id
+}
+
+/// Server errors (permission violations) seen by a client.
+type Errors = Arc<Mutex<Vec<String>>>;
+
+async fn login(
+    addrs: Vec<async_nats::ServerAddr>,
+    id: &Identity,
+) -> Result<(async_nats::Client, Errors), async_nats::ConnectError> {
+    let errors: Errors = Arc::default();
+    let seen = Arc::clone(&errors);
+    let client = async_nats::ConnectOptions::with_nkey(id.nkey_seed().to_string())
+        .custom_inbox_prefix(inbox_prefix(&id.sign_public_key()))
+        .connection_timeout(Duration::from_secs(3))
+        .event_callback(move |event| {
+            let seen = Arc::clone(&seen);
+            async move {
+                if let async_nats::Event::ServerError(e) = event {
+                    seen.lock().unwrap().push(e.to_string());
+                }
+            }
+        })
+        .connect(addrs)
+        .await?;
+    Ok((client, errors))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_active_users_log_in_with_their_own_key() {
+    let w = world().await;
+    let alice = register(&*w.store).await;
+    let (client, _) = login(w.cluster.server_addrs(), &alice)
+        .await
+        .expect("an active user logs in");
+    client.flush().await.unwrap();
+
+    let stranger = Identity::generate().unwrap();
+    assert!(
+        login(w.cluster.server_addrs(), &stranger).await.is_err(),
+        "unknown keys are refused"
+    );
+
+    let revoked = register(&*w.store).await;
+    w.store
+        .revoke_user(&revoked.sign_public_key())
+        .await
+        .unwrap();
+    assert!(
+        login(w.cluster.server_addrs(), &revoked).await.is_err(),
+        "revoked keys are refused"
+    );
+
+    let deleted = register(&*w.store).await;
+    w.store
+        .delete_user(&deleted.sign_public_key())
+        .await
+        .unwrap();
+    assert!(
+        login(w.cluster.server_addrs(), &deleted).await.is_err(),
+        "deleted keys are refused"
+    );
+
+    // Every node admits the user, not only the one the callout service is connected to.
+    for i in 0..3 {
+        let (client, _) = login(vec![w.cluster.client_url(i).parse().unwrap()], &alice)
+            .await
+            .unwrap();
+        client.flush().await.unwrap();
+    }
+    drop(w.setup);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_may_reach_only_its_own_subjects() {
+    let w = world().await;
+    let (alice, bob) = (register(&*w.store).await, register(&*w.store).await);
+    let (client, errors) = login(w.cluster.server_addrs(), &alice).await.unwrap();
+    let (alice_hex, bob_hex) = (
+        alice.sign_public_key().to_hex(),
+        bob.sign_public_key().to_hex(),
+    );
+
+    // Allowed: its own control-plane subjects and notifications, and its own inbox.
+    client
+        .publish(format!("unibus.cp.{alice_hex}.rooms"), "".into())
+        .await
+        .unwrap();
+    let _own = client
+        .subscribe(format!("unibus.events.{alice_hex}.>"))
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        errors.lock().unwrap().is_empty(),
+        "own subjects were refused: {:?}",
+        errors.lock().unwrap()
+    );
+
+    // Denied: another user's requests and notifications, the KV buckets, admin and system
+    // subjects, and the shared inbox namespace.
+    client
+        .publish(format!("unibus.cp.{bob_hex}.rooms"), "".into())
+        .await
+        .unwrap();
+    client
+        .publish("$KV.UNIBUS_users.x", "".into())
+        .await
+        .unwrap();
+    client
+        .publish("unibus.admin.users", "".into())
+        .await
+        .unwrap();
+    client
+        .publish("$SYS.REQ.USER.AUTH", "".into())
+        .await
+        .unwrap();
+    let denied_subs = [
+        format!("unibus.events.{bob_hex}.>"),
+        "$KV.>".to_string(),
+        "_INBOX.>".to_string(),
+        format!("{}.>", inbox_prefix(&bob.sign_public_key())),
+        ">".to_string(),
+    ];
+    let mut subs = Vec::new();
+    for subject in &denied_subs {
+        subs.push(client.subscribe(subject.clone()).await.unwrap());
+    }
+    client.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let errors = errors.lock().unwrap().clone();
+    let violations = errors
+        .iter()
+        .filter(|e| e.to_lowercase().contains("permissions violation"))
+        .count();
+    assert_eq!(
+        violations,
+        4 + denied_subs.len(),
+        "expected every denied operation to be refused: {errors:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logins_are_refused_when_the_store_is_unreachable() {
+    // The store is KV on a cluster of its own, which then goes away.
+    let store_cluster = NatsCluster::start(1).await.unwrap();
+    let kv = KvStore::open(
+        async_nats::connect(store_cluster.server_addrs())
+            .await
+            .unwrap(),
+        KvStoreConfig {
+            op_timeout: Duration::from_millis(800),
+            ..KvStoreConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let store: Arc<dyn Store> = Arc::new(kv);
+    let alice = register(&*store).await;
+
+    let setup = AuthSetup::generate().unwrap();
+    let cluster = cluster_with_auth(&setup, 1).await;
+    start_callout(&cluster, &setup, Arc::clone(&store)).await;
+    let (client, _) = login(cluster.server_addrs(), &alice)
+        .await
+        .expect("logs in while the store answers");
+    drop(client);
+
+    drop(store_cluster);
+    assert!(
+        login(cluster.server_addrs(), &alice).await.is_err(),
+        "no store, no login"
+    );
+}
