@@ -240,3 +240,54 @@ async fn logins_are_refused_when_the_store_is_unreachable() {
         "no store, no login"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_and_deleted_users_are_cut_off_on_every_node_within_two_seconds() {
+    use unibus_server::auth::revocation::Revoker;
+    let w = world().await;
+    let system = async_nats::ConnectOptions::with_user_and_password(
+        "sys".into(),
+        w.setup.sys_password.to_string(),
+    )
+    .connect(w.cluster.server_addrs())
+    .await
+    .unwrap();
+    tokio::spawn(
+        Revoker::new(Arc::clone(&w.store), system, APP_ACCOUNT).run(Duration::from_millis(250)),
+    );
+
+    let (alice, bob, carol) = (
+        register(&*w.store).await,
+        register(&*w.store).await,
+        register(&*w.store).await,
+    );
+    let mut sessions = Vec::new();
+    for i in 0..3 {
+        let node = vec![w.cluster.client_url(i).parse().unwrap()];
+        sessions.push((
+            login(node.clone(), &alice).await.unwrap().0,
+            login(node, &carol).await.unwrap().0,
+        ));
+    }
+    let (bob_client, _) = login(w.cluster.server_addrs(), &bob).await.unwrap();
+
+    let started = std::time::Instant::now();
+    w.store.revoke_user(&alice.sign_public_key()).await.unwrap();
+    w.store.delete_user(&carol.sign_public_key()).await.unwrap();
+    let connected =
+        |c: &async_nats::Client| c.connection_state() == async_nats::connection::State::Connected;
+    while sessions.iter().any(|(a, c)| connected(a) || connected(c)) {
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "a revoked session is still connected after 2 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!("all six revoked sessions cut after {:?}", started.elapsed());
+
+    // They stay out (their clients keep trying to reconnect), and others are untouched.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(sessions.iter().all(|(a, c)| !connected(a) && !connected(c)));
+    assert!(connected(&bob_client));
+    bob_client.flush().await.unwrap();
+}

@@ -8,4 +8,5 @@
 
 pub mod callout;
 pub mod jwt;
+pub mod revocation;
 pub mod setup;
