@@ -12,5 +12,6 @@
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod http;
 pub mod store;

@@ -1,97 +1,17 @@
 //! Cluster login by key, end to end: a real 3-node nats-server cluster configured for auth
 //! callout, membershipd's callout service, and clients that log in with their own keys.
 
-use std::sync::{Arc, Mutex};
+mod common;
+
+use std::sync::Arc;
 use std::time::Duration;
 
+use common::{cluster_with_auth, login, register, start_callout, world};
 use unibus::Identity;
-use unibus_server::auth::callout::{inbox_prefix, Callout};
+use unibus_server::auth::callout::inbox_prefix;
 use unibus_server::auth::setup::{AuthSetup, APP_ACCOUNT};
-use unibus_server::store::{KvStore, KvStoreConfig, NewUser, SqliteStore, Store};
-use unibus_testkit::{ClusterOptions, NatsCluster};
-
-struct World {
-    cluster: NatsCluster,
-    setup: AuthSetup,
-    store: Arc<dyn Store>,
-    _dir: tempfile::TempDir,
-}
-
-async fn cluster_with_auth(setup: &AuthSetup, nodes: usize) -> NatsCluster {
-    NatsCluster::start_with(ClusterOptions {
-        nodes,
-        extra_config: setup.server_config(),
-        // Anonymous clients are refused now, so readiness is the health endpoint alone.
-        probe: false,
-        ..ClusterOptions::default()
-    })
-    .await
-    .unwrap()
-}
-
-/// Connects membershipd's own service user and starts the callout.
-async fn start_callout(cluster: &NatsCluster, setup: &AuthSetup, store: Arc<dyn Store>) {
-    let service = async_nats::ConnectOptions::with_nkey(setup.service.seed().unwrap())
-        .connect(cluster.server_addrs())
-        .await
-        .unwrap();
-    let issuer = nkeys::KeyPair::from_seed(&setup.issuer.seed().unwrap()).unwrap();
-    let callout = Arc::new(Callout::new(store, issuer, APP_ACCOUNT));
-    tokio::spawn(callout.run(service.clone()));
-    service.flush().await.unwrap();
-}
-
-async fn world() -> World {
-    let setup = AuthSetup::generate().unwrap();
-    let cluster = cluster_with_auth(&setup, 3).await;
-    let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("db")).await.unwrap());
-    start_callout(&cluster, &setup, Arc::clone(&store)).await;
-    World {
-        cluster,
-        setup,
-        store,
-        _dir: dir,
-    }
-}
-
-async fn register(store: &dyn Store) -> Identity {
-    let id = Identity::generate().unwrap();
-    store
-        .add_user(NewUser {
-            sign_key: id.sign_public_key(),
-            kex_key: id.kex_public_key(),
-            admin: false,
-        })
-        .await
-        .unwrap();
-    id
-}
-
-/// Server errors (permission violations) seen by a client.
-type Errors = Arc<Mutex<Vec<String>>>;
-
-async fn login(
-    addrs: Vec<async_nats::ServerAddr>,
-    id: &Identity,
-) -> Result<(async_nats::Client, Errors), async_nats::ConnectError> {
-    let errors: Errors = Arc::default();
-    let seen = Arc::clone(&errors);
-    let client = async_nats::ConnectOptions::with_nkey(id.nkey_seed().to_string())
-        .custom_inbox_prefix(inbox_prefix(&id.sign_public_key()))
-        .connection_timeout(Duration::from_secs(3))
-        .event_callback(move |event| {
-            let seen = Arc::clone(&seen);
-            async move {
-                if let async_nats::Event::ServerError(e) = event {
-                    seen.lock().unwrap().push(e.to_string());
-                }
-            }
-        })
-        .connect(addrs)
-        .await?;
-    Ok((client, errors))
-}
+use unibus_server::store::{KvStore, KvStoreConfig, Store};
+use unibus_testkit::NatsCluster;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_active_users_log_in_with_their_own_key() {

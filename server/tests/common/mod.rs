@@ -1,0 +1,122 @@
+//! Shared fixtures of the cluster tests: a real nats-server cluster configured for auth callout,
+//! membershipd's services on it, and clients that log in with their own keys.
+#![allow(dead_code)]
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use unibus::Identity;
+use unibus_server::auth::callout::{inbox_prefix, Callout};
+use unibus_server::auth::setup::{AuthSetup, APP_ACCOUNT};
+use unibus_server::store::{NewUser, SqliteStore, Store};
+use unibus_testkit::{ClusterOptions, NatsCluster};
+
+pub struct World {
+    pub cluster: NatsCluster,
+    pub setup: AuthSetup,
+    pub store: Arc<dyn Store>,
+    pub service: async_nats::Client,
+    _dir: tempfile::TempDir,
+}
+
+pub async fn cluster_with_auth(setup: &AuthSetup, nodes: usize) -> NatsCluster {
+    NatsCluster::start_with(ClusterOptions {
+        nodes,
+        extra_config: setup.server_config(),
+        // Anonymous clients are refused now, so readiness is the health endpoint alone.
+        probe: false,
+        ..ClusterOptions::default()
+    })
+    .await
+    .unwrap()
+}
+
+/// Connects membershipd's own service user, starts the callout, and returns the connection.
+pub async fn start_callout(
+    cluster: &NatsCluster,
+    setup: &AuthSetup,
+    store: Arc<dyn Store>,
+) -> async_nats::Client {
+    let service = async_nats::ConnectOptions::with_nkey(setup.service.seed().unwrap())
+        .connect(cluster.server_addrs())
+        .await
+        .unwrap();
+    let issuer = nkeys::KeyPair::from_seed(&setup.issuer.seed().unwrap()).unwrap();
+    let store_for_probe = Arc::clone(&store);
+    let callout = Arc::new(Callout::new(store, issuer, APP_ACCOUNT));
+    tokio::spawn(callout.run(service.clone()));
+    service.flush().await.unwrap();
+    wait_for_callout(cluster, &*store_for_probe).await;
+    service
+}
+
+/// Waits until every node can reach the callout (its subscription's interest takes a moment
+/// to spread over the routes): a probe user logs in at each node.
+async fn wait_for_callout(cluster: &NatsCluster, store: &dyn Store) {
+    let probe = register(store).await;
+    for i in 0..cluster.len() {
+        let node: Vec<async_nats::ServerAddr> = vec![cluster.client_url(i).parse().unwrap()];
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while login(node.clone(), &probe).await.is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "node {i} never reached the callout"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    store.delete_user(&probe.sign_public_key()).await.unwrap();
+}
+
+pub async fn world() -> World {
+    let setup = AuthSetup::generate().unwrap();
+    let cluster = cluster_with_auth(&setup, 3).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("db")).await.unwrap());
+    let service = start_callout(&cluster, &setup, Arc::clone(&store)).await;
+    World {
+        cluster,
+        setup,
+        store,
+        service,
+        _dir: dir,
+    }
+}
+
+pub async fn register(store: &dyn Store) -> Identity {
+    let id = Identity::generate().unwrap();
+    store
+        .add_user(NewUser {
+            sign_key: id.sign_public_key(),
+            kex_key: id.kex_public_key(),
+            admin: false,
+        })
+        .await
+        .unwrap();
+    id
+}
+
+/// Server errors (permission violations) seen by a client.
+pub type Errors = Arc<Mutex<Vec<String>>>;
+
+pub async fn login(
+    addrs: Vec<async_nats::ServerAddr>,
+    id: &Identity,
+) -> Result<(async_nats::Client, Errors), async_nats::ConnectError> {
+    let errors: Errors = Arc::default();
+    let seen = Arc::clone(&errors);
+    let client = async_nats::ConnectOptions::with_nkey(id.nkey_seed().to_string())
+        .custom_inbox_prefix(inbox_prefix(&id.sign_public_key()))
+        .connection_timeout(Duration::from_secs(3))
+        .event_callback(move |event| {
+            let seen = Arc::clone(&seen);
+            async move {
+                if let async_nats::Event::ServerError(e) = event {
+                    seen.lock().unwrap().push(e.to_string());
+                }
+            }
+        })
+        .connect(addrs)
+        .await?;
+    Ok((client, errors))
+}

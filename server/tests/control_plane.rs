@@ -1,0 +1,354 @@
+//! The control-plane service end to end: clients logged in with their own keys ask a real
+//! cluster about rooms, epochs and keys, owners manage and rekey rooms, and changes arrive as
+//! notifications.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{login, register, world, World};
+use futures::StreamExt;
+use serde_json::{json, Value};
+use unibus::manifest::{Recipient, SignedManifest};
+use unibus::sealing::RoomKey;
+use unibus::{Identity, RoomId, SignPublicKey};
+use unibus_server::control::ControlPlane;
+
+async fn with_service() -> World {
+    let w = world().await;
+    tokio::spawn(Arc::new(ControlPlane::new(Arc::clone(&w.store), w.service.clone())).run());
+    w.service.flush().await.unwrap();
+    w
+}
+
+struct User {
+    id: Identity,
+    client: async_nats::Client,
+}
+
+async fn user(w: &World) -> User {
+    let id = register(&*w.store).await;
+    let (client, _) = login(w.cluster.server_addrs(), &id).await.unwrap();
+    User { id, client }
+}
+
+impl User {
+    fn key(&self) -> String {
+        self.id.sign_public_key().to_hex()
+    }
+
+    async fn call(&self, operation: &str, body: Value) -> Value {
+        let subject = format!("unibus.cp.{}.{operation}", self.key());
+        let reply = tokio::time::timeout(
+            Duration::from_secs(5),
+            self.client.request(subject, body.to_string().into()),
+        )
+        .await
+        .expect("the service answers")
+        .expect("request");
+        serde_json::from_slice(&reply.payload).unwrap()
+    }
+
+    /// A rekey on the device: fetch the members' keys, seal, sign, upload.
+    async fn rekey(&self, room: &str, epoch: u64) -> (Value, RoomKey) {
+        let members = self.call("members", json!({ "room": room })).await;
+        let recipients: Vec<Recipient> = members["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| Recipient {
+                member: m["sign_public_key"].as_str().unwrap().parse().unwrap(),
+                kex: m["kex_public_key"].as_str().unwrap().parse().unwrap(),
+            })
+            .collect();
+        let key = RoomKey::generate().unwrap();
+        let manifest = SignedManifest::rekey(
+            &self.id,
+            &RoomId::new(room).unwrap(),
+            epoch,
+            epoch - 1,
+            &key,
+            &recipients,
+        )
+        .unwrap();
+        (
+            self.call(
+                "rekey",
+                json!({ "manifest": hex::encode(manifest.to_bytes()) }),
+            )
+            .await,
+            key,
+        )
+    }
+
+    /// Fetches, verifies and opens this user's key.
+    async fn open_key(&self, room: &str, epoch: Option<u64>) -> Result<(u64, RoomKey), String> {
+        let mut body = json!({ "room": room });
+        if let Some(epoch) = epoch {
+            body["epoch"] = json!(epoch);
+        }
+        let reply = self.call("key", body).await;
+        if let Some(code) = reply["error"]["code"].as_str() {
+            return Err(code.to_string());
+        }
+        let epoch = reply["epoch"].as_u64().unwrap();
+        let owner: SignPublicKey = reply["owner"].as_str().unwrap().parse().unwrap();
+        let manifest =
+            SignedManifest::from_bytes(&hex::decode(reply["manifest"].as_str().unwrap()).unwrap())
+                .unwrap();
+        let key = manifest
+            .open(&self.id, &RoomId::new(room).unwrap(), epoch, &owner)
+            .map_err(|e| e.to_string())?;
+        Ok((epoch, key))
+    }
+}
+
+fn code(reply: &Value) -> &str {
+    reply["error"]["code"].as_str().unwrap_or("<ok>")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_room_story_from_creation_to_removal() {
+    let w = with_service().await;
+    let (alice, bob) = (user(&w).await, user(&w).await);
+    let mut bob_events = bob
+        .client
+        .subscribe(format!("unibus.events.{}.>", bob.key()))
+        .await
+        .unwrap();
+    bob.client.flush().await.unwrap();
+
+    let created = alice
+        .call("create_room", json!({ "room": "general" }))
+        .await;
+    assert_eq!(
+        (created["id"].as_str(), created["epoch"].as_u64()),
+        (Some("general"), Some(0))
+    );
+    assert_eq!(
+        code(
+            &alice
+                .call(
+                    "add_member",
+                    json!({ "room": "general", "member": bob.key() })
+                )
+                .await
+        ),
+        "<ok>"
+    );
+    let added: Value = serde_json::from_slice(&bob_events.next().await.unwrap().payload).unwrap();
+    assert_eq!(added, json!({ "room": "general", "kind": "added" }));
+
+    assert_eq!(
+        bob.call("member", json!({ "room": "general" })).await["member"],
+        true
+    );
+    let rooms = bob.call("rooms", json!({})).await;
+    assert_eq!(rooms["rooms"][0]["id"], "general");
+    assert_eq!(
+        code(
+            &bob.open_key("general", None)
+                .await
+                .map(|_| Value::Null)
+                .unwrap_or_else(|c| json!({"error": {"code": c}}))
+        ),
+        "no_key"
+    );
+
+    let (reply, key1) = alice.rekey("general", 1).await;
+    assert_eq!(reply["epoch"], 1, "{reply}");
+    let event: Value = serde_json::from_slice(&bob_events.next().await.unwrap().payload).unwrap();
+    assert_eq!(
+        event,
+        json!({ "room": "general", "kind": "epoch", "epoch": 1 })
+    );
+    assert_eq!(
+        bob.call("epoch", json!({ "room": "general" })).await["epoch"],
+        1
+    );
+    assert_eq!(
+        bob.open_key("general", None).await.unwrap(),
+        (1, key1.clone())
+    );
+
+    let (_, key2) = alice.rekey("general", 2).await;
+    assert_eq!(bob.open_key("general", None).await.unwrap(), (2, key2));
+    assert_eq!(bob.open_key("general", Some(1)).await.unwrap(), (1, key1));
+
+    assert_eq!(
+        code(
+            &alice
+                .call(
+                    "remove_member",
+                    json!({ "room": "general", "member": bob.key() })
+                )
+                .await
+        ),
+        "<ok>"
+    );
+    let _epoch2: Value = serde_json::from_slice(&bob_events.next().await.unwrap().payload).unwrap();
+    let removed: Value = serde_json::from_slice(&bob_events.next().await.unwrap().payload).unwrap();
+    assert_eq!(removed, json!({ "room": "general", "kind": "removed" }));
+    let (reply, _) = alice.rekey("general", 3).await;
+    assert_eq!(reply["epoch"], 3);
+    assert_eq!(
+        bob.open_key("general", Some(3)).await.unwrap_err(),
+        "not_member"
+    );
+    assert_eq!(
+        bob.open_key("general", None).await.unwrap_err(),
+        "not_member"
+    );
+    assert_eq!(
+        bob.call("member", json!({ "room": "general" })).await["member"],
+        false
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_members_and_non_owners_are_refused() {
+    let w = with_service().await;
+    let (alice, bob, carol) = (user(&w).await, user(&w).await, user(&w).await);
+    alice
+        .call("create_room", json!({ "room": "general" }))
+        .await;
+    alice
+        .call(
+            "add_member",
+            json!({ "room": "general", "member": bob.key() }),
+        )
+        .await;
+    alice.rekey("general", 1).await;
+
+    // A non-member learns nothing, about real rooms or missing ones.
+    for room in ["general", "nowhere"] {
+        assert_eq!(
+            code(&carol.call("epoch", json!({ "room": room })).await),
+            "not_member"
+        );
+        assert_eq!(carol.open_key(room, None).await.unwrap_err(), "not_member");
+        assert_eq!(
+            carol.call("member", json!({ "room": room })).await["member"],
+            false
+        );
+    }
+    // A member is not an owner.
+    for (operation, body) in [
+        (
+            "add_member",
+            json!({ "room": "general", "member": carol.key() }),
+        ),
+        (
+            "remove_member",
+            json!({ "room": "general", "member": alice.key() }),
+        ),
+        ("members", json!({ "room": "general" })),
+    ] {
+        assert_eq!(
+            code(&bob.call(operation, body).await),
+            "not_owner",
+            "{operation}"
+        );
+    }
+    let key = RoomKey::generate().unwrap();
+    let general = RoomId::new("general").unwrap();
+    let everyone = [Recipient::of(&alice.id), Recipient::of(&bob.id)];
+    let by_bob = SignedManifest::rekey(&bob.id, &general, 2, 1, &key, &everyone).unwrap();
+    assert_eq!(
+        code(
+            &bob.call(
+                "rekey",
+                json!({ "manifest": hex::encode(by_bob.to_bytes()) })
+            )
+            .await
+        ),
+        "not_owner"
+    );
+    // Nor can a member upload the owner's manifest as its own.
+    let by_alice = SignedManifest::rekey(&alice.id, &general, 2, 1, &key, &everyone).unwrap();
+    assert_eq!(
+        code(
+            &bob.call(
+                "rekey",
+                json!({ "manifest": hex::encode(by_alice.to_bytes()) })
+            )
+            .await
+        ),
+        "bad_manifest"
+    );
+
+    // The owner must seal to exactly the members, from the current epoch, with registered keys.
+    let only_owner =
+        SignedManifest::rekey(&alice.id, &general, 2, 1, &key, &[Recipient::of(&alice.id)])
+            .unwrap();
+    let reply = alice
+        .call(
+            "rekey",
+            json!({ "manifest": hex::encode(only_owner.to_bytes()) }),
+        )
+        .await;
+    assert_eq!(code(&reply), "recipients_mismatch");
+    let stale = SignedManifest::rekey(
+        &alice.id,
+        &general,
+        1,
+        0,
+        &key,
+        &[Recipient::of(&alice.id), Recipient::of(&bob.id)],
+    )
+    .unwrap();
+    assert_eq!(
+        code(
+            &alice
+                .call(
+                    "rekey",
+                    json!({ "manifest": hex::encode(stale.to_bytes()) })
+                )
+                .await
+        ),
+        "epoch_conflict"
+    );
+    let mut forged = stale.to_bytes();
+    let last = forged.len() - 1;
+    forged[last] ^= 1;
+    assert_eq!(
+        code(
+            &alice
+                .call("rekey", json!({ "manifest": hex::encode(forged) }))
+                .await
+        ),
+        "bad_manifest"
+    );
+    assert_eq!(code(&alice.call("add_member", json!({ "room": "general", "member": Identity::generate().unwrap().sign_public_key().to_hex() })).await), "unknown_user");
+    assert_eq!(
+        code(
+            &alice
+                .call("create_room", json!({ "room": "general" }))
+                .await
+        ),
+        "room_exists"
+    );
+    assert_eq!(
+        code(&alice.call("epoch", json!({ "room": "bad room" })).await),
+        "bad_request"
+    );
+    assert_eq!(code(&alice.call("epoch", json!("x")).await), "bad_request");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_user_is_refused_even_before_its_session_is_cut() {
+    let w = with_service().await;
+    let alice = user(&w).await;
+    alice
+        .call("create_room", json!({ "room": "general" }))
+        .await;
+    w.store
+        .revoke_user(&alice.id.sign_public_key())
+        .await
+        .unwrap();
+    assert_eq!(
+        code(&alice.call("rooms", json!({})).await),
+        "not_authorized"
+    );
+}
