@@ -9,8 +9,8 @@ use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
 use unibus::{InviteLink, KexPublicKey, RoomId, SignPublicKey};
 
+use crate::auth::setup::AuthSetup;
 use crate::config::{Config, Settings, StoreKind};
-use crate::http::{AppState, RateLimiter};
 use crate::store::migrate::{backup_sqlite, migrate_sqlite_to_kv};
 use crate::store::{
     now_millis, KvStore, KvStoreConfig, NewInvite, NewUser, SqliteStore, Store, StoreError,
@@ -179,7 +179,12 @@ pub async fn run(cli: Cli) -> Result<(), String> {
     let config = Config::resolve(cli.settings.or(file));
     let out = Output { json: cli.json };
     match cli.command {
-        Command::Serve => serve(&config, open_store(&config).await?).await,
+        Command::Serve => {
+            let shutdown = async {
+                let _ = tokio::signal::ctrl_c().await;
+            };
+            crate::serve::run(&config, open_store(&config), shutdown).await
+        }
         Command::User(command) => user(&out, open_store(&config).await?, command).await,
         Command::Invite(command) => {
             invite(&out, &config, open_store(&config).await?, command).await
@@ -231,7 +236,17 @@ async fn open_kv(config: &Config, replicas: usize) -> Result<KvStore, String> {
         .nats_url
         .as_deref()
         .ok_or("the KV store needs --nats-url")?;
-    let client = async_nats::ConnectOptions::new()
+    // With cluster login by key set up, membershipd connects as its service user, whose
+    // account holds the KV buckets; a cluster without it is joined anonymously.
+    let auth_dir = config.data_dir.join("auth");
+    let options =
+        match AuthSetup::load(&auth_dir).map_err(|e| format!("{}: {e}", auth_dir.display()))? {
+            Some(setup) => async_nats::ConnectOptions::with_nkey(
+                setup.service.seed().map_err(|e| e.to_string())?,
+            ),
+            None => async_nats::ConnectOptions::new(),
+        };
+    let client = options
         .connection_timeout(Duration::from_secs(5))
         .connect(url)
         .await
@@ -260,28 +275,6 @@ fn sign_key(text: &str) -> Result<SignPublicKey, String> {
 
 fn room_id(text: &str) -> Result<RoomId, String> {
     RoomId::new(text).map_err(|e| e.to_string())
-}
-
-async fn serve(config: &Config, store: Arc<dyn Store>) -> Result<(), String> {
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
-    let local = listener.local_addr().map_err(|e| e.to_string())?;
-    let state = Arc::new(AppState {
-        store,
-        nats_urls: config.advertise_nats.clone(),
-        register_limiter: RateLimiter::new(config.register_rate, config.register_burst),
-    });
-    eprintln!(
-        "membershipd: serving http://{local} ({:?} store); invite links use {}",
-        config.store, config.public_url
-    );
-    let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    crate::http::serve(listener, state, shutdown)
-        .await
-        .map_err(|e| format!("http server: {e}"))
 }
 
 async fn user(out: &Output, store: Arc<dyn Store>, command: UserCommand) -> Result<(), String> {

@@ -60,6 +60,14 @@ pub struct Settings {
     /// Registrations allowed at once per client address [default: 10].
     #[arg(long, env = "MEMBERSHIPD_REGISTER_BURST", global = true)]
     pub register_burst: Option<u32>,
+    /// Client address of the embedded nats-server run when no --nats-url is given
+    /// [default: 127.0.0.1:4222].
+    #[arg(long, env = "MEMBERSHIPD_NATS_LISTEN", global = true)]
+    pub nats_listen: Option<SocketAddr>,
+    /// The nats-server binary for the embedded server [default: $NATS_SERVER, else
+    /// nats-server on the PATH].
+    #[arg(long, env = "MEMBERSHIPD_NATS_SERVER", global = true)]
+    pub nats_server: Option<PathBuf>,
 }
 
 impl Settings {
@@ -76,6 +84,8 @@ impl Settings {
             advertise_nats: self.advertise_nats.or(fallback.advertise_nats),
             register_rate: self.register_rate.or(fallback.register_rate),
             register_burst: self.register_burst.or(fallback.register_burst),
+            nats_listen: self.nats_listen.or(fallback.nats_listen),
+            nats_server: self.nats_server.or(fallback.nats_server),
         }
     }
 
@@ -110,6 +120,10 @@ pub struct Config {
     pub register_rate: f64,
     /// Registration burst per address.
     pub register_burst: u32,
+    /// Client address of the embedded nats-server.
+    pub nats_listen: SocketAddr,
+    /// The nats-server binary for the embedded server.
+    pub nats_server: PathBuf,
 }
 
 impl Config {
@@ -121,6 +135,9 @@ impl Config {
         let listen = settings
             .listen
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+        let nats_listen = settings
+            .nats_listen
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 4222)));
         let store = settings.store.unwrap_or(if settings.nats_url.is_some() {
             StoreKind::Kv
         } else {
@@ -133,13 +150,20 @@ impl Config {
             public_url: settings
                 .public_url
                 .unwrap_or_else(|| format!("http://{listen}")),
-            advertise_nats: settings
-                .advertise_nats
-                .or_else(|| settings.nats_url.clone().map(|u| vec![u]))
-                .unwrap_or_default(),
+            advertise_nats: settings.advertise_nats.unwrap_or_else(|| {
+                vec![settings
+                    .nats_url
+                    .clone()
+                    .unwrap_or_else(|| format!("nats://{nats_listen}"))]
+            }),
             nats_url: settings.nats_url,
             register_rate: settings.register_rate.unwrap_or(1.0),
             register_burst: settings.register_burst.unwrap_or(10),
+            nats_server: settings
+                .nats_server
+                .or_else(|| std::env::var_os("NATS_SERVER").map(PathBuf::from))
+                .unwrap_or_else(|| PathBuf::from("nats-server")),
+            nats_listen,
             listen,
             data_dir,
         }

@@ -14,4 +14,5 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod http;
+pub mod serve;
 pub mod store;

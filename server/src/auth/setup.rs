@@ -32,7 +32,52 @@ impl std::fmt::Debug for AuthSetup {
     }
 }
 
+/// The files an [`AuthSetup`] is kept in, under `<data-dir>/auth/`.
+const ISSUER_FILE: &str = "issuer.nk";
+const SERVICE_FILE: &str = "service.nk";
+const SYS_PASSWORD_FILE: &str = "sys.password";
+
 impl AuthSetup {
+    /// Loads the setup kept in `dir`, if there is one.
+    pub fn load(dir: &std::path::Path) -> std::io::Result<Option<Self>> {
+        if !dir.join(ISSUER_FILE).exists() {
+            return Ok(None);
+        }
+        let read = |name: &str| -> std::io::Result<Zeroizing<String>> {
+            Ok(Zeroizing::new(
+                std::fs::read_to_string(dir.join(name))?.trim().to_string(),
+            ))
+        };
+        let key = |name: &str| -> std::io::Result<KeyPair> {
+            KeyPair::from_seed(&read(name)?)
+                .map_err(|e| std::io::Error::other(format!("{name}: {e}")))
+        };
+        Ok(Some(Self {
+            issuer: key(ISSUER_FILE)?,
+            service: key(SERVICE_FILE)?,
+            sys_password: read(SYS_PASSWORD_FILE)?,
+        }))
+    }
+
+    /// Loads the setup kept in `dir`, creating it (files readable by the owner only) the first
+    /// time.
+    pub fn load_or_create(dir: &std::path::Path) -> std::io::Result<Self> {
+        if let Some(setup) = Self::load(dir)? {
+            return Ok(setup);
+        }
+        let setup = Self::generate().map_err(|e| std::io::Error::other(e.to_string()))?;
+        std::fs::create_dir_all(dir)?;
+        let seed = |kp: &KeyPair| -> std::io::Result<Zeroizing<String>> {
+            kp.seed()
+                .map(Zeroizing::new)
+                .map_err(|e| std::io::Error::other(e.to_string()))
+        };
+        write_secret(&dir.join(ISSUER_FILE), &seed(&setup.issuer)?)?;
+        write_secret(&dir.join(SERVICE_FILE), &seed(&setup.service)?)?;
+        write_secret(&dir.join(SYS_PASSWORD_FILE), &setup.sys_password)?;
+        Ok(setup)
+    }
+
     /// Fresh keys and password.
     pub fn generate() -> Result<Self, getrandom::Error> {
         let mut password = [0u8; 24];
@@ -80,5 +125,41 @@ authorization {{
             issuer = self.issuer.public_key(),
             password = self.sys_password.as_str(),
         )
+    }
+}
+
+fn write_secret(path: &std::path::Path, secret: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    options.open(path)?.write_all(secret.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_setup_is_created_once_and_loaded_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = AuthSetup::load_or_create(dir.path()).unwrap();
+        let again = AuthSetup::load_or_create(dir.path()).unwrap();
+        assert_eq!(first.issuer.public_key(), again.issuer.public_key());
+        assert_eq!(first.service.public_key(), again.service.public_key());
+        assert_eq!(*first.sys_password, *again.sys_password);
+        assert!(!format!("{first:?}").contains(first.sys_password.as_str()));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join(ISSUER_FILE))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
     }
 }

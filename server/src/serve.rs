@@ -1,0 +1,185 @@
+//! `membershipd serve`: everything the server runs, wired together.
+//!
+//! - With no `--nats-url`, an embedded nats-server: its config (JetStream, the accounts and the
+//!   auth callout) is written under `<data-dir>/nats/`, and the process is supervised:
+//!   restarted if it exits, killed when membershipd stops.
+//! - membershipd's connections: the service user of the `AUTH` account (callout, control
+//!   plane, and the KV store when the store is KV) and the system user (revocation sweeps).
+//! - The auth callout, the revocation sweep, the control-plane service and the HTTP API.
+//!
+//! The auth keys live in `<data-dir>/auth/` (created on first start, owner-only); every node of a
+//! cluster joined with `--nats-url` must carry the config block `membershipd` writes to
+//! `<data-dir>/nats/auth.conf`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use nkeys::KeyPair;
+
+use crate::auth::callout::Callout;
+use crate::auth::revocation::Revoker;
+use crate::auth::setup::{AuthSetup, APP_ACCOUNT};
+use crate::config::Config;
+use crate::control::ControlPlane;
+use crate::http::{AppState, RateLimiter};
+use crate::store::Store;
+
+/// How often revoked users' sessions are looked for.
+pub const REVOCATION_SWEEP: Duration = Duration::from_millis(500);
+
+/// Runs the server until `shutdown` completes. `open_store` opens the configured store given
+/// membershipd's service connection (the KV store lives in its account).
+pub async fn run(
+    config: &Config,
+    open_store: impl std::future::Future<Output = Result<Arc<dyn Store>, String>>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
+    let auth = AuthSetup::load_or_create(&config.data_dir.join("auth")).map_err(|e| {
+        format!(
+            "auth keys in {}: {e}",
+            config.data_dir.join("auth").display()
+        )
+    })?;
+    let nats_dir = config.data_dir.join("nats");
+    std::fs::create_dir_all(&nats_dir).map_err(|e| format!("{}: {e}", nats_dir.display()))?;
+    std::fs::write(nats_dir.join("auth.conf"), auth.server_config())
+        .map_err(|e| format!("writing auth.conf: {e}"))?;
+
+    let (nats_url, supervisor) = match &config.nats_url {
+        Some(url) => (url.clone(), None),
+        None => {
+            let supervisor = embedded_nats(config)?;
+            (format!("nats://{}", config.nats_listen), Some(supervisor))
+        }
+    };
+    let service = connect_retrying(&nats_url, || {
+        async_nats::ConnectOptions::with_nkey(auth.service.seed().unwrap_or_default())
+    })
+    .await?;
+    let system = connect_retrying(&nats_url, || {
+        async_nats::ConnectOptions::with_user_and_password(
+            "sys".into(),
+            auth.sys_password.to_string(),
+        )
+    })
+    .await?;
+    let store = open_store.await?;
+
+    let issuer = KeyPair::from_seed(&auth.issuer.seed().map_err(|e| e.to_string())?)
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(
+        Arc::new(Callout::new(Arc::clone(&store), issuer, APP_ACCOUNT)).run(service.clone()),
+    );
+    tokio::spawn(Revoker::new(Arc::clone(&store), system, APP_ACCOUNT).run(REVOCATION_SWEEP));
+    tokio::spawn(Arc::new(ControlPlane::new(Arc::clone(&store), service.clone())).run());
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    let state = Arc::new(AppState {
+        store,
+        nats_urls: config.advertise_nats.clone(),
+        register_limiter: RateLimiter::new(config.register_rate, config.register_burst),
+    });
+    eprintln!(
+        "membershipd: serving http://{local} ({:?} store), NATS {nats_url}; invite links use {}",
+        config.store, config.public_url
+    );
+    let result = crate::http::serve(listener, state, shutdown)
+        .await
+        .map_err(|e| format!("http server: {e}"));
+    if let Some(supervisor) = supervisor {
+        supervisor.abort();
+    }
+    result
+}
+
+/// Connects, retrying for up to 30 s while the server starts.
+async fn connect_retrying(
+    url: &str,
+    options: impl Fn() -> async_nats::ConnectOptions,
+) -> Result<async_nats::Client, String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match options()
+            .connection_timeout(Duration::from_secs(2))
+            .connect(url)
+            .await
+        {
+            Ok(client) => return Ok(client),
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                return Err(format!("cannot connect to NATS at {url}: {e}"))
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// Writes the embedded nats-server's config and keeps the process running.
+fn embedded_nats(config: &Config) -> Result<tokio::task::JoinHandle<()>, String> {
+    let dir = config.data_dir.join("nats");
+    let conf = dir.join("nats.conf");
+    let text = format!(
+        "server_name: membershipd\nlisten: {listen}\njetstream {{\n  store_dir: \"{store}\"\n  max_memory_store: 256MB\n  max_file_store: 10GB\n}}\ninclude \"auth.conf\"\n",
+        listen = config.nats_listen,
+        store = dir.join("jetstream").display(),
+    );
+    std::fs::write(&conf, text).map_err(|e| format!("writing {}: {e}", conf.display()))?;
+    let binary = config.nats_server.clone();
+    let log_path = dir.join("nats.log");
+    Ok(tokio::spawn(async move {
+        loop {
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log_path);
+            let mut command = tokio::process::Command::new(&binary);
+            command
+                .arg("--config")
+                .arg(&conf)
+                .kill_on_drop(true)
+                .stdin(std::process::Stdio::null());
+            die_with_parent(&mut command);
+            if let Ok(log) = log {
+                if let Ok(copy) = log.try_clone() {
+                    command.stdout(copy);
+                }
+                command.stderr(log);
+            }
+            match command.spawn() {
+                Ok(mut child) => {
+                    let status = child.wait().await;
+                    eprintln!("membershipd: embedded nats-server exited ({status:?}); restarting");
+                }
+                Err(e) => eprintln!(
+                    "membershipd: cannot start {}: {e}; retrying",
+                    binary.display()
+                ),
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }))
+}
+
+/// Makes the child die with membershipd even when membershipd itself is killed with SIGKILL
+/// (when no destructor runs), so no orphaned nats-server keeps the port and the store. The
+/// signal follows the *thread* that spawned the child; the supervisor spawns from a runtime
+/// worker thread, which lives as long as membershipd.
+#[cfg(target_os = "linux")]
+fn die_with_parent(command: &mut tokio::process::Command) {
+    // SAFETY: the closure runs in the forked child before exec and only calls prctl(2), which
+    // is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn die_with_parent(_command: &mut tokio::process::Command) {}

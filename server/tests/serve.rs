@@ -1,0 +1,167 @@
+//! `membershipd` as an operator runs it: the real binary, `serve` on the embedded default
+//! (SQLite and a supervised nats-server), the CLI beside it, and a client that registers over
+//! HTTP, logs in to NATS with its own key, uses the control plane, and is cut off when revoked.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use unibus::registration::RegisterRequest;
+use unibus::{Identity, InviteLink};
+use unibus_server::auth::callout::inbox_prefix;
+
+struct Server {
+    child: Child,
+    data: tempfile::TempDir,
+    http: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn membershipd(data: &std::path::Path, http: u16, nats: u16) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_membershipd"));
+    command
+        .arg("--data-dir")
+        .arg(data)
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{http}"))
+        .arg("--nats-listen")
+        .arg(format!("127.0.0.1:{nats}"))
+        .arg("--nats-server")
+        .arg(unibus_testkit::nats_server_binary().unwrap())
+        .env_remove("MEMBERSHIPD_CONFIG");
+    command
+}
+
+async fn start() -> (Server, u16, u16) {
+    let data = tempfile::tempdir().unwrap();
+    let (http, nats) = (free_port(), free_port());
+    let child = membershipd(data.path(), http, nats)
+        .arg("serve")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let server = Server {
+        child,
+        data,
+        http: format!("http://127.0.0.1:{http}"),
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(reply) = reqwest::get(format!("{}/healthz", server.http)).await {
+            if reply.status().is_success() {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "membershipd did not become healthy"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    (server, http, nats)
+}
+
+fn cli(server: &Server, http: u16, nats: u16, args: &[&str]) -> Value {
+    let output = membershipd(server.data.path(), http, nats)
+        .arg("--json")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "membershipd {args:?}: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invited_user_registers_logs_in_by_key_and_is_cut_off_when_revoked() {
+    let (server, http, nats) = start().await;
+    let created = cli(&server, http, nats, &["invite", "create"]);
+    let link = InviteLink::parse(created["link"].as_str().unwrap()).unwrap();
+
+    let me = Identity::generate().unwrap();
+    let request = RegisterRequest::sign(&me, link.token().clone());
+    let reply: Value = reqwest::Client::new()
+        .post(link.register_url())
+        .json(&json!({
+            "token": request.token.to_hex().as_str(),
+            "sign_public_key": request.sign_public_key.to_hex(),
+            "kex_public_key": request.kex_public_key.to_hex(),
+            "signature": request.signature.to_hex(),
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let nats_url = reply["nats_urls"][0]
+        .as_str()
+        .expect("the server says where NATS is")
+        .to_string();
+
+    let client = async_nats::ConnectOptions::with_nkey(me.nkey_seed().to_string())
+        .custom_inbox_prefix(inbox_prefix(&me.sign_public_key()))
+        .connect(&nats_url)
+        .await
+        .expect("the registered key logs in");
+    let ask = |operation: &str, body: Value| {
+        let client = client.clone();
+        let subject = format!("unibus.cp.{}.{operation}", me.sign_public_key().to_hex());
+        async move {
+            let reply = client
+                .request(subject, body.to_string().into())
+                .await
+                .unwrap();
+            serde_json::from_slice::<Value>(&reply.payload).unwrap()
+        }
+    };
+    assert_eq!(
+        ask("create_room", json!({ "room": "general" })).await["owner"],
+        me.sign_public_key().to_hex()
+    );
+    assert_eq!(ask("rooms", json!({})).await["rooms"][0]["id"], "general");
+    let rooms = cli(&server, http, nats, &["room", "list"]);
+    assert_eq!(rooms[0]["id"], "general");
+
+    // An admin revokes the user from the CLI; the running server cuts the session.
+    let started = Instant::now();
+    cli(
+        &server,
+        http,
+        nats,
+        &["user", "revoke", &me.sign_public_key().to_hex()],
+    );
+    while client.connection_state() == async_nats::connection::State::Connected {
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "the revoked session was not cut within 2 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        async_nats::ConnectOptions::with_nkey(me.nkey_seed().to_string())
+            .connect(&nats_url)
+            .await
+            .is_err(),
+        "a revoked key cannot log in again"
+    );
+}
