@@ -10,6 +10,7 @@
 //! - [`sealing`]: a room key sealed to one member with HPKE (RFC 9180).
 //! - [`manifest`]: the signed record of a rekey, which clients verify before trusting a key.
 //! - [`registration`]: the signed request that redeems an invite.
+//! - [`admin`]: signed, non-replayable admin requests.
 //!
 //! Nothing here touches the network or a server's storage; the reference server and the FFI
 //! bindings are separate crates built on this one.
@@ -42,6 +43,7 @@ macro_rules! serde_as_string {
     };
 }
 pub(crate) use serde_as_string;
+pub mod admin;
 mod hex;
 pub mod identity;
 pub mod invite;

@@ -1,9 +1,10 @@
-//! The HTTP API: `POST /register` and `GET /healthz`.
+//! The HTTP API: `POST /register`, the signed admin API `POST /admin`, and `GET /healthz`.
 //!
 //! Errors are JSON, `{"error": {"code": "...", "message": "..."}}`, with a distinct code and
 //! HTTP status per cause (see [`ApiError`] and `docs/protocol.md`). Invite tokens and request
 //! bodies are never logged.
 
+mod admin;
 mod rate_limit;
 mod register;
 
@@ -17,6 +18,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
+pub use admin::{ReplayGuard, REQUEST_WINDOW};
 pub use rate_limit::RateLimiter;
 pub use register::{RegisterBody, RegisterResponse};
 
@@ -33,6 +35,10 @@ pub struct AppState {
     pub nats_urls: Vec<String>,
     /// The per-address limit on `/register`.
     pub register_limiter: RateLimiter,
+    /// The server's public base URL, for invite links made through the admin API.
+    pub public_url: String,
+    /// The admin API's memory of recent nonces.
+    pub replay_guard: ReplayGuard,
 }
 
 /// The HTTP routes.
@@ -40,6 +46,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/register", post(register::register))
         .route("/healthz", get(healthz))
+        .route("/admin", post(admin::admin))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
@@ -111,6 +118,8 @@ impl From<StoreError> for ApiError {
             StoreError::InviteCancelled => Self::new(S::GONE, "invite_cancelled", message),
             StoreError::InviteUsed => Self::new(S::CONFLICT, "invite_used", message),
             StoreError::UserExists => Self::new(S::CONFLICT, "user_exists", message),
+            StoreError::RoomExists => Self::new(S::CONFLICT, "room_exists", message),
+            StoreError::EpochConflict { .. } => Self::new(S::CONFLICT, "epoch_conflict", message),
             StoreError::NotFound => Self::new(S::NOT_FOUND, "not_found", message),
             StoreError::Invalid(_) => Self::new(S::BAD_REQUEST, "invalid", message),
             _ => Self::new(

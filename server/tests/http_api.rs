@@ -1,12 +1,14 @@
-//! `POST /register` over real HTTP on 127.0.0.1: success, retries, every refusal with its own
-//! code, malformed bodies that change nothing, the body limit and the rate limit.
+//! The HTTP API over real HTTP on 127.0.0.1. `POST /register`: success, retries, every refusal
+//! with its own code, malformed bodies that change nothing, the body limit and the rate limit.
+//! `POST /admin`: signed requests work; unsigned, forged, stale, replayed and non-admin ones
+//! do not.
 
 use std::sync::Arc;
 
 use serde_json::{json, Value};
 use unibus::registration::RegisterRequest;
 use unibus::{Identity, InviteToken};
-use unibus_server::http::{AppState, RateLimiter, RegisterResponse};
+use unibus_server::http::{AppState, RateLimiter, RegisterResponse, ReplayGuard};
 use unibus_server::store::{NewInvite, NewUser, SqliteStore, Store};
 
 struct Server {
@@ -25,6 +27,8 @@ async fn start_with(limiter: RateLimiter) -> Server {
         store: Arc::clone(&store),
         nats_urls: vec!["nats://127.0.0.1:4222".into()],
         register_limiter: limiter,
+        public_url: base.clone(),
+        replay_guard: ReplayGuard::default(),
     });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(unibus_server::http::serve(listener, state, async {
@@ -281,4 +285,194 @@ async fn health_reports_the_store() {
         .await
         .unwrap();
     assert_eq!(reply["status"], "ok");
+}
+
+async fn admin_call(
+    server: &Server,
+    admin: &Identity,
+    operation: &str,
+    params: Value,
+    age_ms: i64,
+    nonce: &str,
+) -> (u16, Value, Vec<u8>, String) {
+    let body = json!({
+        "admin": admin.sign_public_key().to_hex(),
+        "timestamp": unibus_server::store::now_millis() - age_ms,
+        "nonce": nonce,
+        "operation": operation,
+        "params": params,
+    })
+    .to_string()
+    .into_bytes();
+    let signature = unibus::admin::sign_admin_body(admin, &body).to_hex();
+    let (status, reply) = send_admin(server, body.clone(), Some(&signature)).await;
+    (status, reply, body, signature)
+}
+
+async fn send_admin(server: &Server, body: Vec<u8>, signature: Option<&str>) -> (u16, Value) {
+    let mut request = reqwest::Client::new()
+        .post(format!("{}/admin", server.base))
+        .body(body);
+    if let Some(signature) = signature {
+        request = request.header(unibus::admin::SIGNATURE_HEADER, signature);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+fn nonce() -> String {
+    hex::encode(InviteToken::generate().unwrap().as_bytes()[..16].to_vec())
+}
+
+async fn admin_user(server: &Server) -> Identity {
+    let admin = Identity::generate().unwrap();
+    server
+        .store
+        .add_user(NewUser {
+            sign_key: admin.sign_public_key(),
+            kex_key: admin.kex_public_key(),
+            admin: true,
+        })
+        .await
+        .unwrap();
+    admin
+}
+
+#[tokio::test]
+async fn an_admin_manages_users_invites_and_rooms_with_signed_requests() {
+    let server = start().await;
+    let admin = admin_user(&server).await;
+    let bob = Identity::generate().unwrap();
+    let bob_hex = bob.sign_public_key().to_hex();
+
+    let (status, user, ..) = admin_call(
+        &server,
+        &admin,
+        "user.add",
+        json!({ "sign_public_key": bob_hex, "kex_public_key": bob.kex_public_key().to_hex() }),
+        0,
+        &nonce(),
+    )
+    .await;
+    assert_eq!(status, 200, "{user}");
+    let (_, users, ..) = admin_call(&server, &admin, "user.list", json!({}), 0, &nonce()).await;
+    assert_eq!(users.as_array().unwrap().len(), 2);
+
+    let (status, created, ..) = admin_call(
+        &server,
+        &admin,
+        "invite.create",
+        json!({ "ttl_hours": 1 }),
+        0,
+        &nonce(),
+    )
+    .await;
+    assert_eq!(status, 200, "{created}");
+    let link = unibus::InviteLink::parse(created["link"].as_str().unwrap()).unwrap();
+    let invite = server
+        .store
+        .get_invite(created["invite"]["id"].as_str().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        invite.created_by,
+        Some(admin.sign_public_key()),
+        "the audit trail names the admin"
+    );
+    assert_eq!(unibus_server::store::invite_id(link.token()), invite.id);
+
+    let (status, room, ..) = admin_call(
+        &server,
+        &admin,
+        "room.create",
+        json!({ "room": "general", "owner": bob_hex }),
+        0,
+        &nonce(),
+    )
+    .await;
+    assert_eq!(
+        (status, room["owner"].as_str()),
+        (200, Some(bob_hex.as_str()))
+    );
+    let (status, reply, ..) = admin_call(
+        &server,
+        &admin,
+        "room.create",
+        json!({ "room": "general", "owner": bob_hex }),
+        0,
+        &nonce(),
+    )
+    .await;
+    assert_eq!((status, code(&reply)), (409, "room_exists"));
+    let (status, _, ..) = admin_call(
+        &server,
+        &admin,
+        "user.revoke",
+        json!({ "sign_public_key": bob_hex }),
+        0,
+        &nonce(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(!server.store.is_authorized(&bob.sign_public_key()).await);
+    let (status, reply, ..) = admin_call(&server, &admin, "user.fly", json!({}), 0, &nonce()).await;
+    assert_eq!((status, code(&reply)), (400, "unknown_operation"));
+}
+
+#[tokio::test]
+async fn unsigned_forged_stale_replayed_and_non_admin_requests_are_refused() {
+    let server = start().await;
+    let admin = admin_user(&server).await;
+
+    let (status, _, body, signature) =
+        admin_call(&server, &admin, "user.list", json!({}), 0, &nonce()).await;
+    assert_eq!(status, 200);
+    // The very same request again: a replay.
+    let (status, reply) = send_admin(&server, body.clone(), Some(&signature)).await;
+    assert_eq!((status, code(&reply)), (401, "replayed"));
+    // No signature, or a signature over other bytes.
+    let (status, reply) = send_admin(&server, body.clone(), None).await;
+    assert_eq!((status, code(&reply)), (401, "bad_signature"));
+    let mut forged = body;
+    let at = forged.len() - 3;
+    forged[at] = b' ';
+    let (status, reply) = send_admin(&server, forged, Some(&signature)).await;
+    assert!(
+        matches!(
+            (status, code(&reply)),
+            (401, "bad_signature") | (400, "malformed_body")
+        ),
+        "{status} {reply}"
+    );
+    // Too old, and too far in the future.
+    let (status, reply, ..) =
+        admin_call(&server, &admin, "user.list", json!({}), 120_000, &nonce()).await;
+    assert_eq!((status, code(&reply)), (401, "stale_request"));
+    let (status, reply, ..) =
+        admin_call(&server, &admin, "user.list", json!({}), -120_000, &nonce()).await;
+    assert_eq!((status, code(&reply)), (401, "stale_request"));
+    // A valid signature by a key that is not an admin, or no longer one.
+    let user = Identity::generate().unwrap();
+    server
+        .store
+        .add_user(NewUser {
+            sign_key: user.sign_public_key(),
+            kex_key: user.kex_public_key(),
+            admin: false,
+        })
+        .await
+        .unwrap();
+    let (status, reply, ..) = admin_call(&server, &user, "user.list", json!({}), 0, &nonce()).await;
+    assert_eq!((status, code(&reply)), (403, "not_admin"));
+    server
+        .store
+        .revoke_user(&admin.sign_public_key())
+        .await
+        .unwrap();
+    let (status, reply, ..) =
+        admin_call(&server, &admin, "user.list", json!({}), 0, &nonce()).await;
+    assert_eq!((status, code(&reply)), (403, "not_admin"));
+    // None of it changed anything.
+    assert_eq!(server.store.list_users().await.unwrap().len(), 2);
 }
