@@ -322,7 +322,7 @@ async fn send_admin(server: &Server, body: Vec<u8>, signature: Option<&str>) -> 
 }
 
 fn nonce() -> String {
-    hex::encode(InviteToken::generate().unwrap().as_bytes()[..16].to_vec())
+    hex::encode(&InviteToken::generate().unwrap().as_bytes()[..16])
 }
 
 async fn admin_user(server: &Server) -> Identity {
@@ -405,7 +405,7 @@ async fn an_admin_manages_users_invites_and_rooms_with_signed_requests() {
     )
     .await;
     assert_eq!((status, code(&reply)), (409, "room_exists"));
-    let (status, _, ..) = admin_call(
+    let (status, ..) = admin_call(
         &server,
         &admin,
         "user.revoke",
