@@ -37,7 +37,8 @@ pub struct Cli {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the server: HTTP registration and health.
+    /// Run the server: the embedded nats-server (unless --nats-url), cluster login by key,
+    /// the control-plane service, and the HTTP API (registration, signed admin API, health).
     Serve,
     /// Manage users.
     #[command(subcommand)]

@@ -164,8 +164,13 @@ impl ControlPlane {
         body: &[u8],
     ) -> Result<Value, Refused> {
         // A session may outlive its user by up to one revocation sweep: check every time.
-        if !self.store.is_authorized(caller).await {
-            return Err(refused("not_authorized", "not an active user"));
+        // Fail closed, but say which: a store outage is "unavailable", not "not authorized".
+        match self.store.get_user(caller).await {
+            Ok(user) if user.status == UserStatus::Active => {}
+            Ok(_) | Err(StoreError::NotFound) => {
+                return Err(refused("not_authorized", "not an active user"))
+            }
+            Err(e) => return Err(e.into()),
         }
         if operation == "rooms" {
             let mut rooms = Vec::new();

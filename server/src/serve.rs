@@ -27,8 +27,9 @@ use crate::store::Store;
 /// How often revoked users' sessions are looked for.
 pub const REVOCATION_SWEEP: Duration = Duration::from_millis(500);
 
-/// Runs the server until `shutdown` completes. `open_store` opens the configured store given
-/// membershipd's service connection (the KV store lives in its account).
+/// Runs the server until `shutdown` completes. `open_store` opens the configured store; it is
+/// awaited only once NATS is up, because the KV store connects as membershipd's service user
+/// (its buckets live in the `AUTH` account).
 pub async fn run(
     config: &Config,
     open_store: impl std::future::Future<Output = Result<Arc<dyn Store>, String>>,
@@ -42,7 +43,8 @@ pub async fn run(
     })?;
     let nats_dir = config.data_dir.join("nats");
     std::fs::create_dir_all(&nats_dir).map_err(|e| format!("{}: {e}", nats_dir.display()))?;
-    std::fs::write(nats_dir.join("auth.conf"), auth.server_config())
+    // auth.conf holds the system user's password: owner-only, like the keys.
+    crate::auth::setup::write_private(&nats_dir.join("auth.conf"), &auth.server_config())
         .map_err(|e| format!("writing auth.conf: {e}"))?;
 
     let (nats_url, supervisor) = match &config.nats_url {

@@ -128,6 +128,22 @@ authorization {{
     }
 }
 
+/// Writes (or rewrites) a file only its owner can read.
+pub fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    let mut file = options.open(path)?;
+    // An existing file keeps its old mode through open(): set it explicitly.
+    #[cfg(unix)]
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    file.write_all(contents.as_bytes())
+}
+
 fn write_secret(path: &std::path::Path, secret: &str) -> std::io::Result<()> {
     use std::io::Write;
     #[cfg(unix)]
