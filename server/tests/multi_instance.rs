@@ -1,0 +1,229 @@
+//! Several membershipd instances against one 3-node KV R3 cluster: they share the load with no
+//! leader of their own (callout, control plane and store writes are all queue groups and
+//! compare-and-swap), and the service survives losing one instance.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use unibus::registration::RegisterRequest;
+use unibus::{Identity, InviteLink};
+use unibus_server::auth::callout::inbox_prefix;
+use unibus_server::auth::setup::AuthSetup;
+use unibus_testkit::{ClusterOptions, NatsCluster};
+
+struct Instance {
+    child: Child,
+    http: String,
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}
+
+fn command(data: &std::path::Path, nats_url: &str, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_membershipd"));
+    command
+        .arg("--data-dir")
+        .arg(data)
+        .args(["--nats-url", nats_url, "--store", "kv", "--replicas", "3"])
+        .args(args);
+    command
+}
+
+async fn start(data: &std::path::Path, nats_url: &str) -> Instance {
+    let port = free_port();
+    let child = command(
+        data,
+        nats_url,
+        &["--listen", &format!("127.0.0.1:{port}"), "serve"],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    let http = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let healthy = reqwest::get(format!("{http}/healthz"))
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        if healthy {
+            return Instance { child, http };
+        }
+        assert!(
+            Instant::now() < deadline,
+            "an instance did not become healthy"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn register(instance: &Instance, link: &str) -> (Identity, Vec<String>) {
+    let link = InviteLink::parse(link).unwrap();
+    let me = Identity::generate().unwrap();
+    let request = RegisterRequest::sign(&me, link.token().clone());
+    let reply: Value = reqwest::Client::new()
+        .post(format!("{}/register", instance.http))
+        .json(&json!({
+            "token": request.token.to_hex().as_str(),
+            "sign_public_key": request.sign_public_key.to_hex(),
+            "kex_public_key": request.kex_public_key.to_hex(),
+            "signature": request.signature.to_hex(),
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let urls = reply["nats_urls"]
+        .as_array()
+        .expect("registered")
+        .iter()
+        .map(|u| u.as_str().unwrap().to_string())
+        .collect();
+    (me, urls)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_one_kv_cluster_and_survive_losing_one() {
+    // The operator's one-time setup: auth keys, and every node's config including auth.conf.
+    let keys = tempfile::tempdir().unwrap();
+    let setup = AuthSetup::load_or_create(keys.path()).unwrap();
+    let cluster = NatsCluster::start_with(ClusterOptions {
+        nodes: 3,
+        extra_config: setup.server_config(),
+        probe: false,
+        ..ClusterOptions::default()
+    })
+    .await
+    .unwrap();
+    let nats_url = cluster.client_url(0);
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    for dir in [&a_dir, &b_dir] {
+        copy_dir(keys.path(), &dir.path().join("auth"));
+    }
+    let mut a = Some(start(a_dir.path(), &nats_url).await);
+    let b = start(b_dir.path(), &cluster.client_url(1)).await;
+
+    // Invites minted through one instance redeem through the other: one shared store.
+    let invite = |dir: &std::path::Path| {
+        let output = command(
+            dir,
+            &nats_url,
+            &[
+                "--json",
+                "--public-url",
+                "https://members.example.com",
+                "invite",
+                "create",
+            ],
+        )
+        .output()
+        .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice::<Value>(&output.stdout).unwrap()["link"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (alice, urls) = register(&b, &invite(a_dir.path())).await;
+    let (bob, _) = register(a.as_ref().unwrap(), &invite(b_dir.path())).await;
+    assert!(!urls.is_empty());
+
+    let connect = |id: &Identity| {
+        let (seed, prefix) = (
+            id.nkey_seed().to_string(),
+            inbox_prefix(&id.sign_public_key()),
+        );
+        let addrs = cluster.server_addrs();
+        async move {
+            async_nats::ConnectOptions::with_nkey(seed)
+                .custom_inbox_prefix(prefix)
+                .connect(addrs)
+                .await
+                .expect("login by key")
+        }
+    };
+    let call = |client: async_nats::Client, id: &Identity, operation: &str, body: Value| {
+        let subject = format!("unibus.cp.{}.{operation}", id.sign_public_key().to_hex());
+        async move {
+            let reply = tokio::time::timeout(
+                Duration::from_secs(5),
+                client.request(subject, body.to_string().into()),
+            )
+            .await
+            .expect("answered in time")
+            .expect("answered");
+            serde_json::from_slice::<Value>(&reply.payload).unwrap()
+        }
+    };
+    let alice_client = connect(&alice).await;
+    assert_eq!(
+        call(
+            alice_client.clone(),
+            &alice,
+            "create_room",
+            json!({ "room": "general" })
+        )
+        .await["id"],
+        "general"
+    );
+    assert_eq!(
+        call(
+            alice_client.clone(),
+            &alice,
+            "add_member",
+            json!({ "room": "general", "member": bob.sign_public_key().to_hex() })
+        )
+        .await,
+        json!({})
+    );
+
+    // Lose instance A: logins, the control plane and registration keep working through B.
+    drop(a.take());
+    let bob_client = connect(&bob).await;
+    for _ in 0..20 {
+        assert_eq!(
+            call(
+                bob_client.clone(),
+                &bob,
+                "member",
+                json!({ "room": "general" })
+            )
+            .await["member"],
+            true
+        );
+    }
+    let (carol, _) = register(&b, &invite(b_dir.path())).await;
+    let carol_client = connect(&carol).await;
+    assert_eq!(
+        call(carol_client, &carol, "rooms", json!({})).await["rooms"],
+        json!([])
+    );
+}
