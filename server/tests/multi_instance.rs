@@ -62,14 +62,18 @@ async fn start(data: &std::path::Path, nats_url: &str) -> Instance {
     .stderr(Stdio::null())
     .spawn()
     .unwrap();
-    let http = format!("http://127.0.0.1:{port}");
+    // Owned by an Instance from here on, so a failed start still kills and reaps it.
+    let instance = Instance {
+        child,
+        http: format!("http://127.0.0.1:{port}"),
+    };
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let healthy = reqwest::get(format!("{http}/healthz"))
+        let healthy = reqwest::get(format!("{}/healthz", instance.http))
             .await
             .is_ok_and(|r| r.status().is_success());
         if healthy {
-            return Instance { child, http };
+            return instance;
         }
         assert!(
             Instant::now() < deadline,
