@@ -7,14 +7,12 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
-use unibus::{InviteLink, KexPublicKey, RoomId, SignPublicKey};
 
+use crate::admin::{Operation, OperationError};
 use crate::auth::setup::AuthSetup;
 use crate::config::{Config, Settings, StoreKind};
 use crate::store::migrate::{backup_sqlite, migrate_sqlite_to_kv};
-use crate::store::{
-    now_millis, KvStore, KvStoreConfig, NewInvite, NewUser, SqliteStore, Store, StoreError,
-};
+use crate::store::{now_millis, KvStore, KvStoreConfig, SqliteStore, Store, StoreError};
 
 /// `membershipd`: the unibus reference server.
 #[derive(Debug, Parser)]
@@ -186,11 +184,21 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             };
             crate::serve::run(&config, open_store(&config), shutdown).await
         }
-        Command::User(command) => user(&out, open_store(&config).await?, command).await,
-        Command::Invite(command) => {
-            invite(&out, &config, open_store(&config).await?, command).await
+        command @ (Command::User(_) | Command::Invite(_) | Command::Room(_)) => {
+            let qr = matches!(
+                command,
+                Command::Invite(InviteCommand::Create { no_qr: false, .. })
+            );
+            let operation = operation(command).map_err(|e| e.to_string())?;
+            let store = open_store(&config).await?;
+            let value = operation
+                .clone()
+                .run(&*store, &config.public_url, None)
+                .await
+                .map_err(|e| e.to_string())?;
+            out.print(human(&operation, &value, qr && !out.json), value);
+            Ok(())
         }
-        Command::Room(command) => room(&out, open_store(&config).await?, command).await,
         Command::MigrateToKv { no_backup } => migrate(&out, &config, no_backup).await,
         Command::Backup { out: dest } => {
             let sqlite = open_sqlite(&config).await?;
@@ -270,162 +278,94 @@ async fn open_store(config: &Config) -> Result<Arc<dyn Store>, String> {
     })
 }
 
-fn sign_key(text: &str) -> Result<SignPublicKey, String> {
-    SignPublicKey::from_hex(text).map_err(|e| e.to_string())
-}
-
-fn room_id(text: &str) -> Result<RoomId, String> {
-    RoomId::new(text).map_err(|e| e.to_string())
-}
-
-async fn user(out: &Output, store: Arc<dyn Store>, command: UserCommand) -> Result<(), String> {
-    match command {
-        UserCommand::Add {
+/// The admin operation a `user`, `invite` or `room` command stands for.
+fn operation(command: Command) -> Result<Operation, OperationError> {
+    use crate::admin::{kex_key, room_id, sign_key};
+    Ok(match command {
+        Command::User(UserCommand::Add {
             sign_key: sign,
-            kex_key,
+            kex_key: kex,
             admin,
-        } => {
-            let user = store
-                .add_user(NewUser {
-                    sign_key: sign_key(&sign)?,
-                    kex_key: KexPublicKey::from_hex(&kex_key).map_err(|e| e.to_string())?,
-                    admin,
-                })
-                .await
-                .map_err(store_error)?;
-            out.print(format!("added user {}", user.sign_key), json!(user));
-        }
-        UserCommand::List => {
-            let users = store.list_users().await.map_err(store_error)?;
-            let lines: Vec<String> = users
-                .iter()
-                .map(|u| {
-                    format!(
-                        "{}  {:?}{}",
-                        u.sign_key,
-                        u.status,
-                        if u.admin { "  admin" } else { "" }
-                    )
-                })
-                .collect();
-            out.print(lines.join("\n"), json!(users));
-        }
-        UserCommand::Revoke { key } => {
-            store
-                .revoke_user(&sign_key(&key)?)
-                .await
-                .map_err(store_error)?;
-            out.print(format!("revoked {key}"), json!({ "revoked": key }));
-        }
-        UserCommand::Delete { key } => {
-            store
-                .delete_user(&sign_key(&key)?)
-                .await
-                .map_err(store_error)?;
-            out.print(format!("deleted {key}"), json!({ "deleted": key }));
-        }
-    }
-    Ok(())
+        }) => Operation::UserAdd {
+            sign_key: sign_key(&sign)?,
+            kex_key: kex_key(&kex)?,
+            admin,
+        },
+        Command::User(UserCommand::List) => Operation::UserList,
+        Command::User(UserCommand::Revoke { key }) => Operation::UserRevoke(sign_key(&key)?),
+        Command::User(UserCommand::Delete { key }) => Operation::UserDelete(sign_key(&key)?),
+        Command::Invite(InviteCommand::Create {
+            admin, ttl_hours, ..
+        }) => Operation::InviteCreate { admin, ttl_hours },
+        Command::Invite(InviteCommand::List) => Operation::InviteList,
+        Command::Invite(InviteCommand::Cancel { id }) => Operation::InviteCancel(id),
+        Command::Room(RoomCommand::Create { id, owner }) => Operation::RoomCreate {
+            room: room_id(&id)?,
+            owner: sign_key(&owner)?,
+        },
+        Command::Room(RoomCommand::AddMember { id, member }) => Operation::RoomAddMember {
+            room: room_id(&id)?,
+            member: sign_key(&member)?,
+        },
+        Command::Room(RoomCommand::RemoveMember { id, member }) => Operation::RoomRemoveMember {
+            room: room_id(&id)?,
+            member: sign_key(&member)?,
+        },
+        Command::Room(RoomCommand::List) => Operation::RoomList,
+        _ => return Err(OperationError::BadInput("not an admin command".into())),
+    })
 }
 
-async fn invite(
-    out: &Output,
-    config: &Config,
-    store: Arc<dyn Store>,
-    command: InviteCommand,
-) -> Result<(), String> {
-    match command {
-        InviteCommand::Create {
-            admin,
-            ttl_hours,
-            no_qr,
-        } => {
-            let (token, invite) = store
-                .create_invite(NewInvite {
-                    created_by: None,
-                    admin,
-                    ttl: Duration::from_secs(ttl_hours.saturating_mul(3600)),
-                })
-                .await
-                .map_err(store_error)?;
-            let link = InviteLink::new(&config.public_url, token).map_err(|e| {
-                format!(
-                    "the public URL {} cannot carry invites: {e}",
-                    config.public_url
-                )
-            })?;
-            let mut human = format!("invite {}\nlink (shown once): {link}", invite.id);
-            if !no_qr && !out.json {
-                if let Ok(code) = qrcode::QrCode::new(link.to_string().as_bytes()) {
+/// Text for people, from an operation's JSON result.
+fn human(operation: &Operation, value: &Value, qr: bool) -> String {
+    let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
+    let list = |f: &dyn Fn(&Value) -> String| {
+        value
+            .as_array()
+            .map(|items| items.iter().map(f).collect::<Vec<_>>().join("\n"))
+            .unwrap_or_default()
+    };
+    match operation {
+        Operation::UserAdd { .. } => format!("added user {}", s(&value["sign_key"])),
+        Operation::UserList => list(&|u| {
+            let admin = if u["admin"] == true { "  admin" } else { "" };
+            format!("{}  {}{admin}", s(&u["sign_key"]), s(&u["status"]))
+        }),
+        Operation::UserRevoke(key) => format!("revoked {key}"),
+        Operation::UserDelete(key) => format!("deleted {key}"),
+        Operation::InviteCreate { .. } => {
+            let link = s(&value["link"]);
+            let mut text = format!(
+                "invite {}\nlink (shown once): {link}",
+                s(&value["invite"]["id"])
+            );
+            if qr {
+                if let Ok(code) = qrcode::QrCode::new(link.as_bytes()) {
                     let art = code
                         .render::<qrcode::render::unicode::Dense1x2>()
                         .quiet_zone(true)
                         .build();
-                    human.push_str(&format!("\n{art}"));
+                    text.push_str(&format!("\n{art}"));
                 }
             }
-            out.print(human, json!({ "invite": invite, "link": link.to_string() }));
+            text
         }
-        InviteCommand::List => {
-            let invites = store.list_invites().await.map_err(store_error)?;
-            let now = now_millis();
-            let lines: Vec<String> = invites
-                .iter()
-                .map(|i| format!("{}  {:?}", i.id, i.status_at(now)))
-                .collect();
-            let values: Vec<Value> = invites
-                .iter()
-                .map(|i| json!({ "invite": i, "status": i.status_at(now) }))
-                .collect();
-            out.print(lines.join("\n"), json!(values));
+        Operation::InviteList => {
+            list(&|i| format!("{}  {}", s(&i["invite"]["id"]), s(&i["status"])))
         }
-        InviteCommand::Cancel { id } => {
-            store.cancel_invite(&id).await.map_err(store_error)?;
-            out.print(format!("cancelled {id}"), json!({ "cancelled": id }));
-        }
+        Operation::InviteCancel(id) => format!("cancelled {id}"),
+        Operation::RoomCreate { room, .. } => format!("created room {room}"),
+        Operation::RoomAddMember { room, member } => format!("added {member} to {room}"),
+        Operation::RoomRemoveMember { room, member } => format!("removed {member} from {room}"),
+        Operation::RoomList => list(&|r| {
+            format!(
+                "{}  owner {}  epoch {}",
+                s(&r["id"]),
+                s(&r["owner"]),
+                r["epoch"]
+            )
+        }),
     }
-    Ok(())
-}
-
-async fn room(out: &Output, store: Arc<dyn Store>, command: RoomCommand) -> Result<(), String> {
-    match command {
-        RoomCommand::Create { id, owner } => {
-            let room = store
-                .create_room(&room_id(&id)?, &sign_key(&owner)?)
-                .await
-                .map_err(store_error)?;
-            out.print(format!("created room {}", room.id), json!(room));
-        }
-        RoomCommand::AddMember { id, member } => {
-            store
-                .add_member(&room_id(&id)?, &sign_key(&member)?)
-                .await
-                .map_err(store_error)?;
-            out.print(
-                format!("added {member} to {id}"),
-                json!({ "room": id, "added": member }),
-            );
-        }
-        RoomCommand::RemoveMember { id, member } => {
-            store
-                .remove_member(&room_id(&id)?, &sign_key(&member)?)
-                .await
-                .map_err(store_error)?;
-            out.print(
-                format!("removed {member} from {id}"),
-                json!({ "room": id, "removed": member }),
-            );
-        }
-        RoomCommand::List => {
-            let rooms = store.list_rooms().await.map_err(store_error)?;
-            let lines: Vec<String> = rooms
-                .iter()
-                .map(|r| format!("{}  owner {}  epoch {}", r.id, r.owner, r.epoch))
-                .collect();
-            out.print(lines.join("\n"), json!(rooms));
-        }
-    }
-    Ok(())
 }
 
 async fn migrate(out: &Output, config: &Config, no_backup: bool) -> Result<(), String> {

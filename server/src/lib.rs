@@ -9,6 +9,7 @@
 
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod auth;
 pub mod cli;
 pub mod config;

@@ -2,7 +2,8 @@
 //!
 //! The server accepts a request only if its signature verifies, its timestamp is within
 //! [`REQUEST_WINDOW`] of the server's clock, its nonce was not seen in that window (replays are
-//! refused), and the key is an active admin. Operations mirror the CLI:
+//! refused), and the key is an active admin. The operations are [`crate::admin::Operation`],
+//! the same the CLI runs:
 //!
 //! | operation | params | result |
 //! |---|---|---|
@@ -25,12 +26,13 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use unibus::admin::{verify_admin_body, SIGNATURE_HEADER};
-use unibus::{InviteLink, KexPublicKey, RoomId, SignPublicKey, Signature};
+use unibus::{SignPublicKey, Signature};
 
 use super::{ApiError, AppState};
-use crate::store::{now_millis, Millis, NewInvite, NewUser};
+use crate::admin::{Operation, OperationError};
+use crate::store::{now_millis, Millis};
 
 /// How far a request's timestamp may be from the server's clock, either way.
 pub const REQUEST_WINDOW: Duration = Duration::from_secs(60);
@@ -62,7 +64,7 @@ impl ReplayGuard {
     }
 }
 
-fn error(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+fn error_of(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
     ApiError::new(status, code, message)
 }
 
@@ -71,7 +73,7 @@ pub(super) async fn admin(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let unauthorized = |code, message: &str| error(StatusCode::UNAUTHORIZED, code, message);
+    let unauthorized = |code, message: &str| error_of(StatusCode::UNAUTHORIZED, code, message);
     let signature = headers
         .get(SIGNATURE_HEADER)
         .and_then(|v| v.to_str().ok())
@@ -83,14 +85,14 @@ pub(super) async fn admin(
             )
         })?;
     let request: AdminBody = serde_json::from_slice(&body).map_err(|e| {
-        error(
+        error_of(
             StatusCode::BAD_REQUEST,
             "malformed_body",
             format!("expected an admin request: {e}"),
         )
     })?;
     let admin = SignPublicKey::from_hex(&request.admin)
-        .map_err(|e| error(StatusCode::BAD_REQUEST, "bad_key", e.to_string()))?;
+        .map_err(|e| error_of(StatusCode::BAD_REQUEST, "bad_key", e.to_string()))?;
     verify_admin_body(&admin, &body, &signature)
         .map_err(|_| unauthorized("bad_signature", "the signature does not verify"))?;
     let now = now_millis();
@@ -102,7 +104,7 @@ pub(super) async fn admin(
         ));
     }
     if request.nonce.len() != 32 || !request.nonce.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(error(
+        return Err(error_of(
             StatusCode::BAD_REQUEST,
             "malformed_body",
             "the nonce must be 32 hex characters",
@@ -115,122 +117,30 @@ pub(super) async fn admin(
         return Err(unauthorized("replayed", "this request was already used"));
     }
     if !state.store.has_admin(&admin).await {
-        return Err(error(
+        return Err(error_of(
             StatusCode::FORBIDDEN,
             "not_admin",
             "the key is not an active admin",
         ));
     }
-    execute(&state, &request.operation, &request.params, &admin)
-        .await
-        .map(Json)
+    let operation = Operation::from_json(&request.operation, &request.params)?;
+    Ok(Json(
+        operation
+            .run(&*state.store, &state.public_url, Some(admin))
+            .await?,
+    ))
 }
 
-fn param<'a>(params: &'a Value, name: &str) -> Result<&'a str, ApiError> {
-    params[name].as_str().ok_or_else(|| {
-        error(
-            StatusCode::BAD_REQUEST,
-            "malformed_body",
-            format!("missing string parameter {name}"),
-        )
-    })
-}
-
-fn key_param(params: &Value, name: &str) -> Result<SignPublicKey, ApiError> {
-    SignPublicKey::from_hex(param(params, name)?)
-        .map_err(|e| error(StatusCode::BAD_REQUEST, "bad_key", e.to_string()))
-}
-
-fn room_param(params: &Value) -> Result<RoomId, ApiError> {
-    RoomId::new(param(params, "room")?)
-        .map_err(|e| error(StatusCode::BAD_REQUEST, "malformed_body", e.to_string()))
-}
-
-async fn execute(
-    state: &AppState,
-    operation: &str,
-    params: &Value,
-    admin: &SignPublicKey,
-) -> Result<Value, ApiError> {
-    let store = &state.store;
-    Ok(match operation {
-        "user.add" => {
-            let kex = KexPublicKey::from_hex(param(params, "kex_public_key")?)
-                .map_err(|e| error(StatusCode::BAD_REQUEST, "bad_key", e.to_string()))?;
-            let user = NewUser {
-                sign_key: key_param(params, "sign_public_key")?,
-                kex_key: kex,
-                admin: params["admin"].as_bool().unwrap_or(false),
-            };
-            json!(store.add_user(user).await?)
+impl From<OperationError> for ApiError {
+    fn from(error: OperationError) -> Self {
+        match error {
+            OperationError::BadInput(message) => {
+                error_of(StatusCode::BAD_REQUEST, "bad_request", message)
+            }
+            OperationError::Store(e) => e.into(),
+            OperationError::Misconfigured(message) => {
+                error_of(StatusCode::INTERNAL_SERVER_ERROR, "misconfigured", message)
+            }
         }
-        "user.list" => json!(store.list_users().await?),
-        "user.revoke" => {
-            store
-                .revoke_user(&key_param(params, "sign_public_key")?)
-                .await?;
-            json!({})
-        }
-        "user.delete" => {
-            store
-                .delete_user(&key_param(params, "sign_public_key")?)
-                .await?;
-            json!({})
-        }
-        "invite.create" => {
-            let ttl_hours = params["ttl_hours"].as_u64().unwrap_or(168);
-            let (token, invite) = store
-                .create_invite(NewInvite {
-                    created_by: Some(*admin),
-                    admin: params["admin"].as_bool().unwrap_or(false),
-                    ttl: Duration::from_secs(ttl_hours.saturating_mul(3600)),
-                })
-                .await?;
-            let link = InviteLink::new(&state.public_url, token).map_err(|e| {
-                error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "misconfigured",
-                    e.to_string(),
-                )
-            })?;
-            json!({ "invite": invite, "link": link.to_string() })
-        }
-        "invite.list" => {
-            let now = now_millis();
-            let invites = store.list_invites().await?;
-            json!(invites
-                .iter()
-                .map(|i| json!({ "invite": i, "status": i.status_at(now) }))
-                .collect::<Vec<_>>())
-        }
-        "invite.cancel" => {
-            store.cancel_invite(param(params, "id")?).await?;
-            json!({})
-        }
-        "room.create" => json!(
-            store
-                .create_room(&room_param(params)?, &key_param(params, "owner")?)
-                .await?
-        ),
-        "room.add_member" => {
-            store
-                .add_member(&room_param(params)?, &key_param(params, "member")?)
-                .await?;
-            json!({})
-        }
-        "room.remove_member" => {
-            store
-                .remove_member(&room_param(params)?, &key_param(params, "member")?)
-                .await?;
-            json!({})
-        }
-        "room.list" => json!(store.list_rooms().await?),
-        _ => {
-            return Err(error(
-                StatusCode::BAD_REQUEST,
-                "unknown_operation",
-                format!("no operation {operation:?}"),
-            ))
-        }
-    })
+    }
 }
