@@ -65,6 +65,9 @@ pub enum Operation {
 /// Why an operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OperationError {
+    /// There is no operation by this name.
+    #[error("no operation {0:?}")]
+    Unknown(String),
     /// An argument is missing or malformed.
     #[error("{0}")]
     BadInput(String),
@@ -134,7 +137,7 @@ impl Operation {
                 member: key("member")?,
             },
             "room.list" => Operation::RoomList,
-            _ => return Err(OperationError::BadInput(format!("no operation {name:?}"))),
+            _ => return Err(OperationError::Unknown(name.to_string())),
         })
     }
 

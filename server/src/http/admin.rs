@@ -137,6 +137,11 @@ impl From<OperationError> for ApiError {
             OperationError::BadInput(message) => {
                 error_of(StatusCode::BAD_REQUEST, "bad_request", message)
             }
+            OperationError::Unknown(name) => error_of(
+                StatusCode::BAD_REQUEST,
+                "unknown_operation",
+                format!("no operation {name:?}"),
+            ),
             OperationError::Store(e) => e.into(),
             OperationError::Misconfigured(message) => {
                 error_of(StatusCode::INTERNAL_SERVER_ERROR, "misconfigured", message)
