@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use unibus::registration::RegisterRequest;
 use unibus::Identity;
-use unibus_server::http::{AppState, RateLimiter, ReplayGuard};
+use unibus_server::http::{AppState, RateLimiter};
 use unibus_server::store::{KvStore, KvStoreConfig, NewInvite, SqliteStore, Store};
 use unibus_testkit::NatsCluster;
 
@@ -70,7 +70,6 @@ async fn bench(name: &str, store: Arc<dyn Store>, n: usize) {
         nats_urls: vec![],
         register_limiter: RateLimiter::new(1e9, u32::MAX),
         public_url: "http://127.0.0.1".into(),
-        replay_guard: ReplayGuard::default(),
     });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(unibus_server::http::serve(listener, state, async {

@@ -21,7 +21,7 @@ use crate::auth::revocation::Revoker;
 use crate::auth::setup::{AuthSetup, APP_ACCOUNT};
 use crate::config::Config;
 use crate::control::ControlPlane;
-use crate::http::{AppState, RateLimiter, ReplayGuard};
+use crate::http::{AppState, RateLimiter};
 use crate::store::Store;
 
 /// How often revoked users' sessions are looked for.
@@ -84,7 +84,6 @@ pub async fn run(
         nats_urls: config.advertise_nats.clone(),
         register_limiter: RateLimiter::new(config.register_rate, config.register_burst),
         public_url: config.public_url.clone(),
-        replay_guard: ReplayGuard::default(),
     });
     eprintln!(
         "membershipd: serving http://{local} ({:?} store), NATS {nats_url}; invite links use {}",

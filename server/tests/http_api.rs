@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 use unibus::registration::RegisterRequest;
 use unibus::{Identity, InviteToken};
-use unibus_server::http::{AppState, RateLimiter, RegisterResponse, ReplayGuard};
+use unibus_server::http::{AppState, RateLimiter, RegisterResponse};
 use unibus_server::store::{NewInvite, NewUser, SqliteStore, Store};
 
 struct Server {
@@ -28,7 +28,6 @@ async fn start_with(limiter: RateLimiter) -> Server {
         nats_urls: vec!["nats://127.0.0.1:4222".into()],
         register_limiter: limiter,
         public_url: base.clone(),
-        replay_guard: ReplayGuard::default(),
     });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(unibus_server::http::serve(listener, state, async {

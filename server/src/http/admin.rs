@@ -17,8 +17,7 @@
 //! | `room.add_member`, `room.remove_member` | `room`, `member` | `{}` |
 //! | `room.list` | | rooms |
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -46,22 +45,6 @@ struct AdminBody {
     operation: String,
     #[serde(default)]
     params: Value,
-}
-
-/// The nonces seen within the request window, to refuse replays.
-#[derive(Debug, Default)]
-pub struct ReplayGuard {
-    seen: Mutex<HashMap<String, Millis>>,
-}
-
-impl ReplayGuard {
-    /// Records `nonce` until `expires`; `false` if it was already recorded (a replay).
-    fn first_use(&self, nonce: &str, now: Millis, expires: Millis) -> bool {
-        // A poisoned lock only means another request panicked mid-insert; the map is intact.
-        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        seen.retain(|_, until| *until > now);
-        seen.insert(nonce.to_string(), expires).is_none()
-    }
 }
 
 fn error_of(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
@@ -110,9 +93,11 @@ pub(super) async fn admin(
             "the nonce must be 32 hex characters",
         ));
     }
+    // Recorded in the store, so every instance sharing it refuses the replay.
     if !state
-        .replay_guard
-        .first_use(&request.nonce, now, request.timestamp + window)
+        .store
+        .record_nonce(&request.nonce, request.timestamp + window)
+        .await?
     {
         return Err(unauthorized("replayed", "this request was already used"));
     }

@@ -18,7 +18,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
-pub use admin::{ReplayGuard, REQUEST_WINDOW};
+pub use admin::REQUEST_WINDOW;
 pub use rate_limit::RateLimiter;
 pub use register::{RegisterBody, RegisterResponse};
 
@@ -37,8 +37,6 @@ pub struct AppState {
     pub register_limiter: RateLimiter,
     /// The server's public base URL, for invite links made through the admin API.
     pub public_url: String,
-    /// The admin API's memory of recent nonces.
-    pub replay_guard: ReplayGuard,
 }
 
 /// The HTTP routes.

@@ -10,6 +10,7 @@
 //! | `UNIBUS_room_keys` | `f.{room}.{epoch}.{digest}` | the signed manifest |
 //! | | `k.{room}.{epoch}.{digest}.{member}` | the member's 81-byte sealed copy |
 //! | | `e.{room}.{epoch}` | `{digest}`: which manifest the epoch committed |
+//! | `UNIBUS_admin_nonces` | nonce of a signed admin request | when it expires (Unix ms) |
 //!
 //! Every bucket keeps one revision per key, is created with `allow_direct = false` so reads go
 //! through the stream leader and are never stale (authorization depends on them), and has
@@ -83,6 +84,7 @@ pub struct KvStore {
     members: kv::Store,
     rooms_by_member: kv::Store,
     room_keys: kv::Store,
+    nonces: kv::Store,
     client: async_nats::Client,
     op_timeout: Duration,
 }
@@ -149,6 +151,7 @@ impl KvStore {
             rooms_by_member: open_bucket(&js, &bucket("rooms_by_member"), &config, deadline)
                 .await?,
             room_keys: open_bucket(&js, &bucket("room_keys"), &config, deadline).await?,
+            nonces: open_bucket(&js, &bucket("admin_nonces"), &config, deadline).await?,
             client,
             op_timeout: config.op_timeout,
         })
@@ -707,6 +710,29 @@ impl Store for KvStore {
             .await?
             .map(|b| b.to_vec())
             .ok_or(StoreError::NotFound)
+    }
+
+    async fn record_nonce(&self, nonce: &str, expires_at: super::Millis) -> StoreResult<bool> {
+        if nonce.is_empty() || !nonce.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(StoreError::Invalid("a nonce is alphanumeric".into()));
+        }
+        let now = now_millis();
+        let record = Bytes::from(expires_at.to_string());
+        if self.create(&self.nonces, nonce, record.clone()).await? {
+            return Ok(true);
+        }
+        // Taken: a replay, unless the earlier use has expired, in which case take it over.
+        let Some(entry) = self.entry(&self.nonces, nonce).await? else {
+            return self.create(&self.nonces, nonce, record).await;
+        };
+        let until: super::Millis = String::from_utf8_lossy(&entry.value)
+            .parse()
+            .unwrap_or(i64::MAX);
+        if until > now {
+            return Ok(false);
+        }
+        self.update(&self.nonces, nonce, record, entry.revision)
+            .await
     }
 
     async fn export_snapshot(&self) -> StoreResult<Snapshot> {

@@ -3,8 +3,8 @@
 //! - [`SqliteStore`]: a SQLite file in WAL mode, migrations embedded in the binary. The
 //!   embedded default, one node.
 //! - [`KvStore`]: replicated JetStream KV buckets (`UNIBUS_users`, `UNIBUS_invites`,
-//!   `UNIBUS_rooms`, `UNIBUS_members`, `UNIBUS_rooms_by_member`, `UNIBUS_room_keys`), for a
-//!   cluster of nodes. Replication is JetStream's; the store never replicates by hand.
+//!   `UNIBUS_rooms`, `UNIBUS_members`, `UNIBUS_rooms_by_member`, `UNIBUS_room_keys`, and
+//!   `UNIBUS_admin_nonces` for the admin API's replay guard), for a cluster of nodes. Replication is JetStream's; the store never replicates by hand.
 //!
 //! Both pass the same contract suite (`server/tests/store_contract.rs`), so callers cannot tell
 //! them apart. The rules every backend keeps:
@@ -139,6 +139,13 @@ pub trait Store: Send + Sync {
 
     /// The signed manifest (wire form) of `epoch`.
     async fn manifest(&self, room: &RoomId, epoch: u64) -> StoreResult<Vec<u8>>;
+
+    // ---- admin requests ----
+
+    /// Records the nonce of a signed admin request until `expires_at`. `Ok(true)` the first
+    /// time, `Ok(false)` for a nonce already recorded and not yet expired (a replay). Nonces are
+    /// not part of snapshots.
+    async fn record_nonce(&self, nonce: &str, expires_at: Millis) -> StoreResult<bool>;
 
     // ---- whole state ----
 

@@ -21,7 +21,10 @@ use super::{
 };
 
 /// The migrations, in order. Migration `n` brings `user_version` from `n - 1` to `n`.
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/001_init.sql"),
+    include_str!("../../migrations/002_admin_nonces.sql"),
+];
 
 /// The SQLite store. Cloning shares the connection.
 #[derive(Clone)]
@@ -694,6 +697,29 @@ impl Store for SqliteStore {
             .optional()
             .map_err(backend)?
             .ok_or(StoreError::NotFound)
+        })
+        .await
+    }
+
+    async fn record_nonce(&self, nonce: &str, expires_at: super::Millis) -> StoreResult<bool> {
+        let nonce = nonce.to_owned();
+        self.with(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(backend)?;
+            tx.execute(
+                "DELETE FROM admin_nonces WHERE expires_at <= ?1",
+                params![now_millis()],
+            )
+            .map_err(backend)?;
+            let inserted = tx
+                .execute(
+                    "INSERT OR IGNORE INTO admin_nonces (nonce, expires_at) VALUES (?1, ?2)",
+                    params![nonce, expires_at],
+                )
+                .map_err(backend)?;
+            tx.commit().map_err(backend)?;
+            Ok(inserted == 1)
         })
         .await
     }

@@ -49,6 +49,7 @@ cases!(
     no_key_before_the_first_epoch_or_for_non_recipients,
     snapshot_export_import_round_trips_and_is_idempotent,
     concurrent_redeemers_of_one_invite_make_exactly_one_user,
+    an_admin_nonce_is_accepted_once_until_it_expires,
 );
 
 fn identity() -> Identity {
@@ -796,4 +797,23 @@ async fn concurrent_redeemers_of_one_invite_make_exactly_one_user(store: Arc<dyn
             );
         }
     }
+}
+
+async fn an_admin_nonce_is_accepted_once_until_it_expires(store: Arc<dyn Store>) {
+    let now = unibus_server::store::now_millis();
+    let nonce = "0123456789abcdef0123456789abcdef";
+    assert!(store.record_nonce(nonce, now + 60_000).await.unwrap());
+    assert!(
+        !store.record_nonce(nonce, now + 60_000).await.unwrap(),
+        "a replay"
+    );
+    let other = "fedcba9876543210fedcba9876543210";
+    assert!(store.record_nonce(other, now + 60_000).await.unwrap());
+    // Once its request can no longer be accepted, a nonce may be forgotten and reused.
+    let short = "00000000000000000000000000000001";
+    assert!(store.record_nonce(short, now - 1).await.unwrap());
+    assert!(store.record_nonce(short, now + 60_000).await.unwrap());
+    assert!(!store.record_nonce(short, now + 60_000).await.unwrap());
+    // Nonces are not part of the control plane's snapshot.
+    assert_eq!(store.export_snapshot().await.unwrap(), Default::default());
 }
