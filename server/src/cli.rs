@@ -146,6 +146,15 @@ pub enum RoomCommand {
 /// Parses the command line, runs the command, and reports errors on stderr.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Logs go to stderr, filtered by MEMBERSHIPD_LOG (e.g. `debug`, `unibus_server=trace`);
+    // `info` by default. Nothing logged ever holds an invite token, a request body or a secret.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("MEMBERSHIPD_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
     let json = cli.json;
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

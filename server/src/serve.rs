@@ -85,9 +85,12 @@ pub async fn run(
         register_limiter: RateLimiter::new(config.register_rate, config.register_burst),
         public_url: config.public_url.clone(),
     });
-    eprintln!(
-        "membershipd: serving http://{local} ({:?} store), NATS {nats_url}; invite links use {}",
-        config.store, config.public_url
+    tracing::info!(
+        http = %local,
+        store = ?config.store,
+        nats = %nats_url,
+        public_url = %config.public_url,
+        "membershipd serving"
     );
     let result = crate::http::serve(listener, state, shutdown)
         .await
@@ -153,7 +156,7 @@ fn embedded_nats(config: &Config) -> Result<tokio::task::JoinHandle<()>, String>
             match command.spawn() {
                 Ok(mut child) => {
                     let status = child.wait().await;
-                    eprintln!("membershipd: embedded nats-server exited ({status:?}); restarting");
+                    tracing::warn!(?status, "embedded nats-server exited; restarting");
                 }
                 Err(e) => eprintln!(
                     "membershipd: cannot start {}: {e}; retrying",

@@ -50,10 +50,12 @@ fn membershipd(data: &std::path::Path, http: u16, nats: u16) -> Command {
 async fn start() -> (Server, u16, u16) {
     let data = tempfile::tempdir().unwrap();
     let (http, nats) = (free_port(), free_port());
+    let log = std::fs::File::create(data.path().join("membershipd.log")).unwrap();
     let child = membershipd(data.path(), http, nats)
+        .env("MEMBERSHIPD_LOG", "debug")
         .arg("serve")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .unwrap();
     let server = Server {
@@ -113,6 +115,35 @@ async fn an_invited_user_registers_logs_in_by_key_and_is_cut_off_when_revoked() 
         .json()
         .await
         .unwrap();
+    // A second key trying the spent invite is refused; neither attempt's secrets are logged.
+    let thief = RegisterRequest::sign(&Identity::generate().unwrap(), link.token().clone());
+    let refused = reqwest::Client::new()
+        .post(link.register_url())
+        .json(&json!({
+            "token": thief.token.to_hex().as_str(),
+            "sign_public_key": thief.sign_public_key.to_hex(),
+            "kex_public_key": thief.kex_public_key.to_hex(),
+            "signature": thief.signature.to_hex(),
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 409);
+    let log = std::fs::read_to_string(server.data.path().join("membershipd.log")).unwrap();
+    assert!(
+        log.contains("registered") && log.contains("registration refused"),
+        "{log}"
+    );
+    for secret in [
+        request.token.to_hex().to_string(),
+        request.signature.to_hex(),
+        thief.signature.to_hex(),
+    ] {
+        assert!(
+            !log.contains(&secret),
+            "a token or signature reached the log"
+        );
+    }
     let nats_url = reply["nats_urls"][0]
         .as_str()
         .expect("the server says where NATS is")

@@ -113,6 +113,13 @@ impl Callout {
             ));
         }
         let decision = self.admit(&nats, &text).await;
+        match &decision {
+            Ok(key) => tracing::debug!(user = %key, "login admitted"),
+            Err(refusal) => {
+                let nkey = text(&nats, &["connect_opts", "nkey"]);
+                tracing::info!(%nkey, %refusal, "login refused");
+            }
+        }
         let mut response = Map::new();
         response.insert("sub".into(), json!(user_nkey));
         response.insert("aud".into(), json!(server_id));

@@ -68,6 +68,12 @@ impl Revoker {
                 }
             };
             if cut && self.kick(&connection).await {
+                tracing::info!(
+                    user = %connection.user,
+                    server = %connection.server_id,
+                    cid = connection.cid,
+                    "revoked session cut"
+                );
                 kicked += 1;
             }
         }
@@ -77,7 +83,9 @@ impl Revoker {
     /// Sweeps every `interval`, forever.
     pub async fn run(self, interval: Duration) {
         loop {
-            let _ = self.sweep().await;
+            if let Err(e) = self.sweep().await {
+                tracing::warn!(error = %e, "revocation sweep failed");
+            }
             tokio::time::sleep(interval).await;
         }
     }

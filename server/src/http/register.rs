@@ -83,14 +83,25 @@ pub(super) async fn register(
     )
     .map_err(request_error)?;
     request.verify().map_err(request_error)?;
-    let user = state
+    // Logged: the outcome and the public key. Never the token or the body.
+    let redeemed = state
         .store
         .redeem_invite(
             &request.token,
             &request.sign_public_key,
             &request.kex_public_key,
         )
-        .await?;
+        .await;
+    let user = match redeemed {
+        Ok(user) => {
+            tracing::info!(user = %user.sign_key, "registered");
+            user
+        }
+        Err(e) => {
+            tracing::info!(key = %request.sign_public_key, error = %e, "registration refused");
+            return Err(e.into());
+        }
+    };
     Ok(Json(RegisterResponse {
         sign_public_key: user.sign_key.to_hex(),
         kex_public_key: user.kex_key.to_hex(),
