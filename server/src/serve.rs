@@ -84,6 +84,7 @@ pub async fn run(
         nats_urls: config.advertise_nats.clone(),
         register_limiter: RateLimiter::new(config.register_rate, config.register_burst),
         public_url: config.public_url.clone(),
+        nats: Some(service.clone()),
     });
     tracing::info!(
         http = %local,

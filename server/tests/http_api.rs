@@ -28,6 +28,7 @@ async fn start_with(limiter: RateLimiter) -> Server {
         nats_urls: vec!["nats://127.0.0.1:4222".into()],
         register_limiter: limiter,
         public_url: base.clone(),
+        nats: None,
     });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(unibus_server::http::serve(listener, state, async {

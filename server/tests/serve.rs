@@ -96,6 +96,16 @@ fn cli(server: &Server, http: u16, nats: u16, args: &[&str]) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invited_user_registers_logs_in_by_key_and_is_cut_off_when_revoked() {
     let (server, http, nats) = start().await;
+    let health: Value = reqwest::get(format!("{}/healthz", server.http))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        health,
+        json!({ "status": "ok", "store": "ok", "cluster": "ok" })
+    );
     let created = cli(&server, http, nats, &["invite", "create"]);
     let link = InviteLink::parse(created["link"].as_str().unwrap()).unwrap();
 

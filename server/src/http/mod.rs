@@ -37,6 +37,9 @@ pub struct AppState {
     pub register_limiter: RateLimiter,
     /// The server's public base URL, for invite links made through the admin API.
     pub public_url: String,
+    /// membershipd's own NATS connection, whose state `/healthz` reports (`None` when the API
+    /// runs without a cluster, as in tests of the HTTP layer alone).
+    pub nats: Option<async_nats::Client>,
 }
 
 /// The HTTP routes.
@@ -66,16 +69,34 @@ pub async fn serve(
 async fn healthz(axum::extract::State(state): axum::extract::State<Arc<AppState>>) -> Response {
     // A lookup of a room that never exists: NotFound proves the store answered.
     let probe = unibus::RoomId::new("healthz-probe").expect("a valid room id");
-    match state.store.get_room(&probe).await {
-        Ok(_) | Err(StoreError::NotFound) => {
-            Json(json!({ "status": "ok", "store": "ok" })).into_response()
-        }
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "unavailable", "store": e.to_string() })),
-        )
-            .into_response(),
-    }
+    let store = match state.store.get_room(&probe).await {
+        Ok(_) | Err(StoreError::NotFound) => Ok(()),
+        Err(e) => Err(e.to_string()),
+    };
+    // The cluster: membershipd's own connection, which the callout and the control plane use.
+    let cluster = match &state.nats {
+        None => Ok(()),
+        Some(client) => match client.connection_state() {
+            async_nats::connection::State::Connected => Ok(()),
+            other => Err(format!("{other:?}").to_lowercase()),
+        },
+    };
+    let report = |part: &Result<(), String>| match part {
+        Ok(()) => "ok".to_string(),
+        Err(e) => e.clone(),
+    };
+    let healthy = store.is_ok() && cluster.is_ok();
+    let body = json!({
+        "status": if healthy { "ok" } else { "unavailable" },
+        "store": report(&store),
+        "cluster": if state.nats.is_some() { report(&cluster) } else { "not used".into() },
+    });
+    let status = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
 }
 
 /// An API error: a stable code, an HTTP status, and a message for people.
