@@ -43,7 +43,7 @@ pub struct Settings {
     /// HTTP listen address [default: 127.0.0.1:8080].
     #[arg(long, env = "MEMBERSHIPD_LISTEN", global = true)]
     pub listen: Option<SocketAddr>,
-    /// The server's public base URL, as put in invite links [default: http://<listen>].
+    /// The server's public base URL, as put in invite links [default: http(s)://<listen>].
     #[arg(long, env = "MEMBERSHIPD_PUBLIC_URL", global = true)]
     pub public_url: Option<String>,
     /// NATS URLs told to registered clients, comma-separated [default: --nats-url].
@@ -68,6 +68,22 @@ pub struct Settings {
     /// nats-server on the PATH].
     #[arg(long, env = "MEMBERSHIPD_NATS_SERVER", global = true)]
     pub nats_server: Option<PathBuf>,
+    /// PEM certificate chain: serve HTTPS (with --tls-key) instead of plain HTTP.
+    #[arg(
+        long,
+        env = "MEMBERSHIPD_TLS_CERT",
+        global = true,
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(
+        long,
+        env = "MEMBERSHIPD_TLS_KEY",
+        global = true,
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Settings {
@@ -86,6 +102,8 @@ impl Settings {
             register_burst: self.register_burst.or(fallback.register_burst),
             nats_listen: self.nats_listen.or(fallback.nats_listen),
             nats_server: self.nats_server.or(fallback.nats_server),
+            tls_cert: self.tls_cert.or(fallback.tls_cert),
+            tls_key: self.tls_key.or(fallback.tls_key),
         }
     }
 
@@ -124,6 +142,8 @@ pub struct Config {
     pub nats_listen: SocketAddr,
     /// The nats-server binary for the embedded server.
     pub nats_server: PathBuf,
+    /// Certificate and key for HTTPS; plain HTTP when `None`.
+    pub tls: Option<crate::http::TlsFiles>,
 }
 
 impl Config {
@@ -143,13 +163,20 @@ impl Config {
         } else {
             StoreKind::Sqlite
         });
+        let tls = match (settings.tls_cert, settings.tls_key) {
+            (Some(cert), Some(key)) => Some(crate::http::TlsFiles { cert, key }),
+            _ => None,
+        };
+        let https = tls.is_some();
         Config {
+            tls,
             db: settings.db.unwrap_or_else(|| data_dir.join("unibus.db")),
             store,
             replicas: settings.replicas.unwrap_or(1),
-            public_url: settings
-                .public_url
-                .unwrap_or_else(|| format!("http://{listen}")),
+            public_url: settings.public_url.unwrap_or_else(|| {
+                let scheme = if https { "https" } else { "http" };
+                format!("{scheme}://{listen}")
+            }),
             advertise_nats: settings.advertise_nats.unwrap_or_else(|| {
                 vec![settings
                     .nats_url

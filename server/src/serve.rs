@@ -88,14 +88,20 @@ pub async fn run(
     });
     tracing::info!(
         http = %local,
+        tls = config.tls.is_some(),
         store = ?config.store,
         nats = %nats_url,
         public_url = %config.public_url,
         "membershipd serving"
     );
-    let result = crate::http::serve(listener, state, shutdown)
-        .await
-        .map_err(|e| format!("http server: {e}"));
+    let result = match &config.tls {
+        Some(tls) => {
+            let listener = listener.into_std().map_err(|e| e.to_string())?;
+            crate::http::serve_tls(listener, state, tls, shutdown).await
+        }
+        None => crate::http::serve(listener, state, shutdown).await,
+    }
+    .map_err(|e| format!("http server: {e}"));
     if let Some(supervisor) = supervisor {
         supervisor.abort();
     }

@@ -45,25 +45,28 @@ async fn add(store: &KvStore) -> StoreResult<SignPublicKey> {
 
 type StoreResult<T> = Result<T, StoreError>;
 
-/// The server name of the current leader of a bucket's stream.
+/// The index of the node leading a bucket's stream. Asked again for a few seconds, because
+/// right after the buckets are created the JetStream API may not answer yet.
 async fn leader_of(cluster: &NatsCluster, stream: &str) -> usize {
     let client = async_nats::connect(cluster.server_addrs()).await.unwrap();
     let js = async_nats::jetstream::new(client);
-    let info = js
-        .get_stream(stream)
-        .await
-        .unwrap()
-        .info()
-        .await
-        .unwrap()
-        .clone();
-    let leader = info
-        .cluster
-        .and_then(|c| c.leader)
-        .expect("an R3 stream has a leader");
-    cluster
-        .node_index(&leader)
-        .expect("the leader is one of ours")
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let leader = match js.get_stream(stream).await {
+            Ok(mut found) => found
+                .info()
+                .await
+                .ok()
+                .and_then(|info| info.cluster.clone())
+                .and_then(|c| c.leader),
+            Err(_) => None,
+        };
+        if let Some(index) = leader.and_then(|name| cluster.node_index(&name)) {
+            return index;
+        }
+        assert!(Instant::now() < deadline, "no leader for {stream}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -95,12 +98,26 @@ async fn losing_one_node_and_the_stream_leader_keeps_the_store_serving() {
         "data written before the loss is still there"
     );
     assert!(store.is_authorized(&recovered).await);
-    let (token, _) = store.create_invite(NewInvite::default()).await.unwrap();
-    let id = Identity::generate().unwrap();
-    store
-        .redeem_invite(&token, &id.sign_public_key(), &id.kex_public_key())
-        .await
-        .unwrap();
+    // Every bucket elects its own leader: the invite buckets recover on their own schedule,
+    // within the same bound.
+    let redeemed = loop {
+        let attempt = async {
+            let (token, _) = store.create_invite(NewInvite::default()).await?;
+            let id = Identity::generate().unwrap();
+            store
+                .redeem_invite(&token, &id.sign_public_key(), &id.kex_public_key())
+                .await
+        };
+        match attempt.await {
+            Ok(user) => break user,
+            Err(e) if started.elapsed() < Duration::from_secs(20) => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("invites did not recover within 20 s: {e}"),
+        }
+    };
+    assert!(store.is_authorized(&redeemed.sign_key).await);
 
     // The node comes back and serves everything, including what was written without it.
     cluster.restart(leader).await.unwrap();

@@ -476,3 +476,65 @@ async fn unsigned_forged_stale_replayed_and_non_admin_requests_are_refused() {
     // None of it changed anything.
     assert_eq!(server.store.list_users().await.unwrap().len(), 2);
 }
+
+#[tokio::test]
+async fn registration_works_over_https_and_plain_http_to_the_tls_port_does_not() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let tls = unibus_server::http::TlsFiles {
+        cert: dir.path().join("cert.pem"),
+        key: dir.path().join("key.pem"),
+    };
+    std::fs::write(&tls.cert, certified.cert.pem()).unwrap();
+    std::fs::write(&tls.key, certified.signing_key.serialize_pem()).unwrap();
+
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("db")).await.unwrap());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let state = Arc::new(AppState {
+        store: Arc::clone(&store),
+        nats_urls: vec![],
+        register_limiter: RateLimiter::new(1e9, 1_000_000),
+        public_url: format!("https://localhost:{port}"),
+        nats: None,
+    });
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let tls_files = tls.clone();
+    tokio::spawn(async move {
+        unibus_server::http::serve_tls(listener, state, &tls_files, async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+
+    let client = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(certified.cert.pem().as_bytes()).unwrap()])
+        .build()
+        .unwrap();
+    let (token, _) = store.create_invite(NewInvite::default()).await.unwrap();
+    let me = Identity::generate().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let reply = loop {
+        match client
+            .post(format!("https://localhost:{port}/register"))
+            .json(&body(&RegisterRequest::sign(&me, token.clone())))
+            .send()
+            .await
+        {
+            Ok(reply) => break reply,
+            Err(e) => {
+                assert!(std::time::Instant::now() < deadline, "{e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    };
+    assert_eq!(reply.status(), 200);
+    assert!(store.is_authorized(&me.sign_public_key()).await);
+    let plain = reqwest::get(format!("http://localhost:{port}/healthz")).await;
+    assert!(
+        !plain.is_ok_and(|r| r.status().is_success()),
+        "plain HTTP must not be served on the TLS port"
+    );
+    drop(stop);
+}
