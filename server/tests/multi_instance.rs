@@ -2,36 +2,18 @@
 //! leader of their own (callout, control plane and store writes are all queue groups and
 //! compare-and-swap), and the service survives losing one instance.
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod daemon;
 
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use daemon::{free_port, membershipd, Daemon};
 use serde_json::{json, Value};
 use unibus::registration::RegisterRequest;
 use unibus::{Identity, InviteLink};
 use unibus_server::auth::callout::inbox_prefix;
 use unibus_server::auth::setup::AuthSetup;
 use unibus_testkit::{ClusterOptions, NatsCluster};
-
-struct Instance {
-    child: Child,
-    http: String,
-}
-
-impl Drop for Instance {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     std::fs::create_dir_all(to).unwrap();
@@ -42,7 +24,7 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
 }
 
 fn command(data: &std::path::Path, nats_url: &str, args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_membershipd"));
+    let mut command = membershipd();
     command
         .arg("--data-dir")
         .arg(data)
@@ -51,39 +33,18 @@ fn command(data: &std::path::Path, nats_url: &str, args: &[&str]) -> Command {
     command
 }
 
-async fn start(data: &std::path::Path, nats_url: &str) -> Instance {
+async fn start(data: &std::path::Path, nats_url: &str) -> Daemon {
     let port = free_port();
-    let child = command(
+    let mut serve = command(
         data,
         nats_url,
         &["--listen", &format!("127.0.0.1:{port}"), "serve"],
-    )
-    .stdout(Stdio::null())
-    .stderr(Stdio::null())
-    .spawn()
-    .unwrap();
-    // Owned by an Instance from here on, so a failed start still kills and reaps it.
-    let instance = Instance {
-        child,
-        http: format!("http://127.0.0.1:{port}"),
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let healthy = reqwest::get(format!("{}/healthz", instance.http))
-            .await
-            .is_ok_and(|r| r.status().is_success());
-        if healthy {
-            return instance;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "an instance did not become healthy"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    );
+    serve.stdout(Stdio::null()).stderr(Stdio::null());
+    Daemon::spawn(serve, port).await
 }
 
-async fn register(instance: &Instance, link: &str) -> (Identity, Vec<String>) {
+async fn register(instance: &Daemon, link: &str) -> (Identity, Vec<String>) {
     let link = InviteLink::parse(link).unwrap();
     let me = Identity::generate().unwrap();
     let request = RegisterRequest::sign(&me, link.token().clone());

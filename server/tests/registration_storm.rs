@@ -2,13 +2,15 @@
 //! every acknowledged user exists, every invite is used by exactly the user who redeemed it, and
 //! no invite is burned without its user.
 
+mod daemon;
+
 use std::collections::HashMap;
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use daemon::{free_port, membershipd, Daemon};
 use serde_json::{json, Value};
 use unibus::registration::RegisterRequest;
 use unibus::{Identity, InviteToken};
@@ -19,25 +21,9 @@ const CONCURRENCY: usize = 32;
 /// Kill the server once this many registrations were acknowledged.
 const KILL_AFTER: usize = 300;
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 async fn spawn(data: &std::path::Path, http: u16, nats: u16) -> Daemon {
-    let child = Command::new(env!("CARGO_BIN_EXE_membershipd"))
+    let mut command = membershipd();
+    command
         .arg("--data-dir")
         .arg(data)
         .args([
@@ -56,21 +42,8 @@ async fn spawn(data: &std::path::Path, http: u16, nats: u16) -> Daemon {
             "serve",
         ])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let healthy = reqwest::get(format!("http://127.0.0.1:{http}/healthz"))
-            .await
-            .is_ok_and(|r| r.status().is_success());
-        if healthy {
-            break;
-        }
-        assert!(Instant::now() < deadline, "membershipd did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Daemon(child)
+        .stderr(Stdio::null());
+    Daemon::spawn(command, http).await
 }
 
 /// One registration attempt: `Some(status, body)` if the server answered, `None` if the

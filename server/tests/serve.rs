@@ -2,38 +2,24 @@
 //! (SQLite and a supervised nats-server), the CLI beside it, and a client that registers over
 //! HTTP, logs in to NATS with its own key, uses the control plane, and is cut off when revoked.
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+mod daemon;
+
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use daemon::{free_port, membershipd, Daemon};
 use serde_json::{json, Value};
 use unibus::registration::RegisterRequest;
 use unibus::{Identity, InviteLink};
 use unibus_server::auth::callout::inbox_prefix;
 
 struct Server {
-    child: Child,
+    daemon: Daemon,
     data: tempfile::TempDir,
-    http: String,
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn membershipd(data: &std::path::Path, http: u16, nats: u16) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_membershipd"));
+fn membershipd_at(data: &std::path::Path, http: u16, nats: u16) -> Command {
+    let mut command = membershipd();
     command
         .arg("--data-dir")
         .arg(data)
@@ -42,8 +28,7 @@ fn membershipd(data: &std::path::Path, http: u16, nats: u16) -> Command {
         .arg("--nats-listen")
         .arg(format!("127.0.0.1:{nats}"))
         .arg("--nats-server")
-        .arg(unibus_testkit::nats_server_binary().unwrap())
-        .env_remove("MEMBERSHIPD_CONFIG");
+        .arg(unibus_testkit::nats_server_binary().unwrap());
     command
 }
 
@@ -51,36 +36,18 @@ async fn start() -> (Server, u16, u16) {
     let data = tempfile::tempdir().unwrap();
     let (http, nats) = (free_port(), free_port());
     let log = std::fs::File::create(data.path().join("membershipd.log")).unwrap();
-    let child = membershipd(data.path(), http, nats)
+    let mut command = membershipd_at(data.path(), http, nats);
+    command
         .env("MEMBERSHIPD_LOG", "debug")
         .arg("serve")
         .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let server = Server {
-        child,
-        data,
-        http: format!("http://127.0.0.1:{http}"),
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(reply) = reqwest::get(format!("{}/healthz", server.http)).await {
-            if reply.status().is_success() {
-                break;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "membershipd did not become healthy"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    (server, http, nats)
+        .stderr(log);
+    let daemon = Daemon::spawn(command, http).await;
+    (Server { daemon, data }, http, nats)
 }
 
 fn cli(server: &Server, http: u16, nats: u16, args: &[&str]) -> Value {
-    let output = membershipd(server.data.path(), http, nats)
+    let output = membershipd_at(server.data.path(), http, nats)
         .arg("--json")
         .args(args)
         .output()
@@ -96,7 +63,7 @@ fn cli(server: &Server, http: u16, nats: u16, args: &[&str]) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invited_user_registers_logs_in_by_key_and_is_cut_off_when_revoked() {
     let (server, http, nats) = start().await;
-    let health: Value = reqwest::get(format!("{}/healthz", server.http))
+    let health: Value = reqwest::get(format!("{}/healthz", server.daemon.http))
         .await
         .unwrap()
         .json()
