@@ -118,6 +118,49 @@ impl RegisterRequest {
     }
 }
 
+/// The JSON body of `POST /register`: the four fields as hex strings. Clients serialize it
+/// from a signed [`RegisterRequest`]; servers deserialize it and parse it back with
+/// [`RegisterRequest::try_from`], which checks every field.
+#[cfg(feature = "serde")]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterBody {
+    /// The invite token, 64 hex.
+    pub token: String,
+    /// The ed25519 key, 64 hex.
+    pub sign_public_key: String,
+    /// The x25519 key, 64 hex.
+    pub kex_public_key: String,
+    /// The signature over [`registration_message`], 128 hex.
+    pub signature: String,
+}
+
+#[cfg(feature = "serde")]
+impl From<&RegisterRequest> for RegisterBody {
+    fn from(request: &RegisterRequest) -> Self {
+        Self {
+            token: request.token.to_hex().to_string(),
+            sign_public_key: request.sign_public_key.to_hex(),
+            kex_public_key: request.kex_public_key.to_hex(),
+            signature: request.signature.to_hex(),
+        }
+    }
+}
+
+#[cfg(feature = "serde")]
+impl TryFrom<&RegisterBody> for RegisterRequest {
+    type Error = RegisterRequestError;
+
+    fn try_from(body: &RegisterBody) -> Result<Self, RegisterRequestError> {
+        Self::from_hex_fields(
+            &body.token,
+            &body.sign_public_key,
+            &body.kex_public_key,
+            &body.signature,
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,5 +208,17 @@ mod tests {
                 SignatureError::Malformed
             ))
         ));
+    }
+
+    #[cfg(feature = "serde")]
+    #[test]
+    fn the_json_body_round_trips_and_refuses_unknown_fields() {
+        let me = Identity::generate().unwrap();
+        let request = RegisterRequest::sign(&me, InviteToken::from_bytes([7; 32]));
+        let json = serde_json::to_string(&RegisterBody::from(&request)).unwrap();
+        let body: RegisterBody = serde_json::from_str(&json).unwrap();
+        assert_eq!(RegisterRequest::try_from(&body).unwrap(), request);
+        let extra = json.replacen('{', "{\"admin\":true,", 1);
+        assert!(serde_json::from_str::<RegisterBody>(&extra).is_err());
     }
 }

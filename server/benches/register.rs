@@ -13,8 +13,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::json;
-use unibus::registration::RegisterRequest;
+use unibus::registration::{RegisterBody, RegisterRequest};
 use unibus::Identity;
 use unibus_server::http::{AppState, RateLimiter};
 use unibus_server::store::{KvStore, KvStoreConfig, NewInvite, SqliteStore, Store};
@@ -36,13 +35,9 @@ async fn bodies(store: &dyn Store, n: usize) -> Vec<String> {
         let (token, _) = store.create_invite(NewInvite::default()).await.unwrap();
         let request = RegisterRequest::sign(&Identity::generate().unwrap(), token);
         out.push(
-            json!({
-                "token": request.token.to_hex().as_str(),
-                "sign_public_key": request.sign_public_key.to_hex(),
-                "kex_public_key": request.kex_public_key.to_hex(),
-                "signature": request.signature.to_hex(),
-            })
-            .to_string(),
+            serde_json::to_value(RegisterBody::from(&request))
+                .unwrap()
+                .to_string(),
         );
     }
     out

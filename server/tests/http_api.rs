@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use serde_json::{json, Value};
-use unibus::registration::RegisterRequest;
+use unibus::registration::{RegisterBody, RegisterRequest};
 use unibus::{Identity, InviteToken};
 use unibus_server::http::{AppState, RateLimiter, RegisterResponse};
 use unibus_server::store::{NewInvite, NewUser, SqliteStore, Store};
@@ -47,12 +47,7 @@ async fn start() -> Server {
 }
 
 fn body(request: &RegisterRequest) -> Value {
-    json!({
-        "token": request.token.to_hex().as_str(),
-        "sign_public_key": request.sign_public_key.to_hex(),
-        "kex_public_key": request.kex_public_key.to_hex(),
-        "signature": request.signature.to_hex(),
-    })
+    serde_json::to_value(RegisterBody::from(request)).unwrap()
 }
 
 async fn post(server: &Server, body: impl Into<reqwest::Body>) -> (u16, Value) {

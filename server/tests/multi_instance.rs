@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use daemon::{free_port, membershipd, Daemon};
 use serde_json::{json, Value};
-use unibus::registration::RegisterRequest;
+use unibus::registration::{RegisterBody, RegisterRequest};
 use unibus::{Identity, InviteLink};
 use unibus_server::auth::callout::inbox_prefix;
 use unibus_server::auth::setup::AuthSetup;
@@ -50,12 +50,7 @@ async fn register(instance: &Daemon, link: &str) -> (Identity, Vec<String>) {
     let request = RegisterRequest::sign(&me, link.token().clone());
     let reply: Value = reqwest::Client::new()
         .post(format!("{}/register", instance.http))
-        .json(&json!({
-            "token": request.token.to_hex().as_str(),
-            "sign_public_key": request.sign_public_key.to_hex(),
-            "kex_public_key": request.kex_public_key.to_hex(),
-            "signature": request.signature.to_hex(),
-        }))
+        .json(&RegisterBody::from(&request))
         .send()
         .await
         .unwrap()

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use daemon::{free_port, membershipd, Daemon};
-use serde_json::{json, Value};
-use unibus::registration::RegisterRequest;
+use serde_json::Value;
+use unibus::registration::{RegisterBody, RegisterRequest};
 use unibus::{Identity, InviteToken};
 use unibus_server::store::{InviteStatus, NewInvite, SqliteStore, Store};
 
@@ -72,12 +72,7 @@ async fn a_kill_9_during_a_registration_storm_loses_no_acknowledged_user_and_bur
         .map(|token| {
             let id = Identity::generate().unwrap();
             let request = RegisterRequest::sign(&id, token);
-            let body = json!({
-                "token": request.token.to_hex().as_str(),
-                "sign_public_key": request.sign_public_key.to_hex(),
-                "kex_public_key": request.kex_public_key.to_hex(),
-                "signature": request.signature.to_hex(),
-            });
+            let body = serde_json::to_value(RegisterBody::from(&request)).unwrap();
             (id, body)
         })
         .collect();

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use daemon::{free_port, membershipd, Daemon};
 use serde_json::{json, Value};
-use unibus::registration::RegisterRequest;
+use unibus::registration::{RegisterBody, RegisterRequest};
 use unibus::{Identity, InviteLink};
 use unibus_server::auth::callout::inbox_prefix;
 
@@ -80,12 +80,7 @@ async fn an_invited_user_registers_logs_in_by_key_and_is_cut_off_when_revoked() 
     let request = RegisterRequest::sign(&me, link.token().clone());
     let reply: Value = reqwest::Client::new()
         .post(link.register_url())
-        .json(&json!({
-            "token": request.token.to_hex().as_str(),
-            "sign_public_key": request.sign_public_key.to_hex(),
-            "kex_public_key": request.kex_public_key.to_hex(),
-            "signature": request.signature.to_hex(),
-        }))
+        .json(&RegisterBody::from(&request))
         .send()
         .await
         .unwrap()
@@ -96,12 +91,7 @@ async fn an_invited_user_registers_logs_in_by_key_and_is_cut_off_when_revoked() 
     let thief = RegisterRequest::sign(&Identity::generate().unwrap(), link.token().clone());
     let refused = reqwest::Client::new()
         .post(link.register_url())
-        .json(&json!({
-            "token": thief.token.to_hex().as_str(),
-            "sign_public_key": thief.sign_public_key.to_hex(),
-            "kex_public_key": thief.kex_public_key.to_hex(),
-            "signature": thief.signature.to_hex(),
-        }))
+        .json(&RegisterBody::from(&thief))
         .send()
         .await
         .unwrap();

@@ -20,7 +20,8 @@ use serde_json::json;
 
 pub use admin::REQUEST_WINDOW;
 pub use rate_limit::RateLimiter;
-pub use register::{RegisterBody, RegisterResponse};
+pub use register::RegisterResponse;
+pub use unibus::registration::RegisterBody;
 
 use crate::store::{Store, StoreError};
 

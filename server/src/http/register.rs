@@ -9,23 +9,9 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use unibus::registration::{RegisterRequest, RegisterRequestError};
+use unibus::registration::{RegisterBody, RegisterRequest, RegisterRequestError};
 
 use super::{ApiError, AppState};
-
-/// The JSON body: four hex strings (see `unibus::registration`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RegisterBody {
-    /// The invite token, 64 hex.
-    pub token: String,
-    /// The ed25519 key, 64 hex.
-    pub sign_public_key: String,
-    /// The x25519 key, 64 hex.
-    pub kex_public_key: String,
-    /// The ed25519 signature over the registration message, 128 hex.
-    pub signature: String,
-}
 
 /// The success response.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,13 +61,7 @@ pub(super) async fn register(
             format!("expected a JSON registration: {e}"),
         )
     })?;
-    let request = RegisterRequest::from_hex_fields(
-        &fields.token,
-        &fields.sign_public_key,
-        &fields.kex_public_key,
-        &fields.signature,
-    )
-    .map_err(request_error)?;
+    let request = RegisterRequest::try_from(&fields).map_err(request_error)?;
     request.verify().map_err(request_error)?;
     // Logged: the outcome and the public key. Never the token or the body.
     let redeemed = state
