@@ -57,6 +57,27 @@ pub(crate) fn decode_array<const N: usize>(text: &str) -> Result<[u8; N], HexErr
     Ok(out)
 }
 
+/// Decodes any even number of hex characters of either case.
+#[cfg(feature = "client")]
+pub(crate) fn decode_vec(text: &str) -> Result<Vec<u8>, HexError> {
+    let raw = text.as_bytes();
+    if !raw.len().is_multiple_of(2) {
+        return Err(HexError::Length {
+            actual: text.chars().count(),
+        });
+    }
+    raw.chunks_exact(2)
+        .enumerate()
+        .map(|(i, pair)| {
+            let hi = nibble(pair[0]).ok_or(HexError::Character { position: 2 * i })?;
+            let lo = nibble(pair[1]).ok_or(HexError::Character {
+                position: 2 * i + 1,
+            })?;
+            Ok((hi << 4) | lo)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -66,6 +87,8 @@ mod tests {
         let bytes = [0x00, 0xab, 0xff, 0x10];
         assert_eq!(encode(&bytes), "00abff10");
         assert_eq!(decode_array::<4>("00ABfF10"), Ok(bytes));
+        #[cfg(feature = "client")]
+        assert_eq!(decode_vec("00ABfF10"), Ok(bytes.to_vec()));
     }
 
     #[test]

@@ -11,9 +11,12 @@
 //! - [`manifest`]: the signed record of a rekey, which clients verify before trusting a key.
 //! - [`registration`]: the signed request that redeems an invite.
 //! - [`admin`]: signed, non-replayable admin requests.
+//! - [`client`] (feature `client`, on by default): registration over HTTPS and the session on
+//!   the cluster: rooms, epochs, room keys, rekeys and change notifications.
 //!
-//! Nothing here touches the network or a server's storage; the reference server and the FFI
-//! bindings are separate crates built on this one.
+//! Everything outside [`client`] is pure computation: no network, no storage. The reference
+//! server and the FFI bindings are separate crates built on this one; the server uses it
+//! without the `client` feature.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -44,6 +47,8 @@ macro_rules! serde_as_string {
 }
 pub(crate) use serde_as_string;
 pub mod admin;
+#[cfg(feature = "client")]
+pub mod client;
 mod hex;
 pub mod identity;
 pub mod invite;

@@ -4,65 +4,17 @@
 
 mod daemon;
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use daemon::{free_port, membershipd, Daemon};
+use daemon::EmbeddedServer;
 use serde_json::{json, Value};
 use unibus::registration::{RegisterBody, RegisterRequest};
 use unibus::{Identity, InviteLink};
 use unibus_server::auth::callout::inbox_prefix;
 
-struct Server {
-    daemon: Daemon,
-    data: tempfile::TempDir,
-}
-
-fn membershipd_at(data: &std::path::Path, http: u16, nats: u16) -> Command {
-    let mut command = membershipd();
-    command
-        .arg("--data-dir")
-        .arg(data)
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{http}"))
-        .arg("--nats-listen")
-        .arg(format!("127.0.0.1:{nats}"))
-        .arg("--nats-server")
-        .arg(unibus_testkit::nats_server_binary().unwrap());
-    command
-}
-
-async fn start() -> (Server, u16, u16) {
-    let data = tempfile::tempdir().unwrap();
-    let (http, nats) = (free_port(), free_port());
-    let log = std::fs::File::create(data.path().join("membershipd.log")).unwrap();
-    let mut command = membershipd_at(data.path(), http, nats);
-    command
-        .env("MEMBERSHIPD_LOG", "debug")
-        .arg("serve")
-        .stdout(Stdio::null())
-        .stderr(log);
-    let daemon = Daemon::spawn(command, http).await;
-    (Server { daemon, data }, http, nats)
-}
-
-fn cli(server: &Server, http: u16, nats: u16, args: &[&str]) -> Value {
-    let output = membershipd_at(server.data.path(), http, nats)
-        .arg("--json")
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "membershipd {args:?}: {}",
-        String::from_utf8_lossy(&output.stdout)
-    );
-    serde_json::from_slice(&output.stdout).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invited_user_registers_logs_in_by_key_and_is_cut_off_when_revoked() {
-    let (server, http, nats) = start().await;
+    let server = EmbeddedServer::start().await;
     let health: Value = reqwest::get(format!("{}/healthz", server.daemon.http))
         .await
         .unwrap()
@@ -73,7 +25,7 @@ async fn an_invited_user_registers_logs_in_by_key_and_is_cut_off_when_revoked() 
         health,
         json!({ "status": "ok", "store": "ok", "cluster": "ok" })
     );
-    let created = cli(&server, http, nats, &["invite", "create"]);
+    let created = server.cli(&["invite", "create"]);
     let link = InviteLink::parse(created["link"].as_str().unwrap()).unwrap();
 
     let me = Identity::generate().unwrap();
@@ -96,7 +48,7 @@ async fn an_invited_user_registers_logs_in_by_key_and_is_cut_off_when_revoked() 
         .await
         .unwrap();
     assert_eq!(refused.status(), 409);
-    let log = std::fs::read_to_string(server.data.path().join("membershipd.log")).unwrap();
+    let log = server.log();
     assert!(
         log.contains("registered") && log.contains("registration refused"),
         "{log}"
@@ -137,17 +89,12 @@ async fn an_invited_user_registers_logs_in_by_key_and_is_cut_off_when_revoked() 
         me.sign_public_key().to_hex()
     );
     assert_eq!(ask("rooms", json!({})).await["rooms"][0]["id"], "general");
-    let rooms = cli(&server, http, nats, &["room", "list"]);
+    let rooms = server.cli(&["room", "list"]);
     assert_eq!(rooms[0]["id"], "general");
 
     // An admin revokes the user from the CLI; the running server cuts the session.
     let started = Instant::now();
-    cli(
-        &server,
-        http,
-        nats,
-        &["user", "revoke", &me.sign_public_key().to_hex()],
-    );
+    server.cli(&["user", "revoke", &me.sign_public_key().to_hex()]);
     while client.connection_state() == async_nats::connection::State::Connected {
         assert!(
             started.elapsed() < Duration::from_secs(2),

@@ -2,8 +2,11 @@
 #![allow(dead_code)]
 
 use std::net::TcpListener;
-use std::process::{Child, Command};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use serde_json::Value;
 
 /// A free 127.0.0.1 port (released for the daemon to bind).
 pub fn free_port() -> u16 {
@@ -59,4 +62,94 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `membershipd serve` on the embedded default (SQLite and a supervised nats-server) in a fresh
+/// data directory, logging at debug level to `<data>/membershipd.log`.
+pub struct EmbeddedServer {
+    /// The running daemon.
+    pub daemon: Daemon,
+    /// Its data directory, removed on drop.
+    pub data: tempfile::TempDir,
+    /// Its HTTP port.
+    pub http_port: u16,
+    /// Its embedded nats-server's client port.
+    pub nats_port: u16,
+}
+
+impl EmbeddedServer {
+    /// Starts the server and waits until it is healthy.
+    pub async fn start() -> EmbeddedServer {
+        let data = tempfile::tempdir().unwrap();
+        let (http_port, nats_port) = (free_port(), free_port());
+        let daemon = Self::serve(data.path(), http_port, nats_port).await;
+        EmbeddedServer {
+            daemon,
+            data,
+            http_port,
+            nats_port,
+        }
+    }
+
+    async fn serve(data: &Path, http_port: u16, nats_port: u16) -> Daemon {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(data.join("membershipd.log"))
+            .unwrap();
+        let mut command = membershipd_at(data, http_port, nats_port);
+        command
+            .env("MEMBERSHIPD_LOG", "debug")
+            .arg("serve")
+            .stdout(Stdio::null())
+            .stderr(log);
+        Daemon::spawn(command, http_port).await
+    }
+
+    /// Kills the daemon with SIGKILL (its nats-server follows it).
+    pub fn kill(&mut self) {
+        let _ = self.daemon.child.kill();
+        let _ = self.daemon.child.wait();
+    }
+
+    /// Starts the daemon again on the same data and ports, and waits until it is healthy.
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.daemon = Self::serve(self.data.path(), self.http_port, self.nats_port).await;
+    }
+
+    /// Runs the admin CLI on the same data directory (`--json`) and returns its output.
+    pub fn cli(&self, args: &[&str]) -> Value {
+        let output = membershipd_at(self.data.path(), self.http_port, self.nats_port)
+            .arg("--json")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "membershipd {args:?}: {}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+        serde_json::from_slice(&output.stdout).unwrap()
+    }
+
+    /// What the server logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data.path().join("membershipd.log")).unwrap()
+    }
+}
+
+/// `membershipd` with the data directory, listeners and nats-server binary of a test server.
+fn membershipd_at(data: &Path, http: u16, nats: u16) -> Command {
+    let mut command = membershipd();
+    command
+        .arg("--data-dir")
+        .arg(data)
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{http}"))
+        .arg("--nats-listen")
+        .arg(format!("127.0.0.1:{nats}"))
+        .arg("--nats-server")
+        .arg(unibus_testkit::nats_server_binary().unwrap());
+    command
 }

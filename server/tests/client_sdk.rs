@@ -1,0 +1,286 @@
+//! The client SDK (`unibus::client`) against the real `membershipd` binary on the embedded
+//! default: registration over HTTP, login by key, rooms, rekeys, watch, removal, revocation,
+//! and what the client reports when the cluster goes away and comes back.
+
+mod daemon;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use daemon::EmbeddedServer;
+use unibus::client::{
+    register, ConnectionState, RegisterError, RegisterOptions, Registration, RoomUpdate, Session,
+    SessionEnd, SessionError, SessionOptions, Watch, WatchEnd,
+};
+use unibus::{Identity, InviteLink, InviteToken, RoomId};
+
+fn invite(server: &EmbeddedServer) -> InviteLink {
+    let created = server.cli(&["invite", "create"]);
+    InviteLink::parse(created["link"].as_str().unwrap()).unwrap()
+}
+
+async fn registered(server: &EmbeddedServer) -> (Arc<Identity>, Registration) {
+    let me = Arc::new(Identity::generate().unwrap());
+    let registration = register(&invite(server), &me, &RegisterOptions::default())
+        .await
+        .unwrap();
+    (me, registration)
+}
+
+async fn session(me: &Arc<Identity>, registration: &Registration) -> Session {
+    Session::connect(
+        Arc::clone(me),
+        &registration.nats_urls,
+        SessionOptions::default(),
+    )
+    .await
+    .unwrap()
+}
+
+async fn next_update(watch: &mut Watch) -> Option<RoomUpdate> {
+    tokio::time::timeout(Duration::from_secs(5), watch.next())
+        .await
+        .expect("no update within 5 s")
+        .map(|update| update.unwrap())
+}
+
+async fn wait_for_state(session: &Session, wanted: ConnectionState, within: Duration) {
+    let mut changes = session.state_changes();
+    tokio::time::timeout(within, changes.wait_for(|state| *state == wanted))
+        .await
+        .unwrap_or_else(|_| panic!("not {wanted:?} within {within:?}: {:?}", session.state()))
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_is_added_rekeyed_removed_and_revoked_and_sees_each_step() {
+    let server = EmbeddedServer::start().await;
+    let (owner, owner_registration) = registered(&server).await;
+    let (alice, alice_registration) = registered(&server).await;
+    assert_eq!(alice_registration.sign_public_key, alice.sign_public_key());
+    assert!(!alice_registration.admin);
+
+    let owner_session = session(&owner, &owner_registration).await;
+    let alice_session = session(&alice, &alice_registration).await;
+    assert_eq!(alice_session.state(), ConnectionState::Connected);
+    let mut updates = alice_session.watch().await.unwrap();
+
+    let room = RoomId::new("general").unwrap();
+    let created = owner_session.create_room(&room).await.unwrap();
+    assert_eq!((created.owner, created.epoch), (owner.sign_public_key(), 0));
+    assert!(!alice_session.is_member(&room).await.unwrap());
+    assert!(matches!(
+        alice_session.current_epoch(&room).await,
+        Err(SessionError::NotMember)
+    ));
+
+    // Added: seen through the watch; no key until the owner rekeys.
+    owner_session
+        .add_member(&room, &alice.sign_public_key())
+        .await
+        .unwrap();
+    assert_eq!(
+        next_update(&mut updates).await,
+        Some(RoomUpdate::Added { room: room.clone() })
+    );
+    assert!(alice_session.is_member(&room).await.unwrap());
+    assert!(matches!(
+        alice_session.room_key(&room, None).await,
+        Err(SessionError::NoKey)
+    ));
+
+    // Epoch 1, then epoch 2: each opened by the member, equal to what the owner sealed.
+    let first = owner_session.rekey(&room).await.unwrap();
+    assert_eq!(first.epoch, 1);
+    assert_eq!(
+        next_update(&mut updates).await,
+        Some(RoomUpdate::NewEpoch {
+            room: room.clone(),
+            epoch: 1
+        })
+    );
+    let opened = alice_session.room_key(&room, None).await.unwrap();
+    assert_eq!(opened.epoch, 1);
+    assert_eq!(opened.key.expose_secret(), first.key.expose_secret());
+
+    let second = owner_session.rekey(&room).await.unwrap();
+    assert_eq!(second.epoch, 2);
+    assert_ne!(second.key.expose_secret(), first.key.expose_secret());
+    assert_eq!(
+        next_update(&mut updates).await,
+        Some(RoomUpdate::NewEpoch {
+            room: room.clone(),
+            epoch: 2
+        })
+    );
+    assert_eq!(alice_session.current_epoch(&room).await.unwrap(), 2);
+    let latest = alice_session.room_key(&room, None).await.unwrap();
+    assert_eq!(latest.key.expose_secret(), second.key.expose_secret());
+    let earlier = alice_session.room_key(&room, Some(1)).await.unwrap();
+    assert_eq!(earlier.key.expose_secret(), first.key.expose_secret());
+    let rooms = alice_session.my_rooms().await.unwrap();
+    assert_eq!(rooms.len(), 1);
+    assert_eq!(
+        (&rooms[0].id, rooms[0].owner, rooms[0].epoch),
+        (&room, owner.sign_public_key(), 2)
+    );
+
+    // Only the owner manages the room.
+    assert!(matches!(
+        alice_session.rekey(&room).await,
+        Err(SessionError::NotOwner)
+    ));
+    assert!(matches!(
+        alice_session
+            .remove_member(&room, &owner.sign_public_key())
+            .await,
+        Err(SessionError::NotOwner)
+    ));
+
+    // Removed: seen through the watch, and no key at all any more, not even epoch 3's.
+    owner_session
+        .remove_member(&room, &alice.sign_public_key())
+        .await
+        .unwrap();
+    assert_eq!(
+        next_update(&mut updates).await,
+        Some(RoomUpdate::Removed { room: room.clone() })
+    );
+    let third = owner_session.rekey(&room).await.unwrap();
+    assert_eq!(third.epoch, 3);
+    assert_eq!(owner_session.members(&room).await.unwrap().len(), 1);
+    for epoch in [None, Some(3), Some(2)] {
+        assert!(matches!(
+            alice_session.room_key(&room, epoch).await,
+            Err(SessionError::NotMember)
+        ));
+    }
+    assert!(!alice_session.is_member(&room).await.unwrap());
+    assert!(alice_session.my_rooms().await.unwrap().is_empty());
+
+    // Revoked: the session ends, the watch closes with the reason, and the key cannot log in.
+    server.cli(&["user", "revoke", &alice.sign_public_key().to_hex()]);
+    wait_for_state(
+        &alice_session,
+        ConnectionState::Ended(SessionEnd::Revoked),
+        Duration::from_secs(5),
+    )
+    .await;
+    while let Some(update) = next_update(&mut updates).await {
+        assert_eq!(update, RoomUpdate::Disconnected);
+    }
+    assert_eq!(
+        updates.end(),
+        Some(WatchEnd::SessionEnded(SessionEnd::Revoked))
+    );
+    assert!(matches!(
+        alice_session.my_rooms().await,
+        Err(SessionError::Ended(SessionEnd::Revoked))
+    ));
+    assert!(matches!(
+        Session::connect(
+            Arc::clone(&alice),
+            &alice_registration.nats_urls,
+            SessionOptions::default()
+        )
+        .await,
+        Err(SessionError::LoginRefused)
+    ));
+    // The owner's session is untouched.
+    assert_eq!(owner_session.current_epoch(&room).await.unwrap(), 3);
+    owner_session.close().await;
+    assert!(matches!(
+        owner_session.my_rooms().await,
+        Err(SessionError::Ended(SessionEnd::Closed))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_registration_refusal_is_a_typed_error_and_a_retry_of_a_success_succeeds() {
+    let server = EmbeddedServer::start().await;
+    let options = RegisterOptions::default();
+
+    let link = invite(&server);
+    let me = Identity::generate().unwrap();
+    let first = register(&link, &me, &options).await.unwrap();
+    // A lost response is retried with the same identity and link: the same success.
+    assert_eq!(register(&link, &me, &options).await.unwrap(), first);
+
+    let stranger = Identity::generate().unwrap();
+    assert!(matches!(
+        register(&link, &stranger, &options).await,
+        Err(RegisterError::InviteUsed)
+    ));
+    assert!(matches!(
+        register(&invite(&server), &me, &options).await,
+        Err(RegisterError::AlreadyRegistered)
+    ));
+    let unknown = InviteLink::new(link.server_url(), InviteToken::generate().unwrap()).unwrap();
+    assert!(matches!(
+        register(&unknown, &stranger, &options).await,
+        Err(RegisterError::InviteUnknown)
+    ));
+    let cancelled = server.cli(&["invite", "create"]);
+    let id = cancelled["invite"]["id"].as_str().unwrap();
+    server.cli(&["invite", "cancel", id]);
+    let cancelled = InviteLink::parse(cancelled["link"].as_str().unwrap()).unwrap();
+    assert!(matches!(
+        register(&cancelled, &stranger, &options).await,
+        Err(RegisterError::InviteCancelled)
+    ));
+
+    // Nobody listening: retried, then a transport error (never a spent invite).
+    let closed = format!("http://127.0.0.1:{}", daemon::free_port());
+    let nowhere = InviteLink::new(&closed, InviteToken::generate().unwrap()).unwrap();
+    let quick = RegisterOptions {
+        attempts: 2,
+        initial_backoff: Duration::from_millis(10),
+        ..RegisterOptions::default()
+    };
+    assert!(matches!(
+        register(&nowhere, &stranger, &quick).await,
+        Err(RegisterError::Transport(_))
+    ));
+    // The stranger was never registered by any of this.
+    let users = server.cli(&["user", "list"]);
+    assert_eq!(users.as_array().unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn during_an_outage_calls_fail_with_errors_and_the_session_comes_back_by_itself() {
+    let mut server = EmbeddedServer::start().await;
+    let (owner, registration) = registered(&server).await;
+    let options = SessionOptions {
+        request_timeout: Duration::from_millis(500),
+        ..SessionOptions::default()
+    };
+    let session = Session::connect(Arc::clone(&owner), &registration.nats_urls, options)
+        .await
+        .unwrap();
+    let room = RoomId::new("ops").unwrap();
+    session.create_room(&room).await.unwrap();
+    let mut updates = session.watch().await.unwrap();
+
+    // membershipd and its nats-server die: the session is reconnecting, and a membership
+    // question is an error, never "not a member".
+    server.kill();
+    assert_eq!(
+        next_update(&mut updates).await,
+        Some(RoomUpdate::Disconnected)
+    );
+    assert_eq!(session.state(), ConnectionState::Reconnecting);
+    let outage = session.is_member(&room).await;
+    assert!(matches!(&outage, Err(e) if e.is_transient()), "{outage:?}");
+
+    // Back on the same data: the session reconnects by itself and reports it.
+    server.restart().await;
+    assert_eq!(
+        next_update(&mut updates).await,
+        Some(RoomUpdate::Reconnected)
+    );
+    assert_eq!(session.state(), ConnectionState::Connected);
+    assert!(session.is_member(&room).await.unwrap());
+    updates.cancel();
+    assert_eq!(updates.next().await.map(|u| u.is_ok()), None);
+    assert_eq!(updates.end(), Some(WatchEnd::Cancelled));
+}

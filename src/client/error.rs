@@ -1,0 +1,215 @@
+//! The client's errors: one enum for registration over HTTP, one for the cluster session.
+//!
+//! Every refusal code of the server (docs/protocol.md §10 and §12.3) has its own variant, so an
+//! app can act on it without parsing messages. Transport failures have their own variants too:
+//! a timeout or a lost connection is never read as "not a member" or "no key".
+
+use std::time::Duration;
+
+use crate::manifest::ManifestError;
+use crate::sealing::SealError;
+use crate::{RoomId, SignPublicKey};
+
+/// Why redeeming an invite failed. See [`register`](super::register).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RegisterError {
+    /// No invite has this token (`invite_unknown`): the link is wrong or was never issued.
+    #[error("the server knows no invite with this token: check the link or ask for a new invite")]
+    InviteUnknown,
+    /// Another key already redeemed the invite (`invite_used`).
+    #[error("this invite was already redeemed by another key: ask for a new invite")]
+    InviteUsed,
+    /// This identity's signing key is already registered, through another invite
+    /// (`user_exists`). The identity can log in as it is.
+    #[error("this identity is already registered; the invite was not needed")]
+    AlreadyRegistered,
+    /// The invite is past its expiry (`invite_expired`).
+    #[error("the invite has expired: ask for a new invite")]
+    InviteExpired,
+    /// An admin cancelled the invite (`invite_cancelled`).
+    #[error("an admin cancelled this invite: ask for a new invite")]
+    InviteCancelled,
+    /// The server refused the request itself (`malformed_body`, `bad_token`, `bad_key`,
+    /// `bad_signature`, `too_large` or a code this version does not know). Retrying will not
+    /// help: the client and server disagree on the protocol.
+    #[error("the server refused the registration request ({code}): {message}")]
+    Rejected {
+        /// The server's error code.
+        code: String,
+        /// The server's message.
+        message: String,
+    },
+    /// Too many attempts from this address (`rate_limited`), still after the client's retries.
+    #[error("the server is rate-limiting registrations from this address: wait and retry")]
+    RateLimited,
+    /// The server said it is unavailable (`unavailable`, or any 5xx), still after the client's
+    /// retries. The invite is not spent; retry later with the same identity.
+    #[error("the server is unavailable ({0}): retry later with the same identity")]
+    Unavailable(String),
+    /// The server could not be reached, or the connection failed, still after the client's
+    /// retries. If the server did register the identity, retrying with the same identity and
+    /// invite succeeds: registration is idempotent.
+    #[error("could not reach the server ({0}): retry later with the same identity")]
+    Transport(String),
+    /// The server answered 200 with something that is not a registration reply for this
+    /// identity.
+    #[error("the server's reply is not a valid registration of this identity: {0}")]
+    InvalidResponse(String),
+    /// The HTTPS client could not be built (for example an unusable extra root certificate).
+    #[error("cannot set up HTTPS: {0}")]
+    Tls(String),
+}
+
+/// Why a session ended. Once ended, a session refuses every call with
+/// [`SessionError::Ended`]; connect a new one to continue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SessionEnd {
+    /// The app closed the session.
+    Closed,
+    /// The cluster refused this identity when the session reconnected: the user was revoked or
+    /// deleted. (Logins fail closed, so a server that could not confirm the user at that moment
+    /// reads the same; connecting again tells.)
+    Revoked,
+}
+
+impl std::fmt::Display for SessionEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Closed => "the session was closed",
+            Self::Revoked => "the cluster refused this identity (revoked or deleted)",
+        })
+    }
+}
+
+/// Why a cluster session call failed. See [`Session`](super::Session).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SessionError {
+    /// The cluster refused the login: this key is not an active user (never registered,
+    /// revoked or deleted), or membershipd could not confirm it in time.
+    #[error("the cluster refused this identity: it is not an active user")]
+    LoginRefused,
+    /// The cluster could not be reached to log in.
+    #[error("could not connect to the cluster ({0}): check the addresses and retry")]
+    Connect(String),
+    /// No request reached an answer in time.
+    #[error("no answer within {0:?}: the cluster or membershipd may be unreachable; retry")]
+    Timeout(Duration),
+    /// The session is connected but no membershipd is serving the control plane.
+    #[error("no membershipd is answering on the cluster: retry later")]
+    NoResponders,
+    /// The request could not be sent (see the message).
+    #[error("the request could not be sent: {0}")]
+    Transport(String),
+    /// The session has ended; connect a new one.
+    #[error("the session has ended: {0}")]
+    Ended(SessionEnd),
+    /// `not_authorized`: the user was revoked or deleted after logging in (the session is about
+    /// to be cut), or membershipd could not confirm that it is active.
+    #[error("membershipd refused the request: this identity is no longer an active user")]
+    NotAuthorized,
+    /// `not_member`: this identity is not a member of the room, or the room does not exist.
+    #[error("not a member of this room")]
+    NotMember,
+    /// `not_owner`: only the room's owner may do this.
+    #[error("only the room's owner may do this")]
+    NotOwner,
+    /// `no_key`: no key is sealed to this identity at that epoch (none yet, or it was added
+    /// after that epoch).
+    #[error("no room key is sealed to this identity at that epoch")]
+    NoKey,
+    /// `room_exists`: a room with this id exists.
+    #[error("a room with this id already exists")]
+    RoomExists,
+    /// `unknown_user`: no active user has this key.
+    #[error("no active user has this key")]
+    UnknownUser,
+    /// `epoch_conflict`: another rekey came first. [`Session::rekey`](super::Session::rekey)
+    /// retries by itself; this is returned only when every attempt met a conflict.
+    #[error("the room's epoch changed during the rekey: fetch it again and retry")]
+    EpochConflict,
+    /// `recipients_mismatch`: the members changed during the rekey (also retried by
+    /// [`Session::rekey`](super::Session::rekey)).
+    #[error("the room's members changed during the rekey: retry")]
+    RecipientsMismatch,
+    /// `bad_manifest`: membershipd refused the uploaded manifest.
+    #[error("membershipd refused the rekey manifest: {0}")]
+    BadManifest(String),
+    /// `bad_request`: membershipd could not use the request (see the message).
+    #[error("membershipd refused the request as malformed: {0}")]
+    BadRequest(String),
+    /// `not_found`: a record disappeared during the request; retry.
+    #[error("a record changed during the request: retry")]
+    NotFound,
+    /// `unavailable`: membershipd's store did not answer; retry later.
+    #[error("membershipd's store is unavailable: retry later")]
+    Unavailable,
+    /// A refusal code this version of the client does not know.
+    #[error("membershipd refused the request ({code}): {message}")]
+    Refused {
+        /// The server's error code.
+        code: String,
+        /// The server's message.
+        message: String,
+    },
+    /// The reply is not what the protocol says.
+    #[error("membershipd's reply is malformed: {0}")]
+    InvalidReply(String),
+    /// The key reply failed verification (section 8.4 of the protocol): wrong room or epoch,
+    /// not signed by the owner, or the copy does not open. The key is not used.
+    #[error("the room key did not verify: {0}")]
+    Verification(#[from] ManifestError),
+    /// The server named another owner for a room than this session learned before. The reply
+    /// is refused.
+    #[error("the server named {found} as the owner of room {room}, but it was {expected}")]
+    OwnerChanged {
+        /// The room.
+        room: RoomId,
+        /// The owner this session learned first.
+        expected: SignPublicKey,
+        /// The owner in the reply.
+        found: SignPublicKey,
+    },
+    /// Generating or sealing a new room key failed on this device.
+    #[error("sealing the new room key failed: {0}")]
+    Seal(#[from] SealError),
+}
+
+impl SessionError {
+    /// The error for a refusal `{"error": {"code", "message"}}` (protocol §12.3).
+    pub(crate) fn from_refusal(code: &str, message: String) -> Self {
+        match code {
+            "not_authorized" => Self::NotAuthorized,
+            "not_member" => Self::NotMember,
+            "not_owner" => Self::NotOwner,
+            "no_key" => Self::NoKey,
+            "room_exists" => Self::RoomExists,
+            "unknown_user" => Self::UnknownUser,
+            "epoch_conflict" => Self::EpochConflict,
+            "recipients_mismatch" => Self::RecipientsMismatch,
+            "bad_manifest" => Self::BadManifest(message),
+            "bad_request" => Self::BadRequest(message),
+            "not_found" => Self::NotFound,
+            "unavailable" => Self::Unavailable,
+            _ => Self::Refused {
+                code: code.to_owned(),
+                message,
+            },
+        }
+    }
+
+    /// Whether retrying the same call later may succeed: transport trouble and store outages,
+    /// not refusals.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Self::Timeout(_)
+                | Self::NoResponders
+                | Self::Transport(_)
+                | Self::Connect(_)
+                | Self::NotFound
+                | Self::Unavailable
+        )
+    }
+}

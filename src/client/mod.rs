@@ -1,0 +1,47 @@
+//! The network client (feature `client`, on by default): what an app does with a server.
+//!
+//! 1. [`register`] redeems an invite link over HTTPS with a fresh [`Identity`](crate::Identity)
+//!    and returns the [`Registration`] to keep beside it.
+//! 2. [`Session::connect`] logs in to the NATS cluster with the identity's own key.
+//! 3. The session asks the control plane about rooms and epochs, fetches and opens room keys
+//!    (verifying the signed manifest first), lets room owners manage members and rekey on the
+//!    device, and [`Session::watch`] streams the changes that concern the identity.
+//!
+//! Every call has a time limit, and a failure to find out is an error: a timeout or a lost
+//! connection never reads as "not a member". The wire protocol is in `docs/protocol.md`
+//! (§10 to §12).
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use unibus::client::{register, RegisterOptions, Session, SessionOptions};
+//! use unibus::{Identity, InviteLink};
+//!
+//! let link = InviteLink::parse("https://members.example.com/invite#<64 hex>")?;
+//! let me = Arc::new(Identity::generate()?); // keep me.to_secret_bytes() in the keychain
+//! let registration = register(&link, &me, &RegisterOptions::default()).await?;
+//! let session = Session::connect(me, &registration.nats_urls, SessionOptions::default()).await?;
+//! for room in session.my_rooms().await? {
+//!     if room.epoch > 0 {
+//!         let opened = session.room_key(&room.id, None).await?;
+//!         println!("{}: epoch {}", room.id, opened.epoch);
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! The client needs a tokio runtime. TLS is rustls with the *ring* provider, set per client and
+//! never installed process-wide; server certificates are checked against the platform's trust
+//! store (`rustls-platform-verifier`; on Android that needs its one-time JNI set-up) or against
+//! [`RegisterOptions::trusted_root_certificates`].
+
+mod error;
+mod register;
+mod session;
+mod watch;
+mod wire;
+
+pub use error::{RegisterError, SessionEnd, SessionError};
+pub use register::{register, RegisterOptions, Registration};
+pub use session::{ConnectionState, OpenedRoomKey, RoomInfo, Session, SessionOptions};
+pub use watch::{RoomUpdate, Watch, WatchEnd};

@@ -1,0 +1,537 @@
+//! A logged-in session on the cluster: the control plane by request and reply
+//! (docs/protocol.md §11 and §12).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::{ClientError, ConnectErrorKind, Event, ServerError};
+use serde::Serialize;
+use tokio::sync::watch;
+
+use super::error::{SessionEnd, SessionError};
+use super::watch::Watch;
+use super::wire::{self, RoomRequest};
+use crate::manifest::{Recipient, SignedManifest};
+use crate::sealing::RoomKey;
+use crate::{Identity, RoomId, SignPublicKey};
+
+/// How a [`Session`] connects and how long it waits.
+#[derive(Debug, Clone)]
+pub struct SessionOptions {
+    /// The limit for each control-plane request. A request that gets no reply in time fails
+    /// with [`SessionError::Timeout`]; it never reads as a "no".
+    pub request_timeout: Duration,
+    /// The limit for logging in, per server address tried.
+    pub connect_timeout: Duration,
+    /// How many times [`Session::rekey`] starts over after the members or the epoch changed
+    /// under it (at least 1).
+    pub rekey_attempts: u32,
+    /// A name for the connection, shown to operators (NATS `CONNZ`). No secret goes here.
+    pub connection_name: Option<String>,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        Self {
+            request_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(5),
+            rekey_attempts: 3,
+            connection_name: None,
+        }
+    }
+}
+
+/// Whether a session can currently reach the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ConnectionState {
+    /// Logged in and connected.
+    Connected,
+    /// The connection dropped; the session is reconnecting by itself. Calls wait for it up to
+    /// their timeout. Notifications sent meanwhile are lost, so query again once connected.
+    Reconnecting,
+    /// The session is over and will not reconnect.
+    Ended(SessionEnd),
+}
+
+/// A room as the control plane describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomInfo {
+    /// The room.
+    pub id: RoomId,
+    /// Its owner, the only key allowed to rekey it.
+    pub owner: SignPublicKey,
+    /// Its latest epoch; 0 before its first key.
+    pub epoch: u64,
+}
+
+/// A verified, opened room key with its epoch.
+#[derive(Debug)]
+pub struct OpenedRoomKey {
+    /// The epoch the key belongs to.
+    pub epoch: u64,
+    /// The key; wiped when dropped.
+    pub key: RoomKey,
+}
+
+/// A session on the cluster, logged in with the identity's own key.
+///
+/// Cheap to clone: clones share one connection. The connection reconnects by itself after a
+/// network failure ([`ConnectionState::Reconnecting`]); when the cluster refuses the key on a
+/// reconnect (the user was revoked or deleted), the session ends
+/// ([`ConnectionState::Ended`] with [`SessionEnd::Revoked`]) and every call fails with
+/// [`SessionError::Ended`].
+///
+/// ```no_run
+/// # async fn run(me: std::sync::Arc<unibus::Identity>, registration: unibus::client::Registration)
+/// # -> Result<(), Box<dyn std::error::Error>> {
+/// use unibus::client::{Session, SessionOptions};
+/// use unibus::RoomId;
+///
+/// let session = Session::connect(me, &registration.nats_urls, SessionOptions::default()).await?;
+/// let room = RoomId::new("general")?;
+/// if session.is_member(&room).await? {
+///     let opened = session.room_key(&room, None).await?;
+///     println!("epoch {} key ready", opened.epoch);
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Session {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    identity: Arc<Identity>,
+    client: async_nats::Client,
+    /// `unibus.cp.<own hex>`.
+    request_prefix: String,
+    state: Arc<watch::Sender<ConnectionState>>,
+    /// The owner of each room as first learned; a reply naming another is refused.
+    owners: Mutex<HashMap<RoomId, SignPublicKey>>,
+    options: SessionOptions,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("sign_public_key", &self.inner.identity.sign_public_key())
+            .field("state", &self.state())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    /// Logs in to the cluster at `nats_urls` (from [`Registration`](super::Registration)) with
+    /// `identity`'s signing key, as protocol §11 says: the key signs the server's nonce, and
+    /// the secret never leaves the identity.
+    ///
+    /// Fails with [`SessionError::LoginRefused`] if the cluster does not know the key as an
+    /// active user, and [`SessionError::Connect`] if no address answers.
+    pub async fn connect(
+        identity: Arc<Identity>,
+        nats_urls: &[impl AsRef<str>],
+        options: SessionOptions,
+    ) -> Result<Session, SessionError> {
+        let addresses = nats_urls
+            .iter()
+            .map(|url| {
+                url.as_ref()
+                    .parse::<async_nats::ServerAddr>()
+                    .map_err(|e| SessionError::Connect(format!("{}: {e}", url.as_ref())))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if addresses.is_empty() {
+            return Err(SessionError::Connect("no cluster address given".into()));
+        }
+        let own_hex = identity.sign_public_key().to_hex();
+        let state = Arc::new(watch::Sender::new(ConnectionState::Connected));
+
+        let signer = Arc::clone(&identity);
+        let signer_state = Arc::clone(&state);
+        let mut connect = async_nats::ConnectOptions::with_auth_callback(move |nonce: Vec<u8>| {
+            let signer = Arc::clone(&signer);
+            let ended = has_ended(&signer_state);
+            async move {
+                if ended {
+                    return Err(async_nats::AuthError::new("the session has ended"));
+                }
+                let mut auth = async_nats::Auth::new();
+                auth.nkey = Some(signer.nkey_public());
+                auth.signature = Some(signer.sign(&nonce).to_bytes().to_vec());
+                Ok(auth)
+            }
+        })
+        .custom_inbox_prefix(format!("_INBOX_{own_hex}"))
+        .connection_timeout(options.connect_timeout)
+        .request_timeout(Some(options.request_timeout))
+        .reconnect_delay_callback(reconnect_delay(Arc::clone(&state)))
+        .event_callback(track_state(Arc::clone(&state)));
+        if let Some(name) = &options.connection_name {
+            connect = connect.name(name);
+        }
+        let client = connect
+            .connect(addresses)
+            .await
+            .map_err(|e| match e.kind() {
+                ConnectErrorKind::AuthorizationViolation => SessionError::LoginRefused,
+                _ => SessionError::Connect(e.to_string()),
+            })?;
+        tracing::debug!(key = %own_hex, "logged in to the cluster");
+        Ok(Session {
+            inner: Arc::new(Inner {
+                identity,
+                client,
+                request_prefix: format!("{}.{own_hex}", wire::REQUEST_PREFIX),
+                state,
+                owners: Mutex::default(),
+                options,
+            }),
+        })
+    }
+
+    /// The identity this session is logged in as.
+    pub fn identity(&self) -> &Arc<Identity> {
+        &self.inner.identity
+    }
+
+    /// The connection's state now.
+    pub fn state(&self) -> ConnectionState {
+        *self.inner.state.borrow()
+    }
+
+    /// A receiver that sees every change of [`state`](Self::state).
+    pub fn state_changes(&self) -> watch::Receiver<ConnectionState> {
+        self.inner.state.subscribe()
+    }
+
+    /// The rooms this identity is a member of, sorted by id.
+    pub async fn my_rooms(&self) -> Result<Vec<RoomInfo>, SessionError> {
+        let reply: wire::RoomsReply = self.call("rooms", &serde_json::json!({})).await?;
+        reply.rooms.into_iter().map(|r| self.room_info(r)).collect()
+    }
+
+    /// Whether this identity is a member of `room`. `false` also for a room that does not
+    /// exist; any failure to find out is an error, never `false`.
+    pub async fn is_member(&self, room: &RoomId) -> Result<bool, SessionError> {
+        let reply: wire::MemberReply = self.call("member", &RoomRequest::room(room)).await?;
+        Ok(reply.member)
+    }
+
+    /// The room's latest epoch (0 before its first key). Members only.
+    pub async fn current_epoch(&self, room: &RoomId) -> Result<u64, SessionError> {
+        let reply: wire::EpochReply = self.call("epoch", &RoomRequest::room(room)).await?;
+        Ok(reply.epoch)
+    }
+
+    /// Fetches this identity's sealed copy of the room key at `epoch` (the latest if `None`)
+    /// with that epoch's signed manifest, runs every check of protocol §8.4 with the room's
+    /// owner as the trusted rekeyer, and opens it.
+    pub async fn room_key(
+        &self,
+        room: &RoomId,
+        epoch: Option<u64>,
+    ) -> Result<OpenedRoomKey, SessionError> {
+        let request = RoomRequest {
+            epoch,
+            ..RoomRequest::room(room)
+        };
+        let reply: wire::KeyReply = self.call("key", &request).await?;
+        if epoch.is_some_and(|asked| asked != reply.epoch) {
+            return Err(SessionError::InvalidReply(format!(
+                "asked for epoch {}, got {}",
+                epoch.unwrap_or_default(),
+                reply.epoch
+            )));
+        }
+        self.check_owner(room, reply.owner)?;
+        let manifest = crate::hex::decode_vec(&reply.manifest)
+            .map_err(|e| SessionError::InvalidReply(format!("manifest is not hex: {e:?}")))?;
+        let sealed = crate::hex::decode_vec(&reply.sealed)
+            .map_err(|e| SessionError::InvalidReply(format!("sealed key is not hex: {e:?}")))?;
+        let manifest = SignedManifest::from_bytes(&manifest)?;
+        let identity = &self.inner.identity;
+        let key = manifest.open(identity, room, reply.epoch, &reply.owner)?;
+        // `open` verified the manifest and opened our entry; the separate copy must be it.
+        let entry = manifest
+            .unverified()
+            .entry_for(&identity.sign_public_key())
+            .map(|entry| entry.sealed.to_bytes());
+        if entry.as_ref().map(|e| e.as_slice()) != Some(sealed.as_slice()) {
+            return Err(SessionError::InvalidReply(
+                "the sealed copy differs from the manifest's entry".into(),
+            ));
+        }
+        Ok(OpenedRoomKey {
+            epoch: reply.epoch,
+            key,
+        })
+    }
+
+    /// Creates `room` with this identity as its owner and first member, at epoch 0 (no key
+    /// yet: call [`rekey`](Self::rekey)).
+    pub async fn create_room(&self, room: &RoomId) -> Result<RoomInfo, SessionError> {
+        let reply: wire::RoomReply = self.call("create_room", &RoomRequest::room(room)).await?;
+        self.room_info(reply)
+    }
+
+    /// The room's active members with their registered keys, the owner included. Owner only.
+    pub async fn members(&self, room: &RoomId) -> Result<Vec<Recipient>, SessionError> {
+        let reply: wire::MembersReply = self.call("members", &RoomRequest::room(room)).await?;
+        Ok(reply
+            .members
+            .into_iter()
+            .map(|m| Recipient {
+                member: m.sign_public_key,
+                kex: m.kex_public_key,
+            })
+            .collect())
+    }
+
+    /// Adds the active user `member` to `room`. Owner only; adding a member twice is not an
+    /// error. The member gets no key until the next [`rekey`](Self::rekey).
+    pub async fn add_member(
+        &self,
+        room: &RoomId,
+        member: &SignPublicKey,
+    ) -> Result<(), SessionError> {
+        self.change_member("add_member", room, member).await
+    }
+
+    /// Removes `member` from `room`. Owner only, and not the owner itself. The member can no
+    /// longer fetch any key of the room; [`rekey`](Self::rekey) next so it cannot read what
+    /// follows either.
+    pub async fn remove_member(
+        &self,
+        room: &RoomId,
+        member: &SignPublicKey,
+    ) -> Result<(), SessionError> {
+        self.change_member("remove_member", room, member).await
+    }
+
+    /// Rekeys `room` on this device (protocol §12.5): fetches the active members and the
+    /// epoch `e`, generates a fresh key, seals it to every member, signs the manifest and
+    /// uploads it as epoch `e + 1`. Owner only. Returns the new epoch and its key.
+    ///
+    /// If the members or the epoch change meanwhile, it starts over, up to
+    /// [`SessionOptions::rekey_attempts`] times. Sealing runs on tokio's blocking pool (about
+    /// 0.07 ms per member).
+    pub async fn rekey(&self, room: &RoomId) -> Result<OpenedRoomKey, SessionError> {
+        let attempts = self.inner.options.rekey_attempts.max(1);
+        let mut attempt = 1;
+        loop {
+            match self.rekey_once(room).await {
+                Err(SessionError::EpochConflict | SessionError::RecipientsMismatch)
+                    if attempt < attempts =>
+                {
+                    tracing::debug!(room = %room, attempt, "the room changed during a rekey; starting over");
+                    attempt += 1;
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+
+    /// Listens for changes that concern this identity: added to or removed from a room, a new
+    /// epoch, and the connection dropping and coming back. See [`Watch`].
+    pub async fn watch(&self) -> Result<Watch, SessionError> {
+        self.ensure_open()?;
+        let subject = format!(
+            "{}.{}.>",
+            wire::EVENTS_PREFIX,
+            self.inner.identity.sign_public_key().to_hex()
+        );
+        let subscriber = self
+            .inner
+            .client
+            .subscribe(subject)
+            .await
+            .map_err(|e| SessionError::Transport(e.to_string()))?;
+        Ok(Watch::spawn(subscriber, self.inner.state.subscribe()))
+    }
+
+    /// Ends the session: pending requests are flushed, every watch closes with
+    /// [`SessionEnd::Closed`], and later calls fail with [`SessionError::Ended`].
+    pub async fn close(&self) {
+        let changed = self.inner.state.send_if_modified(|state| {
+            if matches!(state, ConnectionState::Ended(_)) {
+                return false;
+            }
+            *state = ConnectionState::Ended(SessionEnd::Closed);
+            true
+        });
+        if changed {
+            let drain = self.inner.client.drain();
+            let _ = tokio::time::timeout(self.inner.options.request_timeout, drain).await;
+        }
+    }
+
+    async fn rekey_once(&self, room: &RoomId) -> Result<OpenedRoomKey, SessionError> {
+        let recipients = self.members(room).await?;
+        let previous = self.current_epoch(room).await?;
+        let epoch = previous
+            .checked_add(1)
+            .ok_or_else(|| SessionError::InvalidReply("the epoch cannot grow".into()))?;
+        let identity = Arc::clone(&self.inner.identity);
+        let room_id = room.clone();
+        let (manifest, key) = tokio::task::spawn_blocking(move || {
+            let key = RoomKey::generate()?;
+            let manifest =
+                SignedManifest::rekey(&identity, &room_id, epoch, previous, &key, &recipients)?;
+            Ok::<_, SessionError>((manifest, key))
+        })
+        .await
+        .map_err(|e| SessionError::Transport(format!("the sealing task failed: {e}")))??;
+        let request = wire::RekeyRequest {
+            manifest: crate::hex::encode(&manifest.to_bytes()),
+        };
+        let reply: wire::EpochReply = self.call("rekey", &request).await?;
+        if reply.epoch != epoch {
+            return Err(SessionError::InvalidReply(format!(
+                "uploaded epoch {epoch}, the server says {}",
+                reply.epoch
+            )));
+        }
+        Ok(OpenedRoomKey { epoch, key })
+    }
+
+    async fn change_member(
+        &self,
+        operation: &str,
+        room: &RoomId,
+        member: &SignPublicKey,
+    ) -> Result<(), SessionError> {
+        let request = RoomRequest {
+            member: Some(member),
+            ..RoomRequest::room(room)
+        };
+        let _: wire::Empty = self.call(operation, &request).await?;
+        Ok(())
+    }
+
+    fn ensure_open(&self) -> Result<(), SessionError> {
+        match self.state() {
+            ConnectionState::Ended(end) => Err(SessionError::Ended(end)),
+            _ => Ok(()),
+        }
+    }
+
+    /// One control-plane request: `operation` with `body`, within the request timeout.
+    async fn call<T: for<'de> serde::Deserialize<'de>>(
+        &self,
+        operation: &str,
+        body: &impl Serialize,
+    ) -> Result<T, SessionError> {
+        self.ensure_open()?;
+        let payload = serde_json::to_vec(body)
+            .map_err(|e| SessionError::InvalidReply(format!("cannot encode the request: {e}")))?;
+        let subject = format!("{}.{operation}", self.inner.request_prefix);
+        let timeout = self.inner.options.request_timeout;
+        let request = async_nats::Request::new()
+            .payload(payload.into())
+            .timeout(Some(timeout));
+        let reply = self
+            .inner
+            .client
+            .send_request(subject, request)
+            .await
+            .map_err(|e| {
+                // A request that failed because the session ended says so.
+                if let ConnectionState::Ended(end) = self.state() {
+                    return SessionError::Ended(end);
+                }
+                match e.kind() {
+                    async_nats::RequestErrorKind::TimedOut => SessionError::Timeout(timeout),
+                    async_nats::RequestErrorKind::NoResponders => SessionError::NoResponders,
+                    _ => SessionError::Transport(e.to_string()),
+                }
+            })?;
+        wire::parse_reply(&reply.payload)
+    }
+
+    fn room_info(&self, reply: wire::RoomReply) -> Result<RoomInfo, SessionError> {
+        self.check_owner(&reply.id, reply.owner)?;
+        Ok(RoomInfo {
+            id: reply.id,
+            owner: reply.owner,
+            epoch: reply.epoch,
+        })
+    }
+
+    /// Remembers `owner` for `room` the first time, and refuses a different one later
+    /// (protocol §12.4: no operation changes a room's owner).
+    fn check_owner(&self, room: &RoomId, owner: SignPublicKey) -> Result<(), SessionError> {
+        // The map is only read and written under the lock, without awaiting; a poisoned lock
+        // means a panic mid-insert, which cannot leave a wrong owner behind.
+        let mut owners = self
+            .inner
+            .owners
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let expected = *owners.entry(room.clone()).or_insert(owner);
+        if expected != owner {
+            return Err(SessionError::OwnerChanged {
+                room: room.clone(),
+                expected,
+                found: owner,
+            });
+        }
+        Ok(())
+    }
+}
+
+fn has_ended(state: &watch::Sender<ConnectionState>) -> bool {
+    matches!(*state.borrow(), ConnectionState::Ended(_))
+}
+
+/// The event callback: keeps the session's state, and ends it when the cluster refuses the key.
+fn track_state(
+    state: Arc<watch::Sender<ConnectionState>>,
+) -> impl Fn(Event) -> std::future::Ready<()> + Send + Sync + 'static {
+    let refused = ConnectErrorKind::AuthorizationViolation.to_string();
+    move |event| {
+        let next = match &event {
+            Event::Connected => Some(ConnectionState::Connected),
+            Event::Disconnected => Some(ConnectionState::Reconnecting),
+            Event::ServerError(ServerError::AuthorizationViolation) => {
+                Some(ConnectionState::Ended(SessionEnd::Revoked))
+            }
+            // A refused reconnect: async-nats reports the connect error's kind as text.
+            Event::ClientError(ClientError::Other(text)) if *text == refused => {
+                Some(ConnectionState::Ended(SessionEnd::Revoked))
+            }
+            _ => None,
+        };
+        if let Some(next) = next {
+            state.send_if_modified(|current| {
+                if matches!(current, ConnectionState::Ended(_)) || *current == next {
+                    return false;
+                }
+                if let ConnectionState::Ended(end) = next {
+                    tracing::info!(%end, "the session ended");
+                }
+                *current = next;
+                true
+            });
+        }
+        std::future::ready(())
+    }
+}
+
+/// Reconnect delays: async-nats's schedule (immediately, then doubling to 4 s) while the
+/// session lives; once it has ended, one attempt an hour, each refused at once by the auth
+/// callback without a signature, so an ended session costs nothing.
+fn reconnect_delay(
+    state: Arc<watch::Sender<ConnectionState>>,
+) -> impl Fn(usize) -> Duration + Send + Sync + 'static {
+    move |attempts| {
+        if has_ended(&state) {
+            return Duration::from_secs(3600);
+        }
+        match attempts {
+            0 | 1 => Duration::ZERO,
+            n => Duration::from_millis(2u64.saturating_pow((n - 1).min(12) as u32))
+                .min(Duration::from_secs(4)),
+        }
+    }
+}
