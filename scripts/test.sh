@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test: the Rust workspace (unit, integration and doc tests), the freshness of the
-# generated bindings, the Python and Kotlin binding tests against the real native library, and
-# the Swift C-header check. Installs what is missing first (scripts/setup.sh).
+# generated bindings, the Python and Kotlin binding tests against the real native library (with
+# end-to-end suites against a real membershipd), and the Swift C-header check. Installs what is
+# missing first (scripts/setup.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +13,11 @@ cargo test --workspace
 
 echo "== Generated bindings match the library (also stages the native library for the tests)"
 scripts/gen-bindings.sh --check
+
+# The Python and Kotlin end-to-end suites run the real membershipd and nats-server.
+cargo build --quiet -p unibus-server --bin membershipd
+export UNIBUS_MEMBERSHIPD="$PWD/target/debug/membershipd"
+export NATS_SERVER="${NATS_SERVER:-$PWD/.tools/bin/nats-server}"
 
 echo "== Python bindings"
 (cd bindings/python && python3 -m pytest -q)

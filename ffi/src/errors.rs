@@ -147,3 +147,123 @@ impl From<unibus::room::RoomIdError> for SealError {
         Self::InvalidInput(error.to_string())
     }
 }
+
+flat_error! {
+    /// Redeeming an invite failed. Retrying with the same identity and link is always safe.
+    RegisterError from unibus::client::RegisterError {
+        /// The server knows no invite with this token.
+        InviteUnknown,
+        /// Another key already redeemed the invite.
+        InviteUsed,
+        /// This identity is already registered; it can log in as it is.
+        AlreadyRegistered,
+        /// The invite has expired.
+        InviteExpired,
+        /// An admin cancelled the invite.
+        InviteCancelled,
+        /// The server refused the request itself (a protocol mismatch); retrying will not help.
+        Rejected,
+        /// Too many attempts from this address; wait and retry.
+        RateLimited,
+        /// The server is unavailable; retry later.
+        Unavailable,
+        /// The server could not be reached; retry later.
+        Transport,
+        /// The server's reply is not a registration of this identity.
+        InvalidResponse,
+        /// HTTPS could not be set up (for example an unusable root certificate).
+        Tls,
+    }
+    extra {
+        /// An SDK task failed unexpectedly (see the message).
+        Internal,
+    }
+}
+
+flat_error! {
+    /// A cluster session call failed. A failure is never an answer: a timeout is not "no".
+    SessionError from unibus::client::SessionError {
+        /// The cluster refused the login: not an active user.
+        LoginRefused,
+        /// The cluster could not be reached to log in.
+        Connect,
+        /// No answer in time; retry.
+        Timeout,
+        /// No membershipd is answering; retry later.
+        NoResponders,
+        /// The request could not be sent.
+        Transport,
+        /// The session has ended (closed or revoked); connect a new one.
+        Ended,
+        /// This identity is no longer an active user.
+        NotAuthorized,
+        /// Not a member of the room (or no such room).
+        NotMember,
+        /// Only the room's owner may do this.
+        NotOwner,
+        /// No key is sealed to this identity at that epoch.
+        NoKey,
+        /// A room with this id exists.
+        RoomExists,
+        /// No active user has this key.
+        UnknownUser,
+        /// Another rekey came first, on every attempt.
+        EpochConflict,
+        /// The members changed during the rekey, on every attempt.
+        RecipientsMismatch,
+        /// membershipd refused the rekey manifest.
+        BadManifest,
+        /// membershipd refused the request as malformed.
+        BadRequest,
+        /// A record changed during the request; retry.
+        NotFound,
+        /// membershipd's store is unavailable; retry later.
+        Unavailable,
+        /// A refusal code this version does not know (see the message).
+        Refused,
+        /// membershipd's reply is malformed.
+        InvalidReply,
+        /// The room key did not verify; it was not used.
+        Verification,
+        /// The server named another owner for a room than before.
+        OwnerChanged,
+        /// Sealing a new room key failed on this device.
+        Seal,
+    }
+    extra {
+        /// An argument (room id, key, URL) is malformed.
+        InvalidArgument,
+        /// An SDK task failed unexpectedly (see the message).
+        Internal,
+    }
+}
+
+impl From<crate::runtime::Panicked> for RegisterError {
+    fn from(panicked: crate::runtime::Panicked) -> Self {
+        Self::Internal(panicked.0)
+    }
+}
+
+impl From<crate::runtime::Panicked> for SessionError {
+    fn from(panicked: crate::runtime::Panicked) -> Self {
+        Self::Internal(panicked.0)
+    }
+}
+
+impl From<crate::runtime::Panicked> for SealError {
+    fn from(panicked: crate::runtime::Panicked) -> Self {
+        Self::Other(panicked.0)
+    }
+}
+
+impl From<unibus::keys::KeyError> for SessionError {
+    fn from(error: unibus::keys::KeyError) -> Self {
+        Self::InvalidArgument(error.to_string())
+    }
+}
+
+impl From<unibus::room::RoomIdError> for SessionError {
+    fn from(error: unibus::room::RoomIdError) -> Self {
+        Self::InvalidArgument(error.to_string())
+    }
+}

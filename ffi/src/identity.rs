@@ -7,20 +7,22 @@ use crate::errors::{IdentityError, KeyError};
 /// A user's ed25519 + x25519 keypairs. The secrets stay in Rust and are wiped when this object is
 /// destroyed (`close()` in Kotlin, deinit in Swift, garbage collection in Python).
 #[derive(Debug, uniffi::Object)]
-pub struct Identity(pub(crate) unibus::Identity);
+pub struct Identity(pub(crate) Arc<unibus::Identity>);
 
 #[uniffi::export]
 impl Identity {
     /// A fresh identity from the OS CSPRNG.
     #[uniffi::constructor]
     pub fn generate() -> Result<Arc<Self>, IdentityError> {
-        Ok(Arc::new(Self(unibus::Identity::generate()?)))
+        Ok(Arc::new(Self(Arc::new(unibus::Identity::generate()?))))
     }
 
     /// Imports the 65 bytes produced by [`Identity::export_secret_bytes`].
     #[uniffi::constructor]
     pub fn from_secret_bytes(bytes: Vec<u8>) -> Result<Arc<Self>, IdentityError> {
-        Ok(Arc::new(Self(unibus::Identity::from_secret_bytes(&bytes)?)))
+        Ok(Arc::new(Self(Arc::new(
+            unibus::Identity::from_secret_bytes(&bytes)?,
+        ))))
     }
 
     /// Both secrets, for the platform keychain or keystore and nothing else.

@@ -11,19 +11,33 @@
 //! Secrets stay in Rust objects ([`Identity`], [`RoomKey`]) and are wiped when the foreign
 //! object is destroyed. Only the explicit export calls hand secret bytes to the app.
 //!
-//! Panics never cross the boundary: uniffi catches them and raises an internal error in the
-//! foreign language, which is why the release profile must never use `panic = "abort"`.
+//! The network client (`register`, `Session`, watches) is async: `suspend` in Kotlin, `async`
+//! in Swift, coroutines in Python. Its work runs on one tokio runtime of the SDK's own, set up
+//! by `init_platform` (threads, log level, the app's `LogSink`) or with defaults on first use.
+//!
+//! Panics never cross the boundary: uniffi catches them in calls and raises an internal error
+//! in the foreign language, and a panic in SDK work on the runtime becomes the call's
+//! `Internal` error. The release profile must never use `panic = "abort"`.
 
 #![warn(missing_docs)]
 
+mod client;
 mod errors;
 mod identity;
 mod invite;
+mod runtime;
 mod sealing;
 
-pub use errors::{IdentityError, InviteLinkError, KeyError, SealError};
+pub use client::{
+    register, ConnectionState, OpenedRoomKey, RegisterOptions, Registration, RoomInfo, RoomUpdate,
+    Session, SessionEnd, SessionOptions, WatchEnd, WatchHandle, WatchListener,
+};
+pub use errors::{
+    IdentityError, InviteLinkError, KeyError, RegisterError, SealError, SessionError,
+};
 pub use identity::{validate_kex_public_key, validate_sign_public_key, Identity};
 pub use invite::{format_invite_link, InviteLink};
+pub use runtime::{init_platform, LogLevel, LogSink, PlatformConfig, PlatformError};
 pub use sealing::{open_manifest, open_room_key, rekey_room, seal_room_key, Recipient, RoomKey};
 
 uniffi::setup_scaffolding!("unibus");

@@ -90,7 +90,7 @@ pub fn open_room_key(
 ///
 /// Sealing is CPU work (about 0.1 ms per member), so it runs on a background thread and this
 /// function is `suspend`/`async` in the foreign language.
-#[uniffi::export(async_runtime = "tokio")]
+#[uniffi::export]
 pub async fn rekey_room(
     rekeyer: Arc<Identity>,
     room_id: String,
@@ -109,20 +109,24 @@ pub async fn rekey_room(
             })
         })
         .collect::<Result<Vec<_>, unibus::keys::KeyError>>()?;
-    tokio::task::spawn_blocking(move || {
-        SignedManifest::rekey(
-            &rekeyer.0,
-            &room,
-            epoch,
-            previous_epoch,
-            &room_key.0,
-            &recipients,
-        )
-        .map(|signed| signed.to_bytes())
-        .map_err(SealError::from)
+    // Sealing is CPU work: the runtime's blocking pool keeps it off the async workers.
+    crate::runtime::run(async move {
+        tokio::task::spawn_blocking(move || {
+            SignedManifest::rekey(
+                &rekeyer.0,
+                &room,
+                epoch,
+                previous_epoch,
+                &room_key.0,
+                &recipients,
+            )
+            .map(|signed| signed.to_bytes())
+            .map_err(SealError::from)
+        })
+        .await
+        .map_err(|e| SealError::Other(format!("rekey task failed: {e}")))?
     })
     .await
-    .map_err(|e| SealError::Other(format!("rekey task failed: {e}")))?
 }
 
 /// Verifies a signed manifest (room, epoch, the trusted rekeyer's signature) and opens this

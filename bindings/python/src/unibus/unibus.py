@@ -527,9 +527,13 @@ def _uniffi_check_contract_api_version(lib):
 def _uniffi_check_api_checksums(lib):
     if lib.uniffi_unibus_ffi_checksum_func_format_invite_link() != 48581:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    if lib.uniffi_unibus_ffi_checksum_func_init_platform() != 41736:
+        raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_unibus_ffi_checksum_func_open_manifest() != 42714:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_unibus_ffi_checksum_func_open_room_key() != 15058:
+        raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    if lib.uniffi_unibus_ffi_checksum_func_register() != 52035:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_unibus_ffi_checksum_func_rekey_room() != 14480:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
@@ -563,11 +567,47 @@ def _uniffi_check_api_checksums(lib):
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_unibus_ffi_checksum_constructor_invitelink_parse() != 63786:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    if lib.uniffi_unibus_ffi_checksum_method_logsink_log() != 11256:
+        raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_unibus_ffi_checksum_method_roomkey_expose_bytes() != 5998:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_unibus_ffi_checksum_constructor_roomkey_from_bytes() != 59696:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_unibus_ffi_checksum_constructor_roomkey_generate() != 49851:
+        raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    if lib.uniffi_unibus_ffi_checksum_method_session_add_member() != 37180:
+        raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    if lib.uniffi_unibus_ffi_checksum_method_session_close_session() != 65422:
+        raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    if lib.uniffi_unibus_ffi_checksum_method_session_create_room() != 14288:
+        raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    if lib.uniffi_unibus_ffi_checksum_method_session_current_epoch() != 20444:
+        raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    if lib.uniffi_unibus_ffi_checksum_method_session_is_member() != 64969:
+        raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    if lib.uniffi_unibus_ffi_checksum_method_session_members() != 8124:
+        raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    if lib.uniffi_unibus_ffi_checksum_method_session_my_rooms() != 51869:
+        raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    if lib.uniffi_unibus_ffi_checksum_method_session_rekey() != 42415:
+        raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    if lib.uniffi_unibus_ffi_checksum_method_session_remove_member() != 48537:
+        raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    if lib.uniffi_unibus_ffi_checksum_method_session_room_key() != 32077:
+        raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    if lib.uniffi_unibus_ffi_checksum_method_session_state() != 8839:
+        raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    if lib.uniffi_unibus_ffi_checksum_method_session_watch() != 32234:
+        raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    if lib.uniffi_unibus_ffi_checksum_constructor_session_connect() != 21092:
+        raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    if lib.uniffi_unibus_ffi_checksum_method_watchhandle_cancel() != 23149:
+        raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    if lib.uniffi_unibus_ffi_checksum_method_watchlistener_on_update() != 7804:
+        raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    if lib.uniffi_unibus_ffi_checksum_method_watchlistener_on_error() != 49302:
+        raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    if lib.uniffi_unibus_ffi_checksum_method_watchlistener_on_close() != 11659:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
 
 # A ctypes library to expose the extern-C FFI definitions.
@@ -601,12 +641,18 @@ _UniffiLib.ffi_unibus_ffi_uniffi_contract_version.restype = ctypes.c_uint32
 _UniffiLib.uniffi_unibus_ffi_checksum_func_format_invite_link.argtypes = (
 )
 _UniffiLib.uniffi_unibus_ffi_checksum_func_format_invite_link.restype = ctypes.c_uint16
+_UniffiLib.uniffi_unibus_ffi_checksum_func_init_platform.argtypes = (
+)
+_UniffiLib.uniffi_unibus_ffi_checksum_func_init_platform.restype = ctypes.c_uint16
 _UniffiLib.uniffi_unibus_ffi_checksum_func_open_manifest.argtypes = (
 )
 _UniffiLib.uniffi_unibus_ffi_checksum_func_open_manifest.restype = ctypes.c_uint16
 _UniffiLib.uniffi_unibus_ffi_checksum_func_open_room_key.argtypes = (
 )
 _UniffiLib.uniffi_unibus_ffi_checksum_func_open_room_key.restype = ctypes.c_uint16
+_UniffiLib.uniffi_unibus_ffi_checksum_func_register.argtypes = (
+)
+_UniffiLib.uniffi_unibus_ffi_checksum_func_register.restype = ctypes.c_uint16
 _UniffiLib.uniffi_unibus_ffi_checksum_func_rekey_room.argtypes = (
 )
 _UniffiLib.uniffi_unibus_ffi_checksum_func_rekey_room.restype = ctypes.c_uint16
@@ -655,6 +701,9 @@ _UniffiLib.uniffi_unibus_ffi_checksum_method_invitelink_to_url_string.restype = 
 _UniffiLib.uniffi_unibus_ffi_checksum_constructor_invitelink_parse.argtypes = (
 )
 _UniffiLib.uniffi_unibus_ffi_checksum_constructor_invitelink_parse.restype = ctypes.c_uint16
+_UniffiLib.uniffi_unibus_ffi_checksum_method_logsink_log.argtypes = (
+)
+_UniffiLib.uniffi_unibus_ffi_checksum_method_logsink_log.restype = ctypes.c_uint16
 _UniffiLib.uniffi_unibus_ffi_checksum_method_roomkey_expose_bytes.argtypes = (
 )
 _UniffiLib.uniffi_unibus_ffi_checksum_method_roomkey_expose_bytes.restype = ctypes.c_uint16
@@ -664,12 +713,69 @@ _UniffiLib.uniffi_unibus_ffi_checksum_constructor_roomkey_from_bytes.restype = c
 _UniffiLib.uniffi_unibus_ffi_checksum_constructor_roomkey_generate.argtypes = (
 )
 _UniffiLib.uniffi_unibus_ffi_checksum_constructor_roomkey_generate.restype = ctypes.c_uint16
+_UniffiLib.uniffi_unibus_ffi_checksum_method_session_add_member.argtypes = (
+)
+_UniffiLib.uniffi_unibus_ffi_checksum_method_session_add_member.restype = ctypes.c_uint16
+_UniffiLib.uniffi_unibus_ffi_checksum_method_session_close_session.argtypes = (
+)
+_UniffiLib.uniffi_unibus_ffi_checksum_method_session_close_session.restype = ctypes.c_uint16
+_UniffiLib.uniffi_unibus_ffi_checksum_method_session_create_room.argtypes = (
+)
+_UniffiLib.uniffi_unibus_ffi_checksum_method_session_create_room.restype = ctypes.c_uint16
+_UniffiLib.uniffi_unibus_ffi_checksum_method_session_current_epoch.argtypes = (
+)
+_UniffiLib.uniffi_unibus_ffi_checksum_method_session_current_epoch.restype = ctypes.c_uint16
+_UniffiLib.uniffi_unibus_ffi_checksum_method_session_is_member.argtypes = (
+)
+_UniffiLib.uniffi_unibus_ffi_checksum_method_session_is_member.restype = ctypes.c_uint16
+_UniffiLib.uniffi_unibus_ffi_checksum_method_session_members.argtypes = (
+)
+_UniffiLib.uniffi_unibus_ffi_checksum_method_session_members.restype = ctypes.c_uint16
+_UniffiLib.uniffi_unibus_ffi_checksum_method_session_my_rooms.argtypes = (
+)
+_UniffiLib.uniffi_unibus_ffi_checksum_method_session_my_rooms.restype = ctypes.c_uint16
+_UniffiLib.uniffi_unibus_ffi_checksum_method_session_rekey.argtypes = (
+)
+_UniffiLib.uniffi_unibus_ffi_checksum_method_session_rekey.restype = ctypes.c_uint16
+_UniffiLib.uniffi_unibus_ffi_checksum_method_session_remove_member.argtypes = (
+)
+_UniffiLib.uniffi_unibus_ffi_checksum_method_session_remove_member.restype = ctypes.c_uint16
+_UniffiLib.uniffi_unibus_ffi_checksum_method_session_room_key.argtypes = (
+)
+_UniffiLib.uniffi_unibus_ffi_checksum_method_session_room_key.restype = ctypes.c_uint16
+_UniffiLib.uniffi_unibus_ffi_checksum_method_session_state.argtypes = (
+)
+_UniffiLib.uniffi_unibus_ffi_checksum_method_session_state.restype = ctypes.c_uint16
+_UniffiLib.uniffi_unibus_ffi_checksum_method_session_watch.argtypes = (
+)
+_UniffiLib.uniffi_unibus_ffi_checksum_method_session_watch.restype = ctypes.c_uint16
+_UniffiLib.uniffi_unibus_ffi_checksum_constructor_session_connect.argtypes = (
+)
+_UniffiLib.uniffi_unibus_ffi_checksum_constructor_session_connect.restype = ctypes.c_uint16
+_UniffiLib.uniffi_unibus_ffi_checksum_method_watchhandle_cancel.argtypes = (
+)
+_UniffiLib.uniffi_unibus_ffi_checksum_method_watchhandle_cancel.restype = ctypes.c_uint16
+_UniffiLib.uniffi_unibus_ffi_checksum_method_watchlistener_on_update.argtypes = (
+)
+_UniffiLib.uniffi_unibus_ffi_checksum_method_watchlistener_on_update.restype = ctypes.c_uint16
+_UniffiLib.uniffi_unibus_ffi_checksum_method_watchlistener_on_error.argtypes = (
+)
+_UniffiLib.uniffi_unibus_ffi_checksum_method_watchlistener_on_error.restype = ctypes.c_uint16
+_UniffiLib.uniffi_unibus_ffi_checksum_method_watchlistener_on_close.argtypes = (
+)
+_UniffiLib.uniffi_unibus_ffi_checksum_method_watchlistener_on_close.restype = ctypes.c_uint16
 _UniffiLib.uniffi_unibus_ffi_fn_func_format_invite_link.argtypes = (
     _UniffiRustBuffer,
     _UniffiRustBuffer,
     ctypes.POINTER(_UniffiRustCallStatus),
 )
 _UniffiLib.uniffi_unibus_ffi_fn_func_format_invite_link.restype = _UniffiRustBuffer
+_UniffiLib.uniffi_unibus_ffi_fn_func_init_platform.argtypes = (
+    _UniffiRustBuffer,
+    _UniffiRustBuffer,
+    ctypes.POINTER(_UniffiRustCallStatus),
+)
+_UniffiLib.uniffi_unibus_ffi_fn_func_init_platform.restype = None
 _UniffiLib.uniffi_unibus_ffi_fn_func_open_manifest.argtypes = (
     ctypes.c_uint64,
     _UniffiRustBuffer,
@@ -688,6 +794,12 @@ _UniffiLib.uniffi_unibus_ffi_fn_func_open_room_key.argtypes = (
     ctypes.POINTER(_UniffiRustCallStatus),
 )
 _UniffiLib.uniffi_unibus_ffi_fn_func_open_room_key.restype = ctypes.c_uint64
+_UniffiLib.uniffi_unibus_ffi_fn_func_register.argtypes = (
+    ctypes.c_uint64,
+    ctypes.c_uint64,
+    _UniffiRustBuffer,
+)
+_UniffiLib.uniffi_unibus_ffi_fn_func_register.restype = ctypes.c_uint64
 _UniffiLib.uniffi_unibus_ffi_fn_func_rekey_room.argtypes = (
     ctypes.c_uint64,
     _UniffiRustBuffer,
@@ -776,6 +888,14 @@ _UniffiLib.uniffi_unibus_ffi_fn_constructor_invitelink_parse.argtypes = (
     ctypes.POINTER(_UniffiRustCallStatus),
 )
 _UniffiLib.uniffi_unibus_ffi_fn_constructor_invitelink_parse.restype = ctypes.c_uint64
+_UniffiLib.uniffi_unibus_ffi_fn_method_logsink_log.argtypes = (
+    ctypes.c_uint64,
+    _UniffiRustBuffer,
+    _UniffiRustBuffer,
+    _UniffiRustBuffer,
+    ctypes.POINTER(_UniffiRustCallStatus),
+)
+_UniffiLib.uniffi_unibus_ffi_fn_method_logsink_log.restype = None
 _UniffiLib.uniffi_unibus_ffi_fn_method_roomkey_expose_bytes.argtypes = (
     ctypes.c_uint64,
     ctypes.POINTER(_UniffiRustCallStatus),
@@ -790,6 +910,96 @@ _UniffiLib.uniffi_unibus_ffi_fn_constructor_roomkey_generate.argtypes = (
     ctypes.POINTER(_UniffiRustCallStatus),
 )
 _UniffiLib.uniffi_unibus_ffi_fn_constructor_roomkey_generate.restype = ctypes.c_uint64
+_UniffiLib.uniffi_unibus_ffi_fn_method_session_add_member.argtypes = (
+    ctypes.c_uint64,
+    _UniffiRustBuffer,
+    _UniffiRustBuffer,
+)
+_UniffiLib.uniffi_unibus_ffi_fn_method_session_add_member.restype = ctypes.c_uint64
+_UniffiLib.uniffi_unibus_ffi_fn_method_session_close_session.argtypes = (
+    ctypes.c_uint64,
+)
+_UniffiLib.uniffi_unibus_ffi_fn_method_session_close_session.restype = ctypes.c_uint64
+_UniffiLib.uniffi_unibus_ffi_fn_method_session_create_room.argtypes = (
+    ctypes.c_uint64,
+    _UniffiRustBuffer,
+)
+_UniffiLib.uniffi_unibus_ffi_fn_method_session_create_room.restype = ctypes.c_uint64
+_UniffiLib.uniffi_unibus_ffi_fn_method_session_current_epoch.argtypes = (
+    ctypes.c_uint64,
+    _UniffiRustBuffer,
+)
+_UniffiLib.uniffi_unibus_ffi_fn_method_session_current_epoch.restype = ctypes.c_uint64
+_UniffiLib.uniffi_unibus_ffi_fn_method_session_is_member.argtypes = (
+    ctypes.c_uint64,
+    _UniffiRustBuffer,
+)
+_UniffiLib.uniffi_unibus_ffi_fn_method_session_is_member.restype = ctypes.c_uint64
+_UniffiLib.uniffi_unibus_ffi_fn_method_session_members.argtypes = (
+    ctypes.c_uint64,
+    _UniffiRustBuffer,
+)
+_UniffiLib.uniffi_unibus_ffi_fn_method_session_members.restype = ctypes.c_uint64
+_UniffiLib.uniffi_unibus_ffi_fn_method_session_my_rooms.argtypes = (
+    ctypes.c_uint64,
+)
+_UniffiLib.uniffi_unibus_ffi_fn_method_session_my_rooms.restype = ctypes.c_uint64
+_UniffiLib.uniffi_unibus_ffi_fn_method_session_rekey.argtypes = (
+    ctypes.c_uint64,
+    _UniffiRustBuffer,
+)
+_UniffiLib.uniffi_unibus_ffi_fn_method_session_rekey.restype = ctypes.c_uint64
+_UniffiLib.uniffi_unibus_ffi_fn_method_session_remove_member.argtypes = (
+    ctypes.c_uint64,
+    _UniffiRustBuffer,
+    _UniffiRustBuffer,
+)
+_UniffiLib.uniffi_unibus_ffi_fn_method_session_remove_member.restype = ctypes.c_uint64
+_UniffiLib.uniffi_unibus_ffi_fn_method_session_room_key.argtypes = (
+    ctypes.c_uint64,
+    _UniffiRustBuffer,
+    _UniffiRustBuffer,
+)
+_UniffiLib.uniffi_unibus_ffi_fn_method_session_room_key.restype = ctypes.c_uint64
+_UniffiLib.uniffi_unibus_ffi_fn_method_session_state.argtypes = (
+    ctypes.c_uint64,
+    ctypes.POINTER(_UniffiRustCallStatus),
+)
+_UniffiLib.uniffi_unibus_ffi_fn_method_session_state.restype = _UniffiRustBuffer
+_UniffiLib.uniffi_unibus_ffi_fn_method_session_watch.argtypes = (
+    ctypes.c_uint64,
+    ctypes.c_uint64,
+)
+_UniffiLib.uniffi_unibus_ffi_fn_method_session_watch.restype = ctypes.c_uint64
+_UniffiLib.uniffi_unibus_ffi_fn_constructor_session_connect.argtypes = (
+    ctypes.c_uint64,
+    _UniffiRustBuffer,
+    _UniffiRustBuffer,
+)
+_UniffiLib.uniffi_unibus_ffi_fn_constructor_session_connect.restype = ctypes.c_uint64
+_UniffiLib.uniffi_unibus_ffi_fn_method_watchhandle_cancel.argtypes = (
+    ctypes.c_uint64,
+    ctypes.POINTER(_UniffiRustCallStatus),
+)
+_UniffiLib.uniffi_unibus_ffi_fn_method_watchhandle_cancel.restype = None
+_UniffiLib.uniffi_unibus_ffi_fn_method_watchlistener_on_update.argtypes = (
+    ctypes.c_uint64,
+    _UniffiRustBuffer,
+    ctypes.POINTER(_UniffiRustCallStatus),
+)
+_UniffiLib.uniffi_unibus_ffi_fn_method_watchlistener_on_update.restype = None
+_UniffiLib.uniffi_unibus_ffi_fn_method_watchlistener_on_error.argtypes = (
+    ctypes.c_uint64,
+    _UniffiRustBuffer,
+    ctypes.POINTER(_UniffiRustCallStatus),
+)
+_UniffiLib.uniffi_unibus_ffi_fn_method_watchlistener_on_error.restype = None
+_UniffiLib.uniffi_unibus_ffi_fn_method_watchlistener_on_close.argtypes = (
+    ctypes.c_uint64,
+    _UniffiRustBuffer,
+    ctypes.POINTER(_UniffiRustCallStatus),
+)
+_UniffiLib.uniffi_unibus_ffi_fn_method_watchlistener_on_close.restype = None
 _UniffiLib.uniffi_unibus_ffi_fn_clone_identity.argtypes = (
     ctypes.c_uint64,
     ctypes.POINTER(_UniffiRustCallStatus),
@@ -810,6 +1020,16 @@ _UniffiLib.uniffi_unibus_ffi_fn_free_invitelink.argtypes = (
     ctypes.POINTER(_UniffiRustCallStatus),
 )
 _UniffiLib.uniffi_unibus_ffi_fn_free_invitelink.restype = None
+_UniffiLib.uniffi_unibus_ffi_fn_clone_logsink.argtypes = (
+    ctypes.c_uint64,
+    ctypes.POINTER(_UniffiRustCallStatus),
+)
+_UniffiLib.uniffi_unibus_ffi_fn_clone_logsink.restype = ctypes.c_uint64
+_UniffiLib.uniffi_unibus_ffi_fn_free_logsink.argtypes = (
+    ctypes.c_uint64,
+    ctypes.POINTER(_UniffiRustCallStatus),
+)
+_UniffiLib.uniffi_unibus_ffi_fn_free_logsink.restype = None
 _UniffiLib.uniffi_unibus_ffi_fn_clone_roomkey.argtypes = (
     ctypes.c_uint64,
     ctypes.POINTER(_UniffiRustCallStatus),
@@ -820,6 +1040,78 @@ _UniffiLib.uniffi_unibus_ffi_fn_free_roomkey.argtypes = (
     ctypes.POINTER(_UniffiRustCallStatus),
 )
 _UniffiLib.uniffi_unibus_ffi_fn_free_roomkey.restype = None
+_UniffiLib.uniffi_unibus_ffi_fn_clone_session.argtypes = (
+    ctypes.c_uint64,
+    ctypes.POINTER(_UniffiRustCallStatus),
+)
+_UniffiLib.uniffi_unibus_ffi_fn_clone_session.restype = ctypes.c_uint64
+_UniffiLib.uniffi_unibus_ffi_fn_free_session.argtypes = (
+    ctypes.c_uint64,
+    ctypes.POINTER(_UniffiRustCallStatus),
+)
+_UniffiLib.uniffi_unibus_ffi_fn_free_session.restype = None
+_UniffiLib.uniffi_unibus_ffi_fn_clone_watchhandle.argtypes = (
+    ctypes.c_uint64,
+    ctypes.POINTER(_UniffiRustCallStatus),
+)
+_UniffiLib.uniffi_unibus_ffi_fn_clone_watchhandle.restype = ctypes.c_uint64
+_UniffiLib.uniffi_unibus_ffi_fn_free_watchhandle.argtypes = (
+    ctypes.c_uint64,
+    ctypes.POINTER(_UniffiRustCallStatus),
+)
+_UniffiLib.uniffi_unibus_ffi_fn_free_watchhandle.restype = None
+_UniffiLib.uniffi_unibus_ffi_fn_clone_watchlistener.argtypes = (
+    ctypes.c_uint64,
+    ctypes.POINTER(_UniffiRustCallStatus),
+)
+_UniffiLib.uniffi_unibus_ffi_fn_clone_watchlistener.restype = ctypes.c_uint64
+_UniffiLib.uniffi_unibus_ffi_fn_free_watchlistener.argtypes = (
+    ctypes.c_uint64,
+    ctypes.POINTER(_UniffiRustCallStatus),
+)
+_UniffiLib.uniffi_unibus_ffi_fn_free_watchlistener.restype = None
+_UNIFFI_CALLBACK_INTERFACE_UNIBUS_LOG_SINK_METHOD0 = ctypes.CFUNCTYPE(None,ctypes.c_uint64,_UniffiRustBuffer,_UniffiRustBuffer,_UniffiRustBuffer,ctypes.c_void_p,
+    ctypes.POINTER(_UniffiRustCallStatus),
+)
+_UNIFFI_CALLBACK_INTERFACE_CLONE_UNIBUS_LOG_SINK = ctypes.CFUNCTYPE(ctypes.c_uint64,ctypes.c_uint64,
+)
+_UNIFFI_CALLBACK_INTERFACE_FREE_UNIBUS_LOG_SINK = ctypes.CFUNCTYPE(None,ctypes.c_uint64,
+)
+class _UniffiVTableCallbackInterfaceUnibusLogSink(ctypes.Structure):
+    _fields_ = [
+        ("uniffi_free", _UNIFFI_CALLBACK_INTERFACE_FREE_UNIBUS_LOG_SINK),
+        ("uniffi_clone", _UNIFFI_CALLBACK_INTERFACE_CLONE_UNIBUS_LOG_SINK),
+        ("log", _UNIFFI_CALLBACK_INTERFACE_UNIBUS_LOG_SINK_METHOD0),
+    ]
+_UniffiLib.uniffi_unibus_ffi_fn_init_callback_vtable_logsink.argtypes = (
+    ctypes.POINTER(_UniffiVTableCallbackInterfaceUnibusLogSink),
+)
+_UniffiLib.uniffi_unibus_ffi_fn_init_callback_vtable_logsink.restype = None
+_UNIFFI_CALLBACK_INTERFACE_UNIBUS_WATCH_LISTENER_METHOD0 = ctypes.CFUNCTYPE(None,ctypes.c_uint64,_UniffiRustBuffer,ctypes.c_void_p,
+    ctypes.POINTER(_UniffiRustCallStatus),
+)
+_UNIFFI_CALLBACK_INTERFACE_UNIBUS_WATCH_LISTENER_METHOD1 = ctypes.CFUNCTYPE(None,ctypes.c_uint64,_UniffiRustBuffer,ctypes.c_void_p,
+    ctypes.POINTER(_UniffiRustCallStatus),
+)
+_UNIFFI_CALLBACK_INTERFACE_UNIBUS_WATCH_LISTENER_METHOD2 = ctypes.CFUNCTYPE(None,ctypes.c_uint64,_UniffiRustBuffer,ctypes.c_void_p,
+    ctypes.POINTER(_UniffiRustCallStatus),
+)
+_UNIFFI_CALLBACK_INTERFACE_CLONE_UNIBUS_WATCH_LISTENER = ctypes.CFUNCTYPE(ctypes.c_uint64,ctypes.c_uint64,
+)
+_UNIFFI_CALLBACK_INTERFACE_FREE_UNIBUS_WATCH_LISTENER = ctypes.CFUNCTYPE(None,ctypes.c_uint64,
+)
+class _UniffiVTableCallbackInterfaceUnibusWatchListener(ctypes.Structure):
+    _fields_ = [
+        ("uniffi_free", _UNIFFI_CALLBACK_INTERFACE_FREE_UNIBUS_WATCH_LISTENER),
+        ("uniffi_clone", _UNIFFI_CALLBACK_INTERFACE_CLONE_UNIBUS_WATCH_LISTENER),
+        ("on_update", _UNIFFI_CALLBACK_INTERFACE_UNIBUS_WATCH_LISTENER_METHOD0),
+        ("on_error", _UNIFFI_CALLBACK_INTERFACE_UNIBUS_WATCH_LISTENER_METHOD1),
+        ("on_close", _UNIFFI_CALLBACK_INTERFACE_UNIBUS_WATCH_LISTENER_METHOD2),
+    ]
+_UniffiLib.uniffi_unibus_ffi_fn_init_callback_vtable_watchlistener.argtypes = (
+    ctypes.POINTER(_UniffiVTableCallbackInterfaceUnibusWatchListener),
+)
+_UniffiLib.uniffi_unibus_ffi_fn_init_callback_vtable_watchlistener.restype = None
 _UNIFFI_RUST_FUTURE_CONTINUATION_CALLBACK = ctypes.CFUNCTYPE(None,ctypes.c_uint64,ctypes.c_int8,
 )
 _UniffiLib.ffi_unibus_ffi_rust_future_poll_u8.argtypes = (
@@ -1121,6 +1413,340 @@ async def _uniffi_rust_call_async(rust_future, ffi_poll, ffi_complete, ffi_free,
 # Public interface members begin here.
 
 
+class _UniffiFfiConverterUInt64(_UniffiConverterPrimitiveInt):
+    CLASS_NAME = "u64"
+    VALUE_MIN = 0
+    VALUE_MAX = 2**64
+
+    @staticmethod
+    def read(buf):
+        return buf.read_u64()
+
+    @staticmethod
+    def write(value, buf):
+        buf.write_u64(value)
+
+class _UniffiFfiConverterBytes(_UniffiConverterRustBuffer):
+    @staticmethod
+    def read(buf):
+        size = buf.read_i32()
+        if size < 0:
+            raise InternalError("Unexpected negative byte string length")
+        return buf.read(size)
+
+    @staticmethod
+    def check_lower(value):
+        try:
+            memoryview(value)
+        except TypeError:
+            raise TypeError("a bytes-like object is required, not {!r}".format(type(value).__name__))
+
+    @staticmethod
+    def write(value, buf):
+        buf.write_i32(len(value))
+        buf.write(value)
+
+
+class RoomKeyProtocol(typing.Protocol):
+    """
+    A room's 32-byte symmetric key. Wiped when this object is destroyed.
+"""
+    
+    def expose_bytes(self, ) -> bytes:
+        """
+        The key bytes, for the app's message encryption. This copies the secret out of Rust.
+"""
+        raise NotImplementedError
+
+class RoomKey(RoomKeyProtocol):
+    """
+    A room's 32-byte symmetric key. Wiped when this object is destroyed.
+"""
+    
+    _handle: ctypes.c_uint64
+    @classmethod
+    def from_bytes(cls, bytes: bytes) -> RoomKey:
+        """
+        Wraps 32 key bytes.
+"""
+        
+        _UniffiFfiConverterBytes.check_lower(bytes)
+        _uniffi_lowered_args = (
+            _UniffiFfiConverterBytes.lower(bytes),
+        )
+        _uniffi_lift_return = _UniffiFfiConverterTypeRoomKey.lift
+        _uniffi_error_converter = _UniffiFfiConverterTypeSealError
+        _uniffi_ffi_result = _uniffi_rust_call_with_error(
+            _uniffi_error_converter,
+            _UniffiLib.uniffi_unibus_ffi_fn_constructor_roomkey_from_bytes,
+            *_uniffi_lowered_args,
+        )
+        return cls._uniffi_make_instance(_uniffi_ffi_result)
+    @classmethod
+    def generate(cls, ) -> RoomKey:
+        """
+        A fresh key from the OS CSPRNG.
+"""
+        _uniffi_lowered_args = (
+        )
+        _uniffi_lift_return = _UniffiFfiConverterTypeRoomKey.lift
+        _uniffi_error_converter = _UniffiFfiConverterTypeSealError
+        _uniffi_ffi_result = _uniffi_rust_call_with_error(
+            _uniffi_error_converter,
+            _UniffiLib.uniffi_unibus_ffi_fn_constructor_roomkey_generate,
+            *_uniffi_lowered_args,
+        )
+        return cls._uniffi_make_instance(_uniffi_ffi_result)
+    
+    def __init__(self, *args, **kwargs):
+        raise ValueError("This class has no default constructor")
+
+    def __del__(self):
+        # In case of partial initialization of instances.
+        handle = getattr(self, "_handle", None)
+        if handle is not None:
+            _uniffi_rust_call(_UniffiLib.uniffi_unibus_ffi_fn_free_roomkey, handle)
+
+    def _uniffi_clone_handle(self):
+        return _uniffi_rust_call(_UniffiLib.uniffi_unibus_ffi_fn_clone_roomkey, self._handle)
+
+    # Used by alternative constructors or any methods which return this type.
+    @classmethod
+    def _uniffi_make_instance(cls, handle):
+        # Lightly yucky way to bypass the usual __init__ logic
+        # and just create a new instance with the required handle.
+        inst = cls.__new__(cls)
+        inst._handle = handle
+        return inst
+    def expose_bytes(self, ) -> bytes:
+        """
+        The key bytes, for the app's message encryption. This copies the secret out of Rust.
+"""
+        _uniffi_lowered_args = (
+            self._uniffi_clone_handle(),
+        )
+        _uniffi_lift_return = _UniffiFfiConverterBytes.lift
+        _uniffi_error_converter = None
+        _uniffi_ffi_result = _uniffi_rust_call_with_error(
+            _uniffi_error_converter,
+            _UniffiLib.uniffi_unibus_ffi_fn_method_roomkey_expose_bytes,
+            *_uniffi_lowered_args,
+        )
+        return _uniffi_lift_return(_uniffi_ffi_result)
+
+
+
+
+
+class _UniffiFfiConverterTypeRoomKey:
+    @staticmethod
+    def lift(value: int) -> RoomKey:
+        return RoomKey._uniffi_make_instance(value)
+
+    @staticmethod
+    def check_lower(value: RoomKey):
+        if not isinstance(value, RoomKey):
+            raise TypeError("Expected RoomKey instance, {} found".format(type(value).__name__))
+
+    @staticmethod
+    def lower(value: RoomKey) -> ctypes.c_uint64:
+        return value._uniffi_clone_handle()
+
+    @classmethod
+    def read(cls, buf: _UniffiRustBuffer) -> RoomKey:
+        ptr = buf.read_u64()
+        if ptr == 0:
+            raise InternalError("Raw handle value was null")
+        return cls.lift(ptr)
+
+    @classmethod
+    def write(cls, value: RoomKey, buf: _UniffiRustBuffer):
+        buf.write_u64(cls.lower(value))
+
+@dataclass
+class OpenedRoomKey:
+    """
+    A verified, opened room key and its epoch.
+"""
+    def __init__(self, *, epoch:int, key:RoomKey):
+        self.epoch = epoch
+        self.key = key
+        
+        
+
+    
+    def __str__(self):
+        return "OpenedRoomKey(epoch={}, key={})".format(self.epoch, self.key)
+    def __eq__(self, other):
+        if self.epoch != other.epoch:
+            return False
+        if self.key != other.key:
+            return False
+        return True
+
+class _UniffiFfiConverterTypeOpenedRoomKey(_UniffiConverterRustBuffer):
+    @staticmethod
+    def read(buf):
+        return OpenedRoomKey(
+            epoch=_UniffiFfiConverterUInt64.read(buf),
+            key=_UniffiFfiConverterTypeRoomKey.read(buf),
+        )
+
+    @staticmethod
+    def check_lower(value):
+        _UniffiFfiConverterUInt64.check_lower(value.epoch)
+        _UniffiFfiConverterTypeRoomKey.check_lower(value.key)
+
+    @staticmethod
+    def write(value, buf):
+        _UniffiFfiConverterUInt64.write(value.epoch, buf)
+        _UniffiFfiConverterTypeRoomKey.write(value.key, buf)
+
+class _UniffiFfiConverterUInt32(_UniffiConverterPrimitiveInt):
+    CLASS_NAME = "u32"
+    VALUE_MIN = 0
+    VALUE_MAX = 2**32
+
+    @staticmethod
+    def read(buf):
+        return buf.read_u32()
+
+    @staticmethod
+    def write(value, buf):
+        buf.write_u32(value)
+
+
+
+
+
+
+class LogLevel(enum.Enum):
+    """
+    How much the SDK logs. Logs never hold secrets: no keys, tokens or signatures.
+"""
+    
+    OFF = 0
+    """
+    Nothing.
+"""
+    
+    ERROR = 1
+    """
+    Failures only.
+"""
+    
+    WARN = 2
+    """
+    Failures and anomalies.
+"""
+    
+    INFO = 3
+    """
+    Session life: logins, reconnects, session ends.
+"""
+    
+    DEBUG = 4
+    """
+    Also each retry and request.
+"""
+    
+    TRACE = 5
+    """
+    Everything, including the transport's own logs.
+"""
+    
+
+
+class _UniffiFfiConverterTypeLogLevel(_UniffiConverterRustBuffer):
+    @staticmethod
+    def read(buf):
+        variant = buf.read_i32()
+        if variant == 1:
+            return LogLevel.OFF
+        if variant == 2:
+            return LogLevel.ERROR
+        if variant == 3:
+            return LogLevel.WARN
+        if variant == 4:
+            return LogLevel.INFO
+        if variant == 5:
+            return LogLevel.DEBUG
+        if variant == 6:
+            return LogLevel.TRACE
+        raise InternalError("Raw enum value doesn't match any cases")
+
+    @staticmethod
+    def check_lower(value):
+        if value == LogLevel.OFF:
+            return
+        if value == LogLevel.ERROR:
+            return
+        if value == LogLevel.WARN:
+            return
+        if value == LogLevel.INFO:
+            return
+        if value == LogLevel.DEBUG:
+            return
+        if value == LogLevel.TRACE:
+            return
+        raise ValueError(value)
+
+    @staticmethod
+    def write(value, buf):
+        if value == LogLevel.OFF:
+            buf.write_i32(1)
+        if value == LogLevel.ERROR:
+            buf.write_i32(2)
+        if value == LogLevel.WARN:
+            buf.write_i32(3)
+        if value == LogLevel.INFO:
+            buf.write_i32(4)
+        if value == LogLevel.DEBUG:
+            buf.write_i32(5)
+        if value == LogLevel.TRACE:
+            buf.write_i32(6)
+
+
+
+@dataclass
+class PlatformConfig:
+    """
+    The process-wide settings of [`init_platform`].
+"""
+    def __init__(self, *, worker_threads:int = 0, log_level:LogLevel):
+        self.worker_threads = worker_threads
+        self.log_level = log_level
+        
+        
+
+    
+    def __str__(self):
+        return "PlatformConfig(worker_threads={}, log_level={})".format(self.worker_threads, self.log_level)
+    def __eq__(self, other):
+        if self.worker_threads != other.worker_threads:
+            return False
+        if self.log_level != other.log_level:
+            return False
+        return True
+
+class _UniffiFfiConverterTypePlatformConfig(_UniffiConverterRustBuffer):
+    @staticmethod
+    def read(buf):
+        return PlatformConfig(
+            worker_threads=_UniffiFfiConverterUInt32.read(buf),
+            log_level=_UniffiFfiConverterTypeLogLevel.read(buf),
+        )
+
+    @staticmethod
+    def check_lower(value):
+        _UniffiFfiConverterUInt32.check_lower(value.worker_threads)
+        _UniffiFfiConverterTypeLogLevel.check_lower(value.log_level)
+
+    @staticmethod
+    def write(value, buf):
+        _UniffiFfiConverterUInt32.write(value.worker_threads, buf)
+        _UniffiFfiConverterTypeLogLevel.write(value.log_level, buf)
+
 class _UniffiFfiConverterString:
     @staticmethod
     def check_lower(value):
@@ -1191,6 +1817,517 @@ class _UniffiFfiConverterTypeRecipient(_UniffiConverterRustBuffer):
     def write(value, buf):
         _UniffiFfiConverterString.write(value.sign_public_key, buf)
         _UniffiFfiConverterString.write(value.kex_public_key, buf)
+
+class _UniffiFfiConverterSequenceBytes(_UniffiConverterRustBuffer):
+    @classmethod
+    def check_lower(cls, value):
+        for item in value:
+            _UniffiFfiConverterBytes.check_lower(item)
+
+    @classmethod
+    def write(cls, value, buf):
+        items = len(value)
+        buf.write_i32(items)
+        for item in value:
+            _UniffiFfiConverterBytes.write(item, buf)
+
+    @classmethod
+    def read(cls, buf):
+        count = buf.read_i32()
+        if count < 0:
+            raise InternalError("Unexpected negative sequence length")
+
+        return [
+            _UniffiFfiConverterBytes.read(buf) for i in range(count)
+        ]
+
+@dataclass
+class RegisterOptions:
+    """
+    How [`register`] talks to the server. Every field has a default.
+"""
+    def __init__(self, *, attempts:int = 5, initial_backoff_ms:int = 250, max_backoff_ms:int = 4000, request_timeout_ms:int = 10000, trusted_root_certificates:typing.List[bytes] = _DEFAULT):
+        self.attempts = attempts
+        self.initial_backoff_ms = initial_backoff_ms
+        self.max_backoff_ms = max_backoff_ms
+        self.request_timeout_ms = request_timeout_ms
+        if trusted_root_certificates is _DEFAULT:
+            self.trusted_root_certificates = []
+        else:
+            self.trusted_root_certificates = trusted_root_certificates
+        
+        
+
+    
+    def __str__(self):
+        return "RegisterOptions(attempts={}, initial_backoff_ms={}, max_backoff_ms={}, request_timeout_ms={}, trusted_root_certificates={})".format(self.attempts, self.initial_backoff_ms, self.max_backoff_ms, self.request_timeout_ms, self.trusted_root_certificates)
+    def __eq__(self, other):
+        if self.attempts != other.attempts:
+            return False
+        if self.initial_backoff_ms != other.initial_backoff_ms:
+            return False
+        if self.max_backoff_ms != other.max_backoff_ms:
+            return False
+        if self.request_timeout_ms != other.request_timeout_ms:
+            return False
+        if self.trusted_root_certificates != other.trusted_root_certificates:
+            return False
+        return True
+
+class _UniffiFfiConverterTypeRegisterOptions(_UniffiConverterRustBuffer):
+    @staticmethod
+    def read(buf):
+        return RegisterOptions(
+            attempts=_UniffiFfiConverterUInt32.read(buf),
+            initial_backoff_ms=_UniffiFfiConverterUInt64.read(buf),
+            max_backoff_ms=_UniffiFfiConverterUInt64.read(buf),
+            request_timeout_ms=_UniffiFfiConverterUInt64.read(buf),
+            trusted_root_certificates=_UniffiFfiConverterSequenceBytes.read(buf),
+        )
+
+    @staticmethod
+    def check_lower(value):
+        _UniffiFfiConverterUInt32.check_lower(value.attempts)
+        _UniffiFfiConverterUInt64.check_lower(value.initial_backoff_ms)
+        _UniffiFfiConverterUInt64.check_lower(value.max_backoff_ms)
+        _UniffiFfiConverterUInt64.check_lower(value.request_timeout_ms)
+        _UniffiFfiConverterSequenceBytes.check_lower(value.trusted_root_certificates)
+
+    @staticmethod
+    def write(value, buf):
+        _UniffiFfiConverterUInt32.write(value.attempts, buf)
+        _UniffiFfiConverterUInt64.write(value.initial_backoff_ms, buf)
+        _UniffiFfiConverterUInt64.write(value.max_backoff_ms, buf)
+        _UniffiFfiConverterUInt64.write(value.request_timeout_ms, buf)
+        _UniffiFfiConverterSequenceBytes.write(value.trusted_root_certificates, buf)
+
+class _UniffiFfiConverterBoolean:
+    @classmethod
+    def check_lower(cls, value):
+        return not not value
+
+    @classmethod
+    def lower(cls, value):
+        return 1 if value else 0
+
+    @staticmethod
+    def lift(value):
+        return value != 0
+
+    @classmethod
+    def read(cls, buf):
+        return cls.lift(buf.read_u8())
+
+    @classmethod
+    def write(cls, value, buf):
+        buf.write_u8(value)
+
+class _UniffiFfiConverterSequenceString(_UniffiConverterRustBuffer):
+    @classmethod
+    def check_lower(cls, value):
+        for item in value:
+            _UniffiFfiConverterString.check_lower(item)
+
+    @classmethod
+    def write(cls, value, buf):
+        items = len(value)
+        buf.write_i32(items)
+        for item in value:
+            _UniffiFfiConverterString.write(item, buf)
+
+    @classmethod
+    def read(cls, buf):
+        count = buf.read_i32()
+        if count < 0:
+            raise InternalError("Unexpected negative sequence length")
+
+        return [
+            _UniffiFfiConverterString.read(buf) for i in range(count)
+        ]
+
+@dataclass
+class Registration:
+    """
+    What to keep beside the identity after registering.
+"""
+    def __init__(self, *, server_url:str, sign_public_key:str, kex_public_key:str, admin:bool, nats_urls:typing.List[str]):
+        self.server_url = server_url
+        self.sign_public_key = sign_public_key
+        self.kex_public_key = kex_public_key
+        self.admin = admin
+        self.nats_urls = nats_urls
+        
+        
+
+    
+    def __str__(self):
+        return "Registration(server_url={}, sign_public_key={}, kex_public_key={}, admin={}, nats_urls={})".format(self.server_url, self.sign_public_key, self.kex_public_key, self.admin, self.nats_urls)
+    def __eq__(self, other):
+        if self.server_url != other.server_url:
+            return False
+        if self.sign_public_key != other.sign_public_key:
+            return False
+        if self.kex_public_key != other.kex_public_key:
+            return False
+        if self.admin != other.admin:
+            return False
+        if self.nats_urls != other.nats_urls:
+            return False
+        return True
+
+class _UniffiFfiConverterTypeRegistration(_UniffiConverterRustBuffer):
+    @staticmethod
+    def read(buf):
+        return Registration(
+            server_url=_UniffiFfiConverterString.read(buf),
+            sign_public_key=_UniffiFfiConverterString.read(buf),
+            kex_public_key=_UniffiFfiConverterString.read(buf),
+            admin=_UniffiFfiConverterBoolean.read(buf),
+            nats_urls=_UniffiFfiConverterSequenceString.read(buf),
+        )
+
+    @staticmethod
+    def check_lower(value):
+        _UniffiFfiConverterString.check_lower(value.server_url)
+        _UniffiFfiConverterString.check_lower(value.sign_public_key)
+        _UniffiFfiConverterString.check_lower(value.kex_public_key)
+        _UniffiFfiConverterBoolean.check_lower(value.admin)
+        _UniffiFfiConverterSequenceString.check_lower(value.nats_urls)
+
+    @staticmethod
+    def write(value, buf):
+        _UniffiFfiConverterString.write(value.server_url, buf)
+        _UniffiFfiConverterString.write(value.sign_public_key, buf)
+        _UniffiFfiConverterString.write(value.kex_public_key, buf)
+        _UniffiFfiConverterBoolean.write(value.admin, buf)
+        _UniffiFfiConverterSequenceString.write(value.nats_urls, buf)
+
+@dataclass
+class RoomInfo:
+    """
+    A room as the control plane describes it.
+"""
+    def __init__(self, *, id:str, owner:str, epoch:int):
+        self.id = id
+        self.owner = owner
+        self.epoch = epoch
+        
+        
+
+    
+    def __str__(self):
+        return "RoomInfo(id={}, owner={}, epoch={})".format(self.id, self.owner, self.epoch)
+    def __eq__(self, other):
+        if self.id != other.id:
+            return False
+        if self.owner != other.owner:
+            return False
+        if self.epoch != other.epoch:
+            return False
+        return True
+
+class _UniffiFfiConverterTypeRoomInfo(_UniffiConverterRustBuffer):
+    @staticmethod
+    def read(buf):
+        return RoomInfo(
+            id=_UniffiFfiConverterString.read(buf),
+            owner=_UniffiFfiConverterString.read(buf),
+            epoch=_UniffiFfiConverterUInt64.read(buf),
+        )
+
+    @staticmethod
+    def check_lower(value):
+        _UniffiFfiConverterString.check_lower(value.id)
+        _UniffiFfiConverterString.check_lower(value.owner)
+        _UniffiFfiConverterUInt64.check_lower(value.epoch)
+
+    @staticmethod
+    def write(value, buf):
+        _UniffiFfiConverterString.write(value.id, buf)
+        _UniffiFfiConverterString.write(value.owner, buf)
+        _UniffiFfiConverterUInt64.write(value.epoch, buf)
+
+class _UniffiFfiConverterOptionalString(_UniffiConverterRustBuffer):
+    @classmethod
+    def check_lower(cls, value):
+        if value is not None:
+            _UniffiFfiConverterString.check_lower(value)
+
+    @classmethod
+    def write(cls, value, buf):
+        if value is None:
+            buf.write_u8(0)
+            return
+
+        buf.write_u8(1)
+        _UniffiFfiConverterString.write(value, buf)
+
+    @classmethod
+    def read(cls, buf):
+        flag = buf.read_u8()
+        if flag == 0:
+            return None
+        elif flag == 1:
+            return _UniffiFfiConverterString.read(buf)
+        else:
+            raise InternalError("Unexpected flag byte for optional type")
+
+@dataclass
+class SessionOptions:
+    """
+    How a [`Session`] connects and how long it waits. Every field has a default.
+"""
+    def __init__(self, *, request_timeout_ms:int = 5000, connect_timeout_ms:int = 5000, rekey_attempts:int = 3, connection_name:typing.Optional[str] = _DEFAULT):
+        self.request_timeout_ms = request_timeout_ms
+        self.connect_timeout_ms = connect_timeout_ms
+        self.rekey_attempts = rekey_attempts
+        if connection_name is _DEFAULT:
+            self.connection_name = None
+        else:
+            self.connection_name = connection_name
+        
+        
+
+    
+    def __str__(self):
+        return "SessionOptions(request_timeout_ms={}, connect_timeout_ms={}, rekey_attempts={}, connection_name={})".format(self.request_timeout_ms, self.connect_timeout_ms, self.rekey_attempts, self.connection_name)
+    def __eq__(self, other):
+        if self.request_timeout_ms != other.request_timeout_ms:
+            return False
+        if self.connect_timeout_ms != other.connect_timeout_ms:
+            return False
+        if self.rekey_attempts != other.rekey_attempts:
+            return False
+        if self.connection_name != other.connection_name:
+            return False
+        return True
+
+class _UniffiFfiConverterTypeSessionOptions(_UniffiConverterRustBuffer):
+    @staticmethod
+    def read(buf):
+        return SessionOptions(
+            request_timeout_ms=_UniffiFfiConverterUInt64.read(buf),
+            connect_timeout_ms=_UniffiFfiConverterUInt64.read(buf),
+            rekey_attempts=_UniffiFfiConverterUInt32.read(buf),
+            connection_name=_UniffiFfiConverterOptionalString.read(buf),
+        )
+
+    @staticmethod
+    def check_lower(value):
+        _UniffiFfiConverterUInt64.check_lower(value.request_timeout_ms)
+        _UniffiFfiConverterUInt64.check_lower(value.connect_timeout_ms)
+        _UniffiFfiConverterUInt32.check_lower(value.rekey_attempts)
+        _UniffiFfiConverterOptionalString.check_lower(value.connection_name)
+
+    @staticmethod
+    def write(value, buf):
+        _UniffiFfiConverterUInt64.write(value.request_timeout_ms, buf)
+        _UniffiFfiConverterUInt64.write(value.connect_timeout_ms, buf)
+        _UniffiFfiConverterUInt32.write(value.rekey_attempts, buf)
+        _UniffiFfiConverterOptionalString.write(value.connection_name, buf)
+
+
+
+
+
+
+class SessionEnd(enum.Enum):
+    """
+    Why a session ended.
+"""
+    
+    CLOSED = 0
+    """
+    The app closed it.
+"""
+    
+    REVOKED = 1
+    """
+    The cluster refused the identity on a reconnect: revoked or deleted.
+"""
+    
+
+
+class _UniffiFfiConverterTypeSessionEnd(_UniffiConverterRustBuffer):
+    @staticmethod
+    def read(buf):
+        variant = buf.read_i32()
+        if variant == 1:
+            return SessionEnd.CLOSED
+        if variant == 2:
+            return SessionEnd.REVOKED
+        raise InternalError("Raw enum value doesn't match any cases")
+
+    @staticmethod
+    def check_lower(value):
+        if value == SessionEnd.CLOSED:
+            return
+        if value == SessionEnd.REVOKED:
+            return
+        raise ValueError(value)
+
+    @staticmethod
+    def write(value, buf):
+        if value == SessionEnd.CLOSED:
+            buf.write_i32(1)
+        if value == SessionEnd.REVOKED:
+            buf.write_i32(2)
+
+
+
+
+
+
+
+
+class ConnectionState:
+    """
+    Whether a session can reach the cluster now.
+"""
+    def __init__(self):
+        raise RuntimeError("ConnectionState cannot be instantiated directly")
+
+    # Each enum variant is a nested class of the enum itself.
+    @dataclass
+    class CONNECTED:
+        """
+        Connected.
+"""
+        
+        def __init__(self, ):
+            pass
+
+    
+            
+            
+    
+        def __str__(self):
+            return "ConnectionState.CONNECTED()".format()
+        def __eq__(self, other):
+            if not isinstance(other, ConnectionState):
+                return NotImplemented
+            if not other.is_CONNECTED():
+                return False
+            return True
+
+    @dataclass
+    class RECONNECTING:
+        """
+        Reconnecting by itself; calls wait up to their timeout.
+"""
+        
+        def __init__(self, ):
+            pass
+
+    
+            
+            
+    
+        def __str__(self):
+            return "ConnectionState.RECONNECTING()".format()
+        def __eq__(self, other):
+            if not isinstance(other, ConnectionState):
+                return NotImplemented
+            if not other.is_RECONNECTING():
+                return False
+            return True
+
+    @dataclass
+    class ENDED:
+        """
+        Over; calls fail with `Ended`.
+"""
+        
+        def __init__(self, reason:SessionEnd):
+            self.reason = reason
+            
+            """
+        Why.
+"""
+        
+            pass
+
+    
+            
+            
+    
+        def __str__(self):
+            return "ConnectionState.ENDED(reason={})".format(self.reason)
+        def __eq__(self, other):
+            if not isinstance(other, ConnectionState):
+                return NotImplemented
+            if not other.is_ENDED():
+                return False
+            if self.reason != other.reason:
+                return False
+            return True
+
+    
+
+    # For each variant, we have `is_NAME` and `is_name` methods for easily checking
+    # whether an instance is that variant.
+    def is_CONNECTED(self) -> bool:
+        return isinstance(self, ConnectionState.CONNECTED)
+    def is_connected(self) -> bool:
+        return isinstance(self, ConnectionState.CONNECTED)
+    def is_RECONNECTING(self) -> bool:
+        return isinstance(self, ConnectionState.RECONNECTING)
+    def is_reconnecting(self) -> bool:
+        return isinstance(self, ConnectionState.RECONNECTING)
+    def is_ENDED(self) -> bool:
+        return isinstance(self, ConnectionState.ENDED)
+    def is_ended(self) -> bool:
+        return isinstance(self, ConnectionState.ENDED)
+    
+
+# Now, a little trick - we make each nested variant class be a subclass of the main
+# enum class, so that method calls and instance checks etc will work intuitively.
+# We might be able to do this a little more neatly with a metaclass, but this'll do.
+ConnectionState.CONNECTED = type("ConnectionState.CONNECTED", (ConnectionState.CONNECTED, ConnectionState,), {})  # type: ignore
+ConnectionState.RECONNECTING = type("ConnectionState.RECONNECTING", (ConnectionState.RECONNECTING, ConnectionState,), {})  # type: ignore
+ConnectionState.ENDED = type("ConnectionState.ENDED", (ConnectionState.ENDED, ConnectionState,), {})  # type: ignore
+
+
+
+
+class _UniffiFfiConverterTypeConnectionState(_UniffiConverterRustBuffer):
+    @staticmethod
+    def read(buf):
+        variant = buf.read_i32()
+        if variant == 1:
+            return ConnectionState.CONNECTED(
+            )
+        if variant == 2:
+            return ConnectionState.RECONNECTING(
+            )
+        if variant == 3:
+            return ConnectionState.ENDED(
+                _UniffiFfiConverterTypeSessionEnd.read(buf),
+            )
+        raise InternalError("Raw enum value doesn't match any cases")
+
+    @staticmethod
+    def check_lower(value):
+        if value.is_CONNECTED():
+            return
+        if value.is_RECONNECTING():
+            return
+        if value.is_ENDED():
+            _UniffiFfiConverterTypeSessionEnd.check_lower(value.reason)
+            return
+        raise ValueError(value)
+
+    @staticmethod
+    def write(value, buf):
+        if value.is_CONNECTED():
+            buf.write_i32(1)
+        if value.is_RECONNECTING():
+            buf.write_i32(2)
+        if value.is_ENDED():
+            buf.write_i32(3)
+            _UniffiFfiConverterTypeSessionEnd.write(value.reason, buf)
+
+
 
 
 
@@ -1653,6 +2790,563 @@ class _UniffiFfiConverterTypeKeyError(_UniffiConverterRustBuffer):
 
 
 
+# PlatformError
+# We want to define each variant as a nested class that's also a subclass,
+# which is tricky in Python.  To accomplish this we're going to create each
+# class separately, then manually add the child classes to the base class's
+# __dict__.  All of this happens in dummy class to avoid polluting the module
+# namespace.
+class PlatformError(Exception):
+    """
+    Why [`init_platform`] failed.
+"""
+    pass
+
+_UniffiTempPlatformError = PlatformError
+
+class PlatformError:  # type: ignore
+    """
+    Why [`init_platform`] failed.
+"""
+    
+    class AlreadyInitialized(_UniffiTempPlatformError):
+        """
+        The runtime was already started, by an earlier `init_platform` or by a first call.
+        Call `init_platform` once, before anything else.
+"""
+        def __repr__(self):
+            return "PlatformError.AlreadyInitialized({})".format(repr(str(self)))
+    _UniffiTempPlatformError.AlreadyInitialized = AlreadyInitialized # type: ignore
+    class Runtime(_UniffiTempPlatformError):
+        """
+        The runtime's threads could not be started.
+"""
+        def __repr__(self):
+            return "PlatformError.Runtime({})".format(repr(str(self)))
+    _UniffiTempPlatformError.Runtime = Runtime # type: ignore
+
+PlatformError = _UniffiTempPlatformError # type: ignore
+del _UniffiTempPlatformError
+
+
+class _UniffiFfiConverterTypePlatformError(_UniffiConverterRustBuffer):
+    @staticmethod
+    def read(buf):
+        variant = buf.read_i32()
+        if variant == 1:
+            return PlatformError.AlreadyInitialized(
+                _UniffiFfiConverterString.read(buf),
+            )
+        if variant == 2:
+            return PlatformError.Runtime(
+                _UniffiFfiConverterString.read(buf),
+            )
+        raise InternalError("Raw enum value doesn't match any cases")
+
+    @staticmethod
+    def check_lower(value):
+        if isinstance(value, PlatformError.AlreadyInitialized):
+            return
+        if isinstance(value, PlatformError.Runtime):
+            return
+
+    @staticmethod
+    def write(value, buf):
+        if isinstance(value, PlatformError.AlreadyInitialized):
+            buf.write_i32(1)
+        if isinstance(value, PlatformError.Runtime):
+            buf.write_i32(2)
+
+
+
+# RegisterError
+# We want to define each variant as a nested class that's also a subclass,
+# which is tricky in Python.  To accomplish this we're going to create each
+# class separately, then manually add the child classes to the base class's
+# __dict__.  All of this happens in dummy class to avoid polluting the module
+# namespace.
+class RegisterError(Exception):
+    """
+    Redeeming an invite failed. Retrying with the same identity and link is always safe.
+"""
+    pass
+
+_UniffiTempRegisterError = RegisterError
+
+class RegisterError:  # type: ignore
+    """
+    Redeeming an invite failed. Retrying with the same identity and link is always safe.
+"""
+    
+    class InviteUnknown(_UniffiTempRegisterError):
+        """
+        The server knows no invite with this token.
+"""
+        def __repr__(self):
+            return "RegisterError.InviteUnknown({})".format(repr(str(self)))
+    _UniffiTempRegisterError.InviteUnknown = InviteUnknown # type: ignore
+    class InviteUsed(_UniffiTempRegisterError):
+        """
+        Another key already redeemed the invite.
+"""
+        def __repr__(self):
+            return "RegisterError.InviteUsed({})".format(repr(str(self)))
+    _UniffiTempRegisterError.InviteUsed = InviteUsed # type: ignore
+    class AlreadyRegistered(_UniffiTempRegisterError):
+        """
+        This identity is already registered; it can log in as it is.
+"""
+        def __repr__(self):
+            return "RegisterError.AlreadyRegistered({})".format(repr(str(self)))
+    _UniffiTempRegisterError.AlreadyRegistered = AlreadyRegistered # type: ignore
+    class InviteExpired(_UniffiTempRegisterError):
+        """
+        The invite has expired.
+"""
+        def __repr__(self):
+            return "RegisterError.InviteExpired({})".format(repr(str(self)))
+    _UniffiTempRegisterError.InviteExpired = InviteExpired # type: ignore
+    class InviteCancelled(_UniffiTempRegisterError):
+        """
+        An admin cancelled the invite.
+"""
+        def __repr__(self):
+            return "RegisterError.InviteCancelled({})".format(repr(str(self)))
+    _UniffiTempRegisterError.InviteCancelled = InviteCancelled # type: ignore
+    class Rejected(_UniffiTempRegisterError):
+        """
+        The server refused the request itself (a protocol mismatch); retrying will not help.
+"""
+        def __repr__(self):
+            return "RegisterError.Rejected({})".format(repr(str(self)))
+    _UniffiTempRegisterError.Rejected = Rejected # type: ignore
+    class RateLimited(_UniffiTempRegisterError):
+        """
+        Too many attempts from this address; wait and retry.
+"""
+        def __repr__(self):
+            return "RegisterError.RateLimited({})".format(repr(str(self)))
+    _UniffiTempRegisterError.RateLimited = RateLimited # type: ignore
+    class Unavailable(_UniffiTempRegisterError):
+        """
+        The server is unavailable; retry later.
+"""
+        def __repr__(self):
+            return "RegisterError.Unavailable({})".format(repr(str(self)))
+    _UniffiTempRegisterError.Unavailable = Unavailable # type: ignore
+    class Transport(_UniffiTempRegisterError):
+        """
+        The server could not be reached; retry later.
+"""
+        def __repr__(self):
+            return "RegisterError.Transport({})".format(repr(str(self)))
+    _UniffiTempRegisterError.Transport = Transport # type: ignore
+    class InvalidResponse(_UniffiTempRegisterError):
+        """
+        The server's reply is not a registration of this identity.
+"""
+        def __repr__(self):
+            return "RegisterError.InvalidResponse({})".format(repr(str(self)))
+    _UniffiTempRegisterError.InvalidResponse = InvalidResponse # type: ignore
+    class Tls(_UniffiTempRegisterError):
+        """
+        HTTPS could not be set up (for example an unusable root certificate).
+"""
+        def __repr__(self):
+            return "RegisterError.Tls({})".format(repr(str(self)))
+    _UniffiTempRegisterError.Tls = Tls # type: ignore
+    class Internal(_UniffiTempRegisterError):
+        """
+        An SDK task failed unexpectedly (see the message).
+"""
+        def __repr__(self):
+            return "RegisterError.Internal({})".format(repr(str(self)))
+    _UniffiTempRegisterError.Internal = Internal # type: ignore
+    class Other(_UniffiTempRegisterError):
+        """
+        An error this version of the bindings does not name; the message says what.
+"""
+        def __repr__(self):
+            return "RegisterError.Other({})".format(repr(str(self)))
+    _UniffiTempRegisterError.Other = Other # type: ignore
+
+RegisterError = _UniffiTempRegisterError # type: ignore
+del _UniffiTempRegisterError
+
+
+class _UniffiFfiConverterTypeRegisterError(_UniffiConverterRustBuffer):
+    @staticmethod
+    def read(buf):
+        variant = buf.read_i32()
+        if variant == 1:
+            return RegisterError.InviteUnknown(
+                _UniffiFfiConverterString.read(buf),
+            )
+        if variant == 2:
+            return RegisterError.InviteUsed(
+                _UniffiFfiConverterString.read(buf),
+            )
+        if variant == 3:
+            return RegisterError.AlreadyRegistered(
+                _UniffiFfiConverterString.read(buf),
+            )
+        if variant == 4:
+            return RegisterError.InviteExpired(
+                _UniffiFfiConverterString.read(buf),
+            )
+        if variant == 5:
+            return RegisterError.InviteCancelled(
+                _UniffiFfiConverterString.read(buf),
+            )
+        if variant == 6:
+            return RegisterError.Rejected(
+                _UniffiFfiConverterString.read(buf),
+            )
+        if variant == 7:
+            return RegisterError.RateLimited(
+                _UniffiFfiConverterString.read(buf),
+            )
+        if variant == 8:
+            return RegisterError.Unavailable(
+                _UniffiFfiConverterString.read(buf),
+            )
+        if variant == 9:
+            return RegisterError.Transport(
+                _UniffiFfiConverterString.read(buf),
+            )
+        if variant == 10:
+            return RegisterError.InvalidResponse(
+                _UniffiFfiConverterString.read(buf),
+            )
+        if variant == 11:
+            return RegisterError.Tls(
+                _UniffiFfiConverterString.read(buf),
+            )
+        if variant == 12:
+            return RegisterError.Internal(
+                _UniffiFfiConverterString.read(buf),
+            )
+        if variant == 13:
+            return RegisterError.Other(
+                _UniffiFfiConverterString.read(buf),
+            )
+        raise InternalError("Raw enum value doesn't match any cases")
+
+    @staticmethod
+    def check_lower(value):
+        if isinstance(value, RegisterError.InviteUnknown):
+            return
+        if isinstance(value, RegisterError.InviteUsed):
+            return
+        if isinstance(value, RegisterError.AlreadyRegistered):
+            return
+        if isinstance(value, RegisterError.InviteExpired):
+            return
+        if isinstance(value, RegisterError.InviteCancelled):
+            return
+        if isinstance(value, RegisterError.Rejected):
+            return
+        if isinstance(value, RegisterError.RateLimited):
+            return
+        if isinstance(value, RegisterError.Unavailable):
+            return
+        if isinstance(value, RegisterError.Transport):
+            return
+        if isinstance(value, RegisterError.InvalidResponse):
+            return
+        if isinstance(value, RegisterError.Tls):
+            return
+        if isinstance(value, RegisterError.Internal):
+            return
+        if isinstance(value, RegisterError.Other):
+            return
+
+    @staticmethod
+    def write(value, buf):
+        if isinstance(value, RegisterError.InviteUnknown):
+            buf.write_i32(1)
+        if isinstance(value, RegisterError.InviteUsed):
+            buf.write_i32(2)
+        if isinstance(value, RegisterError.AlreadyRegistered):
+            buf.write_i32(3)
+        if isinstance(value, RegisterError.InviteExpired):
+            buf.write_i32(4)
+        if isinstance(value, RegisterError.InviteCancelled):
+            buf.write_i32(5)
+        if isinstance(value, RegisterError.Rejected):
+            buf.write_i32(6)
+        if isinstance(value, RegisterError.RateLimited):
+            buf.write_i32(7)
+        if isinstance(value, RegisterError.Unavailable):
+            buf.write_i32(8)
+        if isinstance(value, RegisterError.Transport):
+            buf.write_i32(9)
+        if isinstance(value, RegisterError.InvalidResponse):
+            buf.write_i32(10)
+        if isinstance(value, RegisterError.Tls):
+            buf.write_i32(11)
+        if isinstance(value, RegisterError.Internal):
+            buf.write_i32(12)
+        if isinstance(value, RegisterError.Other):
+            buf.write_i32(13)
+
+
+
+
+
+
+class RoomUpdate:
+    """
+    A change that concerns this identity.
+"""
+    def __init__(self):
+        raise RuntimeError("RoomUpdate cannot be instantiated directly")
+
+    # Each enum variant is a nested class of the enum itself.
+    @dataclass
+    class ADDED:
+        """
+        Added to a room (no key until the next rekey).
+"""
+        
+        def __init__(self, room:str):
+            self.room = room
+            
+            """
+        The room id.
+"""
+        
+            pass
+
+    
+            
+            
+    
+        def __str__(self):
+            return "RoomUpdate.ADDED(room={})".format(self.room)
+        def __eq__(self, other):
+            if not isinstance(other, RoomUpdate):
+                return NotImplemented
+            if not other.is_ADDED():
+                return False
+            if self.room != other.room:
+                return False
+            return True
+
+    @dataclass
+    class REMOVED:
+        """
+        Removed from a room.
+"""
+        
+        def __init__(self, room:str):
+            self.room = room
+            
+            """
+        The room id.
+"""
+        
+            pass
+
+    
+            
+            
+    
+        def __str__(self):
+            return "RoomUpdate.REMOVED(room={})".format(self.room)
+        def __eq__(self, other):
+            if not isinstance(other, RoomUpdate):
+                return NotImplemented
+            if not other.is_REMOVED():
+                return False
+            if self.room != other.room:
+                return False
+            return True
+
+    @dataclass
+    class NEW_EPOCH:
+        """
+        A new epoch with a key for this identity.
+"""
+        
+        def __init__(self, room:str, epoch:int):
+            self.room = room
+            
+            """
+        The room id.
+"""
+        
+            self.epoch = epoch
+            
+            """
+        The new epoch.
+"""
+        
+            pass
+
+    
+            
+            
+    
+        def __str__(self):
+            return "RoomUpdate.NEW_EPOCH(room={}, epoch={})".format(self.room, self.epoch)
+        def __eq__(self, other):
+            if not isinstance(other, RoomUpdate):
+                return NotImplemented
+            if not other.is_NEW_EPOCH():
+                return False
+            if self.room != other.room:
+                return False
+            if self.epoch != other.epoch:
+                return False
+            return True
+
+    @dataclass
+    class DISCONNECTED:
+        """
+        The connection dropped; reconnecting.
+"""
+        
+        def __init__(self, ):
+            pass
+
+    
+            
+            
+    
+        def __str__(self):
+            return "RoomUpdate.DISCONNECTED()".format()
+        def __eq__(self, other):
+            if not isinstance(other, RoomUpdate):
+                return NotImplemented
+            if not other.is_DISCONNECTED():
+                return False
+            return True
+
+    @dataclass
+    class RECONNECTED:
+        """
+        The connection is back: query rooms and epochs again, updates may have been missed.
+"""
+        
+        def __init__(self, ):
+            pass
+
+    
+            
+            
+    
+        def __str__(self):
+            return "RoomUpdate.RECONNECTED()".format()
+        def __eq__(self, other):
+            if not isinstance(other, RoomUpdate):
+                return NotImplemented
+            if not other.is_RECONNECTED():
+                return False
+            return True
+
+    
+
+    # For each variant, we have `is_NAME` and `is_name` methods for easily checking
+    # whether an instance is that variant.
+    def is_ADDED(self) -> bool:
+        return isinstance(self, RoomUpdate.ADDED)
+    def is_added(self) -> bool:
+        return isinstance(self, RoomUpdate.ADDED)
+    def is_REMOVED(self) -> bool:
+        return isinstance(self, RoomUpdate.REMOVED)
+    def is_removed(self) -> bool:
+        return isinstance(self, RoomUpdate.REMOVED)
+    def is_NEW_EPOCH(self) -> bool:
+        return isinstance(self, RoomUpdate.NEW_EPOCH)
+    def is_new_epoch(self) -> bool:
+        return isinstance(self, RoomUpdate.NEW_EPOCH)
+    def is_DISCONNECTED(self) -> bool:
+        return isinstance(self, RoomUpdate.DISCONNECTED)
+    def is_disconnected(self) -> bool:
+        return isinstance(self, RoomUpdate.DISCONNECTED)
+    def is_RECONNECTED(self) -> bool:
+        return isinstance(self, RoomUpdate.RECONNECTED)
+    def is_reconnected(self) -> bool:
+        return isinstance(self, RoomUpdate.RECONNECTED)
+    
+
+# Now, a little trick - we make each nested variant class be a subclass of the main
+# enum class, so that method calls and instance checks etc will work intuitively.
+# We might be able to do this a little more neatly with a metaclass, but this'll do.
+RoomUpdate.ADDED = type("RoomUpdate.ADDED", (RoomUpdate.ADDED, RoomUpdate,), {})  # type: ignore
+RoomUpdate.REMOVED = type("RoomUpdate.REMOVED", (RoomUpdate.REMOVED, RoomUpdate,), {})  # type: ignore
+RoomUpdate.NEW_EPOCH = type("RoomUpdate.NEW_EPOCH", (RoomUpdate.NEW_EPOCH, RoomUpdate,), {})  # type: ignore
+RoomUpdate.DISCONNECTED = type("RoomUpdate.DISCONNECTED", (RoomUpdate.DISCONNECTED, RoomUpdate,), {})  # type: ignore
+RoomUpdate.RECONNECTED = type("RoomUpdate.RECONNECTED", (RoomUpdate.RECONNECTED, RoomUpdate,), {})  # type: ignore
+
+
+
+
+class _UniffiFfiConverterTypeRoomUpdate(_UniffiConverterRustBuffer):
+    @staticmethod
+    def read(buf):
+        variant = buf.read_i32()
+        if variant == 1:
+            return RoomUpdate.ADDED(
+                _UniffiFfiConverterString.read(buf),
+            )
+        if variant == 2:
+            return RoomUpdate.REMOVED(
+                _UniffiFfiConverterString.read(buf),
+            )
+        if variant == 3:
+            return RoomUpdate.NEW_EPOCH(
+                _UniffiFfiConverterString.read(buf),
+                _UniffiFfiConverterUInt64.read(buf),
+            )
+        if variant == 4:
+            return RoomUpdate.DISCONNECTED(
+            )
+        if variant == 5:
+            return RoomUpdate.RECONNECTED(
+            )
+        raise InternalError("Raw enum value doesn't match any cases")
+
+    @staticmethod
+    def check_lower(value):
+        if value.is_ADDED():
+            _UniffiFfiConverterString.check_lower(value.room)
+            return
+        if value.is_REMOVED():
+            _UniffiFfiConverterString.check_lower(value.room)
+            return
+        if value.is_NEW_EPOCH():
+            _UniffiFfiConverterString.check_lower(value.room)
+            _UniffiFfiConverterUInt64.check_lower(value.epoch)
+            return
+        if value.is_DISCONNECTED():
+            return
+        if value.is_RECONNECTED():
+            return
+        raise ValueError(value)
+
+    @staticmethod
+    def write(value, buf):
+        if value.is_ADDED():
+            buf.write_i32(1)
+            _UniffiFfiConverterString.write(value.room, buf)
+        if value.is_REMOVED():
+            buf.write_i32(2)
+            _UniffiFfiConverterString.write(value.room, buf)
+        if value.is_NEW_EPOCH():
+            buf.write_i32(3)
+            _UniffiFfiConverterString.write(value.room, buf)
+            _UniffiFfiConverterUInt64.write(value.epoch, buf)
+        if value.is_DISCONNECTED():
+            buf.write_i32(4)
+        if value.is_RECONNECTED():
+            buf.write_i32(5)
+
+
+
+
+
 # SealError
 # We want to define each variant as a nested class that's also a subclass,
 # which is tricky in Python.  To accomplish this we're going to create each
@@ -1899,25 +3593,553 @@ class _UniffiFfiConverterTypeSealError(_UniffiConverterRustBuffer):
         if isinstance(value, SealError.Other):
             buf.write_i32(14)
 
-class _UniffiFfiConverterBytes(_UniffiConverterRustBuffer):
+
+
+# SessionError
+# We want to define each variant as a nested class that's also a subclass,
+# which is tricky in Python.  To accomplish this we're going to create each
+# class separately, then manually add the child classes to the base class's
+# __dict__.  All of this happens in dummy class to avoid polluting the module
+# namespace.
+class SessionError(Exception):
+    """
+    A cluster session call failed. A failure is never an answer: a timeout is not "no".
+"""
+    pass
+
+_UniffiTempSessionError = SessionError
+
+class SessionError:  # type: ignore
+    """
+    A cluster session call failed. A failure is never an answer: a timeout is not "no".
+"""
+    
+    class LoginRefused(_UniffiTempSessionError):
+        """
+        The cluster refused the login: not an active user.
+"""
+        def __repr__(self):
+            return "SessionError.LoginRefused({})".format(repr(str(self)))
+    _UniffiTempSessionError.LoginRefused = LoginRefused # type: ignore
+    class Connect(_UniffiTempSessionError):
+        """
+        The cluster could not be reached to log in.
+"""
+        def __repr__(self):
+            return "SessionError.Connect({})".format(repr(str(self)))
+    _UniffiTempSessionError.Connect = Connect # type: ignore
+    class Timeout(_UniffiTempSessionError):
+        """
+        No answer in time; retry.
+"""
+        def __repr__(self):
+            return "SessionError.Timeout({})".format(repr(str(self)))
+    _UniffiTempSessionError.Timeout = Timeout # type: ignore
+    class NoResponders(_UniffiTempSessionError):
+        """
+        No membershipd is answering; retry later.
+"""
+        def __repr__(self):
+            return "SessionError.NoResponders({})".format(repr(str(self)))
+    _UniffiTempSessionError.NoResponders = NoResponders # type: ignore
+    class Transport(_UniffiTempSessionError):
+        """
+        The request could not be sent.
+"""
+        def __repr__(self):
+            return "SessionError.Transport({})".format(repr(str(self)))
+    _UniffiTempSessionError.Transport = Transport # type: ignore
+    class Ended(_UniffiTempSessionError):
+        """
+        The session has ended (closed or revoked); connect a new one.
+"""
+        def __repr__(self):
+            return "SessionError.Ended({})".format(repr(str(self)))
+    _UniffiTempSessionError.Ended = Ended # type: ignore
+    class NotAuthorized(_UniffiTempSessionError):
+        """
+        This identity is no longer an active user.
+"""
+        def __repr__(self):
+            return "SessionError.NotAuthorized({})".format(repr(str(self)))
+    _UniffiTempSessionError.NotAuthorized = NotAuthorized # type: ignore
+    class NotMember(_UniffiTempSessionError):
+        """
+        Not a member of the room (or no such room).
+"""
+        def __repr__(self):
+            return "SessionError.NotMember({})".format(repr(str(self)))
+    _UniffiTempSessionError.NotMember = NotMember # type: ignore
+    class NotOwner(_UniffiTempSessionError):
+        """
+        Only the room's owner may do this.
+"""
+        def __repr__(self):
+            return "SessionError.NotOwner({})".format(repr(str(self)))
+    _UniffiTempSessionError.NotOwner = NotOwner # type: ignore
+    class NoKey(_UniffiTempSessionError):
+        """
+        No key is sealed to this identity at that epoch.
+"""
+        def __repr__(self):
+            return "SessionError.NoKey({})".format(repr(str(self)))
+    _UniffiTempSessionError.NoKey = NoKey # type: ignore
+    class RoomExists(_UniffiTempSessionError):
+        """
+        A room with this id exists.
+"""
+        def __repr__(self):
+            return "SessionError.RoomExists({})".format(repr(str(self)))
+    _UniffiTempSessionError.RoomExists = RoomExists # type: ignore
+    class UnknownUser(_UniffiTempSessionError):
+        """
+        No active user has this key.
+"""
+        def __repr__(self):
+            return "SessionError.UnknownUser({})".format(repr(str(self)))
+    _UniffiTempSessionError.UnknownUser = UnknownUser # type: ignore
+    class EpochConflict(_UniffiTempSessionError):
+        """
+        Another rekey came first, on every attempt.
+"""
+        def __repr__(self):
+            return "SessionError.EpochConflict({})".format(repr(str(self)))
+    _UniffiTempSessionError.EpochConflict = EpochConflict # type: ignore
+    class RecipientsMismatch(_UniffiTempSessionError):
+        """
+        The members changed during the rekey, on every attempt.
+"""
+        def __repr__(self):
+            return "SessionError.RecipientsMismatch({})".format(repr(str(self)))
+    _UniffiTempSessionError.RecipientsMismatch = RecipientsMismatch # type: ignore
+    class BadManifest(_UniffiTempSessionError):
+        """
+        membershipd refused the rekey manifest.
+"""
+        def __repr__(self):
+            return "SessionError.BadManifest({})".format(repr(str(self)))
+    _UniffiTempSessionError.BadManifest = BadManifest # type: ignore
+    class BadRequest(_UniffiTempSessionError):
+        """
+        membershipd refused the request as malformed.
+"""
+        def __repr__(self):
+            return "SessionError.BadRequest({})".format(repr(str(self)))
+    _UniffiTempSessionError.BadRequest = BadRequest # type: ignore
+    class NotFound(_UniffiTempSessionError):
+        """
+        A record changed during the request; retry.
+"""
+        def __repr__(self):
+            return "SessionError.NotFound({})".format(repr(str(self)))
+    _UniffiTempSessionError.NotFound = NotFound # type: ignore
+    class Unavailable(_UniffiTempSessionError):
+        """
+        membershipd's store is unavailable; retry later.
+"""
+        def __repr__(self):
+            return "SessionError.Unavailable({})".format(repr(str(self)))
+    _UniffiTempSessionError.Unavailable = Unavailable # type: ignore
+    class Refused(_UniffiTempSessionError):
+        """
+        A refusal code this version does not know (see the message).
+"""
+        def __repr__(self):
+            return "SessionError.Refused({})".format(repr(str(self)))
+    _UniffiTempSessionError.Refused = Refused # type: ignore
+    class InvalidReply(_UniffiTempSessionError):
+        """
+        membershipd's reply is malformed.
+"""
+        def __repr__(self):
+            return "SessionError.InvalidReply({})".format(repr(str(self)))
+    _UniffiTempSessionError.InvalidReply = InvalidReply # type: ignore
+    class Verification(_UniffiTempSessionError):
+        """
+        The room key did not verify; it was not used.
+"""
+        def __repr__(self):
+            return "SessionError.Verification({})".format(repr(str(self)))
+    _UniffiTempSessionError.Verification = Verification # type: ignore
+    class OwnerChanged(_UniffiTempSessionError):
+        """
+        The server named another owner for a room than before.
+"""
+        def __repr__(self):
+            return "SessionError.OwnerChanged({})".format(repr(str(self)))
+    _UniffiTempSessionError.OwnerChanged = OwnerChanged # type: ignore
+    class Seal(_UniffiTempSessionError):
+        """
+        Sealing a new room key failed on this device.
+"""
+        def __repr__(self):
+            return "SessionError.Seal({})".format(repr(str(self)))
+    _UniffiTempSessionError.Seal = Seal # type: ignore
+    class InvalidArgument(_UniffiTempSessionError):
+        """
+        An argument (room id, key, URL) is malformed.
+"""
+        def __repr__(self):
+            return "SessionError.InvalidArgument({})".format(repr(str(self)))
+    _UniffiTempSessionError.InvalidArgument = InvalidArgument # type: ignore
+    class Internal(_UniffiTempSessionError):
+        """
+        An SDK task failed unexpectedly (see the message).
+"""
+        def __repr__(self):
+            return "SessionError.Internal({})".format(repr(str(self)))
+    _UniffiTempSessionError.Internal = Internal # type: ignore
+    class Other(_UniffiTempSessionError):
+        """
+        An error this version of the bindings does not name; the message says what.
+"""
+        def __repr__(self):
+            return "SessionError.Other({})".format(repr(str(self)))
+    _UniffiTempSessionError.Other = Other # type: ignore
+
+SessionError = _UniffiTempSessionError # type: ignore
+del _UniffiTempSessionError
+
+
+class _UniffiFfiConverterTypeSessionError(_UniffiConverterRustBuffer):
     @staticmethod
     def read(buf):
-        size = buf.read_i32()
-        if size < 0:
-            raise InternalError("Unexpected negative byte string length")
-        return buf.read(size)
+        variant = buf.read_i32()
+        if variant == 1:
+            return SessionError.LoginRefused(
+                _UniffiFfiConverterString.read(buf),
+            )
+        if variant == 2:
+            return SessionError.Connect(
+                _UniffiFfiConverterString.read(buf),
+            )
+        if variant == 3:
+            return SessionError.Timeout(
+                _UniffiFfiConverterString.read(buf),
+            )
+        if variant == 4:
+            return SessionError.NoResponders(
+                _UniffiFfiConverterString.read(buf),
+            )
+        if variant == 5:
+            return SessionError.Transport(
+                _UniffiFfiConverterString.read(buf),
+            )
+        if variant == 6:
+            return SessionError.Ended(
+                _UniffiFfiConverterString.read(buf),
+            )
+        if variant == 7:
+            return SessionError.NotAuthorized(
+                _UniffiFfiConverterString.read(buf),
+            )
+        if variant == 8:
+            return SessionError.NotMember(
+                _UniffiFfiConverterString.read(buf),
+            )
+        if variant == 9:
+            return SessionError.NotOwner(
+                _UniffiFfiConverterString.read(buf),
+            )
+        if variant == 10:
+            return SessionError.NoKey(
+                _UniffiFfiConverterString.read(buf),
+            )
+        if variant == 11:
+            return SessionError.RoomExists(
+                _UniffiFfiConverterString.read(buf),
+            )
+        if variant == 12:
+            return SessionError.UnknownUser(
+                _UniffiFfiConverterString.read(buf),
+            )
+        if variant == 13:
+            return SessionError.EpochConflict(
+                _UniffiFfiConverterString.read(buf),
+            )
+        if variant == 14:
+            return SessionError.RecipientsMismatch(
+                _UniffiFfiConverterString.read(buf),
+            )
+        if variant == 15:
+            return SessionError.BadManifest(
+                _UniffiFfiConverterString.read(buf),
+            )
+        if variant == 16:
+            return SessionError.BadRequest(
+                _UniffiFfiConverterString.read(buf),
+            )
+        if variant == 17:
+            return SessionError.NotFound(
+                _UniffiFfiConverterString.read(buf),
+            )
+        if variant == 18:
+            return SessionError.Unavailable(
+                _UniffiFfiConverterString.read(buf),
+            )
+        if variant == 19:
+            return SessionError.Refused(
+                _UniffiFfiConverterString.read(buf),
+            )
+        if variant == 20:
+            return SessionError.InvalidReply(
+                _UniffiFfiConverterString.read(buf),
+            )
+        if variant == 21:
+            return SessionError.Verification(
+                _UniffiFfiConverterString.read(buf),
+            )
+        if variant == 22:
+            return SessionError.OwnerChanged(
+                _UniffiFfiConverterString.read(buf),
+            )
+        if variant == 23:
+            return SessionError.Seal(
+                _UniffiFfiConverterString.read(buf),
+            )
+        if variant == 24:
+            return SessionError.InvalidArgument(
+                _UniffiFfiConverterString.read(buf),
+            )
+        if variant == 25:
+            return SessionError.Internal(
+                _UniffiFfiConverterString.read(buf),
+            )
+        if variant == 26:
+            return SessionError.Other(
+                _UniffiFfiConverterString.read(buf),
+            )
+        raise InternalError("Raw enum value doesn't match any cases")
 
     @staticmethod
     def check_lower(value):
-        try:
-            memoryview(value)
-        except TypeError:
-            raise TypeError("a bytes-like object is required, not {!r}".format(type(value).__name__))
+        if isinstance(value, SessionError.LoginRefused):
+            return
+        if isinstance(value, SessionError.Connect):
+            return
+        if isinstance(value, SessionError.Timeout):
+            return
+        if isinstance(value, SessionError.NoResponders):
+            return
+        if isinstance(value, SessionError.Transport):
+            return
+        if isinstance(value, SessionError.Ended):
+            return
+        if isinstance(value, SessionError.NotAuthorized):
+            return
+        if isinstance(value, SessionError.NotMember):
+            return
+        if isinstance(value, SessionError.NotOwner):
+            return
+        if isinstance(value, SessionError.NoKey):
+            return
+        if isinstance(value, SessionError.RoomExists):
+            return
+        if isinstance(value, SessionError.UnknownUser):
+            return
+        if isinstance(value, SessionError.EpochConflict):
+            return
+        if isinstance(value, SessionError.RecipientsMismatch):
+            return
+        if isinstance(value, SessionError.BadManifest):
+            return
+        if isinstance(value, SessionError.BadRequest):
+            return
+        if isinstance(value, SessionError.NotFound):
+            return
+        if isinstance(value, SessionError.Unavailable):
+            return
+        if isinstance(value, SessionError.Refused):
+            return
+        if isinstance(value, SessionError.InvalidReply):
+            return
+        if isinstance(value, SessionError.Verification):
+            return
+        if isinstance(value, SessionError.OwnerChanged):
+            return
+        if isinstance(value, SessionError.Seal):
+            return
+        if isinstance(value, SessionError.InvalidArgument):
+            return
+        if isinstance(value, SessionError.Internal):
+            return
+        if isinstance(value, SessionError.Other):
+            return
 
     @staticmethod
     def write(value, buf):
-        buf.write_i32(len(value))
-        buf.write(value)
+        if isinstance(value, SessionError.LoginRefused):
+            buf.write_i32(1)
+        if isinstance(value, SessionError.Connect):
+            buf.write_i32(2)
+        if isinstance(value, SessionError.Timeout):
+            buf.write_i32(3)
+        if isinstance(value, SessionError.NoResponders):
+            buf.write_i32(4)
+        if isinstance(value, SessionError.Transport):
+            buf.write_i32(5)
+        if isinstance(value, SessionError.Ended):
+            buf.write_i32(6)
+        if isinstance(value, SessionError.NotAuthorized):
+            buf.write_i32(7)
+        if isinstance(value, SessionError.NotMember):
+            buf.write_i32(8)
+        if isinstance(value, SessionError.NotOwner):
+            buf.write_i32(9)
+        if isinstance(value, SessionError.NoKey):
+            buf.write_i32(10)
+        if isinstance(value, SessionError.RoomExists):
+            buf.write_i32(11)
+        if isinstance(value, SessionError.UnknownUser):
+            buf.write_i32(12)
+        if isinstance(value, SessionError.EpochConflict):
+            buf.write_i32(13)
+        if isinstance(value, SessionError.RecipientsMismatch):
+            buf.write_i32(14)
+        if isinstance(value, SessionError.BadManifest):
+            buf.write_i32(15)
+        if isinstance(value, SessionError.BadRequest):
+            buf.write_i32(16)
+        if isinstance(value, SessionError.NotFound):
+            buf.write_i32(17)
+        if isinstance(value, SessionError.Unavailable):
+            buf.write_i32(18)
+        if isinstance(value, SessionError.Refused):
+            buf.write_i32(19)
+        if isinstance(value, SessionError.InvalidReply):
+            buf.write_i32(20)
+        if isinstance(value, SessionError.Verification):
+            buf.write_i32(21)
+        if isinstance(value, SessionError.OwnerChanged):
+            buf.write_i32(22)
+        if isinstance(value, SessionError.Seal):
+            buf.write_i32(23)
+        if isinstance(value, SessionError.InvalidArgument):
+            buf.write_i32(24)
+        if isinstance(value, SessionError.Internal):
+            buf.write_i32(25)
+        if isinstance(value, SessionError.Other):
+            buf.write_i32(26)
+
+
+
+
+
+
+class WatchEnd:
+    """
+    Why a watch stopped.
+"""
+    def __init__(self):
+        raise RuntimeError("WatchEnd cannot be instantiated directly")
+
+    # Each enum variant is a nested class of the enum itself.
+    @dataclass
+    class CANCELLED:
+        """
+        The app cancelled it.
+"""
+        
+        def __init__(self, ):
+            pass
+
+    
+            
+            
+    
+        def __str__(self):
+            return "WatchEnd.CANCELLED()".format()
+        def __eq__(self, other):
+            if not isinstance(other, WatchEnd):
+                return NotImplemented
+            if not other.is_CANCELLED():
+                return False
+            return True
+
+    @dataclass
+    class SESSION_ENDED:
+        """
+        Its session ended.
+"""
+        
+        def __init__(self, reason:SessionEnd):
+            self.reason = reason
+            
+            """
+        Why.
+"""
+        
+            pass
+
+    
+            
+            
+    
+        def __str__(self):
+            return "WatchEnd.SESSION_ENDED(reason={})".format(self.reason)
+        def __eq__(self, other):
+            if not isinstance(other, WatchEnd):
+                return NotImplemented
+            if not other.is_SESSION_ENDED():
+                return False
+            if self.reason != other.reason:
+                return False
+            return True
+
+    
+
+    # For each variant, we have `is_NAME` and `is_name` methods for easily checking
+    # whether an instance is that variant.
+    def is_CANCELLED(self) -> bool:
+        return isinstance(self, WatchEnd.CANCELLED)
+    def is_cancelled(self) -> bool:
+        return isinstance(self, WatchEnd.CANCELLED)
+    def is_SESSION_ENDED(self) -> bool:
+        return isinstance(self, WatchEnd.SESSION_ENDED)
+    def is_session_ended(self) -> bool:
+        return isinstance(self, WatchEnd.SESSION_ENDED)
+    
+
+# Now, a little trick - we make each nested variant class be a subclass of the main
+# enum class, so that method calls and instance checks etc will work intuitively.
+# We might be able to do this a little more neatly with a metaclass, but this'll do.
+WatchEnd.CANCELLED = type("WatchEnd.CANCELLED", (WatchEnd.CANCELLED, WatchEnd,), {})  # type: ignore
+WatchEnd.SESSION_ENDED = type("WatchEnd.SESSION_ENDED", (WatchEnd.SESSION_ENDED, WatchEnd,), {})  # type: ignore
+
+
+
+
+class _UniffiFfiConverterTypeWatchEnd(_UniffiConverterRustBuffer):
+    @staticmethod
+    def read(buf):
+        variant = buf.read_i32()
+        if variant == 1:
+            return WatchEnd.CANCELLED(
+            )
+        if variant == 2:
+            return WatchEnd.SESSION_ENDED(
+                _UniffiFfiConverterTypeSessionEnd.read(buf),
+            )
+        raise InternalError("Raw enum value doesn't match any cases")
+
+    @staticmethod
+    def check_lower(value):
+        if value.is_CANCELLED():
+            return
+        if value.is_SESSION_ENDED():
+            _UniffiFfiConverterTypeSessionEnd.check_lower(value.reason)
+            return
+        raise ValueError(value)
+
+    @staticmethod
+    def write(value, buf):
+        if value.is_CANCELLED():
+            buf.write_i32(1)
+        if value.is_SESSION_ENDED():
+            buf.write_i32(2)
+            _UniffiFfiConverterTypeSessionEnd.write(value.reason, buf)
+
+
 
 
 class IdentityProtocol(typing.Protocol):
@@ -2121,31 +4343,6 @@ class _UniffiFfiConverterTypeIdentity:
     def write(cls, value: Identity, buf: _UniffiRustBuffer):
         buf.write_u64(cls.lower(value))
 
-class _UniffiFfiConverterOptionalString(_UniffiConverterRustBuffer):
-    @classmethod
-    def check_lower(cls, value):
-        if value is not None:
-            _UniffiFfiConverterString.check_lower(value)
-
-    @classmethod
-    def write(cls, value, buf):
-        if value is None:
-            buf.write_u8(0)
-            return
-
-        buf.write_u8(1)
-        _UniffiFfiConverterString.write(value, buf)
-
-    @classmethod
-    def read(cls, buf):
-        flag = buf.read_u8()
-        if flag == 0:
-            return None
-        elif flag == 1:
-            return _UniffiFfiConverterString.read(buf)
-        else:
-            raise InternalError("Unexpected flag byte for optional type")
-
 
 class InviteLinkProtocol(typing.Protocol):
     """
@@ -2312,56 +4509,23 @@ class _UniffiFfiConverterTypeInviteLink:
         buf.write_u64(cls.lower(value))
 
 
-class RoomKeyProtocol(typing.Protocol):
+class LogSink():
     """
-    A room's 32-byte symmetric key. Wiped when this object is destroyed.
+    Where the app wants the SDK's log lines, one call per line.
 """
     
-    def expose_bytes(self, ) -> bytes:
+    def log(self, level: LogLevel,target: str,message: str) -> None:
         """
-        The key bytes, for the app's message encryption. This copies the secret out of Rust.
+        One log line: its level, the Rust module it came from, and the message with its fields.
 """
         raise NotImplementedError
 
-class RoomKey(RoomKeyProtocol):
+class LogSinkImpl(LogSink):
     """
-    A room's 32-byte symmetric key. Wiped when this object is destroyed.
+    Where the app wants the SDK's log lines, one call per line.
 """
     
     _handle: ctypes.c_uint64
-    @classmethod
-    def from_bytes(cls, bytes: bytes) -> RoomKey:
-        """
-        Wraps 32 key bytes.
-"""
-        
-        _UniffiFfiConverterBytes.check_lower(bytes)
-        _uniffi_lowered_args = (
-            _UniffiFfiConverterBytes.lower(bytes),
-        )
-        _uniffi_lift_return = _UniffiFfiConverterTypeRoomKey.lift
-        _uniffi_error_converter = _UniffiFfiConverterTypeSealError
-        _uniffi_ffi_result = _uniffi_rust_call_with_error(
-            _uniffi_error_converter,
-            _UniffiLib.uniffi_unibus_ffi_fn_constructor_roomkey_from_bytes,
-            *_uniffi_lowered_args,
-        )
-        return cls._uniffi_make_instance(_uniffi_ffi_result)
-    @classmethod
-    def generate(cls, ) -> RoomKey:
-        """
-        A fresh key from the OS CSPRNG.
-"""
-        _uniffi_lowered_args = (
-        )
-        _uniffi_lift_return = _UniffiFfiConverterTypeRoomKey.lift
-        _uniffi_error_converter = _UniffiFfiConverterTypeSealError
-        _uniffi_ffi_result = _uniffi_rust_call_with_error(
-            _uniffi_error_converter,
-            _UniffiLib.uniffi_unibus_ffi_fn_constructor_roomkey_generate,
-            *_uniffi_lowered_args,
-        )
-        return cls._uniffi_make_instance(_uniffi_ffi_result)
     
     def __init__(self, *args, **kwargs):
         raise ValueError("This class has no default constructor")
@@ -2370,10 +4534,10 @@ class RoomKey(RoomKeyProtocol):
         # In case of partial initialization of instances.
         handle = getattr(self, "_handle", None)
         if handle is not None:
-            _uniffi_rust_call(_UniffiLib.uniffi_unibus_ffi_fn_free_roomkey, handle)
+            _uniffi_rust_call(_UniffiLib.uniffi_unibus_ffi_fn_free_logsink, handle)
 
     def _uniffi_clone_handle(self):
-        return _uniffi_rust_call(_UniffiLib.uniffi_unibus_ffi_fn_clone_roomkey, self._handle)
+        return _uniffi_rust_call(_UniffiLib.uniffi_unibus_ffi_fn_clone_logsink, self._handle)
 
     # Used by alternative constructors or any methods which return this type.
     @classmethod
@@ -2383,18 +4547,27 @@ class RoomKey(RoomKeyProtocol):
         inst = cls.__new__(cls)
         inst._handle = handle
         return inst
-    def expose_bytes(self, ) -> bytes:
+    def log(self, level: LogLevel,target: str,message: str) -> None:
         """
-        The key bytes, for the app's message encryption. This copies the secret out of Rust.
+        One log line: its level, the Rust module it came from, and the message with its fields.
 """
+        
+        _UniffiFfiConverterTypeLogLevel.check_lower(level)
+
+        _UniffiFfiConverterString.check_lower(target)
+
+        _UniffiFfiConverterString.check_lower(message)
         _uniffi_lowered_args = (
             self._uniffi_clone_handle(),
+            _UniffiFfiConverterTypeLogLevel.lower(level),
+            _UniffiFfiConverterString.lower(target),
+            _UniffiFfiConverterString.lower(message),
         )
-        _uniffi_lift_return = _UniffiFfiConverterBytes.lift
+        _uniffi_lift_return = lambda val: None
         _uniffi_error_converter = None
         _uniffi_ffi_result = _uniffi_rust_call_with_error(
             _uniffi_error_converter,
-            _UniffiLib.uniffi_unibus_ffi_fn_method_roomkey_expose_bytes,
+            _UniffiLib.uniffi_unibus_ffi_fn_method_logsink_log,
             *_uniffi_lowered_args,
         )
         return _uniffi_lift_return(_uniffi_ffi_result)
@@ -2402,44 +4575,86 @@ class RoomKey(RoomKeyProtocol):
 
 
 
+# Put all the bits inside a class to keep the top-level namespace clean
+class _UniffiTraitImplLogSinkImpl:
+    # For each method, generate a callback function to pass to Rust
 
-class _UniffiFfiConverterTypeRoomKey:
-    @staticmethod
-    def lift(value: int) -> RoomKey:
-        return RoomKey._uniffi_make_instance(value)
+    @_UNIFFI_CALLBACK_INTERFACE_UNIBUS_LOG_SINK_METHOD0
+    def log(
+            uniffi_handle,
+            level,
+            target,
+            message,
+            uniffi_out_return,
+            uniffi_call_status_ptr,
+        ):
+        uniffi_obj = _UniffiFfiConverterTypeLogSink._handle_map.get(uniffi_handle)
+        def make_call():
+            uniffi_args = (_UniffiFfiConverterTypeLogLevel.lift(level), _UniffiFfiConverterString.lift(target), _UniffiFfiConverterString.lift(message), )
+            uniffi_method = uniffi_obj.log
+            return uniffi_method(*uniffi_args)
+        write_return_value = lambda v: None
+        _uniffi_trait_interface_call(
+                uniffi_call_status_ptr.contents,
+                make_call,
+                write_return_value,
+        )
+
+    @_UNIFFI_CALLBACK_INTERFACE_FREE_UNIBUS_LOG_SINK
+    def _uniffi_free(uniffi_handle):
+        _UniffiFfiConverterTypeLogSink._handle_map.remove(uniffi_handle)
+
+    @_UNIFFI_CALLBACK_INTERFACE_CLONE_UNIBUS_LOG_SINK
+    def _uniffi_clone(uniffi_handle):
+        return _UniffiFfiConverterTypeLogSink._handle_map.clone(uniffi_handle)
+
+    # Generate the FFI VTable.  This has a field for each callback interface method.
+    _uniffi_vtable = _UniffiVTableCallbackInterfaceUnibusLogSink(
+        _uniffi_free,
+        _uniffi_clone,
+        log,
+    )
+    # Send Rust a pointer to the VTable.  Note: this means we need to keep the struct alive forever,
+    # or else bad things will happen when Rust tries to access it.
+    _UniffiLib.uniffi_unibus_ffi_fn_init_callback_vtable_logsink(ctypes.byref(_uniffi_vtable))
+
+class _UniffiFfiConverterTypeLogSink:
+    _handle_map = _UniffiHandleMap()
 
     @staticmethod
-    def check_lower(value: RoomKey):
-        if not isinstance(value, RoomKey):
-            raise TypeError("Expected RoomKey instance, {} found".format(type(value).__name__))
+    def lift(value: int):
+        if (value & 1) == 0:
+            # Rust-generated handle, construct a new class that uses the handle to implement the
+            # interface
+            return LogSinkImpl._uniffi_make_instance(value)
+        else:
+            # Python-generated handle, get the object from the handle map
+            return _UniffiFfiConverterTypeLogSink._handle_map.remove(value)
 
     @staticmethod
-    def lower(value: RoomKey) -> ctypes.c_uint64:
-        return value._uniffi_clone_handle()
+    def check_lower(value: LogSink):
+        if not isinstance(value, LogSink):
+            raise TypeError("Expected LogSink subclass, {} found".format(type(value).__name__))
+
+    @staticmethod
+    def lower(value: LogSink):
+         if isinstance(value, LogSinkImpl):
+            # Rust-implementated object.  Clone the handle and return it
+            return value._uniffi_clone_handle()
+         else:
+            # Python-implementated object, generate a new vtable handle and return that.
+            return _UniffiFfiConverterTypeLogSink._handle_map.insert(value)
 
     @classmethod
-    def read(cls, buf: _UniffiRustBuffer) -> RoomKey:
+    def read(cls, buf: _UniffiRustBuffer):
         ptr = buf.read_u64()
         if ptr == 0:
             raise InternalError("Raw handle value was null")
         return cls.lift(ptr)
 
     @classmethod
-    def write(cls, value: RoomKey, buf: _UniffiRustBuffer):
+    def write(cls, value: LogSink, buf: _UniffiRustBuffer):
         buf.write_u64(cls.lower(value))
-
-class _UniffiFfiConverterUInt64(_UniffiConverterPrimitiveInt):
-    CLASS_NAME = "u64"
-    VALUE_MIN = 0
-    VALUE_MAX = 2**64
-
-    @staticmethod
-    def read(buf):
-        return buf.read_u64()
-
-    @staticmethod
-    def write(value, buf):
-        buf.write_u64(value)
 
 class _UniffiFfiConverterSequenceTypeRecipient(_UniffiConverterRustBuffer):
     @classmethod
@@ -2463,6 +4678,843 @@ class _UniffiFfiConverterSequenceTypeRecipient(_UniffiConverterRustBuffer):
         return [
             _UniffiFfiConverterTypeRecipient.read(buf) for i in range(count)
         ]
+
+class _UniffiFfiConverterSequenceTypeRoomInfo(_UniffiConverterRustBuffer):
+    @classmethod
+    def check_lower(cls, value):
+        for item in value:
+            _UniffiFfiConverterTypeRoomInfo.check_lower(item)
+
+    @classmethod
+    def write(cls, value, buf):
+        items = len(value)
+        buf.write_i32(items)
+        for item in value:
+            _UniffiFfiConverterTypeRoomInfo.write(item, buf)
+
+    @classmethod
+    def read(cls, buf):
+        count = buf.read_i32()
+        if count < 0:
+            raise InternalError("Unexpected negative sequence length")
+
+        return [
+            _UniffiFfiConverterTypeRoomInfo.read(buf) for i in range(count)
+        ]
+
+class _UniffiFfiConverterOptionalUInt64(_UniffiConverterRustBuffer):
+    @classmethod
+    def check_lower(cls, value):
+        if value is not None:
+            _UniffiFfiConverterUInt64.check_lower(value)
+
+    @classmethod
+    def write(cls, value, buf):
+        if value is None:
+            buf.write_u8(0)
+            return
+
+        buf.write_u8(1)
+        _UniffiFfiConverterUInt64.write(value, buf)
+
+    @classmethod
+    def read(cls, buf):
+        flag = buf.read_u8()
+        if flag == 0:
+            return None
+        elif flag == 1:
+            return _UniffiFfiConverterUInt64.read(buf)
+        else:
+            raise InternalError("Unexpected flag byte for optional type")
+
+
+class WatchListener():
+    """
+    Receives a watch's updates, implemented by the app. Called from an SDK thread, one call
+    at a time, in order.
+"""
+    
+    def on_update(self, update: RoomUpdate) -> None:
+        """
+        A change.
+"""
+        raise NotImplementedError
+    def on_error(self, message: str) -> None:
+        """
+        A notification that could not be read; the watch goes on.
+"""
+        raise NotImplementedError
+    def on_close(self, end: WatchEnd) -> None:
+        """
+        The watch stopped; no call follows.
+"""
+        raise NotImplementedError
+
+class WatchListenerImpl(WatchListener):
+    """
+    Receives a watch's updates, implemented by the app. Called from an SDK thread, one call
+    at a time, in order.
+"""
+    
+    _handle: ctypes.c_uint64
+    
+    def __init__(self, *args, **kwargs):
+        raise ValueError("This class has no default constructor")
+
+    def __del__(self):
+        # In case of partial initialization of instances.
+        handle = getattr(self, "_handle", None)
+        if handle is not None:
+            _uniffi_rust_call(_UniffiLib.uniffi_unibus_ffi_fn_free_watchlistener, handle)
+
+    def _uniffi_clone_handle(self):
+        return _uniffi_rust_call(_UniffiLib.uniffi_unibus_ffi_fn_clone_watchlistener, self._handle)
+
+    # Used by alternative constructors or any methods which return this type.
+    @classmethod
+    def _uniffi_make_instance(cls, handle):
+        # Lightly yucky way to bypass the usual __init__ logic
+        # and just create a new instance with the required handle.
+        inst = cls.__new__(cls)
+        inst._handle = handle
+        return inst
+    def on_update(self, update: RoomUpdate) -> None:
+        """
+        A change.
+"""
+        
+        _UniffiFfiConverterTypeRoomUpdate.check_lower(update)
+        _uniffi_lowered_args = (
+            self._uniffi_clone_handle(),
+            _UniffiFfiConverterTypeRoomUpdate.lower(update),
+        )
+        _uniffi_lift_return = lambda val: None
+        _uniffi_error_converter = None
+        _uniffi_ffi_result = _uniffi_rust_call_with_error(
+            _uniffi_error_converter,
+            _UniffiLib.uniffi_unibus_ffi_fn_method_watchlistener_on_update,
+            *_uniffi_lowered_args,
+        )
+        return _uniffi_lift_return(_uniffi_ffi_result)
+    def on_error(self, message: str) -> None:
+        """
+        A notification that could not be read; the watch goes on.
+"""
+        
+        _UniffiFfiConverterString.check_lower(message)
+        _uniffi_lowered_args = (
+            self._uniffi_clone_handle(),
+            _UniffiFfiConverterString.lower(message),
+        )
+        _uniffi_lift_return = lambda val: None
+        _uniffi_error_converter = None
+        _uniffi_ffi_result = _uniffi_rust_call_with_error(
+            _uniffi_error_converter,
+            _UniffiLib.uniffi_unibus_ffi_fn_method_watchlistener_on_error,
+            *_uniffi_lowered_args,
+        )
+        return _uniffi_lift_return(_uniffi_ffi_result)
+    def on_close(self, end: WatchEnd) -> None:
+        """
+        The watch stopped; no call follows.
+"""
+        
+        _UniffiFfiConverterTypeWatchEnd.check_lower(end)
+        _uniffi_lowered_args = (
+            self._uniffi_clone_handle(),
+            _UniffiFfiConverterTypeWatchEnd.lower(end),
+        )
+        _uniffi_lift_return = lambda val: None
+        _uniffi_error_converter = None
+        _uniffi_ffi_result = _uniffi_rust_call_with_error(
+            _uniffi_error_converter,
+            _UniffiLib.uniffi_unibus_ffi_fn_method_watchlistener_on_close,
+            *_uniffi_lowered_args,
+        )
+        return _uniffi_lift_return(_uniffi_ffi_result)
+
+
+
+
+# Put all the bits inside a class to keep the top-level namespace clean
+class _UniffiTraitImplWatchListenerImpl:
+    # For each method, generate a callback function to pass to Rust
+
+    @_UNIFFI_CALLBACK_INTERFACE_UNIBUS_WATCH_LISTENER_METHOD0
+    def on_update(
+            uniffi_handle,
+            update,
+            uniffi_out_return,
+            uniffi_call_status_ptr,
+        ):
+        uniffi_obj = _UniffiFfiConverterTypeWatchListener._handle_map.get(uniffi_handle)
+        def make_call():
+            uniffi_args = (_UniffiFfiConverterTypeRoomUpdate.lift(update), )
+            uniffi_method = uniffi_obj.on_update
+            return uniffi_method(*uniffi_args)
+        write_return_value = lambda v: None
+        _uniffi_trait_interface_call(
+                uniffi_call_status_ptr.contents,
+                make_call,
+                write_return_value,
+        )
+
+    @_UNIFFI_CALLBACK_INTERFACE_UNIBUS_WATCH_LISTENER_METHOD1
+    def on_error(
+            uniffi_handle,
+            message,
+            uniffi_out_return,
+            uniffi_call_status_ptr,
+        ):
+        uniffi_obj = _UniffiFfiConverterTypeWatchListener._handle_map.get(uniffi_handle)
+        def make_call():
+            uniffi_args = (_UniffiFfiConverterString.lift(message), )
+            uniffi_method = uniffi_obj.on_error
+            return uniffi_method(*uniffi_args)
+        write_return_value = lambda v: None
+        _uniffi_trait_interface_call(
+                uniffi_call_status_ptr.contents,
+                make_call,
+                write_return_value,
+        )
+
+    @_UNIFFI_CALLBACK_INTERFACE_UNIBUS_WATCH_LISTENER_METHOD2
+    def on_close(
+            uniffi_handle,
+            end,
+            uniffi_out_return,
+            uniffi_call_status_ptr,
+        ):
+        uniffi_obj = _UniffiFfiConverterTypeWatchListener._handle_map.get(uniffi_handle)
+        def make_call():
+            uniffi_args = (_UniffiFfiConverterTypeWatchEnd.lift(end), )
+            uniffi_method = uniffi_obj.on_close
+            return uniffi_method(*uniffi_args)
+        write_return_value = lambda v: None
+        _uniffi_trait_interface_call(
+                uniffi_call_status_ptr.contents,
+                make_call,
+                write_return_value,
+        )
+
+    @_UNIFFI_CALLBACK_INTERFACE_FREE_UNIBUS_WATCH_LISTENER
+    def _uniffi_free(uniffi_handle):
+        _UniffiFfiConverterTypeWatchListener._handle_map.remove(uniffi_handle)
+
+    @_UNIFFI_CALLBACK_INTERFACE_CLONE_UNIBUS_WATCH_LISTENER
+    def _uniffi_clone(uniffi_handle):
+        return _UniffiFfiConverterTypeWatchListener._handle_map.clone(uniffi_handle)
+
+    # Generate the FFI VTable.  This has a field for each callback interface method.
+    _uniffi_vtable = _UniffiVTableCallbackInterfaceUnibusWatchListener(
+        _uniffi_free,
+        _uniffi_clone,
+        on_update,
+        on_error,
+        on_close,
+    )
+    # Send Rust a pointer to the VTable.  Note: this means we need to keep the struct alive forever,
+    # or else bad things will happen when Rust tries to access it.
+    _UniffiLib.uniffi_unibus_ffi_fn_init_callback_vtable_watchlistener(ctypes.byref(_uniffi_vtable))
+
+class _UniffiFfiConverterTypeWatchListener:
+    _handle_map = _UniffiHandleMap()
+
+    @staticmethod
+    def lift(value: int):
+        if (value & 1) == 0:
+            # Rust-generated handle, construct a new class that uses the handle to implement the
+            # interface
+            return WatchListenerImpl._uniffi_make_instance(value)
+        else:
+            # Python-generated handle, get the object from the handle map
+            return _UniffiFfiConverterTypeWatchListener._handle_map.remove(value)
+
+    @staticmethod
+    def check_lower(value: WatchListener):
+        if not isinstance(value, WatchListener):
+            raise TypeError("Expected WatchListener subclass, {} found".format(type(value).__name__))
+
+    @staticmethod
+    def lower(value: WatchListener):
+         if isinstance(value, WatchListenerImpl):
+            # Rust-implementated object.  Clone the handle and return it
+            return value._uniffi_clone_handle()
+         else:
+            # Python-implementated object, generate a new vtable handle and return that.
+            return _UniffiFfiConverterTypeWatchListener._handle_map.insert(value)
+
+    @classmethod
+    def read(cls, buf: _UniffiRustBuffer):
+        ptr = buf.read_u64()
+        if ptr == 0:
+            raise InternalError("Raw handle value was null")
+        return cls.lift(ptr)
+
+    @classmethod
+    def write(cls, value: WatchListener, buf: _UniffiRustBuffer):
+        buf.write_u64(cls.lower(value))
+
+
+class WatchHandleProtocol(typing.Protocol):
+    """
+    A running watch. `cancel()` stops it (and calls `on_close(Cancelled)`); destroying the
+    handle stops it too, silently.
+"""
+    
+    def cancel(self, ) -> None:
+        """
+        Stops the watch. The listener gets `on_close(Cancelled)` unless it was already closed.
+"""
+        raise NotImplementedError
+
+class WatchHandle(WatchHandleProtocol):
+    """
+    A running watch. `cancel()` stops it (and calls `on_close(Cancelled)`); destroying the
+    handle stops it too, silently.
+"""
+    
+    _handle: ctypes.c_uint64
+    
+    def __init__(self, *args, **kwargs):
+        raise ValueError("This class has no default constructor")
+
+    def __del__(self):
+        # In case of partial initialization of instances.
+        handle = getattr(self, "_handle", None)
+        if handle is not None:
+            _uniffi_rust_call(_UniffiLib.uniffi_unibus_ffi_fn_free_watchhandle, handle)
+
+    def _uniffi_clone_handle(self):
+        return _uniffi_rust_call(_UniffiLib.uniffi_unibus_ffi_fn_clone_watchhandle, self._handle)
+
+    # Used by alternative constructors or any methods which return this type.
+    @classmethod
+    def _uniffi_make_instance(cls, handle):
+        # Lightly yucky way to bypass the usual __init__ logic
+        # and just create a new instance with the required handle.
+        inst = cls.__new__(cls)
+        inst._handle = handle
+        return inst
+    def cancel(self, ) -> None:
+        """
+        Stops the watch. The listener gets `on_close(Cancelled)` unless it was already closed.
+"""
+        _uniffi_lowered_args = (
+            self._uniffi_clone_handle(),
+        )
+        _uniffi_lift_return = lambda val: None
+        _uniffi_error_converter = None
+        _uniffi_ffi_result = _uniffi_rust_call_with_error(
+            _uniffi_error_converter,
+            _UniffiLib.uniffi_unibus_ffi_fn_method_watchhandle_cancel,
+            *_uniffi_lowered_args,
+        )
+        return _uniffi_lift_return(_uniffi_ffi_result)
+
+
+
+
+
+class _UniffiFfiConverterTypeWatchHandle:
+    @staticmethod
+    def lift(value: int) -> WatchHandle:
+        return WatchHandle._uniffi_make_instance(value)
+
+    @staticmethod
+    def check_lower(value: WatchHandle):
+        if not isinstance(value, WatchHandle):
+            raise TypeError("Expected WatchHandle instance, {} found".format(type(value).__name__))
+
+    @staticmethod
+    def lower(value: WatchHandle) -> ctypes.c_uint64:
+        return value._uniffi_clone_handle()
+
+    @classmethod
+    def read(cls, buf: _UniffiRustBuffer) -> WatchHandle:
+        ptr = buf.read_u64()
+        if ptr == 0:
+            raise InternalError("Raw handle value was null")
+        return cls.lift(ptr)
+
+    @classmethod
+    def write(cls, value: WatchHandle, buf: _UniffiRustBuffer):
+        buf.write_u64(cls.lower(value))
+
+
+class SessionProtocol(typing.Protocol):
+    """
+    A session on the cluster, logged in with an identity's own key. See `unibus::client`.
+"""
+    
+    async def add_member(self, room: str,member: str) -> None:
+        """
+        Adds the active user `member` (signing key, hex) to `room`. Owner only.
+"""
+        raise NotImplementedError
+    async def close_session(self, ) -> None:
+        """
+        Ends the session: watches close with `SessionEnded(Closed)`, later calls raise `Ended`.
+        (Named so, not `close`, because Kotlin objects already have `close()`: it frees the
+        Rust object, and ends the session too when it was the last reference.)
+"""
+        raise NotImplementedError
+    async def create_room(self, room: str) -> RoomInfo:
+        """
+        Creates `room`, owned by this identity, at epoch 0.
+"""
+        raise NotImplementedError
+    async def current_epoch(self, room: str) -> int:
+        """
+        The room's latest epoch. Members only.
+"""
+        raise NotImplementedError
+    async def is_member(self, room: str) -> bool:
+        """
+        Whether this identity is a member of `room` (false for unknown rooms; failures raise).
+"""
+        raise NotImplementedError
+    async def members(self, room: str) -> typing.List[Recipient]:
+        """
+        The room's active members and their keys. Owner only.
+"""
+        raise NotImplementedError
+    async def my_rooms(self, ) -> typing.List[RoomInfo]:
+        """
+        The rooms this identity is a member of, sorted by id.
+"""
+        raise NotImplementedError
+    async def rekey(self, room: str) -> OpenedRoomKey:
+        """
+        Seals a fresh key to every current member on this device and uploads it as the next
+        epoch. Owner only. Returns the new epoch and its key.
+"""
+        raise NotImplementedError
+    async def remove_member(self, room: str,member: str) -> None:
+        """
+        Removes `member` (signing key, hex) from `room`. Owner only; rekey afterwards.
+"""
+        raise NotImplementedError
+    async def room_key(self, room: str,epoch: typing.Union[object, typing.Optional[int]] = _DEFAULT) -> OpenedRoomKey:
+        """
+        Fetches, verifies and opens this identity's room key at `epoch` (the latest if null).
+"""
+        raise NotImplementedError
+    def state(self, ) -> ConnectionState:
+        """
+        The connection's state now.
+"""
+        raise NotImplementedError
+    async def watch(self, listener: WatchListener) -> WatchHandle:
+        """
+        Starts delivering the changes that concern this identity to `listener`, until the
+        returned handle is cancelled or destroyed, or the session ends.
+"""
+        raise NotImplementedError
+
+class Session(SessionProtocol):
+    """
+    A session on the cluster, logged in with an identity's own key. See `unibus::client`.
+"""
+    
+    _handle: ctypes.c_uint64
+    @classmethod
+    async def connect(cls, identity: Identity,nats_urls: typing.List[str],options: typing.Union[object, typing.Optional[SessionOptions]] = _DEFAULT) -> Session:
+        """
+        Logs in to the cluster at `nats_urls` (from the [`Registration`]) with `identity`'s key.
+"""
+        
+        _UniffiFfiConverterTypeIdentity.check_lower(identity)
+
+        _UniffiFfiConverterSequenceString.check_lower(nats_urls)
+
+        if options is _DEFAULT:
+            options = None
+        _UniffiFfiConverterOptionalTypeSessionOptions.check_lower(options)
+        _uniffi_lowered_args = (
+            _UniffiFfiConverterTypeIdentity.lower(identity),
+            _UniffiFfiConverterSequenceString.lower(nats_urls),
+            _UniffiFfiConverterOptionalTypeSessionOptions.lower(options),
+        )
+        _uniffi_lift_return = _UniffiFfiConverterTypeSession.lift
+        _uniffi_error_converter = _UniffiFfiConverterTypeSessionError
+        return await _uniffi_rust_call_async(
+            _UniffiLib.uniffi_unibus_ffi_fn_constructor_session_connect(*_uniffi_lowered_args),
+            _UniffiLib.ffi_unibus_ffi_rust_future_poll_u64,
+            _UniffiLib.ffi_unibus_ffi_rust_future_complete_u64,
+            _UniffiLib.ffi_unibus_ffi_rust_future_free_u64,
+            _uniffi_lift_return,
+            _uniffi_error_converter,
+        )
+    
+    def __init__(self, *args, **kwargs):
+        raise ValueError("This class has no default constructor")
+
+    def __del__(self):
+        # In case of partial initialization of instances.
+        handle = getattr(self, "_handle", None)
+        if handle is not None:
+            _uniffi_rust_call(_UniffiLib.uniffi_unibus_ffi_fn_free_session, handle)
+
+    def _uniffi_clone_handle(self):
+        return _uniffi_rust_call(_UniffiLib.uniffi_unibus_ffi_fn_clone_session, self._handle)
+
+    # Used by alternative constructors or any methods which return this type.
+    @classmethod
+    def _uniffi_make_instance(cls, handle):
+        # Lightly yucky way to bypass the usual __init__ logic
+        # and just create a new instance with the required handle.
+        inst = cls.__new__(cls)
+        inst._handle = handle
+        return inst
+    async def add_member(self, room: str,member: str) -> None:
+        """
+        Adds the active user `member` (signing key, hex) to `room`. Owner only.
+"""
+        
+        _UniffiFfiConverterString.check_lower(room)
+
+        _UniffiFfiConverterString.check_lower(member)
+        _uniffi_lowered_args = (
+            self._uniffi_clone_handle(),
+            _UniffiFfiConverterString.lower(room),
+            _UniffiFfiConverterString.lower(member),
+        )
+        _uniffi_lift_return = lambda val: None
+        _uniffi_error_converter = _UniffiFfiConverterTypeSessionError
+        return await _uniffi_rust_call_async(
+            _UniffiLib.uniffi_unibus_ffi_fn_method_session_add_member(*_uniffi_lowered_args),
+            _UniffiLib.ffi_unibus_ffi_rust_future_poll_void,
+            _UniffiLib.ffi_unibus_ffi_rust_future_complete_void,
+            _UniffiLib.ffi_unibus_ffi_rust_future_free_void,
+            _uniffi_lift_return,
+            _uniffi_error_converter,
+        )
+    async def close_session(self, ) -> None:
+        """
+        Ends the session: watches close with `SessionEnded(Closed)`, later calls raise `Ended`.
+        (Named so, not `close`, because Kotlin objects already have `close()`: it frees the
+        Rust object, and ends the session too when it was the last reference.)
+"""
+        _uniffi_lowered_args = (
+            self._uniffi_clone_handle(),
+        )
+        _uniffi_lift_return = lambda val: None
+        _uniffi_error_converter = None
+        return await _uniffi_rust_call_async(
+            _UniffiLib.uniffi_unibus_ffi_fn_method_session_close_session(*_uniffi_lowered_args),
+            _UniffiLib.ffi_unibus_ffi_rust_future_poll_void,
+            _UniffiLib.ffi_unibus_ffi_rust_future_complete_void,
+            _UniffiLib.ffi_unibus_ffi_rust_future_free_void,
+            _uniffi_lift_return,
+            _uniffi_error_converter,
+        )
+    async def create_room(self, room: str) -> RoomInfo:
+        """
+        Creates `room`, owned by this identity, at epoch 0.
+"""
+        
+        _UniffiFfiConverterString.check_lower(room)
+        _uniffi_lowered_args = (
+            self._uniffi_clone_handle(),
+            _UniffiFfiConverterString.lower(room),
+        )
+        _uniffi_lift_return = _UniffiFfiConverterTypeRoomInfo.lift
+        _uniffi_error_converter = _UniffiFfiConverterTypeSessionError
+        return await _uniffi_rust_call_async(
+            _UniffiLib.uniffi_unibus_ffi_fn_method_session_create_room(*_uniffi_lowered_args),
+            _UniffiLib.ffi_unibus_ffi_rust_future_poll_rust_buffer,
+            _UniffiLib.ffi_unibus_ffi_rust_future_complete_rust_buffer,
+            _UniffiLib.ffi_unibus_ffi_rust_future_free_rust_buffer,
+            _uniffi_lift_return,
+            _uniffi_error_converter,
+        )
+    async def current_epoch(self, room: str) -> int:
+        """
+        The room's latest epoch. Members only.
+"""
+        
+        _UniffiFfiConverterString.check_lower(room)
+        _uniffi_lowered_args = (
+            self._uniffi_clone_handle(),
+            _UniffiFfiConverterString.lower(room),
+        )
+        _uniffi_lift_return = _UniffiFfiConverterUInt64.lift
+        _uniffi_error_converter = _UniffiFfiConverterTypeSessionError
+        return await _uniffi_rust_call_async(
+            _UniffiLib.uniffi_unibus_ffi_fn_method_session_current_epoch(*_uniffi_lowered_args),
+            _UniffiLib.ffi_unibus_ffi_rust_future_poll_u64,
+            _UniffiLib.ffi_unibus_ffi_rust_future_complete_u64,
+            _UniffiLib.ffi_unibus_ffi_rust_future_free_u64,
+            _uniffi_lift_return,
+            _uniffi_error_converter,
+        )
+    async def is_member(self, room: str) -> bool:
+        """
+        Whether this identity is a member of `room` (false for unknown rooms; failures raise).
+"""
+        
+        _UniffiFfiConverterString.check_lower(room)
+        _uniffi_lowered_args = (
+            self._uniffi_clone_handle(),
+            _UniffiFfiConverterString.lower(room),
+        )
+        _uniffi_lift_return = _UniffiFfiConverterBoolean.lift
+        _uniffi_error_converter = _UniffiFfiConverterTypeSessionError
+        return await _uniffi_rust_call_async(
+            _UniffiLib.uniffi_unibus_ffi_fn_method_session_is_member(*_uniffi_lowered_args),
+            _UniffiLib.ffi_unibus_ffi_rust_future_poll_i8,
+            _UniffiLib.ffi_unibus_ffi_rust_future_complete_i8,
+            _UniffiLib.ffi_unibus_ffi_rust_future_free_i8,
+            _uniffi_lift_return,
+            _uniffi_error_converter,
+        )
+    async def members(self, room: str) -> typing.List[Recipient]:
+        """
+        The room's active members and their keys. Owner only.
+"""
+        
+        _UniffiFfiConverterString.check_lower(room)
+        _uniffi_lowered_args = (
+            self._uniffi_clone_handle(),
+            _UniffiFfiConverterString.lower(room),
+        )
+        _uniffi_lift_return = _UniffiFfiConverterSequenceTypeRecipient.lift
+        _uniffi_error_converter = _UniffiFfiConverterTypeSessionError
+        return await _uniffi_rust_call_async(
+            _UniffiLib.uniffi_unibus_ffi_fn_method_session_members(*_uniffi_lowered_args),
+            _UniffiLib.ffi_unibus_ffi_rust_future_poll_rust_buffer,
+            _UniffiLib.ffi_unibus_ffi_rust_future_complete_rust_buffer,
+            _UniffiLib.ffi_unibus_ffi_rust_future_free_rust_buffer,
+            _uniffi_lift_return,
+            _uniffi_error_converter,
+        )
+    async def my_rooms(self, ) -> typing.List[RoomInfo]:
+        """
+        The rooms this identity is a member of, sorted by id.
+"""
+        _uniffi_lowered_args = (
+            self._uniffi_clone_handle(),
+        )
+        _uniffi_lift_return = _UniffiFfiConverterSequenceTypeRoomInfo.lift
+        _uniffi_error_converter = _UniffiFfiConverterTypeSessionError
+        return await _uniffi_rust_call_async(
+            _UniffiLib.uniffi_unibus_ffi_fn_method_session_my_rooms(*_uniffi_lowered_args),
+            _UniffiLib.ffi_unibus_ffi_rust_future_poll_rust_buffer,
+            _UniffiLib.ffi_unibus_ffi_rust_future_complete_rust_buffer,
+            _UniffiLib.ffi_unibus_ffi_rust_future_free_rust_buffer,
+            _uniffi_lift_return,
+            _uniffi_error_converter,
+        )
+    async def rekey(self, room: str) -> OpenedRoomKey:
+        """
+        Seals a fresh key to every current member on this device and uploads it as the next
+        epoch. Owner only. Returns the new epoch and its key.
+"""
+        
+        _UniffiFfiConverterString.check_lower(room)
+        _uniffi_lowered_args = (
+            self._uniffi_clone_handle(),
+            _UniffiFfiConverterString.lower(room),
+        )
+        _uniffi_lift_return = _UniffiFfiConverterTypeOpenedRoomKey.lift
+        _uniffi_error_converter = _UniffiFfiConverterTypeSessionError
+        return await _uniffi_rust_call_async(
+            _UniffiLib.uniffi_unibus_ffi_fn_method_session_rekey(*_uniffi_lowered_args),
+            _UniffiLib.ffi_unibus_ffi_rust_future_poll_rust_buffer,
+            _UniffiLib.ffi_unibus_ffi_rust_future_complete_rust_buffer,
+            _UniffiLib.ffi_unibus_ffi_rust_future_free_rust_buffer,
+            _uniffi_lift_return,
+            _uniffi_error_converter,
+        )
+    async def remove_member(self, room: str,member: str) -> None:
+        """
+        Removes `member` (signing key, hex) from `room`. Owner only; rekey afterwards.
+"""
+        
+        _UniffiFfiConverterString.check_lower(room)
+
+        _UniffiFfiConverterString.check_lower(member)
+        _uniffi_lowered_args = (
+            self._uniffi_clone_handle(),
+            _UniffiFfiConverterString.lower(room),
+            _UniffiFfiConverterString.lower(member),
+        )
+        _uniffi_lift_return = lambda val: None
+        _uniffi_error_converter = _UniffiFfiConverterTypeSessionError
+        return await _uniffi_rust_call_async(
+            _UniffiLib.uniffi_unibus_ffi_fn_method_session_remove_member(*_uniffi_lowered_args),
+            _UniffiLib.ffi_unibus_ffi_rust_future_poll_void,
+            _UniffiLib.ffi_unibus_ffi_rust_future_complete_void,
+            _UniffiLib.ffi_unibus_ffi_rust_future_free_void,
+            _uniffi_lift_return,
+            _uniffi_error_converter,
+        )
+    async def room_key(self, room: str,epoch: typing.Union[object, typing.Optional[int]] = _DEFAULT) -> OpenedRoomKey:
+        """
+        Fetches, verifies and opens this identity's room key at `epoch` (the latest if null).
+"""
+        
+        _UniffiFfiConverterString.check_lower(room)
+
+        if epoch is _DEFAULT:
+            epoch = None
+        _UniffiFfiConverterOptionalUInt64.check_lower(epoch)
+        _uniffi_lowered_args = (
+            self._uniffi_clone_handle(),
+            _UniffiFfiConverterString.lower(room),
+            _UniffiFfiConverterOptionalUInt64.lower(epoch),
+        )
+        _uniffi_lift_return = _UniffiFfiConverterTypeOpenedRoomKey.lift
+        _uniffi_error_converter = _UniffiFfiConverterTypeSessionError
+        return await _uniffi_rust_call_async(
+            _UniffiLib.uniffi_unibus_ffi_fn_method_session_room_key(*_uniffi_lowered_args),
+            _UniffiLib.ffi_unibus_ffi_rust_future_poll_rust_buffer,
+            _UniffiLib.ffi_unibus_ffi_rust_future_complete_rust_buffer,
+            _UniffiLib.ffi_unibus_ffi_rust_future_free_rust_buffer,
+            _uniffi_lift_return,
+            _uniffi_error_converter,
+        )
+    def state(self, ) -> ConnectionState:
+        """
+        The connection's state now.
+"""
+        _uniffi_lowered_args = (
+            self._uniffi_clone_handle(),
+        )
+        _uniffi_lift_return = _UniffiFfiConverterTypeConnectionState.lift
+        _uniffi_error_converter = None
+        _uniffi_ffi_result = _uniffi_rust_call_with_error(
+            _uniffi_error_converter,
+            _UniffiLib.uniffi_unibus_ffi_fn_method_session_state,
+            *_uniffi_lowered_args,
+        )
+        return _uniffi_lift_return(_uniffi_ffi_result)
+    async def watch(self, listener: WatchListener) -> WatchHandle:
+        """
+        Starts delivering the changes that concern this identity to `listener`, until the
+        returned handle is cancelled or destroyed, or the session ends.
+"""
+        
+        _UniffiFfiConverterTypeWatchListener.check_lower(listener)
+        _uniffi_lowered_args = (
+            self._uniffi_clone_handle(),
+            _UniffiFfiConverterTypeWatchListener.lower(listener),
+        )
+        _uniffi_lift_return = _UniffiFfiConverterTypeWatchHandle.lift
+        _uniffi_error_converter = _UniffiFfiConverterTypeSessionError
+        return await _uniffi_rust_call_async(
+            _UniffiLib.uniffi_unibus_ffi_fn_method_session_watch(*_uniffi_lowered_args),
+            _UniffiLib.ffi_unibus_ffi_rust_future_poll_u64,
+            _UniffiLib.ffi_unibus_ffi_rust_future_complete_u64,
+            _UniffiLib.ffi_unibus_ffi_rust_future_free_u64,
+            _uniffi_lift_return,
+            _uniffi_error_converter,
+        )
+
+
+
+
+
+class _UniffiFfiConverterTypeSession:
+    @staticmethod
+    def lift(value: int) -> Session:
+        return Session._uniffi_make_instance(value)
+
+    @staticmethod
+    def check_lower(value: Session):
+        if not isinstance(value, Session):
+            raise TypeError("Expected Session instance, {} found".format(type(value).__name__))
+
+    @staticmethod
+    def lower(value: Session) -> ctypes.c_uint64:
+        return value._uniffi_clone_handle()
+
+    @classmethod
+    def read(cls, buf: _UniffiRustBuffer) -> Session:
+        ptr = buf.read_u64()
+        if ptr == 0:
+            raise InternalError("Raw handle value was null")
+        return cls.lift(ptr)
+
+    @classmethod
+    def write(cls, value: Session, buf: _UniffiRustBuffer):
+        buf.write_u64(cls.lower(value))
+
+class _UniffiFfiConverterOptionalTypeLogSink(_UniffiConverterRustBuffer):
+    @classmethod
+    def check_lower(cls, value):
+        if value is not None:
+            _UniffiFfiConverterTypeLogSink.check_lower(value)
+
+    @classmethod
+    def write(cls, value, buf):
+        if value is None:
+            buf.write_u8(0)
+            return
+
+        buf.write_u8(1)
+        _UniffiFfiConverterTypeLogSink.write(value, buf)
+
+    @classmethod
+    def read(cls, buf):
+        flag = buf.read_u8()
+        if flag == 0:
+            return None
+        elif flag == 1:
+            return _UniffiFfiConverterTypeLogSink.read(buf)
+        else:
+            raise InternalError("Unexpected flag byte for optional type")
+
+class _UniffiFfiConverterOptionalTypeRegisterOptions(_UniffiConverterRustBuffer):
+    @classmethod
+    def check_lower(cls, value):
+        if value is not None:
+            _UniffiFfiConverterTypeRegisterOptions.check_lower(value)
+
+    @classmethod
+    def write(cls, value, buf):
+        if value is None:
+            buf.write_u8(0)
+            return
+
+        buf.write_u8(1)
+        _UniffiFfiConverterTypeRegisterOptions.write(value, buf)
+
+    @classmethod
+    def read(cls, buf):
+        flag = buf.read_u8()
+        if flag == 0:
+            return None
+        elif flag == 1:
+            return _UniffiFfiConverterTypeRegisterOptions.read(buf)
+        else:
+            raise InternalError("Unexpected flag byte for optional type")
+
+class _UniffiFfiConverterOptionalTypeSessionOptions(_UniffiConverterRustBuffer):
+    @classmethod
+    def check_lower(cls, value):
+        if value is not None:
+            _UniffiFfiConverterTypeSessionOptions.check_lower(value)
+
+    @classmethod
+    def write(cls, value, buf):
+        if value is None:
+            buf.write_u8(0)
+            return
+
+        buf.write_u8(1)
+        _UniffiFfiConverterTypeSessionOptions.write(value, buf)
+
+    @classmethod
+    def read(cls, buf):
+        flag = buf.read_u8()
+        if flag == 0:
+            return None
+        elif flag == 1:
+            return _UniffiFfiConverterTypeSessionOptions.read(buf)
+        else:
+            raise InternalError("Unexpected flag byte for optional type")
 def format_invite_link(server_url: str,token_hex: str) -> str:
     """
     Formats the link for a server base URL and a 64-hex token, as an admin tool does.
@@ -2480,6 +5532,29 @@ def format_invite_link(server_url: str,token_hex: str) -> str:
     _uniffi_ffi_result = _uniffi_rust_call_with_error(
         _uniffi_error_converter,
         _UniffiLib.uniffi_unibus_ffi_fn_func_format_invite_link,
+        *_uniffi_lowered_args,
+    )
+    return _uniffi_lift_return(_uniffi_ffi_result)
+def init_platform(config: PlatformConfig,log_sink: typing.Union[object, typing.Optional[LogSink]] = _DEFAULT) -> None:
+    """
+    Starts the SDK's runtime with `config` and sends its logs to `log_sink`, or to standard
+    error without one. Call it once, before any other call.
+"""
+    
+    _UniffiFfiConverterTypePlatformConfig.check_lower(config)
+
+    if log_sink is _DEFAULT:
+        log_sink = None
+    _UniffiFfiConverterOptionalTypeLogSink.check_lower(log_sink)
+    _uniffi_lowered_args = (
+        _UniffiFfiConverterTypePlatformConfig.lower(config),
+        _UniffiFfiConverterOptionalTypeLogSink.lower(log_sink),
+    )
+    _uniffi_lift_return = lambda val: None
+    _uniffi_error_converter = _UniffiFfiConverterTypePlatformError
+    _uniffi_ffi_result = _uniffi_rust_call_with_error(
+        _uniffi_error_converter,
+        _UniffiLib.uniffi_unibus_ffi_fn_func_init_platform,
         *_uniffi_lowered_args,
     )
     return _uniffi_lift_return(_uniffi_ffi_result)
@@ -2542,6 +5617,35 @@ def open_room_key(identity: Identity,sealed: bytes,room_id: str,epoch: int,rekey
         *_uniffi_lowered_args,
     )
     return _uniffi_lift_return(_uniffi_ffi_result)
+async def register(link: InviteLink,identity: Identity,options: typing.Union[object, typing.Optional[RegisterOptions]] = _DEFAULT) -> Registration:
+    """
+    Redeems the invite `link` for `identity` over HTTPS, retrying transient failures. Safe to
+    call again after any failure: a repeated request of the same identity gets the same
+    success.
+"""
+    
+    _UniffiFfiConverterTypeInviteLink.check_lower(link)
+
+    _UniffiFfiConverterTypeIdentity.check_lower(identity)
+
+    if options is _DEFAULT:
+        options = None
+    _UniffiFfiConverterOptionalTypeRegisterOptions.check_lower(options)
+    _uniffi_lowered_args = (
+        _UniffiFfiConverterTypeInviteLink.lower(link),
+        _UniffiFfiConverterTypeIdentity.lower(identity),
+        _UniffiFfiConverterOptionalTypeRegisterOptions.lower(options),
+    )
+    _uniffi_lift_return = _UniffiFfiConverterTypeRegistration.lift
+    _uniffi_error_converter = _UniffiFfiConverterTypeRegisterError
+    return await _uniffi_rust_call_async(
+        _UniffiLib.uniffi_unibus_ffi_fn_func_register(*_uniffi_lowered_args),
+        _UniffiLib.ffi_unibus_ffi_rust_future_poll_rust_buffer,
+        _UniffiLib.ffi_unibus_ffi_rust_future_complete_rust_buffer,
+        _UniffiLib.ffi_unibus_ffi_rust_future_free_rust_buffer,
+        _uniffi_lift_return,
+        _uniffi_error_converter,
+    )
 async def rekey_room(rekeyer: Identity,room_id: str,epoch: int,previous_epoch: int,room_key: RoomKey,recipients: typing.List[Recipient]) -> bytes:
     """
     Rekeys on the device: seals `room_key` to every recipient and signs the manifest for `epoch`
@@ -2647,22 +5751,46 @@ def validate_sign_public_key(hex: str) -> str:
 
 __all__ = [
     "InternalError",
+    "LogLevel",
+    "SessionEnd",
+    "ConnectionState",
     "IdentityError",
     "InviteLinkError",
     "KeyError",
+    "PlatformError",
+    "RegisterError",
+    "RoomUpdate",
     "SealError",
+    "SessionError",
+    "WatchEnd",
+    "OpenedRoomKey",
+    "PlatformConfig",
     "Recipient",
+    "RegisterOptions",
+    "Registration",
+    "RoomInfo",
+    "SessionOptions",
     "format_invite_link",
+    "init_platform",
     "open_manifest",
     "open_room_key",
+    "register",
     "rekey_room",
     "seal_room_key",
     "validate_kex_public_key",
     "validate_sign_public_key",
+    "RoomKey",
+    "RoomKeyProtocol",
     "Identity",
     "IdentityProtocol",
     "InviteLink",
     "InviteLinkProtocol",
-    "RoomKey",
-    "RoomKeyProtocol",
+    "LogSinkImpl",
+    "LogSink",
+    "WatchListenerImpl",
+    "WatchListener",
+    "WatchHandle",
+    "WatchHandleProtocol",
+    "Session",
+    "SessionProtocol",
 ]

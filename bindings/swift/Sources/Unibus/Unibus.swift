@@ -460,7 +460,29 @@ fileprivate final class UniffiHandleMap<T>: @unchecked Sendable {
 
 
 // Public interface members begin here.
+// Magic number for the Rust proxy to call using the same mechanism as every other method,
+// to free the callback once it's dropped by Rust.
+private let IDX_CALLBACK_FREE: Int32 = 0
+// Callback return codes
+private let UNIFFI_CALLBACK_SUCCESS: Int32 = 0
+private let UNIFFI_CALLBACK_ERROR: Int32 = 1
+private let UNIFFI_CALLBACK_UNEXPECTED_ERROR: Int32 = 2
 
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterUInt32: FfiConverterPrimitive {
+    typealias FfiType = UInt32
+    typealias SwiftType = UInt32
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> UInt32 {
+        return try lift(readInt(&buf))
+    }
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
 
 #if swift(>=5.8)
 @_documentation(visibility: private)
@@ -474,6 +496,30 @@ fileprivate struct FfiConverterUInt64: FfiConverterPrimitive {
     }
 
     public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterBool : FfiConverter {
+    typealias FfiType = Int8
+    typealias SwiftType = Bool
+
+    public static func lift(_ value: Int8) throws -> Bool {
+        return value != 0
+    }
+
+    public static func lower(_ value: Bool) -> Int8 {
+        return value ? 1 : 0
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> Bool {
+        return try lift(readInt(&buf))
+    }
+
+    public static func write(_ value: Bool, into buf: inout [UInt8]) {
         writeInt(&buf, lower(value))
     }
 }
@@ -964,6 +1010,222 @@ public func FfiConverterTypeInviteLink_lower(_ value: InviteLink) -> UInt64 {
 
 
 /**
+ * Where the app wants the SDK's log lines, one call per line.
+ */
+public protocol LogSink: AnyObject, Sendable {
+    
+    /**
+     * One log line: its level, the Rust module it came from, and the message with its fields.
+     */
+    func log(level: LogLevel, target: String, message: String) 
+    
+}
+/**
+ * Where the app wants the SDK's log lines, one call per line.
+ */
+open class LogSinkImpl: LogSink, @unchecked Sendable {
+    fileprivate let handle: UInt64
+
+    /// Used to instantiate a [FFIObject] without an actual handle, for fakes in tests, mostly.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public struct NoHandle {
+        public init() {}
+    }
+
+    // TODO: We'd like this to be `private` but for Swifty reasons,
+    // we can't implement `FfiConverter` without making this `required` and we can't
+    // make it `required` without making it `public`.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    required public init(unsafeFromHandle handle: UInt64) {
+        self.handle = handle
+    }
+
+    // This constructor can be used to instantiate a fake object.
+    // - Parameter noHandle: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
+    //
+    // - Warning:
+    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing handle the FFI lower functions will crash.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public init(noHandle: NoHandle) {
+        self.handle = 0
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public func uniffiCloneHandle() -> UInt64 {
+        return try! rustCall { uniffi_unibus_ffi_fn_clone_logsink(self.handle, $0) }
+    }
+    // No primary constructor declared for this class.
+
+    deinit {
+        if handle == 0 {
+            // Mock objects have handle=0 don't try to free them
+            return
+        }
+
+        try! rustCall { uniffi_unibus_ffi_fn_free_logsink(handle, $0) }
+    }
+
+    
+
+    
+    /**
+     * One log line: its level, the Rust module it came from, and the message with its fields.
+     */
+open func log(level: LogLevel, target: String, message: String)  {try! rustCall() {
+        uniffiCallStatus in
+    uniffi_unibus_ffi_fn_method_logsink_log(
+            self.uniffiCloneHandle(),
+        FfiConverterTypeLogLevel_lower(level),
+        FfiConverterString.lower(target),
+        FfiConverterString.lower(message),uniffiCallStatus
+    )
+}
+}
+    
+
+    
+}
+
+
+
+// Put the implementation in a struct so we don't pollute the top-level namespace
+fileprivate struct UniffiCallbackInterfaceLogSink {
+
+    // Create the VTable using a series of closures.
+    // Swift automatically converts these into C callback functions.
+    //
+    // Store the vtable directly.
+    static let vtable: UniffiVTableCallbackInterfaceLogSink = UniffiVTableCallbackInterfaceLogSink(
+        uniffiFree: { (uniffiHandle: UInt64) -> () in
+            do {
+                try FfiConverterTypeLogSink.handleMap.remove(handle: uniffiHandle)
+            } catch {
+                print("Uniffi callback interface LogSink: handle missing in uniffiFree")
+            }
+        },
+        uniffiClone: { (uniffiHandle: UInt64) -> UInt64 in
+            do {
+                return try FfiConverterTypeLogSink.handleMap.clone(handle: uniffiHandle)
+            } catch {
+                fatalError("Uniffi callback interface LogSink: handle missing in uniffiClone")
+            }
+        },
+        log: { (
+            uniffiHandle: UInt64,
+            level: RustBuffer,
+            target: RustBuffer,
+            message: RustBuffer,
+            uniffiOutReturn: UnsafeMutableRawPointer,
+            uniffiCallStatus: UnsafeMutablePointer<RustCallStatus>
+        ) in
+            let makeCall = {
+                () throws -> () in
+                guard let uniffiObj = try? FfiConverterTypeLogSink.handleMap.get(handle: uniffiHandle) else {
+                    throw UniffiInternalError.unexpectedStaleHandle
+                }
+                return uniffiObj.log(
+                     level: try FfiConverterTypeLogLevel_lift(level),
+                     target: try FfiConverterString.lift(target),
+                     message: try FfiConverterString.lift(message)
+                )
+            }
+
+            
+            let writeReturn = { () }
+            uniffiTraitInterfaceCall(
+                callStatus: uniffiCallStatus,
+                makeCall: makeCall,
+                writeReturn: writeReturn
+            )
+        }
+    )
+
+    // Rust stores this pointer for future callback invocations, so it must live
+    // for the process lifetime (not just for the init function call).
+    //
+    // `nonisolated(unsafe)` is needed under Swift 6 strict concurrency.
+    // This is safe because the pointee is initialized once during static init
+    // and never mutated by either side of the FFI.  Its fields are C function pointers.
+    nonisolated(unsafe) static let vtablePtr: UnsafePointer<UniffiVTableCallbackInterfaceLogSink> = {
+        let ptr = UnsafeMutablePointer<UniffiVTableCallbackInterfaceLogSink>.allocate(capacity: 1)
+        ptr.initialize(to: vtable)
+        return UnsafePointer(ptr)
+    }()
+}
+
+private func uniffiCallbackInitLogSink() {
+    uniffi_unibus_ffi_fn_init_callback_vtable_logsink(UniffiCallbackInterfaceLogSink.vtablePtr)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeLogSink: FfiConverter {
+    fileprivate static let handleMap = UniffiHandleMap<LogSink>()
+
+    typealias FfiType = UInt64
+    typealias SwiftType = LogSink
+
+    public static func lift(_ handle: UInt64) throws -> LogSink {
+        if ((handle & 1) == 0) {
+            // Rust-generated handle, construct a new class that uses the handle to implement the
+            // interface
+            return LogSinkImpl(unsafeFromHandle: handle)
+        } else {
+            // Swift-generated handle, get the object from the handle map
+            return try handleMap.remove(handle: handle)
+        }
+    }
+
+    public static func lower(_ value: LogSink) -> UInt64 {
+         if let rustImpl = value as? LogSinkImpl {
+             // Rust-implemented object.  Clone the handle and return it
+            return rustImpl.uniffiCloneHandle()
+         } else {
+            // Swift object, generate a new vtable handle and return that.
+            return handleMap.insert(obj: value)
+         }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> LogSink {
+        let handle: UInt64 = try readInt(&buf)
+        return try lift(handle)
+    }
+
+    public static func write(_ value: LogSink, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeLogSink_lift(_ handle: UInt64) throws -> LogSink {
+    return try FfiConverterTypeLogSink.lift(handle)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeLogSink_lower(_ value: LogSink) -> UInt64 {
+    return FfiConverterTypeLogSink.lower(value)
+}
+
+
+
+
+
+
+/**
  * A room's 32-byte symmetric key. Wiped when this object is destroyed.
  */
 public protocol RoomKeyProtocol: AnyObject, Sendable {
@@ -1113,6 +1375,988 @@ public func FfiConverterTypeRoomKey_lower(_ value: RoomKey) -> UInt64 {
 
 
 
+
+
+/**
+ * A session on the cluster, logged in with an identity's own key. See `unibus::client`.
+ */
+public protocol SessionProtocol: AnyObject, Sendable {
+    
+    /**
+     * Adds the active user `member` (signing key, hex) to `room`. Owner only.
+     */
+    func addMember(room: String, member: String) async throws 
+    
+    /**
+     * Ends the session: watches close with `SessionEnded(Closed)`, later calls raise `Ended`.
+     * (Named so, not `close`, because Kotlin objects already have `close()`: it frees the
+     * Rust object, and ends the session too when it was the last reference.)
+     */
+    func closeSession() async 
+    
+    /**
+     * Creates `room`, owned by this identity, at epoch 0.
+     */
+    func createRoom(room: String) async throws  -> RoomInfo
+    
+    /**
+     * The room's latest epoch. Members only.
+     */
+    func currentEpoch(room: String) async throws  -> UInt64
+    
+    /**
+     * Whether this identity is a member of `room` (false for unknown rooms; failures raise).
+     */
+    func isMember(room: String) async throws  -> Bool
+    
+    /**
+     * The room's active members and their keys. Owner only.
+     */
+    func members(room: String) async throws  -> [Recipient]
+    
+    /**
+     * The rooms this identity is a member of, sorted by id.
+     */
+    func myRooms() async throws  -> [RoomInfo]
+    
+    /**
+     * Seals a fresh key to every current member on this device and uploads it as the next
+     * epoch. Owner only. Returns the new epoch and its key.
+     */
+    func rekey(room: String) async throws  -> OpenedRoomKey
+    
+    /**
+     * Removes `member` (signing key, hex) from `room`. Owner only; rekey afterwards.
+     */
+    func removeMember(room: String, member: String) async throws 
+    
+    /**
+     * Fetches, verifies and opens this identity's room key at `epoch` (the latest if null).
+     */
+    func roomKey(room: String, epoch: UInt64?) async throws  -> OpenedRoomKey
+    
+    /**
+     * The connection's state now.
+     */
+    func state()  -> ConnectionState
+    
+    /**
+     * Starts delivering the changes that concern this identity to `listener`, until the
+     * returned handle is cancelled or destroyed, or the session ends.
+     */
+    func watch(listener: WatchListener) async throws  -> WatchHandle
+    
+}
+/**
+ * A session on the cluster, logged in with an identity's own key. See `unibus::client`.
+ */
+open class Session: SessionProtocol, @unchecked Sendable {
+    fileprivate let handle: UInt64
+
+    /// Used to instantiate a [FFIObject] without an actual handle, for fakes in tests, mostly.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public struct NoHandle {
+        public init() {}
+    }
+
+    // TODO: We'd like this to be `private` but for Swifty reasons,
+    // we can't implement `FfiConverter` without making this `required` and we can't
+    // make it `required` without making it `public`.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    required public init(unsafeFromHandle handle: UInt64) {
+        self.handle = handle
+    }
+
+    // This constructor can be used to instantiate a fake object.
+    // - Parameter noHandle: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
+    //
+    // - Warning:
+    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing handle the FFI lower functions will crash.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public init(noHandle: NoHandle) {
+        self.handle = 0
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public func uniffiCloneHandle() -> UInt64 {
+        return try! rustCall { uniffi_unibus_ffi_fn_clone_session(self.handle, $0) }
+    }
+    // No primary constructor declared for this class.
+
+    deinit {
+        if handle == 0 {
+            // Mock objects have handle=0 don't try to free them
+            return
+        }
+
+        try! rustCall { uniffi_unibus_ffi_fn_free_session(handle, $0) }
+    }
+
+    
+    /**
+     * Logs in to the cluster at `nats_urls` (from the [`Registration`]) with `identity`'s key.
+     */
+public static func connect(identity: Identity, natsUrls: [String], options: SessionOptions? = nil)async throws  -> Session  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_unibus_ffi_fn_constructor_session_connect(FfiConverterTypeIdentity_lower(identity),FfiConverterSequenceString.lower(natsUrls),FfiConverterOptionTypeSessionOptions.lower(options)
+                )
+            },
+            pollFunc: ffi_unibus_ffi_rust_future_poll_u64,
+            completeFunc: ffi_unibus_ffi_rust_future_complete_u64,
+            freeFunc: ffi_unibus_ffi_rust_future_free_u64,
+            liftFunc: FfiConverterTypeSession_lift,
+            errorHandler: FfiConverterTypeSessionError_lift
+        )
+}
+    
+
+    
+    /**
+     * Adds the active user `member` (signing key, hex) to `room`. Owner only.
+     */
+open func addMember(room: String, member: String)async throws   {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_unibus_ffi_fn_method_session_add_member(
+                        self.uniffiCloneHandle(),FfiConverterString.lower(room),FfiConverterString.lower(member)
+                )
+            },
+            pollFunc: ffi_unibus_ffi_rust_future_poll_void,
+            completeFunc: ffi_unibus_ffi_rust_future_complete_void,
+            freeFunc: ffi_unibus_ffi_rust_future_free_void,
+            liftFunc: { $0 },
+            errorHandler: FfiConverterTypeSessionError_lift
+        )
+}
+    
+    /**
+     * Ends the session: watches close with `SessionEnded(Closed)`, later calls raise `Ended`.
+     * (Named so, not `close`, because Kotlin objects already have `close()`: it frees the
+     * Rust object, and ends the session too when it was the last reference.)
+     */
+open func closeSession()async   {
+    return
+        try!  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_unibus_ffi_fn_method_session_close_session(
+                        self.uniffiCloneHandle()
+                )
+            },
+            pollFunc: ffi_unibus_ffi_rust_future_poll_void,
+            completeFunc: ffi_unibus_ffi_rust_future_complete_void,
+            freeFunc: ffi_unibus_ffi_rust_future_free_void,
+            liftFunc: { $0 },
+            errorHandler: nil
+            
+        )
+}
+    
+    /**
+     * Creates `room`, owned by this identity, at epoch 0.
+     */
+open func createRoom(room: String)async throws  -> RoomInfo  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_unibus_ffi_fn_method_session_create_room(
+                        self.uniffiCloneHandle(),FfiConverterString.lower(room)
+                )
+            },
+            pollFunc: ffi_unibus_ffi_rust_future_poll_rust_buffer,
+            completeFunc: ffi_unibus_ffi_rust_future_complete_rust_buffer,
+            freeFunc: ffi_unibus_ffi_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterTypeRoomInfo_lift,
+            errorHandler: FfiConverterTypeSessionError_lift
+        )
+}
+    
+    /**
+     * The room's latest epoch. Members only.
+     */
+open func currentEpoch(room: String)async throws  -> UInt64  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_unibus_ffi_fn_method_session_current_epoch(
+                        self.uniffiCloneHandle(),FfiConverterString.lower(room)
+                )
+            },
+            pollFunc: ffi_unibus_ffi_rust_future_poll_u64,
+            completeFunc: ffi_unibus_ffi_rust_future_complete_u64,
+            freeFunc: ffi_unibus_ffi_rust_future_free_u64,
+            liftFunc: FfiConverterUInt64.lift,
+            errorHandler: FfiConverterTypeSessionError_lift
+        )
+}
+    
+    /**
+     * Whether this identity is a member of `room` (false for unknown rooms; failures raise).
+     */
+open func isMember(room: String)async throws  -> Bool  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_unibus_ffi_fn_method_session_is_member(
+                        self.uniffiCloneHandle(),FfiConverterString.lower(room)
+                )
+            },
+            pollFunc: ffi_unibus_ffi_rust_future_poll_i8,
+            completeFunc: ffi_unibus_ffi_rust_future_complete_i8,
+            freeFunc: ffi_unibus_ffi_rust_future_free_i8,
+            liftFunc: FfiConverterBool.lift,
+            errorHandler: FfiConverterTypeSessionError_lift
+        )
+}
+    
+    /**
+     * The room's active members and their keys. Owner only.
+     */
+open func members(room: String)async throws  -> [Recipient]  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_unibus_ffi_fn_method_session_members(
+                        self.uniffiCloneHandle(),FfiConverterString.lower(room)
+                )
+            },
+            pollFunc: ffi_unibus_ffi_rust_future_poll_rust_buffer,
+            completeFunc: ffi_unibus_ffi_rust_future_complete_rust_buffer,
+            freeFunc: ffi_unibus_ffi_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterSequenceTypeRecipient.lift,
+            errorHandler: FfiConverterTypeSessionError_lift
+        )
+}
+    
+    /**
+     * The rooms this identity is a member of, sorted by id.
+     */
+open func myRooms()async throws  -> [RoomInfo]  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_unibus_ffi_fn_method_session_my_rooms(
+                        self.uniffiCloneHandle()
+                )
+            },
+            pollFunc: ffi_unibus_ffi_rust_future_poll_rust_buffer,
+            completeFunc: ffi_unibus_ffi_rust_future_complete_rust_buffer,
+            freeFunc: ffi_unibus_ffi_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterSequenceTypeRoomInfo.lift,
+            errorHandler: FfiConverterTypeSessionError_lift
+        )
+}
+    
+    /**
+     * Seals a fresh key to every current member on this device and uploads it as the next
+     * epoch. Owner only. Returns the new epoch and its key.
+     */
+open func rekey(room: String)async throws  -> OpenedRoomKey  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_unibus_ffi_fn_method_session_rekey(
+                        self.uniffiCloneHandle(),FfiConverterString.lower(room)
+                )
+            },
+            pollFunc: ffi_unibus_ffi_rust_future_poll_rust_buffer,
+            completeFunc: ffi_unibus_ffi_rust_future_complete_rust_buffer,
+            freeFunc: ffi_unibus_ffi_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterTypeOpenedRoomKey_lift,
+            errorHandler: FfiConverterTypeSessionError_lift
+        )
+}
+    
+    /**
+     * Removes `member` (signing key, hex) from `room`. Owner only; rekey afterwards.
+     */
+open func removeMember(room: String, member: String)async throws   {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_unibus_ffi_fn_method_session_remove_member(
+                        self.uniffiCloneHandle(),FfiConverterString.lower(room),FfiConverterString.lower(member)
+                )
+            },
+            pollFunc: ffi_unibus_ffi_rust_future_poll_void,
+            completeFunc: ffi_unibus_ffi_rust_future_complete_void,
+            freeFunc: ffi_unibus_ffi_rust_future_free_void,
+            liftFunc: { $0 },
+            errorHandler: FfiConverterTypeSessionError_lift
+        )
+}
+    
+    /**
+     * Fetches, verifies and opens this identity's room key at `epoch` (the latest if null).
+     */
+open func roomKey(room: String, epoch: UInt64? = nil)async throws  -> OpenedRoomKey  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_unibus_ffi_fn_method_session_room_key(
+                        self.uniffiCloneHandle(),FfiConverterString.lower(room),FfiConverterOptionUInt64.lower(epoch)
+                )
+            },
+            pollFunc: ffi_unibus_ffi_rust_future_poll_rust_buffer,
+            completeFunc: ffi_unibus_ffi_rust_future_complete_rust_buffer,
+            freeFunc: ffi_unibus_ffi_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterTypeOpenedRoomKey_lift,
+            errorHandler: FfiConverterTypeSessionError_lift
+        )
+}
+    
+    /**
+     * The connection's state now.
+     */
+open func state() -> ConnectionState  {
+    return try!  FfiConverterTypeConnectionState_lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_unibus_ffi_fn_method_session_state(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Starts delivering the changes that concern this identity to `listener`, until the
+     * returned handle is cancelled or destroyed, or the session ends.
+     */
+open func watch(listener: WatchListener)async throws  -> WatchHandle  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_unibus_ffi_fn_method_session_watch(
+                        self.uniffiCloneHandle(),FfiConverterTypeWatchListener_lower(listener)
+                )
+            },
+            pollFunc: ffi_unibus_ffi_rust_future_poll_u64,
+            completeFunc: ffi_unibus_ffi_rust_future_complete_u64,
+            freeFunc: ffi_unibus_ffi_rust_future_free_u64,
+            liftFunc: FfiConverterTypeWatchHandle_lift,
+            errorHandler: FfiConverterTypeSessionError_lift
+        )
+}
+    
+
+    
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeSession: FfiConverter {
+    typealias FfiType = UInt64
+    typealias SwiftType = Session
+
+    public static func lift(_ handle: UInt64) throws -> Session {
+        return Session(unsafeFromHandle: handle)
+    }
+
+    public static func lower(_ value: Session) -> UInt64 {
+        return value.uniffiCloneHandle()
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> Session {
+        let handle: UInt64 = try readInt(&buf)
+        return try lift(handle)
+    }
+
+    public static func write(_ value: Session, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeSession_lift(_ handle: UInt64) throws -> Session {
+    return try FfiConverterTypeSession.lift(handle)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeSession_lower(_ value: Session) -> UInt64 {
+    return FfiConverterTypeSession.lower(value)
+}
+
+
+
+
+
+
+/**
+ * A running watch. `cancel()` stops it (and calls `on_close(Cancelled)`); destroying the
+ * handle stops it too, silently.
+ */
+public protocol WatchHandleProtocol: AnyObject, Sendable {
+    
+    /**
+     * Stops the watch. The listener gets `on_close(Cancelled)` unless it was already closed.
+     */
+    func cancel() 
+    
+}
+/**
+ * A running watch. `cancel()` stops it (and calls `on_close(Cancelled)`); destroying the
+ * handle stops it too, silently.
+ */
+open class WatchHandle: WatchHandleProtocol, @unchecked Sendable {
+    fileprivate let handle: UInt64
+
+    /// Used to instantiate a [FFIObject] without an actual handle, for fakes in tests, mostly.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public struct NoHandle {
+        public init() {}
+    }
+
+    // TODO: We'd like this to be `private` but for Swifty reasons,
+    // we can't implement `FfiConverter` without making this `required` and we can't
+    // make it `required` without making it `public`.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    required public init(unsafeFromHandle handle: UInt64) {
+        self.handle = handle
+    }
+
+    // This constructor can be used to instantiate a fake object.
+    // - Parameter noHandle: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
+    //
+    // - Warning:
+    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing handle the FFI lower functions will crash.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public init(noHandle: NoHandle) {
+        self.handle = 0
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public func uniffiCloneHandle() -> UInt64 {
+        return try! rustCall { uniffi_unibus_ffi_fn_clone_watchhandle(self.handle, $0) }
+    }
+    // No primary constructor declared for this class.
+
+    deinit {
+        if handle == 0 {
+            // Mock objects have handle=0 don't try to free them
+            return
+        }
+
+        try! rustCall { uniffi_unibus_ffi_fn_free_watchhandle(handle, $0) }
+    }
+
+    
+
+    
+    /**
+     * Stops the watch. The listener gets `on_close(Cancelled)` unless it was already closed.
+     */
+open func cancel()  {try! rustCall() {
+        uniffiCallStatus in
+    uniffi_unibus_ffi_fn_method_watchhandle_cancel(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+}
+}
+    
+
+    
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeWatchHandle: FfiConverter {
+    typealias FfiType = UInt64
+    typealias SwiftType = WatchHandle
+
+    public static func lift(_ handle: UInt64) throws -> WatchHandle {
+        return WatchHandle(unsafeFromHandle: handle)
+    }
+
+    public static func lower(_ value: WatchHandle) -> UInt64 {
+        return value.uniffiCloneHandle()
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> WatchHandle {
+        let handle: UInt64 = try readInt(&buf)
+        return try lift(handle)
+    }
+
+    public static func write(_ value: WatchHandle, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeWatchHandle_lift(_ handle: UInt64) throws -> WatchHandle {
+    return try FfiConverterTypeWatchHandle.lift(handle)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeWatchHandle_lower(_ value: WatchHandle) -> UInt64 {
+    return FfiConverterTypeWatchHandle.lower(value)
+}
+
+
+
+
+
+
+/**
+ * Receives a watch's updates, implemented by the app. Called from an SDK thread, one call
+ * at a time, in order.
+ */
+public protocol WatchListener: AnyObject, Sendable {
+    
+    /**
+     * A change.
+     */
+    func onUpdate(update: RoomUpdate) 
+    
+    /**
+     * A notification that could not be read; the watch goes on.
+     */
+    func onError(message: String) 
+    
+    /**
+     * The watch stopped; no call follows.
+     */
+    func onClose(end: WatchEnd) 
+    
+}
+/**
+ * Receives a watch's updates, implemented by the app. Called from an SDK thread, one call
+ * at a time, in order.
+ */
+open class WatchListenerImpl: WatchListener, @unchecked Sendable {
+    fileprivate let handle: UInt64
+
+    /// Used to instantiate a [FFIObject] without an actual handle, for fakes in tests, mostly.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public struct NoHandle {
+        public init() {}
+    }
+
+    // TODO: We'd like this to be `private` but for Swifty reasons,
+    // we can't implement `FfiConverter` without making this `required` and we can't
+    // make it `required` without making it `public`.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    required public init(unsafeFromHandle handle: UInt64) {
+        self.handle = handle
+    }
+
+    // This constructor can be used to instantiate a fake object.
+    // - Parameter noHandle: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
+    //
+    // - Warning:
+    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing handle the FFI lower functions will crash.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public init(noHandle: NoHandle) {
+        self.handle = 0
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public func uniffiCloneHandle() -> UInt64 {
+        return try! rustCall { uniffi_unibus_ffi_fn_clone_watchlistener(self.handle, $0) }
+    }
+    // No primary constructor declared for this class.
+
+    deinit {
+        if handle == 0 {
+            // Mock objects have handle=0 don't try to free them
+            return
+        }
+
+        try! rustCall { uniffi_unibus_ffi_fn_free_watchlistener(handle, $0) }
+    }
+
+    
+
+    
+    /**
+     * A change.
+     */
+open func onUpdate(update: RoomUpdate)  {try! rustCall() {
+        uniffiCallStatus in
+    uniffi_unibus_ffi_fn_method_watchlistener_on_update(
+            self.uniffiCloneHandle(),
+        FfiConverterTypeRoomUpdate_lower(update),uniffiCallStatus
+    )
+}
+}
+    
+    /**
+     * A notification that could not be read; the watch goes on.
+     */
+open func onError(message: String)  {try! rustCall() {
+        uniffiCallStatus in
+    uniffi_unibus_ffi_fn_method_watchlistener_on_error(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(message),uniffiCallStatus
+    )
+}
+}
+    
+    /**
+     * The watch stopped; no call follows.
+     */
+open func onClose(end: WatchEnd)  {try! rustCall() {
+        uniffiCallStatus in
+    uniffi_unibus_ffi_fn_method_watchlistener_on_close(
+            self.uniffiCloneHandle(),
+        FfiConverterTypeWatchEnd_lower(end),uniffiCallStatus
+    )
+}
+}
+    
+
+    
+}
+
+
+
+// Put the implementation in a struct so we don't pollute the top-level namespace
+fileprivate struct UniffiCallbackInterfaceWatchListener {
+
+    // Create the VTable using a series of closures.
+    // Swift automatically converts these into C callback functions.
+    //
+    // Store the vtable directly.
+    static let vtable: UniffiVTableCallbackInterfaceWatchListener = UniffiVTableCallbackInterfaceWatchListener(
+        uniffiFree: { (uniffiHandle: UInt64) -> () in
+            do {
+                try FfiConverterTypeWatchListener.handleMap.remove(handle: uniffiHandle)
+            } catch {
+                print("Uniffi callback interface WatchListener: handle missing in uniffiFree")
+            }
+        },
+        uniffiClone: { (uniffiHandle: UInt64) -> UInt64 in
+            do {
+                return try FfiConverterTypeWatchListener.handleMap.clone(handle: uniffiHandle)
+            } catch {
+                fatalError("Uniffi callback interface WatchListener: handle missing in uniffiClone")
+            }
+        },
+        onUpdate: { (
+            uniffiHandle: UInt64,
+            update: RustBuffer,
+            uniffiOutReturn: UnsafeMutableRawPointer,
+            uniffiCallStatus: UnsafeMutablePointer<RustCallStatus>
+        ) in
+            let makeCall = {
+                () throws -> () in
+                guard let uniffiObj = try? FfiConverterTypeWatchListener.handleMap.get(handle: uniffiHandle) else {
+                    throw UniffiInternalError.unexpectedStaleHandle
+                }
+                return uniffiObj.onUpdate(
+                     update: try FfiConverterTypeRoomUpdate_lift(update)
+                )
+            }
+
+            
+            let writeReturn = { () }
+            uniffiTraitInterfaceCall(
+                callStatus: uniffiCallStatus,
+                makeCall: makeCall,
+                writeReturn: writeReturn
+            )
+        },
+        onError: { (
+            uniffiHandle: UInt64,
+            message: RustBuffer,
+            uniffiOutReturn: UnsafeMutableRawPointer,
+            uniffiCallStatus: UnsafeMutablePointer<RustCallStatus>
+        ) in
+            let makeCall = {
+                () throws -> () in
+                guard let uniffiObj = try? FfiConverterTypeWatchListener.handleMap.get(handle: uniffiHandle) else {
+                    throw UniffiInternalError.unexpectedStaleHandle
+                }
+                return uniffiObj.onError(
+                     message: try FfiConverterString.lift(message)
+                )
+            }
+
+            
+            let writeReturn = { () }
+            uniffiTraitInterfaceCall(
+                callStatus: uniffiCallStatus,
+                makeCall: makeCall,
+                writeReturn: writeReturn
+            )
+        },
+        onClose: { (
+            uniffiHandle: UInt64,
+            end: RustBuffer,
+            uniffiOutReturn: UnsafeMutableRawPointer,
+            uniffiCallStatus: UnsafeMutablePointer<RustCallStatus>
+        ) in
+            let makeCall = {
+                () throws -> () in
+                guard let uniffiObj = try? FfiConverterTypeWatchListener.handleMap.get(handle: uniffiHandle) else {
+                    throw UniffiInternalError.unexpectedStaleHandle
+                }
+                return uniffiObj.onClose(
+                     end: try FfiConverterTypeWatchEnd_lift(end)
+                )
+            }
+
+            
+            let writeReturn = { () }
+            uniffiTraitInterfaceCall(
+                callStatus: uniffiCallStatus,
+                makeCall: makeCall,
+                writeReturn: writeReturn
+            )
+        }
+    )
+
+    // Rust stores this pointer for future callback invocations, so it must live
+    // for the process lifetime (not just for the init function call).
+    //
+    // `nonisolated(unsafe)` is needed under Swift 6 strict concurrency.
+    // This is safe because the pointee is initialized once during static init
+    // and never mutated by either side of the FFI.  Its fields are C function pointers.
+    nonisolated(unsafe) static let vtablePtr: UnsafePointer<UniffiVTableCallbackInterfaceWatchListener> = {
+        let ptr = UnsafeMutablePointer<UniffiVTableCallbackInterfaceWatchListener>.allocate(capacity: 1)
+        ptr.initialize(to: vtable)
+        return UnsafePointer(ptr)
+    }()
+}
+
+private func uniffiCallbackInitWatchListener() {
+    uniffi_unibus_ffi_fn_init_callback_vtable_watchlistener(UniffiCallbackInterfaceWatchListener.vtablePtr)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeWatchListener: FfiConverter {
+    fileprivate static let handleMap = UniffiHandleMap<WatchListener>()
+
+    typealias FfiType = UInt64
+    typealias SwiftType = WatchListener
+
+    public static func lift(_ handle: UInt64) throws -> WatchListener {
+        if ((handle & 1) == 0) {
+            // Rust-generated handle, construct a new class that uses the handle to implement the
+            // interface
+            return WatchListenerImpl(unsafeFromHandle: handle)
+        } else {
+            // Swift-generated handle, get the object from the handle map
+            return try handleMap.remove(handle: handle)
+        }
+    }
+
+    public static func lower(_ value: WatchListener) -> UInt64 {
+         if let rustImpl = value as? WatchListenerImpl {
+             // Rust-implemented object.  Clone the handle and return it
+            return rustImpl.uniffiCloneHandle()
+         } else {
+            // Swift object, generate a new vtable handle and return that.
+            return handleMap.insert(obj: value)
+         }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> WatchListener {
+        let handle: UInt64 = try readInt(&buf)
+        return try lift(handle)
+    }
+
+    public static func write(_ value: WatchListener, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeWatchListener_lift(_ handle: UInt64) throws -> WatchListener {
+    return try FfiConverterTypeWatchListener.lift(handle)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeWatchListener_lower(_ value: WatchListener) -> UInt64 {
+    return FfiConverterTypeWatchListener.lower(value)
+}
+
+
+
+
+/**
+ * A verified, opened room key and its epoch.
+ */
+public struct OpenedRoomKey {
+    /**
+     * The epoch.
+     */
+    public var epoch: UInt64
+    /**
+     * The key, wiped when the object is destroyed.
+     */
+    public var key: RoomKey
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * The epoch.
+         */epoch: UInt64, 
+        /**
+         * The key, wiped when the object is destroyed.
+         */key: RoomKey) {
+        self.epoch = epoch
+        self.key = key
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension OpenedRoomKey: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeOpenedRoomKey: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> OpenedRoomKey {
+        return
+            try OpenedRoomKey(
+                epoch: FfiConverterUInt64.read(from: &buf), 
+                key: FfiConverterTypeRoomKey.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: OpenedRoomKey, into buf: inout [UInt8]) {
+        FfiConverterUInt64.write(value.epoch, into: &buf)
+        FfiConverterTypeRoomKey.write(value.key, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeOpenedRoomKey_lift(_ buf: RustBuffer) throws -> OpenedRoomKey {
+    return try FfiConverterTypeOpenedRoomKey.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeOpenedRoomKey_lower(_ value: OpenedRoomKey) -> RustBuffer {
+    return FfiConverterTypeOpenedRoomKey.lower(value)
+}
+
+
+/**
+ * The process-wide settings of [`init_platform`].
+ */
+public struct PlatformConfig: Equatable, Hashable {
+    /**
+     * Worker threads of the SDK's runtime; 0 picks 2.
+     */
+    public var workerThreads: UInt32
+    /**
+     * The most detailed level logged.
+     */
+    public var logLevel: LogLevel
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * Worker threads of the SDK's runtime; 0 picks 2.
+         */workerThreads: UInt32 = UInt32(0), 
+        /**
+         * The most detailed level logged.
+         */logLevel: LogLevel) {
+        self.workerThreads = workerThreads
+        self.logLevel = logLevel
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension PlatformConfig: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypePlatformConfig: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> PlatformConfig {
+        return
+            try PlatformConfig(
+                workerThreads: FfiConverterUInt32.read(from: &buf), 
+                logLevel: FfiConverterTypeLogLevel.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: PlatformConfig, into buf: inout [UInt8]) {
+        FfiConverterUInt32.write(value.workerThreads, into: &buf)
+        FfiConverterTypeLogLevel.write(value.logLevel, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypePlatformConfig_lift(_ buf: RustBuffer) throws -> PlatformConfig {
+    return try FfiConverterTypePlatformConfig.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypePlatformConfig_lower(_ value: PlatformConfig) -> RustBuffer {
+    return FfiConverterTypePlatformConfig.lower(value)
+}
+
+
 /**
  * A member to rekey for: the two public keys they registered, as hex.
  */
@@ -1180,6 +2424,463 @@ public func FfiConverterTypeRecipient_lift(_ buf: RustBuffer) throws -> Recipien
 public func FfiConverterTypeRecipient_lower(_ value: Recipient) -> RustBuffer {
     return FfiConverterTypeRecipient.lower(value)
 }
+
+
+/**
+ * How [`register`] talks to the server. Every field has a default.
+ */
+public struct RegisterOptions: Equatable, Hashable {
+    /**
+     * Attempts in all; connection failures, timeouts, 429 and 5xx are retried.
+     */
+    public var attempts: UInt32
+    /**
+     * The wait before the first retry, doubling after each.
+     */
+    public var initialBackoffMs: UInt64
+    /**
+     * The longest wait between attempts.
+     */
+    public var maxBackoffMs: UInt64
+    /**
+     * The time limit of each attempt.
+     */
+    public var requestTimeoutMs: UInt64
+    /**
+     * DER certificates of the only CAs to trust (a private CA); empty: the platform decides.
+     */
+    public var trustedRootCertificates: [Data]
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * Attempts in all; connection failures, timeouts, 429 and 5xx are retried.
+         */attempts: UInt32 = UInt32(5), 
+        /**
+         * The wait before the first retry, doubling after each.
+         */initialBackoffMs: UInt64 = UInt64(250), 
+        /**
+         * The longest wait between attempts.
+         */maxBackoffMs: UInt64 = UInt64(4000), 
+        /**
+         * The time limit of each attempt.
+         */requestTimeoutMs: UInt64 = UInt64(10000), 
+        /**
+         * DER certificates of the only CAs to trust (a private CA); empty: the platform decides.
+         */trustedRootCertificates: [Data] = []) {
+        self.attempts = attempts
+        self.initialBackoffMs = initialBackoffMs
+        self.maxBackoffMs = maxBackoffMs
+        self.requestTimeoutMs = requestTimeoutMs
+        self.trustedRootCertificates = trustedRootCertificates
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension RegisterOptions: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeRegisterOptions: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> RegisterOptions {
+        return
+            try RegisterOptions(
+                attempts: FfiConverterUInt32.read(from: &buf), 
+                initialBackoffMs: FfiConverterUInt64.read(from: &buf), 
+                maxBackoffMs: FfiConverterUInt64.read(from: &buf), 
+                requestTimeoutMs: FfiConverterUInt64.read(from: &buf), 
+                trustedRootCertificates: FfiConverterSequenceData.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: RegisterOptions, into buf: inout [UInt8]) {
+        FfiConverterUInt32.write(value.attempts, into: &buf)
+        FfiConverterUInt64.write(value.initialBackoffMs, into: &buf)
+        FfiConverterUInt64.write(value.maxBackoffMs, into: &buf)
+        FfiConverterUInt64.write(value.requestTimeoutMs, into: &buf)
+        FfiConverterSequenceData.write(value.trustedRootCertificates, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeRegisterOptions_lift(_ buf: RustBuffer) throws -> RegisterOptions {
+    return try FfiConverterTypeRegisterOptions.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeRegisterOptions_lower(_ value: RegisterOptions) -> RustBuffer {
+    return FfiConverterTypeRegisterOptions.lower(value)
+}
+
+
+/**
+ * What to keep beside the identity after registering.
+ */
+public struct Registration: Equatable, Hashable {
+    /**
+     * The invite's server base URL.
+     */
+    public var serverUrl: String
+    /**
+     * This identity's signing key, hex.
+     */
+    public var signPublicKey: String
+    /**
+     * This identity's key-exchange key, hex.
+     */
+    public var kexPublicKey: String
+    /**
+     * Whether the invite made this user an admin.
+     */
+    public var admin: Bool
+    /**
+     * The cluster's NATS URLs, for [`Session::connect`].
+     */
+    public var natsUrls: [String]
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * The invite's server base URL.
+         */serverUrl: String, 
+        /**
+         * This identity's signing key, hex.
+         */signPublicKey: String, 
+        /**
+         * This identity's key-exchange key, hex.
+         */kexPublicKey: String, 
+        /**
+         * Whether the invite made this user an admin.
+         */admin: Bool, 
+        /**
+         * The cluster's NATS URLs, for [`Session::connect`].
+         */natsUrls: [String]) {
+        self.serverUrl = serverUrl
+        self.signPublicKey = signPublicKey
+        self.kexPublicKey = kexPublicKey
+        self.admin = admin
+        self.natsUrls = natsUrls
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension Registration: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeRegistration: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> Registration {
+        return
+            try Registration(
+                serverUrl: FfiConverterString.read(from: &buf), 
+                signPublicKey: FfiConverterString.read(from: &buf), 
+                kexPublicKey: FfiConverterString.read(from: &buf), 
+                admin: FfiConverterBool.read(from: &buf), 
+                natsUrls: FfiConverterSequenceString.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: Registration, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.serverUrl, into: &buf)
+        FfiConverterString.write(value.signPublicKey, into: &buf)
+        FfiConverterString.write(value.kexPublicKey, into: &buf)
+        FfiConverterBool.write(value.admin, into: &buf)
+        FfiConverterSequenceString.write(value.natsUrls, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeRegistration_lift(_ buf: RustBuffer) throws -> Registration {
+    return try FfiConverterTypeRegistration.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeRegistration_lower(_ value: Registration) -> RustBuffer {
+    return FfiConverterTypeRegistration.lower(value)
+}
+
+
+/**
+ * A room as the control plane describes it.
+ */
+public struct RoomInfo: Equatable, Hashable {
+    /**
+     * The room id.
+     */
+    public var id: String
+    /**
+     * The owner's signing key, hex.
+     */
+    public var owner: String
+    /**
+     * The latest epoch; 0 before the first key.
+     */
+    public var epoch: UInt64
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * The room id.
+         */id: String, 
+        /**
+         * The owner's signing key, hex.
+         */owner: String, 
+        /**
+         * The latest epoch; 0 before the first key.
+         */epoch: UInt64) {
+        self.id = id
+        self.owner = owner
+        self.epoch = epoch
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension RoomInfo: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeRoomInfo: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> RoomInfo {
+        return
+            try RoomInfo(
+                id: FfiConverterString.read(from: &buf), 
+                owner: FfiConverterString.read(from: &buf), 
+                epoch: FfiConverterUInt64.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: RoomInfo, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.id, into: &buf)
+        FfiConverterString.write(value.owner, into: &buf)
+        FfiConverterUInt64.write(value.epoch, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeRoomInfo_lift(_ buf: RustBuffer) throws -> RoomInfo {
+    return try FfiConverterTypeRoomInfo.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeRoomInfo_lower(_ value: RoomInfo) -> RustBuffer {
+    return FfiConverterTypeRoomInfo.lower(value)
+}
+
+
+/**
+ * How a [`Session`] connects and how long it waits. Every field has a default.
+ */
+public struct SessionOptions: Equatable, Hashable {
+    /**
+     * The limit for each request; past it the call fails with `Timeout`.
+     */
+    public var requestTimeoutMs: UInt64
+    /**
+     * The limit for logging in, per address.
+     */
+    public var connectTimeoutMs: UInt64
+    /**
+     * How often `rekey` starts over when the room changes under it.
+     */
+    public var rekeyAttempts: UInt32
+    /**
+     * A connection name operators see; no secrets.
+     */
+    public var connectionName: String?
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * The limit for each request; past it the call fails with `Timeout`.
+         */requestTimeoutMs: UInt64 = UInt64(5000), 
+        /**
+         * The limit for logging in, per address.
+         */connectTimeoutMs: UInt64 = UInt64(5000), 
+        /**
+         * How often `rekey` starts over when the room changes under it.
+         */rekeyAttempts: UInt32 = UInt32(3), 
+        /**
+         * A connection name operators see; no secrets.
+         */connectionName: String? = nil) {
+        self.requestTimeoutMs = requestTimeoutMs
+        self.connectTimeoutMs = connectTimeoutMs
+        self.rekeyAttempts = rekeyAttempts
+        self.connectionName = connectionName
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension SessionOptions: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeSessionOptions: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SessionOptions {
+        return
+            try SessionOptions(
+                requestTimeoutMs: FfiConverterUInt64.read(from: &buf), 
+                connectTimeoutMs: FfiConverterUInt64.read(from: &buf), 
+                rekeyAttempts: FfiConverterUInt32.read(from: &buf), 
+                connectionName: FfiConverterOptionString.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: SessionOptions, into buf: inout [UInt8]) {
+        FfiConverterUInt64.write(value.requestTimeoutMs, into: &buf)
+        FfiConverterUInt64.write(value.connectTimeoutMs, into: &buf)
+        FfiConverterUInt32.write(value.rekeyAttempts, into: &buf)
+        FfiConverterOptionString.write(value.connectionName, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeSessionOptions_lift(_ buf: RustBuffer) throws -> SessionOptions {
+    return try FfiConverterTypeSessionOptions.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeSessionOptions_lower(_ value: SessionOptions) -> RustBuffer {
+    return FfiConverterTypeSessionOptions.lower(value)
+}
+
+
+/**
+ * Whether a session can reach the cluster now.
+ */
+
+public enum ConnectionState: Equatable, Hashable {
+    
+    /**
+     * Connected.
+     */
+    case connected
+    /**
+     * Reconnecting by itself; calls wait up to their timeout.
+     */
+    case reconnecting
+    /**
+     * Over; calls fail with `Ended`.
+     */
+    case ended(
+        /**
+         * Why.
+         */reason: SessionEnd
+    )
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension ConnectionState: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeConnectionState: FfiConverterRustBuffer {
+    typealias SwiftType = ConnectionState
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> ConnectionState {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .connected
+        
+        case 2: return .reconnecting
+        
+        case 3: return .ended(reason: try FfiConverterTypeSessionEnd.read(from: &buf)
+        )
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: ConnectionState, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .connected:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .reconnecting:
+            writeInt(&buf, Int32(2))
+        
+        
+        case let .ended(reason):
+            writeInt(&buf, Int32(3))
+            FfiConverterTypeSessionEnd.write(reason, into: &buf)
+            
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeConnectionState_lift(_ buf: RustBuffer) throws -> ConnectionState {
+    return try FfiConverterTypeConnectionState.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeConnectionState_lower(_ value: ConnectionState) -> RustBuffer {
+    return FfiConverterTypeConnectionState.lower(value)
+}
+
 
 
 /**
@@ -1646,6 +3347,554 @@ public func FfiConverterTypeKeyError_lower(_ value: KeyError) -> RustBuffer {
 
 
 /**
+ * How much the SDK logs. Logs never hold secrets: no keys, tokens or signatures.
+ */
+
+public enum LogLevel: Equatable, Hashable {
+    
+    /**
+     * Nothing.
+     */
+    case off
+    /**
+     * Failures only.
+     */
+    case error
+    /**
+     * Failures and anomalies.
+     */
+    case warn
+    /**
+     * Session life: logins, reconnects, session ends.
+     */
+    case info
+    /**
+     * Also each retry and request.
+     */
+    case debug
+    /**
+     * Everything, including the transport's own logs.
+     */
+    case trace
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension LogLevel: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeLogLevel: FfiConverterRustBuffer {
+    typealias SwiftType = LogLevel
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> LogLevel {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .off
+        
+        case 2: return .error
+        
+        case 3: return .warn
+        
+        case 4: return .info
+        
+        case 5: return .debug
+        
+        case 6: return .trace
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: LogLevel, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .off:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .error:
+            writeInt(&buf, Int32(2))
+        
+        
+        case .warn:
+            writeInt(&buf, Int32(3))
+        
+        
+        case .info:
+            writeInt(&buf, Int32(4))
+        
+        
+        case .debug:
+            writeInt(&buf, Int32(5))
+        
+        
+        case .trace:
+            writeInt(&buf, Int32(6))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeLogLevel_lift(_ buf: RustBuffer) throws -> LogLevel {
+    return try FfiConverterTypeLogLevel.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeLogLevel_lower(_ value: LogLevel) -> RustBuffer {
+    return FfiConverterTypeLogLevel.lower(value)
+}
+
+
+
+/**
+ * Why [`init_platform`] failed.
+ */
+public 
+enum PlatformError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError {
+
+    
+    
+    /**
+     * The runtime was already started, by an earlier `init_platform` or by a first call.
+     * Call `init_platform` once, before anything else.
+     */
+    case AlreadyInitialized(message: String)
+    
+    /**
+     * The runtime's threads could not be started.
+     */
+    case Runtime(message: String)
+    
+
+    
+
+    
+
+    
+    public var errorDescription: String? {
+        String(reflecting: self)
+    }
+    
+}
+
+#if compiler(>=6)
+extension PlatformError: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypePlatformError: FfiConverterRustBuffer {
+    typealias SwiftType = PlatformError
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> PlatformError {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+
+        
+
+        
+        case 1: return .AlreadyInitialized(
+            message: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 2: return .Runtime(
+            message: try FfiConverterString.read(from: &buf)
+        )
+        
+
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: PlatformError, into buf: inout [UInt8]) {
+        switch value {
+
+        
+
+        
+        case .AlreadyInitialized(_ /* message is ignored*/):
+            writeInt(&buf, Int32(1))
+        case .Runtime(_ /* message is ignored*/):
+            writeInt(&buf, Int32(2))
+
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypePlatformError_lift(_ buf: RustBuffer) throws -> PlatformError {
+    return try FfiConverterTypePlatformError.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypePlatformError_lower(_ value: PlatformError) -> RustBuffer {
+    return FfiConverterTypePlatformError.lower(value)
+}
+
+
+/**
+ * Redeeming an invite failed. Retrying with the same identity and link is always safe.
+ */
+public 
+enum RegisterError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError {
+
+    
+    
+    /**
+     * The server knows no invite with this token.
+     */
+    case InviteUnknown(message: String)
+    
+    /**
+     * Another key already redeemed the invite.
+     */
+    case InviteUsed(message: String)
+    
+    /**
+     * This identity is already registered; it can log in as it is.
+     */
+    case AlreadyRegistered(message: String)
+    
+    /**
+     * The invite has expired.
+     */
+    case InviteExpired(message: String)
+    
+    /**
+     * An admin cancelled the invite.
+     */
+    case InviteCancelled(message: String)
+    
+    /**
+     * The server refused the request itself (a protocol mismatch); retrying will not help.
+     */
+    case Rejected(message: String)
+    
+    /**
+     * Too many attempts from this address; wait and retry.
+     */
+    case RateLimited(message: String)
+    
+    /**
+     * The server is unavailable; retry later.
+     */
+    case Unavailable(message: String)
+    
+    /**
+     * The server could not be reached; retry later.
+     */
+    case Transport(message: String)
+    
+    /**
+     * The server's reply is not a registration of this identity.
+     */
+    case InvalidResponse(message: String)
+    
+    /**
+     * HTTPS could not be set up (for example an unusable root certificate).
+     */
+    case Tls(message: String)
+    
+    /**
+     * An SDK task failed unexpectedly (see the message).
+     */
+    case Internal(message: String)
+    
+    /**
+     * An error this version of the bindings does not name; the message says what.
+     */
+    case Other(message: String)
+    
+
+    
+
+    
+
+    
+    public var errorDescription: String? {
+        String(reflecting: self)
+    }
+    
+}
+
+#if compiler(>=6)
+extension RegisterError: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeRegisterError: FfiConverterRustBuffer {
+    typealias SwiftType = RegisterError
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> RegisterError {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+
+        
+
+        
+        case 1: return .InviteUnknown(
+            message: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 2: return .InviteUsed(
+            message: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 3: return .AlreadyRegistered(
+            message: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 4: return .InviteExpired(
+            message: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 5: return .InviteCancelled(
+            message: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 6: return .Rejected(
+            message: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 7: return .RateLimited(
+            message: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 8: return .Unavailable(
+            message: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 9: return .Transport(
+            message: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 10: return .InvalidResponse(
+            message: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 11: return .Tls(
+            message: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 12: return .Internal(
+            message: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 13: return .Other(
+            message: try FfiConverterString.read(from: &buf)
+        )
+        
+
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: RegisterError, into buf: inout [UInt8]) {
+        switch value {
+
+        
+
+        
+        case .InviteUnknown(_ /* message is ignored*/):
+            writeInt(&buf, Int32(1))
+        case .InviteUsed(_ /* message is ignored*/):
+            writeInt(&buf, Int32(2))
+        case .AlreadyRegistered(_ /* message is ignored*/):
+            writeInt(&buf, Int32(3))
+        case .InviteExpired(_ /* message is ignored*/):
+            writeInt(&buf, Int32(4))
+        case .InviteCancelled(_ /* message is ignored*/):
+            writeInt(&buf, Int32(5))
+        case .Rejected(_ /* message is ignored*/):
+            writeInt(&buf, Int32(6))
+        case .RateLimited(_ /* message is ignored*/):
+            writeInt(&buf, Int32(7))
+        case .Unavailable(_ /* message is ignored*/):
+            writeInt(&buf, Int32(8))
+        case .Transport(_ /* message is ignored*/):
+            writeInt(&buf, Int32(9))
+        case .InvalidResponse(_ /* message is ignored*/):
+            writeInt(&buf, Int32(10))
+        case .Tls(_ /* message is ignored*/):
+            writeInt(&buf, Int32(11))
+        case .Internal(_ /* message is ignored*/):
+            writeInt(&buf, Int32(12))
+        case .Other(_ /* message is ignored*/):
+            writeInt(&buf, Int32(13))
+
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeRegisterError_lift(_ buf: RustBuffer) throws -> RegisterError {
+    return try FfiConverterTypeRegisterError.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeRegisterError_lower(_ value: RegisterError) -> RustBuffer {
+    return FfiConverterTypeRegisterError.lower(value)
+}
+
+
+/**
+ * A change that concerns this identity.
+ */
+
+public enum RoomUpdate: Equatable, Hashable {
+    
+    /**
+     * Added to a room (no key until the next rekey).
+     */
+    case added(
+        /**
+         * The room id.
+         */room: String
+    )
+    /**
+     * Removed from a room.
+     */
+    case removed(
+        /**
+         * The room id.
+         */room: String
+    )
+    /**
+     * A new epoch with a key for this identity.
+     */
+    case newEpoch(
+        /**
+         * The room id.
+         */room: String, 
+        /**
+         * The new epoch.
+         */epoch: UInt64
+    )
+    /**
+     * The connection dropped; reconnecting.
+     */
+    case disconnected
+    /**
+     * The connection is back: query rooms and epochs again, updates may have been missed.
+     */
+    case reconnected
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension RoomUpdate: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeRoomUpdate: FfiConverterRustBuffer {
+    typealias SwiftType = RoomUpdate
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> RoomUpdate {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .added(room: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 2: return .removed(room: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 3: return .newEpoch(room: try FfiConverterString.read(from: &buf), epoch: try FfiConverterUInt64.read(from: &buf)
+        )
+        
+        case 4: return .disconnected
+        
+        case 5: return .reconnected
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: RoomUpdate, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case let .added(room):
+            writeInt(&buf, Int32(1))
+            FfiConverterString.write(room, into: &buf)
+            
+        
+        case let .removed(room):
+            writeInt(&buf, Int32(2))
+            FfiConverterString.write(room, into: &buf)
+            
+        
+        case let .newEpoch(room,epoch):
+            writeInt(&buf, Int32(3))
+            FfiConverterString.write(room, into: &buf)
+            FfiConverterUInt64.write(epoch, into: &buf)
+            
+        
+        case .disconnected:
+            writeInt(&buf, Int32(4))
+        
+        
+        case .reconnected:
+            writeInt(&buf, Int32(5))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeRoomUpdate_lift(_ buf: RustBuffer) throws -> RoomUpdate {
+    return try FfiConverterTypeRoomUpdate.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeRoomUpdate_lower(_ value: RoomUpdate) -> RustBuffer {
+    return FfiConverterTypeRoomUpdate.lower(value)
+}
+
+
+
+/**
  * Sealing, opening or rekeying a room key failed.
  */
 public 
@@ -1868,6 +4117,542 @@ public func FfiConverterTypeSealError_lower(_ value: SealError) -> RustBuffer {
     return FfiConverterTypeSealError.lower(value)
 }
 
+
+/**
+ * Why a session ended.
+ */
+
+public enum SessionEnd: Equatable, Hashable {
+    
+    /**
+     * The app closed it.
+     */
+    case closed
+    /**
+     * The cluster refused the identity on a reconnect: revoked or deleted.
+     */
+    case revoked
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension SessionEnd: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeSessionEnd: FfiConverterRustBuffer {
+    typealias SwiftType = SessionEnd
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SessionEnd {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .closed
+        
+        case 2: return .revoked
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: SessionEnd, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .closed:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .revoked:
+            writeInt(&buf, Int32(2))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeSessionEnd_lift(_ buf: RustBuffer) throws -> SessionEnd {
+    return try FfiConverterTypeSessionEnd.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeSessionEnd_lower(_ value: SessionEnd) -> RustBuffer {
+    return FfiConverterTypeSessionEnd.lower(value)
+}
+
+
+
+/**
+ * A cluster session call failed. A failure is never an answer: a timeout is not "no".
+ */
+public 
+enum SessionError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError {
+
+    
+    
+    /**
+     * The cluster refused the login: not an active user.
+     */
+    case LoginRefused(message: String)
+    
+    /**
+     * The cluster could not be reached to log in.
+     */
+    case Connect(message: String)
+    
+    /**
+     * No answer in time; retry.
+     */
+    case Timeout(message: String)
+    
+    /**
+     * No membershipd is answering; retry later.
+     */
+    case NoResponders(message: String)
+    
+    /**
+     * The request could not be sent.
+     */
+    case Transport(message: String)
+    
+    /**
+     * The session has ended (closed or revoked); connect a new one.
+     */
+    case Ended(message: String)
+    
+    /**
+     * This identity is no longer an active user.
+     */
+    case NotAuthorized(message: String)
+    
+    /**
+     * Not a member of the room (or no such room).
+     */
+    case NotMember(message: String)
+    
+    /**
+     * Only the room's owner may do this.
+     */
+    case NotOwner(message: String)
+    
+    /**
+     * No key is sealed to this identity at that epoch.
+     */
+    case NoKey(message: String)
+    
+    /**
+     * A room with this id exists.
+     */
+    case RoomExists(message: String)
+    
+    /**
+     * No active user has this key.
+     */
+    case UnknownUser(message: String)
+    
+    /**
+     * Another rekey came first, on every attempt.
+     */
+    case EpochConflict(message: String)
+    
+    /**
+     * The members changed during the rekey, on every attempt.
+     */
+    case RecipientsMismatch(message: String)
+    
+    /**
+     * membershipd refused the rekey manifest.
+     */
+    case BadManifest(message: String)
+    
+    /**
+     * membershipd refused the request as malformed.
+     */
+    case BadRequest(message: String)
+    
+    /**
+     * A record changed during the request; retry.
+     */
+    case NotFound(message: String)
+    
+    /**
+     * membershipd's store is unavailable; retry later.
+     */
+    case Unavailable(message: String)
+    
+    /**
+     * A refusal code this version does not know (see the message).
+     */
+    case Refused(message: String)
+    
+    /**
+     * membershipd's reply is malformed.
+     */
+    case InvalidReply(message: String)
+    
+    /**
+     * The room key did not verify; it was not used.
+     */
+    case Verification(message: String)
+    
+    /**
+     * The server named another owner for a room than before.
+     */
+    case OwnerChanged(message: String)
+    
+    /**
+     * Sealing a new room key failed on this device.
+     */
+    case Seal(message: String)
+    
+    /**
+     * An argument (room id, key, URL) is malformed.
+     */
+    case InvalidArgument(message: String)
+    
+    /**
+     * An SDK task failed unexpectedly (see the message).
+     */
+    case Internal(message: String)
+    
+    /**
+     * An error this version of the bindings does not name; the message says what.
+     */
+    case Other(message: String)
+    
+
+    
+
+    
+
+    
+    public var errorDescription: String? {
+        String(reflecting: self)
+    }
+    
+}
+
+#if compiler(>=6)
+extension SessionError: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeSessionError: FfiConverterRustBuffer {
+    typealias SwiftType = SessionError
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SessionError {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+
+        
+
+        
+        case 1: return .LoginRefused(
+            message: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 2: return .Connect(
+            message: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 3: return .Timeout(
+            message: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 4: return .NoResponders(
+            message: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 5: return .Transport(
+            message: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 6: return .Ended(
+            message: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 7: return .NotAuthorized(
+            message: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 8: return .NotMember(
+            message: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 9: return .NotOwner(
+            message: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 10: return .NoKey(
+            message: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 11: return .RoomExists(
+            message: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 12: return .UnknownUser(
+            message: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 13: return .EpochConflict(
+            message: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 14: return .RecipientsMismatch(
+            message: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 15: return .BadManifest(
+            message: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 16: return .BadRequest(
+            message: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 17: return .NotFound(
+            message: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 18: return .Unavailable(
+            message: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 19: return .Refused(
+            message: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 20: return .InvalidReply(
+            message: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 21: return .Verification(
+            message: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 22: return .OwnerChanged(
+            message: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 23: return .Seal(
+            message: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 24: return .InvalidArgument(
+            message: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 25: return .Internal(
+            message: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 26: return .Other(
+            message: try FfiConverterString.read(from: &buf)
+        )
+        
+
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: SessionError, into buf: inout [UInt8]) {
+        switch value {
+
+        
+
+        
+        case .LoginRefused(_ /* message is ignored*/):
+            writeInt(&buf, Int32(1))
+        case .Connect(_ /* message is ignored*/):
+            writeInt(&buf, Int32(2))
+        case .Timeout(_ /* message is ignored*/):
+            writeInt(&buf, Int32(3))
+        case .NoResponders(_ /* message is ignored*/):
+            writeInt(&buf, Int32(4))
+        case .Transport(_ /* message is ignored*/):
+            writeInt(&buf, Int32(5))
+        case .Ended(_ /* message is ignored*/):
+            writeInt(&buf, Int32(6))
+        case .NotAuthorized(_ /* message is ignored*/):
+            writeInt(&buf, Int32(7))
+        case .NotMember(_ /* message is ignored*/):
+            writeInt(&buf, Int32(8))
+        case .NotOwner(_ /* message is ignored*/):
+            writeInt(&buf, Int32(9))
+        case .NoKey(_ /* message is ignored*/):
+            writeInt(&buf, Int32(10))
+        case .RoomExists(_ /* message is ignored*/):
+            writeInt(&buf, Int32(11))
+        case .UnknownUser(_ /* message is ignored*/):
+            writeInt(&buf, Int32(12))
+        case .EpochConflict(_ /* message is ignored*/):
+            writeInt(&buf, Int32(13))
+        case .RecipientsMismatch(_ /* message is ignored*/):
+            writeInt(&buf, Int32(14))
+        case .BadManifest(_ /* message is ignored*/):
+            writeInt(&buf, Int32(15))
+        case .BadRequest(_ /* message is ignored*/):
+            writeInt(&buf, Int32(16))
+        case .NotFound(_ /* message is ignored*/):
+            writeInt(&buf, Int32(17))
+        case .Unavailable(_ /* message is ignored*/):
+            writeInt(&buf, Int32(18))
+        case .Refused(_ /* message is ignored*/):
+            writeInt(&buf, Int32(19))
+        case .InvalidReply(_ /* message is ignored*/):
+            writeInt(&buf, Int32(20))
+        case .Verification(_ /* message is ignored*/):
+            writeInt(&buf, Int32(21))
+        case .OwnerChanged(_ /* message is ignored*/):
+            writeInt(&buf, Int32(22))
+        case .Seal(_ /* message is ignored*/):
+            writeInt(&buf, Int32(23))
+        case .InvalidArgument(_ /* message is ignored*/):
+            writeInt(&buf, Int32(24))
+        case .Internal(_ /* message is ignored*/):
+            writeInt(&buf, Int32(25))
+        case .Other(_ /* message is ignored*/):
+            writeInt(&buf, Int32(26))
+
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeSessionError_lift(_ buf: RustBuffer) throws -> SessionError {
+    return try FfiConverterTypeSessionError.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeSessionError_lower(_ value: SessionError) -> RustBuffer {
+    return FfiConverterTypeSessionError.lower(value)
+}
+
+
+/**
+ * Why a watch stopped.
+ */
+
+public enum WatchEnd: Equatable, Hashable {
+    
+    /**
+     * The app cancelled it.
+     */
+    case cancelled
+    /**
+     * Its session ended.
+     */
+    case sessionEnded(
+        /**
+         * Why.
+         */reason: SessionEnd
+    )
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension WatchEnd: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeWatchEnd: FfiConverterRustBuffer {
+    typealias SwiftType = WatchEnd
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> WatchEnd {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .cancelled
+        
+        case 2: return .sessionEnded(reason: try FfiConverterTypeSessionEnd.read(from: &buf)
+        )
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: WatchEnd, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .cancelled:
+            writeInt(&buf, Int32(1))
+        
+        
+        case let .sessionEnded(reason):
+            writeInt(&buf, Int32(2))
+            FfiConverterTypeSessionEnd.write(reason, into: &buf)
+            
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeWatchEnd_lift(_ buf: RustBuffer) throws -> WatchEnd {
+    return try FfiConverterTypeWatchEnd.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeWatchEnd_lower(_ value: WatchEnd) -> RustBuffer {
+    return FfiConverterTypeWatchEnd.lower(value)
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterOptionUInt64: FfiConverterRustBuffer {
+    typealias SwiftType = UInt64?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterUInt64.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterUInt64.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
@@ -1895,6 +4680,128 @@ fileprivate struct FfiConverterOptionString: FfiConverterRustBuffer {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterOptionTypeLogSink: FfiConverterRustBuffer {
+    typealias SwiftType = LogSink?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypeLogSink.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypeLogSink.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterOptionTypeRegisterOptions: FfiConverterRustBuffer {
+    typealias SwiftType = RegisterOptions?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypeRegisterOptions.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypeRegisterOptions.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterOptionTypeSessionOptions: FfiConverterRustBuffer {
+    typealias SwiftType = SessionOptions?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypeSessionOptions.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypeSessionOptions.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceString: FfiConverterRustBuffer {
+    typealias SwiftType = [String]
+
+    public static func write(_ value: [String], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterString.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [String] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [String]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterString.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceData: FfiConverterRustBuffer {
+    typealias SwiftType = [Data]
+
+    public static func write(_ value: [Data], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterData.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [Data] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [Data]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterData.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterSequenceTypeRecipient: FfiConverterRustBuffer {
     typealias SwiftType = [Recipient]
 
@@ -1912,6 +4819,31 @@ fileprivate struct FfiConverterSequenceTypeRecipient: FfiConverterRustBuffer {
         seq.reserveCapacity(Int(len))
         for _ in 0 ..< len {
             seq.append(try FfiConverterTypeRecipient.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceTypeRoomInfo: FfiConverterRustBuffer {
+    typealias SwiftType = [RoomInfo]
+
+    public static func write(_ value: [RoomInfo], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeRoomInfo.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [RoomInfo] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [RoomInfo]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeRoomInfo.read(from: &buf))
         }
         return seq
     }
@@ -1965,6 +4897,25 @@ fileprivate func uniffiFutureContinuationCallback(handle: UInt64, pollResult: In
     }
 }
 /**
+ * Redeems the invite `link` for `identity` over HTTPS, retrying transient failures. Safe to
+ * call again after any failure: a repeated request of the same identity gets the same
+ * success.
+ */
+public func register(link: InviteLink, identity: Identity, options: RegisterOptions? = nil)async throws  -> Registration  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_unibus_ffi_fn_func_register(FfiConverterTypeInviteLink_lower(link),FfiConverterTypeIdentity_lower(identity),FfiConverterOptionTypeRegisterOptions.lower(options)
+                )
+            },
+            pollFunc: ffi_unibus_ffi_rust_future_poll_rust_buffer,
+            completeFunc: ffi_unibus_ffi_rust_future_complete_rust_buffer,
+            freeFunc: ffi_unibus_ffi_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterTypeRegistration_lift,
+            errorHandler: FfiConverterTypeRegisterError_lift
+        )
+}
+/**
  * Checks a key-exchange public key and returns its canonical (lowercase) hex.
  */
 public func validateKexPublicKey(hex: String)throws  -> String  {
@@ -1997,6 +4948,18 @@ public func formatInviteLink(serverUrl: String, tokenHex: String)throws  -> Stri
         FfiConverterString.lower(tokenHex),uniffiCallStatus
     )
 })
+}
+/**
+ * Starts the SDK's runtime with `config` and sends its logs to `log_sink`, or to standard
+ * error without one. Call it once, before any other call.
+ */
+public func initPlatform(config: PlatformConfig, logSink: LogSink? = nil)throws   {try rustCallWithError(FfiConverterTypePlatformError_lift) {
+        uniffiCallStatus in
+    uniffi_unibus_ffi_fn_func_init_platform(
+        FfiConverterTypePlatformConfig_lower(config),
+        FfiConverterOptionTypeLogSink.lower(logSink),uniffiCallStatus
+    )
+}
 }
 /**
  * Verifies a signed manifest (room, epoch, the trusted rekeyer's signature) and opens this
@@ -2082,6 +5045,9 @@ private let initializationResult: InitializationResult = {
     if bindings_contract_version != scaffolding_contract_version {
         return InitializationResult.contractVersionMismatch
     }
+    if (uniffi_unibus_ffi_checksum_func_register() != 52035) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_unibus_ffi_checksum_func_validate_kex_public_key() != 35127) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -2089,6 +5055,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_unibus_ffi_checksum_func_format_invite_link() != 48581) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_unibus_ffi_checksum_func_init_platform() != 41736) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_unibus_ffi_checksum_func_open_manifest() != 42714) {
@@ -2101,6 +5070,54 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_unibus_ffi_checksum_func_seal_room_key() != 9225) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_unibus_ffi_checksum_method_session_add_member() != 37180) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_unibus_ffi_checksum_method_session_close_session() != 65422) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_unibus_ffi_checksum_method_session_create_room() != 14288) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_unibus_ffi_checksum_method_session_current_epoch() != 20444) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_unibus_ffi_checksum_method_session_is_member() != 64969) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_unibus_ffi_checksum_method_session_members() != 8124) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_unibus_ffi_checksum_method_session_my_rooms() != 51869) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_unibus_ffi_checksum_method_session_rekey() != 42415) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_unibus_ffi_checksum_method_session_remove_member() != 48537) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_unibus_ffi_checksum_method_session_room_key() != 32077) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_unibus_ffi_checksum_method_session_state() != 8839) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_unibus_ffi_checksum_method_session_watch() != 32234) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_unibus_ffi_checksum_method_watchhandle_cancel() != 23149) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_unibus_ffi_checksum_method_watchlistener_on_update() != 7804) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_unibus_ffi_checksum_method_watchlistener_on_error() != 49302) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_unibus_ffi_checksum_method_watchlistener_on_close() != 11659) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_unibus_ffi_checksum_method_identity_export_secret_bytes() != 3443) {
@@ -2130,7 +5147,13 @@ private let initializationResult: InitializationResult = {
     if (uniffi_unibus_ffi_checksum_method_invitelink_to_url_string() != 56709) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_unibus_ffi_checksum_method_logsink_log() != 11256) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_unibus_ffi_checksum_method_roomkey_expose_bytes() != 5998) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_unibus_ffi_checksum_constructor_session_connect() != 21092) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_unibus_ffi_checksum_constructor_identity_from_secret_bytes() != 54269) {
@@ -2149,6 +5172,8 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
 
+    uniffiCallbackInitLogSink()
+    uniffiCallbackInitWatchListener()
     return InitializationResult.ok
 }()
 

@@ -243,6 +243,174 @@ typedef void (*UniffiForeignFutureCompleteVoid)(uint64_t, UniffiForeignFutureRes
     );
 
 #endif
+#ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_WATCH_LISTENER_METHOD0
+#define UNIFFI_FFIDEF_CALLBACK_INTERFACE_WATCH_LISTENER_METHOD0
+typedef void (*UniffiCallbackInterfaceWatchListenerMethod0)(uint64_t, RustBuffer, void* _Nonnull, 
+        RustCallStatus *_Nonnull uniffiCallStatus
+    );
+
+#endif
+#ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_WATCH_LISTENER_METHOD1
+#define UNIFFI_FFIDEF_CALLBACK_INTERFACE_WATCH_LISTENER_METHOD1
+typedef void (*UniffiCallbackInterfaceWatchListenerMethod1)(uint64_t, RustBuffer, void* _Nonnull, 
+        RustCallStatus *_Nonnull uniffiCallStatus
+    );
+
+#endif
+#ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_WATCH_LISTENER_METHOD2
+#define UNIFFI_FFIDEF_CALLBACK_INTERFACE_WATCH_LISTENER_METHOD2
+typedef void (*UniffiCallbackInterfaceWatchListenerMethod2)(uint64_t, RustBuffer, void* _Nonnull, 
+        RustCallStatus *_Nonnull uniffiCallStatus
+    );
+
+#endif
+#ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_LOG_SINK_METHOD0
+#define UNIFFI_FFIDEF_CALLBACK_INTERFACE_LOG_SINK_METHOD0
+typedef void (*UniffiCallbackInterfaceLogSinkMethod0)(uint64_t, RustBuffer, RustBuffer, RustBuffer, void* _Nonnull, 
+        RustCallStatus *_Nonnull uniffiCallStatus
+    );
+
+#endif
+#ifndef UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_WATCH_LISTENER
+#define UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_WATCH_LISTENER
+typedef struct UniffiVTableCallbackInterfaceWatchListener {
+    UniffiCallbackInterfaceFree _Nonnull uniffiFree;
+    UniffiCallbackInterfaceClone _Nonnull uniffiClone;
+    UniffiCallbackInterfaceWatchListenerMethod0 _Nonnull onUpdate;
+    UniffiCallbackInterfaceWatchListenerMethod1 _Nonnull onError;
+    UniffiCallbackInterfaceWatchListenerMethod2 _Nonnull onClose;
+} UniffiVTableCallbackInterfaceWatchListener;
+
+#endif
+#ifndef UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_LOG_SINK
+#define UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_LOG_SINK
+typedef struct UniffiVTableCallbackInterfaceLogSink {
+    UniffiCallbackInterfaceFree _Nonnull uniffiFree;
+    UniffiCallbackInterfaceClone _Nonnull uniffiClone;
+    UniffiCallbackInterfaceLogSinkMethod0 _Nonnull log;
+} UniffiVTableCallbackInterfaceLogSink;
+
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_CLONE_SESSION
+#define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_CLONE_SESSION
+uint64_t uniffi_unibus_ffi_fn_clone_session(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_FREE_SESSION
+#define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_FREE_SESSION
+void uniffi_unibus_ffi_fn_free_session(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_CONSTRUCTOR_SESSION_CONNECT
+#define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_CONSTRUCTOR_SESSION_CONNECT
+uint64_t uniffi_unibus_ffi_fn_constructor_session_connect(uint64_t identity, RustBuffer nats_urls, RustBuffer options
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_METHOD_SESSION_ADD_MEMBER
+#define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_METHOD_SESSION_ADD_MEMBER
+uint64_t uniffi_unibus_ffi_fn_method_session_add_member(uint64_t ptr, RustBuffer room, RustBuffer member
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_METHOD_SESSION_CLOSE_SESSION
+#define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_METHOD_SESSION_CLOSE_SESSION
+uint64_t uniffi_unibus_ffi_fn_method_session_close_session(uint64_t ptr
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_METHOD_SESSION_CREATE_ROOM
+#define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_METHOD_SESSION_CREATE_ROOM
+uint64_t uniffi_unibus_ffi_fn_method_session_create_room(uint64_t ptr, RustBuffer room
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_METHOD_SESSION_CURRENT_EPOCH
+#define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_METHOD_SESSION_CURRENT_EPOCH
+uint64_t uniffi_unibus_ffi_fn_method_session_current_epoch(uint64_t ptr, RustBuffer room
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_METHOD_SESSION_IS_MEMBER
+#define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_METHOD_SESSION_IS_MEMBER
+uint64_t uniffi_unibus_ffi_fn_method_session_is_member(uint64_t ptr, RustBuffer room
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_METHOD_SESSION_MEMBERS
+#define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_METHOD_SESSION_MEMBERS
+uint64_t uniffi_unibus_ffi_fn_method_session_members(uint64_t ptr, RustBuffer room
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_METHOD_SESSION_MY_ROOMS
+#define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_METHOD_SESSION_MY_ROOMS
+uint64_t uniffi_unibus_ffi_fn_method_session_my_rooms(uint64_t ptr
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_METHOD_SESSION_REKEY
+#define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_METHOD_SESSION_REKEY
+uint64_t uniffi_unibus_ffi_fn_method_session_rekey(uint64_t ptr, RustBuffer room
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_METHOD_SESSION_REMOVE_MEMBER
+#define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_METHOD_SESSION_REMOVE_MEMBER
+uint64_t uniffi_unibus_ffi_fn_method_session_remove_member(uint64_t ptr, RustBuffer room, RustBuffer member
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_METHOD_SESSION_ROOM_KEY
+#define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_METHOD_SESSION_ROOM_KEY
+uint64_t uniffi_unibus_ffi_fn_method_session_room_key(uint64_t ptr, RustBuffer room, RustBuffer epoch
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_METHOD_SESSION_STATE
+#define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_METHOD_SESSION_STATE
+RustBuffer uniffi_unibus_ffi_fn_method_session_state(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_METHOD_SESSION_WATCH
+#define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_METHOD_SESSION_WATCH
+uint64_t uniffi_unibus_ffi_fn_method_session_watch(uint64_t ptr, uint64_t listener
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_CLONE_WATCHHANDLE
+#define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_CLONE_WATCHHANDLE
+uint64_t uniffi_unibus_ffi_fn_clone_watchhandle(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_FREE_WATCHHANDLE
+#define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_FREE_WATCHHANDLE
+void uniffi_unibus_ffi_fn_free_watchhandle(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_METHOD_WATCHHANDLE_CANCEL
+#define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_METHOD_WATCHHANDLE_CANCEL
+void uniffi_unibus_ffi_fn_method_watchhandle_cancel(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_CLONE_WATCHLISTENER
+#define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_CLONE_WATCHLISTENER
+uint64_t uniffi_unibus_ffi_fn_clone_watchlistener(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_FREE_WATCHLISTENER
+#define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_FREE_WATCHLISTENER
+void uniffi_unibus_ffi_fn_free_watchlistener(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_INIT_CALLBACK_VTABLE_WATCHLISTENER
+#define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_INIT_CALLBACK_VTABLE_WATCHLISTENER
+void uniffi_unibus_ffi_fn_init_callback_vtable_watchlistener(const UniffiVTableCallbackInterfaceWatchListener* _Nonnull vtable
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_METHOD_WATCHLISTENER_ON_UPDATE
+#define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_METHOD_WATCHLISTENER_ON_UPDATE
+void uniffi_unibus_ffi_fn_method_watchlistener_on_update(uint64_t ptr, RustBuffer update, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_METHOD_WATCHLISTENER_ON_ERROR
+#define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_METHOD_WATCHLISTENER_ON_ERROR
+void uniffi_unibus_ffi_fn_method_watchlistener_on_error(uint64_t ptr, RustBuffer message, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_METHOD_WATCHLISTENER_ON_CLOSE
+#define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_METHOD_WATCHLISTENER_ON_CLOSE
+void uniffi_unibus_ffi_fn_method_watchlistener_on_close(uint64_t ptr, RustBuffer end, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_CLONE_IDENTITY
 #define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_CLONE_IDENTITY
 uint64_t uniffi_unibus_ffi_fn_clone_identity(uint64_t handle, RustCallStatus *_Nonnull out_status
@@ -324,6 +492,26 @@ RustBuffer uniffi_unibus_ffi_fn_method_invitelink_server_url(uint64_t ptr, RustC
 RustBuffer uniffi_unibus_ffi_fn_method_invitelink_to_url_string(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_CLONE_LOGSINK
+#define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_CLONE_LOGSINK
+uint64_t uniffi_unibus_ffi_fn_clone_logsink(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_FREE_LOGSINK
+#define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_FREE_LOGSINK
+void uniffi_unibus_ffi_fn_free_logsink(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_INIT_CALLBACK_VTABLE_LOGSINK
+#define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_INIT_CALLBACK_VTABLE_LOGSINK
+void uniffi_unibus_ffi_fn_init_callback_vtable_logsink(const UniffiVTableCallbackInterfaceLogSink* _Nonnull vtable
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_METHOD_LOGSINK_LOG
+#define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_METHOD_LOGSINK_LOG
+void uniffi_unibus_ffi_fn_method_logsink_log(uint64_t ptr, RustBuffer level, RustBuffer target, RustBuffer message, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_CLONE_ROOMKEY
 #define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_CLONE_ROOMKEY
 uint64_t uniffi_unibus_ffi_fn_clone_roomkey(uint64_t handle, RustCallStatus *_Nonnull out_status
@@ -350,6 +538,11 @@ uint64_t uniffi_unibus_ffi_fn_constructor_roomkey_generate(RustCallStatus *_Nonn
 RustBuffer uniffi_unibus_ffi_fn_method_roomkey_expose_bytes(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_FUNC_REGISTER
+#define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_FUNC_REGISTER
+uint64_t uniffi_unibus_ffi_fn_func_register(uint64_t link, uint64_t identity, RustBuffer options
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_FUNC_VALIDATE_KEX_PUBLIC_KEY
 #define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_FUNC_VALIDATE_KEX_PUBLIC_KEY
 RustBuffer uniffi_unibus_ffi_fn_func_validate_kex_public_key(RustBuffer hex, RustCallStatus *_Nonnull out_status
@@ -363,6 +556,11 @@ RustBuffer uniffi_unibus_ffi_fn_func_validate_sign_public_key(RustBuffer hex, Ru
 #ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_FUNC_FORMAT_INVITE_LINK
 #define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_FUNC_FORMAT_INVITE_LINK
 RustBuffer uniffi_unibus_ffi_fn_func_format_invite_link(RustBuffer server_url, RustBuffer token_hex, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_FUNC_INIT_PLATFORM
+#define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_FUNC_INIT_PLATFORM
+void uniffi_unibus_ffi_fn_func_init_platform(RustBuffer config, RustBuffer log_sink, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_FUNC_OPEN_MANIFEST
@@ -645,6 +843,12 @@ void ffi_unibus_ffi_rust_future_free_void(uint64_t handle
 void ffi_unibus_ffi_rust_future_complete_void(uint64_t handle, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_FUNC_REGISTER
+#define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_FUNC_REGISTER
+uint16_t uniffi_unibus_ffi_checksum_func_register(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_FUNC_VALIDATE_KEX_PUBLIC_KEY
 #define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_FUNC_VALIDATE_KEX_PUBLIC_KEY
 uint16_t uniffi_unibus_ffi_checksum_func_validate_kex_public_key(void
@@ -660,6 +864,12 @@ uint16_t uniffi_unibus_ffi_checksum_func_validate_sign_public_key(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_FUNC_FORMAT_INVITE_LINK
 #define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_FUNC_FORMAT_INVITE_LINK
 uint16_t uniffi_unibus_ffi_checksum_func_format_invite_link(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_FUNC_INIT_PLATFORM
+#define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_FUNC_INIT_PLATFORM
+uint16_t uniffi_unibus_ffi_checksum_func_init_platform(void
     
 );
 #endif
@@ -684,6 +894,102 @@ uint16_t uniffi_unibus_ffi_checksum_func_rekey_room(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_FUNC_SEAL_ROOM_KEY
 #define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_FUNC_SEAL_ROOM_KEY
 uint16_t uniffi_unibus_ffi_checksum_func_seal_room_key(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_METHOD_SESSION_ADD_MEMBER
+#define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_METHOD_SESSION_ADD_MEMBER
+uint16_t uniffi_unibus_ffi_checksum_method_session_add_member(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_METHOD_SESSION_CLOSE_SESSION
+#define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_METHOD_SESSION_CLOSE_SESSION
+uint16_t uniffi_unibus_ffi_checksum_method_session_close_session(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_METHOD_SESSION_CREATE_ROOM
+#define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_METHOD_SESSION_CREATE_ROOM
+uint16_t uniffi_unibus_ffi_checksum_method_session_create_room(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_METHOD_SESSION_CURRENT_EPOCH
+#define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_METHOD_SESSION_CURRENT_EPOCH
+uint16_t uniffi_unibus_ffi_checksum_method_session_current_epoch(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_METHOD_SESSION_IS_MEMBER
+#define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_METHOD_SESSION_IS_MEMBER
+uint16_t uniffi_unibus_ffi_checksum_method_session_is_member(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_METHOD_SESSION_MEMBERS
+#define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_METHOD_SESSION_MEMBERS
+uint16_t uniffi_unibus_ffi_checksum_method_session_members(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_METHOD_SESSION_MY_ROOMS
+#define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_METHOD_SESSION_MY_ROOMS
+uint16_t uniffi_unibus_ffi_checksum_method_session_my_rooms(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_METHOD_SESSION_REKEY
+#define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_METHOD_SESSION_REKEY
+uint16_t uniffi_unibus_ffi_checksum_method_session_rekey(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_METHOD_SESSION_REMOVE_MEMBER
+#define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_METHOD_SESSION_REMOVE_MEMBER
+uint16_t uniffi_unibus_ffi_checksum_method_session_remove_member(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_METHOD_SESSION_ROOM_KEY
+#define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_METHOD_SESSION_ROOM_KEY
+uint16_t uniffi_unibus_ffi_checksum_method_session_room_key(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_METHOD_SESSION_STATE
+#define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_METHOD_SESSION_STATE
+uint16_t uniffi_unibus_ffi_checksum_method_session_state(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_METHOD_SESSION_WATCH
+#define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_METHOD_SESSION_WATCH
+uint16_t uniffi_unibus_ffi_checksum_method_session_watch(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_METHOD_WATCHHANDLE_CANCEL
+#define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_METHOD_WATCHHANDLE_CANCEL
+uint16_t uniffi_unibus_ffi_checksum_method_watchhandle_cancel(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_METHOD_WATCHLISTENER_ON_UPDATE
+#define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_METHOD_WATCHLISTENER_ON_UPDATE
+uint16_t uniffi_unibus_ffi_checksum_method_watchlistener_on_update(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_METHOD_WATCHLISTENER_ON_ERROR
+#define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_METHOD_WATCHLISTENER_ON_ERROR
+uint16_t uniffi_unibus_ffi_checksum_method_watchlistener_on_error(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_METHOD_WATCHLISTENER_ON_CLOSE
+#define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_METHOD_WATCHLISTENER_ON_CLOSE
+uint16_t uniffi_unibus_ffi_checksum_method_watchlistener_on_close(void
     
 );
 #endif
@@ -741,9 +1047,21 @@ uint16_t uniffi_unibus_ffi_checksum_method_invitelink_to_url_string(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_METHOD_LOGSINK_LOG
+#define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_METHOD_LOGSINK_LOG
+uint16_t uniffi_unibus_ffi_checksum_method_logsink_log(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_METHOD_ROOMKEY_EXPOSE_BYTES
 #define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_METHOD_ROOMKEY_EXPOSE_BYTES
 uint16_t uniffi_unibus_ffi_checksum_method_roomkey_expose_bytes(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_CONSTRUCTOR_SESSION_CONNECT
+#define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_CONSTRUCTOR_SESSION_CONNECT
+uint16_t uniffi_unibus_ffi_checksum_constructor_session_connect(void
     
 );
 #endif

@@ -657,6 +657,62 @@ internal open class UniffiForeignFutureResultVoid(
 internal interface UniffiForeignFutureCompleteVoid : com.sun.jna.Callback {
     fun callback(`callbackData`: Long,`result`: UniffiForeignFutureResultVoid.UniffiByValue,)
 }
+internal interface UniffiCallbackInterfaceWatchListenerMethod0 : com.sun.jna.Callback {
+    fun callback(`uniffiHandle`: Long,`update`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,)
+}
+internal interface UniffiCallbackInterfaceWatchListenerMethod1 : com.sun.jna.Callback {
+    fun callback(`uniffiHandle`: Long,`message`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,)
+}
+internal interface UniffiCallbackInterfaceWatchListenerMethod2 : com.sun.jna.Callback {
+    fun callback(`uniffiHandle`: Long,`end`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,)
+}
+internal interface UniffiCallbackInterfaceLogSinkMethod0 : com.sun.jna.Callback {
+    fun callback(`uniffiHandle`: Long,`level`: RustBuffer.ByValue,`target`: RustBuffer.ByValue,`message`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,)
+}
+@Structure.FieldOrder("uniffiFree", "uniffiClone", "onUpdate", "onError", "onClose")
+internal open class UniffiVTableCallbackInterfaceWatchListener(
+    @JvmField internal var `uniffiFree`: UniffiCallbackInterfaceFree? = null,
+    @JvmField internal var `uniffiClone`: UniffiCallbackInterfaceClone? = null,
+    @JvmField internal var `onUpdate`: UniffiCallbackInterfaceWatchListenerMethod0? = null,
+    @JvmField internal var `onError`: UniffiCallbackInterfaceWatchListenerMethod1? = null,
+    @JvmField internal var `onClose`: UniffiCallbackInterfaceWatchListenerMethod2? = null,
+) : Structure() {
+    class UniffiByValue(
+        `uniffiFree`: UniffiCallbackInterfaceFree? = null,
+        `uniffiClone`: UniffiCallbackInterfaceClone? = null,
+        `onUpdate`: UniffiCallbackInterfaceWatchListenerMethod0? = null,
+        `onError`: UniffiCallbackInterfaceWatchListenerMethod1? = null,
+        `onClose`: UniffiCallbackInterfaceWatchListenerMethod2? = null,
+    ): UniffiVTableCallbackInterfaceWatchListener(`uniffiFree`,`uniffiClone`,`onUpdate`,`onError`,`onClose`,), Structure.ByValue
+
+   internal fun uniffiSetValue(other: UniffiVTableCallbackInterfaceWatchListener) {
+        `uniffiFree` = other.`uniffiFree`
+        `uniffiClone` = other.`uniffiClone`
+        `onUpdate` = other.`onUpdate`
+        `onError` = other.`onError`
+        `onClose` = other.`onClose`
+    }
+
+}
+@Structure.FieldOrder("uniffiFree", "uniffiClone", "log")
+internal open class UniffiVTableCallbackInterfaceLogSink(
+    @JvmField internal var `uniffiFree`: UniffiCallbackInterfaceFree? = null,
+    @JvmField internal var `uniffiClone`: UniffiCallbackInterfaceClone? = null,
+    @JvmField internal var `log`: UniffiCallbackInterfaceLogSinkMethod0? = null,
+) : Structure() {
+    class UniffiByValue(
+        `uniffiFree`: UniffiCallbackInterfaceFree? = null,
+        `uniffiClone`: UniffiCallbackInterfaceClone? = null,
+        `log`: UniffiCallbackInterfaceLogSinkMethod0? = null,
+    ): UniffiVTableCallbackInterfaceLogSink(`uniffiFree`,`uniffiClone`,`log`,), Structure.ByValue
+
+   internal fun uniffiSetValue(other: UniffiVTableCallbackInterfaceLogSink) {
+        `uniffiFree` = other.`uniffiFree`
+        `uniffiClone` = other.`uniffiClone`
+        `log` = other.`log`
+    }
+
+}
 
 // A JNA Library to expose the extern-C FFI definitions.
 // This is an implementation detail which will be called internally by the public API.
@@ -681,11 +737,15 @@ internal object IntegrityCheckingUniffiLib {
     }
 
     internal fun ensureInitialized() = Unit
+    external fun uniffi_unibus_ffi_checksum_func_register(
+    ): Int
     external fun uniffi_unibus_ffi_checksum_func_validate_kex_public_key(
     ): Int
     external fun uniffi_unibus_ffi_checksum_func_validate_sign_public_key(
     ): Int
     external fun uniffi_unibus_ffi_checksum_func_format_invite_link(
+    ): Int
+    external fun uniffi_unibus_ffi_checksum_func_init_platform(
     ): Int
     external fun uniffi_unibus_ffi_checksum_func_open_manifest(
     ): Int
@@ -694,6 +754,38 @@ internal object IntegrityCheckingUniffiLib {
     external fun uniffi_unibus_ffi_checksum_func_rekey_room(
     ): Int
     external fun uniffi_unibus_ffi_checksum_func_seal_room_key(
+    ): Int
+    external fun uniffi_unibus_ffi_checksum_method_session_add_member(
+    ): Int
+    external fun uniffi_unibus_ffi_checksum_method_session_close_session(
+    ): Int
+    external fun uniffi_unibus_ffi_checksum_method_session_create_room(
+    ): Int
+    external fun uniffi_unibus_ffi_checksum_method_session_current_epoch(
+    ): Int
+    external fun uniffi_unibus_ffi_checksum_method_session_is_member(
+    ): Int
+    external fun uniffi_unibus_ffi_checksum_method_session_members(
+    ): Int
+    external fun uniffi_unibus_ffi_checksum_method_session_my_rooms(
+    ): Int
+    external fun uniffi_unibus_ffi_checksum_method_session_rekey(
+    ): Int
+    external fun uniffi_unibus_ffi_checksum_method_session_remove_member(
+    ): Int
+    external fun uniffi_unibus_ffi_checksum_method_session_room_key(
+    ): Int
+    external fun uniffi_unibus_ffi_checksum_method_session_state(
+    ): Int
+    external fun uniffi_unibus_ffi_checksum_method_session_watch(
+    ): Int
+    external fun uniffi_unibus_ffi_checksum_method_watchhandle_cancel(
+    ): Int
+    external fun uniffi_unibus_ffi_checksum_method_watchlistener_on_update(
+    ): Int
+    external fun uniffi_unibus_ffi_checksum_method_watchlistener_on_error(
+    ): Int
+    external fun uniffi_unibus_ffi_checksum_method_watchlistener_on_close(
     ): Int
     external fun uniffi_unibus_ffi_checksum_method_identity_export_secret_bytes(
     ): Int
@@ -713,7 +805,11 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_unibus_ffi_checksum_method_invitelink_to_url_string(
     ): Int
+    external fun uniffi_unibus_ffi_checksum_method_logsink_log(
+    ): Int
     external fun uniffi_unibus_ffi_checksum_method_roomkey_expose_bytes(
+    ): Int
+    external fun uniffi_unibus_ffi_checksum_constructor_session_connect(
     ): Int
     external fun uniffi_unibus_ffi_checksum_constructor_identity_from_secret_bytes(
     ): Int
@@ -741,10 +837,60 @@ internal object UniffiLib {
 
     init {
         Native.register(UniffiLib::class.java, findLibraryName(componentName = "unibus"))
+        uniffiCallbackInterfaceLogSink.register(this)
+        uniffiCallbackInterfaceWatchListener.register(this)
         
     }
 
     internal fun ensureInitialized() = Unit
+    external fun uniffi_unibus_ffi_fn_clone_session(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_unibus_ffi_fn_free_session(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_unibus_ffi_fn_constructor_session_connect(`identity`: Long,`natsUrls`: RustBuffer.ByValue,`options`: RustBuffer.ByValue,
+    ): Long
+    external fun uniffi_unibus_ffi_fn_method_session_add_member(`ptr`: Long,`room`: RustBuffer.ByValue,`member`: RustBuffer.ByValue,
+    ): Long
+    external fun uniffi_unibus_ffi_fn_method_session_close_session(`ptr`: Long,
+    ): Long
+    external fun uniffi_unibus_ffi_fn_method_session_create_room(`ptr`: Long,`room`: RustBuffer.ByValue,
+    ): Long
+    external fun uniffi_unibus_ffi_fn_method_session_current_epoch(`ptr`: Long,`room`: RustBuffer.ByValue,
+    ): Long
+    external fun uniffi_unibus_ffi_fn_method_session_is_member(`ptr`: Long,`room`: RustBuffer.ByValue,
+    ): Long
+    external fun uniffi_unibus_ffi_fn_method_session_members(`ptr`: Long,`room`: RustBuffer.ByValue,
+    ): Long
+    external fun uniffi_unibus_ffi_fn_method_session_my_rooms(`ptr`: Long,
+    ): Long
+    external fun uniffi_unibus_ffi_fn_method_session_rekey(`ptr`: Long,`room`: RustBuffer.ByValue,
+    ): Long
+    external fun uniffi_unibus_ffi_fn_method_session_remove_member(`ptr`: Long,`room`: RustBuffer.ByValue,`member`: RustBuffer.ByValue,
+    ): Long
+    external fun uniffi_unibus_ffi_fn_method_session_room_key(`ptr`: Long,`room`: RustBuffer.ByValue,`epoch`: RustBuffer.ByValue,
+    ): Long
+    external fun uniffi_unibus_ffi_fn_method_session_state(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_unibus_ffi_fn_method_session_watch(`ptr`: Long,`listener`: Long,
+    ): Long
+    external fun uniffi_unibus_ffi_fn_clone_watchhandle(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_unibus_ffi_fn_free_watchhandle(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_unibus_ffi_fn_method_watchhandle_cancel(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_unibus_ffi_fn_clone_watchlistener(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_unibus_ffi_fn_free_watchlistener(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_unibus_ffi_fn_init_callback_vtable_watchlistener(`vtable`: UniffiVTableCallbackInterfaceWatchListener,
+    ): Unit
+    external fun uniffi_unibus_ffi_fn_method_watchlistener_on_update(`ptr`: Long,`update`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_unibus_ffi_fn_method_watchlistener_on_error(`ptr`: Long,`message`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_unibus_ffi_fn_method_watchlistener_on_close(`ptr`: Long,`end`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
     external fun uniffi_unibus_ffi_fn_clone_identity(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_unibus_ffi_fn_free_identity(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -777,6 +923,14 @@ internal object UniffiLib {
     ): RustBuffer.ByValue
     external fun uniffi_unibus_ffi_fn_method_invitelink_to_url_string(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
+    external fun uniffi_unibus_ffi_fn_clone_logsink(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_unibus_ffi_fn_free_logsink(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_unibus_ffi_fn_init_callback_vtable_logsink(`vtable`: UniffiVTableCallbackInterfaceLogSink,
+    ): Unit
+    external fun uniffi_unibus_ffi_fn_method_logsink_log(`ptr`: Long,`level`: RustBuffer.ByValue,`target`: RustBuffer.ByValue,`message`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
     external fun uniffi_unibus_ffi_fn_clone_roomkey(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_unibus_ffi_fn_free_roomkey(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -787,12 +941,16 @@ internal object UniffiLib {
     ): Long
     external fun uniffi_unibus_ffi_fn_method_roomkey_expose_bytes(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
+    external fun uniffi_unibus_ffi_fn_func_register(`link`: Long,`identity`: Long,`options`: RustBuffer.ByValue,
+    ): Long
     external fun uniffi_unibus_ffi_fn_func_validate_kex_public_key(`hex`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_unibus_ffi_fn_func_validate_sign_public_key(`hex`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_unibus_ffi_fn_func_format_invite_link(`serverUrl`: RustBuffer.ByValue,`tokenHex`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
+    external fun uniffi_unibus_ffi_fn_func_init_platform(`config`: RustBuffer.ByValue,`logSink`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
     external fun uniffi_unibus_ffi_fn_func_open_manifest(`identity`: Long,`manifest`: RustBuffer.ByValue,`roomId`: RustBuffer.ByValue,`epoch`: Long,`trustedRekeyerSignPublicKey`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_unibus_ffi_fn_func_open_room_key(`identity`: Long,`sealed`: RustBuffer.ByValue,`roomId`: RustBuffer.ByValue,`epoch`: Long,`rekeyerSignPublicKey`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
@@ -1048,7 +1206,38 @@ object UniffiWithHandle
  *
  * @suppress
  * */
-object NoHandle
+object NoHandle// Magic number for the Rust proxy to call using the same mechanism as every other method,
+// to free the callback once it's dropped by Rust.
+internal const val IDX_CALLBACK_FREE = 0
+// Callback return codes
+internal const val UNIFFI_CALLBACK_SUCCESS = 0
+internal const val UNIFFI_CALLBACK_ERROR = 1
+internal const val UNIFFI_CALLBACK_UNEXPECTED_ERROR = 2
+
+/**
+ * @suppress
+ */
+public abstract class FfiConverterCallbackInterface<CallbackInterface: Any>: FfiConverter<CallbackInterface, Long> {
+    internal val handleMap = UniffiHandleMap<CallbackInterface>()
+
+    internal fun drop(handle: Long) {
+        handleMap.remove(handle)
+    }
+
+    override fun lift(value: Long): CallbackInterface {
+        return handleMap.get(value)
+    }
+
+    override fun read(buf: ByteBuffer) = lift(buf.getLong())
+
+    override fun lower(value: CallbackInterface) = handleMap.insert(value)
+
+    override fun allocationSize(value: CallbackInterface) = 8UL
+
+    override fun write(value: CallbackInterface, buf: ByteBuffer) {
+        buf.putLong(lower(value))
+    }
+}
 /**
  * The cleaner interface for Object finalization code to run.
  * This is the entry point to any implementation that we're using.
@@ -1117,6 +1306,29 @@ private class JavaLangRefCleanable(
 /**
  * @suppress
  */
+public object FfiConverterUInt: FfiConverter<UInt, Int> {
+    override fun lift(value: Int): UInt {
+        return value.toUInt()
+    }
+
+    override fun read(buf: ByteBuffer): UInt {
+        return lift(buf.getInt())
+    }
+
+    override fun lower(value: UInt): Int {
+        return value.toInt()
+    }
+
+    override fun allocationSize(value: UInt) = 4UL
+
+    override fun write(value: UInt, buf: ByteBuffer) {
+        buf.putInt(value.toInt())
+    }
+}
+
+/**
+ * @suppress
+ */
 public object FfiConverterULong: FfiConverter<ULong, Long> {
     override fun lift(value: Long): ULong {
         return value.toULong()
@@ -1134,6 +1346,29 @@ public object FfiConverterULong: FfiConverter<ULong, Long> {
 
     override fun write(value: ULong, buf: ByteBuffer) {
         buf.putLong(value.toLong())
+    }
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterBoolean: FfiConverter<Boolean, Byte> {
+    override fun lift(value: Byte): Boolean {
+        return value.toInt() != 0
+    }
+
+    override fun read(buf: ByteBuffer): Boolean {
+        return lift(buf.get())
+    }
+
+    override fun lower(value: Boolean): Byte {
+        return if (value) 1.toByte() else 0.toByte()
+    }
+
+    override fun allocationSize(value: Boolean) = 1UL
+
+    override fun write(value: Boolean, buf: ByteBuffer) {
+        buf.put(lower(value))
     }
 }
 
@@ -2040,6 +2275,333 @@ public object FfiConverterTypeInviteLink: FfiConverter<InviteLink, Long> {
 
 
 /**
+ * Where the app wants the SDK's log lines, one call per line.
+ */
+public interface LogSink {
+    
+    /**
+     * One log line: its level, the Rust module it came from, and the message with its fields.
+     */
+    fun `log`(`level`: LogLevel, `target`: kotlin.String, `message`: kotlin.String)
+    
+    companion object
+}
+
+/**
+ * Where the app wants the SDK's log lines, one call per line.
+ */
+open class LogSinkImpl: Disposable, AutoCloseable, LogSink
+{
+
+    @Suppress("UNUSED_PARAMETER")
+    /**
+     * @suppress
+     */
+    constructor(withHandle: UniffiWithHandle, handle: Long) {
+        this.handle = handle
+        this.cleanable = UniffiLib.CLEANER.register(this, UniffiCleanAction(handle))
+    }
+
+    /**
+     * @suppress
+     *
+     * This constructor can be used to instantiate a fake object. Only used for tests. Any
+     * attempt to actually use an object constructed this way will fail as there is no
+     * connected Rust object.
+     */
+    @Suppress("UNUSED_PARAMETER")
+    constructor(noHandle: NoHandle) {
+        this.handle = 0
+        this.cleanable = null
+    }
+
+    protected val handle: Long
+    protected val cleanable: UniffiCleaner.Cleanable?
+
+    private val wasDestroyed = AtomicBoolean(false)
+    private val callCounter = AtomicLong(1)
+
+    /**
+     * Whether the current object has been destroyed and its reference is gone in the Rust side.
+     */
+    val uniffiIsDestroyed: Boolean get() = wasDestroyed.get()
+
+    override fun destroy() {
+        // Only allow a single call to this method.
+        // TODO: maybe we should log a warning if called more than once?
+        if (this.wasDestroyed.compareAndSet(false, true)) {
+            // This decrement always matches the initial count of 1 given at creation time.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    @Synchronized
+    override fun close() {
+        this.destroy()
+    }
+
+    internal inline fun <R> callWithHandle(block: (handle: Long) -> R): R {
+        // Check and increment the call counter, to keep the object alive.
+        // This needs a compare-and-set retry loop in case of concurrent updates.
+        do {
+            val c = this.callCounter.get()
+            if (c == 0L) {
+                throw IllegalStateException("${this.javaClass.simpleName} object has already been destroyed")
+            }
+            if (c == Long.MAX_VALUE) {
+                throw IllegalStateException("${this.javaClass.simpleName} call counter would overflow")
+            }
+        } while (! this.callCounter.compareAndSet(c, c + 1L))
+        // Now we can safely do the method call without the handle being freed concurrently.
+        try {
+            return block(this.uniffiCloneHandle())
+        } finally {
+            // This decrement always matches the increment we performed above.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    // Use a static inner class instead of a closure so as not to accidentally
+    // capture `this` as part of the cleanable's action.
+    private class UniffiCleanAction(private val handle: Long) : Runnable {
+        override fun run() {
+            if (handle == 0.toLong()) {
+                // Fake object created with `NoHandle`, don't try to free.
+                return;
+            }
+            uniffiRustCall { status ->
+                UniffiLib.uniffi_unibus_ffi_fn_free_logsink(handle, status)
+            }
+        }
+    }
+
+    /**
+     * @suppress
+     */
+    fun uniffiCloneHandle(): Long {
+        if (handle == 0.toLong()) {
+            throw InternalException("uniffiCloneHandle() called on NoHandle object");
+        }
+        return uniffiRustCall() { status ->
+            UniffiLib.uniffi_unibus_ffi_fn_clone_logsink(handle, status)
+        }
+    }
+
+    
+    /**
+     * One log line: its level, the Rust module it came from, and the message with its fields.
+     */override fun `log`(`level`: LogLevel, `target`: kotlin.String, `message`: kotlin.String)
+        = 
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_unibus_ffi_fn_method_logsink_log(
+        it,
+        
+        FfiConverterTypeLogLevel.lower(`level`),
+        FfiConverterString.lower(`target`),
+        FfiConverterString.lower(`message`),_status)
+}
+    }
+    
+    
+
+    
+
+    
+
+
+    
+    
+    /**
+     * @suppress
+     */
+    companion object
+    
+}
+
+
+
+// Put the implementation in an object so we don't pollute the top-level namespace
+internal object uniffiCallbackInterfaceLogSink {
+    internal object `log`: UniffiCallbackInterfaceLogSinkMethod0 {
+        override fun callback(`uniffiHandle`: Long,`level`: RustBuffer.ByValue,`target`: RustBuffer.ByValue,`message`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,) {
+            val uniffiObj = FfiConverterTypeLogSink.handleMap.get(uniffiHandle)
+            val makeCall = { ->
+                uniffiObj.`log`(
+                    FfiConverterTypeLogLevel.lift(`level`),
+                    FfiConverterString.lift(`target`),
+                    FfiConverterString.lift(`message`),
+                )
+            }
+            val writeReturn = { _: Unit -> Unit }
+            uniffiTraitInterfaceCall(uniffiCallStatus, makeCall, writeReturn)
+        }
+    }
+
+    internal object uniffiFree: UniffiCallbackInterfaceFree {
+        override fun callback(handle: Long) {
+            FfiConverterTypeLogSink.handleMap.remove(handle)
+        }
+    }
+
+    internal object uniffiClone: UniffiCallbackInterfaceClone {
+        override fun callback(handle: Long): Long {
+            return FfiConverterTypeLogSink.handleMap.clone(handle)
+        }
+    }
+
+    internal var vtable = UniffiVTableCallbackInterfaceLogSink.UniffiByValue(
+        uniffiFree,
+        uniffiClone,
+        `log`,
+    )
+
+    // Registers the foreign callback with the Rust side.
+    // This method is generated for each callback interface.
+    internal fun register(lib: UniffiLib) {
+        lib.uniffi_unibus_ffi_fn_init_callback_vtable_logsink(vtable)
+    }
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeLogSink: FfiConverter<LogSink, Long> {
+    internal val handleMap = UniffiHandleMap<LogSink>()
+
+    override fun lower(value: LogSink): Long {
+        if (value is LogSinkImpl) {
+             // Rust-implemented object.  Clone the handle and return it
+            return value.uniffiCloneHandle()
+         } else {
+            // Kotlin object, generate a new vtable handle and return that.
+            return handleMap.insert(value)
+         }
+    }
+
+    override fun lift(value: Long): LogSink {
+        if ((value and 1.toLong()) == 0.toLong()) {
+            // Rust-generated handle, construct a new class that uses the handle to implement the
+            // interface
+            return LogSinkImpl(UniffiWithHandle, value)
+        } else {
+            // Kotlin-generated handle, get the object from the handle map
+            return handleMap.remove(value)
+        }
+    }
+
+    override fun read(buf: ByteBuffer): LogSink {
+        return lift(buf.getLong())
+    }
+
+    override fun allocationSize(value: LogSink) = 8UL
+
+    override fun write(value: LogSink, buf: ByteBuffer) {
+        buf.putLong(lower(value))
+    }
+}
+
+
+// This template implements a class for working with a Rust struct via a handle
+// to the live Rust struct on the other side of the FFI.
+//
+// There's some subtlety here, because we have to be careful not to operate on a Rust
+// struct after it has been dropped, and because we must expose a public API for freeing
+// theq Kotlin wrapper object in lieu of reliable finalizers. The core requirements are:
+//
+//   * Each instance holds an opaque handle to the underlying Rust struct.
+//     Method calls need to read this handle from the object's state and pass it in to
+//     the Rust FFI.
+//
+//   * When an instance is no longer needed, its handle should be passed to a
+//     special destructor function provided by the Rust FFI, which will drop the
+//     underlying Rust struct.
+//
+//   * Given an instance, calling code is expected to call the special
+//     `destroy` method in order to free it after use, either by calling it explicitly
+//     or by using a higher-level helper like the `use` method. Failing to do so risks
+//     leaking the underlying Rust struct.
+//
+//   * We can't assume that calling code will do the right thing, and must be prepared
+//     to handle Kotlin method calls executing concurrently with or even after a call to
+//     `destroy`, and to handle multiple (possibly concurrent!) calls to `destroy`.
+//
+//   * We must never allow Rust code to operate on the underlying Rust struct after
+//     the destructor has been called, and must never call the destructor more than once.
+//     Doing so may trigger memory unsafety.
+//
+//   * To mitigate many of the risks of leaking memory and use-after-free unsafety, a `Cleaner`
+//     is implemented to call the destructor when the Kotlin object becomes unreachable.
+//     This is done in a background thread. This is not a panacea, and client code should be aware that
+//      1. the thread may starve if some there are objects that have poorly performing
+//     `drop` methods or do significant work in their `drop` methods.
+//      2. the thread is shared across the whole library. This can be tuned by using `android_cleaner = true`,
+//         or `android = true` in the [`kotlin` section of the `uniffi.toml` file](https://mozilla.github.io/uniffi-rs/kotlin/configuration.html).
+//
+// If we try to implement this with mutual exclusion on access to the handle, there is the
+// possibility of a race between a method call and a concurrent call to `destroy`:
+//
+//    * Thread A starts a method call, reads the value of the handle, but is interrupted
+//      before it can pass the handle over the FFI to Rust.
+//    * Thread B calls `destroy` and frees the underlying Rust struct.
+//    * Thread A resumes, passing the already-read handle value to Rust and triggering
+//      a use-after-free.
+//
+// One possible solution would be to use a `ReadWriteLock`, with each method call taking
+// a read lock (and thus allowed to run concurrently) and the special `destroy` method
+// taking a write lock (and thus blocking on live method calls). However, we aim not to
+// generate methods with any hidden blocking semantics, and a `destroy` method that might
+// block if called incorrectly seems to meet that bar.
+//
+// So, we achieve our goals by giving each instance an associated `AtomicLong` counter to track
+// the number of in-flight method calls, and an `AtomicBoolean` flag to indicate whether `destroy`
+// has been called. These are updated according to the following rules:
+//
+//    * The initial value of the counter is 1, indicating a live object with no in-flight calls.
+//      The initial value for the flag is false.
+//
+//    * At the start of each method call, we atomically check the counter.
+//      If it is 0 then the underlying Rust struct has already been destroyed and the call is aborted.
+//      If it is nonzero them we atomically increment it by 1 and proceed with the method call.
+//
+//    * At the end of each method call, we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+//    * When `destroy` is called, we atomically flip the flag from false to true.
+//      If the flag was already true we silently fail.
+//      Otherwise we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+// Astute readers may observe that this all sounds very similar to the way that Rust's `Arc<T>` works,
+// and indeed it is, with the addition of a flag to guard against multiple calls to `destroy`.
+//
+// The overall effect is that the underlying Rust struct is destroyed only when `destroy` has been
+// called *and* all in-flight method calls have completed, avoiding violating any of the expectations
+// of the underlying Rust code.
+//
+// This makes a cleaner a better alternative to _not_ calling `destroy()` as
+// and when the object is finished with, but the abstraction is not perfect: if the Rust object's `drop`
+// method is slow, and/or there are many objects to cleanup, and it's on a low end Android device, then the cleaner
+// thread may be starved, and the app will leak memory.
+//
+// In this case, `destroy`ing manually may be a better solution.
+//
+// The cleaner can live side by side with the manual calling of `destroy`. In the order of responsiveness, uniffi objects
+// with Rust peers are reclaimed:
+//
+// 1. By calling the `destroy` method of the object, which calls `rustObject.free()`. If that doesn't happen:
+// 2. When the object becomes unreachable, AND the Cleaner thread gets to call `rustObject.free()`. If the thread is starved then:
+// 3. The memory is reclaimed when the process terminates.
+//
+// [1] https://stackoverflow.com/questions/24376768/can-java-finalize-an-object-when-it-is-still-in-scope/24380219
+//
+
+
+/**
  * A room's 32-byte symmetric key. Wiped when this object is destroyed.
  */
 public interface RoomKeyInterface {
@@ -2240,6 +2802,1398 @@ public object FfiConverterTypeRoomKey: FfiConverter<RoomKey, Long> {
 }
 
 
+// This template implements a class for working with a Rust struct via a handle
+// to the live Rust struct on the other side of the FFI.
+//
+// There's some subtlety here, because we have to be careful not to operate on a Rust
+// struct after it has been dropped, and because we must expose a public API for freeing
+// theq Kotlin wrapper object in lieu of reliable finalizers. The core requirements are:
+//
+//   * Each instance holds an opaque handle to the underlying Rust struct.
+//     Method calls need to read this handle from the object's state and pass it in to
+//     the Rust FFI.
+//
+//   * When an instance is no longer needed, its handle should be passed to a
+//     special destructor function provided by the Rust FFI, which will drop the
+//     underlying Rust struct.
+//
+//   * Given an instance, calling code is expected to call the special
+//     `destroy` method in order to free it after use, either by calling it explicitly
+//     or by using a higher-level helper like the `use` method. Failing to do so risks
+//     leaking the underlying Rust struct.
+//
+//   * We can't assume that calling code will do the right thing, and must be prepared
+//     to handle Kotlin method calls executing concurrently with or even after a call to
+//     `destroy`, and to handle multiple (possibly concurrent!) calls to `destroy`.
+//
+//   * We must never allow Rust code to operate on the underlying Rust struct after
+//     the destructor has been called, and must never call the destructor more than once.
+//     Doing so may trigger memory unsafety.
+//
+//   * To mitigate many of the risks of leaking memory and use-after-free unsafety, a `Cleaner`
+//     is implemented to call the destructor when the Kotlin object becomes unreachable.
+//     This is done in a background thread. This is not a panacea, and client code should be aware that
+//      1. the thread may starve if some there are objects that have poorly performing
+//     `drop` methods or do significant work in their `drop` methods.
+//      2. the thread is shared across the whole library. This can be tuned by using `android_cleaner = true`,
+//         or `android = true` in the [`kotlin` section of the `uniffi.toml` file](https://mozilla.github.io/uniffi-rs/kotlin/configuration.html).
+//
+// If we try to implement this with mutual exclusion on access to the handle, there is the
+// possibility of a race between a method call and a concurrent call to `destroy`:
+//
+//    * Thread A starts a method call, reads the value of the handle, but is interrupted
+//      before it can pass the handle over the FFI to Rust.
+//    * Thread B calls `destroy` and frees the underlying Rust struct.
+//    * Thread A resumes, passing the already-read handle value to Rust and triggering
+//      a use-after-free.
+//
+// One possible solution would be to use a `ReadWriteLock`, with each method call taking
+// a read lock (and thus allowed to run concurrently) and the special `destroy` method
+// taking a write lock (and thus blocking on live method calls). However, we aim not to
+// generate methods with any hidden blocking semantics, and a `destroy` method that might
+// block if called incorrectly seems to meet that bar.
+//
+// So, we achieve our goals by giving each instance an associated `AtomicLong` counter to track
+// the number of in-flight method calls, and an `AtomicBoolean` flag to indicate whether `destroy`
+// has been called. These are updated according to the following rules:
+//
+//    * The initial value of the counter is 1, indicating a live object with no in-flight calls.
+//      The initial value for the flag is false.
+//
+//    * At the start of each method call, we atomically check the counter.
+//      If it is 0 then the underlying Rust struct has already been destroyed and the call is aborted.
+//      If it is nonzero them we atomically increment it by 1 and proceed with the method call.
+//
+//    * At the end of each method call, we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+//    * When `destroy` is called, we atomically flip the flag from false to true.
+//      If the flag was already true we silently fail.
+//      Otherwise we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+// Astute readers may observe that this all sounds very similar to the way that Rust's `Arc<T>` works,
+// and indeed it is, with the addition of a flag to guard against multiple calls to `destroy`.
+//
+// The overall effect is that the underlying Rust struct is destroyed only when `destroy` has been
+// called *and* all in-flight method calls have completed, avoiding violating any of the expectations
+// of the underlying Rust code.
+//
+// This makes a cleaner a better alternative to _not_ calling `destroy()` as
+// and when the object is finished with, but the abstraction is not perfect: if the Rust object's `drop`
+// method is slow, and/or there are many objects to cleanup, and it's on a low end Android device, then the cleaner
+// thread may be starved, and the app will leak memory.
+//
+// In this case, `destroy`ing manually may be a better solution.
+//
+// The cleaner can live side by side with the manual calling of `destroy`. In the order of responsiveness, uniffi objects
+// with Rust peers are reclaimed:
+//
+// 1. By calling the `destroy` method of the object, which calls `rustObject.free()`. If that doesn't happen:
+// 2. When the object becomes unreachable, AND the Cleaner thread gets to call `rustObject.free()`. If the thread is starved then:
+// 3. The memory is reclaimed when the process terminates.
+//
+// [1] https://stackoverflow.com/questions/24376768/can-java-finalize-an-object-when-it-is-still-in-scope/24380219
+//
+
+
+/**
+ * A session on the cluster, logged in with an identity's own key. See `unibus::client`.
+ */
+public interface SessionInterface {
+    
+    /**
+     * Adds the active user `member` (signing key, hex) to `room`. Owner only.
+     */
+    suspend fun `addMember`(`room`: kotlin.String, `member`: kotlin.String)
+    
+    /**
+     * Ends the session: watches close with `SessionEnded(Closed)`, later calls raise `Ended`.
+     * (Named so, not `close`, because Kotlin objects already have `close()`: it frees the
+     * Rust object, and ends the session too when it was the last reference.)
+     */
+    suspend fun `closeSession`()
+    
+    /**
+     * Creates `room`, owned by this identity, at epoch 0.
+     */
+    suspend fun `createRoom`(`room`: kotlin.String): RoomInfo
+    
+    /**
+     * The room's latest epoch. Members only.
+     */
+    suspend fun `currentEpoch`(`room`: kotlin.String): kotlin.ULong
+    
+    /**
+     * Whether this identity is a member of `room` (false for unknown rooms; failures raise).
+     */
+    suspend fun `isMember`(`room`: kotlin.String): kotlin.Boolean
+    
+    /**
+     * The room's active members and their keys. Owner only.
+     */
+    suspend fun `members`(`room`: kotlin.String): List<Recipient>
+    
+    /**
+     * The rooms this identity is a member of, sorted by id.
+     */
+    suspend fun `myRooms`(): List<RoomInfo>
+    
+    /**
+     * Seals a fresh key to every current member on this device and uploads it as the next
+     * epoch. Owner only. Returns the new epoch and its key.
+     */
+    suspend fun `rekey`(`room`: kotlin.String): OpenedRoomKey
+    
+    /**
+     * Removes `member` (signing key, hex) from `room`. Owner only; rekey afterwards.
+     */
+    suspend fun `removeMember`(`room`: kotlin.String, `member`: kotlin.String)
+    
+    /**
+     * Fetches, verifies and opens this identity's room key at `epoch` (the latest if null).
+     */
+    suspend fun `roomKey`(`room`: kotlin.String, `epoch`: kotlin.ULong? = null): OpenedRoomKey
+    
+    /**
+     * The connection's state now.
+     */
+    fun `state`(): ConnectionState
+    
+    /**
+     * Starts delivering the changes that concern this identity to `listener`, until the
+     * returned handle is cancelled or destroyed, or the session ends.
+     */
+    suspend fun `watch`(`listener`: WatchListener): WatchHandle
+    
+    companion object
+}
+
+/**
+ * A session on the cluster, logged in with an identity's own key. See `unibus::client`.
+ */
+open class Session: Disposable, AutoCloseable, SessionInterface
+{
+
+    @Suppress("UNUSED_PARAMETER")
+    /**
+     * @suppress
+     */
+    constructor(withHandle: UniffiWithHandle, handle: Long) {
+        this.handle = handle
+        this.cleanable = UniffiLib.CLEANER.register(this, UniffiCleanAction(handle))
+    }
+
+    /**
+     * @suppress
+     *
+     * This constructor can be used to instantiate a fake object. Only used for tests. Any
+     * attempt to actually use an object constructed this way will fail as there is no
+     * connected Rust object.
+     */
+    @Suppress("UNUSED_PARAMETER")
+    constructor(noHandle: NoHandle) {
+        this.handle = 0
+        this.cleanable = null
+    }
+
+    protected val handle: Long
+    protected val cleanable: UniffiCleaner.Cleanable?
+
+    private val wasDestroyed = AtomicBoolean(false)
+    private val callCounter = AtomicLong(1)
+
+    /**
+     * Whether the current object has been destroyed and its reference is gone in the Rust side.
+     */
+    val uniffiIsDestroyed: Boolean get() = wasDestroyed.get()
+
+    override fun destroy() {
+        // Only allow a single call to this method.
+        // TODO: maybe we should log a warning if called more than once?
+        if (this.wasDestroyed.compareAndSet(false, true)) {
+            // This decrement always matches the initial count of 1 given at creation time.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    @Synchronized
+    override fun close() {
+        this.destroy()
+    }
+
+    internal inline fun <R> callWithHandle(block: (handle: Long) -> R): R {
+        // Check and increment the call counter, to keep the object alive.
+        // This needs a compare-and-set retry loop in case of concurrent updates.
+        do {
+            val c = this.callCounter.get()
+            if (c == 0L) {
+                throw IllegalStateException("${this.javaClass.simpleName} object has already been destroyed")
+            }
+            if (c == Long.MAX_VALUE) {
+                throw IllegalStateException("${this.javaClass.simpleName} call counter would overflow")
+            }
+        } while (! this.callCounter.compareAndSet(c, c + 1L))
+        // Now we can safely do the method call without the handle being freed concurrently.
+        try {
+            return block(this.uniffiCloneHandle())
+        } finally {
+            // This decrement always matches the increment we performed above.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    // Use a static inner class instead of a closure so as not to accidentally
+    // capture `this` as part of the cleanable's action.
+    private class UniffiCleanAction(private val handle: Long) : Runnable {
+        override fun run() {
+            if (handle == 0.toLong()) {
+                // Fake object created with `NoHandle`, don't try to free.
+                return;
+            }
+            uniffiRustCall { status ->
+                UniffiLib.uniffi_unibus_ffi_fn_free_session(handle, status)
+            }
+        }
+    }
+
+    /**
+     * @suppress
+     */
+    fun uniffiCloneHandle(): Long {
+        if (handle == 0.toLong()) {
+            throw InternalException("uniffiCloneHandle() called on NoHandle object");
+        }
+        return uniffiRustCall() { status ->
+            UniffiLib.uniffi_unibus_ffi_fn_clone_session(handle, status)
+        }
+    }
+
+    
+    /**
+     * Adds the active user `member` (signing key, hex) to `room`. Owner only.
+     */
+    @Throws(SessionException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `addMember`(`room`: kotlin.String, `member`: kotlin.String) {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_unibus_ffi_fn_method_session_add_member(
+                uniffiHandle,
+                
+        FfiConverterString.lower(`room`),
+        FfiConverterString.lower(`member`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_unibus_ffi_rust_future_poll_void(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_unibus_ffi_rust_future_complete_void(future, continuation) },
+        { future -> UniffiLib.ffi_unibus_ffi_rust_future_free_void(future) },
+        // lift function
+        { },
+        
+        // Error FFI converter
+        SessionException.ErrorHandler,
+    )
+    }
+
+    
+    /**
+     * Ends the session: watches close with `SessionEnded(Closed)`, later calls raise `Ended`.
+     * (Named so, not `close`, because Kotlin objects already have `close()`: it frees the
+     * Rust object, and ends the session too when it was the last reference.)
+     */
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `closeSession`() {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_unibus_ffi_fn_method_session_close_session(
+                uniffiHandle,
+                
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_unibus_ffi_rust_future_poll_void(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_unibus_ffi_rust_future_complete_void(future, continuation) },
+        { future -> UniffiLib.ffi_unibus_ffi_rust_future_free_void(future) },
+        // lift function
+        { },
+        
+        // Error FFI converter
+        UniffiNullRustCallStatusErrorHandler,
+    )
+    }
+
+    
+    /**
+     * Creates `room`, owned by this identity, at epoch 0.
+     */
+    @Throws(SessionException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `createRoom`(`room`: kotlin.String) : RoomInfo {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_unibus_ffi_fn_method_session_create_room(
+                uniffiHandle,
+                
+        FfiConverterString.lower(`room`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_unibus_ffi_rust_future_poll_rust_buffer(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_unibus_ffi_rust_future_complete_rust_buffer(future, continuation) },
+        { future -> UniffiLib.ffi_unibus_ffi_rust_future_free_rust_buffer(future) },
+        // lift function
+        { FfiConverterTypeRoomInfo.lift(it) },
+        // Error FFI converter
+        SessionException.ErrorHandler,
+    )
+    }
+
+    
+    /**
+     * The room's latest epoch. Members only.
+     */
+    @Throws(SessionException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `currentEpoch`(`room`: kotlin.String) : kotlin.ULong {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_unibus_ffi_fn_method_session_current_epoch(
+                uniffiHandle,
+                
+        FfiConverterString.lower(`room`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_unibus_ffi_rust_future_poll_u64(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_unibus_ffi_rust_future_complete_u64(future, continuation) },
+        { future -> UniffiLib.ffi_unibus_ffi_rust_future_free_u64(future) },
+        // lift function
+        { FfiConverterULong.lift(it) },
+        // Error FFI converter
+        SessionException.ErrorHandler,
+    )
+    }
+
+    
+    /**
+     * Whether this identity is a member of `room` (false for unknown rooms; failures raise).
+     */
+    @Throws(SessionException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `isMember`(`room`: kotlin.String) : kotlin.Boolean {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_unibus_ffi_fn_method_session_is_member(
+                uniffiHandle,
+                
+        FfiConverterString.lower(`room`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_unibus_ffi_rust_future_poll_i8(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_unibus_ffi_rust_future_complete_i8(future, continuation) },
+        { future -> UniffiLib.ffi_unibus_ffi_rust_future_free_i8(future) },
+        // lift function
+        { FfiConverterBoolean.lift(it) },
+        // Error FFI converter
+        SessionException.ErrorHandler,
+    )
+    }
+
+    
+    /**
+     * The room's active members and their keys. Owner only.
+     */
+    @Throws(SessionException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `members`(`room`: kotlin.String) : List<Recipient> {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_unibus_ffi_fn_method_session_members(
+                uniffiHandle,
+                
+        FfiConverterString.lower(`room`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_unibus_ffi_rust_future_poll_rust_buffer(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_unibus_ffi_rust_future_complete_rust_buffer(future, continuation) },
+        { future -> UniffiLib.ffi_unibus_ffi_rust_future_free_rust_buffer(future) },
+        // lift function
+        { FfiConverterSequenceTypeRecipient.lift(it) },
+        // Error FFI converter
+        SessionException.ErrorHandler,
+    )
+    }
+
+    
+    /**
+     * The rooms this identity is a member of, sorted by id.
+     */
+    @Throws(SessionException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `myRooms`() : List<RoomInfo> {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_unibus_ffi_fn_method_session_my_rooms(
+                uniffiHandle,
+                
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_unibus_ffi_rust_future_poll_rust_buffer(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_unibus_ffi_rust_future_complete_rust_buffer(future, continuation) },
+        { future -> UniffiLib.ffi_unibus_ffi_rust_future_free_rust_buffer(future) },
+        // lift function
+        { FfiConverterSequenceTypeRoomInfo.lift(it) },
+        // Error FFI converter
+        SessionException.ErrorHandler,
+    )
+    }
+
+    
+    /**
+     * Seals a fresh key to every current member on this device and uploads it as the next
+     * epoch. Owner only. Returns the new epoch and its key.
+     */
+    @Throws(SessionException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `rekey`(`room`: kotlin.String) : OpenedRoomKey {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_unibus_ffi_fn_method_session_rekey(
+                uniffiHandle,
+                
+        FfiConverterString.lower(`room`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_unibus_ffi_rust_future_poll_rust_buffer(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_unibus_ffi_rust_future_complete_rust_buffer(future, continuation) },
+        { future -> UniffiLib.ffi_unibus_ffi_rust_future_free_rust_buffer(future) },
+        // lift function
+        { FfiConverterTypeOpenedRoomKey.lift(it) },
+        // Error FFI converter
+        SessionException.ErrorHandler,
+    )
+    }
+
+    
+    /**
+     * Removes `member` (signing key, hex) from `room`. Owner only; rekey afterwards.
+     */
+    @Throws(SessionException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `removeMember`(`room`: kotlin.String, `member`: kotlin.String) {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_unibus_ffi_fn_method_session_remove_member(
+                uniffiHandle,
+                
+        FfiConverterString.lower(`room`),
+        FfiConverterString.lower(`member`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_unibus_ffi_rust_future_poll_void(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_unibus_ffi_rust_future_complete_void(future, continuation) },
+        { future -> UniffiLib.ffi_unibus_ffi_rust_future_free_void(future) },
+        // lift function
+        { },
+        
+        // Error FFI converter
+        SessionException.ErrorHandler,
+    )
+    }
+
+    
+    /**
+     * Fetches, verifies and opens this identity's room key at `epoch` (the latest if null).
+     */
+    @Throws(SessionException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `roomKey`(`room`: kotlin.String, `epoch`: kotlin.ULong?) : OpenedRoomKey {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_unibus_ffi_fn_method_session_room_key(
+                uniffiHandle,
+                
+        FfiConverterString.lower(`room`),
+        FfiConverterOptionalULong.lower(`epoch`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_unibus_ffi_rust_future_poll_rust_buffer(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_unibus_ffi_rust_future_complete_rust_buffer(future, continuation) },
+        { future -> UniffiLib.ffi_unibus_ffi_rust_future_free_rust_buffer(future) },
+        // lift function
+        { FfiConverterTypeOpenedRoomKey.lift(it) },
+        // Error FFI converter
+        SessionException.ErrorHandler,
+    )
+    }
+
+    
+    /**
+     * The connection's state now.
+     */override fun `state`(): ConnectionState {
+            return FfiConverterTypeConnectionState.lift(
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_unibus_ffi_fn_method_session_state(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Starts delivering the changes that concern this identity to `listener`, until the
+     * returned handle is cancelled or destroyed, or the session ends.
+     */
+    @Throws(SessionException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `watch`(`listener`: WatchListener) : WatchHandle {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_unibus_ffi_fn_method_session_watch(
+                uniffiHandle,
+                
+        FfiConverterTypeWatchListener.lower(`listener`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_unibus_ffi_rust_future_poll_u64(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_unibus_ffi_rust_future_complete_u64(future, continuation) },
+        { future -> UniffiLib.ffi_unibus_ffi_rust_future_free_u64(future) },
+        // lift function
+        { FfiConverterTypeWatchHandle.lift(it) },
+        // Error FFI converter
+        SessionException.ErrorHandler,
+    )
+    }
+
+    
+
+    
+
+
+    
+    companion object {
+        
+    /**
+     * Logs in to the cluster at `nats_urls` (from the [`Registration`]) with `identity`'s key.
+     */
+    @Throws(SessionException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+     suspend fun `connect`(`identity`: Identity, `natsUrls`: List<kotlin.String>, `options`: SessionOptions? = null) : Session {
+        return uniffiRustCallAsync(
+        UniffiLib.uniffi_unibus_ffi_fn_constructor_session_connect(
+        FfiConverterTypeIdentity.lower(`identity`),
+        FfiConverterSequenceString.lower(`natsUrls`),
+        FfiConverterOptionalTypeSessionOptions.lower(`options`),),
+        { future, callback, continuation -> UniffiLib.ffi_unibus_ffi_rust_future_poll_u64(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_unibus_ffi_rust_future_complete_u64(future, continuation) },
+        { future -> UniffiLib.ffi_unibus_ffi_rust_future_free_u64(future) },
+        // lift function
+        { FfiConverterTypeSession.lift(it) },
+        // Error FFI converter
+        SessionException.ErrorHandler,
+    )
+    }
+
+        
+    }
+    
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeSession: FfiConverter<Session, Long> {
+    override fun lower(value: Session): Long {
+        return value.uniffiCloneHandle()
+    }
+
+    override fun lift(value: Long): Session {
+        return Session(UniffiWithHandle, value)
+    }
+
+    override fun read(buf: ByteBuffer): Session {
+        return lift(buf.getLong())
+    }
+
+    override fun allocationSize(value: Session) = 8UL
+
+    override fun write(value: Session, buf: ByteBuffer) {
+        buf.putLong(lower(value))
+    }
+}
+
+
+// This template implements a class for working with a Rust struct via a handle
+// to the live Rust struct on the other side of the FFI.
+//
+// There's some subtlety here, because we have to be careful not to operate on a Rust
+// struct after it has been dropped, and because we must expose a public API for freeing
+// theq Kotlin wrapper object in lieu of reliable finalizers. The core requirements are:
+//
+//   * Each instance holds an opaque handle to the underlying Rust struct.
+//     Method calls need to read this handle from the object's state and pass it in to
+//     the Rust FFI.
+//
+//   * When an instance is no longer needed, its handle should be passed to a
+//     special destructor function provided by the Rust FFI, which will drop the
+//     underlying Rust struct.
+//
+//   * Given an instance, calling code is expected to call the special
+//     `destroy` method in order to free it after use, either by calling it explicitly
+//     or by using a higher-level helper like the `use` method. Failing to do so risks
+//     leaking the underlying Rust struct.
+//
+//   * We can't assume that calling code will do the right thing, and must be prepared
+//     to handle Kotlin method calls executing concurrently with or even after a call to
+//     `destroy`, and to handle multiple (possibly concurrent!) calls to `destroy`.
+//
+//   * We must never allow Rust code to operate on the underlying Rust struct after
+//     the destructor has been called, and must never call the destructor more than once.
+//     Doing so may trigger memory unsafety.
+//
+//   * To mitigate many of the risks of leaking memory and use-after-free unsafety, a `Cleaner`
+//     is implemented to call the destructor when the Kotlin object becomes unreachable.
+//     This is done in a background thread. This is not a panacea, and client code should be aware that
+//      1. the thread may starve if some there are objects that have poorly performing
+//     `drop` methods or do significant work in their `drop` methods.
+//      2. the thread is shared across the whole library. This can be tuned by using `android_cleaner = true`,
+//         or `android = true` in the [`kotlin` section of the `uniffi.toml` file](https://mozilla.github.io/uniffi-rs/kotlin/configuration.html).
+//
+// If we try to implement this with mutual exclusion on access to the handle, there is the
+// possibility of a race between a method call and a concurrent call to `destroy`:
+//
+//    * Thread A starts a method call, reads the value of the handle, but is interrupted
+//      before it can pass the handle over the FFI to Rust.
+//    * Thread B calls `destroy` and frees the underlying Rust struct.
+//    * Thread A resumes, passing the already-read handle value to Rust and triggering
+//      a use-after-free.
+//
+// One possible solution would be to use a `ReadWriteLock`, with each method call taking
+// a read lock (and thus allowed to run concurrently) and the special `destroy` method
+// taking a write lock (and thus blocking on live method calls). However, we aim not to
+// generate methods with any hidden blocking semantics, and a `destroy` method that might
+// block if called incorrectly seems to meet that bar.
+//
+// So, we achieve our goals by giving each instance an associated `AtomicLong` counter to track
+// the number of in-flight method calls, and an `AtomicBoolean` flag to indicate whether `destroy`
+// has been called. These are updated according to the following rules:
+//
+//    * The initial value of the counter is 1, indicating a live object with no in-flight calls.
+//      The initial value for the flag is false.
+//
+//    * At the start of each method call, we atomically check the counter.
+//      If it is 0 then the underlying Rust struct has already been destroyed and the call is aborted.
+//      If it is nonzero them we atomically increment it by 1 and proceed with the method call.
+//
+//    * At the end of each method call, we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+//    * When `destroy` is called, we atomically flip the flag from false to true.
+//      If the flag was already true we silently fail.
+//      Otherwise we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+// Astute readers may observe that this all sounds very similar to the way that Rust's `Arc<T>` works,
+// and indeed it is, with the addition of a flag to guard against multiple calls to `destroy`.
+//
+// The overall effect is that the underlying Rust struct is destroyed only when `destroy` has been
+// called *and* all in-flight method calls have completed, avoiding violating any of the expectations
+// of the underlying Rust code.
+//
+// This makes a cleaner a better alternative to _not_ calling `destroy()` as
+// and when the object is finished with, but the abstraction is not perfect: if the Rust object's `drop`
+// method is slow, and/or there are many objects to cleanup, and it's on a low end Android device, then the cleaner
+// thread may be starved, and the app will leak memory.
+//
+// In this case, `destroy`ing manually may be a better solution.
+//
+// The cleaner can live side by side with the manual calling of `destroy`. In the order of responsiveness, uniffi objects
+// with Rust peers are reclaimed:
+//
+// 1. By calling the `destroy` method of the object, which calls `rustObject.free()`. If that doesn't happen:
+// 2. When the object becomes unreachable, AND the Cleaner thread gets to call `rustObject.free()`. If the thread is starved then:
+// 3. The memory is reclaimed when the process terminates.
+//
+// [1] https://stackoverflow.com/questions/24376768/can-java-finalize-an-object-when-it-is-still-in-scope/24380219
+//
+
+
+/**
+ * A running watch. `cancel()` stops it (and calls `on_close(Cancelled)`); destroying the
+ * handle stops it too, silently.
+ */
+public interface WatchHandleInterface {
+    
+    /**
+     * Stops the watch. The listener gets `on_close(Cancelled)` unless it was already closed.
+     */
+    fun `cancel`()
+    
+    companion object
+}
+
+/**
+ * A running watch. `cancel()` stops it (and calls `on_close(Cancelled)`); destroying the
+ * handle stops it too, silently.
+ */
+open class WatchHandle: Disposable, AutoCloseable, WatchHandleInterface
+{
+
+    @Suppress("UNUSED_PARAMETER")
+    /**
+     * @suppress
+     */
+    constructor(withHandle: UniffiWithHandle, handle: Long) {
+        this.handle = handle
+        this.cleanable = UniffiLib.CLEANER.register(this, UniffiCleanAction(handle))
+    }
+
+    /**
+     * @suppress
+     *
+     * This constructor can be used to instantiate a fake object. Only used for tests. Any
+     * attempt to actually use an object constructed this way will fail as there is no
+     * connected Rust object.
+     */
+    @Suppress("UNUSED_PARAMETER")
+    constructor(noHandle: NoHandle) {
+        this.handle = 0
+        this.cleanable = null
+    }
+
+    protected val handle: Long
+    protected val cleanable: UniffiCleaner.Cleanable?
+
+    private val wasDestroyed = AtomicBoolean(false)
+    private val callCounter = AtomicLong(1)
+
+    /**
+     * Whether the current object has been destroyed and its reference is gone in the Rust side.
+     */
+    val uniffiIsDestroyed: Boolean get() = wasDestroyed.get()
+
+    override fun destroy() {
+        // Only allow a single call to this method.
+        // TODO: maybe we should log a warning if called more than once?
+        if (this.wasDestroyed.compareAndSet(false, true)) {
+            // This decrement always matches the initial count of 1 given at creation time.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    @Synchronized
+    override fun close() {
+        this.destroy()
+    }
+
+    internal inline fun <R> callWithHandle(block: (handle: Long) -> R): R {
+        // Check and increment the call counter, to keep the object alive.
+        // This needs a compare-and-set retry loop in case of concurrent updates.
+        do {
+            val c = this.callCounter.get()
+            if (c == 0L) {
+                throw IllegalStateException("${this.javaClass.simpleName} object has already been destroyed")
+            }
+            if (c == Long.MAX_VALUE) {
+                throw IllegalStateException("${this.javaClass.simpleName} call counter would overflow")
+            }
+        } while (! this.callCounter.compareAndSet(c, c + 1L))
+        // Now we can safely do the method call without the handle being freed concurrently.
+        try {
+            return block(this.uniffiCloneHandle())
+        } finally {
+            // This decrement always matches the increment we performed above.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    // Use a static inner class instead of a closure so as not to accidentally
+    // capture `this` as part of the cleanable's action.
+    private class UniffiCleanAction(private val handle: Long) : Runnable {
+        override fun run() {
+            if (handle == 0.toLong()) {
+                // Fake object created with `NoHandle`, don't try to free.
+                return;
+            }
+            uniffiRustCall { status ->
+                UniffiLib.uniffi_unibus_ffi_fn_free_watchhandle(handle, status)
+            }
+        }
+    }
+
+    /**
+     * @suppress
+     */
+    fun uniffiCloneHandle(): Long {
+        if (handle == 0.toLong()) {
+            throw InternalException("uniffiCloneHandle() called on NoHandle object");
+        }
+        return uniffiRustCall() { status ->
+            UniffiLib.uniffi_unibus_ffi_fn_clone_watchhandle(handle, status)
+        }
+    }
+
+    
+    /**
+     * Stops the watch. The listener gets `on_close(Cancelled)` unless it was already closed.
+     */override fun `cancel`()
+        = 
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_unibus_ffi_fn_method_watchhandle_cancel(
+        it,
+        _status)
+}
+    }
+    
+    
+
+    
+
+    
+
+
+    
+    
+    /**
+     * @suppress
+     */
+    companion object
+    
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeWatchHandle: FfiConverter<WatchHandle, Long> {
+    override fun lower(value: WatchHandle): Long {
+        return value.uniffiCloneHandle()
+    }
+
+    override fun lift(value: Long): WatchHandle {
+        return WatchHandle(UniffiWithHandle, value)
+    }
+
+    override fun read(buf: ByteBuffer): WatchHandle {
+        return lift(buf.getLong())
+    }
+
+    override fun allocationSize(value: WatchHandle) = 8UL
+
+    override fun write(value: WatchHandle, buf: ByteBuffer) {
+        buf.putLong(lower(value))
+    }
+}
+
+
+// This template implements a class for working with a Rust struct via a handle
+// to the live Rust struct on the other side of the FFI.
+//
+// There's some subtlety here, because we have to be careful not to operate on a Rust
+// struct after it has been dropped, and because we must expose a public API for freeing
+// theq Kotlin wrapper object in lieu of reliable finalizers. The core requirements are:
+//
+//   * Each instance holds an opaque handle to the underlying Rust struct.
+//     Method calls need to read this handle from the object's state and pass it in to
+//     the Rust FFI.
+//
+//   * When an instance is no longer needed, its handle should be passed to a
+//     special destructor function provided by the Rust FFI, which will drop the
+//     underlying Rust struct.
+//
+//   * Given an instance, calling code is expected to call the special
+//     `destroy` method in order to free it after use, either by calling it explicitly
+//     or by using a higher-level helper like the `use` method. Failing to do so risks
+//     leaking the underlying Rust struct.
+//
+//   * We can't assume that calling code will do the right thing, and must be prepared
+//     to handle Kotlin method calls executing concurrently with or even after a call to
+//     `destroy`, and to handle multiple (possibly concurrent!) calls to `destroy`.
+//
+//   * We must never allow Rust code to operate on the underlying Rust struct after
+//     the destructor has been called, and must never call the destructor more than once.
+//     Doing so may trigger memory unsafety.
+//
+//   * To mitigate many of the risks of leaking memory and use-after-free unsafety, a `Cleaner`
+//     is implemented to call the destructor when the Kotlin object becomes unreachable.
+//     This is done in a background thread. This is not a panacea, and client code should be aware that
+//      1. the thread may starve if some there are objects that have poorly performing
+//     `drop` methods or do significant work in their `drop` methods.
+//      2. the thread is shared across the whole library. This can be tuned by using `android_cleaner = true`,
+//         or `android = true` in the [`kotlin` section of the `uniffi.toml` file](https://mozilla.github.io/uniffi-rs/kotlin/configuration.html).
+//
+// If we try to implement this with mutual exclusion on access to the handle, there is the
+// possibility of a race between a method call and a concurrent call to `destroy`:
+//
+//    * Thread A starts a method call, reads the value of the handle, but is interrupted
+//      before it can pass the handle over the FFI to Rust.
+//    * Thread B calls `destroy` and frees the underlying Rust struct.
+//    * Thread A resumes, passing the already-read handle value to Rust and triggering
+//      a use-after-free.
+//
+// One possible solution would be to use a `ReadWriteLock`, with each method call taking
+// a read lock (and thus allowed to run concurrently) and the special `destroy` method
+// taking a write lock (and thus blocking on live method calls). However, we aim not to
+// generate methods with any hidden blocking semantics, and a `destroy` method that might
+// block if called incorrectly seems to meet that bar.
+//
+// So, we achieve our goals by giving each instance an associated `AtomicLong` counter to track
+// the number of in-flight method calls, and an `AtomicBoolean` flag to indicate whether `destroy`
+// has been called. These are updated according to the following rules:
+//
+//    * The initial value of the counter is 1, indicating a live object with no in-flight calls.
+//      The initial value for the flag is false.
+//
+//    * At the start of each method call, we atomically check the counter.
+//      If it is 0 then the underlying Rust struct has already been destroyed and the call is aborted.
+//      If it is nonzero them we atomically increment it by 1 and proceed with the method call.
+//
+//    * At the end of each method call, we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+//    * When `destroy` is called, we atomically flip the flag from false to true.
+//      If the flag was already true we silently fail.
+//      Otherwise we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+// Astute readers may observe that this all sounds very similar to the way that Rust's `Arc<T>` works,
+// and indeed it is, with the addition of a flag to guard against multiple calls to `destroy`.
+//
+// The overall effect is that the underlying Rust struct is destroyed only when `destroy` has been
+// called *and* all in-flight method calls have completed, avoiding violating any of the expectations
+// of the underlying Rust code.
+//
+// This makes a cleaner a better alternative to _not_ calling `destroy()` as
+// and when the object is finished with, but the abstraction is not perfect: if the Rust object's `drop`
+// method is slow, and/or there are many objects to cleanup, and it's on a low end Android device, then the cleaner
+// thread may be starved, and the app will leak memory.
+//
+// In this case, `destroy`ing manually may be a better solution.
+//
+// The cleaner can live side by side with the manual calling of `destroy`. In the order of responsiveness, uniffi objects
+// with Rust peers are reclaimed:
+//
+// 1. By calling the `destroy` method of the object, which calls `rustObject.free()`. If that doesn't happen:
+// 2. When the object becomes unreachable, AND the Cleaner thread gets to call `rustObject.free()`. If the thread is starved then:
+// 3. The memory is reclaimed when the process terminates.
+//
+// [1] https://stackoverflow.com/questions/24376768/can-java-finalize-an-object-when-it-is-still-in-scope/24380219
+//
+
+
+/**
+ * Receives a watch's updates, implemented by the app. Called from an SDK thread, one call
+ * at a time, in order.
+ */
+public interface WatchListener {
+    
+    /**
+     * A change.
+     */
+    fun `onUpdate`(`update`: RoomUpdate)
+    
+    /**
+     * A notification that could not be read; the watch goes on.
+     */
+    fun `onError`(`message`: kotlin.String)
+    
+    /**
+     * The watch stopped; no call follows.
+     */
+    fun `onClose`(`end`: WatchEnd)
+    
+    companion object
+}
+
+/**
+ * Receives a watch's updates, implemented by the app. Called from an SDK thread, one call
+ * at a time, in order.
+ */
+open class WatchListenerImpl: Disposable, AutoCloseable, WatchListener
+{
+
+    @Suppress("UNUSED_PARAMETER")
+    /**
+     * @suppress
+     */
+    constructor(withHandle: UniffiWithHandle, handle: Long) {
+        this.handle = handle
+        this.cleanable = UniffiLib.CLEANER.register(this, UniffiCleanAction(handle))
+    }
+
+    /**
+     * @suppress
+     *
+     * This constructor can be used to instantiate a fake object. Only used for tests. Any
+     * attempt to actually use an object constructed this way will fail as there is no
+     * connected Rust object.
+     */
+    @Suppress("UNUSED_PARAMETER")
+    constructor(noHandle: NoHandle) {
+        this.handle = 0
+        this.cleanable = null
+    }
+
+    protected val handle: Long
+    protected val cleanable: UniffiCleaner.Cleanable?
+
+    private val wasDestroyed = AtomicBoolean(false)
+    private val callCounter = AtomicLong(1)
+
+    /**
+     * Whether the current object has been destroyed and its reference is gone in the Rust side.
+     */
+    val uniffiIsDestroyed: Boolean get() = wasDestroyed.get()
+
+    override fun destroy() {
+        // Only allow a single call to this method.
+        // TODO: maybe we should log a warning if called more than once?
+        if (this.wasDestroyed.compareAndSet(false, true)) {
+            // This decrement always matches the initial count of 1 given at creation time.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    @Synchronized
+    override fun close() {
+        this.destroy()
+    }
+
+    internal inline fun <R> callWithHandle(block: (handle: Long) -> R): R {
+        // Check and increment the call counter, to keep the object alive.
+        // This needs a compare-and-set retry loop in case of concurrent updates.
+        do {
+            val c = this.callCounter.get()
+            if (c == 0L) {
+                throw IllegalStateException("${this.javaClass.simpleName} object has already been destroyed")
+            }
+            if (c == Long.MAX_VALUE) {
+                throw IllegalStateException("${this.javaClass.simpleName} call counter would overflow")
+            }
+        } while (! this.callCounter.compareAndSet(c, c + 1L))
+        // Now we can safely do the method call without the handle being freed concurrently.
+        try {
+            return block(this.uniffiCloneHandle())
+        } finally {
+            // This decrement always matches the increment we performed above.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    // Use a static inner class instead of a closure so as not to accidentally
+    // capture `this` as part of the cleanable's action.
+    private class UniffiCleanAction(private val handle: Long) : Runnable {
+        override fun run() {
+            if (handle == 0.toLong()) {
+                // Fake object created with `NoHandle`, don't try to free.
+                return;
+            }
+            uniffiRustCall { status ->
+                UniffiLib.uniffi_unibus_ffi_fn_free_watchlistener(handle, status)
+            }
+        }
+    }
+
+    /**
+     * @suppress
+     */
+    fun uniffiCloneHandle(): Long {
+        if (handle == 0.toLong()) {
+            throw InternalException("uniffiCloneHandle() called on NoHandle object");
+        }
+        return uniffiRustCall() { status ->
+            UniffiLib.uniffi_unibus_ffi_fn_clone_watchlistener(handle, status)
+        }
+    }
+
+    
+    /**
+     * A change.
+     */override fun `onUpdate`(`update`: RoomUpdate)
+        = 
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_unibus_ffi_fn_method_watchlistener_on_update(
+        it,
+        
+        FfiConverterTypeRoomUpdate.lower(`update`),_status)
+}
+    }
+    
+    
+
+    
+    /**
+     * A notification that could not be read; the watch goes on.
+     */override fun `onError`(`message`: kotlin.String)
+        = 
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_unibus_ffi_fn_method_watchlistener_on_error(
+        it,
+        
+        FfiConverterString.lower(`message`),_status)
+}
+    }
+    
+    
+
+    
+    /**
+     * The watch stopped; no call follows.
+     */override fun `onClose`(`end`: WatchEnd)
+        = 
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_unibus_ffi_fn_method_watchlistener_on_close(
+        it,
+        
+        FfiConverterTypeWatchEnd.lower(`end`),_status)
+}
+    }
+    
+    
+
+    
+
+    
+
+
+    
+    
+    /**
+     * @suppress
+     */
+    companion object
+    
+}
+
+
+
+// Put the implementation in an object so we don't pollute the top-level namespace
+internal object uniffiCallbackInterfaceWatchListener {
+    internal object `onUpdate`: UniffiCallbackInterfaceWatchListenerMethod0 {
+        override fun callback(`uniffiHandle`: Long,`update`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,) {
+            val uniffiObj = FfiConverterTypeWatchListener.handleMap.get(uniffiHandle)
+            val makeCall = { ->
+                uniffiObj.`onUpdate`(
+                    FfiConverterTypeRoomUpdate.lift(`update`),
+                )
+            }
+            val writeReturn = { _: Unit -> Unit }
+            uniffiTraitInterfaceCall(uniffiCallStatus, makeCall, writeReturn)
+        }
+    }
+    internal object `onError`: UniffiCallbackInterfaceWatchListenerMethod1 {
+        override fun callback(`uniffiHandle`: Long,`message`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,) {
+            val uniffiObj = FfiConverterTypeWatchListener.handleMap.get(uniffiHandle)
+            val makeCall = { ->
+                uniffiObj.`onError`(
+                    FfiConverterString.lift(`message`),
+                )
+            }
+            val writeReturn = { _: Unit -> Unit }
+            uniffiTraitInterfaceCall(uniffiCallStatus, makeCall, writeReturn)
+        }
+    }
+    internal object `onClose`: UniffiCallbackInterfaceWatchListenerMethod2 {
+        override fun callback(`uniffiHandle`: Long,`end`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,) {
+            val uniffiObj = FfiConverterTypeWatchListener.handleMap.get(uniffiHandle)
+            val makeCall = { ->
+                uniffiObj.`onClose`(
+                    FfiConverterTypeWatchEnd.lift(`end`),
+                )
+            }
+            val writeReturn = { _: Unit -> Unit }
+            uniffiTraitInterfaceCall(uniffiCallStatus, makeCall, writeReturn)
+        }
+    }
+
+    internal object uniffiFree: UniffiCallbackInterfaceFree {
+        override fun callback(handle: Long) {
+            FfiConverterTypeWatchListener.handleMap.remove(handle)
+        }
+    }
+
+    internal object uniffiClone: UniffiCallbackInterfaceClone {
+        override fun callback(handle: Long): Long {
+            return FfiConverterTypeWatchListener.handleMap.clone(handle)
+        }
+    }
+
+    internal var vtable = UniffiVTableCallbackInterfaceWatchListener.UniffiByValue(
+        uniffiFree,
+        uniffiClone,
+        `onUpdate`,
+        `onError`,
+        `onClose`,
+    )
+
+    // Registers the foreign callback with the Rust side.
+    // This method is generated for each callback interface.
+    internal fun register(lib: UniffiLib) {
+        lib.uniffi_unibus_ffi_fn_init_callback_vtable_watchlistener(vtable)
+    }
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeWatchListener: FfiConverter<WatchListener, Long> {
+    internal val handleMap = UniffiHandleMap<WatchListener>()
+
+    override fun lower(value: WatchListener): Long {
+        if (value is WatchListenerImpl) {
+             // Rust-implemented object.  Clone the handle and return it
+            return value.uniffiCloneHandle()
+         } else {
+            // Kotlin object, generate a new vtable handle and return that.
+            return handleMap.insert(value)
+         }
+    }
+
+    override fun lift(value: Long): WatchListener {
+        if ((value and 1.toLong()) == 0.toLong()) {
+            // Rust-generated handle, construct a new class that uses the handle to implement the
+            // interface
+            return WatchListenerImpl(UniffiWithHandle, value)
+        } else {
+            // Kotlin-generated handle, get the object from the handle map
+            return handleMap.remove(value)
+        }
+    }
+
+    override fun read(buf: ByteBuffer): WatchListener {
+        return lift(buf.getLong())
+    }
+
+    override fun allocationSize(value: WatchListener) = 8UL
+
+    override fun write(value: WatchListener, buf: ByteBuffer) {
+        buf.putLong(lower(value))
+    }
+}
+
+
+
+/**
+ * A verified, opened room key and its epoch.
+ */
+data class OpenedRoomKey (
+    /**
+     * The epoch.
+     */
+    var `epoch`: kotlin.ULong
+    , 
+    /**
+     * The key, wiped when the object is destroyed.
+     */
+    var `key`: RoomKey
+    
+): Disposable{
+    
+
+    
+
+    
+    @Suppress("UNNECESSARY_SAFE_CALL") // codegen is much simpler if we unconditionally emit safe calls here
+    override fun destroy() {
+        
+    Disposable.destroy(
+        this.`epoch`,
+        this.`key`
+    )
+    }
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeOpenedRoomKey: FfiConverterRustBuffer<OpenedRoomKey> {
+    override fun read(buf: ByteBuffer): OpenedRoomKey {
+        return OpenedRoomKey(
+            FfiConverterULong.read(buf),
+            FfiConverterTypeRoomKey.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: OpenedRoomKey) = (
+            FfiConverterULong.allocationSize(value.`epoch`) +
+            FfiConverterTypeRoomKey.allocationSize(value.`key`)
+    )
+
+    override fun write(value: OpenedRoomKey, buf: ByteBuffer) {
+            FfiConverterULong.write(value.`epoch`, buf)
+            FfiConverterTypeRoomKey.write(value.`key`, buf)
+    }
+}
+
+
+
+/**
+ * The process-wide settings of [`init_platform`].
+ */
+data class PlatformConfig (
+    /**
+     * Worker threads of the SDK's runtime; 0 picks 2.
+     */
+    var `workerThreads`: kotlin.UInt = 0u 
+    , 
+    /**
+     * The most detailed level logged.
+     */
+    var `logLevel`: LogLevel
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypePlatformConfig: FfiConverterRustBuffer<PlatformConfig> {
+    override fun read(buf: ByteBuffer): PlatformConfig {
+        return PlatformConfig(
+            FfiConverterUInt.read(buf),
+            FfiConverterTypeLogLevel.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: PlatformConfig) = (
+            FfiConverterUInt.allocationSize(value.`workerThreads`) +
+            FfiConverterTypeLogLevel.allocationSize(value.`logLevel`)
+    )
+
+    override fun write(value: PlatformConfig, buf: ByteBuffer) {
+            FfiConverterUInt.write(value.`workerThreads`, buf)
+            FfiConverterTypeLogLevel.write(value.`logLevel`, buf)
+    }
+}
+
+
 
 /**
  * A member to rekey for: the two public keys they registered, as hex.
@@ -2285,6 +4239,368 @@ public object FfiConverterTypeRecipient: FfiConverterRustBuffer<Recipient> {
             FfiConverterString.write(value.`kexPublicKey`, buf)
     }
 }
+
+
+
+/**
+ * How [`register`] talks to the server. Every field has a default.
+ */
+data class RegisterOptions (
+    /**
+     * Attempts in all; connection failures, timeouts, 429 and 5xx are retried.
+     */
+    var `attempts`: kotlin.UInt = 5u 
+    , 
+    /**
+     * The wait before the first retry, doubling after each.
+     */
+    var `initialBackoffMs`: kotlin.ULong = 250uL 
+    , 
+    /**
+     * The longest wait between attempts.
+     */
+    var `maxBackoffMs`: kotlin.ULong = 4000uL 
+    , 
+    /**
+     * The time limit of each attempt.
+     */
+    var `requestTimeoutMs`: kotlin.ULong = 10000uL 
+    , 
+    /**
+     * DER certificates of the only CAs to trust (a private CA); empty: the platform decides.
+     */
+    var `trustedRootCertificates`: List<kotlin.ByteArray> = listOf() 
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeRegisterOptions: FfiConverterRustBuffer<RegisterOptions> {
+    override fun read(buf: ByteBuffer): RegisterOptions {
+        return RegisterOptions(
+            FfiConverterUInt.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterSequenceByteArray.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: RegisterOptions) = (
+            FfiConverterUInt.allocationSize(value.`attempts`) +
+            FfiConverterULong.allocationSize(value.`initialBackoffMs`) +
+            FfiConverterULong.allocationSize(value.`maxBackoffMs`) +
+            FfiConverterULong.allocationSize(value.`requestTimeoutMs`) +
+            FfiConverterSequenceByteArray.allocationSize(value.`trustedRootCertificates`)
+    )
+
+    override fun write(value: RegisterOptions, buf: ByteBuffer) {
+            FfiConverterUInt.write(value.`attempts`, buf)
+            FfiConverterULong.write(value.`initialBackoffMs`, buf)
+            FfiConverterULong.write(value.`maxBackoffMs`, buf)
+            FfiConverterULong.write(value.`requestTimeoutMs`, buf)
+            FfiConverterSequenceByteArray.write(value.`trustedRootCertificates`, buf)
+    }
+}
+
+
+
+/**
+ * What to keep beside the identity after registering.
+ */
+data class Registration (
+    /**
+     * The invite's server base URL.
+     */
+    var `serverUrl`: kotlin.String
+    , 
+    /**
+     * This identity's signing key, hex.
+     */
+    var `signPublicKey`: kotlin.String
+    , 
+    /**
+     * This identity's key-exchange key, hex.
+     */
+    var `kexPublicKey`: kotlin.String
+    , 
+    /**
+     * Whether the invite made this user an admin.
+     */
+    var `admin`: kotlin.Boolean
+    , 
+    /**
+     * The cluster's NATS URLs, for [`Session::connect`].
+     */
+    var `natsUrls`: List<kotlin.String>
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeRegistration: FfiConverterRustBuffer<Registration> {
+    override fun read(buf: ByteBuffer): Registration {
+        return Registration(
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterBoolean.read(buf),
+            FfiConverterSequenceString.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: Registration) = (
+            FfiConverterString.allocationSize(value.`serverUrl`) +
+            FfiConverterString.allocationSize(value.`signPublicKey`) +
+            FfiConverterString.allocationSize(value.`kexPublicKey`) +
+            FfiConverterBoolean.allocationSize(value.`admin`) +
+            FfiConverterSequenceString.allocationSize(value.`natsUrls`)
+    )
+
+    override fun write(value: Registration, buf: ByteBuffer) {
+            FfiConverterString.write(value.`serverUrl`, buf)
+            FfiConverterString.write(value.`signPublicKey`, buf)
+            FfiConverterString.write(value.`kexPublicKey`, buf)
+            FfiConverterBoolean.write(value.`admin`, buf)
+            FfiConverterSequenceString.write(value.`natsUrls`, buf)
+    }
+}
+
+
+
+/**
+ * A room as the control plane describes it.
+ */
+data class RoomInfo (
+    /**
+     * The room id.
+     */
+    var `id`: kotlin.String
+    , 
+    /**
+     * The owner's signing key, hex.
+     */
+    var `owner`: kotlin.String
+    , 
+    /**
+     * The latest epoch; 0 before the first key.
+     */
+    var `epoch`: kotlin.ULong
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeRoomInfo: FfiConverterRustBuffer<RoomInfo> {
+    override fun read(buf: ByteBuffer): RoomInfo {
+        return RoomInfo(
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterULong.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: RoomInfo) = (
+            FfiConverterString.allocationSize(value.`id`) +
+            FfiConverterString.allocationSize(value.`owner`) +
+            FfiConverterULong.allocationSize(value.`epoch`)
+    )
+
+    override fun write(value: RoomInfo, buf: ByteBuffer) {
+            FfiConverterString.write(value.`id`, buf)
+            FfiConverterString.write(value.`owner`, buf)
+            FfiConverterULong.write(value.`epoch`, buf)
+    }
+}
+
+
+
+/**
+ * How a [`Session`] connects and how long it waits. Every field has a default.
+ */
+data class SessionOptions (
+    /**
+     * The limit for each request; past it the call fails with `Timeout`.
+     */
+    var `requestTimeoutMs`: kotlin.ULong = 5000uL 
+    , 
+    /**
+     * The limit for logging in, per address.
+     */
+    var `connectTimeoutMs`: kotlin.ULong = 5000uL 
+    , 
+    /**
+     * How often `rekey` starts over when the room changes under it.
+     */
+    var `rekeyAttempts`: kotlin.UInt = 3u 
+    , 
+    /**
+     * A connection name operators see; no secrets.
+     */
+    var `connectionName`: kotlin.String? = null 
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeSessionOptions: FfiConverterRustBuffer<SessionOptions> {
+    override fun read(buf: ByteBuffer): SessionOptions {
+        return SessionOptions(
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterUInt.read(buf),
+            FfiConverterOptionalString.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: SessionOptions) = (
+            FfiConverterULong.allocationSize(value.`requestTimeoutMs`) +
+            FfiConverterULong.allocationSize(value.`connectTimeoutMs`) +
+            FfiConverterUInt.allocationSize(value.`rekeyAttempts`) +
+            FfiConverterOptionalString.allocationSize(value.`connectionName`)
+    )
+
+    override fun write(value: SessionOptions, buf: ByteBuffer) {
+            FfiConverterULong.write(value.`requestTimeoutMs`, buf)
+            FfiConverterULong.write(value.`connectTimeoutMs`, buf)
+            FfiConverterUInt.write(value.`rekeyAttempts`, buf)
+            FfiConverterOptionalString.write(value.`connectionName`, buf)
+    }
+}
+
+
+
+/**
+ * Whether a session can reach the cluster now.
+ */
+sealed class ConnectionState {
+    
+    /**
+     * Connected.
+     */
+    object Connected : ConnectionState()
+    
+    
+    /**
+     * Reconnecting by itself; calls wait up to their timeout.
+     */
+    object Reconnecting : ConnectionState()
+    
+    
+    /**
+     * Over; calls fail with `Ended`.
+     */
+    data class Ended(
+        /**
+         * Why.
+         */
+        val `reason`: org.unibus.SessionEnd) : ConnectionState()
+        
+    {
+        
+
+        companion object
+    }
+    
+
+    
+
+    
+    
+
+
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeConnectionState : FfiConverterRustBuffer<ConnectionState>{
+    override fun read(buf: ByteBuffer): ConnectionState {
+        return when(buf.getInt()) {
+            1 -> ConnectionState.Connected
+            2 -> ConnectionState.Reconnecting
+            3 -> ConnectionState.Ended(
+                FfiConverterTypeSessionEnd.read(buf),
+                )
+            else -> throw RuntimeException("invalid enum value, something is very wrong!!")
+        }
+    }
+
+    override fun allocationSize(value: ConnectionState): ULong = when(value) {
+        is ConnectionState.Connected -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+            )
+        }
+        is ConnectionState.Reconnecting -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+            )
+        }
+        is ConnectionState.Ended -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterTypeSessionEnd.allocationSize(value.`reason`)
+            )
+        }
+    }
+
+    override fun write(value: ConnectionState, buf: ByteBuffer) {
+        when(value) {
+            is ConnectionState.Connected -> {
+                buf.putInt(1)
+                Unit
+            }
+            is ConnectionState.Reconnecting -> {
+                buf.putInt(2)
+                Unit
+            }
+            is ConnectionState.Ended -> {
+                buf.putInt(3)
+                FfiConverterTypeSessionEnd.write(value.`reason`, buf)
+                Unit
+            }
+        }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }
+    }
+}
+
+
 
 
 
@@ -2632,6 +4948,461 @@ public object FfiConverterTypeKeyError : FfiConverterRustBuffer<KeyException> {
 
 
 
+/**
+ * How much the SDK logs. Logs never hold secrets: no keys, tokens or signatures.
+ */
+
+enum class LogLevel {
+    
+    /**
+     * Nothing.
+     */
+    OFF,
+    /**
+     * Failures only.
+     */
+    ERROR,
+    /**
+     * Failures and anomalies.
+     */
+    WARN,
+    /**
+     * Session life: logins, reconnects, session ends.
+     */
+    INFO,
+    /**
+     * Also each retry and request.
+     */
+    DEBUG,
+    /**
+     * Everything, including the transport's own logs.
+     */
+    TRACE;
+
+    
+
+
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeLogLevel: FfiConverterRustBuffer<LogLevel> {
+    override fun read(buf: ByteBuffer) = try {
+        LogLevel.values()[buf.getInt() - 1]
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: LogLevel) = 4UL
+
+    override fun write(value: LogLevel, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
+
+
+
+
+
+/**
+ * Why [`init_platform`] failed.
+ */
+sealed class PlatformException(message: String): kotlin.Exception(message) {
+        
+    /**
+     * The runtime was already started, by an earlier `init_platform` or by a first call.
+     * Call `init_platform` once, before anything else.
+     */
+        class AlreadyInitialized(message: String) : PlatformException(message)
+        
+    /**
+     * The runtime's threads could not be started.
+     */
+        class Runtime(message: String) : PlatformException(message)
+        
+
+    companion object ErrorHandler : UniffiRustCallStatusErrorHandler<PlatformException> {
+        override fun lift(error_buf: RustBuffer.ByValue): PlatformException = FfiConverterTypePlatformError.lift(error_buf)
+    }
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypePlatformError : FfiConverterRustBuffer<PlatformException> {
+    override fun read(buf: ByteBuffer): PlatformException {
+        
+            return when(buf.getInt()) {
+            1 -> PlatformException.AlreadyInitialized(FfiConverterString.read(buf))
+            2 -> PlatformException.Runtime(FfiConverterString.read(buf))
+            else -> throw RuntimeException("invalid error enum value, something is very wrong!!")
+        }
+        
+    }
+
+    override fun allocationSize(value: PlatformException): ULong {
+        return 4UL
+    }
+
+    override fun write(value: PlatformException, buf: ByteBuffer) {
+        when(value) {
+            is PlatformException.AlreadyInitialized -> {
+                buf.putInt(1)
+                Unit
+            }
+            is PlatformException.Runtime -> {
+                buf.putInt(2)
+                Unit
+            }
+        }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }
+    }
+
+}
+
+
+
+
+
+/**
+ * Redeeming an invite failed. Retrying with the same identity and link is always safe.
+ */
+sealed class RegisterException(message: String): kotlin.Exception(message) {
+        
+    /**
+     * The server knows no invite with this token.
+     */
+        class InviteUnknown(message: String) : RegisterException(message)
+        
+    /**
+     * Another key already redeemed the invite.
+     */
+        class InviteUsed(message: String) : RegisterException(message)
+        
+    /**
+     * This identity is already registered; it can log in as it is.
+     */
+        class AlreadyRegistered(message: String) : RegisterException(message)
+        
+    /**
+     * The invite has expired.
+     */
+        class InviteExpired(message: String) : RegisterException(message)
+        
+    /**
+     * An admin cancelled the invite.
+     */
+        class InviteCancelled(message: String) : RegisterException(message)
+        
+    /**
+     * The server refused the request itself (a protocol mismatch); retrying will not help.
+     */
+        class Rejected(message: String) : RegisterException(message)
+        
+    /**
+     * Too many attempts from this address; wait and retry.
+     */
+        class RateLimited(message: String) : RegisterException(message)
+        
+    /**
+     * The server is unavailable; retry later.
+     */
+        class Unavailable(message: String) : RegisterException(message)
+        
+    /**
+     * The server could not be reached; retry later.
+     */
+        class Transport(message: String) : RegisterException(message)
+        
+    /**
+     * The server's reply is not a registration of this identity.
+     */
+        class InvalidResponse(message: String) : RegisterException(message)
+        
+    /**
+     * HTTPS could not be set up (for example an unusable root certificate).
+     */
+        class Tls(message: String) : RegisterException(message)
+        
+    /**
+     * An SDK task failed unexpectedly (see the message).
+     */
+        class Internal(message: String) : RegisterException(message)
+        
+    /**
+     * An error this version of the bindings does not name; the message says what.
+     */
+        class Other(message: String) : RegisterException(message)
+        
+
+    companion object ErrorHandler : UniffiRustCallStatusErrorHandler<RegisterException> {
+        override fun lift(error_buf: RustBuffer.ByValue): RegisterException = FfiConverterTypeRegisterError.lift(error_buf)
+    }
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeRegisterError : FfiConverterRustBuffer<RegisterException> {
+    override fun read(buf: ByteBuffer): RegisterException {
+        
+            return when(buf.getInt()) {
+            1 -> RegisterException.InviteUnknown(FfiConverterString.read(buf))
+            2 -> RegisterException.InviteUsed(FfiConverterString.read(buf))
+            3 -> RegisterException.AlreadyRegistered(FfiConverterString.read(buf))
+            4 -> RegisterException.InviteExpired(FfiConverterString.read(buf))
+            5 -> RegisterException.InviteCancelled(FfiConverterString.read(buf))
+            6 -> RegisterException.Rejected(FfiConverterString.read(buf))
+            7 -> RegisterException.RateLimited(FfiConverterString.read(buf))
+            8 -> RegisterException.Unavailable(FfiConverterString.read(buf))
+            9 -> RegisterException.Transport(FfiConverterString.read(buf))
+            10 -> RegisterException.InvalidResponse(FfiConverterString.read(buf))
+            11 -> RegisterException.Tls(FfiConverterString.read(buf))
+            12 -> RegisterException.Internal(FfiConverterString.read(buf))
+            13 -> RegisterException.Other(FfiConverterString.read(buf))
+            else -> throw RuntimeException("invalid error enum value, something is very wrong!!")
+        }
+        
+    }
+
+    override fun allocationSize(value: RegisterException): ULong {
+        return 4UL
+    }
+
+    override fun write(value: RegisterException, buf: ByteBuffer) {
+        when(value) {
+            is RegisterException.InviteUnknown -> {
+                buf.putInt(1)
+                Unit
+            }
+            is RegisterException.InviteUsed -> {
+                buf.putInt(2)
+                Unit
+            }
+            is RegisterException.AlreadyRegistered -> {
+                buf.putInt(3)
+                Unit
+            }
+            is RegisterException.InviteExpired -> {
+                buf.putInt(4)
+                Unit
+            }
+            is RegisterException.InviteCancelled -> {
+                buf.putInt(5)
+                Unit
+            }
+            is RegisterException.Rejected -> {
+                buf.putInt(6)
+                Unit
+            }
+            is RegisterException.RateLimited -> {
+                buf.putInt(7)
+                Unit
+            }
+            is RegisterException.Unavailable -> {
+                buf.putInt(8)
+                Unit
+            }
+            is RegisterException.Transport -> {
+                buf.putInt(9)
+                Unit
+            }
+            is RegisterException.InvalidResponse -> {
+                buf.putInt(10)
+                Unit
+            }
+            is RegisterException.Tls -> {
+                buf.putInt(11)
+                Unit
+            }
+            is RegisterException.Internal -> {
+                buf.putInt(12)
+                Unit
+            }
+            is RegisterException.Other -> {
+                buf.putInt(13)
+                Unit
+            }
+        }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }
+    }
+
+}
+
+
+
+/**
+ * A change that concerns this identity.
+ */
+sealed class RoomUpdate {
+    
+    /**
+     * Added to a room (no key until the next rekey).
+     */
+    data class Added(
+        /**
+         * The room id.
+         */
+        val `room`: kotlin.String) : RoomUpdate()
+        
+    {
+        
+
+        companion object
+    }
+    
+    /**
+     * Removed from a room.
+     */
+    data class Removed(
+        /**
+         * The room id.
+         */
+        val `room`: kotlin.String) : RoomUpdate()
+        
+    {
+        
+
+        companion object
+    }
+    
+    /**
+     * A new epoch with a key for this identity.
+     */
+    data class NewEpoch(
+        /**
+         * The room id.
+         */
+        val `room`: kotlin.String, 
+        /**
+         * The new epoch.
+         */
+        val `epoch`: kotlin.ULong) : RoomUpdate()
+        
+    {
+        
+
+        companion object
+    }
+    
+    /**
+     * The connection dropped; reconnecting.
+     */
+    object Disconnected : RoomUpdate()
+    
+    
+    /**
+     * The connection is back: query rooms and epochs again, updates may have been missed.
+     */
+    object Reconnected : RoomUpdate()
+    
+    
+
+    
+
+    
+    
+
+
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeRoomUpdate : FfiConverterRustBuffer<RoomUpdate>{
+    override fun read(buf: ByteBuffer): RoomUpdate {
+        return when(buf.getInt()) {
+            1 -> RoomUpdate.Added(
+                FfiConverterString.read(buf),
+                )
+            2 -> RoomUpdate.Removed(
+                FfiConverterString.read(buf),
+                )
+            3 -> RoomUpdate.NewEpoch(
+                FfiConverterString.read(buf),
+                FfiConverterULong.read(buf),
+                )
+            4 -> RoomUpdate.Disconnected
+            5 -> RoomUpdate.Reconnected
+            else -> throw RuntimeException("invalid enum value, something is very wrong!!")
+        }
+    }
+
+    override fun allocationSize(value: RoomUpdate): ULong = when(value) {
+        is RoomUpdate.Added -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterString.allocationSize(value.`room`)
+            )
+        }
+        is RoomUpdate.Removed -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterString.allocationSize(value.`room`)
+            )
+        }
+        is RoomUpdate.NewEpoch -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterString.allocationSize(value.`room`)
+                + FfiConverterULong.allocationSize(value.`epoch`)
+            )
+        }
+        is RoomUpdate.Disconnected -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+            )
+        }
+        is RoomUpdate.Reconnected -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+            )
+        }
+    }
+
+    override fun write(value: RoomUpdate, buf: ByteBuffer) {
+        when(value) {
+            is RoomUpdate.Added -> {
+                buf.putInt(1)
+                FfiConverterString.write(value.`room`, buf)
+                Unit
+            }
+            is RoomUpdate.Removed -> {
+                buf.putInt(2)
+                FfiConverterString.write(value.`room`, buf)
+                Unit
+            }
+            is RoomUpdate.NewEpoch -> {
+                buf.putInt(3)
+                FfiConverterString.write(value.`room`, buf)
+                FfiConverterULong.write(value.`epoch`, buf)
+                Unit
+            }
+            is RoomUpdate.Disconnected -> {
+                buf.putInt(4)
+                Unit
+            }
+            is RoomUpdate.Reconnected -> {
+                buf.putInt(5)
+                Unit
+            }
+        }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }
+    }
+}
+
+
+
+
+
 
 
 /**
@@ -2810,6 +5581,464 @@ public object FfiConverterTypeSealError : FfiConverterRustBuffer<SealException> 
 
 
 
+/**
+ * Why a session ended.
+ */
+
+enum class SessionEnd {
+    
+    /**
+     * The app closed it.
+     */
+    CLOSED,
+    /**
+     * The cluster refused the identity on a reconnect: revoked or deleted.
+     */
+    REVOKED;
+
+    
+
+
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeSessionEnd: FfiConverterRustBuffer<SessionEnd> {
+    override fun read(buf: ByteBuffer) = try {
+        SessionEnd.values()[buf.getInt() - 1]
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: SessionEnd) = 4UL
+
+    override fun write(value: SessionEnd, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
+
+
+
+
+
+/**
+ * A cluster session call failed. A failure is never an answer: a timeout is not "no".
+ */
+sealed class SessionException(message: String): kotlin.Exception(message) {
+        
+    /**
+     * The cluster refused the login: not an active user.
+     */
+        class LoginRefused(message: String) : SessionException(message)
+        
+    /**
+     * The cluster could not be reached to log in.
+     */
+        class Connect(message: String) : SessionException(message)
+        
+    /**
+     * No answer in time; retry.
+     */
+        class Timeout(message: String) : SessionException(message)
+        
+    /**
+     * No membershipd is answering; retry later.
+     */
+        class NoResponders(message: String) : SessionException(message)
+        
+    /**
+     * The request could not be sent.
+     */
+        class Transport(message: String) : SessionException(message)
+        
+    /**
+     * The session has ended (closed or revoked); connect a new one.
+     */
+        class Ended(message: String) : SessionException(message)
+        
+    /**
+     * This identity is no longer an active user.
+     */
+        class NotAuthorized(message: String) : SessionException(message)
+        
+    /**
+     * Not a member of the room (or no such room).
+     */
+        class NotMember(message: String) : SessionException(message)
+        
+    /**
+     * Only the room's owner may do this.
+     */
+        class NotOwner(message: String) : SessionException(message)
+        
+    /**
+     * No key is sealed to this identity at that epoch.
+     */
+        class NoKey(message: String) : SessionException(message)
+        
+    /**
+     * A room with this id exists.
+     */
+        class RoomExists(message: String) : SessionException(message)
+        
+    /**
+     * No active user has this key.
+     */
+        class UnknownUser(message: String) : SessionException(message)
+        
+    /**
+     * Another rekey came first, on every attempt.
+     */
+        class EpochConflict(message: String) : SessionException(message)
+        
+    /**
+     * The members changed during the rekey, on every attempt.
+     */
+        class RecipientsMismatch(message: String) : SessionException(message)
+        
+    /**
+     * membershipd refused the rekey manifest.
+     */
+        class BadManifest(message: String) : SessionException(message)
+        
+    /**
+     * membershipd refused the request as malformed.
+     */
+        class BadRequest(message: String) : SessionException(message)
+        
+    /**
+     * A record changed during the request; retry.
+     */
+        class NotFound(message: String) : SessionException(message)
+        
+    /**
+     * membershipd's store is unavailable; retry later.
+     */
+        class Unavailable(message: String) : SessionException(message)
+        
+    /**
+     * A refusal code this version does not know (see the message).
+     */
+        class Refused(message: String) : SessionException(message)
+        
+    /**
+     * membershipd's reply is malformed.
+     */
+        class InvalidReply(message: String) : SessionException(message)
+        
+    /**
+     * The room key did not verify; it was not used.
+     */
+        class Verification(message: String) : SessionException(message)
+        
+    /**
+     * The server named another owner for a room than before.
+     */
+        class OwnerChanged(message: String) : SessionException(message)
+        
+    /**
+     * Sealing a new room key failed on this device.
+     */
+        class Seal(message: String) : SessionException(message)
+        
+    /**
+     * An argument (room id, key, URL) is malformed.
+     */
+        class InvalidArgument(message: String) : SessionException(message)
+        
+    /**
+     * An SDK task failed unexpectedly (see the message).
+     */
+        class Internal(message: String) : SessionException(message)
+        
+    /**
+     * An error this version of the bindings does not name; the message says what.
+     */
+        class Other(message: String) : SessionException(message)
+        
+
+    companion object ErrorHandler : UniffiRustCallStatusErrorHandler<SessionException> {
+        override fun lift(error_buf: RustBuffer.ByValue): SessionException = FfiConverterTypeSessionError.lift(error_buf)
+    }
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeSessionError : FfiConverterRustBuffer<SessionException> {
+    override fun read(buf: ByteBuffer): SessionException {
+        
+            return when(buf.getInt()) {
+            1 -> SessionException.LoginRefused(FfiConverterString.read(buf))
+            2 -> SessionException.Connect(FfiConverterString.read(buf))
+            3 -> SessionException.Timeout(FfiConverterString.read(buf))
+            4 -> SessionException.NoResponders(FfiConverterString.read(buf))
+            5 -> SessionException.Transport(FfiConverterString.read(buf))
+            6 -> SessionException.Ended(FfiConverterString.read(buf))
+            7 -> SessionException.NotAuthorized(FfiConverterString.read(buf))
+            8 -> SessionException.NotMember(FfiConverterString.read(buf))
+            9 -> SessionException.NotOwner(FfiConverterString.read(buf))
+            10 -> SessionException.NoKey(FfiConverterString.read(buf))
+            11 -> SessionException.RoomExists(FfiConverterString.read(buf))
+            12 -> SessionException.UnknownUser(FfiConverterString.read(buf))
+            13 -> SessionException.EpochConflict(FfiConverterString.read(buf))
+            14 -> SessionException.RecipientsMismatch(FfiConverterString.read(buf))
+            15 -> SessionException.BadManifest(FfiConverterString.read(buf))
+            16 -> SessionException.BadRequest(FfiConverterString.read(buf))
+            17 -> SessionException.NotFound(FfiConverterString.read(buf))
+            18 -> SessionException.Unavailable(FfiConverterString.read(buf))
+            19 -> SessionException.Refused(FfiConverterString.read(buf))
+            20 -> SessionException.InvalidReply(FfiConverterString.read(buf))
+            21 -> SessionException.Verification(FfiConverterString.read(buf))
+            22 -> SessionException.OwnerChanged(FfiConverterString.read(buf))
+            23 -> SessionException.Seal(FfiConverterString.read(buf))
+            24 -> SessionException.InvalidArgument(FfiConverterString.read(buf))
+            25 -> SessionException.Internal(FfiConverterString.read(buf))
+            26 -> SessionException.Other(FfiConverterString.read(buf))
+            else -> throw RuntimeException("invalid error enum value, something is very wrong!!")
+        }
+        
+    }
+
+    override fun allocationSize(value: SessionException): ULong {
+        return 4UL
+    }
+
+    override fun write(value: SessionException, buf: ByteBuffer) {
+        when(value) {
+            is SessionException.LoginRefused -> {
+                buf.putInt(1)
+                Unit
+            }
+            is SessionException.Connect -> {
+                buf.putInt(2)
+                Unit
+            }
+            is SessionException.Timeout -> {
+                buf.putInt(3)
+                Unit
+            }
+            is SessionException.NoResponders -> {
+                buf.putInt(4)
+                Unit
+            }
+            is SessionException.Transport -> {
+                buf.putInt(5)
+                Unit
+            }
+            is SessionException.Ended -> {
+                buf.putInt(6)
+                Unit
+            }
+            is SessionException.NotAuthorized -> {
+                buf.putInt(7)
+                Unit
+            }
+            is SessionException.NotMember -> {
+                buf.putInt(8)
+                Unit
+            }
+            is SessionException.NotOwner -> {
+                buf.putInt(9)
+                Unit
+            }
+            is SessionException.NoKey -> {
+                buf.putInt(10)
+                Unit
+            }
+            is SessionException.RoomExists -> {
+                buf.putInt(11)
+                Unit
+            }
+            is SessionException.UnknownUser -> {
+                buf.putInt(12)
+                Unit
+            }
+            is SessionException.EpochConflict -> {
+                buf.putInt(13)
+                Unit
+            }
+            is SessionException.RecipientsMismatch -> {
+                buf.putInt(14)
+                Unit
+            }
+            is SessionException.BadManifest -> {
+                buf.putInt(15)
+                Unit
+            }
+            is SessionException.BadRequest -> {
+                buf.putInt(16)
+                Unit
+            }
+            is SessionException.NotFound -> {
+                buf.putInt(17)
+                Unit
+            }
+            is SessionException.Unavailable -> {
+                buf.putInt(18)
+                Unit
+            }
+            is SessionException.Refused -> {
+                buf.putInt(19)
+                Unit
+            }
+            is SessionException.InvalidReply -> {
+                buf.putInt(20)
+                Unit
+            }
+            is SessionException.Verification -> {
+                buf.putInt(21)
+                Unit
+            }
+            is SessionException.OwnerChanged -> {
+                buf.putInt(22)
+                Unit
+            }
+            is SessionException.Seal -> {
+                buf.putInt(23)
+                Unit
+            }
+            is SessionException.InvalidArgument -> {
+                buf.putInt(24)
+                Unit
+            }
+            is SessionException.Internal -> {
+                buf.putInt(25)
+                Unit
+            }
+            is SessionException.Other -> {
+                buf.putInt(26)
+                Unit
+            }
+        }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }
+    }
+
+}
+
+
+
+/**
+ * Why a watch stopped.
+ */
+sealed class WatchEnd {
+    
+    /**
+     * The app cancelled it.
+     */
+    object Cancelled : WatchEnd()
+    
+    
+    /**
+     * Its session ended.
+     */
+    data class SessionEnded(
+        /**
+         * Why.
+         */
+        val `reason`: org.unibus.SessionEnd) : WatchEnd()
+        
+    {
+        
+
+        companion object
+    }
+    
+
+    
+
+    
+    
+
+
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeWatchEnd : FfiConverterRustBuffer<WatchEnd>{
+    override fun read(buf: ByteBuffer): WatchEnd {
+        return when(buf.getInt()) {
+            1 -> WatchEnd.Cancelled
+            2 -> WatchEnd.SessionEnded(
+                FfiConverterTypeSessionEnd.read(buf),
+                )
+            else -> throw RuntimeException("invalid enum value, something is very wrong!!")
+        }
+    }
+
+    override fun allocationSize(value: WatchEnd): ULong = when(value) {
+        is WatchEnd.Cancelled -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+            )
+        }
+        is WatchEnd.SessionEnded -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterTypeSessionEnd.allocationSize(value.`reason`)
+            )
+        }
+    }
+
+    override fun write(value: WatchEnd, buf: ByteBuffer) {
+        when(value) {
+            is WatchEnd.Cancelled -> {
+                buf.putInt(1)
+                Unit
+            }
+            is WatchEnd.SessionEnded -> {
+                buf.putInt(2)
+                FfiConverterTypeSessionEnd.write(value.`reason`, buf)
+                Unit
+            }
+        }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }
+    }
+}
+
+
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterOptionalULong: FfiConverterRustBuffer<kotlin.ULong?> {
+    override fun read(buf: ByteBuffer): kotlin.ULong? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterULong.read(buf)
+    }
+
+    override fun allocationSize(value: kotlin.ULong?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterULong.allocationSize(value)
+        }
+    }
+
+    override fun write(value: kotlin.ULong?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterULong.write(value, buf)
+        }
+    }
+}
+
+
+
 
 /**
  * @suppress
@@ -2846,6 +6075,158 @@ public object FfiConverterOptionalString: FfiConverterRustBuffer<kotlin.String?>
 /**
  * @suppress
  */
+public object FfiConverterOptionalTypeLogSink: FfiConverterRustBuffer<LogSink?> {
+    override fun read(buf: ByteBuffer): LogSink? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypeLogSink.read(buf)
+    }
+
+    override fun allocationSize(value: LogSink?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypeLogSink.allocationSize(value)
+        }
+    }
+
+    override fun write(value: LogSink?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypeLogSink.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterOptionalTypeRegisterOptions: FfiConverterRustBuffer<RegisterOptions?> {
+    override fun read(buf: ByteBuffer): RegisterOptions? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypeRegisterOptions.read(buf)
+    }
+
+    override fun allocationSize(value: RegisterOptions?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypeRegisterOptions.allocationSize(value)
+        }
+    }
+
+    override fun write(value: RegisterOptions?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypeRegisterOptions.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterOptionalTypeSessionOptions: FfiConverterRustBuffer<SessionOptions?> {
+    override fun read(buf: ByteBuffer): SessionOptions? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypeSessionOptions.read(buf)
+    }
+
+    override fun allocationSize(value: SessionOptions?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypeSessionOptions.allocationSize(value)
+        }
+    }
+
+    override fun write(value: SessionOptions?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypeSessionOptions.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterSequenceString: FfiConverterRustBuffer<List<kotlin.String>> {
+    override fun read(buf: ByteBuffer): List<kotlin.String> {
+        val len = buf.getInt()
+        return List<kotlin.String>(len) {
+            FfiConverterString.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<kotlin.String>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterString.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<kotlin.String>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterString.write(it, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterSequenceByteArray: FfiConverterRustBuffer<List<kotlin.ByteArray>> {
+    override fun read(buf: ByteBuffer): List<kotlin.ByteArray> {
+        val len = buf.getInt()
+        return List<kotlin.ByteArray>(len) {
+            FfiConverterByteArray.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<kotlin.ByteArray>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterByteArray.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<kotlin.ByteArray>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterByteArray.write(it, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
 public object FfiConverterSequenceTypeRecipient: FfiConverterRustBuffer<List<Recipient>> {
     override fun read(buf: ByteBuffer): List<Recipient> {
         val len = buf.getInt()
@@ -2871,9 +6252,60 @@ public object FfiConverterSequenceTypeRecipient: FfiConverterRustBuffer<List<Rec
 
 
 
+/**
+ * @suppress
+ */
+public object FfiConverterSequenceTypeRoomInfo: FfiConverterRustBuffer<List<RoomInfo>> {
+    override fun read(buf: ByteBuffer): List<RoomInfo> {
+        val len = buf.getInt()
+        return List<RoomInfo>(len) {
+            FfiConverterTypeRoomInfo.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<RoomInfo>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterTypeRoomInfo.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<RoomInfo>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterTypeRoomInfo.write(it, buf)
+        }
+    }
+}
 
 
 
+
+
+
+
+
+        /**
+         * Redeems the invite `link` for `identity` over HTTPS, retrying transient failures. Safe to
+         * call again after any failure: a repeated request of the same identity gets the same
+         * success.
+         */
+    @Throws(RegisterException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+     suspend fun `register`(`link`: InviteLink, `identity`: Identity, `options`: RegisterOptions? = null) : Registration {
+        return uniffiRustCallAsync(
+        UniffiLib.uniffi_unibus_ffi_fn_func_register(
+        FfiConverterTypeInviteLink.lower(`link`),
+        FfiConverterTypeIdentity.lower(`identity`),
+        FfiConverterOptionalTypeRegisterOptions.lower(`options`),),
+        { future, callback, continuation -> UniffiLib.ffi_unibus_ffi_rust_future_poll_rust_buffer(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_unibus_ffi_rust_future_complete_rust_buffer(future, continuation) },
+        { future -> UniffiLib.ffi_unibus_ffi_rust_future_free_rust_buffer(future) },
+        // lift function
+        { FfiConverterTypeRegistration.lift(it) },
+        // Error FFI converter
+        RegisterException.ErrorHandler,
+    )
+    }
 
         /**
          * Checks a key-exchange public key and returns its canonical (lowercase) hex.
@@ -2919,6 +6351,22 @@ public object FfiConverterSequenceTypeRecipient: FfiConverterRustBuffer<List<Rec
 }
     )
     }
+    
+
+        /**
+         * Starts the SDK's runtime with `config` and sends its logs to `log_sink`, or to standard
+         * error without one. Call it once, before any other call.
+         */
+    @Throws(PlatformException::class) fun `initPlatform`(`config`: PlatformConfig, `logSink`: LogSink? = null)
+        = 
+    uniffiRustCallWithError(PlatformException) { _status ->
+    UniffiLib.uniffi_unibus_ffi_fn_func_init_platform(
+    
+        
+        FfiConverterTypePlatformConfig.lower(`config`),
+        FfiConverterOptionalTypeLogSink.lower(`logSink`),_status)
+}
+    
     
 
         /**

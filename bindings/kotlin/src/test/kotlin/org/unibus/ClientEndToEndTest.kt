@@ -1,0 +1,141 @@
+package org.unibus
+
+import kotlinx.coroutines.async
+import kotlinx.coroutines.delay
+import kotlinx.coroutines.flow.first
+import kotlinx.coroutines.flow.toList
+import kotlinx.coroutines.runBlocking
+import kotlinx.coroutines.withTimeout
+import org.junit.jupiter.api.Assertions.assertArrayEquals
+import org.junit.jupiter.api.Assertions.assertEquals
+import org.junit.jupiter.api.Assertions.assertFalse
+import org.junit.jupiter.api.Assertions.assertTrue
+import org.junit.jupiter.api.Test
+import org.junit.jupiter.api.assertThrows
+
+/**
+ * The Kotlin SDK end to end, against a real membershipd with its nats-server: redeem invites,
+ * log in by key, follow a room through being added, rekeyed and removed, and be revoked.
+ */
+class ClientEndToEndTest {
+    private suspend fun registered(server: Membershipd): Pair<Identity, Registration> {
+        val me = Identity.generate()
+        val registration = InviteLink.parse(server.invite()).use { register(it, me) }
+        return me to registration
+    }
+
+    private suspend fun Updates.next(): RoomUpdate = withTimeout(5_000) { flow.first() }
+
+    @Test
+    fun aMemberIsAddedRekeyedRemovedAndRevokedAndSeesEachStep() = runBlocking<Unit> {
+        Membershipd().use { server ->
+            val (owner, ownerRegistration) = registered(server)
+            val (alice, aliceRegistration) = registered(server)
+            assertEquals(alice.signPublicKey(), aliceRegistration.signPublicKey)
+            assertTrue(aliceRegistration.natsUrls.isNotEmpty())
+
+            val ownerSession = Session.connect(owner, ownerRegistration.natsUrls)
+            val aliceSession = Session.connect(alice, aliceRegistration.natsUrls)
+            assertEquals(ConnectionState.Connected, aliceSession.state())
+
+            aliceSession.subscribeUpdates().use { updates ->
+                val room = ownerSession.createRoom("general")
+                assertEquals(owner.signPublicKey(), room.owner)
+                assertEquals(0uL, room.epoch)
+                assertFalse(aliceSession.isMember("general"))
+                assertThrows<SessionException.NotMember> {
+                    runBlocking { aliceSession.currentEpoch("general") }
+                }
+
+                ownerSession.addMember("general", alice.signPublicKey())
+                assertEquals(RoomUpdate.Added("general"), updates.next())
+                assertTrue(aliceSession.isMember("general"))
+                assertThrows<SessionException.NoKey> {
+                    runBlocking { aliceSession.roomKey("general") }
+                }
+
+                val first = ownerSession.rekey("general")
+                assertEquals(1uL, first.epoch)
+                assertEquals(RoomUpdate.NewEpoch("general", 1uL), updates.next())
+                val opened = aliceSession.roomKey("general")
+                assertEquals(1uL, opened.epoch)
+                assertArrayEquals(first.key.exposeBytes(), opened.key.exposeBytes())
+
+                val second = ownerSession.rekey("general")
+                assertEquals(RoomUpdate.NewEpoch("general", 2uL), updates.next())
+                assertEquals(2uL, aliceSession.currentEpoch("general"))
+                assertArrayEquals(second.key.exposeBytes(), aliceSession.roomKey("general").key.exposeBytes())
+                assertArrayEquals(first.key.exposeBytes(), aliceSession.roomKey("general", 1uL).key.exposeBytes())
+                assertEquals(
+                    listOf(RoomInfo("general", owner.signPublicKey(), 2uL)),
+                    aliceSession.myRooms(),
+                )
+                assertThrows<SessionException.NotOwner> { runBlocking { aliceSession.rekey("general") } }
+
+                ownerSession.removeMember("general", alice.signPublicKey())
+                assertEquals(RoomUpdate.Removed("general"), updates.next())
+                assertEquals(3uL, ownerSession.rekey("general").epoch)
+                for (epoch in listOf(null, 3uL, 2uL)) {
+                    assertThrows<SessionException.NotMember> {
+                        runBlocking { aliceSession.roomKey("general", epoch) }
+                    }
+                }
+                assertFalse(aliceSession.isMember("general"))
+
+                server.cli("user", "revoke", alice.signPublicKey())
+                val revoked = ConnectionState.Ended(SessionEnd.REVOKED)
+                withTimeout(5_000) {
+                    while (aliceSession.state() != revoked) delay(20)
+                }
+                val remaining = withTimeout(5_000) { updates.flow.toList() }
+                assertTrue(remaining.all { it == RoomUpdate.Disconnected }, "$remaining")
+                assertEquals(WatchEnd.SessionEnded(SessionEnd.REVOKED), updates.end)
+            }
+
+            assertThrows<SessionException.Ended> { runBlocking { aliceSession.myRooms() } }
+            assertThrows<SessionException.LoginRefused> {
+                runBlocking { Session.connect(alice, aliceRegistration.natsUrls) }
+            }
+            assertEquals(3uL, ownerSession.currentEpoch("general"))
+            ownerSession.closeSession()
+            assertThrows<SessionException.Ended> { runBlocking { ownerSession.myRooms() } }
+        }
+    }
+
+    @Test
+    fun registrationRefusalsAreTypedExceptions() = runBlocking<Unit> {
+        Membershipd().use { server ->
+            InviteLink.parse(server.invite()).use { link ->
+                val me = Identity.generate()
+                val first = register(link, me)
+                assertEquals(first, register(link, me))
+                assertThrows<RegisterException.InviteUsed> {
+                    runBlocking { register(link, Identity.generate()) }
+                }
+                val unknown = InviteLink.parse(formatInviteLink(link.serverUrl(), "ab".repeat(32)))
+                assertThrows<RegisterException.InviteUnknown> {
+                    runBlocking { register(unknown, Identity.generate()) }
+                }
+            }
+        }
+    }
+
+    @Test
+    fun theColdFlowAdapterDeliversUpdatesAndStopsItsWatchWithTheCollector() = runBlocking<Unit> {
+        Membershipd().use { server ->
+            val (owner, registration) = registered(server)
+            val session = Session.connect(owner, registration.natsUrls)
+            session.createRoom("general")
+            // `first()` cancels the collector after one update, and with it the watch.
+            val collected = async { withTimeout(5_000) { session.updates().first() } }
+            // The watch starts when collection does: rekey until the collector has seen one.
+            while (!collected.isCompleted) {
+                session.rekey("general")
+                delay(100)
+            }
+            val update = collected.await()
+            assertTrue(update is RoomUpdate.NewEpoch && update.room == "general", "$update")
+            session.closeSession()
+        }
+    }
+}

@@ -1,0 +1,95 @@
+"""A real membershipd for the end-to-end tests: ``membershipd serve`` on the embedded default
+(SQLite and its own nats-server) in a temporary directory, on loopback ports.
+
+The binaries come from ``$UNIBUS_MEMBERSHIPD`` and ``$NATS_SERVER``, or from the repository's
+``target/debug/membershipd`` and ``.tools/bin/nats-server`` (``scripts/test.sh`` builds and
+installs both).
+"""
+
+import json
+import os
+import pathlib
+import socket
+import subprocess
+import time
+import urllib.request
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[3]
+
+
+def _binary(variable: str, default: pathlib.Path) -> str:
+    path = pathlib.Path(os.environ.get(variable) or default)
+    if not path.is_file():
+        raise RuntimeError(f"{path} is missing: run scripts/test.sh, or set ${variable}")
+    return str(path)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Membershipd:
+    """A running ``membershipd serve`` and its admin CLI."""
+
+    def __init__(self, data: pathlib.Path) -> None:
+        self.data = data
+        self.http_port = _free_port()
+        self.nats_port = _free_port()
+        self.binary = _binary("UNIBUS_MEMBERSHIPD", REPO / "target/debug/membershipd")
+        self.nats_server = _binary("NATS_SERVER", REPO / ".tools/bin/nats-server")
+        self.log = open(data / "membershipd.log", "ab")
+        self.process = subprocess.Popen(
+            self._command("serve"), stdout=subprocess.DEVNULL, stderr=self.log
+        )
+        self._wait_healthy()
+
+    def _command(self, *args: str) -> list:
+        return [
+            self.binary,
+            "--data-dir", str(self.data),
+            "--listen", f"127.0.0.1:{self.http_port}",
+            "--nats-listen", f"127.0.0.1:{self.nats_port}",
+            "--nats-server", self.nats_server,
+            *args,
+        ]
+
+    def _wait_healthy(self) -> None:
+        deadline = time.monotonic() + 60
+        url = f"http://127.0.0.1:{self.http_port}/healthz"
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"membershipd exited: see {self.data / 'membershipd.log'}")
+            try:
+                with urllib.request.urlopen(url, timeout=1) as reply:
+                    if reply.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("membershipd did not become healthy within 60 s")
+
+    def cli(self, *args: str):
+        """Runs an admin command on the same data directory and returns its JSON output."""
+        done = subprocess.run(
+            self._command("--json", *args), capture_output=True, check=True
+        )
+        return json.loads(done.stdout)
+
+    def invite(self) -> str:
+        return self.cli("invite", "create")["link"]
+
+    def stop(self) -> None:
+        self.process.kill()
+        self.process.wait()
+        self.log.close()
+
+
+@pytest.fixture
+def membershipd(tmp_path):
+    server = Membershipd(tmp_path)
+    yield server
+    server.stop()

@@ -1,0 +1,134 @@
+"""The Python SDK end to end, against a real membershipd with its nats-server: redeem invites,
+log in by key, follow a room through being added, rekeyed and removed, and be revoked."""
+
+import asyncio
+import time
+
+import pytest
+
+import unibus
+from unibus import ConnectionState, RoomUpdate, SessionEnd, WatchEnd
+
+
+async def next_update(stream, timeout=5.0):
+    return await asyncio.wait_for(stream.__anext__(), timeout)
+
+
+async def registered(server):
+    me = unibus.Identity.generate()
+    link = unibus.InviteLink.parse(server.invite())
+    registration = await unibus.register(link, me)
+    return me, registration
+
+
+async def wait_for_state(session, wanted, within=5.0):
+    deadline = time.monotonic() + within
+    while session.state() != wanted:
+        assert time.monotonic() < deadline, f"still {session.state()}"
+        await asyncio.sleep(0.02)
+
+
+def test_a_member_is_added_rekeyed_removed_and_revoked_and_sees_each_step(membershipd):
+    asyncio.run(member_story(membershipd))
+
+
+async def member_story(server):
+    owner, owner_registration = await registered(server)
+    alice, alice_registration = await registered(server)
+    assert alice_registration.sign_public_key == alice.sign_public_key()
+    assert alice_registration.nats_urls
+
+    owner_session = await unibus.Session.connect(owner, owner_registration.nats_urls)
+    alice_session = await unibus.Session.connect(alice, alice_registration.nats_urls)
+    assert alice_session.state() == ConnectionState.CONNECTED()
+
+    async with unibus.aio.updates(alice_session) as stream:
+        room = await owner_session.create_room("general")
+        assert (room.owner, room.epoch) == (owner.sign_public_key(), 0)
+        assert not await alice_session.is_member("general")
+        with pytest.raises(unibus.SessionError.NotMember):
+            await alice_session.current_epoch("general")
+
+        await owner_session.add_member("general", alice.sign_public_key())
+        assert await next_update(stream) == RoomUpdate.ADDED(room="general")
+        assert await alice_session.is_member("general")
+        with pytest.raises(unibus.SessionError.NoKey):
+            await alice_session.room_key("general")
+
+        first = await owner_session.rekey("general")
+        assert first.epoch == 1
+        assert await next_update(stream) == RoomUpdate.NEW_EPOCH(room="general", epoch=1)
+        opened = await alice_session.room_key("general")
+        assert opened.epoch == 1
+        assert opened.key.expose_bytes() == first.key.expose_bytes()
+
+        second = await owner_session.rekey("general")
+        assert await next_update(stream) == RoomUpdate.NEW_EPOCH(room="general", epoch=2)
+        assert await alice_session.current_epoch("general") == 2
+        latest = await alice_session.room_key("general")
+        assert latest.key.expose_bytes() == second.key.expose_bytes()
+        earlier = await alice_session.room_key("general", 1)
+        assert earlier.key.expose_bytes() == first.key.expose_bytes()
+        rooms = await alice_session.my_rooms()
+        assert [(r.id, r.owner, r.epoch) for r in rooms] == [
+            ("general", owner.sign_public_key(), 2)
+        ]
+        with pytest.raises(unibus.SessionError.NotOwner):
+            await alice_session.rekey("general")
+
+        await owner_session.remove_member("general", alice.sign_public_key())
+        assert await next_update(stream) == RoomUpdate.REMOVED(room="general")
+        third = await owner_session.rekey("general")
+        assert third.epoch == 3
+        for epoch in (None, 3, 2):
+            with pytest.raises(unibus.SessionError.NotMember):
+                await alice_session.room_key("general", epoch)
+        assert not await alice_session.is_member("general")
+
+        server.cli("user", "revoke", alice.sign_public_key())
+        await wait_for_state(alice_session, ConnectionState.ENDED(reason=SessionEnd.REVOKED))
+        remaining = [update async for update in stream]
+        assert all(u == RoomUpdate.DISCONNECTED() for u in remaining)
+        assert stream.end == WatchEnd.SESSION_ENDED(reason=SessionEnd.REVOKED)
+
+    with pytest.raises(unibus.SessionError.Ended):
+        await alice_session.my_rooms()
+    with pytest.raises(unibus.SessionError.LoginRefused):
+        await unibus.Session.connect(alice, alice_registration.nats_urls)
+    assert await owner_session.current_epoch("general") == 3
+    await owner_session.close_session()
+    with pytest.raises(unibus.SessionError.Ended):
+        await owner_session.my_rooms()
+
+
+def test_registration_refusals_are_typed_and_change_nothing(membershipd):
+    async def story():
+        link = unibus.InviteLink.parse(membershipd.invite())
+        me = unibus.Identity.generate()
+        first = await unibus.register(link, me)
+        assert await unibus.register(link, me) == first  # a retry after a lost reply
+        with pytest.raises(unibus.RegisterError.InviteUsed):
+            await unibus.register(link, unibus.Identity.generate())
+        unknown = unibus.InviteLink.parse(
+            unibus.format_invite_link(link.server_url(), "ab" * 32)
+        )
+        with pytest.raises(unibus.RegisterError.InviteUnknown):
+            await unibus.register(unknown, unibus.Identity.generate())
+
+    asyncio.run(story())
+    assert len(membershipd.cli("user", "list")) == 1
+
+
+def test_bad_arguments_raise_typed_errors_before_any_request(membershipd):
+    async def story():
+        me, registration = await registered(membershipd)
+        session = await unibus.Session.connect(me, registration.nats_urls)
+        with pytest.raises(unibus.SessionError.InvalidArgument):
+            await session.is_member("not a room id")
+        with pytest.raises(unibus.SessionError.InvalidArgument):
+            await session.add_member("general", "not-a-key")
+        with pytest.raises(unibus.SessionError.Connect):
+            await unibus.Session.connect(me, ["not a url at all"])
+        await session.close_session()
+
+    asyncio.run(story())

@@ -1,0 +1,54 @@
+"""init_platform: the SDK's runtime and logging, once per process (so each case runs in a
+fresh interpreter)."""
+
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
+
+SCRIPT = textwrap.dedent(
+    """
+    import asyncio, socket, unibus
+
+    class Sink(unibus.LogSink):
+        def __init__(self):
+            self.lines = []
+        def log(self, level, target, message):
+            self.lines.append((level, target, message))
+
+    sink = Sink()
+    unibus.init_platform(unibus.PlatformConfig(worker_threads=1, log_level=unibus.LogLevel.DEBUG), sink)
+    try:
+        unibus.init_platform(unibus.PlatformConfig(worker_threads=1, log_level=unibus.LogLevel.OFF))
+        raise SystemExit("a second init_platform was accepted")
+    except unibus.PlatformError.AlreadyInitialized:
+        pass
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    token = "cd" * 32
+    link = unibus.InviteLink.parse(f"http://127.0.0.1:{port}/invite#{token}")
+    options = unibus.RegisterOptions(attempts=2, initial_backoff_ms=10)
+    try:
+        asyncio.run(unibus.register(link, unibus.Identity.generate(), options))
+        raise SystemExit("registering with nobody listening succeeded")
+    except unibus.RegisterError.Transport:
+        pass
+    retries = [l for l in sink.lines if "retrying" in l[2]]
+    assert retries, sink.lines
+    assert retries[0][0] == unibus.LogLevel.DEBUG and retries[0][1].startswith("unibus"), retries
+    assert not any(token in l[2] for l in sink.lines), "the invite token reached the log"
+    print("ok")
+    """
+)
+
+
+def test_init_platform_routes_logs_to_the_apps_sink_once_and_never_logs_the_token():
+    source = pathlib.Path(__file__).resolve().parents[1] / "src"
+    env = {**os.environ, "PYTHONPATH": str(source)}
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stdout + done.stderr

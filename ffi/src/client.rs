@@ -1,0 +1,479 @@
+//! The network client: registration and the cluster session, as async exports
+//! (`suspend` in Kotlin, `async` in Swift, coroutines in Python).
+//!
+//! Each export converts its arguments, runs `unibus::client` on the SDK's runtime
+//! ([`crate::runtime::run`]) and converts the result back; the behaviour is all in Rust.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use unibus::client;
+use unibus::{RoomId, SignPublicKey};
+
+use crate::errors::{RegisterError, SessionError};
+use crate::identity::Identity;
+use crate::invite::InviteLink;
+use crate::runtime::{run, spawn};
+use crate::sealing::{Recipient, RoomKey};
+
+/// How [`register`] talks to the server. Every field has a default.
+#[derive(Debug, Clone, uniffi::Record)]
+pub struct RegisterOptions {
+    /// Attempts in all; connection failures, timeouts, 429 and 5xx are retried.
+    #[uniffi(default = 5)]
+    pub attempts: u32,
+    /// The wait before the first retry, doubling after each.
+    #[uniffi(default = 250)]
+    pub initial_backoff_ms: u64,
+    /// The longest wait between attempts.
+    #[uniffi(default = 4000)]
+    pub max_backoff_ms: u64,
+    /// The time limit of each attempt.
+    #[uniffi(default = 10000)]
+    pub request_timeout_ms: u64,
+    /// DER certificates of the only CAs to trust (a private CA); empty: the platform decides.
+    #[uniffi(default = [])]
+    pub trusted_root_certificates: Vec<Vec<u8>>,
+}
+
+impl From<RegisterOptions> for client::RegisterOptions {
+    fn from(options: RegisterOptions) -> Self {
+        Self {
+            attempts: options.attempts,
+            initial_backoff: Duration::from_millis(options.initial_backoff_ms),
+            max_backoff: Duration::from_millis(options.max_backoff_ms),
+            request_timeout: Duration::from_millis(options.request_timeout_ms),
+            trusted_root_certificates: options.trusted_root_certificates,
+        }
+    }
+}
+
+/// What to keep beside the identity after registering.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct Registration {
+    /// The invite's server base URL.
+    pub server_url: String,
+    /// This identity's signing key, hex.
+    pub sign_public_key: String,
+    /// This identity's key-exchange key, hex.
+    pub kex_public_key: String,
+    /// Whether the invite made this user an admin.
+    pub admin: bool,
+    /// The cluster's NATS URLs, for [`Session::connect`].
+    pub nats_urls: Vec<String>,
+}
+
+impl From<client::Registration> for Registration {
+    fn from(registration: client::Registration) -> Self {
+        Self {
+            server_url: registration.server_url,
+            sign_public_key: registration.sign_public_key.to_hex(),
+            kex_public_key: registration.kex_public_key.to_hex(),
+            admin: registration.admin,
+            nats_urls: registration.nats_urls,
+        }
+    }
+}
+
+/// Redeems the invite `link` for `identity` over HTTPS, retrying transient failures. Safe to
+/// call again after any failure: a repeated request of the same identity gets the same
+/// success.
+#[uniffi::export(default(options = None))]
+pub async fn register(
+    link: Arc<InviteLink>,
+    identity: Arc<Identity>,
+    options: Option<RegisterOptions>,
+) -> Result<Registration, RegisterError> {
+    let options = options.map(Into::into).unwrap_or_default();
+    run(async move {
+        Ok(client::register(&link.0, &identity.0, &options)
+            .await?
+            .into())
+    })
+    .await
+}
+
+/// How a [`Session`] connects and how long it waits. Every field has a default.
+#[derive(Debug, Clone, uniffi::Record)]
+pub struct SessionOptions {
+    /// The limit for each request; past it the call fails with `Timeout`.
+    #[uniffi(default = 5000)]
+    pub request_timeout_ms: u64,
+    /// The limit for logging in, per address.
+    #[uniffi(default = 5000)]
+    pub connect_timeout_ms: u64,
+    /// How often `rekey` starts over when the room changes under it.
+    #[uniffi(default = 3)]
+    pub rekey_attempts: u32,
+    /// A connection name operators see; no secrets.
+    #[uniffi(default = None)]
+    pub connection_name: Option<String>,
+}
+
+impl From<SessionOptions> for client::SessionOptions {
+    fn from(options: SessionOptions) -> Self {
+        Self {
+            request_timeout: Duration::from_millis(options.request_timeout_ms),
+            connect_timeout: Duration::from_millis(options.connect_timeout_ms),
+            rekey_attempts: options.rekey_attempts,
+            connection_name: options.connection_name,
+        }
+    }
+}
+
+/// Why a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum SessionEnd {
+    /// The app closed it.
+    Closed,
+    /// The cluster refused the identity on a reconnect: revoked or deleted.
+    Revoked,
+}
+
+impl From<client::SessionEnd> for SessionEnd {
+    fn from(end: client::SessionEnd) -> Self {
+        match end {
+            client::SessionEnd::Closed => Self::Closed,
+            client::SessionEnd::Revoked => Self::Revoked,
+        }
+    }
+}
+
+/// Whether a session can reach the cluster now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum ConnectionState {
+    /// Connected.
+    Connected,
+    /// Reconnecting by itself; calls wait up to their timeout.
+    Reconnecting,
+    /// Over; calls fail with `Ended`.
+    Ended {
+        /// Why.
+        reason: SessionEnd,
+    },
+}
+
+impl From<client::ConnectionState> for ConnectionState {
+    fn from(state: client::ConnectionState) -> Self {
+        match state {
+            client::ConnectionState::Connected => Self::Connected,
+            client::ConnectionState::Reconnecting => Self::Reconnecting,
+            client::ConnectionState::Ended(end) => Self::Ended { reason: end.into() },
+        }
+    }
+}
+
+/// A room as the control plane describes it.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct RoomInfo {
+    /// The room id.
+    pub id: String,
+    /// The owner's signing key, hex.
+    pub owner: String,
+    /// The latest epoch; 0 before the first key.
+    pub epoch: u64,
+}
+
+impl From<client::RoomInfo> for RoomInfo {
+    fn from(room: client::RoomInfo) -> Self {
+        Self {
+            id: room.id.to_string(),
+            owner: room.owner.to_hex(),
+            epoch: room.epoch,
+        }
+    }
+}
+
+/// A verified, opened room key and its epoch.
+#[derive(Debug, Clone, uniffi::Record)]
+pub struct OpenedRoomKey {
+    /// The epoch.
+    pub epoch: u64,
+    /// The key, wiped when the object is destroyed.
+    pub key: Arc<RoomKey>,
+}
+
+impl From<client::OpenedRoomKey> for OpenedRoomKey {
+    fn from(opened: client::OpenedRoomKey) -> Self {
+        Self {
+            epoch: opened.epoch,
+            key: Arc::new(RoomKey(opened.key)),
+        }
+    }
+}
+
+/// A change that concerns this identity.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Enum)]
+pub enum RoomUpdate {
+    /// Added to a room (no key until the next rekey).
+    Added {
+        /// The room id.
+        room: String,
+    },
+    /// Removed from a room.
+    Removed {
+        /// The room id.
+        room: String,
+    },
+    /// A new epoch with a key for this identity.
+    NewEpoch {
+        /// The room id.
+        room: String,
+        /// The new epoch.
+        epoch: u64,
+    },
+    /// The connection dropped; reconnecting.
+    Disconnected,
+    /// The connection is back: query rooms and epochs again, updates may have been missed.
+    Reconnected,
+}
+
+impl From<client::RoomUpdate> for RoomUpdate {
+    fn from(update: client::RoomUpdate) -> Self {
+        match update {
+            client::RoomUpdate::Added { room } => Self::Added {
+                room: room.to_string(),
+            },
+            client::RoomUpdate::Removed { room } => Self::Removed {
+                room: room.to_string(),
+            },
+            client::RoomUpdate::NewEpoch { room, epoch } => Self::NewEpoch {
+                room: room.to_string(),
+                epoch,
+            },
+            client::RoomUpdate::Disconnected => Self::Disconnected,
+            client::RoomUpdate::Reconnected => Self::Reconnected,
+        }
+    }
+}
+
+/// Why a watch stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum WatchEnd {
+    /// The app cancelled it.
+    Cancelled,
+    /// Its session ended.
+    SessionEnded {
+        /// Why.
+        reason: SessionEnd,
+    },
+}
+
+impl From<client::WatchEnd> for WatchEnd {
+    fn from(end: client::WatchEnd) -> Self {
+        match end {
+            client::WatchEnd::Cancelled => Self::Cancelled,
+            client::WatchEnd::SessionEnded(end) => Self::SessionEnded { reason: end.into() },
+        }
+    }
+}
+
+/// Receives a watch's updates, implemented by the app. Called from an SDK thread, one call
+/// at a time, in order.
+#[uniffi::export(with_foreign)]
+pub trait WatchListener: Send + Sync {
+    /// A change.
+    fn on_update(&self, update: RoomUpdate);
+    /// A notification that could not be read; the watch goes on.
+    fn on_error(&self, message: String);
+    /// The watch stopped; no call follows.
+    fn on_close(&self, end: WatchEnd);
+}
+
+/// A running watch. `cancel()` stops it (and calls `on_close(Cancelled)`); destroying the
+/// handle stops it too, silently.
+#[derive(uniffi::Object)]
+pub struct WatchHandle {
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    closed: Arc<AtomicBool>,
+    listener: Arc<dyn WatchListener>,
+}
+
+#[uniffi::export]
+impl WatchHandle {
+    /// Stops the watch. The listener gets `on_close(Cancelled)` unless it was already closed.
+    pub fn cancel(&self) {
+        self.stop();
+        if !self.closed.swap(true, Ordering::AcqRel) {
+            self.listener.on_close(WatchEnd::Cancelled);
+        }
+    }
+}
+
+impl WatchHandle {
+    fn stop(&self) {
+        let task = self
+            .task
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(task) = task {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for WatchHandle {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A session on the cluster, logged in with an identity's own key. See `unibus::client`.
+#[derive(uniffi::Object)]
+pub struct Session(client::Session);
+
+fn room_id(room: &str) -> Result<RoomId, SessionError> {
+    Ok(RoomId::new(room)?)
+}
+
+fn member_key(member: &str) -> Result<SignPublicKey, SessionError> {
+    Ok(SignPublicKey::from_hex(member)?)
+}
+
+#[uniffi::export]
+impl Session {
+    /// Logs in to the cluster at `nats_urls` (from the [`Registration`]) with `identity`'s key.
+    #[uniffi::constructor(default(options = None))]
+    pub async fn connect(
+        identity: Arc<Identity>,
+        nats_urls: Vec<String>,
+        options: Option<SessionOptions>,
+    ) -> Result<Arc<Session>, SessionError> {
+        let options = options.map(Into::into).unwrap_or_default();
+        run(async move {
+            let session =
+                client::Session::connect(Arc::clone(&identity.0), &nats_urls, options).await?;
+            Ok(Arc::new(Session(session)))
+        })
+        .await
+    }
+
+    /// The connection's state now.
+    pub fn state(&self) -> ConnectionState {
+        self.0.state().into()
+    }
+
+    /// The rooms this identity is a member of, sorted by id.
+    pub async fn my_rooms(&self) -> Result<Vec<RoomInfo>, SessionError> {
+        let session = self.0.clone();
+        run(async move {
+            Ok(session
+                .my_rooms()
+                .await?
+                .into_iter()
+                .map(Into::into)
+                .collect())
+        })
+        .await
+    }
+
+    /// Whether this identity is a member of `room` (false for unknown rooms; failures raise).
+    pub async fn is_member(&self, room: String) -> Result<bool, SessionError> {
+        let (session, room) = (self.0.clone(), room_id(&room)?);
+        run(async move { Ok(session.is_member(&room).await?) }).await
+    }
+
+    /// The room's latest epoch. Members only.
+    pub async fn current_epoch(&self, room: String) -> Result<u64, SessionError> {
+        let (session, room) = (self.0.clone(), room_id(&room)?);
+        run(async move { Ok(session.current_epoch(&room).await?) }).await
+    }
+
+    /// Fetches, verifies and opens this identity's room key at `epoch` (the latest if null).
+    #[uniffi::method(default(epoch = None))]
+    pub async fn room_key(
+        &self,
+        room: String,
+        epoch: Option<u64>,
+    ) -> Result<OpenedRoomKey, SessionError> {
+        let (session, room) = (self.0.clone(), room_id(&room)?);
+        run(async move { Ok(session.room_key(&room, epoch).await?.into()) }).await
+    }
+
+    /// Creates `room`, owned by this identity, at epoch 0.
+    pub async fn create_room(&self, room: String) -> Result<RoomInfo, SessionError> {
+        let (session, room) = (self.0.clone(), room_id(&room)?);
+        run(async move { Ok(session.create_room(&room).await?.into()) }).await
+    }
+
+    /// The room's active members and their keys. Owner only.
+    pub async fn members(&self, room: String) -> Result<Vec<Recipient>, SessionError> {
+        let (session, room) = (self.0.clone(), room_id(&room)?);
+        run(async move {
+            Ok(session
+                .members(&room)
+                .await?
+                .into_iter()
+                .map(|m| Recipient {
+                    sign_public_key: m.member.to_hex(),
+                    kex_public_key: m.kex.to_hex(),
+                })
+                .collect())
+        })
+        .await
+    }
+
+    /// Adds the active user `member` (signing key, hex) to `room`. Owner only.
+    pub async fn add_member(&self, room: String, member: String) -> Result<(), SessionError> {
+        let (session, room, member) = (self.0.clone(), room_id(&room)?, member_key(&member)?);
+        run(async move { Ok(session.add_member(&room, &member).await?) }).await
+    }
+
+    /// Removes `member` (signing key, hex) from `room`. Owner only; rekey afterwards.
+    pub async fn remove_member(&self, room: String, member: String) -> Result<(), SessionError> {
+        let (session, room, member) = (self.0.clone(), room_id(&room)?, member_key(&member)?);
+        run(async move { Ok(session.remove_member(&room, &member).await?) }).await
+    }
+
+    /// Seals a fresh key to every current member on this device and uploads it as the next
+    /// epoch. Owner only. Returns the new epoch and its key.
+    pub async fn rekey(&self, room: String) -> Result<OpenedRoomKey, SessionError> {
+        let (session, room) = (self.0.clone(), room_id(&room)?);
+        run(async move { Ok(session.rekey(&room).await?.into()) }).await
+    }
+
+    /// Starts delivering the changes that concern this identity to `listener`, until the
+    /// returned handle is cancelled or destroyed, or the session ends.
+    pub async fn watch(
+        &self,
+        listener: Arc<dyn WatchListener>,
+    ) -> Result<Arc<WatchHandle>, SessionError> {
+        let session = self.0.clone();
+        let mut watch = run(async move { Ok::<_, SessionError>(session.watch().await?) }).await?;
+        let closed = Arc::new(AtomicBool::new(false));
+        let task = {
+            let (listener, closed) = (Arc::clone(&listener), Arc::clone(&closed));
+            spawn(async move {
+                while let Some(update) = watch.next().await {
+                    match update {
+                        Ok(update) => listener.on_update(update.into()),
+                        Err(error) => listener.on_error(error.to_string()),
+                    }
+                }
+                if !closed.swap(true, Ordering::AcqRel) {
+                    let end = watch.end().unwrap_or(client::WatchEnd::Cancelled);
+                    listener.on_close(end.into());
+                }
+            })
+        };
+        Ok(Arc::new(WatchHandle {
+            task: Mutex::new(Some(task)),
+            closed,
+            listener,
+        }))
+    }
+
+    /// Ends the session: watches close with `SessionEnded(Closed)`, later calls raise `Ended`.
+    /// (Named so, not `close`, because Kotlin objects already have `close()`: it frees the
+    /// Rust object, and ends the session too when it was the last reference.)
+    pub async fn close_session(&self) {
+        let session = self.0.clone();
+        let _ = run(async move {
+            session.close().await;
+            Ok::<_, SessionError>(())
+        })
+        .await;
+    }
+}
