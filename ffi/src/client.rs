@@ -457,6 +457,7 @@ impl Session {
                     listener.on_close(end.into());
                 }
             })
+            .map_err(SessionError::from)?
         };
         Ok(Arc::new(WatchHandle {
             task: Mutex::new(Some(task)),

@@ -37,7 +37,9 @@ pub use errors::{
 };
 pub use identity::{validate_kex_public_key, validate_sign_public_key, Identity};
 pub use invite::{format_invite_link, InviteLink};
-pub use runtime::{init_platform, LogLevel, LogSink, PlatformConfig, PlatformError};
+pub use runtime::{
+    init_platform, shutdown_platform, LogLevel, LogSink, PlatformConfig, PlatformError,
+};
 pub use sealing::{open_manifest, open_room_key, rekey_room, seal_room_key, Recipient, RoomKey};
 
 uniffi::setup_scaffolding!("unibus");

@@ -8,9 +8,12 @@
 //! Every async export runs its work on this runtime through [`run`], so it does not matter
 //! which foreign executor polls the future (Kotlin coroutines, Swift tasks, Python asyncio). A
 //! panic in that work comes back as the call's `Internal` error, never across the FFI.
+//! [`shutdown_platform`] stops the runtime at process exit, so that no SDK thread calls into an
+//! interpreter that is shutting down.
 
 use std::future::Future;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tracing_subscriber::layer::SubscriberExt;
 
@@ -56,12 +59,29 @@ pub enum PlatformError {
     /// Call `init_platform` once, before anything else.
     #[error("the SDK's runtime is already running: call init_platform once, first")]
     AlreadyInitialized,
-    /// The runtime's threads could not be started.
-    #[error("cannot start the SDK's runtime: {0}")]
+    /// The runtime's threads could not be started, or it cannot be shut down from here.
+    #[error("the SDK's runtime: {0}")]
     Runtime(String),
 }
 
-static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+/// The SDK's runtime over the life of the process.
+enum Platform {
+    /// Nothing started it yet.
+    NotStarted,
+    /// Running.
+    Running(tokio::runtime::Runtime),
+    /// [`shutdown_platform`] stopped it; SDK calls fail from then on.
+    ShutDown,
+}
+
+static PLATFORM: Mutex<Platform> = Mutex::new(Platform::NotStarted);
+
+fn platform() -> std::sync::MutexGuard<'static, Platform> {
+    // The state is replaced whole under the lock; a panic cannot leave it half-written.
+    PLATFORM
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 /// Starts the SDK's runtime with `config` and sends its logs to `log_sink`, or to standard
 /// error without one. Call it once, before any other call.
@@ -70,14 +90,33 @@ pub fn init_platform(
     config: PlatformConfig,
     log_sink: Option<Arc<dyn LogSink>>,
 ) -> Result<(), PlatformError> {
-    if RUNTIME.get().is_some() {
+    let mut platform = platform();
+    if !matches!(*platform, Platform::NotStarted) {
         return Err(PlatformError::AlreadyInitialized);
     }
-    let runtime = build_runtime(config.worker_threads)?;
-    RUNTIME
-        .set(runtime)
-        .map_err(|_| PlatformError::AlreadyInitialized)?;
+    *platform = Platform::Running(build_runtime(config.worker_threads)?);
     install_logging(config.log_level, log_sink);
+    Ok(())
+}
+
+/// Stops the SDK's runtime, waiting up to `timeout_ms` for its threads to finish what they are
+/// doing (including calls into the app, such as listeners). Sessions end with it, and every
+/// later SDK call fails with an `Internal` error.
+///
+/// For process exit: an interpreter that is shutting down must not be called from SDK threads
+/// any more (the Python package registers this with `atexit`). Call it from an app thread, not
+/// from a listener.
+#[uniffi::export]
+pub fn shutdown_platform(timeout_ms: u64) -> Result<(), PlatformError> {
+    if tokio::runtime::Handle::try_current().is_ok() {
+        return Err(PlatformError::Runtime(
+            "it cannot be shut down from one of its own threads".into(),
+        ));
+    }
+    let previous = std::mem::replace(&mut *platform(), Platform::ShutDown);
+    if let Platform::Running(runtime) = previous {
+        runtime.shutdown_timeout(Duration::from_millis(timeout_ms));
+    }
     Ok(())
 }
 
@@ -95,14 +134,23 @@ fn build_runtime(worker_threads: u32) -> Result<tokio::runtime::Runtime, Platfor
         .map_err(|e| PlatformError::Runtime(e.to_string()))
 }
 
-fn runtime() -> &'static tokio::runtime::Runtime {
-    RUNTIME.get_or_init(|| {
-        // The defaults; if the OS cannot start two threads, nothing in the SDK can run.
-        build_runtime(0).expect("the SDK's default runtime must start")
-    })
+/// The running runtime's handle, started with the defaults on first use.
+fn handle() -> Result<tokio::runtime::Handle, Panicked> {
+    let mut platform = platform();
+    if matches!(*platform, Platform::NotStarted) {
+        let runtime = build_runtime(0).map_err(|e| Panicked(e.to_string()))?;
+        *platform = Platform::Running(runtime);
+    }
+    match &*platform {
+        Platform::Running(runtime) => Ok(runtime.handle().clone()),
+        _ => Err(Panicked(
+            "the SDK's runtime was shut down (shutdown_platform)".into(),
+        )),
+    }
 }
 
-/// A panic in SDK work, reported as the failing call's error.
+/// SDK work that could not finish: it panicked, or the runtime is shut down. It becomes the
+/// failing call's `Internal` error.
 pub(crate) struct Panicked(pub String);
 
 /// Runs `work` on the SDK's runtime and waits for it from whatever executor polls this.
@@ -113,7 +161,7 @@ where
     T: Send + 'static,
     E: From<Panicked> + Send + 'static,
 {
-    match runtime().spawn(work).await {
+    match handle()?.spawn(work).await {
         Ok(outcome) => outcome,
         Err(error) => Err(Panicked(format!("the SDK task failed: {error}")).into()),
     }
@@ -122,8 +170,8 @@ where
 /// Spawns `work` on the SDK's runtime without waiting for it.
 pub(crate) fn spawn(
     work: impl Future<Output = ()> + Send + 'static,
-) -> tokio::task::JoinHandle<()> {
-    runtime().spawn(work)
+) -> Result<tokio::task::JoinHandle<()>, Panicked> {
+    Ok(handle()?.spawn(work))
 }
 
 fn install_logging(level: LogLevel, sink: Option<Arc<dyn LogSink>>) {

@@ -40,12 +40,19 @@ SCRIPT = textwrap.dedent(
     assert retries, sink.lines
     assert retries[0][0] == unibus.LogLevel.DEBUG and retries[0][1].startswith("unibus"), retries
     assert not any(token in l[2] for l in sink.lines), "the invite token reached the log"
+
+    unibus.shutdown_platform(1000)
+    try:
+        asyncio.run(unibus.register(link, unibus.Identity.generate(), options))
+        raise SystemExit("a call after shutdown_platform ran")
+    except unibus.RegisterError.Internal as e:
+        assert "shut down" in str(e), e
     print("ok")
     """
 )
 
 
-def test_init_platform_routes_logs_to_the_apps_sink_once_and_never_logs_the_token():
+def test_init_platform_routes_logs_to_the_apps_sink_once_and_shutdown_stops_the_sdk():
     source = pathlib.Path(__file__).resolve().parents[1] / "src"
     env = {**os.environ, "PYTHONPATH": str(source)}
     done = subprocess.run(

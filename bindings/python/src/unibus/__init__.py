@@ -6,6 +6,13 @@ exceptions, e.g. ``InviteLinkError.InsecureHttp``; async Rust functions are ``as
 coroutines. ``unibus.aio.updates(session)`` turns a session's watch into an async iterator.
 """
 
+import atexit as _atexit
+
 from .unibus import *  # noqa: F401,F403
 from .unibus import __all__  # noqa: F401
+from .unibus import shutdown_platform as _shutdown_platform
 from . import aio  # noqa: F401
+
+# At exit, stop the SDK's threads while the interpreter can still run their last callbacks:
+# a thread entering an interpreter that is finalizing would abort the process.
+_atexit.register(_shutdown_platform, 2000)

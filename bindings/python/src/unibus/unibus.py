@@ -539,6 +539,8 @@ def _uniffi_check_api_checksums(lib):
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_unibus_ffi_checksum_func_seal_room_key() != 9225:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    if lib.uniffi_unibus_ffi_checksum_func_shutdown_platform() != 6548:
+        raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_unibus_ffi_checksum_func_validate_kex_public_key() != 35127:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_unibus_ffi_checksum_func_validate_sign_public_key() != 29261:
@@ -659,6 +661,9 @@ _UniffiLib.uniffi_unibus_ffi_checksum_func_rekey_room.restype = ctypes.c_uint16
 _UniffiLib.uniffi_unibus_ffi_checksum_func_seal_room_key.argtypes = (
 )
 _UniffiLib.uniffi_unibus_ffi_checksum_func_seal_room_key.restype = ctypes.c_uint16
+_UniffiLib.uniffi_unibus_ffi_checksum_func_shutdown_platform.argtypes = (
+)
+_UniffiLib.uniffi_unibus_ffi_checksum_func_shutdown_platform.restype = ctypes.c_uint16
 _UniffiLib.uniffi_unibus_ffi_checksum_func_validate_kex_public_key.argtypes = (
 )
 _UniffiLib.uniffi_unibus_ffi_checksum_func_validate_kex_public_key.restype = ctypes.c_uint16
@@ -818,6 +823,11 @@ _UniffiLib.uniffi_unibus_ffi_fn_func_seal_room_key.argtypes = (
     ctypes.POINTER(_UniffiRustCallStatus),
 )
 _UniffiLib.uniffi_unibus_ffi_fn_func_seal_room_key.restype = _UniffiRustBuffer
+_UniffiLib.uniffi_unibus_ffi_fn_func_shutdown_platform.argtypes = (
+    ctypes.c_uint64,
+    ctypes.POINTER(_UniffiRustCallStatus),
+)
+_UniffiLib.uniffi_unibus_ffi_fn_func_shutdown_platform.restype = None
 _UniffiLib.uniffi_unibus_ffi_fn_func_validate_kex_public_key.argtypes = (
     _UniffiRustBuffer,
     ctypes.POINTER(_UniffiRustCallStatus),
@@ -2819,7 +2829,7 @@ class PlatformError:  # type: ignore
     _UniffiTempPlatformError.AlreadyInitialized = AlreadyInitialized # type: ignore
     class Runtime(_UniffiTempPlatformError):
         """
-        The runtime's threads could not be started.
+        The runtime's threads could not be started, or it cannot be shut down from here.
 """
         def __repr__(self):
             return "PlatformError.Runtime({})".format(repr(str(self)))
@@ -5714,6 +5724,29 @@ def seal_room_key(room_key: RoomKey,room_id: str,epoch: int,recipient_kex_public
         *_uniffi_lowered_args,
     )
     return _uniffi_lift_return(_uniffi_ffi_result)
+def shutdown_platform(timeout_ms: int) -> None:
+    """
+    Stops the SDK's runtime, waiting up to `timeout_ms` for its threads to finish what they are
+    doing (including calls into the app, such as listeners). Sessions end with it, and every
+    later SDK call fails with an `Internal` error.
+
+    For process exit: an interpreter that is shutting down must not be called from SDK threads
+    any more (the Python package registers this with `atexit`). Call it from an app thread, not
+    from a listener.
+"""
+    
+    _UniffiFfiConverterUInt64.check_lower(timeout_ms)
+    _uniffi_lowered_args = (
+        _UniffiFfiConverterUInt64.lower(timeout_ms),
+    )
+    _uniffi_lift_return = lambda val: None
+    _uniffi_error_converter = _UniffiFfiConverterTypePlatformError
+    _uniffi_ffi_result = _uniffi_rust_call_with_error(
+        _uniffi_error_converter,
+        _UniffiLib.uniffi_unibus_ffi_fn_func_shutdown_platform,
+        *_uniffi_lowered_args,
+    )
+    return _uniffi_lift_return(_uniffi_ffi_result)
 def validate_kex_public_key(hex: str) -> str:
     """
     Checks a key-exchange public key and returns its canonical (lowercase) hex.
@@ -5777,6 +5810,7 @@ __all__ = [
     "register",
     "rekey_room",
     "seal_room_key",
+    "shutdown_platform",
     "validate_kex_public_key",
     "validate_sign_public_key",
     "RoomKey",

@@ -3476,7 +3476,7 @@ enum PlatformError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError 
     case AlreadyInitialized(message: String)
     
     /**
-     * The runtime's threads could not be started.
+     * The runtime's threads could not be started, or it cannot be shut down from here.
      */
     case Runtime(message: String)
     
@@ -4962,6 +4962,22 @@ public func initPlatform(config: PlatformConfig, logSink: LogSink? = nil)throws 
 }
 }
 /**
+ * Stops the SDK's runtime, waiting up to `timeout_ms` for its threads to finish what they are
+ * doing (including calls into the app, such as listeners). Sessions end with it, and every
+ * later SDK call fails with an `Internal` error.
+ *
+ * For process exit: an interpreter that is shutting down must not be called from SDK threads
+ * any more (the Python package registers this with `atexit`). Call it from an app thread, not
+ * from a listener.
+ */
+public func shutdownPlatform(timeoutMs: UInt64)throws   {try rustCallWithError(FfiConverterTypePlatformError_lift) {
+        uniffiCallStatus in
+    uniffi_unibus_ffi_fn_func_shutdown_platform(
+        FfiConverterUInt64.lower(timeoutMs),uniffiCallStatus
+    )
+}
+}
+/**
  * Verifies a signed manifest (room, epoch, the trusted rekeyer's signature) and opens this
  * identity's copy of the room key.
  */
@@ -5058,6 +5074,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_unibus_ffi_checksum_func_init_platform() != 41736) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_unibus_ffi_checksum_func_shutdown_platform() != 6548) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_unibus_ffi_checksum_func_open_manifest() != 42714) {

@@ -563,6 +563,11 @@ RustBuffer uniffi_unibus_ffi_fn_func_format_invite_link(RustBuffer server_url, R
 void uniffi_unibus_ffi_fn_func_init_platform(RustBuffer config, RustBuffer log_sink, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_FUNC_SHUTDOWN_PLATFORM
+#define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_FUNC_SHUTDOWN_PLATFORM
+void uniffi_unibus_ffi_fn_func_shutdown_platform(uint64_t timeout_ms, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_FUNC_OPEN_MANIFEST
 #define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_FUNC_OPEN_MANIFEST
 uint64_t uniffi_unibus_ffi_fn_func_open_manifest(uint64_t identity, RustBuffer manifest, RustBuffer room_id, uint64_t epoch, RustBuffer trusted_rekeyer_sign_public_key, RustCallStatus *_Nonnull out_status
@@ -870,6 +875,12 @@ uint16_t uniffi_unibus_ffi_checksum_func_format_invite_link(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_FUNC_INIT_PLATFORM
 #define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_FUNC_INIT_PLATFORM
 uint16_t uniffi_unibus_ffi_checksum_func_init_platform(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_FUNC_SHUTDOWN_PLATFORM
+#define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_FUNC_SHUTDOWN_PLATFORM
+uint16_t uniffi_unibus_ffi_checksum_func_shutdown_platform(void
     
 );
 #endif

@@ -747,6 +747,8 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_unibus_ffi_checksum_func_init_platform(
     ): Int
+    external fun uniffi_unibus_ffi_checksum_func_shutdown_platform(
+    ): Int
     external fun uniffi_unibus_ffi_checksum_func_open_manifest(
     ): Int
     external fun uniffi_unibus_ffi_checksum_func_open_room_key(
@@ -950,6 +952,8 @@ internal object UniffiLib {
     external fun uniffi_unibus_ffi_fn_func_format_invite_link(`serverUrl`: RustBuffer.ByValue,`tokenHex`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_unibus_ffi_fn_func_init_platform(`config`: RustBuffer.ByValue,`logSink`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_unibus_ffi_fn_func_shutdown_platform(`timeoutMs`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
     external fun uniffi_unibus_ffi_fn_func_open_manifest(`identity`: Long,`manifest`: RustBuffer.ByValue,`roomId`: RustBuffer.ByValue,`epoch`: Long,`trustedRekeyerSignPublicKey`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
@@ -5021,7 +5025,7 @@ sealed class PlatformException(message: String): kotlin.Exception(message) {
         class AlreadyInitialized(message: String) : PlatformException(message)
         
     /**
-     * The runtime's threads could not be started.
+     * The runtime's threads could not be started, or it cannot be shut down from here.
      */
         class Runtime(message: String) : PlatformException(message)
         
@@ -6365,6 +6369,26 @@ public object FfiConverterSequenceTypeRoomInfo: FfiConverterRustBuffer<List<Room
         
         FfiConverterTypePlatformConfig.lower(`config`),
         FfiConverterOptionalTypeLogSink.lower(`logSink`),_status)
+}
+    
+    
+
+        /**
+         * Stops the SDK's runtime, waiting up to `timeout_ms` for its threads to finish what they are
+         * doing (including calls into the app, such as listeners). Sessions end with it, and every
+         * later SDK call fails with an `Internal` error.
+         *
+         * For process exit: an interpreter that is shutting down must not be called from SDK threads
+         * any more (the Python package registers this with `atexit`). Call it from an app thread, not
+         * from a listener.
+         */
+    @Throws(PlatformException::class) fun `shutdownPlatform`(`timeoutMs`: kotlin.ULong)
+        = 
+    uniffiRustCallWithError(PlatformException) { _status ->
+    UniffiLib.uniffi_unibus_ffi_fn_func_shutdown_platform(
+    
+        
+        FfiConverterULong.lower(`timeoutMs`),_status)
 }
     
     
