@@ -127,7 +127,7 @@ impl From<SessionOptions> for client::SessionOptions {
 pub enum SessionEnd {
     /// The app closed it.
     Closed,
-    /// The cluster refused the identity on a reconnect: revoked or deleted.
+    /// The cluster kept refusing the identity on reconnection: revoked or deleted.
     Revoked,
 }
 

@@ -37,6 +37,9 @@ use crate::store::{Room, Store, StoreError, UserStatus};
 pub const REQUEST_PREFIX: &str = "unibus.cp";
 /// The prefix of change-notification subjects.
 pub const EVENTS_PREFIX: &str = "unibus.events";
+/// How many records one request reads at once (users for `members` and `rekey`, rooms for
+/// `rooms`).
+const READS_IN_FLIGHT: usize = 64;
 /// The queue group of the service.
 pub const QUEUE_GROUP: &str = "unibus-control-plane";
 /// Every operation.
@@ -164,18 +167,48 @@ impl ControlPlane {
         body: &[u8],
     ) -> Result<Value, Refused> {
         // A session may outlive its user by up to one revocation sweep: check every time.
-        // Fail closed, but say which: a store outage is "unavailable", not "not authorized".
-        match self.store.get_user(caller).await {
-            Ok(user) if user.status == UserStatus::Active => {}
-            Ok(_) | Err(StoreError::NotFound) => {
-                return Err(refused("not_authorized", "not an active user"))
-            }
-            Err(e) => return Err(e.into()),
+        // Reads run beside the check, since it comes to the same answer and saves a round trip:
+        // a refused caller gets the refusal and never the read. Writes wait for it.
+        let read_only = matches!(operation, "rooms" | "member" | "epoch" | "key");
+        if read_only {
+            let (active, outcome) = tokio::join!(
+                self.check_active(caller),
+                self.operate(caller, operation, body)
+            );
+            active?;
+            outcome
+        } else {
+            self.check_active(caller).await?;
+            self.operate(caller, operation, body).await
         }
+    }
+
+    /// Fails closed, but says which: a store outage is "unavailable", not "not authorized".
+    async fn check_active(&self, caller: &SignPublicKey) -> Result<(), Refused> {
+        match self.store.get_user(caller).await {
+            Ok(user) if user.status == UserStatus::Active => Ok(()),
+            Ok(_) | Err(StoreError::NotFound) => {
+                Err(refused("not_authorized", "not an active user"))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn operate(
+        &self,
+        caller: &SignPublicKey,
+        operation: &str,
+        body: &[u8],
+    ) -> Result<Value, Refused> {
         if operation == "rooms" {
+            let store = &self.store;
+            // In order (the list is sorted by id), with many reads in flight.
+            let mut records = futures::stream::iter(store.rooms_for_member(caller).await?)
+                .map(|id| async move { store.get_room(&id).await })
+                .buffered(READS_IN_FLIGHT);
             let mut rooms = Vec::new();
-            for id in self.store.rooms_for_member(caller).await? {
-                match self.store.get_room(&id).await {
+            while let Some(record) = records.next().await {
+                match record {
                     Ok(room) => rooms.push(room_json(&room)),
                     Err(StoreError::NotFound) => {}
                     Err(e) => return Err(e.into()),
@@ -198,19 +231,24 @@ impl ControlPlane {
             }
             "key" => {
                 let room = self.member_room(&room_id, caller).await?;
-                let key = match self.store.sealed_key(&room_id, caller, body.epoch).await {
+                let epoch = body.epoch.unwrap_or(room.epoch);
+                // The copy and the manifest are independent reads of immutable records.
+                let (key, manifest) = tokio::join!(
+                    self.store.sealed_key(&room_id, caller, Some(epoch)),
+                    self.store.manifest(&room_id, epoch)
+                );
+                let key = match key {
                     Ok(key) => key,
                     Err(StoreError::NotFound) => {
                         return Err(refused("no_key", "no sealed key for you at that epoch"))
                     }
                     Err(e) => return Err(e.into()),
                 };
-                let manifest = self.store.manifest(&room_id, key.epoch).await?;
                 Ok(json!({
                     "epoch": key.epoch,
                     "owner": room.owner,
                     "sealed": hex::encode(key.sealed.to_bytes()),
-                    "manifest": hex::encode(manifest),
+                    "manifest": hex::encode(manifest?),
                 }))
             }
             "members" => {
@@ -268,10 +306,16 @@ impl ControlPlane {
     /// The room, if `caller` is a member; otherwise `not_member` (also for unknown rooms, so
     /// non-members learn nothing).
     async fn member_room(&self, room: &RoomId, caller: &SignPublicKey) -> Result<Room, Refused> {
-        if !self.store.is_member(room, caller).await? {
+        // Both reads at once; membership decides first, so a non-member learns nothing of
+        // the room, not even whether it exists.
+        let (member, record) = tokio::join!(
+            self.store.is_member(room, caller),
+            self.store.get_room(room)
+        );
+        if !member? {
             return Err(refused("not_member", "you are not a member of this room"));
         }
-        Ok(self.store.get_room(room).await?)
+        Ok(record?)
     }
 
     async fn owned_room(&self, room: &RoomId, caller: &SignPublicKey) -> Result<Room, Refused> {
@@ -287,9 +331,14 @@ impl ControlPlane {
         &self,
         room: &RoomId,
     ) -> Result<BTreeSet<(SignPublicKey, KexPublicKey)>, Refused> {
+        let store = &self.store;
+        // Many reads in flight: a 1,000-member room costs a few round trips, not a thousand.
+        let mut users = futures::stream::iter(store.list_members(room).await?)
+            .map(|member| async move { store.get_user(&member).await })
+            .buffer_unordered(READS_IN_FLIGHT);
         let mut members = BTreeSet::new();
-        for member in self.store.list_members(room).await? {
-            match self.store.get_user(&member).await {
+        while let Some(user) = users.next().await {
+            match user {
                 Ok(user) if user.status == UserStatus::Active => {
                     members.insert((user.sign_key, user.kex_key));
                 }

@@ -38,9 +38,13 @@ async fn session(me: &Arc<Identity>, registration: &Registration) -> Session {
 }
 
 async fn next_update(watch: &mut Watch) -> Option<RoomUpdate> {
-    tokio::time::timeout(Duration::from_secs(5), watch.next())
+    next_update_within(watch, Duration::from_secs(5)).await
+}
+
+async fn next_update_within(watch: &mut Watch, within: Duration) -> Option<RoomUpdate> {
+    tokio::time::timeout(within, watch.next())
         .await
-        .expect("no update within 5 s")
+        .unwrap_or_else(|_| panic!("no update within {within:?}"))
         .map(|update| update.unwrap())
 }
 

@@ -67,9 +67,9 @@ pub enum RegisterError {
 pub enum SessionEnd {
     /// The app closed the session.
     Closed,
-    /// The cluster refused this identity when the session reconnected: the user was revoked or
-    /// deleted. (Logins fail closed, so a server that could not confirm the user at that moment
-    /// reads the same; connecting again tells.)
+    /// The cluster kept refusing this identity when the session reconnected (3 refusals over
+    /// at least 2 s): the user was revoked or deleted. Logins fail closed, so a membershipd that
+    /// could not confirm the user for that long reads the same; connecting again tells.
     Revoked,
 }
 

@@ -36,6 +36,7 @@
 //! [`RegisterOptions::trusted_root_certificates`].
 
 mod error;
+mod liveness;
 mod register;
 mod session;
 mod watch;

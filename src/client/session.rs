@@ -5,11 +5,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_nats::{ClientError, ConnectErrorKind, Event, ServerError};
+use async_nats::ConnectErrorKind;
 use serde::Serialize;
 use tokio::sync::watch;
 
 use super::error::{SessionEnd, SessionError};
+use super::liveness::Liveness;
 use super::watch::Watch;
 use super::wire::{self, RoomRequest};
 use crate::manifest::{Recipient, SignedManifest};
@@ -77,8 +78,8 @@ pub struct OpenedRoomKey {
 /// A session on the cluster, logged in with the identity's own key.
 ///
 /// Cheap to clone: clones share one connection. The connection reconnects by itself after a
-/// network failure ([`ConnectionState::Reconnecting`]); when the cluster refuses the key on a
-/// reconnect (the user was revoked or deleted), the session ends
+/// network failure ([`ConnectionState::Reconnecting`]); when the cluster keeps refusing the key
+/// on reconnection (the user was revoked or deleted), the session ends
 /// ([`ConnectionState::Ended`] with [`SessionEnd::Revoked`]) and every call fails with
 /// [`SessionError::Ended`].
 ///
@@ -106,7 +107,7 @@ struct Inner {
     client: async_nats::Client,
     /// `unibus.cp.<own hex>`.
     request_prefix: String,
-    state: Arc<watch::Sender<ConnectionState>>,
+    liveness: Arc<Liveness>,
     /// The owner of each room as first learned; a reply naming another is refused.
     owners: Mutex<HashMap<RoomId, SignPublicKey>>,
     options: SessionOptions,
@@ -145,13 +146,13 @@ impl Session {
             return Err(SessionError::Connect("no cluster address given".into()));
         }
         let own_hex = identity.sign_public_key().to_hex();
-        let state = Arc::new(watch::Sender::new(ConnectionState::Connected));
+        let liveness = Liveness::new();
 
         let signer = Arc::clone(&identity);
-        let signer_state = Arc::clone(&state);
+        let signer_liveness = Arc::clone(&liveness);
         let mut connect = async_nats::ConnectOptions::with_auth_callback(move |nonce: Vec<u8>| {
             let signer = Arc::clone(&signer);
-            let ended = has_ended(&signer_state);
+            let ended = signer_liveness.has_ended();
             async move {
                 if ended {
                     return Err(async_nats::AuthError::new("the session has ended"));
@@ -165,8 +166,17 @@ impl Session {
         .custom_inbox_prefix(format!("_INBOX_{own_hex}"))
         .connection_timeout(options.connect_timeout)
         .request_timeout(Some(options.request_timeout))
-        .reconnect_delay_callback(reconnect_delay(Arc::clone(&state)))
-        .event_callback(track_state(Arc::clone(&state)));
+        .reconnect_delay_callback({
+            let liveness = Arc::clone(&liveness);
+            move |attempts| liveness.reconnect_delay(attempts)
+        })
+        .event_callback({
+            let liveness = Arc::clone(&liveness);
+            move |event| {
+                liveness.on_event(&event);
+                std::future::ready(())
+            }
+        });
         if let Some(name) = &options.connection_name {
             connect = connect.name(name);
         }
@@ -183,7 +193,7 @@ impl Session {
                 identity,
                 client,
                 request_prefix: format!("{}.{own_hex}", wire::REQUEST_PREFIX),
-                state,
+                liveness,
                 owners: Mutex::default(),
                 options,
             }),
@@ -197,12 +207,12 @@ impl Session {
 
     /// The connection's state now.
     pub fn state(&self) -> ConnectionState {
-        *self.inner.state.borrow()
+        self.inner.liveness.state()
     }
 
     /// A receiver that sees every change of [`state`](Self::state).
     pub fn state_changes(&self) -> watch::Receiver<ConnectionState> {
-        self.inner.state.subscribe()
+        self.inner.liveness.subscribe()
     }
 
     /// The rooms this identity is a member of, sorted by id.
@@ -347,20 +357,13 @@ impl Session {
             .subscribe(subject)
             .await
             .map_err(|e| SessionError::Transport(e.to_string()))?;
-        Ok(Watch::spawn(subscriber, self.inner.state.subscribe()))
+        Ok(Watch::spawn(subscriber, self.inner.liveness.subscribe()))
     }
 
     /// Ends the session: pending requests are flushed, every watch closes with
     /// [`SessionEnd::Closed`], and later calls fail with [`SessionError::Ended`].
     pub async fn close(&self) {
-        let changed = self.inner.state.send_if_modified(|state| {
-            if matches!(state, ConnectionState::Ended(_)) {
-                return false;
-            }
-            *state = ConnectionState::Ended(SessionEnd::Closed);
-            true
-        });
-        if changed {
+        if self.inner.liveness.end(SessionEnd::Closed) {
             let drain = self.inner.client.drain();
             let _ = tokio::time::timeout(self.inner.options.request_timeout, drain).await;
         }
@@ -477,61 +480,5 @@ impl Session {
             });
         }
         Ok(())
-    }
-}
-
-fn has_ended(state: &watch::Sender<ConnectionState>) -> bool {
-    matches!(*state.borrow(), ConnectionState::Ended(_))
-}
-
-/// The event callback: keeps the session's state, and ends it when the cluster refuses the key.
-fn track_state(
-    state: Arc<watch::Sender<ConnectionState>>,
-) -> impl Fn(Event) -> std::future::Ready<()> + Send + Sync + 'static {
-    let refused = ConnectErrorKind::AuthorizationViolation.to_string();
-    move |event| {
-        let next = match &event {
-            Event::Connected => Some(ConnectionState::Connected),
-            Event::Disconnected => Some(ConnectionState::Reconnecting),
-            Event::ServerError(ServerError::AuthorizationViolation) => {
-                Some(ConnectionState::Ended(SessionEnd::Revoked))
-            }
-            // A refused reconnect: async-nats reports the connect error's kind as text.
-            Event::ClientError(ClientError::Other(text)) if *text == refused => {
-                Some(ConnectionState::Ended(SessionEnd::Revoked))
-            }
-            _ => None,
-        };
-        if let Some(next) = next {
-            state.send_if_modified(|current| {
-                if matches!(current, ConnectionState::Ended(_)) || *current == next {
-                    return false;
-                }
-                if let ConnectionState::Ended(end) = next {
-                    tracing::info!(%end, "the session ended");
-                }
-                *current = next;
-                true
-            });
-        }
-        std::future::ready(())
-    }
-}
-
-/// Reconnect delays: async-nats's schedule (immediately, then doubling to 4 s) while the
-/// session lives; once it has ended, one attempt an hour, each refused at once by the auth
-/// callback without a signature, so an ended session costs nothing.
-fn reconnect_delay(
-    state: Arc<watch::Sender<ConnectionState>>,
-) -> impl Fn(usize) -> Duration + Send + Sync + 'static {
-    move |attempts| {
-        if has_ended(&state) {
-            return Duration::from_secs(3600);
-        }
-        match attempts {
-            0 | 1 => Duration::ZERO,
-            n => Duration::from_millis(2u64.saturating_pow((n - 1).min(12) as u32))
-                .min(Duration::from_secs(4)),
-        }
     }
 }

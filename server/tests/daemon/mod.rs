@@ -10,11 +10,15 @@ use serde_json::Value;
 
 /// A free 127.0.0.1 port (released for the daemon to bind).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    free_ports::<1>()[0]
+}
+
+/// `N` distinct free 127.0.0.1 ports: all are held until all are chosen.
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let listeners: Vec<TcpListener> = (0..N)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    std::array::from_fn(|i| listeners[i].local_addr().unwrap().port())
 }
 
 /// The `membershipd` binary built for these tests.
@@ -34,7 +38,16 @@ pub struct Daemon {
 impl Daemon {
     /// Spawns `command`, which serves HTTP on 127.0.0.1:`http_port`, and waits until its
     /// `/healthz` answers 200.
-    pub async fn spawn(mut command: Command, http_port: u16) -> Daemon {
+    pub async fn spawn(command: Command, http_port: u16) -> Daemon {
+        Self::spawn_logging_to(command, http_port, None).await
+    }
+
+    /// [`spawn`](Self::spawn), showing the daemon's log (at `log`) if it never gets healthy.
+    pub async fn spawn_logging_to(
+        mut command: Command,
+        http_port: u16,
+        log: Option<&Path>,
+    ) -> Daemon {
         // Owned by a Daemon from here on, so a failed start still kills and reaps it.
         let daemon = Daemon {
             child: command.spawn().unwrap(),
@@ -48,10 +61,13 @@ impl Daemon {
             if healthy {
                 return daemon;
             }
-            assert!(
-                Instant::now() < deadline,
-                "membershipd did not become healthy"
-            );
+            if Instant::now() > deadline {
+                let log = log.map(std::fs::read_to_string).transpose().ok().flatten();
+                panic!(
+                    "membershipd did not become healthy within 60 s; its log:\n{}",
+                    log.unwrap_or_default()
+                );
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -81,7 +97,7 @@ impl EmbeddedServer {
     /// Starts the server and waits until it is healthy.
     pub async fn start() -> EmbeddedServer {
         let data = tempfile::tempdir().unwrap();
-        let (http_port, nats_port) = (free_port(), free_port());
+        let [http_port, nats_port] = free_ports();
         let daemon = Self::serve(data.path(), http_port, nats_port).await;
         EmbeddedServer {
             daemon,
@@ -103,7 +119,7 @@ impl EmbeddedServer {
             .arg("serve")
             .stdout(Stdio::null())
             .stderr(log);
-        Daemon::spawn(command, http_port).await
+        Daemon::spawn_logging_to(command, http_port, Some(&data.join("membershipd.log"))).await
     }
 
     /// Kills the daemon with SIGKILL (its nats-server follows it).

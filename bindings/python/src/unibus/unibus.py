@@ -2153,7 +2153,7 @@ class SessionEnd(enum.Enum):
     
     REVOKED = 1
     """
-    The cluster refused the identity on a reconnect: revoked or deleted.
+    The cluster kept refusing the identity on reconnection: revoked or deleted.
 """
     
 

@@ -4129,7 +4129,7 @@ public enum SessionEnd: Equatable, Hashable {
      */
     case closed
     /**
-     * The cluster refused the identity on a reconnect: revoked or deleted.
+     * The cluster kept refusing the identity on reconnection: revoked or deleted.
      */
     case revoked
 

@@ -5596,7 +5596,7 @@ enum class SessionEnd {
      */
     CLOSED,
     /**
-     * The cluster refused the identity on a reconnect: revoked or deleted.
+     * The cluster kept refusing the identity on reconnection: revoked or deleted.
      */
     REVOKED;
 

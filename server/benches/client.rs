@@ -1,0 +1,391 @@
+//! The client SDK over the network, each figure beside its floor from the same run:
+//!
+//! - `is_member` and `room_key` through the control plane (request, membershipd, KV store,
+//!   reply, and for `room_key` the client's manifest verification and HPKE open), against a raw
+//!   async-nats KV get of the same record from the same bucket;
+//! - a rekey of a 1,000-member room: the sealing CPU against raw HPKE seals of the same key to
+//!   the same members, and the whole rekey (members, epoch, seal, sign, upload, store);
+//! - a fresh identity's time from `register` to its first opened room key.
+//!
+//! ```text
+//! cargo bench -p unibus-server --bench client
+//! ```
+//!
+//! The cluster is real nats-server processes on 127.0.0.1 (1 node with R1 buckets, then 3 nodes
+//! with R3), with membershipd's auth callout, control plane and HTTP API in this process. Client,
+//! server and cluster share this machine's cores.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hpke::{Deserializable, OpModeS};
+use unibus::client::{register, RegisterOptions, Session, SessionOptions};
+use unibus::manifest::{Recipient, SignedManifest};
+use unibus::sealing::{RoomKey, SealBinding};
+use unibus::{Identity, InviteLink, RoomId};
+use unibus_server::auth::setup::AuthSetup;
+use unibus_server::control::ControlPlane;
+use unibus_server::http::{AppState, RateLimiter};
+use unibus_server::store::{KvStore, KvStoreConfig, NewInvite, Store};
+
+const SAMPLES: usize = 2000;
+const REKEY_MEMBERS: usize = 1000;
+const REKEY_ROUNDS: usize = 5;
+const FRESH_IDENTITIES: usize = 30;
+
+struct Timings(Vec<Duration>);
+
+impl Timings {
+    fn pct(&self, p: f64) -> Duration {
+        let mut sorted = self.0.clone();
+        sorted.sort();
+        sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+    }
+}
+
+async fn time_each<F, Fut>(n: usize, mut f: F) -> Timings
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let start = Instant::now();
+        f().await;
+        out.push(start.elapsed());
+    }
+    Timings(out)
+}
+
+fn fmt(d: Duration) -> String {
+    let us = d.as_secs_f64() * 1e6;
+    if us >= 1000.0 {
+        format!("{:.2} ms", us / 1000.0)
+    } else {
+        format!("{us:.0} µs")
+    }
+}
+
+fn row(setup: &str, op: &str, ours: &Timings, floor_name: &str, floor: &Timings) {
+    let ratio = ours.pct(0.5).as_secs_f64() / floor.pct(0.5).as_secs_f64();
+    println!(
+        "| {setup} | {op} | {} / {} | {floor_name} {} / {} | {ratio:.2}x |",
+        fmt(ours.pct(0.5)),
+        fmt(ours.pct(0.99)),
+        fmt(floor.pct(0.5)),
+        fmt(floor.pct(0.99)),
+    );
+}
+
+type Kem = hpke::kem::X25519HkdfSha256;
+
+/// What raw HPKE needs to seal to each member, prepared outside the clock: the parsed x25519
+/// key and the `info` binding of protocol §7.2.
+fn raw_inputs(
+    room: &RoomId,
+    epoch: u64,
+    rekeyer: &Identity,
+    members: &[Recipient],
+) -> Vec<(<Kem as hpke::Kem>::PublicKey, Vec<u8>)> {
+    let rekeyer_key = rekeyer.sign_public_key();
+    members
+        .iter()
+        .map(|member| {
+            let info = SealBinding {
+                room,
+                epoch,
+                recipient: &member.kex,
+                rekeyer: &rekeyer_key,
+            }
+            .info();
+            let public = <Kem as hpke::Kem>::PublicKey::from_bytes(member.kex.as_bytes()).unwrap();
+            (public, info)
+        })
+        .collect()
+}
+
+/// Raw HPKE seals (RFC 9180 base mode, the suite of protocol §7) of one key to every member:
+/// the floor of a rekey's sealing.
+fn raw_seals(key: &RoomKey, inputs: &[(<Kem as hpke::Kem>::PublicKey, Vec<u8>)]) {
+    for (public, info) in inputs {
+        std::hint::black_box(
+            hpke::single_shot_seal::<hpke::aead::ChaCha20Poly1305, hpke::kdf::HkdfSha256, Kem>(
+                &OpModeS::Base,
+                public,
+                info,
+                key.expose_secret(),
+                b"",
+            )
+            .unwrap(),
+        );
+    }
+}
+
+async fn bench(nodes: usize) {
+    let setup_name = format!(
+        "KV R{nodes}, {nodes} node{}",
+        if nodes == 1 { "" } else { "s" }
+    );
+    let setup = AuthSetup::generate().unwrap();
+    let cluster = common::cluster_with_auth(&setup, nodes).await;
+    let service = async_nats::ConnectOptions::with_nkey(setup.service.seed().unwrap())
+        .connect(cluster.server_addrs())
+        .await
+        .unwrap();
+    let kv = KvStore::open(
+        service.clone(),
+        KvStoreConfig {
+            replicas: nodes,
+            ..KvStoreConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let store: Arc<dyn Store> = Arc::new(kv);
+    let _callout = common::start_callout(&cluster, &setup, Arc::clone(&store)).await;
+    tokio::spawn(Arc::new(ControlPlane::new(Arc::clone(&store), service.clone())).run());
+    let urls: Vec<String> = (0..nodes).map(|i| cluster.client_url(i)).collect();
+
+    // The HTTP API, for registration.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let http = format!("http://{}", listener.local_addr().unwrap());
+    let state = Arc::new(AppState {
+        store: Arc::clone(&store),
+        nats_urls: urls.clone(),
+        register_limiter: RateLimiter::new(1e9, u32::MAX),
+        public_url: http.clone(),
+        nats: None,
+    });
+    tokio::spawn(unibus_server::http::serve(
+        listener,
+        state,
+        std::future::pending(),
+    ));
+
+    let owner = Arc::new(common::register(&*store).await);
+    let member = Arc::new(common::register(&*store).await);
+    let connect =
+        |who: &Arc<Identity>| Session::connect(Arc::clone(who), &urls, SessionOptions::default());
+    let owner_session = connect(&owner).await.unwrap();
+    let member_session = connect(&member).await.unwrap();
+    let room = RoomId::new("bench").unwrap();
+    owner_session.create_room(&room).await.unwrap();
+    owner_session
+        .add_member(&room, &member.sign_public_key())
+        .await
+        .unwrap();
+    owner_session.rekey(&room).await.unwrap();
+
+    // Raw KV gets of the records behind the two calls, through the same leader-read buckets.
+    let js = async_nats::jetstream::new(service.clone());
+    let members = js.get_key_value("UNIBUS_members").await.unwrap();
+    let room_keys = js.get_key_value("UNIBUS_room_keys").await.unwrap();
+    let member_key = format!("{room}.{}", member.sign_public_key());
+    let digest = room_keys
+        .get(format!("e.{room}.1"))
+        .await
+        .unwrap()
+        .expect("epoch 1 is committed");
+    let sealed_key = format!(
+        "k.{room}.1.{}.{}",
+        String::from_utf8(digest.to_vec()).unwrap(),
+        member.sign_public_key()
+    );
+    assert!(room_keys.get(&sealed_key).await.unwrap().is_some());
+
+    for _ in 0..100 {
+        member_session.is_member(&room).await.unwrap();
+        members.get(&member_key).await.unwrap();
+    }
+    let raw_member = time_each(SAMPLES, || async {
+        assert!(members.get(&member_key).await.unwrap().is_some());
+    })
+    .await;
+    let ours_member = time_each(SAMPLES, || async {
+        assert!(member_session.is_member(&room).await.unwrap());
+    })
+    .await;
+    row(
+        &setup_name,
+        "is_member",
+        &ours_member,
+        "raw KV get",
+        &raw_member,
+    );
+
+    // The request/reply hop alone, on the control plane's own path (a user's request crossing
+    // into membershipd's account): a raw request to a responder that answers at once.
+    let echo_subject = format!("unibus.cp.{}.echo", member.sign_public_key());
+    let mut echoes = service.subscribe(echo_subject.clone()).await.unwrap();
+    let echo_task = tokio::spawn({
+        let service = service.clone();
+        async move {
+            use futures::StreamExt;
+            while let Some(message) = echoes.next().await {
+                if let Some(reply) = message.reply {
+                    let _ = service.publish(reply, message.payload).await;
+                }
+            }
+        }
+    });
+    service.flush().await.unwrap();
+    let (raw_user, _) = common::login(cluster.server_addrs(), &member)
+        .await
+        .unwrap();
+    let raw_echo = time_each(SAMPLES, || async {
+        raw_user
+            .request(echo_subject.clone(), "{}".into())
+            .await
+            .unwrap();
+    })
+    .await;
+    row(
+        &setup_name,
+        "is_member",
+        &ours_member,
+        "raw NATS request/reply",
+        &raw_echo,
+    );
+    echo_task.abort();
+
+    let raw_key = time_each(SAMPLES / 2, || async {
+        assert!(room_keys.get(&sealed_key).await.unwrap().is_some());
+    })
+    .await;
+    let ours_key = time_each(SAMPLES / 2, || async {
+        assert_eq!(member_session.room_key(&room, None).await.unwrap().epoch, 1);
+    })
+    .await;
+    row(
+        &setup_name,
+        "room_key (fetch, verify, open)",
+        &ours_key,
+        "raw KV get",
+        &raw_key,
+    );
+    let manifest_key = format!("f.{room}.1.{}", String::from_utf8(digest.to_vec()).unwrap());
+    let raw_records = time_each(SAMPLES / 2, || async {
+        let marker = room_keys.get(format!("e.{room}.1")).await.unwrap();
+        assert!(marker.is_some());
+        let (copy, manifest) =
+            tokio::join!(room_keys.get(&sealed_key), room_keys.get(&manifest_key));
+        assert!(copy.unwrap().is_some() && manifest.unwrap().is_some());
+    })
+    .await;
+    row(
+        &setup_name,
+        "room_key (fetch, verify, open)",
+        &ours_key,
+        "raw gets of its records (marker, then copy and manifest)",
+        &raw_records,
+    );
+
+    // A 1,000-member room: members straight into the store, then rekeys through the SDK.
+    let big = RoomId::new("big").unwrap();
+    owner_session.create_room(&big).await.unwrap();
+    let mut recipients = vec![Recipient::of(&owner)];
+    for _ in 1..REKEY_MEMBERS {
+        let id = common::register(&*store).await;
+        store.add_member(&big, &id.sign_public_key()).await.unwrap();
+        recipients.push(Recipient::of(&id));
+    }
+    let key = RoomKey::generate().unwrap();
+    let inputs = raw_inputs(&big, 1, &owner, &recipients);
+    let mut seal_ours = Vec::new();
+    let mut seal_raw = Vec::new();
+    for _ in 0..REKEY_ROUNDS {
+        let start = Instant::now();
+        std::hint::black_box(SignedManifest::rekey(&owner, &big, 1, 0, &key, &recipients).unwrap());
+        seal_ours.push(start.elapsed());
+        let start = Instant::now();
+        raw_seals(&key, &inputs);
+        seal_raw.push(start.elapsed());
+    }
+    row(
+        &setup_name,
+        "rekey 1,000: seal + sign (CPU)",
+        &Timings(seal_ours),
+        "1,000 raw HPKE seals",
+        &Timings(seal_raw.clone()),
+    );
+    let whole = time_each(REKEY_ROUNDS, || async {
+        owner_session.rekey(&big).await.unwrap();
+    })
+    .await;
+    row(
+        &setup_name,
+        "rekey 1,000: whole (fetch, seal, upload, store)",
+        &whole,
+        "1,000 raw HPKE seals",
+        &Timings(seal_raw),
+    );
+
+    // A fresh identity: register over HTTP, log in, get added and rekeyed for, open its key.
+    let mut phases = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
+    let mut total = Vec::new();
+    let first = RoomId::new("first").unwrap();
+    owner_session.create_room(&first).await.unwrap();
+    for _ in 0..FRESH_IDENTITIES {
+        let (token, _) = store.create_invite(NewInvite::default()).await.unwrap();
+        let link = InviteLink::new(&http, token).unwrap();
+        let me = Arc::new(Identity::generate().unwrap());
+        let start = Instant::now();
+        let registration = register(&link, &me, &RegisterOptions::default())
+            .await
+            .unwrap();
+        let registered = Instant::now();
+        let session = Session::connect(
+            Arc::clone(&me),
+            &registration.nats_urls,
+            SessionOptions::default(),
+        )
+        .await
+        .unwrap();
+        let connected = Instant::now();
+        owner_session
+            .add_member(&first, &me.sign_public_key())
+            .await
+            .unwrap();
+        owner_session.rekey(&first).await.unwrap();
+        let rekeyed = Instant::now();
+        session.room_key(&first, None).await.unwrap();
+        let opened = Instant::now();
+        phases[0].push(registered - start);
+        phases[1].push(connected - registered);
+        phases[2].push(rekeyed - connected);
+        phases[3].push(opened - rekeyed);
+        total.push(opened - start);
+        session.close().await;
+        owner_session
+            .remove_member(&first, &me.sign_public_key())
+            .await
+            .unwrap();
+    }
+    let [register_t, login_t, owner_t, open_t] = phases.map(Timings);
+    println!(
+        "| {setup_name} | register to first room key | {} / {} | register {} + login {} + owner adds and rekeys {} + fetch and open {} (p50) | |",
+        fmt(Timings(total.clone()).pct(0.5)),
+        fmt(Timings(total).pct(0.99)),
+        fmt(register_t.pct(0.5)),
+        fmt(login_t.pct(0.5)),
+        fmt(owner_t.pct(0.5)),
+        fmt(open_t.pct(0.5)),
+    );
+    owner_session.close().await;
+    member_session.close().await;
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    println!("| setup | operation | unibus p50 / p99 | floor p50 / p99 | p50 ratio |");
+    println!("|---|---|---|---|---|");
+    runtime.block_on(bench(1));
+    runtime.block_on(bench(3));
+}
