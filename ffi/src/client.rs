@@ -270,7 +270,8 @@ impl From<client::WatchEnd> for WatchEnd {
 }
 
 /// Receives a watch's updates, implemented by the app. Called from an SDK thread, one call
-/// at a time, in order.
+/// at a time, in order. The methods should return quickly and must not throw: an exception
+/// stops the watch without `onClose`.
 #[uniffi::export(with_foreign)]
 pub trait WatchListener: Send + Sync {
     /// A change.

@@ -1929,7 +1929,8 @@ public func FfiConverterTypeWatchHandle_lower(_ value: WatchHandle) -> UInt64 {
 
 /**
  * Receives a watch's updates, implemented by the app. Called from an SDK thread, one call
- * at a time, in order.
+ * at a time, in order. The methods should return quickly and must not throw: an exception
+ * stops the watch without `onClose`.
  */
 public protocol WatchListener: AnyObject, Sendable {
     
@@ -1951,7 +1952,8 @@ public protocol WatchListener: AnyObject, Sendable {
 }
 /**
  * Receives a watch's updates, implemented by the app. Called from an SDK thread, one call
- * at a time, in order.
+ * at a time, in order. The methods should return quickly and must not throw: an exception
+ * stops the watch without `onClose`.
  */
 open class WatchListenerImpl: WatchListener, @unchecked Sendable {
     fileprivate let handle: UInt64

@@ -3799,7 +3799,8 @@ public object FfiConverterTypeWatchHandle: FfiConverter<WatchHandle, Long> {
 
 /**
  * Receives a watch's updates, implemented by the app. Called from an SDK thread, one call
- * at a time, in order.
+ * at a time, in order. The methods should return quickly and must not throw: an exception
+ * stops the watch without `onClose`.
  */
 public interface WatchListener {
     
@@ -3823,7 +3824,8 @@ public interface WatchListener {
 
 /**
  * Receives a watch's updates, implemented by the app. Called from an SDK thread, one call
- * at a time, in order.
+ * at a time, in order. The methods should return quickly and must not throw: an exception
+ * stops the watch without `onClose`.
  */
 open class WatchListenerImpl: Disposable, AutoCloseable, WatchListener
 {
