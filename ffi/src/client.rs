@@ -270,8 +270,8 @@ impl From<client::WatchEnd> for WatchEnd {
 }
 
 /// Receives a watch's updates, implemented by the app. Called from an SDK thread, one call
-/// at a time, in order. The methods should return quickly and must not throw: an exception
-/// stops the watch without `onClose`.
+/// at a time, in order. The methods should return quickly. An exception thrown by one is
+/// logged and the watch goes on.
 #[uniffi::export(with_foreign)]
 pub trait WatchListener: Send + Sync {
     /// A change.
@@ -280,6 +280,14 @@ pub trait WatchListener: Send + Sync {
     fn on_error(&self, message: String);
     /// The watch stopped; no call follows.
     fn on_close(&self, end: WatchEnd);
+}
+
+/// Calls the app's listener. uniffi turns an exception thrown there into a panic here; it is
+/// logged, and the watch goes on.
+fn deliver(call: impl FnOnce()) {
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)).is_err() {
+        tracing::warn!("a watch listener threw; the watch goes on");
+    }
 }
 
 /// A running watch. `cancel()` stops it (and calls `on_close(Cancelled)`); destroying the
@@ -449,13 +457,13 @@ impl Session {
             spawn(async move {
                 while let Some(update) = watch.next().await {
                     match update {
-                        Ok(update) => listener.on_update(update.into()),
-                        Err(error) => listener.on_error(error.to_string()),
+                        Ok(update) => deliver(|| listener.on_update(update.into())),
+                        Err(error) => deliver(|| listener.on_error(error.to_string())),
                     }
                 }
                 if !closed.swap(true, Ordering::AcqRel) {
                     let end = watch.end().unwrap_or(client::WatchEnd::Cancelled);
-                    listener.on_close(end.into());
+                    deliver(|| listener.on_close(end.into()));
                 }
             })
             .map_err(SessionError::from)?

@@ -17,9 +17,10 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod timing;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use hpke::{Deserializable, OpModeS};
 use unibus::client::{register, RegisterOptions, Session, SessionOptions};
@@ -31,46 +32,15 @@ use unibus_server::control::ControlPlane;
 use unibus_server::http::{AppState, RateLimiter};
 use unibus_server::store::{KvStore, KvStoreConfig, NewInvite, Store};
 
+use timing::{fmt, time_each, Timings};
+
 const SAMPLES: usize = 2000;
 const REKEY_MEMBERS: usize = 1000;
 const REKEY_ROUNDS: usize = 5;
 const FRESH_IDENTITIES: usize = 30;
 
-struct Timings(Vec<Duration>);
-
-impl Timings {
-    fn pct(&self, p: f64) -> Duration {
-        let mut sorted = self.0.clone();
-        sorted.sort();
-        sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-    }
-}
-
-async fn time_each<F, Fut>(n: usize, mut f: F) -> Timings
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    let mut out = Vec::with_capacity(n);
-    for _ in 0..n {
-        let start = Instant::now();
-        f().await;
-        out.push(start.elapsed());
-    }
-    Timings(out)
-}
-
-fn fmt(d: Duration) -> String {
-    let us = d.as_secs_f64() * 1e6;
-    if us >= 1000.0 {
-        format!("{:.2} ms", us / 1000.0)
-    } else {
-        format!("{us:.0} µs")
-    }
-}
-
 fn row(setup: &str, op: &str, ours: &Timings, floor_name: &str, floor: &Timings) {
-    let ratio = ours.pct(0.5).as_secs_f64() / floor.pct(0.5).as_secs_f64();
+    let ratio = ours.ratio(floor);
     println!(
         "| {setup} | {op} | {} / {} | {floor_name} {} / {} | {ratio:.2}x |",
         fmt(ours.pct(0.5)),
@@ -200,11 +170,11 @@ async fn bench(nodes: usize) {
         member_session.is_member(&room).await.unwrap();
         members.get(&member_key).await.unwrap();
     }
-    let raw_member = time_each(SAMPLES, || async {
+    let raw_member = time_each(SAMPLES, |_| async {
         assert!(members.get(&member_key).await.unwrap().is_some());
     })
     .await;
-    let ours_member = time_each(SAMPLES, || async {
+    let ours_member = time_each(SAMPLES, |_| async {
         assert!(member_session.is_member(&room).await.unwrap());
     })
     .await;
@@ -235,7 +205,7 @@ async fn bench(nodes: usize) {
     let (raw_user, _) = common::login(cluster.server_addrs(), &member)
         .await
         .unwrap();
-    let raw_echo = time_each(SAMPLES, || async {
+    let raw_echo = time_each(SAMPLES, |_| async {
         raw_user
             .request(echo_subject.clone(), "{}".into())
             .await
@@ -251,11 +221,11 @@ async fn bench(nodes: usize) {
     );
     echo_task.abort();
 
-    let raw_key = time_each(SAMPLES / 2, || async {
+    let raw_key = time_each(SAMPLES / 2, |_| async {
         assert!(room_keys.get(&sealed_key).await.unwrap().is_some());
     })
     .await;
-    let ours_key = time_each(SAMPLES / 2, || async {
+    let ours_key = time_each(SAMPLES / 2, |_| async {
         assert_eq!(member_session.room_key(&room, None).await.unwrap().epoch, 1);
     })
     .await;
@@ -267,7 +237,7 @@ async fn bench(nodes: usize) {
         &raw_key,
     );
     let manifest_key = format!("f.{room}.1.{}", String::from_utf8(digest.to_vec()).unwrap());
-    let raw_records = time_each(SAMPLES / 2, || async {
+    let raw_records = time_each(SAMPLES / 2, |_| async {
         let marker = room_keys.get(format!("e.{room}.1")).await.unwrap();
         assert!(marker.is_some());
         let (copy, manifest) =
@@ -311,7 +281,7 @@ async fn bench(nodes: usize) {
         "1,000 raw HPKE seals",
         &Timings(seal_raw.clone()),
     );
-    let whole = time_each(REKEY_ROUNDS, || async {
+    let whole = time_each(REKEY_ROUNDS, |_| async {
         owner_session.rekey(&big).await.unwrap();
     })
     .await;
@@ -379,11 +349,7 @@ async fn bench(nodes: usize) {
 }
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = timing::runtime();
     println!("| setup | operation | unibus p50 / p99 | floor p50 / p99 | p50 ratio |");
     println!("|---|---|---|---|---|");
     runtime.block_on(bench(1));

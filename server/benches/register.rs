@@ -19,6 +19,8 @@ use unibus_server::http::{AppState, RateLimiter};
 use unibus_server::store::{KvStore, KvStoreConfig, NewInvite, SqliteStore, Store};
 use unibus_testkit::NatsCluster;
 
+mod timing;
+
 const CLIENTS: usize = 32;
 
 fn pct(sorted: &[Duration], p: f64) -> Duration {
@@ -123,11 +125,7 @@ async fn bench(name: &str, store: Arc<dyn Store>, n: usize) {
 }
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = timing::runtime();
     runtime.block_on(async {
         println!("registration over HTTP, {CLIENTS} concurrent clients on 127.0.0.1 (client and server share 2 cores)\n");
         println!("| backend | registrations | throughput | p50 | p99 | store floor p50 (sequential redeem) | floor p99 |");

@@ -8,49 +8,18 @@
 //!
 //! Operations run one after another (latency, not throughput); the table gives p50 and p99.
 
-use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
+
+mod timing;
 
 use bytes::Bytes;
+use timing::{fmt, time_each, Timings};
 use unibus::manifest::{Recipient, SignedManifest};
 use unibus::sealing::RoomKey;
 use unibus::{Identity, RoomId};
 use unibus_server::store::{KvStore, KvStoreConfig, NewInvite, NewUser, SqliteStore, Store};
 use unibus_testkit::NatsCluster;
-
-struct Timings(Vec<Duration>);
-
-impl Timings {
-    fn pct(&self, p: f64) -> Duration {
-        let mut v = self.0.clone();
-        v.sort();
-        v[((v.len() - 1) as f64 * p).round() as usize]
-    }
-}
-
-async fn time_each<F, Fut>(n: usize, mut f: F) -> Timings
-where
-    F: FnMut(usize) -> Fut,
-    Fut: Future<Output = ()>,
-{
-    let mut out = Vec::with_capacity(n);
-    for i in 0..n {
-        let start = Instant::now();
-        f(i).await;
-        out.push(start.elapsed());
-    }
-    Timings(out)
-}
-
-fn fmt(d: Duration) -> String {
-    let us = d.as_secs_f64() * 1e6;
-    if us >= 1000.0 {
-        format!("{:.2} ms", us / 1000.0)
-    } else {
-        format!("{us:.0} µs")
-    }
-}
 
 fn row(backend: &str, op: &str, ours: &Timings, floor_name: &str, floor: &Timings) {
     println!(
@@ -60,7 +29,7 @@ fn row(backend: &str, op: &str, ours: &Timings, floor_name: &str, floor: &Timing
         fmt(ours.pct(0.99)),
         fmt(floor.pct(0.5)),
         fmt(floor.pct(0.99)),
-        ours.pct(0.5).as_secs_f64() / floor.pct(0.5).as_secs_f64(),
+        ours.ratio(floor),
     );
 }
 
@@ -308,11 +277,7 @@ async fn bench(fx: &Fixture) {
 }
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = timing::runtime();
     runtime.block_on(async {
         let dir = tempfile::tempdir().unwrap();
         println!("unibus store benchmarks (sequential; p50 and p99 per operation)\n");

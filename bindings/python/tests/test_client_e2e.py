@@ -132,3 +132,37 @@ def test_bad_arguments_raise_typed_errors_before_any_request(membershipd):
         await session.close_session()
 
     asyncio.run(story())
+
+
+def test_a_listener_that_raises_does_not_stop_its_watch(membershipd):
+    class Flaky(unibus.WatchListener):
+        def __init__(self, loop, seen):
+            self.loop, self.seen, self.calls = loop, seen, 0
+
+        def on_update(self, update):
+            self.calls += 1
+            if self.calls == 1:
+                raise RuntimeError("the app's bug")
+            self.loop.call_soon_threadsafe(self.seen.put_nowait, update)
+
+        def on_error(self, message):
+            pass
+
+        def on_close(self, end):
+            pass
+
+    async def story():
+        me, registration = await registered(membershipd)
+        session = await unibus.Session.connect(me, registration.nats_urls)
+        seen = asyncio.Queue()
+        handle = await session.watch(Flaky(asyncio.get_running_loop(), seen))
+        await session.create_room("general")
+        await session.rekey("general")  # the listener raises on this one
+        await session.rekey("general")
+        assert await asyncio.wait_for(seen.get(), 5) == RoomUpdate.NEW_EPOCH(
+            room="general", epoch=2
+        )
+        handle.cancel()
+        await session.close_session()
+
+    asyncio.run(story())

@@ -4741,8 +4741,8 @@ class _UniffiFfiConverterOptionalUInt64(_UniffiConverterRustBuffer):
 class WatchListener():
     """
     Receives a watch's updates, implemented by the app. Called from an SDK thread, one call
-    at a time, in order. The methods should return quickly and must not throw: an exception
-    stops the watch without `onClose`.
+    at a time, in order. The methods should return quickly. An exception thrown by one is
+    logged and the watch goes on.
 """
     
     def on_update(self, update: RoomUpdate) -> None:
@@ -4764,8 +4764,8 @@ class WatchListener():
 class WatchListenerImpl(WatchListener):
     """
     Receives a watch's updates, implemented by the app. Called from an SDK thread, one call
-    at a time, in order. The methods should return quickly and must not throw: an exception
-    stops the watch without `onClose`.
+    at a time, in order. The methods should return quickly. An exception thrown by one is
+    logged and the watch goes on.
 """
     
     _handle: ctypes.c_uint64

@@ -1929,8 +1929,8 @@ public func FfiConverterTypeWatchHandle_lower(_ value: WatchHandle) -> UInt64 {
 
 /**
  * Receives a watch's updates, implemented by the app. Called from an SDK thread, one call
- * at a time, in order. The methods should return quickly and must not throw: an exception
- * stops the watch without `onClose`.
+ * at a time, in order. The methods should return quickly. An exception thrown by one is
+ * logged and the watch goes on.
  */
 public protocol WatchListener: AnyObject, Sendable {
     
@@ -1952,8 +1952,8 @@ public protocol WatchListener: AnyObject, Sendable {
 }
 /**
  * Receives a watch's updates, implemented by the app. Called from an SDK thread, one call
- * at a time, in order. The methods should return quickly and must not throw: an exception
- * stops the watch without `onClose`.
+ * at a time, in order. The methods should return quickly. An exception thrown by one is
+ * logged and the watch goes on.
  */
 open class WatchListenerImpl: WatchListener, @unchecked Sendable {
     fileprivate let handle: UInt64

@@ -3799,8 +3799,8 @@ public object FfiConverterTypeWatchHandle: FfiConverter<WatchHandle, Long> {
 
 /**
  * Receives a watch's updates, implemented by the app. Called from an SDK thread, one call
- * at a time, in order. The methods should return quickly and must not throw: an exception
- * stops the watch without `onClose`.
+ * at a time, in order. The methods should return quickly. An exception thrown by one is
+ * logged and the watch goes on.
  */
 public interface WatchListener {
     
@@ -3824,8 +3824,8 @@ public interface WatchListener {
 
 /**
  * Receives a watch's updates, implemented by the app. Called from an SDK thread, one call
- * at a time, in order. The methods should return quickly and must not throw: an exception
- * stops the watch without `onClose`.
+ * at a time, in order. The methods should return quickly. An exception thrown by one is
+ * logged and the watch goes on.
  */
 open class WatchListenerImpl: Disposable, AutoCloseable, WatchListener
 {
