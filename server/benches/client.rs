@@ -11,9 +11,11 @@
 //! cargo bench -p unibus-server --bench client
 //! ```
 //!
-//! The cluster is real nats-server processes on 127.0.0.1 (1 node with R1 buckets, then 3 nodes
-//! with R3), with membershipd's auth callout, control plane and HTTP API in this process. Client,
-//! server and cluster share this machine's cores.
+//! The cluster is real nats-server processes on 127.0.0.1: SQLite (the embedded default) with 1
+//! node, then KV with 1 node and R1 buckets, then 3 nodes and R3, with membershipd's auth
+//! callout, control plane and HTTP API in this process. Every call is also shown beside the
+//! request/reply hop alone (a raw request to a responder that answers at once), and on KV beside
+//! raw KV gets. Client, server and cluster share this machine's cores.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -30,7 +32,7 @@ use unibus::{Identity, InviteLink, RoomId};
 use unibus_server::auth::setup::AuthSetup;
 use unibus_server::control::ControlPlane;
 use unibus_server::http::{AppState, RateLimiter};
-use unibus_server::store::{KvStore, KvStoreConfig, NewInvite, Store};
+use unibus_server::store::{KvStore, KvStoreConfig, NewInvite, SqliteStore, Store};
 
 use timing::{fmt, time_each, Timings};
 
@@ -94,27 +96,41 @@ fn raw_seals(key: &RoomKey, inputs: &[(<Kem as hpke::Kem>::PublicKey, Vec<u8>)])
     }
 }
 
-async fn bench(nodes: usize) {
-    let setup_name = format!(
-        "KV R{nodes}, {nodes} node{}",
-        if nodes == 1 { "" } else { "s" }
-    );
+/// Where membershipd keeps its state in a run.
+#[derive(Clone, Copy)]
+enum Backend {
+    /// SQLite, the embedded default, with a 1-node cluster.
+    Sqlite,
+    /// JetStream KV with `nodes` replicas on `nodes` nodes.
+    Kv { nodes: usize },
+}
+
+async fn bench(backend: Backend) {
+    let (name, nodes) = match backend {
+        Backend::Sqlite => ("SQLite, 1 node".to_string(), 1),
+        Backend::Kv { nodes } => (format!("KV R{nodes}, {nodes} node(s)"), nodes),
+    };
     let setup = AuthSetup::generate().unwrap();
     let cluster = common::cluster_with_auth(&setup, nodes).await;
     let service = async_nats::ConnectOptions::with_nkey(setup.service.seed().unwrap())
         .connect(cluster.server_addrs())
         .await
         .unwrap();
-    let kv = KvStore::open(
-        service.clone(),
-        KvStoreConfig {
-            replicas: nodes,
-            ..KvStoreConfig::default()
-        },
-    )
-    .await
-    .unwrap();
-    let store: Arc<dyn Store> = Arc::new(kv);
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = match backend {
+        Backend::Sqlite => Arc::new(SqliteStore::open(dir.path().join("db")).await.unwrap()),
+        Backend::Kv { nodes } => Arc::new(
+            KvStore::open(
+                service.clone(),
+                KvStoreConfig {
+                    replicas: nodes,
+                    ..KvStoreConfig::default()
+                },
+            )
+            .await
+            .unwrap(),
+        ),
+    };
     let _callout = common::start_callout(&cluster, &setup, Arc::clone(&store)).await;
     tokio::spawn(Arc::new(ControlPlane::new(Arc::clone(&store), service.clone())).run());
     let urls: Vec<String> = (0..nodes).map(|i| cluster.client_url(i)).collect();
@@ -149,42 +165,17 @@ async fn bench(nodes: usize) {
         .unwrap();
     owner_session.rekey(&room).await.unwrap();
 
-    // Raw KV gets of the records behind the two calls, through the same leader-read buckets.
-    let js = async_nats::jetstream::new(service.clone());
-    let members = js.get_key_value("UNIBUS_members").await.unwrap();
-    let room_keys = js.get_key_value("UNIBUS_room_keys").await.unwrap();
-    let member_key = format!("{room}.{}", member.sign_public_key());
-    let digest = room_keys
-        .get(format!("e.{room}.1"))
-        .await
-        .unwrap()
-        .expect("epoch 1 is committed");
-    let sealed_key = format!(
-        "k.{room}.1.{}.{}",
-        String::from_utf8(digest.to_vec()).unwrap(),
-        member.sign_public_key()
-    );
-    assert!(room_keys.get(&sealed_key).await.unwrap().is_some());
-
     for _ in 0..100 {
         member_session.is_member(&room).await.unwrap();
-        members.get(&member_key).await.unwrap();
     }
-    let raw_member = time_each(SAMPLES, |_| async {
-        assert!(members.get(&member_key).await.unwrap().is_some());
-    })
-    .await;
     let ours_member = time_each(SAMPLES, |_| async {
         assert!(member_session.is_member(&room).await.unwrap());
     })
     .await;
-    row(
-        &setup_name,
-        "is_member",
-        &ours_member,
-        "raw KV get",
-        &raw_member,
-    );
+    let ours_key = time_each(SAMPLES / 2, |_| async {
+        assert_eq!(member_session.room_key(&room, None).await.unwrap().epoch, 1);
+    })
+    .await;
 
     // The request/reply hop alone, on the control plane's own path (a user's request crossing
     // into membershipd's account): a raw request to a responder that answers at once.
@@ -212,46 +203,59 @@ async fn bench(nodes: usize) {
             .unwrap();
     })
     .await;
+    echo_task.abort();
+    let hop = "raw NATS request/reply";
+    row(&name, "is_member", &ours_member, hop, &raw_echo);
     row(
-        &setup_name,
-        "is_member",
-        &ours_member,
-        "raw NATS request/reply",
+        &name,
+        "room_key (fetch, verify, open)",
+        &ours_key,
+        hop,
         &raw_echo,
     );
-    echo_task.abort();
 
-    let raw_key = time_each(SAMPLES / 2, |_| async {
-        assert!(room_keys.get(&sealed_key).await.unwrap().is_some());
-    })
-    .await;
-    let ours_key = time_each(SAMPLES / 2, |_| async {
-        assert_eq!(member_session.room_key(&room, None).await.unwrap().epoch, 1);
-    })
-    .await;
-    row(
-        &setup_name,
-        "room_key (fetch, verify, open)",
-        &ours_key,
-        "raw KV get",
-        &raw_key,
-    );
-    let manifest_key = format!("f.{room}.1.{}", String::from_utf8(digest.to_vec()).unwrap());
-    let raw_records = time_each(SAMPLES / 2, |_| async {
-        let marker = room_keys.get(format!("e.{room}.1")).await.unwrap();
-        assert!(marker.is_some());
-        let (copy, manifest) =
-            tokio::join!(room_keys.get(&sealed_key), room_keys.get(&manifest_key));
-        assert!(copy.unwrap().is_some() && manifest.unwrap().is_some());
-    })
-    .await;
-    row(
-        &setup_name,
-        "room_key (fetch, verify, open)",
-        &ours_key,
-        "raw gets of its records (marker, then copy and manifest)",
-        &raw_records,
-    );
+    if let Backend::Kv { .. } = backend {
+        // Raw KV gets of the records behind the two calls, from the same leader-read buckets.
+        let js = async_nats::jetstream::new(service.clone());
+        let members = js.get_key_value("UNIBUS_members").await.unwrap();
+        let room_keys = js.get_key_value("UNIBUS_room_keys").await.unwrap();
+        let member_key = format!("{room}.{}", member.sign_public_key());
+        let marker = format!("e.{room}.1");
+        let digest = room_keys.get(&marker).await.unwrap().expect("epoch 1");
+        let digest = String::from_utf8(digest.to_vec()).unwrap();
+        let sealed_key = format!("k.{room}.1.{digest}.{}", member.sign_public_key());
+        let manifest_key = format!("f.{room}.1.{digest}");
+        let raw_member = time_each(SAMPLES, |_| async {
+            assert!(members.get(&member_key).await.unwrap().is_some());
+        })
+        .await;
+        let raw_key = time_each(SAMPLES / 2, |_| async {
+            assert!(room_keys.get(&sealed_key).await.unwrap().is_some());
+        })
+        .await;
+        let raw_records = time_each(SAMPLES / 2, |_| async {
+            assert!(room_keys.get(&marker).await.unwrap().is_some());
+            let (copy, manifest) =
+                tokio::join!(room_keys.get(&sealed_key), room_keys.get(&manifest_key));
+            assert!(copy.unwrap().is_some() && manifest.unwrap().is_some());
+        })
+        .await;
+        row(&name, "is_member", &ours_member, "raw KV get", &raw_member);
+        row(
+            &name,
+            "room_key (fetch, verify, open)",
+            &ours_key,
+            "raw KV get",
+            &raw_key,
+        );
+        row(
+            &name,
+            "room_key (fetch, verify, open)",
+            &ours_key,
+            "raw KV gets of its records (marker, then copy and manifest)",
+            &raw_records,
+        );
+    }
 
     // A 1,000-member room: members straight into the store, then rekeys through the SDK.
     let big = RoomId::new("big").unwrap();
@@ -275,7 +279,7 @@ async fn bench(nodes: usize) {
         seal_raw.push(start.elapsed());
     }
     row(
-        &setup_name,
+        &name,
         "rekey 1,000: seal + sign (CPU)",
         &Timings(seal_ours),
         "1,000 raw HPKE seals",
@@ -286,7 +290,7 @@ async fn bench(nodes: usize) {
     })
     .await;
     row(
-        &setup_name,
+        &name,
         "rekey 1,000: whole (fetch, seal, upload, store)",
         &whole,
         "1,000 raw HPKE seals",
@@ -336,7 +340,7 @@ async fn bench(nodes: usize) {
     }
     let [register_t, login_t, owner_t, open_t] = phases.map(Timings);
     println!(
-        "| {setup_name} | register to first room key | {} / {} | register {} + login {} + owner adds and rekeys {} + fetch and open {} (p50) | |",
+        "| {name} | register to first room key | {} / {} | register {} + login {} + owner adds and rekeys {} + fetch and open {} (p50) | |",
         fmt(Timings(total.clone()).pct(0.5)),
         fmt(Timings(total).pct(0.99)),
         fmt(register_t.pct(0.5)),
@@ -352,6 +356,7 @@ fn main() {
     let runtime = timing::runtime();
     println!("| setup | operation | unibus p50 / p99 | floor p50 / p99 | p50 ratio |");
     println!("|---|---|---|---|---|");
-    runtime.block_on(bench(1));
-    runtime.block_on(bench(3));
+    runtime.block_on(bench(Backend::Sqlite));
+    runtime.block_on(bench(Backend::Kv { nodes: 1 }));
+    runtime.block_on(bench(Backend::Kv { nodes: 3 }));
 }
