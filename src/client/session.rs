@@ -370,8 +370,8 @@ impl Session {
     }
 
     async fn rekey_once(&self, room: &RoomId) -> Result<OpenedRoomKey, SessionError> {
-        let recipients = self.members(room).await?;
-        let previous = self.current_epoch(room).await?;
+        let (recipients, previous) = tokio::join!(self.members(room), self.current_epoch(room));
+        let (recipients, previous) = (recipients?, previous?);
         let epoch = previous
             .checked_add(1)
             .ok_or_else(|| SessionError::InvalidReply("the epoch cannot grow".into()))?;
