@@ -11,6 +11,7 @@
 //! - [`manifest`]: the signed record of a rekey, which clients verify before trusting a key.
 //! - [`registration`]: the signed request that redeems an invite.
 //! - [`admin`]: signed, non-replayable admin requests.
+//! - [`subjects`]: a user's NATS subjects (requests, notifications, inboxes).
 //! - [`client`] (feature `client`, on by default): registration over HTTPS and the session on
 //!   the cluster: rooms, epochs, room keys, rekeys and change notifications.
 //!
@@ -58,6 +59,7 @@ mod nkey;
 pub mod registration;
 pub mod room;
 pub mod sealing;
+pub mod subjects;
 
 pub use identity::Identity;
 pub use invite::{InviteLink, InviteToken};

@@ -33,10 +33,7 @@ use unibus::{KexPublicKey, RoomId, SignPublicKey};
 
 use crate::store::{Room, Store, StoreError, UserStatus};
 
-/// The prefix of control-plane request subjects.
-pub const REQUEST_PREFIX: &str = "unibus.cp";
-/// The prefix of change-notification subjects.
-pub const EVENTS_PREFIX: &str = "unibus.events";
+use unibus::subjects::REQUEST_PREFIX;
 /// How many records one request reads at once (users for `members` and `rekey`, rooms for
 /// `rooms`).
 const READS_IN_FLIGHT: usize = 64;
@@ -393,7 +390,7 @@ impl ControlPlane {
     /// Publishes a change notification to one member. Best effort: the store already holds
     /// the change, and a client that missed it finds it on its next query.
     async fn notify(&self, member: &SignPublicKey, event: Value) {
-        let subject = format!("{EVENTS_PREFIX}.{}.room", member.to_hex());
+        let subject = unibus::subjects::events(member) + ".room";
         let _ = self.client.publish(subject, event.to_string().into()).await;
     }
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::error::RegisterError;
+use super::wire::Refusal;
 use crate::registration::{RegisterBody, RegisterRequest};
 use crate::{Identity, InviteLink, KexPublicKey, SignPublicKey};
 
@@ -115,18 +116,6 @@ struct Reply {
     nats_urls: Vec<String>,
 }
 
-/// The refusal body of `/register`.
-#[derive(Deserialize)]
-struct ErrorReply {
-    error: ErrorDetail,
-}
-
-#[derive(Deserialize)]
-struct ErrorDetail {
-    code: String,
-    message: String,
-}
-
 async fn post_once(
     http: &reqwest::Client,
     url: &str,
@@ -156,7 +145,7 @@ async fn post_once(
             )))
         });
     }
-    let refusal = serde_json::from_slice::<ErrorReply>(&bytes).ok();
+    let refusal = serde_json::from_slice::<Refusal>(&bytes).ok();
     let (code, message) = match refusal {
         Some(reply) => (reply.error.code, reply.error.message),
         None => (String::new(), format!("status {status}")),

@@ -15,7 +15,7 @@ use super::watch::Watch;
 use super::wire::{self, RoomRequest};
 use crate::manifest::{Recipient, SignedManifest};
 use crate::sealing::RoomKey;
-use crate::{Identity, RoomId, SignPublicKey};
+use crate::{subjects, Identity, RoomId, SignPublicKey};
 
 /// How a [`Session`] connects and how long it waits.
 #[derive(Debug, Clone)]
@@ -146,6 +146,7 @@ impl Session {
             return Err(SessionError::Connect("no cluster address given".into()));
         }
         let own_hex = identity.sign_public_key().to_hex();
+        let request_prefix = subjects::requests(&identity.sign_public_key());
         let liveness = Liveness::new();
 
         let signer = Arc::clone(&identity);
@@ -163,7 +164,7 @@ impl Session {
                 Ok(auth)
             }
         })
-        .custom_inbox_prefix(format!("_INBOX_{own_hex}"))
+        .custom_inbox_prefix(subjects::inbox_prefix(&identity.sign_public_key()))
         .connection_timeout(options.connect_timeout)
         .request_timeout(Some(options.request_timeout))
         .reconnect_delay_callback({
@@ -192,7 +193,7 @@ impl Session {
             inner: Arc::new(Inner {
                 identity,
                 client,
-                request_prefix: format!("{}.{own_hex}", wire::REQUEST_PREFIX),
+                request_prefix,
                 liveness,
                 owners: Mutex::default(),
                 options,
@@ -346,11 +347,7 @@ impl Session {
     /// epoch, and the connection dropping and coming back. See [`Watch`].
     pub async fn watch(&self) -> Result<Watch, SessionError> {
         self.ensure_open()?;
-        let subject = format!(
-            "{}.{}.>",
-            wire::EVENTS_PREFIX,
-            self.inner.identity.sign_public_key().to_hex()
-        );
+        let subject = subjects::events(&self.inner.identity.sign_public_key()) + ".>";
         let subscriber = self
             .inner
             .client

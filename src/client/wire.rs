@@ -1,14 +1,9 @@
-//! The control plane's JSON bodies as the client sends and reads them (docs/protocol.md §12).
+//! The JSON bodies as the client sends and reads them (docs/protocol.md §10 and §12).
 
 use serde::{Deserialize, Serialize};
 
 use super::error::SessionError;
 use crate::{KexPublicKey, RoomId, SignPublicKey};
-
-/// The request subject prefix; the full subject is `unibus.cp.<own hex>.<operation>`.
-pub(crate) const REQUEST_PREFIX: &str = "unibus.cp";
-/// The notification subject prefix; a client listens on `unibus.events.<own hex>.>`.
-pub(crate) const EVENTS_PREFIX: &str = "unibus.events";
 
 /// The body of every operation that names a room.
 #[derive(Serialize)]
@@ -92,16 +87,17 @@ pub(crate) struct Notification {
     pub epoch: Option<u64>,
 }
 
+/// A refusal, over HTTP (protocol §10) and on the control plane (§12.3) alike.
 #[derive(Deserialize)]
-struct Refusal {
-    error: RefusalDetail,
+pub(crate) struct Refusal {
+    pub error: RefusalDetail,
 }
 
 #[derive(Deserialize)]
-struct RefusalDetail {
-    code: String,
+pub(crate) struct RefusalDetail {
+    pub code: String,
     #[serde(default)]
-    message: String,
+    pub message: String,
 }
 
 /// Reads a reply: the operation's result, or the refusal it carries.

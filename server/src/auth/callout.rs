@@ -15,7 +15,7 @@ use base64::Engine;
 use futures::StreamExt;
 use nkeys::KeyPair;
 use serde_json::{json, Map, Value};
-use unibus::{SignPublicKey, Signature};
+use unibus::{subjects, SignPublicKey, Signature};
 
 use super::jwt;
 use crate::store::{now_millis, Store};
@@ -38,18 +38,18 @@ impl UserPermissions {
     /// A user may publish only control-plane requests under its own key, and subscribe only to
     /// its own inbox prefix and its own change notifications.
     pub fn for_user(key: &SignPublicKey) -> Self {
-        let hex = key.to_hex();
         Self {
-            publish: vec![format!("unibus.cp.{hex}.>")],
-            subscribe: vec![inbox_prefix(key) + ".>", format!("unibus.events.{hex}.>")],
+            publish: vec![subjects::requests(key) + ".>"],
+            subscribe: vec![
+                subjects::inbox_prefix(key) + ".>",
+                subjects::events(key) + ".>",
+            ],
         }
     }
 }
 
-/// The inbox prefix a user's client must use (`_INBOX_<hex>`), the only inboxes it may read.
-pub fn inbox_prefix(key: &SignPublicKey) -> String {
-    format!("_INBOX_{}", key.to_hex())
-}
+/// The inbox prefix a user's client must use (`_INBOX_<hex>`); see [`unibus::subjects`].
+pub use unibus::subjects::inbox_prefix;
 
 /// Why a login was refused. Logged by the server; the client sees "Authorization Violation".
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
