@@ -87,6 +87,10 @@ pub struct KvStore {
     nonces: kv::Store,
     client: async_nats::Client,
     op_timeout: Duration,
+    /// Committed epochs' manifest digests. Epoch markers are create-only, so a digest once read
+    /// never changes; caching it saves a round trip on every key fetch.
+    /// Shared by clones.
+    digests: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<(RoomId, u64), String>>>,
 }
 
 impl std::fmt::Debug for KvStore {
@@ -100,6 +104,9 @@ impl std::fmt::Debug for KvStore {
 
 /// How many times a compare-and-swap is retried under contention before giving up.
 const CAS_ATTEMPTS: usize = 64;
+
+/// How many committed digests are cached before the cache starts over.
+const DIGESTS_CACHED: usize = 10_000;
 
 /// How many puts of one epoch's sealed copies are in flight at once.
 const PUTS_IN_FLIGHT: usize = 64;
@@ -154,6 +161,7 @@ impl KvStore {
             nonces: open_bucket(&js, &bucket("admin_nonces"), &config, deadline).await?,
             client,
             op_timeout: config.op_timeout,
+            digests: Default::default(),
         })
     }
 
@@ -326,10 +334,31 @@ impl KvStore {
 
     /// The digest of the manifest that committed `epoch`, if any.
     async fn committed_digest(&self, room: &RoomId, epoch: u64) -> StoreResult<Option<String>> {
-        Ok(self
+        let key = (room.clone(), epoch);
+        if let Some(digest) = self.cached_digests().get(&key) {
+            return Ok(Some(digest.clone()));
+        }
+        let digest = self
             .get(&self.room_keys, &format!("e.{room}.{epoch}"))
             .await?
-            .map(|b| String::from_utf8_lossy(&b).into_owned()))
+            .map(|b| String::from_utf8_lossy(&b).into_owned());
+        if let Some(digest) = &digest {
+            let mut cache = self.cached_digests();
+            if cache.len() >= DIGESTS_CACHED {
+                cache.clear();
+            }
+            cache.insert(key, digest.clone());
+        }
+        Ok(digest)
+    }
+
+    fn cached_digests(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<(RoomId, u64), String>> {
+        // Entries are inserted whole; a poisoned map is still a map of true digests.
+        self.digests
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Writes an epoch's manifest and copies under its digest (idempotent overwrites).
