@@ -16,6 +16,9 @@
 //! through the stream leader and are never stale (authorization depends on them), and has
 //! 1 to 5 replicas; reopening with more replicas scales the buckets in place (R1 to R3).
 //!
+//! Epoch markers are create-only, so the digest an epoch committed never changes: each
+//! instance caches the digests it has read, and a key fetch costs one round trip less.
+//!
 //! Every operation is bounded by [`KvStoreConfig::op_timeout`]. Opening retries each bucket
 //! operation with short attempts within [`KvStoreConfig::bootstrap_budget`], because on a cold
 //! cluster a request sent before the meta leader exists gets no reply at all.
