@@ -238,21 +238,21 @@ flat_error! {
     }
 }
 
-impl From<crate::runtime::Panicked> for RegisterError {
-    fn from(panicked: crate::runtime::Panicked) -> Self {
-        Self::Internal(panicked.0)
+impl From<crate::runtime::Unfinished> for RegisterError {
+    fn from(unfinished: crate::runtime::Unfinished) -> Self {
+        Self::Internal(unfinished.0)
     }
 }
 
-impl From<crate::runtime::Panicked> for SessionError {
-    fn from(panicked: crate::runtime::Panicked) -> Self {
-        Self::Internal(panicked.0)
+impl From<crate::runtime::Unfinished> for SessionError {
+    fn from(unfinished: crate::runtime::Unfinished) -> Self {
+        Self::Internal(unfinished.0)
     }
 }
 
-impl From<crate::runtime::Panicked> for SealError {
-    fn from(panicked: crate::runtime::Panicked) -> Self {
-        Self::Other(panicked.0)
+impl From<crate::runtime::Unfinished> for SealError {
+    fn from(unfinished: crate::runtime::Unfinished) -> Self {
+        Self::Other(unfinished.0)
     }
 }
 

@@ -135,15 +135,15 @@ fn build_runtime(worker_threads: u32) -> Result<tokio::runtime::Runtime, Platfor
 }
 
 /// The running runtime's handle, started with the defaults on first use.
-fn handle() -> Result<tokio::runtime::Handle, Panicked> {
+fn handle() -> Result<tokio::runtime::Handle, Unfinished> {
     let mut platform = platform();
     if matches!(*platform, Platform::NotStarted) {
-        let runtime = build_runtime(0).map_err(|e| Panicked(e.to_string()))?;
+        let runtime = build_runtime(0).map_err(|e| Unfinished(e.to_string()))?;
         *platform = Platform::Running(runtime);
     }
     match &*platform {
         Platform::Running(runtime) => Ok(runtime.handle().clone()),
-        _ => Err(Panicked(
+        _ => Err(Unfinished(
             "the SDK's runtime was shut down (shutdown_platform)".into(),
         )),
     }
@@ -151,7 +151,7 @@ fn handle() -> Result<tokio::runtime::Handle, Panicked> {
 
 /// SDK work that could not finish: it panicked, or the runtime is shut down. It becomes the
 /// failing call's `Internal` error.
-pub(crate) struct Panicked(pub String);
+pub(crate) struct Unfinished(pub String);
 
 /// Runs `work` on the SDK's runtime and waits for it from whatever executor polls this.
 pub(crate) async fn run<T, E>(
@@ -159,18 +159,18 @@ pub(crate) async fn run<T, E>(
 ) -> Result<T, E>
 where
     T: Send + 'static,
-    E: From<Panicked> + Send + 'static,
+    E: From<Unfinished> + Send + 'static,
 {
     match handle()?.spawn(work).await {
         Ok(outcome) => outcome,
-        Err(error) => Err(Panicked(format!("the SDK task failed: {error}")).into()),
+        Err(error) => Err(Unfinished(format!("the SDK task failed: {error}")).into()),
     }
 }
 
 /// Spawns `work` on the SDK's runtime without waiting for it.
 pub(crate) fn spawn(
     work: impl Future<Output = ()> + Send + 'static,
-) -> Result<tokio::task::JoinHandle<()>, Panicked> {
+) -> Result<tokio::task::JoinHandle<()>, Unfinished> {
     Ok(handle()?.spawn(work))
 }
 

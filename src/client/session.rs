@@ -423,8 +423,8 @@ impl Session {
         body: &impl Serialize,
     ) -> Result<T, SessionError> {
         self.ensure_open()?;
-        let payload = serde_json::to_vec(body)
-            .map_err(|e| SessionError::InvalidReply(format!("cannot encode the request: {e}")))?;
+        // The request bodies are plain structs of strings and numbers: they always serialize.
+        let payload = serde_json::to_vec(body).expect("request bodies serialize to JSON");
         let subject = format!("{}.{operation}", self.inner.request_prefix);
         let timeout = self.inner.options.request_timeout;
         let request = async_nats::Request::new()
