@@ -53,6 +53,10 @@ pub const SIGNING_CONTEXT: &[u8] = b"unibus/rekey-manifest/v1";
 pub const ENTRY_LEN: usize = 2 * PUBLIC_KEY_LEN + SEALED_ROOM_KEY_LEN;
 /// Most entries a manifest may hold.
 pub const MAX_ENTRIES: usize = 65_536;
+/// The largest epoch: 2^63 − 1, the largest integer every platform's store and language holds
+/// as a signed 64-bit number. A manifest above it is malformed, and the control plane refuses a
+/// key request for a larger epoch (`docs/protocol.md` §8.1).
+pub const MAX_EPOCH: u64 = i64::MAX as u64;
 
 /// Why a manifest could not be built, decoded, verified or opened.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -188,10 +192,10 @@ impl RekeyManifest {
     }
 
     fn check_invariants(&self) -> Result<(), ManifestError> {
-        if self.epoch == 0 || self.previous_epoch >= self.epoch {
+        if self.epoch == 0 || self.previous_epoch >= self.epoch || self.epoch > MAX_EPOCH {
             return Err(ManifestError::Malformed {
                 reason: format!(
-                    "epoch {} must be at least 1 and above previous epoch {}",
+                    "epoch {} must be 1 to 2^63 - 1 and above previous epoch {}",
                     self.epoch, self.previous_epoch
                 ),
             });

@@ -157,6 +157,8 @@ flat_error! {
         InviteUsed,
         /// This identity is already registered; it can log in as it is.
         AlreadyRegistered,
+        /// An admin deleted this identity; it can never register again. Make a new identity.
+        UserDeleted,
         /// The invite has expired.
         InviteExpired,
         /// An admin cancelled the invite.

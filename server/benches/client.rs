@@ -142,12 +142,14 @@ async fn bench(backend: Backend) {
         store: Arc::clone(&store),
         nats_urls: urls.clone(),
         register_limiter: RateLimiter::new(1e9, u32::MAX),
+        admin_limiter: RateLimiter::new(1e9, u32::MAX),
         public_url: http.clone(),
         nats: None,
     });
     tokio::spawn(unibus_server::http::serve(
         listener,
         state,
+        Default::default(),
         std::future::pending(),
     ));
 

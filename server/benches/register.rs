@@ -66,13 +66,19 @@ async fn bench(name: &str, store: Arc<dyn Store>, n: usize) {
         store: Arc::clone(&store),
         nats_urls: vec![],
         register_limiter: RateLimiter::new(1e9, u32::MAX),
+        admin_limiter: RateLimiter::new(1e9, u32::MAX),
         public_url: "http://127.0.0.1".into(),
         nats: None,
     });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(unibus_server::http::serve(listener, state, async {
-        let _ = stopped.await;
-    }));
+    let server = tokio::spawn(unibus_server::http::serve(
+        listener,
+        state,
+        Default::default(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
 
     let bodies = Arc::new(bodies(&*store, n).await);
     let client = reqwest::Client::new();

@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use unibus::{InviteLink, KexPublicKey, RoomId, SignPublicKey};
 
+use crate::json::{JsonError, Object};
 use crate::store::{now_millis, NewInvite, NewUser, Store, StoreError};
 
 /// An admin operation with its parsed arguments.
@@ -24,7 +25,8 @@ pub enum Operation {
     UserList,
     /// `user.revoke`: the user can no longer log in; the record stays.
     UserRevoke(SignPublicKey),
-    /// `user.delete`: the record goes.
+    /// `user.delete`: the record goes and the key is retired for good (it can never register,
+    /// be added or log in again).
     UserDelete(SignPublicKey),
     /// `invite.create`: a single-use invite; the result carries its link, shown once.
     InviteCreate {
@@ -83,10 +85,16 @@ pub enum OperationError {
 /// The default invite lifetime in hours (7 days).
 pub const DEFAULT_TTL_HOURS: u64 = 168;
 
-fn text<'a>(params: &'a Value, name: &str) -> Result<&'a str, OperationError> {
-    params[name]
-        .as_str()
-        .ok_or_else(|| OperationError::BadInput(format!("missing string parameter {name}")))
+/// The longest invite lifetime in hours (365 days). An invite lives at least 1 hour.
+pub const MAX_TTL_HOURS: u64 = 8760;
+
+/// The accepted invite lifetimes, in hours.
+pub const TTL_HOURS: std::ops::RangeInclusive<u64> = 1..=MAX_TTL_HOURS;
+
+impl From<JsonError> for OperationError {
+    fn from(error: JsonError) -> Self {
+        OperationError::BadInput(error.to_string())
+    }
 }
 
 /// Parses a signing key argument.
@@ -104,39 +112,70 @@ pub fn room_id(text: &str) -> Result<RoomId, OperationError> {
     RoomId::new(text).map_err(|e| OperationError::BadInput(e.to_string()))
 }
 
+/// Each operation's name and the params it takes.
+const PARAMS: &[(&str, &[&str])] = &[
+    ("user.add", &["sign_public_key", "kex_public_key", "admin"]),
+    ("user.list", &[]),
+    ("user.revoke", &["sign_public_key"]),
+    ("user.delete", &["sign_public_key"]),
+    ("invite.create", &["admin", "ttl_hours"]),
+    ("invite.list", &[]),
+    ("invite.cancel", &["id"]),
+    ("room.create", &["room", "owner"]),
+    ("room.add_member", &["room", "member"]),
+    ("room.remove_member", &["room", "member"]),
+    ("room.list", &[]),
+];
+
 impl Operation {
-    /// The operation the admin API names `name`, with its JSON `params`.
-    pub fn from_json(name: &str, params: &Value) -> Result<Self, OperationError> {
-        let key = |field| text(params, field).and_then(sign_key);
-        let room = || text(params, "room").and_then(room_id);
+    /// The operation the admin API names `name`, with its `params` (an object, or `None` when
+    /// the request has none). Params are read strictly ([`crate::json`]): a param the operation
+    /// does not take, a wrong type, a `null` or a number out of range is
+    /// [`OperationError::BadInput`], never a default.
+    pub fn from_json(name: &str, params: Option<Value>) -> Result<Self, OperationError> {
+        let Some(&(name, allowed)) = PARAMS.iter().find(|(known, _)| *known == name) else {
+            return Err(OperationError::Unknown(name.to_string()));
+        };
+        let mut params = match params {
+            None => Object::default(),
+            Some(value) => Object::from_value(value, "params", allowed)?,
+        };
+        let p = &mut params;
         Ok(match name {
             "user.add" => Operation::UserAdd {
-                sign_key: key("sign_public_key")?,
-                kex_key: text(params, "kex_public_key").and_then(kex_key)?,
-                admin: params["admin"].as_bool().unwrap_or(false),
+                sign_key: sign_key(&p.str("sign_public_key")?)?,
+                kex_key: kex_key(&p.str("kex_public_key")?)?,
+                admin: p.optional_bool("admin")?.unwrap_or(false),
             },
             "user.list" => Operation::UserList,
-            "user.revoke" => Operation::UserRevoke(key("sign_public_key")?),
-            "user.delete" => Operation::UserDelete(key("sign_public_key")?),
+            "user.revoke" => Operation::UserRevoke(sign_key(&p.str("sign_public_key")?)?),
+            "user.delete" => Operation::UserDelete(sign_key(&p.str("sign_public_key")?)?),
             "invite.create" => Operation::InviteCreate {
-                admin: params["admin"].as_bool().unwrap_or(false),
-                ttl_hours: params["ttl_hours"].as_u64().unwrap_or(DEFAULT_TTL_HOURS),
+                admin: p.optional_bool("admin")?.unwrap_or(false),
+                ttl_hours: p
+                    .optional_u64(
+                        "ttl_hours",
+                        TTL_HOURS,
+                        "a whole number of hours from 1 to 8760",
+                    )?
+                    .unwrap_or(DEFAULT_TTL_HOURS),
             },
             "invite.list" => Operation::InviteList,
-            "invite.cancel" => Operation::InviteCancel(text(params, "id")?.to_string()),
+            "invite.cancel" => Operation::InviteCancel(p.str("id")?),
             "room.create" => Operation::RoomCreate {
-                room: room()?,
-                owner: key("owner")?,
+                room: room_id(&p.str("room")?)?,
+                owner: sign_key(&p.str("owner")?)?,
             },
             "room.add_member" => Operation::RoomAddMember {
-                room: room()?,
-                member: key("member")?,
+                room: room_id(&p.str("room")?)?,
+                member: sign_key(&p.str("member")?)?,
             },
             "room.remove_member" => Operation::RoomRemoveMember {
-                room: room()?,
-                member: key("member")?,
+                room: room_id(&p.str("room")?)?,
+                member: sign_key(&p.str("member")?)?,
             },
             "room.list" => Operation::RoomList,
+            // Every name in PARAMS has an arm above.
             _ => return Err(OperationError::Unknown(name.to_string())),
         })
     }
@@ -175,6 +214,11 @@ impl Operation {
                 json!({ "deleted": key })
             }
             Operation::InviteCreate { admin, ttl_hours } => {
+                if !TTL_HOURS.contains(&ttl_hours) {
+                    return Err(OperationError::BadInput(format!(
+                        "an invite lives 1 to {MAX_TTL_HOURS} hours, not {ttl_hours}"
+                    )));
+                }
                 let (token, invite) = store
                     .create_invite(NewInvite {
                         created_by: actor,

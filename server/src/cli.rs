@@ -83,7 +83,10 @@ pub enum UserCommand {
         /// ed25519 public key, 64 hex.
         key: String,
     },
-    /// Delete a user's record for good.
+    /// Delete a user for good: the record goes and the key is retired. A deleted key can never
+    /// register, be added or log in again, by any invite (its own included), so its old room
+    /// memberships and admin flag never come back; the person needs a new identity and a new
+    /// invite, and starts with no rooms.
     Delete {
         /// ed25519 public key, 64 hex.
         key: String,
@@ -98,8 +101,9 @@ pub enum InviteCommand {
         /// The user it creates is an admin.
         #[arg(long)]
         admin: bool,
-        /// Hours until it expires.
-        #[arg(long, default_value_t = 168)]
+        /// Hours until it expires, 1 to 8760.
+        #[arg(long, default_value_t = crate::admin::DEFAULT_TTL_HOURS,
+              value_parser = clap::value_parser!(u64).range(crate::admin::TTL_HOURS))]
         ttl_hours: u64,
         /// Do not print the QR code.
         #[arg(long)]
@@ -390,8 +394,9 @@ async fn migrate(out: &Output, config: &Config, no_backup: bool) -> Result<(), S
         .map_err(store_error)?;
     out.print(
         format!(
-            "migrated {} users, {} invites, {} rooms, {} epochs{}",
+            "migrated {} users ({} deleted), {} invites, {} rooms, {} epochs{}",
             report.users,
+            report.deleted_users,
             report.invites,
             report.rooms,
             report.epochs,
@@ -402,7 +407,7 @@ async fn migrate(out: &Output, config: &Config, no_backup: bool) -> Result<(), S
                 .unwrap_or_default()
         ),
         json!({
-            "users": report.users, "invites": report.invites, "rooms": report.rooms,
+            "users": report.users, "deleted_users": report.deleted_users, "invites": report.invites, "rooms": report.rooms,
             "epochs": report.epochs, "backup": report.backup,
         }),
     );

@@ -7,6 +7,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use serde::Deserialize;
@@ -84,6 +85,23 @@ pub struct Settings {
         requires = "tls_cert"
     )]
     pub tls_key: Option<PathBuf>,
+    /// Seconds an HTTP client has for a TLS handshake, for a request's headers, and an idle
+    /// connection for its next request [default: 10].
+    #[arg(long, env = "MEMBERSHIPD_HTTP_HEADER_TIMEOUT", global = true)]
+    pub http_header_timeout: Option<u64>,
+    /// Seconds an HTTP client has to send a request's body and get the answer [default: 30].
+    #[arg(long, env = "MEMBERSHIPD_HTTP_REQUEST_TIMEOUT", global = true)]
+    pub http_request_timeout: Option<u64>,
+    /// HTTP connections open at once from one IP address [default: 64].
+    #[arg(
+        long,
+        env = "MEMBERSHIPD_HTTP_MAX_CONNECTIONS_PER_ADDRESS",
+        global = true
+    )]
+    pub http_max_connections_per_address: Option<usize>,
+    /// HTTP connections open at once in all [default: 4096].
+    #[arg(long, env = "MEMBERSHIPD_HTTP_MAX_CONNECTIONS", global = true)]
+    pub http_max_connections: Option<usize>,
 }
 
 impl Settings {
@@ -104,6 +122,12 @@ impl Settings {
             nats_server: self.nats_server.or(fallback.nats_server),
             tls_cert: self.tls_cert.or(fallback.tls_cert),
             tls_key: self.tls_key.or(fallback.tls_key),
+            http_header_timeout: self.http_header_timeout.or(fallback.http_header_timeout),
+            http_request_timeout: self.http_request_timeout.or(fallback.http_request_timeout),
+            http_max_connections_per_address: self
+                .http_max_connections_per_address
+                .or(fallback.http_max_connections_per_address),
+            http_max_connections: self.http_max_connections.or(fallback.http_max_connections),
         }
     }
 
@@ -144,6 +168,8 @@ pub struct Config {
     pub nats_server: PathBuf,
     /// Certificate and key for HTTPS; plain HTTP when `None`.
     pub tls: Option<crate::http::TlsFiles>,
+    /// Timeouts and connection caps of the HTTP API.
+    pub http_limits: crate::http::HttpLimits,
 }
 
 impl Config {
@@ -168,7 +194,23 @@ impl Config {
             _ => None,
         };
         let https = tls.is_some();
+        let defaults = crate::http::HttpLimits::default();
+        let http_limits = crate::http::HttpLimits {
+            header_timeout: settings
+                .http_header_timeout
+                .map_or(defaults.header_timeout, Duration::from_secs),
+            request_timeout: settings
+                .http_request_timeout
+                .map_or(defaults.request_timeout, Duration::from_secs),
+            max_connections_per_address: settings
+                .http_max_connections_per_address
+                .unwrap_or(defaults.max_connections_per_address),
+            max_connections: settings
+                .http_max_connections
+                .unwrap_or(defaults.max_connections),
+        };
         Config {
+            http_limits,
             tls,
             db: settings.db.unwrap_or_else(|| data_dir.join("unibus.db")),
             store,

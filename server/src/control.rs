@@ -75,6 +75,13 @@ impl From<StoreError> for Refused {
             StoreError::RoomExists => refused("room_exists", error.to_string()),
             StoreError::EpochConflict { .. } => refused("epoch_conflict", error.to_string()),
             StoreError::Invalid(_) => refused("bad_request", error.to_string()),
+            StoreError::Corrupt(_) => {
+                tracing::error!(error = %error, "unreadable store record");
+                refused(
+                    "internal",
+                    "the server could not read its own records; report this",
+                )
+            }
             _ => refused("unavailable", "the store is unavailable; retry later"),
         }
     }
@@ -198,6 +205,7 @@ impl ControlPlane {
         body: &[u8],
     ) -> Result<Value, Refused> {
         if operation == "rooms" {
+            parse::<AnyObject>(body)?;
             let store = &self.store;
             // In order (the list is sorted by id), with many reads in flight.
             let mut records = futures::stream::iter(store.rooms_for_member(caller).await?)
@@ -227,6 +235,9 @@ impl ControlPlane {
                 Ok(json!({ "epoch": room.epoch }))
             }
             "key" => {
+                if body.epoch.is_some_and(|e| e > unibus::manifest::MAX_EPOCH) {
+                    return Err(refused("bad_request", "an epoch is at most 2^63 - 1"));
+                }
                 let room = self.member_room(&room_id, caller).await?;
                 let epoch = body.epoch.unwrap_or(room.epoch);
                 // The copy and the manifest are independent reads of immutable records.
@@ -395,15 +406,25 @@ impl ControlPlane {
     }
 }
 
+/// Reads a request body: empty, or one JSON object (an array in field order is refused, as serde
+/// would otherwise take it for the struct). Fields the operation does not take are ignored.
 fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, Refused> {
-    let body = if body.is_empty() {
-        b"{}".as_slice()
-    } else {
-        body
-    };
-    serde_json::from_slice(body)
+    if body.is_empty() {
+        return serde_json::from_slice(b"{}")
+            .map_err(|e| refused("bad_request", format!("malformed request: {e}")));
+    }
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| refused("bad_request", format!("malformed request: {e}")))?;
+    if !value.is_object() {
+        return Err(refused("bad_request", "the body must be a JSON object"));
+    }
+    serde_json::from_value(value)
         .map_err(|e| refused("bad_request", format!("malformed request: {e}")))
 }
+
+/// A body of no fields the operation reads: empty or any JSON object.
+#[derive(Deserialize)]
+struct AnyObject {}
 
 fn error_json(refusal: &Refused) -> Value {
     json!({ "error": { "code": refusal.code, "message": refusal.message } })

@@ -15,5 +15,6 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod http;
+pub mod json;
 pub mod serve;
 pub mod store;

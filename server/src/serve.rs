@@ -21,7 +21,7 @@ use crate::auth::revocation::Revoker;
 use crate::auth::setup::{AuthSetup, APP_ACCOUNT};
 use crate::config::Config;
 use crate::control::ControlPlane;
-use crate::http::{AppState, RateLimiter};
+use crate::http::{AppState, RateLimiter, ADMIN_BURST, ADMIN_RATE};
 use crate::store::Store;
 
 /// How often revoked users' sessions are looked for.
@@ -83,6 +83,7 @@ pub async fn run(
         store,
         nats_urls: config.advertise_nats.clone(),
         register_limiter: RateLimiter::new(config.register_rate, config.register_burst),
+        admin_limiter: RateLimiter::new(ADMIN_RATE, ADMIN_BURST),
         public_url: config.public_url.clone(),
         nats: Some(service.clone()),
     });
@@ -94,14 +95,13 @@ pub async fn run(
         public_url = %config.public_url,
         "membershipd serving"
     );
-    let result = match &config.tls {
-        Some(tls) => {
-            let listener = listener.into_std().map_err(|e| e.to_string())?;
-            crate::http::serve_tls(listener, state, tls, shutdown).await
-        }
-        None => crate::http::serve(listener, state, shutdown).await,
-    }
-    .map_err(|e| format!("http server: {e}"));
+    let options = crate::http::ServeOptions {
+        tls: config.tls.clone(),
+        limits: config.http_limits.clone(),
+    };
+    let result = crate::http::serve(listener, state, options, shutdown)
+        .await
+        .map_err(|e| format!("http server: {e}"));
     if let Some(supervisor) = supervisor {
         supervisor.abort();
     }

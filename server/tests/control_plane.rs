@@ -352,3 +352,46 @@ async fn a_revoked_user_is_refused_even_before_its_session_is_cut() {
         "not_authorized"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_that_are_not_objects_and_epochs_past_the_limit_are_bad_requests() {
+    let w = with_service().await;
+    let alice = user(&w).await;
+    alice
+        .call("create_room", json!({ "room": "general" }))
+        .await;
+    alice.rekey("general", 1).await;
+    // An array in field order, which serde would otherwise take for the struct.
+    for (operation, body) in [
+        ("create_room", json!(["other"])),
+        ("epoch", json!(["general"])),
+        ("key", json!(["general", 1])),
+        ("rooms", json!([])),
+        ("member", json!("general")),
+        ("rekey", json!(null)),
+    ] {
+        let reply = alice.call(operation, body).await;
+        assert_eq!(code(&reply), "bad_request", "{operation}: {reply}");
+    }
+    assert_eq!(
+        code(&alice.call("epoch", json!({ "room": "other" })).await),
+        "not_member",
+        "the array created nothing"
+    );
+    // Epochs are 0 to 2^63 - 1 on the wire; beyond that a request is refused, not "no key".
+    for epoch in [json!(i64::MAX as u64 + 1), json!(u64::MAX)] {
+        let reply = alice
+            .call("key", json!({ "room": "general", "epoch": epoch }))
+            .await;
+        assert_eq!(code(&reply), "bad_request", "{epoch}: {reply}");
+    }
+    let reply = alice
+        .call("key", json!({ "room": "general", "epoch": i64::MAX }))
+        .await;
+    assert_eq!(code(&reply), "no_key", "{reply}");
+    // `"epoch": null` is the latest.
+    let reply = alice
+        .call("key", json!({ "room": "general", "epoch": null }))
+        .await;
+    assert_eq!(reply["epoch"], 1, "{reply}");
+}

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 use unibus::registration::{RegisterBody, RegisterRequest};
 use unibus::{Identity, InviteToken};
-use unibus_server::http::{AppState, RateLimiter, RegisterResponse};
+use unibus_server::http::{AppState, HttpLimits, RateLimiter, RegisterResponse, ServeOptions};
 use unibus_server::store::{NewInvite, NewUser, SqliteStore, Store};
 
 struct Server {
@@ -18,7 +18,24 @@ struct Server {
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
-async fn start_with(limiter: RateLimiter) -> Server {
+/// What a test server is started with.
+struct Setup {
+    register_limiter: RateLimiter,
+    admin_limiter: RateLimiter,
+    limits: HttpLimits,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Self {
+            register_limiter: RateLimiter::new(1e9, 1_000_000),
+            admin_limiter: RateLimiter::new(1e9, 1_000_000),
+            limits: HttpLimits::default(),
+        }
+    }
+}
+
+async fn start_with(setup: Setup) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("db")).await.unwrap());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -26,14 +43,22 @@ async fn start_with(limiter: RateLimiter) -> Server {
     let state = Arc::new(AppState {
         store: Arc::clone(&store),
         nats_urls: vec!["nats://127.0.0.1:4222".into()],
-        register_limiter: limiter,
+        register_limiter: setup.register_limiter,
+        admin_limiter: setup.admin_limiter,
         public_url: base.clone(),
         nats: None,
     });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(unibus_server::http::serve(listener, state, async {
-        let _ = stopped.await;
-    }));
+    let options = ServeOptions {
+        tls: None,
+        limits: setup.limits,
+    };
+    tokio::spawn(async move {
+        unibus_server::http::serve(listener, state, options, async {
+            let _ = stopped.await;
+        })
+        .await
+    });
     Server {
         base,
         store,
@@ -43,7 +68,7 @@ async fn start_with(limiter: RateLimiter) -> Server {
 }
 
 async fn start() -> Server {
-    start_with(RateLimiter::new(1e9, 1_000_000)).await
+    start_with(Setup::default()).await
 }
 
 fn body(request: &RegisterRequest) -> Value {
@@ -261,7 +286,11 @@ async fn malformed_bodies_get_a_client_error_and_change_nothing() {
 
 #[tokio::test]
 async fn registration_is_rate_limited_per_address() {
-    let server = start_with(RateLimiter::new(0.0, 3)).await;
+    let server = start_with(Setup {
+        register_limiter: RateLimiter::new(0.0, 3),
+        ..Setup::default()
+    })
+    .await;
     for _ in 0..3 {
         let (status, reply) = post(&server, "{}").await;
         assert_eq!((status, code(&reply)), (400, "malformed_body"));
@@ -307,6 +336,7 @@ async fn admin_call(
 async fn send_admin(server: &Server, body: Vec<u8>, signature: Option<&str>) -> (u16, Value) {
     let mut request = reqwest::Client::new()
         .post(format!("{}/admin", server.base))
+        .header("content-type", "application/json")
         .body(body);
     if let Some(signature) = signature {
         request = request.header(unibus::admin::SIGNATURE_HEADER, signature);
@@ -485,19 +515,23 @@ async fn registration_works_over_https_and_plain_http_to_the_tls_port_does_not()
     std::fs::write(&tls.key, certified.signing_key.serialize_pem()).unwrap();
 
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("db")).await.unwrap());
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let state = Arc::new(AppState {
         store: Arc::clone(&store),
         nats_urls: vec![],
         register_limiter: RateLimiter::new(1e9, 1_000_000),
+        admin_limiter: RateLimiter::new(1e9, 1_000_000),
         public_url: format!("https://localhost:{port}"),
         nats: None,
     });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let tls_files = tls.clone();
+    let options = unibus_server::http::ServeOptions {
+        tls: Some(tls.clone()),
+        ..Default::default()
+    };
     tokio::spawn(async move {
-        unibus_server::http::serve_tls(listener, state, &tls_files, async {
+        unibus_server::http::serve(listener, state, options, async {
             let _ = stopped.await;
         })
         .await
@@ -532,4 +566,512 @@ async fn registration_works_over_https_and_plain_http_to_the_tls_port_does_not()
         "plain HTTP must not be served on the TLS port"
     );
     drop(stop);
+}
+
+/// Signs `body` (any JSON, sent as is) with `admin`'s key and posts it to `/admin`.
+async fn signed_admin(server: &Server, admin: &Identity, body: &Value) -> (u16, Value) {
+    let bytes = body.to_string().into_bytes();
+    let signature = unibus::admin::sign_admin_body(admin, &bytes).to_hex();
+    send_admin(server, bytes, Some(&signature)).await
+}
+
+fn admin_body(admin: &Identity, operation: &str, params: Value) -> Value {
+    json!({
+        "admin": admin.sign_public_key().to_hex(),
+        "timestamp": unibus_server::store::now_millis(),
+        "nonce": nonce(),
+        "operation": operation,
+        "params": params,
+    })
+}
+
+#[tokio::test]
+async fn a_deleted_user_replaying_its_own_registration_stays_deleted() {
+    let server = start().await;
+    let (token, _) = server
+        .store
+        .create_invite(NewInvite {
+            admin: true,
+            ..NewInvite::default()
+        })
+        .await
+        .unwrap();
+    let me = Identity::generate().unwrap();
+    let original = body(&RegisterRequest::sign(&me, token));
+    let (status, reply) = post_json(&server, &original).await;
+    assert_eq!((status, reply["admin"].as_bool()), (200, Some(true)));
+    // The deleted admin can no longer use the admin API...
+    let other_admin = admin_user(&server).await;
+    let (status, reply) = signed_admin(
+        &server,
+        &other_admin,
+        &admin_body(
+            &other_admin,
+            "user.delete",
+            json!({ "sign_public_key": me.sign_public_key().to_hex() }),
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{reply}");
+    // ...and replaying the captured registration, or redeeming a fresh invite, brings nothing back.
+    let (status, reply) = post_json(&server, &original).await;
+    assert_eq!((status, code(&reply)), (403, "user_deleted"), "{reply}");
+    let (fresh, fresh_invite) = server
+        .store
+        .create_invite(NewInvite::default())
+        .await
+        .unwrap();
+    let (status, reply) = post_json(&server, &body(&RegisterRequest::sign(&me, fresh))).await;
+    assert_eq!((status, code(&reply)), (403, "user_deleted"));
+    assert!(!server.store.is_authorized(&me.sign_public_key()).await);
+    assert!(!server.store.has_admin(&me.sign_public_key()).await);
+    assert!(
+        server
+            .store
+            .get_invite(&fresh_invite.id)
+            .await
+            .unwrap()
+            .used_by
+            .is_none(),
+        "a deleted key spends no invite"
+    );
+    let (status, reply) =
+        signed_admin(&server, &me, &admin_body(&me, "user.list", json!({}))).await;
+    assert_eq!((status, code(&reply)), (403, "not_admin"));
+}
+
+#[tokio::test]
+async fn a_body_must_be_a_json_object_sent_as_json() {
+    let server = start().await;
+    let (token, invite) = server
+        .store
+        .create_invite(NewInvite::default())
+        .await
+        .unwrap();
+    let me = Identity::generate().unwrap();
+    let good = body(&RegisterRequest::sign(&me, token));
+    // The four fields as an array, in field order: serde would take it for the struct.
+    let fields = ["token", "sign_public_key", "kex_public_key", "signature"];
+    let array = Value::Array(fields.iter().map(|f| good[*f].clone()).collect());
+    let (status, reply) = post_json(&server, &array).await;
+    assert_eq!((status, code(&reply)), (400, "malformed_body"), "{reply}");
+    // A duplicate field is ambiguous, so refused.
+    let duplicated = good.to_string().replacen('{', r#"{"token":"00","#, 1);
+    let (status, reply) = post(&server, duplicated).await;
+    assert_eq!((status, code(&reply)), (400, "malformed_body"), "{reply}");
+    // The right body with the wrong media type, or none.
+    for content_type in [
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+        None,
+    ] {
+        let mut request = reqwest::Client::new()
+            .post(format!("{}/register", server.base))
+            .body(good.to_string());
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 415, "{content_type:?}");
+        let reply: Value = response.json().await.unwrap();
+        assert_eq!(code(&reply), "unsupported_media_type");
+    }
+    assert!(server
+        .store
+        .get_invite(&invite.id)
+        .await
+        .unwrap()
+        .used_by
+        .is_none());
+    // A parameter is allowed on the media type.
+    let response = reqwest::Client::new()
+        .post(format!("{}/register", server.base))
+        .header("content-type", "Application/JSON; charset=utf-8")
+        .body(good.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+
+    // The admin API: a signed array, and a signed body without the media type.
+    let admin = admin_user(&server).await;
+    let request = admin_body(&admin, "user.list", json!({}));
+    let keys = ["admin", "timestamp", "nonce", "operation", "params"];
+    let array = Value::Array(keys.iter().map(|k| request[*k].clone()).collect());
+    let (status, reply) = signed_admin(&server, &admin, &array).await;
+    assert_eq!((status, code(&reply)), (400, "malformed_body"), "{reply}");
+    let bytes = request.to_string().into_bytes();
+    let signature = unibus::admin::sign_admin_body(&admin, &bytes).to_hex();
+    let response = reqwest::Client::new()
+        .post(format!("{}/admin", server.base))
+        .header(unibus::admin::SIGNATURE_HEADER, signature)
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 415);
+}
+
+#[tokio::test]
+async fn error_replies_never_repeat_a_value_from_the_request() {
+    let server = start().await;
+    let (token, _) = server
+        .store
+        .create_invite(NewInvite::default())
+        .await
+        .unwrap();
+    let secret = token.to_hex().to_string();
+    let me = Identity::generate().unwrap();
+    let good = body(&RegisterRequest::sign(&me, token));
+    let mut attempts = vec![
+        // The token as the name of an unknown field.
+        json!({ secret.clone(): 1 }),
+        // The token where a field of another type belongs, or inside a wrong type.
+        json!({ "token": [secret.clone()] }),
+        json!({ "token": { secret.clone(): secret.clone() } }),
+    ];
+    let mut renamed = good.clone();
+    let value = renamed.as_object_mut().unwrap().remove("token").unwrap();
+    renamed[value.as_str().unwrap()] = json!(true);
+    attempts.push(renamed);
+    for attempt in &attempts {
+        let (status, reply) = post_json(&server, attempt).await;
+        assert_eq!(status, 400, "{reply}");
+        assert!(!reply.to_string().contains(&secret), "echoed: {reply}");
+    }
+    let admin = admin_user(&server).await;
+    for params in [
+        json!({ secret.clone(): 1 }),
+        json!({ "ttl_hours": secret.clone() }),
+    ] {
+        let (status, reply) = signed_admin(
+            &server,
+            &admin,
+            &admin_body(&admin, "invite.create", params),
+        )
+        .await;
+        assert_eq!(status, 400, "{reply}");
+        assert!(!reply.to_string().contains(&secret), "echoed: {reply}");
+    }
+}
+
+#[tokio::test]
+async fn admin_params_are_read_strictly_and_never_defaulted() {
+    let server = start().await;
+    let admin = admin_user(&server).await;
+    for params in [
+        json!({ "ttl_hours": "1" }),
+        json!({ "ttl_hours": -1 }),
+        json!({ "ttl_hours": 1.5 }),
+        json!({ "ttl_hours": 1.0 }),
+        json!({ "ttl_hours": null }),
+        json!({ "ttl_hours": 0 }),
+        json!({ "ttl_hours": 8761 }),
+        serde_json::from_str(r#"{"ttl_hours": 18446744073709551616}"#).unwrap(),
+        json!({ "admin": "true" }),
+        json!({ "admin": null }),
+        json!({ "admin": 1 }),
+        json!({ "ttl": 1 }),
+        json!([1]),
+        json!("x"),
+    ] {
+        let (status, reply) = signed_admin(
+            &server,
+            &admin,
+            &admin_body(&admin, "invite.create", params.clone()),
+        )
+        .await;
+        assert_eq!(status, 400, "{params}: {reply}");
+        assert!(
+            matches!(code(&reply), "bad_request" | "malformed_body"),
+            "{params}: {reply}"
+        );
+    }
+    let mut null_params = admin_body(&admin, "user.list", json!({}));
+    null_params["params"] = Value::Null;
+    let (status, reply) = signed_admin(&server, &admin, &null_params).await;
+    assert_eq!((status, code(&reply)), (400, "malformed_body"), "{reply}");
+    let (status, reply) = signed_admin(
+        &server,
+        &admin,
+        &admin_body(&admin, "user.list", json!({ "verbose": true })),
+    )
+    .await;
+    assert_eq!((status, code(&reply)), (400, "bad_request"), "{reply}");
+    assert!(
+        server.store.list_invites().await.unwrap().is_empty(),
+        "no refused request made an invite"
+    );
+    // Within the rules, the values are used as given.
+    let (status, reply) = signed_admin(
+        &server,
+        &admin,
+        &admin_body(&admin, "invite.create", json!({ "ttl_hours": 1 })),
+    )
+    .await;
+    assert_eq!(status, 200, "{reply}");
+    let invite = &reply["invite"];
+    let lifetime = invite["expires_at"].as_i64().unwrap() - invite["created_at"].as_i64().unwrap();
+    assert_eq!(lifetime, 3_600_000);
+}
+
+#[tokio::test]
+async fn extreme_timestamps_are_stale_requests_and_the_server_lives_on() {
+    let server = start().await;
+    let admin = admin_user(&server).await;
+    for timestamp in [json!(i64::MIN), json!(i64::MAX), json!(0), json!(-1)] {
+        let mut request = admin_body(&admin, "user.list", json!({}));
+        request["timestamp"] = timestamp.clone();
+        let (status, reply) = signed_admin(&server, &admin, &request).await;
+        assert_eq!(
+            (status, code(&reply)),
+            (401, "stale_request"),
+            "{timestamp}"
+        );
+    }
+    for timestamp in [json!(1.5), json!("1"), json!(u64::MAX), json!(null)] {
+        let mut request = admin_body(&admin, "user.list", json!({}));
+        request["timestamp"] = timestamp.clone();
+        let (status, reply) = signed_admin(&server, &admin, &request).await;
+        assert_eq!(
+            (status, code(&reply)),
+            (400, "malformed_body"),
+            "{timestamp}"
+        );
+    }
+    let (status, _) =
+        signed_admin(&server, &admin, &admin_body(&admin, "user.list", json!({}))).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn only_an_active_admin_records_a_nonce() {
+    let server = start().await;
+    let admin = admin_user(&server).await;
+    let stranger = Identity::generate().unwrap();
+    // A stranger's validly signed request, with a nonce an admin will use next.
+    let mut theirs = admin_body(&stranger, "user.list", json!({}));
+    let shared = nonce();
+    theirs["nonce"] = json!(shared);
+    let (status, reply) = signed_admin(&server, &stranger, &theirs).await;
+    assert_eq!((status, code(&reply)), (403, "not_admin"));
+    let mut mine = admin_body(&admin, "user.list", json!({}));
+    mine["nonce"] = json!(shared);
+    let (status, reply) = signed_admin(&server, &admin, &mine).await;
+    assert_eq!(
+        status, 200,
+        "the stranger's request recorded nothing: {reply}"
+    );
+    // A nonce differing only in case is the same nonce.
+    let mut upper = admin_body(&admin, "user.list", json!({}));
+    upper["nonce"] = json!(shared.to_uppercase());
+    let (status, reply) = signed_admin(&server, &admin, &upper).await;
+    assert_eq!((status, code(&reply)), (401, "replayed"));
+}
+
+#[tokio::test]
+async fn admin_requests_are_rate_limited_per_address() {
+    let server = start_with(Setup {
+        admin_limiter: RateLimiter::new(0.0, 2),
+        ..Setup::default()
+    })
+    .await;
+    let stranger = Identity::generate().unwrap();
+    for _ in 0..2 {
+        let (status, reply) = signed_admin(
+            &server,
+            &stranger,
+            &admin_body(&stranger, "user.list", json!({})),
+        )
+        .await;
+        assert_eq!((status, code(&reply)), (403, "not_admin"));
+    }
+    let (status, reply) = signed_admin(
+        &server,
+        &stranger,
+        &admin_body(&stranger, "user.list", json!({})),
+    )
+    .await;
+    assert_eq!((status, code(&reply)), (429, "rate_limited"));
+}
+
+#[tokio::test]
+async fn an_unreadable_stored_record_is_a_server_error_not_the_callers() {
+    let server = start().await;
+    let (token, invite) = server
+        .store
+        .create_invite(NewInvite::default())
+        .await
+        .unwrap();
+    // Damage the record behind the server's back.
+    let db = rusqlite::Connection::open(server._dir.path().join("db")).unwrap();
+    db.execute(
+        "UPDATE invites SET created_by = 'not a key' WHERE id = ?1",
+        [&invite.id],
+    )
+    .unwrap();
+    drop(db);
+    let me = Identity::generate().unwrap();
+    let (status, reply) = post_json(&server, &body(&RegisterRequest::sign(&me, token))).await;
+    assert_eq!((status, code(&reply)), (500, "internal"), "{reply}");
+}
+
+// ---- slow, idle and greedy clients ----
+
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn short_limits() -> HttpLimits {
+    HttpLimits {
+        header_timeout: Duration::from_millis(400),
+        request_timeout: Duration::from_millis(800),
+        max_connections_per_address: 4,
+        max_connections: 100,
+    }
+}
+
+fn addr(server: &Server) -> std::net::SocketAddr {
+    server.base.trim_start_matches("http://").parse().unwrap()
+}
+
+/// Connects from `source` (any 127.0.0.0/8 address) to the server.
+async fn connect_from(server: &Server, source: [u8; 4]) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(std::net::SocketAddr::from((source, 0)))
+        .unwrap();
+    socket.connect(addr(server)).await.unwrap()
+}
+
+/// Reads until the server closes the connection (or 10 s pass), returning what it sent.
+async fn read_until_closed(stream: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(remaining, stream.read(&mut buffer)).await {
+            Err(_) => return None,
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(received),
+            Ok(Ok(n)) => received.extend_from_slice(&buffer[..n]),
+        }
+    }
+}
+
+#[tokio::test]
+async fn silent_slow_and_idle_connections_are_closed() {
+    let server = start_with(Setup {
+        limits: short_limits(),
+        ..Setup::default()
+    })
+    .await;
+    // Says nothing at all.
+    let mut silent = connect_from(&server, [127, 0, 0, 1]).await;
+    assert!(read_until_closed(&mut silent).await.is_some());
+    // Sends half its headers and stalls.
+    let mut slow = connect_from(&server, [127, 0, 0, 1]).await;
+    slow.write_all(b"POST /register HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    assert!(read_until_closed(&mut slow).await.is_some());
+    // Sends its headers, then never the body it announced: 408.
+    let mut stalled = connect_from(&server, [127, 0, 0, 1]).await;
+    stalled
+        .write_all(
+            b"POST /register HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{",
+        )
+        .await
+        .unwrap();
+    let reply = read_until_closed(&mut stalled).await.expect("closed");
+    assert!(
+        reply.starts_with(b"HTTP/1.1 408"),
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
+    // Asks once, then idles on the kept-alive connection.
+    let mut idle = connect_from(&server, [127, 0, 0, 1]).await;
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let reply = read_until_closed(&mut idle).await.expect("closed");
+    assert!(reply.starts_with(b"HTTP/1.1 200"));
+}
+
+#[tokio::test]
+async fn one_address_cannot_hold_every_connection() {
+    let server = start_with(Setup {
+        limits: HttpLimits {
+            // Long enough that the idle connections outlast the test.
+            header_timeout: Duration::from_secs(30),
+            ..short_limits()
+        },
+        ..Setup::default()
+    })
+    .await;
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(connect_from(&server, [127, 0, 0, 1]).await);
+    }
+    // The cap is counted once the server has accepted them: a fifth is closed unanswered.
+    let mut refused = None;
+    for _ in 0..50 {
+        let mut fifth = connect_from(&server, [127, 0, 0, 1]).await;
+        fifth
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .ok();
+        let reply = read_until_closed(&mut fifth).await.expect("closed");
+        if reply.is_empty() {
+            refused = Some(());
+            break;
+        }
+    }
+    assert!(refused.is_some(), "the fifth connection was served");
+    // Another address is still served at once.
+    let client = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .unwrap();
+    let health = client
+        .get(format!("{}/healthz", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    // And the address gets its places back as its connections close.
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut again = connect_from(&server, [127, 0, 0, 1]).await;
+        again
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .ok();
+        let reply = read_until_closed(&mut again).await.unwrap_or_default();
+        if reply.starts_with(b"HTTP/1.1 200") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the address never got a place back"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn plain_http_is_http_1_1_only() {
+    let server = start().await;
+    let mut h2c = connect_from(&server, [127, 0, 0, 1]).await;
+    // The HTTP/2 connection preface, as an h2c client with prior knowledge sends it.
+    h2c.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .unwrap();
+    let reply = read_until_closed(&mut h2c).await.expect("closed");
+    // An HTTP/2 server answers with a SETTINGS frame (type 4 at byte 3); this one does not.
+    assert!(
+        reply.is_empty() || reply.starts_with(b"HTTP/1.1 "),
+        "{:?}",
+        &reply[..reply.len().min(16)]
+    );
 }

@@ -8,9 +8,10 @@ use unibus_server::store::migrate::migrate_sqlite_to_kv;
 use unibus_server::store::{KvStore, KvStoreConfig, NewInvite, NewUser, SqliteStore, Store};
 use unibus_testkit::NatsCluster;
 
-/// Two rooms (one rekeyed to epoch 2), members, a revoked user, used and pending invites.
+/// Two rooms (one rekeyed to epoch 2), members, a revoked and a deleted user, used and pending
+/// invites.
 async fn seed(store: &SqliteStore) {
-    let people: Vec<Identity> = (0..4).map(|_| Identity::generate().unwrap()).collect();
+    let people: Vec<Identity> = (0..5).map(|_| Identity::generate().unwrap()).collect();
     for (i, id) in people.iter().enumerate() {
         store
             .add_user(NewUser {
@@ -23,6 +24,10 @@ async fn seed(store: &SqliteStore) {
     }
     store
         .revoke_user(&people[3].sign_public_key())
+        .await
+        .unwrap();
+    store
+        .delete_user(&people[4].sign_public_key())
         .await
         .unwrap();
     let (general, side) = (
@@ -90,8 +95,14 @@ async fn migration_is_faithful_idempotent_and_backed_up_first() {
         .await
         .unwrap();
     assert_eq!(
-        (report.users, report.invites, report.rooms, report.epochs),
-        (5, 2, 2, 2)
+        (
+            report.users,
+            report.deleted_users,
+            report.invites,
+            report.rooms,
+            report.epochs
+        ),
+        (5, 1, 2, 2, 2)
     );
     assert_eq!(
         kv.export_snapshot().await.unwrap(),

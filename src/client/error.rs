@@ -24,6 +24,10 @@ pub enum RegisterError {
     /// (`user_exists`). The identity can log in as it is.
     #[error("this identity is already registered; the invite was not needed")]
     AlreadyRegistered,
+    /// An admin deleted the user this signing key belonged to (`user_deleted`). A deleted key
+    /// is retired for good: make a new identity and ask for a new invite.
+    #[error("an admin deleted this identity; it can never register again: create a new identity and ask for a new invite")]
+    UserDeleted,
     /// The invite is past its expiry (`invite_expired`).
     #[error("the invite has expired: ask for a new invite")]
     InviteExpired,

@@ -156,6 +156,7 @@ fn classify(status: u16, code: String, message: String) -> Attempt {
         "invite_unknown" => RegisterError::InviteUnknown,
         "invite_used" => RegisterError::InviteUsed,
         "user_exists" => RegisterError::AlreadyRegistered,
+        "user_deleted" => RegisterError::UserDeleted,
         "invite_expired" => RegisterError::InviteExpired,
         "invite_cancelled" => RegisterError::InviteCancelled,
         "rate_limited" => return Attempt::Transient(RegisterError::RateLimited),

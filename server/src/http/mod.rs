@@ -5,10 +5,10 @@
 //! bodies are never logged.
 
 mod admin;
+mod listener;
 mod rate_limit;
 mod register;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
@@ -18,9 +18,12 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
-pub use admin::REQUEST_WINDOW;
+pub use admin::{
+    parse_body as parse_admin_body, AdminBody, ADMIN_BURST, ADMIN_RATE, REQUEST_WINDOW,
+};
+pub use listener::HttpLimits;
 pub use rate_limit::RateLimiter;
-pub use register::RegisterResponse;
+pub use register::{parse_body as parse_register_body, RegisterResponse};
 pub use unibus::registration::RegisterBody;
 
 use crate::store::{Store, StoreError};
@@ -36,6 +39,8 @@ pub struct AppState {
     pub nats_urls: Vec<String>,
     /// The per-address limit on `/register`.
     pub register_limiter: RateLimiter,
+    /// The per-address limit on `/admin`.
+    pub admin_limiter: RateLimiter,
     /// The server's public base URL, for invite links made through the admin API.
     pub public_url: String,
     /// membershipd's own NATS connection, whose state `/healthz` reports (`None` when the API
@@ -53,19 +58,29 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// Serves the API over plain HTTP on `listener` until `shutdown` completes (for loopback, or
-/// behind a TLS-terminating proxy; see [`serve_tls`]).
+/// How the API is served: TLS or not, and the bounds on clients.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServeOptions {
+    /// Serve HTTPS with this certificate and key; plain HTTP if `None` (for loopback, or
+    /// behind a TLS-terminating proxy).
+    pub tls: Option<TlsFiles>,
+    /// Timeouts and connection caps.
+    pub limits: HttpLimits,
+}
+
+/// Serves the API on `listener` until `shutdown` completes, then lets requests in flight finish
+/// for up to 5 s. HTTP/1.1 only; see [`HttpLimits`] for what a client is allowed.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: Arc<AppState>,
+    options: ServeOptions,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        router(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    let tls = match &options.tls {
+        Some(files) => Some(tls_acceptor(files)?),
+        None => None,
+    };
+    listener::run(listener, router(state), options.limits, tls, shutdown).await
 }
 
 /// The certificate chain and private key, PEM files, for serving HTTPS.
@@ -77,28 +92,32 @@ pub struct TlsFiles {
     pub key: std::path::PathBuf,
 }
 
-/// Serves the API over HTTPS (rustls) on `listener` until `shutdown` completes, then lets
-/// requests in flight finish for up to 5 s.
-pub async fn serve_tls(
-    listener: std::net::TcpListener,
-    state: Arc<AppState>,
-    tls: &TlsFiles,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    // One process-wide crypto provider: ring, which the NATS client already links. Installing
-    // it twice is harmless (the second call reports the first).
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert, &tls.key).await?;
-    let handle = axum_server::Handle::new();
-    let stopper = handle.clone();
-    tokio::spawn(async move {
-        shutdown.await;
-        stopper.graceful_shutdown(Some(std::time::Duration::from_secs(5)));
-    });
-    axum_server::from_tcp_rustls(listener, config)?
-        .handle(handle)
-        .serve(router(state).into_make_service_with_connect_info::<SocketAddr>())
-        .await
+/// A TLS acceptor (rustls with *ring*) for the certificate and key in `files`, offering only
+/// HTTP/1.1.
+fn tls_acceptor(files: &TlsFiles) -> std::io::Result<tokio_rustls::TlsAcceptor> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let invalid = |what: &str, path: &std::path::Path, e: &dyn std::fmt::Display| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{what} {}: {e}", path.display()),
+        )
+    };
+    let certs = CertificateDer::pem_file_iter(&files.cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| invalid("certificate chain", &files.cert, &e))?;
+    let key = PrivateKeyDer::from_pem_file(&files.key)
+        .map_err(|e| invalid("private key", &files.key, &e))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| invalid("TLS set-up for", &files.cert, &e))?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .map_err(|e| invalid("certificate and key", &files.cert, &e))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
 async fn healthz(axum::extract::State(state): axum::extract::State<Arc<AppState>>) -> Response {
@@ -134,6 +153,24 @@ async fn healthz(axum::extract::State(state): axum::extract::State<Arc<AppState>
     (status, Json(body)).into_response()
 }
 
+/// Refuses a request whose `Content-Type` is not `application/json` (parameters such as
+/// `charset=utf-8` are allowed) with `415 unsupported_media_type`.
+fn require_json(headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
+    let media_type = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(str::trim);
+    match media_type {
+        Some(t) if t.eq_ignore_ascii_case("application/json") => Ok(()),
+        _ => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the body as JSON with Content-Type: application/json",
+        )),
+    }
+}
+
 /// An API error: a stable code, an HTTP status, and a message for people.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
@@ -146,7 +183,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,
             code,
@@ -172,10 +209,19 @@ impl From<StoreError> for ApiError {
             StoreError::InviteCancelled => Self::new(S::GONE, "invite_cancelled", message),
             StoreError::InviteUsed => Self::new(S::CONFLICT, "invite_used", message),
             StoreError::UserExists => Self::new(S::CONFLICT, "user_exists", message),
+            StoreError::UserDeleted => Self::new(S::FORBIDDEN, "user_deleted", message),
             StoreError::RoomExists => Self::new(S::CONFLICT, "room_exists", message),
             StoreError::EpochConflict { .. } => Self::new(S::CONFLICT, "epoch_conflict", message),
             StoreError::NotFound => Self::new(S::NOT_FOUND, "not_found", message),
             StoreError::Invalid(_) => Self::new(S::BAD_REQUEST, "invalid", message),
+            StoreError::Corrupt(_) => {
+                tracing::error!(error = %error, "unreadable store record");
+                Self::new(
+                    S::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "the server could not read its own records; report this to its operator",
+                )
+            }
             _ => Self::new(
                 S::SERVICE_UNAVAILABLE,
                 "unavailable",

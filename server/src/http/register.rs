@@ -6,12 +6,13 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use unibus::registration::{RegisterBody, RegisterRequest, RegisterRequestError};
 
-use super::{ApiError, AppState};
+use super::{require_json, ApiError, AppState};
+use crate::json::{JsonError, Object};
 
 /// The success response.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,9 +27,25 @@ pub struct RegisterResponse {
     pub nats_urls: Vec<String>,
 }
 
+/// The fields of a registration body.
+const FIELDS: &[&str] = &["token", "sign_public_key", "kex_public_key", "signature"];
+
+/// Reads a registration body strictly ([`crate::json`]): one JSON object with exactly the four
+/// string fields, nothing else. Errors name fields, never values.
+pub fn parse_body(bytes: &[u8]) -> Result<RegisterBody, JsonError> {
+    let mut object = Object::parse(bytes, FIELDS)?;
+    Ok(RegisterBody {
+        token: object.str("token")?,
+        sign_public_key: object.str("sign_public_key")?,
+        kex_public_key: object.str("kex_public_key")?,
+        signature: object.str("signature")?,
+    })
+}
+
 pub(super) async fn register(
     State(state): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<RegisterResponse>, ApiError> {
     if !state.register_limiter.allow(peer.ip()) {
@@ -38,6 +55,7 @@ pub(super) async fn register(
             "too many registration attempts from this address; wait and retry",
         ));
     }
+    require_json(&headers)?;
     let body = body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
@@ -53,14 +71,8 @@ pub(super) async fn register(
             )
         }
     })?;
-    let fields: RegisterBody = serde_json::from_slice(&body).map_err(|e| {
-        // serde_json's message names the field and position, never echoing values.
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "malformed_body",
-            format!("expected a JSON registration: {e}"),
-        )
-    })?;
+    let fields = parse_body(&body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "malformed_body", e.to_string()))?;
     let request = RegisterRequest::try_from(&fields).map_err(request_error)?;
     request.verify().map_err(request_error)?;
     // Logged: the outcome and the public key. Never the token or the body.

@@ -12,6 +12,10 @@ pub enum StoreError {
     /// A user with this signing key already exists.
     #[error("a user with this signing key already exists")]
     UserExists,
+    /// The signing key belonged to a user who was deleted. A deleted key never comes back: the
+    /// person needs a new identity (new keys) and a new invite.
+    #[error("this signing key belonged to a deleted user and cannot be registered again; create a new identity and ask for a new invite")]
+    UserDeleted,
     /// A room with this id already exists.
     #[error("a room with this id already exists")]
     RoomExists,
@@ -35,9 +39,15 @@ pub enum StoreError {
         /// The room's actual epoch.
         actual: u64,
     },
-    /// An argument or a stored record is invalid.
+    /// An argument is invalid: the caller's mistake.
     #[error("invalid: {0}")]
     Invalid(String),
+    /// A stored record cannot be read: the store is damaged, or was written by another
+    /// version. Not the caller's fault; report it to the operator.
+    #[error(
+        "a stored record cannot be read ({0}); the store may be damaged or from another version"
+    )]
+    Corrupt(String),
     /// The backend did not answer within the op timeout.
     #[error("the store did not answer within {0:?}")]
     Timeout(Duration),

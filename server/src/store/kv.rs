@@ -2,7 +2,7 @@
 //!
 //! | bucket | key | value |
 //! |---|---|---|
-//! | `UNIBUS_users` | signing key (hex) | [`User`] as JSON |
+//! | `UNIBUS_users` | signing key (hex) | [`User`] as JSON, or `{"deleted": `[`DeletedUser`]`}`: the tombstone a deletion leaves |
 //! | `UNIBUS_invites` | invite id (hex digest of the token) | [`Invite`] as JSON |
 //! | `UNIBUS_rooms` | room id | [`Room`] as JSON |
 //! | `UNIBUS_members` | `{room}.{member}` | `1` |
@@ -46,8 +46,8 @@ use unibus::{InviteToken, KexPublicKey, RoomId, SignPublicKey};
 
 use super::rules::{active_user, mint_invite, redeem_step, redeemed_user, RedeemStep};
 use super::{
-    invite_id, now_millis, EpochKey, Invite, InviteStatus, NewInvite, NewUser, Room, RoomSnapshot,
-    Snapshot, Store, StoreError, StoreResult, User, UserStatus,
+    invite_id, now_millis, DeletedUser, EpochKey, Invite, InviteStatus, NewInvite, NewUser, Room,
+    RoomSnapshot, Snapshot, Store, StoreError, StoreResult, User, UserStatus,
 };
 
 /// How the KV store is set up.
@@ -105,6 +105,25 @@ impl std::fmt::Debug for KvStore {
     }
 }
 
+/// What the users bucket holds under a signing key: the user, or the tombstone its deletion
+/// left. The tombstone keeps the key taken, so the create-only writes of `add_user` and
+/// `redeem_invite` can never bring a deleted user back, even in a race with the deletion.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
+enum UserEntry {
+    Deleted { deleted: DeletedUser },
+    Live(User),
+}
+
+impl UserEntry {
+    fn live(self) -> StoreResult<User> {
+        match self {
+            UserEntry::Live(user) => Ok(user),
+            UserEntry::Deleted { .. } => Err(StoreError::NotFound),
+        }
+    }
+}
+
 /// How many times a compare-and-swap is retried under contention before giving up.
 const CAS_ATTEMPTS: usize = 64;
 
@@ -119,7 +138,7 @@ fn backend(e: impl std::fmt::Display) -> StoreError {
 }
 
 fn decode<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> StoreResult<T> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Invalid(format!("stored {what}: {e}")))
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("stored {what}: {e}")))
 }
 
 fn encode<T: Serialize>(value: &T) -> Bytes {
@@ -327,12 +346,31 @@ impl KvStore {
         if self.create(&self.users, &key, encode(&user)).await? {
             return Ok(user);
         }
-        let existing: User = self.get_json(&self.users, &key, "user").await?;
-        if existing.invite_id.as_deref() == Some(invite.id.as_str()) {
-            Ok(existing)
-        } else {
-            Err(StoreError::UserExists)
+        match self.get_json(&self.users, &key, "user").await? {
+            UserEntry::Deleted { .. } => Err(StoreError::UserDeleted),
+            UserEntry::Live(existing)
+                if existing.invite_id.as_deref() == Some(invite.id.as_str()) =>
+            {
+                Ok(existing)
+            }
+            UserEntry::Live(_) => Err(StoreError::UserExists),
         }
+    }
+
+    /// Whether `key` belonged to a deleted user.
+    async fn is_deleted(&self, key: &SignPublicKey) -> StoreResult<bool> {
+        match self.get(&self.users, &key.to_hex()).await? {
+            None => Ok(false),
+            Some(bytes) => Ok(matches!(
+                decode::<UserEntry>("user", &bytes)?,
+                UserEntry::Deleted { .. }
+            )),
+        }
+    }
+
+    /// Every entry of the users bucket, by signing key.
+    async fn user_entries(&self) -> StoreResult<Vec<UserEntry>> {
+        self.list_json(&self.users, "user").await
     }
 
     /// The digest of the manifest that committed `epoch`, if any.
@@ -462,40 +500,56 @@ async fn open_bucket(
 impl Store for KvStore {
     async fn add_user(&self, user: NewUser) -> StoreResult<User> {
         let user = active_user(user);
+        let key = user.sign_key.to_hex();
         if self
-            .create(&self.users, &user.sign_key.to_hex(), encode(&user))
+            .create(&self.users, &key, encode(&UserEntry::Live(user.clone())))
             .await?
         {
-            Ok(user)
-        } else {
-            Err(StoreError::UserExists)
+            return Ok(user);
+        }
+        match self.get_json(&self.users, &key, "user").await? {
+            UserEntry::Deleted { .. } => Err(StoreError::UserDeleted),
+            UserEntry::Live(_) => Err(StoreError::UserExists),
         }
     }
 
     async fn get_user(&self, key: &SignPublicKey) -> StoreResult<User> {
-        self.get_json(&self.users, &key.to_hex(), "user").await
+        self.get_json::<UserEntry>(&self.users, &key.to_hex(), "user")
+            .await?
+            .live()
     }
 
     async fn list_users(&self) -> StoreResult<Vec<User>> {
-        self.list_json(&self.users, "user").await
+        Ok(self
+            .user_entries()
+            .await?
+            .into_iter()
+            .filter_map(|entry| entry.live().ok())
+            .collect())
     }
 
     async fn revoke_user(&self, key: &SignPublicKey) -> StoreResult<()> {
-        self.modify(&self.users, &key.to_hex(), "user", |mut user: User| {
+        self.modify(&self.users, &key.to_hex(), "user", |entry: UserEntry| {
+            let mut user = entry.live()?;
             Ok((user.status != UserStatus::Revoked).then(|| {
                 user.status = UserStatus::Revoked;
-                user
+                UserEntry::Live(user)
             }))
         })
         .await
     }
 
     async fn delete_user(&self, key: &SignPublicKey) -> StoreResult<()> {
-        let key = key.to_hex();
-        self.entry(&self.users, &key)
-            .await?
-            .ok_or(StoreError::NotFound)?;
-        self.delete(&self.users, &key).await
+        // The record becomes its tombstone in one compare-and-swap.
+        let tombstone = DeletedUser {
+            sign_key: *key,
+            deleted_at: now_millis(),
+        };
+        self.modify(&self.users, &key.to_hex(), "user", |entry: UserEntry| {
+            entry.live()?;
+            Ok(Some(UserEntry::Deleted { deleted: tombstone }))
+        })
+        .await
     }
 
     async fn create_invite(&self, new: NewInvite) -> StoreResult<(InviteToken, Invite)> {
@@ -552,7 +606,10 @@ impl Store for KvStore {
                 .ok_or(StoreError::InviteUnknown)?;
             let mut invite: Invite = decode("invite", &entry.value)?;
             let now = now_millis();
-            match redeem_step(&invite, sign_key, now)? {
+            // Checked before the burn so a deleted key spends no invite; the create-only write
+            // of the user refuses it again if it is deleted in between.
+            let deleted = self.is_deleted(sign_key).await?;
+            match redeem_step(&invite, sign_key, deleted, now)? {
                 RedeemStep::Burn => {
                     invite.used_at = Some(now);
                     invite.used_by = Some(*sign_key);
@@ -636,7 +693,7 @@ impl Store for KvStore {
             .into_iter()
             .map(|(key, _)| {
                 SignPublicKey::from_hex(key.strip_prefix(&prefix).unwrap_or(&key))
-                    .map_err(|e| StoreError::Invalid(format!("stored member key: {e}")))
+                    .map_err(|e| StoreError::Corrupt(format!("stored member key: {e}")))
             })
             .collect::<StoreResult<Vec<_>>>()?;
         members.sort();
@@ -658,7 +715,7 @@ impl Store for KvStore {
             .into_iter()
             .map(|(key, _)| {
                 RoomId::new(key.strip_prefix(&prefix).unwrap_or(&key))
-                    .map_err(|e| StoreError::Invalid(format!("stored room id: {e}")))
+                    .map_err(|e| StoreError::Corrupt(format!("stored room id: {e}")))
             })
             .collect::<StoreResult<Vec<_>>>()?;
         rooms.sort();
@@ -729,7 +786,7 @@ impl Store for KvStore {
             .await?
             .ok_or(StoreError::NotFound)?;
         let sealed = SealedRoomKey::from_bytes(&bytes)
-            .map_err(|e| StoreError::Invalid(format!("stored sealed key: {e}")))?;
+            .map_err(|e| StoreError::Corrupt(format!("stored sealed key: {e}")))?;
         Ok(EpochKey { epoch, sealed })
     }
 
@@ -744,11 +801,15 @@ impl Store for KvStore {
             .ok_or(StoreError::NotFound)
     }
 
-    async fn record_nonce(&self, nonce: &str, expires_at: super::Millis) -> StoreResult<bool> {
+    async fn record_nonce(
+        &self,
+        nonce: &str,
+        now: super::Millis,
+        expires_at: super::Millis,
+    ) -> StoreResult<bool> {
         if nonce.is_empty() || !nonce.bytes().all(|b| b.is_ascii_alphanumeric()) {
             return Err(StoreError::Invalid("a nonce is alphanumeric".into()));
         }
-        let now = now_millis();
         let record = Bytes::from(expires_at.to_string());
         if self.create(&self.nonces, nonce, record.clone()).await? {
             return Ok(true);
@@ -769,10 +830,15 @@ impl Store for KvStore {
 
     async fn export_snapshot(&self) -> StoreResult<Snapshot> {
         let mut snapshot = Snapshot {
-            users: self.list_users().await?,
             invites: self.list_invites().await?,
-            rooms: Vec::new(),
+            ..Snapshot::default()
         };
+        for entry in self.user_entries().await? {
+            match entry {
+                UserEntry::Live(user) => snapshot.users.push(user),
+                UserEntry::Deleted { deleted } => snapshot.deleted_users.push(deleted),
+            }
+        }
         for room in self.list_rooms().await? {
             let members = self.list_members(&room.id).await?;
             let mut manifests = Vec::new();
@@ -784,7 +850,7 @@ impl Store for KvStore {
                     .rsplit('.')
                     .next()
                     .and_then(|e| e.parse().ok())
-                    .ok_or_else(|| StoreError::Invalid(format!("stored epoch marker {key}")))?;
+                    .ok_or_else(|| StoreError::Corrupt(format!("stored epoch marker {key}")))?;
                 manifests.push((epoch, hex::encode(self.manifest(&room.id, epoch).await?)));
             }
             snapshot.rooms.push(RoomSnapshot {
@@ -799,7 +865,13 @@ impl Store for KvStore {
 
     async fn import_snapshot(&self, snapshot: &Snapshot) -> StoreResult<()> {
         for user in &snapshot.users {
-            self.put(&self.users, &user.sign_key.to_hex(), encode(user))
+            let entry = UserEntry::Live(user.clone());
+            self.put(&self.users, &user.sign_key.to_hex(), encode(&entry))
+                .await?;
+        }
+        for deleted in &snapshot.deleted_users {
+            let entry = UserEntry::Deleted { deleted: *deleted };
+            self.put(&self.users, &deleted.sign_key.to_hex(), encode(&entry))
                 .await?;
         }
         for invite in &snapshot.invites {

@@ -17,6 +17,8 @@ pub struct MigrationReport {
     pub backup: Option<PathBuf>,
     /// Users copied.
     pub users: usize,
+    /// Deleted users' tombstones copied (their keys stay retired).
+    pub deleted_users: usize,
     /// Invites copied.
     pub invites: usize,
     /// Rooms copied.
@@ -55,6 +57,7 @@ pub async fn migrate_sqlite_to_kv(
     Ok(MigrationReport {
         backup: backup.map(Path::to_path_buf),
         users: snapshot.users.len(),
+        deleted_users: snapshot.deleted_users.len(),
         invites: snapshot.invites.len(),
         rooms: snapshot.rooms.len(),
         epochs: snapshot.rooms.iter().map(|r| r.manifests.len()).sum(),

@@ -143,9 +143,12 @@ pub trait Store: Send + Sync {
     // ---- admin requests ----
 
     /// Records the nonce of a signed admin request until `expires_at`. `Ok(true)` the first
-    /// time, `Ok(false)` for a nonce already recorded and not yet expired (a replay). Nonces are
-    /// not part of snapshots.
-    async fn record_nonce(&self, nonce: &str, expires_at: Millis) -> StoreResult<bool>;
+    /// time, `Ok(false)` for a nonce already recorded that has not expired at `now` (a replay):
+    /// a recorded nonce is forgotten only once `expires_at <= now`. `now` is the caller's one
+    /// reading of the clock for the request, so the freshness check and the expiry agree.
+    /// Nonces are not part of snapshots.
+    async fn record_nonce(&self, nonce: &str, now: Millis, expires_at: Millis)
+        -> StoreResult<bool>;
 
     // ---- whole state ----
 

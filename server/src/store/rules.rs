@@ -48,11 +48,18 @@ pub(crate) enum RedeemStep {
 }
 
 /// What redeeming `invite` for `sign_key` at `now` must do next, or why it cannot.
+/// `deleted` says whether `sign_key` belonged to a deleted user: such a key is refused before
+/// anything is written, on the first try and on a retry alike, so a replayed registration cannot
+/// bring a deleted user back (a crashed redemption has no tombstone, so it still completes).
 pub(crate) fn redeem_step(
     invite: &Invite,
     sign_key: &SignPublicKey,
+    deleted: bool,
     now: Millis,
 ) -> StoreResult<RedeemStep> {
+    if deleted {
+        return Err(StoreError::UserDeleted);
+    }
     match (invite.used_by, invite.status_at(now)) {
         (Some(by), _) if &by == sign_key => Ok(RedeemStep::Complete),
         (_, InviteStatus::Used) => Err(StoreError::InviteUsed),

@@ -16,14 +16,15 @@ use unibus::{InviteToken, KexPublicKey, RoomId, SignPublicKey};
 
 use super::rules::{active_user, mint_invite, redeem_step, redeemed_user, RedeemStep};
 use super::{
-    invite_id, now_millis, EpochKey, Invite, InviteStatus, NewInvite, NewUser, Room, RoomSnapshot,
-    Snapshot, Store, StoreError, StoreResult, User, UserStatus,
+    invite_id, now_millis, DeletedUser, EpochKey, Invite, InviteStatus, NewInvite, NewUser, Room,
+    RoomSnapshot, Snapshot, Store, StoreError, StoreResult, User, UserStatus,
 };
 
 /// The migrations, in order. Migration `n` brings `user_version` from `n - 1` to `n`.
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/001_init.sql"),
     include_str!("../../migrations/002_admin_nonces.sql"),
+    include_str!("../../migrations/003_deleted_users.sql"),
 ];
 
 /// The SQLite store. Cloning shares the connection.
@@ -45,8 +46,8 @@ fn backend(e: rusqlite::Error) -> StoreError {
     StoreError::Backend(format!("sqlite: {e}"))
 }
 
-fn invalid(what: &str) -> impl Fn(unibus::keys::KeyError) -> StoreError + '_ {
-    move |e| StoreError::Invalid(format!("stored {what}: {e}"))
+fn corrupt(what: &str) -> impl Fn(unibus::keys::KeyError) -> StoreError + '_ {
+    move |e| StoreError::Corrupt(format!("stored {what}: {e}"))
 }
 
 impl SqliteStore {
@@ -115,7 +116,7 @@ fn migrate(conn: &mut Connection) -> StoreResult<()> {
         .pragma_query_value(None, "user_version", |row| row.get::<_, i64>(0))
         .map_err(backend)? as usize;
     if version > MIGRATIONS.len() {
-        return Err(StoreError::Invalid(format!(
+        return Err(StoreError::Corrupt(format!(
             "database schema version {version} is newer than this build knows ({})",
             MIGRATIONS.len()
         )));
@@ -145,8 +146,8 @@ fn user_from_row(row: &Row<'_>) -> rusqlite::Result<StoreResult<User>> {
     let invite_id: Option<String> = row.get(5)?;
     Ok((|| {
         Ok(User {
-            sign_key: SignPublicKey::from_hex(&sign).map_err(invalid("signing key"))?,
-            kex_key: KexPublicKey::from_hex(&kex).map_err(invalid("key-exchange key"))?,
+            sign_key: SignPublicKey::from_hex(&sign).map_err(corrupt("signing key"))?,
+            kex_key: KexPublicKey::from_hex(&kex).map_err(corrupt("key-exchange key"))?,
             admin,
             status: match status.as_str() {
                 "active" => UserStatus::Active,
@@ -178,13 +179,13 @@ fn invite_from_row(row: &Row<'_>) -> rusqlite::Result<StoreResult<Invite>> {
             admin,
             created_at,
             created_by: created_by
-                .map(|k| SignPublicKey::from_hex(&k).map_err(invalid("invite creator")))
+                .map(|k| SignPublicKey::from_hex(&k).map_err(corrupt("invite creator")))
                 .transpose()?,
             expires_at: expires_at.unwrap_or(0),
             // `used` is the guard column; a used row without a time still reads as used.
             used_at: used_at.or(if used { Some(0) } else { None }),
             used_by: used_by
-                .map(|k| SignPublicKey::from_hex(&k).map_err(invalid("invite user")))
+                .map(|k| SignPublicKey::from_hex(&k).map_err(corrupt("invite user")))
                 .transpose()?,
             cancelled_at,
         })
@@ -199,8 +200,8 @@ fn room_from_row(row: &Row<'_>) -> rusqlite::Result<StoreResult<Room>> {
     Ok((|| {
         Ok(Room {
             id: RoomId::new(&id)
-                .map_err(|e| StoreError::Invalid(format!("stored room id: {e}")))?,
-            owner: SignPublicKey::from_hex(&owner).map_err(invalid("room owner"))?,
+                .map_err(|e| StoreError::Corrupt(format!("stored room id: {e}")))?,
+            owner: SignPublicKey::from_hex(&owner).map_err(corrupt("room owner"))?,
             epoch: epoch as u64,
             created_at,
         })
@@ -236,6 +237,44 @@ fn get_user(conn: &Connection, key: &SignPublicKey) -> StoreResult<Option<User>>
         &format!("SELECT {USER_COLUMNS} FROM users WHERE sign_key = ?1"),
         params![key.to_hex()],
         user_from_row,
+    )
+}
+
+fn is_deleted(conn: &Connection, key: &SignPublicKey) -> StoreResult<bool> {
+    conn.query_row(
+        "SELECT 1 FROM deleted_users WHERE sign_key = ?1",
+        params![key.to_hex()],
+        |_| Ok(()),
+    )
+    .optional()
+    .map(|found| found.is_some())
+    .map_err(backend)
+}
+
+fn insert_deleted(conn: &Connection, deleted: &DeletedUser) -> StoreResult<()> {
+    conn.execute(
+        "INSERT OR REPLACE INTO deleted_users (sign_key, deleted_at) VALUES (?1, ?2)",
+        params![deleted.sign_key.to_hex(), deleted.deleted_at],
+    )
+    .map_err(backend)?;
+    Ok(())
+}
+
+fn list_deleted(conn: &Connection) -> StoreResult<Vec<DeletedUser>> {
+    all(
+        conn,
+        "SELECT sign_key, deleted_at FROM deleted_users ORDER BY sign_key",
+        [],
+        |row| {
+            let key: String = row.get(0)?;
+            let deleted_at: i64 = row.get(1)?;
+            Ok(SignPublicKey::from_hex(&key)
+                .map_err(corrupt("deleted user key"))
+                .map(|sign_key| DeletedUser {
+                    sign_key,
+                    deleted_at,
+                }))
+        },
     )
 }
 
@@ -374,7 +413,7 @@ fn list_manifests(conn: &Connection, room: &RoomId) -> StoreResult<Vec<(u64, Str
 }
 
 fn parse_member(text: String) -> StoreResult<SignPublicKey> {
-    SignPublicKey::from_hex(&text).map_err(invalid("member key"))
+    SignPublicKey::from_hex(&text).map_err(corrupt("member key"))
 }
 
 #[async_trait]
@@ -386,6 +425,9 @@ impl Store for SqliteStore {
                 .map_err(backend)?;
             if get_user(&tx, &user.sign_key)?.is_some() {
                 return Err(StoreError::UserExists);
+            }
+            if is_deleted(&tx, &user.sign_key)? {
+                return Err(StoreError::UserDeleted);
             }
             let user = active_user(user);
             insert_user(&tx, &user)?;
@@ -423,15 +465,29 @@ impl Store for SqliteStore {
     }
 
     async fn delete_user(&self, key: &SignPublicKey) -> StoreResult<()> {
-        let key = key.to_hex();
+        let key = *key;
         self.with(move |conn| {
-            match conn
-                .execute("DELETE FROM users WHERE sign_key = ?1", params![key])
-                .map_err(backend)?
-            {
-                0 => Err(StoreError::NotFound),
-                _ => Ok(()),
+            // The record goes and the tombstone comes in one transaction.
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(backend)?;
+            let removed = tx
+                .execute(
+                    "DELETE FROM users WHERE sign_key = ?1",
+                    params![key.to_hex()],
+                )
+                .map_err(backend)?;
+            if removed == 0 {
+                return Err(StoreError::NotFound);
             }
+            insert_deleted(
+                &tx,
+                &DeletedUser {
+                    sign_key: key,
+                    deleted_at: now_millis(),
+                },
+            )?;
+            tx.commit().map_err(backend)
         })
         .await
     }
@@ -489,7 +545,8 @@ impl Store for SqliteStore {
                 .map_err(backend)?;
             let invite = get_invite(&tx, &id)?.ok_or(StoreError::InviteUnknown)?;
             let now = now_millis();
-            let outcome = match redeem_step(&invite, &sign_key, now)? {
+            let deleted = is_deleted(&tx, &sign_key)?;
+            let outcome = match redeem_step(&invite, &sign_key, deleted, now)? {
                 RedeemStep::Burn => {
                     let burned = tx
                         .execute(
@@ -626,7 +683,7 @@ impl Store for SqliteStore {
                 |row| {
                     let id: String = row.get(0)?;
                     Ok(RoomId::new(&id)
-                        .map_err(|e| StoreError::Invalid(format!("stored room id: {e}"))))
+                        .map_err(|e| StoreError::Corrupt(format!("stored room id: {e}"))))
                 },
             )
         })
@@ -680,7 +737,7 @@ impl Store for SqliteStore {
                 .map_err(backend)?
                 .ok_or(StoreError::NotFound)?;
             let sealed = SealedRoomKey::from_bytes(&sealed)
-                .map_err(|e| StoreError::Invalid(format!("stored sealed key: {e}")))?;
+                .map_err(|e| StoreError::Corrupt(format!("stored sealed key: {e}")))?;
             Ok(EpochKey { epoch, sealed })
         })
         .await
@@ -701,7 +758,12 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn record_nonce(&self, nonce: &str, expires_at: super::Millis) -> StoreResult<bool> {
+    async fn record_nonce(
+        &self,
+        nonce: &str,
+        now: super::Millis,
+        expires_at: super::Millis,
+    ) -> StoreResult<bool> {
         let nonce = nonce.to_owned();
         self.with(move |conn| {
             let tx = conn
@@ -709,7 +771,7 @@ impl Store for SqliteStore {
                 .map_err(backend)?;
             tx.execute(
                 "DELETE FROM admin_nonces WHERE expires_at <= ?1",
-                params![now_millis()],
+                params![now],
             )
             .map_err(backend)?;
             let inserted = tx
@@ -730,6 +792,7 @@ impl Store for SqliteStore {
             let tx = conn.transaction().map_err(backend)?;
             let mut snapshot = Snapshot {
                 users: list_users(&tx)?,
+                deleted_users: list_deleted(&tx)?,
                 invites: list_invites(&tx)?,
                 rooms: Vec::new(),
             };
@@ -761,6 +824,14 @@ impl Store for SqliteStore {
             let tx = conn.transaction().map_err(backend)?;
             for user in &snapshot.users {
                 insert_user(&tx, user)?;
+            }
+            for deleted in &snapshot.deleted_users {
+                tx.execute(
+                    "DELETE FROM users WHERE sign_key = ?1",
+                    params![deleted.sign_key.to_hex()],
+                )
+                .map_err(backend)?;
+                insert_deleted(&tx, deleted)?;
             }
             for invite in &snapshot.invites {
                 insert_invite(&tx, invite)?;

@@ -44,6 +44,17 @@ pub struct User {
     pub invite_id: Option<String>,
 }
 
+/// The tombstone a deleted user leaves: the key can never be registered or added again, so
+/// nothing it was given (memberships, the admin flag, a login) comes back. The person behind it
+/// needs a new identity and a new invite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeletedUser {
+    /// The deleted user's ed25519 key.
+    pub sign_key: SignPublicKey,
+    /// When the user was deleted.
+    pub deleted_at: Millis,
+}
+
 /// What [`Store::add_user`](super::Store::add_user) creates.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewUser {
@@ -168,6 +179,9 @@ pub struct RoomSnapshot {
 pub struct Snapshot {
     /// All users, by signing key.
     pub users: Vec<User>,
+    /// The keys of deleted users, by signing key: they stay deleted in the copy.
+    #[serde(default)]
+    pub deleted_users: Vec<DeletedUser>,
     /// All invites, by id.
     pub invites: Vec<Invite>,
     /// All rooms, by id.
@@ -178,6 +192,7 @@ impl Snapshot {
     /// Sorts every list into the canonical order.
     pub fn normalize(&mut self) {
         self.users.sort_by_key(|u| u.sign_key);
+        self.deleted_users.sort_by_key(|u| u.sign_key);
         self.invites.sort_by(|a, b| a.id.cmp(&b.id));
         self.rooms.sort_by(|a, b| a.room.id.cmp(&b.room.id));
         for room in &mut self.rooms {

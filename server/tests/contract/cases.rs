@@ -28,6 +28,8 @@ cases!(
     users_are_listed_sorted_by_key,
     revoke_keeps_the_record_and_denies_authorization,
     delete_removes_the_user_and_leaves_memberships_inert,
+    a_deleted_key_never_comes_back_by_any_path,
+    a_crashed_redemption_completes_but_a_deleted_user_is_not_recreated,
     has_admin_only_for_active_admins,
     invites_store_only_the_token_digest,
     invites_last_seven_days_by_default,
@@ -205,8 +207,119 @@ async fn delete_removes_the_user_and_leaves_memberships_inert(store: Arc<dyn Sto
             .unwrap(),
         vec![general]
     );
-    // And the key can be registered again from scratch.
-    store.add_user(new_user(&bob, false)).await.unwrap();
+    // And the key stays retired.
+    assert_eq!(
+        store.add_user(new_user(&bob, false)).await.unwrap_err(),
+        StoreError::UserDeleted
+    );
+    assert_eq!(
+        store.delete_user(&bob.sign_public_key()).await.unwrap_err(),
+        StoreError::NotFound
+    );
+    assert_eq!(
+        store.revoke_user(&bob.sign_public_key()).await.unwrap_err(),
+        StoreError::NotFound
+    );
+    assert!(store
+        .list_users()
+        .await
+        .unwrap()
+        .iter()
+        .all(|u| u.sign_key != bob.sign_public_key()));
+}
+
+async fn a_deleted_key_never_comes_back_by_any_path(store: Arc<dyn Store>) {
+    // An admin who registered through an invite and joined a room.
+    let (owner, admin) = (identity(), identity());
+    store.add_user(new_user(&owner, false)).await.unwrap();
+    let (token, _) = store
+        .create_invite(NewInvite {
+            admin: true,
+            ..NewInvite::default()
+        })
+        .await
+        .unwrap();
+    let (sign, kex) = (admin.sign_public_key(), admin.kex_public_key());
+    store.redeem_invite(&token, &sign, &kex).await.unwrap();
+    let general = room("general");
+    store
+        .create_room(&general, &owner.sign_public_key())
+        .await
+        .unwrap();
+    store.add_member(&general, &sign).await.unwrap();
+    store.delete_user(&sign).await.unwrap();
+
+    // Replaying its own redemption (the crash-recovery path) brings nothing back.
+    assert_eq!(
+        store.redeem_invite(&token, &sign, &kex).await.unwrap_err(),
+        StoreError::UserDeleted
+    );
+    // Nor does a fresh invite, with the same or a new x25519 key; and that invite stays unspent.
+    let (fresh, fresh_invite) = store.create_invite(NewInvite::default()).await.unwrap();
+    let new_kex = identity().kex_public_key();
+    for kex in [kex, new_kex] {
+        assert_eq!(
+            store.redeem_invite(&fresh, &sign, &kex).await.unwrap_err(),
+            StoreError::UserDeleted
+        );
+    }
+    assert_eq!(
+        store
+            .get_invite(&fresh_invite.id)
+            .await
+            .unwrap()
+            .status_at(unibus_server::store::now_millis()),
+        InviteStatus::Pending
+    );
+    // Nor an admin adding the key directly.
+    assert_eq!(
+        store
+            .add_user(NewUser {
+                sign_key: sign,
+                kex_key: new_kex,
+                admin: true
+            })
+            .await
+            .unwrap_err(),
+        StoreError::UserDeleted
+    );
+    assert_eq!(
+        store.get_user(&sign).await.unwrap_err(),
+        StoreError::NotFound
+    );
+    assert!(!store.is_authorized(&sign).await);
+    assert!(!store.has_admin(&sign).await);
+    // Its old membership is inert, never a member with a new key.
+    assert!(store.is_member(&general, &sign).await.unwrap());
+}
+
+async fn a_crashed_redemption_completes_but_a_deleted_user_is_not_recreated(store: Arc<dyn Store>) {
+    // A redemption that burned the invite and crashed before creating the user.
+    let (token, invite) = store.create_invite(NewInvite::default()).await.unwrap();
+    let alice = identity();
+    let (sign, kex) = (alice.sign_public_key(), alice.kex_public_key());
+    let mut snapshot = store.export_snapshot().await.unwrap();
+    let burned = &mut snapshot.invites[0];
+    assert_eq!(burned.id, invite.id);
+    burned.used_at = Some(unibus_server::store::now_millis());
+    burned.used_by = Some(sign);
+    store.import_snapshot(&snapshot).await.unwrap();
+    assert_eq!(
+        store.get_user(&sign).await.unwrap_err(),
+        StoreError::NotFound
+    );
+
+    // The same key completes it.
+    let user = store.redeem_invite(&token, &sign, &kex).await.unwrap();
+    assert_eq!(user.invite_id.as_deref(), Some(invite.id.as_str()));
+    assert!(store.is_authorized(&sign).await);
+    // Once deleted, the same call is refused: a deletion is not a crash.
+    store.delete_user(&sign).await.unwrap();
+    assert_eq!(
+        store.redeem_invite(&token, &sign, &kex).await.unwrap_err(),
+        StoreError::UserDeleted
+    );
+    assert!(!store.is_authorized(&sign).await);
 }
 
 async fn has_admin_only_for_active_admins(store: Arc<dyn Store>) {
@@ -726,6 +839,9 @@ async fn snapshot_export_import_round_trips_and_is_idempotent(store: Arc<dyn Sto
     let admin = identity();
     store.add_user(new_user(&admin, true)).await.unwrap();
     store.revoke_user(&admin.sign_public_key()).await.unwrap();
+    let gone = identity();
+    store.add_user(new_user(&gone, true)).await.unwrap();
+    store.delete_user(&gone.sign_public_key()).await.unwrap();
     let (token, _) = store.create_invite(NewInvite::default()).await.unwrap();
     store
         .redeem_invite(
@@ -739,6 +855,8 @@ async fn snapshot_export_import_round_trips_and_is_idempotent(store: Arc<dyn Sto
 
     let snapshot = store.export_snapshot().await.unwrap();
     assert_eq!(snapshot.users.len(), 2);
+    assert_eq!(snapshot.deleted_users.len(), 1);
+    assert_eq!(snapshot.deleted_users[0].sign_key, gone.sign_public_key());
     assert_eq!(snapshot.invites.len(), 2);
     assert_eq!(snapshot.rooms[0].manifests.len(), 2);
     assert_eq!(snapshot.rooms[0].room.epoch, 2);
@@ -753,6 +871,11 @@ async fn snapshot_export_import_round_trips_and_is_idempotent(store: Arc<dyn Sto
         .await
         .unwrap();
     assert_eq!(copy.epoch, 2);
+    // A deleted key stays deleted through an import.
+    assert_eq!(
+        store.add_user(new_user(&gone, false)).await.unwrap_err(),
+        StoreError::UserDeleted
+    );
 }
 
 /// Rounds of the 64-redeemer race: `UNIBUS_STRESS_ROUNDS` (200 in the stress run), else 3.
@@ -801,19 +924,34 @@ async fn concurrent_redeemers_of_one_invite_make_exactly_one_user(store: Arc<dyn
 
 async fn an_admin_nonce_is_accepted_once_until_it_expires(store: Arc<dyn Store>) {
     let now = unibus_server::store::now_millis();
+    let (window, expires) = (60_000, now + 120_000);
     let nonce = "0123456789abcdef0123456789abcdef";
-    assert!(store.record_nonce(nonce, now + 60_000).await.unwrap());
+    assert!(store.record_nonce(nonce, now, expires).await.unwrap());
     assert!(
-        !store.record_nonce(nonce, now + 60_000).await.unwrap(),
+        !store.record_nonce(nonce, now, expires).await.unwrap(),
         "a replay"
     );
+    // Still a replay at the last moment its request could pass, by the caller's clock, however
+    // much later the store itself looks at the time.
+    assert!(!store
+        .record_nonce(nonce, now + window, expires)
+        .await
+        .unwrap());
+    assert!(!store
+        .record_nonce(nonce, expires - 1, expires)
+        .await
+        .unwrap());
     let other = "fedcba9876543210fedcba9876543210";
-    assert!(store.record_nonce(other, now + 60_000).await.unwrap());
-    // Once its request can no longer be accepted, a nonce may be forgotten and reused.
-    let short = "00000000000000000000000000000001";
-    assert!(store.record_nonce(short, now - 1).await.unwrap());
-    assert!(store.record_nonce(short, now + 60_000).await.unwrap());
-    assert!(!store.record_nonce(short, now + 60_000).await.unwrap());
+    assert!(store.record_nonce(other, now, expires).await.unwrap());
+    // Once its expiry is reached, a nonce may be forgotten and reused.
+    assert!(store
+        .record_nonce(nonce, expires, expires + 120_000)
+        .await
+        .unwrap());
+    assert!(!store
+        .record_nonce(nonce, expires, expires + 120_000)
+        .await
+        .unwrap());
     // Nonces are not part of the control plane's snapshot.
     assert_eq!(store.export_snapshot().await.unwrap(), Default::default());
 }

@@ -2909,6 +2909,13 @@ class RegisterError:  # type: ignore
         def __repr__(self):
             return "RegisterError.AlreadyRegistered({})".format(repr(str(self)))
     _UniffiTempRegisterError.AlreadyRegistered = AlreadyRegistered # type: ignore
+    class UserDeleted(_UniffiTempRegisterError):
+        """
+        An admin deleted this identity; it can never register again. Make a new identity.
+"""
+        def __repr__(self):
+            return "RegisterError.UserDeleted({})".format(repr(str(self)))
+    _UniffiTempRegisterError.UserDeleted = UserDeleted # type: ignore
     class InviteExpired(_UniffiTempRegisterError):
         """
         The invite has expired.
@@ -3001,42 +3008,46 @@ class _UniffiFfiConverterTypeRegisterError(_UniffiConverterRustBuffer):
                 _UniffiFfiConverterString.read(buf),
             )
         if variant == 4:
-            return RegisterError.InviteExpired(
+            return RegisterError.UserDeleted(
                 _UniffiFfiConverterString.read(buf),
             )
         if variant == 5:
-            return RegisterError.InviteCancelled(
+            return RegisterError.InviteExpired(
                 _UniffiFfiConverterString.read(buf),
             )
         if variant == 6:
-            return RegisterError.Rejected(
+            return RegisterError.InviteCancelled(
                 _UniffiFfiConverterString.read(buf),
             )
         if variant == 7:
-            return RegisterError.RateLimited(
+            return RegisterError.Rejected(
                 _UniffiFfiConverterString.read(buf),
             )
         if variant == 8:
-            return RegisterError.Unavailable(
+            return RegisterError.RateLimited(
                 _UniffiFfiConverterString.read(buf),
             )
         if variant == 9:
-            return RegisterError.Transport(
+            return RegisterError.Unavailable(
                 _UniffiFfiConverterString.read(buf),
             )
         if variant == 10:
-            return RegisterError.InvalidResponse(
+            return RegisterError.Transport(
                 _UniffiFfiConverterString.read(buf),
             )
         if variant == 11:
-            return RegisterError.Tls(
+            return RegisterError.InvalidResponse(
                 _UniffiFfiConverterString.read(buf),
             )
         if variant == 12:
-            return RegisterError.Internal(
+            return RegisterError.Tls(
                 _UniffiFfiConverterString.read(buf),
             )
         if variant == 13:
+            return RegisterError.Internal(
+                _UniffiFfiConverterString.read(buf),
+            )
+        if variant == 14:
             return RegisterError.Other(
                 _UniffiFfiConverterString.read(buf),
             )
@@ -3049,6 +3060,8 @@ class _UniffiFfiConverterTypeRegisterError(_UniffiConverterRustBuffer):
         if isinstance(value, RegisterError.InviteUsed):
             return
         if isinstance(value, RegisterError.AlreadyRegistered):
+            return
+        if isinstance(value, RegisterError.UserDeleted):
             return
         if isinstance(value, RegisterError.InviteExpired):
             return
@@ -3079,26 +3092,28 @@ class _UniffiFfiConverterTypeRegisterError(_UniffiConverterRustBuffer):
             buf.write_i32(2)
         if isinstance(value, RegisterError.AlreadyRegistered):
             buf.write_i32(3)
-        if isinstance(value, RegisterError.InviteExpired):
+        if isinstance(value, RegisterError.UserDeleted):
             buf.write_i32(4)
-        if isinstance(value, RegisterError.InviteCancelled):
+        if isinstance(value, RegisterError.InviteExpired):
             buf.write_i32(5)
-        if isinstance(value, RegisterError.Rejected):
+        if isinstance(value, RegisterError.InviteCancelled):
             buf.write_i32(6)
-        if isinstance(value, RegisterError.RateLimited):
+        if isinstance(value, RegisterError.Rejected):
             buf.write_i32(7)
-        if isinstance(value, RegisterError.Unavailable):
+        if isinstance(value, RegisterError.RateLimited):
             buf.write_i32(8)
-        if isinstance(value, RegisterError.Transport):
+        if isinstance(value, RegisterError.Unavailable):
             buf.write_i32(9)
-        if isinstance(value, RegisterError.InvalidResponse):
+        if isinstance(value, RegisterError.Transport):
             buf.write_i32(10)
-        if isinstance(value, RegisterError.Tls):
+        if isinstance(value, RegisterError.InvalidResponse):
             buf.write_i32(11)
-        if isinstance(value, RegisterError.Internal):
+        if isinstance(value, RegisterError.Tls):
             buf.write_i32(12)
-        if isinstance(value, RegisterError.Other):
+        if isinstance(value, RegisterError.Internal):
             buf.write_i32(13)
+        if isinstance(value, RegisterError.Other):
+            buf.write_i32(14)
 
 
 

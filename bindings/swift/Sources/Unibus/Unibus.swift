@@ -3580,6 +3580,11 @@ enum RegisterError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError 
     case AlreadyRegistered(message: String)
     
     /**
+     * An admin deleted this identity; it can never register again. Make a new identity.
+     */
+    case UserDeleted(message: String)
+    
+    /**
      * The invite has expired.
      */
     case InviteExpired(message: String)
@@ -3670,43 +3675,47 @@ public struct FfiConverterTypeRegisterError: FfiConverterRustBuffer {
             message: try FfiConverterString.read(from: &buf)
         )
         
-        case 4: return .InviteExpired(
+        case 4: return .UserDeleted(
             message: try FfiConverterString.read(from: &buf)
         )
         
-        case 5: return .InviteCancelled(
+        case 5: return .InviteExpired(
             message: try FfiConverterString.read(from: &buf)
         )
         
-        case 6: return .Rejected(
+        case 6: return .InviteCancelled(
             message: try FfiConverterString.read(from: &buf)
         )
         
-        case 7: return .RateLimited(
+        case 7: return .Rejected(
             message: try FfiConverterString.read(from: &buf)
         )
         
-        case 8: return .Unavailable(
+        case 8: return .RateLimited(
             message: try FfiConverterString.read(from: &buf)
         )
         
-        case 9: return .Transport(
+        case 9: return .Unavailable(
             message: try FfiConverterString.read(from: &buf)
         )
         
-        case 10: return .InvalidResponse(
+        case 10: return .Transport(
             message: try FfiConverterString.read(from: &buf)
         )
         
-        case 11: return .Tls(
+        case 11: return .InvalidResponse(
             message: try FfiConverterString.read(from: &buf)
         )
         
-        case 12: return .Internal(
+        case 12: return .Tls(
             message: try FfiConverterString.read(from: &buf)
         )
         
-        case 13: return .Other(
+        case 13: return .Internal(
+            message: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 14: return .Other(
             message: try FfiConverterString.read(from: &buf)
         )
         
@@ -3727,26 +3736,28 @@ public struct FfiConverterTypeRegisterError: FfiConverterRustBuffer {
             writeInt(&buf, Int32(2))
         case .AlreadyRegistered(_ /* message is ignored*/):
             writeInt(&buf, Int32(3))
-        case .InviteExpired(_ /* message is ignored*/):
+        case .UserDeleted(_ /* message is ignored*/):
             writeInt(&buf, Int32(4))
-        case .InviteCancelled(_ /* message is ignored*/):
+        case .InviteExpired(_ /* message is ignored*/):
             writeInt(&buf, Int32(5))
-        case .Rejected(_ /* message is ignored*/):
+        case .InviteCancelled(_ /* message is ignored*/):
             writeInt(&buf, Int32(6))
-        case .RateLimited(_ /* message is ignored*/):
+        case .Rejected(_ /* message is ignored*/):
             writeInt(&buf, Int32(7))
-        case .Unavailable(_ /* message is ignored*/):
+        case .RateLimited(_ /* message is ignored*/):
             writeInt(&buf, Int32(8))
-        case .Transport(_ /* message is ignored*/):
+        case .Unavailable(_ /* message is ignored*/):
             writeInt(&buf, Int32(9))
-        case .InvalidResponse(_ /* message is ignored*/):
+        case .Transport(_ /* message is ignored*/):
             writeInt(&buf, Int32(10))
-        case .Tls(_ /* message is ignored*/):
+        case .InvalidResponse(_ /* message is ignored*/):
             writeInt(&buf, Int32(11))
-        case .Internal(_ /* message is ignored*/):
+        case .Tls(_ /* message is ignored*/):
             writeInt(&buf, Int32(12))
-        case .Other(_ /* message is ignored*/):
+        case .Internal(_ /* message is ignored*/):
             writeInt(&buf, Int32(13))
+        case .Other(_ /* message is ignored*/):
+            writeInt(&buf, Int32(14))
 
         
         }

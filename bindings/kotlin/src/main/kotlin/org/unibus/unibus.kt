@@ -5095,6 +5095,11 @@ sealed class RegisterException(message: String): kotlin.Exception(message) {
         class AlreadyRegistered(message: String) : RegisterException(message)
         
     /**
+     * An admin deleted this identity; it can never register again. Make a new identity.
+     */
+        class UserDeleted(message: String) : RegisterException(message)
+        
+    /**
      * The invite has expired.
      */
         class InviteExpired(message: String) : RegisterException(message)
@@ -5160,16 +5165,17 @@ public object FfiConverterTypeRegisterError : FfiConverterRustBuffer<RegisterExc
             1 -> RegisterException.InviteUnknown(FfiConverterString.read(buf))
             2 -> RegisterException.InviteUsed(FfiConverterString.read(buf))
             3 -> RegisterException.AlreadyRegistered(FfiConverterString.read(buf))
-            4 -> RegisterException.InviteExpired(FfiConverterString.read(buf))
-            5 -> RegisterException.InviteCancelled(FfiConverterString.read(buf))
-            6 -> RegisterException.Rejected(FfiConverterString.read(buf))
-            7 -> RegisterException.RateLimited(FfiConverterString.read(buf))
-            8 -> RegisterException.Unavailable(FfiConverterString.read(buf))
-            9 -> RegisterException.Transport(FfiConverterString.read(buf))
-            10 -> RegisterException.InvalidResponse(FfiConverterString.read(buf))
-            11 -> RegisterException.Tls(FfiConverterString.read(buf))
-            12 -> RegisterException.Internal(FfiConverterString.read(buf))
-            13 -> RegisterException.Other(FfiConverterString.read(buf))
+            4 -> RegisterException.UserDeleted(FfiConverterString.read(buf))
+            5 -> RegisterException.InviteExpired(FfiConverterString.read(buf))
+            6 -> RegisterException.InviteCancelled(FfiConverterString.read(buf))
+            7 -> RegisterException.Rejected(FfiConverterString.read(buf))
+            8 -> RegisterException.RateLimited(FfiConverterString.read(buf))
+            9 -> RegisterException.Unavailable(FfiConverterString.read(buf))
+            10 -> RegisterException.Transport(FfiConverterString.read(buf))
+            11 -> RegisterException.InvalidResponse(FfiConverterString.read(buf))
+            12 -> RegisterException.Tls(FfiConverterString.read(buf))
+            13 -> RegisterException.Internal(FfiConverterString.read(buf))
+            14 -> RegisterException.Other(FfiConverterString.read(buf))
             else -> throw RuntimeException("invalid error enum value, something is very wrong!!")
         }
         
@@ -5193,44 +5199,48 @@ public object FfiConverterTypeRegisterError : FfiConverterRustBuffer<RegisterExc
                 buf.putInt(3)
                 Unit
             }
-            is RegisterException.InviteExpired -> {
+            is RegisterException.UserDeleted -> {
                 buf.putInt(4)
                 Unit
             }
-            is RegisterException.InviteCancelled -> {
+            is RegisterException.InviteExpired -> {
                 buf.putInt(5)
                 Unit
             }
-            is RegisterException.Rejected -> {
+            is RegisterException.InviteCancelled -> {
                 buf.putInt(6)
                 Unit
             }
-            is RegisterException.RateLimited -> {
+            is RegisterException.Rejected -> {
                 buf.putInt(7)
                 Unit
             }
-            is RegisterException.Unavailable -> {
+            is RegisterException.RateLimited -> {
                 buf.putInt(8)
                 Unit
             }
-            is RegisterException.Transport -> {
+            is RegisterException.Unavailable -> {
                 buf.putInt(9)
                 Unit
             }
-            is RegisterException.InvalidResponse -> {
+            is RegisterException.Transport -> {
                 buf.putInt(10)
                 Unit
             }
-            is RegisterException.Tls -> {
+            is RegisterException.InvalidResponse -> {
                 buf.putInt(11)
                 Unit
             }
-            is RegisterException.Internal -> {
+            is RegisterException.Tls -> {
                 buf.putInt(12)
                 Unit
             }
-            is RegisterException.Other -> {
+            is RegisterException.Internal -> {
                 buf.putInt(13)
+                Unit
+            }
+            is RegisterException.Other -> {
+                buf.putInt(14)
                 Unit
             }
         }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }
