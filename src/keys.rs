@@ -3,7 +3,13 @@
 //! A user is identified by two 32-byte public keys: an ed25519 key that signs and an x25519 key
 //! that receives sealed room keys. On the wire both are 64 lowercase hex characters. Parsing
 //! accepts either case and normalizes, and rejects wrong lengths, non-hex characters and the
-//! all-zero key, exactly like the original system's `ValidateSignPubHex` and `ValidateKexPubHex`.
+//! all-zero key, like the original system's `ValidateSignPubHex` and `ValidateKexPubHex`. It
+//! also rejects keys that can never be used: points of small order (both kinds) and, for ed25519,
+//! non-canonical encodings and encodings of no curve point (protocol section 2.2).
+//!
+//! Signatures are verified in strict mode (protocol section 2.3). The rules that make a
+//! signature strict are checked here on the bytes, before ed25519-dalek sees them, so that they do
+//! not depend on that library's version.
 //!
 //! ```
 //! use unibus::keys::{SignPublicKey, KeyError};
@@ -75,10 +81,24 @@ pub enum KeyError {
         /// Which key.
         kind: KeyKind,
     },
-    /// The x25519 key is a point of small order: every exchange with it gives the all-zero
-    /// secret, so nothing sealed to it would be secret.
-    #[error("key-exchange (x25519) public key is a low-order point")]
-    LowOrder,
+    /// The key is a point of small order (order 1, 2, 4 or 8), in any encoding. For x25519,
+    /// every exchange with it gives the all-zero secret, so nothing sealed to it would be secret.
+    /// For ed25519, no signature verifies under it in strict mode, and a lenient verifier would
+    /// accept signatures under it that no one made. The lists are in protocol section 2.2.
+    #[error("{kind} public key is a low-order point")]
+    LowOrder {
+        /// Which key.
+        kind: KeyKind,
+    },
+    /// The ed25519 key is not in canonical form: its y-coordinate (the 32 bytes with bit 255
+    /// cleared, little-endian) is not less than `p = 2^255 - 19`. Only [`KeyKind::Sign`] keys are
+    /// checked for this.
+    #[error("signing (ed25519) public key is not canonically encoded")]
+    NonCanonical,
+    /// The ed25519 key is not the encoding of a point on the curve: no `x` fits its `y`. Only
+    /// [`KeyKind::Sign`] keys are checked for this.
+    #[error("signing (ed25519) public key is not a curve point")]
+    NotOnCurve,
     /// The nkey text is not a NATS user public key (`U...`).
     #[error("not a NATS user public key: {reason}")]
     BadNkey {
@@ -95,14 +115,21 @@ fn parse_hex(kind: KeyKind, text: &str) -> Result<[u8; PUBLIC_KEY_LEN], KeyError
     check_usable(kind, bytes)
 }
 
-/// The checks every public key passes: not all zeros and, for x25519, not a low-order point.
+/// The checks every public key passes after decoding (protocol section 2.2, checks 3 to 6): not
+/// all zeros, not a low-order point and, for ed25519, canonical and a curve point.
 fn check_usable(kind: KeyKind, bytes: [u8; PUBLIC_KEY_LEN]) -> Result<[u8; 32], KeyError> {
     if bytes.iter().all(|b| *b == 0) {
-        Err(KeyError::AllZero { kind })
-    } else if kind == KeyKind::Kex && is_low_order_x25519(&bytes) {
-        Err(KeyError::LowOrder)
-    } else {
-        Ok(bytes)
+        return Err(KeyError::AllZero { kind });
+    }
+    match kind {
+        KeyKind::Kex if is_low_order_x25519(&bytes) => Err(KeyError::LowOrder { kind }),
+        KeyKind::Kex => Ok(bytes),
+        KeyKind::Sign => match ed25519_point_defect(&bytes) {
+            Some(PointDefect::SmallOrder) => Err(KeyError::LowOrder { kind }),
+            Some(PointDefect::NonCanonical) => Err(KeyError::NonCanonical),
+            Some(PointDefect::NotOnCurve) => Err(KeyError::NotOnCurve),
+            None => Ok(bytes),
+        },
     }
 }
 
@@ -113,8 +140,9 @@ macro_rules! public_key_type {
         pub struct $name([u8; PUBLIC_KEY_LEN]);
 
         impl $name {
-            /// Parses 64 hex characters of either case. Wrong length, non-hex characters and the
-            /// all-zero key are rejected (and, for x25519, the low-order points).
+            /// Parses 64 hex characters of either case. Wrong length, non-hex characters, the
+            /// all-zero key and points of small order are rejected, and for ed25519 also
+            /// non-canonical encodings and encodings of no curve point (protocol section 2.2).
             pub fn from_hex(text: &str) -> Result<Self, KeyError> {
                 parse_hex($kind, text).map(Self)
             }
@@ -159,14 +187,17 @@ macro_rules! public_key_type {
 }
 
 public_key_type!(
-    /// An ed25519 public key: a user's identity, and their NATS nkey.
+    /// An ed25519 public key: a user's identity, and their NATS nkey. Always the canonical
+    /// encoding of a curve point that is not of small order (see [`KeyError::LowOrder`],
+    /// [`KeyError::NonCanonical`] and [`KeyError::NotOnCurve`]).
     SignPublicKey,
     KeyKind::Sign
 );
 
 public_key_type!(
     /// An x25519 public key, to which room keys are sealed. Besides the all-zero key, the
-    /// low-order points are rejected (see [`KeyError::LowOrder`]).
+    /// low-order points are rejected (see [`KeyError::LowOrder`]). Any other 32 bytes are
+    /// accepted, as RFC 7748 accepts them.
     KexPublicKey,
     KeyKind::Kex
 );
@@ -219,6 +250,115 @@ fn is_low_order_x25519(bytes: &[u8; 32]) -> bool {
     LOW_ORDER_POINTS.contains(&u)
 }
 
+/// The y-coordinates of the ed25519 points of small order, and their non-canonical encodings
+/// (`p`, `p + 1`), as 32 bytes with bit 255 (the sign of `x`) cleared. Little-endian, as on the
+/// wire. An encoding decodes to a point of small order if and only if its bytes with bit 255
+/// cleared are in this list, so these 7 values stand for 14 encodings: the 8 canonical encodings
+/// of the 8 points of small order, 2 encodings with `x = 0` and the sign bit set, and 4 with
+/// `y >= p`. `tests/strict_signatures.rs` derives the list from the curve. libsodium's
+/// small-order blocklist (`ge25519_has_small_order`) has the same 7 values.
+const SMALL_ORDER_ED25519_Y: [[u8; 32]; 7] = [
+    // 0: the two points of order 4, (±sqrt(-1), 0)
+    [0; 32],
+    // 1: the identity (0, 1), order 1
+    [
+        1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        0, 0,
+    ],
+    // two points of order 8 each
+    [
+        0x26, 0xe8, 0x95, 0x8f, 0xc2, 0xb2, 0x27, 0xb0, 0x45, 0xc3, 0xf4, 0x89, 0xf2, 0xef, 0x98,
+        0xf0, 0xd5, 0xdf, 0xac, 0x05, 0xd3, 0xc6, 0x33, 0x39, 0xb1, 0x38, 0x02, 0x88, 0x6d, 0x53,
+        0xfc, 0x05,
+    ],
+    [
+        0xc7, 0x17, 0x6a, 0x70, 0x3d, 0x4d, 0xd8, 0x4f, 0xba, 0x3c, 0x0b, 0x76, 0x0d, 0x10, 0x67,
+        0x0f, 0x2a, 0x20, 0x53, 0xfa, 0x2c, 0x39, 0xcc, 0xc6, 0x4e, 0xc7, 0xfd, 0x77, 0x92, 0xac,
+        0x03, 0x7a,
+    ],
+    // p - 1: the point (0, -1), order 2
+    [
+        0xec, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0x7f,
+    ],
+    // p (= 0, non-canonical): the points of order 4
+    [
+        0xed, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0x7f,
+    ],
+    // p + 1 (= 1, non-canonical): the identity
+    [
+        0xee, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0x7f,
+    ],
+];
+
+/// The order of the ed25519 base point, `L = 2^252 + 27742317777372353535851937790883648493`,
+/// little-endian.
+const GROUP_ORDER: [u8; 32] = [
+    0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde, 0x14,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+];
+
+/// Why 32 bytes are not a usable ed25519 point: the first failing check of protocol section
+/// 2.2, checks 4 to 6.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PointDefect {
+    /// The bytes are one of the 14 encodings of a point of small order.
+    SmallOrder,
+    /// The y-coordinate is not less than `p`.
+    NonCanonical,
+    /// No curve point has this y-coordinate.
+    NotOnCurve,
+}
+
+/// The byte-level checks: not a small-order point in any encoding, then `y < p`. Together they
+/// make the encoding canonical, because the only canonical-looking encodings that RFC 8032
+/// decoding still rejects (`x = 0` with the sign bit set) are encodings of small-order points.
+fn ed25519_encoding_defect(bytes: &[u8; 32]) -> Option<PointDefect> {
+    let mut y = *bytes;
+    y[31] &= 0x7f;
+    if SMALL_ORDER_ED25519_Y.contains(&y) {
+        Some(PointDefect::SmallOrder)
+    } else if !y_is_below_p(&y) {
+        Some(PointDefect::NonCanonical)
+    } else {
+        None
+    }
+}
+
+/// The byte-level checks, then decoding, then (as a second opinion on the list, which is
+/// complete) ed25519-dalek's own small-order test on the decoded point.
+fn ed25519_point_defect(bytes: &[u8; 32]) -> Option<PointDefect> {
+    if let Some(defect) = ed25519_encoding_defect(bytes) {
+        return Some(defect);
+    }
+    match ed25519_dalek::VerifyingKey::from_bytes(bytes) {
+        Err(_) => Some(PointDefect::NotOnCurve),
+        Ok(point) if point.is_weak() => Some(PointDefect::SmallOrder),
+        Ok(_) => None,
+    }
+}
+
+/// Whether a y-coordinate with bit 255 cleared is less than `p = 2^255 - 19`. The values from `p`
+/// to `2^255 - 1` are `ed ff .. ff 7f` to `ff ff .. ff 7f` in little-endian.
+fn y_is_below_p(y: &[u8; 32]) -> bool {
+    !(y[0] >= 0xed && y[1..31].iter().all(|b| *b == 0xff) && y[31] == 0x7f)
+}
+
+/// Whether the little-endian 32-byte integer `s` is less than the group order `L`.
+fn scalar_is_reduced(s: &[u8; 32]) -> bool {
+    for (byte, bound) in s.iter().rev().zip(GROUP_ORDER.iter().rev()) {
+        if byte != bound {
+            return byte < bound;
+        }
+    }
+    false
+}
+
 impl SignPublicKey {
     /// The NATS nkey form of this key (`U` followed by 55 base32 characters), with which the user
     /// logs in to the cluster.
@@ -233,11 +373,29 @@ impl SignPublicKey {
         Self::from_bytes(bytes)
     }
 
-    /// Verifies an ed25519 signature over `message` with this key, in strict mode (RFC 8032
-    /// section 5.1.7, rejecting non-canonical and small-order encodings).
+    /// Verifies an ed25519 signature over `message` with this key, in strict mode (protocol
+    /// section 2.3): `S` must be less than the group order, neither this key nor `R` may be a
+    /// point of small order in any encoding, both must be canonical, and the cofactorless
+    /// equation must give back exactly the bytes of `R`. Any failure is
+    /// [`SignatureError::Invalid`].
     pub fn verify(&self, message: &[u8], signature: &Signature) -> Result<(), SignatureError> {
+        let (r, s) = signature.r_and_s();
+        // Rule 1, then rules 2 and 3 on the bytes: decided here, whatever the library does.
+        // This key passed the same checks when it was parsed; they are repeated because they
+        // cost no curve arithmetic.
+        if !scalar_is_reduced(&s)
+            || ed25519_encoding_defect(&self.0).is_some()
+            || ed25519_encoding_defect(&r).is_some()
+        {
+            return Err(SignatureError::Invalid);
+        }
         let key = ed25519_dalek::VerifyingKey::from_bytes(&self.0)
             .map_err(|_| SignatureError::Invalid)?;
+        if key.is_weak() {
+            return Err(SignatureError::Invalid);
+        }
+        // verify_strict decodes R, repeats the small-order checks and checks rule 4, comparing
+        // the computed R with the bytes of R.
         let sig = ed25519_dalek::Signature::from_bytes(&signature.0);
         key.verify_strict(message, &sig)
             .map_err(|_| SignatureError::Invalid)
@@ -290,6 +448,15 @@ impl Signature {
     /// The raw 64 bytes.
     pub fn to_bytes(&self) -> [u8; SIGNATURE_LEN] {
         self.0
+    }
+
+    /// The two halves, `R` (a point) and `S` (a scalar).
+    fn r_and_s(&self) -> ([u8; 32], [u8; 32]) {
+        let mut r = [0; 32];
+        let mut s = [0; 32];
+        r.copy_from_slice(&self.0[..32]);
+        s.copy_from_slice(&self.0[32..]);
+        (r, s)
     }
 
     /// 128 lowercase hex characters.
@@ -383,18 +550,90 @@ mod tests {
     }
 
     #[test]
-    fn low_order_x25519_keys_are_rejected_but_not_as_signing_keys() {
+    fn low_order_keys_are_rejected_with_their_kind() {
+        let kex = Err(KeyError::LowOrder { kind: KeyKind::Kex });
+        let sign = Err(KeyError::LowOrder {
+            kind: KeyKind::Sign,
+        });
         let mut one = [0u8; 32];
         one[0] = 1;
-        assert_eq!(KexPublicKey::from_bytes(one), Err(KeyError::LowOrder));
+        assert_eq!(KexPublicKey::from_bytes(one), kex);
+        assert_eq!(SignPublicKey::from_bytes(one), sign);
         assert_eq!(
             KexPublicKey::from_hex(&hex::encode(&LOW_ORDER_POINTS[2])),
-            Err(KeyError::LowOrder)
+            kex
         );
         let mut zero_high = [0u8; 32];
         zero_high[31] = 0x80;
-        assert_eq!(KexPublicKey::from_bytes(zero_high), Err(KeyError::LowOrder));
-        assert!(SignPublicKey::from_bytes(one).is_ok());
+        assert_eq!(KexPublicKey::from_bytes(zero_high), kex);
+        assert_eq!(SignPublicKey::from_bytes(zero_high), sign);
+    }
+
+    /// The checks made before ed25519-dalek is called reject every listed encoding and every
+    /// `y >= p` by themselves, so verification does not depend on what the library does.
+    #[test]
+    fn byte_level_checks_reject_small_order_and_non_canonical_encodings_without_the_library() {
+        for y in SMALL_ORDER_ED25519_Y {
+            for sign in [0, 0x80] {
+                let mut encoding = y;
+                encoding[31] |= sign;
+                assert_eq!(
+                    ed25519_encoding_defect(&encoding),
+                    Some(PointDefect::SmallOrder),
+                    "{encoding:02x?}"
+                );
+            }
+        }
+        for low in 0xed..=0xff {
+            for top in [0x7f, 0xff] {
+                let mut encoding = [0xff; 32];
+                encoding[0] = low;
+                encoding[31] = top;
+                assert_ne!(ed25519_encoding_defect(&encoding), None, "{encoding:02x?}");
+            }
+        }
+        let mut below_p = [0xff; 32];
+        below_p[0] = 0xeb;
+        below_p[31] = 0x7f;
+        assert!(y_is_below_p(&below_p));
+    }
+
+    #[test]
+    fn scalars_are_reduced_exactly_below_the_group_order() {
+        assert!(scalar_is_reduced(&[0; 32]));
+        let mut below = GROUP_ORDER;
+        below[0] -= 1;
+        assert!(scalar_is_reduced(&below));
+        assert!(!scalar_is_reduced(&GROUP_ORDER));
+        let mut above = GROUP_ORDER;
+        above[16] = 1;
+        assert!(!scalar_is_reduced(&above));
+        assert!(!scalar_is_reduced(&[0xff; 32]));
+    }
+
+    #[test]
+    fn nkeys_of_unusable_signing_keys_are_rejected_like_their_bytes() {
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        let mut y_is_p_plus_3 = [0xff; 32];
+        y_is_p_plus_3[0] = 0xf0;
+        y_is_p_plus_3[31] = 0x7f;
+        let mut y_is_2 = [0u8; 32];
+        y_is_2[0] = 2;
+        for (bytes, expected) in [
+            (
+                identity,
+                KeyError::LowOrder {
+                    kind: KeyKind::Sign,
+                },
+            ),
+            (y_is_p_plus_3, KeyError::NonCanonical),
+            (y_is_2, KeyError::NotOnCurve),
+        ] {
+            let text = nkey::encode_user_public(&bytes);
+            assert_eq!(SignPublicKey::from_nkey(&text), Err(expected.clone()));
+            assert_eq!(SignPublicKey::from_hex(&hex::encode(&bytes)), Err(expected));
+        }
     }
 
     #[test]

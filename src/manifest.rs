@@ -456,8 +456,8 @@ impl<'a> Reader<'a> {
     }
 
     fn sign_key(&mut self, what: &str) -> Result<SignPublicKey, ManifestError> {
-        SignPublicKey::from_bytes(self.take::<32>()?).map_err(|_| ManifestError::Malformed {
-            reason: format!("{what} is all zeros"),
+        SignPublicKey::from_bytes(self.take::<32>()?).map_err(|e| ManifestError::Malformed {
+            reason: format!("{what}: {e}"),
         })
     }
 }
@@ -512,6 +512,33 @@ mod tests {
             SignedManifest::rekey(&r.owner, &r.room, 1, 0, &r.key, &[]).unwrap_err(),
             ManifestError::NoMembers
         );
+    }
+
+    #[test]
+    fn signing_keys_in_a_manifest_are_checked_like_any_signing_key() {
+        let wire = signed(&room()).to_bytes();
+        let n = "general".len();
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        let mut y_is_p_plus_3 = [0xff; 32];
+        y_is_p_plus_3[0] = 0xf0;
+        y_is_p_plus_3[31] = 0x7f;
+        // The rekeyer key, then the first entry's member key (section 8.1).
+        for offset in [19 + n, 55 + n] {
+            for (key, expected) in [
+                (identity, "low-order point"),
+                (y_is_p_plus_3, "not canonically encoded"),
+            ] {
+                let mut bad = wire.clone();
+                bad[offset..offset + 32].copy_from_slice(&key);
+                match SignedManifest::from_bytes(&bad) {
+                    Err(ManifestError::Malformed { reason }) => {
+                        assert!(reason.contains(expected), "{offset}: {reason}")
+                    }
+                    other => panic!("{offset}: {other:?}"),
+                }
+            }
+        }
     }
 
     #[test]

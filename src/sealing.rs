@@ -371,7 +371,7 @@ mod tests {
         let mut bytes = [0u8; SEALED_ROOM_KEY_LEN];
         bytes[0] = SEALED_ROOM_KEY_VERSION; // enc = all zeros, a low-order point
         let sealed = SealedRoomKey::from_bytes(&bytes).unwrap();
-        let rekeyer = SignPublicKey::from_bytes([9; 32]).unwrap();
+        let rekeyer = Identity::generate().unwrap().sign_public_key();
         assert_eq!(
             open_room_key(&member, &sealed, &room, 1, &rekeyer).unwrap_err(),
             SealError::LowOrderKey

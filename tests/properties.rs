@@ -2,7 +2,7 @@
 
 use proptest::prelude::*;
 use unibus::invite::{InviteLink, InviteToken};
-use unibus::keys::{KexPublicKey, SignPublicKey};
+use unibus::keys::{KexPublicKey, SignPublicKey, Signature};
 use unibus::manifest::SignedManifest;
 use unibus::sealing::SealedRoomKey;
 
@@ -71,6 +71,18 @@ proptest! {
         }
         if let Ok(key) = KexPublicKey::from_bytes(bytes) {
             prop_assert_eq!(KexPublicKey::from_hex(&key.to_hex()).unwrap(), key);
+        }
+    }
+
+    #[test]
+    fn signature_verification_never_panics(
+        key in any::<[u8; 32]>(),
+        signature in proptest::collection::vec(any::<u8>(), 64),
+        message in proptest::collection::vec(any::<u8>(), 0..64),
+    ) {
+        let signature = Signature::from_bytes(signature.try_into().unwrap()); // 64 by the strategy
+        if let Ok(key) = SignPublicKey::from_bytes(key) {
+            prop_assert!(key.verify(&message, &signature).is_err());
         }
     }
 

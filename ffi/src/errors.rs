@@ -47,8 +47,12 @@ flat_error! {
         NotHex,
         /// The all-zero key.
         AllZero,
-        /// An x25519 key that is a low-order point.
+        /// A key that is a point of small order (x25519 or ed25519).
         LowOrder,
+        /// An ed25519 key that is not canonically encoded (y not below 2^255 - 19).
+        NonCanonical,
+        /// An ed25519 key that is not the encoding of a curve point.
+        NotOnCurve,
         /// Not a NATS user nkey.
         BadNkey,
     }
