@@ -131,6 +131,11 @@ fn migrate(conn: &mut Connection) -> StoreResult<()> {
     Ok(())
 }
 
+/// A stored epoch: never negative in a sound database.
+fn epoch_from_sql(epoch: i64) -> StoreResult<u64> {
+    u64::try_from(epoch).map_err(|_| StoreError::Corrupt(format!("stored epoch {epoch}")))
+}
+
 fn epoch_to_sql(epoch: u64) -> StoreResult<i64> {
     i64::try_from(epoch).map_err(|_| StoreError::Invalid(format!("epoch {epoch} is too large")))
 }
@@ -202,7 +207,7 @@ fn room_from_row(row: &Row<'_>) -> rusqlite::Result<StoreResult<Room>> {
             id: RoomId::new(&id)
                 .map_err(|e| StoreError::Corrupt(format!("stored room id: {e}")))?,
             owner: SignPublicKey::from_hex(&owner).map_err(corrupt("room owner"))?,
-            epoch: epoch as u64,
+            epoch: epoch_from_sql(epoch)?,
             created_at,
         })
     })())
@@ -407,7 +412,7 @@ fn list_manifests(conn: &Connection, room: &RoomId) -> StoreResult<Vec<(u64, Str
         |row| {
             let epoch: i64 = row.get(0)?;
             let manifest: Vec<u8> = row.get(1)?;
-            Ok(Ok((epoch as u64, hex::encode(manifest))))
+            Ok(epoch_from_sql(epoch).map(|epoch| (epoch, hex::encode(manifest))))
         },
     )
 }

@@ -2714,11 +2714,25 @@ class KeyError:  # type: ignore
     _UniffiTempKeyError.AllZero = AllZero # type: ignore
     class LowOrder(_UniffiTempKeyError):
         """
-        An x25519 key that is a low-order point.
+        A key that is a point of small order (x25519 or ed25519).
 """
         def __repr__(self):
             return "KeyError.LowOrder({})".format(repr(str(self)))
     _UniffiTempKeyError.LowOrder = LowOrder # type: ignore
+    class NonCanonical(_UniffiTempKeyError):
+        """
+        An ed25519 key that is not canonically encoded (y not below 2^255 - 19).
+"""
+        def __repr__(self):
+            return "KeyError.NonCanonical({})".format(repr(str(self)))
+    _UniffiTempKeyError.NonCanonical = NonCanonical # type: ignore
+    class NotOnCurve(_UniffiTempKeyError):
+        """
+        An ed25519 key that is not the encoding of a curve point.
+"""
+        def __repr__(self):
+            return "KeyError.NotOnCurve({})".format(repr(str(self)))
+    _UniffiTempKeyError.NotOnCurve = NotOnCurve # type: ignore
     class BadNkey(_UniffiTempKeyError):
         """
         Not a NATS user nkey.
@@ -2759,10 +2773,18 @@ class _UniffiFfiConverterTypeKeyError(_UniffiConverterRustBuffer):
                 _UniffiFfiConverterString.read(buf),
             )
         if variant == 5:
-            return KeyError.BadNkey(
+            return KeyError.NonCanonical(
                 _UniffiFfiConverterString.read(buf),
             )
         if variant == 6:
+            return KeyError.NotOnCurve(
+                _UniffiFfiConverterString.read(buf),
+            )
+        if variant == 7:
+            return KeyError.BadNkey(
+                _UniffiFfiConverterString.read(buf),
+            )
+        if variant == 8:
             return KeyError.Other(
                 _UniffiFfiConverterString.read(buf),
             )
@@ -2777,6 +2799,10 @@ class _UniffiFfiConverterTypeKeyError(_UniffiConverterRustBuffer):
         if isinstance(value, KeyError.AllZero):
             return
         if isinstance(value, KeyError.LowOrder):
+            return
+        if isinstance(value, KeyError.NonCanonical):
+            return
+        if isinstance(value, KeyError.NotOnCurve):
             return
         if isinstance(value, KeyError.BadNkey):
             return
@@ -2793,10 +2819,14 @@ class _UniffiFfiConverterTypeKeyError(_UniffiConverterRustBuffer):
             buf.write_i32(3)
         if isinstance(value, KeyError.LowOrder):
             buf.write_i32(4)
-        if isinstance(value, KeyError.BadNkey):
+        if isinstance(value, KeyError.NonCanonical):
             buf.write_i32(5)
-        if isinstance(value, KeyError.Other):
+        if isinstance(value, KeyError.NotOnCurve):
             buf.write_i32(6)
+        if isinstance(value, KeyError.BadNkey):
+            buf.write_i32(7)
+        if isinstance(value, KeyError.Other):
+            buf.write_i32(8)
 
 
 

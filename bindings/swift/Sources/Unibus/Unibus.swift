@@ -3236,9 +3236,19 @@ enum KeyError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError {
     case AllZero(message: String)
     
     /**
-     * An x25519 key that is a low-order point.
+     * A key that is a point of small order (x25519 or ed25519).
      */
     case LowOrder(message: String)
+    
+    /**
+     * An ed25519 key that is not canonically encoded (y not below 2^255 - 19).
+     */
+    case NonCanonical(message: String)
+    
+    /**
+     * An ed25519 key that is not the encoding of a curve point.
+     */
+    case NotOnCurve(message: String)
     
     /**
      * Not a NATS user nkey.
@@ -3295,11 +3305,19 @@ public struct FfiConverterTypeKeyError: FfiConverterRustBuffer {
             message: try FfiConverterString.read(from: &buf)
         )
         
-        case 5: return .BadNkey(
+        case 5: return .NonCanonical(
             message: try FfiConverterString.read(from: &buf)
         )
         
-        case 6: return .Other(
+        case 6: return .NotOnCurve(
+            message: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 7: return .BadNkey(
+            message: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 8: return .Other(
             message: try FfiConverterString.read(from: &buf)
         )
         
@@ -3322,10 +3340,14 @@ public struct FfiConverterTypeKeyError: FfiConverterRustBuffer {
             writeInt(&buf, Int32(3))
         case .LowOrder(_ /* message is ignored*/):
             writeInt(&buf, Int32(4))
-        case .BadNkey(_ /* message is ignored*/):
+        case .NonCanonical(_ /* message is ignored*/):
             writeInt(&buf, Int32(5))
-        case .Other(_ /* message is ignored*/):
+        case .NotOnCurve(_ /* message is ignored*/):
             writeInt(&buf, Int32(6))
+        case .BadNkey(_ /* message is ignored*/):
+            writeInt(&buf, Int32(7))
+        case .Other(_ /* message is ignored*/):
+            writeInt(&buf, Int32(8))
 
         
         }

@@ -4879,9 +4879,19 @@ sealed class KeyException(message: String): kotlin.Exception(message) {
         class AllZero(message: String) : KeyException(message)
         
     /**
-     * An x25519 key that is a low-order point.
+     * A key that is a point of small order (x25519 or ed25519).
      */
         class LowOrder(message: String) : KeyException(message)
+        
+    /**
+     * An ed25519 key that is not canonically encoded (y not below 2^255 - 19).
+     */
+        class NonCanonical(message: String) : KeyException(message)
+        
+    /**
+     * An ed25519 key that is not the encoding of a curve point.
+     */
+        class NotOnCurve(message: String) : KeyException(message)
         
     /**
      * Not a NATS user nkey.
@@ -4910,8 +4920,10 @@ public object FfiConverterTypeKeyError : FfiConverterRustBuffer<KeyException> {
             2 -> KeyException.NotHex(FfiConverterString.read(buf))
             3 -> KeyException.AllZero(FfiConverterString.read(buf))
             4 -> KeyException.LowOrder(FfiConverterString.read(buf))
-            5 -> KeyException.BadNkey(FfiConverterString.read(buf))
-            6 -> KeyException.Other(FfiConverterString.read(buf))
+            5 -> KeyException.NonCanonical(FfiConverterString.read(buf))
+            6 -> KeyException.NotOnCurve(FfiConverterString.read(buf))
+            7 -> KeyException.BadNkey(FfiConverterString.read(buf))
+            8 -> KeyException.Other(FfiConverterString.read(buf))
             else -> throw RuntimeException("invalid error enum value, something is very wrong!!")
         }
         
@@ -4939,12 +4951,20 @@ public object FfiConverterTypeKeyError : FfiConverterRustBuffer<KeyException> {
                 buf.putInt(4)
                 Unit
             }
-            is KeyException.BadNkey -> {
+            is KeyException.NonCanonical -> {
                 buf.putInt(5)
                 Unit
             }
-            is KeyException.Other -> {
+            is KeyException.NotOnCurve -> {
                 buf.putInt(6)
+                Unit
+            }
+            is KeyException.BadNkey -> {
+                buf.putInt(7)
+                Unit
+            }
+            is KeyException.Other -> {
+                buf.putInt(8)
                 Unit
             }
         }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }
