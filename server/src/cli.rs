@@ -55,7 +55,7 @@ pub enum Command {
     },
     /// Write a consistent copy of the SQLite database.
     Backup {
-        /// Where [default: <data-dir>/backup-<unix ms>.db].
+        /// Where [default: DATA_DIR/backup-UNIX_MS.db].
         #[arg(long)]
         out: Option<std::path::PathBuf>,
     },

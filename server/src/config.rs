@@ -32,7 +32,7 @@ pub struct Settings {
     /// Store backend [default: sqlite, or kv when --nats-url is given].
     #[arg(long, env = "MEMBERSHIPD_STORE", global = true, value_enum)]
     pub store: Option<StoreKind>,
-    /// SQLite database file [default: <data-dir>/unibus.db].
+    /// SQLite database file [default: DATA_DIR/unibus.db].
     #[arg(long, env = "MEMBERSHIPD_DB", global = true)]
     pub db: Option<PathBuf>,
     /// NATS URL of the cluster (for the KV store and migration).
@@ -44,7 +44,7 @@ pub struct Settings {
     /// HTTP listen address [default: 127.0.0.1:8080].
     #[arg(long, env = "MEMBERSHIPD_LISTEN", global = true)]
     pub listen: Option<SocketAddr>,
-    /// The server's public base URL, as put in invite links [default: http(s)://<listen>].
+    /// The server's public base URL, as put in invite links [default: http(s)://LISTEN].
     #[arg(long, env = "MEMBERSHIPD_PUBLIC_URL", global = true)]
     pub public_url: Option<String>,
     /// NATS URLs told to registered clients, comma-separated [default: --nats-url].

@@ -4,7 +4,13 @@
 //!
 //! - [`store`]: the data layer, one [`Store`](store::Store) contract with two backends that
 //!   behave identically, SQLite (the embedded default) and replicated JetStream KV;
-//! - [`http`]: the HTTP API, registration and health;
+//! - [`http`]: the HTTP API: registration, health and the signed admin API, with [`json`] for
+//!   reading untrusted bodies strictly;
+//! - [`admin`]: the admin operations, shared by the CLI and the admin API;
+//! - [`auth`]: cluster login by key (the auth callout) and the revocation sweep;
+//! - [`control`]: the control-plane service on NATS;
+//! - [`serve`]: everything `membershipd serve` runs, wired together, with the embedded
+//!   nats-server's supervisor;
 //! - [`config`] and [`cli`]: the `membershipd` command line.
 
 #![warn(missing_docs)]
@@ -14,6 +20,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod control;
+mod embedded_nats;
 pub mod http;
 pub mod json;
 pub mod serve;

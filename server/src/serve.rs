@@ -50,7 +50,11 @@ pub async fn run(
     let (nats_url, supervisor) = match &config.nats_url {
         Some(url) => (url.clone(), None),
         None => {
-            let supervisor = embedded_nats(config)?;
+            let supervisor = crate::embedded_nats::supervise(
+                &config.data_dir.join("nats"),
+                config.nats_listen,
+                config.nats_server.clone(),
+            )?;
             (format!("nats://{}", config.nats_listen), Some(supervisor))
         }
     };
@@ -128,71 +132,3 @@ async fn connect_retrying(
         }
     }
 }
-
-/// Writes the embedded nats-server's config and keeps the process running.
-fn embedded_nats(config: &Config) -> Result<tokio::task::JoinHandle<()>, String> {
-    let dir = config.data_dir.join("nats");
-    let conf = dir.join("nats.conf");
-    let text = format!(
-        "server_name: membershipd\nlisten: {listen}\njetstream {{\n  store_dir: \"{store}\"\n  max_memory_store: 256MB\n  max_file_store: 10GB\n}}\ninclude \"auth.conf\"\n",
-        listen = config.nats_listen,
-        store = dir.join("jetstream").display(),
-    );
-    std::fs::write(&conf, text).map_err(|e| format!("writing {}: {e}", conf.display()))?;
-    let binary = config.nats_server.clone();
-    let log_path = dir.join("nats.log");
-    Ok(tokio::spawn(async move {
-        loop {
-            let log = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&log_path);
-            let mut command = tokio::process::Command::new(&binary);
-            command
-                .arg("--config")
-                .arg(&conf)
-                .kill_on_drop(true)
-                .stdin(std::process::Stdio::null());
-            die_with_parent(&mut command);
-            if let Ok(log) = log {
-                if let Ok(copy) = log.try_clone() {
-                    command.stdout(copy);
-                }
-                command.stderr(log);
-            }
-            match command.spawn() {
-                Ok(mut child) => {
-                    let status = child.wait().await;
-                    tracing::warn!(?status, "embedded nats-server exited; restarting");
-                }
-                Err(e) => eprintln!(
-                    "membershipd: cannot start {}: {e}; retrying",
-                    binary.display()
-                ),
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-    }))
-}
-
-/// Makes the child die with membershipd even when membershipd itself is killed with SIGKILL
-/// (when no destructor runs), so no orphaned nats-server keeps the port and the store. The
-/// signal follows the *thread* that spawned the child; the supervisor spawns from a runtime
-/// worker thread, which lives as long as membershipd.
-#[cfg(target_os = "linux")]
-fn die_with_parent(command: &mut tokio::process::Command) {
-    // SAFETY: the closure runs in the forked child before exec and only calls prctl(2), which
-    // is async-signal-safe and touches no memory of the parent.
-    unsafe {
-        command.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == 0 {
-                Ok(())
-            } else {
-                Err(std::io::Error::last_os_error())
-            }
-        });
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn die_with_parent(_command: &mut tokio::process::Command) {}

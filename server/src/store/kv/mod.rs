@@ -30,16 +30,20 @@
 //!   epoch is claimed with a create-only marker, then the room's epoch moves by compare-and-swap.
 //!   A claimed epoch is always complete, so if its writer crashed, the next rekey rolls the room
 //!   forward to it and asks its caller to rekey from there.
+//!
+//! The module is split by concern: [`bucket`] has the bucket primitives (bounded gets, puts,
+//! compare-and-swap, listings, opening), [`keys`] the one definition of every key the buckets use,
+//! and [`epoch`] the ordered commit of an epoch and the digest cache.
 
-use std::future::Future;
+mod bucket;
+mod epoch;
+mod keys;
+
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{self, kv, stream};
+use async_nats::jetstream::{self, kv};
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::{StreamExt, TryStreamExt};
-use serde::{de::DeserializeOwned, Serialize};
-use sha2::{Digest, Sha256};
 use unibus::manifest::SignedManifest;
 use unibus::sealing::SealedRoomKey;
 use unibus::{InviteToken, KexPublicKey, RoomId, SignPublicKey};
@@ -49,6 +53,7 @@ use super::{
     invite_id, now_millis, DeletedUser, EpochKey, Invite, InviteStatus, NewInvite, NewUser, Room,
     RoomSnapshot, Snapshot, Store, StoreError, StoreResult, User, UserStatus,
 };
+use bucket::{decode, encode, open_bucket, CAS_ATTEMPTS};
 
 /// How the KV store is set up.
 #[derive(Debug, Clone)]
@@ -124,41 +129,6 @@ impl UserEntry {
     }
 }
 
-/// How many times a compare-and-swap is retried under contention before giving up.
-const CAS_ATTEMPTS: usize = 64;
-
-/// How many committed digests are cached before the cache starts over.
-const DIGESTS_CACHED: usize = 10_000;
-
-/// How many puts of one epoch's sealed copies are in flight at once.
-const PUTS_IN_FLIGHT: usize = 64;
-
-fn backend(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(format!("jetstream: {e}"))
-}
-
-fn decode<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> StoreResult<T> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("stored {what}: {e}")))
-}
-
-fn encode<T: Serialize>(value: &T) -> Bytes {
-    // Serializing these plain records cannot fail: no maps with non-string keys, no I/O.
-    Bytes::from(serde_json::to_vec(value).expect("records serialize to JSON"))
-}
-
-/// Whether an update failed because the entry's revision changed (JetStream codes 10071 and
-/// 10164, "wrong last sequence").
-fn is_revision_conflict(error: &kv::UpdateError) -> bool {
-    error.kind() == kv::UpdateErrorKind::WrongLastRevision || {
-        let text = error.to_string();
-        text.contains("10071") || text.contains("10164") || text.contains("wrong last sequence")
-    }
-}
-
-fn manifest_digest(bytes: &[u8]) -> String {
-    hex::encode(&Sha256::digest(bytes)[..16])
-}
-
 impl KvStore {
     /// Opens (creating or scaling as needed) the six buckets on the cluster `client` is
     /// connected to.
@@ -187,160 +157,8 @@ impl KvStore {
         })
     }
 
-    /// Bounds `future` by the op timeout.
-    async fn op<T, E: std::fmt::Display>(
-        &self,
-        future: impl Future<Output = Result<T, E>>,
-    ) -> StoreResult<T> {
-        tokio::time::timeout(self.op_timeout, future)
-            .await
-            .map_err(|_| StoreError::Timeout(self.op_timeout))?
-            .map_err(backend)
-    }
-
-    async fn get(&self, bucket: &kv::Store, key: &str) -> StoreResult<Option<Bytes>> {
-        self.op(bucket.get(key)).await
-    }
-
-    async fn entry(&self, bucket: &kv::Store, key: &str) -> StoreResult<Option<kv::Entry>> {
-        Ok(self
-            .op(bucket.entry(key))
-            .await?
-            .filter(|e| e.operation == kv::Operation::Put))
-    }
-
-    async fn put(&self, bucket: &kv::Store, key: &str, value: Bytes) -> StoreResult<()> {
-        self.op(bucket.put(key, value)).await.map(|_| ())
-    }
-
-    /// Creates `key` only if it does not exist (or was deleted). `Ok(false)` if it exists.
-    async fn create(&self, bucket: &kv::Store, key: &str, value: Bytes) -> StoreResult<bool> {
-        match tokio::time::timeout(self.op_timeout, bucket.create(key, value)).await {
-            Err(_) => Err(StoreError::Timeout(self.op_timeout)),
-            Ok(Ok(_)) => Ok(true),
-            Ok(Err(e)) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(false),
-            Ok(Err(e)) => Err(backend(e)),
-        }
-    }
-
-    /// Replaces the entry at `revision`. `Ok(false)` if the revision changed meanwhile.
-    async fn update(
-        &self,
-        bucket: &kv::Store,
-        key: &str,
-        value: Bytes,
-        revision: u64,
-    ) -> StoreResult<bool> {
-        match tokio::time::timeout(self.op_timeout, bucket.update(key, value, revision)).await {
-            Err(_) => Err(StoreError::Timeout(self.op_timeout)),
-            Ok(Ok(_)) => Ok(true),
-            Ok(Err(e)) if is_revision_conflict(&e) => Ok(false),
-            Ok(Err(e)) => Err(backend(e)),
-        }
-    }
-
-    async fn delete(&self, bucket: &kv::Store, key: &str) -> StoreResult<()> {
-        self.op(bucket.delete(key)).await
-    }
-
-    /// The live entries whose keys match `filter` (a subject pattern relative to the bucket),
-    /// read with one ordered consumer that delivers the last value per key.
-    async fn entries(&self, bucket: &kv::Store, filter: &str) -> StoreResult<Vec<(String, Bytes)>> {
-        let prefix = bucket.prefix.clone();
-        let listing = async {
-            let consumer = bucket
-                .stream
-                .create_consumer(jetstream::consumer::push::OrderedConfig {
-                    deliver_subject: self.client.new_inbox(),
-                    filter_subject: format!("{prefix}{filter}"),
-                    deliver_policy: jetstream::consumer::DeliverPolicy::LastPerSubject,
-                    replay_policy: jetstream::consumer::ReplayPolicy::Instant,
-                    ..Default::default()
-                })
-                .await
-                .map_err(backend)?;
-            let mut remaining = consumer.cached_info().num_pending;
-            let mut out = Vec::with_capacity(remaining as usize);
-            if remaining == 0 {
-                return Ok(out);
-            }
-            let mut messages = consumer.messages().await.map_err(backend)?;
-            while remaining > 0 {
-                let message = messages
-                    .next()
-                    .await
-                    .ok_or_else(|| backend("listing ended early"))?
-                    .map_err(backend)?;
-                remaining = message.info().map_err(backend)?.pending;
-                let deleted = message
-                    .headers
-                    .as_ref()
-                    .and_then(|h| h.get("KV-Operation"))
-                    .is_some_and(|op| op.as_str() != "PUT");
-                if !deleted {
-                    let key = message
-                        .subject
-                        .strip_prefix(prefix.as_str())
-                        .unwrap_or(&message.subject)
-                        .to_string();
-                    out.push((key, message.payload.clone()));
-                }
-            }
-            Ok(out)
-        };
-        tokio::time::timeout(self.op_timeout, listing)
-            .await
-            .map_err(|_| StoreError::Timeout(self.op_timeout))?
-    }
-
-    /// Reads a JSON record, changes it with `change`, and writes it back with a
-    /// compare-and-swap, retrying on contention. `change` returns `Ok(None)` to leave it as is.
-    async fn modify<T: DeserializeOwned + Serialize>(
-        &self,
-        bucket: &kv::Store,
-        key: &str,
-        what: &str,
-        mut change: impl FnMut(T) -> StoreResult<Option<T>>,
-    ) -> StoreResult<()> {
-        for _ in 0..CAS_ATTEMPTS {
-            let entry = self.entry(bucket, key).await?.ok_or(StoreError::NotFound)?;
-            let Some(changed) = change(decode(what, &entry.value)?)? else {
-                return Ok(());
-            };
-            if self
-                .update(bucket, key, encode(&changed), entry.revision)
-                .await?
-            {
-                return Ok(());
-            }
-        }
-        Err(StoreError::Backend(format!(
-            "{what} {key}: too much contention"
-        )))
-    }
-
-    async fn get_json<T: DeserializeOwned>(
-        &self,
-        bucket: &kv::Store,
-        key: &str,
-        what: &str,
-    ) -> StoreResult<T> {
-        let bytes = self.get(bucket, key).await?.ok_or(StoreError::NotFound)?;
-        decode(what, &bytes)
-    }
-
-    async fn list_json<T: DeserializeOwned>(
-        &self,
-        bucket: &kv::Store,
-        what: &str,
-    ) -> StoreResult<Vec<T>> {
-        let mut entries = self.entries(bucket, ">").await?;
-        entries.sort_by(|a, b| a.0.cmp(&b.0));
-        entries.iter().map(|(_, v)| decode(what, v)).collect()
-    }
-
     /// Creates the user a redeemed invite makes, unless the key is taken: then it is this
-    /// invite's own user (a retry) or [`StoreError::UserExists`].
+    /// invite's own user (a retry), [`StoreError::UserDeleted`] or [`StoreError::UserExists`].
     async fn create_redeemed_user(&self, invite: &Invite, user: User) -> StoreResult<User> {
         let key = user.sign_key.to_hex();
         if self.create(&self.users, &key, encode(&user)).await? {
@@ -368,132 +186,22 @@ impl KvStore {
         }
     }
 
+    /// Records that `member` is in `room`: the reverse index first. `members` is the authority,
+    /// so a crash in between leaves an index entry for a membership that does not exist, which a
+    /// retry completes.
+    async fn put_membership(&self, room: &RoomId, member: &SignPublicKey) -> StoreResult<()> {
+        let one = || Bytes::from_static(b"1");
+        self.put(&self.rooms_by_member, &keys::room_of(member, room), one())
+            .await?;
+        self.put(&self.members, &keys::membership(room, member), one())
+            .await
+    }
+
     /// Every entry of the users bucket, by signing key.
     async fn user_entries(&self) -> StoreResult<Vec<UserEntry>> {
         self.list_json(&self.users, "user").await
     }
 
-    /// The digest of the manifest that committed `epoch`, if any.
-    async fn committed_digest(&self, room: &RoomId, epoch: u64) -> StoreResult<Option<String>> {
-        let key = (room.clone(), epoch);
-        if let Some(digest) = self.cached_digests().get(&key) {
-            return Ok(Some(digest.clone()));
-        }
-        let digest = self
-            .get(&self.room_keys, &format!("e.{room}.{epoch}"))
-            .await?
-            .map(|b| String::from_utf8_lossy(&b).into_owned());
-        if let Some(digest) = &digest {
-            let mut cache = self.cached_digests();
-            if cache.len() >= DIGESTS_CACHED {
-                cache.clear();
-            }
-            cache.insert(key, digest.clone());
-        }
-        Ok(digest)
-    }
-
-    fn cached_digests(
-        &self,
-    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<(RoomId, u64), String>> {
-        // Entries are inserted whole; a poisoned map is still a map of true digests.
-        self.digests
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Writes an epoch's manifest and copies under its digest (idempotent overwrites).
-    async fn write_epoch_data(&self, manifest: &SignedManifest, digest: &str) -> StoreResult<()> {
-        let contents = manifest.unverified();
-        let (room, epoch) = (&contents.room, contents.epoch);
-        // Many puts in flight at once: each waits for its own ack, so a 1,000-member epoch costs
-        // a few round trips' worth of time instead of a thousand.
-        let puts: Vec<_> = contents
-            .entries
-            .iter()
-            .map(|entry| {
-                let key = format!("k.{room}.{epoch}.{digest}.{}", entry.member);
-                let value = Bytes::copy_from_slice(&entry.sealed.to_bytes());
-                async move { self.put(&self.room_keys, &key, value).await }
-            })
-            .collect();
-        futures::stream::iter(puts)
-            .buffer_unordered(PUTS_IN_FLIGHT)
-            .try_collect::<Vec<()>>()
-            .await?;
-        let key = format!("f.{room}.{epoch}.{digest}");
-        self.put(&self.room_keys, &key, Bytes::from(manifest.to_bytes()))
-            .await
-    }
-
-    /// Moves the room's epoch from `from` to `to` by compare-and-swap. `Ok(actual)` with the
-    /// room's epoch if it was not at `from`.
-    async fn advance_room(
-        &self,
-        room: &RoomId,
-        from: u64,
-        to: u64,
-    ) -> StoreResult<Result<(), u64>> {
-        let mut outcome = Ok(());
-        self.modify(&self.rooms, room.as_str(), "room", |mut record: Room| {
-            if record.epoch == from {
-                record.epoch = to;
-                outcome = Ok(());
-                Ok(Some(record))
-            } else {
-                outcome = Err(record.epoch);
-                Ok(None)
-            }
-        })
-        .await?;
-        Ok(outcome)
-    }
-}
-
-async fn open_bucket(
-    js: &jetstream::Context,
-    name: &str,
-    config: &KvStoreConfig,
-    deadline: Instant,
-) -> StoreResult<kv::Store> {
-    let stream_config = stream::Config {
-        name: format!("KV_{name}"),
-        subjects: vec![format!("$KV.{name}.>")],
-        max_messages_per_subject: 1,
-        allow_rollup: true,
-        deny_delete: true,
-        allow_direct: false,
-        discard: stream::DiscardPolicy::New,
-        storage: stream::StorageType::File,
-        num_replicas: config.replicas,
-        ..Default::default()
-    };
-    let mut last_error = String::from("no attempt finished");
-    while Instant::now() < deadline {
-        let attempt = async {
-            let mut stream = js
-                .get_or_create_stream(stream_config.clone())
-                .await
-                .map_err(backend)?;
-            let info = stream.info().await.map_err(backend)?;
-            if info.config.num_replicas != config.replicas {
-                let mut scaled = info.config.clone();
-                scaled.num_replicas = config.replicas;
-                js.update_stream(&scaled).await.map_err(backend)?;
-            }
-            js.get_key_value(name).await.map_err(backend)
-        };
-        match tokio::time::timeout(config.attempt_timeout, attempt).await {
-            Ok(Ok(bucket)) => return Ok(bucket),
-            Ok(Err(e)) => last_error = e.to_string(),
-            Err(_) => last_error = format!("attempt timed out after {:?}", config.attempt_timeout),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Err(StoreError::Backend(format!(
-        "bucket {name} not ready within {:?}: {last_error}",
-        config.bootstrap_budget
-    )))
 }
 
 #[async_trait]
@@ -658,41 +366,27 @@ impl Store for KvStore {
 
     async fn add_member(&self, room: &RoomId, member: &SignPublicKey) -> StoreResult<()> {
         self.get_room(room).await?;
-        // The reverse index first: `members` is the authority, so a crash in between leaves
-        // an index entry for a membership that does not exist, which a retry completes.
-        self.put(
-            &self.rooms_by_member,
-            &format!("{member}.{room}"),
-            Bytes::from_static(b"1"),
-        )
-        .await?;
-        self.put(
-            &self.members,
-            &format!("{room}.{member}"),
-            Bytes::from_static(b"1"),
-        )
-        .await
+        self.put_membership(room, member).await
     }
 
     async fn remove_member(&self, room: &RoomId, member: &SignPublicKey) -> StoreResult<()> {
         if !self.is_member(room, member).await? {
             return Err(StoreError::NotFound);
         }
-        self.delete(&self.members, &format!("{room}.{member}"))
+        self.delete(&self.members, &keys::membership(room, member))
             .await?;
-        self.delete(&self.rooms_by_member, &format!("{member}.{room}"))
+        self.delete(&self.rooms_by_member, &keys::room_of(member, room))
             .await
     }
 
     async fn list_members(&self, room: &RoomId) -> StoreResult<Vec<SignPublicKey>> {
         self.get_room(room).await?;
-        let prefix = format!("{room}.");
         let mut members = self
-            .entries(&self.members, &format!("{room}.*"))
+            .entries(&self.members, &keys::members_of(room))
             .await?
             .into_iter()
             .map(|(key, _)| {
-                SignPublicKey::from_hex(key.strip_prefix(&prefix).unwrap_or(&key))
+                SignPublicKey::from_hex(keys::member_in(room, &key))
                     .map_err(|e| StoreError::Corrupt(format!("stored member key: {e}")))
             })
             .collect::<StoreResult<Vec<_>>>()?;
@@ -702,19 +396,18 @@ impl Store for KvStore {
 
     async fn is_member(&self, room: &RoomId, member: &SignPublicKey) -> StoreResult<bool> {
         Ok(self
-            .get(&self.members, &format!("{room}.{member}"))
+            .get(&self.members, &keys::membership(room, member))
             .await?
             .is_some())
     }
 
     async fn rooms_for_member(&self, member: &SignPublicKey) -> StoreResult<Vec<RoomId>> {
-        let prefix = format!("{member}.");
         let mut rooms = self
-            .entries(&self.rooms_by_member, &format!("{member}.*"))
+            .entries(&self.rooms_by_member, &keys::rooms_of(member))
             .await?
             .into_iter()
             .map(|(key, _)| {
-                RoomId::new(key.strip_prefix(&prefix).unwrap_or(&key))
+                RoomId::new(keys::room_in(member, &key))
                     .map_err(|e| StoreError::Corrupt(format!("stored room id: {e}")))
             })
             .collect::<StoreResult<Vec<_>>>()?;
@@ -723,45 +416,7 @@ impl Store for KvStore {
     }
 
     async fn put_epoch(&self, manifest: &SignedManifest) -> StoreResult<()> {
-        let contents = manifest.unverified();
-        let (room, epoch, previous) = (&contents.room, contents.epoch, contents.previous_epoch);
-        let current = self.get_room(room).await?.epoch;
-        if current != previous {
-            return Err(StoreError::EpochConflict {
-                expected: previous,
-                actual: current,
-            });
-        }
-        let digest = manifest_digest(&manifest.to_bytes());
-        self.write_epoch_data(manifest, &digest).await?;
-        let marker = format!("e.{room}.{epoch}");
-        if !self
-            .create(&self.room_keys, &marker, Bytes::from(digest.clone()))
-            .await?
-        {
-            let claimed = self.committed_digest(room, epoch).await?;
-            if claimed.as_deref() != Some(digest.as_str()) {
-                // Another rekey claimed this epoch; its data is complete. Roll the room forward
-                // to it (in case its writer crashed) and ask the caller to rekey from there.
-                let actual = match self.advance_room(room, previous, epoch).await? {
-                    Ok(()) => epoch,
-                    Err(actual) => actual,
-                };
-                return Err(StoreError::EpochConflict {
-                    expected: previous,
-                    actual,
-                });
-            }
-        }
-        match self.advance_room(room, previous, epoch).await? {
-            Ok(()) => Ok(()),
-            // A retry of this same upload after the room already moved to it.
-            Err(actual) if actual == epoch => Ok(()),
-            Err(actual) => Err(StoreError::EpochConflict {
-                expected: previous,
-                actual,
-            }),
-        }
+        self.commit_epoch(manifest).await
     }
 
     async fn sealed_key(
@@ -781,7 +436,7 @@ impl Store for KvStore {
         let bytes = self
             .get(
                 &self.room_keys,
-                &format!("k.{room}.{epoch}.{digest}.{member}"),
+                &keys::sealed_copy(room, epoch, &digest, member),
             )
             .await?
             .ok_or(StoreError::NotFound)?;
@@ -795,7 +450,7 @@ impl Store for KvStore {
             .committed_digest(room, epoch)
             .await?
             .ok_or(StoreError::NotFound)?;
-        self.get(&self.room_keys, &format!("f.{room}.{epoch}.{digest}"))
+        self.get(&self.room_keys, &keys::manifest(room, epoch, &digest))
             .await?
             .map(|b| b.to_vec())
             .ok_or(StoreError::NotFound)
@@ -843,13 +498,10 @@ impl Store for KvStore {
             let members = self.list_members(&room.id).await?;
             let mut manifests = Vec::new();
             for (key, _) in self
-                .entries(&self.room_keys, &format!("e.{}.*", room.id))
+                .entries(&self.room_keys, &keys::epoch_markers(&room.id))
                 .await?
             {
-                let epoch: u64 = key
-                    .rsplit('.')
-                    .next()
-                    .and_then(|e| e.parse().ok())
+                let epoch = keys::epoch_in(&key)
                     .ok_or_else(|| StoreError::Corrupt(format!("stored epoch marker {key}")))?;
                 manifests.push((epoch, hex::encode(self.manifest(&room.id, epoch).await?)));
             }
@@ -880,29 +532,14 @@ impl Store for KvStore {
         for room in &snapshot.rooms {
             let id = &room.room.id;
             for (_, hex_manifest) in &room.manifests {
-                let manifest = super::decode_manifest_hex(hex_manifest)?;
-                let digest = manifest_digest(&manifest.to_bytes());
-                self.write_epoch_data(&manifest, &digest).await?;
-                let marker = format!("e.{id}.{}", manifest.unverified().epoch);
-                self.put(&self.room_keys, &marker, Bytes::from(digest))
+                self.import_epoch(&super::decode_manifest_hex(hex_manifest)?)
                     .await?;
             }
             // The room record last, with its real epoch, once everything it points to exists.
             self.put(&self.rooms, id.as_str(), encode(&room.room))
                 .await?;
             for member in &room.members {
-                self.put(
-                    &self.rooms_by_member,
-                    &format!("{member}.{id}"),
-                    Bytes::from_static(b"1"),
-                )
-                .await?;
-                self.put(
-                    &self.members,
-                    &format!("{id}.{member}"),
-                    Bytes::from_static(b"1"),
-                )
-                .await?;
+                self.put_membership(id, member).await?;
             }
         }
         Ok(())

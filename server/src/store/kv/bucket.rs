@@ -1,0 +1,240 @@
+//! Bucket primitives: every operation bounded by the op timeout, compare-and-swap that tells a
+//! conflict from a failure, listings through one ordered consumer, and opening a bucket with
+//! retries on a cold cluster.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, kv, stream};
+use bytes::Bytes;
+use futures::StreamExt;
+use serde::{de::DeserializeOwned, Serialize};
+
+use super::{KvStore, KvStoreConfig};
+use crate::store::{StoreError, StoreResult};
+
+/// How many times a compare-and-swap is retried under contention before giving up.
+pub(super) const CAS_ATTEMPTS: usize = 64;
+
+pub(super) fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(format!("jetstream: {e}"))
+}
+
+pub(super) fn decode<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> StoreResult<T> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("stored {what}: {e}")))
+}
+
+pub(super) fn encode<T: Serialize>(value: &T) -> Bytes {
+    // Serializing these plain records cannot fail: no maps with non-string keys, no I/O.
+    Bytes::from(serde_json::to_vec(value).expect("records serialize to JSON"))
+}
+
+/// Whether an update failed because the entry's revision changed (JetStream codes 10071 and
+/// 10164, "wrong last sequence").
+fn is_revision_conflict(error: &kv::UpdateError) -> bool {
+    error.kind() == kv::UpdateErrorKind::WrongLastRevision || {
+        let text = error.to_string();
+        text.contains("10071") || text.contains("10164") || text.contains("wrong last sequence")
+    }
+}
+
+impl KvStore {
+    /// Bounds `future` by the op timeout.
+    pub(super) async fn op<T, E: std::fmt::Display>(
+        &self,
+        future: impl Future<Output = Result<T, E>>,
+    ) -> StoreResult<T> {
+        tokio::time::timeout(self.op_timeout, future)
+            .await
+            .map_err(|_| StoreError::Timeout(self.op_timeout))?
+            .map_err(backend)
+    }
+
+    pub(super) async fn get(&self, bucket: &kv::Store, key: &str) -> StoreResult<Option<Bytes>> {
+        self.op(bucket.get(key)).await
+    }
+
+    pub(super) async fn entry(&self, bucket: &kv::Store, key: &str) -> StoreResult<Option<kv::Entry>> {
+        Ok(self
+            .op(bucket.entry(key))
+            .await?
+            .filter(|e| e.operation == kv::Operation::Put))
+    }
+
+    pub(super) async fn put(&self, bucket: &kv::Store, key: &str, value: Bytes) -> StoreResult<()> {
+        self.op(bucket.put(key, value)).await.map(|_| ())
+    }
+
+    /// Creates `key` only if it does not exist (or was deleted). `Ok(false)` if it exists.
+    pub(super) async fn create(&self, bucket: &kv::Store, key: &str, value: Bytes) -> StoreResult<bool> {
+        match tokio::time::timeout(self.op_timeout, bucket.create(key, value)).await {
+            Err(_) => Err(StoreError::Timeout(self.op_timeout)),
+            Ok(Ok(_)) => Ok(true),
+            Ok(Err(e)) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(false),
+            Ok(Err(e)) => Err(backend(e)),
+        }
+    }
+
+    /// Replaces the entry at `revision`. `Ok(false)` if the revision changed meanwhile.
+    pub(super) async fn update(
+        &self,
+        bucket: &kv::Store,
+        key: &str,
+        value: Bytes,
+        revision: u64,
+    ) -> StoreResult<bool> {
+        match tokio::time::timeout(self.op_timeout, bucket.update(key, value, revision)).await {
+            Err(_) => Err(StoreError::Timeout(self.op_timeout)),
+            Ok(Ok(_)) => Ok(true),
+            Ok(Err(e)) if is_revision_conflict(&e) => Ok(false),
+            Ok(Err(e)) => Err(backend(e)),
+        }
+    }
+
+    pub(super) async fn delete(&self, bucket: &kv::Store, key: &str) -> StoreResult<()> {
+        self.op(bucket.delete(key)).await
+    }
+
+    /// The live entries whose keys match `filter` (a subject pattern relative to the bucket),
+    /// read with one ordered consumer that delivers the last value per key.
+    pub(super) async fn entries(&self, bucket: &kv::Store, filter: &str) -> StoreResult<Vec<(String, Bytes)>> {
+        let prefix = bucket.prefix.clone();
+        let listing = async {
+            let consumer = bucket
+                .stream
+                .create_consumer(jetstream::consumer::push::OrderedConfig {
+                    deliver_subject: self.client.new_inbox(),
+                    filter_subject: format!("{prefix}{filter}"),
+                    deliver_policy: jetstream::consumer::DeliverPolicy::LastPerSubject,
+                    replay_policy: jetstream::consumer::ReplayPolicy::Instant,
+                    ..Default::default()
+                })
+                .await
+                .map_err(backend)?;
+            let mut remaining = consumer.cached_info().num_pending;
+            let mut out = Vec::with_capacity(remaining as usize);
+            if remaining == 0 {
+                return Ok(out);
+            }
+            let mut messages = consumer.messages().await.map_err(backend)?;
+            while remaining > 0 {
+                let message = messages
+                    .next()
+                    .await
+                    .ok_or_else(|| backend("listing ended early"))?
+                    .map_err(backend)?;
+                remaining = message.info().map_err(backend)?.pending;
+                let deleted = message
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get("KV-Operation"))
+                    .is_some_and(|op| op.as_str() != "PUT");
+                if !deleted {
+                    let key = message
+                        .subject
+                        .strip_prefix(prefix.as_str())
+                        .unwrap_or(&message.subject)
+                        .to_string();
+                    out.push((key, message.payload.clone()));
+                }
+            }
+            Ok(out)
+        };
+        tokio::time::timeout(self.op_timeout, listing)
+            .await
+            .map_err(|_| StoreError::Timeout(self.op_timeout))?
+    }
+
+    /// Reads a JSON record, changes it with `change`, and writes it back with a
+    /// compare-and-swap, retrying on contention. `change` returns `Ok(None)` to leave it as is.
+    pub(super) async fn modify<T: DeserializeOwned + Serialize>(
+        &self,
+        bucket: &kv::Store,
+        key: &str,
+        what: &str,
+        mut change: impl FnMut(T) -> StoreResult<Option<T>>,
+    ) -> StoreResult<()> {
+        for _ in 0..CAS_ATTEMPTS {
+            let entry = self.entry(bucket, key).await?.ok_or(StoreError::NotFound)?;
+            let Some(changed) = change(decode(what, &entry.value)?)? else {
+                return Ok(());
+            };
+            if self
+                .update(bucket, key, encode(&changed), entry.revision)
+                .await?
+            {
+                return Ok(());
+            }
+        }
+        Err(StoreError::Backend(format!(
+            "{what} {key}: too much contention"
+        )))
+    }
+
+    pub(super) async fn get_json<T: DeserializeOwned>(
+        &self,
+        bucket: &kv::Store,
+        key: &str,
+        what: &str,
+    ) -> StoreResult<T> {
+        let bytes = self.get(bucket, key).await?.ok_or(StoreError::NotFound)?;
+        decode(what, &bytes)
+    }
+
+    pub(super) async fn list_json<T: DeserializeOwned>(
+        &self,
+        bucket: &kv::Store,
+        what: &str,
+    ) -> StoreResult<Vec<T>> {
+        let mut entries = self.entries(bucket, ">").await?;
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        entries.iter().map(|(_, v)| decode(what, v)).collect()
+    }
+
+}
+
+pub(super) async fn open_bucket(
+    js: &jetstream::Context,
+    name: &str,
+    config: &KvStoreConfig,
+    deadline: Instant,
+) -> StoreResult<kv::Store> {
+    let stream_config = stream::Config {
+        name: format!("KV_{name}"),
+        subjects: vec![format!("$KV.{name}.>")],
+        max_messages_per_subject: 1,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: false,
+        discard: stream::DiscardPolicy::New,
+        storage: stream::StorageType::File,
+        num_replicas: config.replicas,
+        ..Default::default()
+    };
+    let mut last_error = String::from("no attempt finished");
+    while Instant::now() < deadline {
+        let attempt = async {
+            let mut stream = js
+                .get_or_create_stream(stream_config.clone())
+                .await
+                .map_err(backend)?;
+            let info = stream.info().await.map_err(backend)?;
+            if info.config.num_replicas != config.replicas {
+                let mut scaled = info.config.clone();
+                scaled.num_replicas = config.replicas;
+                js.update_stream(&scaled).await.map_err(backend)?;
+            }
+            js.get_key_value(name).await.map_err(backend)
+        };
+        match tokio::time::timeout(config.attempt_timeout, attempt).await {
+            Ok(Ok(bucket)) => return Ok(bucket),
+            Ok(Err(e)) => last_error = e.to_string(),
+            Err(_) => last_error = format!("attempt timed out after {:?}", config.attempt_timeout),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(StoreError::Backend(format!(
+        "bucket {name} not ready within {:?}: {last_error}",
+        config.bootstrap_budget
+    )))
+}
