@@ -184,8 +184,21 @@ pub(crate) enum OwnerCheck {
     },
 }
 
-/// The per-room trust of one identity: pinned owners, their verification, epoch floors. See
-/// the [module documentation](self).
+/// The per-room trust of one identity, kept so that a server cannot roll a room back to an
+/// older (validly signed) epoch or name a different owner to the next session:
+///
+/// - the owner of each room, pinned the first time a reply names it (trust on first use) and
+///   refused when a later reply names another
+///   ([`SessionError::OwnerChanged`](super::SessionError::OwnerChanged));
+/// - whether the app marked that owner verified, after comparing its [`OwnerFingerprint`] out
+///   of band;
+/// - the epoch floor: the highest epoch of the room whose manifest this client verified. A
+///   "latest" epoch below it is refused
+///   ([`SessionError::EpochRollback`](super::SessionError::EpochRollback)).
+///
+/// [`open`](Self::open) keeps this in a JSON file, rewritten atomically on every change (format
+/// in docs/client.md, "Trust across restarts"); [`in_memory`](Self::in_memory) keeps it for the
+/// process's life only.
 ///
 /// Cheap to clone: clones share one state. Open a file once per process and share the store
 /// between that identity's sessions: two stores writing one file would undo each other's
