@@ -14,9 +14,11 @@ cargo test --workspace
 echo "== Generated bindings match the library (also stages the native library for the tests)"
 scripts/gen-bindings.sh --check
 
-# The Python and Kotlin end-to-end suites run the real membershipd and nats-server.
-cargo build --quiet -p unibus-server --bin membershipd
+# The Python and Kotlin end-to-end suites run the real membershipd and nats-server, and the
+# lying control plane of the trust tests (built in one command: one feature set for both).
+cargo build --quiet -p unibus-server --bin membershipd -p unibus-testkit --bin unibus-liar
 export UNIBUS_MEMBERSHIPD="$PWD/target/debug/membershipd"
+export UNIBUS_LIAR="$PWD/target/debug/unibus-liar"
 export NATS_SERVER="${NATS_SERVER:-$PWD/.tools/bin/nats-server}"
 
 echo "== Python bindings"

@@ -16,6 +16,7 @@ use crate::identity::Identity;
 use crate::invite::InviteLink;
 use crate::runtime::{run, spawn};
 use crate::sealing::{Recipient, RoomKey};
+use crate::trust::TrustStore;
 
 /// How [`register`] talks to the server. Every field has a default.
 #[derive(Debug, Clone, uniffi::Record)]
@@ -118,6 +119,7 @@ impl From<SessionOptions> for client::SessionOptions {
             connect_timeout: Duration::from_millis(options.connect_timeout_ms),
             rekey_attempts: options.rekey_attempts,
             connection_name: options.connection_name,
+            trust: None,
         }
     }
 }
@@ -227,6 +229,18 @@ pub enum RoomUpdate {
     Disconnected,
     /// The connection is back: query rooms and epochs again, updates may have been missed.
     Reconnected,
+    /// A reply named another owner for a room than the pinned one, and was refused: the server
+    /// may be lying. Raised by the SDK, not sent by the server.
+    OwnerChanged {
+        /// The room id.
+        room: String,
+        /// The pinned owner, hex.
+        pinned: String,
+        /// The owner the reply named, hex.
+        found: String,
+        /// Whether the app had marked the pinned owner verified.
+        verified: bool,
+    },
 }
 
 impl From<client::RoomUpdate> for RoomUpdate {
@@ -244,6 +258,17 @@ impl From<client::RoomUpdate> for RoomUpdate {
             },
             client::RoomUpdate::Disconnected => Self::Disconnected,
             client::RoomUpdate::Reconnected => Self::Reconnected,
+            client::RoomUpdate::OwnerChanged {
+                room,
+                pinned,
+                found,
+                verified,
+            } => Self::OwnerChanged {
+                room: room.to_string(),
+                pinned: pinned.to_hex(),
+                found: found.to_hex(),
+                verified,
+            },
         }
     }
 }
@@ -344,19 +369,30 @@ fn member_key(member: &str) -> Result<SignPublicKey, SessionError> {
 #[uniffi::export]
 impl Session {
     /// Logs in to the cluster at `nats_urls` (from the [`Registration`]) with `identity`'s key.
-    #[uniffi::constructor(default(options = None))]
+    /// `trust` keeps pinned room owners and epoch floors across restarts (a
+    /// `TrustStore.open`ed file of this identity); without it they last for this session only.
+    #[uniffi::constructor(default(options = None, trust = None))]
     pub async fn connect(
         identity: Arc<Identity>,
         nats_urls: Vec<String>,
         options: Option<SessionOptions>,
+        trust: Option<Arc<TrustStore>>,
     ) -> Result<Arc<Session>, SessionError> {
-        let options = options.map(Into::into).unwrap_or_default();
+        let options = client::SessionOptions {
+            trust: trust.map(|store| store.0.clone()),
+            ..options.map(Into::into).unwrap_or_default()
+        };
         run(async move {
             let session =
                 client::Session::connect(Arc::clone(&identity.0), &nats_urls, options).await?;
             Ok(Arc::new(Session(session)))
         })
         .await
+    }
+
+    /// The trust store this session uses (the one given to `connect`, or its in-memory one).
+    pub fn trust_store(&self) -> Arc<TrustStore> {
+        Arc::new(TrustStore(self.0.trust().clone()))
     }
 
     /// The connection's state now.

@@ -231,8 +231,14 @@ flat_error! {
         InvalidReply,
         /// The room key did not verify; it was not used.
         Verification,
-        /// The server named another owner for a room than before.
+        /// A reply named another owner for a room than the pinned one; the reply was refused.
+        /// Compare the new owner's safety number out of band before `accept_owner`.
         OwnerChanged,
+        /// A reply offered an epoch below one this client verified as the room's latest: an
+        /// old key replayed. The reply was refused.
+        EpochRollback,
+        /// The trust store could not be read or saved, or belongs to another identity.
+        Trust,
         /// Sealing a new room key failed on this device.
         Seal,
     }
@@ -241,6 +247,28 @@ flat_error! {
         InvalidArgument,
         /// An SDK task failed unexpectedly (see the message).
         Internal,
+    }
+}
+
+flat_error! {
+    /// The trust store (pinned owners, epoch floors) could not be opened, saved or changed.
+    TrustError from unibus::client::TrustError {
+        /// The file could not be read or written; check the path and permissions.
+        Io,
+        /// The file is not a readable trust file; it was left untouched.
+        Corrupt,
+        /// The file was written by a newer SDK.
+        UnsupportedVersion,
+        /// The file belongs to another identity.
+        WrongIdentity,
+        /// Another owner is pinned for the room; use `accept_owner` to re-pin.
+        OwnerMismatch,
+        /// The text is not an owner code.
+        BadOwnerCode,
+    }
+    extra {
+        /// An argument (room id, key) is malformed.
+        InvalidArgument,
     }
 }
 

@@ -27,13 +27,14 @@ mod identity;
 mod invite;
 mod runtime;
 mod sealing;
+mod trust;
 
 pub use client::{
     register, ConnectionState, OpenedRoomKey, RegisterOptions, Registration, RoomInfo, RoomUpdate,
     Session, SessionEnd, SessionOptions, WatchEnd, WatchHandle, WatchListener,
 };
 pub use errors::{
-    IdentityError, InviteLinkError, KeyError, RegisterError, SealError, SessionError,
+    IdentityError, InviteLinkError, KeyError, RegisterError, SealError, SessionError, TrustError,
 };
 pub use identity::{validate_kex_public_key, validate_sign_public_key, Identity};
 pub use invite::{format_invite_link, InviteLink};
@@ -41,5 +42,7 @@ pub use runtime::{
     init_platform, shutdown_platform, LogLevel, LogSink, PlatformConfig, PlatformError,
 };
 pub use sealing::{open_manifest, open_room_key, rekey_room, seal_room_key, Recipient, RoomKey};
+
+pub use trust::{owner_fingerprint, parse_owner_code, OwnerFingerprint, RoomTrust, TrustStore};
 
 uniffi::setup_scaffolding!("unibus");

@@ -1,6 +1,7 @@
 //! The client SDK (`unibus::client`) against the real `membershipd` binary on the embedded
 //! default: registration over HTTP, login by key, rooms, rekeys, watch, removal, revocation,
-//! and what the client reports when the cluster goes away and comes back.
+//! what the client reports when the cluster goes away and comes back, and what its trust file
+//! refuses from a control plane that lies (`unibus_testkit::liar`).
 
 mod daemon;
 
@@ -9,10 +10,12 @@ use std::time::Duration;
 
 use daemon::EmbeddedServer;
 use unibus::client::{
-    register, ConnectionState, RegisterError, RegisterOptions, Registration, RoomUpdate, Session,
-    SessionEnd, SessionError, SessionOptions, Watch, WatchEnd,
+    register, ConnectionState, OwnerFingerprint, RegisterError, RegisterOptions, Registration,
+    RoomUpdate, Session, SessionEnd, SessionError, SessionOptions, TrustError, TrustStore, Watch,
+    WatchEnd,
 };
 use unibus::{Identity, InviteLink, InviteToken, RoomId};
+use unibus_testkit::liar::{Liar, LiarOptions};
 
 fn invite(server: &EmbeddedServer) -> InviteLink {
     let created = server.cli(&["invite", "create"]);
@@ -287,4 +290,163 @@ async fn during_an_outage_calls_fail_with_errors_and_the_session_comes_back_by_i
     updates.cancel();
     assert_eq!(updates.next().await.map(|u| u.is_ok()), None);
     assert_eq!(updates.end(), Some(WatchEnd::Cancelled));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trust_file_refuses_a_rolled_back_epoch_and_a_swapped_owner_from_a_lying_server_after_a_restart(
+) {
+    let server = EmbeddedServer::start().await;
+    let (me, registration) = registered(&server).await;
+    let mine = me.sign_public_key();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("trust.json");
+    let (general, annex) = (
+        RoomId::new("general").unwrap(),
+        RoomId::new("annex").unwrap(),
+    );
+
+    // The real membershipd: two rooms, "general" at epoch 2 and "annex" at epoch 1, their
+    // latest keys fetched through a session whose trust store is a file.
+    {
+        let trust = TrustStore::open(&path, &mine).unwrap();
+        let options = SessionOptions {
+            trust: Some(trust.clone()),
+            ..SessionOptions::default()
+        };
+        let session = Session::connect(Arc::clone(&me), &registration.nats_urls, options)
+            .await
+            .unwrap();
+        for room in [&general, &annex] {
+            session.create_room(room).await.unwrap();
+            session.rekey(room).await.unwrap();
+        }
+        session.rekey(&general).await.unwrap();
+        assert_eq!(session.room_key(&general, None).await.unwrap().epoch, 2);
+        assert_eq!(session.room_key(&annex, None).await.unwrap().epoch, 1);
+        session.close().await;
+    }
+
+    // The pins and floors are in the file: a new process reads them back; another identity
+    // cannot use the file, neither directly nor through a session.
+    let trust = TrustStore::open(&path, &mine).unwrap();
+    let pinned = trust.room(&general).unwrap();
+    assert_eq!(
+        (pinned.owner, pinned.verified, pinned.epoch_floor),
+        (mine, false, 2)
+    );
+    assert_eq!(trust.room(&annex).unwrap().epoch_floor, 1);
+    let stranger = Identity::generate().unwrap().sign_public_key();
+    assert!(matches!(
+        TrustStore::open(&path, &stranger),
+        Err(TrustError::WrongIdentity { found, .. }) if found == mine
+    ));
+    let foreign = SessionOptions {
+        trust: Some(TrustStore::in_memory(&stranger)),
+        ..SessionOptions::default()
+    };
+    assert!(matches!(
+        Session::connect(Arc::clone(&me), &registration.nats_urls, foreign).await,
+        Err(SessionError::Trust(TrustError::WrongIdentity { .. }))
+    ));
+
+    // A control plane that replays epoch 1 of "general" as its latest (a real, validly signed
+    // reply recorded from membershipd) and names an impostor as the owner of "annex", with a
+    // manifest the impostor signed for this identity's real keys.
+    let liar = Liar::start(
+        Arc::clone(&me),
+        LiarOptions {
+            real_cluster: registration.nats_urls.clone(),
+            rollback: Some((general.clone(), 1)),
+            swap_owner: Some(annex.clone()),
+        },
+    )
+    .await
+    .unwrap();
+    let options = SessionOptions {
+        trust: Some(trust.clone()),
+        ..SessionOptions::default()
+    };
+    let session = Session::connect(Arc::clone(&me), &[&liar.nats_url], options)
+        .await
+        .unwrap();
+    let mut updates = session.watch().await.unwrap();
+
+    // The rollback: refused as the latest, in every reply that claims it; served as history.
+    assert!(matches!(
+        session.room_key(&general, None).await,
+        Err(SessionError::EpochRollback { ref room, offered: 1, floor: 2 }) if *room == general
+    ));
+    assert!(matches!(
+        session.current_epoch(&general).await,
+        Err(SessionError::EpochRollback {
+            offered: 1,
+            floor: 2,
+            ..
+        })
+    ));
+    assert_eq!(session.room_key(&general, Some(1)).await.unwrap().epoch, 1);
+    assert_eq!(trust.room(&general).unwrap().epoch_floor, 2);
+
+    // The owner swap: a typed error and a watch update, although the manifest verifies under
+    // the impostor's key.
+    let swapped = session.room_key(&annex, None).await;
+    assert!(
+        matches!(
+            &swapped,
+            Err(SessionError::OwnerChanged { room, pinned, found, verified: false })
+                if *room == annex && *pinned == mine && *found == liar.impostor
+        ),
+        "{swapped:?}"
+    );
+    assert_eq!(
+        next_update(&mut updates).await,
+        Some(RoomUpdate::OwnerChanged {
+            room: annex.clone(),
+            pinned: mine,
+            found: liar.impostor,
+            verified: false,
+        })
+    );
+    assert!(matches!(
+        session.my_rooms().await,
+        Err(SessionError::OwnerChanged { .. } | SessionError::EpochRollback { .. })
+    ));
+
+    // The app compares fingerprints out of band, marks the real owner verified, and (only if it
+    // were genuine) accepts the new owner deliberately.
+    let fingerprint = trust.owner_fingerprint(&general).unwrap();
+    assert_eq!(fingerprint, OwnerFingerprint::new(&general, &mine));
+    assert_eq!(
+        OwnerFingerprint::from_qr_code(&fingerprint.qr_code).unwrap(),
+        fingerprint
+    );
+    trust.mark_owner_verified(&general, &mine).unwrap();
+    assert!(matches!(
+        trust.mark_owner_verified(&annex, &liar.impostor),
+        Err(TrustError::OwnerMismatch { .. })
+    ));
+    trust.accept_owner(&annex, &liar.impostor).unwrap();
+    assert_eq!(session.room_key(&annex, None).await.unwrap().epoch, 1);
+    session.close().await;
+
+    // All of it survives reopening the file.
+    let reopened = TrustStore::open(&path, &mine).unwrap();
+    let general_trust = reopened.room(&general).unwrap();
+    assert_eq!(
+        (
+            general_trust.owner,
+            general_trust.verified,
+            general_trust.epoch_floor
+        ),
+        (mine, true, 2)
+    );
+    let annex_trust = reopened.room(&annex).unwrap();
+    assert_eq!(
+        (
+            annex_trust.owner,
+            annex_trust.verified,
+            annex_trust.epoch_floor
+        ),
+        (liar.impostor, true, 1)
+    );
 }

@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use super::trust::TrustError;
 use crate::manifest::ManifestError;
 use crate::sealing::SealError;
 use crate::{RoomId, SignPublicKey};
@@ -164,17 +165,39 @@ pub enum SessionError {
     /// not signed by the owner, or the copy does not open. The key is not used.
     #[error("the room key did not verify: {0}")]
     Verification(#[from] ManifestError),
-    /// The server named another owner for a room than this session learned before. The reply
-    /// is refused.
-    #[error("the server named {found} as the owner of room {room}, but it was {expected}")]
+    /// A reply named another owner for a room than the one pinned in the session's
+    /// [`TrustStore`](super::TrustStore). The reply is refused, and the session's watches get
+    /// [`RoomUpdate::OwnerChanged`](super::RoomUpdate::OwnerChanged). A server that lies, or an
+    /// owner that really changed: compare the new owner's
+    /// [`OwnerFingerprint`](super::OwnerFingerprint) out of band, and only then
+    /// [`accept_owner`](super::TrustStore::accept_owner).
+    #[error("the server named {found} as the owner of room {room}, but {pinned} is pinned ({}): do not trust this room's keys; compare the new owner's safety number out of band and accept it only if the change is genuine", if *verified { "verified" } else { "not verified" })]
     OwnerChanged {
         /// The room.
         room: RoomId,
-        /// The owner this session learned first.
-        expected: SignPublicKey,
-        /// The owner in the reply.
+        /// The owner pinned for the room.
+        pinned: SignPublicKey,
+        /// The owner the reply named.
         found: SignPublicKey,
+        /// Whether the app had marked the pinned owner verified.
+        verified: bool,
     },
+    /// A reply offered, as the room's latest, an epoch below one whose manifest this client
+    /// already verified: an older key replayed (one that removed members may still hold), or
+    /// a server restored from an old backup. The reply is refused. Explicit older epochs
+    /// (`room_key(room, Some(epoch))`) are still served.
+    #[error("the server offered epoch {offered} as the latest of room {room}, but this client already verified epoch {floor}: the server is replaying an old key; do not use it, and report the server")]
+    EpochRollback {
+        /// The room.
+        room: RoomId,
+        /// The epoch the reply offered as the latest.
+        offered: u64,
+        /// The highest epoch of the room this client verified.
+        floor: u64,
+    },
+    /// The trust store could not be read or saved (see the message).
+    #[error(transparent)]
+    Trust(#[from] TrustError),
     /// Generating or sealing a new room key failed on this device.
     #[error("sealing the new room key failed: {0}")]
     Seal(#[from] SealError),

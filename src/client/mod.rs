@@ -39,10 +39,15 @@ mod error;
 mod liveness;
 mod register;
 mod session;
+mod trust;
 mod watch;
 mod wire;
 
 pub use error::{RegisterError, SessionEnd, SessionError};
 pub use register::{register, RegisterOptions, Registration};
 pub use session::{ConnectionState, OpenedRoomKey, RoomInfo, Session, SessionOptions};
+pub use trust::{
+    OwnerFingerprint, RoomTrust, TrustError, TrustStore, OWNER_CODE_PREFIX, SAFETY_NUMBER_LABEL,
+    TRUST_FILE_FORMAT, TRUST_FILE_VERSION,
+};
 pub use watch::{RoomUpdate, Watch, WatchEnd};

@@ -1,17 +1,17 @@
 //! A logged-in session on the cluster: the control plane by request and reply
 //! (docs/protocol.md §11 and §12).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::ConnectErrorKind;
 use serde::Serialize;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 use super::error::{SessionEnd, SessionError};
 use super::liveness::Liveness;
-use super::watch::Watch;
+use super::trust::{OwnerCheck, TrustStore};
+use super::watch::{RoomUpdate, Watch};
 use super::wire::{self, RoomRequest};
 use crate::manifest::{Recipient, SignedManifest};
 use crate::sealing::RoomKey;
@@ -30,6 +30,11 @@ pub struct SessionOptions {
     pub rekey_attempts: u32,
     /// A name for the connection, shown to operators (NATS `CONNZ`). No secret goes here.
     pub connection_name: Option<String>,
+    /// What the session trusts: pinned room owners and epoch floors. Give a
+    /// [`TrustStore::open`]ed file so that they survive restarts; `None` (the default) keeps
+    /// them in memory for this session only, so a server can roll a room back or name another
+    /// owner to the next session. It must belong to the session's identity.
+    pub trust: Option<TrustStore>,
 }
 
 impl Default for SessionOptions {
@@ -39,6 +44,7 @@ impl Default for SessionOptions {
             connect_timeout: Duration::from_secs(5),
             rekey_attempts: 3,
             connection_name: None,
+            trust: None,
         }
     }
 }
@@ -108,8 +114,10 @@ struct Inner {
     /// `unibus.cp.<own hex>`.
     request_prefix: String,
     liveness: Arc<Liveness>,
-    /// The owner of each room as first learned; a reply naming another is refused.
-    owners: Mutex<HashMap<RoomId, SignPublicKey>>,
+    /// Pinned owners and epoch floors.
+    trust: TrustStore,
+    /// Updates the session itself raises (an owner change), for every watch.
+    alerts: broadcast::Sender<RoomUpdate>,
     options: SessionOptions,
 }
 
@@ -128,12 +136,27 @@ impl Session {
     /// the secret never leaves the identity.
     ///
     /// Fails with [`SessionError::LoginRefused`] if the cluster does not know the key as an
-    /// active user, and [`SessionError::Connect`] if no address answers.
+    /// active user, [`SessionError::Connect`] if no address answers, and
+    /// [`SessionError::Trust`] ([`TrustError::WrongIdentity`](super::TrustError::WrongIdentity))
+    /// if [`SessionOptions::trust`] belongs to another identity.
     pub async fn connect(
         identity: Arc<Identity>,
         nats_urls: &[impl AsRef<str>],
         options: SessionOptions,
     ) -> Result<Session, SessionError> {
+        let own_key = identity.sign_public_key();
+        let trust = match &options.trust {
+            Some(trust) if trust.identity() != own_key => {
+                return Err(super::TrustError::WrongIdentity {
+                    path: trust.path().unwrap_or_default(),
+                    expected: own_key,
+                    found: trust.identity(),
+                }
+                .into())
+            }
+            Some(trust) => trust.clone(),
+            None => TrustStore::in_memory(&own_key),
+        };
         let addresses = nats_urls
             .iter()
             .map(|url| {
@@ -195,7 +218,8 @@ impl Session {
                 client,
                 request_prefix,
                 liveness,
-                owners: Mutex::default(),
+                trust,
+                alerts: broadcast::channel(16).0,
                 options,
             }),
         })
@@ -204,6 +228,13 @@ impl Session {
     /// The identity this session is logged in as.
     pub fn identity(&self) -> &Arc<Identity> {
         &self.inner.identity
+    }
+
+    /// What this session trusts: pinned room owners, their verification and epoch floors.
+    /// Changes made through it (for example [`TrustStore::accept_owner`]) apply to the
+    /// session's next calls.
+    pub fn trust(&self) -> &TrustStore {
+        &self.inner.trust
     }
 
     /// The connection's state now.
@@ -216,7 +247,9 @@ impl Session {
         self.inner.liveness.subscribe()
     }
 
-    /// The rooms this identity is a member of, sorted by id.
+    /// The rooms this identity is a member of, sorted by id. Each room's owner is checked
+    /// against its pin ([`SessionError::OwnerChanged`]) and its epoch against its floor
+    /// ([`SessionError::EpochRollback`]); one room that fails fails the call.
     pub async fn my_rooms(&self) -> Result<Vec<RoomInfo>, SessionError> {
         let reply: wire::RoomsReply = self.call("rooms", &serde_json::json!({})).await?;
         reply.rooms.into_iter().map(|r| self.room_info(r)).collect()
@@ -229,15 +262,23 @@ impl Session {
         Ok(reply.member)
     }
 
-    /// The room's latest epoch (0 before its first key). Members only.
+    /// The room's latest epoch (0 before its first key). Members only. An epoch below the
+    /// room's floor (the highest epoch this client verified) fails with
+    /// [`SessionError::EpochRollback`].
     pub async fn current_epoch(&self, room: &RoomId) -> Result<u64, SessionError> {
         let reply: wire::EpochReply = self.call("epoch", &RoomRequest::room(room)).await?;
+        self.check_latest(room, reply.epoch)?;
         Ok(reply.epoch)
     }
 
     /// Fetches this identity's sealed copy of the room key at `epoch` (the latest if `None`)
     /// with that epoch's signed manifest, runs every check of protocol §8.4 with the room's
-    /// owner as the trusted rekeyer, and opens it.
+    /// pinned owner as the trusted rekeyer, and opens it.
+    ///
+    /// The owner the reply names must be the pinned one ([`SessionError::OwnerChanged`]; the
+    /// first reply pins it). For the latest key, the epoch must not be below the room's floor
+    /// ([`SessionError::EpochRollback`]); an explicit older `epoch` is history and is served.
+    /// Once verified, the epoch raises the floor, saved in the [`TrustStore`].
     pub async fn room_key(
         &self,
         room: &RoomId,
@@ -256,6 +297,9 @@ impl Session {
             )));
         }
         self.check_owner(room, reply.owner)?;
+        if epoch.is_none() {
+            self.check_latest(room, reply.epoch)?;
+        }
         let manifest = crate::hex::decode_vec(&reply.manifest)
             .map_err(|e| SessionError::InvalidReply(format!("manifest is not hex: {e:?}")))?;
         let sealed = crate::hex::decode_vec(&reply.sealed)
@@ -273,6 +317,9 @@ impl Session {
                 "the sealed copy differs from the manifest's entry".into(),
             ));
         }
+        self.inner
+            .trust
+            .record_verified(room, &reply.owner, reply.epoch)?;
         Ok(OpenedRoomKey {
             epoch: reply.epoch,
             key,
@@ -354,7 +401,11 @@ impl Session {
             .subscribe(subject)
             .await
             .map_err(|e| SessionError::Transport(e.to_string()))?;
-        Ok(Watch::spawn(subscriber, self.inner.liveness.subscribe()))
+        Ok(Watch::spawn(
+            subscriber,
+            self.inner.liveness.subscribe(),
+            self.inner.alerts.subscribe(),
+        ))
     }
 
     /// Ends the session: pending requests are flushed, every watch closes with
@@ -392,6 +443,10 @@ impl Session {
                 reply.epoch
             )));
         }
+        // Our own signed manifest is stored: the room is at this epoch at least.
+        self.inner
+            .trust
+            .record_verified(room, &self.inner.identity.sign_public_key(), epoch)?;
         Ok(OpenedRoomKey { epoch, key })
     }
 
@@ -451,6 +506,7 @@ impl Session {
 
     fn room_info(&self, reply: wire::RoomReply) -> Result<RoomInfo, SessionError> {
         self.check_owner(&reply.id, reply.owner)?;
+        self.check_latest(&reply.id, reply.epoch)?;
         Ok(RoomInfo {
             id: reply.id,
             owner: reply.owner,
@@ -458,22 +514,40 @@ impl Session {
         })
     }
 
-    /// Remembers `owner` for `room` the first time, and refuses a different one later
-    /// (protocol §12.4: no operation changes a room's owner).
+    /// Pins `owner` for `room` the first time (saved in the trust store), and refuses a
+    /// different one later (protocol §12.4: no operation changes a room's owner), telling the
+    /// session's watches.
     fn check_owner(&self, room: &RoomId, owner: SignPublicKey) -> Result<(), SessionError> {
-        // The map is only read and written under the lock, without awaiting; a poisoned lock
-        // means a panic mid-insert, which cannot leave a wrong owner behind.
-        let mut owners = self
-            .inner
-            .owners
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let expected = *owners.entry(room.clone()).or_insert(owner);
-        if expected != owner {
-            return Err(SessionError::OwnerChanged {
+        match self.inner.trust.check_owner(room, &owner)? {
+            OwnerCheck::Trusted => Ok(()),
+            OwnerCheck::Changed { pinned, verified } => {
+                tracing::warn!(room = %room, pinned = %pinned, found = %owner, "a reply named another owner than the pinned one; refused");
+                // No watch listening is not an error.
+                let _ = self.inner.alerts.send(RoomUpdate::OwnerChanged {
+                    room: room.clone(),
+                    pinned,
+                    found: owner,
+                    verified,
+                });
+                Err(SessionError::OwnerChanged {
+                    room: room.clone(),
+                    pinned,
+                    found: owner,
+                    verified,
+                })
+            }
+        }
+    }
+
+    /// Refuses `epoch` as the room's latest if it is below the room's floor.
+    fn check_latest(&self, room: &RoomId, epoch: u64) -> Result<(), SessionError> {
+        let floor = self.inner.trust.epoch_floor(room);
+        if epoch < floor {
+            tracing::warn!(room = %room, offered = epoch, floor, "a reply offered an epoch below the floor as the latest; refused");
+            return Err(SessionError::EpochRollback {
                 room: room.clone(),
-                expected,
-                found: owner,
+                offered: epoch,
+                floor,
             });
         }
         Ok(())

@@ -4,12 +4,12 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use futures_util::StreamExt;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 
 use super::error::{SessionEnd, SessionError};
 use super::session::ConnectionState;
 use super::wire;
-use crate::RoomId;
+use crate::{RoomId, SignPublicKey};
 
 /// A change that concerns this identity.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +37,19 @@ pub enum RoomUpdate {
     /// The connection is back. Query the rooms and epochs again: notifications are hints, and
     /// some may have been missed (protocol §12.6).
     Reconnected,
+    /// A reply to this session named another owner for a room than the pinned one; the call
+    /// failed with [`SessionError::OwnerChanged`]. Raised by the session itself, not sent by
+    /// the server. Show it to the user: the server may be lying.
+    OwnerChanged {
+        /// The room.
+        room: RoomId,
+        /// The owner pinned for the room.
+        pinned: SignPublicKey,
+        /// The owner the reply named.
+        found: SignPublicKey,
+        /// Whether the app had marked the pinned owner verified.
+        verified: bool,
+    },
 }
 
 /// Why a [`Watch`] stopped.
@@ -94,12 +107,13 @@ impl Watch {
     pub(crate) fn spawn(
         subscriber: async_nats::Subscriber,
         state: watch::Receiver<ConnectionState>,
+        alerts: broadcast::Receiver<RoomUpdate>,
     ) -> Watch {
         let (sender, updates) = mpsc::channel(64);
         Watch {
             updates,
             end: None,
-            task: tokio::spawn(forward(subscriber, state, sender)),
+            task: tokio::spawn(forward(subscriber, state, alerts, sender)),
         }
     }
 
@@ -157,13 +171,16 @@ impl Drop for Watch {
     }
 }
 
-/// Forwards notifications and connection changes until the session ends or the watch is
-/// dropped.
+/// Forwards notifications, connection changes and the session's own alerts until the session
+/// ends or the watch is dropped.
 async fn forward(
     mut subscriber: async_nats::Subscriber,
     mut state: watch::Receiver<ConnectionState>,
+    alerts: broadcast::Receiver<RoomUpdate>,
     updates: mpsc::Sender<Item>,
 ) {
+    // `None` once the session that sends them is gone.
+    let mut alerts = Some(alerts);
     let mut last = *state.borrow_and_update();
     let end = loop {
         if let ConnectionState::Ended(end) = last {
@@ -198,6 +215,10 @@ async fn forward(
                 last = now;
                 Ok(update)
             }
+            alert = next_alert(&mut alerts) => match alert {
+                Some(update) => Ok(update),
+                None => continue,
+            },
             () = updates.closed() => return,
         };
         if updates.send(Item::Update(item)).await.is_err() {
@@ -210,6 +231,25 @@ async fn forward(
         _ => end,
     };
     let _ = updates.send(Item::End(WatchEnd::SessionEnded(end))).await;
+}
+
+/// The session's next alert; `None` (and no more polling) once the session is gone, and
+/// `None` after alerts were missed because this watch fell behind (they were logged).
+async fn next_alert(alerts: &mut Option<broadcast::Receiver<RoomUpdate>>) -> Option<RoomUpdate> {
+    let Some(receiver) = alerts else {
+        return std::future::pending().await;
+    };
+    match receiver.recv().await {
+        Ok(update) => Some(update),
+        Err(broadcast::error::RecvError::Lagged(missed)) => {
+            tracing::warn!(missed, "a watch fell behind the session's alerts");
+            None
+        }
+        Err(broadcast::error::RecvError::Closed) => {
+            *alerts = None;
+            None
+        }
+    }
 }
 
 /// A notification as an update; `None` for a kind this version does not know (skipped, as

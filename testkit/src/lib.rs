@@ -15,6 +15,8 @@
 //! # Ok(()) }
 //! ```
 
+pub mod liar;
+
 use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

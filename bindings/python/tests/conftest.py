@@ -1,9 +1,10 @@
 """A real membershipd for the end-to-end tests: ``membershipd serve`` on the embedded default
-(SQLite and its own nats-server) in a temporary directory, on loopback ports.
+(SQLite and its own nats-server) in a temporary directory, on loopback ports; and the lying
+control plane of the trust tests, ``unibus-liar``.
 
-The binaries come from ``$UNIBUS_MEMBERSHIPD`` and ``$NATS_SERVER``, or from the repository's
-``target/debug/membershipd`` and ``.tools/bin/nats-server`` (``scripts/test.sh`` builds and
-installs both).
+The binaries come from ``$UNIBUS_MEMBERSHIPD``, ``$UNIBUS_LIAR`` and ``$NATS_SERVER``, or from
+the repository's ``target/debug/membershipd``, ``target/debug/unibus-liar`` and
+``.tools/bin/nats-server`` (``scripts/test.sh`` builds and installs them).
 """
 
 import json
@@ -85,6 +86,42 @@ class Membershipd:
     def stop(self) -> None:
         self.process.kill()
         self.process.wait()
+        self.log.close()
+
+
+class Liar:
+    """``unibus-liar``: records real replies of membershipd as ``identity``, then answers that
+    identity's control-plane requests on a nats-server of its own, replaying epoch ``rollback``
+    of a room as its latest and naming an impostor as the owner of ``swap_owner``."""
+
+    def __init__(self, identity, nats_urls, log_dir: pathlib.Path, rollback=None, swap_owner=None):
+        command = [_binary("UNIBUS_LIAR", REPO / "target/debug/unibus-liar")]
+        for url in nats_urls:
+            command += ["--cluster", url]
+        if rollback:
+            command += ["--rollback", f"{rollback[0]}:{rollback[1]}"]
+        if swap_owner:
+            command += ["--swap-owner", swap_owner]
+        env = dict(os.environ, NATS_SERVER=_binary("NATS_SERVER", REPO / ".tools/bin/nats-server"))
+        self.log_path = log_dir / "liar.log"
+        self.log = open(self.log_path, "ab")
+        # It runs until its stdin closes, so it never outlives this process.
+        self.process = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, env=env
+        )
+        self.process.stdin.write(bytes(identity.export_secret_bytes()).hex().encode() + b"\n")
+        self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        if not line:
+            self.stop()
+            raise RuntimeError(f"unibus-liar did not start: see {self.log_path}")
+        started = json.loads(line)
+        self.nats_url: str = started["nats_url"]
+        self.impostor: str = started["impostor"]
+
+    def stop(self) -> None:
+        self.process.stdin.close()
+        self.process.wait(timeout=30)
         self.log.close()
 
 

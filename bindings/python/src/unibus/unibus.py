@@ -533,6 +533,10 @@ def _uniffi_check_api_checksums(lib):
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_unibus_ffi_checksum_func_open_room_key() != 15058:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    if lib.uniffi_unibus_ffi_checksum_func_owner_fingerprint() != 42675:
+        raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    if lib.uniffi_unibus_ffi_checksum_func_parse_owner_code() != 14689:
+        raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_unibus_ffi_checksum_func_register() != 52035:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_unibus_ffi_checksum_func_rekey_room() != 14480:
@@ -599,9 +603,29 @@ def _uniffi_check_api_checksums(lib):
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_unibus_ffi_checksum_method_session_state() != 8839:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    if lib.uniffi_unibus_ffi_checksum_method_session_trust_store() != 53871:
+        raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_unibus_ffi_checksum_method_session_watch() != 32234:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
-    if lib.uniffi_unibus_ffi_checksum_constructor_session_connect() != 21092:
+    if lib.uniffi_unibus_ffi_checksum_constructor_session_connect() != 21510:
+        raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    if lib.uniffi_unibus_ffi_checksum_method_truststore_accept_owner() != 25308:
+        raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    if lib.uniffi_unibus_ffi_checksum_method_truststore_forget_room() != 38540:
+        raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    if lib.uniffi_unibus_ffi_checksum_method_truststore_mark_owner_verified() != 12156:
+        raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    if lib.uniffi_unibus_ffi_checksum_method_truststore_owner_fingerprint() != 15634:
+        raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    if lib.uniffi_unibus_ffi_checksum_method_truststore_path() != 8638:
+        raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    if lib.uniffi_unibus_ffi_checksum_method_truststore_room() != 3636:
+        raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    if lib.uniffi_unibus_ffi_checksum_method_truststore_rooms() != 4054:
+        raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    if lib.uniffi_unibus_ffi_checksum_constructor_truststore_in_memory() != 52174:
+        raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    if lib.uniffi_unibus_ffi_checksum_constructor_truststore_open() != 5882:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_unibus_ffi_checksum_method_watchhandle_cancel() != 23149:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
@@ -652,6 +676,12 @@ _UniffiLib.uniffi_unibus_ffi_checksum_func_open_manifest.restype = ctypes.c_uint
 _UniffiLib.uniffi_unibus_ffi_checksum_func_open_room_key.argtypes = (
 )
 _UniffiLib.uniffi_unibus_ffi_checksum_func_open_room_key.restype = ctypes.c_uint16
+_UniffiLib.uniffi_unibus_ffi_checksum_func_owner_fingerprint.argtypes = (
+)
+_UniffiLib.uniffi_unibus_ffi_checksum_func_owner_fingerprint.restype = ctypes.c_uint16
+_UniffiLib.uniffi_unibus_ffi_checksum_func_parse_owner_code.argtypes = (
+)
+_UniffiLib.uniffi_unibus_ffi_checksum_func_parse_owner_code.restype = ctypes.c_uint16
 _UniffiLib.uniffi_unibus_ffi_checksum_func_register.argtypes = (
 )
 _UniffiLib.uniffi_unibus_ffi_checksum_func_register.restype = ctypes.c_uint16
@@ -751,12 +781,42 @@ _UniffiLib.uniffi_unibus_ffi_checksum_method_session_room_key.restype = ctypes.c
 _UniffiLib.uniffi_unibus_ffi_checksum_method_session_state.argtypes = (
 )
 _UniffiLib.uniffi_unibus_ffi_checksum_method_session_state.restype = ctypes.c_uint16
+_UniffiLib.uniffi_unibus_ffi_checksum_method_session_trust_store.argtypes = (
+)
+_UniffiLib.uniffi_unibus_ffi_checksum_method_session_trust_store.restype = ctypes.c_uint16
 _UniffiLib.uniffi_unibus_ffi_checksum_method_session_watch.argtypes = (
 )
 _UniffiLib.uniffi_unibus_ffi_checksum_method_session_watch.restype = ctypes.c_uint16
 _UniffiLib.uniffi_unibus_ffi_checksum_constructor_session_connect.argtypes = (
 )
 _UniffiLib.uniffi_unibus_ffi_checksum_constructor_session_connect.restype = ctypes.c_uint16
+_UniffiLib.uniffi_unibus_ffi_checksum_method_truststore_accept_owner.argtypes = (
+)
+_UniffiLib.uniffi_unibus_ffi_checksum_method_truststore_accept_owner.restype = ctypes.c_uint16
+_UniffiLib.uniffi_unibus_ffi_checksum_method_truststore_forget_room.argtypes = (
+)
+_UniffiLib.uniffi_unibus_ffi_checksum_method_truststore_forget_room.restype = ctypes.c_uint16
+_UniffiLib.uniffi_unibus_ffi_checksum_method_truststore_mark_owner_verified.argtypes = (
+)
+_UniffiLib.uniffi_unibus_ffi_checksum_method_truststore_mark_owner_verified.restype = ctypes.c_uint16
+_UniffiLib.uniffi_unibus_ffi_checksum_method_truststore_owner_fingerprint.argtypes = (
+)
+_UniffiLib.uniffi_unibus_ffi_checksum_method_truststore_owner_fingerprint.restype = ctypes.c_uint16
+_UniffiLib.uniffi_unibus_ffi_checksum_method_truststore_path.argtypes = (
+)
+_UniffiLib.uniffi_unibus_ffi_checksum_method_truststore_path.restype = ctypes.c_uint16
+_UniffiLib.uniffi_unibus_ffi_checksum_method_truststore_room.argtypes = (
+)
+_UniffiLib.uniffi_unibus_ffi_checksum_method_truststore_room.restype = ctypes.c_uint16
+_UniffiLib.uniffi_unibus_ffi_checksum_method_truststore_rooms.argtypes = (
+)
+_UniffiLib.uniffi_unibus_ffi_checksum_method_truststore_rooms.restype = ctypes.c_uint16
+_UniffiLib.uniffi_unibus_ffi_checksum_constructor_truststore_in_memory.argtypes = (
+)
+_UniffiLib.uniffi_unibus_ffi_checksum_constructor_truststore_in_memory.restype = ctypes.c_uint16
+_UniffiLib.uniffi_unibus_ffi_checksum_constructor_truststore_open.argtypes = (
+)
+_UniffiLib.uniffi_unibus_ffi_checksum_constructor_truststore_open.restype = ctypes.c_uint16
 _UniffiLib.uniffi_unibus_ffi_checksum_method_watchhandle_cancel.argtypes = (
 )
 _UniffiLib.uniffi_unibus_ffi_checksum_method_watchhandle_cancel.restype = ctypes.c_uint16
@@ -799,6 +859,17 @@ _UniffiLib.uniffi_unibus_ffi_fn_func_open_room_key.argtypes = (
     ctypes.POINTER(_UniffiRustCallStatus),
 )
 _UniffiLib.uniffi_unibus_ffi_fn_func_open_room_key.restype = ctypes.c_uint64
+_UniffiLib.uniffi_unibus_ffi_fn_func_owner_fingerprint.argtypes = (
+    _UniffiRustBuffer,
+    _UniffiRustBuffer,
+    ctypes.POINTER(_UniffiRustCallStatus),
+)
+_UniffiLib.uniffi_unibus_ffi_fn_func_owner_fingerprint.restype = _UniffiRustBuffer
+_UniffiLib.uniffi_unibus_ffi_fn_func_parse_owner_code.argtypes = (
+    _UniffiRustBuffer,
+    ctypes.POINTER(_UniffiRustCallStatus),
+)
+_UniffiLib.uniffi_unibus_ffi_fn_func_parse_owner_code.restype = _UniffiRustBuffer
 _UniffiLib.uniffi_unibus_ffi_fn_func_register.argtypes = (
     ctypes.c_uint64,
     ctypes.c_uint64,
@@ -976,6 +1047,11 @@ _UniffiLib.uniffi_unibus_ffi_fn_method_session_state.argtypes = (
     ctypes.POINTER(_UniffiRustCallStatus),
 )
 _UniffiLib.uniffi_unibus_ffi_fn_method_session_state.restype = _UniffiRustBuffer
+_UniffiLib.uniffi_unibus_ffi_fn_method_session_trust_store.argtypes = (
+    ctypes.c_uint64,
+    ctypes.POINTER(_UniffiRustCallStatus),
+)
+_UniffiLib.uniffi_unibus_ffi_fn_method_session_trust_store.restype = ctypes.c_uint64
 _UniffiLib.uniffi_unibus_ffi_fn_method_session_watch.argtypes = (
     ctypes.c_uint64,
     ctypes.c_uint64,
@@ -985,8 +1061,62 @@ _UniffiLib.uniffi_unibus_ffi_fn_constructor_session_connect.argtypes = (
     ctypes.c_uint64,
     _UniffiRustBuffer,
     _UniffiRustBuffer,
+    _UniffiRustBuffer,
 )
 _UniffiLib.uniffi_unibus_ffi_fn_constructor_session_connect.restype = ctypes.c_uint64
+_UniffiLib.uniffi_unibus_ffi_fn_method_truststore_accept_owner.argtypes = (
+    ctypes.c_uint64,
+    _UniffiRustBuffer,
+    _UniffiRustBuffer,
+    ctypes.POINTER(_UniffiRustCallStatus),
+)
+_UniffiLib.uniffi_unibus_ffi_fn_method_truststore_accept_owner.restype = None
+_UniffiLib.uniffi_unibus_ffi_fn_method_truststore_forget_room.argtypes = (
+    ctypes.c_uint64,
+    _UniffiRustBuffer,
+    ctypes.POINTER(_UniffiRustCallStatus),
+)
+_UniffiLib.uniffi_unibus_ffi_fn_method_truststore_forget_room.restype = None
+_UniffiLib.uniffi_unibus_ffi_fn_method_truststore_mark_owner_verified.argtypes = (
+    ctypes.c_uint64,
+    _UniffiRustBuffer,
+    _UniffiRustBuffer,
+    ctypes.POINTER(_UniffiRustCallStatus),
+)
+_UniffiLib.uniffi_unibus_ffi_fn_method_truststore_mark_owner_verified.restype = None
+_UniffiLib.uniffi_unibus_ffi_fn_method_truststore_owner_fingerprint.argtypes = (
+    ctypes.c_uint64,
+    _UniffiRustBuffer,
+    ctypes.POINTER(_UniffiRustCallStatus),
+)
+_UniffiLib.uniffi_unibus_ffi_fn_method_truststore_owner_fingerprint.restype = _UniffiRustBuffer
+_UniffiLib.uniffi_unibus_ffi_fn_method_truststore_path.argtypes = (
+    ctypes.c_uint64,
+    ctypes.POINTER(_UniffiRustCallStatus),
+)
+_UniffiLib.uniffi_unibus_ffi_fn_method_truststore_path.restype = _UniffiRustBuffer
+_UniffiLib.uniffi_unibus_ffi_fn_method_truststore_room.argtypes = (
+    ctypes.c_uint64,
+    _UniffiRustBuffer,
+    ctypes.POINTER(_UniffiRustCallStatus),
+)
+_UniffiLib.uniffi_unibus_ffi_fn_method_truststore_room.restype = _UniffiRustBuffer
+_UniffiLib.uniffi_unibus_ffi_fn_method_truststore_rooms.argtypes = (
+    ctypes.c_uint64,
+    ctypes.POINTER(_UniffiRustCallStatus),
+)
+_UniffiLib.uniffi_unibus_ffi_fn_method_truststore_rooms.restype = _UniffiRustBuffer
+_UniffiLib.uniffi_unibus_ffi_fn_constructor_truststore_in_memory.argtypes = (
+    ctypes.c_uint64,
+    ctypes.POINTER(_UniffiRustCallStatus),
+)
+_UniffiLib.uniffi_unibus_ffi_fn_constructor_truststore_in_memory.restype = ctypes.c_uint64
+_UniffiLib.uniffi_unibus_ffi_fn_constructor_truststore_open.argtypes = (
+    _UniffiRustBuffer,
+    ctypes.c_uint64,
+    ctypes.POINTER(_UniffiRustCallStatus),
+)
+_UniffiLib.uniffi_unibus_ffi_fn_constructor_truststore_open.restype = ctypes.c_uint64
 _UniffiLib.uniffi_unibus_ffi_fn_method_watchhandle_cancel.argtypes = (
     ctypes.c_uint64,
     ctypes.POINTER(_UniffiRustCallStatus),
@@ -1060,6 +1190,16 @@ _UniffiLib.uniffi_unibus_ffi_fn_free_session.argtypes = (
     ctypes.POINTER(_UniffiRustCallStatus),
 )
 _UniffiLib.uniffi_unibus_ffi_fn_free_session.restype = None
+_UniffiLib.uniffi_unibus_ffi_fn_clone_truststore.argtypes = (
+    ctypes.c_uint64,
+    ctypes.POINTER(_UniffiRustCallStatus),
+)
+_UniffiLib.uniffi_unibus_ffi_fn_clone_truststore.restype = ctypes.c_uint64
+_UniffiLib.uniffi_unibus_ffi_fn_free_truststore.argtypes = (
+    ctypes.c_uint64,
+    ctypes.POINTER(_UniffiRustCallStatus),
+)
+_UniffiLib.uniffi_unibus_ffi_fn_free_truststore.restype = None
 _UniffiLib.uniffi_unibus_ffi_fn_clone_watchhandle.argtypes = (
     ctypes.c_uint64,
     ctypes.POINTER(_UniffiRustCallStatus),
@@ -1612,6 +1752,89 @@ class _UniffiFfiConverterTypeOpenedRoomKey(_UniffiConverterRustBuffer):
         _UniffiFfiConverterUInt64.write(value.epoch, buf)
         _UniffiFfiConverterTypeRoomKey.write(value.key, buf)
 
+class _UniffiFfiConverterString:
+    @staticmethod
+    def check_lower(value):
+        if not isinstance(value, str):
+            raise TypeError("argument must be str, not {}".format(type(value).__name__))
+        return value
+
+    @staticmethod
+    def read(buf):
+        size = buf.read_i32()
+        if size < 0:
+            raise InternalError("Unexpected negative string length")
+        utf8_bytes = buf.read(size)
+        return utf8_bytes.decode("utf-8")
+
+    @staticmethod
+    def write(value, buf):
+        utf8_bytes = value.encode("utf-8")
+        buf.write_i32(len(utf8_bytes))
+        buf.write(utf8_bytes)
+
+    @staticmethod
+    def lift(buf):
+        with buf.consume_with_stream() as stream:
+            return stream.read(stream.remaining()).decode("utf-8")
+
+    @staticmethod
+    def lower(value):
+        with _UniffiRustBuffer.alloc_with_builder() as builder:
+            builder.write(value.encode("utf-8"))
+            return builder.finalize()
+
+@dataclass
+class OwnerFingerprint:
+    """
+    A room owner as shown to people, to compare out of band.
+"""
+    def __init__(self, *, room:str, owner:str, safety_number:str, qr_code:str):
+        self.room = room
+        self.owner = owner
+        self.safety_number = safety_number
+        self.qr_code = qr_code
+        
+        
+
+    
+    def __str__(self):
+        return "OwnerFingerprint(room={}, owner={}, safety_number={}, qr_code={})".format(self.room, self.owner, self.safety_number, self.qr_code)
+    def __eq__(self, other):
+        if self.room != other.room:
+            return False
+        if self.owner != other.owner:
+            return False
+        if self.safety_number != other.safety_number:
+            return False
+        if self.qr_code != other.qr_code:
+            return False
+        return True
+
+class _UniffiFfiConverterTypeOwnerFingerprint(_UniffiConverterRustBuffer):
+    @staticmethod
+    def read(buf):
+        return OwnerFingerprint(
+            room=_UniffiFfiConverterString.read(buf),
+            owner=_UniffiFfiConverterString.read(buf),
+            safety_number=_UniffiFfiConverterString.read(buf),
+            qr_code=_UniffiFfiConverterString.read(buf),
+        )
+
+    @staticmethod
+    def check_lower(value):
+        _UniffiFfiConverterString.check_lower(value.room)
+        _UniffiFfiConverterString.check_lower(value.owner)
+        _UniffiFfiConverterString.check_lower(value.safety_number)
+        _UniffiFfiConverterString.check_lower(value.qr_code)
+
+    @staticmethod
+    def write(value, buf):
+        _UniffiFfiConverterString.write(value.room, buf)
+        _UniffiFfiConverterString.write(value.owner, buf)
+        _UniffiFfiConverterString.write(value.safety_number, buf)
+        _UniffiFfiConverterString.write(value.qr_code, buf)
+
 class _UniffiFfiConverterUInt32(_UniffiConverterPrimitiveInt):
     CLASS_NAME = "u32"
     VALUE_MIN = 0
@@ -1756,38 +1979,6 @@ class _UniffiFfiConverterTypePlatformConfig(_UniffiConverterRustBuffer):
     def write(value, buf):
         _UniffiFfiConverterUInt32.write(value.worker_threads, buf)
         _UniffiFfiConverterTypeLogLevel.write(value.log_level, buf)
-
-class _UniffiFfiConverterString:
-    @staticmethod
-    def check_lower(value):
-        if not isinstance(value, str):
-            raise TypeError("argument must be str, not {}".format(type(value).__name__))
-        return value
-
-    @staticmethod
-    def read(buf):
-        size = buf.read_i32()
-        if size < 0:
-            raise InternalError("Unexpected negative string length")
-        utf8_bytes = buf.read(size)
-        return utf8_bytes.decode("utf-8")
-
-    @staticmethod
-    def write(value, buf):
-        utf8_bytes = value.encode("utf-8")
-        buf.write_i32(len(utf8_bytes))
-        buf.write(utf8_bytes)
-
-    @staticmethod
-    def lift(buf):
-        with buf.consume_with_stream() as stream:
-            return stream.read(stream.remaining()).decode("utf-8")
-
-    @staticmethod
-    def lower(value):
-        with _UniffiRustBuffer.alloc_with_builder() as builder:
-            builder.write(value.encode("utf-8"))
-            return builder.finalize()
 
 @dataclass
 class Recipient:
@@ -2056,6 +2247,57 @@ class _UniffiFfiConverterTypeRoomInfo(_UniffiConverterRustBuffer):
         _UniffiFfiConverterString.write(value.id, buf)
         _UniffiFfiConverterString.write(value.owner, buf)
         _UniffiFfiConverterUInt64.write(value.epoch, buf)
+
+@dataclass
+class RoomTrust:
+    """
+    What the trust store holds for one room.
+"""
+    def __init__(self, *, room:str, owner:str, verified:bool, epoch_floor:int):
+        self.room = room
+        self.owner = owner
+        self.verified = verified
+        self.epoch_floor = epoch_floor
+        
+        
+
+    
+    def __str__(self):
+        return "RoomTrust(room={}, owner={}, verified={}, epoch_floor={})".format(self.room, self.owner, self.verified, self.epoch_floor)
+    def __eq__(self, other):
+        if self.room != other.room:
+            return False
+        if self.owner != other.owner:
+            return False
+        if self.verified != other.verified:
+            return False
+        if self.epoch_floor != other.epoch_floor:
+            return False
+        return True
+
+class _UniffiFfiConverterTypeRoomTrust(_UniffiConverterRustBuffer):
+    @staticmethod
+    def read(buf):
+        return RoomTrust(
+            room=_UniffiFfiConverterString.read(buf),
+            owner=_UniffiFfiConverterString.read(buf),
+            verified=_UniffiFfiConverterBoolean.read(buf),
+            epoch_floor=_UniffiFfiConverterUInt64.read(buf),
+        )
+
+    @staticmethod
+    def check_lower(value):
+        _UniffiFfiConverterString.check_lower(value.room)
+        _UniffiFfiConverterString.check_lower(value.owner)
+        _UniffiFfiConverterBoolean.check_lower(value.verified)
+        _UniffiFfiConverterUInt64.check_lower(value.epoch_floor)
+
+    @staticmethod
+    def write(value, buf):
+        _UniffiFfiConverterString.write(value.room, buf)
+        _UniffiFfiConverterString.write(value.owner, buf)
+        _UniffiFfiConverterBoolean.write(value.verified, buf)
+        _UniffiFfiConverterUInt64.write(value.epoch_floor, buf)
 
 class _UniffiFfiConverterOptionalString(_UniffiConverterRustBuffer):
     @classmethod
@@ -3300,6 +3542,61 @@ class RoomUpdate:
                 return False
             return True
 
+    @dataclass
+    class OWNER_CHANGED:
+        """
+        A reply named another owner for a room than the pinned one, and was refused: the server
+        may be lying. Raised by the SDK, not sent by the server.
+"""
+        
+        def __init__(self, room:str, pinned:str, found:str, verified:bool):
+            self.room = room
+            
+            """
+        The room id.
+"""
+        
+            self.pinned = pinned
+            
+            """
+        The pinned owner, hex.
+"""
+        
+            self.found = found
+            
+            """
+        The owner the reply named, hex.
+"""
+        
+            self.verified = verified
+            
+            """
+        Whether the app had marked the pinned owner verified.
+"""
+        
+            pass
+
+    
+            
+            
+    
+        def __str__(self):
+            return "RoomUpdate.OWNER_CHANGED(room={}, pinned={}, found={}, verified={})".format(self.room, self.pinned, self.found, self.verified)
+        def __eq__(self, other):
+            if not isinstance(other, RoomUpdate):
+                return NotImplemented
+            if not other.is_OWNER_CHANGED():
+                return False
+            if self.room != other.room:
+                return False
+            if self.pinned != other.pinned:
+                return False
+            if self.found != other.found:
+                return False
+            if self.verified != other.verified:
+                return False
+            return True
+
     
 
     # For each variant, we have `is_NAME` and `is_name` methods for easily checking
@@ -3324,6 +3621,10 @@ class RoomUpdate:
         return isinstance(self, RoomUpdate.RECONNECTED)
     def is_reconnected(self) -> bool:
         return isinstance(self, RoomUpdate.RECONNECTED)
+    def is_OWNER_CHANGED(self) -> bool:
+        return isinstance(self, RoomUpdate.OWNER_CHANGED)
+    def is_owner_changed(self) -> bool:
+        return isinstance(self, RoomUpdate.OWNER_CHANGED)
     
 
 # Now, a little trick - we make each nested variant class be a subclass of the main
@@ -3334,6 +3635,7 @@ RoomUpdate.REMOVED = type("RoomUpdate.REMOVED", (RoomUpdate.REMOVED, RoomUpdate,
 RoomUpdate.NEW_EPOCH = type("RoomUpdate.NEW_EPOCH", (RoomUpdate.NEW_EPOCH, RoomUpdate,), {})  # type: ignore
 RoomUpdate.DISCONNECTED = type("RoomUpdate.DISCONNECTED", (RoomUpdate.DISCONNECTED, RoomUpdate,), {})  # type: ignore
 RoomUpdate.RECONNECTED = type("RoomUpdate.RECONNECTED", (RoomUpdate.RECONNECTED, RoomUpdate,), {})  # type: ignore
+RoomUpdate.OWNER_CHANGED = type("RoomUpdate.OWNER_CHANGED", (RoomUpdate.OWNER_CHANGED, RoomUpdate,), {})  # type: ignore
 
 
 
@@ -3361,6 +3663,13 @@ class _UniffiFfiConverterTypeRoomUpdate(_UniffiConverterRustBuffer):
         if variant == 5:
             return RoomUpdate.RECONNECTED(
             )
+        if variant == 6:
+            return RoomUpdate.OWNER_CHANGED(
+                _UniffiFfiConverterString.read(buf),
+                _UniffiFfiConverterString.read(buf),
+                _UniffiFfiConverterString.read(buf),
+                _UniffiFfiConverterBoolean.read(buf),
+            )
         raise InternalError("Raw enum value doesn't match any cases")
 
     @staticmethod
@@ -3378,6 +3687,12 @@ class _UniffiFfiConverterTypeRoomUpdate(_UniffiConverterRustBuffer):
         if value.is_DISCONNECTED():
             return
         if value.is_RECONNECTED():
+            return
+        if value.is_OWNER_CHANGED():
+            _UniffiFfiConverterString.check_lower(value.room)
+            _UniffiFfiConverterString.check_lower(value.pinned)
+            _UniffiFfiConverterString.check_lower(value.found)
+            _UniffiFfiConverterBoolean.check_lower(value.verified)
             return
         raise ValueError(value)
 
@@ -3397,6 +3712,12 @@ class _UniffiFfiConverterTypeRoomUpdate(_UniffiConverterRustBuffer):
             buf.write_i32(4)
         if value.is_RECONNECTED():
             buf.write_i32(5)
+        if value.is_OWNER_CHANGED():
+            buf.write_i32(6)
+            _UniffiFfiConverterString.write(value.room, buf)
+            _UniffiFfiConverterString.write(value.pinned, buf)
+            _UniffiFfiConverterString.write(value.found, buf)
+            _UniffiFfiConverterBoolean.write(value.verified, buf)
 
 
 
@@ -3818,11 +4139,27 @@ class SessionError:  # type: ignore
     _UniffiTempSessionError.Verification = Verification # type: ignore
     class OwnerChanged(_UniffiTempSessionError):
         """
-        The server named another owner for a room than before.
+        A reply named another owner for a room than the pinned one; the reply was refused.
+        Compare the new owner's safety number out of band before `accept_owner`.
 """
         def __repr__(self):
             return "SessionError.OwnerChanged({})".format(repr(str(self)))
     _UniffiTempSessionError.OwnerChanged = OwnerChanged # type: ignore
+    class EpochRollback(_UniffiTempSessionError):
+        """
+        A reply offered an epoch below one this client verified as the room's latest: an
+        old key replayed. The reply was refused.
+"""
+        def __repr__(self):
+            return "SessionError.EpochRollback({})".format(repr(str(self)))
+    _UniffiTempSessionError.EpochRollback = EpochRollback # type: ignore
+    class Trust(_UniffiTempSessionError):
+        """
+        The trust store could not be read or saved, or belongs to another identity.
+"""
+        def __repr__(self):
+            return "SessionError.Trust({})".format(repr(str(self)))
+    _UniffiTempSessionError.Trust = Trust # type: ignore
     class Seal(_UniffiTempSessionError):
         """
         Sealing a new room key failed on this device.
@@ -3949,18 +4286,26 @@ class _UniffiFfiConverterTypeSessionError(_UniffiConverterRustBuffer):
                 _UniffiFfiConverterString.read(buf),
             )
         if variant == 23:
-            return SessionError.Seal(
+            return SessionError.EpochRollback(
                 _UniffiFfiConverterString.read(buf),
             )
         if variant == 24:
-            return SessionError.InvalidArgument(
+            return SessionError.Trust(
                 _UniffiFfiConverterString.read(buf),
             )
         if variant == 25:
-            return SessionError.Internal(
+            return SessionError.Seal(
                 _UniffiFfiConverterString.read(buf),
             )
         if variant == 26:
+            return SessionError.InvalidArgument(
+                _UniffiFfiConverterString.read(buf),
+            )
+        if variant == 27:
+            return SessionError.Internal(
+                _UniffiFfiConverterString.read(buf),
+            )
+        if variant == 28:
             return SessionError.Other(
                 _UniffiFfiConverterString.read(buf),
             )
@@ -4011,6 +4356,10 @@ class _UniffiFfiConverterTypeSessionError(_UniffiConverterRustBuffer):
         if isinstance(value, SessionError.Verification):
             return
         if isinstance(value, SessionError.OwnerChanged):
+            return
+        if isinstance(value, SessionError.EpochRollback):
+            return
+        if isinstance(value, SessionError.Trust):
             return
         if isinstance(value, SessionError.Seal):
             return
@@ -4067,14 +4416,176 @@ class _UniffiFfiConverterTypeSessionError(_UniffiConverterRustBuffer):
             buf.write_i32(21)
         if isinstance(value, SessionError.OwnerChanged):
             buf.write_i32(22)
-        if isinstance(value, SessionError.Seal):
+        if isinstance(value, SessionError.EpochRollback):
             buf.write_i32(23)
-        if isinstance(value, SessionError.InvalidArgument):
+        if isinstance(value, SessionError.Trust):
             buf.write_i32(24)
-        if isinstance(value, SessionError.Internal):
+        if isinstance(value, SessionError.Seal):
             buf.write_i32(25)
-        if isinstance(value, SessionError.Other):
+        if isinstance(value, SessionError.InvalidArgument):
             buf.write_i32(26)
+        if isinstance(value, SessionError.Internal):
+            buf.write_i32(27)
+        if isinstance(value, SessionError.Other):
+            buf.write_i32(28)
+
+
+
+# TrustError
+# We want to define each variant as a nested class that's also a subclass,
+# which is tricky in Python.  To accomplish this we're going to create each
+# class separately, then manually add the child classes to the base class's
+# __dict__.  All of this happens in dummy class to avoid polluting the module
+# namespace.
+class TrustError(Exception):
+    """
+    The trust store (pinned owners, epoch floors) could not be opened, saved or changed.
+"""
+    pass
+
+_UniffiTempTrustError = TrustError
+
+class TrustError:  # type: ignore
+    """
+    The trust store (pinned owners, epoch floors) could not be opened, saved or changed.
+"""
+    
+    class Io(_UniffiTempTrustError):
+        """
+        The file could not be read or written; check the path and permissions.
+"""
+        def __repr__(self):
+            return "TrustError.Io({})".format(repr(str(self)))
+    _UniffiTempTrustError.Io = Io # type: ignore
+    class Corrupt(_UniffiTempTrustError):
+        """
+        The file is not a readable trust file; it was left untouched.
+"""
+        def __repr__(self):
+            return "TrustError.Corrupt({})".format(repr(str(self)))
+    _UniffiTempTrustError.Corrupt = Corrupt # type: ignore
+    class UnsupportedVersion(_UniffiTempTrustError):
+        """
+        The file was written by a newer SDK.
+"""
+        def __repr__(self):
+            return "TrustError.UnsupportedVersion({})".format(repr(str(self)))
+    _UniffiTempTrustError.UnsupportedVersion = UnsupportedVersion # type: ignore
+    class WrongIdentity(_UniffiTempTrustError):
+        """
+        The file belongs to another identity.
+"""
+        def __repr__(self):
+            return "TrustError.WrongIdentity({})".format(repr(str(self)))
+    _UniffiTempTrustError.WrongIdentity = WrongIdentity # type: ignore
+    class OwnerMismatch(_UniffiTempTrustError):
+        """
+        Another owner is pinned for the room; use `accept_owner` to re-pin.
+"""
+        def __repr__(self):
+            return "TrustError.OwnerMismatch({})".format(repr(str(self)))
+    _UniffiTempTrustError.OwnerMismatch = OwnerMismatch # type: ignore
+    class BadOwnerCode(_UniffiTempTrustError):
+        """
+        The text is not an owner code.
+"""
+        def __repr__(self):
+            return "TrustError.BadOwnerCode({})".format(repr(str(self)))
+    _UniffiTempTrustError.BadOwnerCode = BadOwnerCode # type: ignore
+    class InvalidArgument(_UniffiTempTrustError):
+        """
+        An argument (room id, key) is malformed.
+"""
+        def __repr__(self):
+            return "TrustError.InvalidArgument({})".format(repr(str(self)))
+    _UniffiTempTrustError.InvalidArgument = InvalidArgument # type: ignore
+    class Other(_UniffiTempTrustError):
+        """
+        An error this version of the bindings does not name; the message says what.
+"""
+        def __repr__(self):
+            return "TrustError.Other({})".format(repr(str(self)))
+    _UniffiTempTrustError.Other = Other # type: ignore
+
+TrustError = _UniffiTempTrustError # type: ignore
+del _UniffiTempTrustError
+
+
+class _UniffiFfiConverterTypeTrustError(_UniffiConverterRustBuffer):
+    @staticmethod
+    def read(buf):
+        variant = buf.read_i32()
+        if variant == 1:
+            return TrustError.Io(
+                _UniffiFfiConverterString.read(buf),
+            )
+        if variant == 2:
+            return TrustError.Corrupt(
+                _UniffiFfiConverterString.read(buf),
+            )
+        if variant == 3:
+            return TrustError.UnsupportedVersion(
+                _UniffiFfiConverterString.read(buf),
+            )
+        if variant == 4:
+            return TrustError.WrongIdentity(
+                _UniffiFfiConverterString.read(buf),
+            )
+        if variant == 5:
+            return TrustError.OwnerMismatch(
+                _UniffiFfiConverterString.read(buf),
+            )
+        if variant == 6:
+            return TrustError.BadOwnerCode(
+                _UniffiFfiConverterString.read(buf),
+            )
+        if variant == 7:
+            return TrustError.InvalidArgument(
+                _UniffiFfiConverterString.read(buf),
+            )
+        if variant == 8:
+            return TrustError.Other(
+                _UniffiFfiConverterString.read(buf),
+            )
+        raise InternalError("Raw enum value doesn't match any cases")
+
+    @staticmethod
+    def check_lower(value):
+        if isinstance(value, TrustError.Io):
+            return
+        if isinstance(value, TrustError.Corrupt):
+            return
+        if isinstance(value, TrustError.UnsupportedVersion):
+            return
+        if isinstance(value, TrustError.WrongIdentity):
+            return
+        if isinstance(value, TrustError.OwnerMismatch):
+            return
+        if isinstance(value, TrustError.BadOwnerCode):
+            return
+        if isinstance(value, TrustError.InvalidArgument):
+            return
+        if isinstance(value, TrustError.Other):
+            return
+
+    @staticmethod
+    def write(value, buf):
+        if isinstance(value, TrustError.Io):
+            buf.write_i32(1)
+        if isinstance(value, TrustError.Corrupt):
+            buf.write_i32(2)
+        if isinstance(value, TrustError.UnsupportedVersion):
+            buf.write_i32(3)
+        if isinstance(value, TrustError.WrongIdentity):
+            buf.write_i32(4)
+        if isinstance(value, TrustError.OwnerMismatch):
+            buf.write_i32(5)
+        if isinstance(value, TrustError.BadOwnerCode):
+            buf.write_i32(6)
+        if isinstance(value, TrustError.InvalidArgument):
+            buf.write_i32(7)
+        if isinstance(value, TrustError.Other):
+            buf.write_i32(8)
 
 
 
@@ -4782,6 +5293,351 @@ class _UniffiFfiConverterOptionalUInt64(_UniffiConverterRustBuffer):
         else:
             raise InternalError("Unexpected flag byte for optional type")
 
+class _UniffiFfiConverterOptionalTypeOwnerFingerprint(_UniffiConverterRustBuffer):
+    @classmethod
+    def check_lower(cls, value):
+        if value is not None:
+            _UniffiFfiConverterTypeOwnerFingerprint.check_lower(value)
+
+    @classmethod
+    def write(cls, value, buf):
+        if value is None:
+            buf.write_u8(0)
+            return
+
+        buf.write_u8(1)
+        _UniffiFfiConverterTypeOwnerFingerprint.write(value, buf)
+
+    @classmethod
+    def read(cls, buf):
+        flag = buf.read_u8()
+        if flag == 0:
+            return None
+        elif flag == 1:
+            return _UniffiFfiConverterTypeOwnerFingerprint.read(buf)
+        else:
+            raise InternalError("Unexpected flag byte for optional type")
+
+class _UniffiFfiConverterOptionalTypeRoomTrust(_UniffiConverterRustBuffer):
+    @classmethod
+    def check_lower(cls, value):
+        if value is not None:
+            _UniffiFfiConverterTypeRoomTrust.check_lower(value)
+
+    @classmethod
+    def write(cls, value, buf):
+        if value is None:
+            buf.write_u8(0)
+            return
+
+        buf.write_u8(1)
+        _UniffiFfiConverterTypeRoomTrust.write(value, buf)
+
+    @classmethod
+    def read(cls, buf):
+        flag = buf.read_u8()
+        if flag == 0:
+            return None
+        elif flag == 1:
+            return _UniffiFfiConverterTypeRoomTrust.read(buf)
+        else:
+            raise InternalError("Unexpected flag byte for optional type")
+
+class _UniffiFfiConverterSequenceTypeRoomTrust(_UniffiConverterRustBuffer):
+    @classmethod
+    def check_lower(cls, value):
+        for item in value:
+            _UniffiFfiConverterTypeRoomTrust.check_lower(item)
+
+    @classmethod
+    def write(cls, value, buf):
+        items = len(value)
+        buf.write_i32(items)
+        for item in value:
+            _UniffiFfiConverterTypeRoomTrust.write(item, buf)
+
+    @classmethod
+    def read(cls, buf):
+        count = buf.read_i32()
+        if count < 0:
+            raise InternalError("Unexpected negative sequence length")
+
+        return [
+            _UniffiFfiConverterTypeRoomTrust.read(buf) for i in range(count)
+        ]
+
+
+class TrustStoreProtocol(typing.Protocol):
+    """
+    Pinned room owners and epoch floors of one identity. Open a file once per process and give
+    the same object to that identity's sessions.
+"""
+    
+    def accept_owner(self, room: str,owner: str) -> None:
+        """
+        Pins `owner` (hex) for `room` in place of any other, verified: accepts a change of owner
+        deliberately, after verifying the new one out of band. The epoch floor is kept.
+"""
+        raise NotImplementedError
+    def forget_room(self, room: str) -> None:
+        """
+        Forgets `room`'s pin and floor (a deliberate reset).
+"""
+        raise NotImplementedError
+    def mark_owner_verified(self, room: str,owner: str) -> None:
+        """
+        Marks `owner` (hex) verified for `room` after an out-of-band comparison; pins it if none
+        is. Raises `OwnerMismatch` if another owner is pinned (see `accept_owner`).
+"""
+        raise NotImplementedError
+    def owner_fingerprint(self, room: str) -> typing.Optional[OwnerFingerprint]:
+        """
+        The pinned owner of `room` as a safety number and QR code; null if none is pinned.
+"""
+        raise NotImplementedError
+    def path(self, ) -> typing.Optional[str]:
+        """
+        The file behind the store; null in memory.
+"""
+        raise NotImplementedError
+    def room(self, room: str) -> typing.Optional[RoomTrust]:
+        """
+        What the store holds for `room`; null before any reply named its owner.
+"""
+        raise NotImplementedError
+    def rooms(self, ) -> typing.List[RoomTrust]:
+        """
+        Every room the store holds, sorted by id.
+"""
+        raise NotImplementedError
+
+class TrustStore(TrustStoreProtocol):
+    """
+    Pinned room owners and epoch floors of one identity. Open a file once per process and give
+    the same object to that identity's sessions.
+"""
+    
+    _handle: ctypes.c_uint64
+    @classmethod
+    def in_memory(cls, identity: Identity) -> TrustStore:
+        """
+        A store in memory only: it does not survive a restart.
+"""
+        
+        _UniffiFfiConverterTypeIdentity.check_lower(identity)
+        _uniffi_lowered_args = (
+            _UniffiFfiConverterTypeIdentity.lower(identity),
+        )
+        _uniffi_lift_return = _UniffiFfiConverterTypeTrustStore.lift
+        _uniffi_error_converter = None
+        _uniffi_ffi_result = _uniffi_rust_call_with_error(
+            _uniffi_error_converter,
+            _UniffiLib.uniffi_unibus_ffi_fn_constructor_truststore_in_memory,
+            *_uniffi_lowered_args,
+        )
+        return cls._uniffi_make_instance(_uniffi_ffi_result)
+    @classmethod
+    def open(cls, path: str,identity: Identity) -> TrustStore:
+        """
+        Opens the trust file at `path` for `identity`, or creates it if there is none (the
+        directory must exist). A file of another identity raises `WrongIdentity`; an unreadable
+        one `Corrupt` or `UnsupportedVersion`, and is left untouched.
+"""
+        
+        _UniffiFfiConverterString.check_lower(path)
+
+        _UniffiFfiConverterTypeIdentity.check_lower(identity)
+        _uniffi_lowered_args = (
+            _UniffiFfiConverterString.lower(path),
+            _UniffiFfiConverterTypeIdentity.lower(identity),
+        )
+        _uniffi_lift_return = _UniffiFfiConverterTypeTrustStore.lift
+        _uniffi_error_converter = _UniffiFfiConverterTypeTrustError
+        _uniffi_ffi_result = _uniffi_rust_call_with_error(
+            _uniffi_error_converter,
+            _UniffiLib.uniffi_unibus_ffi_fn_constructor_truststore_open,
+            *_uniffi_lowered_args,
+        )
+        return cls._uniffi_make_instance(_uniffi_ffi_result)
+    
+    def __init__(self, *args, **kwargs):
+        raise ValueError("This class has no default constructor")
+
+    def __del__(self):
+        # In case of partial initialization of instances.
+        handle = getattr(self, "_handle", None)
+        if handle is not None:
+            _uniffi_rust_call(_UniffiLib.uniffi_unibus_ffi_fn_free_truststore, handle)
+
+    def _uniffi_clone_handle(self):
+        return _uniffi_rust_call(_UniffiLib.uniffi_unibus_ffi_fn_clone_truststore, self._handle)
+
+    # Used by alternative constructors or any methods which return this type.
+    @classmethod
+    def _uniffi_make_instance(cls, handle):
+        # Lightly yucky way to bypass the usual __init__ logic
+        # and just create a new instance with the required handle.
+        inst = cls.__new__(cls)
+        inst._handle = handle
+        return inst
+    def accept_owner(self, room: str,owner: str) -> None:
+        """
+        Pins `owner` (hex) for `room` in place of any other, verified: accepts a change of owner
+        deliberately, after verifying the new one out of band. The epoch floor is kept.
+"""
+        
+        _UniffiFfiConverterString.check_lower(room)
+
+        _UniffiFfiConverterString.check_lower(owner)
+        _uniffi_lowered_args = (
+            self._uniffi_clone_handle(),
+            _UniffiFfiConverterString.lower(room),
+            _UniffiFfiConverterString.lower(owner),
+        )
+        _uniffi_lift_return = lambda val: None
+        _uniffi_error_converter = _UniffiFfiConverterTypeTrustError
+        _uniffi_ffi_result = _uniffi_rust_call_with_error(
+            _uniffi_error_converter,
+            _UniffiLib.uniffi_unibus_ffi_fn_method_truststore_accept_owner,
+            *_uniffi_lowered_args,
+        )
+        return _uniffi_lift_return(_uniffi_ffi_result)
+    def forget_room(self, room: str) -> None:
+        """
+        Forgets `room`'s pin and floor (a deliberate reset).
+"""
+        
+        _UniffiFfiConverterString.check_lower(room)
+        _uniffi_lowered_args = (
+            self._uniffi_clone_handle(),
+            _UniffiFfiConverterString.lower(room),
+        )
+        _uniffi_lift_return = lambda val: None
+        _uniffi_error_converter = _UniffiFfiConverterTypeTrustError
+        _uniffi_ffi_result = _uniffi_rust_call_with_error(
+            _uniffi_error_converter,
+            _UniffiLib.uniffi_unibus_ffi_fn_method_truststore_forget_room,
+            *_uniffi_lowered_args,
+        )
+        return _uniffi_lift_return(_uniffi_ffi_result)
+    def mark_owner_verified(self, room: str,owner: str) -> None:
+        """
+        Marks `owner` (hex) verified for `room` after an out-of-band comparison; pins it if none
+        is. Raises `OwnerMismatch` if another owner is pinned (see `accept_owner`).
+"""
+        
+        _UniffiFfiConverterString.check_lower(room)
+
+        _UniffiFfiConverterString.check_lower(owner)
+        _uniffi_lowered_args = (
+            self._uniffi_clone_handle(),
+            _UniffiFfiConverterString.lower(room),
+            _UniffiFfiConverterString.lower(owner),
+        )
+        _uniffi_lift_return = lambda val: None
+        _uniffi_error_converter = _UniffiFfiConverterTypeTrustError
+        _uniffi_ffi_result = _uniffi_rust_call_with_error(
+            _uniffi_error_converter,
+            _UniffiLib.uniffi_unibus_ffi_fn_method_truststore_mark_owner_verified,
+            *_uniffi_lowered_args,
+        )
+        return _uniffi_lift_return(_uniffi_ffi_result)
+    def owner_fingerprint(self, room: str) -> typing.Optional[OwnerFingerprint]:
+        """
+        The pinned owner of `room` as a safety number and QR code; null if none is pinned.
+"""
+        
+        _UniffiFfiConverterString.check_lower(room)
+        _uniffi_lowered_args = (
+            self._uniffi_clone_handle(),
+            _UniffiFfiConverterString.lower(room),
+        )
+        _uniffi_lift_return = _UniffiFfiConverterOptionalTypeOwnerFingerprint.lift
+        _uniffi_error_converter = _UniffiFfiConverterTypeTrustError
+        _uniffi_ffi_result = _uniffi_rust_call_with_error(
+            _uniffi_error_converter,
+            _UniffiLib.uniffi_unibus_ffi_fn_method_truststore_owner_fingerprint,
+            *_uniffi_lowered_args,
+        )
+        return _uniffi_lift_return(_uniffi_ffi_result)
+    def path(self, ) -> typing.Optional[str]:
+        """
+        The file behind the store; null in memory.
+"""
+        _uniffi_lowered_args = (
+            self._uniffi_clone_handle(),
+        )
+        _uniffi_lift_return = _UniffiFfiConverterOptionalString.lift
+        _uniffi_error_converter = None
+        _uniffi_ffi_result = _uniffi_rust_call_with_error(
+            _uniffi_error_converter,
+            _UniffiLib.uniffi_unibus_ffi_fn_method_truststore_path,
+            *_uniffi_lowered_args,
+        )
+        return _uniffi_lift_return(_uniffi_ffi_result)
+    def room(self, room: str) -> typing.Optional[RoomTrust]:
+        """
+        What the store holds for `room`; null before any reply named its owner.
+"""
+        
+        _UniffiFfiConverterString.check_lower(room)
+        _uniffi_lowered_args = (
+            self._uniffi_clone_handle(),
+            _UniffiFfiConverterString.lower(room),
+        )
+        _uniffi_lift_return = _UniffiFfiConverterOptionalTypeRoomTrust.lift
+        _uniffi_error_converter = _UniffiFfiConverterTypeTrustError
+        _uniffi_ffi_result = _uniffi_rust_call_with_error(
+            _uniffi_error_converter,
+            _UniffiLib.uniffi_unibus_ffi_fn_method_truststore_room,
+            *_uniffi_lowered_args,
+        )
+        return _uniffi_lift_return(_uniffi_ffi_result)
+    def rooms(self, ) -> typing.List[RoomTrust]:
+        """
+        Every room the store holds, sorted by id.
+"""
+        _uniffi_lowered_args = (
+            self._uniffi_clone_handle(),
+        )
+        _uniffi_lift_return = _UniffiFfiConverterSequenceTypeRoomTrust.lift
+        _uniffi_error_converter = None
+        _uniffi_ffi_result = _uniffi_rust_call_with_error(
+            _uniffi_error_converter,
+            _UniffiLib.uniffi_unibus_ffi_fn_method_truststore_rooms,
+            *_uniffi_lowered_args,
+        )
+        return _uniffi_lift_return(_uniffi_ffi_result)
+
+
+
+
+
+class _UniffiFfiConverterTypeTrustStore:
+    @staticmethod
+    def lift(value: int) -> TrustStore:
+        return TrustStore._uniffi_make_instance(value)
+
+    @staticmethod
+    def check_lower(value: TrustStore):
+        if not isinstance(value, TrustStore):
+            raise TypeError("Expected TrustStore instance, {} found".format(type(value).__name__))
+
+    @staticmethod
+    def lower(value: TrustStore) -> ctypes.c_uint64:
+        return value._uniffi_clone_handle()
+
+    @classmethod
+    def read(cls, buf: _UniffiRustBuffer) -> TrustStore:
+        ptr = buf.read_u64()
+        if ptr == 0:
+            raise InternalError("Raw handle value was null")
+        return cls.lift(ptr)
+
+    @classmethod
+    def write(cls, value: TrustStore, buf: _UniffiRustBuffer):
+        buf.write_u64(cls.lower(value))
+
 
 class WatchListener():
     """
@@ -5162,6 +6018,11 @@ class SessionProtocol(typing.Protocol):
         The connection's state now.
 """
         raise NotImplementedError
+    def trust_store(self, ) -> TrustStore:
+        """
+        The trust store this session uses (the one given to `connect`, or its in-memory one).
+"""
+        raise NotImplementedError
     async def watch(self, listener: WatchListener) -> WatchHandle:
         """
         Starts delivering the changes that concern this identity to `listener`, until the
@@ -5176,9 +6037,11 @@ class Session(SessionProtocol):
     
     _handle: ctypes.c_uint64
     @classmethod
-    async def connect(cls, identity: Identity,nats_urls: typing.List[str],options: typing.Union[object, typing.Optional[SessionOptions]] = _DEFAULT) -> Session:
+    async def connect(cls, identity: Identity,nats_urls: typing.List[str],options: typing.Union[object, typing.Optional[SessionOptions]] = _DEFAULT,trust: typing.Union[object, typing.Optional[TrustStore]] = _DEFAULT) -> Session:
         """
         Logs in to the cluster at `nats_urls` (from the [`Registration`]) with `identity`'s key.
+        `trust` keeps pinned room owners and epoch floors across restarts (a
+        `TrustStore.open`ed file of this identity); without it they last for this session only.
 """
         
         _UniffiFfiConverterTypeIdentity.check_lower(identity)
@@ -5188,10 +6051,15 @@ class Session(SessionProtocol):
         if options is _DEFAULT:
             options = None
         _UniffiFfiConverterOptionalTypeSessionOptions.check_lower(options)
+
+        if trust is _DEFAULT:
+            trust = None
+        _UniffiFfiConverterOptionalTypeTrustStore.check_lower(trust)
         _uniffi_lowered_args = (
             _UniffiFfiConverterTypeIdentity.lower(identity),
             _UniffiFfiConverterSequenceString.lower(nats_urls),
             _UniffiFfiConverterOptionalTypeSessionOptions.lower(options),
+            _UniffiFfiConverterOptionalTypeTrustStore.lower(trust),
         )
         _uniffi_lift_return = _UniffiFfiConverterTypeSession.lift
         _uniffi_error_converter = _UniffiFfiConverterTypeSessionError
@@ -5447,6 +6315,21 @@ class Session(SessionProtocol):
             *_uniffi_lowered_args,
         )
         return _uniffi_lift_return(_uniffi_ffi_result)
+    def trust_store(self, ) -> TrustStore:
+        """
+        The trust store this session uses (the one given to `connect`, or its in-memory one).
+"""
+        _uniffi_lowered_args = (
+            self._uniffi_clone_handle(),
+        )
+        _uniffi_lift_return = _UniffiFfiConverterTypeTrustStore.lift
+        _uniffi_error_converter = None
+        _uniffi_ffi_result = _uniffi_rust_call_with_error(
+            _uniffi_error_converter,
+            _UniffiLib.uniffi_unibus_ffi_fn_method_session_trust_store,
+            *_uniffi_lowered_args,
+        )
+        return _uniffi_lift_return(_uniffi_ffi_result)
     async def watch(self, listener: WatchListener) -> WatchHandle:
         """
         Starts delivering the changes that concern this identity to `listener`, until the
@@ -5572,6 +6455,31 @@ class _UniffiFfiConverterOptionalTypeSessionOptions(_UniffiConverterRustBuffer):
             return _UniffiFfiConverterTypeSessionOptions.read(buf)
         else:
             raise InternalError("Unexpected flag byte for optional type")
+
+class _UniffiFfiConverterOptionalTypeTrustStore(_UniffiConverterRustBuffer):
+    @classmethod
+    def check_lower(cls, value):
+        if value is not None:
+            _UniffiFfiConverterTypeTrustStore.check_lower(value)
+
+    @classmethod
+    def write(cls, value, buf):
+        if value is None:
+            buf.write_u8(0)
+            return
+
+        buf.write_u8(1)
+        _UniffiFfiConverterTypeTrustStore.write(value, buf)
+
+    @classmethod
+    def read(cls, buf):
+        flag = buf.read_u8()
+        if flag == 0:
+            return None
+        elif flag == 1:
+            return _UniffiFfiConverterTypeTrustStore.read(buf)
+        else:
+            raise InternalError("Unexpected flag byte for optional type")
 def format_invite_link(server_url: str,token_hex: str) -> str:
     """
     Formats the link for a server base URL and a 64-hex token, as an admin tool does.
@@ -5671,6 +6579,44 @@ def open_room_key(identity: Identity,sealed: bytes,room_id: str,epoch: int,rekey
     _uniffi_ffi_result = _uniffi_rust_call_with_error(
         _uniffi_error_converter,
         _UniffiLib.uniffi_unibus_ffi_fn_func_open_room_key,
+        *_uniffi_lowered_args,
+    )
+    return _uniffi_lift_return(_uniffi_ffi_result)
+def owner_fingerprint(room: str,owner: str) -> OwnerFingerprint:
+    """
+    The fingerprint of `owner` (signing key, hex) as the owner of `room`: what the owner's own
+    device shows, to compare with a member's.
+"""
+    
+    _UniffiFfiConverterString.check_lower(room)
+
+    _UniffiFfiConverterString.check_lower(owner)
+    _uniffi_lowered_args = (
+        _UniffiFfiConverterString.lower(room),
+        _UniffiFfiConverterString.lower(owner),
+    )
+    _uniffi_lift_return = _UniffiFfiConverterTypeOwnerFingerprint.lift
+    _uniffi_error_converter = _UniffiFfiConverterTypeTrustError
+    _uniffi_ffi_result = _uniffi_rust_call_with_error(
+        _uniffi_error_converter,
+        _UniffiLib.uniffi_unibus_ffi_fn_func_owner_fingerprint,
+        *_uniffi_lowered_args,
+    )
+    return _uniffi_lift_return(_uniffi_ffi_result)
+def parse_owner_code(code: str) -> OwnerFingerprint:
+    """
+    Reads a scanned owner code (`unibus-owner:v1:<room>:<owner hex>`) into its fingerprint.
+"""
+    
+    _UniffiFfiConverterString.check_lower(code)
+    _uniffi_lowered_args = (
+        _UniffiFfiConverterString.lower(code),
+    )
+    _uniffi_lift_return = _UniffiFfiConverterTypeOwnerFingerprint.lift
+    _uniffi_error_converter = _UniffiFfiConverterTypeTrustError
+    _uniffi_ffi_result = _uniffi_rust_call_with_error(
+        _uniffi_error_converter,
+        _UniffiLib.uniffi_unibus_ffi_fn_func_parse_owner_code,
         *_uniffi_lowered_args,
     )
     return _uniffi_lift_return(_uniffi_ffi_result)
@@ -5842,18 +6788,23 @@ __all__ = [
     "RoomUpdate",
     "SealError",
     "SessionError",
+    "TrustError",
     "WatchEnd",
     "OpenedRoomKey",
+    "OwnerFingerprint",
     "PlatformConfig",
     "Recipient",
     "RegisterOptions",
     "Registration",
     "RoomInfo",
+    "RoomTrust",
     "SessionOptions",
     "format_invite_link",
     "init_platform",
     "open_manifest",
     "open_room_key",
+    "owner_fingerprint",
+    "parse_owner_code",
     "register",
     "rekey_room",
     "seal_room_key",
@@ -5868,6 +6819,8 @@ __all__ = [
     "InviteLinkProtocol",
     "LogSinkImpl",
     "LogSink",
+    "TrustStore",
+    "TrustStoreProtocol",
     "WatchListenerImpl",
     "WatchListener",
     "WatchHandle",

@@ -1441,6 +1441,11 @@ public protocol SessionProtocol: AnyObject, Sendable {
     func state()  -> ConnectionState
     
     /**
+     * The trust store this session uses (the one given to `connect`, or its in-memory one).
+     */
+    func trustStore()  -> TrustStore
+    
+    /**
      * Starts delivering the changes that concern this identity to `listener`, until the
      * returned handle is cancelled or destroyed, or the session ends.
      */
@@ -1503,12 +1508,14 @@ open class Session: SessionProtocol, @unchecked Sendable {
     
     /**
      * Logs in to the cluster at `nats_urls` (from the [`Registration`]) with `identity`'s key.
+     * `trust` keeps pinned room owners and epoch floors across restarts (a
+     * `TrustStore.open`ed file of this identity); without it they last for this session only.
      */
-public static func connect(identity: Identity, natsUrls: [String], options: SessionOptions? = nil)async throws  -> Session  {
+public static func connect(identity: Identity, natsUrls: [String], options: SessionOptions? = nil, trust: TrustStore? = nil)async throws  -> Session  {
     return
         try  await uniffiRustCallAsync(
             rustFutureFunc: {
-                uniffi_unibus_ffi_fn_constructor_session_connect(FfiConverterTypeIdentity_lower(identity),FfiConverterSequenceString.lower(natsUrls),FfiConverterOptionTypeSessionOptions.lower(options)
+                uniffi_unibus_ffi_fn_constructor_session_connect(FfiConverterTypeIdentity_lower(identity),FfiConverterSequenceString.lower(natsUrls),FfiConverterOptionTypeSessionOptions.lower(options),FfiConverterOptionTypeTrustStore.lower(trust)
                 )
             },
             pollFunc: ffi_unibus_ffi_rust_future_poll_u64,
@@ -1728,6 +1735,18 @@ open func state() -> ConnectionState  {
 }
     
     /**
+     * The trust store this session uses (the one given to `connect`, or its in-memory one).
+     */
+open func trustStore() -> TrustStore  {
+    return try!  FfiConverterTypeTrustStore_lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_unibus_ffi_fn_method_session_trust_store(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
      * Starts delivering the changes that concern this identity to `listener`, until the
      * returned handle is cancelled or destroyed, or the session ends.
      */
@@ -1790,6 +1809,274 @@ public func FfiConverterTypeSession_lift(_ handle: UInt64) throws -> Session {
 #endif
 public func FfiConverterTypeSession_lower(_ value: Session) -> UInt64 {
     return FfiConverterTypeSession.lower(value)
+}
+
+
+
+
+
+
+/**
+ * Pinned room owners and epoch floors of one identity. Open a file once per process and give
+ * the same object to that identity's sessions.
+ */
+public protocol TrustStoreProtocol: AnyObject, Sendable {
+    
+    /**
+     * Pins `owner` (hex) for `room` in place of any other, verified: accepts a change of owner
+     * deliberately, after verifying the new one out of band. The epoch floor is kept.
+     */
+    func acceptOwner(room: String, owner: String) throws 
+    
+    /**
+     * Forgets `room`'s pin and floor (a deliberate reset).
+     */
+    func forgetRoom(room: String) throws 
+    
+    /**
+     * Marks `owner` (hex) verified for `room` after an out-of-band comparison; pins it if none
+     * is. Raises `OwnerMismatch` if another owner is pinned (see `accept_owner`).
+     */
+    func markOwnerVerified(room: String, owner: String) throws 
+    
+    /**
+     * The pinned owner of `room` as a safety number and QR code; null if none is pinned.
+     */
+    func ownerFingerprint(room: String) throws  -> OwnerFingerprint?
+    
+    /**
+     * The file behind the store; null in memory.
+     */
+    func path()  -> String?
+    
+    /**
+     * What the store holds for `room`; null before any reply named its owner.
+     */
+    func room(room: String) throws  -> RoomTrust?
+    
+    /**
+     * Every room the store holds, sorted by id.
+     */
+    func rooms()  -> [RoomTrust]
+    
+}
+/**
+ * Pinned room owners and epoch floors of one identity. Open a file once per process and give
+ * the same object to that identity's sessions.
+ */
+open class TrustStore: TrustStoreProtocol, @unchecked Sendable {
+    fileprivate let handle: UInt64
+
+    /// Used to instantiate a [FFIObject] without an actual handle, for fakes in tests, mostly.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public struct NoHandle {
+        public init() {}
+    }
+
+    // TODO: We'd like this to be `private` but for Swifty reasons,
+    // we can't implement `FfiConverter` without making this `required` and we can't
+    // make it `required` without making it `public`.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    required public init(unsafeFromHandle handle: UInt64) {
+        self.handle = handle
+    }
+
+    // This constructor can be used to instantiate a fake object.
+    // - Parameter noHandle: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
+    //
+    // - Warning:
+    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing handle the FFI lower functions will crash.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public init(noHandle: NoHandle) {
+        self.handle = 0
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public func uniffiCloneHandle() -> UInt64 {
+        return try! rustCall { uniffi_unibus_ffi_fn_clone_truststore(self.handle, $0) }
+    }
+    // No primary constructor declared for this class.
+
+    deinit {
+        if handle == 0 {
+            // Mock objects have handle=0 don't try to free them
+            return
+        }
+
+        try! rustCall { uniffi_unibus_ffi_fn_free_truststore(handle, $0) }
+    }
+
+    
+    /**
+     * A store in memory only: it does not survive a restart.
+     */
+public static func inMemory(identity: Identity) -> TrustStore  {
+    return try!  FfiConverterTypeTrustStore_lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_unibus_ffi_fn_constructor_truststore_in_memory(
+        FfiConverterTypeIdentity_lower(identity),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Opens the trust file at `path` for `identity`, or creates it if there is none (the
+     * directory must exist). A file of another identity raises `WrongIdentity`; an unreadable
+     * one `Corrupt` or `UnsupportedVersion`, and is left untouched.
+     */
+public static func `open`(path: String, identity: Identity)throws  -> TrustStore  {
+    return try  FfiConverterTypeTrustStore_lift(try rustCallWithError(FfiConverterTypeTrustError_lift) {
+        uniffiCallStatus in
+    uniffi_unibus_ffi_fn_constructor_truststore_open(
+        FfiConverterString.lower(path),
+        FfiConverterTypeIdentity_lower(identity),uniffiCallStatus
+    )
+})
+}
+    
+
+    
+    /**
+     * Pins `owner` (hex) for `room` in place of any other, verified: accepts a change of owner
+     * deliberately, after verifying the new one out of band. The epoch floor is kept.
+     */
+open func acceptOwner(room: String, owner: String)throws   {try rustCallWithError(FfiConverterTypeTrustError_lift) {
+        uniffiCallStatus in
+    uniffi_unibus_ffi_fn_method_truststore_accept_owner(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(room),
+        FfiConverterString.lower(owner),uniffiCallStatus
+    )
+}
+}
+    
+    /**
+     * Forgets `room`'s pin and floor (a deliberate reset).
+     */
+open func forgetRoom(room: String)throws   {try rustCallWithError(FfiConverterTypeTrustError_lift) {
+        uniffiCallStatus in
+    uniffi_unibus_ffi_fn_method_truststore_forget_room(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(room),uniffiCallStatus
+    )
+}
+}
+    
+    /**
+     * Marks `owner` (hex) verified for `room` after an out-of-band comparison; pins it if none
+     * is. Raises `OwnerMismatch` if another owner is pinned (see `accept_owner`).
+     */
+open func markOwnerVerified(room: String, owner: String)throws   {try rustCallWithError(FfiConverterTypeTrustError_lift) {
+        uniffiCallStatus in
+    uniffi_unibus_ffi_fn_method_truststore_mark_owner_verified(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(room),
+        FfiConverterString.lower(owner),uniffiCallStatus
+    )
+}
+}
+    
+    /**
+     * The pinned owner of `room` as a safety number and QR code; null if none is pinned.
+     */
+open func ownerFingerprint(room: String)throws  -> OwnerFingerprint?  {
+    return try  FfiConverterOptionTypeOwnerFingerprint.lift(try rustCallWithError(FfiConverterTypeTrustError_lift) {
+        uniffiCallStatus in
+    uniffi_unibus_ffi_fn_method_truststore_owner_fingerprint(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(room),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * The file behind the store; null in memory.
+     */
+open func path() -> String?  {
+    return try!  FfiConverterOptionString.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_unibus_ffi_fn_method_truststore_path(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * What the store holds for `room`; null before any reply named its owner.
+     */
+open func room(room: String)throws  -> RoomTrust?  {
+    return try  FfiConverterOptionTypeRoomTrust.lift(try rustCallWithError(FfiConverterTypeTrustError_lift) {
+        uniffiCallStatus in
+    uniffi_unibus_ffi_fn_method_truststore_room(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(room),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Every room the store holds, sorted by id.
+     */
+open func rooms() -> [RoomTrust]  {
+    return try!  FfiConverterSequenceTypeRoomTrust.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_unibus_ffi_fn_method_truststore_rooms(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+
+    
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeTrustStore: FfiConverter {
+    typealias FfiType = UInt64
+    typealias SwiftType = TrustStore
+
+    public static func lift(_ handle: UInt64) throws -> TrustStore {
+        return TrustStore(unsafeFromHandle: handle)
+    }
+
+    public static func lower(_ value: TrustStore) -> UInt64 {
+        return value.uniffiCloneHandle()
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> TrustStore {
+        let handle: UInt64 = try readInt(&buf)
+        return try lift(handle)
+    }
+
+    public static func write(_ value: TrustStore, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeTrustStore_lift(_ handle: UInt64) throws -> TrustStore {
+    return try FfiConverterTypeTrustStore.lift(handle)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeTrustStore_lower(_ value: TrustStore) -> UInt64 {
+    return FfiConverterTypeTrustStore.lower(value)
 }
 
 
@@ -2291,6 +2578,95 @@ public func FfiConverterTypeOpenedRoomKey_lower(_ value: OpenedRoomKey) -> RustB
 
 
 /**
+ * A room owner as shown to people, to compare out of band.
+ */
+public struct OwnerFingerprint: Equatable, Hashable {
+    /**
+     * The room id.
+     */
+    public var room: String
+    /**
+     * The owner's signing key, hex.
+     */
+    public var owner: String
+    /**
+     * 12 groups of 5 digits separated by spaces, to read aloud.
+     */
+    public var safetyNumber: String
+    /**
+     * `unibus-owner:v1:<room>:<owner hex>`, for a QR code.
+     */
+    public var qrCode: String
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * The room id.
+         */room: String, 
+        /**
+         * The owner's signing key, hex.
+         */owner: String, 
+        /**
+         * 12 groups of 5 digits separated by spaces, to read aloud.
+         */safetyNumber: String, 
+        /**
+         * `unibus-owner:v1:<room>:<owner hex>`, for a QR code.
+         */qrCode: String) {
+        self.room = room
+        self.owner = owner
+        self.safetyNumber = safetyNumber
+        self.qrCode = qrCode
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension OwnerFingerprint: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeOwnerFingerprint: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> OwnerFingerprint {
+        return
+            try OwnerFingerprint(
+                room: FfiConverterString.read(from: &buf), 
+                owner: FfiConverterString.read(from: &buf), 
+                safetyNumber: FfiConverterString.read(from: &buf), 
+                qrCode: FfiConverterString.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: OwnerFingerprint, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.room, into: &buf)
+        FfiConverterString.write(value.owner, into: &buf)
+        FfiConverterString.write(value.safetyNumber, into: &buf)
+        FfiConverterString.write(value.qrCode, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeOwnerFingerprint_lift(_ buf: RustBuffer) throws -> OwnerFingerprint {
+    return try FfiConverterTypeOwnerFingerprint.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeOwnerFingerprint_lower(_ value: OwnerFingerprint) -> RustBuffer {
+    return FfiConverterTypeOwnerFingerprint.lower(value)
+}
+
+
+/**
  * The process-wide settings of [`init_platform`].
  */
 public struct PlatformConfig: Equatable, Hashable {
@@ -2702,6 +3078,95 @@ public func FfiConverterTypeRoomInfo_lift(_ buf: RustBuffer) throws -> RoomInfo 
 #endif
 public func FfiConverterTypeRoomInfo_lower(_ value: RoomInfo) -> RustBuffer {
     return FfiConverterTypeRoomInfo.lower(value)
+}
+
+
+/**
+ * What the trust store holds for one room.
+ */
+public struct RoomTrust: Equatable, Hashable {
+    /**
+     * The room id.
+     */
+    public var room: String
+    /**
+     * The pinned owner's signing key, hex: the only key accepted as the room's rekeyer.
+     */
+    public var owner: String
+    /**
+     * Whether the app marked the owner verified.
+     */
+    public var verified: Bool
+    /**
+     * The highest epoch of the room this client verified; a lower "latest" is refused.
+     */
+    public var epochFloor: UInt64
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * The room id.
+         */room: String, 
+        /**
+         * The pinned owner's signing key, hex: the only key accepted as the room's rekeyer.
+         */owner: String, 
+        /**
+         * Whether the app marked the owner verified.
+         */verified: Bool, 
+        /**
+         * The highest epoch of the room this client verified; a lower "latest" is refused.
+         */epochFloor: UInt64) {
+        self.room = room
+        self.owner = owner
+        self.verified = verified
+        self.epochFloor = epochFloor
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension RoomTrust: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeRoomTrust: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> RoomTrust {
+        return
+            try RoomTrust(
+                room: FfiConverterString.read(from: &buf), 
+                owner: FfiConverterString.read(from: &buf), 
+                verified: FfiConverterBool.read(from: &buf), 
+                epochFloor: FfiConverterUInt64.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: RoomTrust, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.room, into: &buf)
+        FfiConverterString.write(value.owner, into: &buf)
+        FfiConverterBool.write(value.verified, into: &buf)
+        FfiConverterUInt64.write(value.epochFloor, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeRoomTrust_lift(_ buf: RustBuffer) throws -> RoomTrust {
+    return try FfiConverterTypeRoomTrust.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeRoomTrust_lower(_ value: RoomTrust) -> RustBuffer {
+    return FfiConverterTypeRoomTrust.lower(value)
 }
 
 
@@ -3843,6 +4308,24 @@ public enum RoomUpdate: Equatable, Hashable {
      * The connection is back: query rooms and epochs again, updates may have been missed.
      */
     case reconnected
+    /**
+     * A reply named another owner for a room than the pinned one, and was refused: the server
+     * may be lying. Raised by the SDK, not sent by the server.
+     */
+    case ownerChanged(
+        /**
+         * The room id.
+         */room: String, 
+        /**
+         * The pinned owner, hex.
+         */pinned: String, 
+        /**
+         * The owner the reply named, hex.
+         */found: String, 
+        /**
+         * Whether the app had marked the pinned owner verified.
+         */verified: Bool
+    )
 
 
 
@@ -3877,6 +4360,9 @@ public struct FfiConverterTypeRoomUpdate: FfiConverterRustBuffer {
         
         case 5: return .reconnected
         
+        case 6: return .ownerChanged(room: try FfiConverterString.read(from: &buf), pinned: try FfiConverterString.read(from: &buf), found: try FfiConverterString.read(from: &buf), verified: try FfiConverterBool.read(from: &buf)
+        )
+        
         default: throw UniffiInternalError.unexpectedEnumCase
         }
     }
@@ -3908,6 +4394,14 @@ public struct FfiConverterTypeRoomUpdate: FfiConverterRustBuffer {
         case .reconnected:
             writeInt(&buf, Int32(5))
         
+        
+        case let .ownerChanged(room,pinned,found,verified):
+            writeInt(&buf, Int32(6))
+            FfiConverterString.write(room, into: &buf)
+            FfiConverterString.write(pinned, into: &buf)
+            FfiConverterString.write(found, into: &buf)
+            FfiConverterBool.write(verified, into: &buf)
+            
         }
     }
 }
@@ -4342,9 +4836,21 @@ enum SessionError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError {
     case Verification(message: String)
     
     /**
-     * The server named another owner for a room than before.
+     * A reply named another owner for a room than the pinned one; the reply was refused.
+     * Compare the new owner's safety number out of band before `accept_owner`.
      */
     case OwnerChanged(message: String)
+    
+    /**
+     * A reply offered an epoch below one this client verified as the room's latest: an
+     * old key replayed. The reply was refused.
+     */
+    case EpochRollback(message: String)
+    
+    /**
+     * The trust store could not be read or saved, or belongs to another identity.
+     */
+    case Trust(message: String)
     
     /**
      * Sealing a new room key failed on this device.
@@ -4483,19 +4989,27 @@ public struct FfiConverterTypeSessionError: FfiConverterRustBuffer {
             message: try FfiConverterString.read(from: &buf)
         )
         
-        case 23: return .Seal(
+        case 23: return .EpochRollback(
             message: try FfiConverterString.read(from: &buf)
         )
         
-        case 24: return .InvalidArgument(
+        case 24: return .Trust(
             message: try FfiConverterString.read(from: &buf)
         )
         
-        case 25: return .Internal(
+        case 25: return .Seal(
             message: try FfiConverterString.read(from: &buf)
         )
         
-        case 26: return .Other(
+        case 26: return .InvalidArgument(
+            message: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 27: return .Internal(
+            message: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 28: return .Other(
             message: try FfiConverterString.read(from: &buf)
         )
         
@@ -4554,14 +5068,18 @@ public struct FfiConverterTypeSessionError: FfiConverterRustBuffer {
             writeInt(&buf, Int32(21))
         case .OwnerChanged(_ /* message is ignored*/):
             writeInt(&buf, Int32(22))
-        case .Seal(_ /* message is ignored*/):
+        case .EpochRollback(_ /* message is ignored*/):
             writeInt(&buf, Int32(23))
-        case .InvalidArgument(_ /* message is ignored*/):
+        case .Trust(_ /* message is ignored*/):
             writeInt(&buf, Int32(24))
-        case .Internal(_ /* message is ignored*/):
+        case .Seal(_ /* message is ignored*/):
             writeInt(&buf, Int32(25))
-        case .Other(_ /* message is ignored*/):
+        case .InvalidArgument(_ /* message is ignored*/):
             writeInt(&buf, Int32(26))
+        case .Internal(_ /* message is ignored*/):
+            writeInt(&buf, Int32(27))
+        case .Other(_ /* message is ignored*/):
+            writeInt(&buf, Int32(28))
 
         
         }
@@ -4581,6 +5099,164 @@ public func FfiConverterTypeSessionError_lift(_ buf: RustBuffer) throws -> Sessi
 #endif
 public func FfiConverterTypeSessionError_lower(_ value: SessionError) -> RustBuffer {
     return FfiConverterTypeSessionError.lower(value)
+}
+
+
+/**
+ * The trust store (pinned owners, epoch floors) could not be opened, saved or changed.
+ */
+public 
+enum TrustError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError {
+
+    
+    
+    /**
+     * The file could not be read or written; check the path and permissions.
+     */
+    case Io(message: String)
+    
+    /**
+     * The file is not a readable trust file; it was left untouched.
+     */
+    case Corrupt(message: String)
+    
+    /**
+     * The file was written by a newer SDK.
+     */
+    case UnsupportedVersion(message: String)
+    
+    /**
+     * The file belongs to another identity.
+     */
+    case WrongIdentity(message: String)
+    
+    /**
+     * Another owner is pinned for the room; use `accept_owner` to re-pin.
+     */
+    case OwnerMismatch(message: String)
+    
+    /**
+     * The text is not an owner code.
+     */
+    case BadOwnerCode(message: String)
+    
+    /**
+     * An argument (room id, key) is malformed.
+     */
+    case InvalidArgument(message: String)
+    
+    /**
+     * An error this version of the bindings does not name; the message says what.
+     */
+    case Other(message: String)
+    
+
+    
+
+    
+
+    
+    public var errorDescription: String? {
+        String(reflecting: self)
+    }
+    
+}
+
+#if compiler(>=6)
+extension TrustError: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeTrustError: FfiConverterRustBuffer {
+    typealias SwiftType = TrustError
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> TrustError {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+
+        
+
+        
+        case 1: return .Io(
+            message: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 2: return .Corrupt(
+            message: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 3: return .UnsupportedVersion(
+            message: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 4: return .WrongIdentity(
+            message: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 5: return .OwnerMismatch(
+            message: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 6: return .BadOwnerCode(
+            message: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 7: return .InvalidArgument(
+            message: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 8: return .Other(
+            message: try FfiConverterString.read(from: &buf)
+        )
+        
+
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: TrustError, into buf: inout [UInt8]) {
+        switch value {
+
+        
+
+        
+        case .Io(_ /* message is ignored*/):
+            writeInt(&buf, Int32(1))
+        case .Corrupt(_ /* message is ignored*/):
+            writeInt(&buf, Int32(2))
+        case .UnsupportedVersion(_ /* message is ignored*/):
+            writeInt(&buf, Int32(3))
+        case .WrongIdentity(_ /* message is ignored*/):
+            writeInt(&buf, Int32(4))
+        case .OwnerMismatch(_ /* message is ignored*/):
+            writeInt(&buf, Int32(5))
+        case .BadOwnerCode(_ /* message is ignored*/):
+            writeInt(&buf, Int32(6))
+        case .InvalidArgument(_ /* message is ignored*/):
+            writeInt(&buf, Int32(7))
+        case .Other(_ /* message is ignored*/):
+            writeInt(&buf, Int32(8))
+
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeTrustError_lift(_ buf: RustBuffer) throws -> TrustError {
+    return try FfiConverterTypeTrustError.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeTrustError_lower(_ value: TrustError) -> RustBuffer {
+    return FfiConverterTypeTrustError.lower(value)
 }
 
 
@@ -4739,6 +5415,54 @@ fileprivate struct FfiConverterOptionTypeLogSink: FfiConverterRustBuffer {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterOptionTypeTrustStore: FfiConverterRustBuffer {
+    typealias SwiftType = TrustStore?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypeTrustStore.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypeTrustStore.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterOptionTypeOwnerFingerprint: FfiConverterRustBuffer {
+    typealias SwiftType = OwnerFingerprint?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypeOwnerFingerprint.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypeOwnerFingerprint.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterOptionTypeRegisterOptions: FfiConverterRustBuffer {
     typealias SwiftType = RegisterOptions?
 
@@ -4755,6 +5479,30 @@ fileprivate struct FfiConverterOptionTypeRegisterOptions: FfiConverterRustBuffer
         switch try readInt(&buf) as Int8 {
         case 0: return nil
         case 1: return try FfiConverterTypeRegisterOptions.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterOptionTypeRoomTrust: FfiConverterRustBuffer {
+    typealias SwiftType = RoomTrust?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypeRoomTrust.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypeRoomTrust.read(from: &buf)
         default: throw UniffiInternalError.unexpectedOptionalTag
         }
     }
@@ -4879,6 +5627,31 @@ fileprivate struct FfiConverterSequenceTypeRoomInfo: FfiConverterRustBuffer {
         seq.reserveCapacity(Int(len))
         for _ in 0 ..< len {
             seq.append(try FfiConverterTypeRoomInfo.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceTypeRoomTrust: FfiConverterRustBuffer {
+    typealias SwiftType = [RoomTrust]
+
+    public static func write(_ value: [RoomTrust], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeRoomTrust.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [RoomTrust] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [RoomTrust]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeRoomTrust.read(from: &buf))
         }
         return seq
     }
@@ -5080,6 +5853,30 @@ public func sealRoomKey(roomKey: RoomKey, roomId: String, epoch: UInt64, recipie
     )
 })
 }
+/**
+ * The fingerprint of `owner` (signing key, hex) as the owner of `room`: what the owner's own
+ * device shows, to compare with a member's.
+ */
+public func ownerFingerprint(room: String, owner: String)throws  -> OwnerFingerprint  {
+    return try  FfiConverterTypeOwnerFingerprint_lift(try rustCallWithError(FfiConverterTypeTrustError_lift) {
+        uniffiCallStatus in
+    uniffi_unibus_ffi_fn_func_owner_fingerprint(
+        FfiConverterString.lower(room),
+        FfiConverterString.lower(owner),uniffiCallStatus
+    )
+})
+}
+/**
+ * Reads a scanned owner code (`unibus-owner:v1:<room>:<owner hex>`) into its fingerprint.
+ */
+public func parseOwnerCode(code: String)throws  -> OwnerFingerprint  {
+    return try  FfiConverterTypeOwnerFingerprint_lift(try rustCallWithError(FfiConverterTypeTrustError_lift) {
+        uniffiCallStatus in
+    uniffi_unibus_ffi_fn_func_parse_owner_code(
+        FfiConverterString.lower(code),uniffiCallStatus
+    )
+})
+}
 
 private enum InitializationResult {
     case ok
@@ -5126,6 +5923,12 @@ private let initializationResult: InitializationResult = {
     if (uniffi_unibus_ffi_checksum_func_seal_room_key() != 9225) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_unibus_ffi_checksum_func_owner_fingerprint() != 42675) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_unibus_ffi_checksum_func_parse_owner_code() != 14689) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_unibus_ffi_checksum_method_session_add_member() != 37180) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -5157,6 +5960,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_unibus_ffi_checksum_method_session_state() != 8839) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_unibus_ffi_checksum_method_session_trust_store() != 53871) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_unibus_ffi_checksum_method_session_watch() != 32234) {
@@ -5207,7 +6013,28 @@ private let initializationResult: InitializationResult = {
     if (uniffi_unibus_ffi_checksum_method_roomkey_expose_bytes() != 5998) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_unibus_ffi_checksum_constructor_session_connect() != 21092) {
+    if (uniffi_unibus_ffi_checksum_method_truststore_accept_owner() != 25308) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_unibus_ffi_checksum_method_truststore_forget_room() != 38540) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_unibus_ffi_checksum_method_truststore_mark_owner_verified() != 12156) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_unibus_ffi_checksum_method_truststore_owner_fingerprint() != 15634) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_unibus_ffi_checksum_method_truststore_path() != 8638) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_unibus_ffi_checksum_method_truststore_room() != 3636) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_unibus_ffi_checksum_method_truststore_rooms() != 4054) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_unibus_ffi_checksum_constructor_session_connect() != 21510) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_unibus_ffi_checksum_constructor_identity_from_secret_bytes() != 54269) {
@@ -5223,6 +6050,12 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_unibus_ffi_checksum_constructor_roomkey_generate() != 49851) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_unibus_ffi_checksum_constructor_truststore_in_memory() != 52174) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_unibus_ffi_checksum_constructor_truststore_open() != 5882) {
         return InitializationResult.apiChecksumMismatch
     }
 

@@ -303,7 +303,7 @@ void uniffi_unibus_ffi_fn_free_session(uint64_t handle, RustCallStatus *_Nonnull
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_CONSTRUCTOR_SESSION_CONNECT
 #define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_CONSTRUCTOR_SESSION_CONNECT
-uint64_t uniffi_unibus_ffi_fn_constructor_session_connect(uint64_t identity, RustBuffer nats_urls, RustBuffer options
+uint64_t uniffi_unibus_ffi_fn_constructor_session_connect(uint64_t identity, RustBuffer nats_urls, RustBuffer options, RustBuffer trust
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_METHOD_SESSION_ADD_MEMBER
@@ -359,6 +359,11 @@ uint64_t uniffi_unibus_ffi_fn_method_session_room_key(uint64_t ptr, RustBuffer r
 #ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_METHOD_SESSION_STATE
 #define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_METHOD_SESSION_STATE
 RustBuffer uniffi_unibus_ffi_fn_method_session_state(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_METHOD_SESSION_TRUST_STORE
+#define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_METHOD_SESSION_TRUST_STORE
+uint64_t uniffi_unibus_ffi_fn_method_session_trust_store(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_METHOD_SESSION_WATCH
@@ -538,6 +543,61 @@ uint64_t uniffi_unibus_ffi_fn_constructor_roomkey_generate(RustCallStatus *_Nonn
 RustBuffer uniffi_unibus_ffi_fn_method_roomkey_expose_bytes(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_CLONE_TRUSTSTORE
+#define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_CLONE_TRUSTSTORE
+uint64_t uniffi_unibus_ffi_fn_clone_truststore(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_FREE_TRUSTSTORE
+#define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_FREE_TRUSTSTORE
+void uniffi_unibus_ffi_fn_free_truststore(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_CONSTRUCTOR_TRUSTSTORE_IN_MEMORY
+#define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_CONSTRUCTOR_TRUSTSTORE_IN_MEMORY
+uint64_t uniffi_unibus_ffi_fn_constructor_truststore_in_memory(uint64_t identity, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_CONSTRUCTOR_TRUSTSTORE_OPEN
+#define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_CONSTRUCTOR_TRUSTSTORE_OPEN
+uint64_t uniffi_unibus_ffi_fn_constructor_truststore_open(RustBuffer path, uint64_t identity, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_METHOD_TRUSTSTORE_ACCEPT_OWNER
+#define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_METHOD_TRUSTSTORE_ACCEPT_OWNER
+void uniffi_unibus_ffi_fn_method_truststore_accept_owner(uint64_t ptr, RustBuffer room, RustBuffer owner, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_METHOD_TRUSTSTORE_FORGET_ROOM
+#define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_METHOD_TRUSTSTORE_FORGET_ROOM
+void uniffi_unibus_ffi_fn_method_truststore_forget_room(uint64_t ptr, RustBuffer room, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_METHOD_TRUSTSTORE_MARK_OWNER_VERIFIED
+#define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_METHOD_TRUSTSTORE_MARK_OWNER_VERIFIED
+void uniffi_unibus_ffi_fn_method_truststore_mark_owner_verified(uint64_t ptr, RustBuffer room, RustBuffer owner, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_METHOD_TRUSTSTORE_OWNER_FINGERPRINT
+#define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_METHOD_TRUSTSTORE_OWNER_FINGERPRINT
+RustBuffer uniffi_unibus_ffi_fn_method_truststore_owner_fingerprint(uint64_t ptr, RustBuffer room, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_METHOD_TRUSTSTORE_PATH
+#define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_METHOD_TRUSTSTORE_PATH
+RustBuffer uniffi_unibus_ffi_fn_method_truststore_path(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_METHOD_TRUSTSTORE_ROOM
+#define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_METHOD_TRUSTSTORE_ROOM
+RustBuffer uniffi_unibus_ffi_fn_method_truststore_room(uint64_t ptr, RustBuffer room, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_METHOD_TRUSTSTORE_ROOMS
+#define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_METHOD_TRUSTSTORE_ROOMS
+RustBuffer uniffi_unibus_ffi_fn_method_truststore_rooms(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_FUNC_REGISTER
 #define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_FUNC_REGISTER
 uint64_t uniffi_unibus_ffi_fn_func_register(uint64_t link, uint64_t identity, RustBuffer options
@@ -586,6 +646,16 @@ uint64_t uniffi_unibus_ffi_fn_func_rekey_room(uint64_t rekeyer, RustBuffer room_
 #ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_FUNC_SEAL_ROOM_KEY
 #define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_FUNC_SEAL_ROOM_KEY
 RustBuffer uniffi_unibus_ffi_fn_func_seal_room_key(uint64_t room_key, RustBuffer room_id, uint64_t epoch, RustBuffer recipient_kex_public_key, RustBuffer rekeyer_sign_public_key, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_FUNC_OWNER_FINGERPRINT
+#define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_FUNC_OWNER_FINGERPRINT
+RustBuffer uniffi_unibus_ffi_fn_func_owner_fingerprint(RustBuffer room, RustBuffer owner, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_FUNC_PARSE_OWNER_CODE
+#define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_FUNC_PARSE_OWNER_CODE
+RustBuffer uniffi_unibus_ffi_fn_func_parse_owner_code(RustBuffer code, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_FFI_UNIBUS_FFI_RUSTBUFFER_ALLOC
@@ -908,6 +978,18 @@ uint16_t uniffi_unibus_ffi_checksum_func_seal_room_key(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_FUNC_OWNER_FINGERPRINT
+#define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_FUNC_OWNER_FINGERPRINT
+uint16_t uniffi_unibus_ffi_checksum_func_owner_fingerprint(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_FUNC_PARSE_OWNER_CODE
+#define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_FUNC_PARSE_OWNER_CODE
+uint16_t uniffi_unibus_ffi_checksum_func_parse_owner_code(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_METHOD_SESSION_ADD_MEMBER
 #define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_METHOD_SESSION_ADD_MEMBER
 uint16_t uniffi_unibus_ffi_checksum_method_session_add_member(void
@@ -971,6 +1053,12 @@ uint16_t uniffi_unibus_ffi_checksum_method_session_room_key(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_METHOD_SESSION_STATE
 #define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_METHOD_SESSION_STATE
 uint16_t uniffi_unibus_ffi_checksum_method_session_state(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_METHOD_SESSION_TRUST_STORE
+#define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_METHOD_SESSION_TRUST_STORE
+uint16_t uniffi_unibus_ffi_checksum_method_session_trust_store(void
     
 );
 #endif
@@ -1070,6 +1158,48 @@ uint16_t uniffi_unibus_ffi_checksum_method_roomkey_expose_bytes(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_METHOD_TRUSTSTORE_ACCEPT_OWNER
+#define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_METHOD_TRUSTSTORE_ACCEPT_OWNER
+uint16_t uniffi_unibus_ffi_checksum_method_truststore_accept_owner(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_METHOD_TRUSTSTORE_FORGET_ROOM
+#define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_METHOD_TRUSTSTORE_FORGET_ROOM
+uint16_t uniffi_unibus_ffi_checksum_method_truststore_forget_room(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_METHOD_TRUSTSTORE_MARK_OWNER_VERIFIED
+#define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_METHOD_TRUSTSTORE_MARK_OWNER_VERIFIED
+uint16_t uniffi_unibus_ffi_checksum_method_truststore_mark_owner_verified(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_METHOD_TRUSTSTORE_OWNER_FINGERPRINT
+#define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_METHOD_TRUSTSTORE_OWNER_FINGERPRINT
+uint16_t uniffi_unibus_ffi_checksum_method_truststore_owner_fingerprint(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_METHOD_TRUSTSTORE_PATH
+#define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_METHOD_TRUSTSTORE_PATH
+uint16_t uniffi_unibus_ffi_checksum_method_truststore_path(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_METHOD_TRUSTSTORE_ROOM
+#define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_METHOD_TRUSTSTORE_ROOM
+uint16_t uniffi_unibus_ffi_checksum_method_truststore_room(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_METHOD_TRUSTSTORE_ROOMS
+#define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_METHOD_TRUSTSTORE_ROOMS
+uint16_t uniffi_unibus_ffi_checksum_method_truststore_rooms(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_CONSTRUCTOR_SESSION_CONNECT
 #define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_CONSTRUCTOR_SESSION_CONNECT
 uint16_t uniffi_unibus_ffi_checksum_constructor_session_connect(void
@@ -1103,6 +1233,18 @@ uint16_t uniffi_unibus_ffi_checksum_constructor_roomkey_from_bytes(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_CONSTRUCTOR_ROOMKEY_GENERATE
 #define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_CONSTRUCTOR_ROOMKEY_GENERATE
 uint16_t uniffi_unibus_ffi_checksum_constructor_roomkey_generate(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_CONSTRUCTOR_TRUSTSTORE_IN_MEMORY
+#define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_CONSTRUCTOR_TRUSTSTORE_IN_MEMORY
+uint16_t uniffi_unibus_ffi_checksum_constructor_truststore_in_memory(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_CONSTRUCTOR_TRUSTSTORE_OPEN
+#define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_CONSTRUCTOR_TRUSTSTORE_OPEN
+uint16_t uniffi_unibus_ffi_checksum_constructor_truststore_open(void
     
 );
 #endif

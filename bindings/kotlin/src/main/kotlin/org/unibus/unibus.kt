@@ -757,6 +757,10 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_unibus_ffi_checksum_func_seal_room_key(
     ): Int
+    external fun uniffi_unibus_ffi_checksum_func_owner_fingerprint(
+    ): Int
+    external fun uniffi_unibus_ffi_checksum_func_parse_owner_code(
+    ): Int
     external fun uniffi_unibus_ffi_checksum_method_session_add_member(
     ): Int
     external fun uniffi_unibus_ffi_checksum_method_session_close_session(
@@ -778,6 +782,8 @@ internal object IntegrityCheckingUniffiLib {
     external fun uniffi_unibus_ffi_checksum_method_session_room_key(
     ): Int
     external fun uniffi_unibus_ffi_checksum_method_session_state(
+    ): Int
+    external fun uniffi_unibus_ffi_checksum_method_session_trust_store(
     ): Int
     external fun uniffi_unibus_ffi_checksum_method_session_watch(
     ): Int
@@ -811,6 +817,20 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_unibus_ffi_checksum_method_roomkey_expose_bytes(
     ): Int
+    external fun uniffi_unibus_ffi_checksum_method_truststore_accept_owner(
+    ): Int
+    external fun uniffi_unibus_ffi_checksum_method_truststore_forget_room(
+    ): Int
+    external fun uniffi_unibus_ffi_checksum_method_truststore_mark_owner_verified(
+    ): Int
+    external fun uniffi_unibus_ffi_checksum_method_truststore_owner_fingerprint(
+    ): Int
+    external fun uniffi_unibus_ffi_checksum_method_truststore_path(
+    ): Int
+    external fun uniffi_unibus_ffi_checksum_method_truststore_room(
+    ): Int
+    external fun uniffi_unibus_ffi_checksum_method_truststore_rooms(
+    ): Int
     external fun uniffi_unibus_ffi_checksum_constructor_session_connect(
     ): Int
     external fun uniffi_unibus_ffi_checksum_constructor_identity_from_secret_bytes(
@@ -822,6 +842,10 @@ internal object IntegrityCheckingUniffiLib {
     external fun uniffi_unibus_ffi_checksum_constructor_roomkey_from_bytes(
     ): Int
     external fun uniffi_unibus_ffi_checksum_constructor_roomkey_generate(
+    ): Int
+    external fun uniffi_unibus_ffi_checksum_constructor_truststore_in_memory(
+    ): Int
+    external fun uniffi_unibus_ffi_checksum_constructor_truststore_open(
     ): Int
     external fun ffi_unibus_ffi_uniffi_contract_version(
     ): Int
@@ -849,7 +873,7 @@ internal object UniffiLib {
     ): Long
     external fun uniffi_unibus_ffi_fn_free_session(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
-    external fun uniffi_unibus_ffi_fn_constructor_session_connect(`identity`: Long,`natsUrls`: RustBuffer.ByValue,`options`: RustBuffer.ByValue,
+    external fun uniffi_unibus_ffi_fn_constructor_session_connect(`identity`: Long,`natsUrls`: RustBuffer.ByValue,`options`: RustBuffer.ByValue,`trust`: RustBuffer.ByValue,
     ): Long
     external fun uniffi_unibus_ffi_fn_method_session_add_member(`ptr`: Long,`room`: RustBuffer.ByValue,`member`: RustBuffer.ByValue,
     ): Long
@@ -873,6 +897,8 @@ internal object UniffiLib {
     ): Long
     external fun uniffi_unibus_ffi_fn_method_session_state(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
+    external fun uniffi_unibus_ffi_fn_method_session_trust_store(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
     external fun uniffi_unibus_ffi_fn_method_session_watch(`ptr`: Long,`listener`: Long,
     ): Long
     external fun uniffi_unibus_ffi_fn_clone_watchhandle(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -943,6 +969,28 @@ internal object UniffiLib {
     ): Long
     external fun uniffi_unibus_ffi_fn_method_roomkey_expose_bytes(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
+    external fun uniffi_unibus_ffi_fn_clone_truststore(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_unibus_ffi_fn_free_truststore(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_unibus_ffi_fn_constructor_truststore_in_memory(`identity`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_unibus_ffi_fn_constructor_truststore_open(`path`: RustBuffer.ByValue,`identity`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_unibus_ffi_fn_method_truststore_accept_owner(`ptr`: Long,`room`: RustBuffer.ByValue,`owner`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_unibus_ffi_fn_method_truststore_forget_room(`ptr`: Long,`room`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_unibus_ffi_fn_method_truststore_mark_owner_verified(`ptr`: Long,`room`: RustBuffer.ByValue,`owner`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_unibus_ffi_fn_method_truststore_owner_fingerprint(`ptr`: Long,`room`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_unibus_ffi_fn_method_truststore_path(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_unibus_ffi_fn_method_truststore_room(`ptr`: Long,`room`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_unibus_ffi_fn_method_truststore_rooms(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
     external fun uniffi_unibus_ffi_fn_func_register(`link`: Long,`identity`: Long,`options`: RustBuffer.ByValue,
     ): Long
     external fun uniffi_unibus_ffi_fn_func_validate_kex_public_key(`hex`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
@@ -962,6 +1010,10 @@ internal object UniffiLib {
     external fun uniffi_unibus_ffi_fn_func_rekey_room(`rekeyer`: Long,`roomId`: RustBuffer.ByValue,`epoch`: Long,`previousEpoch`: Long,`roomKey`: Long,`recipients`: RustBuffer.ByValue,
     ): Long
     external fun uniffi_unibus_ffi_fn_func_seal_room_key(`roomKey`: Long,`roomId`: RustBuffer.ByValue,`epoch`: Long,`recipientKexPublicKey`: RustBuffer.ByValue,`rekeyerSignPublicKey`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_unibus_ffi_fn_func_owner_fingerprint(`room`: RustBuffer.ByValue,`owner`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_unibus_ffi_fn_func_parse_owner_code(`code`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun ffi_unibus_ffi_rustbuffer_alloc(`size`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
@@ -2965,6 +3017,11 @@ public interface SessionInterface {
     fun `state`(): ConnectionState
     
     /**
+     * The trust store this session uses (the one given to `connect`, or its in-memory one).
+     */
+    fun `trustStore`(): TrustStore
+    
+    /**
      * Starts delivering the changes that concern this identity to `listener`, until the
      * returned handle is cancelled or destroyed, or the session ends.
      */
@@ -3351,6 +3408,22 @@ open class Session: Disposable, AutoCloseable, SessionInterface
 
     
     /**
+     * The trust store this session uses (the one given to `connect`, or its in-memory one).
+     */override fun `trustStore`(): TrustStore {
+            return FfiConverterTypeTrustStore.lift(
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_unibus_ffi_fn_method_session_trust_store(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
      * Starts delivering the changes that concern this identity to `listener`, until the
      * returned handle is cancelled or destroyed, or the session ends.
      */
@@ -3385,15 +3458,18 @@ open class Session: Disposable, AutoCloseable, SessionInterface
         
     /**
      * Logs in to the cluster at `nats_urls` (from the [`Registration`]) with `identity`'s key.
+     * `trust` keeps pinned room owners and epoch floors across restarts (a
+     * `TrustStore.open`ed file of this identity); without it they last for this session only.
      */
     @Throws(SessionException::class)
     @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
-     suspend fun `connect`(`identity`: Identity, `natsUrls`: List<kotlin.String>, `options`: SessionOptions? = null) : Session {
+     suspend fun `connect`(`identity`: Identity, `natsUrls`: List<kotlin.String>, `options`: SessionOptions? = null, `trust`: TrustStore? = null) : Session {
         return uniffiRustCallAsync(
         UniffiLib.uniffi_unibus_ffi_fn_constructor_session_connect(
         FfiConverterTypeIdentity.lower(`identity`),
         FfiConverterSequenceString.lower(`natsUrls`),
-        FfiConverterOptionalTypeSessionOptions.lower(`options`),),
+        FfiConverterOptionalTypeSessionOptions.lower(`options`),
+        FfiConverterOptionalTypeTrustStore.lower(`trust`),),
         { future, callback, continuation -> UniffiLib.ffi_unibus_ffi_rust_future_poll_u64(future, callback, continuation) },
         { future, continuation -> UniffiLib.ffi_unibus_ffi_rust_future_complete_u64(future, continuation) },
         { future -> UniffiLib.ffi_unibus_ffi_rust_future_free_u64(future) },
@@ -3429,6 +3505,446 @@ public object FfiConverterTypeSession: FfiConverter<Session, Long> {
     override fun allocationSize(value: Session) = 8UL
 
     override fun write(value: Session, buf: ByteBuffer) {
+        buf.putLong(lower(value))
+    }
+}
+
+
+// This template implements a class for working with a Rust struct via a handle
+// to the live Rust struct on the other side of the FFI.
+//
+// There's some subtlety here, because we have to be careful not to operate on a Rust
+// struct after it has been dropped, and because we must expose a public API for freeing
+// theq Kotlin wrapper object in lieu of reliable finalizers. The core requirements are:
+//
+//   * Each instance holds an opaque handle to the underlying Rust struct.
+//     Method calls need to read this handle from the object's state and pass it in to
+//     the Rust FFI.
+//
+//   * When an instance is no longer needed, its handle should be passed to a
+//     special destructor function provided by the Rust FFI, which will drop the
+//     underlying Rust struct.
+//
+//   * Given an instance, calling code is expected to call the special
+//     `destroy` method in order to free it after use, either by calling it explicitly
+//     or by using a higher-level helper like the `use` method. Failing to do so risks
+//     leaking the underlying Rust struct.
+//
+//   * We can't assume that calling code will do the right thing, and must be prepared
+//     to handle Kotlin method calls executing concurrently with or even after a call to
+//     `destroy`, and to handle multiple (possibly concurrent!) calls to `destroy`.
+//
+//   * We must never allow Rust code to operate on the underlying Rust struct after
+//     the destructor has been called, and must never call the destructor more than once.
+//     Doing so may trigger memory unsafety.
+//
+//   * To mitigate many of the risks of leaking memory and use-after-free unsafety, a `Cleaner`
+//     is implemented to call the destructor when the Kotlin object becomes unreachable.
+//     This is done in a background thread. This is not a panacea, and client code should be aware that
+//      1. the thread may starve if some there are objects that have poorly performing
+//     `drop` methods or do significant work in their `drop` methods.
+//      2. the thread is shared across the whole library. This can be tuned by using `android_cleaner = true`,
+//         or `android = true` in the [`kotlin` section of the `uniffi.toml` file](https://mozilla.github.io/uniffi-rs/kotlin/configuration.html).
+//
+// If we try to implement this with mutual exclusion on access to the handle, there is the
+// possibility of a race between a method call and a concurrent call to `destroy`:
+//
+//    * Thread A starts a method call, reads the value of the handle, but is interrupted
+//      before it can pass the handle over the FFI to Rust.
+//    * Thread B calls `destroy` and frees the underlying Rust struct.
+//    * Thread A resumes, passing the already-read handle value to Rust and triggering
+//      a use-after-free.
+//
+// One possible solution would be to use a `ReadWriteLock`, with each method call taking
+// a read lock (and thus allowed to run concurrently) and the special `destroy` method
+// taking a write lock (and thus blocking on live method calls). However, we aim not to
+// generate methods with any hidden blocking semantics, and a `destroy` method that might
+// block if called incorrectly seems to meet that bar.
+//
+// So, we achieve our goals by giving each instance an associated `AtomicLong` counter to track
+// the number of in-flight method calls, and an `AtomicBoolean` flag to indicate whether `destroy`
+// has been called. These are updated according to the following rules:
+//
+//    * The initial value of the counter is 1, indicating a live object with no in-flight calls.
+//      The initial value for the flag is false.
+//
+//    * At the start of each method call, we atomically check the counter.
+//      If it is 0 then the underlying Rust struct has already been destroyed and the call is aborted.
+//      If it is nonzero them we atomically increment it by 1 and proceed with the method call.
+//
+//    * At the end of each method call, we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+//    * When `destroy` is called, we atomically flip the flag from false to true.
+//      If the flag was already true we silently fail.
+//      Otherwise we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+// Astute readers may observe that this all sounds very similar to the way that Rust's `Arc<T>` works,
+// and indeed it is, with the addition of a flag to guard against multiple calls to `destroy`.
+//
+// The overall effect is that the underlying Rust struct is destroyed only when `destroy` has been
+// called *and* all in-flight method calls have completed, avoiding violating any of the expectations
+// of the underlying Rust code.
+//
+// This makes a cleaner a better alternative to _not_ calling `destroy()` as
+// and when the object is finished with, but the abstraction is not perfect: if the Rust object's `drop`
+// method is slow, and/or there are many objects to cleanup, and it's on a low end Android device, then the cleaner
+// thread may be starved, and the app will leak memory.
+//
+// In this case, `destroy`ing manually may be a better solution.
+//
+// The cleaner can live side by side with the manual calling of `destroy`. In the order of responsiveness, uniffi objects
+// with Rust peers are reclaimed:
+//
+// 1. By calling the `destroy` method of the object, which calls `rustObject.free()`. If that doesn't happen:
+// 2. When the object becomes unreachable, AND the Cleaner thread gets to call `rustObject.free()`. If the thread is starved then:
+// 3. The memory is reclaimed when the process terminates.
+//
+// [1] https://stackoverflow.com/questions/24376768/can-java-finalize-an-object-when-it-is-still-in-scope/24380219
+//
+
+
+/**
+ * Pinned room owners and epoch floors of one identity. Open a file once per process and give
+ * the same object to that identity's sessions.
+ */
+public interface TrustStoreInterface {
+    
+    /**
+     * Pins `owner` (hex) for `room` in place of any other, verified: accepts a change of owner
+     * deliberately, after verifying the new one out of band. The epoch floor is kept.
+     */
+    fun `acceptOwner`(`room`: kotlin.String, `owner`: kotlin.String)
+    
+    /**
+     * Forgets `room`'s pin and floor (a deliberate reset).
+     */
+    fun `forgetRoom`(`room`: kotlin.String)
+    
+    /**
+     * Marks `owner` (hex) verified for `room` after an out-of-band comparison; pins it if none
+     * is. Raises `OwnerMismatch` if another owner is pinned (see `accept_owner`).
+     */
+    fun `markOwnerVerified`(`room`: kotlin.String, `owner`: kotlin.String)
+    
+    /**
+     * The pinned owner of `room` as a safety number and QR code; null if none is pinned.
+     */
+    fun `ownerFingerprint`(`room`: kotlin.String): OwnerFingerprint?
+    
+    /**
+     * The file behind the store; null in memory.
+     */
+    fun `path`(): kotlin.String?
+    
+    /**
+     * What the store holds for `room`; null before any reply named its owner.
+     */
+    fun `room`(`room`: kotlin.String): RoomTrust?
+    
+    /**
+     * Every room the store holds, sorted by id.
+     */
+    fun `rooms`(): List<RoomTrust>
+    
+    companion object
+}
+
+/**
+ * Pinned room owners and epoch floors of one identity. Open a file once per process and give
+ * the same object to that identity's sessions.
+ */
+open class TrustStore: Disposable, AutoCloseable, TrustStoreInterface
+{
+
+    @Suppress("UNUSED_PARAMETER")
+    /**
+     * @suppress
+     */
+    constructor(withHandle: UniffiWithHandle, handle: Long) {
+        this.handle = handle
+        this.cleanable = UniffiLib.CLEANER.register(this, UniffiCleanAction(handle))
+    }
+
+    /**
+     * @suppress
+     *
+     * This constructor can be used to instantiate a fake object. Only used for tests. Any
+     * attempt to actually use an object constructed this way will fail as there is no
+     * connected Rust object.
+     */
+    @Suppress("UNUSED_PARAMETER")
+    constructor(noHandle: NoHandle) {
+        this.handle = 0
+        this.cleanable = null
+    }
+
+    protected val handle: Long
+    protected val cleanable: UniffiCleaner.Cleanable?
+
+    private val wasDestroyed = AtomicBoolean(false)
+    private val callCounter = AtomicLong(1)
+
+    /**
+     * Whether the current object has been destroyed and its reference is gone in the Rust side.
+     */
+    val uniffiIsDestroyed: Boolean get() = wasDestroyed.get()
+
+    override fun destroy() {
+        // Only allow a single call to this method.
+        // TODO: maybe we should log a warning if called more than once?
+        if (this.wasDestroyed.compareAndSet(false, true)) {
+            // This decrement always matches the initial count of 1 given at creation time.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    @Synchronized
+    override fun close() {
+        this.destroy()
+    }
+
+    internal inline fun <R> callWithHandle(block: (handle: Long) -> R): R {
+        // Check and increment the call counter, to keep the object alive.
+        // This needs a compare-and-set retry loop in case of concurrent updates.
+        do {
+            val c = this.callCounter.get()
+            if (c == 0L) {
+                throw IllegalStateException("${this.javaClass.simpleName} object has already been destroyed")
+            }
+            if (c == Long.MAX_VALUE) {
+                throw IllegalStateException("${this.javaClass.simpleName} call counter would overflow")
+            }
+        } while (! this.callCounter.compareAndSet(c, c + 1L))
+        // Now we can safely do the method call without the handle being freed concurrently.
+        try {
+            return block(this.uniffiCloneHandle())
+        } finally {
+            // This decrement always matches the increment we performed above.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    // Use a static inner class instead of a closure so as not to accidentally
+    // capture `this` as part of the cleanable's action.
+    private class UniffiCleanAction(private val handle: Long) : Runnable {
+        override fun run() {
+            if (handle == 0.toLong()) {
+                // Fake object created with `NoHandle`, don't try to free.
+                return;
+            }
+            uniffiRustCall { status ->
+                UniffiLib.uniffi_unibus_ffi_fn_free_truststore(handle, status)
+            }
+        }
+    }
+
+    /**
+     * @suppress
+     */
+    fun uniffiCloneHandle(): Long {
+        if (handle == 0.toLong()) {
+            throw InternalException("uniffiCloneHandle() called on NoHandle object");
+        }
+        return uniffiRustCall() { status ->
+            UniffiLib.uniffi_unibus_ffi_fn_clone_truststore(handle, status)
+        }
+    }
+
+    
+    /**
+     * Pins `owner` (hex) for `room` in place of any other, verified: accepts a change of owner
+     * deliberately, after verifying the new one out of band. The epoch floor is kept.
+     */
+    @Throws(TrustException::class)override fun `acceptOwner`(`room`: kotlin.String, `owner`: kotlin.String)
+        = 
+    callWithHandle {
+    uniffiRustCallWithError(TrustException) { _status ->
+    UniffiLib.uniffi_unibus_ffi_fn_method_truststore_accept_owner(
+        it,
+        
+        FfiConverterString.lower(`room`),
+        FfiConverterString.lower(`owner`),_status)
+}
+    }
+    
+    
+
+    
+    /**
+     * Forgets `room`'s pin and floor (a deliberate reset).
+     */
+    @Throws(TrustException::class)override fun `forgetRoom`(`room`: kotlin.String)
+        = 
+    callWithHandle {
+    uniffiRustCallWithError(TrustException) { _status ->
+    UniffiLib.uniffi_unibus_ffi_fn_method_truststore_forget_room(
+        it,
+        
+        FfiConverterString.lower(`room`),_status)
+}
+    }
+    
+    
+
+    
+    /**
+     * Marks `owner` (hex) verified for `room` after an out-of-band comparison; pins it if none
+     * is. Raises `OwnerMismatch` if another owner is pinned (see `accept_owner`).
+     */
+    @Throws(TrustException::class)override fun `markOwnerVerified`(`room`: kotlin.String, `owner`: kotlin.String)
+        = 
+    callWithHandle {
+    uniffiRustCallWithError(TrustException) { _status ->
+    UniffiLib.uniffi_unibus_ffi_fn_method_truststore_mark_owner_verified(
+        it,
+        
+        FfiConverterString.lower(`room`),
+        FfiConverterString.lower(`owner`),_status)
+}
+    }
+    
+    
+
+    
+    /**
+     * The pinned owner of `room` as a safety number and QR code; null if none is pinned.
+     */
+    @Throws(TrustException::class)override fun `ownerFingerprint`(`room`: kotlin.String): OwnerFingerprint? {
+            return FfiConverterOptionalTypeOwnerFingerprint.lift(
+    callWithHandle {
+    uniffiRustCallWithError(TrustException) { _status ->
+    UniffiLib.uniffi_unibus_ffi_fn_method_truststore_owner_fingerprint(
+        it,
+        
+        FfiConverterString.lower(`room`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * The file behind the store; null in memory.
+     */override fun `path`(): kotlin.String? {
+            return FfiConverterOptionalString.lift(
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_unibus_ffi_fn_method_truststore_path(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * What the store holds for `room`; null before any reply named its owner.
+     */
+    @Throws(TrustException::class)override fun `room`(`room`: kotlin.String): RoomTrust? {
+            return FfiConverterOptionalTypeRoomTrust.lift(
+    callWithHandle {
+    uniffiRustCallWithError(TrustException) { _status ->
+    UniffiLib.uniffi_unibus_ffi_fn_method_truststore_room(
+        it,
+        
+        FfiConverterString.lower(`room`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Every room the store holds, sorted by id.
+     */override fun `rooms`(): List<RoomTrust> {
+            return FfiConverterSequenceTypeRoomTrust.lift(
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_unibus_ffi_fn_method_truststore_rooms(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
+
+    
+
+    
+
+
+    
+    companion object {
+        
+    /**
+     * A store in memory only: it does not survive a restart.
+     */ fun `inMemory`(`identity`: Identity): TrustStore {
+            return FfiConverterTypeTrustStore.lift(
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_unibus_ffi_fn_constructor_truststore_in_memory(
+    
+        
+        FfiConverterTypeIdentity.lower(`identity`),_status)
+}
+    )
+    }
+    
+
+        
+    /**
+     * Opens the trust file at `path` for `identity`, or creates it if there is none (the
+     * directory must exist). A file of another identity raises `WrongIdentity`; an unreadable
+     * one `Corrupt` or `UnsupportedVersion`, and is left untouched.
+     */
+    @Throws(TrustException::class) fun `open`(`path`: kotlin.String, `identity`: Identity): TrustStore {
+            return FfiConverterTypeTrustStore.lift(
+    uniffiRustCallWithError(TrustException) { _status ->
+    UniffiLib.uniffi_unibus_ffi_fn_constructor_truststore_open(
+    
+        
+        FfiConverterString.lower(`path`),
+        FfiConverterTypeIdentity.lower(`identity`),_status)
+}
+    )
+    }
+    
+
+        
+    }
+    
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeTrustStore: FfiConverter<TrustStore, Long> {
+    override fun lower(value: TrustStore): Long {
+        return value.uniffiCloneHandle()
+    }
+
+    override fun lift(value: Long): TrustStore {
+        return TrustStore(UniffiWithHandle, value)
+    }
+
+    override fun read(buf: ByteBuffer): TrustStore {
+        return lift(buf.getLong())
+    }
+
+    override fun allocationSize(value: TrustStore) = 8UL
+
+    override fun write(value: TrustStore, buf: ByteBuffer) {
         buf.putLong(lower(value))
     }
 }
@@ -4155,6 +4671,69 @@ public object FfiConverterTypeOpenedRoomKey: FfiConverterRustBuffer<OpenedRoomKe
 
 
 /**
+ * A room owner as shown to people, to compare out of band.
+ */
+data class OwnerFingerprint (
+    /**
+     * The room id.
+     */
+    var `room`: kotlin.String
+    , 
+    /**
+     * The owner's signing key, hex.
+     */
+    var `owner`: kotlin.String
+    , 
+    /**
+     * 12 groups of 5 digits separated by spaces, to read aloud.
+     */
+    var `safetyNumber`: kotlin.String
+    , 
+    /**
+     * `unibus-owner:v1:<room>:<owner hex>`, for a QR code.
+     */
+    var `qrCode`: kotlin.String
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeOwnerFingerprint: FfiConverterRustBuffer<OwnerFingerprint> {
+    override fun read(buf: ByteBuffer): OwnerFingerprint {
+        return OwnerFingerprint(
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: OwnerFingerprint) = (
+            FfiConverterString.allocationSize(value.`room`) +
+            FfiConverterString.allocationSize(value.`owner`) +
+            FfiConverterString.allocationSize(value.`safetyNumber`) +
+            FfiConverterString.allocationSize(value.`qrCode`)
+    )
+
+    override fun write(value: OwnerFingerprint, buf: ByteBuffer) {
+            FfiConverterString.write(value.`room`, buf)
+            FfiConverterString.write(value.`owner`, buf)
+            FfiConverterString.write(value.`safetyNumber`, buf)
+            FfiConverterString.write(value.`qrCode`, buf)
+    }
+}
+
+
+
+/**
  * The process-wide settings of [`init_platform`].
  */
 data class PlatformConfig (
@@ -4440,6 +5019,69 @@ public object FfiConverterTypeRoomInfo: FfiConverterRustBuffer<RoomInfo> {
             FfiConverterString.write(value.`id`, buf)
             FfiConverterString.write(value.`owner`, buf)
             FfiConverterULong.write(value.`epoch`, buf)
+    }
+}
+
+
+
+/**
+ * What the trust store holds for one room.
+ */
+data class RoomTrust (
+    /**
+     * The room id.
+     */
+    var `room`: kotlin.String
+    , 
+    /**
+     * The pinned owner's signing key, hex: the only key accepted as the room's rekeyer.
+     */
+    var `owner`: kotlin.String
+    , 
+    /**
+     * Whether the app marked the owner verified.
+     */
+    var `verified`: kotlin.Boolean
+    , 
+    /**
+     * The highest epoch of the room this client verified; a lower "latest" is refused.
+     */
+    var `epochFloor`: kotlin.ULong
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeRoomTrust: FfiConverterRustBuffer<RoomTrust> {
+    override fun read(buf: ByteBuffer): RoomTrust {
+        return RoomTrust(
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterBoolean.read(buf),
+            FfiConverterULong.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: RoomTrust) = (
+            FfiConverterString.allocationSize(value.`room`) +
+            FfiConverterString.allocationSize(value.`owner`) +
+            FfiConverterBoolean.allocationSize(value.`verified`) +
+            FfiConverterULong.allocationSize(value.`epochFloor`)
+    )
+
+    override fun write(value: RoomTrust, buf: ByteBuffer) {
+            FfiConverterString.write(value.`room`, buf)
+            FfiConverterString.write(value.`owner`, buf)
+            FfiConverterBoolean.write(value.`verified`, buf)
+            FfiConverterULong.write(value.`epochFloor`, buf)
     }
 }
 
@@ -5336,6 +5978,34 @@ sealed class RoomUpdate {
     object Reconnected : RoomUpdate()
     
     
+    /**
+     * A reply named another owner for a room than the pinned one, and was refused: the server
+     * may be lying. Raised by the SDK, not sent by the server.
+     */
+    data class OwnerChanged(
+        /**
+         * The room id.
+         */
+        val `room`: kotlin.String, 
+        /**
+         * The pinned owner, hex.
+         */
+        val `pinned`: kotlin.String, 
+        /**
+         * The owner the reply named, hex.
+         */
+        val `found`: kotlin.String, 
+        /**
+         * Whether the app had marked the pinned owner verified.
+         */
+        val `verified`: kotlin.Boolean) : RoomUpdate()
+        
+    {
+        
+
+        companion object
+    }
+    
 
     
 
@@ -5364,6 +6034,12 @@ public object FfiConverterTypeRoomUpdate : FfiConverterRustBuffer<RoomUpdate>{
                 )
             4 -> RoomUpdate.Disconnected
             5 -> RoomUpdate.Reconnected
+            6 -> RoomUpdate.OwnerChanged(
+                FfiConverterString.read(buf),
+                FfiConverterString.read(buf),
+                FfiConverterString.read(buf),
+                FfiConverterBoolean.read(buf),
+                )
             else -> throw RuntimeException("invalid enum value, something is very wrong!!")
         }
     }
@@ -5403,6 +6079,16 @@ public object FfiConverterTypeRoomUpdate : FfiConverterRustBuffer<RoomUpdate>{
                 4UL
             )
         }
+        is RoomUpdate.OwnerChanged -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterString.allocationSize(value.`room`)
+                + FfiConverterString.allocationSize(value.`pinned`)
+                + FfiConverterString.allocationSize(value.`found`)
+                + FfiConverterBoolean.allocationSize(value.`verified`)
+            )
+        }
     }
 
     override fun write(value: RoomUpdate, buf: ByteBuffer) {
@@ -5429,6 +6115,14 @@ public object FfiConverterTypeRoomUpdate : FfiConverterRustBuffer<RoomUpdate>{
             }
             is RoomUpdate.Reconnected -> {
                 buf.putInt(5)
+                Unit
+            }
+            is RoomUpdate.OwnerChanged -> {
+                buf.putInt(6)
+                FfiConverterString.write(value.`room`, buf)
+                FfiConverterString.write(value.`pinned`, buf)
+                FfiConverterString.write(value.`found`, buf)
+                FfiConverterBoolean.write(value.`verified`, buf)
                 Unit
             }
         }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }
@@ -5773,9 +6467,21 @@ sealed class SessionException(message: String): kotlin.Exception(message) {
         class Verification(message: String) : SessionException(message)
         
     /**
-     * The server named another owner for a room than before.
+     * A reply named another owner for a room than the pinned one; the reply was refused.
+     * Compare the new owner's safety number out of band before `accept_owner`.
      */
         class OwnerChanged(message: String) : SessionException(message)
+        
+    /**
+     * A reply offered an epoch below one this client verified as the room's latest: an
+     * old key replayed. The reply was refused.
+     */
+        class EpochRollback(message: String) : SessionException(message)
+        
+    /**
+     * The trust store could not be read or saved, or belongs to another identity.
+     */
+        class Trust(message: String) : SessionException(message)
         
     /**
      * Sealing a new room key failed on this device.
@@ -5832,10 +6538,12 @@ public object FfiConverterTypeSessionError : FfiConverterRustBuffer<SessionExcep
             20 -> SessionException.InvalidReply(FfiConverterString.read(buf))
             21 -> SessionException.Verification(FfiConverterString.read(buf))
             22 -> SessionException.OwnerChanged(FfiConverterString.read(buf))
-            23 -> SessionException.Seal(FfiConverterString.read(buf))
-            24 -> SessionException.InvalidArgument(FfiConverterString.read(buf))
-            25 -> SessionException.Internal(FfiConverterString.read(buf))
-            26 -> SessionException.Other(FfiConverterString.read(buf))
+            23 -> SessionException.EpochRollback(FfiConverterString.read(buf))
+            24 -> SessionException.Trust(FfiConverterString.read(buf))
+            25 -> SessionException.Seal(FfiConverterString.read(buf))
+            26 -> SessionException.InvalidArgument(FfiConverterString.read(buf))
+            27 -> SessionException.Internal(FfiConverterString.read(buf))
+            28 -> SessionException.Other(FfiConverterString.read(buf))
             else -> throw RuntimeException("invalid error enum value, something is very wrong!!")
         }
         
@@ -5935,20 +6643,146 @@ public object FfiConverterTypeSessionError : FfiConverterRustBuffer<SessionExcep
                 buf.putInt(22)
                 Unit
             }
-            is SessionException.Seal -> {
+            is SessionException.EpochRollback -> {
                 buf.putInt(23)
                 Unit
             }
-            is SessionException.InvalidArgument -> {
+            is SessionException.Trust -> {
                 buf.putInt(24)
                 Unit
             }
-            is SessionException.Internal -> {
+            is SessionException.Seal -> {
                 buf.putInt(25)
                 Unit
             }
-            is SessionException.Other -> {
+            is SessionException.InvalidArgument -> {
                 buf.putInt(26)
+                Unit
+            }
+            is SessionException.Internal -> {
+                buf.putInt(27)
+                Unit
+            }
+            is SessionException.Other -> {
+                buf.putInt(28)
+                Unit
+            }
+        }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }
+    }
+
+}
+
+
+
+
+
+/**
+ * The trust store (pinned owners, epoch floors) could not be opened, saved or changed.
+ */
+sealed class TrustException(message: String): kotlin.Exception(message) {
+        
+    /**
+     * The file could not be read or written; check the path and permissions.
+     */
+        class Io(message: String) : TrustException(message)
+        
+    /**
+     * The file is not a readable trust file; it was left untouched.
+     */
+        class Corrupt(message: String) : TrustException(message)
+        
+    /**
+     * The file was written by a newer SDK.
+     */
+        class UnsupportedVersion(message: String) : TrustException(message)
+        
+    /**
+     * The file belongs to another identity.
+     */
+        class WrongIdentity(message: String) : TrustException(message)
+        
+    /**
+     * Another owner is pinned for the room; use `accept_owner` to re-pin.
+     */
+        class OwnerMismatch(message: String) : TrustException(message)
+        
+    /**
+     * The text is not an owner code.
+     */
+        class BadOwnerCode(message: String) : TrustException(message)
+        
+    /**
+     * An argument (room id, key) is malformed.
+     */
+        class InvalidArgument(message: String) : TrustException(message)
+        
+    /**
+     * An error this version of the bindings does not name; the message says what.
+     */
+        class Other(message: String) : TrustException(message)
+        
+
+    companion object ErrorHandler : UniffiRustCallStatusErrorHandler<TrustException> {
+        override fun lift(error_buf: RustBuffer.ByValue): TrustException = FfiConverterTypeTrustError.lift(error_buf)
+    }
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeTrustError : FfiConverterRustBuffer<TrustException> {
+    override fun read(buf: ByteBuffer): TrustException {
+        
+            return when(buf.getInt()) {
+            1 -> TrustException.Io(FfiConverterString.read(buf))
+            2 -> TrustException.Corrupt(FfiConverterString.read(buf))
+            3 -> TrustException.UnsupportedVersion(FfiConverterString.read(buf))
+            4 -> TrustException.WrongIdentity(FfiConverterString.read(buf))
+            5 -> TrustException.OwnerMismatch(FfiConverterString.read(buf))
+            6 -> TrustException.BadOwnerCode(FfiConverterString.read(buf))
+            7 -> TrustException.InvalidArgument(FfiConverterString.read(buf))
+            8 -> TrustException.Other(FfiConverterString.read(buf))
+            else -> throw RuntimeException("invalid error enum value, something is very wrong!!")
+        }
+        
+    }
+
+    override fun allocationSize(value: TrustException): ULong {
+        return 4UL
+    }
+
+    override fun write(value: TrustException, buf: ByteBuffer) {
+        when(value) {
+            is TrustException.Io -> {
+                buf.putInt(1)
+                Unit
+            }
+            is TrustException.Corrupt -> {
+                buf.putInt(2)
+                Unit
+            }
+            is TrustException.UnsupportedVersion -> {
+                buf.putInt(3)
+                Unit
+            }
+            is TrustException.WrongIdentity -> {
+                buf.putInt(4)
+                Unit
+            }
+            is TrustException.OwnerMismatch -> {
+                buf.putInt(5)
+                Unit
+            }
+            is TrustException.BadOwnerCode -> {
+                buf.putInt(6)
+                Unit
+            }
+            is TrustException.InvalidArgument -> {
+                buf.putInt(7)
+                Unit
+            }
+            is TrustException.Other -> {
+                buf.putInt(8)
                 Unit
             }
         }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }
@@ -6143,6 +6977,70 @@ public object FfiConverterOptionalTypeLogSink: FfiConverterRustBuffer<LogSink?> 
 /**
  * @suppress
  */
+public object FfiConverterOptionalTypeTrustStore: FfiConverterRustBuffer<TrustStore?> {
+    override fun read(buf: ByteBuffer): TrustStore? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypeTrustStore.read(buf)
+    }
+
+    override fun allocationSize(value: TrustStore?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypeTrustStore.allocationSize(value)
+        }
+    }
+
+    override fun write(value: TrustStore?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypeTrustStore.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterOptionalTypeOwnerFingerprint: FfiConverterRustBuffer<OwnerFingerprint?> {
+    override fun read(buf: ByteBuffer): OwnerFingerprint? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypeOwnerFingerprint.read(buf)
+    }
+
+    override fun allocationSize(value: OwnerFingerprint?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypeOwnerFingerprint.allocationSize(value)
+        }
+    }
+
+    override fun write(value: OwnerFingerprint?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypeOwnerFingerprint.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
 public object FfiConverterOptionalTypeRegisterOptions: FfiConverterRustBuffer<RegisterOptions?> {
     override fun read(buf: ByteBuffer): RegisterOptions? {
         if (buf.get().toInt() == 0) {
@@ -6165,6 +7063,38 @@ public object FfiConverterOptionalTypeRegisterOptions: FfiConverterRustBuffer<Re
         } else {
             buf.put(1)
             FfiConverterTypeRegisterOptions.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterOptionalTypeRoomTrust: FfiConverterRustBuffer<RoomTrust?> {
+    override fun read(buf: ByteBuffer): RoomTrust? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypeRoomTrust.read(buf)
+    }
+
+    override fun allocationSize(value: RoomTrust?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypeRoomTrust.allocationSize(value)
+        }
+    }
+
+    override fun write(value: RoomTrust?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypeRoomTrust.write(value, buf)
         }
     }
 }
@@ -6309,6 +7239,34 @@ public object FfiConverterSequenceTypeRoomInfo: FfiConverterRustBuffer<List<Room
         buf.putInt(value.size)
         value.iterator().forEach {
             FfiConverterTypeRoomInfo.write(it, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterSequenceTypeRoomTrust: FfiConverterRustBuffer<List<RoomTrust>> {
+    override fun read(buf: ByteBuffer): List<RoomTrust> {
+        val len = buf.getInt()
+        return List<RoomTrust>(len) {
+            FfiConverterTypeRoomTrust.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<RoomTrust>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterTypeRoomTrust.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<RoomTrust>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterTypeRoomTrust.write(it, buf)
         }
     }
 }
@@ -6507,6 +7465,38 @@ public object FfiConverterSequenceTypeRoomInfo: FfiConverterRustBuffer<List<Room
         FfiConverterULong.lower(`epoch`),
         FfiConverterString.lower(`recipientKexPublicKey`),
         FfiConverterString.lower(`rekeyerSignPublicKey`),_status)
+}
+    )
+    }
+    
+
+        /**
+         * The fingerprint of `owner` (signing key, hex) as the owner of `room`: what the owner's own
+         * device shows, to compare with a member's.
+         */
+    @Throws(TrustException::class) fun `ownerFingerprint`(`room`: kotlin.String, `owner`: kotlin.String): OwnerFingerprint {
+            return FfiConverterTypeOwnerFingerprint.lift(
+    uniffiRustCallWithError(TrustException) { _status ->
+    UniffiLib.uniffi_unibus_ffi_fn_func_owner_fingerprint(
+    
+        
+        FfiConverterString.lower(`room`),
+        FfiConverterString.lower(`owner`),_status)
+}
+    )
+    }
+    
+
+        /**
+         * Reads a scanned owner code (`unibus-owner:v1:<room>:<owner hex>`) into its fingerprint.
+         */
+    @Throws(TrustException::class) fun `parseOwnerCode`(`code`: kotlin.String): OwnerFingerprint {
+            return FfiConverterTypeOwnerFingerprint.lift(
+    uniffiRustCallWithError(TrustException) { _status ->
+    UniffiLib.uniffi_unibus_ffi_fn_func_parse_owner_code(
+    
+        
+        FfiConverterString.lower(`code`),_status)
 }
     )
     }

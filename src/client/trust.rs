@@ -1,0 +1,785 @@
+//! What the client trusts across restarts: per room, the pinned owner and the highest epoch it
+//! has verified (docs/client.md, "Trust across restarts").
+//!
+//! A server could otherwise answer "latest key" with an older, validly signed epoch (one that a
+//! removed member still knows), or name a different owner to the next session and serve a
+//! manifest signed by that key. A [`TrustStore`] remembers, for one identity:
+//!
+//! - the owner of each room, pinned the first time a reply names it (trust on first use) and
+//!   refused when a later reply names another ([`SessionError::OwnerChanged`]);
+//! - whether the app marked that owner verified, after comparing its [`OwnerFingerprint`] out
+//!   of band;
+//! - the epoch floor: the highest epoch of the room whose manifest this client verified. A
+//!   "latest" epoch below it is refused ([`SessionError::EpochRollback`]).
+//!
+//! [`TrustStore::open`] keeps this in a JSON file, rewritten atomically on every change;
+//! [`TrustStore::in_memory`] keeps it for the process's life only.
+//!
+//! [`SessionError::OwnerChanged`]: super::SessionError::OwnerChanged
+//! [`SessionError::EpochRollback`]: super::SessionError::EpochRollback
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha512};
+
+use crate::{RoomId, SignPublicKey};
+
+/// The `format` field of a trust file.
+pub const TRUST_FILE_FORMAT: &str = "unibus-trust";
+/// The `version` field of the trust files this version writes and reads.
+pub const TRUST_FILE_VERSION: u64 = 1;
+/// The domain-separation label of the safety number (docs/client.md).
+pub const SAFETY_NUMBER_LABEL: &str = "unibus/owner-safety-number/v1";
+/// The prefix of an owner's QR-friendly code: `unibus-owner:v1:<room>:<owner hex>`.
+pub const OWNER_CODE_PREFIX: &str = "unibus-owner:v1:";
+
+/// Why the trust store could not be opened, read, written or changed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TrustError {
+    /// The file could not be read or written.
+    #[error(
+        "cannot read or write the trust file {path}: {message}; check the path and its permissions"
+    )]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        message: String,
+    },
+    /// The file exists but is not a trust file this version can read. It was left as it is.
+    #[error("the trust file {path} is unreadable ({reason}); it was left untouched: restore it from a backup, or move it away deliberately, which forgets every pinned owner and epoch floor")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The file was written by a newer version of the SDK.
+    #[error("the trust file {path} has version {version}, but this SDK reads version {supported}: update the app")]
+    UnsupportedVersion {
+        /// The file.
+        path: PathBuf,
+        /// The file's version.
+        version: u64,
+        /// The version this SDK reads.
+        supported: u64,
+    },
+    /// The file belongs to another identity. Every identity needs its own trust file.
+    #[error("the trust file {path} belongs to identity {found}, not {expected}: give each identity its own trust file")]
+    WrongIdentity {
+        /// The file.
+        path: PathBuf,
+        /// The identity that opened it.
+        expected: SignPublicKey,
+        /// The identity recorded in it.
+        found: SignPublicKey,
+    },
+    /// [`TrustStore::mark_owner_verified`] was given another owner than the pinned one.
+    #[error("room {room} is pinned to owner {pinned}, not {given}: if the owner really changed, verify the new one out of band and call accept_owner")]
+    OwnerMismatch {
+        /// The room.
+        room: RoomId,
+        /// The owner pinned for it.
+        pinned: SignPublicKey,
+        /// The owner the app gave.
+        given: SignPublicKey,
+    },
+    /// Text that is not an owner code (`unibus-owner:v1:<room>:<owner hex>`).
+    #[error("not an owner code ({0}): expected unibus-owner:v1:<room>:<64 hex characters>")]
+    BadOwnerCode(String),
+}
+
+/// What the store holds for one room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomTrust {
+    /// The room.
+    pub room: RoomId,
+    /// The pinned owner: the only key this client accepts as the room's rekeyer.
+    pub owner: SignPublicKey,
+    /// Whether the app marked the owner verified (compared out of band).
+    pub verified: bool,
+    /// The highest epoch of the room whose manifest this client verified; 0 before any. A
+    /// "latest" epoch below it is refused.
+    pub epoch_floor: u64,
+}
+
+/// How a room owner is shown to people for an out-of-band comparison: a safety number to read
+/// aloud and a code to put in a QR code. Both bind the room and the owner's key; the exact
+/// derivation is in docs/client.md.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnerFingerprint {
+    /// The room.
+    pub room: RoomId,
+    /// The owner's signing key.
+    pub owner: SignPublicKey,
+    /// 12 groups of 5 digits separated by single spaces, e.g. `"04721 93310 …"`.
+    pub safety_number: String,
+    /// `unibus-owner:v1:<room>:<owner hex>`, for a QR code.
+    pub qr_code: String,
+}
+
+impl OwnerFingerprint {
+    /// The fingerprint of `owner` as the owner of `room`.
+    pub fn new(room: &RoomId, owner: &SignPublicKey) -> Self {
+        Self {
+            room: room.clone(),
+            owner: *owner,
+            safety_number: safety_number(room, owner),
+            qr_code: format!("{OWNER_CODE_PREFIX}{room}:{}", owner.to_hex()),
+        }
+    }
+
+    /// Reads a scanned owner code (`unibus-owner:v1:<room>:<owner hex>`, the hex in either
+    /// case) back into a fingerprint.
+    pub fn from_qr_code(code: &str) -> Result<Self, TrustError> {
+        let rest = code
+            .trim()
+            .strip_prefix(OWNER_CODE_PREFIX)
+            .ok_or_else(|| TrustError::BadOwnerCode("wrong prefix".into()))?;
+        let (room, owner) = rest
+            .rsplit_once(':')
+            .ok_or_else(|| TrustError::BadOwnerCode("no owner key".into()))?;
+        let room = RoomId::new(room).map_err(|e| TrustError::BadOwnerCode(e.to_string()))?;
+        let owner =
+            SignPublicKey::from_hex(owner).map_err(|e| TrustError::BadOwnerCode(e.to_string()))?;
+        Ok(Self::new(&room, &owner))
+    }
+}
+
+/// `SHA-512(label || u16 BE room length || room || owner key)`; group `i` (0 to 11) is bytes
+/// `5i..5i+5` as a big-endian integer modulo 100000, as 5 digits.
+fn safety_number(room: &RoomId, owner: &SignPublicKey) -> String {
+    let room = room.as_str().as_bytes();
+    let mut hash = Sha512::new();
+    hash.update(SAFETY_NUMBER_LABEL.as_bytes());
+    // A room id is at most 128 bytes (protocol §6), so its length fits.
+    hash.update((room.len() as u16).to_be_bytes());
+    hash.update(room);
+    hash.update(owner.as_bytes());
+    let digest = hash.finalize();
+    digest[..60]
+        .chunks_exact(5)
+        .map(|chunk| {
+            let value = chunk.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
+            format!("{:05}", value % 100_000)
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// What a session learns when it checks a reply's owner against the store.
+#[derive(Debug)]
+pub(crate) enum OwnerCheck {
+    /// The owner is the pinned one (or was just pinned).
+    Trusted,
+    /// Another owner is pinned.
+    Changed {
+        pinned: SignPublicKey,
+        verified: bool,
+    },
+}
+
+/// The per-room trust of one identity, kept so that a server cannot roll a room back to an
+/// older (validly signed) epoch or name a different owner to the next session:
+///
+/// - the owner of each room, pinned the first time a reply names it (trust on first use) and
+///   refused when a later reply names another
+///   ([`SessionError::OwnerChanged`](super::SessionError::OwnerChanged));
+/// - whether the app marked that owner verified, after comparing its [`OwnerFingerprint`] out
+///   of band;
+/// - the epoch floor: the highest epoch of the room whose manifest this client verified. A
+///   "latest" epoch below it is refused
+///   ([`SessionError::EpochRollback`](super::SessionError::EpochRollback)).
+///
+/// [`open`](Self::open) keeps this in a JSON file, rewritten atomically on every change (format
+/// in docs/client.md, "Trust across restarts"); [`in_memory`](Self::in_memory) keeps it for the
+/// process's life only.
+///
+/// Cheap to clone: clones share one state. Open a file once per process and share the store
+/// between that identity's sessions: two stores writing one file would undo each other's
+/// changes.
+///
+/// ```no_run
+/// # fn run(me: &unibus::Identity) -> Result<(), unibus::client::TrustError> {
+/// use unibus::client::TrustStore;
+/// use unibus::RoomId;
+///
+/// let trust = TrustStore::open("/data/app/unibus-trust.json", &me.sign_public_key())?;
+/// let room = RoomId::new("general").unwrap();
+/// if let Some(fingerprint) = trust.owner_fingerprint(&room) {
+///     println!("compare with the owner: {}", fingerprint.safety_number);
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct TrustStore {
+    inner: Arc<Mutex<State>>,
+}
+
+struct State {
+    identity: SignPublicKey,
+    /// `None` in memory.
+    path: Option<PathBuf>,
+    rooms: BTreeMap<RoomId, Entry>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Entry {
+    owner: SignPublicKey,
+    verified: bool,
+    epoch_floor: u64,
+}
+
+/// The file, as written (docs/client.md).
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    format: String,
+    version: u64,
+    identity: SignPublicKey,
+    rooms: BTreeMap<RoomId, Entry>,
+}
+
+impl std::fmt::Debug for TrustStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = self.lock();
+        f.debug_struct("TrustStore")
+            .field("identity", &state.identity)
+            .field("path", &state.path)
+            .field("rooms", &state.rooms.len())
+            .finish()
+    }
+}
+
+impl TrustStore {
+    /// Opens the trust file at `path` for `identity` (its signing key), or creates it (with no
+    /// rooms) if there is none. The directory must exist.
+    ///
+    /// A file that belongs to another identity fails with [`TrustError::WrongIdentity`]; a file
+    /// that is not a readable trust file with [`TrustError::Corrupt`] or
+    /// [`TrustError::UnsupportedVersion`]. Such a file is never reset or overwritten.
+    pub fn open(path: impl AsRef<Path>, identity: &SignPublicKey) -> Result<Self, TrustError> {
+        let path = path.as_ref().to_path_buf();
+        let rooms = match std::fs::read(&path) {
+            Ok(bytes) => read_file(&path, &bytes, identity)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let rooms = BTreeMap::new();
+                write_file(&path, identity, &rooms)?;
+                rooms
+            }
+            Err(e) => return Err(io_error(&path, &e)),
+        };
+        Ok(Self::with_state(State {
+            identity: *identity,
+            path: Some(path),
+            rooms,
+        }))
+    }
+
+    /// A store kept in memory only, which does **not** survive a restart: a server can then
+    /// name another owner, or roll back the epoch, to the next process. What
+    /// [`SessionOptions::default`](super::SessionOptions) uses.
+    pub fn in_memory(identity: &SignPublicKey) -> Self {
+        Self::with_state(State {
+            identity: *identity,
+            path: None,
+            rooms: BTreeMap::new(),
+        })
+    }
+
+    fn with_state(state: State) -> Self {
+        Self {
+            inner: Arc::new(Mutex::new(state)),
+        }
+    }
+
+    /// The identity (signing key) this store belongs to.
+    pub fn identity(&self) -> SignPublicKey {
+        self.lock().identity
+    }
+
+    /// The file behind the store; `None` for an in-memory store.
+    pub fn path(&self) -> Option<PathBuf> {
+        self.lock().path.clone()
+    }
+
+    /// What the store holds for `room`; `None` before any reply named its owner.
+    pub fn room(&self, room: &RoomId) -> Option<RoomTrust> {
+        self.lock()
+            .rooms
+            .get(room)
+            .map(|entry| room_trust(room, entry))
+    }
+
+    /// Every room the store holds, sorted by id.
+    pub fn rooms(&self) -> Vec<RoomTrust> {
+        self.lock()
+            .rooms
+            .iter()
+            .map(|(room, entry)| room_trust(room, entry))
+            .collect()
+    }
+
+    /// The pinned owner of `room` as a safety number and a QR code, to compare out of band;
+    /// `None` if no owner is pinned.
+    pub fn owner_fingerprint(&self, room: &RoomId) -> Option<OwnerFingerprint> {
+        self.room(room)
+            .map(|trust| OwnerFingerprint::new(room, &trust.owner))
+    }
+
+    /// Marks `owner` verified as the owner of `room`, after the app compared its fingerprint
+    /// out of band. Pins it if the room has no owner pinned yet; fails with
+    /// [`TrustError::OwnerMismatch`] if another owner is pinned (see
+    /// [`accept_owner`](Self::accept_owner)).
+    pub fn mark_owner_verified(
+        &self,
+        room: &RoomId,
+        owner: &SignPublicKey,
+    ) -> Result<(), TrustError> {
+        self.update(|rooms| {
+            let entry = rooms.entry(room.clone()).or_insert(Entry {
+                owner: *owner,
+                verified: false,
+                epoch_floor: 0,
+            });
+            if entry.owner != *owner {
+                return Err(TrustError::OwnerMismatch {
+                    room: room.clone(),
+                    pinned: entry.owner,
+                    given: *owner,
+                });
+            }
+            entry.verified = true;
+            Ok(())
+        })
+    }
+
+    /// Pins `owner` as the owner of `room`, replacing any other, and marks it verified: the way
+    /// to accept a change of owner deliberately, after verifying the new one out of band. The
+    /// epoch floor is kept.
+    pub fn accept_owner(&self, room: &RoomId, owner: &SignPublicKey) -> Result<(), TrustError> {
+        self.update(|rooms| {
+            let entry = rooms.entry(room.clone()).or_insert(Entry {
+                owner: *owner,
+                verified: true,
+                epoch_floor: 0,
+            });
+            entry.owner = *owner;
+            entry.verified = true;
+            Ok(())
+        })
+    }
+
+    /// Forgets everything about `room`: its owner is pinned again from the next reply, and its
+    /// epoch floor starts at 0. Only for a room the app deliberately resets (for example after
+    /// a server was restored from a backup and the change was confirmed out of band).
+    pub fn forget_room(&self, room: &RoomId) -> Result<(), TrustError> {
+        self.update(|rooms| {
+            rooms.remove(room);
+            Ok(())
+        })
+    }
+
+    /// Checks `owner` against the pin of `room`, pinning it (and saving) the first time.
+    pub(crate) fn check_owner(
+        &self,
+        room: &RoomId,
+        owner: &SignPublicKey,
+    ) -> Result<OwnerCheck, TrustError> {
+        let mut state = self.lock();
+        if let Some(entry) = state.rooms.get(room) {
+            return Ok(if entry.owner == *owner {
+                OwnerCheck::Trusted
+            } else {
+                OwnerCheck::Changed {
+                    pinned: entry.owner,
+                    verified: entry.verified,
+                }
+            });
+        }
+        let mut rooms = state.rooms.clone();
+        rooms.insert(
+            room.clone(),
+            Entry {
+                owner: *owner,
+                verified: false,
+                epoch_floor: 0,
+            },
+        );
+        state.save(rooms)?;
+        Ok(OwnerCheck::Trusted)
+    }
+
+    /// The epoch floor of `room` (0 if unknown).
+    pub(crate) fn epoch_floor(&self, room: &RoomId) -> u64 {
+        self.lock()
+            .rooms
+            .get(room)
+            .map_or(0, |entry| entry.epoch_floor)
+    }
+
+    /// Records that a manifest of `room` at `epoch`, signed by `owner`, verified: raises the
+    /// floor (and saves) if `owner` is the pinned owner or none is pinned yet (then pinning
+    /// it). Does nothing if another owner is pinned.
+    pub(crate) fn record_verified(
+        &self,
+        room: &RoomId,
+        owner: &SignPublicKey,
+        epoch: u64,
+    ) -> Result<(), TrustError> {
+        let mut state = self.lock();
+        let current = state.rooms.get(room).copied();
+        let entry = match current {
+            None => Entry {
+                owner: *owner,
+                verified: false,
+                epoch_floor: epoch,
+            },
+            Some(entry) if entry.owner == *owner && entry.epoch_floor < epoch => Entry {
+                epoch_floor: epoch,
+                ..entry
+            },
+            Some(_) => return Ok(()),
+        };
+        let mut rooms = state.rooms.clone();
+        rooms.insert(room.clone(), entry);
+        state.save(rooms)
+    }
+
+    /// Applies `change` to a copy of the rooms, saves it, and keeps it only if that worked.
+    fn update(
+        &self,
+        change: impl FnOnce(&mut BTreeMap<RoomId, Entry>) -> Result<(), TrustError>,
+    ) -> Result<(), TrustError> {
+        let mut state = self.lock();
+        let mut rooms = state.rooms.clone();
+        change(&mut rooms)?;
+        if rooms == state.rooms {
+            return Ok(());
+        }
+        state.save(rooms)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Every change is computed on a copy and swapped in whole, so a panic while the lock
+        // was held cannot have left a half-made change behind.
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl State {
+    /// Writes `rooms` to the file (if any), then keeps them. A failed write changes nothing.
+    fn save(&mut self, rooms: BTreeMap<RoomId, Entry>) -> Result<(), TrustError> {
+        if let Some(path) = &self.path {
+            write_file(path, &self.identity, &rooms)?;
+        }
+        self.rooms = rooms;
+        Ok(())
+    }
+}
+
+fn room_trust(room: &RoomId, entry: &Entry) -> RoomTrust {
+    RoomTrust {
+        room: room.clone(),
+        owner: entry.owner,
+        verified: entry.verified,
+        epoch_floor: entry.epoch_floor,
+    }
+}
+
+fn io_error(path: &Path, error: &std::io::Error) -> TrustError {
+    TrustError::Io {
+        path: path.to_path_buf(),
+        message: error.to_string(),
+    }
+}
+
+fn read_file(
+    path: &Path,
+    bytes: &[u8],
+    identity: &SignPublicKey,
+) -> Result<BTreeMap<RoomId, Entry>, TrustError> {
+    let corrupt = |reason: String| TrustError::Corrupt {
+        path: path.to_path_buf(),
+        reason,
+    };
+    // The format and version first, so that a newer file says so rather than "corrupt".
+    let value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| corrupt(format!("not JSON: {e}")))?;
+    if value.get("format").and_then(|f| f.as_str()) != Some(TRUST_FILE_FORMAT) {
+        return Err(corrupt(format!("its format is not {TRUST_FILE_FORMAT:?}")));
+    }
+    let version = value
+        .get("version")
+        .and_then(|v| v.as_u64())
+        .ok_or_else(|| corrupt("no version".into()))?;
+    if version != TRUST_FILE_VERSION {
+        return Err(TrustError::UnsupportedVersion {
+            path: path.to_path_buf(),
+            version,
+            supported: TRUST_FILE_VERSION,
+        });
+    }
+    let file: File = serde_json::from_value(value).map_err(|e| corrupt(e.to_string()))?;
+    if file.identity != *identity {
+        return Err(TrustError::WrongIdentity {
+            path: path.to_path_buf(),
+            expected: *identity,
+            found: file.identity,
+        });
+    }
+    Ok(file.rooms)
+}
+
+/// Replaces the file atomically: a temporary file in the same directory is written and
+/// flushed to disk, renamed over the file, and the directory is flushed. A crash leaves the old
+/// file or the new one, never a mix.
+fn write_file(
+    path: &Path,
+    identity: &SignPublicKey,
+    rooms: &BTreeMap<RoomId, Entry>,
+) -> Result<(), TrustError> {
+    let file = File {
+        format: TRUST_FILE_FORMAT.into(),
+        version: TRUST_FILE_VERSION,
+        identity: *identity,
+        rooms: rooms.clone(),
+    };
+    let mut bytes = serde_json::to_vec_pretty(&file).map_err(|e| TrustError::Io {
+        path: path.to_path_buf(),
+        message: format!("cannot encode the trust state: {e}"),
+    })?;
+    bytes.push(b'\n');
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| TrustError::Io {
+            path: path.to_path_buf(),
+            message: "the path names no file".into(),
+        })?
+        .to_string_lossy()
+        .into_owned();
+    let temporary = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let written = write_and_rename(&temporary, path, &dir, &bytes);
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temporary);
+    }
+    written.map_err(|e| io_error(path, &e))
+}
+
+fn write_and_rename(
+    temporary: &Path,
+    path: &Path,
+    dir: &Path,
+    bytes: &[u8],
+) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(temporary)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(temporary, path)?;
+    // The rename is durable once the directory is flushed (not possible on Windows).
+    #[cfg(unix)]
+    std::fs::File::open(dir)?.sync_all()?;
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Identity;
+
+    fn key() -> SignPublicKey {
+        Identity::generate().unwrap().sign_public_key()
+    }
+
+    #[test]
+    fn the_safety_number_is_twelve_groups_of_five_digits_bound_to_room_and_owner() {
+        let room = RoomId::new("general").unwrap();
+        let owner = SignPublicKey::from_bytes([7; 32]).unwrap();
+        let fingerprint = OwnerFingerprint::new(&room, &owner);
+        let groups: Vec<&str> = fingerprint.safety_number.split(' ').collect();
+        assert_eq!(groups.len(), 12);
+        assert!(groups
+            .iter()
+            .all(|g| g.len() == 5 && g.bytes().all(|b| b.is_ascii_digit())));
+        // The known answer of docs/client.md.
+        assert_eq!(fingerprint.safety_number, KNOWN_SAFETY_NUMBER);
+        assert_eq!(
+            fingerprint.qr_code,
+            format!("unibus-owner:v1:general:{}", "07".repeat(32))
+        );
+        let other_room = OwnerFingerprint::new(&RoomId::new("generals").unwrap(), &owner);
+        assert_ne!(other_room.safety_number, fingerprint.safety_number);
+        let other_owner = OwnerFingerprint::new(&room, &key());
+        assert_ne!(other_owner.safety_number, fingerprint.safety_number);
+    }
+
+    const KNOWN_SAFETY_NUMBER: &str =
+        "21738 30736 09585 59530 28187 95858 45437 99667 59014 81471 61116 31815";
+
+    #[test]
+    fn an_owner_code_reads_back_and_anything_else_is_refused() {
+        let room = RoomId::new("design-team_2").unwrap();
+        let owner = key();
+        let fingerprint = OwnerFingerprint::new(&room, &owner);
+        assert_eq!(
+            OwnerFingerprint::from_qr_code(&fingerprint.qr_code).unwrap(),
+            fingerprint
+        );
+        let upper = format!(
+            "unibus-owner:v1:design-team_2:{}",
+            owner.to_hex().to_uppercase()
+        );
+        assert_eq!(OwnerFingerprint::from_qr_code(&upper).unwrap(), fingerprint);
+        for bad in [
+            "",
+            "unibus-owner:v1:",
+            "unibus-owner:v2:general:00",
+            "unibus-owner:v1:general",
+            "unibus-owner:v1:bad room:0707070707070707070707070707070707070707070707070707070707070707",
+            "unibus-owner:v1:general:07",
+        ] {
+            assert!(
+                matches!(OwnerFingerprint::from_qr_code(bad), Err(TrustError::BadOwnerCode(_))),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn pins_floors_and_verification_survive_reopening_the_file() {
+        let dir = tempdir();
+        let path = dir.join("trust.json");
+        let me = key();
+        let (room, owner) = (RoomId::new("general").unwrap(), key());
+        let store = TrustStore::open(&path, &me).unwrap();
+        assert!(matches!(
+            store.check_owner(&room, &owner),
+            Ok(OwnerCheck::Trusted)
+        ));
+        store.record_verified(&room, &owner, 2).unwrap();
+        store.record_verified(&room, &owner, 1).unwrap();
+        store.mark_owner_verified(&room, &owner).unwrap();
+
+        let reopened = TrustStore::open(&path, &me).unwrap();
+        assert_eq!(
+            reopened.room(&room),
+            Some(RoomTrust {
+                room: room.clone(),
+                owner,
+                verified: true,
+                epoch_floor: 2
+            })
+        );
+        let stranger = key();
+        assert!(matches!(
+            reopened.check_owner(&room, &stranger),
+            Ok(OwnerCheck::Changed { pinned, verified: true }) if pinned == owner
+        ));
+        assert!(matches!(
+            reopened.mark_owner_verified(&room, &stranger),
+            Err(TrustError::OwnerMismatch { .. })
+        ));
+        reopened.accept_owner(&room, &stranger).unwrap();
+        let again = TrustStore::open(&path, &me).unwrap().room(&room).unwrap();
+        assert_eq!(
+            (again.owner, again.verified, again.epoch_floor),
+            (stranger, true, 2)
+        );
+        reopened.forget_room(&room).unwrap();
+        assert!(TrustStore::open(&path, &me).unwrap().rooms().is_empty());
+        // No temporary file is left behind.
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_file_of_another_identity_a_newer_version_or_garbage_is_refused_and_left_untouched() {
+        let dir = tempdir();
+        let path = dir.join("trust.json");
+        let owner_of_file = key();
+        TrustStore::open(&path, &owner_of_file).unwrap();
+        let before = std::fs::read(&path).unwrap();
+        let me = key();
+        assert!(matches!(
+            TrustStore::open(&path, &me),
+            Err(TrustError::WrongIdentity { found, expected, .. })
+                if found == owner_of_file && expected == me
+        ));
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+
+        let newer = String::from_utf8(before.clone())
+            .unwrap()
+            .replace("\"version\": 1", "\"version\": 2");
+        std::fs::write(&path, newer).unwrap();
+        assert!(matches!(
+            TrustStore::open(&path, &owner_of_file),
+            Err(TrustError::UnsupportedVersion { version: 2, .. })
+        ));
+        for garbage in [&b""[..], b"{", b"[]", br#"{"format":"other","version":1}"#] {
+            std::fs::write(&path, garbage).unwrap();
+            assert!(
+                matches!(
+                    TrustStore::open(&path, &owner_of_file),
+                    Err(TrustError::Corrupt { .. })
+                ),
+                "{garbage:?}"
+            );
+            assert_eq!(std::fs::read(&path).unwrap(), garbage);
+        }
+        let bad_room = String::from_utf8(before).unwrap().replace(
+            "\"rooms\": {}",
+            &format!(
+                "\"rooms\": {{\"a b\": {{\"owner\": \"{}\", \"verified\": false, \"epoch_floor\": 1}}}}",
+                me.to_hex()
+            ),
+        );
+        std::fs::write(&path, &bad_room).unwrap();
+        assert!(matches!(
+            TrustStore::open(&path, &owner_of_file),
+            Err(TrustError::Corrupt { .. })
+        ));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn an_unwritable_place_is_an_io_error_and_an_in_memory_store_writes_nothing() {
+        let me = key();
+        assert!(matches!(
+            TrustStore::open("/nonexistent-unibus-dir/trust.json", &me),
+            Err(TrustError::Io { .. })
+        ));
+        let memory = TrustStore::in_memory(&me);
+        let room = RoomId::new("general").unwrap();
+        memory.record_verified(&room, &me, 3).unwrap();
+        assert_eq!(memory.epoch_floor(&room), 3);
+        assert_eq!(memory.path(), None);
+    }
+
+    fn tempdir() -> PathBuf {
+        let mut random = [0u8; 8];
+        getrandom::fill(&mut random).unwrap();
+        let dir =
+            std::env::temp_dir().join(format!("unibus-trust-{}", crate::hex::encode(&random)));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+}
