@@ -12,6 +12,8 @@
 //! - [`registration`]: the signed request that redeems an invite.
 //! - [`admin`]: signed, non-replayable admin requests.
 //! - [`subjects`]: a user's NATS subjects (requests, notifications, inboxes).
+//! - [`protocol`] (feature `serde`): the wire protocol's types, shared by the client and the
+//!   reference server.
 //! - [`client`] (feature `client`, on by default): registration over HTTPS and the session on
 //!   the cluster: rooms, epochs, room keys, rekeys and change notifications.
 //!
@@ -56,6 +58,8 @@ pub mod invite;
 pub mod keys;
 pub mod manifest;
 mod nkey;
+#[cfg(feature = "serde")]
+pub mod protocol;
 pub mod registration;
 pub mod room;
 pub mod sealing;

@@ -6,7 +6,7 @@ use libfuzzer_sys::fuzz_target;
 use unibus::registration::RegisterRequest;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(body) = unibus_server::http::parse_register_body(data) else {
+    let Ok(body) = unibus::protocol::registration::RegisterBody::from_json(data) else {
         return;
     };
     if let Ok(request) = RegisterRequest::try_from(&body) {

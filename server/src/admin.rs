@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use unibus::{InviteLink, KexPublicKey, RoomId, SignPublicKey};
 
-use crate::json::{JsonError, Object};
+use unibus::protocol::json::{JsonError, Object};
 use crate::store::{now_millis, NewInvite, NewUser, Store, StoreError};
 
 /// An admin operation with its parsed arguments.
@@ -129,7 +129,7 @@ const PARAMS: &[(&str, &[&str])] = &[
 
 impl Operation {
     /// The operation the admin API names `name`, with its `params` (an object, or `None` when
-    /// the request has none). Params are read strictly ([`crate::json`]): a param the operation
+    /// the request has none). Params are read strictly ([`unibus::protocol::json`]): a param the operation
     /// does not take, a wrong type, a `null` or a number out of range is
     /// [`OperationError::BadInput`], never a default.
     pub fn from_json(name: &str, params: Option<Value>) -> Result<Self, OperationError> {

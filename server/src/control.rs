@@ -3,106 +3,70 @@
 //! Requests go to `unibus.cp.<caller>.<operation>`, where `<caller>` is the caller's signing key
 //! in hex. nats-server lets a user publish only under its own key (see
 //! [`crate::auth::callout::UserPermissions`]), so the subject *is* the caller's authenticated
-//! identity. Bodies and replies are JSON; a refusal is `{"error": {"code", "message"}}`. The
+//! identity. The operations, their bodies and replies and the refusal codes are the shared
+//! protocol types of [`unibus::protocol::control`] (protocol §12); this module answers them. The
 //! service runs in a queue group, so every membershipd instance shares the load. Changes are
-//! published to `unibus.events.<member>.room` for each member they concern.
+//! published as [`Notification`]s to `unibus.events.<member>.room` for each member they concern.
 //!
-//! | operation | body | reply | who |
-//! |---|---|---|---|
-//! | `rooms` | `{}` | `{"rooms": [room]}` | anyone |
-//! | `member` | `{"room"}` | `{"member": bool}` | anyone (false for unknown rooms) |
-//! | `epoch` | `{"room"}` | `{"epoch"}` | members |
-//! | `key` | `{"room", "epoch"?}` | `{"epoch", "owner", "sealed", "manifest"}` (hex) | members |
-//! | `create_room` | `{"room"}` | room | anyone; the caller owns it |
-//! | `members` | `{"room"}` | `{"members": [{"sign_public_key", "kex_public_key"}]}` | the owner |
-//! | `add_member` | `{"room", "member"}` | `{}` | the owner |
-//! | `remove_member` | `{"room", "member"}` | `{}` | the owner |
-//! | `rekey` | `{"manifest"}` (hex) | `{"epoch"}` | the owner |
-//!
-//! where `room` is `{"id", "owner", "epoch"}`.
+//! A reply that would not fit in one NATS message (the server's `max_payload`) is replaced by a
+//! `reply_too_large` refusal, and logged, so the caller hears of it instead of timing out.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use async_nats::service::ServiceExt;
 use futures::StreamExt;
-use serde::Deserialize;
-use serde_json::{json, Value};
 use unibus::manifest::SignedManifest;
+use unibus::protocol::codes::{Refusal, RefusalCode};
+use unibus::protocol::control::{
+    encode_reply, read_request, AddMemberRequest, CreateRoomRequest, Empty, EpochReply,
+    EpochRequest, KeyReply, KeyRequest, MemberChange, MemberKeys, MemberReply, MemberRequest,
+    MembersReply, MembersRequest, Operation, RekeyRequest, RemoveMemberRequest, Request,
+    RoomRecord, RoomsReply, RoomsRequest,
+};
+use unibus::protocol::events::Notification;
 use unibus::{KexPublicKey, RoomId, SignPublicKey};
 
 use crate::store::{Room, Store, StoreError, UserStatus};
 
-use unibus::subjects::REQUEST_PREFIX;
 /// How many records one request reads at once (users for `members` and `rekey`, rooms for
 /// `rooms`).
 const READS_IN_FLIGHT: usize = 64;
 /// The queue group of the service.
 pub const QUEUE_GROUP: &str = "unibus-control-plane";
-/// Every operation.
-pub const OPERATIONS: &[&str] = &[
-    "rooms",
-    "member",
-    "epoch",
-    "key",
-    "create_room",
-    "members",
-    "add_member",
-    "remove_member",
-    "rekey",
-];
 
-/// A refused request: a stable code and a message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refused {
-    /// e.g. `not_member`.
-    pub code: &'static str,
-    /// For people.
-    pub message: String,
+/// What an operation answers: its reply, or a refusal.
+type Outcome<T> = Result<T, Refusal>;
+
+fn refused(code: RefusalCode, message: impl Into<String>) -> Refusal {
+    Refusal::new(code, message)
 }
 
-fn refused(code: &'static str, message: impl Into<String>) -> Refused {
-    Refused {
-        code,
-        message: message.into(),
-    }
-}
-
-impl From<StoreError> for Refused {
-    fn from(error: StoreError) -> Self {
-        match error {
-            StoreError::NotFound => refused("not_found", "no such record"),
-            StoreError::RoomExists => refused("room_exists", error.to_string()),
-            StoreError::EpochConflict { .. } => refused("epoch_conflict", error.to_string()),
-            StoreError::Invalid(_) => refused("bad_request", error.to_string()),
-            StoreError::Corrupt(_) => {
-                tracing::error!(error = %error, "unreadable store record");
-                refused(
-                    "internal",
-                    "the server could not read its own records; report this",
-                )
-            }
-            _ => refused("unavailable", "the store is unavailable; retry later"),
+/// The refusal for a store error: a store outage is `unavailable` (retry), an unreadable record
+/// `internal` (logged), never blamed on the caller.
+fn store_refusal(error: StoreError) -> Refusal {
+    match error {
+        StoreError::NotFound => refused(RefusalCode::NotFound, "no such record"),
+        StoreError::RoomExists => refused(RefusalCode::RoomExists, error.to_string()),
+        StoreError::EpochConflict { .. } => refused(RefusalCode::EpochConflict, error.to_string()),
+        StoreError::Invalid(_) => refused(RefusalCode::BadRequest, error.to_string()),
+        StoreError::Corrupt(_) => {
+            tracing::error!(error = %error, "unreadable store record");
+            refused(
+                RefusalCode::Internal,
+                "the server could not read its own records; report this",
+            )
         }
+        _ => refused(RefusalCode::Unavailable, "the store is unavailable; retry later"),
     }
 }
 
-#[derive(Deserialize)]
-struct RoomBody {
-    room: String,
-    #[serde(default)]
-    epoch: Option<u64>,
-    #[serde(default)]
-    member: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct RekeyBody {
-    manifest: String,
-}
-
-fn room_json(room: &Room) -> Value {
-    json!({ "id": room.id, "owner": room.owner, "epoch": room.epoch })
+fn room_record(room: &Room) -> RoomRecord {
+    RoomRecord {
+        id: room.id.clone(),
+        owner: room.owner,
+        epoch: room.epoch,
+    }
 }
 
 /// The control-plane service. See the [module documentation](self).
@@ -117,8 +81,8 @@ impl ControlPlane {
         Self { store, client }
     }
 
-    /// Registers the service (NATS micro-services protocol: discovery and stats) and answers
-    /// requests until the connection closes.
+    /// Registers the service (NATS micro-services protocol: discovery and stats) with one
+    /// endpoint per [`Operation`], and answers requests until the connection closes.
     pub async fn run(self: Arc<Self>) -> Result<(), async_nats::Error> {
         let service = self
             .client
@@ -128,12 +92,12 @@ impl ControlPlane {
             .start("unibus-control-plane", env!("CARGO_PKG_VERSION"))
             .await?;
         let mut endpoints = Vec::new();
-        for operation in OPERATIONS {
+        for operation in Operation::ALL {
             endpoints.push(
                 service
                     .endpoint_builder()
-                    .name(*operation)
-                    .add(format!("{REQUEST_PREFIX}.*.{operation}"))
+                    .name(operation.name())
+                    .add(operation.service_subject())
                     .await?,
             );
         }
@@ -141,195 +105,275 @@ impl ControlPlane {
         while let Some(request) = requests.next().await {
             let this = Arc::clone(&self);
             tokio::spawn(async move {
-                let reply = this
-                    .answer(&request.message.subject, &request.message.payload)
-                    .await;
-                let _ = request.respond(Ok(reply.to_string().into())).await;
+                let subject = request.message.subject.to_string();
+                let reply = this.answer(&subject, &request.message.payload).await;
+                let reply = this.fitting(&subject, reply);
+                if let Err(e) = request.respond(Ok(reply.into())).await {
+                    tracing::warn!(subject = %subject, error = %e, "a reply could not be sent");
+                }
             });
         }
         Ok(())
     }
 
+    /// `reply`, or a `reply_too_large` refusal if it would not fit in one message.
+    fn fitting(&self, subject: &str, reply: Vec<u8>) -> Vec<u8> {
+        // Headroom for the reply subject and the protocol line.
+        let limit = self.client.server_info().max_payload.saturating_sub(1024);
+        if reply.len() <= limit {
+            return reply;
+        }
+        tracing::error!(
+            subject,
+            bytes = reply.len(),
+            limit,
+            "a reply is larger than the cluster's message limit; refused instead"
+        );
+        encode_reply::<Empty>(&Err(refused(
+            RefusalCode::ReplyTooLarge,
+            format!(
+                "the reply ({} bytes) is larger than the cluster's message limit ({limit} bytes)",
+                reply.len()
+            ),
+        )))
+    }
+
     /// The reply to one request on `subject` with `body`.
-    pub async fn answer(&self, subject: &str, body: &[u8]) -> Value {
+    pub async fn answer(&self, subject: &str, body: &[u8]) -> Vec<u8> {
         let mut tokens = subject.split('.');
         let (caller, operation) = match (tokens.nth(2), tokens.next(), tokens.next()) {
             (Some(caller), Some(operation), None) => (caller, operation),
-            _ => return error_json(&refused("bad_request", "unknown subject")),
+            _ => return reject(refused(RefusalCode::BadRequest, "unknown subject")),
         };
-        let outcome = match SignPublicKey::from_hex(caller) {
+        let Some(operation) = Operation::from_name(operation) else {
+            return reject(refused(RefusalCode::BadRequest, "unknown operation"));
+        };
+        match SignPublicKey::from_hex(caller) {
             Ok(caller) => self.handle(&caller, operation, body).await,
-            Err(_) => Err(refused("bad_request", "the subject does not name a key")),
-        };
-        outcome.unwrap_or_else(|e| error_json(&e))
+            Err(_) => reject(refused(
+                RefusalCode::BadRequest,
+                "the subject does not name a key",
+            )),
+        }
     }
 
-    async fn handle(
-        &self,
-        caller: &SignPublicKey,
-        operation: &str,
-        body: &[u8],
-    ) -> Result<Value, Refused> {
+    async fn handle(&self, caller: &SignPublicKey, operation: Operation, body: &[u8]) -> Vec<u8> {
         // A session may outlive its user by up to one revocation sweep: check every time.
         // Reads run beside the check, since it comes to the same answer and saves a round trip:
         // a refused caller gets the refusal and never the read. Writes wait for it.
-        let read_only = matches!(operation, "rooms" | "member" | "epoch" | "key");
-        if read_only {
-            let (active, outcome) = tokio::join!(
-                self.check_active(caller),
-                self.operate(caller, operation, body)
-            );
-            active?;
-            outcome
+        if operation.is_read_only() {
+            let (active, reply) =
+                tokio::join!(self.check_active(caller), self.dispatch(caller, operation, body));
+            match active {
+                Ok(()) => reply,
+                Err(refusal) => reject(refusal),
+            }
         } else {
-            self.check_active(caller).await?;
-            self.operate(caller, operation, body).await
+            match self.check_active(caller).await {
+                Ok(()) => self.dispatch(caller, operation, body).await,
+                Err(refusal) => reject(refusal),
+            }
+        }
+    }
+
+    /// Reads the operation's request and runs its handler: one arm per [`Operation`].
+    async fn dispatch(&self, caller: &SignPublicKey, operation: Operation, body: &[u8]) -> Vec<u8> {
+        match operation {
+            Operation::Rooms => serve(body, |_: RoomsRequest| self.rooms(caller)).await,
+            Operation::Member => serve(body, |r: MemberRequest| self.member(caller, r)).await,
+            Operation::Epoch => serve(body, |r: EpochRequest| self.epoch(caller, r)).await,
+            Operation::Key => serve(body, |r: KeyRequest| self.key(caller, r)).await,
+            Operation::CreateRoom => {
+                serve(body, |r: CreateRoomRequest| self.create_room(caller, r)).await
+            }
+            Operation::Members => serve(body, |r: MembersRequest| self.members(caller, r)).await,
+            Operation::AddMember => {
+                serve(body, |r: AddMemberRequest| self.add_member(caller, r.0)).await
+            }
+            Operation::RemoveMember => {
+                serve(body, |r: RemoveMemberRequest| self.remove_member(caller, r.0)).await
+            }
+            Operation::Rekey => serve(body, |r: RekeyRequest| self.rekey(caller, r)).await,
         }
     }
 
     /// Fails closed, but says which: a store outage is "unavailable", not "not authorized".
-    async fn check_active(&self, caller: &SignPublicKey) -> Result<(), Refused> {
+    async fn check_active(&self, caller: &SignPublicKey) -> Outcome<()> {
         match self.store.get_user(caller).await {
             Ok(user) if user.status == UserStatus::Active => Ok(()),
-            Ok(_) | Err(StoreError::NotFound) => {
-                Err(refused("not_authorized", "not an active user"))
-            }
-            Err(e) => Err(e.into()),
+            Ok(_) | Err(StoreError::NotFound) => Err(refused(
+                RefusalCode::NotAuthorized,
+                "not an active user",
+            )),
+            Err(e) => Err(store_refusal(e)),
         }
     }
 
-    async fn operate(
+    async fn rooms(&self, caller: &SignPublicKey) -> Outcome<RoomsReply> {
+        let store = &self.store;
+        // In order (the list is sorted by id), with many reads in flight.
+        let ids = store.rooms_for_member(caller).await.map_err(store_refusal)?;
+        let mut records = futures::stream::iter(ids)
+            .map(|id| async move { store.get_room(&id).await })
+            .buffered(READS_IN_FLIGHT);
+        let mut rooms = Vec::new();
+        while let Some(record) = records.next().await {
+            match record {
+                Ok(room) => rooms.push(room_record(&room)),
+                Err(StoreError::NotFound) => {}
+                Err(e) => return Err(store_refusal(e)),
+            }
+        }
+        Ok(RoomsReply { rooms })
+    }
+
+    async fn member(&self, caller: &SignPublicKey, request: MemberRequest) -> Outcome<MemberReply> {
+        let member = self
+            .store
+            .is_member(&request.room, caller)
+            .await
+            .map_err(store_refusal)?;
+        Ok(MemberReply { member })
+    }
+
+    async fn epoch(&self, caller: &SignPublicKey, request: EpochRequest) -> Outcome<EpochReply> {
+        let room = self.member_room(&request.room, caller).await?;
+        Ok(EpochReply { epoch: room.epoch })
+    }
+
+    async fn key(&self, caller: &SignPublicKey, request: KeyRequest) -> Outcome<KeyReply> {
+        if request
+            .epoch
+            .is_some_and(|e| e > unibus::manifest::MAX_EPOCH)
+        {
+            return Err(refused(
+                RefusalCode::BadRequest,
+                "an epoch is at most 2^63 - 1",
+            ));
+        }
+        let room_id = &request.room;
+        let room = self.member_room(room_id, caller).await?;
+        let epoch = request.epoch.unwrap_or(room.epoch);
+        // The copy and the manifest are independent reads of immutable records.
+        let (key, manifest) = tokio::join!(
+            self.store.sealed_key(room_id, caller, Some(epoch)),
+            self.store.manifest(room_id, epoch)
+        );
+        let key = match key {
+            Ok(key) => key,
+            Err(StoreError::NotFound) => {
+                return Err(refused(
+                    RefusalCode::NoKey,
+                    "no sealed key for you at that epoch",
+                ))
+            }
+            Err(e) => return Err(store_refusal(e)),
+        };
+        Ok(KeyReply {
+            epoch: key.epoch,
+            owner: room.owner,
+            sealed: hex::encode(key.sealed.to_bytes()),
+            manifest: hex::encode(manifest.map_err(store_refusal)?),
+        })
+    }
+
+    async fn create_room(
         &self,
         caller: &SignPublicKey,
-        operation: &str,
-        body: &[u8],
-    ) -> Result<Value, Refused> {
-        if operation == "rooms" {
-            parse::<AnyObject>(body)?;
-            let store = &self.store;
-            // In order (the list is sorted by id), with many reads in flight.
-            let mut records = futures::stream::iter(store.rooms_for_member(caller).await?)
-                .map(|id| async move { store.get_room(&id).await })
-                .buffered(READS_IN_FLIGHT);
-            let mut rooms = Vec::new();
-            while let Some(record) = records.next().await {
-                match record {
-                    Ok(room) => rooms.push(room_json(&room)),
-                    Err(StoreError::NotFound) => {}
-                    Err(e) => return Err(e.into()),
-                }
+        request: CreateRoomRequest,
+    ) -> Outcome<RoomRecord> {
+        let room = self
+            .store
+            .create_room(&request.room, caller)
+            .await
+            .map_err(store_refusal)?;
+        Ok(room_record(&room))
+    }
+
+    async fn members(
+        &self,
+        caller: &SignPublicKey,
+        request: MembersRequest,
+    ) -> Outcome<MembersReply> {
+        self.owned_room(&request.room, caller).await?;
+        let members = self
+            .active_members(&request.room)
+            .await?
+            .into_iter()
+            .map(|(sign_public_key, kex_public_key)| MemberKeys {
+                sign_public_key,
+                kex_public_key,
+            })
+            .collect();
+        Ok(MembersReply { members })
+    }
+
+    async fn add_member(&self, caller: &SignPublicKey, change: MemberChange) -> Outcome<Empty> {
+        self.owned_room(&change.room, caller).await?;
+        match self.store.get_user(&change.member).await {
+            Ok(user) if user.status == UserStatus::Active => {}
+            Ok(_) | Err(StoreError::NotFound) => {
+                return Err(refused(
+                    RefusalCode::UnknownUser,
+                    "no active user has this key",
+                ))
             }
-            return Ok(json!({ "rooms": rooms }));
+            Err(e) => return Err(store_refusal(e)),
         }
-        if operation == "rekey" {
-            let body: RekeyBody = parse(body)?;
-            return self.rekey(caller, &body.manifest).await;
+        self.store
+            .add_member(&change.room, &change.member)
+            .await
+            .map_err(store_refusal)?;
+        self.notify(&change.member, Notification::Added { room: change.room })
+            .await;
+        Ok(Empty {})
+    }
+
+    async fn remove_member(&self, caller: &SignPublicKey, change: MemberChange) -> Outcome<Empty> {
+        self.owned_room(&change.room, caller).await?;
+        if &change.member == caller {
+            return Err(refused(
+                RefusalCode::BadRequest,
+                "the owner cannot leave their own room",
+            ));
         }
-        let body: RoomBody = parse(body)?;
-        let room_id = RoomId::new(&body.room).map_err(|e| refused("bad_request", e.to_string()))?;
-        match operation {
-            "member" => Ok(json!({ "member": self.store.is_member(&room_id, caller).await? })),
-            "create_room" => Ok(room_json(&self.store.create_room(&room_id, caller).await?)),
-            "epoch" => {
-                let room = self.member_room(&room_id, caller).await?;
-                Ok(json!({ "epoch": room.epoch }))
+        match self.store.remove_member(&change.room, &change.member).await {
+            Ok(()) => {}
+            Err(StoreError::NotFound) => {
+                return Err(refused(RefusalCode::NotMember, "not a member"))
             }
-            "key" => {
-                if body.epoch.is_some_and(|e| e > unibus::manifest::MAX_EPOCH) {
-                    return Err(refused("bad_request", "an epoch is at most 2^63 - 1"));
-                }
-                let room = self.member_room(&room_id, caller).await?;
-                let epoch = body.epoch.unwrap_or(room.epoch);
-                // The copy and the manifest are independent reads of immutable records.
-                let (key, manifest) = tokio::join!(
-                    self.store.sealed_key(&room_id, caller, Some(epoch)),
-                    self.store.manifest(&room_id, epoch)
-                );
-                let key = match key {
-                    Ok(key) => key,
-                    Err(StoreError::NotFound) => {
-                        return Err(refused("no_key", "no sealed key for you at that epoch"))
-                    }
-                    Err(e) => return Err(e.into()),
-                };
-                Ok(json!({
-                    "epoch": key.epoch,
-                    "owner": room.owner,
-                    "sealed": hex::encode(key.sealed.to_bytes()),
-                    "manifest": hex::encode(manifest?),
-                }))
-            }
-            "members" => {
-                self.owned_room(&room_id, caller).await?;
-                let mut members = Vec::new();
-                for (sign, kex) in self.active_members(&room_id).await? {
-                    members.push(json!({ "sign_public_key": sign, "kex_public_key": kex }));
-                }
-                Ok(json!({ "members": members }))
-            }
-            "add_member" | "remove_member" => {
-                self.owned_room(&room_id, caller).await?;
-                let member = body
-                    .member
-                    .as_deref()
-                    .ok_or_else(|| refused("bad_request", "missing member"))
-                    .and_then(|m| {
-                        SignPublicKey::from_hex(m)
-                            .map_err(|e| refused("bad_request", e.to_string()))
-                    })?;
-                if operation == "add_member" {
-                    match self.store.get_user(&member).await {
-                        Ok(user) if user.status == UserStatus::Active => {}
-                        Ok(_) | Err(StoreError::NotFound) => {
-                            return Err(refused("unknown_user", "no active user has this key"))
-                        }
-                        Err(e) => return Err(e.into()),
-                    }
-                    self.store.add_member(&room_id, &member).await?;
-                    self.notify(&member, json!({ "room": room_id, "kind": "added" }))
-                        .await;
-                } else {
-                    if &member == caller {
-                        return Err(refused(
-                            "bad_request",
-                            "the owner cannot leave their own room",
-                        ));
-                    }
-                    match self.store.remove_member(&room_id, &member).await {
-                        Ok(()) => {}
-                        Err(StoreError::NotFound) => {
-                            return Err(refused("not_member", "not a member"))
-                        }
-                        Err(e) => return Err(e.into()),
-                    }
-                    self.notify(&member, json!({ "room": room_id, "kind": "removed" }))
-                        .await;
-                }
-                Ok(json!({}))
-            }
-            _ => Err(refused("bad_request", "unknown operation")),
+            Err(e) => return Err(store_refusal(e)),
         }
+        self.notify(&change.member, Notification::Removed { room: change.room })
+            .await;
+        Ok(Empty {})
     }
 
     /// The room, if `caller` is a member; otherwise `not_member` (also for unknown rooms, so
     /// non-members learn nothing).
-    async fn member_room(&self, room: &RoomId, caller: &SignPublicKey) -> Result<Room, Refused> {
+    async fn member_room(&self, room: &RoomId, caller: &SignPublicKey) -> Outcome<Room> {
         // Both reads at once; membership decides first, so a non-member learns nothing of
         // the room, not even whether it exists.
         let (member, record) = tokio::join!(
             self.store.is_member(room, caller),
             self.store.get_room(room)
         );
-        if !member? {
-            return Err(refused("not_member", "you are not a member of this room"));
+        if !member.map_err(store_refusal)? {
+            return Err(refused(
+                RefusalCode::NotMember,
+                "you are not a member of this room",
+            ));
         }
-        Ok(record?)
+        record.map_err(store_refusal)
     }
 
-    async fn owned_room(&self, room: &RoomId, caller: &SignPublicKey) -> Result<Room, Refused> {
+    async fn owned_room(&self, room: &RoomId, caller: &SignPublicKey) -> Outcome<Room> {
         let room = self.member_room(room, caller).await?;
         if &room.owner != caller {
-            return Err(refused("not_owner", "only the room's owner may do this"));
+            return Err(refused(
+                RefusalCode::NotOwner,
+                "only the room's owner may do this",
+            ));
         }
         Ok(room)
     }
@@ -338,38 +382,33 @@ impl ControlPlane {
     async fn active_members(
         &self,
         room: &RoomId,
-    ) -> Result<BTreeSet<(SignPublicKey, KexPublicKey)>, Refused> {
+    ) -> Outcome<BTreeSet<(SignPublicKey, KexPublicKey)>> {
         let store = &self.store;
         // Many reads in flight: a 1,000-member room costs a few round trips, not a thousand.
-        let mut users = futures::stream::iter(store.list_members(room).await?)
+        let members = store.list_members(room).await.map_err(store_refusal)?;
+        let mut users = futures::stream::iter(members)
             .map(|member| async move { store.get_user(&member).await })
             .buffer_unordered(READS_IN_FLIGHT);
-        let mut members = BTreeSet::new();
+        let mut active = BTreeSet::new();
         while let Some(user) = users.next().await {
             match user {
                 Ok(user) if user.status == UserStatus::Active => {
-                    members.insert((user.sign_key, user.kex_key));
+                    active.insert((user.sign_key, user.kex_key));
                 }
                 Ok(_) | Err(StoreError::NotFound) => {}
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(store_refusal(e)),
             }
         }
-        Ok(members)
+        Ok(active)
     }
 
-    async fn rekey(&self, caller: &SignPublicKey, manifest_hex: &str) -> Result<Value, Refused> {
-        let bytes =
-            hex::decode(manifest_hex).map_err(|e| refused("bad_manifest", e.to_string()))?;
-        let signed = SignedManifest::from_bytes(&bytes)
-            .map_err(|e| refused("bad_manifest", e.to_string()))?;
-        let manifest = signed
-            .verify_signature()
-            .map_err(|e| refused("bad_manifest", e.to_string()))?;
+    async fn rekey(&self, caller: &SignPublicKey, request: RekeyRequest) -> Outcome<EpochReply> {
+        let bad = |message: String| refused(RefusalCode::BadManifest, message);
+        let bytes = hex::decode(&request.manifest).map_err(|e| bad(e.to_string()))?;
+        let signed = SignedManifest::from_bytes(&bytes).map_err(|e| bad(e.to_string()))?;
+        let manifest = signed.verify_signature().map_err(|e| bad(e.to_string()))?;
         if &manifest.rekeyer != caller {
-            return Err(refused(
-                "bad_manifest",
-                "the manifest is not signed by the caller",
-            ));
+            return Err(bad("the manifest is not signed by the caller".into()));
         }
         self.owned_room(&manifest.room, caller).await?;
         let expected = self.active_members(&manifest.room).await?;
@@ -380,52 +419,55 @@ impl ControlPlane {
             .collect();
         if given != expected {
             return Err(refused(
-                "recipients_mismatch",
+                RefusalCode::RecipientsMismatch,
                 format!(
                     "the manifest must seal to exactly the {} current members with their registered keys",
                     expected.len()
                 ),
             ));
         }
-        self.store.put_epoch(&signed).await?;
+        self.store.put_epoch(&signed).await.map_err(store_refusal)?;
         for (member, _) in &expected {
-            self.notify(
-                member,
-                json!({ "room": manifest.room, "kind": "epoch", "epoch": manifest.epoch }),
-            )
-            .await;
+            let event = Notification::Epoch {
+                room: manifest.room.clone(),
+                epoch: manifest.epoch,
+            };
+            self.notify(member, event).await;
         }
-        Ok(json!({ "epoch": manifest.epoch }))
+        Ok(EpochReply {
+            epoch: manifest.epoch,
+        })
     }
 
     /// Publishes a change notification to one member. Best effort: the store already holds
     /// the change, and a client that missed it finds it on its next query.
-    async fn notify(&self, member: &SignPublicKey, event: Value) {
-        let subject = unibus::subjects::events(member) + ".room";
-        let _ = self.client.publish(subject, event.to_string().into()).await;
+    async fn notify(&self, member: &SignPublicKey, event: Notification) {
+        let subject = format!(
+            "{}.{}",
+            unibus::subjects::events(member),
+            Notification::SUBJECT_SUFFIX
+        );
+        if let Err(e) = self.client.publish(subject, event.to_bytes().into()).await {
+            tracing::debug!(error = %e, "a notification could not be published");
+        }
     }
 }
 
-/// Reads a request body: empty, or one JSON object (an array in field order is refused, as serde
-/// would otherwise take it for the struct). Fields the operation does not take are ignored.
-fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, Refused> {
-    if body.is_empty() {
-        return serde_json::from_slice(b"{}")
-            .map_err(|e| refused("bad_request", format!("malformed request: {e}")));
-    }
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| refused("bad_request", format!("malformed request: {e}")))?;
-    if !value.is_object() {
-        return Err(refused("bad_request", "the body must be a JSON object"));
-    }
-    serde_json::from_value(value)
-        .map_err(|e| refused("bad_request", format!("malformed request: {e}")))
+/// Reads `R` from `body` and answers it with `handler`, as bytes.
+async fn serve<R, F, Fut>(body: &[u8], handler: F) -> Vec<u8>
+where
+    R: Request,
+    F: FnOnce(R) -> Fut,
+    Fut: std::future::Future<Output = Outcome<R::Reply>>,
+{
+    let outcome = match read_request::<R>(body) {
+        Ok(request) => handler(request).await,
+        Err(refusal) => Err(refusal),
+    };
+    encode_reply(&outcome)
 }
 
-/// A body of no fields the operation reads: empty or any JSON object.
-#[derive(Deserialize)]
-struct AnyObject {}
-
-fn error_json(refusal: &Refused) -> Value {
-    json!({ "error": { "code": refusal.code, "message": refusal.message } })
+/// A refusal's bytes.
+fn reject(refusal: Refusal) -> Vec<u8> {
+    encode_reply::<Empty>(&Err(refusal))
 }

@@ -4,8 +4,8 @@
 //!
 //! - [`store`]: the data layer, one [`Store`](store::Store) contract with two backends that
 //!   behave identically, SQLite (the embedded default) and replicated JetStream KV;
-//! - [`http`]: the HTTP API: registration, health and the signed admin API, with [`json`] for
-//!   reading untrusted bodies strictly;
+//! - [`http`]: the HTTP API: registration, health and the signed admin API, reading untrusted
+//!   bodies strictly with [`unibus::protocol::json`];
 //! - [`admin`]: the admin operations, shared by the CLI and the admin API;
 //! - [`auth`]: cluster login by key (the auth callout) and the revocation sweep;
 //! - [`control`]: the control-plane service on NATS;
@@ -22,6 +22,5 @@ pub mod config;
 pub mod control;
 mod embedded_nats;
 pub mod http;
-pub mod json;
 pub mod serve;
 pub mod store;

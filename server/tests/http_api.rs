@@ -8,7 +8,8 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 use unibus::registration::{RegisterBody, RegisterRequest};
 use unibus::{Identity, InviteToken};
-use unibus_server::http::{AppState, HttpLimits, RateLimiter, RegisterResponse, ServeOptions};
+use unibus::protocol::registration::RegisterReply;
+use unibus_server::http::{AppState, HttpLimits, RateLimiter, ServeOptions};
 use unibus_server::store::{NewInvite, NewUser, SqliteStore, Store};
 
 struct Server {
@@ -108,8 +109,8 @@ async fn registering_redeems_the_invite_and_a_retry_gets_the_same_success() {
 
     let (status, reply) = post_json(&server, &body(&request)).await;
     assert_eq!(status, 200, "{reply}");
-    let ok: RegisterResponse = serde_json::from_value(reply.clone()).unwrap();
-    assert_eq!(ok.sign_public_key, me.sign_public_key().to_hex());
+    let ok: RegisterReply = serde_json::from_value(reply.clone()).unwrap();
+    assert_eq!(ok.sign_public_key, me.sign_public_key());
     assert_eq!(ok.nats_urls, vec!["nats://127.0.0.1:4222".to_string()]);
     assert!(server.store.is_authorized(&me.sign_public_key()).await);
 

@@ -4,7 +4,7 @@
 //! 1. the per-address rate limit ([`ADMIN_RATE`], [`ADMIN_BURST`]): `429 rate_limited`;
 //! 2. `Content-Type: application/json`: `415 unsupported_media_type`;
 //! 3. the `Unibus-Signature` header, 128 hex: `401 bad_signature`;
-//! 4. the body, a strict JSON object ([`crate::json`]): `400 malformed_body`; its `admin` key:
+//! 4. the body, a strict JSON object ([`unibus::protocol::json`]): `400 malformed_body`; its `admin` key:
 //!    `400 bad_key`;
 //! 5. the signature over the exact body bytes: `401 bad_signature`;
 //! 6. the timestamp within [`REQUEST_WINDOW`] of the server's clock, read once per request:
@@ -37,7 +37,7 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::Json;
 use serde_json::Value;
 use unibus::admin::{verify_admin_body, SIGNATURE_HEADER};
@@ -45,7 +45,8 @@ use unibus::{SignPublicKey, Signature};
 
 use super::{require_json, ApiError, AppState};
 use crate::admin::{Operation, OperationError};
-use crate::json::{JsonError, Object};
+use unibus::protocol::codes::ApiCode;
+use unibus::protocol::json::{JsonError, Object};
 use crate::store::{now_millis, Millis};
 
 /// How far a request's timestamp may be from the server's clock, either way.
@@ -75,7 +76,7 @@ pub struct AdminBody {
     pub params: Option<Value>,
 }
 
-/// Reads an admin request body strictly ([`crate::json`]): one JSON object with the fields of
+/// Reads an admin request body strictly ([`unibus::protocol::json`]): one JSON object with the fields of
 /// [`AdminBody`], each of its type, nothing else. Errors name fields, never values.
 pub fn parse_body(bytes: &[u8]) -> Result<AdminBody, JsonError> {
     let mut request = Object::parse(bytes, FIELDS)?;
@@ -88,8 +89,8 @@ pub fn parse_body(bytes: &[u8]) -> Result<AdminBody, JsonError> {
     })
 }
 
-fn error_of(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-    ApiError::new(status, code, message)
+fn error_of(code: ApiCode, message: impl Into<String>) -> ApiError {
+    ApiError::new(code, message)
 }
 
 /// Whether `timestamp` is within the window of `now`. No arithmetic on the untrusted number can
@@ -112,21 +113,18 @@ pub(super) async fn admin(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     if !state.admin_limiter.allow(peer.ip()) {
-        return Err(error_of(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
+        return Err(error_of(ApiCode::RateLimited,
             "too many admin requests from this address; wait and retry",
         ));
     }
     require_json(&headers)?;
-    let unauthorized = |code, message: &str| error_of(StatusCode::UNAUTHORIZED, code, message);
+    let unauthorized = |code, message: &str| error_of(code, message);
     let signature = headers
         .get(SIGNATURE_HEADER)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| Signature::from_hex(v).ok())
         .ok_or_else(|| {
-            unauthorized(
-                "bad_signature",
+            unauthorized(ApiCode::BadSignature,
                 "missing or malformed Unibus-Signature header",
             )
         })?;
@@ -137,30 +135,25 @@ pub(super) async fn admin(
         operation,
         params,
     } = parse_body(&body)
-        .map_err(|e| error_of(StatusCode::BAD_REQUEST, "malformed_body", e.to_string()))?;
+        .map_err(|e| error_of(ApiCode::MalformedBody, e.to_string()))?;
     let admin = SignPublicKey::from_hex(&admin)
-        .map_err(|e| error_of(StatusCode::BAD_REQUEST, "bad_key", e.to_string()))?;
+        .map_err(|e| error_of(ApiCode::BadKey, e.to_string()))?;
     verify_admin_body(&admin, &body, &signature)
-        .map_err(|_| unauthorized("bad_signature", "the signature does not verify"))?;
+        .map_err(|_| unauthorized(ApiCode::BadSignature, "the signature does not verify"))?;
     // One reading of the clock decides freshness and the nonce's expiry alike.
     let now = now_millis();
     if !is_fresh(timestamp, now) {
-        return Err(unauthorized(
-            "stale_request",
+        return Err(unauthorized(ApiCode::StaleRequest,
             "the timestamp is outside the accepted window; check the clock",
         ));
     }
     if nonce.len() != 32 || !nonce.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(error_of(
-            StatusCode::BAD_REQUEST,
-            "malformed_body",
+        return Err(error_of(ApiCode::MalformedBody,
             "the field `nonce` must be 32 hex characters",
         ));
     }
     if !state.store.has_admin(&admin).await {
-        return Err(error_of(
-            StatusCode::FORBIDDEN,
-            "not_admin",
+        return Err(error_of(ApiCode::NotAdmin,
             "the key is not an active admin",
         ));
     }
@@ -172,7 +165,7 @@ pub(super) async fn admin(
         .record_nonce(&nonce, now, nonce_expiry(timestamp))
         .await?
     {
-        return Err(unauthorized("replayed", "this request was already used"));
+        return Err(unauthorized(ApiCode::Replayed, "this request was already used"));
     }
     let operation = Operation::from_json(&operation, params)?;
     Ok(Json(
@@ -186,16 +179,14 @@ impl From<OperationError> for ApiError {
     fn from(error: OperationError) -> Self {
         match error {
             OperationError::BadInput(message) => {
-                error_of(StatusCode::BAD_REQUEST, "bad_request", message)
+                error_of(ApiCode::BadRequest, message)
             }
-            OperationError::Unknown(name) => error_of(
-                StatusCode::BAD_REQUEST,
-                "unknown_operation",
+            OperationError::Unknown(name) => error_of(ApiCode::UnknownOperation,
                 format!("no operation {name:?}"),
             ),
             OperationError::Store(e) => e.into(),
             OperationError::Misconfigured(message) => {
-                error_of(StatusCode::INTERNAL_SERVER_ERROR, "misconfigured", message)
+                error_of(ApiCode::Misconfigured, message)
             }
         }
     }

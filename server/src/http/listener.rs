@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
-use axum::http::{Request, StatusCode};
+use axum::http::Request;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use hyper::body::Incoming;
@@ -30,6 +30,7 @@ use tokio::net::TcpListener;
 use tower::ServiceExt;
 
 use super::ApiError;
+use unibus::protocol::codes::ApiCode;
 
 /// How long and how many: the bounds on clients. See the [module documentation](self).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -207,9 +208,7 @@ async fn serve_connection<S>(
 }
 
 fn timed_out() -> Response {
-    let mut response = ApiError::new(
-        StatusCode::REQUEST_TIMEOUT,
-        "request_timeout",
+    let mut response = ApiError::new(ApiCode::RequestTimeout,
         "the request took too long to arrive; send it again",
     )
     .into_response();

@@ -23,10 +23,9 @@ pub use admin::{
 };
 pub use listener::HttpLimits;
 pub use rate_limit::RateLimiter;
-pub use register::{parse_body as parse_register_body, RegisterResponse};
-pub use unibus::registration::RegisterBody;
 
 use crate::store::{Store, StoreError};
+use unibus::protocol::codes::{ApiCode, ErrorBody};
 
 /// The largest request body accepted, in bytes. A registration is about 350 bytes.
 pub const MAX_BODY_BYTES: usize = 4096;
@@ -163,68 +162,52 @@ fn require_json(headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
         .map(str::trim);
     match media_type {
         Some(t) if t.eq_ignore_ascii_case("application/json") => Ok(()),
-        _ => Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+        _ => Err(ApiError::new(ApiCode::UnsupportedMediaType,
             "send the body as JSON with Content-Type: application/json",
         )),
     }
 }
 
-/// An API error: a stable code, an HTTP status, and a message for people.
+/// An API error: a stable code, whose HTTP status the protocol fixes ([`ApiCode::status`]),
+/// and a message for people, without secrets or values from the request.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiError {
-    /// HTTP status.
-    pub status: StatusCode,
-    /// Stable machine-readable code, e.g. `invite_used`.
-    pub code: &'static str,
-    /// What went wrong and what to do, without secrets.
-    pub message: String,
-}
+pub struct ApiError(pub ErrorBody<ApiCode>);
 
 impl ApiError {
-    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
-        }
+    pub(crate) fn new(code: ApiCode, message: impl Into<String>) -> Self {
+        Self(ErrorBody::new(code, message))
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({ "error": { "code": self.code, "message": self.message } });
-        (self.status, Json(body)).into_response()
+        let status =
+            StatusCode::from_u16(self.0.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, Json(self.0.into_envelope())).into_response()
     }
 }
 
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
-        use StatusCode as S;
-        let message = error.to_string();
+    let message = error.to_string();
         match error {
-            StoreError::InviteUnknown => Self::new(S::NOT_FOUND, "invite_unknown", message),
-            StoreError::InviteExpired => Self::new(S::GONE, "invite_expired", message),
-            StoreError::InviteCancelled => Self::new(S::GONE, "invite_cancelled", message),
-            StoreError::InviteUsed => Self::new(S::CONFLICT, "invite_used", message),
-            StoreError::UserExists => Self::new(S::CONFLICT, "user_exists", message),
-            StoreError::UserDeleted => Self::new(S::FORBIDDEN, "user_deleted", message),
-            StoreError::RoomExists => Self::new(S::CONFLICT, "room_exists", message),
-            StoreError::EpochConflict { .. } => Self::new(S::CONFLICT, "epoch_conflict", message),
-            StoreError::NotFound => Self::new(S::NOT_FOUND, "not_found", message),
-            StoreError::Invalid(_) => Self::new(S::BAD_REQUEST, "invalid", message),
+            StoreError::InviteUnknown => ApiError::new(ApiCode::InviteUnknown, message),
+            StoreError::InviteExpired => ApiError::new(ApiCode::InviteExpired, message),
+            StoreError::InviteCancelled => ApiError::new(ApiCode::InviteCancelled, message),
+            StoreError::InviteUsed => ApiError::new(ApiCode::InviteUsed, message),
+            StoreError::UserExists => ApiError::new(ApiCode::UserExists, message),
+            StoreError::UserDeleted => ApiError::new(ApiCode::UserDeleted, message),
+            StoreError::RoomExists => ApiError::new(ApiCode::RoomExists, message),
+            StoreError::NotFound => ApiError::new(ApiCode::NotFound, message),
+            StoreError::Invalid(_) => ApiError::new(ApiCode::Invalid, message),
             StoreError::Corrupt(_) => {
                 tracing::error!(error = %error, "unreadable store record");
-                Self::new(
-                    S::INTERNAL_SERVER_ERROR,
-                    "internal",
+                ApiError::new(ApiCode::Internal,
                     "the server could not read its own records; report this to its operator",
                 )
             }
-            _ => Self::new(
-                S::SERVICE_UNAVAILABLE,
-                "unavailable",
+            // No admin operation rekeys, so an epoch conflict is as unexpected as the rest.
+            _ => ApiError::new(ApiCode::Unavailable,
                 "the server's store is unavailable; retry later",
             ),
         }

@@ -1,5 +1,5 @@
 //! Strict reading of untrusted JSON bodies: `/register`, `/admin` and the admin operations'
-//! params.
+//! params (protocol §10 and §13).
 //!
 //! A body must be one JSON object whose field names are all known and appear once. Every field
 //! has one type: a string is not a number, a number is a whole non-negative integer where a count

@@ -1,0 +1,405 @@
+//! The control plane (protocol §12): the operations, one request and one reply type each, and
+//! how a reply or a refusal travels.
+//!
+//! A client sends `R: `[`Request`] as JSON to [`Operation::subject`]`(caller)` and reads the
+//! answer with [`read_reply::<R::Reply>`](read_reply); the server reads `R` from the body and
+//! answers with [`encode_reply`].
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::codes::{ErrorEnvelope, Refusal, RefusalCode};
+use crate::{KexPublicKey, RoomId, SignPublicKey};
+
+/// Every control-plane operation (protocol §12.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Operation {
+    /// The caller's rooms.
+    Rooms,
+    /// Whether the caller is a member of a room.
+    Member,
+    /// A room's latest epoch.
+    Epoch,
+    /// The caller's sealed copy of a room key, with the epoch's signed manifest.
+    Key,
+    /// Creates a room owned by the caller.
+    CreateRoom,
+    /// A room's active members with their keys (owner only).
+    Members,
+    /// Adds a member (owner only).
+    AddMember,
+    /// Removes a member (owner only).
+    RemoveMember,
+    /// Uploads a new epoch (owner only).
+    Rekey,
+}
+
+impl Operation {
+    /// Every operation, in the order of the protocol's table. The server serves exactly these.
+    pub const ALL: [Operation; 9] = [
+        Operation::Rooms,
+        Operation::Member,
+        Operation::Epoch,
+        Operation::Key,
+        Operation::CreateRoom,
+        Operation::Members,
+        Operation::AddMember,
+        Operation::RemoveMember,
+        Operation::Rekey,
+    ];
+
+    /// The operation's name: the last token of its subject.
+    pub fn name(self) -> &'static str {
+        match self {
+            Operation::Rooms => "rooms",
+            Operation::Member => "member",
+            Operation::Epoch => "epoch",
+            Operation::Key => "key",
+            Operation::CreateRoom => "create_room",
+            Operation::Members => "members",
+            Operation::AddMember => "add_member",
+            Operation::RemoveMember => "remove_member",
+            Operation::Rekey => "rekey",
+        }
+    }
+
+    /// The operation named `name`, if any.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|op| op.name() == name)
+    }
+
+    /// Whether the operation only reads (the server may then check the caller and read at once).
+    pub fn is_read_only(self) -> bool {
+        matches!(
+            self,
+            Operation::Rooms | Operation::Member | Operation::Epoch | Operation::Key
+        )
+    }
+
+    /// `unibus.cp.<caller hex>.<name>`: where `caller` sends this operation.
+    pub fn subject(self, caller: &SignPublicKey) -> String {
+        format!("{}.{}", crate::subjects::requests(caller), self.name())
+    }
+
+    /// `unibus.cp.*.<name>`: where the service listens for it, from every caller.
+    pub fn service_subject(self) -> String {
+        format!("{}.*.{}", crate::subjects::REQUEST_PREFIX, self.name())
+    }
+}
+
+/// A request body, which knows its operation and its reply.
+pub trait Request: Serialize + DeserializeOwned {
+    /// The operation it is the body of.
+    const OPERATION: Operation;
+    /// What a successful reply carries.
+    type Reply: Serialize + DeserializeOwned;
+}
+
+/// A room as replies describe it (§12.1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomRecord {
+    /// The room id.
+    pub id: RoomId,
+    /// The owner's signing key: the only key allowed to rekey the room.
+    pub owner: SignPublicKey,
+    /// The latest epoch; 0 before the first key.
+    pub epoch: u64,
+}
+
+/// A member with the keys it registered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberKeys {
+    /// The member's signing key.
+    pub sign_public_key: SignPublicKey,
+    /// The member's registered x25519 key.
+    pub kex_public_key: KexPublicKey,
+}
+
+/// `{}`: a request or reply with no fields. Any fields received are ignored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Empty {}
+
+/// `rooms`: the caller's rooms.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomsRequest {}
+
+/// The reply of `rooms`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomsReply {
+    /// The rooms the caller is a member of, sorted by id.
+    pub rooms: Vec<RoomRecord>,
+}
+
+/// A request that names only a room: `member`, `epoch`, `create_room`, `members`.
+macro_rules! room_request {
+    ($(#[$meta:meta])* $name:ident => $operation:ident, $reply:ty) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+        pub struct $name {
+            /// The room.
+            pub room: RoomId,
+        }
+
+        impl Request for $name {
+            const OPERATION: Operation = Operation::$operation;
+            type Reply = $reply;
+        }
+    };
+}
+
+room_request!(
+    /// `member`: whether the caller is a member of `room` (`false` for a room that does not exist).
+    MemberRequest => Member, MemberReply
+);
+room_request!(
+    /// `epoch`: the room's latest epoch. Members only.
+    EpochRequest => Epoch, EpochReply
+);
+room_request!(
+    /// `create_room`: creates `room`, owned by the caller. The reply is the room itself.
+    CreateRoomRequest => CreateRoom, RoomRecord
+);
+room_request!(
+    /// `members`: the room's active members with their registered keys. Owner only.
+    MembersRequest => Members, MembersReply
+);
+
+/// The reply of `member`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberReply {
+    /// Whether the caller is a member.
+    pub member: bool,
+}
+
+/// The reply of `epoch` and of `rekey`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EpochReply {
+    /// The epoch.
+    pub epoch: u64,
+}
+
+/// `key`: the caller's sealed copy of the room key at `epoch`, or at the latest epoch when
+/// `epoch` is `None` (sent as absent; `null` reads the same). Members only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRequest {
+    /// The room.
+    pub room: RoomId,
+    /// The epoch, or `None` for the latest. At most [`MAX_EPOCH`](crate::manifest::MAX_EPOCH).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
+}
+
+/// The reply of `key` (§12.4).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyReply {
+    /// The epoch of the key.
+    pub epoch: u64,
+    /// The room's owner, the trusted rekeyer.
+    pub owner: SignPublicKey,
+    /// The caller's sealed copy (§7.3), hex.
+    pub sealed: String,
+    /// The epoch's signed manifest (§8.2), hex.
+    pub manifest: String,
+}
+
+/// The reply of `members`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MembersReply {
+    /// The active members, the owner included, sorted by signing key.
+    pub members: Vec<MemberKeys>,
+}
+
+/// `add_member` and `remove_member`: who joins or leaves `room`. Owner only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberChange {
+    /// The room.
+    pub room: RoomId,
+    /// The member's signing key.
+    pub member: SignPublicKey,
+}
+
+/// `add_member`: adds an active user to the room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct AddMemberRequest(pub MemberChange);
+
+/// `remove_member`: removes a member (not the owner) from the room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RemoveMemberRequest(pub MemberChange);
+
+/// `rekey`: a new epoch's signed manifest (§8.2), hex. The reply is the new epoch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RekeyRequest {
+    /// The signed manifest's wire form, hex.
+    pub manifest: String,
+}
+
+impl Request for RoomsRequest {
+    const OPERATION: Operation = Operation::Rooms;
+    type Reply = RoomsReply;
+}
+
+impl Request for KeyRequest {
+    const OPERATION: Operation = Operation::Key;
+    type Reply = KeyReply;
+}
+
+impl Request for AddMemberRequest {
+    const OPERATION: Operation = Operation::AddMember;
+    type Reply = Empty;
+}
+
+impl Request for RemoveMemberRequest {
+    const OPERATION: Operation = Operation::RemoveMember;
+    type Reply = Empty;
+}
+
+impl Request for RekeyRequest {
+    const OPERATION: Operation = Operation::Rekey;
+    type Reply = EpochReply;
+}
+
+/// Why a reply could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("the reply is not the protocol's JSON: {0}")]
+pub struct MalformedReply(#[source] pub serde_json::Error);
+
+/// Reads a reply: `Ok(Ok(reply))`, `Ok(Err(refusal))` for a refusal, or why it is neither.
+pub fn read_reply<T: DeserializeOwned>(payload: &[u8]) -> Result<Result<T, Refusal>, MalformedReply> {
+    let value: serde_json::Value = serde_json::from_slice(payload).map_err(MalformedReply)?;
+    if value.get("error").is_some() {
+        let envelope: ErrorEnvelope<RefusalCode> =
+            serde_json::from_value(value).map_err(MalformedReply)?;
+        return Ok(Err(envelope.error));
+    }
+    serde_json::from_value(value).map(Ok).map_err(MalformedReply)
+}
+
+/// Reads a request body: empty (read as `{}`) or one JSON object. Any other JSON value (an
+/// array in field order included) is refused; fields the operation does not take are ignored.
+pub fn read_request<R: Request>(body: &[u8]) -> Result<R, Refusal> {
+    let bad = |message: String| Refusal::new(RefusalCode::BadRequest, message);
+    let value: serde_json::Value = if body.is_empty() {
+        serde_json::Value::Object(Default::default())
+    } else {
+        serde_json::from_slice(body).map_err(|e| bad(format!("malformed request: {e}")))?
+    };
+    if !value.is_object() {
+        return Err(bad("the body must be a JSON object".into()));
+    }
+    serde_json::from_value(value).map_err(|e| bad(format!("malformed request: {e}")))
+}
+
+/// The bytes of a reply: the result itself, or the refusal in its envelope.
+pub fn encode_reply<T: Serialize>(reply: &Result<T, Refusal>) -> Vec<u8> {
+    let encoded = match reply {
+        Ok(result) => serde_json::to_vec(result),
+        Err(refusal) => serde_json::to_vec(&ErrorEnvelope {
+            error: refusal.clone(),
+        }),
+    };
+    // The protocol's types hold only strings, numbers, booleans and lists: they serialize.
+    encoded.expect("protocol replies serialize to JSON")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(value: T) {
+        let bytes = serde_json::to_vec(&value).unwrap();
+        assert_eq!(serde_json::from_slice::<T>(&bytes).unwrap(), value);
+    }
+
+    #[test]
+    fn every_operation_has_one_name_and_subject() {
+        let me = crate::Identity::generate().unwrap().sign_public_key();
+        for op in Operation::ALL {
+            assert_eq!(Operation::from_name(op.name()), Some(op));
+            assert_eq!(
+                op.subject(&me),
+                format!("unibus.cp.{}.{}", me.to_hex(), op.name())
+            );
+        }
+        assert_eq!(Operation::from_name("fly"), None);
+    }
+
+    #[test]
+    fn every_request_and_reply_round_trips() {
+        let room = RoomId::new("general").unwrap();
+        let id = crate::Identity::generate().unwrap();
+        let (sign, kex) = (id.sign_public_key(), id.kex_public_key());
+        let record = RoomRecord {
+            id: room.clone(),
+            owner: sign,
+            epoch: 3,
+        };
+        round_trip(RoomsRequest {});
+        round_trip(RoomsReply {
+            rooms: vec![record.clone()],
+        });
+        round_trip(MemberRequest { room: room.clone() });
+        round_trip(MemberReply { member: true });
+        round_trip(EpochRequest { room: room.clone() });
+        round_trip(EpochReply { epoch: 7 });
+        round_trip(KeyRequest {
+            room: room.clone(),
+            epoch: Some(2),
+        });
+        round_trip(KeyRequest {
+            room: room.clone(),
+            epoch: None,
+        });
+        round_trip(KeyReply {
+            epoch: 2,
+            owner: sign,
+            sealed: "01".into(),
+            manifest: "02".into(),
+        });
+        round_trip(CreateRoomRequest { room: room.clone() });
+        round_trip(record);
+        round_trip(MembersRequest { room: room.clone() });
+        round_trip(MembersReply {
+            members: vec![MemberKeys {
+                sign_public_key: sign,
+                kex_public_key: kex,
+            }],
+        });
+        let change = MemberChange {
+            room,
+            member: sign,
+        };
+        round_trip(AddMemberRequest(change.clone()));
+        round_trip(RemoveMemberRequest(change));
+        round_trip(Empty {});
+        round_trip(RekeyRequest {
+            manifest: "00".into(),
+        });
+    }
+
+    #[test]
+    fn requests_are_objects_and_null_epoch_is_the_latest() {
+        let latest: KeyRequest = read_request(br#"{"room":"general","epoch":null}"#).unwrap();
+        assert_eq!(latest.epoch, None);
+        let absent: KeyRequest = read_request(br#"{"room":"general","extra":1}"#).unwrap();
+        assert_eq!(absent.epoch, None);
+        assert!(read_request::<RoomsRequest>(b"").is_ok());
+        for body in [&br#"["general"]"#[..], b"null", b"\"general\"", b"{"] {
+            let refusal = read_request::<EpochRequest>(body).unwrap_err();
+            assert_eq!(refusal.code, RefusalCode::BadRequest);
+        }
+    }
+
+    #[test]
+    fn replies_and_refusals_are_told_apart() {
+        let ok: Result<EpochReply, Refusal> = Ok(EpochReply { epoch: 4 });
+        let bytes = encode_reply(&ok);
+        assert_eq!(read_reply::<EpochReply>(&bytes).unwrap(), ok);
+        let refused: Result<EpochReply, Refusal> =
+            Err(Refusal::new(RefusalCode::NotMember, "not a member"));
+        let bytes = encode_reply(&refused);
+        assert_eq!(read_reply::<EpochReply>(&bytes).unwrap(), refused);
+        assert!(read_reply::<EpochReply>(b"[]").is_err());
+    }
+}
