@@ -613,7 +613,8 @@ mod tests {
     #[test]
     fn the_safety_number_is_twelve_groups_of_five_digits_bound_to_room_and_owner() {
         let room = RoomId::new("general").unwrap();
-        let owner = SignPublicKey::from_bytes([7; 32]).unwrap();
+        // The public key of RFC 8032's first test.
+        let owner = SignPublicKey::from_hex(RFC8032_TEST1_KEY).unwrap();
         let fingerprint = OwnerFingerprint::new(&room, &owner);
         let groups: Vec<&str> = fingerprint.safety_number.split(' ').collect();
         assert_eq!(groups.len(), 12);
@@ -624,7 +625,7 @@ mod tests {
         assert_eq!(fingerprint.safety_number, KNOWN_SAFETY_NUMBER);
         assert_eq!(
             fingerprint.qr_code,
-            format!("unibus-owner:v1:general:{}", "07".repeat(32))
+            format!("unibus-owner:v1:general:{RFC8032_TEST1_KEY}")
         );
         let other_room = OwnerFingerprint::new(&RoomId::new("generals").unwrap(), &owner);
         assert_ne!(other_room.safety_number, fingerprint.safety_number);
@@ -632,8 +633,10 @@ mod tests {
         assert_ne!(other_owner.safety_number, fingerprint.safety_number);
     }
 
+    const RFC8032_TEST1_KEY: &str =
+        "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a";
     const KNOWN_SAFETY_NUMBER: &str =
-        "21738 30736 09585 59530 28187 95858 45437 99667 59014 81471 61116 31815";
+        "82923 94159 02761 87939 24232 60937 80972 98870 40424 33927 35428 18703";
 
     #[test]
     fn an_owner_code_reads_back_and_anything_else_is_refused() {

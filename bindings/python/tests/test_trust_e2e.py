@@ -18,7 +18,7 @@ async def next_update(stream, timeout=5.0):
 
 
 def test_the_safety_number_is_sha512_of_the_label_room_and_owner_in_twelve_groups():
-    owner = "07" * 32
+    owner = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"  # RFC 8032 test 1
     room = b"general"
     digest = hashlib.sha512(
         b"unibus/owner-safety-number/v1" + len(room).to_bytes(2, "big") + room + bytes.fromhex(owner)
@@ -28,6 +28,7 @@ def test_the_safety_number_is_sha512_of_the_label_room_and_owner_in_twelve_group
     )
     fingerprint = unibus.owner_fingerprint("general", owner)
     assert fingerprint.safety_number == expected
+    assert expected == "82923 94159 02761 87939 24232 60937 80972 98870 40424 33927 35428 18703"
     assert fingerprint.qr_code == f"unibus-owner:v1:general:{owner}"
     assert unibus.parse_owner_code(fingerprint.qr_code) == fingerprint
     with pytest.raises(unibus.TrustError.BadOwnerCode):

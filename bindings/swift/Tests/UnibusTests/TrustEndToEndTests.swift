@@ -20,10 +20,10 @@ final class TrustEndToEndTests: XCTestCase {
     }
 
     func testTheSafetyNumberIsTwelveGroupsOfFiveDigitsAndTheCodeReadsBack() throws {
-        let owner = String(repeating: "07", count: 32)
+        let owner = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"  // RFC 8032 test 1
         let fingerprint = try ownerFingerprint(room: "general", owner: owner)
         XCTAssertEqual(fingerprint.safetyNumber,
-                       "21738 30736 09585 59530 28187 95858 45437 99667 59014 81471 61116 31815")
+                       "82923 94159 02761 87939 24232 60937 80972 98870 40424 33927 35428 18703")
         XCTAssertEqual(fingerprint.qrCode, "unibus-owner:v1:general:\(owner)")
         XCTAssertEqual(try parseOwnerCode(code: fingerprint.qrCode), fingerprint)
     }
