@@ -225,6 +225,10 @@ flat_error! {
         NotFound,
         /// membershipd's store is unavailable; retry later.
         Unavailable,
+        /// membershipd could not read its own records; not this client's fault.
+        ServerFault,
+        /// membershipd's reply was larger than the cluster's message limit.
+        ReplyTooLarge,
         /// A refusal code this version does not know (see the message).
         Refused,
         /// membershipd's reply is malformed.

@@ -6,8 +6,8 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use unibus::{InviteLink, KexPublicKey, RoomId, SignPublicKey};
 
-use unibus::protocol::json::{JsonError, Object};
 use crate::store::{now_millis, NewInvite, NewUser, Store, StoreError};
+use unibus::protocol::json::{JsonError, Object};
 
 /// An admin operation with its parsed arguments.
 #[derive(Debug, Clone, PartialEq, Eq)]

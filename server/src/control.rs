@@ -57,7 +57,10 @@ fn store_refusal(error: StoreError) -> Refusal {
                 "the server could not read its own records; report this",
             )
         }
-        _ => refused(RefusalCode::Unavailable, "the store is unavailable; retry later"),
+        _ => refused(
+            RefusalCode::Unavailable,
+            "the store is unavailable; retry later",
+        ),
     }
 }
 
@@ -162,8 +165,10 @@ impl ControlPlane {
         // Reads run beside the check, since it comes to the same answer and saves a round trip:
         // a refused caller gets the refusal and never the read. Writes wait for it.
         if operation.is_read_only() {
-            let (active, reply) =
-                tokio::join!(self.check_active(caller), self.dispatch(caller, operation, body));
+            let (active, reply) = tokio::join!(
+                self.check_active(caller),
+                self.dispatch(caller, operation, body)
+            );
             match active {
                 Ok(()) => reply,
                 Err(refusal) => reject(refusal),
@@ -191,7 +196,10 @@ impl ControlPlane {
                 serve(body, |r: AddMemberRequest| self.add_member(caller, r.0)).await
             }
             Operation::RemoveMember => {
-                serve(body, |r: RemoveMemberRequest| self.remove_member(caller, r.0)).await
+                serve(body, |r: RemoveMemberRequest| {
+                    self.remove_member(caller, r.0)
+                })
+                .await
             }
             Operation::Rekey => serve(body, |r: RekeyRequest| self.rekey(caller, r)).await,
         }
@@ -201,10 +209,9 @@ impl ControlPlane {
     async fn check_active(&self, caller: &SignPublicKey) -> Outcome<()> {
         match self.store.get_user(caller).await {
             Ok(user) if user.status == UserStatus::Active => Ok(()),
-            Ok(_) | Err(StoreError::NotFound) => Err(refused(
-                RefusalCode::NotAuthorized,
-                "not an active user",
-            )),
+            Ok(_) | Err(StoreError::NotFound) => {
+                Err(refused(RefusalCode::NotAuthorized, "not an active user"))
+            }
             Err(e) => Err(store_refusal(e)),
         }
     }
@@ -212,7 +219,10 @@ impl ControlPlane {
     async fn rooms(&self, caller: &SignPublicKey) -> Outcome<RoomsReply> {
         let store = &self.store;
         // In order (the list is sorted by id), with many reads in flight.
-        let ids = store.rooms_for_member(caller).await.map_err(store_refusal)?;
+        let ids = store
+            .rooms_for_member(caller)
+            .await
+            .map_err(store_refusal)?;
         let mut records = futures::stream::iter(ids)
             .map(|id| async move { store.get_room(&id).await })
             .buffered(READS_IN_FLIGHT);

@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{cluster_with_auth, login, register, start_callout, world};
@@ -77,13 +77,12 @@ async fn a_user_may_reach_only_its_own_subjects() {
         .subscribe(format!("unibus.events.{alice_hex}.>"))
         .await
         .unwrap();
-    client.flush().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(
-        errors.lock().unwrap().is_empty(),
-        "own subjects were refused: {:?}",
-        errors.lock().unwrap()
-    );
+    // The server answers a connection's operations in order, so once the refusal of a
+    // sentinel arrives, any refusal of the operations before it has arrived too.
+    let sentinel = format!("unibus.cp.{bob_hex}.sentinel-1");
+    client.publish(sentinel.clone(), "".into()).await.unwrap();
+    let seen = violations_until(&errors, &sentinel).await;
+    assert_eq!(seen, vec![sentinel], "own subjects were refused");
 
     // Denied: another user's requests and notifications, the KV buckets, admin and system
     // subjects, and the shared inbox namespace.
@@ -114,18 +113,47 @@ async fn a_user_may_reach_only_its_own_subjects() {
     for subject in &denied_subs {
         subs.push(client.subscribe(subject.clone()).await.unwrap());
     }
-    client.flush().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let errors = errors.lock().unwrap().clone();
-    let violations = errors
-        .iter()
-        .filter(|e| e.to_lowercase().contains("permissions violation"))
-        .count();
+    let sentinel = format!("unibus.cp.{bob_hex}.sentinel-2");
+    client.publish(sentinel.clone(), "".into()).await.unwrap();
+    let seen = violations_until(&errors, &sentinel).await;
+    // The first sentinel, then one refusal per denied operation, then this sentinel.
     assert_eq!(
-        violations,
-        4 + denied_subs.len(),
-        "expected every denied operation to be refused: {errors:?}"
+        seen.len(),
+        1 + 4 + denied_subs.len() + 1,
+        "expected every denied operation to be refused, and nothing else: {seen:?}"
     );
+}
+
+/// Waits (up to 10 s) until a permissions violation naming `sentinel` has arrived, and returns
+/// every violation so far, each as the text of its error.
+async fn violations_until(errors: &Mutex<Vec<String>>, sentinel: &str) -> Vec<String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let violations: Vec<String> = errors
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e.to_lowercase().contains("permissions violation"))
+            .cloned()
+            .collect();
+        if violations.iter().any(|v| v.contains(sentinel)) {
+            return violations
+                .iter()
+                .map(|v| {
+                    if v.contains(sentinel) {
+                        sentinel.to_string()
+                    } else {
+                        v.clone()
+                    }
+                })
+                .collect();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sentinel was never refused: {violations:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

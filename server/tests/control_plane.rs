@@ -7,7 +7,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{login, register, world, World};
+use common::{login, register, wait_for_control_plane, world, world_with_config, World};
 use futures::StreamExt;
 use serde_json::{json, Value};
 use unibus::manifest::{Recipient, SignedManifest};
@@ -16,9 +16,14 @@ use unibus::{Identity, RoomId, SignPublicKey};
 use unibus_server::control::ControlPlane;
 
 async fn with_service() -> World {
-    let w = world().await;
+    serve(world().await).await
+}
+
+/// Runs the control plane on `w` and waits until every node reaches it.
+async fn serve(w: World) -> World {
     tokio::spawn(Arc::new(ControlPlane::new(Arc::clone(&w.store), w.service.clone())).run());
     w.service.flush().await.unwrap();
+    wait_for_control_plane(&w.cluster, &*w.store).await;
     w
 }
 
@@ -394,4 +399,25 @@ async fn bodies_that_are_not_objects_and_epochs_past_the_limit_are_bad_requests(
         .call("key", json!({ "room": "general", "epoch": null }))
         .await;
     assert_eq!(reply["epoch"], 1, "{reply}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_too_large_for_the_cluster_is_a_refusal_not_silence() {
+    // Messages of at most 16 KiB; a `members` reply of 150 members is about 22 KB.
+    let w = serve(world_with_config("max_payload: 16384").await).await;
+    let owner = user(&w).await;
+    owner.call("create_room", json!({ "room": "crowd" })).await;
+    let room = RoomId::new("crowd").unwrap();
+    for _ in 0..150 {
+        let member = register(&*w.store).await;
+        w.store
+            .add_member(&room, &member.sign_public_key())
+            .await
+            .unwrap();
+    }
+    let reply = owner.call("members", json!({ "room": "crowd" })).await;
+    assert_eq!(code(&reply), "reply_too_large", "{reply}");
+    // A small reply still goes through.
+    let reply = owner.call("epoch", json!({ "room": "crowd" })).await;
+    assert_eq!(reply["epoch"], 0, "{reply}");
 }

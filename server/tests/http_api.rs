@@ -6,9 +6,9 @@
 use std::sync::Arc;
 
 use serde_json::{json, Value};
+use unibus::protocol::registration::RegisterReply;
 use unibus::registration::{RegisterBody, RegisterRequest};
 use unibus::{Identity, InviteToken};
-use unibus::protocol::registration::RegisterReply;
 use unibus_server::http::{AppState, HttpLimits, RateLimiter, ServeOptions};
 use unibus_server::store::{NewInvite, NewUser, SqliteStore, Store};
 

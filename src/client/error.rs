@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use super::trust::TrustError;
 use crate::manifest::ManifestError;
+use crate::protocol::codes::{Refusal, RefusalCode};
 use crate::sealing::SealError;
 use crate::{RoomId, SignPublicKey};
 
@@ -150,6 +151,14 @@ pub enum SessionError {
     /// `unavailable`: membershipd's store did not answer; retry later.
     #[error("membershipd's store is unavailable: retry later")]
     Unavailable,
+    /// `internal`: membershipd could not read its own records. Not this client's fault, and
+    /// retrying will not help until the operator repairs the server.
+    #[error("membershipd failed internally: {0}")]
+    ServerFault(String),
+    /// `reply_too_large`: the answer is larger than the cluster's message limit, so it could
+    /// not be sent. Retrying will not help.
+    #[error("membershipd's reply is too large for the cluster: {0}")]
+    ReplyTooLarge(String),
     /// A refusal code this version of the client does not know.
     #[error("membershipd refused the request ({code}): {message}")]
     Refused {
@@ -204,23 +213,26 @@ pub enum SessionError {
 }
 
 impl SessionError {
-    /// The error for a refusal `{"error": {"code", "message"}}` (protocol §12.3).
-    pub(crate) fn from_refusal(code: &str, message: String) -> Self {
-        match code {
-            "not_authorized" => Self::NotAuthorized,
-            "not_member" => Self::NotMember,
-            "not_owner" => Self::NotOwner,
-            "no_key" => Self::NoKey,
-            "room_exists" => Self::RoomExists,
-            "unknown_user" => Self::UnknownUser,
-            "epoch_conflict" => Self::EpochConflict,
-            "recipients_mismatch" => Self::RecipientsMismatch,
-            "bad_manifest" => Self::BadManifest(message),
-            "bad_request" => Self::BadRequest(message),
-            "not_found" => Self::NotFound,
-            "unavailable" => Self::Unavailable,
-            _ => Self::Refused {
-                code: code.to_owned(),
+    /// The error for a control-plane refusal (protocol §12.3).
+    pub(crate) fn from_refusal(refusal: Refusal) -> Self {
+        let message = refusal.message;
+        match refusal.code {
+            RefusalCode::NotAuthorized => Self::NotAuthorized,
+            RefusalCode::NotMember => Self::NotMember,
+            RefusalCode::NotOwner => Self::NotOwner,
+            RefusalCode::NoKey => Self::NoKey,
+            RefusalCode::RoomExists => Self::RoomExists,
+            RefusalCode::UnknownUser => Self::UnknownUser,
+            RefusalCode::EpochConflict => Self::EpochConflict,
+            RefusalCode::RecipientsMismatch => Self::RecipientsMismatch,
+            RefusalCode::BadManifest => Self::BadManifest(message),
+            RefusalCode::BadRequest => Self::BadRequest(message),
+            RefusalCode::NotFound => Self::NotFound,
+            RefusalCode::Unavailable => Self::Unavailable,
+            RefusalCode::Internal => Self::ServerFault(message),
+            RefusalCode::ReplyTooLarge => Self::ReplyTooLarge(message),
+            code => Self::Refused {
+                code: code.as_str().to_owned(),
                 message,
             },
         }

@@ -41,7 +41,6 @@ mod register;
 mod session;
 mod trust;
 mod watch;
-mod wire;
 
 pub use error::{RegisterError, SessionEnd, SessionError};
 pub use register::{register, RegisterOptions, Registration};

@@ -6,7 +6,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::error::RegisterError;
-use super::wire::Refusal;
+use crate::protocol::codes::{ApiCode, ErrorBody, ErrorEnvelope};
+use crate::protocol::registration::RegisterReply;
 use crate::registration::{RegisterBody, RegisterRequest};
 use crate::{Identity, InviteLink, KexPublicKey, SignPublicKey};
 
@@ -107,20 +108,11 @@ enum Attempt {
     Final(RegisterError),
 }
 
-/// The success body of `/register`.
-#[derive(Deserialize)]
-struct Reply {
-    sign_public_key: SignPublicKey,
-    kex_public_key: KexPublicKey,
-    admin: bool,
-    nats_urls: Vec<String>,
-}
-
 async fn post_once(
     http: &reqwest::Client,
     url: &str,
     body: &RegisterBody,
-) -> Result<Reply, Attempt> {
+) -> Result<RegisterReply, Attempt> {
     // Four strings always serialize.
     let json = serde_json::to_vec(body).expect("the register body serializes to JSON");
     let response = http
@@ -142,37 +134,49 @@ async fn post_once(
             )))
         });
     }
-    let refusal = serde_json::from_slice::<Refusal>(&bytes).ok();
-    let (code, message) = match refusal {
-        Some(reply) => (reply.error.code, reply.error.message),
-        None => (String::new(), format!("status {status}")),
-    };
-    Err(classify(status.as_u16(), code, message))
+    let refusal = serde_json::from_slice::<ErrorEnvelope<ApiCode>>(&bytes)
+        .ok()
+        .map(|envelope| envelope.error);
+    Err(classify(status.as_u16(), refusal))
 }
 
-/// The error for a refused attempt, and whether retrying may help.
-fn classify(status: u16, code: String, message: String) -> Attempt {
-    let error = match code.as_str() {
-        "invite_unknown" => RegisterError::InviteUnknown,
-        "invite_used" => RegisterError::InviteUsed,
-        "user_exists" => RegisterError::AlreadyRegistered,
-        "user_deleted" => RegisterError::UserDeleted,
-        "invite_expired" => RegisterError::InviteExpired,
-        "invite_cancelled" => RegisterError::InviteCancelled,
-        "rate_limited" => return Attempt::Transient(RegisterError::RateLimited),
+/// The error for a refused attempt (its refusal, if the body carried one), and whether
+/// retrying may help.
+fn classify(status: u16, refusal: Option<ErrorBody<ApiCode>>) -> Attempt {
+    let Some(ErrorBody { code, message }) = refusal else {
+        let what = format!("status {status}");
+        return match status {
+            429 => Attempt::Transient(RegisterError::RateLimited),
+            500.. => Attempt::Transient(RegisterError::Unavailable(what)),
+            _ => Attempt::Final(RegisterError::Rejected {
+                code: String::new(),
+                message: what,
+            }),
+        };
+    };
+    let error = match code {
+        ApiCode::InviteUnknown => RegisterError::InviteUnknown,
+        ApiCode::InviteUsed => RegisterError::InviteUsed,
+        ApiCode::UserExists => RegisterError::AlreadyRegistered,
+        ApiCode::UserDeleted => RegisterError::UserDeleted,
+        ApiCode::InviteExpired => RegisterError::InviteExpired,
+        ApiCode::InviteCancelled => RegisterError::InviteCancelled,
+        ApiCode::RateLimited => return Attempt::Transient(RegisterError::RateLimited),
         _ if status == 429 => return Attempt::Transient(RegisterError::RateLimited),
-        _ if status >= 500 => {
-            let what = if code.is_empty() { message } else { code };
-            return Attempt::Transient(RegisterError::Unavailable(what));
+        code if status >= 500 => {
+            return Attempt::Transient(RegisterError::Unavailable(code.as_str().to_owned()))
         }
-        _ => RegisterError::Rejected { code, message },
+        code => RegisterError::Rejected {
+            code: code.as_str().to_owned(),
+            message,
+        },
     };
     Attempt::Final(error)
 }
 
 /// Checks that the server registered exactly this identity, and keeps what the app needs.
 fn check_reply(
-    reply: Reply,
+    reply: RegisterReply,
     link: &InviteLink,
     identity: &Identity,
 ) -> Result<Registration, RegisterError> {

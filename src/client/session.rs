@@ -5,15 +5,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::ConnectErrorKind;
-use serde::Serialize;
 use tokio::sync::{broadcast, watch};
 
 use super::error::{SessionEnd, SessionError};
 use super::liveness::Liveness;
 use super::trust::{OwnerCheck, TrustStore};
 use super::watch::{RoomUpdate, Watch};
-use super::wire::{self, RoomRequest};
 use crate::manifest::{Recipient, SignedManifest};
+use crate::protocol::control::{
+    read_reply, AddMemberRequest, CreateRoomRequest, EpochRequest, KeyRequest, MemberChange,
+    MemberRequest, MembersRequest, RekeyRequest, RemoveMemberRequest, Request, RoomRecord,
+    RoomsRequest,
+};
 use crate::sealing::RoomKey;
 use crate::{subjects, Identity, RoomId, SignPublicKey};
 
@@ -111,8 +114,6 @@ pub struct Session {
 struct Inner {
     identity: Arc<Identity>,
     client: async_nats::Client,
-    /// `unibus.cp.<own hex>`.
-    request_prefix: String,
     liveness: Arc<Liveness>,
     /// Pinned owners and epoch floors.
     trust: TrustStore,
@@ -169,7 +170,6 @@ impl Session {
             return Err(SessionError::Connect("no cluster address given".into()));
         }
         let own_hex = identity.sign_public_key().to_hex();
-        let request_prefix = subjects::requests(&identity.sign_public_key());
         let liveness = Liveness::new();
 
         let signer = Arc::clone(&identity);
@@ -216,7 +216,6 @@ impl Session {
             inner: Arc::new(Inner {
                 identity,
                 client,
-                request_prefix,
                 liveness,
                 trust,
                 alerts: broadcast::channel(16).0,
@@ -251,14 +250,14 @@ impl Session {
     /// against its pin ([`SessionError::OwnerChanged`]) and its epoch against its floor
     /// ([`SessionError::EpochRollback`]); one room that fails fails the call.
     pub async fn my_rooms(&self) -> Result<Vec<RoomInfo>, SessionError> {
-        let reply: wire::RoomsReply = self.call("rooms", &serde_json::json!({})).await?;
+        let reply = self.call(&RoomsRequest {}).await?;
         reply.rooms.into_iter().map(|r| self.room_info(r)).collect()
     }
 
     /// Whether this identity is a member of `room`. `false` also for a room that does not
     /// exist; any failure to find out is an error, never `false`.
     pub async fn is_member(&self, room: &RoomId) -> Result<bool, SessionError> {
-        let reply: wire::MemberReply = self.call("member", &RoomRequest::room(room)).await?;
+        let reply = self.call(&MemberRequest { room: room.clone() }).await?;
         Ok(reply.member)
     }
 
@@ -266,7 +265,7 @@ impl Session {
     /// room's floor (the highest epoch this client verified) fails with
     /// [`SessionError::EpochRollback`].
     pub async fn current_epoch(&self, room: &RoomId) -> Result<u64, SessionError> {
-        let reply: wire::EpochReply = self.call("epoch", &RoomRequest::room(room)).await?;
+        let reply = self.call(&EpochRequest { room: room.clone() }).await?;
         self.check_latest(room, reply.epoch)?;
         Ok(reply.epoch)
     }
@@ -284,11 +283,11 @@ impl Session {
         room: &RoomId,
         epoch: Option<u64>,
     ) -> Result<OpenedRoomKey, SessionError> {
-        let request = RoomRequest {
+        let request = KeyRequest {
+            room: room.clone(),
             epoch,
-            ..RoomRequest::room(room)
         };
-        let reply: wire::KeyReply = self.call("key", &request).await?;
+        let reply = self.call(&request).await?;
         if epoch.is_some_and(|asked| asked != reply.epoch) {
             return Err(SessionError::InvalidReply(format!(
                 "asked for epoch {}, got {}",
@@ -329,13 +328,13 @@ impl Session {
     /// Creates `room` with this identity as its owner and first member, at epoch 0 (no key
     /// yet: call [`rekey`](Self::rekey)).
     pub async fn create_room(&self, room: &RoomId) -> Result<RoomInfo, SessionError> {
-        let reply: wire::RoomReply = self.call("create_room", &RoomRequest::room(room)).await?;
+        let reply = self.call(&CreateRoomRequest { room: room.clone() }).await?;
         self.room_info(reply)
     }
 
     /// The room's active members with their registered keys, the owner included. Owner only.
     pub async fn members(&self, room: &RoomId) -> Result<Vec<Recipient>, SessionError> {
-        let reply: wire::MembersReply = self.call("members", &RoomRequest::room(room)).await?;
+        let reply = self.call(&MembersRequest { room: room.clone() }).await?;
         Ok(reply
             .members
             .into_iter()
@@ -353,7 +352,12 @@ impl Session {
         room: &RoomId,
         member: &SignPublicKey,
     ) -> Result<(), SessionError> {
-        self.change_member("add_member", room, member).await
+        let change = MemberChange {
+            room: room.clone(),
+            member: *member,
+        };
+        self.call(&AddMemberRequest(change)).await?;
+        Ok(())
     }
 
     /// Removes `member` from `room`. Owner only, and not the owner itself. The member can no
@@ -364,7 +368,12 @@ impl Session {
         room: &RoomId,
         member: &SignPublicKey,
     ) -> Result<(), SessionError> {
-        self.change_member("remove_member", room, member).await
+        let change = MemberChange {
+            room: room.clone(),
+            member: *member,
+        };
+        self.call(&RemoveMemberRequest(change)).await?;
+        Ok(())
     }
 
     /// Rekeys `room` on this device (protocol §12.5): fetches the active members and the
@@ -433,10 +442,10 @@ impl Session {
         })
         .await
         .map_err(|e| SessionError::Transport(format!("the sealing task failed: {e}")))??;
-        let request = wire::RekeyRequest {
+        let request = RekeyRequest {
             manifest: crate::hex::encode(&manifest.to_bytes()),
         };
-        let reply: wire::EpochReply = self.call("rekey", &request).await?;
+        let reply = self.call(&request).await?;
         if reply.epoch != epoch {
             return Err(SessionError::InvalidReply(format!(
                 "uploaded epoch {epoch}, the server says {}",
@@ -450,20 +459,6 @@ impl Session {
         Ok(OpenedRoomKey { epoch, key })
     }
 
-    async fn change_member(
-        &self,
-        operation: &str,
-        room: &RoomId,
-        member: &SignPublicKey,
-    ) -> Result<(), SessionError> {
-        let request = RoomRequest {
-            member: Some(member),
-            ..RoomRequest::room(room)
-        };
-        let _: wire::Empty = self.call(operation, &request).await?;
-        Ok(())
-    }
-
     fn ensure_open(&self) -> Result<(), SessionError> {
         match self.state() {
             ConnectionState::Ended(end) => Err(SessionError::Ended(end)),
@@ -471,16 +466,13 @@ impl Session {
         }
     }
 
-    /// One control-plane request: `operation` with `body`, within the request timeout.
-    async fn call<T: for<'de> serde::Deserialize<'de>>(
-        &self,
-        operation: &str,
-        body: &impl Serialize,
-    ) -> Result<T, SessionError> {
+    /// One control-plane request, within the request timeout: `request` to its operation's
+    /// subject, and its reply or the refusal it carries.
+    async fn call<R: Request>(&self, request: &R) -> Result<R::Reply, SessionError> {
         self.ensure_open()?;
-        // The request bodies are plain structs of strings and numbers: they always serialize.
-        let payload = serde_json::to_vec(body).expect("request bodies serialize to JSON");
-        let subject = format!("{}.{operation}", self.inner.request_prefix);
+        // The protocol's request types hold strings and numbers: they always serialize.
+        let payload = serde_json::to_vec(request).expect("request bodies serialize to JSON");
+        let subject = R::OPERATION.subject(&self.inner.identity.sign_public_key());
         let timeout = self.inner.options.request_timeout;
         let request = async_nats::Request::new()
             .payload(payload.into())
@@ -501,10 +493,14 @@ impl Session {
                     _ => SessionError::Transport(e.to_string()),
                 }
             })?;
-        wire::parse_reply(&reply.payload)
+        match read_reply::<R::Reply>(&reply.payload) {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(refusal)) => Err(SessionError::from_refusal(refusal)),
+            Err(e) => Err(SessionError::InvalidReply(e.to_string())),
+        }
     }
 
-    fn room_info(&self, reply: wire::RoomReply) -> Result<RoomInfo, SessionError> {
+    fn room_info(&self, reply: RoomRecord) -> Result<RoomInfo, SessionError> {
         self.check_owner(&reply.id, reply.owner)?;
         self.check_latest(&reply.id, reply.epoch)?;
         Ok(RoomInfo {

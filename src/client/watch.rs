@@ -8,7 +8,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 
 use super::error::{SessionEnd, SessionError};
 use super::session::ConnectionState;
-use super::wire;
+use crate::protocol::events::Notification;
 use crate::{RoomId, SignPublicKey};
 
 /// A change that concerns this identity.
@@ -255,23 +255,14 @@ async fn next_alert(alerts: &mut Option<broadcast::Receiver<RoomUpdate>>) -> Opt
 /// A notification as an update; `None` for a kind this version does not know (skipped, as
 /// protocol §12.6 asks).
 fn read_notification(payload: &[u8]) -> Option<Result<RoomUpdate, SessionError>> {
-    let notification: wire::Notification = match serde_json::from_slice(payload) {
-        Ok(notification) => notification,
-        Err(e) => {
-            return Some(Err(SessionError::InvalidReply(format!(
-                "unreadable notification: {e}"
-            ))))
-        }
-    };
-    let room = notification.room;
-    match (notification.kind.as_str(), notification.epoch) {
-        ("added", _) => Some(Ok(RoomUpdate::Added { room })),
-        ("removed", _) => Some(Ok(RoomUpdate::Removed { room })),
-        ("epoch", Some(epoch)) => Some(Ok(RoomUpdate::NewEpoch { room, epoch })),
-        ("epoch", None) => Some(Err(SessionError::InvalidReply(
-            "an epoch notification without its epoch".into(),
-        ))),
-        _ => None,
+    match serde_json::from_slice::<Notification>(payload) {
+        Ok(Notification::Added { room }) => Some(Ok(RoomUpdate::Added { room })),
+        Ok(Notification::Removed { room }) => Some(Ok(RoomUpdate::Removed { room })),
+        Ok(Notification::Epoch { room, epoch }) => Some(Ok(RoomUpdate::NewEpoch { room, epoch })),
+        Ok(Notification::Unknown) => None,
+        Err(e) => Some(Err(SessionError::InvalidReply(format!(
+            "unreadable notification: {e}"
+        )))),
     }
 }
 

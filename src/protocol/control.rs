@@ -266,14 +266,18 @@ impl Request for RekeyRequest {
 pub struct MalformedReply(#[source] pub serde_json::Error);
 
 /// Reads a reply: `Ok(Ok(reply))`, `Ok(Err(refusal))` for a refusal, or why it is neither.
-pub fn read_reply<T: DeserializeOwned>(payload: &[u8]) -> Result<Result<T, Refusal>, MalformedReply> {
+pub fn read_reply<T: DeserializeOwned>(
+    payload: &[u8],
+) -> Result<Result<T, Refusal>, MalformedReply> {
     let value: serde_json::Value = serde_json::from_slice(payload).map_err(MalformedReply)?;
     if value.get("error").is_some() {
         let envelope: ErrorEnvelope<RefusalCode> =
             serde_json::from_value(value).map_err(MalformedReply)?;
         return Ok(Err(envelope.error));
     }
-    serde_json::from_value(value).map(Ok).map_err(MalformedReply)
+    serde_json::from_value(value)
+        .map(Ok)
+        .map_err(MalformedReply)
 }
 
 /// Reads a request body: empty (read as `{}`) or one JSON object. Any other JSON value (an
@@ -366,10 +370,7 @@ mod tests {
                 kex_public_key: kex,
             }],
         });
-        let change = MemberChange {
-            room,
-            member: sign,
-        };
+        let change = MemberChange { room, member: sign };
         round_trip(AddMemberRequest(change.clone()));
         round_trip(RemoveMemberRequest(change));
         round_trip(Empty {});

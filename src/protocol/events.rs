@@ -70,6 +70,9 @@ mod tests {
         let unknown: Notification =
             serde_json::from_slice(br#"{"kind":"renamed","room":"general"}"#).unwrap();
         assert_eq!(unknown, Notification::Unknown);
-        assert!(serde_json::from_slice::<Notification>(br#"{"kind":"epoch","room":"general"}"#).is_err());
+        assert!(
+            serde_json::from_slice::<Notification>(br#"{"kind":"epoch","room":"general"}"#)
+                .is_err()
+        );
     }
 }

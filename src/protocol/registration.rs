@@ -52,7 +52,10 @@ mod tests {
             nats_urls: vec!["nats://127.0.0.1:4222".into()],
         };
         let bytes = serde_json::to_vec(&reply).unwrap();
-        assert_eq!(serde_json::from_slice::<RegisterReply>(&bytes).unwrap(), reply);
+        assert_eq!(
+            serde_json::from_slice::<RegisterReply>(&bytes).unwrap(),
+            reply
+        );
         let body = RegisterBody {
             token: "t".into(),
             sign_public_key: "s".into(),

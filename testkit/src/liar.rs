@@ -21,8 +21,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use serde_json::{json, Value};
 use unibus::manifest::{Recipient, SignedManifest};
+use unibus::protocol::codes::{Refusal, RefusalCode};
+use unibus::protocol::control::{
+    encode_reply, read_reply, read_request, Empty, EpochReply, EpochRequest, KeyReply, KeyRequest,
+    MemberReply, MemberRequest, Operation, Request, RoomRecord, RoomsReply, RoomsRequest,
+};
 use unibus::sealing::RoomKey;
 use unibus::{subjects, Identity, RoomId, SignPublicKey};
 
@@ -72,9 +76,27 @@ impl Drop for Liar {
 struct Script {
     user: SignPublicKey,
     /// The recorded `rooms` reply, rewritten.
-    rooms: Vec<Value>,
-    /// Per room, the latest `key` reply to give and the epoch it is at.
-    keys: BTreeMap<String, (u64, Value)>,
+    rooms: Vec<RoomRecord>,
+    /// Per room, the latest `key` reply to give.
+    keys: BTreeMap<RoomId, KeyReply>,
+}
+
+/// Asks the real control plane `request` as the user, and keeps the reply.
+async fn ask<R: Request>(
+    real: &async_nats::Client,
+    user: &SignPublicKey,
+    request: &R,
+) -> Result<R::Reply, LiarError> {
+    let body = serde_json::to_vec(request).map_err(|e| LiarError::Recording(e.to_string()))?;
+    let reply = real
+        .request(R::OPERATION.subject(user), body.into())
+        .await
+        .map_err(|e| LiarError::Nats(e.to_string()))?;
+    match read_reply::<R::Reply>(&reply.payload) {
+        Ok(Ok(reply)) => Ok(reply),
+        Ok(Err(refusal)) => Err(LiarError::Recording(refusal.to_string())),
+        Err(e) => Err(LiarError::Recording(e.to_string())),
+    }
 }
 
 impl Liar {
@@ -98,34 +120,16 @@ impl Liar {
             .connect(real_addresses)
             .await
             .map_err(|e| nats(&e))?;
-        let prefix = subjects::requests(&key);
-        let ask = |operation: &str, body: Value| {
-            let (real, subject) = (real.clone(), format!("{prefix}.{operation}"));
-            async move {
-                let reply = real
-                    .request(subject, body.to_string().into())
-                    .await
-                    .map_err(|e| LiarError::Nats(e.to_string()))?;
-                let value: Value = serde_json::from_slice(&reply.payload)
-                    .map_err(|e| LiarError::Recording(e.to_string()))?;
-                if value.get("error").is_some() {
-                    return Err(LiarError::Recording(value.to_string()));
-                }
-                Ok(value)
-            }
-        };
-        let mut rooms = ask("rooms", json!({})).await?["rooms"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
+        let mut rooms = ask(&real, &key, &RoomsRequest {}).await?.rooms;
         let mut keys = BTreeMap::new();
         if let Some((room, epoch)) = &options.rollback {
-            let reply = ask("key", json!({"room": room, "epoch": epoch})).await?;
-            keys.insert(room.to_string(), (*epoch, reply));
-            for entry in &mut rooms {
-                if entry["id"] == room.as_str() {
-                    entry["epoch"] = json!(epoch);
-                }
+            let request = KeyRequest {
+                room: room.clone(),
+                epoch: Some(*epoch),
+            };
+            keys.insert(room.clone(), ask(&real, &key, &request).await?);
+            for entry in rooms.iter_mut().filter(|entry| &entry.id == room) {
+                entry.epoch = *epoch;
             }
         }
         real.drain().await.map_err(|e| nats(&e))?;
@@ -142,18 +146,23 @@ impl Liar {
                 .entry_for(&key)
                 .map(|entry| hex::encode(entry.sealed.to_bytes()))
                 .unwrap_or_default();
-            let owner = impostor.sign_public_key().to_hex();
+            let owner = impostor.sign_public_key();
             keys.insert(
-                room.to_string(),
-                (
-                    1,
-                    json!({"epoch": 1, "owner": owner, "sealed": sealed,
-                           "manifest": hex::encode(manifest.to_bytes())}),
-                ),
+                room.clone(),
+                KeyReply {
+                    epoch: 1,
+                    owner,
+                    sealed,
+                    manifest: hex::encode(manifest.to_bytes()),
+                },
             );
-            rooms.retain(|entry| entry["id"] != room.as_str());
-            rooms.push(json!({"id": room, "owner": owner, "epoch": 1}));
-            rooms.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+            rooms.retain(|entry| &entry.id != room);
+            rooms.push(RoomRecord {
+                id: room.clone(),
+                owner,
+                epoch: 1,
+            });
+            rooms.sort_by(|a, b| a.id.cmp(&b.id));
         }
 
         // 3. A nats-server where the user's key logs in, and the answers.
@@ -173,7 +182,7 @@ impl Liar {
             .await
             .map_err(|e| nats(&e))?;
         let requests = responder
-            .subscribe(format!("{prefix}.>"))
+            .subscribe(format!("{}.>", subjects::requests(&key)))
             .await
             .map_err(|e| nats(&e))?;
         responder.flush().await.map_err(|e| nats(&e))?;
@@ -197,36 +206,54 @@ async fn answer(client: async_nats::Client, mut requests: async_nats::Subscriber
     while let Some(message) = requests.next().await {
         let Some(reply) = message.reply else { continue };
         let operation = message.subject.as_str().strip_prefix(&prefix).unwrap_or("");
-        let body: Value = serde_json::from_slice(&message.payload).unwrap_or(Value::Null);
-        let answer = script.answer(operation, &body);
-        let _ = client.publish(reply, answer.to_string().into()).await;
+        let answer = match Operation::from_name(operation) {
+            Some(operation) => script.answer(operation, &message.payload),
+            None => refuse(RefusalCode::BadRequest, "no such operation"),
+        };
+        let _ = client.publish(reply, answer.into()).await;
     }
 }
 
-fn refusal(code: &str, message: &str) -> Value {
-    json!({"error": {"code": code, "message": message}})
+fn refuse(code: RefusalCode, message: &str) -> Vec<u8> {
+    encode_reply::<Empty>(&Err(Refusal::new(code, message)))
 }
 
 impl Script {
-    fn room(&self, id: &str) -> Option<&Value> {
-        self.rooms.iter().find(|room| room["id"] == id)
+    fn room(&self, id: &RoomId) -> Option<&RoomRecord> {
+        self.rooms.iter().find(|room| &room.id == id)
     }
 
-    fn answer(&self, operation: &str, body: &Value) -> Value {
-        let id = body["room"].as_str().unwrap_or_default();
+    fn answer(&self, operation: Operation, body: &[u8]) -> Vec<u8> {
+        let not_member = || Refusal::new(RefusalCode::NotMember, "not a member");
         match operation {
-            "rooms" => json!({ "rooms": self.rooms }),
-            "member" => json!({ "member": self.room(id).is_some() }),
-            "epoch" => match self.room(id) {
-                Some(room) => json!({ "epoch": room["epoch"] }),
-                None => refusal("not_member", "not a member"),
-            },
-            "key" => match (self.keys.get(id), body["epoch"].as_u64()) {
-                (Some((_, reply)), None) => reply.clone(),
-                (Some((epoch, reply)), Some(asked)) if asked == *epoch => reply.clone(),
-                _ => refusal("no_key", "this test double has no such key"),
-            },
-            _ => refusal("unavailable", "this test double only answers questions"),
+            Operation::Rooms => encode_reply::<RoomsReply>(&Ok(RoomsReply {
+                rooms: self.rooms.clone(),
+            })),
+            Operation::Member => {
+                encode_reply(&read_request::<MemberRequest>(body).map(|r| MemberReply {
+                    member: self.room(&r.room).is_some(),
+                }))
+            }
+            Operation::Epoch => encode_reply(&read_request::<EpochRequest>(body).and_then(|r| {
+                let room = self.room(&r.room).ok_or_else(not_member)?;
+                Ok(EpochReply { epoch: room.epoch })
+            })),
+            Operation::Key => {
+                encode_reply(&read_request::<KeyRequest>(body).and_then(|r| {
+                    match (self.keys.get(&r.room), r.epoch) {
+                        (Some(reply), None) => Ok(reply.clone()),
+                        (Some(reply), Some(asked)) if asked == reply.epoch => Ok(reply.clone()),
+                        _ => Err(Refusal::new(
+                            RefusalCode::NoKey,
+                            "this test double has no such key",
+                        )),
+                    }
+                }))
+            }
+            _ => refuse(
+                RefusalCode::Unavailable,
+                "this test double only answers questions",
+            ),
         }
     }
 }

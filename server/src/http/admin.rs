@@ -45,9 +45,9 @@ use unibus::{SignPublicKey, Signature};
 
 use super::{require_json, ApiError, AppState};
 use crate::admin::{Operation, OperationError};
+use crate::store::{now_millis, Millis};
 use unibus::protocol::codes::ApiCode;
 use unibus::protocol::json::{JsonError, Object};
-use crate::store::{now_millis, Millis};
 
 /// How far a request's timestamp may be from the server's clock, either way.
 pub const REQUEST_WINDOW: Duration = Duration::from_secs(60);
@@ -113,7 +113,8 @@ pub(super) async fn admin(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     if !state.admin_limiter.allow(peer.ip()) {
-        return Err(error_of(ApiCode::RateLimited,
+        return Err(error_of(
+            ApiCode::RateLimited,
             "too many admin requests from this address; wait and retry",
         ));
     }
@@ -124,7 +125,8 @@ pub(super) async fn admin(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| Signature::from_hex(v).ok())
         .ok_or_else(|| {
-            unauthorized(ApiCode::BadSignature,
+            unauthorized(
+                ApiCode::BadSignature,
                 "missing or malformed Unibus-Signature header",
             )
         })?;
@@ -134,26 +136,28 @@ pub(super) async fn admin(
         nonce,
         operation,
         params,
-    } = parse_body(&body)
-        .map_err(|e| error_of(ApiCode::MalformedBody, e.to_string()))?;
-    let admin = SignPublicKey::from_hex(&admin)
-        .map_err(|e| error_of(ApiCode::BadKey, e.to_string()))?;
+    } = parse_body(&body).map_err(|e| error_of(ApiCode::MalformedBody, e.to_string()))?;
+    let admin =
+        SignPublicKey::from_hex(&admin).map_err(|e| error_of(ApiCode::BadKey, e.to_string()))?;
     verify_admin_body(&admin, &body, &signature)
         .map_err(|_| unauthorized(ApiCode::BadSignature, "the signature does not verify"))?;
     // One reading of the clock decides freshness and the nonce's expiry alike.
     let now = now_millis();
     if !is_fresh(timestamp, now) {
-        return Err(unauthorized(ApiCode::StaleRequest,
+        return Err(unauthorized(
+            ApiCode::StaleRequest,
             "the timestamp is outside the accepted window; check the clock",
         ));
     }
     if nonce.len() != 32 || !nonce.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(error_of(ApiCode::MalformedBody,
+        return Err(error_of(
+            ApiCode::MalformedBody,
             "the field `nonce` must be 32 hex characters",
         ));
     }
     if !state.store.has_admin(&admin).await {
-        return Err(error_of(ApiCode::NotAdmin,
+        return Err(error_of(
+            ApiCode::NotAdmin,
             "the key is not an active admin",
         ));
     }
@@ -165,7 +169,10 @@ pub(super) async fn admin(
         .record_nonce(&nonce, now, nonce_expiry(timestamp))
         .await?
     {
-        return Err(unauthorized(ApiCode::Replayed, "this request was already used"));
+        return Err(unauthorized(
+            ApiCode::Replayed,
+            "this request was already used",
+        ));
     }
     let operation = Operation::from_json(&operation, params)?;
     Ok(Json(
@@ -178,16 +185,12 @@ pub(super) async fn admin(
 impl From<OperationError> for ApiError {
     fn from(error: OperationError) -> Self {
         match error {
-            OperationError::BadInput(message) => {
-                error_of(ApiCode::BadRequest, message)
+            OperationError::BadInput(message) => error_of(ApiCode::BadRequest, message),
+            OperationError::Unknown(name) => {
+                error_of(ApiCode::UnknownOperation, format!("no operation {name:?}"))
             }
-            OperationError::Unknown(name) => error_of(ApiCode::UnknownOperation,
-                format!("no operation {name:?}"),
-            ),
             OperationError::Store(e) => e.into(),
-            OperationError::Misconfigured(message) => {
-                error_of(ApiCode::Misconfigured, message)
-            }
+            OperationError::Misconfigured(message) => error_of(ApiCode::Misconfigured, message),
         }
     }
 }

@@ -32,7 +32,10 @@ use tower::ServiceExt;
 use super::ApiError;
 use unibus::protocol::codes::ApiCode;
 
-/// How long and how many: the bounds on clients. See the [module documentation](self).
+/// How long and how many: the bounds on HTTP clients. A connection over a cap is closed when
+/// accepted; a slow handshake, request head or idle connection is closed after
+/// `header_timeout`; a slow body or answer gets `408` after `request_timeout`
+/// (`docs/operations.md`, "Slow, idle and greedy HTTP clients").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpLimits {
     /// For a TLS handshake, for a request's headers, and for an idle connection's next request.
@@ -208,7 +211,8 @@ async fn serve_connection<S>(
 }
 
 fn timed_out() -> Response {
-    let mut response = ApiError::new(ApiCode::RequestTimeout,
+    let mut response = ApiError::new(
+        ApiCode::RequestTimeout,
         "the request took too long to arrive; send it again",
     )
     .into_response();

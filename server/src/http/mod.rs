@@ -162,7 +162,8 @@ fn require_json(headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
         .map(str::trim);
     match media_type {
         Some(t) if t.eq_ignore_ascii_case("application/json") => Ok(()),
-        _ => Err(ApiError::new(ApiCode::UnsupportedMediaType,
+        _ => Err(ApiError::new(
+            ApiCode::UnsupportedMediaType,
             "send the body as JSON with Content-Type: application/json",
         )),
     }
@@ -189,7 +190,7 @@ impl IntoResponse for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
-    let message = error.to_string();
+        let message = error.to_string();
         match error {
             StoreError::InviteUnknown => ApiError::new(ApiCode::InviteUnknown, message),
             StoreError::InviteExpired => ApiError::new(ApiCode::InviteExpired, message),
@@ -202,12 +203,14 @@ impl From<StoreError> for ApiError {
             StoreError::Invalid(_) => ApiError::new(ApiCode::Invalid, message),
             StoreError::Corrupt(_) => {
                 tracing::error!(error = %error, "unreadable store record");
-                ApiError::new(ApiCode::Internal,
+                ApiError::new(
+                    ApiCode::Internal,
                     "the server could not read its own records; report this to its operator",
                 )
             }
             // No admin operation rekeys, so an epoch conflict is as unexpected as the rest.
-            _ => ApiError::new(ApiCode::Unavailable,
+            _ => ApiError::new(
+                ApiCode::Unavailable,
                 "the server's store is unavailable; retry later",
             ),
         }

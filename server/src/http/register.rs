@@ -21,20 +21,20 @@ pub(super) async fn register(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<RegisterReply>, ApiError> {
     if !state.register_limiter.allow(peer.ip()) {
-        return Err(ApiError::new(ApiCode::RateLimited,
+        return Err(ApiError::new(
+            ApiCode::RateLimited,
             "too many registration attempts from this address; wait and retry",
         ));
     }
     require_json(&headers)?;
     let body = body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(ApiCode::TooLarge,
+            ApiError::new(
+                ApiCode::TooLarge,
                 format!("the body is larger than {} bytes", super::MAX_BODY_BYTES),
             )
         } else {
-            ApiError::new(ApiCode::MalformedBody,
-                "the body could not be read",
-            )
+            ApiError::new(ApiCode::MalformedBody, "the body could not be read")
         }
     })?;
     let fields = RegisterBody::from_json(&body)
@@ -71,15 +71,9 @@ pub(super) async fn register(
 fn request_error(error: RegisterRequestError) -> ApiError {
     let message = error.to_string();
     match error {
-        RegisterRequestError::BadToken(_) => {
-            ApiError::new(ApiCode::BadToken, message)
-        }
-        RegisterRequestError::BadKey(_) => {
-            ApiError::new(ApiCode::BadKey, message)
-        }
-        RegisterRequestError::BadSignature(_) => {
-            ApiError::new(ApiCode::BadSignature, message)
-        }
+        RegisterRequestError::BadToken(_) => ApiError::new(ApiCode::BadToken, message),
+        RegisterRequestError::BadKey(_) => ApiError::new(ApiCode::BadKey, message),
+        RegisterRequestError::BadSignature(_) => ApiError::new(ApiCode::BadSignature, message),
         _ => ApiError::new(ApiCode::MalformedBody, message),
     }
 }

@@ -20,9 +20,14 @@ pub struct World {
 }
 
 pub async fn cluster_with_auth(setup: &AuthSetup, nodes: usize) -> NatsCluster {
+    cluster_with_auth_and(setup, nodes, "").await
+}
+
+/// A cluster configured for the auth callout, with `more` added to each node's config.
+pub async fn cluster_with_auth_and(setup: &AuthSetup, nodes: usize, more: &str) -> NatsCluster {
     NatsCluster::start_with(ClusterOptions {
         nodes,
-        extra_config: setup.server_config(),
+        extra_config: format!("{}\n{more}", setup.server_config()),
         // Anonymous clients are refused now, so readiness is the health endpoint alone.
         probe: false,
         ..ClusterOptions::default()
@@ -69,8 +74,13 @@ async fn wait_for_callout(cluster: &NatsCluster, store: &dyn Store) {
 }
 
 pub async fn world() -> World {
+    world_with_config("").await
+}
+
+/// A [`world`] whose nodes carry `more` in their config (for example a `max_payload`).
+pub async fn world_with_config(more: &str) -> World {
     let setup = AuthSetup::generate().unwrap();
-    let cluster = cluster_with_auth(&setup, 3).await;
+    let cluster = cluster_with_auth_and(&setup, 3, more).await;
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("db")).await.unwrap());
     let service = start_callout(&cluster, &setup, Arc::clone(&store)).await;
@@ -94,6 +104,36 @@ pub async fn register(store: &dyn Store) -> Identity {
         .await
         .unwrap();
     id
+}
+
+/// Waits until every node of the cluster reaches the control-plane service (its endpoints'
+/// interest takes a moment to spread over the routes): a probe user asks `member` at each node
+/// until an answer comes instead of "no responders".
+pub async fn wait_for_control_plane(cluster: &NatsCluster, store: &dyn Store) {
+    let probe = register(store).await;
+    let subject = format!(
+        "{}.member",
+        unibus::subjects::requests(&probe.sign_public_key())
+    );
+    for i in 0..cluster.len() {
+        let node: Vec<async_nats::ServerAddr> = vec![cluster.client_url(i).parse().unwrap()];
+        let (client, _) = login(node, &probe).await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let asked = client
+                .request(subject.clone(), r#"{"room":"probe"}"#.into())
+                .await;
+            if asked.is_ok() {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "node {i} never reached the control plane: {asked:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    store.delete_user(&probe.sign_public_key()).await.unwrap();
 }
 
 /// Server errors (permission violations) seen by a client.

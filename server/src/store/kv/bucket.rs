@@ -54,7 +54,11 @@ impl KvStore {
         self.op(bucket.get(key)).await
     }
 
-    pub(super) async fn entry(&self, bucket: &kv::Store, key: &str) -> StoreResult<Option<kv::Entry>> {
+    pub(super) async fn entry(
+        &self,
+        bucket: &kv::Store,
+        key: &str,
+    ) -> StoreResult<Option<kv::Entry>> {
         Ok(self
             .op(bucket.entry(key))
             .await?
@@ -66,7 +70,12 @@ impl KvStore {
     }
 
     /// Creates `key` only if it does not exist (or was deleted). `Ok(false)` if it exists.
-    pub(super) async fn create(&self, bucket: &kv::Store, key: &str, value: Bytes) -> StoreResult<bool> {
+    pub(super) async fn create(
+        &self,
+        bucket: &kv::Store,
+        key: &str,
+        value: Bytes,
+    ) -> StoreResult<bool> {
         match tokio::time::timeout(self.op_timeout, bucket.create(key, value)).await {
             Err(_) => Err(StoreError::Timeout(self.op_timeout)),
             Ok(Ok(_)) => Ok(true),
@@ -97,7 +106,11 @@ impl KvStore {
 
     /// The live entries whose keys match `filter` (a subject pattern relative to the bucket),
     /// read with one ordered consumer that delivers the last value per key.
-    pub(super) async fn entries(&self, bucket: &kv::Store, filter: &str) -> StoreResult<Vec<(String, Bytes)>> {
+    pub(super) async fn entries(
+        &self,
+        bucket: &kv::Store,
+        filter: &str,
+    ) -> StoreResult<Vec<(String, Bytes)>> {
         let prefix = bucket.prefix.clone();
         let listing = async {
             let consumer = bucket
@@ -190,7 +203,6 @@ impl KvStore {
         entries.sort_by(|a, b| a.0.cmp(&b.0));
         entries.iter().map(|(_, v)| decode(what, v)).collect()
     }
-
 }
 
 pub(super) async fn open_bucket(

@@ -9,7 +9,7 @@ use unibus::manifest::SignedManifest;
 use unibus::RoomId;
 
 use super::{keys, KvStore};
-use crate::store::{Room, StoreError, StoreResult};
+use crate::store::{Room, Store, StoreError, StoreResult};
 
 /// How many committed digests are cached before the cache starts over.
 const DIGESTS_CACHED: usize = 10_000;
@@ -23,7 +23,11 @@ pub(super) fn manifest_digest(bytes: &[u8]) -> String {
 
 impl KvStore {
     /// The digest of the manifest that committed `epoch`, if any.
-    pub(super) async fn committed_digest(&self, room: &RoomId, epoch: u64) -> StoreResult<Option<String>> {
+    pub(super) async fn committed_digest(
+        &self,
+        room: &RoomId,
+        epoch: u64,
+    ) -> StoreResult<Option<String>> {
         let key = (room.clone(), epoch);
         if let Some(digest) = self.cached_digests().get(&key) {
             return Ok(Some(digest.clone()));
@@ -52,7 +56,11 @@ impl KvStore {
     }
 
     /// Writes an epoch's manifest and copies under its digest (idempotent overwrites).
-    pub(super) async fn write_epoch_data(&self, manifest: &SignedManifest, digest: &str) -> StoreResult<()> {
+    pub(super) async fn write_epoch_data(
+        &self,
+        manifest: &SignedManifest,
+        digest: &str,
+    ) -> StoreResult<()> {
         let contents = manifest.unverified();
         let (room, epoch) = (&contents.room, contents.epoch);
         // Many puts in flight at once: each waits for its own ack, so a 1,000-member epoch costs
@@ -149,6 +157,7 @@ impl KvStore {
         self.write_epoch_data(manifest, &digest).await?;
         let contents = manifest.unverified();
         let marker = keys::epoch_marker(&contents.room, contents.epoch);
-        self.put(&self.room_keys, &marker, Bytes::from(digest)).await
+        self.put(&self.room_keys, &marker, Bytes::from(digest))
+            .await
     }
 }

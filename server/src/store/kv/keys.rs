@@ -58,7 +58,12 @@ pub(super) fn manifest(room: &RoomId, epoch: u64, digest: &str) -> String {
 }
 
 /// `UNIBUS_room_keys`: `member`'s sealed copy in the manifest of `epoch` with this digest.
-pub(super) fn sealed_copy(room: &RoomId, epoch: u64, digest: &str, member: &SignPublicKey) -> String {
+pub(super) fn sealed_copy(
+    room: &RoomId,
+    epoch: u64,
+    digest: &str,
+    member: &SignPublicKey,
+) -> String {
     format!("k.{room}.{epoch}.{digest}.{member}")
 }
 

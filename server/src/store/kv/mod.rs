@@ -31,9 +31,9 @@
 //!   A claimed epoch is always complete, so if its writer crashed, the next rekey rolls the room
 //!   forward to it and asks its caller to rekey from there.
 //!
-//! The module is split by concern: [`bucket`] has the bucket primitives (bounded gets, puts,
-//! compare-and-swap, listings, opening), [`keys`] the one definition of every key the buckets use,
-//! and [`epoch`] the ordered commit of an epoch and the digest cache.
+//! The module is split by concern: `bucket` has the bucket primitives (bounded gets, puts,
+//! compare-and-swap, listings, opening), `keys` the one definition of every key the buckets use,
+//! and `epoch` the ordered commit of an epoch and the digest cache.
 
 mod bucket;
 mod epoch;
@@ -201,7 +201,6 @@ impl KvStore {
     async fn user_entries(&self) -> StoreResult<Vec<UserEntry>> {
         self.list_json(&self.users, "user").await
     }
-
 }
 
 #[async_trait]

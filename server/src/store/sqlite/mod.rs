@@ -5,7 +5,7 @@
 //! Every call runs on tokio's blocking pool, never on the async worker threads. Invite
 //! redemption is one `IMMEDIATE` transaction guarded by `used = 0`.
 //!
-//! [`schema`] has the migrations, [`rows`] the mapping between rows and records (and the
+//! `schema` has the migrations, `rows` the mapping between rows and records (and the
 //! statements every operation shares); this file is the [`Store`] implementation.
 
 mod rows;

@@ -6,9 +6,7 @@ use unibus::manifest::SignedManifest;
 use unibus::{KexPublicKey, RoomId, SignPublicKey};
 
 use crate::store::rules::redeemed_user;
-use crate::store::{
-    DeletedUser, Invite, Millis, Room, StoreError, StoreResult, User, UserStatus,
-};
+use crate::store::{DeletedUser, Invite, Millis, Room, StoreError, StoreResult, User, UserStatus};
 
 pub(super) fn backend(e: rusqlite::Error) -> StoreError {
     StoreError::Backend(format!("sqlite: {e}"))

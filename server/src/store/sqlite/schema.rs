@@ -8,9 +8,9 @@ use crate::store::{StoreError, StoreResult};
 
 /// The migrations, in order. Migration `n` brings `user_version` from `n - 1` to `n`.
 const MIGRATIONS: &[&str] = &[
-    include_str!("../../migrations/001_init.sql"),
-    include_str!("../../migrations/002_admin_nonces.sql"),
-    include_str!("../../migrations/003_deleted_users.sql"),
+    include_str!("../../../migrations/001_init.sql"),
+    include_str!("../../../migrations/002_admin_nonces.sql"),
+    include_str!("../../../migrations/003_deleted_users.sql"),
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> StoreResult<()> {
