@@ -6,6 +6,19 @@
 //! counterpart lands in `Other`, and a stale FFI variant fails to compile.
 
 /// Declares an exported flat error mirroring a Rust error enum, with its `From` conversion.
+/// An error's message followed by its causes (`message: cause: cause`), so the flat FFI
+/// errors keep what the Rust `source()` chain says.
+fn report(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 macro_rules! flat_error {
     (
         $(#[$doc:meta])*
@@ -28,7 +41,7 @@ macro_rules! flat_error {
         impl From<$core> for $name {
             fn from(error: $core) -> Self {
                 type Core = $core;
-                let message = error.to_string();
+                let message = report(&error);
                 match error {
                     $(Core::$variant { .. } => Self::$variant(message),)+
                     _ => Self::Other(message),
@@ -245,12 +258,14 @@ flat_error! {
         Trust,
         /// Sealing a new room key failed on this device.
         Seal,
+        /// The request is larger than the cluster accepts in one message; no retry can succeed.
+        RequestTooLarge,
+        /// The SDK failed on this device (a task panicked or its runtime is shut down).
+        Internal,
     }
     extra {
         /// An argument (room id, key, URL) is malformed.
         InvalidArgument,
-        /// An SDK task failed unexpectedly (see the message).
-        Internal,
     }
 }
 

@@ -7,7 +7,7 @@ use libfuzzer_sys::fuzz_target;
 use unibus_server::admin::{Operation, TTL_HOURS};
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(body) = unibus_server::http::parse_admin_body(data) else {
+    let Ok(body) = unibus::protocol::admin::AdminBody::from_json(data) else {
         return;
     };
     let _ = unibus::SignPublicKey::from_hex(&body.admin);

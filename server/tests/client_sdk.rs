@@ -244,10 +244,20 @@ async fn every_registration_refusal_is_a_typed_error_and_a_retry_of_a_success_su
         initial_backoff: Duration::from_millis(10),
         ..RegisterOptions::default()
     };
-    assert!(matches!(
-        register(&nowhere, &stranger, &quick).await,
-        Err(RegisterError::Transport(_))
-    ));
+    let refused = register(&nowhere, &stranger, &quick).await.unwrap_err();
+    assert!(matches!(refused, RegisterError::Transport(_)), "{refused}");
+    // The cause is kept as the source, down to the refused connection.
+    let cause = std::error::Error::source(&refused).expect("a cause");
+    let mut chain = vec![cause.to_string()];
+    let mut next = cause.source();
+    while let Some(inner) = next {
+        chain.push(inner.to_string());
+        next = inner.source();
+    }
+    assert!(
+        chain.iter().any(|c| c.to_lowercase().contains("refused")),
+        "{chain:?}"
+    );
     // The stranger was never registered by any of this.
     let users = server.cli(&["user", "list"]);
     assert_eq!(users.as_array().unwrap().len(), 1);

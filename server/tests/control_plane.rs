@@ -421,3 +421,44 @@ async fn a_reply_too_large_for_the_cluster_is_a_refusal_not_silence() {
     let reply = owner.call("epoch", json!({ "room": "crowd" })).await;
     assert_eq!(reply["epoch"], 0, "{reply}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sdk_reports_oversized_requests_and_replies_as_such_not_as_transport() {
+    use unibus::client::{Session, SessionError, SessionOptions};
+    // Messages of at most 16 KiB: a 70-member rekey upload (hex manifest, about 20 KB) does not
+    // fit, while the `members` reply it needs first (about 11 KB) does.
+    let w = serve(world_with_config("max_payload: 16384").await).await;
+    let owner = Arc::new(register(&*w.store).await);
+    let urls: Vec<String> = (0..w.cluster.len()).map(|i| w.cluster.client_url(i)).collect();
+    let session = Session::connect(Arc::clone(&owner), &urls, SessionOptions::default())
+        .await
+        .unwrap();
+    let room = RoomId::new("crowd").unwrap();
+    session.create_room(&room).await.unwrap();
+    for _ in 0..69 {
+        let member = register(&*w.store).await;
+        session
+            .add_member(&room, &member.sign_public_key())
+            .await
+            .unwrap();
+    }
+    match session.rekey(&room).await {
+        Err(SessionError::RequestTooLarge { bytes, limit }) => assert!(bytes > limit),
+        other => panic!("expected RequestTooLarge, got {other:?}"),
+    }
+    // 80 more members: now the `members` reply itself is too large to send.
+    for _ in 0..80 {
+        let member = register(&*w.store).await;
+        w.store
+            .add_member(&room, &member.sign_public_key())
+            .await
+            .unwrap();
+    }
+    let refused = session.members(&room).await.unwrap_err();
+    assert!(
+        matches!(refused, SessionError::ReplyTooLarge(_)),
+        "{refused:?}"
+    );
+    assert!(!refused.is_transient());
+    assert_eq!(session.current_epoch(&room).await.unwrap(), 0);
+}

@@ -6,6 +6,10 @@
 
 use std::time::Duration;
 
+/// The underlying cause of a transport, connection or TLS failure, kept as the error's
+/// [`source`](std::error::Error::source) so an app can tell them apart without parsing text.
+pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 use super::trust::TrustError;
 use crate::manifest::ManifestError;
 use crate::protocol::codes::{Refusal, RefusalCode};
@@ -56,15 +60,18 @@ pub enum RegisterError {
     /// The server could not be reached, or the connection failed, still after the client's
     /// retries. If the server did register the identity, retrying with the same identity and
     /// invite succeeds: registration is idempotent.
-    #[error("could not reach the server ({0}): retry later with the same identity")]
-    Transport(String),
+    /// The cause (DNS, TLS, a refused connection, a timeout) is the error's
+    /// [`source`](std::error::Error::source).
+    #[error("could not reach the server: retry later with the same identity")]
+    Transport(#[source] Cause),
     /// The server answered 200 with something that is not a registration reply for this
     /// identity.
     #[error("the server's reply is not a valid registration of this identity: {0}")]
     InvalidResponse(String),
-    /// The HTTPS client could not be built (for example an unusable extra root certificate).
-    #[error("cannot set up HTTPS: {0}")]
-    Tls(String),
+    /// The HTTPS client could not be built (for example an unusable extra root certificate);
+    /// the cause is the [`source`](std::error::Error::source).
+    #[error("cannot set up HTTPS")]
+    Tls(#[source] Cause),
 }
 
 /// Why a session ended. Once ended, a session refuses every call with
@@ -96,18 +103,31 @@ pub enum SessionError {
     /// revoked or deleted), or membershipd could not confirm it in time.
     #[error("the cluster refused this identity: it is not an active user")]
     LoginRefused,
-    /// The cluster could not be reached to log in.
-    #[error("could not connect to the cluster ({0}): check the addresses and retry")]
-    Connect(String),
+    /// The cluster could not be reached to log in (an address that does not parse, none given,
+    /// or none answering); the cause is the [`source`](std::error::Error::source).
+    #[error("could not connect to the cluster: check the addresses and retry")]
+    Connect(#[source] Cause),
     /// No request reached an answer in time.
     #[error("no answer within {0:?}: the cluster or membershipd may be unreachable; retry")]
     Timeout(Duration),
     /// The session is connected but no membershipd is serving the control plane.
     #[error("no membershipd is answering on the cluster: retry later")]
     NoResponders,
-    /// The request could not be sent (see the message).
-    #[error("the request could not be sent: {0}")]
-    Transport(String),
+    /// The request could not be sent; the cause is the
+    /// [`source`](std::error::Error::source).
+    #[error("the request could not be sent")]
+    Transport(#[source] Cause),
+    /// The request is larger than the cluster accepts in one message. No retry can succeed.
+    #[error("the request is {bytes} bytes, more than the cluster's limit of {limit} bytes")]
+    RequestTooLarge {
+        /// The request's size.
+        bytes: usize,
+        /// The cluster's `max_payload`.
+        limit: usize,
+    },
+    /// The SDK failed on this device (a task it ran panicked). A bug: report it.
+    #[error("the SDK failed internally: {0}")]
+    Internal(String),
     /// The session has ended; connect a new one.
     #[error("the session has ended: {0}")]
     Ended(SessionEnd),

@@ -121,12 +121,12 @@ async fn post_once(
         .body(json)
         .send()
         .await
-        .map_err(|e| Attempt::Transient(RegisterError::Transport(describe(&e))))?;
+        .map_err(|e| Attempt::Transient(RegisterError::Transport(e.into())))?;
     let status = response.status();
     let bytes = response
         .bytes()
         .await
-        .map_err(|e| Attempt::Transient(RegisterError::Transport(describe(&e))))?;
+        .map_err(|e| Attempt::Transient(RegisterError::Transport(e.into())))?;
     if status.is_success() {
         return serde_json::from_slice(&bytes).map_err(|e| {
             Attempt::Final(RegisterError::InvalidResponse(format!(
@@ -201,23 +201,10 @@ fn check_reply(
     })
 }
 
-/// An error's message with its causes. (The URL in it is the register URL, which holds no
-/// token: the token travels in the body.)
-fn describe(error: &reqwest::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
 /// An HTTP client on rustls with the ring provider, chosen here rather than installed
 /// process-wide, so linking unibus never changes another library's TLS.
 fn http_client(options: &RegisterOptions) -> Result<reqwest::Client, RegisterError> {
-    let tls = |e: rustls::Error| RegisterError::Tls(e.to_string());
+    let tls = |e: rustls::Error| RegisterError::Tls(e.into());
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
@@ -241,5 +228,5 @@ fn http_client(options: &RegisterOptions) -> Result<reqwest::Client, RegisterErr
         .tls_backend_preconfigured(config)
         .timeout(options.request_timeout)
         .build()
-        .map_err(|e| RegisterError::Tls(describe(&e)))
+        .map_err(|e| RegisterError::Tls(e.into()))
 }

@@ -163,7 +163,7 @@ impl Session {
             .map(|url| {
                 url.as_ref()
                     .parse::<async_nats::ServerAddr>()
-                    .map_err(|e| SessionError::Connect(format!("{}: {e}", url.as_ref())))
+                    .map_err(|e| SessionError::Connect(e.into()))
             })
             .collect::<Result<Vec<_>, _>>()?;
         if addresses.is_empty() {
@@ -209,7 +209,7 @@ impl Session {
             .await
             .map_err(|e| match e.kind() {
                 ConnectErrorKind::AuthorizationViolation => SessionError::LoginRefused,
-                _ => SessionError::Connect(e.to_string()),
+                _ => SessionError::Connect(e.into()),
             })?;
         tracing::debug!(key = %own_hex, "logged in to the cluster");
         Ok(Session {
@@ -409,7 +409,7 @@ impl Session {
             .client
             .subscribe(subject)
             .await
-            .map_err(|e| SessionError::Transport(e.to_string()))?;
+            .map_err(|e| SessionError::Transport(e.into()))?;
         Ok(Watch::spawn(
             subscriber,
             self.inner.liveness.subscribe(),
@@ -441,7 +441,7 @@ impl Session {
             Ok::<_, SessionError>((manifest, key))
         })
         .await
-        .map_err(|e| SessionError::Transport(format!("the sealing task failed: {e}")))??;
+        .map_err(|e| SessionError::Internal(format!("the sealing task failed: {e}")))??;
         let request = RekeyRequest {
             manifest: crate::hex::encode(&manifest.to_bytes()),
         };
@@ -472,6 +472,14 @@ impl Session {
         self.ensure_open()?;
         // The protocol's request types hold strings and numbers: they always serialize.
         let payload = serde_json::to_vec(request).expect("request bodies serialize to JSON");
+        // Headroom for the subject and the reply subject in the same message.
+        let limit = self.inner.client.server_info().max_payload.saturating_sub(512);
+        if payload.len() > limit {
+            return Err(SessionError::RequestTooLarge {
+                bytes: payload.len(),
+                limit,
+            });
+        }
         let subject = R::OPERATION.subject(&self.inner.identity.sign_public_key());
         let timeout = self.inner.options.request_timeout;
         let request = async_nats::Request::new()
@@ -490,7 +498,7 @@ impl Session {
                 match e.kind() {
                     async_nats::RequestErrorKind::TimedOut => SessionError::Timeout(timeout),
                     async_nats::RequestErrorKind::NoResponders => SessionError::NoResponders,
-                    _ => SessionError::Transport(e.to_string()),
+                    _ => SessionError::Transport(e.into()),
                 }
             })?;
         match read_reply::<R::Reply>(&reply.payload) {

@@ -8,11 +8,13 @@
 //! - [`codes`]: the refusal codes of the control plane and of the HTTP API, and the error
 //!   envelope they travel in (§10, §12.3, §13).
 //! - [`registration`]: `POST /register` (§10): the body and the reply.
+//! - [`admin`]: `POST /admin` (§13): the request body.
 //! - [`json`]: strict reading of untrusted JSON bodies, as the HTTP API requires.
 //!
 //! Adding a control-plane operation means adding it to [`control::Operation`] with its request
 //! and reply types, one handler in the server, and its row in the documentation.
 
+pub mod admin;
 pub mod codes;
 pub mod control;
 pub mod events;

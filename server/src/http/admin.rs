@@ -47,7 +47,7 @@ use super::{require_json, ApiError, AppState};
 use crate::admin::{Operation, OperationError};
 use crate::store::{now_millis, Millis};
 use unibus::protocol::codes::ApiCode;
-use unibus::protocol::json::{JsonError, Object};
+use unibus::protocol::admin::AdminBody;
 
 /// How far a request's timestamp may be from the server's clock, either way.
 pub const REQUEST_WINDOW: Duration = Duration::from_secs(60);
@@ -57,37 +57,6 @@ pub const ADMIN_RATE: f64 = 5.0;
 
 /// Admin requests allowed at once per client address.
 pub const ADMIN_BURST: u32 = 50;
-
-/// The fields of an admin request body.
-const FIELDS: &[&str] = &["admin", "timestamp", "nonce", "operation", "params"];
-
-/// An admin request body as read, before any check of what it says (protocol §13).
-#[derive(Debug, Clone, PartialEq)]
-pub struct AdminBody {
-    /// The admin's signing key, as sent.
-    pub admin: String,
-    /// Unix milliseconds, as sent.
-    pub timestamp: Millis,
-    /// The nonce, as sent.
-    pub nonce: String,
-    /// The operation's name.
-    pub operation: String,
-    /// The operation's params: an object, or `None` when left out.
-    pub params: Option<Value>,
-}
-
-/// Reads an admin request body strictly ([`unibus::protocol::json`]): one JSON object with the fields of
-/// [`AdminBody`], each of its type, nothing else. Errors name fields, never values.
-pub fn parse_body(bytes: &[u8]) -> Result<AdminBody, JsonError> {
-    let mut request = Object::parse(bytes, FIELDS)?;
-    Ok(AdminBody {
-        admin: request.str("admin")?,
-        timestamp: request.i64("timestamp", "a whole number of Unix milliseconds")?,
-        nonce: request.str("nonce")?,
-        operation: request.str("operation")?,
-        params: request.optional_object("params")?,
-    })
-}
 
 fn error_of(code: ApiCode, message: impl Into<String>) -> ApiError {
     ApiError::new(code, message)
@@ -136,7 +105,7 @@ pub(super) async fn admin(
         nonce,
         operation,
         params,
-    } = parse_body(&body).map_err(|e| error_of(ApiCode::MalformedBody, e.to_string()))?;
+    } = AdminBody::from_json(&body).map_err(|e| error_of(ApiCode::MalformedBody, e.to_string()))?;
     let admin =
         SignPublicKey::from_hex(&admin).map_err(|e| error_of(ApiCode::BadKey, e.to_string()))?;
     verify_admin_body(&admin, &body, &signature)

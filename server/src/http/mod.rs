@@ -18,9 +18,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
-pub use admin::{
-    parse_body as parse_admin_body, AdminBody, ADMIN_BURST, ADMIN_RATE, REQUEST_WINDOW,
-};
+pub use admin::{ADMIN_BURST, ADMIN_RATE, REQUEST_WINDOW};
 pub use listener::HttpLimits;
 pub use rate_limit::RateLimiter;
 

@@ -4116,6 +4116,20 @@ class SessionError:  # type: ignore
         def __repr__(self):
             return "SessionError.Unavailable({})".format(repr(str(self)))
     _UniffiTempSessionError.Unavailable = Unavailable # type: ignore
+    class ServerFault(_UniffiTempSessionError):
+        """
+        membershipd could not read its own records; not this client's fault.
+"""
+        def __repr__(self):
+            return "SessionError.ServerFault({})".format(repr(str(self)))
+    _UniffiTempSessionError.ServerFault = ServerFault # type: ignore
+    class ReplyTooLarge(_UniffiTempSessionError):
+        """
+        membershipd's reply was larger than the cluster's message limit.
+"""
+        def __repr__(self):
+            return "SessionError.ReplyTooLarge({})".format(repr(str(self)))
+    _UniffiTempSessionError.ReplyTooLarge = ReplyTooLarge # type: ignore
     class Refused(_UniffiTempSessionError):
         """
         A refusal code this version does not know (see the message).
@@ -4270,42 +4284,50 @@ class _UniffiFfiConverterTypeSessionError(_UniffiConverterRustBuffer):
                 _UniffiFfiConverterString.read(buf),
             )
         if variant == 19:
-            return SessionError.Refused(
+            return SessionError.ServerFault(
                 _UniffiFfiConverterString.read(buf),
             )
         if variant == 20:
-            return SessionError.InvalidReply(
+            return SessionError.ReplyTooLarge(
                 _UniffiFfiConverterString.read(buf),
             )
         if variant == 21:
-            return SessionError.Verification(
+            return SessionError.Refused(
                 _UniffiFfiConverterString.read(buf),
             )
         if variant == 22:
-            return SessionError.OwnerChanged(
+            return SessionError.InvalidReply(
                 _UniffiFfiConverterString.read(buf),
             )
         if variant == 23:
-            return SessionError.EpochRollback(
+            return SessionError.Verification(
                 _UniffiFfiConverterString.read(buf),
             )
         if variant == 24:
-            return SessionError.Trust(
+            return SessionError.OwnerChanged(
                 _UniffiFfiConverterString.read(buf),
             )
         if variant == 25:
-            return SessionError.Seal(
+            return SessionError.EpochRollback(
                 _UniffiFfiConverterString.read(buf),
             )
         if variant == 26:
-            return SessionError.InvalidArgument(
+            return SessionError.Trust(
                 _UniffiFfiConverterString.read(buf),
             )
         if variant == 27:
-            return SessionError.Internal(
+            return SessionError.Seal(
                 _UniffiFfiConverterString.read(buf),
             )
         if variant == 28:
+            return SessionError.InvalidArgument(
+                _UniffiFfiConverterString.read(buf),
+            )
+        if variant == 29:
+            return SessionError.Internal(
+                _UniffiFfiConverterString.read(buf),
+            )
+        if variant == 30:
             return SessionError.Other(
                 _UniffiFfiConverterString.read(buf),
             )
@@ -4348,6 +4370,10 @@ class _UniffiFfiConverterTypeSessionError(_UniffiConverterRustBuffer):
         if isinstance(value, SessionError.NotFound):
             return
         if isinstance(value, SessionError.Unavailable):
+            return
+        if isinstance(value, SessionError.ServerFault):
+            return
+        if isinstance(value, SessionError.ReplyTooLarge):
             return
         if isinstance(value, SessionError.Refused):
             return
@@ -4408,26 +4434,30 @@ class _UniffiFfiConverterTypeSessionError(_UniffiConverterRustBuffer):
             buf.write_i32(17)
         if isinstance(value, SessionError.Unavailable):
             buf.write_i32(18)
-        if isinstance(value, SessionError.Refused):
+        if isinstance(value, SessionError.ServerFault):
             buf.write_i32(19)
-        if isinstance(value, SessionError.InvalidReply):
+        if isinstance(value, SessionError.ReplyTooLarge):
             buf.write_i32(20)
-        if isinstance(value, SessionError.Verification):
+        if isinstance(value, SessionError.Refused):
             buf.write_i32(21)
-        if isinstance(value, SessionError.OwnerChanged):
+        if isinstance(value, SessionError.InvalidReply):
             buf.write_i32(22)
-        if isinstance(value, SessionError.EpochRollback):
+        if isinstance(value, SessionError.Verification):
             buf.write_i32(23)
-        if isinstance(value, SessionError.Trust):
+        if isinstance(value, SessionError.OwnerChanged):
             buf.write_i32(24)
-        if isinstance(value, SessionError.Seal):
+        if isinstance(value, SessionError.EpochRollback):
             buf.write_i32(25)
-        if isinstance(value, SessionError.InvalidArgument):
+        if isinstance(value, SessionError.Trust):
             buf.write_i32(26)
-        if isinstance(value, SessionError.Internal):
+        if isinstance(value, SessionError.Seal):
             buf.write_i32(27)
-        if isinstance(value, SessionError.Other):
+        if isinstance(value, SessionError.InvalidArgument):
             buf.write_i32(28)
+        if isinstance(value, SessionError.Internal):
+            buf.write_i32(29)
+        if isinstance(value, SessionError.Other):
+            buf.write_i32(30)
 
 
 

@@ -4821,6 +4821,16 @@ enum SessionError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError {
     case Unavailable(message: String)
     
     /**
+     * membershipd could not read its own records; not this client's fault.
+     */
+    case ServerFault(message: String)
+    
+    /**
+     * membershipd's reply was larger than the cluster's message limit.
+     */
+    case ReplyTooLarge(message: String)
+    
+    /**
      * A refusal code this version does not know (see the message).
      */
     case Refused(message: String)
@@ -4973,43 +4983,51 @@ public struct FfiConverterTypeSessionError: FfiConverterRustBuffer {
             message: try FfiConverterString.read(from: &buf)
         )
         
-        case 19: return .Refused(
+        case 19: return .ServerFault(
             message: try FfiConverterString.read(from: &buf)
         )
         
-        case 20: return .InvalidReply(
+        case 20: return .ReplyTooLarge(
             message: try FfiConverterString.read(from: &buf)
         )
         
-        case 21: return .Verification(
+        case 21: return .Refused(
             message: try FfiConverterString.read(from: &buf)
         )
         
-        case 22: return .OwnerChanged(
+        case 22: return .InvalidReply(
             message: try FfiConverterString.read(from: &buf)
         )
         
-        case 23: return .EpochRollback(
+        case 23: return .Verification(
             message: try FfiConverterString.read(from: &buf)
         )
         
-        case 24: return .Trust(
+        case 24: return .OwnerChanged(
             message: try FfiConverterString.read(from: &buf)
         )
         
-        case 25: return .Seal(
+        case 25: return .EpochRollback(
             message: try FfiConverterString.read(from: &buf)
         )
         
-        case 26: return .InvalidArgument(
+        case 26: return .Trust(
             message: try FfiConverterString.read(from: &buf)
         )
         
-        case 27: return .Internal(
+        case 27: return .Seal(
             message: try FfiConverterString.read(from: &buf)
         )
         
-        case 28: return .Other(
+        case 28: return .InvalidArgument(
+            message: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 29: return .Internal(
+            message: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 30: return .Other(
             message: try FfiConverterString.read(from: &buf)
         )
         
@@ -5060,26 +5078,30 @@ public struct FfiConverterTypeSessionError: FfiConverterRustBuffer {
             writeInt(&buf, Int32(17))
         case .Unavailable(_ /* message is ignored*/):
             writeInt(&buf, Int32(18))
-        case .Refused(_ /* message is ignored*/):
+        case .ServerFault(_ /* message is ignored*/):
             writeInt(&buf, Int32(19))
-        case .InvalidReply(_ /* message is ignored*/):
+        case .ReplyTooLarge(_ /* message is ignored*/):
             writeInt(&buf, Int32(20))
-        case .Verification(_ /* message is ignored*/):
+        case .Refused(_ /* message is ignored*/):
             writeInt(&buf, Int32(21))
-        case .OwnerChanged(_ /* message is ignored*/):
+        case .InvalidReply(_ /* message is ignored*/):
             writeInt(&buf, Int32(22))
-        case .EpochRollback(_ /* message is ignored*/):
+        case .Verification(_ /* message is ignored*/):
             writeInt(&buf, Int32(23))
-        case .Trust(_ /* message is ignored*/):
+        case .OwnerChanged(_ /* message is ignored*/):
             writeInt(&buf, Int32(24))
-        case .Seal(_ /* message is ignored*/):
+        case .EpochRollback(_ /* message is ignored*/):
             writeInt(&buf, Int32(25))
-        case .InvalidArgument(_ /* message is ignored*/):
+        case .Trust(_ /* message is ignored*/):
             writeInt(&buf, Int32(26))
-        case .Internal(_ /* message is ignored*/):
+        case .Seal(_ /* message is ignored*/):
             writeInt(&buf, Int32(27))
-        case .Other(_ /* message is ignored*/):
+        case .InvalidArgument(_ /* message is ignored*/):
             writeInt(&buf, Int32(28))
+        case .Internal(_ /* message is ignored*/):
+            writeInt(&buf, Int32(29))
+        case .Other(_ /* message is ignored*/):
+            writeInt(&buf, Int32(30))
 
         
         }

@@ -6452,6 +6452,16 @@ sealed class SessionException(message: String): kotlin.Exception(message) {
         class Unavailable(message: String) : SessionException(message)
         
     /**
+     * membershipd could not read its own records; not this client's fault.
+     */
+        class ServerFault(message: String) : SessionException(message)
+        
+    /**
+     * membershipd's reply was larger than the cluster's message limit.
+     */
+        class ReplyTooLarge(message: String) : SessionException(message)
+        
+    /**
      * A refusal code this version does not know (see the message).
      */
         class Refused(message: String) : SessionException(message)
@@ -6534,16 +6544,18 @@ public object FfiConverterTypeSessionError : FfiConverterRustBuffer<SessionExcep
             16 -> SessionException.BadRequest(FfiConverterString.read(buf))
             17 -> SessionException.NotFound(FfiConverterString.read(buf))
             18 -> SessionException.Unavailable(FfiConverterString.read(buf))
-            19 -> SessionException.Refused(FfiConverterString.read(buf))
-            20 -> SessionException.InvalidReply(FfiConverterString.read(buf))
-            21 -> SessionException.Verification(FfiConverterString.read(buf))
-            22 -> SessionException.OwnerChanged(FfiConverterString.read(buf))
-            23 -> SessionException.EpochRollback(FfiConverterString.read(buf))
-            24 -> SessionException.Trust(FfiConverterString.read(buf))
-            25 -> SessionException.Seal(FfiConverterString.read(buf))
-            26 -> SessionException.InvalidArgument(FfiConverterString.read(buf))
-            27 -> SessionException.Internal(FfiConverterString.read(buf))
-            28 -> SessionException.Other(FfiConverterString.read(buf))
+            19 -> SessionException.ServerFault(FfiConverterString.read(buf))
+            20 -> SessionException.ReplyTooLarge(FfiConverterString.read(buf))
+            21 -> SessionException.Refused(FfiConverterString.read(buf))
+            22 -> SessionException.InvalidReply(FfiConverterString.read(buf))
+            23 -> SessionException.Verification(FfiConverterString.read(buf))
+            24 -> SessionException.OwnerChanged(FfiConverterString.read(buf))
+            25 -> SessionException.EpochRollback(FfiConverterString.read(buf))
+            26 -> SessionException.Trust(FfiConverterString.read(buf))
+            27 -> SessionException.Seal(FfiConverterString.read(buf))
+            28 -> SessionException.InvalidArgument(FfiConverterString.read(buf))
+            29 -> SessionException.Internal(FfiConverterString.read(buf))
+            30 -> SessionException.Other(FfiConverterString.read(buf))
             else -> throw RuntimeException("invalid error enum value, something is very wrong!!")
         }
         
@@ -6627,44 +6639,52 @@ public object FfiConverterTypeSessionError : FfiConverterRustBuffer<SessionExcep
                 buf.putInt(18)
                 Unit
             }
-            is SessionException.Refused -> {
+            is SessionException.ServerFault -> {
                 buf.putInt(19)
                 Unit
             }
-            is SessionException.InvalidReply -> {
+            is SessionException.ReplyTooLarge -> {
                 buf.putInt(20)
                 Unit
             }
-            is SessionException.Verification -> {
+            is SessionException.Refused -> {
                 buf.putInt(21)
                 Unit
             }
-            is SessionException.OwnerChanged -> {
+            is SessionException.InvalidReply -> {
                 buf.putInt(22)
                 Unit
             }
-            is SessionException.EpochRollback -> {
+            is SessionException.Verification -> {
                 buf.putInt(23)
                 Unit
             }
-            is SessionException.Trust -> {
+            is SessionException.OwnerChanged -> {
                 buf.putInt(24)
                 Unit
             }
-            is SessionException.Seal -> {
+            is SessionException.EpochRollback -> {
                 buf.putInt(25)
                 Unit
             }
-            is SessionException.InvalidArgument -> {
+            is SessionException.Trust -> {
                 buf.putInt(26)
                 Unit
             }
-            is SessionException.Internal -> {
+            is SessionException.Seal -> {
                 buf.putInt(27)
                 Unit
             }
-            is SessionException.Other -> {
+            is SessionException.InvalidArgument -> {
                 buf.putInt(28)
+                Unit
+            }
+            is SessionException.Internal -> {
+                buf.putInt(29)
+                Unit
+            }
+            is SessionException.Other -> {
+                buf.putInt(30)
                 Unit
             }
         }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }
