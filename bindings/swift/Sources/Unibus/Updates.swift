@@ -6,6 +6,7 @@ final class StreamListener: WatchListener, @unchecked Sendable {
     private let continuation: AsyncStream<RoomUpdate>.Continuation
     private let lock = NSLock()
     private var closedWith: WatchEnd?
+    private var skipped: [String] = []
 
     init(_ continuation: AsyncStream<RoomUpdate>.Continuation) {
         self.continuation = continuation
@@ -22,7 +23,19 @@ final class StreamListener: WatchListener, @unchecked Sendable {
         continuation.yield(update)
     }
 
-    func onError(message: String) {}
+    /// The messages of notifications that could not be read, in order (as Kotlin's and
+    /// Python's adapters keep them).
+    var errors: [String] {
+        lock.lock()
+        defer { lock.unlock() }
+        return skipped
+    }
+
+    func onError(message: String) {
+        lock.lock()
+        skipped.append(message)
+        lock.unlock()
+    }
 
     func onClose(end: WatchEnd) {
         lock.lock()
@@ -35,7 +48,8 @@ final class StreamListener: WatchListener, @unchecked Sendable {
 /// A running watch as an `AsyncSequence`, from `Session.subscribeUpdates()`.
 ///
 /// The watch is live once `subscribeUpdates()` returns. Iteration ends when the watch closes
-/// (the session ended, or `cancel()`), and `end` then says why. Cancelling the iterating task or
+/// (the session ended, or `cancel()`), and `end` then says why. A notification that cannot be
+/// read is skipped and its message kept in `errors`, as the Kotlin and Python adapters do. Cancelling the iterating task or
 /// calling `cancel()` stops the watch.
 public final class Updates: AsyncSequence, @unchecked Sendable {
     public typealias Element = RoomUpdate
@@ -52,6 +66,10 @@ public final class Updates: AsyncSequence, @unchecked Sendable {
 
     /// Why the watch closed; nil while it runs.
     public var end: WatchEnd? { listener.end }
+
+    /// The messages of notifications that could not be read and were skipped, in order. The
+    /// watch goes on after each.
+    public var errors: [String] { listener.errors }
 
     /// Stops the watch; iteration ends.
     public func cancel() { handle.cancel() }
