@@ -429,7 +429,9 @@ async fn the_sdk_reports_oversized_requests_and_replies_as_such_not_as_transport
     // fit, while the `members` reply it needs first (about 11 KB) does.
     let w = serve(world_with_config("max_payload: 16384").await).await;
     let owner = Arc::new(register(&*w.store).await);
-    let urls: Vec<String> = (0..w.cluster.len()).map(|i| w.cluster.client_url(i)).collect();
+    let urls: Vec<String> = (0..w.cluster.len())
+        .map(|i| w.cluster.client_url(i))
+        .collect();
     let session = Session::connect(Arc::clone(&owner), &urls, SessionOptions::default())
         .await
         .unwrap();

@@ -473,7 +473,12 @@ impl Session {
         // The protocol's request types hold strings and numbers: they always serialize.
         let payload = serde_json::to_vec(request).expect("request bodies serialize to JSON");
         // Headroom for the subject and the reply subject in the same message.
-        let limit = self.inner.client.server_info().max_payload.saturating_sub(512);
+        let limit = self
+            .inner
+            .client
+            .server_info()
+            .max_payload
+            .saturating_sub(512);
         if payload.len() > limit {
             return Err(SessionError::RequestTooLarge {
                 bytes: payload.len(),

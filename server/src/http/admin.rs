@@ -46,8 +46,8 @@ use unibus::{SignPublicKey, Signature};
 use super::{require_json, ApiError, AppState};
 use crate::admin::{Operation, OperationError};
 use crate::store::{now_millis, Millis};
-use unibus::protocol::codes::ApiCode;
 use unibus::protocol::admin::AdminBody;
+use unibus::protocol::codes::ApiCode;
 
 /// How far a request's timestamp may be from the server's clock, either way.
 pub const REQUEST_WINDOW: Duration = Duration::from_secs(60);
