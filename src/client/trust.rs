@@ -41,15 +41,15 @@ pub const OWNER_CODE_PREFIX: &str = "unibus-owner:v1:";
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TrustError {
-    /// The file could not be read or written.
-    #[error(
-        "cannot read or write the trust file {path}: {message}; check the path and its permissions"
-    )]
+    /// The file could not be read or written; what the OS said is the
+    /// [`source`](std::error::Error::source).
+    #[error("cannot read or write the trust file {path}: check the path and its permissions")]
     Io {
         /// The file.
         path: PathBuf,
-        /// What the OS said.
-        message: String,
+        /// What failed.
+        #[source]
+        source: std::io::Error,
     },
     /// The file exists but is not a trust file this version can read. It was left as it is.
     #[error("the trust file {path} is unreadable ({reason}); it was left untouched: restore it from a backup, or move it away deliberately, which forgets every pinned owner and epoch floor")]
@@ -273,7 +273,7 @@ impl TrustStore {
                 write_file(&path, identity, &rooms)?;
                 rooms
             }
-            Err(e) => return Err(io_error(&path, &e)),
+            Err(e) => return Err(io_error(&path, e)),
         };
         Ok(Self::with_state(State {
             identity: *identity,
@@ -495,10 +495,10 @@ fn room_trust(room: &RoomId, entry: &Entry) -> RoomTrust {
     }
 }
 
-fn io_error(path: &Path, error: &std::io::Error) -> TrustError {
+fn io_error(path: &Path, error: std::io::Error) -> TrustError {
     TrustError::Io {
         path: path.to_path_buf(),
-        message: error.to_string(),
+        source: error,
     }
 }
 
@@ -553,10 +553,8 @@ fn write_file(
         identity: *identity,
         rooms: rooms.clone(),
     };
-    let mut bytes = serde_json::to_vec_pretty(&file).map_err(|e| TrustError::Io {
-        path: path.to_path_buf(),
-        message: format!("cannot encode the trust state: {e}"),
-    })?;
+    let mut bytes =
+        serde_json::to_vec_pretty(&file).map_err(|e| io_error(path, std::io::Error::other(e)))?;
     bytes.push(b'\n');
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
@@ -564,10 +562,7 @@ fn write_file(
     };
     let name = path
         .file_name()
-        .ok_or_else(|| TrustError::Io {
-            path: path.to_path_buf(),
-            message: "the path names no file".into(),
-        })?
+        .ok_or_else(|| io_error(path, std::io::Error::other("the path names no file")))?
         .to_string_lossy()
         .into_owned();
     let temporary = dir.join(format!(".{name}.{}.tmp", std::process::id()));
@@ -575,7 +570,7 @@ fn write_file(
     if written.is_err() {
         let _ = std::fs::remove_file(&temporary);
     }
-    written.map_err(|e| io_error(path, &e))
+    written.map_err(|e| io_error(path, e))
 }
 
 fn write_and_rename(

@@ -16,7 +16,16 @@ async fn kv_round_trip(urls: &[String], replicas: usize, key: &str) {
         })
         .await
         .unwrap();
-    kv.put(key, "v".into()).await.unwrap();
+    // A new replicated bucket's stream may not be known yet to the node this client is on:
+    // retry the first write until it lands, within a bound.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while let Err(e) = kv.put(key, "v".into()).await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the bucket never took a write: {e}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     assert_eq!(kv.get(key).await.unwrap().unwrap(), "v");
 }
 
