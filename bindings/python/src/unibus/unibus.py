@@ -4181,6 +4181,20 @@ class SessionError:  # type: ignore
         def __repr__(self):
             return "SessionError.Seal({})".format(repr(str(self)))
     _UniffiTempSessionError.Seal = Seal # type: ignore
+    class RequestTooLarge(_UniffiTempSessionError):
+        """
+        The request is larger than the cluster accepts in one message; no retry can succeed.
+"""
+        def __repr__(self):
+            return "SessionError.RequestTooLarge({})".format(repr(str(self)))
+    _UniffiTempSessionError.RequestTooLarge = RequestTooLarge # type: ignore
+    class Internal(_UniffiTempSessionError):
+        """
+        The SDK failed on this device (a task panicked or its runtime is shut down).
+"""
+        def __repr__(self):
+            return "SessionError.Internal({})".format(repr(str(self)))
+    _UniffiTempSessionError.Internal = Internal # type: ignore
     class InvalidArgument(_UniffiTempSessionError):
         """
         An argument (room id, key, URL) is malformed.
@@ -4188,13 +4202,6 @@ class SessionError:  # type: ignore
         def __repr__(self):
             return "SessionError.InvalidArgument({})".format(repr(str(self)))
     _UniffiTempSessionError.InvalidArgument = InvalidArgument # type: ignore
-    class Internal(_UniffiTempSessionError):
-        """
-        An SDK task failed unexpectedly (see the message).
-"""
-        def __repr__(self):
-            return "SessionError.Internal({})".format(repr(str(self)))
-    _UniffiTempSessionError.Internal = Internal # type: ignore
     class Other(_UniffiTempSessionError):
         """
         An error this version of the bindings does not name; the message says what.
@@ -4320,7 +4327,7 @@ class _UniffiFfiConverterTypeSessionError(_UniffiConverterRustBuffer):
                 _UniffiFfiConverterString.read(buf),
             )
         if variant == 28:
-            return SessionError.InvalidArgument(
+            return SessionError.RequestTooLarge(
                 _UniffiFfiConverterString.read(buf),
             )
         if variant == 29:
@@ -4328,6 +4335,10 @@ class _UniffiFfiConverterTypeSessionError(_UniffiConverterRustBuffer):
                 _UniffiFfiConverterString.read(buf),
             )
         if variant == 30:
+            return SessionError.InvalidArgument(
+                _UniffiFfiConverterString.read(buf),
+            )
+        if variant == 31:
             return SessionError.Other(
                 _UniffiFfiConverterString.read(buf),
             )
@@ -4389,9 +4400,11 @@ class _UniffiFfiConverterTypeSessionError(_UniffiConverterRustBuffer):
             return
         if isinstance(value, SessionError.Seal):
             return
-        if isinstance(value, SessionError.InvalidArgument):
+        if isinstance(value, SessionError.RequestTooLarge):
             return
         if isinstance(value, SessionError.Internal):
+            return
+        if isinstance(value, SessionError.InvalidArgument):
             return
         if isinstance(value, SessionError.Other):
             return
@@ -4452,12 +4465,14 @@ class _UniffiFfiConverterTypeSessionError(_UniffiConverterRustBuffer):
             buf.write_i32(26)
         if isinstance(value, SessionError.Seal):
             buf.write_i32(27)
-        if isinstance(value, SessionError.InvalidArgument):
+        if isinstance(value, SessionError.RequestTooLarge):
             buf.write_i32(28)
         if isinstance(value, SessionError.Internal):
             buf.write_i32(29)
-        if isinstance(value, SessionError.Other):
+        if isinstance(value, SessionError.InvalidArgument):
             buf.write_i32(30)
+        if isinstance(value, SessionError.Other):
+            buf.write_i32(31)
 
 
 

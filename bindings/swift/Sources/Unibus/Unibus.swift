@@ -4868,14 +4868,19 @@ enum SessionError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError {
     case Seal(message: String)
     
     /**
+     * The request is larger than the cluster accepts in one message; no retry can succeed.
+     */
+    case RequestTooLarge(message: String)
+    
+    /**
+     * The SDK failed on this device (a task panicked or its runtime is shut down).
+     */
+    case Internal(message: String)
+    
+    /**
      * An argument (room id, key, URL) is malformed.
      */
     case InvalidArgument(message: String)
-    
-    /**
-     * An SDK task failed unexpectedly (see the message).
-     */
-    case Internal(message: String)
     
     /**
      * An error this version of the bindings does not name; the message says what.
@@ -5019,7 +5024,7 @@ public struct FfiConverterTypeSessionError: FfiConverterRustBuffer {
             message: try FfiConverterString.read(from: &buf)
         )
         
-        case 28: return .InvalidArgument(
+        case 28: return .RequestTooLarge(
             message: try FfiConverterString.read(from: &buf)
         )
         
@@ -5027,7 +5032,11 @@ public struct FfiConverterTypeSessionError: FfiConverterRustBuffer {
             message: try FfiConverterString.read(from: &buf)
         )
         
-        case 30: return .Other(
+        case 30: return .InvalidArgument(
+            message: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 31: return .Other(
             message: try FfiConverterString.read(from: &buf)
         )
         
@@ -5096,12 +5105,14 @@ public struct FfiConverterTypeSessionError: FfiConverterRustBuffer {
             writeInt(&buf, Int32(26))
         case .Seal(_ /* message is ignored*/):
             writeInt(&buf, Int32(27))
-        case .InvalidArgument(_ /* message is ignored*/):
+        case .RequestTooLarge(_ /* message is ignored*/):
             writeInt(&buf, Int32(28))
         case .Internal(_ /* message is ignored*/):
             writeInt(&buf, Int32(29))
-        case .Other(_ /* message is ignored*/):
+        case .InvalidArgument(_ /* message is ignored*/):
             writeInt(&buf, Int32(30))
+        case .Other(_ /* message is ignored*/):
+            writeInt(&buf, Int32(31))
 
         
         }

@@ -6499,14 +6499,19 @@ sealed class SessionException(message: String): kotlin.Exception(message) {
         class Seal(message: String) : SessionException(message)
         
     /**
+     * The request is larger than the cluster accepts in one message; no retry can succeed.
+     */
+        class RequestTooLarge(message: String) : SessionException(message)
+        
+    /**
+     * The SDK failed on this device (a task panicked or its runtime is shut down).
+     */
+        class Internal(message: String) : SessionException(message)
+        
+    /**
      * An argument (room id, key, URL) is malformed.
      */
         class InvalidArgument(message: String) : SessionException(message)
-        
-    /**
-     * An SDK task failed unexpectedly (see the message).
-     */
-        class Internal(message: String) : SessionException(message)
         
     /**
      * An error this version of the bindings does not name; the message says what.
@@ -6553,9 +6558,10 @@ public object FfiConverterTypeSessionError : FfiConverterRustBuffer<SessionExcep
             25 -> SessionException.EpochRollback(FfiConverterString.read(buf))
             26 -> SessionException.Trust(FfiConverterString.read(buf))
             27 -> SessionException.Seal(FfiConverterString.read(buf))
-            28 -> SessionException.InvalidArgument(FfiConverterString.read(buf))
+            28 -> SessionException.RequestTooLarge(FfiConverterString.read(buf))
             29 -> SessionException.Internal(FfiConverterString.read(buf))
-            30 -> SessionException.Other(FfiConverterString.read(buf))
+            30 -> SessionException.InvalidArgument(FfiConverterString.read(buf))
+            31 -> SessionException.Other(FfiConverterString.read(buf))
             else -> throw RuntimeException("invalid error enum value, something is very wrong!!")
         }
         
@@ -6675,7 +6681,7 @@ public object FfiConverterTypeSessionError : FfiConverterRustBuffer<SessionExcep
                 buf.putInt(27)
                 Unit
             }
-            is SessionException.InvalidArgument -> {
+            is SessionException.RequestTooLarge -> {
                 buf.putInt(28)
                 Unit
             }
@@ -6683,8 +6689,12 @@ public object FfiConverterTypeSessionError : FfiConverterRustBuffer<SessionExcep
                 buf.putInt(29)
                 Unit
             }
-            is SessionException.Other -> {
+            is SessionException.InvalidArgument -> {
                 buf.putInt(30)
+                Unit
+            }
+            is SessionException.Other -> {
+                buf.putInt(31)
                 Unit
             }
         }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }
