@@ -16,7 +16,18 @@ use async_nats::{ClientError, ConnectErrorKind, Event, ServerError};
 use tokio::sync::watch;
 
 use super::error::SessionEnd;
-use super::session::ConnectionState;
+
+/// Whether a session can currently reach the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ConnectionState {
+    /// Logged in and connected.
+    Connected,
+    /// The connection dropped; the session is reconnecting by itself. Calls wait for it up to
+    /// their timeout. Notifications sent meanwhile are lost, so query again once connected.
+    Reconnecting,
+    /// The session is over and will not reconnect.
+    Ended(SessionEnd),
+}
 
 /// Consecutive refused logins that end a session, when they span [`REFUSAL_WINDOW`].
 pub(crate) const REFUSALS_TO_END: u32 = 3;

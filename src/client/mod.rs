@@ -43,8 +43,9 @@ mod trust;
 mod watch;
 
 pub use error::{RegisterError, SessionEnd, SessionError};
+pub use liveness::ConnectionState;
 pub use register::{register, RegisterOptions, Registration};
-pub use session::{ConnectionState, OpenedRoomKey, RoomInfo, Session, SessionOptions};
+pub use session::{OpenedRoomKey, RoomInfo, Session, SessionOptions};
 pub use trust::{
     OwnerFingerprint, RoomTrust, TrustError, TrustStore, OWNER_CODE_PREFIX, SAFETY_NUMBER_LABEL,
     TRUST_FILE_FORMAT, TRUST_FILE_VERSION,

@@ -8,7 +8,7 @@ use async_nats::ConnectErrorKind;
 use tokio::sync::{broadcast, watch};
 
 use super::error::{SessionEnd, SessionError};
-use super::liveness::Liveness;
+use super::liveness::{ConnectionState, Liveness};
 use super::trust::{OwnerCheck, TrustStore};
 use super::watch::{RoomUpdate, Watch};
 use crate::manifest::{Recipient, SignedManifest};
@@ -50,18 +50,6 @@ impl Default for SessionOptions {
             trust: None,
         }
     }
-}
-
-/// Whether a session can currently reach the cluster.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ConnectionState {
-    /// Logged in and connected.
-    Connected,
-    /// The connection dropped; the session is reconnecting by itself. Calls wait for it up to
-    /// their timeout. Notifications sent meanwhile are lost, so query again once connected.
-    Reconnecting,
-    /// The session is over and will not reconnect.
-    Ended(SessionEnd),
 }
 
 /// A room as the control plane describes it.

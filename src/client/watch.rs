@@ -7,7 +7,7 @@ use futures_util::StreamExt;
 use tokio::sync::{broadcast, mpsc, watch};
 
 use super::error::{SessionEnd, SessionError};
-use super::session::ConnectionState;
+use super::liveness::ConnectionState;
 use crate::protocol::events::Notification;
 use crate::{RoomId, SignPublicKey};
 
