@@ -18,21 +18,22 @@ use crate::runtime::{run, spawn};
 use crate::sealing::{Recipient, RoomKey};
 use crate::trust::TrustStore;
 
-/// How [`register`] talks to the server. Every field has a default.
+/// How [`register`] talks to the server. A field left out (`null`) takes the SDK's default,
+/// the one the Rust `RegisterOptions::default()` has and docs/client.md states.
 #[derive(Debug, Clone, uniffi::Record)]
 pub struct RegisterOptions {
     /// Attempts in all; connection failures, timeouts, 429 and 5xx are retried.
-    #[uniffi(default = 5)]
-    pub attempts: u32,
+    #[uniffi(default = None)]
+    pub attempts: Option<u32>,
     /// The wait before the first retry, doubling after each.
-    #[uniffi(default = 250)]
-    pub initial_backoff_ms: u64,
+    #[uniffi(default = None)]
+    pub initial_backoff_ms: Option<u64>,
     /// The longest wait between attempts.
-    #[uniffi(default = 4000)]
-    pub max_backoff_ms: u64,
+    #[uniffi(default = None)]
+    pub max_backoff_ms: Option<u64>,
     /// The time limit of each attempt.
-    #[uniffi(default = 10000)]
-    pub request_timeout_ms: u64,
+    #[uniffi(default = None)]
+    pub request_timeout_ms: Option<u64>,
     /// DER certificates of the only CAs to trust (a private CA); empty: the platform decides.
     #[uniffi(default = [])]
     pub trusted_root_certificates: Vec<Vec<u8>>,
@@ -40,11 +41,17 @@ pub struct RegisterOptions {
 
 impl From<RegisterOptions> for client::RegisterOptions {
     fn from(options: RegisterOptions) -> Self {
+        let defaults = Self::default();
+        let millis = Duration::from_millis;
         Self {
-            attempts: options.attempts,
-            initial_backoff: Duration::from_millis(options.initial_backoff_ms),
-            max_backoff: Duration::from_millis(options.max_backoff_ms),
-            request_timeout: Duration::from_millis(options.request_timeout_ms),
+            attempts: options.attempts.unwrap_or(defaults.attempts),
+            initial_backoff: options
+                .initial_backoff_ms
+                .map_or(defaults.initial_backoff, millis),
+            max_backoff: options.max_backoff_ms.map_or(defaults.max_backoff, millis),
+            request_timeout: options
+                .request_timeout_ms
+                .map_or(defaults.request_timeout, millis),
             trusted_root_certificates: options.trusted_root_certificates,
         }
     }
@@ -95,18 +102,19 @@ pub async fn register(
     .await
 }
 
-/// How a [`Session`] connects and how long it waits. Every field has a default.
+/// How a [`Session`] connects and how long it waits. A field left out (`null`) takes the
+/// SDK's default, the one the Rust `SessionOptions::default()` has and docs/client.md states.
 #[derive(Debug, Clone, uniffi::Record)]
 pub struct SessionOptions {
     /// The limit for each request; past it the call fails with `Timeout`.
-    #[uniffi(default = 5000)]
-    pub request_timeout_ms: u64,
+    #[uniffi(default = None)]
+    pub request_timeout_ms: Option<u64>,
     /// The limit for logging in, per address.
-    #[uniffi(default = 5000)]
-    pub connect_timeout_ms: u64,
+    #[uniffi(default = None)]
+    pub connect_timeout_ms: Option<u64>,
     /// How often `rekey` starts over when the room changes under it.
-    #[uniffi(default = 3)]
-    pub rekey_attempts: u32,
+    #[uniffi(default = None)]
+    pub rekey_attempts: Option<u32>,
     /// A connection name operators see; no secrets.
     #[uniffi(default = None)]
     pub connection_name: Option<String>,
@@ -114,10 +122,16 @@ pub struct SessionOptions {
 
 impl From<SessionOptions> for client::SessionOptions {
     fn from(options: SessionOptions) -> Self {
+        let defaults = Self::default();
+        let millis = Duration::from_millis;
         Self {
-            request_timeout: Duration::from_millis(options.request_timeout_ms),
-            connect_timeout: Duration::from_millis(options.connect_timeout_ms),
-            rekey_attempts: options.rekey_attempts,
+            request_timeout: options
+                .request_timeout_ms
+                .map_or(defaults.request_timeout, millis),
+            connect_timeout: options
+                .connect_timeout_ms
+                .map_or(defaults.connect_timeout, millis),
+            rekey_attempts: options.rekey_attempts.unwrap_or(defaults.rekey_attempts),
             connection_name: options.connection_name,
             trust: None,
         }
@@ -521,5 +535,39 @@ impl Session {
             Ok::<_, SessionError>(())
         })
         .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_left_out_take_the_sdks_defaults_and_given_ones_are_kept() {
+        let register: client::RegisterOptions = RegisterOptions {
+            attempts: None,
+            initial_backoff_ms: None,
+            max_backoff_ms: None,
+            request_timeout_ms: Some(1234),
+            trusted_root_certificates: vec![],
+        }
+        .into();
+        let defaults = client::RegisterOptions::default();
+        assert_eq!(register.attempts, defaults.attempts);
+        assert_eq!(register.initial_backoff, defaults.initial_backoff);
+        assert_eq!(register.max_backoff, defaults.max_backoff);
+        assert_eq!(register.request_timeout, Duration::from_millis(1234));
+
+        let session: client::SessionOptions = SessionOptions {
+            request_timeout_ms: None,
+            connect_timeout_ms: Some(42),
+            rekey_attempts: None,
+            connection_name: None,
+        }
+        .into();
+        let defaults = client::SessionOptions::default();
+        assert_eq!(session.request_timeout, defaults.request_timeout);
+        assert_eq!(session.connect_timeout, Duration::from_millis(42));
+        assert_eq!(session.rekey_attempts, defaults.rekey_attempts);
     }
 }

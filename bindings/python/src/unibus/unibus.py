@@ -2019,6 +2019,56 @@ class _UniffiFfiConverterTypeRecipient(_UniffiConverterRustBuffer):
         _UniffiFfiConverterString.write(value.sign_public_key, buf)
         _UniffiFfiConverterString.write(value.kex_public_key, buf)
 
+class _UniffiFfiConverterOptionalUInt32(_UniffiConverterRustBuffer):
+    @classmethod
+    def check_lower(cls, value):
+        if value is not None:
+            _UniffiFfiConverterUInt32.check_lower(value)
+
+    @classmethod
+    def write(cls, value, buf):
+        if value is None:
+            buf.write_u8(0)
+            return
+
+        buf.write_u8(1)
+        _UniffiFfiConverterUInt32.write(value, buf)
+
+    @classmethod
+    def read(cls, buf):
+        flag = buf.read_u8()
+        if flag == 0:
+            return None
+        elif flag == 1:
+            return _UniffiFfiConverterUInt32.read(buf)
+        else:
+            raise InternalError("Unexpected flag byte for optional type")
+
+class _UniffiFfiConverterOptionalUInt64(_UniffiConverterRustBuffer):
+    @classmethod
+    def check_lower(cls, value):
+        if value is not None:
+            _UniffiFfiConverterUInt64.check_lower(value)
+
+    @classmethod
+    def write(cls, value, buf):
+        if value is None:
+            buf.write_u8(0)
+            return
+
+        buf.write_u8(1)
+        _UniffiFfiConverterUInt64.write(value, buf)
+
+    @classmethod
+    def read(cls, buf):
+        flag = buf.read_u8()
+        if flag == 0:
+            return None
+        elif flag == 1:
+            return _UniffiFfiConverterUInt64.read(buf)
+        else:
+            raise InternalError("Unexpected flag byte for optional type")
+
 class _UniffiFfiConverterSequenceBytes(_UniffiConverterRustBuffer):
     @classmethod
     def check_lower(cls, value):
@@ -2045,13 +2095,26 @@ class _UniffiFfiConverterSequenceBytes(_UniffiConverterRustBuffer):
 @dataclass
 class RegisterOptions:
     """
-    How [`register`] talks to the server. Every field has a default.
+    How [`register`] talks to the server. A field left out (`null`) takes the SDK's default,
+    the one the Rust `RegisterOptions::default()` has and docs/client.md states.
 """
-    def __init__(self, *, attempts:int = 5, initial_backoff_ms:int = 250, max_backoff_ms:int = 4000, request_timeout_ms:int = 10000, trusted_root_certificates:typing.List[bytes] = _DEFAULT):
-        self.attempts = attempts
-        self.initial_backoff_ms = initial_backoff_ms
-        self.max_backoff_ms = max_backoff_ms
-        self.request_timeout_ms = request_timeout_ms
+    def __init__(self, *, attempts:typing.Optional[int] = _DEFAULT, initial_backoff_ms:typing.Optional[int] = _DEFAULT, max_backoff_ms:typing.Optional[int] = _DEFAULT, request_timeout_ms:typing.Optional[int] = _DEFAULT, trusted_root_certificates:typing.List[bytes] = _DEFAULT):
+        if attempts is _DEFAULT:
+            self.attempts = None
+        else:
+            self.attempts = attempts
+        if initial_backoff_ms is _DEFAULT:
+            self.initial_backoff_ms = None
+        else:
+            self.initial_backoff_ms = initial_backoff_ms
+        if max_backoff_ms is _DEFAULT:
+            self.max_backoff_ms = None
+        else:
+            self.max_backoff_ms = max_backoff_ms
+        if request_timeout_ms is _DEFAULT:
+            self.request_timeout_ms = None
+        else:
+            self.request_timeout_ms = request_timeout_ms
         if trusted_root_certificates is _DEFAULT:
             self.trusted_root_certificates = []
         else:
@@ -2079,27 +2142,27 @@ class _UniffiFfiConverterTypeRegisterOptions(_UniffiConverterRustBuffer):
     @staticmethod
     def read(buf):
         return RegisterOptions(
-            attempts=_UniffiFfiConverterUInt32.read(buf),
-            initial_backoff_ms=_UniffiFfiConverterUInt64.read(buf),
-            max_backoff_ms=_UniffiFfiConverterUInt64.read(buf),
-            request_timeout_ms=_UniffiFfiConverterUInt64.read(buf),
+            attempts=_UniffiFfiConverterOptionalUInt32.read(buf),
+            initial_backoff_ms=_UniffiFfiConverterOptionalUInt64.read(buf),
+            max_backoff_ms=_UniffiFfiConverterOptionalUInt64.read(buf),
+            request_timeout_ms=_UniffiFfiConverterOptionalUInt64.read(buf),
             trusted_root_certificates=_UniffiFfiConverterSequenceBytes.read(buf),
         )
 
     @staticmethod
     def check_lower(value):
-        _UniffiFfiConverterUInt32.check_lower(value.attempts)
-        _UniffiFfiConverterUInt64.check_lower(value.initial_backoff_ms)
-        _UniffiFfiConverterUInt64.check_lower(value.max_backoff_ms)
-        _UniffiFfiConverterUInt64.check_lower(value.request_timeout_ms)
+        _UniffiFfiConverterOptionalUInt32.check_lower(value.attempts)
+        _UniffiFfiConverterOptionalUInt64.check_lower(value.initial_backoff_ms)
+        _UniffiFfiConverterOptionalUInt64.check_lower(value.max_backoff_ms)
+        _UniffiFfiConverterOptionalUInt64.check_lower(value.request_timeout_ms)
         _UniffiFfiConverterSequenceBytes.check_lower(value.trusted_root_certificates)
 
     @staticmethod
     def write(value, buf):
-        _UniffiFfiConverterUInt32.write(value.attempts, buf)
-        _UniffiFfiConverterUInt64.write(value.initial_backoff_ms, buf)
-        _UniffiFfiConverterUInt64.write(value.max_backoff_ms, buf)
-        _UniffiFfiConverterUInt64.write(value.request_timeout_ms, buf)
+        _UniffiFfiConverterOptionalUInt32.write(value.attempts, buf)
+        _UniffiFfiConverterOptionalUInt64.write(value.initial_backoff_ms, buf)
+        _UniffiFfiConverterOptionalUInt64.write(value.max_backoff_ms, buf)
+        _UniffiFfiConverterOptionalUInt64.write(value.request_timeout_ms, buf)
         _UniffiFfiConverterSequenceBytes.write(value.trusted_root_certificates, buf)
 
 class _UniffiFfiConverterBoolean:
@@ -2327,12 +2390,22 @@ class _UniffiFfiConverterOptionalString(_UniffiConverterRustBuffer):
 @dataclass
 class SessionOptions:
     """
-    How a [`Session`] connects and how long it waits. Every field has a default.
+    How a [`Session`] connects and how long it waits. A field left out (`null`) takes the
+    SDK's default, the one the Rust `SessionOptions::default()` has and docs/client.md states.
 """
-    def __init__(self, *, request_timeout_ms:int = 5000, connect_timeout_ms:int = 5000, rekey_attempts:int = 3, connection_name:typing.Optional[str] = _DEFAULT):
-        self.request_timeout_ms = request_timeout_ms
-        self.connect_timeout_ms = connect_timeout_ms
-        self.rekey_attempts = rekey_attempts
+    def __init__(self, *, request_timeout_ms:typing.Optional[int] = _DEFAULT, connect_timeout_ms:typing.Optional[int] = _DEFAULT, rekey_attempts:typing.Optional[int] = _DEFAULT, connection_name:typing.Optional[str] = _DEFAULT):
+        if request_timeout_ms is _DEFAULT:
+            self.request_timeout_ms = None
+        else:
+            self.request_timeout_ms = request_timeout_ms
+        if connect_timeout_ms is _DEFAULT:
+            self.connect_timeout_ms = None
+        else:
+            self.connect_timeout_ms = connect_timeout_ms
+        if rekey_attempts is _DEFAULT:
+            self.rekey_attempts = None
+        else:
+            self.rekey_attempts = rekey_attempts
         if connection_name is _DEFAULT:
             self.connection_name = None
         else:
@@ -2358,24 +2431,24 @@ class _UniffiFfiConverterTypeSessionOptions(_UniffiConverterRustBuffer):
     @staticmethod
     def read(buf):
         return SessionOptions(
-            request_timeout_ms=_UniffiFfiConverterUInt64.read(buf),
-            connect_timeout_ms=_UniffiFfiConverterUInt64.read(buf),
-            rekey_attempts=_UniffiFfiConverterUInt32.read(buf),
+            request_timeout_ms=_UniffiFfiConverterOptionalUInt64.read(buf),
+            connect_timeout_ms=_UniffiFfiConverterOptionalUInt64.read(buf),
+            rekey_attempts=_UniffiFfiConverterOptionalUInt32.read(buf),
             connection_name=_UniffiFfiConverterOptionalString.read(buf),
         )
 
     @staticmethod
     def check_lower(value):
-        _UniffiFfiConverterUInt64.check_lower(value.request_timeout_ms)
-        _UniffiFfiConverterUInt64.check_lower(value.connect_timeout_ms)
-        _UniffiFfiConverterUInt32.check_lower(value.rekey_attempts)
+        _UniffiFfiConverterOptionalUInt64.check_lower(value.request_timeout_ms)
+        _UniffiFfiConverterOptionalUInt64.check_lower(value.connect_timeout_ms)
+        _UniffiFfiConverterOptionalUInt32.check_lower(value.rekey_attempts)
         _UniffiFfiConverterOptionalString.check_lower(value.connection_name)
 
     @staticmethod
     def write(value, buf):
-        _UniffiFfiConverterUInt64.write(value.request_timeout_ms, buf)
-        _UniffiFfiConverterUInt64.write(value.connect_timeout_ms, buf)
-        _UniffiFfiConverterUInt32.write(value.rekey_attempts, buf)
+        _UniffiFfiConverterOptionalUInt64.write(value.request_timeout_ms, buf)
+        _UniffiFfiConverterOptionalUInt64.write(value.connect_timeout_ms, buf)
+        _UniffiFfiConverterOptionalUInt32.write(value.rekey_attempts, buf)
         _UniffiFfiConverterOptionalString.write(value.connection_name, buf)
 
 
@@ -5312,31 +5385,6 @@ class _UniffiFfiConverterSequenceTypeRoomInfo(_UniffiConverterRustBuffer):
         return [
             _UniffiFfiConverterTypeRoomInfo.read(buf) for i in range(count)
         ]
-
-class _UniffiFfiConverterOptionalUInt64(_UniffiConverterRustBuffer):
-    @classmethod
-    def check_lower(cls, value):
-        if value is not None:
-            _UniffiFfiConverterUInt64.check_lower(value)
-
-    @classmethod
-    def write(cls, value, buf):
-        if value is None:
-            buf.write_u8(0)
-            return
-
-        buf.write_u8(1)
-        _UniffiFfiConverterUInt64.write(value, buf)
-
-    @classmethod
-    def read(cls, buf):
-        flag = buf.read_u8()
-        if flag == 0:
-            return None
-        elif flag == 1:
-            return _UniffiFfiConverterUInt64.read(buf)
-        else:
-            raise InternalError("Unexpected flag byte for optional type")
 
 class _UniffiFfiConverterOptionalTypeOwnerFingerprint(_UniffiConverterRustBuffer):
     @classmethod

@@ -2805,25 +2805,26 @@ public func FfiConverterTypeRecipient_lower(_ value: Recipient) -> RustBuffer {
 
 
 /**
- * How [`register`] talks to the server. Every field has a default.
+ * How [`register`] talks to the server. A field left out (`null`) takes the SDK's default,
+ * the one the Rust `RegisterOptions::default()` has and docs/client.md states.
  */
 public struct RegisterOptions: Equatable, Hashable {
     /**
      * Attempts in all; connection failures, timeouts, 429 and 5xx are retried.
      */
-    public var attempts: UInt32
+    public var attempts: UInt32?
     /**
      * The wait before the first retry, doubling after each.
      */
-    public var initialBackoffMs: UInt64
+    public var initialBackoffMs: UInt64?
     /**
      * The longest wait between attempts.
      */
-    public var maxBackoffMs: UInt64
+    public var maxBackoffMs: UInt64?
     /**
      * The time limit of each attempt.
      */
-    public var requestTimeoutMs: UInt64
+    public var requestTimeoutMs: UInt64?
     /**
      * DER certificates of the only CAs to trust (a private CA); empty: the platform decides.
      */
@@ -2834,16 +2835,16 @@ public struct RegisterOptions: Equatable, Hashable {
     public init(
         /**
          * Attempts in all; connection failures, timeouts, 429 and 5xx are retried.
-         */attempts: UInt32 = UInt32(5), 
+         */attempts: UInt32? = nil, 
         /**
          * The wait before the first retry, doubling after each.
-         */initialBackoffMs: UInt64 = UInt64(250), 
+         */initialBackoffMs: UInt64? = nil, 
         /**
          * The longest wait between attempts.
-         */maxBackoffMs: UInt64 = UInt64(4000), 
+         */maxBackoffMs: UInt64? = nil, 
         /**
          * The time limit of each attempt.
-         */requestTimeoutMs: UInt64 = UInt64(10000), 
+         */requestTimeoutMs: UInt64? = nil, 
         /**
          * DER certificates of the only CAs to trust (a private CA); empty: the platform decides.
          */trustedRootCertificates: [Data] = []) {
@@ -2870,19 +2871,19 @@ public struct FfiConverterTypeRegisterOptions: FfiConverterRustBuffer {
     public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> RegisterOptions {
         return
             try RegisterOptions(
-                attempts: FfiConverterUInt32.read(from: &buf), 
-                initialBackoffMs: FfiConverterUInt64.read(from: &buf), 
-                maxBackoffMs: FfiConverterUInt64.read(from: &buf), 
-                requestTimeoutMs: FfiConverterUInt64.read(from: &buf), 
+                attempts: FfiConverterOptionUInt32.read(from: &buf), 
+                initialBackoffMs: FfiConverterOptionUInt64.read(from: &buf), 
+                maxBackoffMs: FfiConverterOptionUInt64.read(from: &buf), 
+                requestTimeoutMs: FfiConverterOptionUInt64.read(from: &buf), 
                 trustedRootCertificates: FfiConverterSequenceData.read(from: &buf)
         )
     }
 
     public static func write(_ value: RegisterOptions, into buf: inout [UInt8]) {
-        FfiConverterUInt32.write(value.attempts, into: &buf)
-        FfiConverterUInt64.write(value.initialBackoffMs, into: &buf)
-        FfiConverterUInt64.write(value.maxBackoffMs, into: &buf)
-        FfiConverterUInt64.write(value.requestTimeoutMs, into: &buf)
+        FfiConverterOptionUInt32.write(value.attempts, into: &buf)
+        FfiConverterOptionUInt64.write(value.initialBackoffMs, into: &buf)
+        FfiConverterOptionUInt64.write(value.maxBackoffMs, into: &buf)
+        FfiConverterOptionUInt64.write(value.requestTimeoutMs, into: &buf)
         FfiConverterSequenceData.write(value.trustedRootCertificates, into: &buf)
     }
 }
@@ -3171,21 +3172,22 @@ public func FfiConverterTypeRoomTrust_lower(_ value: RoomTrust) -> RustBuffer {
 
 
 /**
- * How a [`Session`] connects and how long it waits. Every field has a default.
+ * How a [`Session`] connects and how long it waits. A field left out (`null`) takes the
+ * SDK's default, the one the Rust `SessionOptions::default()` has and docs/client.md states.
  */
 public struct SessionOptions: Equatable, Hashable {
     /**
      * The limit for each request; past it the call fails with `Timeout`.
      */
-    public var requestTimeoutMs: UInt64
+    public var requestTimeoutMs: UInt64?
     /**
      * The limit for logging in, per address.
      */
-    public var connectTimeoutMs: UInt64
+    public var connectTimeoutMs: UInt64?
     /**
      * How often `rekey` starts over when the room changes under it.
      */
-    public var rekeyAttempts: UInt32
+    public var rekeyAttempts: UInt32?
     /**
      * A connection name operators see; no secrets.
      */
@@ -3196,13 +3198,13 @@ public struct SessionOptions: Equatable, Hashable {
     public init(
         /**
          * The limit for each request; past it the call fails with `Timeout`.
-         */requestTimeoutMs: UInt64 = UInt64(5000), 
+         */requestTimeoutMs: UInt64? = nil, 
         /**
          * The limit for logging in, per address.
-         */connectTimeoutMs: UInt64 = UInt64(5000), 
+         */connectTimeoutMs: UInt64? = nil, 
         /**
          * How often `rekey` starts over when the room changes under it.
-         */rekeyAttempts: UInt32 = UInt32(3), 
+         */rekeyAttempts: UInt32? = nil, 
         /**
          * A connection name operators see; no secrets.
          */connectionName: String? = nil) {
@@ -3228,17 +3230,17 @@ public struct FfiConverterTypeSessionOptions: FfiConverterRustBuffer {
     public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SessionOptions {
         return
             try SessionOptions(
-                requestTimeoutMs: FfiConverterUInt64.read(from: &buf), 
-                connectTimeoutMs: FfiConverterUInt64.read(from: &buf), 
-                rekeyAttempts: FfiConverterUInt32.read(from: &buf), 
+                requestTimeoutMs: FfiConverterOptionUInt64.read(from: &buf), 
+                connectTimeoutMs: FfiConverterOptionUInt64.read(from: &buf), 
+                rekeyAttempts: FfiConverterOptionUInt32.read(from: &buf), 
                 connectionName: FfiConverterOptionString.read(from: &buf)
         )
     }
 
     public static func write(_ value: SessionOptions, into buf: inout [UInt8]) {
-        FfiConverterUInt64.write(value.requestTimeoutMs, into: &buf)
-        FfiConverterUInt64.write(value.connectTimeoutMs, into: &buf)
-        FfiConverterUInt32.write(value.rekeyAttempts, into: &buf)
+        FfiConverterOptionUInt64.write(value.requestTimeoutMs, into: &buf)
+        FfiConverterOptionUInt64.write(value.connectTimeoutMs, into: &buf)
+        FfiConverterOptionUInt32.write(value.rekeyAttempts, into: &buf)
         FfiConverterOptionString.write(value.connectionName, into: &buf)
     }
 }
@@ -5372,6 +5374,30 @@ public func FfiConverterTypeWatchEnd_lower(_ value: WatchEnd) -> RustBuffer {
     return FfiConverterTypeWatchEnd.lower(value)
 }
 
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterOptionUInt32: FfiConverterRustBuffer {
+    typealias SwiftType = UInt32?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterUInt32.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterUInt32.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
 
 #if swift(>=5.8)
 @_documentation(visibility: private)

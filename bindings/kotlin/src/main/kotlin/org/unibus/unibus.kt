@@ -4828,28 +4828,29 @@ public object FfiConverterTypeRecipient: FfiConverterRustBuffer<Recipient> {
 
 
 /**
- * How [`register`] talks to the server. Every field has a default.
+ * How [`register`] talks to the server. A field left out (`null`) takes the SDK's default,
+ * the one the Rust `RegisterOptions::default()` has and docs/client.md states.
  */
 data class RegisterOptions (
     /**
      * Attempts in all; connection failures, timeouts, 429 and 5xx are retried.
      */
-    var `attempts`: kotlin.UInt = 5u 
+    var `attempts`: kotlin.UInt? = null 
     , 
     /**
      * The wait before the first retry, doubling after each.
      */
-    var `initialBackoffMs`: kotlin.ULong = 250uL 
+    var `initialBackoffMs`: kotlin.ULong? = null 
     , 
     /**
      * The longest wait between attempts.
      */
-    var `maxBackoffMs`: kotlin.ULong = 4000uL 
+    var `maxBackoffMs`: kotlin.ULong? = null 
     , 
     /**
      * The time limit of each attempt.
      */
-    var `requestTimeoutMs`: kotlin.ULong = 10000uL 
+    var `requestTimeoutMs`: kotlin.ULong? = null 
     , 
     /**
      * DER certificates of the only CAs to trust (a private CA); empty: the platform decides.
@@ -4871,27 +4872,27 @@ data class RegisterOptions (
 public object FfiConverterTypeRegisterOptions: FfiConverterRustBuffer<RegisterOptions> {
     override fun read(buf: ByteBuffer): RegisterOptions {
         return RegisterOptions(
-            FfiConverterUInt.read(buf),
-            FfiConverterULong.read(buf),
-            FfiConverterULong.read(buf),
-            FfiConverterULong.read(buf),
+            FfiConverterOptionalUInt.read(buf),
+            FfiConverterOptionalULong.read(buf),
+            FfiConverterOptionalULong.read(buf),
+            FfiConverterOptionalULong.read(buf),
             FfiConverterSequenceByteArray.read(buf),
         )
     }
 
     override fun allocationSize(value: RegisterOptions) = (
-            FfiConverterUInt.allocationSize(value.`attempts`) +
-            FfiConverterULong.allocationSize(value.`initialBackoffMs`) +
-            FfiConverterULong.allocationSize(value.`maxBackoffMs`) +
-            FfiConverterULong.allocationSize(value.`requestTimeoutMs`) +
+            FfiConverterOptionalUInt.allocationSize(value.`attempts`) +
+            FfiConverterOptionalULong.allocationSize(value.`initialBackoffMs`) +
+            FfiConverterOptionalULong.allocationSize(value.`maxBackoffMs`) +
+            FfiConverterOptionalULong.allocationSize(value.`requestTimeoutMs`) +
             FfiConverterSequenceByteArray.allocationSize(value.`trustedRootCertificates`)
     )
 
     override fun write(value: RegisterOptions, buf: ByteBuffer) {
-            FfiConverterUInt.write(value.`attempts`, buf)
-            FfiConverterULong.write(value.`initialBackoffMs`, buf)
-            FfiConverterULong.write(value.`maxBackoffMs`, buf)
-            FfiConverterULong.write(value.`requestTimeoutMs`, buf)
+            FfiConverterOptionalUInt.write(value.`attempts`, buf)
+            FfiConverterOptionalULong.write(value.`initialBackoffMs`, buf)
+            FfiConverterOptionalULong.write(value.`maxBackoffMs`, buf)
+            FfiConverterOptionalULong.write(value.`requestTimeoutMs`, buf)
             FfiConverterSequenceByteArray.write(value.`trustedRootCertificates`, buf)
     }
 }
@@ -5088,23 +5089,24 @@ public object FfiConverterTypeRoomTrust: FfiConverterRustBuffer<RoomTrust> {
 
 
 /**
- * How a [`Session`] connects and how long it waits. Every field has a default.
+ * How a [`Session`] connects and how long it waits. A field left out (`null`) takes the
+ * SDK's default, the one the Rust `SessionOptions::default()` has and docs/client.md states.
  */
 data class SessionOptions (
     /**
      * The limit for each request; past it the call fails with `Timeout`.
      */
-    var `requestTimeoutMs`: kotlin.ULong = 5000uL 
+    var `requestTimeoutMs`: kotlin.ULong? = null 
     , 
     /**
      * The limit for logging in, per address.
      */
-    var `connectTimeoutMs`: kotlin.ULong = 5000uL 
+    var `connectTimeoutMs`: kotlin.ULong? = null 
     , 
     /**
      * How often `rekey` starts over when the room changes under it.
      */
-    var `rekeyAttempts`: kotlin.UInt = 3u 
+    var `rekeyAttempts`: kotlin.UInt? = null 
     , 
     /**
      * A connection name operators see; no secrets.
@@ -5126,24 +5128,24 @@ data class SessionOptions (
 public object FfiConverterTypeSessionOptions: FfiConverterRustBuffer<SessionOptions> {
     override fun read(buf: ByteBuffer): SessionOptions {
         return SessionOptions(
-            FfiConverterULong.read(buf),
-            FfiConverterULong.read(buf),
-            FfiConverterUInt.read(buf),
+            FfiConverterOptionalULong.read(buf),
+            FfiConverterOptionalULong.read(buf),
+            FfiConverterOptionalUInt.read(buf),
             FfiConverterOptionalString.read(buf),
         )
     }
 
     override fun allocationSize(value: SessionOptions) = (
-            FfiConverterULong.allocationSize(value.`requestTimeoutMs`) +
-            FfiConverterULong.allocationSize(value.`connectTimeoutMs`) +
-            FfiConverterUInt.allocationSize(value.`rekeyAttempts`) +
+            FfiConverterOptionalULong.allocationSize(value.`requestTimeoutMs`) +
+            FfiConverterOptionalULong.allocationSize(value.`connectTimeoutMs`) +
+            FfiConverterOptionalUInt.allocationSize(value.`rekeyAttempts`) +
             FfiConverterOptionalString.allocationSize(value.`connectionName`)
     )
 
     override fun write(value: SessionOptions, buf: ByteBuffer) {
-            FfiConverterULong.write(value.`requestTimeoutMs`, buf)
-            FfiConverterULong.write(value.`connectTimeoutMs`, buf)
-            FfiConverterUInt.write(value.`rekeyAttempts`, buf)
+            FfiConverterOptionalULong.write(value.`requestTimeoutMs`, buf)
+            FfiConverterOptionalULong.write(value.`connectTimeoutMs`, buf)
+            FfiConverterOptionalUInt.write(value.`rekeyAttempts`, buf)
             FfiConverterOptionalString.write(value.`connectionName`, buf)
     }
 }
@@ -6904,6 +6906,38 @@ public object FfiConverterTypeWatchEnd : FfiConverterRustBuffer<WatchEnd>{
 }
 
 
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterOptionalUInt: FfiConverterRustBuffer<kotlin.UInt?> {
+    override fun read(buf: ByteBuffer): kotlin.UInt? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterUInt.read(buf)
+    }
+
+    override fun allocationSize(value: kotlin.UInt?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterUInt.allocationSize(value)
+        }
+    }
+
+    override fun write(value: kotlin.UInt?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterUInt.write(value, buf)
+        }
+    }
+}
 
 
 
