@@ -163,7 +163,7 @@ async fn with_two_nodes_down_authorization_fails_closed_within_the_op_timeout() 
     }
     assert!(matches!(
         store.get_user(&user).await,
-        Err(StoreError::Timeout(_) | StoreError::Backend(_))
+        Err(StoreError::Timeout(_) | StoreError::Backend { .. })
     ));
     assert!(add(&store).await.is_err());
 }

@@ -1,9 +1,17 @@
 //! The store's error type.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+/// The backend's own error behind a [`StoreError::Backend`] (a `rusqlite::Error`, an
+/// async-nats error, an I/O error), shared so that the store error stays cheap to clone.
+pub type BackendCause = Arc<dyn std::error::Error + Send + Sync + 'static>;
+
 /// What went wrong in a store operation. Security decisions treat every variant as "deny".
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+///
+/// Two errors are equal when they are the same variant with the same fields; two
+/// [`StoreError::Backend`] errors when they say the same (`what` and the cause's message).
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
     /// No such record.
@@ -51,10 +59,85 @@ pub enum StoreError {
     /// The backend did not answer within the op timeout.
     #[error("the store did not answer within {0:?}")]
     Timeout(Duration),
-    /// The backend failed (I/O, SQLite, NATS). Retry later; the message says what failed.
-    #[error("store backend error: {0}")]
-    Backend(String),
+    /// The backend failed (I/O, SQLite, NATS). Retry later. `what` says which part failed;
+    /// the backend's own error is the [`source`](std::error::Error::source), and the message
+    /// repeats it, as async-nats's errors do.
+    #[error("store backend error ({what}): {source}")]
+    Backend {
+        /// Which part failed, e.g. `sqlite` or `jetstream`.
+        what: &'static str,
+        /// The backend's error.
+        #[source]
+        source: BackendCause,
+    },
 }
+
+impl StoreError {
+    /// A [`StoreError::Backend`] for `what`, caused by `cause`.
+    pub fn backend(
+        what: &'static str,
+        cause: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> Self {
+        StoreError::Backend {
+            what,
+            source: Arc::from(cause.into()),
+        }
+    }
+}
+
+impl PartialEq for StoreError {
+    fn eq(&self, other: &Self) -> bool {
+        use StoreError as E;
+        match (self, other) {
+            (E::NotFound, E::NotFound)
+            | (E::UserExists, E::UserExists)
+            | (E::UserDeleted, E::UserDeleted)
+            | (E::RoomExists, E::RoomExists)
+            | (E::InviteUnknown, E::InviteUnknown)
+            | (E::InviteExpired, E::InviteExpired)
+            | (E::InviteUsed, E::InviteUsed)
+            | (E::InviteCancelled, E::InviteCancelled) => true,
+            (
+                E::EpochConflict { expected, actual },
+                E::EpochConflict {
+                    expected: e2,
+                    actual: a2,
+                },
+            ) => expected == e2 && actual == a2,
+            (E::Invalid(a), E::Invalid(b)) | (E::Corrupt(a), E::Corrupt(b)) => a == b,
+            (E::Timeout(a), E::Timeout(b)) => a == b,
+            (
+                E::Backend { what, source },
+                E::Backend {
+                    what: w2,
+                    source: s2,
+                },
+            ) => what == w2 && source.to_string() == s2.to_string(),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for StoreError {}
 
 /// Shorthand for store results.
 pub type StoreResult<T> = Result<T, StoreError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_backend_error_keeps_its_cause_as_source() {
+        let cause = std::io::Error::new(std::io::ErrorKind::BrokenPipe, "pipe broke");
+        let error = StoreError::backend("sqlite", cause);
+        let source = std::error::Error::source(&error).expect("a source");
+        assert_eq!(source.to_string(), "pipe broke");
+        assert_eq!(
+            error.to_string(),
+            "store backend error (sqlite): pipe broke"
+        );
+        assert_eq!(error.clone(), error);
+        assert_ne!(error, StoreError::backend("jetstream", "pipe broke"));
+    }
+}

@@ -29,7 +29,7 @@ use async_trait::async_trait;
 use unibus::manifest::SignedManifest;
 use unibus::{InviteToken, KexPublicKey, RoomId, SignPublicKey};
 
-pub use error::{StoreError, StoreResult};
+pub use error::{BackendCause, StoreError, StoreResult};
 pub use kv::{KvStore, KvStoreConfig};
 
 pub use sqlite::SqliteStore;

@@ -23,7 +23,7 @@ pub(crate) fn active_user(user: NewUser) -> User {
 /// A fresh token and the invite record that stores only its digest.
 pub(crate) fn mint_invite(new: NewInvite) -> StoreResult<(InviteToken, Invite)> {
     let token = InviteToken::generate()
-        .map_err(|e| StoreError::Backend(format!("OS random number generator: {e}")))?;
+        .map_err(|e| StoreError::backend("OS random number generator", e))?;
     let now = now_millis();
     let ttl = i64::try_from(new.ttl.as_millis()).unwrap_or(i64::MAX);
     let invite = Invite {

@@ -16,8 +16,10 @@ use crate::store::{StoreError, StoreResult};
 /// How many times a compare-and-swap is retried under contention before giving up.
 pub(super) const CAS_ATTEMPTS: usize = 64;
 
-pub(super) fn backend(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(format!("jetstream: {e}"))
+pub(super) fn backend(
+    e: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+) -> StoreError {
+    StoreError::backend("jetstream", e)
 }
 
 pub(super) fn decode<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> StoreResult<T> {
@@ -40,7 +42,7 @@ fn is_revision_conflict(error: &kv::UpdateError) -> bool {
 
 impl KvStore {
     /// Bounds `future` by the op timeout.
-    pub(super) async fn op<T, E: std::fmt::Display>(
+    pub(super) async fn op<T, E: std::error::Error + Send + Sync + 'static>(
         &self,
         future: impl Future<Output = Result<T, E>>,
     ) -> StoreResult<T> {
@@ -179,9 +181,7 @@ impl KvStore {
                 return Ok(());
             }
         }
-        Err(StoreError::Backend(format!(
-            "{what} {key}: too much contention"
-        )))
+        Err(backend(format!("{what} {key}: too much contention")))
     }
 
     pub(super) async fn get_json<T: DeserializeOwned>(
@@ -245,7 +245,7 @@ pub(super) async fn open_bucket(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Err(StoreError::Backend(format!(
+    Err(backend(format!(
         "bucket {name} not ready within {:?}: {last_error}",
         config.bootstrap_budget
     )))

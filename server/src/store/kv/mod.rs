@@ -53,7 +53,7 @@ use super::{
     invite_id, now_millis, DeletedUser, EpochKey, Invite, InviteStatus, NewInvite, NewUser, Room,
     RoomSnapshot, Snapshot, Store, StoreError, StoreResult, User, UserStatus,
 };
-use bucket::{decode, encode, open_bucket, CAS_ATTEMPTS};
+use bucket::{backend, decode, encode, open_bucket, CAS_ATTEMPTS};
 
 /// How the KV store is set up.
 #[derive(Debug, Clone)]
@@ -265,7 +265,7 @@ impl Store for KvStore {
             .create(&self.invites, &invite.id, encode(&invite))
             .await?
         {
-            return Err(StoreError::Backend("invite id collision".into()));
+            return Err(backend("invite id collision"));
         }
         Ok((token, invite))
     }
@@ -336,9 +336,7 @@ impl Store for KvStore {
                 }
             }
         }
-        Err(StoreError::Backend(format!(
-            "invite {id}: too much contention"
-        )))
+        Err(backend(format!("invite {id}: too much contention")))
     }
 
     async fn create_room(&self, id: &RoomId, owner: &SignPublicKey) -> StoreResult<Room> {

@@ -62,7 +62,7 @@ impl SqliteStore {
             Ok(conn)
         })
         .await
-        .map_err(|e| StoreError::Backend(format!("open task: {e}")))??;
+        .map_err(|e| StoreError::backend("sqlite open task", e))??;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
             path,
@@ -99,7 +99,7 @@ impl SqliteStore {
             f(&mut guard)
         })
         .await
-        .map_err(|e| StoreError::Backend(format!("sqlite task: {e}")))?
+        .map_err(|e| StoreError::backend("sqlite task", e))?
     }
 }
 

@@ -9,7 +9,7 @@ use crate::store::rules::redeemed_user;
 use crate::store::{DeletedUser, Invite, Millis, Room, StoreError, StoreResult, User, UserStatus};
 
 pub(super) fn backend(e: rusqlite::Error) -> StoreError {
-    StoreError::Backend(format!("sqlite: {e}"))
+    StoreError::backend("sqlite", e)
 }
 
 pub(super) fn corrupt(what: &str) -> impl Fn(unibus::keys::KeyError) -> StoreError + '_ {
