@@ -11,8 +11,9 @@ use serde_json::{json, Value};
 use crate::admin::{Operation, OperationError};
 use crate::auth::setup::AuthSetup;
 use crate::config::{Config, Settings, StoreKind};
+use crate::error::ServerError;
 use crate::store::migrate::{backup_sqlite, migrate_sqlite_to_kv};
-use crate::store::{now_millis, KvStore, KvStoreConfig, SqliteStore, Store, StoreError};
+use crate::store::{now_millis, KvStore, KvStoreConfig, SqliteStore, Store};
 
 /// `membershipd`: the unibus reference server.
 #[derive(Debug, Parser)]
@@ -169,7 +170,7 @@ pub fn main() -> ExitCode {
     };
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(message) => fail(json, &message),
+        Err(error) => fail(json, &error.to_string()),
     }
 }
 
@@ -183,7 +184,7 @@ fn fail(json: bool, message: &str) -> ExitCode {
 }
 
 /// Runs a parsed command line.
-pub async fn run(cli: Cli) -> Result<(), String> {
+pub async fn run(cli: Cli) -> Result<(), ServerError> {
     let file = match &cli.config {
         Some(path) => Settings::from_file(path)?,
         None => Settings::default(),
@@ -202,13 +203,12 @@ pub async fn run(cli: Cli) -> Result<(), String> {
                 command,
                 Command::Invite(InviteCommand::Create { no_qr: false, .. })
             );
-            let operation = operation(command).map_err(|e| e.to_string())?;
+            let operation = operation(command)?;
             let store = open_store(&config).await?;
             let value = operation
                 .clone()
                 .run(&*store, &config.public_url, None)
-                .await
-                .map_err(|e| e.to_string())?;
+                .await?;
             out.print(human(&operation, &value, qr && !out.json), value);
             Ok(())
         }
@@ -217,7 +217,7 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             let sqlite = open_sqlite(&config).await?;
             let dest =
                 dest.unwrap_or_else(|| config.data_dir.join(format!("backup-{}.db", now_millis())));
-            backup_sqlite(&sqlite, &dest).await.map_err(store_error)?;
+            backup_sqlite(&sqlite, &dest).await?;
             out.print(
                 format!("backup written to {}", dest.display()),
                 json!({ "backup": dest }),
@@ -241,38 +241,37 @@ impl Output {
     }
 }
 
-fn store_error(e: StoreError) -> String {
-    e.to_string()
-}
-
-async fn open_sqlite(config: &Config) -> Result<SqliteStore, String> {
+async fn open_sqlite(config: &Config) -> Result<SqliteStore, ServerError> {
     if let Some(parent) = config.db.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)
-            .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+            .map_err(|e| ServerError::file("cannot create", parent, e))?;
     }
-    SqliteStore::open(&config.db).await.map_err(store_error)
+    Ok(SqliteStore::open(&config.db).await?)
 }
 
-async fn open_kv(config: &Config, replicas: usize) -> Result<KvStore, String> {
-    let url = config
-        .nats_url
-        .as_deref()
-        .ok_or("the KV store needs --nats-url")?;
+async fn open_kv(config: &Config, replicas: usize) -> Result<KvStore, ServerError> {
+    let url = config.nats_url.as_deref().ok_or(ServerError::NoNatsUrl)?;
     // With cluster login by key set up, membershipd connects as its service user, whose
     // account holds the KV buckets; a cluster without it is joined anonymously.
     let auth_dir = config.data_dir.join("auth");
-    let options =
-        match AuthSetup::load(&auth_dir).map_err(|e| format!("{}: {e}", auth_dir.display()))? {
-            Some(setup) => async_nats::ConnectOptions::with_nkey(
-                setup.service.seed().map_err(|e| e.to_string())?,
-            ),
-            None => async_nats::ConnectOptions::new(),
-        };
+    let keys_error = |source: Box<dyn std::error::Error + Send + Sync>| ServerError::AuthKeys {
+        path: auth_dir.clone(),
+        source,
+    };
+    let options = match AuthSetup::load(&auth_dir).map_err(|e| keys_error(e.into()))? {
+        Some(setup) => async_nats::ConnectOptions::with_nkey(
+            setup.service.seed().map_err(|e| keys_error(e.into()))?,
+        ),
+        None => async_nats::ConnectOptions::new(),
+    };
     let client = options
         .connection_timeout(Duration::from_secs(5))
         .connect(url)
         .await
-        .map_err(|e| format!("cannot connect to NATS at {url}: {e}"))?;
+        .map_err(|source| ServerError::Nats {
+            url: url.to_string(),
+            source,
+        })?;
     KvStore::open(
         client,
         KvStoreConfig {
@@ -281,10 +280,10 @@ async fn open_kv(config: &Config, replicas: usize) -> Result<KvStore, String> {
         },
     )
     .await
-    .map_err(store_error)
+    .map_err(ServerError::from)
 }
 
-async fn open_store(config: &Config) -> Result<Arc<dyn Store>, String> {
+async fn open_store(config: &Config) -> Result<Arc<dyn Store>, ServerError> {
     Ok(match config.store {
         StoreKind::Sqlite => Arc::new(open_sqlite(config).await?),
         StoreKind::Kv => Arc::new(open_kv(config, config.replicas).await?),
@@ -381,7 +380,7 @@ fn human(operation: &Operation, value: &Value, qr: bool) -> String {
     }
 }
 
-async fn migrate(out: &Output, config: &Config, no_backup: bool) -> Result<(), String> {
+async fn migrate(out: &Output, config: &Config, no_backup: bool) -> Result<(), ServerError> {
     let sqlite = open_sqlite(config).await?;
     let kv = open_kv(config, config.replicas).await?;
     let backup = (!no_backup).then(|| {
@@ -389,9 +388,7 @@ async fn migrate(out: &Output, config: &Config, no_backup: bool) -> Result<(), S
             .data_dir
             .join(format!("pre-migration-{}.db", now_millis()))
     });
-    let report = migrate_sqlite_to_kv(&sqlite, &kv, backup.as_deref())
-        .await
-        .map_err(store_error)?;
+    let report = migrate_sqlite_to_kv(&sqlite, &kv, backup.as_deref()).await?;
     out.print(
         format!(
             "migrated {} users ({} deleted), {} invites, {} rooms, {} epochs{}",

@@ -132,10 +132,14 @@ impl Settings {
     }
 
     /// Reads a TOML settings file.
-    pub fn from_file(path: &Path) -> Result<Settings, String> {
+    pub fn from_file(path: &Path) -> Result<Settings, crate::error::ServerError> {
+        use crate::error::ServerError;
         let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
-        toml::from_str(&text).map_err(|e| format!("config file {}: {e}", path.display()))
+            .map_err(|e| ServerError::file("cannot read config file", path, e))?;
+        toml::from_str(&text).map_err(|source| ServerError::Config {
+            path: path.to_path_buf(),
+            source,
+        })
     }
 }
 

@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::error::ServerError;
+
 /// Writes the embedded nats-server's config into `dir` (beside the `auth.conf` that `serve`
 /// writes there) and keeps the process running: restarted a second after it exits, killed when
 /// the returned task is aborted or membershipd dies.
@@ -13,14 +15,14 @@ pub(crate) fn supervise(
     dir: &Path,
     listen: SocketAddr,
     binary: PathBuf,
-) -> Result<tokio::task::JoinHandle<()>, String> {
+) -> Result<tokio::task::JoinHandle<()>, ServerError> {
     let conf = dir.join("nats.conf");
     let text = format!(
         "server_name: membershipd\nlisten: {listen}\njetstream {{\n  store_dir: \"{store}\"\n  max_memory_store: 256MB\n  max_file_store: 10GB\n}}\ninclude \"auth.conf\"\n",
         listen = listen,
         store = dir.join("jetstream").display(),
     );
-    std::fs::write(&conf, text).map_err(|e| format!("writing {}: {e}", conf.display()))?;
+    std::fs::write(&conf, text).map_err(|e| ServerError::file("cannot write", &conf, e))?;
     let log_path = dir.join("nats.log");
     Ok(tokio::spawn(async move {
         loop {

@@ -21,6 +21,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 mod embedded_nats;
+pub mod error;
 pub mod http;
 pub mod serve;
 pub mod store;

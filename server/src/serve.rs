@@ -21,6 +21,7 @@ use crate::auth::revocation::Revoker;
 use crate::auth::setup::{AuthSetup, APP_ACCOUNT};
 use crate::config::Config;
 use crate::control::ControlPlane;
+use crate::error::ServerError;
 use crate::http::{AppState, RateLimiter, ADMIN_BURST, ADMIN_RATE};
 use crate::store::Store;
 
@@ -32,20 +33,22 @@ pub const REVOCATION_SWEEP: Duration = Duration::from_millis(500);
 /// (its buckets live in the `AUTH` account).
 pub async fn run(
     config: &Config,
-    open_store: impl std::future::Future<Output = Result<Arc<dyn Store>, String>>,
+    open_store: impl std::future::Future<Output = Result<Arc<dyn Store>, ServerError>>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<(), String> {
-    let auth = AuthSetup::load_or_create(&config.data_dir.join("auth")).map_err(|e| {
-        format!(
-            "auth keys in {}: {e}",
-            config.data_dir.join("auth").display()
-        )
-    })?;
+) -> Result<(), ServerError> {
+    let auth_dir = config.data_dir.join("auth");
+    let keys_error = |source: Box<dyn std::error::Error + Send + Sync>| ServerError::AuthKeys {
+        path: auth_dir.clone(),
+        source,
+    };
+    let auth = AuthSetup::load_or_create(&auth_dir).map_err(|e| keys_error(e.into()))?;
     let nats_dir = config.data_dir.join("nats");
-    std::fs::create_dir_all(&nats_dir).map_err(|e| format!("{}: {e}", nats_dir.display()))?;
+    std::fs::create_dir_all(&nats_dir)
+        .map_err(|e| ServerError::file("cannot create", &nats_dir, e))?;
     // auth.conf holds the system user's password: owner-only, like the keys.
-    crate::auth::setup::write_private(&nats_dir.join("auth.conf"), &auth.server_config())
-        .map_err(|e| format!("writing auth.conf: {e}"))?;
+    let auth_conf = nats_dir.join("auth.conf");
+    crate::auth::setup::write_private(&auth_conf, &auth.server_config())
+        .map_err(|e| ServerError::file("cannot write", &auth_conf, e))?;
 
     let (nats_url, supervisor) = match &config.nats_url {
         Some(url) => (url.clone(), None),
@@ -71,8 +74,11 @@ pub async fn run(
     .await?;
     let store = open_store.await?;
 
-    let issuer = KeyPair::from_seed(&auth.issuer.seed().map_err(|e| e.to_string())?)
-        .map_err(|e| e.to_string())?;
+    let issuer = auth
+        .issuer
+        .seed()
+        .and_then(|seed| KeyPair::from_seed(&seed))
+        .map_err(|e| keys_error(e.into()))?;
     tokio::spawn(
         Arc::new(Callout::new(Arc::clone(&store), issuer, APP_ACCOUNT)).run(service.clone()),
     );
@@ -81,8 +87,14 @@ pub async fn run(
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
-        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
-    let local = listener.local_addr().map_err(|e| e.to_string())?;
+        .map_err(|source| ServerError::Http {
+            addr: config.listen,
+            source,
+        })?;
+    let local = listener.local_addr().map_err(|source| ServerError::Http {
+        addr: config.listen,
+        source,
+    })?;
     let state = Arc::new(AppState {
         store,
         nats_urls: config.advertise_nats.clone(),
@@ -105,7 +117,10 @@ pub async fn run(
     };
     let result = crate::http::serve(listener, state, options, shutdown)
         .await
-        .map_err(|e| format!("http server: {e}"));
+        .map_err(|source| ServerError::Http {
+            addr: local,
+            source,
+        });
     if let Some(supervisor) = supervisor {
         supervisor.abort();
     }
@@ -116,7 +131,7 @@ pub async fn run(
 async fn connect_retrying(
     url: &str,
     options: impl Fn() -> async_nats::ConnectOptions,
-) -> Result<async_nats::Client, String> {
+) -> Result<async_nats::Client, ServerError> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         match options()
@@ -126,7 +141,10 @@ async fn connect_retrying(
         {
             Ok(client) => return Ok(client),
             Err(e) if tokio::time::Instant::now() >= deadline => {
-                return Err(format!("cannot connect to NATS at {url}: {e}"))
+                return Err(ServerError::Nats {
+                    url: url.to_string(),
+                    source: e,
+                })
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }

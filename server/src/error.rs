@@ -1,0 +1,81 @@
+//! What `membershipd` itself can fail at: its commands and `serve`. Each variant says what
+//! failed; the underlying error is the [`source`](std::error::Error::source), and the message
+//! repeats it, as the store's errors do, so the one line the CLI prints says everything.
+
+use std::path::PathBuf;
+
+use crate::admin::OperationError;
+use crate::store::StoreError;
+
+/// Why a `membershipd` command or `serve` failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// A file or directory could not be read, written or created.
+    #[error("{what} {}: {source}", path.display())]
+    File {
+        /// What it is, e.g. `the data directory`.
+        what: &'static str,
+        /// Where.
+        path: PathBuf,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The settings file is not valid TOML of the known settings.
+    #[error("config file {}: {source}", path.display())]
+    Config {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong in it.
+        #[source]
+        source: toml::de::Error,
+    },
+    /// The KV store was asked for without a cluster to keep it on.
+    #[error("the KV store needs --nats-url")]
+    NoNatsUrl,
+    /// membershipd's auth keys could not be used.
+    #[error("auth keys in {}: {source}", path.display())]
+    AuthKeys {
+        /// Their directory.
+        path: PathBuf,
+        /// What failed.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
+    /// The cluster could not be reached (after the retries `serve` makes while it starts).
+    #[error("cannot connect to NATS at {url}: {source}")]
+    Nats {
+        /// The URL.
+        url: String,
+        /// What async-nats said.
+        #[source]
+        source: async_nats::ConnectError,
+    },
+    /// The HTTP API could not listen on its address, or stopped with an error.
+    #[error("http server on {addr}: {source}")]
+    Http {
+        /// The listen address.
+        addr: std::net::SocketAddr,
+        /// What failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The store refused or failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// An admin operation (`user`, `invite`, `room`) was refused.
+    #[error(transparent)]
+    Operation(#[from] OperationError),
+}
+
+impl ServerError {
+    /// A [`ServerError::File`] for `what` at `path`.
+    pub fn file(what: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        ServerError::File {
+            what,
+            path: path.into(),
+            source,
+        }
+    }
+}
