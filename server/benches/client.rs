@@ -17,7 +17,7 @@
 //! request/reply hop alone (a raw request to a responder that answers at once), and on KV beside
 //! raw KV gets. Client, server and cluster share this machine's cores.
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../tests/integration/common/mod.rs"]
 mod common;
 mod timing;
 

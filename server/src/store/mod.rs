@@ -6,7 +6,7 @@
 //!   `UNIBUS_rooms`, `UNIBUS_members`, `UNIBUS_rooms_by_member`, `UNIBUS_room_keys`, and
 //!   `UNIBUS_admin_nonces` for the admin API's replay guard), for a cluster of nodes. Replication is JetStream's; the store never replicates by hand.
 //!
-//! Both pass the same contract suite (`server/tests/store_contract.rs`), so callers cannot tell
+//! Both pass the same contract suite (`server/tests/contract/`), so callers cannot tell
 //! them apart. The rules every backend keeps:
 //!
 //! - A missing record is [`StoreError::NotFound`].

@@ -2,7 +2,7 @@
 //! every acknowledged user exists, every invite is used by exactly the user who redeemed it, and
 //! no invite is burned without its user.
 
-mod daemon;
+use crate::daemon;
 
 use std::collections::HashMap;
 use std::process::Stdio;

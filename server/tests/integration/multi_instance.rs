@@ -2,7 +2,7 @@
 //! leader of their own (callout, control plane and store writes are all queue groups and
 //! compare-and-swap), and the service survives losing one instance.
 
-mod daemon;
+use crate::daemon;
 
 use std::process::{Command, Stdio};
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! Cluster login by key, end to end: a real 3-node nats-server cluster configured for auth
 //! callout, membershipd's callout service, and clients that log in with their own keys.
 
-mod common;
+use crate::common;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

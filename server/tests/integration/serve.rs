@@ -2,7 +2,7 @@
 //! (SQLite and a supervised nats-server), the CLI beside it, and a client that registers over
 //! HTTP, logs in to NATS with its own key, uses the control plane, and is cut off when revoked.
 
-mod daemon;
+use crate::daemon;
 
 use std::time::{Duration, Instant};
 

@@ -2,7 +2,7 @@
 //! cluster about rooms, epochs and keys, owners manage and rekey rooms, and changes arrive as
 //! notifications.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! what the client reports when the cluster goes away and comes back, and what its trust file
 //! refuses from a control plane that lies (`unibus_testkit::liar`).
 
-mod daemon;
+use crate::daemon;
 
 use std::sync::Arc;
 use std::time::Duration;

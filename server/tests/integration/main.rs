@@ -1,0 +1,19 @@
+//! The server's integration tests, in one binary: each file used to be a test binary of its
+//! own that linked the whole stack. Every test runs against real components: nats-server
+//! clusters on 127.0.0.1, SQLite files, HTTP, and the real `membershipd` binary.
+//!
+//! Run one group with its module name, e.g. `cargo test -p unibus-server --test integration --
+//! cluster_faults::`.
+
+mod common;
+mod daemon;
+
+mod client_sdk;
+mod cluster_faults;
+mod cluster_login;
+mod control_plane;
+mod http_api;
+mod migration;
+mod multi_instance;
+mod registration_storm;
+mod serve;
