@@ -58,10 +58,6 @@ pub const ADMIN_RATE: f64 = 5.0;
 /// Admin requests allowed at once per client address.
 pub const ADMIN_BURST: u32 = 50;
 
-fn error_of(code: ApiCode, message: impl Into<String>) -> ApiError {
-    ApiError::new(code, message)
-}
-
 /// Whether `timestamp` is within the window of `now`. No arithmetic on the untrusted number can
 /// overflow: the distance is computed as an unsigned difference.
 fn is_fresh(timestamp: Millis, now: Millis) -> bool {
@@ -82,19 +78,18 @@ pub(super) async fn admin(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     if !state.admin_limiter.allow(peer.ip()) {
-        return Err(error_of(
+        return Err(ApiError::new(
             ApiCode::RateLimited,
             "too many admin requests from this address; wait and retry",
         ));
     }
     require_json(&headers)?;
-    let unauthorized = |code, message: &str| error_of(code, message);
     let signature = headers
         .get(SIGNATURE_HEADER)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| Signature::from_hex(v).ok())
         .ok_or_else(|| {
-            unauthorized(
+            ApiError::new(
                 ApiCode::BadSignature,
                 "missing or malformed Unibus-Signature header",
             )
@@ -105,27 +100,28 @@ pub(super) async fn admin(
         nonce,
         operation,
         params,
-    } = AdminBody::from_json(&body).map_err(|e| error_of(ApiCode::MalformedBody, e.to_string()))?;
-    let admin =
-        SignPublicKey::from_hex(&admin).map_err(|e| error_of(ApiCode::BadKey, e.to_string()))?;
+    } = AdminBody::from_json(&body)
+        .map_err(|e| ApiError::new(ApiCode::MalformedBody, e.to_string()))?;
+    let admin = SignPublicKey::from_hex(&admin)
+        .map_err(|e| ApiError::new(ApiCode::BadKey, e.to_string()))?;
     verify_admin_body(&admin, &body, &signature)
-        .map_err(|_| unauthorized(ApiCode::BadSignature, "the signature does not verify"))?;
+        .map_err(|_| ApiError::new(ApiCode::BadSignature, "the signature does not verify"))?;
     // One reading of the clock decides freshness and the nonce's expiry alike.
     let now = now_millis();
     if !is_fresh(timestamp, now) {
-        return Err(unauthorized(
+        return Err(ApiError::new(
             ApiCode::StaleRequest,
             "the timestamp is outside the accepted window; check the clock",
         ));
     }
     if nonce.len() != 32 || !nonce.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(error_of(
+        return Err(ApiError::new(
             ApiCode::MalformedBody,
             "the field `nonce` must be 32 hex characters",
         ));
     }
     if !state.store.has_admin(&admin).await {
-        return Err(error_of(
+        return Err(ApiError::new(
             ApiCode::NotAdmin,
             "the key is not an active admin",
         ));
@@ -138,7 +134,7 @@ pub(super) async fn admin(
         .record_nonce(&nonce, now, nonce_expiry(timestamp))
         .await?
     {
-        return Err(unauthorized(
+        return Err(ApiError::new(
             ApiCode::Replayed,
             "this request was already used",
         ));
@@ -154,12 +150,16 @@ pub(super) async fn admin(
 impl From<OperationError> for ApiError {
     fn from(error: OperationError) -> Self {
         match error {
-            OperationError::BadInput(message) => error_of(ApiCode::BadRequest, message),
-            OperationError::Unknown(name) => {
-                error_of(ApiCode::UnknownOperation, format!("no operation {name:?}"))
-            }
+            OperationError::BadInput(message) => ApiError::new(ApiCode::BadRequest, message),
+            // The name is the caller's text: not repeated.
+            OperationError::Unknown(_) => ApiError::new(
+                ApiCode::UnknownOperation,
+                "no such operation; protocol §13 lists them",
+            ),
             OperationError::Store(e) => e.into(),
-            OperationError::Misconfigured(message) => error_of(ApiCode::Misconfigured, message),
+            OperationError::Misconfigured(message) => {
+                ApiError::new(ApiCode::Misconfigured, message)
+            }
         }
     }
 }

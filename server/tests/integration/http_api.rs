@@ -754,6 +754,11 @@ async fn error_replies_never_repeat_a_value_from_the_request() {
         assert_eq!(status, 400, "{reply}");
         assert!(!reply.to_string().contains(&secret), "echoed: {reply}");
     }
+    // The token as an operation's name.
+    let (status, reply) =
+        signed_admin(&server, &admin, &admin_body(&admin, &secret, json!({}))).await;
+    assert_eq!((status, code(&reply)), (400, "unknown_operation"));
+    assert!(!reply.to_string().contains(&secret), "echoed: {reply}");
 }
 
 #[tokio::test]
