@@ -11,7 +11,8 @@
 //! - [`control`]: the control-plane service on NATS;
 //! - [`serve`]: everything `membershipd serve` runs, wired together, with the embedded
 //!   nats-server's supervisor;
-//! - [`config`] and [`cli`]: the `membershipd` command line.
+//! - [`config`] and [`cli`]: the `membershipd` command line, whose failures are
+//!   [`error::ServerError`]s.
 
 #![warn(missing_docs)]
 
