@@ -12,7 +12,7 @@ pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 use super::trust::TrustError;
 use crate::manifest::ManifestError;
-use crate::protocol::codes::{Refusal, RefusalCode};
+use crate::protocol::codes::{ApiCode, Refusal, RefusalCode};
 use crate::sealing::SealError;
 use crate::{RoomId, SignPublicKey};
 
@@ -43,11 +43,11 @@ pub enum RegisterError {
     /// The server refused the request itself (`malformed_body`, `bad_token`, `bad_key`,
     /// `bad_signature`, `too_large` or a code this version does not know). Retrying will not
     /// help: the client and server disagree on the protocol.
-    #[error("the server refused the registration request ({code}): {message}")]
+    #[error("the server refused the registration request ({}): {message}", code.as_ref().map_or("no code", ApiCode::as_str))]
     Rejected {
-        /// The server's error code.
-        code: String,
-        /// The server's message.
+        /// The server's error code, if its reply carried one.
+        code: Option<ApiCode>,
+        /// The server's message (or the HTTP status, if the reply carried no refusal).
         message: String,
     },
     /// Too many attempts from this address (`rate_limited`), still after the client's retries.
@@ -55,8 +55,13 @@ pub enum RegisterError {
     RateLimited,
     /// The server said it is unavailable (`unavailable`, or any 5xx), still after the client's
     /// retries. The invite is not spent; retry later with the same identity.
-    #[error("the server is unavailable ({0}): retry later with the same identity")]
-    Unavailable(String),
+    #[error("the server is unavailable (status {status}): retry later with the same identity")]
+    Unavailable {
+        /// The HTTP status.
+        status: u16,
+        /// The server's error code, if its reply carried one.
+        code: Option<ApiCode>,
+    },
     /// The server could not be reached, or the connection failed, still after the client's
     /// retries. If the server did register the identity, retrying with the same identity and
     /// invite succeeds: registration is idempotent.
@@ -72,6 +77,33 @@ pub enum RegisterError {
     /// the cause is the [`source`](std::error::Error::source).
     #[error("cannot set up HTTPS")]
     Tls(#[source] Cause),
+}
+
+impl RegisterError {
+    /// Whether retrying the same registration later may succeed: rate limiting, an unavailable
+    /// server and transport trouble. (The client has already retried these a few times.)
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Self::RateLimited | Self::Unavailable { .. } | Self::Transport(_)
+        )
+    }
+
+    /// The server's refusal code (protocol §10), when the server refused the registration;
+    /// `None` for failures that are not a server's answer (transport, TLS, an invalid reply).
+    pub fn refusal_code(&self) -> Option<ApiCode> {
+        match self {
+            Self::InviteUnknown => Some(ApiCode::InviteUnknown),
+            Self::InviteUsed => Some(ApiCode::InviteUsed),
+            Self::AlreadyRegistered => Some(ApiCode::UserExists),
+            Self::UserDeleted => Some(ApiCode::UserDeleted),
+            Self::InviteExpired => Some(ApiCode::InviteExpired),
+            Self::InviteCancelled => Some(ApiCode::InviteCancelled),
+            Self::RateLimited => Some(ApiCode::RateLimited),
+            Self::Rejected { code, .. } | Self::Unavailable { code, .. } => code.clone(),
+            Self::Transport(_) | Self::InvalidResponse(_) | Self::Tls(_) => None,
+        }
+    }
 }
 
 /// Why a session ended. Once ended, a session refuses every call with
@@ -183,7 +215,7 @@ pub enum SessionError {
     #[error("membershipd refused the request ({code}): {message}")]
     Refused {
         /// The server's error code.
-        code: String,
+        code: RefusalCode,
         /// The server's message.
         message: String,
     },
@@ -251,11 +283,31 @@ impl SessionError {
             RefusalCode::Unavailable => Self::Unavailable,
             RefusalCode::Internal => Self::ServerFault(message),
             RefusalCode::ReplyTooLarge => Self::ReplyTooLarge(message),
-            code => Self::Refused {
-                code: code.as_str().to_owned(),
-                message,
-            },
+            code => Self::Refused { code, message },
         }
+    }
+
+    /// The control plane's refusal code (protocol §12.3) when membershipd refused the call, or
+    /// `None` when the failure is not a refusal (transport, verification, trust, this device).
+    pub fn refusal_code(&self) -> Option<RefusalCode> {
+        Some(match self {
+            Self::NotAuthorized => RefusalCode::NotAuthorized,
+            Self::NotMember => RefusalCode::NotMember,
+            Self::NotOwner => RefusalCode::NotOwner,
+            Self::NoKey => RefusalCode::NoKey,
+            Self::RoomExists => RefusalCode::RoomExists,
+            Self::UnknownUser => RefusalCode::UnknownUser,
+            Self::EpochConflict => RefusalCode::EpochConflict,
+            Self::RecipientsMismatch => RefusalCode::RecipientsMismatch,
+            Self::BadManifest(_) => RefusalCode::BadManifest,
+            Self::BadRequest(_) => RefusalCode::BadRequest,
+            Self::NotFound => RefusalCode::NotFound,
+            Self::Unavailable => RefusalCode::Unavailable,
+            Self::ServerFault(_) => RefusalCode::Internal,
+            Self::ReplyTooLarge(_) => RefusalCode::ReplyTooLarge,
+            Self::Refused { code, .. } => code.clone(),
+            _ => return None,
+        })
     }
 
     /// Whether retrying the same call later may succeed: transport trouble and store outages,
@@ -270,5 +322,50 @@ impl SessionError {
                 | Self::NotFound
                 | Self::Unavailable
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_refusal_code_is_recoverable_from_its_session_error() {
+        let unknown = RefusalCode::parse("a_code_from_a_newer_server");
+        for code in RefusalCode::KNOWN.iter().chain([&unknown]) {
+            let error = SessionError::from_refusal(Refusal {
+                code: code.clone(),
+                message: "why".into(),
+            });
+            assert_eq!(error.refusal_code().as_ref(), Some(code), "{error}");
+        }
+        assert_eq!(
+            SessionError::Timeout(Duration::from_secs(1)).refusal_code(),
+            None
+        );
+        assert_eq!(SessionError::LoginRefused.refusal_code(), None);
+    }
+
+    #[test]
+    fn only_transport_and_outage_failures_are_transient() {
+        assert!(SessionError::Unavailable.is_transient());
+        assert!(SessionError::Timeout(Duration::from_secs(1)).is_transient());
+        assert!(!SessionError::NotMember.is_transient());
+        assert!(!SessionError::Internal("panic".into()).is_transient());
+        let unavailable = RegisterError::Unavailable {
+            status: 503,
+            code: Some(ApiCode::Unavailable),
+        };
+        assert!(unavailable.is_transient());
+        assert_eq!(unavailable.refusal_code(), Some(ApiCode::Unavailable));
+        assert!(!RegisterError::InviteUsed.is_transient());
+        assert_eq!(
+            RegisterError::AlreadyRegistered.refusal_code(),
+            Some(ApiCode::UserExists)
+        );
+        assert_eq!(
+            RegisterError::InvalidResponse("x".into()).refusal_code(),
+            None
+        );
     }
 }

@@ -144,13 +144,12 @@ async fn post_once(
 /// retrying may help.
 fn classify(status: u16, refusal: Option<ErrorBody<ApiCode>>) -> Attempt {
     let Some(ErrorBody { code, message }) = refusal else {
-        let what = format!("status {status}");
         return match status {
             429 => Attempt::Transient(RegisterError::RateLimited),
-            500.. => Attempt::Transient(RegisterError::Unavailable(what)),
+            500.. => Attempt::Transient(RegisterError::Unavailable { status, code: None }),
             _ => Attempt::Final(RegisterError::Rejected {
-                code: String::new(),
-                message: what,
+                code: None,
+                message: format!("status {status} without a refusal body"),
             }),
         };
     };
@@ -164,10 +163,13 @@ fn classify(status: u16, refusal: Option<ErrorBody<ApiCode>>) -> Attempt {
         ApiCode::RateLimited => return Attempt::Transient(RegisterError::RateLimited),
         _ if status == 429 => return Attempt::Transient(RegisterError::RateLimited),
         code if status >= 500 => {
-            return Attempt::Transient(RegisterError::Unavailable(code.as_str().to_owned()))
+            return Attempt::Transient(RegisterError::Unavailable {
+                status,
+                code: Some(code),
+            })
         }
         code => RegisterError::Rejected {
-            code: code.as_str().to_owned(),
+            code: Some(code),
             message,
         },
     };

@@ -46,8 +46,11 @@ async def member_story(server):
         room = await owner_session.create_room("general")
         assert (room.owner, room.epoch) == (owner.sign_public_key(), 0)
         assert not await alice_session.is_member("general")
-        with pytest.raises(unibus.SessionError.NotMember):
+        with pytest.raises(unibus.SessionError.NotMember) as refused:
             await alice_session.current_epoch("general")
+        # A refusal carries the protocol's code and is not worth retrying.
+        assert (refused.value.refusal_code(), refused.value.is_transient()) == ("not_member", False)
+        assert refused.value.reason == "not a member of this room"
 
         await owner_session.add_member("general", alice.sign_public_key())
         assert await next_update(stream) == RoomUpdate.ADDED(room="general")
@@ -107,8 +110,9 @@ def test_registration_refusals_are_typed_and_change_nothing(membershipd):
         me = unibus.Identity.generate()
         first = await unibus.register(link, me)
         assert await unibus.register(link, me) == first  # a retry after a lost reply
-        with pytest.raises(unibus.RegisterError.InviteUsed):
+        with pytest.raises(unibus.RegisterError.InviteUsed) as used:
             await unibus.register(link, unibus.Identity.generate())
+        assert (used.value.refusal_code(), used.value.is_transient()) == ("invite_used", False)
         unknown = unibus.InviteLink.parse(
             unibus.format_invite_link(link.server_url(), "ab" * 32)
         )
@@ -123,8 +127,9 @@ def test_bad_arguments_raise_typed_errors_before_any_request(membershipd):
     async def story():
         me, registration = await registered(membershipd)
         session = await unibus.Session.connect(me, registration.nats_urls)
-        with pytest.raises(unibus.SessionError.InvalidArgument):
+        with pytest.raises(unibus.SessionError.InvalidArgument) as invalid:
             await session.is_member("not a room id")
+        assert (invalid.value.refusal_code(), invalid.value.is_transient()) == (None, False)
         with pytest.raises(unibus.SessionError.InvalidArgument):
             await session.add_member("general", "not-a-key")
         with pytest.raises(unibus.SessionError.Connect):

@@ -1140,6 +1140,36 @@ _UniffiLib.uniffi_unibus_ffi_fn_method_watchlistener_on_close.argtypes = (
     ctypes.POINTER(_UniffiRustCallStatus),
 )
 _UniffiLib.uniffi_unibus_ffi_fn_method_watchlistener_on_close.restype = None
+_UniffiLib.uniffi_unibus_ffi_fn_method_registererror_is_transient.argtypes = (
+    _UniffiRustBuffer,
+    ctypes.POINTER(_UniffiRustCallStatus),
+)
+_UniffiLib.uniffi_unibus_ffi_fn_method_registererror_is_transient.restype = ctypes.c_int8
+_UniffiLib.uniffi_unibus_ffi_fn_method_registererror_refusal_code.argtypes = (
+    _UniffiRustBuffer,
+    ctypes.POINTER(_UniffiRustCallStatus),
+)
+_UniffiLib.uniffi_unibus_ffi_fn_method_registererror_refusal_code.restype = _UniffiRustBuffer
+_UniffiLib.uniffi_unibus_ffi_fn_method_registererror_uniffi_trait_display.argtypes = (
+    _UniffiRustBuffer,
+    ctypes.POINTER(_UniffiRustCallStatus),
+)
+_UniffiLib.uniffi_unibus_ffi_fn_method_registererror_uniffi_trait_display.restype = _UniffiRustBuffer
+_UniffiLib.uniffi_unibus_ffi_fn_method_sessionerror_is_transient.argtypes = (
+    _UniffiRustBuffer,
+    ctypes.POINTER(_UniffiRustCallStatus),
+)
+_UniffiLib.uniffi_unibus_ffi_fn_method_sessionerror_is_transient.restype = ctypes.c_int8
+_UniffiLib.uniffi_unibus_ffi_fn_method_sessionerror_refusal_code.argtypes = (
+    _UniffiRustBuffer,
+    ctypes.POINTER(_UniffiRustCallStatus),
+)
+_UniffiLib.uniffi_unibus_ffi_fn_method_sessionerror_refusal_code.restype = _UniffiRustBuffer
+_UniffiLib.uniffi_unibus_ffi_fn_method_sessionerror_uniffi_trait_display.argtypes = (
+    _UniffiRustBuffer,
+    ctypes.POINTER(_UniffiRustCallStatus),
+)
+_UniffiLib.uniffi_unibus_ffi_fn_method_sessionerror_uniffi_trait_display.restype = _UniffiRustBuffer
 _UniffiLib.uniffi_unibus_ffi_fn_clone_identity.argtypes = (
     ctypes.c_uint64,
     ctypes.POINTER(_UniffiRustCallStatus),
@@ -3237,99 +3267,701 @@ class RegisterError:  # type: ignore
         """
         The server knows no invite with this token.
 """
+        
+        def __init__(self, reason, transient, code):
+            super().__init__(", ".join([
+                "reason={!r}".format(reason),
+                "transient={!r}".format(transient),
+                "code={!r}".format(code),
+            ]))
+            self.reason = reason
+            self.transient = transient
+            self.code = code
+
         def __repr__(self):
-            return "RegisterError.InviteUnknown({})".format(repr(str(self)))
+            return "RegisterError.InviteUnknown({})".format(str(self))
+        def is_transient(self, ) -> bool:
+            """
+            Whether retrying the same call later may succeed (transport trouble, an
+            unavailable server), as opposed to a refusal or a failed check.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeRegisterError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterBoolean.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_registererror_is_transient,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
+        def refusal_code(self, ) -> typing.Optional[str]:
+            """
+            The server's protocol code when the server refused the call (for example
+            `not_member`; `docs/protocol.md` §10 and §12.3), or `None`.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeRegisterError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterOptionalString.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_registererror_refusal_code,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
     _UniffiTempRegisterError.InviteUnknown = InviteUnknown # type: ignore
     class InviteUsed(_UniffiTempRegisterError):
         """
         Another key already redeemed the invite.
 """
+        
+        def __init__(self, reason, transient, code):
+            super().__init__(", ".join([
+                "reason={!r}".format(reason),
+                "transient={!r}".format(transient),
+                "code={!r}".format(code),
+            ]))
+            self.reason = reason
+            self.transient = transient
+            self.code = code
+
         def __repr__(self):
-            return "RegisterError.InviteUsed({})".format(repr(str(self)))
+            return "RegisterError.InviteUsed({})".format(str(self))
+        def is_transient(self, ) -> bool:
+            """
+            Whether retrying the same call later may succeed (transport trouble, an
+            unavailable server), as opposed to a refusal or a failed check.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeRegisterError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterBoolean.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_registererror_is_transient,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
+        def refusal_code(self, ) -> typing.Optional[str]:
+            """
+            The server's protocol code when the server refused the call (for example
+            `not_member`; `docs/protocol.md` §10 and §12.3), or `None`.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeRegisterError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterOptionalString.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_registererror_refusal_code,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
     _UniffiTempRegisterError.InviteUsed = InviteUsed # type: ignore
     class AlreadyRegistered(_UniffiTempRegisterError):
         """
         This identity is already registered; it can log in as it is.
 """
+        
+        def __init__(self, reason, transient, code):
+            super().__init__(", ".join([
+                "reason={!r}".format(reason),
+                "transient={!r}".format(transient),
+                "code={!r}".format(code),
+            ]))
+            self.reason = reason
+            self.transient = transient
+            self.code = code
+
         def __repr__(self):
-            return "RegisterError.AlreadyRegistered({})".format(repr(str(self)))
+            return "RegisterError.AlreadyRegistered({})".format(str(self))
+        def is_transient(self, ) -> bool:
+            """
+            Whether retrying the same call later may succeed (transport trouble, an
+            unavailable server), as opposed to a refusal or a failed check.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeRegisterError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterBoolean.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_registererror_is_transient,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
+        def refusal_code(self, ) -> typing.Optional[str]:
+            """
+            The server's protocol code when the server refused the call (for example
+            `not_member`; `docs/protocol.md` §10 and §12.3), or `None`.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeRegisterError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterOptionalString.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_registererror_refusal_code,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
     _UniffiTempRegisterError.AlreadyRegistered = AlreadyRegistered # type: ignore
     class UserDeleted(_UniffiTempRegisterError):
         """
         An admin deleted this identity; it can never register again. Make a new identity.
 """
+        
+        def __init__(self, reason, transient, code):
+            super().__init__(", ".join([
+                "reason={!r}".format(reason),
+                "transient={!r}".format(transient),
+                "code={!r}".format(code),
+            ]))
+            self.reason = reason
+            self.transient = transient
+            self.code = code
+
         def __repr__(self):
-            return "RegisterError.UserDeleted({})".format(repr(str(self)))
+            return "RegisterError.UserDeleted({})".format(str(self))
+        def is_transient(self, ) -> bool:
+            """
+            Whether retrying the same call later may succeed (transport trouble, an
+            unavailable server), as opposed to a refusal or a failed check.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeRegisterError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterBoolean.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_registererror_is_transient,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
+        def refusal_code(self, ) -> typing.Optional[str]:
+            """
+            The server's protocol code when the server refused the call (for example
+            `not_member`; `docs/protocol.md` §10 and §12.3), or `None`.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeRegisterError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterOptionalString.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_registererror_refusal_code,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
     _UniffiTempRegisterError.UserDeleted = UserDeleted # type: ignore
     class InviteExpired(_UniffiTempRegisterError):
         """
         The invite has expired.
 """
+        
+        def __init__(self, reason, transient, code):
+            super().__init__(", ".join([
+                "reason={!r}".format(reason),
+                "transient={!r}".format(transient),
+                "code={!r}".format(code),
+            ]))
+            self.reason = reason
+            self.transient = transient
+            self.code = code
+
         def __repr__(self):
-            return "RegisterError.InviteExpired({})".format(repr(str(self)))
+            return "RegisterError.InviteExpired({})".format(str(self))
+        def is_transient(self, ) -> bool:
+            """
+            Whether retrying the same call later may succeed (transport trouble, an
+            unavailable server), as opposed to a refusal or a failed check.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeRegisterError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterBoolean.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_registererror_is_transient,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
+        def refusal_code(self, ) -> typing.Optional[str]:
+            """
+            The server's protocol code when the server refused the call (for example
+            `not_member`; `docs/protocol.md` §10 and §12.3), or `None`.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeRegisterError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterOptionalString.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_registererror_refusal_code,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
     _UniffiTempRegisterError.InviteExpired = InviteExpired # type: ignore
     class InviteCancelled(_UniffiTempRegisterError):
         """
         An admin cancelled the invite.
 """
+        
+        def __init__(self, reason, transient, code):
+            super().__init__(", ".join([
+                "reason={!r}".format(reason),
+                "transient={!r}".format(transient),
+                "code={!r}".format(code),
+            ]))
+            self.reason = reason
+            self.transient = transient
+            self.code = code
+
         def __repr__(self):
-            return "RegisterError.InviteCancelled({})".format(repr(str(self)))
+            return "RegisterError.InviteCancelled({})".format(str(self))
+        def is_transient(self, ) -> bool:
+            """
+            Whether retrying the same call later may succeed (transport trouble, an
+            unavailable server), as opposed to a refusal or a failed check.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeRegisterError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterBoolean.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_registererror_is_transient,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
+        def refusal_code(self, ) -> typing.Optional[str]:
+            """
+            The server's protocol code when the server refused the call (for example
+            `not_member`; `docs/protocol.md` §10 and §12.3), or `None`.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeRegisterError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterOptionalString.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_registererror_refusal_code,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
     _UniffiTempRegisterError.InviteCancelled = InviteCancelled # type: ignore
     class Rejected(_UniffiTempRegisterError):
         """
         The server refused the request itself (a protocol mismatch); retrying will not help.
 """
+        
+        def __init__(self, reason, transient, code):
+            super().__init__(", ".join([
+                "reason={!r}".format(reason),
+                "transient={!r}".format(transient),
+                "code={!r}".format(code),
+            ]))
+            self.reason = reason
+            self.transient = transient
+            self.code = code
+
         def __repr__(self):
-            return "RegisterError.Rejected({})".format(repr(str(self)))
+            return "RegisterError.Rejected({})".format(str(self))
+        def is_transient(self, ) -> bool:
+            """
+            Whether retrying the same call later may succeed (transport trouble, an
+            unavailable server), as opposed to a refusal or a failed check.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeRegisterError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterBoolean.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_registererror_is_transient,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
+        def refusal_code(self, ) -> typing.Optional[str]:
+            """
+            The server's protocol code when the server refused the call (for example
+            `not_member`; `docs/protocol.md` §10 and §12.3), or `None`.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeRegisterError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterOptionalString.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_registererror_refusal_code,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
     _UniffiTempRegisterError.Rejected = Rejected # type: ignore
     class RateLimited(_UniffiTempRegisterError):
         """
         Too many attempts from this address; wait and retry.
 """
+        
+        def __init__(self, reason, transient, code):
+            super().__init__(", ".join([
+                "reason={!r}".format(reason),
+                "transient={!r}".format(transient),
+                "code={!r}".format(code),
+            ]))
+            self.reason = reason
+            self.transient = transient
+            self.code = code
+
         def __repr__(self):
-            return "RegisterError.RateLimited({})".format(repr(str(self)))
+            return "RegisterError.RateLimited({})".format(str(self))
+        def is_transient(self, ) -> bool:
+            """
+            Whether retrying the same call later may succeed (transport trouble, an
+            unavailable server), as opposed to a refusal or a failed check.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeRegisterError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterBoolean.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_registererror_is_transient,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
+        def refusal_code(self, ) -> typing.Optional[str]:
+            """
+            The server's protocol code when the server refused the call (for example
+            `not_member`; `docs/protocol.md` §10 and §12.3), or `None`.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeRegisterError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterOptionalString.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_registererror_refusal_code,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
     _UniffiTempRegisterError.RateLimited = RateLimited # type: ignore
     class Unavailable(_UniffiTempRegisterError):
         """
         The server is unavailable; retry later.
 """
+        
+        def __init__(self, reason, transient, code):
+            super().__init__(", ".join([
+                "reason={!r}".format(reason),
+                "transient={!r}".format(transient),
+                "code={!r}".format(code),
+            ]))
+            self.reason = reason
+            self.transient = transient
+            self.code = code
+
         def __repr__(self):
-            return "RegisterError.Unavailable({})".format(repr(str(self)))
+            return "RegisterError.Unavailable({})".format(str(self))
+        def is_transient(self, ) -> bool:
+            """
+            Whether retrying the same call later may succeed (transport trouble, an
+            unavailable server), as opposed to a refusal or a failed check.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeRegisterError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterBoolean.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_registererror_is_transient,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
+        def refusal_code(self, ) -> typing.Optional[str]:
+            """
+            The server's protocol code when the server refused the call (for example
+            `not_member`; `docs/protocol.md` §10 and §12.3), or `None`.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeRegisterError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterOptionalString.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_registererror_refusal_code,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
     _UniffiTempRegisterError.Unavailable = Unavailable # type: ignore
     class Transport(_UniffiTempRegisterError):
         """
         The server could not be reached; retry later.
 """
+        
+        def __init__(self, reason, transient, code):
+            super().__init__(", ".join([
+                "reason={!r}".format(reason),
+                "transient={!r}".format(transient),
+                "code={!r}".format(code),
+            ]))
+            self.reason = reason
+            self.transient = transient
+            self.code = code
+
         def __repr__(self):
-            return "RegisterError.Transport({})".format(repr(str(self)))
+            return "RegisterError.Transport({})".format(str(self))
+        def is_transient(self, ) -> bool:
+            """
+            Whether retrying the same call later may succeed (transport trouble, an
+            unavailable server), as opposed to a refusal or a failed check.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeRegisterError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterBoolean.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_registererror_is_transient,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
+        def refusal_code(self, ) -> typing.Optional[str]:
+            """
+            The server's protocol code when the server refused the call (for example
+            `not_member`; `docs/protocol.md` §10 and §12.3), or `None`.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeRegisterError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterOptionalString.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_registererror_refusal_code,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
     _UniffiTempRegisterError.Transport = Transport # type: ignore
     class InvalidResponse(_UniffiTempRegisterError):
         """
         The server's reply is not a registration of this identity.
 """
+        
+        def __init__(self, reason, transient, code):
+            super().__init__(", ".join([
+                "reason={!r}".format(reason),
+                "transient={!r}".format(transient),
+                "code={!r}".format(code),
+            ]))
+            self.reason = reason
+            self.transient = transient
+            self.code = code
+
         def __repr__(self):
-            return "RegisterError.InvalidResponse({})".format(repr(str(self)))
+            return "RegisterError.InvalidResponse({})".format(str(self))
+        def is_transient(self, ) -> bool:
+            """
+            Whether retrying the same call later may succeed (transport trouble, an
+            unavailable server), as opposed to a refusal or a failed check.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeRegisterError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterBoolean.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_registererror_is_transient,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
+        def refusal_code(self, ) -> typing.Optional[str]:
+            """
+            The server's protocol code when the server refused the call (for example
+            `not_member`; `docs/protocol.md` §10 and §12.3), or `None`.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeRegisterError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterOptionalString.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_registererror_refusal_code,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
     _UniffiTempRegisterError.InvalidResponse = InvalidResponse # type: ignore
     class Tls(_UniffiTempRegisterError):
         """
         HTTPS could not be set up (for example an unusable root certificate).
 """
+        
+        def __init__(self, reason, transient, code):
+            super().__init__(", ".join([
+                "reason={!r}".format(reason),
+                "transient={!r}".format(transient),
+                "code={!r}".format(code),
+            ]))
+            self.reason = reason
+            self.transient = transient
+            self.code = code
+
         def __repr__(self):
-            return "RegisterError.Tls({})".format(repr(str(self)))
+            return "RegisterError.Tls({})".format(str(self))
+        def is_transient(self, ) -> bool:
+            """
+            Whether retrying the same call later may succeed (transport trouble, an
+            unavailable server), as opposed to a refusal or a failed check.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeRegisterError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterBoolean.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_registererror_is_transient,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
+        def refusal_code(self, ) -> typing.Optional[str]:
+            """
+            The server's protocol code when the server refused the call (for example
+            `not_member`; `docs/protocol.md` §10 and §12.3), or `None`.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeRegisterError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterOptionalString.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_registererror_refusal_code,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
     _UniffiTempRegisterError.Tls = Tls # type: ignore
     class Internal(_UniffiTempRegisterError):
         """
         An SDK task failed unexpectedly (see the message).
 """
+        
+        def __init__(self, reason, transient, code):
+            super().__init__(", ".join([
+                "reason={!r}".format(reason),
+                "transient={!r}".format(transient),
+                "code={!r}".format(code),
+            ]))
+            self.reason = reason
+            self.transient = transient
+            self.code = code
+
         def __repr__(self):
-            return "RegisterError.Internal({})".format(repr(str(self)))
+            return "RegisterError.Internal({})".format(str(self))
+        def is_transient(self, ) -> bool:
+            """
+            Whether retrying the same call later may succeed (transport trouble, an
+            unavailable server), as opposed to a refusal or a failed check.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeRegisterError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterBoolean.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_registererror_is_transient,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
+        def refusal_code(self, ) -> typing.Optional[str]:
+            """
+            The server's protocol code when the server refused the call (for example
+            `not_member`; `docs/protocol.md` §10 and §12.3), or `None`.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeRegisterError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterOptionalString.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_registererror_refusal_code,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
     _UniffiTempRegisterError.Internal = Internal # type: ignore
     class Other(_UniffiTempRegisterError):
         """
-        An error this version of the bindings does not name; the message says what.
+        An error this version of the bindings does not name; the reason says what.
 """
+        
+        def __init__(self, reason, transient, code):
+            super().__init__(", ".join([
+                "reason={!r}".format(reason),
+                "transient={!r}".format(transient),
+                "code={!r}".format(code),
+            ]))
+            self.reason = reason
+            self.transient = transient
+            self.code = code
+
         def __repr__(self):
-            return "RegisterError.Other({})".format(repr(str(self)))
+            return "RegisterError.Other({})".format(str(self))
+        def is_transient(self, ) -> bool:
+            """
+            Whether retrying the same call later may succeed (transport trouble, an
+            unavailable server), as opposed to a refusal or a failed check.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeRegisterError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterBoolean.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_registererror_is_transient,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
+        def refusal_code(self, ) -> typing.Optional[str]:
+            """
+            The server's protocol code when the server refused the call (for example
+            `not_member`; `docs/protocol.md` §10 and §12.3), or `None`.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeRegisterError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterOptionalString.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_registererror_refusal_code,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
     _UniffiTempRegisterError.Other = Other # type: ignore
 
 RegisterError = _UniffiTempRegisterError # type: ignore
@@ -3343,122 +3975,234 @@ class _UniffiFfiConverterTypeRegisterError(_UniffiConverterRustBuffer):
         if variant == 1:
             return RegisterError.InviteUnknown(
                 _UniffiFfiConverterString.read(buf),
+                _UniffiFfiConverterBoolean.read(buf),
+                _UniffiFfiConverterOptionalString.read(buf),
             )
         if variant == 2:
             return RegisterError.InviteUsed(
                 _UniffiFfiConverterString.read(buf),
+                _UniffiFfiConverterBoolean.read(buf),
+                _UniffiFfiConverterOptionalString.read(buf),
             )
         if variant == 3:
             return RegisterError.AlreadyRegistered(
                 _UniffiFfiConverterString.read(buf),
+                _UniffiFfiConverterBoolean.read(buf),
+                _UniffiFfiConverterOptionalString.read(buf),
             )
         if variant == 4:
             return RegisterError.UserDeleted(
                 _UniffiFfiConverterString.read(buf),
+                _UniffiFfiConverterBoolean.read(buf),
+                _UniffiFfiConverterOptionalString.read(buf),
             )
         if variant == 5:
             return RegisterError.InviteExpired(
                 _UniffiFfiConverterString.read(buf),
+                _UniffiFfiConverterBoolean.read(buf),
+                _UniffiFfiConverterOptionalString.read(buf),
             )
         if variant == 6:
             return RegisterError.InviteCancelled(
                 _UniffiFfiConverterString.read(buf),
+                _UniffiFfiConverterBoolean.read(buf),
+                _UniffiFfiConverterOptionalString.read(buf),
             )
         if variant == 7:
             return RegisterError.Rejected(
                 _UniffiFfiConverterString.read(buf),
+                _UniffiFfiConverterBoolean.read(buf),
+                _UniffiFfiConverterOptionalString.read(buf),
             )
         if variant == 8:
             return RegisterError.RateLimited(
                 _UniffiFfiConverterString.read(buf),
+                _UniffiFfiConverterBoolean.read(buf),
+                _UniffiFfiConverterOptionalString.read(buf),
             )
         if variant == 9:
             return RegisterError.Unavailable(
                 _UniffiFfiConverterString.read(buf),
+                _UniffiFfiConverterBoolean.read(buf),
+                _UniffiFfiConverterOptionalString.read(buf),
             )
         if variant == 10:
             return RegisterError.Transport(
                 _UniffiFfiConverterString.read(buf),
+                _UniffiFfiConverterBoolean.read(buf),
+                _UniffiFfiConverterOptionalString.read(buf),
             )
         if variant == 11:
             return RegisterError.InvalidResponse(
                 _UniffiFfiConverterString.read(buf),
+                _UniffiFfiConverterBoolean.read(buf),
+                _UniffiFfiConverterOptionalString.read(buf),
             )
         if variant == 12:
             return RegisterError.Tls(
                 _UniffiFfiConverterString.read(buf),
+                _UniffiFfiConverterBoolean.read(buf),
+                _UniffiFfiConverterOptionalString.read(buf),
             )
         if variant == 13:
             return RegisterError.Internal(
                 _UniffiFfiConverterString.read(buf),
+                _UniffiFfiConverterBoolean.read(buf),
+                _UniffiFfiConverterOptionalString.read(buf),
             )
         if variant == 14:
             return RegisterError.Other(
                 _UniffiFfiConverterString.read(buf),
+                _UniffiFfiConverterBoolean.read(buf),
+                _UniffiFfiConverterOptionalString.read(buf),
             )
         raise InternalError("Raw enum value doesn't match any cases")
 
     @staticmethod
     def check_lower(value):
         if isinstance(value, RegisterError.InviteUnknown):
+            _UniffiFfiConverterString.check_lower(value.reason)
+            _UniffiFfiConverterBoolean.check_lower(value.transient)
+            _UniffiFfiConverterOptionalString.check_lower(value.code)
             return
         if isinstance(value, RegisterError.InviteUsed):
+            _UniffiFfiConverterString.check_lower(value.reason)
+            _UniffiFfiConverterBoolean.check_lower(value.transient)
+            _UniffiFfiConverterOptionalString.check_lower(value.code)
             return
         if isinstance(value, RegisterError.AlreadyRegistered):
+            _UniffiFfiConverterString.check_lower(value.reason)
+            _UniffiFfiConverterBoolean.check_lower(value.transient)
+            _UniffiFfiConverterOptionalString.check_lower(value.code)
             return
         if isinstance(value, RegisterError.UserDeleted):
+            _UniffiFfiConverterString.check_lower(value.reason)
+            _UniffiFfiConverterBoolean.check_lower(value.transient)
+            _UniffiFfiConverterOptionalString.check_lower(value.code)
             return
         if isinstance(value, RegisterError.InviteExpired):
+            _UniffiFfiConverterString.check_lower(value.reason)
+            _UniffiFfiConverterBoolean.check_lower(value.transient)
+            _UniffiFfiConverterOptionalString.check_lower(value.code)
             return
         if isinstance(value, RegisterError.InviteCancelled):
+            _UniffiFfiConverterString.check_lower(value.reason)
+            _UniffiFfiConverterBoolean.check_lower(value.transient)
+            _UniffiFfiConverterOptionalString.check_lower(value.code)
             return
         if isinstance(value, RegisterError.Rejected):
+            _UniffiFfiConverterString.check_lower(value.reason)
+            _UniffiFfiConverterBoolean.check_lower(value.transient)
+            _UniffiFfiConverterOptionalString.check_lower(value.code)
             return
         if isinstance(value, RegisterError.RateLimited):
+            _UniffiFfiConverterString.check_lower(value.reason)
+            _UniffiFfiConverterBoolean.check_lower(value.transient)
+            _UniffiFfiConverterOptionalString.check_lower(value.code)
             return
         if isinstance(value, RegisterError.Unavailable):
+            _UniffiFfiConverterString.check_lower(value.reason)
+            _UniffiFfiConverterBoolean.check_lower(value.transient)
+            _UniffiFfiConverterOptionalString.check_lower(value.code)
             return
         if isinstance(value, RegisterError.Transport):
+            _UniffiFfiConverterString.check_lower(value.reason)
+            _UniffiFfiConverterBoolean.check_lower(value.transient)
+            _UniffiFfiConverterOptionalString.check_lower(value.code)
             return
         if isinstance(value, RegisterError.InvalidResponse):
+            _UniffiFfiConverterString.check_lower(value.reason)
+            _UniffiFfiConverterBoolean.check_lower(value.transient)
+            _UniffiFfiConverterOptionalString.check_lower(value.code)
             return
         if isinstance(value, RegisterError.Tls):
+            _UniffiFfiConverterString.check_lower(value.reason)
+            _UniffiFfiConverterBoolean.check_lower(value.transient)
+            _UniffiFfiConverterOptionalString.check_lower(value.code)
             return
         if isinstance(value, RegisterError.Internal):
+            _UniffiFfiConverterString.check_lower(value.reason)
+            _UniffiFfiConverterBoolean.check_lower(value.transient)
+            _UniffiFfiConverterOptionalString.check_lower(value.code)
             return
         if isinstance(value, RegisterError.Other):
+            _UniffiFfiConverterString.check_lower(value.reason)
+            _UniffiFfiConverterBoolean.check_lower(value.transient)
+            _UniffiFfiConverterOptionalString.check_lower(value.code)
             return
 
     @staticmethod
     def write(value, buf):
         if isinstance(value, RegisterError.InviteUnknown):
             buf.write_i32(1)
+            _UniffiFfiConverterString.write(value.reason, buf)
+            _UniffiFfiConverterBoolean.write(value.transient, buf)
+            _UniffiFfiConverterOptionalString.write(value.code, buf)
         if isinstance(value, RegisterError.InviteUsed):
             buf.write_i32(2)
+            _UniffiFfiConverterString.write(value.reason, buf)
+            _UniffiFfiConverterBoolean.write(value.transient, buf)
+            _UniffiFfiConverterOptionalString.write(value.code, buf)
         if isinstance(value, RegisterError.AlreadyRegistered):
             buf.write_i32(3)
+            _UniffiFfiConverterString.write(value.reason, buf)
+            _UniffiFfiConverterBoolean.write(value.transient, buf)
+            _UniffiFfiConverterOptionalString.write(value.code, buf)
         if isinstance(value, RegisterError.UserDeleted):
             buf.write_i32(4)
+            _UniffiFfiConverterString.write(value.reason, buf)
+            _UniffiFfiConverterBoolean.write(value.transient, buf)
+            _UniffiFfiConverterOptionalString.write(value.code, buf)
         if isinstance(value, RegisterError.InviteExpired):
             buf.write_i32(5)
+            _UniffiFfiConverterString.write(value.reason, buf)
+            _UniffiFfiConverterBoolean.write(value.transient, buf)
+            _UniffiFfiConverterOptionalString.write(value.code, buf)
         if isinstance(value, RegisterError.InviteCancelled):
             buf.write_i32(6)
+            _UniffiFfiConverterString.write(value.reason, buf)
+            _UniffiFfiConverterBoolean.write(value.transient, buf)
+            _UniffiFfiConverterOptionalString.write(value.code, buf)
         if isinstance(value, RegisterError.Rejected):
             buf.write_i32(7)
+            _UniffiFfiConverterString.write(value.reason, buf)
+            _UniffiFfiConverterBoolean.write(value.transient, buf)
+            _UniffiFfiConverterOptionalString.write(value.code, buf)
         if isinstance(value, RegisterError.RateLimited):
             buf.write_i32(8)
+            _UniffiFfiConverterString.write(value.reason, buf)
+            _UniffiFfiConverterBoolean.write(value.transient, buf)
+            _UniffiFfiConverterOptionalString.write(value.code, buf)
         if isinstance(value, RegisterError.Unavailable):
             buf.write_i32(9)
+            _UniffiFfiConverterString.write(value.reason, buf)
+            _UniffiFfiConverterBoolean.write(value.transient, buf)
+            _UniffiFfiConverterOptionalString.write(value.code, buf)
         if isinstance(value, RegisterError.Transport):
             buf.write_i32(10)
+            _UniffiFfiConverterString.write(value.reason, buf)
+            _UniffiFfiConverterBoolean.write(value.transient, buf)
+            _UniffiFfiConverterOptionalString.write(value.code, buf)
         if isinstance(value, RegisterError.InvalidResponse):
             buf.write_i32(11)
+            _UniffiFfiConverterString.write(value.reason, buf)
+            _UniffiFfiConverterBoolean.write(value.transient, buf)
+            _UniffiFfiConverterOptionalString.write(value.code, buf)
         if isinstance(value, RegisterError.Tls):
             buf.write_i32(12)
+            _UniffiFfiConverterString.write(value.reason, buf)
+            _UniffiFfiConverterBoolean.write(value.transient, buf)
+            _UniffiFfiConverterOptionalString.write(value.code, buf)
         if isinstance(value, RegisterError.Internal):
             buf.write_i32(13)
+            _UniffiFfiConverterString.write(value.reason, buf)
+            _UniffiFfiConverterBoolean.write(value.transient, buf)
+            _UniffiFfiConverterOptionalString.write(value.code, buf)
         if isinstance(value, RegisterError.Other):
             buf.write_i32(14)
+            _UniffiFfiConverterString.write(value.reason, buf)
+            _UniffiFfiConverterBoolean.write(value.transient, buf)
+            _UniffiFfiConverterOptionalString.write(value.code, buf)
 
 
 
@@ -4067,220 +4811,1553 @@ class SessionError:  # type: ignore
         """
         The cluster refused the login: not an active user.
 """
+        
+        def __init__(self, reason, transient, code):
+            super().__init__(", ".join([
+                "reason={!r}".format(reason),
+                "transient={!r}".format(transient),
+                "code={!r}".format(code),
+            ]))
+            self.reason = reason
+            self.transient = transient
+            self.code = code
+
         def __repr__(self):
-            return "SessionError.LoginRefused({})".format(repr(str(self)))
+            return "SessionError.LoginRefused({})".format(str(self))
+        def is_transient(self, ) -> bool:
+            """
+            Whether retrying the same call later may succeed (transport trouble, an
+            unavailable server), as opposed to a refusal or a failed check.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeSessionError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterBoolean.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_sessionerror_is_transient,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
+        def refusal_code(self, ) -> typing.Optional[str]:
+            """
+            The server's protocol code when the server refused the call (for example
+            `not_member`; `docs/protocol.md` §10 and §12.3), or `None`.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeSessionError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterOptionalString.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_sessionerror_refusal_code,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
     _UniffiTempSessionError.LoginRefused = LoginRefused # type: ignore
     class Connect(_UniffiTempSessionError):
         """
         The cluster could not be reached to log in.
 """
+        
+        def __init__(self, reason, transient, code):
+            super().__init__(", ".join([
+                "reason={!r}".format(reason),
+                "transient={!r}".format(transient),
+                "code={!r}".format(code),
+            ]))
+            self.reason = reason
+            self.transient = transient
+            self.code = code
+
         def __repr__(self):
-            return "SessionError.Connect({})".format(repr(str(self)))
+            return "SessionError.Connect({})".format(str(self))
+        def is_transient(self, ) -> bool:
+            """
+            Whether retrying the same call later may succeed (transport trouble, an
+            unavailable server), as opposed to a refusal or a failed check.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeSessionError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterBoolean.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_sessionerror_is_transient,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
+        def refusal_code(self, ) -> typing.Optional[str]:
+            """
+            The server's protocol code when the server refused the call (for example
+            `not_member`; `docs/protocol.md` §10 and §12.3), or `None`.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeSessionError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterOptionalString.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_sessionerror_refusal_code,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
     _UniffiTempSessionError.Connect = Connect # type: ignore
     class Timeout(_UniffiTempSessionError):
         """
         No answer in time; retry.
 """
+        
+        def __init__(self, reason, transient, code):
+            super().__init__(", ".join([
+                "reason={!r}".format(reason),
+                "transient={!r}".format(transient),
+                "code={!r}".format(code),
+            ]))
+            self.reason = reason
+            self.transient = transient
+            self.code = code
+
         def __repr__(self):
-            return "SessionError.Timeout({})".format(repr(str(self)))
+            return "SessionError.Timeout({})".format(str(self))
+        def is_transient(self, ) -> bool:
+            """
+            Whether retrying the same call later may succeed (transport trouble, an
+            unavailable server), as opposed to a refusal or a failed check.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeSessionError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterBoolean.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_sessionerror_is_transient,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
+        def refusal_code(self, ) -> typing.Optional[str]:
+            """
+            The server's protocol code when the server refused the call (for example
+            `not_member`; `docs/protocol.md` §10 and §12.3), or `None`.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeSessionError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterOptionalString.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_sessionerror_refusal_code,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
     _UniffiTempSessionError.Timeout = Timeout # type: ignore
     class NoResponders(_UniffiTempSessionError):
         """
         No membershipd is answering; retry later.
 """
+        
+        def __init__(self, reason, transient, code):
+            super().__init__(", ".join([
+                "reason={!r}".format(reason),
+                "transient={!r}".format(transient),
+                "code={!r}".format(code),
+            ]))
+            self.reason = reason
+            self.transient = transient
+            self.code = code
+
         def __repr__(self):
-            return "SessionError.NoResponders({})".format(repr(str(self)))
+            return "SessionError.NoResponders({})".format(str(self))
+        def is_transient(self, ) -> bool:
+            """
+            Whether retrying the same call later may succeed (transport trouble, an
+            unavailable server), as opposed to a refusal or a failed check.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeSessionError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterBoolean.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_sessionerror_is_transient,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
+        def refusal_code(self, ) -> typing.Optional[str]:
+            """
+            The server's protocol code when the server refused the call (for example
+            `not_member`; `docs/protocol.md` §10 and §12.3), or `None`.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeSessionError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterOptionalString.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_sessionerror_refusal_code,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
     _UniffiTempSessionError.NoResponders = NoResponders # type: ignore
     class Transport(_UniffiTempSessionError):
         """
         The request could not be sent.
 """
+        
+        def __init__(self, reason, transient, code):
+            super().__init__(", ".join([
+                "reason={!r}".format(reason),
+                "transient={!r}".format(transient),
+                "code={!r}".format(code),
+            ]))
+            self.reason = reason
+            self.transient = transient
+            self.code = code
+
         def __repr__(self):
-            return "SessionError.Transport({})".format(repr(str(self)))
+            return "SessionError.Transport({})".format(str(self))
+        def is_transient(self, ) -> bool:
+            """
+            Whether retrying the same call later may succeed (transport trouble, an
+            unavailable server), as opposed to a refusal or a failed check.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeSessionError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterBoolean.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_sessionerror_is_transient,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
+        def refusal_code(self, ) -> typing.Optional[str]:
+            """
+            The server's protocol code when the server refused the call (for example
+            `not_member`; `docs/protocol.md` §10 and §12.3), or `None`.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeSessionError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterOptionalString.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_sessionerror_refusal_code,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
     _UniffiTempSessionError.Transport = Transport # type: ignore
     class Ended(_UniffiTempSessionError):
         """
         The session has ended (closed or revoked); connect a new one.
 """
+        
+        def __init__(self, reason, transient, code):
+            super().__init__(", ".join([
+                "reason={!r}".format(reason),
+                "transient={!r}".format(transient),
+                "code={!r}".format(code),
+            ]))
+            self.reason = reason
+            self.transient = transient
+            self.code = code
+
         def __repr__(self):
-            return "SessionError.Ended({})".format(repr(str(self)))
+            return "SessionError.Ended({})".format(str(self))
+        def is_transient(self, ) -> bool:
+            """
+            Whether retrying the same call later may succeed (transport trouble, an
+            unavailable server), as opposed to a refusal or a failed check.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeSessionError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterBoolean.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_sessionerror_is_transient,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
+        def refusal_code(self, ) -> typing.Optional[str]:
+            """
+            The server's protocol code when the server refused the call (for example
+            `not_member`; `docs/protocol.md` §10 and §12.3), or `None`.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeSessionError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterOptionalString.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_sessionerror_refusal_code,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
     _UniffiTempSessionError.Ended = Ended # type: ignore
     class NotAuthorized(_UniffiTempSessionError):
         """
         This identity is no longer an active user.
 """
+        
+        def __init__(self, reason, transient, code):
+            super().__init__(", ".join([
+                "reason={!r}".format(reason),
+                "transient={!r}".format(transient),
+                "code={!r}".format(code),
+            ]))
+            self.reason = reason
+            self.transient = transient
+            self.code = code
+
         def __repr__(self):
-            return "SessionError.NotAuthorized({})".format(repr(str(self)))
+            return "SessionError.NotAuthorized({})".format(str(self))
+        def is_transient(self, ) -> bool:
+            """
+            Whether retrying the same call later may succeed (transport trouble, an
+            unavailable server), as opposed to a refusal or a failed check.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeSessionError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterBoolean.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_sessionerror_is_transient,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
+        def refusal_code(self, ) -> typing.Optional[str]:
+            """
+            The server's protocol code when the server refused the call (for example
+            `not_member`; `docs/protocol.md` §10 and §12.3), or `None`.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeSessionError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterOptionalString.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_sessionerror_refusal_code,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
     _UniffiTempSessionError.NotAuthorized = NotAuthorized # type: ignore
     class NotMember(_UniffiTempSessionError):
         """
         Not a member of the room (or no such room).
 """
+        
+        def __init__(self, reason, transient, code):
+            super().__init__(", ".join([
+                "reason={!r}".format(reason),
+                "transient={!r}".format(transient),
+                "code={!r}".format(code),
+            ]))
+            self.reason = reason
+            self.transient = transient
+            self.code = code
+
         def __repr__(self):
-            return "SessionError.NotMember({})".format(repr(str(self)))
+            return "SessionError.NotMember({})".format(str(self))
+        def is_transient(self, ) -> bool:
+            """
+            Whether retrying the same call later may succeed (transport trouble, an
+            unavailable server), as opposed to a refusal or a failed check.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeSessionError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterBoolean.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_sessionerror_is_transient,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
+        def refusal_code(self, ) -> typing.Optional[str]:
+            """
+            The server's protocol code when the server refused the call (for example
+            `not_member`; `docs/protocol.md` §10 and §12.3), or `None`.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeSessionError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterOptionalString.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_sessionerror_refusal_code,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
     _UniffiTempSessionError.NotMember = NotMember # type: ignore
     class NotOwner(_UniffiTempSessionError):
         """
         Only the room's owner may do this.
 """
+        
+        def __init__(self, reason, transient, code):
+            super().__init__(", ".join([
+                "reason={!r}".format(reason),
+                "transient={!r}".format(transient),
+                "code={!r}".format(code),
+            ]))
+            self.reason = reason
+            self.transient = transient
+            self.code = code
+
         def __repr__(self):
-            return "SessionError.NotOwner({})".format(repr(str(self)))
+            return "SessionError.NotOwner({})".format(str(self))
+        def is_transient(self, ) -> bool:
+            """
+            Whether retrying the same call later may succeed (transport trouble, an
+            unavailable server), as opposed to a refusal or a failed check.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeSessionError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterBoolean.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_sessionerror_is_transient,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
+        def refusal_code(self, ) -> typing.Optional[str]:
+            """
+            The server's protocol code when the server refused the call (for example
+            `not_member`; `docs/protocol.md` §10 and §12.3), or `None`.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeSessionError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterOptionalString.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_sessionerror_refusal_code,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
     _UniffiTempSessionError.NotOwner = NotOwner # type: ignore
     class NoKey(_UniffiTempSessionError):
         """
         No key is sealed to this identity at that epoch.
 """
+        
+        def __init__(self, reason, transient, code):
+            super().__init__(", ".join([
+                "reason={!r}".format(reason),
+                "transient={!r}".format(transient),
+                "code={!r}".format(code),
+            ]))
+            self.reason = reason
+            self.transient = transient
+            self.code = code
+
         def __repr__(self):
-            return "SessionError.NoKey({})".format(repr(str(self)))
+            return "SessionError.NoKey({})".format(str(self))
+        def is_transient(self, ) -> bool:
+            """
+            Whether retrying the same call later may succeed (transport trouble, an
+            unavailable server), as opposed to a refusal or a failed check.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeSessionError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterBoolean.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_sessionerror_is_transient,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
+        def refusal_code(self, ) -> typing.Optional[str]:
+            """
+            The server's protocol code when the server refused the call (for example
+            `not_member`; `docs/protocol.md` §10 and §12.3), or `None`.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeSessionError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterOptionalString.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_sessionerror_refusal_code,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
     _UniffiTempSessionError.NoKey = NoKey # type: ignore
     class RoomExists(_UniffiTempSessionError):
         """
         A room with this id exists.
 """
+        
+        def __init__(self, reason, transient, code):
+            super().__init__(", ".join([
+                "reason={!r}".format(reason),
+                "transient={!r}".format(transient),
+                "code={!r}".format(code),
+            ]))
+            self.reason = reason
+            self.transient = transient
+            self.code = code
+
         def __repr__(self):
-            return "SessionError.RoomExists({})".format(repr(str(self)))
+            return "SessionError.RoomExists({})".format(str(self))
+        def is_transient(self, ) -> bool:
+            """
+            Whether retrying the same call later may succeed (transport trouble, an
+            unavailable server), as opposed to a refusal or a failed check.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeSessionError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterBoolean.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_sessionerror_is_transient,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
+        def refusal_code(self, ) -> typing.Optional[str]:
+            """
+            The server's protocol code when the server refused the call (for example
+            `not_member`; `docs/protocol.md` §10 and §12.3), or `None`.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeSessionError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterOptionalString.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_sessionerror_refusal_code,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
     _UniffiTempSessionError.RoomExists = RoomExists # type: ignore
     class UnknownUser(_UniffiTempSessionError):
         """
         No active user has this key.
 """
+        
+        def __init__(self, reason, transient, code):
+            super().__init__(", ".join([
+                "reason={!r}".format(reason),
+                "transient={!r}".format(transient),
+                "code={!r}".format(code),
+            ]))
+            self.reason = reason
+            self.transient = transient
+            self.code = code
+
         def __repr__(self):
-            return "SessionError.UnknownUser({})".format(repr(str(self)))
+            return "SessionError.UnknownUser({})".format(str(self))
+        def is_transient(self, ) -> bool:
+            """
+            Whether retrying the same call later may succeed (transport trouble, an
+            unavailable server), as opposed to a refusal or a failed check.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeSessionError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterBoolean.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_sessionerror_is_transient,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
+        def refusal_code(self, ) -> typing.Optional[str]:
+            """
+            The server's protocol code when the server refused the call (for example
+            `not_member`; `docs/protocol.md` §10 and §12.3), or `None`.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeSessionError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterOptionalString.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_sessionerror_refusal_code,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
     _UniffiTempSessionError.UnknownUser = UnknownUser # type: ignore
     class EpochConflict(_UniffiTempSessionError):
         """
         Another rekey came first, on every attempt.
 """
+        
+        def __init__(self, reason, transient, code):
+            super().__init__(", ".join([
+                "reason={!r}".format(reason),
+                "transient={!r}".format(transient),
+                "code={!r}".format(code),
+            ]))
+            self.reason = reason
+            self.transient = transient
+            self.code = code
+
         def __repr__(self):
-            return "SessionError.EpochConflict({})".format(repr(str(self)))
+            return "SessionError.EpochConflict({})".format(str(self))
+        def is_transient(self, ) -> bool:
+            """
+            Whether retrying the same call later may succeed (transport trouble, an
+            unavailable server), as opposed to a refusal or a failed check.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeSessionError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterBoolean.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_sessionerror_is_transient,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
+        def refusal_code(self, ) -> typing.Optional[str]:
+            """
+            The server's protocol code when the server refused the call (for example
+            `not_member`; `docs/protocol.md` §10 and §12.3), or `None`.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeSessionError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterOptionalString.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_sessionerror_refusal_code,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
     _UniffiTempSessionError.EpochConflict = EpochConflict # type: ignore
     class RecipientsMismatch(_UniffiTempSessionError):
         """
         The members changed during the rekey, on every attempt.
 """
+        
+        def __init__(self, reason, transient, code):
+            super().__init__(", ".join([
+                "reason={!r}".format(reason),
+                "transient={!r}".format(transient),
+                "code={!r}".format(code),
+            ]))
+            self.reason = reason
+            self.transient = transient
+            self.code = code
+
         def __repr__(self):
-            return "SessionError.RecipientsMismatch({})".format(repr(str(self)))
+            return "SessionError.RecipientsMismatch({})".format(str(self))
+        def is_transient(self, ) -> bool:
+            """
+            Whether retrying the same call later may succeed (transport trouble, an
+            unavailable server), as opposed to a refusal or a failed check.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeSessionError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterBoolean.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_sessionerror_is_transient,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
+        def refusal_code(self, ) -> typing.Optional[str]:
+            """
+            The server's protocol code when the server refused the call (for example
+            `not_member`; `docs/protocol.md` §10 and §12.3), or `None`.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeSessionError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterOptionalString.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_sessionerror_refusal_code,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
     _UniffiTempSessionError.RecipientsMismatch = RecipientsMismatch # type: ignore
     class BadManifest(_UniffiTempSessionError):
         """
         membershipd refused the rekey manifest.
 """
+        
+        def __init__(self, reason, transient, code):
+            super().__init__(", ".join([
+                "reason={!r}".format(reason),
+                "transient={!r}".format(transient),
+                "code={!r}".format(code),
+            ]))
+            self.reason = reason
+            self.transient = transient
+            self.code = code
+
         def __repr__(self):
-            return "SessionError.BadManifest({})".format(repr(str(self)))
+            return "SessionError.BadManifest({})".format(str(self))
+        def is_transient(self, ) -> bool:
+            """
+            Whether retrying the same call later may succeed (transport trouble, an
+            unavailable server), as opposed to a refusal or a failed check.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeSessionError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterBoolean.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_sessionerror_is_transient,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
+        def refusal_code(self, ) -> typing.Optional[str]:
+            """
+            The server's protocol code when the server refused the call (for example
+            `not_member`; `docs/protocol.md` §10 and §12.3), or `None`.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeSessionError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterOptionalString.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_sessionerror_refusal_code,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
     _UniffiTempSessionError.BadManifest = BadManifest # type: ignore
     class BadRequest(_UniffiTempSessionError):
         """
         membershipd refused the request as malformed.
 """
+        
+        def __init__(self, reason, transient, code):
+            super().__init__(", ".join([
+                "reason={!r}".format(reason),
+                "transient={!r}".format(transient),
+                "code={!r}".format(code),
+            ]))
+            self.reason = reason
+            self.transient = transient
+            self.code = code
+
         def __repr__(self):
-            return "SessionError.BadRequest({})".format(repr(str(self)))
+            return "SessionError.BadRequest({})".format(str(self))
+        def is_transient(self, ) -> bool:
+            """
+            Whether retrying the same call later may succeed (transport trouble, an
+            unavailable server), as opposed to a refusal or a failed check.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeSessionError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterBoolean.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_sessionerror_is_transient,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
+        def refusal_code(self, ) -> typing.Optional[str]:
+            """
+            The server's protocol code when the server refused the call (for example
+            `not_member`; `docs/protocol.md` §10 and §12.3), or `None`.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeSessionError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterOptionalString.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_sessionerror_refusal_code,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
     _UniffiTempSessionError.BadRequest = BadRequest # type: ignore
     class NotFound(_UniffiTempSessionError):
         """
         A record changed during the request; retry.
 """
+        
+        def __init__(self, reason, transient, code):
+            super().__init__(", ".join([
+                "reason={!r}".format(reason),
+                "transient={!r}".format(transient),
+                "code={!r}".format(code),
+            ]))
+            self.reason = reason
+            self.transient = transient
+            self.code = code
+
         def __repr__(self):
-            return "SessionError.NotFound({})".format(repr(str(self)))
+            return "SessionError.NotFound({})".format(str(self))
+        def is_transient(self, ) -> bool:
+            """
+            Whether retrying the same call later may succeed (transport trouble, an
+            unavailable server), as opposed to a refusal or a failed check.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeSessionError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterBoolean.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_sessionerror_is_transient,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
+        def refusal_code(self, ) -> typing.Optional[str]:
+            """
+            The server's protocol code when the server refused the call (for example
+            `not_member`; `docs/protocol.md` §10 and §12.3), or `None`.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeSessionError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterOptionalString.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_sessionerror_refusal_code,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
     _UniffiTempSessionError.NotFound = NotFound # type: ignore
     class Unavailable(_UniffiTempSessionError):
         """
         membershipd's store is unavailable; retry later.
 """
+        
+        def __init__(self, reason, transient, code):
+            super().__init__(", ".join([
+                "reason={!r}".format(reason),
+                "transient={!r}".format(transient),
+                "code={!r}".format(code),
+            ]))
+            self.reason = reason
+            self.transient = transient
+            self.code = code
+
         def __repr__(self):
-            return "SessionError.Unavailable({})".format(repr(str(self)))
+            return "SessionError.Unavailable({})".format(str(self))
+        def is_transient(self, ) -> bool:
+            """
+            Whether retrying the same call later may succeed (transport trouble, an
+            unavailable server), as opposed to a refusal or a failed check.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeSessionError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterBoolean.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_sessionerror_is_transient,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
+        def refusal_code(self, ) -> typing.Optional[str]:
+            """
+            The server's protocol code when the server refused the call (for example
+            `not_member`; `docs/protocol.md` §10 and §12.3), or `None`.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeSessionError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterOptionalString.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_sessionerror_refusal_code,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
     _UniffiTempSessionError.Unavailable = Unavailable # type: ignore
     class ServerFault(_UniffiTempSessionError):
         """
         membershipd could not read its own records; not this client's fault.
 """
+        
+        def __init__(self, reason, transient, code):
+            super().__init__(", ".join([
+                "reason={!r}".format(reason),
+                "transient={!r}".format(transient),
+                "code={!r}".format(code),
+            ]))
+            self.reason = reason
+            self.transient = transient
+            self.code = code
+
         def __repr__(self):
-            return "SessionError.ServerFault({})".format(repr(str(self)))
+            return "SessionError.ServerFault({})".format(str(self))
+        def is_transient(self, ) -> bool:
+            """
+            Whether retrying the same call later may succeed (transport trouble, an
+            unavailable server), as opposed to a refusal or a failed check.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeSessionError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterBoolean.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_sessionerror_is_transient,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
+        def refusal_code(self, ) -> typing.Optional[str]:
+            """
+            The server's protocol code when the server refused the call (for example
+            `not_member`; `docs/protocol.md` §10 and §12.3), or `None`.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeSessionError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterOptionalString.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_sessionerror_refusal_code,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
     _UniffiTempSessionError.ServerFault = ServerFault # type: ignore
     class ReplyTooLarge(_UniffiTempSessionError):
         """
         membershipd's reply was larger than the cluster's message limit.
 """
+        
+        def __init__(self, reason, transient, code):
+            super().__init__(", ".join([
+                "reason={!r}".format(reason),
+                "transient={!r}".format(transient),
+                "code={!r}".format(code),
+            ]))
+            self.reason = reason
+            self.transient = transient
+            self.code = code
+
         def __repr__(self):
-            return "SessionError.ReplyTooLarge({})".format(repr(str(self)))
+            return "SessionError.ReplyTooLarge({})".format(str(self))
+        def is_transient(self, ) -> bool:
+            """
+            Whether retrying the same call later may succeed (transport trouble, an
+            unavailable server), as opposed to a refusal or a failed check.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeSessionError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterBoolean.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_sessionerror_is_transient,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
+        def refusal_code(self, ) -> typing.Optional[str]:
+            """
+            The server's protocol code when the server refused the call (for example
+            `not_member`; `docs/protocol.md` §10 and §12.3), or `None`.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeSessionError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterOptionalString.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_sessionerror_refusal_code,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
     _UniffiTempSessionError.ReplyTooLarge = ReplyTooLarge # type: ignore
     class Refused(_UniffiTempSessionError):
         """
         A refusal code this version does not know (see the message).
 """
+        
+        def __init__(self, reason, transient, code):
+            super().__init__(", ".join([
+                "reason={!r}".format(reason),
+                "transient={!r}".format(transient),
+                "code={!r}".format(code),
+            ]))
+            self.reason = reason
+            self.transient = transient
+            self.code = code
+
         def __repr__(self):
-            return "SessionError.Refused({})".format(repr(str(self)))
+            return "SessionError.Refused({})".format(str(self))
+        def is_transient(self, ) -> bool:
+            """
+            Whether retrying the same call later may succeed (transport trouble, an
+            unavailable server), as opposed to a refusal or a failed check.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeSessionError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterBoolean.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_sessionerror_is_transient,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
+        def refusal_code(self, ) -> typing.Optional[str]:
+            """
+            The server's protocol code when the server refused the call (for example
+            `not_member`; `docs/protocol.md` §10 and §12.3), or `None`.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeSessionError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterOptionalString.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_sessionerror_refusal_code,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
     _UniffiTempSessionError.Refused = Refused # type: ignore
     class InvalidReply(_UniffiTempSessionError):
         """
         membershipd's reply is malformed.
 """
+        
+        def __init__(self, reason, transient, code):
+            super().__init__(", ".join([
+                "reason={!r}".format(reason),
+                "transient={!r}".format(transient),
+                "code={!r}".format(code),
+            ]))
+            self.reason = reason
+            self.transient = transient
+            self.code = code
+
         def __repr__(self):
-            return "SessionError.InvalidReply({})".format(repr(str(self)))
+            return "SessionError.InvalidReply({})".format(str(self))
+        def is_transient(self, ) -> bool:
+            """
+            Whether retrying the same call later may succeed (transport trouble, an
+            unavailable server), as opposed to a refusal or a failed check.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeSessionError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterBoolean.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_sessionerror_is_transient,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
+        def refusal_code(self, ) -> typing.Optional[str]:
+            """
+            The server's protocol code when the server refused the call (for example
+            `not_member`; `docs/protocol.md` §10 and §12.3), or `None`.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeSessionError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterOptionalString.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_sessionerror_refusal_code,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
     _UniffiTempSessionError.InvalidReply = InvalidReply # type: ignore
     class Verification(_UniffiTempSessionError):
         """
         The room key did not verify; it was not used.
 """
+        
+        def __init__(self, reason, transient, code):
+            super().__init__(", ".join([
+                "reason={!r}".format(reason),
+                "transient={!r}".format(transient),
+                "code={!r}".format(code),
+            ]))
+            self.reason = reason
+            self.transient = transient
+            self.code = code
+
         def __repr__(self):
-            return "SessionError.Verification({})".format(repr(str(self)))
+            return "SessionError.Verification({})".format(str(self))
+        def is_transient(self, ) -> bool:
+            """
+            Whether retrying the same call later may succeed (transport trouble, an
+            unavailable server), as opposed to a refusal or a failed check.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeSessionError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterBoolean.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_sessionerror_is_transient,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
+        def refusal_code(self, ) -> typing.Optional[str]:
+            """
+            The server's protocol code when the server refused the call (for example
+            `not_member`; `docs/protocol.md` §10 and §12.3), or `None`.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeSessionError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterOptionalString.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_sessionerror_refusal_code,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
     _UniffiTempSessionError.Verification = Verification # type: ignore
     class OwnerChanged(_UniffiTempSessionError):
         """
         A reply named another owner for a room than the pinned one; the reply was refused.
         Compare the new owner's safety number out of band before `accept_owner`.
 """
+        
+        def __init__(self, reason, transient, code):
+            super().__init__(", ".join([
+                "reason={!r}".format(reason),
+                "transient={!r}".format(transient),
+                "code={!r}".format(code),
+            ]))
+            self.reason = reason
+            self.transient = transient
+            self.code = code
+
         def __repr__(self):
-            return "SessionError.OwnerChanged({})".format(repr(str(self)))
+            return "SessionError.OwnerChanged({})".format(str(self))
+        def is_transient(self, ) -> bool:
+            """
+            Whether retrying the same call later may succeed (transport trouble, an
+            unavailable server), as opposed to a refusal or a failed check.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeSessionError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterBoolean.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_sessionerror_is_transient,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
+        def refusal_code(self, ) -> typing.Optional[str]:
+            """
+            The server's protocol code when the server refused the call (for example
+            `not_member`; `docs/protocol.md` §10 and §12.3), or `None`.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeSessionError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterOptionalString.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_sessionerror_refusal_code,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
     _UniffiTempSessionError.OwnerChanged = OwnerChanged # type: ignore
     class EpochRollback(_UniffiTempSessionError):
         """
         A reply offered an epoch below one this client verified as the room's latest: an
         old key replayed. The reply was refused.
 """
+        
+        def __init__(self, reason, transient, code):
+            super().__init__(", ".join([
+                "reason={!r}".format(reason),
+                "transient={!r}".format(transient),
+                "code={!r}".format(code),
+            ]))
+            self.reason = reason
+            self.transient = transient
+            self.code = code
+
         def __repr__(self):
-            return "SessionError.EpochRollback({})".format(repr(str(self)))
+            return "SessionError.EpochRollback({})".format(str(self))
+        def is_transient(self, ) -> bool:
+            """
+            Whether retrying the same call later may succeed (transport trouble, an
+            unavailable server), as opposed to a refusal or a failed check.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeSessionError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterBoolean.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_sessionerror_is_transient,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
+        def refusal_code(self, ) -> typing.Optional[str]:
+            """
+            The server's protocol code when the server refused the call (for example
+            `not_member`; `docs/protocol.md` §10 and §12.3), or `None`.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeSessionError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterOptionalString.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_sessionerror_refusal_code,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
     _UniffiTempSessionError.EpochRollback = EpochRollback # type: ignore
     class Trust(_UniffiTempSessionError):
         """
         The trust store could not be read or saved, or belongs to another identity.
 """
+        
+        def __init__(self, reason, transient, code):
+            super().__init__(", ".join([
+                "reason={!r}".format(reason),
+                "transient={!r}".format(transient),
+                "code={!r}".format(code),
+            ]))
+            self.reason = reason
+            self.transient = transient
+            self.code = code
+
         def __repr__(self):
-            return "SessionError.Trust({})".format(repr(str(self)))
+            return "SessionError.Trust({})".format(str(self))
+        def is_transient(self, ) -> bool:
+            """
+            Whether retrying the same call later may succeed (transport trouble, an
+            unavailable server), as opposed to a refusal or a failed check.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeSessionError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterBoolean.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_sessionerror_is_transient,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
+        def refusal_code(self, ) -> typing.Optional[str]:
+            """
+            The server's protocol code when the server refused the call (for example
+            `not_member`; `docs/protocol.md` §10 and §12.3), or `None`.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeSessionError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterOptionalString.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_sessionerror_refusal_code,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
     _UniffiTempSessionError.Trust = Trust # type: ignore
     class Seal(_UniffiTempSessionError):
         """
         Sealing a new room key failed on this device.
 """
+        
+        def __init__(self, reason, transient, code):
+            super().__init__(", ".join([
+                "reason={!r}".format(reason),
+                "transient={!r}".format(transient),
+                "code={!r}".format(code),
+            ]))
+            self.reason = reason
+            self.transient = transient
+            self.code = code
+
         def __repr__(self):
-            return "SessionError.Seal({})".format(repr(str(self)))
+            return "SessionError.Seal({})".format(str(self))
+        def is_transient(self, ) -> bool:
+            """
+            Whether retrying the same call later may succeed (transport trouble, an
+            unavailable server), as opposed to a refusal or a failed check.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeSessionError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterBoolean.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_sessionerror_is_transient,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
+        def refusal_code(self, ) -> typing.Optional[str]:
+            """
+            The server's protocol code when the server refused the call (for example
+            `not_member`; `docs/protocol.md` §10 and §12.3), or `None`.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeSessionError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterOptionalString.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_sessionerror_refusal_code,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
     _UniffiTempSessionError.Seal = Seal # type: ignore
     class RequestTooLarge(_UniffiTempSessionError):
         """
         The request is larger than the cluster accepts in one message; no retry can succeed.
 """
+        
+        def __init__(self, reason, transient, code):
+            super().__init__(", ".join([
+                "reason={!r}".format(reason),
+                "transient={!r}".format(transient),
+                "code={!r}".format(code),
+            ]))
+            self.reason = reason
+            self.transient = transient
+            self.code = code
+
         def __repr__(self):
-            return "SessionError.RequestTooLarge({})".format(repr(str(self)))
+            return "SessionError.RequestTooLarge({})".format(str(self))
+        def is_transient(self, ) -> bool:
+            """
+            Whether retrying the same call later may succeed (transport trouble, an
+            unavailable server), as opposed to a refusal or a failed check.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeSessionError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterBoolean.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_sessionerror_is_transient,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
+        def refusal_code(self, ) -> typing.Optional[str]:
+            """
+            The server's protocol code when the server refused the call (for example
+            `not_member`; `docs/protocol.md` §10 and §12.3), or `None`.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeSessionError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterOptionalString.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_sessionerror_refusal_code,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
     _UniffiTempSessionError.RequestTooLarge = RequestTooLarge # type: ignore
     class Internal(_UniffiTempSessionError):
         """
         The SDK failed on this device (a task panicked or its runtime is shut down).
 """
+        
+        def __init__(self, reason, transient, code):
+            super().__init__(", ".join([
+                "reason={!r}".format(reason),
+                "transient={!r}".format(transient),
+                "code={!r}".format(code),
+            ]))
+            self.reason = reason
+            self.transient = transient
+            self.code = code
+
         def __repr__(self):
-            return "SessionError.Internal({})".format(repr(str(self)))
+            return "SessionError.Internal({})".format(str(self))
+        def is_transient(self, ) -> bool:
+            """
+            Whether retrying the same call later may succeed (transport trouble, an
+            unavailable server), as opposed to a refusal or a failed check.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeSessionError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterBoolean.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_sessionerror_is_transient,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
+        def refusal_code(self, ) -> typing.Optional[str]:
+            """
+            The server's protocol code when the server refused the call (for example
+            `not_member`; `docs/protocol.md` §10 and §12.3), or `None`.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeSessionError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterOptionalString.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_sessionerror_refusal_code,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
     _UniffiTempSessionError.Internal = Internal # type: ignore
     class InvalidArgument(_UniffiTempSessionError):
         """
         An argument (room id, key, URL) is malformed.
 """
+        
+        def __init__(self, reason, transient, code):
+            super().__init__(", ".join([
+                "reason={!r}".format(reason),
+                "transient={!r}".format(transient),
+                "code={!r}".format(code),
+            ]))
+            self.reason = reason
+            self.transient = transient
+            self.code = code
+
         def __repr__(self):
-            return "SessionError.InvalidArgument({})".format(repr(str(self)))
+            return "SessionError.InvalidArgument({})".format(str(self))
+        def is_transient(self, ) -> bool:
+            """
+            Whether retrying the same call later may succeed (transport trouble, an
+            unavailable server), as opposed to a refusal or a failed check.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeSessionError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterBoolean.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_sessionerror_is_transient,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
+        def refusal_code(self, ) -> typing.Optional[str]:
+            """
+            The server's protocol code when the server refused the call (for example
+            `not_member`; `docs/protocol.md` §10 and §12.3), or `None`.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeSessionError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterOptionalString.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_sessionerror_refusal_code,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
     _UniffiTempSessionError.InvalidArgument = InvalidArgument # type: ignore
     class Other(_UniffiTempSessionError):
         """
-        An error this version of the bindings does not name; the message says what.
+        An error this version of the bindings does not name; the reason says what.
 """
+        
+        def __init__(self, reason, transient, code):
+            super().__init__(", ".join([
+                "reason={!r}".format(reason),
+                "transient={!r}".format(transient),
+                "code={!r}".format(code),
+            ]))
+            self.reason = reason
+            self.transient = transient
+            self.code = code
+
         def __repr__(self):
-            return "SessionError.Other({})".format(repr(str(self)))
+            return "SessionError.Other({})".format(str(self))
+        def is_transient(self, ) -> bool:
+            """
+            Whether retrying the same call later may succeed (transport trouble, an
+            unavailable server), as opposed to a refusal or a failed check.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeSessionError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterBoolean.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_sessionerror_is_transient,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
+        def refusal_code(self, ) -> typing.Optional[str]:
+            """
+            The server's protocol code when the server refused the call (for example
+            `not_member`; `docs/protocol.md` §10 and §12.3), or `None`.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeSessionError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterOptionalString.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_sessionerror_refusal_code,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
     _UniffiTempSessionError.Other = Other # type: ignore
 
 SessionError = _UniffiTempSessionError # type: ignore
@@ -4294,258 +6371,506 @@ class _UniffiFfiConverterTypeSessionError(_UniffiConverterRustBuffer):
         if variant == 1:
             return SessionError.LoginRefused(
                 _UniffiFfiConverterString.read(buf),
+                _UniffiFfiConverterBoolean.read(buf),
+                _UniffiFfiConverterOptionalString.read(buf),
             )
         if variant == 2:
             return SessionError.Connect(
                 _UniffiFfiConverterString.read(buf),
+                _UniffiFfiConverterBoolean.read(buf),
+                _UniffiFfiConverterOptionalString.read(buf),
             )
         if variant == 3:
             return SessionError.Timeout(
                 _UniffiFfiConverterString.read(buf),
+                _UniffiFfiConverterBoolean.read(buf),
+                _UniffiFfiConverterOptionalString.read(buf),
             )
         if variant == 4:
             return SessionError.NoResponders(
                 _UniffiFfiConverterString.read(buf),
+                _UniffiFfiConverterBoolean.read(buf),
+                _UniffiFfiConverterOptionalString.read(buf),
             )
         if variant == 5:
             return SessionError.Transport(
                 _UniffiFfiConverterString.read(buf),
+                _UniffiFfiConverterBoolean.read(buf),
+                _UniffiFfiConverterOptionalString.read(buf),
             )
         if variant == 6:
             return SessionError.Ended(
                 _UniffiFfiConverterString.read(buf),
+                _UniffiFfiConverterBoolean.read(buf),
+                _UniffiFfiConverterOptionalString.read(buf),
             )
         if variant == 7:
             return SessionError.NotAuthorized(
                 _UniffiFfiConverterString.read(buf),
+                _UniffiFfiConverterBoolean.read(buf),
+                _UniffiFfiConverterOptionalString.read(buf),
             )
         if variant == 8:
             return SessionError.NotMember(
                 _UniffiFfiConverterString.read(buf),
+                _UniffiFfiConverterBoolean.read(buf),
+                _UniffiFfiConverterOptionalString.read(buf),
             )
         if variant == 9:
             return SessionError.NotOwner(
                 _UniffiFfiConverterString.read(buf),
+                _UniffiFfiConverterBoolean.read(buf),
+                _UniffiFfiConverterOptionalString.read(buf),
             )
         if variant == 10:
             return SessionError.NoKey(
                 _UniffiFfiConverterString.read(buf),
+                _UniffiFfiConverterBoolean.read(buf),
+                _UniffiFfiConverterOptionalString.read(buf),
             )
         if variant == 11:
             return SessionError.RoomExists(
                 _UniffiFfiConverterString.read(buf),
+                _UniffiFfiConverterBoolean.read(buf),
+                _UniffiFfiConverterOptionalString.read(buf),
             )
         if variant == 12:
             return SessionError.UnknownUser(
                 _UniffiFfiConverterString.read(buf),
+                _UniffiFfiConverterBoolean.read(buf),
+                _UniffiFfiConverterOptionalString.read(buf),
             )
         if variant == 13:
             return SessionError.EpochConflict(
                 _UniffiFfiConverterString.read(buf),
+                _UniffiFfiConverterBoolean.read(buf),
+                _UniffiFfiConverterOptionalString.read(buf),
             )
         if variant == 14:
             return SessionError.RecipientsMismatch(
                 _UniffiFfiConverterString.read(buf),
+                _UniffiFfiConverterBoolean.read(buf),
+                _UniffiFfiConverterOptionalString.read(buf),
             )
         if variant == 15:
             return SessionError.BadManifest(
                 _UniffiFfiConverterString.read(buf),
+                _UniffiFfiConverterBoolean.read(buf),
+                _UniffiFfiConverterOptionalString.read(buf),
             )
         if variant == 16:
             return SessionError.BadRequest(
                 _UniffiFfiConverterString.read(buf),
+                _UniffiFfiConverterBoolean.read(buf),
+                _UniffiFfiConverterOptionalString.read(buf),
             )
         if variant == 17:
             return SessionError.NotFound(
                 _UniffiFfiConverterString.read(buf),
+                _UniffiFfiConverterBoolean.read(buf),
+                _UniffiFfiConverterOptionalString.read(buf),
             )
         if variant == 18:
             return SessionError.Unavailable(
                 _UniffiFfiConverterString.read(buf),
+                _UniffiFfiConverterBoolean.read(buf),
+                _UniffiFfiConverterOptionalString.read(buf),
             )
         if variant == 19:
             return SessionError.ServerFault(
                 _UniffiFfiConverterString.read(buf),
+                _UniffiFfiConverterBoolean.read(buf),
+                _UniffiFfiConverterOptionalString.read(buf),
             )
         if variant == 20:
             return SessionError.ReplyTooLarge(
                 _UniffiFfiConverterString.read(buf),
+                _UniffiFfiConverterBoolean.read(buf),
+                _UniffiFfiConverterOptionalString.read(buf),
             )
         if variant == 21:
             return SessionError.Refused(
                 _UniffiFfiConverterString.read(buf),
+                _UniffiFfiConverterBoolean.read(buf),
+                _UniffiFfiConverterOptionalString.read(buf),
             )
         if variant == 22:
             return SessionError.InvalidReply(
                 _UniffiFfiConverterString.read(buf),
+                _UniffiFfiConverterBoolean.read(buf),
+                _UniffiFfiConverterOptionalString.read(buf),
             )
         if variant == 23:
             return SessionError.Verification(
                 _UniffiFfiConverterString.read(buf),
+                _UniffiFfiConverterBoolean.read(buf),
+                _UniffiFfiConverterOptionalString.read(buf),
             )
         if variant == 24:
             return SessionError.OwnerChanged(
                 _UniffiFfiConverterString.read(buf),
+                _UniffiFfiConverterBoolean.read(buf),
+                _UniffiFfiConverterOptionalString.read(buf),
             )
         if variant == 25:
             return SessionError.EpochRollback(
                 _UniffiFfiConverterString.read(buf),
+                _UniffiFfiConverterBoolean.read(buf),
+                _UniffiFfiConverterOptionalString.read(buf),
             )
         if variant == 26:
             return SessionError.Trust(
                 _UniffiFfiConverterString.read(buf),
+                _UniffiFfiConverterBoolean.read(buf),
+                _UniffiFfiConverterOptionalString.read(buf),
             )
         if variant == 27:
             return SessionError.Seal(
                 _UniffiFfiConverterString.read(buf),
+                _UniffiFfiConverterBoolean.read(buf),
+                _UniffiFfiConverterOptionalString.read(buf),
             )
         if variant == 28:
             return SessionError.RequestTooLarge(
                 _UniffiFfiConverterString.read(buf),
+                _UniffiFfiConverterBoolean.read(buf),
+                _UniffiFfiConverterOptionalString.read(buf),
             )
         if variant == 29:
             return SessionError.Internal(
                 _UniffiFfiConverterString.read(buf),
+                _UniffiFfiConverterBoolean.read(buf),
+                _UniffiFfiConverterOptionalString.read(buf),
             )
         if variant == 30:
             return SessionError.InvalidArgument(
                 _UniffiFfiConverterString.read(buf),
+                _UniffiFfiConverterBoolean.read(buf),
+                _UniffiFfiConverterOptionalString.read(buf),
             )
         if variant == 31:
             return SessionError.Other(
                 _UniffiFfiConverterString.read(buf),
+                _UniffiFfiConverterBoolean.read(buf),
+                _UniffiFfiConverterOptionalString.read(buf),
             )
         raise InternalError("Raw enum value doesn't match any cases")
 
     @staticmethod
     def check_lower(value):
         if isinstance(value, SessionError.LoginRefused):
+            _UniffiFfiConverterString.check_lower(value.reason)
+            _UniffiFfiConverterBoolean.check_lower(value.transient)
+            _UniffiFfiConverterOptionalString.check_lower(value.code)
             return
         if isinstance(value, SessionError.Connect):
+            _UniffiFfiConverterString.check_lower(value.reason)
+            _UniffiFfiConverterBoolean.check_lower(value.transient)
+            _UniffiFfiConverterOptionalString.check_lower(value.code)
             return
         if isinstance(value, SessionError.Timeout):
+            _UniffiFfiConverterString.check_lower(value.reason)
+            _UniffiFfiConverterBoolean.check_lower(value.transient)
+            _UniffiFfiConverterOptionalString.check_lower(value.code)
             return
         if isinstance(value, SessionError.NoResponders):
+            _UniffiFfiConverterString.check_lower(value.reason)
+            _UniffiFfiConverterBoolean.check_lower(value.transient)
+            _UniffiFfiConverterOptionalString.check_lower(value.code)
             return
         if isinstance(value, SessionError.Transport):
+            _UniffiFfiConverterString.check_lower(value.reason)
+            _UniffiFfiConverterBoolean.check_lower(value.transient)
+            _UniffiFfiConverterOptionalString.check_lower(value.code)
             return
         if isinstance(value, SessionError.Ended):
+            _UniffiFfiConverterString.check_lower(value.reason)
+            _UniffiFfiConverterBoolean.check_lower(value.transient)
+            _UniffiFfiConverterOptionalString.check_lower(value.code)
             return
         if isinstance(value, SessionError.NotAuthorized):
+            _UniffiFfiConverterString.check_lower(value.reason)
+            _UniffiFfiConverterBoolean.check_lower(value.transient)
+            _UniffiFfiConverterOptionalString.check_lower(value.code)
             return
         if isinstance(value, SessionError.NotMember):
+            _UniffiFfiConverterString.check_lower(value.reason)
+            _UniffiFfiConverterBoolean.check_lower(value.transient)
+            _UniffiFfiConverterOptionalString.check_lower(value.code)
             return
         if isinstance(value, SessionError.NotOwner):
+            _UniffiFfiConverterString.check_lower(value.reason)
+            _UniffiFfiConverterBoolean.check_lower(value.transient)
+            _UniffiFfiConverterOptionalString.check_lower(value.code)
             return
         if isinstance(value, SessionError.NoKey):
+            _UniffiFfiConverterString.check_lower(value.reason)
+            _UniffiFfiConverterBoolean.check_lower(value.transient)
+            _UniffiFfiConverterOptionalString.check_lower(value.code)
             return
         if isinstance(value, SessionError.RoomExists):
+            _UniffiFfiConverterString.check_lower(value.reason)
+            _UniffiFfiConverterBoolean.check_lower(value.transient)
+            _UniffiFfiConverterOptionalString.check_lower(value.code)
             return
         if isinstance(value, SessionError.UnknownUser):
+            _UniffiFfiConverterString.check_lower(value.reason)
+            _UniffiFfiConverterBoolean.check_lower(value.transient)
+            _UniffiFfiConverterOptionalString.check_lower(value.code)
             return
         if isinstance(value, SessionError.EpochConflict):
+            _UniffiFfiConverterString.check_lower(value.reason)
+            _UniffiFfiConverterBoolean.check_lower(value.transient)
+            _UniffiFfiConverterOptionalString.check_lower(value.code)
             return
         if isinstance(value, SessionError.RecipientsMismatch):
+            _UniffiFfiConverterString.check_lower(value.reason)
+            _UniffiFfiConverterBoolean.check_lower(value.transient)
+            _UniffiFfiConverterOptionalString.check_lower(value.code)
             return
         if isinstance(value, SessionError.BadManifest):
+            _UniffiFfiConverterString.check_lower(value.reason)
+            _UniffiFfiConverterBoolean.check_lower(value.transient)
+            _UniffiFfiConverterOptionalString.check_lower(value.code)
             return
         if isinstance(value, SessionError.BadRequest):
+            _UniffiFfiConverterString.check_lower(value.reason)
+            _UniffiFfiConverterBoolean.check_lower(value.transient)
+            _UniffiFfiConverterOptionalString.check_lower(value.code)
             return
         if isinstance(value, SessionError.NotFound):
+            _UniffiFfiConverterString.check_lower(value.reason)
+            _UniffiFfiConverterBoolean.check_lower(value.transient)
+            _UniffiFfiConverterOptionalString.check_lower(value.code)
             return
         if isinstance(value, SessionError.Unavailable):
+            _UniffiFfiConverterString.check_lower(value.reason)
+            _UniffiFfiConverterBoolean.check_lower(value.transient)
+            _UniffiFfiConverterOptionalString.check_lower(value.code)
             return
         if isinstance(value, SessionError.ServerFault):
+            _UniffiFfiConverterString.check_lower(value.reason)
+            _UniffiFfiConverterBoolean.check_lower(value.transient)
+            _UniffiFfiConverterOptionalString.check_lower(value.code)
             return
         if isinstance(value, SessionError.ReplyTooLarge):
+            _UniffiFfiConverterString.check_lower(value.reason)
+            _UniffiFfiConverterBoolean.check_lower(value.transient)
+            _UniffiFfiConverterOptionalString.check_lower(value.code)
             return
         if isinstance(value, SessionError.Refused):
+            _UniffiFfiConverterString.check_lower(value.reason)
+            _UniffiFfiConverterBoolean.check_lower(value.transient)
+            _UniffiFfiConverterOptionalString.check_lower(value.code)
             return
         if isinstance(value, SessionError.InvalidReply):
+            _UniffiFfiConverterString.check_lower(value.reason)
+            _UniffiFfiConverterBoolean.check_lower(value.transient)
+            _UniffiFfiConverterOptionalString.check_lower(value.code)
             return
         if isinstance(value, SessionError.Verification):
+            _UniffiFfiConverterString.check_lower(value.reason)
+            _UniffiFfiConverterBoolean.check_lower(value.transient)
+            _UniffiFfiConverterOptionalString.check_lower(value.code)
             return
         if isinstance(value, SessionError.OwnerChanged):
+            _UniffiFfiConverterString.check_lower(value.reason)
+            _UniffiFfiConverterBoolean.check_lower(value.transient)
+            _UniffiFfiConverterOptionalString.check_lower(value.code)
             return
         if isinstance(value, SessionError.EpochRollback):
+            _UniffiFfiConverterString.check_lower(value.reason)
+            _UniffiFfiConverterBoolean.check_lower(value.transient)
+            _UniffiFfiConverterOptionalString.check_lower(value.code)
             return
         if isinstance(value, SessionError.Trust):
+            _UniffiFfiConverterString.check_lower(value.reason)
+            _UniffiFfiConverterBoolean.check_lower(value.transient)
+            _UniffiFfiConverterOptionalString.check_lower(value.code)
             return
         if isinstance(value, SessionError.Seal):
+            _UniffiFfiConverterString.check_lower(value.reason)
+            _UniffiFfiConverterBoolean.check_lower(value.transient)
+            _UniffiFfiConverterOptionalString.check_lower(value.code)
             return
         if isinstance(value, SessionError.RequestTooLarge):
+            _UniffiFfiConverterString.check_lower(value.reason)
+            _UniffiFfiConverterBoolean.check_lower(value.transient)
+            _UniffiFfiConverterOptionalString.check_lower(value.code)
             return
         if isinstance(value, SessionError.Internal):
+            _UniffiFfiConverterString.check_lower(value.reason)
+            _UniffiFfiConverterBoolean.check_lower(value.transient)
+            _UniffiFfiConverterOptionalString.check_lower(value.code)
             return
         if isinstance(value, SessionError.InvalidArgument):
+            _UniffiFfiConverterString.check_lower(value.reason)
+            _UniffiFfiConverterBoolean.check_lower(value.transient)
+            _UniffiFfiConverterOptionalString.check_lower(value.code)
             return
         if isinstance(value, SessionError.Other):
+            _UniffiFfiConverterString.check_lower(value.reason)
+            _UniffiFfiConverterBoolean.check_lower(value.transient)
+            _UniffiFfiConverterOptionalString.check_lower(value.code)
             return
 
     @staticmethod
     def write(value, buf):
         if isinstance(value, SessionError.LoginRefused):
             buf.write_i32(1)
+            _UniffiFfiConverterString.write(value.reason, buf)
+            _UniffiFfiConverterBoolean.write(value.transient, buf)
+            _UniffiFfiConverterOptionalString.write(value.code, buf)
         if isinstance(value, SessionError.Connect):
             buf.write_i32(2)
+            _UniffiFfiConverterString.write(value.reason, buf)
+            _UniffiFfiConverterBoolean.write(value.transient, buf)
+            _UniffiFfiConverterOptionalString.write(value.code, buf)
         if isinstance(value, SessionError.Timeout):
             buf.write_i32(3)
+            _UniffiFfiConverterString.write(value.reason, buf)
+            _UniffiFfiConverterBoolean.write(value.transient, buf)
+            _UniffiFfiConverterOptionalString.write(value.code, buf)
         if isinstance(value, SessionError.NoResponders):
             buf.write_i32(4)
+            _UniffiFfiConverterString.write(value.reason, buf)
+            _UniffiFfiConverterBoolean.write(value.transient, buf)
+            _UniffiFfiConverterOptionalString.write(value.code, buf)
         if isinstance(value, SessionError.Transport):
             buf.write_i32(5)
+            _UniffiFfiConverterString.write(value.reason, buf)
+            _UniffiFfiConverterBoolean.write(value.transient, buf)
+            _UniffiFfiConverterOptionalString.write(value.code, buf)
         if isinstance(value, SessionError.Ended):
             buf.write_i32(6)
+            _UniffiFfiConverterString.write(value.reason, buf)
+            _UniffiFfiConverterBoolean.write(value.transient, buf)
+            _UniffiFfiConverterOptionalString.write(value.code, buf)
         if isinstance(value, SessionError.NotAuthorized):
             buf.write_i32(7)
+            _UniffiFfiConverterString.write(value.reason, buf)
+            _UniffiFfiConverterBoolean.write(value.transient, buf)
+            _UniffiFfiConverterOptionalString.write(value.code, buf)
         if isinstance(value, SessionError.NotMember):
             buf.write_i32(8)
+            _UniffiFfiConverterString.write(value.reason, buf)
+            _UniffiFfiConverterBoolean.write(value.transient, buf)
+            _UniffiFfiConverterOptionalString.write(value.code, buf)
         if isinstance(value, SessionError.NotOwner):
             buf.write_i32(9)
+            _UniffiFfiConverterString.write(value.reason, buf)
+            _UniffiFfiConverterBoolean.write(value.transient, buf)
+            _UniffiFfiConverterOptionalString.write(value.code, buf)
         if isinstance(value, SessionError.NoKey):
             buf.write_i32(10)
+            _UniffiFfiConverterString.write(value.reason, buf)
+            _UniffiFfiConverterBoolean.write(value.transient, buf)
+            _UniffiFfiConverterOptionalString.write(value.code, buf)
         if isinstance(value, SessionError.RoomExists):
             buf.write_i32(11)
+            _UniffiFfiConverterString.write(value.reason, buf)
+            _UniffiFfiConverterBoolean.write(value.transient, buf)
+            _UniffiFfiConverterOptionalString.write(value.code, buf)
         if isinstance(value, SessionError.UnknownUser):
             buf.write_i32(12)
+            _UniffiFfiConverterString.write(value.reason, buf)
+            _UniffiFfiConverterBoolean.write(value.transient, buf)
+            _UniffiFfiConverterOptionalString.write(value.code, buf)
         if isinstance(value, SessionError.EpochConflict):
             buf.write_i32(13)
+            _UniffiFfiConverterString.write(value.reason, buf)
+            _UniffiFfiConverterBoolean.write(value.transient, buf)
+            _UniffiFfiConverterOptionalString.write(value.code, buf)
         if isinstance(value, SessionError.RecipientsMismatch):
             buf.write_i32(14)
+            _UniffiFfiConverterString.write(value.reason, buf)
+            _UniffiFfiConverterBoolean.write(value.transient, buf)
+            _UniffiFfiConverterOptionalString.write(value.code, buf)
         if isinstance(value, SessionError.BadManifest):
             buf.write_i32(15)
+            _UniffiFfiConverterString.write(value.reason, buf)
+            _UniffiFfiConverterBoolean.write(value.transient, buf)
+            _UniffiFfiConverterOptionalString.write(value.code, buf)
         if isinstance(value, SessionError.BadRequest):
             buf.write_i32(16)
+            _UniffiFfiConverterString.write(value.reason, buf)
+            _UniffiFfiConverterBoolean.write(value.transient, buf)
+            _UniffiFfiConverterOptionalString.write(value.code, buf)
         if isinstance(value, SessionError.NotFound):
             buf.write_i32(17)
+            _UniffiFfiConverterString.write(value.reason, buf)
+            _UniffiFfiConverterBoolean.write(value.transient, buf)
+            _UniffiFfiConverterOptionalString.write(value.code, buf)
         if isinstance(value, SessionError.Unavailable):
             buf.write_i32(18)
+            _UniffiFfiConverterString.write(value.reason, buf)
+            _UniffiFfiConverterBoolean.write(value.transient, buf)
+            _UniffiFfiConverterOptionalString.write(value.code, buf)
         if isinstance(value, SessionError.ServerFault):
             buf.write_i32(19)
+            _UniffiFfiConverterString.write(value.reason, buf)
+            _UniffiFfiConverterBoolean.write(value.transient, buf)
+            _UniffiFfiConverterOptionalString.write(value.code, buf)
         if isinstance(value, SessionError.ReplyTooLarge):
             buf.write_i32(20)
+            _UniffiFfiConverterString.write(value.reason, buf)
+            _UniffiFfiConverterBoolean.write(value.transient, buf)
+            _UniffiFfiConverterOptionalString.write(value.code, buf)
         if isinstance(value, SessionError.Refused):
             buf.write_i32(21)
+            _UniffiFfiConverterString.write(value.reason, buf)
+            _UniffiFfiConverterBoolean.write(value.transient, buf)
+            _UniffiFfiConverterOptionalString.write(value.code, buf)
         if isinstance(value, SessionError.InvalidReply):
             buf.write_i32(22)
+            _UniffiFfiConverterString.write(value.reason, buf)
+            _UniffiFfiConverterBoolean.write(value.transient, buf)
+            _UniffiFfiConverterOptionalString.write(value.code, buf)
         if isinstance(value, SessionError.Verification):
             buf.write_i32(23)
+            _UniffiFfiConverterString.write(value.reason, buf)
+            _UniffiFfiConverterBoolean.write(value.transient, buf)
+            _UniffiFfiConverterOptionalString.write(value.code, buf)
         if isinstance(value, SessionError.OwnerChanged):
             buf.write_i32(24)
+            _UniffiFfiConverterString.write(value.reason, buf)
+            _UniffiFfiConverterBoolean.write(value.transient, buf)
+            _UniffiFfiConverterOptionalString.write(value.code, buf)
         if isinstance(value, SessionError.EpochRollback):
             buf.write_i32(25)
+            _UniffiFfiConverterString.write(value.reason, buf)
+            _UniffiFfiConverterBoolean.write(value.transient, buf)
+            _UniffiFfiConverterOptionalString.write(value.code, buf)
         if isinstance(value, SessionError.Trust):
             buf.write_i32(26)
+            _UniffiFfiConverterString.write(value.reason, buf)
+            _UniffiFfiConverterBoolean.write(value.transient, buf)
+            _UniffiFfiConverterOptionalString.write(value.code, buf)
         if isinstance(value, SessionError.Seal):
             buf.write_i32(27)
+            _UniffiFfiConverterString.write(value.reason, buf)
+            _UniffiFfiConverterBoolean.write(value.transient, buf)
+            _UniffiFfiConverterOptionalString.write(value.code, buf)
         if isinstance(value, SessionError.RequestTooLarge):
             buf.write_i32(28)
+            _UniffiFfiConverterString.write(value.reason, buf)
+            _UniffiFfiConverterBoolean.write(value.transient, buf)
+            _UniffiFfiConverterOptionalString.write(value.code, buf)
         if isinstance(value, SessionError.Internal):
             buf.write_i32(29)
+            _UniffiFfiConverterString.write(value.reason, buf)
+            _UniffiFfiConverterBoolean.write(value.transient, buf)
+            _UniffiFfiConverterOptionalString.write(value.code, buf)
         if isinstance(value, SessionError.InvalidArgument):
             buf.write_i32(30)
+            _UniffiFfiConverterString.write(value.reason, buf)
+            _UniffiFfiConverterBoolean.write(value.transient, buf)
+            _UniffiFfiConverterOptionalString.write(value.code, buf)
         if isinstance(value, SessionError.Other):
             buf.write_i32(31)
+            _UniffiFfiConverterString.write(value.reason, buf)
+            _UniffiFfiConverterBoolean.write(value.transient, buf)
+            _UniffiFfiConverterOptionalString.write(value.code, buf)
 
 
 

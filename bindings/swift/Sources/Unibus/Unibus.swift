@@ -4056,77 +4056,240 @@ enum RegisterError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError 
     /**
      * The server knows no invite with this token.
      */
-    case InviteUnknown(message: String)
-    
+    case InviteUnknown(
+        /**
+         * What went wrong and what to do, with its causes.
+         */reason: String, 
+        /**
+         * Whether retrying the same call later may succeed.
+         */transient: Bool, 
+        /**
+         * The server's protocol code, when the server refused the call.
+         */code: String?
+    )
     /**
      * Another key already redeemed the invite.
      */
-    case InviteUsed(message: String)
-    
+    case InviteUsed(
+        /**
+         * What went wrong and what to do, with its causes.
+         */reason: String, 
+        /**
+         * Whether retrying the same call later may succeed.
+         */transient: Bool, 
+        /**
+         * The server's protocol code, when the server refused the call.
+         */code: String?
+    )
     /**
      * This identity is already registered; it can log in as it is.
      */
-    case AlreadyRegistered(message: String)
-    
+    case AlreadyRegistered(
+        /**
+         * What went wrong and what to do, with its causes.
+         */reason: String, 
+        /**
+         * Whether retrying the same call later may succeed.
+         */transient: Bool, 
+        /**
+         * The server's protocol code, when the server refused the call.
+         */code: String?
+    )
     /**
      * An admin deleted this identity; it can never register again. Make a new identity.
      */
-    case UserDeleted(message: String)
-    
+    case UserDeleted(
+        /**
+         * What went wrong and what to do, with its causes.
+         */reason: String, 
+        /**
+         * Whether retrying the same call later may succeed.
+         */transient: Bool, 
+        /**
+         * The server's protocol code, when the server refused the call.
+         */code: String?
+    )
     /**
      * The invite has expired.
      */
-    case InviteExpired(message: String)
-    
+    case InviteExpired(
+        /**
+         * What went wrong and what to do, with its causes.
+         */reason: String, 
+        /**
+         * Whether retrying the same call later may succeed.
+         */transient: Bool, 
+        /**
+         * The server's protocol code, when the server refused the call.
+         */code: String?
+    )
     /**
      * An admin cancelled the invite.
      */
-    case InviteCancelled(message: String)
-    
+    case InviteCancelled(
+        /**
+         * What went wrong and what to do, with its causes.
+         */reason: String, 
+        /**
+         * Whether retrying the same call later may succeed.
+         */transient: Bool, 
+        /**
+         * The server's protocol code, when the server refused the call.
+         */code: String?
+    )
     /**
      * The server refused the request itself (a protocol mismatch); retrying will not help.
      */
-    case Rejected(message: String)
-    
+    case Rejected(
+        /**
+         * What went wrong and what to do, with its causes.
+         */reason: String, 
+        /**
+         * Whether retrying the same call later may succeed.
+         */transient: Bool, 
+        /**
+         * The server's protocol code, when the server refused the call.
+         */code: String?
+    )
     /**
      * Too many attempts from this address; wait and retry.
      */
-    case RateLimited(message: String)
-    
+    case RateLimited(
+        /**
+         * What went wrong and what to do, with its causes.
+         */reason: String, 
+        /**
+         * Whether retrying the same call later may succeed.
+         */transient: Bool, 
+        /**
+         * The server's protocol code, when the server refused the call.
+         */code: String?
+    )
     /**
      * The server is unavailable; retry later.
      */
-    case Unavailable(message: String)
-    
+    case Unavailable(
+        /**
+         * What went wrong and what to do, with its causes.
+         */reason: String, 
+        /**
+         * Whether retrying the same call later may succeed.
+         */transient: Bool, 
+        /**
+         * The server's protocol code, when the server refused the call.
+         */code: String?
+    )
     /**
      * The server could not be reached; retry later.
      */
-    case Transport(message: String)
-    
+    case Transport(
+        /**
+         * What went wrong and what to do, with its causes.
+         */reason: String, 
+        /**
+         * Whether retrying the same call later may succeed.
+         */transient: Bool, 
+        /**
+         * The server's protocol code, when the server refused the call.
+         */code: String?
+    )
     /**
      * The server's reply is not a registration of this identity.
      */
-    case InvalidResponse(message: String)
-    
+    case InvalidResponse(
+        /**
+         * What went wrong and what to do, with its causes.
+         */reason: String, 
+        /**
+         * Whether retrying the same call later may succeed.
+         */transient: Bool, 
+        /**
+         * The server's protocol code, when the server refused the call.
+         */code: String?
+    )
     /**
      * HTTPS could not be set up (for example an unusable root certificate).
      */
-    case Tls(message: String)
-    
+    case Tls(
+        /**
+         * What went wrong and what to do, with its causes.
+         */reason: String, 
+        /**
+         * Whether retrying the same call later may succeed.
+         */transient: Bool, 
+        /**
+         * The server's protocol code, when the server refused the call.
+         */code: String?
+    )
     /**
      * An SDK task failed unexpectedly (see the message).
      */
-    case Internal(message: String)
+    case Internal(
+        /**
+         * What went wrong and what to do, with its causes.
+         */reason: String, 
+        /**
+         * Whether retrying the same call later may succeed.
+         */transient: Bool, 
+        /**
+         * The server's protocol code, when the server refused the call.
+         */code: String?
+    )
+    /**
+     * An error this version of the bindings does not name; the reason says what.
+     */
+    case Other(
+        /**
+         * What went wrong and what to do, with its causes.
+         */reason: String, 
+        /**
+         * Whether retrying the same call later may succeed.
+         */transient: Bool, 
+        /**
+         * The server's protocol code, when the server refused the call.
+         */code: String?
+    )
+
     
     /**
-     * An error this version of the bindings does not name; the message says what.
+     * Whether retrying the same call later may succeed (transport trouble, an
+     * unavailable server), as opposed to a refusal or a failed check.
      */
-    case Other(message: String)
+public func isTransient() -> Bool  {
+    return try!  FfiConverterBool.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_unibus_ffi_fn_method_registererror_is_transient(
+            FfiConverterTypeRegisterError_lower(self),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * The server's protocol code when the server refused the call (for example
+     * `not_member`; `docs/protocol.md` §10 and §12.3), or `None`.
+     */
+public func refusalCode() -> String?  {
+    return try!  FfiConverterOptionString.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_unibus_ffi_fn_method_registererror_refusal_code(
+            FfiConverterTypeRegisterError_lower(self),uniffiCallStatus
+    )
+})
+}
     
 
     
-
-    
+// The local Rust `Display` implementation.
+public var description: String {
+    return try!  FfiConverterString.lift(
+        try! rustCall() {
+        uniffiCallStatus in
+    uniffi_unibus_ffi_fn_method_registererror_uniffi_trait_display(
+            FfiConverterTypeRegisterError_lower(self),uniffiCallStatus
+    )
+}
+    )
+}
 
     
     public var errorDescription: String? {
@@ -4153,63 +4316,77 @@ public struct FfiConverterTypeRegisterError: FfiConverterRustBuffer {
 
         
         case 1: return .InviteUnknown(
-            message: try FfiConverterString.read(from: &buf)
-        )
-        
+            reason: try FfiConverterString.read(from: &buf), 
+            transient: try FfiConverterBool.read(from: &buf), 
+            code: try FfiConverterOptionString.read(from: &buf)
+            )
         case 2: return .InviteUsed(
-            message: try FfiConverterString.read(from: &buf)
-        )
-        
+            reason: try FfiConverterString.read(from: &buf), 
+            transient: try FfiConverterBool.read(from: &buf), 
+            code: try FfiConverterOptionString.read(from: &buf)
+            )
         case 3: return .AlreadyRegistered(
-            message: try FfiConverterString.read(from: &buf)
-        )
-        
+            reason: try FfiConverterString.read(from: &buf), 
+            transient: try FfiConverterBool.read(from: &buf), 
+            code: try FfiConverterOptionString.read(from: &buf)
+            )
         case 4: return .UserDeleted(
-            message: try FfiConverterString.read(from: &buf)
-        )
-        
+            reason: try FfiConverterString.read(from: &buf), 
+            transient: try FfiConverterBool.read(from: &buf), 
+            code: try FfiConverterOptionString.read(from: &buf)
+            )
         case 5: return .InviteExpired(
-            message: try FfiConverterString.read(from: &buf)
-        )
-        
+            reason: try FfiConverterString.read(from: &buf), 
+            transient: try FfiConverterBool.read(from: &buf), 
+            code: try FfiConverterOptionString.read(from: &buf)
+            )
         case 6: return .InviteCancelled(
-            message: try FfiConverterString.read(from: &buf)
-        )
-        
+            reason: try FfiConverterString.read(from: &buf), 
+            transient: try FfiConverterBool.read(from: &buf), 
+            code: try FfiConverterOptionString.read(from: &buf)
+            )
         case 7: return .Rejected(
-            message: try FfiConverterString.read(from: &buf)
-        )
-        
+            reason: try FfiConverterString.read(from: &buf), 
+            transient: try FfiConverterBool.read(from: &buf), 
+            code: try FfiConverterOptionString.read(from: &buf)
+            )
         case 8: return .RateLimited(
-            message: try FfiConverterString.read(from: &buf)
-        )
-        
+            reason: try FfiConverterString.read(from: &buf), 
+            transient: try FfiConverterBool.read(from: &buf), 
+            code: try FfiConverterOptionString.read(from: &buf)
+            )
         case 9: return .Unavailable(
-            message: try FfiConverterString.read(from: &buf)
-        )
-        
+            reason: try FfiConverterString.read(from: &buf), 
+            transient: try FfiConverterBool.read(from: &buf), 
+            code: try FfiConverterOptionString.read(from: &buf)
+            )
         case 10: return .Transport(
-            message: try FfiConverterString.read(from: &buf)
-        )
-        
+            reason: try FfiConverterString.read(from: &buf), 
+            transient: try FfiConverterBool.read(from: &buf), 
+            code: try FfiConverterOptionString.read(from: &buf)
+            )
         case 11: return .InvalidResponse(
-            message: try FfiConverterString.read(from: &buf)
-        )
-        
+            reason: try FfiConverterString.read(from: &buf), 
+            transient: try FfiConverterBool.read(from: &buf), 
+            code: try FfiConverterOptionString.read(from: &buf)
+            )
         case 12: return .Tls(
-            message: try FfiConverterString.read(from: &buf)
-        )
-        
+            reason: try FfiConverterString.read(from: &buf), 
+            transient: try FfiConverterBool.read(from: &buf), 
+            code: try FfiConverterOptionString.read(from: &buf)
+            )
         case 13: return .Internal(
-            message: try FfiConverterString.read(from: &buf)
-        )
-        
+            reason: try FfiConverterString.read(from: &buf), 
+            transient: try FfiConverterBool.read(from: &buf), 
+            code: try FfiConverterOptionString.read(from: &buf)
+            )
         case 14: return .Other(
-            message: try FfiConverterString.read(from: &buf)
-        )
-        
+            reason: try FfiConverterString.read(from: &buf), 
+            transient: try FfiConverterBool.read(from: &buf), 
+            code: try FfiConverterOptionString.read(from: &buf)
+            )
 
-        default: throw UniffiInternalError.unexpectedEnumCase
+         default: throw UniffiInternalError.unexpectedEnumCase
         }
     }
 
@@ -4219,36 +4396,104 @@ public struct FfiConverterTypeRegisterError: FfiConverterRustBuffer {
         
 
         
-        case .InviteUnknown(_ /* message is ignored*/):
-            writeInt(&buf, Int32(1))
-        case .InviteUsed(_ /* message is ignored*/):
-            writeInt(&buf, Int32(2))
-        case .AlreadyRegistered(_ /* message is ignored*/):
-            writeInt(&buf, Int32(3))
-        case .UserDeleted(_ /* message is ignored*/):
-            writeInt(&buf, Int32(4))
-        case .InviteExpired(_ /* message is ignored*/):
-            writeInt(&buf, Int32(5))
-        case .InviteCancelled(_ /* message is ignored*/):
-            writeInt(&buf, Int32(6))
-        case .Rejected(_ /* message is ignored*/):
-            writeInt(&buf, Int32(7))
-        case .RateLimited(_ /* message is ignored*/):
-            writeInt(&buf, Int32(8))
-        case .Unavailable(_ /* message is ignored*/):
-            writeInt(&buf, Int32(9))
-        case .Transport(_ /* message is ignored*/):
-            writeInt(&buf, Int32(10))
-        case .InvalidResponse(_ /* message is ignored*/):
-            writeInt(&buf, Int32(11))
-        case .Tls(_ /* message is ignored*/):
-            writeInt(&buf, Int32(12))
-        case .Internal(_ /* message is ignored*/):
-            writeInt(&buf, Int32(13))
-        case .Other(_ /* message is ignored*/):
-            writeInt(&buf, Int32(14))
-
         
+        case let .InviteUnknown(reason,transient,code):
+            writeInt(&buf, Int32(1))
+            FfiConverterString.write(reason, into: &buf)
+            FfiConverterBool.write(transient, into: &buf)
+            FfiConverterOptionString.write(code, into: &buf)
+            
+        
+        case let .InviteUsed(reason,transient,code):
+            writeInt(&buf, Int32(2))
+            FfiConverterString.write(reason, into: &buf)
+            FfiConverterBool.write(transient, into: &buf)
+            FfiConverterOptionString.write(code, into: &buf)
+            
+        
+        case let .AlreadyRegistered(reason,transient,code):
+            writeInt(&buf, Int32(3))
+            FfiConverterString.write(reason, into: &buf)
+            FfiConverterBool.write(transient, into: &buf)
+            FfiConverterOptionString.write(code, into: &buf)
+            
+        
+        case let .UserDeleted(reason,transient,code):
+            writeInt(&buf, Int32(4))
+            FfiConverterString.write(reason, into: &buf)
+            FfiConverterBool.write(transient, into: &buf)
+            FfiConverterOptionString.write(code, into: &buf)
+            
+        
+        case let .InviteExpired(reason,transient,code):
+            writeInt(&buf, Int32(5))
+            FfiConverterString.write(reason, into: &buf)
+            FfiConverterBool.write(transient, into: &buf)
+            FfiConverterOptionString.write(code, into: &buf)
+            
+        
+        case let .InviteCancelled(reason,transient,code):
+            writeInt(&buf, Int32(6))
+            FfiConverterString.write(reason, into: &buf)
+            FfiConverterBool.write(transient, into: &buf)
+            FfiConverterOptionString.write(code, into: &buf)
+            
+        
+        case let .Rejected(reason,transient,code):
+            writeInt(&buf, Int32(7))
+            FfiConverterString.write(reason, into: &buf)
+            FfiConverterBool.write(transient, into: &buf)
+            FfiConverterOptionString.write(code, into: &buf)
+            
+        
+        case let .RateLimited(reason,transient,code):
+            writeInt(&buf, Int32(8))
+            FfiConverterString.write(reason, into: &buf)
+            FfiConverterBool.write(transient, into: &buf)
+            FfiConverterOptionString.write(code, into: &buf)
+            
+        
+        case let .Unavailable(reason,transient,code):
+            writeInt(&buf, Int32(9))
+            FfiConverterString.write(reason, into: &buf)
+            FfiConverterBool.write(transient, into: &buf)
+            FfiConverterOptionString.write(code, into: &buf)
+            
+        
+        case let .Transport(reason,transient,code):
+            writeInt(&buf, Int32(10))
+            FfiConverterString.write(reason, into: &buf)
+            FfiConverterBool.write(transient, into: &buf)
+            FfiConverterOptionString.write(code, into: &buf)
+            
+        
+        case let .InvalidResponse(reason,transient,code):
+            writeInt(&buf, Int32(11))
+            FfiConverterString.write(reason, into: &buf)
+            FfiConverterBool.write(transient, into: &buf)
+            FfiConverterOptionString.write(code, into: &buf)
+            
+        
+        case let .Tls(reason,transient,code):
+            writeInt(&buf, Int32(12))
+            FfiConverterString.write(reason, into: &buf)
+            FfiConverterBool.write(transient, into: &buf)
+            FfiConverterOptionString.write(code, into: &buf)
+            
+        
+        case let .Internal(reason,transient,code):
+            writeInt(&buf, Int32(13))
+            FfiConverterString.write(reason, into: &buf)
+            FfiConverterBool.write(transient, into: &buf)
+            FfiConverterOptionString.write(code, into: &buf)
+            
+        
+        case let .Other(reason,transient,code):
+            writeInt(&buf, Int32(14))
+            FfiConverterString.write(reason, into: &buf)
+            FfiConverterBool.write(transient, into: &buf)
+            FfiConverterOptionString.write(code, into: &buf)
+            
         }
     }
 }
@@ -4735,164 +4980,480 @@ enum SessionError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError {
     /**
      * The cluster refused the login: not an active user.
      */
-    case LoginRefused(message: String)
-    
+    case LoginRefused(
+        /**
+         * What went wrong and what to do, with its causes.
+         */reason: String, 
+        /**
+         * Whether retrying the same call later may succeed.
+         */transient: Bool, 
+        /**
+         * The server's protocol code, when the server refused the call.
+         */code: String?
+    )
     /**
      * The cluster could not be reached to log in.
      */
-    case Connect(message: String)
-    
+    case Connect(
+        /**
+         * What went wrong and what to do, with its causes.
+         */reason: String, 
+        /**
+         * Whether retrying the same call later may succeed.
+         */transient: Bool, 
+        /**
+         * The server's protocol code, when the server refused the call.
+         */code: String?
+    )
     /**
      * No answer in time; retry.
      */
-    case Timeout(message: String)
-    
+    case Timeout(
+        /**
+         * What went wrong and what to do, with its causes.
+         */reason: String, 
+        /**
+         * Whether retrying the same call later may succeed.
+         */transient: Bool, 
+        /**
+         * The server's protocol code, when the server refused the call.
+         */code: String?
+    )
     /**
      * No membershipd is answering; retry later.
      */
-    case NoResponders(message: String)
-    
+    case NoResponders(
+        /**
+         * What went wrong and what to do, with its causes.
+         */reason: String, 
+        /**
+         * Whether retrying the same call later may succeed.
+         */transient: Bool, 
+        /**
+         * The server's protocol code, when the server refused the call.
+         */code: String?
+    )
     /**
      * The request could not be sent.
      */
-    case Transport(message: String)
-    
+    case Transport(
+        /**
+         * What went wrong and what to do, with its causes.
+         */reason: String, 
+        /**
+         * Whether retrying the same call later may succeed.
+         */transient: Bool, 
+        /**
+         * The server's protocol code, when the server refused the call.
+         */code: String?
+    )
     /**
      * The session has ended (closed or revoked); connect a new one.
      */
-    case Ended(message: String)
-    
+    case Ended(
+        /**
+         * What went wrong and what to do, with its causes.
+         */reason: String, 
+        /**
+         * Whether retrying the same call later may succeed.
+         */transient: Bool, 
+        /**
+         * The server's protocol code, when the server refused the call.
+         */code: String?
+    )
     /**
      * This identity is no longer an active user.
      */
-    case NotAuthorized(message: String)
-    
+    case NotAuthorized(
+        /**
+         * What went wrong and what to do, with its causes.
+         */reason: String, 
+        /**
+         * Whether retrying the same call later may succeed.
+         */transient: Bool, 
+        /**
+         * The server's protocol code, when the server refused the call.
+         */code: String?
+    )
     /**
      * Not a member of the room (or no such room).
      */
-    case NotMember(message: String)
-    
+    case NotMember(
+        /**
+         * What went wrong and what to do, with its causes.
+         */reason: String, 
+        /**
+         * Whether retrying the same call later may succeed.
+         */transient: Bool, 
+        /**
+         * The server's protocol code, when the server refused the call.
+         */code: String?
+    )
     /**
      * Only the room's owner may do this.
      */
-    case NotOwner(message: String)
-    
+    case NotOwner(
+        /**
+         * What went wrong and what to do, with its causes.
+         */reason: String, 
+        /**
+         * Whether retrying the same call later may succeed.
+         */transient: Bool, 
+        /**
+         * The server's protocol code, when the server refused the call.
+         */code: String?
+    )
     /**
      * No key is sealed to this identity at that epoch.
      */
-    case NoKey(message: String)
-    
+    case NoKey(
+        /**
+         * What went wrong and what to do, with its causes.
+         */reason: String, 
+        /**
+         * Whether retrying the same call later may succeed.
+         */transient: Bool, 
+        /**
+         * The server's protocol code, when the server refused the call.
+         */code: String?
+    )
     /**
      * A room with this id exists.
      */
-    case RoomExists(message: String)
-    
+    case RoomExists(
+        /**
+         * What went wrong and what to do, with its causes.
+         */reason: String, 
+        /**
+         * Whether retrying the same call later may succeed.
+         */transient: Bool, 
+        /**
+         * The server's protocol code, when the server refused the call.
+         */code: String?
+    )
     /**
      * No active user has this key.
      */
-    case UnknownUser(message: String)
-    
+    case UnknownUser(
+        /**
+         * What went wrong and what to do, with its causes.
+         */reason: String, 
+        /**
+         * Whether retrying the same call later may succeed.
+         */transient: Bool, 
+        /**
+         * The server's protocol code, when the server refused the call.
+         */code: String?
+    )
     /**
      * Another rekey came first, on every attempt.
      */
-    case EpochConflict(message: String)
-    
+    case EpochConflict(
+        /**
+         * What went wrong and what to do, with its causes.
+         */reason: String, 
+        /**
+         * Whether retrying the same call later may succeed.
+         */transient: Bool, 
+        /**
+         * The server's protocol code, when the server refused the call.
+         */code: String?
+    )
     /**
      * The members changed during the rekey, on every attempt.
      */
-    case RecipientsMismatch(message: String)
-    
+    case RecipientsMismatch(
+        /**
+         * What went wrong and what to do, with its causes.
+         */reason: String, 
+        /**
+         * Whether retrying the same call later may succeed.
+         */transient: Bool, 
+        /**
+         * The server's protocol code, when the server refused the call.
+         */code: String?
+    )
     /**
      * membershipd refused the rekey manifest.
      */
-    case BadManifest(message: String)
-    
+    case BadManifest(
+        /**
+         * What went wrong and what to do, with its causes.
+         */reason: String, 
+        /**
+         * Whether retrying the same call later may succeed.
+         */transient: Bool, 
+        /**
+         * The server's protocol code, when the server refused the call.
+         */code: String?
+    )
     /**
      * membershipd refused the request as malformed.
      */
-    case BadRequest(message: String)
-    
+    case BadRequest(
+        /**
+         * What went wrong and what to do, with its causes.
+         */reason: String, 
+        /**
+         * Whether retrying the same call later may succeed.
+         */transient: Bool, 
+        /**
+         * The server's protocol code, when the server refused the call.
+         */code: String?
+    )
     /**
      * A record changed during the request; retry.
      */
-    case NotFound(message: String)
-    
+    case NotFound(
+        /**
+         * What went wrong and what to do, with its causes.
+         */reason: String, 
+        /**
+         * Whether retrying the same call later may succeed.
+         */transient: Bool, 
+        /**
+         * The server's protocol code, when the server refused the call.
+         */code: String?
+    )
     /**
      * membershipd's store is unavailable; retry later.
      */
-    case Unavailable(message: String)
-    
+    case Unavailable(
+        /**
+         * What went wrong and what to do, with its causes.
+         */reason: String, 
+        /**
+         * Whether retrying the same call later may succeed.
+         */transient: Bool, 
+        /**
+         * The server's protocol code, when the server refused the call.
+         */code: String?
+    )
     /**
      * membershipd could not read its own records; not this client's fault.
      */
-    case ServerFault(message: String)
-    
+    case ServerFault(
+        /**
+         * What went wrong and what to do, with its causes.
+         */reason: String, 
+        /**
+         * Whether retrying the same call later may succeed.
+         */transient: Bool, 
+        /**
+         * The server's protocol code, when the server refused the call.
+         */code: String?
+    )
     /**
      * membershipd's reply was larger than the cluster's message limit.
      */
-    case ReplyTooLarge(message: String)
-    
+    case ReplyTooLarge(
+        /**
+         * What went wrong and what to do, with its causes.
+         */reason: String, 
+        /**
+         * Whether retrying the same call later may succeed.
+         */transient: Bool, 
+        /**
+         * The server's protocol code, when the server refused the call.
+         */code: String?
+    )
     /**
      * A refusal code this version does not know (see the message).
      */
-    case Refused(message: String)
-    
+    case Refused(
+        /**
+         * What went wrong and what to do, with its causes.
+         */reason: String, 
+        /**
+         * Whether retrying the same call later may succeed.
+         */transient: Bool, 
+        /**
+         * The server's protocol code, when the server refused the call.
+         */code: String?
+    )
     /**
      * membershipd's reply is malformed.
      */
-    case InvalidReply(message: String)
-    
+    case InvalidReply(
+        /**
+         * What went wrong and what to do, with its causes.
+         */reason: String, 
+        /**
+         * Whether retrying the same call later may succeed.
+         */transient: Bool, 
+        /**
+         * The server's protocol code, when the server refused the call.
+         */code: String?
+    )
     /**
      * The room key did not verify; it was not used.
      */
-    case Verification(message: String)
-    
+    case Verification(
+        /**
+         * What went wrong and what to do, with its causes.
+         */reason: String, 
+        /**
+         * Whether retrying the same call later may succeed.
+         */transient: Bool, 
+        /**
+         * The server's protocol code, when the server refused the call.
+         */code: String?
+    )
     /**
      * A reply named another owner for a room than the pinned one; the reply was refused.
      * Compare the new owner's safety number out of band before `accept_owner`.
      */
-    case OwnerChanged(message: String)
-    
+    case OwnerChanged(
+        /**
+         * What went wrong and what to do, with its causes.
+         */reason: String, 
+        /**
+         * Whether retrying the same call later may succeed.
+         */transient: Bool, 
+        /**
+         * The server's protocol code, when the server refused the call.
+         */code: String?
+    )
     /**
      * A reply offered an epoch below one this client verified as the room's latest: an
      * old key replayed. The reply was refused.
      */
-    case EpochRollback(message: String)
-    
+    case EpochRollback(
+        /**
+         * What went wrong and what to do, with its causes.
+         */reason: String, 
+        /**
+         * Whether retrying the same call later may succeed.
+         */transient: Bool, 
+        /**
+         * The server's protocol code, when the server refused the call.
+         */code: String?
+    )
     /**
      * The trust store could not be read or saved, or belongs to another identity.
      */
-    case Trust(message: String)
-    
+    case Trust(
+        /**
+         * What went wrong and what to do, with its causes.
+         */reason: String, 
+        /**
+         * Whether retrying the same call later may succeed.
+         */transient: Bool, 
+        /**
+         * The server's protocol code, when the server refused the call.
+         */code: String?
+    )
     /**
      * Sealing a new room key failed on this device.
      */
-    case Seal(message: String)
-    
+    case Seal(
+        /**
+         * What went wrong and what to do, with its causes.
+         */reason: String, 
+        /**
+         * Whether retrying the same call later may succeed.
+         */transient: Bool, 
+        /**
+         * The server's protocol code, when the server refused the call.
+         */code: String?
+    )
     /**
      * The request is larger than the cluster accepts in one message; no retry can succeed.
      */
-    case RequestTooLarge(message: String)
-    
+    case RequestTooLarge(
+        /**
+         * What went wrong and what to do, with its causes.
+         */reason: String, 
+        /**
+         * Whether retrying the same call later may succeed.
+         */transient: Bool, 
+        /**
+         * The server's protocol code, when the server refused the call.
+         */code: String?
+    )
     /**
      * The SDK failed on this device (a task panicked or its runtime is shut down).
      */
-    case Internal(message: String)
-    
+    case Internal(
+        /**
+         * What went wrong and what to do, with its causes.
+         */reason: String, 
+        /**
+         * Whether retrying the same call later may succeed.
+         */transient: Bool, 
+        /**
+         * The server's protocol code, when the server refused the call.
+         */code: String?
+    )
     /**
      * An argument (room id, key, URL) is malformed.
      */
-    case InvalidArgument(message: String)
+    case InvalidArgument(
+        /**
+         * What went wrong and what to do, with its causes.
+         */reason: String, 
+        /**
+         * Whether retrying the same call later may succeed.
+         */transient: Bool, 
+        /**
+         * The server's protocol code, when the server refused the call.
+         */code: String?
+    )
+    /**
+     * An error this version of the bindings does not name; the reason says what.
+     */
+    case Other(
+        /**
+         * What went wrong and what to do, with its causes.
+         */reason: String, 
+        /**
+         * Whether retrying the same call later may succeed.
+         */transient: Bool, 
+        /**
+         * The server's protocol code, when the server refused the call.
+         */code: String?
+    )
+
     
     /**
-     * An error this version of the bindings does not name; the message says what.
+     * Whether retrying the same call later may succeed (transport trouble, an
+     * unavailable server), as opposed to a refusal or a failed check.
      */
-    case Other(message: String)
+public func isTransient() -> Bool  {
+    return try!  FfiConverterBool.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_unibus_ffi_fn_method_sessionerror_is_transient(
+            FfiConverterTypeSessionError_lower(self),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * The server's protocol code when the server refused the call (for example
+     * `not_member`; `docs/protocol.md` §10 and §12.3), or `None`.
+     */
+public func refusalCode() -> String?  {
+    return try!  FfiConverterOptionString.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_unibus_ffi_fn_method_sessionerror_refusal_code(
+            FfiConverterTypeSessionError_lower(self),uniffiCallStatus
+    )
+})
+}
     
 
     
-
-    
+// The local Rust `Display` implementation.
+public var description: String {
+    return try!  FfiConverterString.lift(
+        try! rustCall() {
+        uniffiCallStatus in
+    uniffi_unibus_ffi_fn_method_sessionerror_uniffi_trait_display(
+            FfiConverterTypeSessionError_lower(self),uniffiCallStatus
+    )
+}
+    )
+}
 
     
     public var errorDescription: String? {
@@ -4919,131 +5480,162 @@ public struct FfiConverterTypeSessionError: FfiConverterRustBuffer {
 
         
         case 1: return .LoginRefused(
-            message: try FfiConverterString.read(from: &buf)
-        )
-        
+            reason: try FfiConverterString.read(from: &buf), 
+            transient: try FfiConverterBool.read(from: &buf), 
+            code: try FfiConverterOptionString.read(from: &buf)
+            )
         case 2: return .Connect(
-            message: try FfiConverterString.read(from: &buf)
-        )
-        
+            reason: try FfiConverterString.read(from: &buf), 
+            transient: try FfiConverterBool.read(from: &buf), 
+            code: try FfiConverterOptionString.read(from: &buf)
+            )
         case 3: return .Timeout(
-            message: try FfiConverterString.read(from: &buf)
-        )
-        
+            reason: try FfiConverterString.read(from: &buf), 
+            transient: try FfiConverterBool.read(from: &buf), 
+            code: try FfiConverterOptionString.read(from: &buf)
+            )
         case 4: return .NoResponders(
-            message: try FfiConverterString.read(from: &buf)
-        )
-        
+            reason: try FfiConverterString.read(from: &buf), 
+            transient: try FfiConverterBool.read(from: &buf), 
+            code: try FfiConverterOptionString.read(from: &buf)
+            )
         case 5: return .Transport(
-            message: try FfiConverterString.read(from: &buf)
-        )
-        
+            reason: try FfiConverterString.read(from: &buf), 
+            transient: try FfiConverterBool.read(from: &buf), 
+            code: try FfiConverterOptionString.read(from: &buf)
+            )
         case 6: return .Ended(
-            message: try FfiConverterString.read(from: &buf)
-        )
-        
+            reason: try FfiConverterString.read(from: &buf), 
+            transient: try FfiConverterBool.read(from: &buf), 
+            code: try FfiConverterOptionString.read(from: &buf)
+            )
         case 7: return .NotAuthorized(
-            message: try FfiConverterString.read(from: &buf)
-        )
-        
+            reason: try FfiConverterString.read(from: &buf), 
+            transient: try FfiConverterBool.read(from: &buf), 
+            code: try FfiConverterOptionString.read(from: &buf)
+            )
         case 8: return .NotMember(
-            message: try FfiConverterString.read(from: &buf)
-        )
-        
+            reason: try FfiConverterString.read(from: &buf), 
+            transient: try FfiConverterBool.read(from: &buf), 
+            code: try FfiConverterOptionString.read(from: &buf)
+            )
         case 9: return .NotOwner(
-            message: try FfiConverterString.read(from: &buf)
-        )
-        
+            reason: try FfiConverterString.read(from: &buf), 
+            transient: try FfiConverterBool.read(from: &buf), 
+            code: try FfiConverterOptionString.read(from: &buf)
+            )
         case 10: return .NoKey(
-            message: try FfiConverterString.read(from: &buf)
-        )
-        
+            reason: try FfiConverterString.read(from: &buf), 
+            transient: try FfiConverterBool.read(from: &buf), 
+            code: try FfiConverterOptionString.read(from: &buf)
+            )
         case 11: return .RoomExists(
-            message: try FfiConverterString.read(from: &buf)
-        )
-        
+            reason: try FfiConverterString.read(from: &buf), 
+            transient: try FfiConverterBool.read(from: &buf), 
+            code: try FfiConverterOptionString.read(from: &buf)
+            )
         case 12: return .UnknownUser(
-            message: try FfiConverterString.read(from: &buf)
-        )
-        
+            reason: try FfiConverterString.read(from: &buf), 
+            transient: try FfiConverterBool.read(from: &buf), 
+            code: try FfiConverterOptionString.read(from: &buf)
+            )
         case 13: return .EpochConflict(
-            message: try FfiConverterString.read(from: &buf)
-        )
-        
+            reason: try FfiConverterString.read(from: &buf), 
+            transient: try FfiConverterBool.read(from: &buf), 
+            code: try FfiConverterOptionString.read(from: &buf)
+            )
         case 14: return .RecipientsMismatch(
-            message: try FfiConverterString.read(from: &buf)
-        )
-        
+            reason: try FfiConverterString.read(from: &buf), 
+            transient: try FfiConverterBool.read(from: &buf), 
+            code: try FfiConverterOptionString.read(from: &buf)
+            )
         case 15: return .BadManifest(
-            message: try FfiConverterString.read(from: &buf)
-        )
-        
+            reason: try FfiConverterString.read(from: &buf), 
+            transient: try FfiConverterBool.read(from: &buf), 
+            code: try FfiConverterOptionString.read(from: &buf)
+            )
         case 16: return .BadRequest(
-            message: try FfiConverterString.read(from: &buf)
-        )
-        
+            reason: try FfiConverterString.read(from: &buf), 
+            transient: try FfiConverterBool.read(from: &buf), 
+            code: try FfiConverterOptionString.read(from: &buf)
+            )
         case 17: return .NotFound(
-            message: try FfiConverterString.read(from: &buf)
-        )
-        
+            reason: try FfiConverterString.read(from: &buf), 
+            transient: try FfiConverterBool.read(from: &buf), 
+            code: try FfiConverterOptionString.read(from: &buf)
+            )
         case 18: return .Unavailable(
-            message: try FfiConverterString.read(from: &buf)
-        )
-        
+            reason: try FfiConverterString.read(from: &buf), 
+            transient: try FfiConverterBool.read(from: &buf), 
+            code: try FfiConverterOptionString.read(from: &buf)
+            )
         case 19: return .ServerFault(
-            message: try FfiConverterString.read(from: &buf)
-        )
-        
+            reason: try FfiConverterString.read(from: &buf), 
+            transient: try FfiConverterBool.read(from: &buf), 
+            code: try FfiConverterOptionString.read(from: &buf)
+            )
         case 20: return .ReplyTooLarge(
-            message: try FfiConverterString.read(from: &buf)
-        )
-        
+            reason: try FfiConverterString.read(from: &buf), 
+            transient: try FfiConverterBool.read(from: &buf), 
+            code: try FfiConverterOptionString.read(from: &buf)
+            )
         case 21: return .Refused(
-            message: try FfiConverterString.read(from: &buf)
-        )
-        
+            reason: try FfiConverterString.read(from: &buf), 
+            transient: try FfiConverterBool.read(from: &buf), 
+            code: try FfiConverterOptionString.read(from: &buf)
+            )
         case 22: return .InvalidReply(
-            message: try FfiConverterString.read(from: &buf)
-        )
-        
+            reason: try FfiConverterString.read(from: &buf), 
+            transient: try FfiConverterBool.read(from: &buf), 
+            code: try FfiConverterOptionString.read(from: &buf)
+            )
         case 23: return .Verification(
-            message: try FfiConverterString.read(from: &buf)
-        )
-        
+            reason: try FfiConverterString.read(from: &buf), 
+            transient: try FfiConverterBool.read(from: &buf), 
+            code: try FfiConverterOptionString.read(from: &buf)
+            )
         case 24: return .OwnerChanged(
-            message: try FfiConverterString.read(from: &buf)
-        )
-        
+            reason: try FfiConverterString.read(from: &buf), 
+            transient: try FfiConverterBool.read(from: &buf), 
+            code: try FfiConverterOptionString.read(from: &buf)
+            )
         case 25: return .EpochRollback(
-            message: try FfiConverterString.read(from: &buf)
-        )
-        
+            reason: try FfiConverterString.read(from: &buf), 
+            transient: try FfiConverterBool.read(from: &buf), 
+            code: try FfiConverterOptionString.read(from: &buf)
+            )
         case 26: return .Trust(
-            message: try FfiConverterString.read(from: &buf)
-        )
-        
+            reason: try FfiConverterString.read(from: &buf), 
+            transient: try FfiConverterBool.read(from: &buf), 
+            code: try FfiConverterOptionString.read(from: &buf)
+            )
         case 27: return .Seal(
-            message: try FfiConverterString.read(from: &buf)
-        )
-        
+            reason: try FfiConverterString.read(from: &buf), 
+            transient: try FfiConverterBool.read(from: &buf), 
+            code: try FfiConverterOptionString.read(from: &buf)
+            )
         case 28: return .RequestTooLarge(
-            message: try FfiConverterString.read(from: &buf)
-        )
-        
+            reason: try FfiConverterString.read(from: &buf), 
+            transient: try FfiConverterBool.read(from: &buf), 
+            code: try FfiConverterOptionString.read(from: &buf)
+            )
         case 29: return .Internal(
-            message: try FfiConverterString.read(from: &buf)
-        )
-        
+            reason: try FfiConverterString.read(from: &buf), 
+            transient: try FfiConverterBool.read(from: &buf), 
+            code: try FfiConverterOptionString.read(from: &buf)
+            )
         case 30: return .InvalidArgument(
-            message: try FfiConverterString.read(from: &buf)
-        )
-        
+            reason: try FfiConverterString.read(from: &buf), 
+            transient: try FfiConverterBool.read(from: &buf), 
+            code: try FfiConverterOptionString.read(from: &buf)
+            )
         case 31: return .Other(
-            message: try FfiConverterString.read(from: &buf)
-        )
-        
+            reason: try FfiConverterString.read(from: &buf), 
+            transient: try FfiConverterBool.read(from: &buf), 
+            code: try FfiConverterOptionString.read(from: &buf)
+            )
 
-        default: throw UniffiInternalError.unexpectedEnumCase
+         default: throw UniffiInternalError.unexpectedEnumCase
         }
     }
 
@@ -5053,70 +5645,223 @@ public struct FfiConverterTypeSessionError: FfiConverterRustBuffer {
         
 
         
-        case .LoginRefused(_ /* message is ignored*/):
-            writeInt(&buf, Int32(1))
-        case .Connect(_ /* message is ignored*/):
-            writeInt(&buf, Int32(2))
-        case .Timeout(_ /* message is ignored*/):
-            writeInt(&buf, Int32(3))
-        case .NoResponders(_ /* message is ignored*/):
-            writeInt(&buf, Int32(4))
-        case .Transport(_ /* message is ignored*/):
-            writeInt(&buf, Int32(5))
-        case .Ended(_ /* message is ignored*/):
-            writeInt(&buf, Int32(6))
-        case .NotAuthorized(_ /* message is ignored*/):
-            writeInt(&buf, Int32(7))
-        case .NotMember(_ /* message is ignored*/):
-            writeInt(&buf, Int32(8))
-        case .NotOwner(_ /* message is ignored*/):
-            writeInt(&buf, Int32(9))
-        case .NoKey(_ /* message is ignored*/):
-            writeInt(&buf, Int32(10))
-        case .RoomExists(_ /* message is ignored*/):
-            writeInt(&buf, Int32(11))
-        case .UnknownUser(_ /* message is ignored*/):
-            writeInt(&buf, Int32(12))
-        case .EpochConflict(_ /* message is ignored*/):
-            writeInt(&buf, Int32(13))
-        case .RecipientsMismatch(_ /* message is ignored*/):
-            writeInt(&buf, Int32(14))
-        case .BadManifest(_ /* message is ignored*/):
-            writeInt(&buf, Int32(15))
-        case .BadRequest(_ /* message is ignored*/):
-            writeInt(&buf, Int32(16))
-        case .NotFound(_ /* message is ignored*/):
-            writeInt(&buf, Int32(17))
-        case .Unavailable(_ /* message is ignored*/):
-            writeInt(&buf, Int32(18))
-        case .ServerFault(_ /* message is ignored*/):
-            writeInt(&buf, Int32(19))
-        case .ReplyTooLarge(_ /* message is ignored*/):
-            writeInt(&buf, Int32(20))
-        case .Refused(_ /* message is ignored*/):
-            writeInt(&buf, Int32(21))
-        case .InvalidReply(_ /* message is ignored*/):
-            writeInt(&buf, Int32(22))
-        case .Verification(_ /* message is ignored*/):
-            writeInt(&buf, Int32(23))
-        case .OwnerChanged(_ /* message is ignored*/):
-            writeInt(&buf, Int32(24))
-        case .EpochRollback(_ /* message is ignored*/):
-            writeInt(&buf, Int32(25))
-        case .Trust(_ /* message is ignored*/):
-            writeInt(&buf, Int32(26))
-        case .Seal(_ /* message is ignored*/):
-            writeInt(&buf, Int32(27))
-        case .RequestTooLarge(_ /* message is ignored*/):
-            writeInt(&buf, Int32(28))
-        case .Internal(_ /* message is ignored*/):
-            writeInt(&buf, Int32(29))
-        case .InvalidArgument(_ /* message is ignored*/):
-            writeInt(&buf, Int32(30))
-        case .Other(_ /* message is ignored*/):
-            writeInt(&buf, Int32(31))
-
         
+        case let .LoginRefused(reason,transient,code):
+            writeInt(&buf, Int32(1))
+            FfiConverterString.write(reason, into: &buf)
+            FfiConverterBool.write(transient, into: &buf)
+            FfiConverterOptionString.write(code, into: &buf)
+            
+        
+        case let .Connect(reason,transient,code):
+            writeInt(&buf, Int32(2))
+            FfiConverterString.write(reason, into: &buf)
+            FfiConverterBool.write(transient, into: &buf)
+            FfiConverterOptionString.write(code, into: &buf)
+            
+        
+        case let .Timeout(reason,transient,code):
+            writeInt(&buf, Int32(3))
+            FfiConverterString.write(reason, into: &buf)
+            FfiConverterBool.write(transient, into: &buf)
+            FfiConverterOptionString.write(code, into: &buf)
+            
+        
+        case let .NoResponders(reason,transient,code):
+            writeInt(&buf, Int32(4))
+            FfiConverterString.write(reason, into: &buf)
+            FfiConverterBool.write(transient, into: &buf)
+            FfiConverterOptionString.write(code, into: &buf)
+            
+        
+        case let .Transport(reason,transient,code):
+            writeInt(&buf, Int32(5))
+            FfiConverterString.write(reason, into: &buf)
+            FfiConverterBool.write(transient, into: &buf)
+            FfiConverterOptionString.write(code, into: &buf)
+            
+        
+        case let .Ended(reason,transient,code):
+            writeInt(&buf, Int32(6))
+            FfiConverterString.write(reason, into: &buf)
+            FfiConverterBool.write(transient, into: &buf)
+            FfiConverterOptionString.write(code, into: &buf)
+            
+        
+        case let .NotAuthorized(reason,transient,code):
+            writeInt(&buf, Int32(7))
+            FfiConverterString.write(reason, into: &buf)
+            FfiConverterBool.write(transient, into: &buf)
+            FfiConverterOptionString.write(code, into: &buf)
+            
+        
+        case let .NotMember(reason,transient,code):
+            writeInt(&buf, Int32(8))
+            FfiConverterString.write(reason, into: &buf)
+            FfiConverterBool.write(transient, into: &buf)
+            FfiConverterOptionString.write(code, into: &buf)
+            
+        
+        case let .NotOwner(reason,transient,code):
+            writeInt(&buf, Int32(9))
+            FfiConverterString.write(reason, into: &buf)
+            FfiConverterBool.write(transient, into: &buf)
+            FfiConverterOptionString.write(code, into: &buf)
+            
+        
+        case let .NoKey(reason,transient,code):
+            writeInt(&buf, Int32(10))
+            FfiConverterString.write(reason, into: &buf)
+            FfiConverterBool.write(transient, into: &buf)
+            FfiConverterOptionString.write(code, into: &buf)
+            
+        
+        case let .RoomExists(reason,transient,code):
+            writeInt(&buf, Int32(11))
+            FfiConverterString.write(reason, into: &buf)
+            FfiConverterBool.write(transient, into: &buf)
+            FfiConverterOptionString.write(code, into: &buf)
+            
+        
+        case let .UnknownUser(reason,transient,code):
+            writeInt(&buf, Int32(12))
+            FfiConverterString.write(reason, into: &buf)
+            FfiConverterBool.write(transient, into: &buf)
+            FfiConverterOptionString.write(code, into: &buf)
+            
+        
+        case let .EpochConflict(reason,transient,code):
+            writeInt(&buf, Int32(13))
+            FfiConverterString.write(reason, into: &buf)
+            FfiConverterBool.write(transient, into: &buf)
+            FfiConverterOptionString.write(code, into: &buf)
+            
+        
+        case let .RecipientsMismatch(reason,transient,code):
+            writeInt(&buf, Int32(14))
+            FfiConverterString.write(reason, into: &buf)
+            FfiConverterBool.write(transient, into: &buf)
+            FfiConverterOptionString.write(code, into: &buf)
+            
+        
+        case let .BadManifest(reason,transient,code):
+            writeInt(&buf, Int32(15))
+            FfiConverterString.write(reason, into: &buf)
+            FfiConverterBool.write(transient, into: &buf)
+            FfiConverterOptionString.write(code, into: &buf)
+            
+        
+        case let .BadRequest(reason,transient,code):
+            writeInt(&buf, Int32(16))
+            FfiConverterString.write(reason, into: &buf)
+            FfiConverterBool.write(transient, into: &buf)
+            FfiConverterOptionString.write(code, into: &buf)
+            
+        
+        case let .NotFound(reason,transient,code):
+            writeInt(&buf, Int32(17))
+            FfiConverterString.write(reason, into: &buf)
+            FfiConverterBool.write(transient, into: &buf)
+            FfiConverterOptionString.write(code, into: &buf)
+            
+        
+        case let .Unavailable(reason,transient,code):
+            writeInt(&buf, Int32(18))
+            FfiConverterString.write(reason, into: &buf)
+            FfiConverterBool.write(transient, into: &buf)
+            FfiConverterOptionString.write(code, into: &buf)
+            
+        
+        case let .ServerFault(reason,transient,code):
+            writeInt(&buf, Int32(19))
+            FfiConverterString.write(reason, into: &buf)
+            FfiConverterBool.write(transient, into: &buf)
+            FfiConverterOptionString.write(code, into: &buf)
+            
+        
+        case let .ReplyTooLarge(reason,transient,code):
+            writeInt(&buf, Int32(20))
+            FfiConverterString.write(reason, into: &buf)
+            FfiConverterBool.write(transient, into: &buf)
+            FfiConverterOptionString.write(code, into: &buf)
+            
+        
+        case let .Refused(reason,transient,code):
+            writeInt(&buf, Int32(21))
+            FfiConverterString.write(reason, into: &buf)
+            FfiConverterBool.write(transient, into: &buf)
+            FfiConverterOptionString.write(code, into: &buf)
+            
+        
+        case let .InvalidReply(reason,transient,code):
+            writeInt(&buf, Int32(22))
+            FfiConverterString.write(reason, into: &buf)
+            FfiConverterBool.write(transient, into: &buf)
+            FfiConverterOptionString.write(code, into: &buf)
+            
+        
+        case let .Verification(reason,transient,code):
+            writeInt(&buf, Int32(23))
+            FfiConverterString.write(reason, into: &buf)
+            FfiConverterBool.write(transient, into: &buf)
+            FfiConverterOptionString.write(code, into: &buf)
+            
+        
+        case let .OwnerChanged(reason,transient,code):
+            writeInt(&buf, Int32(24))
+            FfiConverterString.write(reason, into: &buf)
+            FfiConverterBool.write(transient, into: &buf)
+            FfiConverterOptionString.write(code, into: &buf)
+            
+        
+        case let .EpochRollback(reason,transient,code):
+            writeInt(&buf, Int32(25))
+            FfiConverterString.write(reason, into: &buf)
+            FfiConverterBool.write(transient, into: &buf)
+            FfiConverterOptionString.write(code, into: &buf)
+            
+        
+        case let .Trust(reason,transient,code):
+            writeInt(&buf, Int32(26))
+            FfiConverterString.write(reason, into: &buf)
+            FfiConverterBool.write(transient, into: &buf)
+            FfiConverterOptionString.write(code, into: &buf)
+            
+        
+        case let .Seal(reason,transient,code):
+            writeInt(&buf, Int32(27))
+            FfiConverterString.write(reason, into: &buf)
+            FfiConverterBool.write(transient, into: &buf)
+            FfiConverterOptionString.write(code, into: &buf)
+            
+        
+        case let .RequestTooLarge(reason,transient,code):
+            writeInt(&buf, Int32(28))
+            FfiConverterString.write(reason, into: &buf)
+            FfiConverterBool.write(transient, into: &buf)
+            FfiConverterOptionString.write(code, into: &buf)
+            
+        
+        case let .Internal(reason,transient,code):
+            writeInt(&buf, Int32(29))
+            FfiConverterString.write(reason, into: &buf)
+            FfiConverterBool.write(transient, into: &buf)
+            FfiConverterOptionString.write(code, into: &buf)
+            
+        
+        case let .InvalidArgument(reason,transient,code):
+            writeInt(&buf, Int32(30))
+            FfiConverterString.write(reason, into: &buf)
+            FfiConverterBool.write(transient, into: &buf)
+            FfiConverterOptionString.write(code, into: &buf)
+            
+        
+        case let .Other(reason,transient,code):
+            writeInt(&buf, Int32(31))
+            FfiConverterString.write(reason, into: &buf)
+            FfiConverterBool.write(transient, into: &buf)
+            FfiConverterOptionString.write(code, into: &buf)
+            
         }
     }
 }

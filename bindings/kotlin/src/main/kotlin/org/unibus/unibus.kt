@@ -991,6 +991,18 @@ internal object UniffiLib {
     ): RustBuffer.ByValue
     external fun uniffi_unibus_ffi_fn_method_truststore_rooms(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
+    external fun uniffi_unibus_ffi_fn_method_registererror_is_transient(`ptr`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Byte
+    external fun uniffi_unibus_ffi_fn_method_registererror_refusal_code(`ptr`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_unibus_ffi_fn_method_registererror_uniffi_trait_display(`ptr`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_unibus_ffi_fn_method_sessionerror_is_transient(`ptr`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Byte
+    external fun uniffi_unibus_ffi_fn_method_sessionerror_refusal_code(`ptr`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_unibus_ffi_fn_method_sessionerror_uniffi_trait_display(`ptr`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
     external fun uniffi_unibus_ffi_fn_func_register(`link`: Long,`identity`: Long,`options`: RustBuffer.ByValue,
     ): Long
     external fun uniffi_unibus_ffi_fn_func_validate_kex_public_key(`hex`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
@@ -5741,82 +5753,390 @@ public object FfiConverterTypePlatformError : FfiConverterRustBuffer<PlatformExc
 /**
  * Redeeming an invite failed. Retrying with the same identity and link is always safe.
  */
-sealed class RegisterException(message: String): kotlin.Exception(message) {
-        
+sealed class RegisterException: kotlin.Exception() {
+    
     /**
      * The server knows no invite with this token.
      */
-        class InviteUnknown(message: String) : RegisterException(message)
+    class InviteUnknown(
         
+        /**
+         * What went wrong and what to do, with its causes.
+         */
+        val `reason`: kotlin.String, 
+        
+        /**
+         * Whether retrying the same call later may succeed.
+         */
+        val `transient`: kotlin.Boolean, 
+        
+        /**
+         * The server's protocol code, when the server refused the call.
+         */
+        val `code`: kotlin.String?
+        ) : RegisterException() {
+        override val message
+            get() = "reason=${ `reason` }, transient=${ `transient` }, code=${ `code` }"
+    }
+    
     /**
      * Another key already redeemed the invite.
      */
-        class InviteUsed(message: String) : RegisterException(message)
+    class InviteUsed(
         
+        /**
+         * What went wrong and what to do, with its causes.
+         */
+        val `reason`: kotlin.String, 
+        
+        /**
+         * Whether retrying the same call later may succeed.
+         */
+        val `transient`: kotlin.Boolean, 
+        
+        /**
+         * The server's protocol code, when the server refused the call.
+         */
+        val `code`: kotlin.String?
+        ) : RegisterException() {
+        override val message
+            get() = "reason=${ `reason` }, transient=${ `transient` }, code=${ `code` }"
+    }
+    
     /**
      * This identity is already registered; it can log in as it is.
      */
-        class AlreadyRegistered(message: String) : RegisterException(message)
+    class AlreadyRegistered(
         
+        /**
+         * What went wrong and what to do, with its causes.
+         */
+        val `reason`: kotlin.String, 
+        
+        /**
+         * Whether retrying the same call later may succeed.
+         */
+        val `transient`: kotlin.Boolean, 
+        
+        /**
+         * The server's protocol code, when the server refused the call.
+         */
+        val `code`: kotlin.String?
+        ) : RegisterException() {
+        override val message
+            get() = "reason=${ `reason` }, transient=${ `transient` }, code=${ `code` }"
+    }
+    
     /**
      * An admin deleted this identity; it can never register again. Make a new identity.
      */
-        class UserDeleted(message: String) : RegisterException(message)
+    class UserDeleted(
         
+        /**
+         * What went wrong and what to do, with its causes.
+         */
+        val `reason`: kotlin.String, 
+        
+        /**
+         * Whether retrying the same call later may succeed.
+         */
+        val `transient`: kotlin.Boolean, 
+        
+        /**
+         * The server's protocol code, when the server refused the call.
+         */
+        val `code`: kotlin.String?
+        ) : RegisterException() {
+        override val message
+            get() = "reason=${ `reason` }, transient=${ `transient` }, code=${ `code` }"
+    }
+    
     /**
      * The invite has expired.
      */
-        class InviteExpired(message: String) : RegisterException(message)
+    class InviteExpired(
         
+        /**
+         * What went wrong and what to do, with its causes.
+         */
+        val `reason`: kotlin.String, 
+        
+        /**
+         * Whether retrying the same call later may succeed.
+         */
+        val `transient`: kotlin.Boolean, 
+        
+        /**
+         * The server's protocol code, when the server refused the call.
+         */
+        val `code`: kotlin.String?
+        ) : RegisterException() {
+        override val message
+            get() = "reason=${ `reason` }, transient=${ `transient` }, code=${ `code` }"
+    }
+    
     /**
      * An admin cancelled the invite.
      */
-        class InviteCancelled(message: String) : RegisterException(message)
+    class InviteCancelled(
         
+        /**
+         * What went wrong and what to do, with its causes.
+         */
+        val `reason`: kotlin.String, 
+        
+        /**
+         * Whether retrying the same call later may succeed.
+         */
+        val `transient`: kotlin.Boolean, 
+        
+        /**
+         * The server's protocol code, when the server refused the call.
+         */
+        val `code`: kotlin.String?
+        ) : RegisterException() {
+        override val message
+            get() = "reason=${ `reason` }, transient=${ `transient` }, code=${ `code` }"
+    }
+    
     /**
      * The server refused the request itself (a protocol mismatch); retrying will not help.
      */
-        class Rejected(message: String) : RegisterException(message)
+    class Rejected(
         
+        /**
+         * What went wrong and what to do, with its causes.
+         */
+        val `reason`: kotlin.String, 
+        
+        /**
+         * Whether retrying the same call later may succeed.
+         */
+        val `transient`: kotlin.Boolean, 
+        
+        /**
+         * The server's protocol code, when the server refused the call.
+         */
+        val `code`: kotlin.String?
+        ) : RegisterException() {
+        override val message
+            get() = "reason=${ `reason` }, transient=${ `transient` }, code=${ `code` }"
+    }
+    
     /**
      * Too many attempts from this address; wait and retry.
      */
-        class RateLimited(message: String) : RegisterException(message)
+    class RateLimited(
         
+        /**
+         * What went wrong and what to do, with its causes.
+         */
+        val `reason`: kotlin.String, 
+        
+        /**
+         * Whether retrying the same call later may succeed.
+         */
+        val `transient`: kotlin.Boolean, 
+        
+        /**
+         * The server's protocol code, when the server refused the call.
+         */
+        val `code`: kotlin.String?
+        ) : RegisterException() {
+        override val message
+            get() = "reason=${ `reason` }, transient=${ `transient` }, code=${ `code` }"
+    }
+    
     /**
      * The server is unavailable; retry later.
      */
-        class Unavailable(message: String) : RegisterException(message)
+    class Unavailable(
         
+        /**
+         * What went wrong and what to do, with its causes.
+         */
+        val `reason`: kotlin.String, 
+        
+        /**
+         * Whether retrying the same call later may succeed.
+         */
+        val `transient`: kotlin.Boolean, 
+        
+        /**
+         * The server's protocol code, when the server refused the call.
+         */
+        val `code`: kotlin.String?
+        ) : RegisterException() {
+        override val message
+            get() = "reason=${ `reason` }, transient=${ `transient` }, code=${ `code` }"
+    }
+    
     /**
      * The server could not be reached; retry later.
      */
-        class Transport(message: String) : RegisterException(message)
+    class Transport(
         
+        /**
+         * What went wrong and what to do, with its causes.
+         */
+        val `reason`: kotlin.String, 
+        
+        /**
+         * Whether retrying the same call later may succeed.
+         */
+        val `transient`: kotlin.Boolean, 
+        
+        /**
+         * The server's protocol code, when the server refused the call.
+         */
+        val `code`: kotlin.String?
+        ) : RegisterException() {
+        override val message
+            get() = "reason=${ `reason` }, transient=${ `transient` }, code=${ `code` }"
+    }
+    
     /**
      * The server's reply is not a registration of this identity.
      */
-        class InvalidResponse(message: String) : RegisterException(message)
+    class InvalidResponse(
         
+        /**
+         * What went wrong and what to do, with its causes.
+         */
+        val `reason`: kotlin.String, 
+        
+        /**
+         * Whether retrying the same call later may succeed.
+         */
+        val `transient`: kotlin.Boolean, 
+        
+        /**
+         * The server's protocol code, when the server refused the call.
+         */
+        val `code`: kotlin.String?
+        ) : RegisterException() {
+        override val message
+            get() = "reason=${ `reason` }, transient=${ `transient` }, code=${ `code` }"
+    }
+    
     /**
      * HTTPS could not be set up (for example an unusable root certificate).
      */
-        class Tls(message: String) : RegisterException(message)
+    class Tls(
         
+        /**
+         * What went wrong and what to do, with its causes.
+         */
+        val `reason`: kotlin.String, 
+        
+        /**
+         * Whether retrying the same call later may succeed.
+         */
+        val `transient`: kotlin.Boolean, 
+        
+        /**
+         * The server's protocol code, when the server refused the call.
+         */
+        val `code`: kotlin.String?
+        ) : RegisterException() {
+        override val message
+            get() = "reason=${ `reason` }, transient=${ `transient` }, code=${ `code` }"
+    }
+    
     /**
      * An SDK task failed unexpectedly (see the message).
      */
-        class Internal(message: String) : RegisterException(message)
+    class Internal(
         
+        /**
+         * What went wrong and what to do, with its causes.
+         */
+        val `reason`: kotlin.String, 
+        
+        /**
+         * Whether retrying the same call later may succeed.
+         */
+        val `transient`: kotlin.Boolean, 
+        
+        /**
+         * The server's protocol code, when the server refused the call.
+         */
+        val `code`: kotlin.String?
+        ) : RegisterException() {
+        override val message
+            get() = "reason=${ `reason` }, transient=${ `transient` }, code=${ `code` }"
+    }
+    
     /**
-     * An error this version of the bindings does not name; the message says what.
+     * An error this version of the bindings does not name; the reason says what.
      */
-        class Other(message: String) : RegisterException(message)
+    class Other(
         
+        /**
+         * What went wrong and what to do, with its causes.
+         */
+        val `reason`: kotlin.String, 
+        
+        /**
+         * Whether retrying the same call later may succeed.
+         */
+        val `transient`: kotlin.Boolean, 
+        
+        /**
+         * The server's protocol code, when the server refused the call.
+         */
+        val `code`: kotlin.String?
+        ) : RegisterException() {
+        override val message
+            get() = "reason=${ `reason` }, transient=${ `transient` }, code=${ `code` }"
+    }
+    
+
+    
+        /**
+         * Whether retrying the same call later may succeed (transport trouble, an
+         * unavailable server), as opposed to a refusal or a failed check.
+         */ fun `isTransient`(): kotlin.Boolean {
+            return FfiConverterBoolean.lift(
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_unibus_ffi_fn_method_registererror_is_transient(FfiConverterTypeRegisterError.lower(this),
+        _status)
+}
+    )
+    }
+    
+
+    
+        /**
+         * The server's protocol code when the server refused the call (for example
+         * `not_member`; `docs/protocol.md` §10 and §12.3), or `None`.
+         */ fun `refusalCode`(): kotlin.String? {
+            return FfiConverterOptionalString.lift(
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_unibus_ffi_fn_method_registererror_refusal_code(FfiConverterTypeRegisterError.lower(this),
+        _status)
+}
+    )
+    }
+    
+
+    
+
+    // The local Rust `Display`/`Debug` implementation.
+    override fun toString(): String {
+        return FfiConverterString.lift(
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_unibus_ffi_fn_method_registererror_uniffi_trait_display(FfiConverterTypeRegisterError.lower(this),
+        _status)
+}
+    )
+    }
 
     companion object ErrorHandler : UniffiRustCallStatusErrorHandler<RegisterException> {
         override fun lift(error_buf: RustBuffer.ByValue): RegisterException = FfiConverterTypeRegisterError.lift(error_buf)
     }
+
+    
 }
 
 /**
@@ -5825,86 +6145,283 @@ sealed class RegisterException(message: String): kotlin.Exception(message) {
 public object FfiConverterTypeRegisterError : FfiConverterRustBuffer<RegisterException> {
     override fun read(buf: ByteBuffer): RegisterException {
         
-            return when(buf.getInt()) {
-            1 -> RegisterException.InviteUnknown(FfiConverterString.read(buf))
-            2 -> RegisterException.InviteUsed(FfiConverterString.read(buf))
-            3 -> RegisterException.AlreadyRegistered(FfiConverterString.read(buf))
-            4 -> RegisterException.UserDeleted(FfiConverterString.read(buf))
-            5 -> RegisterException.InviteExpired(FfiConverterString.read(buf))
-            6 -> RegisterException.InviteCancelled(FfiConverterString.read(buf))
-            7 -> RegisterException.Rejected(FfiConverterString.read(buf))
-            8 -> RegisterException.RateLimited(FfiConverterString.read(buf))
-            9 -> RegisterException.Unavailable(FfiConverterString.read(buf))
-            10 -> RegisterException.Transport(FfiConverterString.read(buf))
-            11 -> RegisterException.InvalidResponse(FfiConverterString.read(buf))
-            12 -> RegisterException.Tls(FfiConverterString.read(buf))
-            13 -> RegisterException.Internal(FfiConverterString.read(buf))
-            14 -> RegisterException.Other(FfiConverterString.read(buf))
+
+        return when(buf.getInt()) {
+            1 -> RegisterException.InviteUnknown(
+                FfiConverterString.read(buf),
+                FfiConverterBoolean.read(buf),
+                FfiConverterOptionalString.read(buf),
+                )
+            2 -> RegisterException.InviteUsed(
+                FfiConverterString.read(buf),
+                FfiConverterBoolean.read(buf),
+                FfiConverterOptionalString.read(buf),
+                )
+            3 -> RegisterException.AlreadyRegistered(
+                FfiConverterString.read(buf),
+                FfiConverterBoolean.read(buf),
+                FfiConverterOptionalString.read(buf),
+                )
+            4 -> RegisterException.UserDeleted(
+                FfiConverterString.read(buf),
+                FfiConverterBoolean.read(buf),
+                FfiConverterOptionalString.read(buf),
+                )
+            5 -> RegisterException.InviteExpired(
+                FfiConverterString.read(buf),
+                FfiConverterBoolean.read(buf),
+                FfiConverterOptionalString.read(buf),
+                )
+            6 -> RegisterException.InviteCancelled(
+                FfiConverterString.read(buf),
+                FfiConverterBoolean.read(buf),
+                FfiConverterOptionalString.read(buf),
+                )
+            7 -> RegisterException.Rejected(
+                FfiConverterString.read(buf),
+                FfiConverterBoolean.read(buf),
+                FfiConverterOptionalString.read(buf),
+                )
+            8 -> RegisterException.RateLimited(
+                FfiConverterString.read(buf),
+                FfiConverterBoolean.read(buf),
+                FfiConverterOptionalString.read(buf),
+                )
+            9 -> RegisterException.Unavailable(
+                FfiConverterString.read(buf),
+                FfiConverterBoolean.read(buf),
+                FfiConverterOptionalString.read(buf),
+                )
+            10 -> RegisterException.Transport(
+                FfiConverterString.read(buf),
+                FfiConverterBoolean.read(buf),
+                FfiConverterOptionalString.read(buf),
+                )
+            11 -> RegisterException.InvalidResponse(
+                FfiConverterString.read(buf),
+                FfiConverterBoolean.read(buf),
+                FfiConverterOptionalString.read(buf),
+                )
+            12 -> RegisterException.Tls(
+                FfiConverterString.read(buf),
+                FfiConverterBoolean.read(buf),
+                FfiConverterOptionalString.read(buf),
+                )
+            13 -> RegisterException.Internal(
+                FfiConverterString.read(buf),
+                FfiConverterBoolean.read(buf),
+                FfiConverterOptionalString.read(buf),
+                )
+            14 -> RegisterException.Other(
+                FfiConverterString.read(buf),
+                FfiConverterBoolean.read(buf),
+                FfiConverterOptionalString.read(buf),
+                )
             else -> throw RuntimeException("invalid error enum value, something is very wrong!!")
         }
-        
     }
 
     override fun allocationSize(value: RegisterException): ULong {
-        return 4UL
+        return when(value) {
+            is RegisterException.InviteUnknown -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`reason`)
+                + FfiConverterBoolean.allocationSize(value.`transient`)
+                + FfiConverterOptionalString.allocationSize(value.`code`)
+            )
+            is RegisterException.InviteUsed -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`reason`)
+                + FfiConverterBoolean.allocationSize(value.`transient`)
+                + FfiConverterOptionalString.allocationSize(value.`code`)
+            )
+            is RegisterException.AlreadyRegistered -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`reason`)
+                + FfiConverterBoolean.allocationSize(value.`transient`)
+                + FfiConverterOptionalString.allocationSize(value.`code`)
+            )
+            is RegisterException.UserDeleted -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`reason`)
+                + FfiConverterBoolean.allocationSize(value.`transient`)
+                + FfiConverterOptionalString.allocationSize(value.`code`)
+            )
+            is RegisterException.InviteExpired -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`reason`)
+                + FfiConverterBoolean.allocationSize(value.`transient`)
+                + FfiConverterOptionalString.allocationSize(value.`code`)
+            )
+            is RegisterException.InviteCancelled -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`reason`)
+                + FfiConverterBoolean.allocationSize(value.`transient`)
+                + FfiConverterOptionalString.allocationSize(value.`code`)
+            )
+            is RegisterException.Rejected -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`reason`)
+                + FfiConverterBoolean.allocationSize(value.`transient`)
+                + FfiConverterOptionalString.allocationSize(value.`code`)
+            )
+            is RegisterException.RateLimited -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`reason`)
+                + FfiConverterBoolean.allocationSize(value.`transient`)
+                + FfiConverterOptionalString.allocationSize(value.`code`)
+            )
+            is RegisterException.Unavailable -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`reason`)
+                + FfiConverterBoolean.allocationSize(value.`transient`)
+                + FfiConverterOptionalString.allocationSize(value.`code`)
+            )
+            is RegisterException.Transport -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`reason`)
+                + FfiConverterBoolean.allocationSize(value.`transient`)
+                + FfiConverterOptionalString.allocationSize(value.`code`)
+            )
+            is RegisterException.InvalidResponse -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`reason`)
+                + FfiConverterBoolean.allocationSize(value.`transient`)
+                + FfiConverterOptionalString.allocationSize(value.`code`)
+            )
+            is RegisterException.Tls -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`reason`)
+                + FfiConverterBoolean.allocationSize(value.`transient`)
+                + FfiConverterOptionalString.allocationSize(value.`code`)
+            )
+            is RegisterException.Internal -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`reason`)
+                + FfiConverterBoolean.allocationSize(value.`transient`)
+                + FfiConverterOptionalString.allocationSize(value.`code`)
+            )
+            is RegisterException.Other -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`reason`)
+                + FfiConverterBoolean.allocationSize(value.`transient`)
+                + FfiConverterOptionalString.allocationSize(value.`code`)
+            )
+        }
     }
 
     override fun write(value: RegisterException, buf: ByteBuffer) {
         when(value) {
             is RegisterException.InviteUnknown -> {
                 buf.putInt(1)
+                FfiConverterString.write(value.`reason`, buf)
+                FfiConverterBoolean.write(value.`transient`, buf)
+                FfiConverterOptionalString.write(value.`code`, buf)
                 Unit
             }
             is RegisterException.InviteUsed -> {
                 buf.putInt(2)
+                FfiConverterString.write(value.`reason`, buf)
+                FfiConverterBoolean.write(value.`transient`, buf)
+                FfiConverterOptionalString.write(value.`code`, buf)
                 Unit
             }
             is RegisterException.AlreadyRegistered -> {
                 buf.putInt(3)
+                FfiConverterString.write(value.`reason`, buf)
+                FfiConverterBoolean.write(value.`transient`, buf)
+                FfiConverterOptionalString.write(value.`code`, buf)
                 Unit
             }
             is RegisterException.UserDeleted -> {
                 buf.putInt(4)
+                FfiConverterString.write(value.`reason`, buf)
+                FfiConverterBoolean.write(value.`transient`, buf)
+                FfiConverterOptionalString.write(value.`code`, buf)
                 Unit
             }
             is RegisterException.InviteExpired -> {
                 buf.putInt(5)
+                FfiConverterString.write(value.`reason`, buf)
+                FfiConverterBoolean.write(value.`transient`, buf)
+                FfiConverterOptionalString.write(value.`code`, buf)
                 Unit
             }
             is RegisterException.InviteCancelled -> {
                 buf.putInt(6)
+                FfiConverterString.write(value.`reason`, buf)
+                FfiConverterBoolean.write(value.`transient`, buf)
+                FfiConverterOptionalString.write(value.`code`, buf)
                 Unit
             }
             is RegisterException.Rejected -> {
                 buf.putInt(7)
+                FfiConverterString.write(value.`reason`, buf)
+                FfiConverterBoolean.write(value.`transient`, buf)
+                FfiConverterOptionalString.write(value.`code`, buf)
                 Unit
             }
             is RegisterException.RateLimited -> {
                 buf.putInt(8)
+                FfiConverterString.write(value.`reason`, buf)
+                FfiConverterBoolean.write(value.`transient`, buf)
+                FfiConverterOptionalString.write(value.`code`, buf)
                 Unit
             }
             is RegisterException.Unavailable -> {
                 buf.putInt(9)
+                FfiConverterString.write(value.`reason`, buf)
+                FfiConverterBoolean.write(value.`transient`, buf)
+                FfiConverterOptionalString.write(value.`code`, buf)
                 Unit
             }
             is RegisterException.Transport -> {
                 buf.putInt(10)
+                FfiConverterString.write(value.`reason`, buf)
+                FfiConverterBoolean.write(value.`transient`, buf)
+                FfiConverterOptionalString.write(value.`code`, buf)
                 Unit
             }
             is RegisterException.InvalidResponse -> {
                 buf.putInt(11)
+                FfiConverterString.write(value.`reason`, buf)
+                FfiConverterBoolean.write(value.`transient`, buf)
+                FfiConverterOptionalString.write(value.`code`, buf)
                 Unit
             }
             is RegisterException.Tls -> {
                 buf.putInt(12)
+                FfiConverterString.write(value.`reason`, buf)
+                FfiConverterBoolean.write(value.`transient`, buf)
+                FfiConverterOptionalString.write(value.`code`, buf)
                 Unit
             }
             is RegisterException.Internal -> {
                 buf.putInt(13)
+                FfiConverterString.write(value.`reason`, buf)
+                FfiConverterBoolean.write(value.`transient`, buf)
+                FfiConverterOptionalString.write(value.`code`, buf)
                 Unit
             }
             is RegisterException.Other -> {
                 buf.putInt(14)
+                FfiConverterString.write(value.`reason`, buf)
+                FfiConverterBoolean.write(value.`transient`, buf)
+                FfiConverterOptionalString.write(value.`code`, buf)
                 Unit
             }
         }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }
@@ -6361,169 +6878,800 @@ public object FfiConverterTypeSessionEnd: FfiConverterRustBuffer<SessionEnd> {
 /**
  * A cluster session call failed. A failure is never an answer: a timeout is not "no".
  */
-sealed class SessionException(message: String): kotlin.Exception(message) {
-        
+sealed class SessionException: kotlin.Exception() {
+    
     /**
      * The cluster refused the login: not an active user.
      */
-        class LoginRefused(message: String) : SessionException(message)
+    class LoginRefused(
         
+        /**
+         * What went wrong and what to do, with its causes.
+         */
+        val `reason`: kotlin.String, 
+        
+        /**
+         * Whether retrying the same call later may succeed.
+         */
+        val `transient`: kotlin.Boolean, 
+        
+        /**
+         * The server's protocol code, when the server refused the call.
+         */
+        val `code`: kotlin.String?
+        ) : SessionException() {
+        override val message
+            get() = "reason=${ `reason` }, transient=${ `transient` }, code=${ `code` }"
+    }
+    
     /**
      * The cluster could not be reached to log in.
      */
-        class Connect(message: String) : SessionException(message)
+    class Connect(
         
+        /**
+         * What went wrong and what to do, with its causes.
+         */
+        val `reason`: kotlin.String, 
+        
+        /**
+         * Whether retrying the same call later may succeed.
+         */
+        val `transient`: kotlin.Boolean, 
+        
+        /**
+         * The server's protocol code, when the server refused the call.
+         */
+        val `code`: kotlin.String?
+        ) : SessionException() {
+        override val message
+            get() = "reason=${ `reason` }, transient=${ `transient` }, code=${ `code` }"
+    }
+    
     /**
      * No answer in time; retry.
      */
-        class Timeout(message: String) : SessionException(message)
+    class Timeout(
         
+        /**
+         * What went wrong and what to do, with its causes.
+         */
+        val `reason`: kotlin.String, 
+        
+        /**
+         * Whether retrying the same call later may succeed.
+         */
+        val `transient`: kotlin.Boolean, 
+        
+        /**
+         * The server's protocol code, when the server refused the call.
+         */
+        val `code`: kotlin.String?
+        ) : SessionException() {
+        override val message
+            get() = "reason=${ `reason` }, transient=${ `transient` }, code=${ `code` }"
+    }
+    
     /**
      * No membershipd is answering; retry later.
      */
-        class NoResponders(message: String) : SessionException(message)
+    class NoResponders(
         
+        /**
+         * What went wrong and what to do, with its causes.
+         */
+        val `reason`: kotlin.String, 
+        
+        /**
+         * Whether retrying the same call later may succeed.
+         */
+        val `transient`: kotlin.Boolean, 
+        
+        /**
+         * The server's protocol code, when the server refused the call.
+         */
+        val `code`: kotlin.String?
+        ) : SessionException() {
+        override val message
+            get() = "reason=${ `reason` }, transient=${ `transient` }, code=${ `code` }"
+    }
+    
     /**
      * The request could not be sent.
      */
-        class Transport(message: String) : SessionException(message)
+    class Transport(
         
+        /**
+         * What went wrong and what to do, with its causes.
+         */
+        val `reason`: kotlin.String, 
+        
+        /**
+         * Whether retrying the same call later may succeed.
+         */
+        val `transient`: kotlin.Boolean, 
+        
+        /**
+         * The server's protocol code, when the server refused the call.
+         */
+        val `code`: kotlin.String?
+        ) : SessionException() {
+        override val message
+            get() = "reason=${ `reason` }, transient=${ `transient` }, code=${ `code` }"
+    }
+    
     /**
      * The session has ended (closed or revoked); connect a new one.
      */
-        class Ended(message: String) : SessionException(message)
+    class Ended(
         
+        /**
+         * What went wrong and what to do, with its causes.
+         */
+        val `reason`: kotlin.String, 
+        
+        /**
+         * Whether retrying the same call later may succeed.
+         */
+        val `transient`: kotlin.Boolean, 
+        
+        /**
+         * The server's protocol code, when the server refused the call.
+         */
+        val `code`: kotlin.String?
+        ) : SessionException() {
+        override val message
+            get() = "reason=${ `reason` }, transient=${ `transient` }, code=${ `code` }"
+    }
+    
     /**
      * This identity is no longer an active user.
      */
-        class NotAuthorized(message: String) : SessionException(message)
+    class NotAuthorized(
         
+        /**
+         * What went wrong and what to do, with its causes.
+         */
+        val `reason`: kotlin.String, 
+        
+        /**
+         * Whether retrying the same call later may succeed.
+         */
+        val `transient`: kotlin.Boolean, 
+        
+        /**
+         * The server's protocol code, when the server refused the call.
+         */
+        val `code`: kotlin.String?
+        ) : SessionException() {
+        override val message
+            get() = "reason=${ `reason` }, transient=${ `transient` }, code=${ `code` }"
+    }
+    
     /**
      * Not a member of the room (or no such room).
      */
-        class NotMember(message: String) : SessionException(message)
+    class NotMember(
         
+        /**
+         * What went wrong and what to do, with its causes.
+         */
+        val `reason`: kotlin.String, 
+        
+        /**
+         * Whether retrying the same call later may succeed.
+         */
+        val `transient`: kotlin.Boolean, 
+        
+        /**
+         * The server's protocol code, when the server refused the call.
+         */
+        val `code`: kotlin.String?
+        ) : SessionException() {
+        override val message
+            get() = "reason=${ `reason` }, transient=${ `transient` }, code=${ `code` }"
+    }
+    
     /**
      * Only the room's owner may do this.
      */
-        class NotOwner(message: String) : SessionException(message)
+    class NotOwner(
         
+        /**
+         * What went wrong and what to do, with its causes.
+         */
+        val `reason`: kotlin.String, 
+        
+        /**
+         * Whether retrying the same call later may succeed.
+         */
+        val `transient`: kotlin.Boolean, 
+        
+        /**
+         * The server's protocol code, when the server refused the call.
+         */
+        val `code`: kotlin.String?
+        ) : SessionException() {
+        override val message
+            get() = "reason=${ `reason` }, transient=${ `transient` }, code=${ `code` }"
+    }
+    
     /**
      * No key is sealed to this identity at that epoch.
      */
-        class NoKey(message: String) : SessionException(message)
+    class NoKey(
         
+        /**
+         * What went wrong and what to do, with its causes.
+         */
+        val `reason`: kotlin.String, 
+        
+        /**
+         * Whether retrying the same call later may succeed.
+         */
+        val `transient`: kotlin.Boolean, 
+        
+        /**
+         * The server's protocol code, when the server refused the call.
+         */
+        val `code`: kotlin.String?
+        ) : SessionException() {
+        override val message
+            get() = "reason=${ `reason` }, transient=${ `transient` }, code=${ `code` }"
+    }
+    
     /**
      * A room with this id exists.
      */
-        class RoomExists(message: String) : SessionException(message)
+    class RoomExists(
         
+        /**
+         * What went wrong and what to do, with its causes.
+         */
+        val `reason`: kotlin.String, 
+        
+        /**
+         * Whether retrying the same call later may succeed.
+         */
+        val `transient`: kotlin.Boolean, 
+        
+        /**
+         * The server's protocol code, when the server refused the call.
+         */
+        val `code`: kotlin.String?
+        ) : SessionException() {
+        override val message
+            get() = "reason=${ `reason` }, transient=${ `transient` }, code=${ `code` }"
+    }
+    
     /**
      * No active user has this key.
      */
-        class UnknownUser(message: String) : SessionException(message)
+    class UnknownUser(
         
+        /**
+         * What went wrong and what to do, with its causes.
+         */
+        val `reason`: kotlin.String, 
+        
+        /**
+         * Whether retrying the same call later may succeed.
+         */
+        val `transient`: kotlin.Boolean, 
+        
+        /**
+         * The server's protocol code, when the server refused the call.
+         */
+        val `code`: kotlin.String?
+        ) : SessionException() {
+        override val message
+            get() = "reason=${ `reason` }, transient=${ `transient` }, code=${ `code` }"
+    }
+    
     /**
      * Another rekey came first, on every attempt.
      */
-        class EpochConflict(message: String) : SessionException(message)
+    class EpochConflict(
         
+        /**
+         * What went wrong and what to do, with its causes.
+         */
+        val `reason`: kotlin.String, 
+        
+        /**
+         * Whether retrying the same call later may succeed.
+         */
+        val `transient`: kotlin.Boolean, 
+        
+        /**
+         * The server's protocol code, when the server refused the call.
+         */
+        val `code`: kotlin.String?
+        ) : SessionException() {
+        override val message
+            get() = "reason=${ `reason` }, transient=${ `transient` }, code=${ `code` }"
+    }
+    
     /**
      * The members changed during the rekey, on every attempt.
      */
-        class RecipientsMismatch(message: String) : SessionException(message)
+    class RecipientsMismatch(
         
+        /**
+         * What went wrong and what to do, with its causes.
+         */
+        val `reason`: kotlin.String, 
+        
+        /**
+         * Whether retrying the same call later may succeed.
+         */
+        val `transient`: kotlin.Boolean, 
+        
+        /**
+         * The server's protocol code, when the server refused the call.
+         */
+        val `code`: kotlin.String?
+        ) : SessionException() {
+        override val message
+            get() = "reason=${ `reason` }, transient=${ `transient` }, code=${ `code` }"
+    }
+    
     /**
      * membershipd refused the rekey manifest.
      */
-        class BadManifest(message: String) : SessionException(message)
+    class BadManifest(
         
+        /**
+         * What went wrong and what to do, with its causes.
+         */
+        val `reason`: kotlin.String, 
+        
+        /**
+         * Whether retrying the same call later may succeed.
+         */
+        val `transient`: kotlin.Boolean, 
+        
+        /**
+         * The server's protocol code, when the server refused the call.
+         */
+        val `code`: kotlin.String?
+        ) : SessionException() {
+        override val message
+            get() = "reason=${ `reason` }, transient=${ `transient` }, code=${ `code` }"
+    }
+    
     /**
      * membershipd refused the request as malformed.
      */
-        class BadRequest(message: String) : SessionException(message)
+    class BadRequest(
         
+        /**
+         * What went wrong and what to do, with its causes.
+         */
+        val `reason`: kotlin.String, 
+        
+        /**
+         * Whether retrying the same call later may succeed.
+         */
+        val `transient`: kotlin.Boolean, 
+        
+        /**
+         * The server's protocol code, when the server refused the call.
+         */
+        val `code`: kotlin.String?
+        ) : SessionException() {
+        override val message
+            get() = "reason=${ `reason` }, transient=${ `transient` }, code=${ `code` }"
+    }
+    
     /**
      * A record changed during the request; retry.
      */
-        class NotFound(message: String) : SessionException(message)
+    class NotFound(
         
+        /**
+         * What went wrong and what to do, with its causes.
+         */
+        val `reason`: kotlin.String, 
+        
+        /**
+         * Whether retrying the same call later may succeed.
+         */
+        val `transient`: kotlin.Boolean, 
+        
+        /**
+         * The server's protocol code, when the server refused the call.
+         */
+        val `code`: kotlin.String?
+        ) : SessionException() {
+        override val message
+            get() = "reason=${ `reason` }, transient=${ `transient` }, code=${ `code` }"
+    }
+    
     /**
      * membershipd's store is unavailable; retry later.
      */
-        class Unavailable(message: String) : SessionException(message)
+    class Unavailable(
         
+        /**
+         * What went wrong and what to do, with its causes.
+         */
+        val `reason`: kotlin.String, 
+        
+        /**
+         * Whether retrying the same call later may succeed.
+         */
+        val `transient`: kotlin.Boolean, 
+        
+        /**
+         * The server's protocol code, when the server refused the call.
+         */
+        val `code`: kotlin.String?
+        ) : SessionException() {
+        override val message
+            get() = "reason=${ `reason` }, transient=${ `transient` }, code=${ `code` }"
+    }
+    
     /**
      * membershipd could not read its own records; not this client's fault.
      */
-        class ServerFault(message: String) : SessionException(message)
+    class ServerFault(
         
+        /**
+         * What went wrong and what to do, with its causes.
+         */
+        val `reason`: kotlin.String, 
+        
+        /**
+         * Whether retrying the same call later may succeed.
+         */
+        val `transient`: kotlin.Boolean, 
+        
+        /**
+         * The server's protocol code, when the server refused the call.
+         */
+        val `code`: kotlin.String?
+        ) : SessionException() {
+        override val message
+            get() = "reason=${ `reason` }, transient=${ `transient` }, code=${ `code` }"
+    }
+    
     /**
      * membershipd's reply was larger than the cluster's message limit.
      */
-        class ReplyTooLarge(message: String) : SessionException(message)
+    class ReplyTooLarge(
         
+        /**
+         * What went wrong and what to do, with its causes.
+         */
+        val `reason`: kotlin.String, 
+        
+        /**
+         * Whether retrying the same call later may succeed.
+         */
+        val `transient`: kotlin.Boolean, 
+        
+        /**
+         * The server's protocol code, when the server refused the call.
+         */
+        val `code`: kotlin.String?
+        ) : SessionException() {
+        override val message
+            get() = "reason=${ `reason` }, transient=${ `transient` }, code=${ `code` }"
+    }
+    
     /**
      * A refusal code this version does not know (see the message).
      */
-        class Refused(message: String) : SessionException(message)
+    class Refused(
         
+        /**
+         * What went wrong and what to do, with its causes.
+         */
+        val `reason`: kotlin.String, 
+        
+        /**
+         * Whether retrying the same call later may succeed.
+         */
+        val `transient`: kotlin.Boolean, 
+        
+        /**
+         * The server's protocol code, when the server refused the call.
+         */
+        val `code`: kotlin.String?
+        ) : SessionException() {
+        override val message
+            get() = "reason=${ `reason` }, transient=${ `transient` }, code=${ `code` }"
+    }
+    
     /**
      * membershipd's reply is malformed.
      */
-        class InvalidReply(message: String) : SessionException(message)
+    class InvalidReply(
         
+        /**
+         * What went wrong and what to do, with its causes.
+         */
+        val `reason`: kotlin.String, 
+        
+        /**
+         * Whether retrying the same call later may succeed.
+         */
+        val `transient`: kotlin.Boolean, 
+        
+        /**
+         * The server's protocol code, when the server refused the call.
+         */
+        val `code`: kotlin.String?
+        ) : SessionException() {
+        override val message
+            get() = "reason=${ `reason` }, transient=${ `transient` }, code=${ `code` }"
+    }
+    
     /**
      * The room key did not verify; it was not used.
      */
-        class Verification(message: String) : SessionException(message)
+    class Verification(
         
+        /**
+         * What went wrong and what to do, with its causes.
+         */
+        val `reason`: kotlin.String, 
+        
+        /**
+         * Whether retrying the same call later may succeed.
+         */
+        val `transient`: kotlin.Boolean, 
+        
+        /**
+         * The server's protocol code, when the server refused the call.
+         */
+        val `code`: kotlin.String?
+        ) : SessionException() {
+        override val message
+            get() = "reason=${ `reason` }, transient=${ `transient` }, code=${ `code` }"
+    }
+    
     /**
      * A reply named another owner for a room than the pinned one; the reply was refused.
      * Compare the new owner's safety number out of band before `accept_owner`.
      */
-        class OwnerChanged(message: String) : SessionException(message)
+    class OwnerChanged(
         
+        /**
+         * What went wrong and what to do, with its causes.
+         */
+        val `reason`: kotlin.String, 
+        
+        /**
+         * Whether retrying the same call later may succeed.
+         */
+        val `transient`: kotlin.Boolean, 
+        
+        /**
+         * The server's protocol code, when the server refused the call.
+         */
+        val `code`: kotlin.String?
+        ) : SessionException() {
+        override val message
+            get() = "reason=${ `reason` }, transient=${ `transient` }, code=${ `code` }"
+    }
+    
     /**
      * A reply offered an epoch below one this client verified as the room's latest: an
      * old key replayed. The reply was refused.
      */
-        class EpochRollback(message: String) : SessionException(message)
+    class EpochRollback(
         
+        /**
+         * What went wrong and what to do, with its causes.
+         */
+        val `reason`: kotlin.String, 
+        
+        /**
+         * Whether retrying the same call later may succeed.
+         */
+        val `transient`: kotlin.Boolean, 
+        
+        /**
+         * The server's protocol code, when the server refused the call.
+         */
+        val `code`: kotlin.String?
+        ) : SessionException() {
+        override val message
+            get() = "reason=${ `reason` }, transient=${ `transient` }, code=${ `code` }"
+    }
+    
     /**
      * The trust store could not be read or saved, or belongs to another identity.
      */
-        class Trust(message: String) : SessionException(message)
+    class Trust(
         
+        /**
+         * What went wrong and what to do, with its causes.
+         */
+        val `reason`: kotlin.String, 
+        
+        /**
+         * Whether retrying the same call later may succeed.
+         */
+        val `transient`: kotlin.Boolean, 
+        
+        /**
+         * The server's protocol code, when the server refused the call.
+         */
+        val `code`: kotlin.String?
+        ) : SessionException() {
+        override val message
+            get() = "reason=${ `reason` }, transient=${ `transient` }, code=${ `code` }"
+    }
+    
     /**
      * Sealing a new room key failed on this device.
      */
-        class Seal(message: String) : SessionException(message)
+    class Seal(
         
+        /**
+         * What went wrong and what to do, with its causes.
+         */
+        val `reason`: kotlin.String, 
+        
+        /**
+         * Whether retrying the same call later may succeed.
+         */
+        val `transient`: kotlin.Boolean, 
+        
+        /**
+         * The server's protocol code, when the server refused the call.
+         */
+        val `code`: kotlin.String?
+        ) : SessionException() {
+        override val message
+            get() = "reason=${ `reason` }, transient=${ `transient` }, code=${ `code` }"
+    }
+    
     /**
      * The request is larger than the cluster accepts in one message; no retry can succeed.
      */
-        class RequestTooLarge(message: String) : SessionException(message)
+    class RequestTooLarge(
         
+        /**
+         * What went wrong and what to do, with its causes.
+         */
+        val `reason`: kotlin.String, 
+        
+        /**
+         * Whether retrying the same call later may succeed.
+         */
+        val `transient`: kotlin.Boolean, 
+        
+        /**
+         * The server's protocol code, when the server refused the call.
+         */
+        val `code`: kotlin.String?
+        ) : SessionException() {
+        override val message
+            get() = "reason=${ `reason` }, transient=${ `transient` }, code=${ `code` }"
+    }
+    
     /**
      * The SDK failed on this device (a task panicked or its runtime is shut down).
      */
-        class Internal(message: String) : SessionException(message)
+    class Internal(
         
+        /**
+         * What went wrong and what to do, with its causes.
+         */
+        val `reason`: kotlin.String, 
+        
+        /**
+         * Whether retrying the same call later may succeed.
+         */
+        val `transient`: kotlin.Boolean, 
+        
+        /**
+         * The server's protocol code, when the server refused the call.
+         */
+        val `code`: kotlin.String?
+        ) : SessionException() {
+        override val message
+            get() = "reason=${ `reason` }, transient=${ `transient` }, code=${ `code` }"
+    }
+    
     /**
      * An argument (room id, key, URL) is malformed.
      */
-        class InvalidArgument(message: String) : SessionException(message)
+    class InvalidArgument(
         
+        /**
+         * What went wrong and what to do, with its causes.
+         */
+        val `reason`: kotlin.String, 
+        
+        /**
+         * Whether retrying the same call later may succeed.
+         */
+        val `transient`: kotlin.Boolean, 
+        
+        /**
+         * The server's protocol code, when the server refused the call.
+         */
+        val `code`: kotlin.String?
+        ) : SessionException() {
+        override val message
+            get() = "reason=${ `reason` }, transient=${ `transient` }, code=${ `code` }"
+    }
+    
     /**
-     * An error this version of the bindings does not name; the message says what.
+     * An error this version of the bindings does not name; the reason says what.
      */
-        class Other(message: String) : SessionException(message)
+    class Other(
         
+        /**
+         * What went wrong and what to do, with its causes.
+         */
+        val `reason`: kotlin.String, 
+        
+        /**
+         * Whether retrying the same call later may succeed.
+         */
+        val `transient`: kotlin.Boolean, 
+        
+        /**
+         * The server's protocol code, when the server refused the call.
+         */
+        val `code`: kotlin.String?
+        ) : SessionException() {
+        override val message
+            get() = "reason=${ `reason` }, transient=${ `transient` }, code=${ `code` }"
+    }
+    
+
+    
+        /**
+         * Whether retrying the same call later may succeed (transport trouble, an
+         * unavailable server), as opposed to a refusal or a failed check.
+         */ fun `isTransient`(): kotlin.Boolean {
+            return FfiConverterBoolean.lift(
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_unibus_ffi_fn_method_sessionerror_is_transient(FfiConverterTypeSessionError.lower(this),
+        _status)
+}
+    )
+    }
+    
+
+    
+        /**
+         * The server's protocol code when the server refused the call (for example
+         * `not_member`; `docs/protocol.md` §10 and §12.3), or `None`.
+         */ fun `refusalCode`(): kotlin.String? {
+            return FfiConverterOptionalString.lift(
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_unibus_ffi_fn_method_sessionerror_refusal_code(FfiConverterTypeSessionError.lower(this),
+        _status)
+}
+    )
+    }
+    
+
+    
+
+    // The local Rust `Display`/`Debug` implementation.
+    override fun toString(): String {
+        return FfiConverterString.lift(
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_unibus_ffi_fn_method_sessionerror_uniffi_trait_display(FfiConverterTypeSessionError.lower(this),
+        _status)
+}
+    )
+    }
 
     companion object ErrorHandler : UniffiRustCallStatusErrorHandler<SessionException> {
         override fun lift(error_buf: RustBuffer.ByValue): SessionException = FfiConverterTypeSessionError.lift(error_buf)
     }
+
+    
 }
 
 /**
@@ -6532,171 +7680,606 @@ sealed class SessionException(message: String): kotlin.Exception(message) {
 public object FfiConverterTypeSessionError : FfiConverterRustBuffer<SessionException> {
     override fun read(buf: ByteBuffer): SessionException {
         
-            return when(buf.getInt()) {
-            1 -> SessionException.LoginRefused(FfiConverterString.read(buf))
-            2 -> SessionException.Connect(FfiConverterString.read(buf))
-            3 -> SessionException.Timeout(FfiConverterString.read(buf))
-            4 -> SessionException.NoResponders(FfiConverterString.read(buf))
-            5 -> SessionException.Transport(FfiConverterString.read(buf))
-            6 -> SessionException.Ended(FfiConverterString.read(buf))
-            7 -> SessionException.NotAuthorized(FfiConverterString.read(buf))
-            8 -> SessionException.NotMember(FfiConverterString.read(buf))
-            9 -> SessionException.NotOwner(FfiConverterString.read(buf))
-            10 -> SessionException.NoKey(FfiConverterString.read(buf))
-            11 -> SessionException.RoomExists(FfiConverterString.read(buf))
-            12 -> SessionException.UnknownUser(FfiConverterString.read(buf))
-            13 -> SessionException.EpochConflict(FfiConverterString.read(buf))
-            14 -> SessionException.RecipientsMismatch(FfiConverterString.read(buf))
-            15 -> SessionException.BadManifest(FfiConverterString.read(buf))
-            16 -> SessionException.BadRequest(FfiConverterString.read(buf))
-            17 -> SessionException.NotFound(FfiConverterString.read(buf))
-            18 -> SessionException.Unavailable(FfiConverterString.read(buf))
-            19 -> SessionException.ServerFault(FfiConverterString.read(buf))
-            20 -> SessionException.ReplyTooLarge(FfiConverterString.read(buf))
-            21 -> SessionException.Refused(FfiConverterString.read(buf))
-            22 -> SessionException.InvalidReply(FfiConverterString.read(buf))
-            23 -> SessionException.Verification(FfiConverterString.read(buf))
-            24 -> SessionException.OwnerChanged(FfiConverterString.read(buf))
-            25 -> SessionException.EpochRollback(FfiConverterString.read(buf))
-            26 -> SessionException.Trust(FfiConverterString.read(buf))
-            27 -> SessionException.Seal(FfiConverterString.read(buf))
-            28 -> SessionException.RequestTooLarge(FfiConverterString.read(buf))
-            29 -> SessionException.Internal(FfiConverterString.read(buf))
-            30 -> SessionException.InvalidArgument(FfiConverterString.read(buf))
-            31 -> SessionException.Other(FfiConverterString.read(buf))
+
+        return when(buf.getInt()) {
+            1 -> SessionException.LoginRefused(
+                FfiConverterString.read(buf),
+                FfiConverterBoolean.read(buf),
+                FfiConverterOptionalString.read(buf),
+                )
+            2 -> SessionException.Connect(
+                FfiConverterString.read(buf),
+                FfiConverterBoolean.read(buf),
+                FfiConverterOptionalString.read(buf),
+                )
+            3 -> SessionException.Timeout(
+                FfiConverterString.read(buf),
+                FfiConverterBoolean.read(buf),
+                FfiConverterOptionalString.read(buf),
+                )
+            4 -> SessionException.NoResponders(
+                FfiConverterString.read(buf),
+                FfiConverterBoolean.read(buf),
+                FfiConverterOptionalString.read(buf),
+                )
+            5 -> SessionException.Transport(
+                FfiConverterString.read(buf),
+                FfiConverterBoolean.read(buf),
+                FfiConverterOptionalString.read(buf),
+                )
+            6 -> SessionException.Ended(
+                FfiConverterString.read(buf),
+                FfiConverterBoolean.read(buf),
+                FfiConverterOptionalString.read(buf),
+                )
+            7 -> SessionException.NotAuthorized(
+                FfiConverterString.read(buf),
+                FfiConverterBoolean.read(buf),
+                FfiConverterOptionalString.read(buf),
+                )
+            8 -> SessionException.NotMember(
+                FfiConverterString.read(buf),
+                FfiConverterBoolean.read(buf),
+                FfiConverterOptionalString.read(buf),
+                )
+            9 -> SessionException.NotOwner(
+                FfiConverterString.read(buf),
+                FfiConverterBoolean.read(buf),
+                FfiConverterOptionalString.read(buf),
+                )
+            10 -> SessionException.NoKey(
+                FfiConverterString.read(buf),
+                FfiConverterBoolean.read(buf),
+                FfiConverterOptionalString.read(buf),
+                )
+            11 -> SessionException.RoomExists(
+                FfiConverterString.read(buf),
+                FfiConverterBoolean.read(buf),
+                FfiConverterOptionalString.read(buf),
+                )
+            12 -> SessionException.UnknownUser(
+                FfiConverterString.read(buf),
+                FfiConverterBoolean.read(buf),
+                FfiConverterOptionalString.read(buf),
+                )
+            13 -> SessionException.EpochConflict(
+                FfiConverterString.read(buf),
+                FfiConverterBoolean.read(buf),
+                FfiConverterOptionalString.read(buf),
+                )
+            14 -> SessionException.RecipientsMismatch(
+                FfiConverterString.read(buf),
+                FfiConverterBoolean.read(buf),
+                FfiConverterOptionalString.read(buf),
+                )
+            15 -> SessionException.BadManifest(
+                FfiConverterString.read(buf),
+                FfiConverterBoolean.read(buf),
+                FfiConverterOptionalString.read(buf),
+                )
+            16 -> SessionException.BadRequest(
+                FfiConverterString.read(buf),
+                FfiConverterBoolean.read(buf),
+                FfiConverterOptionalString.read(buf),
+                )
+            17 -> SessionException.NotFound(
+                FfiConverterString.read(buf),
+                FfiConverterBoolean.read(buf),
+                FfiConverterOptionalString.read(buf),
+                )
+            18 -> SessionException.Unavailable(
+                FfiConverterString.read(buf),
+                FfiConverterBoolean.read(buf),
+                FfiConverterOptionalString.read(buf),
+                )
+            19 -> SessionException.ServerFault(
+                FfiConverterString.read(buf),
+                FfiConverterBoolean.read(buf),
+                FfiConverterOptionalString.read(buf),
+                )
+            20 -> SessionException.ReplyTooLarge(
+                FfiConverterString.read(buf),
+                FfiConverterBoolean.read(buf),
+                FfiConverterOptionalString.read(buf),
+                )
+            21 -> SessionException.Refused(
+                FfiConverterString.read(buf),
+                FfiConverterBoolean.read(buf),
+                FfiConverterOptionalString.read(buf),
+                )
+            22 -> SessionException.InvalidReply(
+                FfiConverterString.read(buf),
+                FfiConverterBoolean.read(buf),
+                FfiConverterOptionalString.read(buf),
+                )
+            23 -> SessionException.Verification(
+                FfiConverterString.read(buf),
+                FfiConverterBoolean.read(buf),
+                FfiConverterOptionalString.read(buf),
+                )
+            24 -> SessionException.OwnerChanged(
+                FfiConverterString.read(buf),
+                FfiConverterBoolean.read(buf),
+                FfiConverterOptionalString.read(buf),
+                )
+            25 -> SessionException.EpochRollback(
+                FfiConverterString.read(buf),
+                FfiConverterBoolean.read(buf),
+                FfiConverterOptionalString.read(buf),
+                )
+            26 -> SessionException.Trust(
+                FfiConverterString.read(buf),
+                FfiConverterBoolean.read(buf),
+                FfiConverterOptionalString.read(buf),
+                )
+            27 -> SessionException.Seal(
+                FfiConverterString.read(buf),
+                FfiConverterBoolean.read(buf),
+                FfiConverterOptionalString.read(buf),
+                )
+            28 -> SessionException.RequestTooLarge(
+                FfiConverterString.read(buf),
+                FfiConverterBoolean.read(buf),
+                FfiConverterOptionalString.read(buf),
+                )
+            29 -> SessionException.Internal(
+                FfiConverterString.read(buf),
+                FfiConverterBoolean.read(buf),
+                FfiConverterOptionalString.read(buf),
+                )
+            30 -> SessionException.InvalidArgument(
+                FfiConverterString.read(buf),
+                FfiConverterBoolean.read(buf),
+                FfiConverterOptionalString.read(buf),
+                )
+            31 -> SessionException.Other(
+                FfiConverterString.read(buf),
+                FfiConverterBoolean.read(buf),
+                FfiConverterOptionalString.read(buf),
+                )
             else -> throw RuntimeException("invalid error enum value, something is very wrong!!")
         }
-        
     }
 
     override fun allocationSize(value: SessionException): ULong {
-        return 4UL
+        return when(value) {
+            is SessionException.LoginRefused -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`reason`)
+                + FfiConverterBoolean.allocationSize(value.`transient`)
+                + FfiConverterOptionalString.allocationSize(value.`code`)
+            )
+            is SessionException.Connect -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`reason`)
+                + FfiConverterBoolean.allocationSize(value.`transient`)
+                + FfiConverterOptionalString.allocationSize(value.`code`)
+            )
+            is SessionException.Timeout -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`reason`)
+                + FfiConverterBoolean.allocationSize(value.`transient`)
+                + FfiConverterOptionalString.allocationSize(value.`code`)
+            )
+            is SessionException.NoResponders -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`reason`)
+                + FfiConverterBoolean.allocationSize(value.`transient`)
+                + FfiConverterOptionalString.allocationSize(value.`code`)
+            )
+            is SessionException.Transport -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`reason`)
+                + FfiConverterBoolean.allocationSize(value.`transient`)
+                + FfiConverterOptionalString.allocationSize(value.`code`)
+            )
+            is SessionException.Ended -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`reason`)
+                + FfiConverterBoolean.allocationSize(value.`transient`)
+                + FfiConverterOptionalString.allocationSize(value.`code`)
+            )
+            is SessionException.NotAuthorized -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`reason`)
+                + FfiConverterBoolean.allocationSize(value.`transient`)
+                + FfiConverterOptionalString.allocationSize(value.`code`)
+            )
+            is SessionException.NotMember -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`reason`)
+                + FfiConverterBoolean.allocationSize(value.`transient`)
+                + FfiConverterOptionalString.allocationSize(value.`code`)
+            )
+            is SessionException.NotOwner -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`reason`)
+                + FfiConverterBoolean.allocationSize(value.`transient`)
+                + FfiConverterOptionalString.allocationSize(value.`code`)
+            )
+            is SessionException.NoKey -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`reason`)
+                + FfiConverterBoolean.allocationSize(value.`transient`)
+                + FfiConverterOptionalString.allocationSize(value.`code`)
+            )
+            is SessionException.RoomExists -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`reason`)
+                + FfiConverterBoolean.allocationSize(value.`transient`)
+                + FfiConverterOptionalString.allocationSize(value.`code`)
+            )
+            is SessionException.UnknownUser -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`reason`)
+                + FfiConverterBoolean.allocationSize(value.`transient`)
+                + FfiConverterOptionalString.allocationSize(value.`code`)
+            )
+            is SessionException.EpochConflict -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`reason`)
+                + FfiConverterBoolean.allocationSize(value.`transient`)
+                + FfiConverterOptionalString.allocationSize(value.`code`)
+            )
+            is SessionException.RecipientsMismatch -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`reason`)
+                + FfiConverterBoolean.allocationSize(value.`transient`)
+                + FfiConverterOptionalString.allocationSize(value.`code`)
+            )
+            is SessionException.BadManifest -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`reason`)
+                + FfiConverterBoolean.allocationSize(value.`transient`)
+                + FfiConverterOptionalString.allocationSize(value.`code`)
+            )
+            is SessionException.BadRequest -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`reason`)
+                + FfiConverterBoolean.allocationSize(value.`transient`)
+                + FfiConverterOptionalString.allocationSize(value.`code`)
+            )
+            is SessionException.NotFound -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`reason`)
+                + FfiConverterBoolean.allocationSize(value.`transient`)
+                + FfiConverterOptionalString.allocationSize(value.`code`)
+            )
+            is SessionException.Unavailable -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`reason`)
+                + FfiConverterBoolean.allocationSize(value.`transient`)
+                + FfiConverterOptionalString.allocationSize(value.`code`)
+            )
+            is SessionException.ServerFault -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`reason`)
+                + FfiConverterBoolean.allocationSize(value.`transient`)
+                + FfiConverterOptionalString.allocationSize(value.`code`)
+            )
+            is SessionException.ReplyTooLarge -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`reason`)
+                + FfiConverterBoolean.allocationSize(value.`transient`)
+                + FfiConverterOptionalString.allocationSize(value.`code`)
+            )
+            is SessionException.Refused -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`reason`)
+                + FfiConverterBoolean.allocationSize(value.`transient`)
+                + FfiConverterOptionalString.allocationSize(value.`code`)
+            )
+            is SessionException.InvalidReply -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`reason`)
+                + FfiConverterBoolean.allocationSize(value.`transient`)
+                + FfiConverterOptionalString.allocationSize(value.`code`)
+            )
+            is SessionException.Verification -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`reason`)
+                + FfiConverterBoolean.allocationSize(value.`transient`)
+                + FfiConverterOptionalString.allocationSize(value.`code`)
+            )
+            is SessionException.OwnerChanged -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`reason`)
+                + FfiConverterBoolean.allocationSize(value.`transient`)
+                + FfiConverterOptionalString.allocationSize(value.`code`)
+            )
+            is SessionException.EpochRollback -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`reason`)
+                + FfiConverterBoolean.allocationSize(value.`transient`)
+                + FfiConverterOptionalString.allocationSize(value.`code`)
+            )
+            is SessionException.Trust -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`reason`)
+                + FfiConverterBoolean.allocationSize(value.`transient`)
+                + FfiConverterOptionalString.allocationSize(value.`code`)
+            )
+            is SessionException.Seal -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`reason`)
+                + FfiConverterBoolean.allocationSize(value.`transient`)
+                + FfiConverterOptionalString.allocationSize(value.`code`)
+            )
+            is SessionException.RequestTooLarge -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`reason`)
+                + FfiConverterBoolean.allocationSize(value.`transient`)
+                + FfiConverterOptionalString.allocationSize(value.`code`)
+            )
+            is SessionException.Internal -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`reason`)
+                + FfiConverterBoolean.allocationSize(value.`transient`)
+                + FfiConverterOptionalString.allocationSize(value.`code`)
+            )
+            is SessionException.InvalidArgument -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`reason`)
+                + FfiConverterBoolean.allocationSize(value.`transient`)
+                + FfiConverterOptionalString.allocationSize(value.`code`)
+            )
+            is SessionException.Other -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`reason`)
+                + FfiConverterBoolean.allocationSize(value.`transient`)
+                + FfiConverterOptionalString.allocationSize(value.`code`)
+            )
+        }
     }
 
     override fun write(value: SessionException, buf: ByteBuffer) {
         when(value) {
             is SessionException.LoginRefused -> {
                 buf.putInt(1)
+                FfiConverterString.write(value.`reason`, buf)
+                FfiConverterBoolean.write(value.`transient`, buf)
+                FfiConverterOptionalString.write(value.`code`, buf)
                 Unit
             }
             is SessionException.Connect -> {
                 buf.putInt(2)
+                FfiConverterString.write(value.`reason`, buf)
+                FfiConverterBoolean.write(value.`transient`, buf)
+                FfiConverterOptionalString.write(value.`code`, buf)
                 Unit
             }
             is SessionException.Timeout -> {
                 buf.putInt(3)
+                FfiConverterString.write(value.`reason`, buf)
+                FfiConverterBoolean.write(value.`transient`, buf)
+                FfiConverterOptionalString.write(value.`code`, buf)
                 Unit
             }
             is SessionException.NoResponders -> {
                 buf.putInt(4)
+                FfiConverterString.write(value.`reason`, buf)
+                FfiConverterBoolean.write(value.`transient`, buf)
+                FfiConverterOptionalString.write(value.`code`, buf)
                 Unit
             }
             is SessionException.Transport -> {
                 buf.putInt(5)
+                FfiConverterString.write(value.`reason`, buf)
+                FfiConverterBoolean.write(value.`transient`, buf)
+                FfiConverterOptionalString.write(value.`code`, buf)
                 Unit
             }
             is SessionException.Ended -> {
                 buf.putInt(6)
+                FfiConverterString.write(value.`reason`, buf)
+                FfiConverterBoolean.write(value.`transient`, buf)
+                FfiConverterOptionalString.write(value.`code`, buf)
                 Unit
             }
             is SessionException.NotAuthorized -> {
                 buf.putInt(7)
+                FfiConverterString.write(value.`reason`, buf)
+                FfiConverterBoolean.write(value.`transient`, buf)
+                FfiConverterOptionalString.write(value.`code`, buf)
                 Unit
             }
             is SessionException.NotMember -> {
                 buf.putInt(8)
+                FfiConverterString.write(value.`reason`, buf)
+                FfiConverterBoolean.write(value.`transient`, buf)
+                FfiConverterOptionalString.write(value.`code`, buf)
                 Unit
             }
             is SessionException.NotOwner -> {
                 buf.putInt(9)
+                FfiConverterString.write(value.`reason`, buf)
+                FfiConverterBoolean.write(value.`transient`, buf)
+                FfiConverterOptionalString.write(value.`code`, buf)
                 Unit
             }
             is SessionException.NoKey -> {
                 buf.putInt(10)
+                FfiConverterString.write(value.`reason`, buf)
+                FfiConverterBoolean.write(value.`transient`, buf)
+                FfiConverterOptionalString.write(value.`code`, buf)
                 Unit
             }
             is SessionException.RoomExists -> {
                 buf.putInt(11)
+                FfiConverterString.write(value.`reason`, buf)
+                FfiConverterBoolean.write(value.`transient`, buf)
+                FfiConverterOptionalString.write(value.`code`, buf)
                 Unit
             }
             is SessionException.UnknownUser -> {
                 buf.putInt(12)
+                FfiConverterString.write(value.`reason`, buf)
+                FfiConverterBoolean.write(value.`transient`, buf)
+                FfiConverterOptionalString.write(value.`code`, buf)
                 Unit
             }
             is SessionException.EpochConflict -> {
                 buf.putInt(13)
+                FfiConverterString.write(value.`reason`, buf)
+                FfiConverterBoolean.write(value.`transient`, buf)
+                FfiConverterOptionalString.write(value.`code`, buf)
                 Unit
             }
             is SessionException.RecipientsMismatch -> {
                 buf.putInt(14)
+                FfiConverterString.write(value.`reason`, buf)
+                FfiConverterBoolean.write(value.`transient`, buf)
+                FfiConverterOptionalString.write(value.`code`, buf)
                 Unit
             }
             is SessionException.BadManifest -> {
                 buf.putInt(15)
+                FfiConverterString.write(value.`reason`, buf)
+                FfiConverterBoolean.write(value.`transient`, buf)
+                FfiConverterOptionalString.write(value.`code`, buf)
                 Unit
             }
             is SessionException.BadRequest -> {
                 buf.putInt(16)
+                FfiConverterString.write(value.`reason`, buf)
+                FfiConverterBoolean.write(value.`transient`, buf)
+                FfiConverterOptionalString.write(value.`code`, buf)
                 Unit
             }
             is SessionException.NotFound -> {
                 buf.putInt(17)
+                FfiConverterString.write(value.`reason`, buf)
+                FfiConverterBoolean.write(value.`transient`, buf)
+                FfiConverterOptionalString.write(value.`code`, buf)
                 Unit
             }
             is SessionException.Unavailable -> {
                 buf.putInt(18)
+                FfiConverterString.write(value.`reason`, buf)
+                FfiConverterBoolean.write(value.`transient`, buf)
+                FfiConverterOptionalString.write(value.`code`, buf)
                 Unit
             }
             is SessionException.ServerFault -> {
                 buf.putInt(19)
+                FfiConverterString.write(value.`reason`, buf)
+                FfiConverterBoolean.write(value.`transient`, buf)
+                FfiConverterOptionalString.write(value.`code`, buf)
                 Unit
             }
             is SessionException.ReplyTooLarge -> {
                 buf.putInt(20)
+                FfiConverterString.write(value.`reason`, buf)
+                FfiConverterBoolean.write(value.`transient`, buf)
+                FfiConverterOptionalString.write(value.`code`, buf)
                 Unit
             }
             is SessionException.Refused -> {
                 buf.putInt(21)
+                FfiConverterString.write(value.`reason`, buf)
+                FfiConverterBoolean.write(value.`transient`, buf)
+                FfiConverterOptionalString.write(value.`code`, buf)
                 Unit
             }
             is SessionException.InvalidReply -> {
                 buf.putInt(22)
+                FfiConverterString.write(value.`reason`, buf)
+                FfiConverterBoolean.write(value.`transient`, buf)
+                FfiConverterOptionalString.write(value.`code`, buf)
                 Unit
             }
             is SessionException.Verification -> {
                 buf.putInt(23)
+                FfiConverterString.write(value.`reason`, buf)
+                FfiConverterBoolean.write(value.`transient`, buf)
+                FfiConverterOptionalString.write(value.`code`, buf)
                 Unit
             }
             is SessionException.OwnerChanged -> {
                 buf.putInt(24)
+                FfiConverterString.write(value.`reason`, buf)
+                FfiConverterBoolean.write(value.`transient`, buf)
+                FfiConverterOptionalString.write(value.`code`, buf)
                 Unit
             }
             is SessionException.EpochRollback -> {
                 buf.putInt(25)
+                FfiConverterString.write(value.`reason`, buf)
+                FfiConverterBoolean.write(value.`transient`, buf)
+                FfiConverterOptionalString.write(value.`code`, buf)
                 Unit
             }
             is SessionException.Trust -> {
                 buf.putInt(26)
+                FfiConverterString.write(value.`reason`, buf)
+                FfiConverterBoolean.write(value.`transient`, buf)
+                FfiConverterOptionalString.write(value.`code`, buf)
                 Unit
             }
             is SessionException.Seal -> {
                 buf.putInt(27)
+                FfiConverterString.write(value.`reason`, buf)
+                FfiConverterBoolean.write(value.`transient`, buf)
+                FfiConverterOptionalString.write(value.`code`, buf)
                 Unit
             }
             is SessionException.RequestTooLarge -> {
                 buf.putInt(28)
+                FfiConverterString.write(value.`reason`, buf)
+                FfiConverterBoolean.write(value.`transient`, buf)
+                FfiConverterOptionalString.write(value.`code`, buf)
                 Unit
             }
             is SessionException.Internal -> {
                 buf.putInt(29)
+                FfiConverterString.write(value.`reason`, buf)
+                FfiConverterBoolean.write(value.`transient`, buf)
+                FfiConverterOptionalString.write(value.`code`, buf)
                 Unit
             }
             is SessionException.InvalidArgument -> {
                 buf.putInt(30)
+                FfiConverterString.write(value.`reason`, buf)
+                FfiConverterBoolean.write(value.`transient`, buf)
+                FfiConverterOptionalString.write(value.`code`, buf)
                 Unit
             }
             is SessionException.Other -> {
                 buf.putInt(31)
+                FfiConverterString.write(value.`reason`, buf)
+                FfiConverterBoolean.write(value.`transient`, buf)
+                FfiConverterOptionalString.write(value.`code`, buf)
                 Unit
             }
         }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }

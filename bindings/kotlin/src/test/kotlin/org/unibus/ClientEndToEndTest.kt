@@ -43,9 +43,12 @@ class ClientEndToEndTest {
                 assertEquals(owner.signPublicKey(), room.owner)
                 assertEquals(0uL, room.epoch)
                 assertFalse(aliceSession.isMember("general"))
-                assertThrows<SessionException.NotMember> {
+                val refused = assertThrows<SessionException.NotMember> {
                     runBlocking { aliceSession.currentEpoch("general") }
                 }
+                // A refusal carries the protocol's code and is not worth retrying.
+                assertEquals("not_member", refused.refusalCode())
+                assertFalse(refused.isTransient())
 
                 ownerSession.addMember("general", alice.signPublicKey())
                 assertEquals(RoomUpdate.Added("general"), updates.next())
@@ -109,9 +112,11 @@ class ClientEndToEndTest {
                 val me = Identity.generate()
                 val first = register(link, me)
                 assertEquals(first, register(link, me))
-                assertThrows<RegisterException.InviteUsed> {
+                val used = assertThrows<RegisterException.InviteUsed> {
                     runBlocking { register(link, Identity.generate()) }
                 }
+                assertEquals("invite_used", used.refusalCode())
+                assertFalse(used.isTransient())
                 val unknown = InviteLink.parse(formatInviteLink(link.serverUrl(), "ab".repeat(32)))
                 assertThrows<RegisterException.InviteUnknown> {
                     runBlocking { register(unknown, Identity.generate()) }
