@@ -13,7 +13,6 @@
 //! The binaries come from `$MEMBERSHIPD` (default: `membershipd` beside this example's
 //! directory, where cargo builds it) and `$NATS_SERVER` (default: `.tools/bin/nats-server`).
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -57,10 +56,6 @@ impl Server {
     }
 }
 
-fn free_port() -> Result<u16, Error> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
 fn binary(variable: &str, default: PathBuf) -> Result<PathBuf, Error> {
     let path = std::env::var_os(variable).map_or(default, PathBuf::from);
     if !path.is_file() {
@@ -78,42 +73,53 @@ async fn start_server(data: &Path) -> Result<(Server, String), Error> {
     let membershipd = binary("MEMBERSHIPD", target.join("membershipd"))?;
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let nats_server = binary("NATS_SERVER", repo.join(".tools/bin/nats-server"))?;
-    let (http, nats) = (free_port()?, free_port()?);
-    let args = vec![
+    let mut args = vec![
         "--data-dir".into(),
         data.display().to_string(),
-        "--listen".into(),
-        format!("127.0.0.1:{http}"),
-        "--nats-listen".into(),
-        format!("127.0.0.1:{nats}"),
         "--nats-server".into(),
         nats_server.display().to_string(),
     ];
+    // Port 0: the OS picks free ports, and membershipd reports them in serving.json.
     let child = Command::new(&membershipd)
         .args(&args)
-        .arg("serve")
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--nats-listen",
+            "127.0.0.1:0",
+            "serve",
+        ])
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(data.join("membershipd.log"))?)
         .spawn()?;
-    let server = Server {
+    let pid = child.id();
+    let mut server = Server {
         child,
         binary: membershipd,
-        args,
+        args: Vec::new(),
     };
-    let health = format!("http://127.0.0.1:{http}/healthz");
     let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if reqwest::get(&health)
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            return Ok((server, health));
+    let serving = loop {
+        let serving = std::fs::read(data.join("serving.json"))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+            .filter(|serving| serving["pid"] == pid);
+        if let Some(serving) = serving {
+            break serving;
         }
         if Instant::now() > deadline {
-            return Err("membershipd did not become healthy within 60 s".into());
+            return Err("membershipd did not serve within 60 s".into());
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let public_url = serving["public_url"].as_str().ok_or("no public_url")?;
+    args.extend(["--public-url".into(), public_url.to_owned()]);
+    server.args = args;
+    let health = format!("{public_url}/healthz");
+    if !reqwest::get(&health).await?.status().is_success() {
+        return Err("membershipd is not healthy".into());
     }
+    Ok((server, health))
 }
 
 /// A short, non-secret name for a key: the first bytes of its SHA-256.

@@ -204,10 +204,14 @@ pub async fn run(cli: Cli) -> Result<(), ServerError> {
                 Command::Invite(InviteCommand::Create { no_qr: false, .. })
             );
             let operation = operation(command)?;
+            let needs_url = matches!(operation, Operation::InviteCreate { .. });
+            if needs_url && config.public_url.is_none() && config.listen.port() == 0 {
+                return Err(ServerError::NoPublicUrl);
+            }
             let store = open_store(&config).await?;
             let value = operation
                 .clone()
-                .run(&*store, &config.public_url, None)
+                .run(&*store, &config.public_url(config.listen), None)
                 .await?;
             out.print(human(&operation, &value, qr && !out.json), value);
             Ok(())

@@ -158,10 +158,10 @@ pub struct Config {
     pub replicas: usize,
     /// HTTP listen address.
     pub listen: SocketAddr,
-    /// Public base URL for invite links.
-    pub public_url: String,
-    /// NATS URLs for registered clients.
-    pub advertise_nats: Vec<String>,
+    /// Public base URL for invite links, when set; see [`Config::public_url`].
+    pub public_url: Option<String>,
+    /// NATS URLs for registered clients, when set; see [`Config::advertise_nats`].
+    pub advertise_nats: Option<Vec<String>>,
     /// Registrations per second per address.
     pub register_rate: f64,
     /// Registration burst per address.
@@ -197,7 +197,6 @@ impl Config {
             (Some(cert), Some(key)) => Some(crate::http::TlsFiles { cert, key }),
             _ => None,
         };
-        let https = tls.is_some();
         let defaults = crate::http::HttpLimits::default();
         let http_limits = crate::http::HttpLimits {
             header_timeout: settings
@@ -219,16 +218,8 @@ impl Config {
             db: settings.db.unwrap_or_else(|| data_dir.join("unibus.db")),
             store,
             replicas: settings.replicas.unwrap_or(1),
-            public_url: settings.public_url.unwrap_or_else(|| {
-                let scheme = if https { "https" } else { "http" };
-                format!("{scheme}://{listen}")
-            }),
-            advertise_nats: settings.advertise_nats.unwrap_or_else(|| {
-                vec![settings
-                    .nats_url
-                    .clone()
-                    .unwrap_or_else(|| format!("nats://{nats_listen}"))]
-            }),
+            public_url: settings.public_url,
+            advertise_nats: settings.advertise_nats,
             nats_url: settings.nats_url,
             register_rate: settings.register_rate.unwrap_or(1.0),
             register_burst: settings.register_burst.unwrap_or(10),
@@ -240,6 +231,25 @@ impl Config {
             listen,
             data_dir,
         }
+    }
+
+    /// The public base URL for invite links: the configured one, or `http(s)://` the address
+    /// the HTTP API listens on (`http` as bound, which differs from [`listen`](Self::listen)
+    /// when that asks for port 0).
+    pub fn public_url(&self, http: SocketAddr) -> String {
+        self.public_url.clone().unwrap_or_else(|| {
+            let scheme = if self.tls.is_some() { "https" } else { "http" };
+            format!("{scheme}://{http}")
+        })
+    }
+
+    /// The NATS URLs registered clients are given: the configured ones, or the URL membershipd
+    /// itself reaches the cluster on (`nats_url`: the `--nats-url`, or the embedded server's
+    /// address as bound).
+    pub fn advertise_nats(&self, nats_url: &str) -> Vec<String> {
+        self.advertise_nats
+            .clone()
+            .unwrap_or_else(|| vec![nats_url.to_owned()])
     }
 }
 
@@ -266,10 +276,10 @@ mod tests {
             "a NATS URL implies the KV store"
         );
         assert_eq!(
-            config.advertise_nats,
+            config.advertise_nats("nats://127.0.0.1:4222"),
             vec!["nats://127.0.0.1:4222".to_string()]
         );
-        assert_eq!(config.public_url, "http://127.0.0.1:9000");
+        assert_eq!(config.public_url(config.listen), "http://127.0.0.1:9000");
     }
 
     #[test]
@@ -278,6 +288,26 @@ mod tests {
         assert_eq!(config.store, StoreKind::Sqlite);
         assert_eq!(config.db, PathBuf::from("membershipd-data/unibus.db"));
         assert!(config.listen.ip().is_loopback());
+    }
+
+    #[test]
+    fn default_urls_follow_the_addresses_as_bound() {
+        let config = Config::resolve(Settings {
+            listen: Some("127.0.0.1:0".parse().unwrap()),
+            nats_listen: Some("127.0.0.1:0".parse().unwrap()),
+            ..Settings::default()
+        });
+        let bound = "127.0.0.1:41234".parse().unwrap();
+        assert_eq!(config.public_url(bound), "http://127.0.0.1:41234");
+        assert_eq!(
+            config.advertise_nats("nats://127.0.0.1:42345"),
+            vec!["nats://127.0.0.1:42345".to_string()]
+        );
+        let explicit = Config::resolve(Settings {
+            public_url: Some("https://members.example.com".into()),
+            ..Settings::default()
+        });
+        assert_eq!(explicit.public_url(bound), "https://members.example.com");
     }
 
     #[test]

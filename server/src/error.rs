@@ -34,6 +34,10 @@ pub enum ServerError {
     /// The KV store was asked for without a cluster to keep it on.
     #[error("the KV store needs --nats-url")]
     NoNatsUrl,
+    /// An invite link needs the server's URL, but `--listen` asks for any free port (0), so the
+    /// CLI cannot know it.
+    #[error("--listen has port 0, so the server URL for invite links is unknown: pass --public-url (a running `membershipd serve` writes its URL to <data-dir>/serving.json)")]
+    NoPublicUrl,
     /// membershipd's auth keys could not be used.
     #[error("auth keys in {}: {source}", path.display())]
     AuthKeys {
@@ -51,6 +55,17 @@ pub enum ServerError {
         /// What async-nats said.
         #[source]
         source: async_nats::ConnectError,
+    },
+    /// The embedded nats-server could not be started.
+    #[error("embedded nats-server {}: {reason}", binary.display())]
+    EmbeddedNats {
+        /// The nats-server binary.
+        binary: PathBuf,
+        /// What went wrong.
+        reason: String,
+        /// The OS error, if one.
+        #[source]
+        source: Option<std::io::Error>,
     },
     /// The HTTP API could not listen on its address, or stopped with an error.
     #[error("http server on {addr}: {source}")]

@@ -7,6 +7,10 @@
 //!   plane, and the KV store when the store is KV) and the system user (revocation sweeps).
 //! - The auth callout, the revocation sweep, the control-plane service and the HTTP API.
 //!
+//! Once it serves, `<data-dir>/serving.json` says where (see [`Serving`]): with port 0 for
+//! `--listen` or `--nats-listen` the OS picks free ports, and this file is how a supervisor or a
+//! test learns them without racing for a port.
+//!
 //! The auth keys live in `<data-dir>/auth/` (created on first start, owner-only); every node of a
 //! cluster joined with `--nats-url` must carry the config block `membershipd` writes to
 //! `<data-dir>/nats/auth.conf`.
@@ -53,12 +57,13 @@ pub async fn run(
     let (nats_url, supervisor) = match &config.nats_url {
         Some(url) => (url.clone(), None),
         None => {
-            let supervisor = crate::embedded_nats::supervise(
-                &config.data_dir.join("nats"),
+            let (supervisor, bound) = crate::embedded_nats::supervise(
+                &nats_dir,
                 config.nats_listen,
                 config.nats_server.clone(),
-            )?;
-            (format!("nats://{}", config.nats_listen), Some(supervisor))
+            )
+            .await?;
+            (format!("nats://{bound}"), Some(supervisor))
         }
     };
     let service = connect_retrying(&nats_url, || {
@@ -95,20 +100,28 @@ pub async fn run(
         addr: config.listen,
         source,
     })?;
+    let serving = Serving {
+        pid: std::process::id(),
+        http: local,
+        public_url: config.public_url(local),
+        nats_urls: config.advertise_nats(&nats_url),
+    };
     let state = Arc::new(AppState {
         store,
-        nats_urls: config.advertise_nats.clone(),
+        nats_urls: serving.nats_urls.clone(),
         register_limiter: RateLimiter::new(config.register_rate, config.register_burst),
         admin_limiter: RateLimiter::new(ADMIN_RATE, ADMIN_BURST),
-        public_url: config.public_url.clone(),
+        public_url: serving.public_url.clone(),
         nats: Some(service.clone()),
     });
+    let serving_file = config.data_dir.join(SERVING_FILE);
+    serving.write(&serving_file)?;
     tracing::info!(
         http = %local,
         tls = config.tls.is_some(),
         store = ?config.store,
         nats = %nats_url,
-        public_url = %config.public_url,
+        public_url = %serving.public_url,
         "membershipd serving"
     );
     let options = crate::http::ServeOptions {
@@ -124,7 +137,45 @@ pub async fn run(
     if let Some(supervisor) = supervisor {
         supervisor.abort();
     }
+    // Best effort: a stale file after a crash names addresses nobody listens on.
+    let _ = std::fs::remove_file(&serving_file);
     result
+}
+
+/// The file in the data directory that says where a running `serve` listens.
+pub const SERVING_FILE: &str = "serving.json";
+
+/// Where a running `membershipd serve` can be reached, written to `<data-dir>/serving.json`
+/// once the HTTP API listens and the cluster services run (so its appearance also means
+/// "ready"), and removed when it stops. The file is replaced atomically: a reader sees all of it
+/// or none.
+///
+/// ```json
+/// {"pid": 4242, "http": "127.0.0.1:41234", "public_url": "http://127.0.0.1:41234",
+///  "nats_urls": ["nats://127.0.0.1:42345"]}
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Serving {
+    /// membershipd's process id.
+    pub pid: u32,
+    /// The HTTP API's address as bound.
+    pub http: std::net::SocketAddr,
+    /// The base URL of invite links (`--public-url`, or the HTTP address).
+    pub public_url: String,
+    /// The NATS URLs registered clients are given (`--advertise-nats`, or the cluster's URL).
+    pub nats_urls: Vec<String>,
+}
+
+impl Serving {
+    /// Writes the file through a temporary file and a rename, so it appears whole.
+    fn write(&self, path: &std::path::Path) -> Result<(), ServerError> {
+        let partial = path.with_extension("json.partial");
+        let text = serde_json::to_vec_pretty(self)
+            .map_err(|e| ServerError::file("cannot encode", path, e.into()))?;
+        std::fs::write(&partial, text)
+            .map_err(|e| ServerError::file("cannot write", &partial, e))?;
+        std::fs::rename(&partial, path).map_err(|e| ServerError::file("cannot write", path, e))
+    }
 }
 
 /// Connects, retrying for up to 30 s while the server starts.

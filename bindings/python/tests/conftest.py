@@ -1,6 +1,7 @@
 """A real membershipd for the end-to-end tests: ``membershipd serve`` on the embedded default
-(SQLite and its own nats-server) in a temporary directory, on loopback ports; and the lying
-control plane of the trust tests, ``unibus-liar``.
+(SQLite and its own nats-server) in a temporary directory; and the lying control plane of the
+trust tests, ``unibus-liar``. membershipd binds port 0 (the OS picks free loopback ports, so
+parallel servers never race for one) and reports where it serves in ``<data>/serving.json``.
 
 The binaries come from ``$UNIBUS_MEMBERSHIPD``, ``$UNIBUS_LIAR`` and ``$NATS_SERVER``, or from
 the repository's ``target/debug/membershipd``, ``target/debug/unibus-liar`` and
@@ -10,10 +11,8 @@ the repository's ``target/debug/membershipd``, ``target/debug/unibus-liar`` and
 import json
 import os
 import pathlib
-import socket
 import subprocess
 import time
-import urllib.request
 
 import pytest
 
@@ -27,57 +26,48 @@ def _binary(variable: str, default: pathlib.Path) -> str:
     return str(path)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Membershipd:
     """A running ``membershipd serve`` and its admin CLI."""
 
     def __init__(self, data: pathlib.Path) -> None:
         self.data = data
-        self.http_port = _free_port()
-        self.nats_port = _free_port()
         self.binary = _binary("UNIBUS_MEMBERSHIPD", REPO / "target/debug/membershipd")
         self.nats_server = _binary("NATS_SERVER", REPO / ".tools/bin/nats-server")
         self.log = open(data / "membershipd.log", "ab")
         self.process = subprocess.Popen(
-            self._command("serve"), stdout=subprocess.DEVNULL, stderr=self.log
+            [
+                self.binary,
+                "--data-dir", str(self.data),
+                "--nats-server", self.nats_server,
+                "--listen", "127.0.0.1:0",
+                "--nats-listen", "127.0.0.1:0",
+                "serve",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=self.log,
         )
-        self._wait_healthy()
+        self.public_url: str = self._wait_serving()["public_url"]
 
-    def _command(self, *args: str) -> list:
-        return [
-            self.binary,
-            "--data-dir", str(self.data),
-            "--listen", f"127.0.0.1:{self.http_port}",
-            "--nats-listen", f"127.0.0.1:{self.nats_port}",
-            "--nats-server", self.nats_server,
-            *args,
-        ]
-
-    def _wait_healthy(self) -> None:
+    def _wait_serving(self) -> dict:
+        """What this process wrote to serving.json (an earlier one's names another pid)."""
         deadline = time.monotonic() + 60
-        url = f"http://127.0.0.1:{self.http_port}/healthz"
+        report = self.data / "serving.json"
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"membershipd exited: see {self.data / 'membershipd.log'}")
             try:
-                with urllib.request.urlopen(url, timeout=1) as reply:
-                    if reply.status == 200:
-                        return
-            except OSError:
+                serving = json.loads(report.read_text())
+                if serving["pid"] == self.process.pid:
+                    return serving
+            except (OSError, ValueError, KeyError):
                 pass
-            time.sleep(0.05)
-        raise RuntimeError("membershipd did not become healthy within 60 s")
+            time.sleep(0.02)
+        raise RuntimeError("membershipd did not serve within 60 s")
 
     def cli(self, *args: str):
         """Runs an admin command on the same data directory and returns its JSON output."""
-        done = subprocess.run(
-            self._command("--json", *args), capture_output=True, check=True
-        )
+        command = [self.binary, "--data-dir", str(self.data), "--public-url", self.public_url]
+        done = subprocess.run([*command, "--json", *args], capture_output=True, check=True)
         return json.loads(done.stdout)
 
     def invite(self) -> str:

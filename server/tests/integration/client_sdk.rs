@@ -237,7 +237,7 @@ async fn every_registration_refusal_is_a_typed_error_and_a_retry_of_a_success_su
     ));
 
     // Nobody listening: retried, then a transport error (never a spent invite).
-    let closed = format!("http://127.0.0.1:{}", daemon::free_port());
+    let closed = format!("http://127.0.0.1:{}", daemon::closed_port());
     let nowhere = InviteLink::new(&closed, InviteToken::generate().unwrap()).unwrap();
     let quick = RegisterOptions {
         attempts: 2,
@@ -300,6 +300,54 @@ async fn during_an_outage_calls_fail_with_errors_and_the_session_comes_back_by_i
     updates.cancel();
     assert_eq!(updates.next().await.map(|u| u.is_ok()), None);
     assert_eq!(updates.end(), Some(WatchEnd::Cancelled));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_embedded_nats_server_comes_back_on_the_port_it_picked_and_sessions_reconnect() {
+    // EmbeddedServer asks for port 0: nats-server picked its port and reported it.
+    let server = EmbeddedServer::start().await;
+    let (owner, registration) = registered(&server).await;
+    assert_eq!(
+        registration.nats_urls,
+        vec![format!("nats://127.0.0.1:{}", server.nats_port)]
+    );
+    let session = session(&owner, &registration).await;
+    let room = RoomId::new("ports").unwrap();
+    session.create_room(&room).await.unwrap();
+    let mut updates = session.watch().await.unwrap();
+
+    // The first nats-server named its ports file after its pid; kill it as a crash would.
+    let ports = server.data.path().join("nats/ports");
+    let report = std::fs::read_dir(&ports).unwrap().next().unwrap().unwrap();
+    let name = report.file_name().into_string().unwrap();
+    let pid = name
+        .trim_end_matches(".ports")
+        .rsplit_once('_')
+        .unwrap()
+        .1
+        .to_owned();
+    let killed = std::process::Command::new("kill")
+        .args(["-9", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    assert_eq!(
+        next_update(&mut updates).await,
+        Some(RoomUpdate::Disconnected)
+    );
+
+    // The supervisor restarts it on the same port, so the session finds it at the URL it was
+    // given at registration.
+    assert_eq!(
+        next_update_within(&mut updates, Duration::from_secs(20)).await,
+        Some(RoomUpdate::Reconnected)
+    );
+    assert!(session.is_member(&room).await.unwrap());
+    let conf = std::fs::read_to_string(server.data.path().join("nats/nats.conf")).unwrap();
+    assert!(
+        conf.contains(&format!("port: {}", server.nats_port)),
+        "{conf}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

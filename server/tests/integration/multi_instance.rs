@@ -7,7 +7,7 @@ use crate::daemon;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use daemon::{free_port, membershipd, Daemon};
+use daemon::{membershipd, Daemon};
 use serde_json::{json, Value};
 use unibus::registration::{RegisterBody, RegisterRequest};
 use unibus::{Identity, InviteLink};
@@ -34,14 +34,9 @@ fn command(data: &std::path::Path, nats_url: &str, args: &[&str]) -> Command {
 }
 
 async fn start(data: &std::path::Path, nats_url: &str) -> Daemon {
-    let port = free_port();
-    let mut serve = command(
-        data,
-        nats_url,
-        &["--listen", &format!("127.0.0.1:{port}"), "serve"],
-    );
+    let mut serve = command(data, nats_url, &["--listen", "127.0.0.1:0", "serve"]);
     serve.stdout(Stdio::null()).stderr(Stdio::null());
-    Daemon::spawn(serve, port).await
+    Daemon::spawn(serve, data).await
 }
 
 async fn register(instance: &Daemon, link: &str) -> (Identity, Vec<String>) {

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use daemon::{free_port, membershipd, Daemon};
+use daemon::{membershipd, Daemon};
 use serde_json::Value;
 use unibus::registration::{RegisterBody, RegisterRequest};
 use unibus::{Identity, InviteToken};
@@ -43,7 +43,7 @@ async fn spawn(data: &std::path::Path, http: u16, nats: u16) -> Daemon {
         ])
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    Daemon::spawn(command, http).await
+    Daemon::spawn(command, data).await
 }
 
 /// One registration attempt: `Some(status, body)` if the server answered, `None` if the
@@ -78,9 +78,10 @@ async fn a_kill_9_during_a_registration_storm_loses_no_acknowledged_user_and_bur
         .collect();
     let bodies = Arc::new(bodies);
 
-    let (http_port, nats_port) = (free_port(), free_port());
-    let url = format!("http://127.0.0.1:{http_port}/register");
-    let mut daemon = Some(spawn(data.path(), http_port, nats_port).await);
+    let first = spawn(data.path(), 0, 0).await;
+    let (http_port, nats_port) = (first.serving.http.port(), first.nats_port());
+    let url = format!("{}/register", first.http);
+    let mut daemon = Some(first);
 
     // The storm: CONCURRENCY workers share the 1,000 registrations; the test kills the server
     // with SIGKILL once KILL_AFTER were acknowledged.

@@ -1,17 +1,19 @@
 import Foundation
 
 /// A real `membershipd serve` on the embedded default (SQLite and its own nats-server) in a
-/// temporary directory on loopback ports, with its admin CLI. The binaries come from
+/// temporary directory, with its admin CLI. It binds port 0 (the OS picks free loopback ports,
+/// so parallel servers never race for one) and reports where it serves in
+/// `<data>/serving.json`. The binaries come from
 /// `$UNIBUS_MEMBERSHIPD` and `$NATS_SERVER`, or from the repository's `target/debug/membershipd`
 /// and `.tools/bin/nats-server` (`cargo build -p unibus-server` and
 /// `scripts/install-nats-server.sh`).
 final class Membershipd {
     private let data: URL
-    private let httpPort: Int
-    private let natsPort: Int
     private let binary: String
     private let natsServer: String
     private let process = Process()
+    /// The base URL of its HTTP API (and of its invite links), as it reported.
+    private(set) var publicUrl = ""
 
     init() throws {
         let repo = URL(fileURLWithPath: #filePath)
@@ -25,14 +27,13 @@ final class Membershipd {
         data = FileManager.default.temporaryDirectory
             .appendingPathComponent("membershipd-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: data, withIntermediateDirectories: true)
-        httpPort = Membershipd.freePort()
-        natsPort = Membershipd.freePort()
         process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = arguments(["serve"])
+        process.arguments = ["--data-dir", data.path, "--nats-server", natsServer,
+                             "--listen", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0", "serve"]
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
         try process.run()
-        try waitHealthy()
+        publicUrl = try waitServing()
     }
 
     deinit {
@@ -41,57 +42,25 @@ final class Membershipd {
         try? FileManager.default.removeItem(at: data)
     }
 
-    private static func freePort() -> Int {
-        let fd = socket(AF_INET, SOCK_STREAM, 0)
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = 0
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                _ = bind(fd, $0, length)
-                _ = getsockname(fd, $0, &length)
-            }
-        }
-        return Int(UInt16(bigEndian: address.sin_port))
-    }
-
     private func arguments(_ extra: [String]) -> [String] {
-        ["--data-dir", data.path,
-         "--listen", "127.0.0.1:\(httpPort)",
-         "--nats-listen", "127.0.0.1:\(natsPort)",
-         "--nats-server", natsServer] + extra
+        ["--data-dir", data.path, "--public-url", publicUrl] + extra
     }
 
-    private func waitHealthy() throws {
-        let url = URL(string: "http://127.0.0.1:\(httpPort)/healthz")!
+    /// Waits until this process writes serving.json (an earlier one's names another pid).
+    private func waitServing() throws -> String {
+        let report = data.appendingPathComponent("serving.json")
         let deadline = Date().addingTimeInterval(60)
         while Date() < deadline {
-            if let (_, response) = try? syncGet(url),
-               (response as? HTTPURLResponse)?.statusCode == 200 {
-                return
+            if let bytes = try? Data(contentsOf: report),
+               let serving = try? JSONSerialization.jsonObject(with: bytes) as? [String: Any],
+               (serving["pid"] as? NSNumber)?.int32Value == process.processIdentifier,
+               let url = serving["public_url"] as? String {
+                return url
             }
-            Thread.sleep(forTimeInterval: 0.05)
+            Thread.sleep(forTimeInterval: 0.02)
         }
         throw NSError(domain: "membershipd", code: 1,
-                      userInfo: [NSLocalizedDescriptionKey: "not healthy within 60 s"])
-    }
-
-    private func syncGet(_ url: URL) throws -> (Data, URLResponse) {
-        let done = DispatchSemaphore(value: 0)
-        var result: Result<(Data, URLResponse), Error> = .failure(URLError(.unknown))
-        URLSession.shared.dataTask(with: url) { data, response, error in
-            if let data = data, let response = response {
-                result = .success((data, response))
-            } else {
-                result = .failure(error ?? URLError(.unknown))
-            }
-            done.signal()
-        }.resume()
-        done.wait()
-        return try result.get()
+                      userInfo: [NSLocalizedDescriptionKey: "did not serve within 60 s"])
     }
 
     /// Runs an admin command on the same data directory and returns its JSON output.

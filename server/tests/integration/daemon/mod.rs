@@ -7,18 +7,13 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use unibus_server::serve::{Serving, SERVING_FILE};
 
-/// A free 127.0.0.1 port (released for the daemon to bind).
-pub fn free_port() -> u16 {
-    free_ports::<1>()[0]
-}
-
-/// `N` distinct free 127.0.0.1 ports: all are held until all are chosen.
-pub fn free_ports<const N: usize>() -> [u16; N] {
-    let listeners: Vec<TcpListener> = (0..N)
-        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    std::array::from_fn(|i| listeners[i].local_addr().unwrap().port())
+/// A 127.0.0.1 port nobody listens on (bound, then released), for tests of a server that is
+/// not there. Servers under test bind port 0 instead and report their ports.
+pub fn closed_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
 }
 
 /// The `membershipd` binary built for these tests.
@@ -31,45 +26,56 @@ pub fn membershipd() -> Command {
 /// A running membershipd, killed (SIGKILL) and reaped on drop.
 pub struct Daemon {
     child: Child,
-    /// `http://127.0.0.1:<port>`.
+    /// `http://<its HTTP address>`.
     pub http: String,
+    /// Where it serves, as it reported in `<data-dir>/serving.json`.
+    pub serving: Serving,
 }
 
 impl Daemon {
-    /// Spawns `command`, which serves HTTP on 127.0.0.1:`http_port`, and waits until its
-    /// `/healthz` answers 200.
-    pub async fn spawn(command: Command, http_port: u16) -> Daemon {
-        Self::spawn_logging_to(command, http_port, None).await
+    /// Spawns `command`, a `membershipd serve` on the data directory `data`, and waits until it
+    /// reports where it serves (`<data>/serving.json`, written by this very process).
+    pub async fn spawn(command: Command, data: &Path) -> Daemon {
+        Self::spawn_logging_to(command, data, None).await
     }
 
-    /// [`spawn`](Self::spawn), showing the daemon's log (at `log`) if it never gets healthy.
-    pub async fn spawn_logging_to(
-        mut command: Command,
-        http_port: u16,
-        log: Option<&Path>,
-    ) -> Daemon {
-        // Owned by a Daemon from here on, so a failed start still kills and reaps it.
-        let daemon = Daemon {
-            child: command.spawn().unwrap(),
-            http: format!("http://127.0.0.1:{http_port}"),
-        };
+    /// [`spawn`](Self::spawn), showing the daemon's log (at `log`) if it never serves.
+    pub async fn spawn_logging_to(mut command: Command, data: &Path, log: Option<&Path>) -> Daemon {
+        let mut child = command.spawn().unwrap();
+        let report = data.join(SERVING_FILE);
         let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let healthy = reqwest::get(format!("{}/healthz", daemon.http))
-                .await
-                .is_ok_and(|r| r.status().is_success());
-            if healthy {
-                return daemon;
+        let serving = loop {
+            // A file left by an earlier, killed process names another pid.
+            let serving = std::fs::read(&report)
+                .ok()
+                .and_then(|bytes| serde_json::from_slice::<Serving>(&bytes).ok())
+                .filter(|serving| serving.pid == child.id());
+            if let Some(serving) = serving {
+                break serving;
             }
-            if Instant::now() > deadline {
+            let exited = child.try_wait().unwrap();
+            if exited.is_some() || Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
                 let log = log.map(std::fs::read_to_string).transpose().ok().flatten();
                 panic!(
-                    "membershipd did not become healthy within 60 s; its log:\n{}",
+                    "membershipd did not serve within 60 s ({exited:?}); its log:\n{}",
                     log.unwrap_or_default()
                 );
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        Daemon {
+            child,
+            http: format!("http://{}", serving.http),
+            serving,
         }
+    }
+
+    /// The port of the first NATS URL it gives clients.
+    pub fn nats_port(&self) -> u16 {
+        let url = &self.serving.nats_urls[0];
+        url.rsplit_once(':').unwrap().1.parse().unwrap()
     }
 }
 
@@ -94,16 +100,15 @@ pub struct EmbeddedServer {
 }
 
 impl EmbeddedServer {
-    /// Starts the server and waits until it is healthy.
+    /// Starts the server on ports the OS picks, and waits until it serves.
     pub async fn start() -> EmbeddedServer {
         let data = tempfile::tempdir().unwrap();
-        let [http_port, nats_port] = free_ports();
-        let daemon = Self::serve(data.path(), http_port, nats_port).await;
+        let daemon = Self::serve(data.path(), 0, 0).await;
         EmbeddedServer {
+            http_port: daemon.serving.http.port(),
+            nats_port: daemon.nats_port(),
             daemon,
             data,
-            http_port,
-            nats_port,
         }
     }
 
@@ -119,7 +124,7 @@ impl EmbeddedServer {
             .arg("serve")
             .stdout(Stdio::null())
             .stderr(log);
-        Daemon::spawn_logging_to(command, http_port, Some(&data.join("membershipd.log"))).await
+        Daemon::spawn_logging_to(command, data, Some(&data.join("membershipd.log"))).await
     }
 
     /// Kills the daemon with SIGKILL (its nats-server follows it).
@@ -128,7 +133,8 @@ impl EmbeddedServer {
         let _ = self.daemon.child.wait();
     }
 
-    /// Starts the daemon again on the same data and ports, and waits until it is healthy.
+    /// Starts the daemon again on the same data and ports (clients keep their addresses), and
+    /// waits until it serves.
     pub async fn restart(&mut self) {
         self.kill();
         self.daemon = Self::serve(self.data.path(), self.http_port, self.nats_port).await;
@@ -137,6 +143,8 @@ impl EmbeddedServer {
     /// Runs the admin CLI on the same data directory (`--json`) and returns its output.
     pub fn cli(&self, args: &[&str]) -> Value {
         let output = membershipd_at(self.data.path(), self.http_port, self.nats_port)
+            .arg("--public-url")
+            .arg(&self.daemon.serving.public_url)
             .arg("--json")
             .args(args)
             .output()
