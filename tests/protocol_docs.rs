@@ -4,6 +4,7 @@
 
 use std::collections::BTreeSet;
 
+use unibus::protocol::admin::OPERATIONS as ADMIN_OPERATIONS;
 use unibus::protocol::codes::{ApiCode, RefusalCode};
 use unibus::protocol::control::Operation;
 
@@ -52,6 +53,47 @@ fn the_operations_table_lists_exactly_the_operations() {
         .filter_map(|row| code(row[0]))
         .collect();
     let defined: Vec<&str> = Operation::ALL.iter().map(|op| op.name()).collect();
+    assert_eq!(documented, defined);
+}
+
+#[test]
+fn the_admin_operations_table_lists_exactly_the_admin_operations_and_their_params() {
+    // §13's operations table: `name` | params in backticks, each with its type and default in
+    // parentheses (or "none") | result.
+    let outside_parentheses = |cell: &str| {
+        let mut depth = 0;
+        cell.chars()
+            .filter(|c| {
+                match c {
+                    '(' => depth += 1,
+                    ')' => depth -= 1,
+                    _ => return depth == 0,
+                }
+                false
+            })
+            .collect::<String>()
+    };
+    let documented: Vec<(String, Vec<String>)> = rows(section("## 13."))
+        .iter()
+        .filter(|row| row.len() == 3 && row[0].contains('.'))
+        .filter_map(|row| {
+            let name = row[0].strip_prefix('`')?.strip_suffix('`')?;
+            let params = outside_parentheses(row[1])
+                .split('`')
+                .skip(1)
+                .step_by(2)
+                .map(str::to_owned)
+                .collect();
+            Some((name.to_owned(), params))
+        })
+        .collect();
+    let defined: Vec<(String, Vec<String>)> = ADMIN_OPERATIONS
+        .iter()
+        .map(|(name, params)| {
+            let params = params.iter().map(|p| p.to_string()).collect();
+            (name.to_string(), params)
+        })
+        .collect();
     assert_eq!(documented, defined);
 }
 

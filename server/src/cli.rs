@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
 
-use crate::admin::{Operation, OperationError};
+use crate::admin::{AdminOperation, OperationError};
 use crate::auth::setup::AuthSetup;
 use crate::config::{Config, Settings, StoreKind};
 use crate::error::ServerError;
@@ -204,15 +204,13 @@ pub async fn run(cli: Cli) -> Result<(), ServerError> {
                 Command::Invite(InviteCommand::Create { no_qr: false, .. })
             );
             let operation = operation(command)?;
-            let needs_url = matches!(operation, Operation::InviteCreate { .. });
+            let needs_url = matches!(operation, AdminOperation::InviteCreate { .. });
             if needs_url && config.public_url.is_none() && config.listen.port() == 0 {
                 return Err(ServerError::NoPublicUrl);
             }
             let store = open_store(&config).await?;
-            let value = operation
-                .clone()
-                .run(&*store, &config.public_url(config.listen), None)
-                .await?;
+            let public_url = config.public_url(config.listen);
+            let value = crate::admin::run(operation.clone(), &*store, &public_url, None).await?;
             out.print(human(&operation, &value, qr && !out.json), value);
             Ok(())
         }
@@ -295,45 +293,47 @@ async fn open_store(config: &Config) -> Result<Arc<dyn Store>, ServerError> {
 }
 
 /// The admin operation a `user`, `invite` or `room` command stands for.
-fn operation(command: Command) -> Result<Operation, OperationError> {
+fn operation(command: Command) -> Result<AdminOperation, OperationError> {
     use crate::admin::{kex_key, room_id, sign_key};
     Ok(match command {
         Command::User(UserCommand::Add {
             sign_key: sign,
             kex_key: kex,
             admin,
-        }) => Operation::UserAdd {
+        }) => AdminOperation::UserAdd {
             sign_key: sign_key(&sign)?,
             kex_key: kex_key(&kex)?,
             admin,
         },
-        Command::User(UserCommand::List) => Operation::UserList,
-        Command::User(UserCommand::Revoke { key }) => Operation::UserRevoke(sign_key(&key)?),
-        Command::User(UserCommand::Delete { key }) => Operation::UserDelete(sign_key(&key)?),
+        Command::User(UserCommand::List) => AdminOperation::UserList,
+        Command::User(UserCommand::Revoke { key }) => AdminOperation::UserRevoke(sign_key(&key)?),
+        Command::User(UserCommand::Delete { key }) => AdminOperation::UserDelete(sign_key(&key)?),
         Command::Invite(InviteCommand::Create {
             admin, ttl_hours, ..
-        }) => Operation::InviteCreate { admin, ttl_hours },
-        Command::Invite(InviteCommand::List) => Operation::InviteList,
-        Command::Invite(InviteCommand::Cancel { id }) => Operation::InviteCancel(id),
-        Command::Room(RoomCommand::Create { id, owner }) => Operation::RoomCreate {
+        }) => AdminOperation::InviteCreate { admin, ttl_hours },
+        Command::Invite(InviteCommand::List) => AdminOperation::InviteList,
+        Command::Invite(InviteCommand::Cancel { id }) => AdminOperation::InviteCancel(id),
+        Command::Room(RoomCommand::Create { id, owner }) => AdminOperation::RoomCreate {
             room: room_id(&id)?,
             owner: sign_key(&owner)?,
         },
-        Command::Room(RoomCommand::AddMember { id, member }) => Operation::RoomAddMember {
+        Command::Room(RoomCommand::AddMember { id, member }) => AdminOperation::RoomAddMember {
             room: room_id(&id)?,
             member: sign_key(&member)?,
         },
-        Command::Room(RoomCommand::RemoveMember { id, member }) => Operation::RoomRemoveMember {
-            room: room_id(&id)?,
-            member: sign_key(&member)?,
-        },
-        Command::Room(RoomCommand::List) => Operation::RoomList,
+        Command::Room(RoomCommand::RemoveMember { id, member }) => {
+            AdminOperation::RoomRemoveMember {
+                room: room_id(&id)?,
+                member: sign_key(&member)?,
+            }
+        }
+        Command::Room(RoomCommand::List) => AdminOperation::RoomList,
         _ => return Err(OperationError::BadInput("not an admin command".into())),
     })
 }
 
 /// Text for people, from an operation's JSON result.
-fn human(operation: &Operation, value: &Value, qr: bool) -> String {
+fn human(operation: &AdminOperation, value: &Value, qr: bool) -> String {
     let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
     let list = |f: &dyn Fn(&Value) -> String| {
         value
@@ -342,14 +342,14 @@ fn human(operation: &Operation, value: &Value, qr: bool) -> String {
             .unwrap_or_default()
     };
     match operation {
-        Operation::UserAdd { .. } => format!("added user {}", s(&value["sign_key"])),
-        Operation::UserList => list(&|u| {
+        AdminOperation::UserAdd { .. } => format!("added user {}", s(&value["sign_key"])),
+        AdminOperation::UserList => list(&|u| {
             let admin = if u["admin"] == true { "  admin" } else { "" };
             format!("{}  {}{admin}", s(&u["sign_key"]), s(&u["status"]))
         }),
-        Operation::UserRevoke(key) => format!("revoked {key}"),
-        Operation::UserDelete(key) => format!("deleted {key}"),
-        Operation::InviteCreate { .. } => {
+        AdminOperation::UserRevoke(key) => format!("revoked {key}"),
+        AdminOperation::UserDelete(key) => format!("deleted {key}"),
+        AdminOperation::InviteCreate { .. } => {
             let link = s(&value["link"]);
             let mut text = format!(
                 "invite {}\nlink (shown once): {link}",
@@ -366,14 +366,16 @@ fn human(operation: &Operation, value: &Value, qr: bool) -> String {
             }
             text
         }
-        Operation::InviteList => {
+        AdminOperation::InviteList => {
             list(&|i| format!("{}  {}", s(&i["invite"]["id"]), s(&i["status"])))
         }
-        Operation::InviteCancel(id) => format!("cancelled {id}"),
-        Operation::RoomCreate { room, .. } => format!("created room {room}"),
-        Operation::RoomAddMember { room, member } => format!("added {member} to {room}"),
-        Operation::RoomRemoveMember { room, member } => format!("removed {member} from {room}"),
-        Operation::RoomList => list(&|r| {
+        AdminOperation::InviteCancel(id) => format!("cancelled {id}"),
+        AdminOperation::RoomCreate { room, .. } => format!("created room {room}"),
+        AdminOperation::RoomAddMember { room, member } => format!("added {member} to {room}"),
+        AdminOperation::RoomRemoveMember { room, member } => {
+            format!("removed {member} from {room}")
+        }
+        AdminOperation::RoomList => list(&|r| {
             format!(
                 "{}  owner {}  epoch {}",
                 s(&r["id"]),

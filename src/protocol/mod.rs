@@ -8,7 +8,8 @@
 //! - [`codes`]: the refusal codes of the control plane and of the HTTP API, and the error
 //!   envelope they travel in (§10, §12.3, §13).
 //! - [`registration`]: `POST /register` (§10): the body and the reply.
-//! - [`admin`]: `POST /admin` (§13): the request body.
+//! - [`admin`]: `POST /admin` (§13): the request body and the admin operations with their
+//!   params ([`AdminOperation`](admin::AdminOperation)), which the server's CLI runs too.
 //! - [`json`]: strict reading of untrusted JSON bodies, as the HTTP API requires.
 //!
 //! Adding a control-plane operation means adding it to [`control::Operation`] with its request

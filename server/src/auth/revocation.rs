@@ -20,6 +20,18 @@ use unibus::SignPublicKey;
 
 use crate::store::{Store, StoreError, UserStatus};
 
+/// Why a sweep could not list the connected users (no one is cut by a failed sweep).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SweepError {
+    /// The system account's reply inbox could not be subscribed to.
+    #[error("cannot subscribe to the CONNZ replies: {0}")]
+    Subscribe(#[source] async_nats::SubscribeError),
+    /// The CONNZ request could not be published.
+    #[error("cannot ask the servers for their connections: {0}")]
+    Ask(#[source] async_nats::PublishError),
+}
+
 /// How long a sweep collects CONNZ answers from the nodes.
 const COLLECT_WINDOW: Duration = Duration::from_millis(300);
 
@@ -54,7 +66,7 @@ impl Revoker {
     }
 
     /// One sweep: returns how many connections were disconnected.
-    pub async fn sweep(&self) -> Result<usize, String> {
+    pub async fn sweep(&self) -> Result<usize, SweepError> {
         let connections = self.connections().await?;
         let mut verdicts: HashMap<String, bool> = HashMap::new();
         let mut kicked = 0;
@@ -102,13 +114,13 @@ impl Revoker {
         }
     }
 
-    async fn connections(&self) -> Result<Vec<Connection>, String> {
+    async fn connections(&self) -> Result<Vec<Connection>, SweepError> {
         let inbox = self.system.new_inbox();
         let mut replies = self
             .system
             .subscribe(inbox.clone())
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(SweepError::Subscribe)?;
         let filter = json!({ "acc": self.account, "auth": true, "limit": 1_000_000 });
         self.system
             .publish_with_reply(
@@ -117,7 +129,7 @@ impl Revoker {
                 filter.to_string().into(),
             )
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(SweepError::Ask)?;
         let mut found = Vec::new();
         let deadline = tokio::time::Instant::now() + COLLECT_WINDOW;
         while let Ok(Some(message)) = tokio::time::timeout_at(deadline, replies.next()).await {

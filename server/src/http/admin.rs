@@ -14,7 +14,7 @@
 //!    nonce, so no one but an admin can fill the replay table. A nonce is kept until twice the
 //!    window past its timestamp, strictly longer than any moment its request could pass.
 //!
-//! Then the operation, [`crate::admin::Operation`] (the same the CLI runs), with strictly read
+//! Then the operation, [`AdminOperation`] (the same the CLI runs), with strictly read
 //! params:
 //!
 //! | operation | params | result |
@@ -44,7 +44,7 @@ use unibus::admin::{verify_admin_body, SIGNATURE_HEADER};
 use unibus::{SignPublicKey, Signature};
 
 use super::{require_json, ApiError, AppState};
-use crate::admin::{Operation, OperationError};
+use crate::admin::{AdminOperation, OperationError};
 use crate::store::{now_millis, Millis};
 use unibus::protocol::admin::AdminBody;
 use unibus::protocol::codes::ApiCode;
@@ -139,11 +139,9 @@ pub(super) async fn admin(
             "this request was already used",
         ));
     }
-    let operation = Operation::from_json(&operation, params)?;
+    let operation = AdminOperation::from_json(&operation, params).map_err(OperationError::from)?;
     Ok(Json(
-        operation
-            .run(&*state.store, &state.public_url, Some(admin))
-            .await?,
+        crate::admin::run(operation, &*state.store, &state.public_url, Some(admin)).await?,
     ))
 }
 
