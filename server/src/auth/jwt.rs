@@ -40,7 +40,7 @@ pub fn encode(
     claims.insert("iat".into(), Value::from(now_secs));
     claims.remove("jti");
     let unsigned = serde_json::to_vec(&claims).map_err(|e| JwtError::Sign(e.to_string()))?;
-    let jti = base32_no_pad(&Sha256::digest(&unsigned));
+    let jti = data_encoding::BASE32_NOPAD.encode(&Sha256::digest(&unsigned));
     claims.insert("jti".into(), Value::String(jti));
     let body = serde_json::to_vec(&claims).map_err(|e| JwtError::Sign(e.to_string()))?;
     let signing_input = format!(
@@ -86,23 +86,6 @@ pub fn decode_verified(token: &str) -> Result<Map<String, Value>, JwtError> {
     key.verify(format!("{header}.{body}").as_bytes(), &b64(signature)?)
         .map_err(|_| JwtError::Signature)?;
     Ok(claims)
-}
-
-fn base32_no_pad(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-    let (mut out, mut buffer, mut bits) = (String::new(), 0u32, 0);
-    for byte in bytes {
-        buffer = (buffer << 8) | u32::from(*byte);
-        bits += 8;
-        while bits >= 5 {
-            bits -= 5;
-            out.push(ALPHABET[((buffer >> bits) & 31) as usize] as char);
-        }
-    }
-    if bits > 0 {
-        out.push(ALPHABET[((buffer << (5 - bits)) & 31) as usize] as char);
-    }
-    out
 }
 
 #[cfg(test)]
