@@ -118,3 +118,26 @@ def test_async_rekey_errors_are_typed():
     with pytest.raises(unibus.SealError.InvalidInput):
         bad = unibus.Recipient(sign_public_key="00", kex_public_key="00")
         asyncio.run(unibus.rekey_room(owner, "general", 1, 0, key, [bad]))
+
+
+def test_the_asyncio_stream_keeps_unreadable_notifications_as_errors_and_goes_on():
+    # The adapter alone, fed as the SDK feeds it from its own thread: an update, a notification
+    # that could not be read, another update, the close. Kotlin and Swift behave the same.
+    from unibus.aio import UpdateStream, _Listener
+
+    async def story():
+        stream = UpdateStream()
+        listener = _Listener(stream)
+        listener.on_update(unibus.RoomUpdate.ADDED(room="general"))
+        listener.on_error("unreadable notification: not JSON")
+        listener.on_update(unibus.RoomUpdate.NEW_EPOCH(room="general", epoch=2))
+        listener.on_close(unibus.WatchEnd.CANCELLED())
+        received = [update async for update in stream]
+        assert received == [
+            unibus.RoomUpdate.ADDED(room="general"),
+            unibus.RoomUpdate.NEW_EPOCH(room="general", epoch=2),
+        ]
+        assert stream.errors == ["unreadable notification: not JSON"]
+        assert stream.end == unibus.WatchEnd.CANCELLED()
+
+    asyncio.run(story())
