@@ -416,6 +416,8 @@ impl ControlPlane {
         let bad = |message: String| refused(RefusalCode::BadManifest, message);
         let bytes = hex::decode(&request.manifest).map_err(|e| bad(e.to_string()))?;
         let signed = SignedManifest::from_bytes(&bytes).map_err(|e| bad(e.to_string()))?;
+        // The signature over the header, then the entries against the Merkle root it signs
+        // (protocol §8.6): a manifest whose parts would not verify for their members is refused.
         let manifest = signed.verify_signature().map_err(|e| bad(e.to_string()))?;
         if &manifest.rekeyer != caller {
             return Err(bad("the manifest is not signed by the caller".into()));

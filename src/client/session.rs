@@ -259,7 +259,7 @@ impl Session {
     }
 
     /// Fetches this identity's sealed copy of the room key at `epoch` (the latest if `None`)
-    /// with that epoch's signed manifest, runs every check of protocol §8.4 with the room's
+    /// with that epoch's signed manifest, runs every check of protocol §8.5 with the room's
     /// pinned owner as the trusted rekeyer, and opens it.
     ///
     /// The owner the reply names must be the pinned one ([`SessionError::OwnerChanged`]; the

@@ -198,7 +198,7 @@ pub struct KeyReply {
     pub owner: SignPublicKey,
     /// The caller's sealed copy (§7.3), hex.
     pub sealed: String,
-    /// The epoch's signed manifest (§8.2), hex.
+    /// The epoch's whole signed manifest (§8.3), hex.
     pub manifest: String,
 }
 
@@ -228,7 +228,7 @@ pub struct AddMemberRequest(pub MemberChange);
 #[serde(transparent)]
 pub struct RemoveMemberRequest(pub MemberChange);
 
-/// `rekey`: a new epoch's signed manifest (§8.2), hex. The reply is the new epoch.
+/// `rekey`: a new epoch's whole signed manifest (§8.3), hex. The reply is the new epoch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RekeyRequest {
     /// The signed manifest's wire form, hex.

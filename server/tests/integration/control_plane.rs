@@ -314,17 +314,22 @@ async fn non_members_and_non_owners_are_refused() {
         ),
         "epoch_conflict"
     );
-    let mut forged = stale.to_bytes();
-    let last = forged.len() - 1;
-    forged[last] ^= 1;
-    assert_eq!(
-        code(
-            &alice
-                .call("rekey", json!({ "manifest": hex::encode(forged) }))
-                .await
-        ),
-        "bad_manifest"
-    );
+    // A flipped byte in the last entry (the entries no longer match the signed Merkle root) or
+    // in the signature: refused before anything else is looked at.
+    let signature_at = unibus::manifest::HEADER_BASE_LEN + "general".len();
+    for (at, says) in [
+        (stale.to_bytes().len() - 1, "Merkle root"),
+        (signature_at, "signature"),
+    ] {
+        let mut forged = stale.to_bytes();
+        forged[at] ^= 1;
+        let reply = alice
+            .call("rekey", json!({ "manifest": hex::encode(forged) }))
+            .await;
+        assert_eq!(code(&reply), "bad_manifest");
+        let message = reply["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(says), "{reply}");
+    }
     assert_eq!(code(&alice.call("add_member", json!({ "room": "general", "member": Identity::generate().unwrap().sign_public_key().to_hex() })).await), "unknown_user");
     assert_eq!(
         code(

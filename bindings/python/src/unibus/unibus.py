@@ -529,7 +529,9 @@ def _uniffi_check_api_checksums(lib):
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_unibus_ffi_checksum_func_init_platform() != 41736:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
-    if lib.uniffi_unibus_ffi_checksum_func_open_manifest() != 42714:
+    if lib.uniffi_unibus_ffi_checksum_func_open_manifest() != 42453:
+        raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    if lib.uniffi_unibus_ffi_checksum_func_open_member_part() != 11798:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_unibus_ffi_checksum_func_open_room_key() != 15058:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
@@ -673,6 +675,9 @@ _UniffiLib.uniffi_unibus_ffi_checksum_func_init_platform.restype = ctypes.c_uint
 _UniffiLib.uniffi_unibus_ffi_checksum_func_open_manifest.argtypes = (
 )
 _UniffiLib.uniffi_unibus_ffi_checksum_func_open_manifest.restype = ctypes.c_uint16
+_UniffiLib.uniffi_unibus_ffi_checksum_func_open_member_part.argtypes = (
+)
+_UniffiLib.uniffi_unibus_ffi_checksum_func_open_member_part.restype = ctypes.c_uint16
 _UniffiLib.uniffi_unibus_ffi_checksum_func_open_room_key.argtypes = (
 )
 _UniffiLib.uniffi_unibus_ffi_checksum_func_open_room_key.restype = ctypes.c_uint16
@@ -850,6 +855,15 @@ _UniffiLib.uniffi_unibus_ffi_fn_func_open_manifest.argtypes = (
     ctypes.POINTER(_UniffiRustCallStatus),
 )
 _UniffiLib.uniffi_unibus_ffi_fn_func_open_manifest.restype = ctypes.c_uint64
+_UniffiLib.uniffi_unibus_ffi_fn_func_open_member_part.argtypes = (
+    ctypes.c_uint64,
+    _UniffiRustBuffer,
+    _UniffiRustBuffer,
+    ctypes.c_uint64,
+    _UniffiRustBuffer,
+    ctypes.POINTER(_UniffiRustCallStatus),
+)
+_UniffiLib.uniffi_unibus_ffi_fn_func_open_member_part.restype = ctypes.c_uint64
 _UniffiLib.uniffi_unibus_ffi_fn_func_open_room_key.argtypes = (
     ctypes.c_uint64,
     _UniffiRustBuffer,
@@ -4568,7 +4582,7 @@ class SealError:  # type: ignore
     _UniffiTempSealError.Truncated = Truncated # type: ignore
     class TrailingBytes(_UniffiTempSealError):
         """
-        Bytes follow the manifest's signature.
+        Bytes follow the end of the manifest or member part.
 """
         def __repr__(self):
             return "SealError.TrailingBytes({})".format(repr(str(self)))
@@ -4608,6 +4622,20 @@ class SealError:  # type: ignore
         def __repr__(self):
             return "SealError.BadSignature({})".format(repr(str(self)))
     _UniffiTempSealError.BadSignature = BadSignature # type: ignore
+    class RootMismatch(_UniffiTempSealError):
+        """
+        A full manifest's entries do not match the Merkle root its header signs.
+"""
+        def __repr__(self):
+            return "SealError.RootMismatch({})".format(repr(str(self)))
+    _UniffiTempSealError.RootMismatch = RootMismatch # type: ignore
+    class BadProof(_UniffiTempSealError):
+        """
+        A member part's inclusion proof does not lead to the signed Merkle root.
+"""
+        def __repr__(self):
+            return "SealError.BadProof({})".format(repr(str(self)))
+    _UniffiTempSealError.BadProof = BadProof # type: ignore
     class UntrustedRekeyer(_UniffiTempSealError):
         """
         The manifest is signed by a key the client does not trust for the room.
@@ -4695,30 +4723,38 @@ class _UniffiFfiConverterTypeSealError(_UniffiConverterRustBuffer):
                 _UniffiFfiConverterString.read(buf),
             )
         if variant == 8:
-            return SealError.UntrustedRekeyer(
+            return SealError.RootMismatch(
                 _UniffiFfiConverterString.read(buf),
             )
         if variant == 9:
-            return SealError.WrongRoomOrEpoch(
+            return SealError.BadProof(
                 _UniffiFfiConverterString.read(buf),
             )
         if variant == 10:
-            return SealError.NotARecipient(
+            return SealError.UntrustedRekeyer(
                 _UniffiFfiConverterString.read(buf),
             )
         if variant == 11:
-            return SealError.RecipientKeyMismatch(
+            return SealError.WrongRoomOrEpoch(
                 _UniffiFfiConverterString.read(buf),
             )
         if variant == 12:
-            return SealError.Seal(
+            return SealError.NotARecipient(
                 _UniffiFfiConverterString.read(buf),
             )
         if variant == 13:
-            return SealError.InvalidInput(
+            return SealError.RecipientKeyMismatch(
                 _UniffiFfiConverterString.read(buf),
             )
         if variant == 14:
+            return SealError.Seal(
+                _UniffiFfiConverterString.read(buf),
+            )
+        if variant == 15:
+            return SealError.InvalidInput(
+                _UniffiFfiConverterString.read(buf),
+            )
+        if variant == 16:
             return SealError.Other(
                 _UniffiFfiConverterString.read(buf),
             )
@@ -4739,6 +4775,10 @@ class _UniffiFfiConverterTypeSealError(_UniffiConverterRustBuffer):
         if isinstance(value, SealError.NoMembers):
             return
         if isinstance(value, SealError.BadSignature):
+            return
+        if isinstance(value, SealError.RootMismatch):
+            return
+        if isinstance(value, SealError.BadProof):
             return
         if isinstance(value, SealError.UntrustedRekeyer):
             return
@@ -4771,20 +4811,24 @@ class _UniffiFfiConverterTypeSealError(_UniffiConverterRustBuffer):
             buf.write_i32(6)
         if isinstance(value, SealError.BadSignature):
             buf.write_i32(7)
-        if isinstance(value, SealError.UntrustedRekeyer):
+        if isinstance(value, SealError.RootMismatch):
             buf.write_i32(8)
-        if isinstance(value, SealError.WrongRoomOrEpoch):
+        if isinstance(value, SealError.BadProof):
             buf.write_i32(9)
-        if isinstance(value, SealError.NotARecipient):
+        if isinstance(value, SealError.UntrustedRekeyer):
             buf.write_i32(10)
-        if isinstance(value, SealError.RecipientKeyMismatch):
+        if isinstance(value, SealError.WrongRoomOrEpoch):
             buf.write_i32(11)
-        if isinstance(value, SealError.Seal):
+        if isinstance(value, SealError.NotARecipient):
             buf.write_i32(12)
-        if isinstance(value, SealError.InvalidInput):
+        if isinstance(value, SealError.RecipientKeyMismatch):
             buf.write_i32(13)
-        if isinstance(value, SealError.Other):
+        if isinstance(value, SealError.Seal):
             buf.write_i32(14)
+        if isinstance(value, SealError.InvalidInput):
+            buf.write_i32(15)
+        if isinstance(value, SealError.Other):
+            buf.write_i32(16)
 
 
 
@@ -8943,8 +8987,8 @@ def init_platform(config: PlatformConfig,log_sink: typing.Union[object, typing.O
     return _uniffi_lift_return(_uniffi_ffi_result)
 def open_manifest(identity: Identity,manifest: bytes,room_id: str,epoch: int,trusted_rekeyer_sign_public_key: str) -> RoomKey:
     """
-    Verifies a signed manifest (room, epoch, the trusted rekeyer's signature) and opens this
-    identity's copy of the room key.
+    Verifies a whole signed manifest (room, epoch, the trusted rekeyer's signature, the entries
+    against the signed Merkle root; protocol §8.5) and opens this identity's copy of the room key.
 """
     
     _UniffiFfiConverterTypeIdentity.check_lower(identity)
@@ -8968,6 +9012,37 @@ def open_manifest(identity: Identity,manifest: bytes,room_id: str,epoch: int,tru
     _uniffi_ffi_result = _uniffi_rust_call_with_error(
         _uniffi_error_converter,
         _UniffiLib.uniffi_unibus_ffi_fn_func_open_manifest,
+        *_uniffi_lowered_args,
+    )
+    return _uniffi_lift_return(_uniffi_ffi_result)
+def open_member_part(identity: Identity,member_part: bytes,room_id: str,epoch: int,trusted_rekeyer_sign_public_key: str) -> RoomKey:
+    """
+    Verifies one member's part of a manifest (the signed header, the member's entry and its
+    inclusion proof; protocol §8.5) and opens this identity's copy of the room key. The part is
+    what a member needs instead of the whole manifest: a few hundred bytes in any room.
+"""
+    
+    _UniffiFfiConverterTypeIdentity.check_lower(identity)
+
+    _UniffiFfiConverterBytes.check_lower(member_part)
+
+    _UniffiFfiConverterString.check_lower(room_id)
+
+    _UniffiFfiConverterUInt64.check_lower(epoch)
+
+    _UniffiFfiConverterString.check_lower(trusted_rekeyer_sign_public_key)
+    _uniffi_lowered_args = (
+        _UniffiFfiConverterTypeIdentity.lower(identity),
+        _UniffiFfiConverterBytes.lower(member_part),
+        _UniffiFfiConverterString.lower(room_id),
+        _UniffiFfiConverterUInt64.lower(epoch),
+        _UniffiFfiConverterString.lower(trusted_rekeyer_sign_public_key),
+    )
+    _uniffi_lift_return = _UniffiFfiConverterTypeRoomKey.lift
+    _uniffi_error_converter = _UniffiFfiConverterTypeSealError
+    _uniffi_ffi_result = _uniffi_rust_call_with_error(
+        _uniffi_error_converter,
+        _UniffiLib.uniffi_unibus_ffi_fn_func_open_member_part,
         *_uniffi_lowered_args,
     )
     return _uniffi_lift_return(_uniffi_ffi_result)
@@ -9220,6 +9295,7 @@ __all__ = [
     "format_invite_link",
     "init_platform",
     "open_manifest",
+    "open_member_part",
     "open_room_key",
     "owner_fingerprint",
     "parse_owner_code",

@@ -751,6 +751,8 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_unibus_ffi_checksum_func_open_manifest(
     ): Int
+    external fun uniffi_unibus_ffi_checksum_func_open_member_part(
+    ): Int
     external fun uniffi_unibus_ffi_checksum_func_open_room_key(
     ): Int
     external fun uniffi_unibus_ffi_checksum_func_rekey_room(
@@ -1016,6 +1018,8 @@ internal object UniffiLib {
     external fun uniffi_unibus_ffi_fn_func_shutdown_platform(`timeoutMs`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
     external fun uniffi_unibus_ffi_fn_func_open_manifest(`identity`: Long,`manifest`: RustBuffer.ByValue,`roomId`: RustBuffer.ByValue,`epoch`: Long,`trustedRekeyerSignPublicKey`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_unibus_ffi_fn_func_open_member_part(`identity`: Long,`memberPart`: RustBuffer.ByValue,`roomId`: RustBuffer.ByValue,`epoch`: Long,`trustedRekeyerSignPublicKey`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_unibus_ffi_fn_func_open_room_key(`identity`: Long,`sealed`: RustBuffer.ByValue,`roomId`: RustBuffer.ByValue,`epoch`: Long,`rekeyerSignPublicKey`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
@@ -6665,7 +6669,7 @@ sealed class SealException(message: String): kotlin.Exception(message) {
         class Truncated(message: String) : SealException(message)
         
     /**
-     * Bytes follow the manifest's signature.
+     * Bytes follow the end of the manifest or member part.
      */
         class TrailingBytes(message: String) : SealException(message)
         
@@ -6693,6 +6697,16 @@ sealed class SealException(message: String): kotlin.Exception(message) {
      * The manifest signature does not verify.
      */
         class BadSignature(message: String) : SealException(message)
+        
+    /**
+     * A full manifest's entries do not match the Merkle root its header signs.
+     */
+        class RootMismatch(message: String) : SealException(message)
+        
+    /**
+     * A member part's inclusion proof does not lead to the signed Merkle root.
+     */
+        class BadProof(message: String) : SealException(message)
         
     /**
      * The manifest is signed by a key the client does not trust for the room.
@@ -6749,13 +6763,15 @@ public object FfiConverterTypeSealError : FfiConverterRustBuffer<SealException> 
             5 -> SealException.UnsortedOrDuplicate(FfiConverterString.read(buf))
             6 -> SealException.NoMembers(FfiConverterString.read(buf))
             7 -> SealException.BadSignature(FfiConverterString.read(buf))
-            8 -> SealException.UntrustedRekeyer(FfiConverterString.read(buf))
-            9 -> SealException.WrongRoomOrEpoch(FfiConverterString.read(buf))
-            10 -> SealException.NotARecipient(FfiConverterString.read(buf))
-            11 -> SealException.RecipientKeyMismatch(FfiConverterString.read(buf))
-            12 -> SealException.Seal(FfiConverterString.read(buf))
-            13 -> SealException.InvalidInput(FfiConverterString.read(buf))
-            14 -> SealException.Other(FfiConverterString.read(buf))
+            8 -> SealException.RootMismatch(FfiConverterString.read(buf))
+            9 -> SealException.BadProof(FfiConverterString.read(buf))
+            10 -> SealException.UntrustedRekeyer(FfiConverterString.read(buf))
+            11 -> SealException.WrongRoomOrEpoch(FfiConverterString.read(buf))
+            12 -> SealException.NotARecipient(FfiConverterString.read(buf))
+            13 -> SealException.RecipientKeyMismatch(FfiConverterString.read(buf))
+            14 -> SealException.Seal(FfiConverterString.read(buf))
+            15 -> SealException.InvalidInput(FfiConverterString.read(buf))
+            16 -> SealException.Other(FfiConverterString.read(buf))
             else -> throw RuntimeException("invalid error enum value, something is very wrong!!")
         }
         
@@ -6795,32 +6811,40 @@ public object FfiConverterTypeSealError : FfiConverterRustBuffer<SealException> 
                 buf.putInt(7)
                 Unit
             }
-            is SealException.UntrustedRekeyer -> {
+            is SealException.RootMismatch -> {
                 buf.putInt(8)
                 Unit
             }
-            is SealException.WrongRoomOrEpoch -> {
+            is SealException.BadProof -> {
                 buf.putInt(9)
                 Unit
             }
-            is SealException.NotARecipient -> {
+            is SealException.UntrustedRekeyer -> {
                 buf.putInt(10)
                 Unit
             }
-            is SealException.RecipientKeyMismatch -> {
+            is SealException.WrongRoomOrEpoch -> {
                 buf.putInt(11)
                 Unit
             }
-            is SealException.Seal -> {
+            is SealException.NotARecipient -> {
                 buf.putInt(12)
                 Unit
             }
-            is SealException.InvalidInput -> {
+            is SealException.RecipientKeyMismatch -> {
                 buf.putInt(13)
                 Unit
             }
-            is SealException.Other -> {
+            is SealException.Seal -> {
                 buf.putInt(14)
+                Unit
+            }
+            is SealException.InvalidInput -> {
+                buf.putInt(15)
+                Unit
+            }
+            is SealException.Other -> {
+                buf.putInt(16)
                 Unit
             }
         }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }
@@ -9031,8 +9055,8 @@ public object FfiConverterSequenceTypeRoomTrust: FfiConverterRustBuffer<List<Roo
     
 
         /**
-         * Verifies a signed manifest (room, epoch, the trusted rekeyer's signature) and opens this
-         * identity's copy of the room key.
+         * Verifies a whole signed manifest (room, epoch, the trusted rekeyer's signature, the entries
+         * against the signed Merkle root; protocol §8.5) and opens this identity's copy of the room key.
          */
     @Throws(SealException::class) fun `openManifest`(`identity`: Identity, `manifest`: kotlin.ByteArray, `roomId`: kotlin.String, `epoch`: kotlin.ULong, `trustedRekeyerSignPublicKey`: kotlin.String): RoomKey {
             return FfiConverterTypeRoomKey.lift(
@@ -9042,6 +9066,27 @@ public object FfiConverterSequenceTypeRoomTrust: FfiConverterRustBuffer<List<Roo
         
         FfiConverterTypeIdentity.lower(`identity`),
         FfiConverterByteArray.lower(`manifest`),
+        FfiConverterString.lower(`roomId`),
+        FfiConverterULong.lower(`epoch`),
+        FfiConverterString.lower(`trustedRekeyerSignPublicKey`),_status)
+}
+    )
+    }
+    
+
+        /**
+         * Verifies one member's part of a manifest (the signed header, the member's entry and its
+         * inclusion proof; protocol §8.5) and opens this identity's copy of the room key. The part is
+         * what a member needs instead of the whole manifest: a few hundred bytes in any room.
+         */
+    @Throws(SealException::class) fun `openMemberPart`(`identity`: Identity, `memberPart`: kotlin.ByteArray, `roomId`: kotlin.String, `epoch`: kotlin.ULong, `trustedRekeyerSignPublicKey`: kotlin.String): RoomKey {
+            return FfiConverterTypeRoomKey.lift(
+    uniffiRustCallWithError(SealException) { _status ->
+    UniffiLib.uniffi_unibus_ffi_fn_func_open_member_part(
+    
+        
+        FfiConverterTypeIdentity.lower(`identity`),
+        FfiConverterByteArray.lower(`memberPart`),
         FfiConverterString.lower(`roomId`),
         FfiConverterULong.lower(`epoch`),
         FfiConverterString.lower(`trustedRekeyerSignPublicKey`),_status)
