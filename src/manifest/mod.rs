@@ -456,7 +456,7 @@ impl SignedManifest {
         previous_epoch: u64,
         room_key: &RoomKey,
         recipients: &[Recipient],
-        mut seal: impl FnMut(&RoomKey, &SealBinding<'_>) -> Result<SealedRoomKey, SealError>,
+        seal: impl Fn(&RoomKey, &SealBinding<'_>) -> Result<SealedRoomKey, SealError> + Sync,
     ) -> Result<Self, ManifestError> {
         let rekeyer_key = rekeyer.sign_public_key();
         let mut sorted = recipients.to_vec();
@@ -480,17 +480,21 @@ impl SignedManifest {
                 .collect(),
         };
         manifest.check_invariants()?;
-        for entry in &mut manifest.entries {
-            entry.sealed = seal(
-                room_key,
-                &SealBinding {
-                    room,
-                    epoch,
-                    recipient: &entry.recipient,
-                    rekeyer: &rekeyer_key,
-                },
-            )?;
-        }
+        let seal_all = |entries: &mut [ManifestEntry]| -> Result<(), SealError> {
+            for entry in entries {
+                entry.sealed = seal(
+                    room_key,
+                    &SealBinding {
+                        room,
+                        epoch,
+                        recipient: &entry.recipient,
+                        rekeyer: &rekeyer_key,
+                    },
+                )?;
+            }
+            Ok(())
+        };
+        in_parallel(&mut manifest.entries, seal_all)?;
         let merkle_root = manifest.merkle_root();
         let mut signed = Self {
             manifest,
@@ -695,6 +699,40 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// The fewest entries worth a sealing thread of their own: below this, starting a thread costs
+/// more than it saves.
+const ENTRIES_PER_THREAD: usize = 64;
+
+/// Runs `work` over `entries` cut into one contiguous chunk per available core (at most one per
+/// [`ENTRIES_PER_THREAD`] entries), on scoped threads, and returns the first error. A panic in
+/// a chunk is resumed on the calling thread, as if the work had run there.
+fn in_parallel<E: Send>(
+    entries: &mut [ManifestEntry],
+    work: impl Fn(&mut [ManifestEntry]) -> Result<(), E> + Sync,
+) -> Result<(), E> {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let threads = cores.min(entries.len().div_ceil(ENTRIES_PER_THREAD)).max(1);
+    if threads == 1 {
+        return work(entries);
+    }
+    let chunk = entries.len().div_ceil(threads);
+    let work = &work;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = entries
+            .chunks_mut(chunk)
+            .map(|chunk| scope.spawn(move || work(chunk)))
+            .collect();
+        let mut outcome = Ok(());
+        for handle in handles {
+            match handle.join() {
+                Ok(result) => outcome = outcome.and(result),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        outcome
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -739,13 +777,13 @@ mod tests {
     fn rekey_checks_structure_before_sealing() {
         let r = room();
         let twice = [Recipient::of(&r.alice), Recipient::of(&r.alice)];
-        let mut sealed = 0;
+        let sealed = std::sync::atomic::AtomicUsize::new(0);
         let result = SignedManifest::rekey_with(&r.owner, &r.room, 2, 1, &r.key, &twice, |k, b| {
-            sealed += 1;
+            sealed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             seal_room_key(k, b)
         });
         assert_eq!(result.unwrap_err(), ManifestError::UnsortedOrDuplicate);
-        assert_eq!(sealed, 0);
+        assert_eq!(sealed.into_inner(), 0);
         for (epoch, previous) in [(0, 0), (3, 3), (3, 4), (MAX_EPOCH + 1, 0)] {
             let err =
                 SignedManifest::rekey(&r.owner, &r.room, epoch, previous, &r.key, &twice[..1]);
@@ -1195,5 +1233,55 @@ mod tests {
             .open(&r.alice, &r.room, 5, &r.owner.sign_public_key())
             .unwrap();
         assert_eq!(key.expose_secret(), r.key.expose_secret());
+    }
+
+    #[test]
+    fn a_rekey_sealed_on_several_threads_opens_for_every_member_in_order() {
+        // Enough members for one thread per core: each chunk seals its own entries in place.
+        let owner = Identity::generate().unwrap();
+        let people: Vec<Identity> = (0..3 * ENTRIES_PER_THREAD)
+            .map(|_| Identity::generate().unwrap())
+            .collect();
+        let recipients: Vec<Recipient> = people.iter().map(Recipient::of).collect();
+        let room = RoomId::new("crowd").unwrap();
+        let key = RoomKey::generate().unwrap();
+        let signed = SignedManifest::rekey(&owner, &room, 1, 0, &key, &recipients).unwrap();
+        let wire = SignedManifest::from_bytes(&signed.to_bytes()).unwrap();
+        for person in &people {
+            let part = wire.member_part(&person.sign_public_key()).unwrap();
+            let opened = part
+                .open(person, &room, 1, &owner.sign_public_key())
+                .unwrap();
+            assert_eq!(opened.expose_secret(), key.expose_secret());
+        }
+    }
+
+    #[test]
+    fn a_sealing_error_in_any_chunk_is_the_rekeys_error() {
+        let entry = |member: SignPublicKey| ManifestEntry {
+            member,
+            recipient: Identity::generate().unwrap().kex_public_key(),
+            sealed: SealedRoomKey::from_bytes(&[SEALED_ROOM_KEY_VERSION; SEALED_ROOM_KEY_LEN])
+                .unwrap(),
+        };
+        let (usual, odd) = (
+            Identity::generate().unwrap().sign_public_key(),
+            Identity::generate().unwrap().sign_public_key(),
+        );
+        let mut entries = vec![entry(usual); 4 * ENTRIES_PER_THREAD];
+        let fails_on_odd = |chunk: &mut [ManifestEntry]| {
+            if chunk.iter().any(|e| e.member == odd) {
+                Err("cannot seal to this one")
+            } else {
+                Ok(())
+            }
+        };
+        assert_eq!(in_parallel(&mut entries, fails_on_odd), Ok(()));
+        // The odd entry last, in the last chunk: its error is not lost behind the others' Ok.
+        *entries.last_mut().unwrap() = entry(odd);
+        assert_eq!(
+            in_parallel(&mut entries, fails_on_odd),
+            Err("cannot seal to this one")
+        );
     }
 }
