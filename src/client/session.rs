@@ -11,11 +11,11 @@ use super::error::{SessionEnd, SessionError};
 use super::liveness::{ConnectionState, Liveness};
 use super::trust::{OwnerCheck, TrustStore};
 use super::watch::{RoomUpdate, Watch};
-use crate::manifest::{MemberPart, Recipient, SignedManifest};
+use crate::manifest::{MemberPart, Recipient, SignedManifest, ENTRY_LEN};
 use crate::protocol::control::{
-    read_reply, AddMemberRequest, CreateRoomRequest, EpochRequest, KeyRequest, MemberChange,
-    MemberRequest, MembersRequest, RekeyRequest, RemoveMemberRequest, Request, RoomRecord,
-    RoomsRequest,
+    read_reply, AddMemberRequest, CreateRoomRequest, EpochReply, EpochRequest, KeyRequest,
+    MemberChange, MemberRequest, MembersRequest, RekeyBeginRequest, RekeyCommitRequest,
+    RekeyPartRequest, RekeyRequest, RemoveMemberRequest, Request, RoomRecord, RoomsRequest,
 };
 use crate::sealing::RoomKey;
 use crate::{subjects, Identity, RoomId, SignPublicKey};
@@ -234,12 +234,29 @@ impl Session {
         self.inner.liveness.subscribe()
     }
 
-    /// The rooms this identity is a member of, sorted by id. Each room's owner is checked
-    /// against its pin ([`SessionError::OwnerChanged`]) and its epoch against its floor
+    /// The rooms this identity is a member of, sorted by id, fetched page by page (one
+    /// message each). Each room's owner is checked against its pin
+    /// ([`SessionError::OwnerChanged`]) and its epoch against its floor
     /// ([`SessionError::EpochRollback`]); one room that fails fails the call.
     pub async fn my_rooms(&self) -> Result<Vec<RoomInfo>, SessionError> {
-        let reply = self.call(&RoomsRequest {}).await?;
-        reply.rooms.into_iter().map(|r| self.room_info(r)).collect()
+        let mut rooms = Vec::new();
+        let mut after: Option<RoomId> = None;
+        loop {
+            let request = RoomsRequest {
+                after: after.clone(),
+                limit: None,
+            };
+            let reply = self.call(&request).await?;
+            let ids = reply.rooms.iter().map(|r| &r.id);
+            check_page(after.as_ref(), ids, reply.next.as_ref(), rooms.len())?;
+            for record in reply.rooms {
+                rooms.push(self.room_info(record)?);
+            }
+            match reply.next {
+                Some(next) => after = Some(next),
+                None => return Ok(rooms),
+            }
+        }
     }
 
     /// Whether this identity is a member of `room`. `false` also for a room that does not
@@ -308,17 +325,29 @@ impl Session {
         self.room_info(reply)
     }
 
-    /// The room's active members with their registered keys, the owner included. Owner only.
+    /// The room's active members with their registered keys, the owner included, sorted by
+    /// signing key, fetched page by page (one message each). Owner only.
     pub async fn members(&self, room: &RoomId) -> Result<Vec<Recipient>, SessionError> {
-        let reply = self.call(&MembersRequest { room: room.clone() }).await?;
-        Ok(reply
-            .members
-            .into_iter()
-            .map(|m| Recipient {
+        let mut members = Vec::new();
+        let mut after = None;
+        loop {
+            let request = MembersRequest {
+                room: room.clone(),
+                after,
+                limit: None,
+            };
+            let reply = self.call(&request).await?;
+            let keys = reply.members.iter().map(|m| &m.sign_public_key);
+            check_page(after.as_ref(), keys, reply.next.as_ref(), members.len())?;
+            members.extend(reply.members.into_iter().map(|m| Recipient {
                 member: m.sign_public_key,
                 kex: m.kex_public_key,
-            })
-            .collect())
+            }));
+            match reply.next {
+                Some(next) => after = Some(next),
+                None => return Ok(members),
+            }
+        }
     }
 
     /// Adds the active user `member` to `room`. Owner only; adding a member twice is not an
@@ -418,10 +447,7 @@ impl Session {
         })
         .await
         .map_err(|e| SessionError::Internal(format!("the sealing task failed: {e}")))??;
-        let request = RekeyRequest {
-            manifest: crate::hex::encode(&manifest.to_bytes()),
-        };
-        let reply = self.call(&request).await?;
+        let reply = self.upload(&manifest).await?;
         if reply.epoch != epoch {
             return Err(SessionError::InvalidReply(format!(
                 "uploaded epoch {epoch}, the server says {}",
@@ -433,6 +459,69 @@ impl Session {
             .trust
             .record_verified(room, &self.inner.identity.sign_public_key(), epoch)?;
         Ok(OpenedRoomKey { epoch, key })
+    }
+
+    /// Uploads a signed manifest (protocol §12.5): in one `rekey` message when it fits in the
+    /// cluster's message limit, else as a chunked upload: `rekey_begin` with the signed head,
+    /// `rekey_part` with as many whole entries as fit in each message, then `rekey_commit`.
+    async fn upload(&self, manifest: &SignedManifest) -> Result<EpochReply, SessionError> {
+        let wire = manifest.to_bytes();
+        // What a JSON body may carry beside its hex, within `call`'s own headroom.
+        let room_for_hex = self.request_limit().saturating_sub(256);
+        if wire.len() * 2 <= room_for_hex {
+            let request = RekeyRequest {
+                manifest: crate::hex::encode(&wire),
+            };
+            return self.call(&request).await;
+        }
+        let head = manifest.head().to_bytes();
+        let begun = self
+            .call(&RekeyBeginRequest {
+                head: crate::hex::encode(&head),
+            })
+            .await?;
+        if !begun.instance_is_valid() {
+            return Err(SessionError::InvalidReply(
+                "rekey_begin named an instance that is not a subject token".into(),
+            ));
+        }
+        let per_part = (room_for_hex / (2 * ENTRY_LEN)).max(1);
+        // The wire form is the head followed by the entries.
+        let entries = wire.strip_prefix(head.as_slice()).ok_or_else(|| {
+            SessionError::Internal("a manifest's wire form does not start with its head".into())
+        })?;
+        for (n, chunk) in entries.chunks(per_part * ENTRY_LEN).enumerate() {
+            let first = n * per_part;
+            let request = RekeyPartRequest {
+                upload: begun.upload.clone(),
+                instance: begun.instance.clone(),
+                // At most MAX_ENTRIES (2^20) entries: the index fits.
+                first: first as u32,
+                entries: crate::hex::encode(chunk),
+            };
+            let reply = self.call(&request).await?;
+            let expected = first + chunk.len() / ENTRY_LEN;
+            if reply.received as usize != expected {
+                return Err(SessionError::InvalidReply(format!(
+                    "the upload holds {} entries after sending {expected}",
+                    reply.received
+                )));
+            }
+        }
+        self.call(&RekeyCommitRequest {
+            upload: begun.upload,
+            instance: begun.instance,
+        })
+        .await
+    }
+
+    /// The largest request body the cluster takes in one message, with room for the subjects.
+    fn request_limit(&self) -> usize {
+        self.inner
+            .client
+            .server_info()
+            .max_payload
+            .saturating_sub(512)
     }
 
     fn ensure_open(&self) -> Result<(), SessionError> {
@@ -448,20 +537,14 @@ impl Session {
         self.ensure_open()?;
         // The protocol's request types hold strings and numbers: they always serialize.
         let payload = serde_json::to_vec(request).expect("request bodies serialize to JSON");
-        // Headroom for the subject and the reply subject in the same message.
-        let limit = self
-            .inner
-            .client
-            .server_info()
-            .max_payload
-            .saturating_sub(512);
+        let limit = self.request_limit();
         if payload.len() > limit {
             return Err(SessionError::RequestTooLarge {
                 bytes: payload.len(),
                 limit,
             });
         }
-        let subject = R::OPERATION.subject(&self.inner.identity.sign_public_key());
+        let subject = request.subject(&self.inner.identity.sign_public_key());
         let timeout = self.inner.options.request_timeout;
         let request = async_nats::Request::new()
             .payload(payload.into())
@@ -536,5 +619,62 @@ impl Session {
             });
         }
         Ok(())
+    }
+}
+
+/// The most items a paged listing may hold in all: a server that keeps sending pages past it
+/// is not believed.
+const MAX_LISTED: usize = crate::manifest::MAX_ENTRIES;
+
+/// Checks one page of a listing sorted by key (§12.2): every key after `after` and ascending,
+/// `next` (when set) the page's last key, and no more than [`MAX_LISTED`] items so far. A server
+/// that breaks this could make the client loop or grow without end.
+fn check_page<'k, K: Ord + 'k>(
+    after: Option<&K>,
+    keys: impl Iterator<Item = &'k K>,
+    next: Option<&K>,
+    listed: usize,
+) -> Result<(), SessionError> {
+    let mut previous = after;
+    let mut count = 0;
+    for key in keys {
+        if previous.is_some_and(|p| key <= p) {
+            return Err(SessionError::InvalidReply(
+                "a listing page is not in ascending key order after its cursor".into(),
+            ));
+        }
+        previous = Some(key);
+        count += 1;
+    }
+    if next.is_some() && (count == 0 || next != previous) {
+        return Err(SessionError::InvalidReply(
+            "a listing page's next cursor is not its last key".into(),
+        ));
+    }
+    if listed.saturating_add(count) > MAX_LISTED {
+        return Err(SessionError::InvalidReply(format!(
+            "a listing of more than {MAX_LISTED} items"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_listing_page_must_move_forward_and_name_its_last_key_as_next() {
+        let keys = [2, 3, 5];
+        assert!(check_page(Some(&1), keys.iter(), Some(&5), 0).is_ok());
+        assert!(check_page(None, keys.iter(), None, 0).is_ok());
+        assert!(check_page::<u8>(None, [].iter(), None, 0).is_ok());
+        // Not after the cursor, not ascending, a cursor that is not the last key, an empty page
+        // that claims more: each could make the client loop.
+        assert!(check_page(Some(&2), keys.iter(), None, 0).is_err());
+        assert!(check_page(None, [3, 2].iter(), None, 0).is_err());
+        assert!(check_page(None, keys.iter(), Some(&3), 0).is_err());
+        assert!(check_page::<u8>(Some(&1), [].iter(), Some(&1), 0).is_err());
+        assert!(check_page(None, keys.iter(), None, MAX_LISTED - 2).is_err());
     }
 }

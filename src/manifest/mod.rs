@@ -339,6 +339,50 @@ impl ManifestHeader {
     }
 }
 
+/// An epoch's signed head: the header and the rekeyer's signature over it (protocol §8.3), the
+/// first `151 + len(room)` bytes of the whole manifest and of every member part. A chunked
+/// upload begins with it (§12.5), so the server can check the signature and the rekeyer before
+/// any entry arrives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedHead {
+    header: ManifestHeader,
+    signature: Signature,
+}
+
+impl SignedHead {
+    /// Decodes `header || signature` and nothing else (the header's checks of §8.4).
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, ManifestError> {
+        let mut reader = Reader(bytes);
+        let header = ManifestHeader::decode(&mut reader)?;
+        let signature = Signature::from_bytes(reader.take::<SIGNATURE_LEN>()?);
+        if !reader.0.is_empty() {
+            return Err(ManifestError::TrailingBytes {
+                extra: reader.0.len(),
+            });
+        }
+        Ok(Self { header, signature })
+    }
+
+    /// The wire form: `header || signature`.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = self.header.to_bytes();
+        out.extend_from_slice(&self.signature.to_bytes());
+        out
+    }
+
+    /// Checks the signature under the header's own rekeyer key (strict mode) and returns the
+    /// header. Whether that key may rekey the room is the caller's question.
+    pub fn verify_signature(&self) -> Result<&ManifestHeader, ManifestError> {
+        self.header.verify_signature(&self.signature)?;
+        Ok(&self.header)
+    }
+
+    /// The header, **unverified** until [`verify_signature`](Self::verify_signature) succeeds.
+    pub fn unverified_header(&self) -> &ManifestHeader {
+        &self.header
+    }
+}
+
 fn check_epochs(epoch: u64, previous_epoch: u64) -> Result<(), ManifestError> {
     if epoch == 0 || previous_epoch >= epoch || epoch > MAX_EPOCH {
         return Err(ManifestError::Malformed {
@@ -523,6 +567,14 @@ impl SignedManifest {
     /// The rekeyer's signature over the header.
     pub fn signature(&self) -> &Signature {
         &self.signature
+    }
+
+    /// The signed head: the header and the signature, as a chunked upload begins (§12.5).
+    pub fn head(&self) -> SignedHead {
+        SignedHead {
+            header: self.header(),
+            signature: self.signature,
+        }
     }
 
     /// The wire form: header, 64-byte signature, then every entry (145 bytes each) in order,

@@ -33,13 +33,19 @@ pub enum Operation {
     AddMember,
     /// Removes a member (owner only).
     RemoveMember,
-    /// Uploads a new epoch (owner only).
+    /// Uploads a new epoch in one message (owner only).
     Rekey,
+    /// Starts a chunked upload of a new epoch with its signed head (owner only).
+    RekeyBegin,
+    /// Adds entries to a chunked upload, on the instance that began it.
+    RekeyPart,
+    /// Commits a chunked upload as the new epoch, on the instance that began it.
+    RekeyCommit,
 }
 
 impl Operation {
     /// Every operation, in the order of the protocol's table. The server serves exactly these.
-    pub const ALL: [Operation; 9] = [
+    pub const ALL: [Operation; 12] = [
         Operation::Rooms,
         Operation::Member,
         Operation::Epoch,
@@ -49,6 +55,9 @@ impl Operation {
         Operation::AddMember,
         Operation::RemoveMember,
         Operation::Rekey,
+        Operation::RekeyBegin,
+        Operation::RekeyPart,
+        Operation::RekeyCommit,
     ];
 
     /// The operation's name: the last token of its subject.
@@ -63,6 +72,9 @@ impl Operation {
             Operation::AddMember => "add_member",
             Operation::RemoveMember => "remove_member",
             Operation::Rekey => "rekey",
+            Operation::RekeyBegin => "rekey_begin",
+            Operation::RekeyPart => "rekey_part",
+            Operation::RekeyCommit => "rekey_commit",
         }
     }
 
@@ -88,6 +100,18 @@ impl Operation {
     pub fn service_subject(self) -> String {
         format!("{}.*.{}", crate::subjects::REQUEST_PREFIX, self.name())
     }
+
+    /// Whether requests go to one membershipd instance, named by a last subject token: the
+    /// steps of a chunked upload after the first, which that instance holds (§12.5).
+    pub fn is_instance_bound(self) -> bool {
+        matches!(self, Operation::RekeyPart | Operation::RekeyCommit)
+    }
+
+    /// `unibus.cp.*.<name>.<instance>`: where one instance listens for an instance-bound
+    /// operation, from every caller.
+    pub fn instance_subject(self, instance: &str) -> String {
+        format!("{}.{instance}", self.service_subject())
+    }
 }
 
 /// A request body, which knows its operation and its reply.
@@ -96,6 +120,12 @@ pub trait Request: Serialize + DeserializeOwned {
     const OPERATION: Operation;
     /// What a successful reply carries.
     type Reply: ReplyBody;
+
+    /// Where `caller` sends it: [`Operation::subject`], and for an instance-bound operation
+    /// the instance's token after it.
+    fn subject(&self, caller: &SignPublicKey) -> String {
+        Self::OPERATION.subject(caller)
+    }
 }
 
 /// How a successful reply travels: its bytes, and reading them back.
@@ -146,18 +176,29 @@ pub struct MemberKeys {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Empty {}
 
-/// `rooms`: the caller's rooms.
+/// `rooms`: one page of the caller's rooms, sorted by id (§12.2).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RoomsRequest {}
+pub struct RoomsRequest {
+    /// Only rooms after this id: the `next` of the page before. `None` for the first page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<RoomId>,
+    /// The most rooms wanted in this page; the server may send fewer (it fills at most one
+    /// message). `None` for as many as fit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
 
 /// The reply of `rooms`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoomsReply {
     /// The rooms the caller is a member of, sorted by id.
     pub rooms: Vec<RoomRecord>,
+    /// Set when more rooms follow: the `after` of the next page (the last id of this one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<RoomId>,
 }
 
-/// A request that names only a room: `member`, `epoch`, `create_room`, `members`.
+/// A request that names only a room: `member`, `epoch`, `create_room`.
 macro_rules! room_request {
     ($(#[$meta:meta])* $name:ident => $operation:ident, $reply:ty) => {
         $(#[$meta])*
@@ -186,10 +227,25 @@ room_request!(
     /// `create_room`: creates `room`, owned by the caller. The reply is the room itself.
     CreateRoomRequest => CreateRoom, RoomRecord
 );
-room_request!(
-    /// `members`: the room's active members with their registered keys. Owner only.
-    MembersRequest => Members, MembersReply
-);
+/// `members`: one page of the room's active members with their registered keys, sorted by
+/// signing key (§12.2). Owner only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MembersRequest {
+    /// The room.
+    pub room: RoomId,
+    /// Only members after this key: the `next` of the page before. `None` for the first page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<SignPublicKey>,
+    /// The most members wanted in this page; the server may send fewer (it fills at most one
+    /// message). `None` for as many as fit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+impl Request for MembersRequest {
+    const OPERATION: Operation = Operation::Members;
+    type Reply = MembersReply;
+}
 
 /// The reply of `member`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -246,6 +302,9 @@ impl ReplyBody for KeyReply {
 pub struct MembersReply {
     /// The active members, the owner included, sorted by signing key.
     pub members: Vec<MemberKeys>,
+    /// Set when more members follow: the `after` of the next page (the last key of this one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<SignPublicKey>,
 }
 
 /// `add_member` and `remove_member`: who joins or leaves `room`. Owner only.
@@ -274,6 +333,89 @@ pub struct RekeyRequest {
     pub manifest: String,
 }
 
+/// `rekey_begin`: starts a chunked upload of a new epoch (§12.5) with its signed head. Owner
+/// only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RekeyBeginRequest {
+    /// `header || signature` (§8.3), hex.
+    pub head: String,
+}
+
+/// The reply of `rekey_begin`: the upload's id, and the instance that holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RekeyBeginReply {
+    /// The upload's id (hex).
+    pub upload: String,
+    /// The token of the membershipd instance that holds the upload (1 to 32 lowercase hex
+    /// characters): the last token of the subjects of `rekey_part` and `rekey_commit`.
+    pub instance: String,
+}
+
+impl RekeyBeginReply {
+    /// Whether `instance` is a token a client may put in a subject: lowercase hex, 1 to 32
+    /// characters. A client refuses any other (a server must not steer its requests).
+    pub fn instance_is_valid(&self) -> bool {
+        (1..=32).contains(&self.instance.len())
+            && self
+                .instance
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    }
+}
+
+/// `rekey_part`: the manifest's entries from index `first` on, in order (§12.5).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RekeyPartRequest {
+    /// The upload's id.
+    pub upload: String,
+    /// The instance that holds it (the subject's last token).
+    pub instance: String,
+    /// The index of the first entry in `entries`: the number received so far.
+    pub first: u32,
+    /// Whole entries (§8.1, 145 bytes each), hex.
+    pub entries: String,
+}
+
+/// The reply of `rekey_part`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RekeyPartReply {
+    /// How many entries the upload holds now.
+    pub received: u32,
+}
+
+/// `rekey_commit`: checks the whole upload and stores it as the new epoch (§12.5). The reply is
+/// the new epoch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RekeyCommitRequest {
+    /// The upload's id.
+    pub upload: String,
+    /// The instance that holds it (the subject's last token).
+    pub instance: String,
+}
+
+impl Request for RekeyBeginRequest {
+    const OPERATION: Operation = Operation::RekeyBegin;
+    type Reply = RekeyBeginReply;
+}
+
+impl Request for RekeyPartRequest {
+    const OPERATION: Operation = Operation::RekeyPart;
+    type Reply = RekeyPartReply;
+
+    fn subject(&self, caller: &SignPublicKey) -> String {
+        format!("{}.{}", Self::OPERATION.subject(caller), self.instance)
+    }
+}
+
+impl Request for RekeyCommitRequest {
+    const OPERATION: Operation = Operation::RekeyCommit;
+    type Reply = EpochReply;
+
+    fn subject(&self, caller: &SignPublicKey) -> String {
+        format!("{}.{}", Self::OPERATION.subject(caller), self.instance)
+    }
+}
+
 impl Request for RoomsRequest {
     const OPERATION: Operation = Operation::Rooms;
     type Reply = RoomsReply;
@@ -300,6 +442,8 @@ impl Request for RekeyRequest {
 }
 
 json_replies!(
+    RekeyBeginReply,
+    RekeyPartReply,
     RoomsReply,
     MemberReply,
     EpochReply,
@@ -395,9 +539,18 @@ mod tests {
             owner: sign,
             epoch: 3,
         };
-        round_trip(RoomsRequest {});
+        round_trip(RoomsRequest::default());
+        round_trip(RoomsRequest {
+            after: Some(room.clone()),
+            limit: Some(10),
+        });
         round_trip(RoomsReply {
             rooms: vec![record.clone()],
+            next: None,
+        });
+        round_trip(RoomsReply {
+            rooms: vec![record.clone()],
+            next: Some(room.clone()),
         });
         round_trip(MemberRequest { room: room.clone() });
         round_trip(MemberReply { member: true });
@@ -417,12 +570,22 @@ mod tests {
         assert_eq!(KeyReply::from_body(&part.to_body()).unwrap(), part);
         round_trip(CreateRoomRequest { room: room.clone() });
         round_trip(record);
-        round_trip(MembersRequest { room: room.clone() });
+        round_trip(MembersRequest {
+            room: room.clone(),
+            after: None,
+            limit: None,
+        });
+        round_trip(MembersRequest {
+            room: room.clone(),
+            after: Some(sign),
+            limit: Some(500),
+        });
         round_trip(MembersReply {
             members: vec![MemberKeys {
                 sign_public_key: sign,
                 kex_public_key: kex,
             }],
+            next: Some(sign),
         });
         let change = MemberChange { room, member: sign };
         round_trip(AddMemberRequest(change.clone()));

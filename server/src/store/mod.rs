@@ -118,6 +118,16 @@ pub trait Store: Send + Sync {
     /// The rooms `member` is in, sorted.
     async fn rooms_for_member(&self, member: &SignPublicKey) -> StoreResult<Vec<RoomId>>;
 
+    /// The room's members who can receive keys (active users) with their registered x25519
+    /// keys, sorted by signing key: at most `limit` of them, all after `after` when given. One
+    /// page of a listing of any size. [`StoreError::NotFound`] for a room that does not exist.
+    async fn active_members(
+        &self,
+        room: &RoomId,
+        after: Option<&SignPublicKey>,
+        limit: usize,
+    ) -> StoreResult<Vec<(SignPublicKey, KexPublicKey)>>;
+
     /// Stores a new epoch, its signed head and each member's tail (protocol §8.4),
     /// and moves the room's epoch from the manifest's `previous_epoch` to its `epoch`: members
     /// see all of the epoch or none of it.

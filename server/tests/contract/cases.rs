@@ -46,6 +46,7 @@ cases!(
     a_room_starts_with_its_owner_as_member,
     members_and_the_reverse_index_follow_adds_and_removes,
     membership_changes_on_missing_rooms_or_members_are_not_found,
+    active_members_come_in_key_order_pages_without_revoked_or_deleted_users,
     put_epoch_stores_every_part_and_moves_the_epoch,
     a_rekey_from_a_stale_epoch_is_a_conflict,
     no_key_before_the_first_epoch_or_for_non_recipients,
@@ -663,6 +664,69 @@ struct Rekey {
     owner: Identity,
     members: Vec<Identity>,
     general: RoomId,
+}
+
+async fn active_members_come_in_key_order_pages_without_revoked_or_deleted_users(
+    store: Arc<dyn Store>,
+) {
+    let general = room("general");
+    let people: Vec<Identity> = (0..7).map(|_| identity()).collect();
+    for person in &people {
+        store.add_user(new_user(person, false)).await.unwrap();
+    }
+    let owner = &people[0];
+    store
+        .create_room(&general, &owner.sign_public_key())
+        .await
+        .unwrap();
+    for person in &people[1..] {
+        store
+            .add_member(&general, &person.sign_public_key())
+            .await
+            .unwrap();
+    }
+    store
+        .revoke_user(&people[1].sign_public_key())
+        .await
+        .unwrap();
+    store
+        .delete_user(&people[2].sign_public_key())
+        .await
+        .unwrap();
+    let mut expected: Vec<_> = people
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| ![1, 2].contains(i))
+        .map(|(_, p)| (p.sign_public_key(), p.kex_public_key()))
+        .collect();
+    expected.sort();
+
+    let all = store
+        .active_members(&general, None, usize::MAX)
+        .await
+        .unwrap();
+    assert_eq!(all, expected);
+    // Pages of two, each after the last key of the one before, give the same list.
+    let mut paged = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .active_members(&general, after.as_ref(), 2)
+            .await
+            .unwrap();
+        assert!(page.len() <= 2);
+        let Some(last) = page.last() else { break };
+        after = Some(last.0);
+        paged.extend(page);
+    }
+    assert_eq!(paged, expected);
+    assert_eq!(
+        store
+            .active_members(&room("missing"), None, 10)
+            .await
+            .unwrap_err(),
+        StoreError::NotFound
+    );
 }
 
 async fn room_with_members(store: &dyn Store, n: usize) -> Rekey {

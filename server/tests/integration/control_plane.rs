@@ -12,7 +12,7 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 use unibus::manifest::{MemberPart, Recipient, SignedManifest};
 use unibus::sealing::RoomKey;
-use unibus::{Identity, RoomId};
+use unibus::{Identity, RoomId, SignPublicKey};
 use unibus_server::control::ControlPlane;
 
 async fn with_service() -> World {
@@ -418,67 +418,166 @@ async fn bodies_that_are_not_objects_and_epochs_past_the_limit_are_bad_requests(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reply_too_large_for_the_cluster_is_a_refusal_not_silence() {
-    // Messages of at most 16 KiB; a `members` reply of 150 members is about 22 KB.
-    let w = serve(world_with_config("max_payload: 16384").await).await;
-    let owner = user(&w).await;
-    owner.call("create_room", json!({ "room": "crowd" })).await;
-    let room = RoomId::new("crowd").unwrap();
-    for _ in 0..150 {
-        let member = register(&*w.store).await;
-        w.store
-            .add_member(&room, &member.sign_public_key())
-            .await
-            .unwrap();
-    }
-    let reply = owner.call("members", json!({ "room": "crowd" })).await;
-    assert_eq!(code(&reply), "reply_too_large", "{reply}");
-    // A small reply still goes through.
-    let reply = owner.call("epoch", json!({ "room": "crowd" })).await;
-    assert_eq!(reply["epoch"], 0, "{reply}");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_sdk_reports_oversized_requests_and_replies_as_such_not_as_transport() {
-    use unibus::client::{Session, SessionError, SessionOptions};
-    // Messages of at most 16 KiB: a 70-member rekey upload (hex manifest, about 20 KB) does not
-    // fit, while the `members` reply it needs first (about 11 KB) does.
+async fn listings_and_rekeys_larger_than_a_message_go_through_in_pages_and_parts() {
+    use unibus::client::{Session, SessionOptions};
+    // Messages of at most 16 KiB. 150 members: the `members` listing (26 KB) comes in pages and
+    // the 150-entry manifest (44 KB as hex) goes up in parts; 80 rooms list in two pages.
     let w = serve(world_with_config("max_payload: 16384").await).await;
     let owner = Arc::new(register(&*w.store).await);
     let urls: Vec<String> = (0..w.cluster.len())
         .map(|i| w.cluster.client_url(i))
         .collect();
-    let session = Session::connect(Arc::clone(&owner), &urls, SessionOptions::default())
-        .await
-        .unwrap();
+    let connect =
+        |id: &Arc<Identity>| Session::connect(Arc::clone(id), &urls, SessionOptions::default());
+    let session = connect(&owner).await.unwrap();
     let room = RoomId::new("crowd").unwrap();
     session.create_room(&room).await.unwrap();
-    for _ in 0..69 {
-        let member = register(&*w.store).await;
-        session
-            .add_member(&room, &member.sign_public_key())
-            .await
-            .unwrap();
-    }
-    match session.rekey(&room).await {
-        Err(SessionError::RequestTooLarge { bytes, limit }) => assert!(bytes > limit),
-        other => panic!("expected RequestTooLarge, got {other:?}"),
-    }
-    // 80 more members: now the `members` reply itself is too large to send.
-    for _ in 0..80 {
-        let member = register(&*w.store).await;
+    let member = Arc::new(register(&*w.store).await);
+    w.store
+        .add_member(&room, &member.sign_public_key())
+        .await
+        .unwrap();
+    let mut expected = vec![owner.sign_public_key(), member.sign_public_key()];
+    for _ in 2..150 {
+        let someone = register(&*w.store).await;
         w.store
-            .add_member(&room, &member.sign_public_key())
+            .add_member(&room, &someone.sign_public_key())
+            .await
+            .unwrap();
+        expected.push(someone.sign_public_key());
+    }
+    expected.sort();
+    let listed: Vec<SignPublicKey> = session
+        .members(&room)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.member)
+        .collect();
+    assert_eq!(listed, expected);
+
+    let rekeyed = session.rekey(&room).await.unwrap();
+    assert_eq!(rekeyed.epoch, 1);
+    let theirs = connect(&member).await.unwrap();
+    let opened = theirs.room_key(&room, None).await.unwrap();
+    assert_eq!(opened.epoch, 1);
+    assert_eq!(opened.key.expose_secret(), rekeyed.key.expose_secret());
+
+    for i in 0..79 {
+        let id = RoomId::new(&format!("room-{i:02}")).unwrap();
+        w.store
+            .create_room(&id, &member.sign_public_key())
             .await
             .unwrap();
     }
-    let refused = session.members(&room).await.unwrap_err();
-    assert!(
-        matches!(refused, SessionError::ReplyTooLarge(_)),
-        "{refused:?}"
+    let rooms = theirs.my_rooms().await.unwrap();
+    assert_eq!(rooms.len(), 80);
+    assert!(rooms.windows(2).all(|w| w[0].id < w[1].id));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunked_upload_takes_parts_in_order_from_its_owner_and_commits_only_whole() {
+    let w = with_service().await;
+    let (alice, bob) = (user(&w).await, user(&w).await);
+    alice
+        .call("create_room", json!({ "room": "general" }))
+        .await;
+    alice
+        .call(
+            "add_member",
+            json!({ "room": "general", "member": bob.key() }),
+        )
+        .await;
+    let recipients = [Recipient::of(&alice.id), Recipient::of(&bob.id)];
+    let key = RoomKey::generate().unwrap();
+    let general = RoomId::new("general").unwrap();
+    let signed = SignedManifest::rekey(&alice.id, &general, 1, 0, &key, &recipients).unwrap();
+    let head = signed.head().to_bytes();
+    let wire = signed.to_bytes();
+    let entries = &wire[head.len()..];
+    let entry = unibus::manifest::ENTRY_LEN;
+
+    // Only the owner begins, with a head it signed.
+    let refused = bob
+        .call("rekey_begin", json!({ "head": hex::encode(&head) }))
+        .await;
+    assert_eq!(code(&refused), "bad_manifest", "{refused}");
+    let begun = alice
+        .call("rekey_begin", json!({ "head": hex::encode(&head) }))
+        .await;
+    let (upload, instance) = (
+        begun["upload"].as_str().unwrap().to_owned(),
+        begun["instance"].as_str().unwrap().to_owned(),
     );
-    assert!(!refused.is_transient());
-    assert_eq!(session.current_epoch(&room).await.unwrap(), 0);
+    let part = |who: &User, first: usize, bytes: &[u8]| {
+        let body = json!({
+            "upload": upload, "instance": instance, "first": first, "entries": hex::encode(bytes),
+        });
+        let subject = format!("unibus.cp.{}.rekey_part.{instance}", who.key());
+        let client = who.client.clone();
+        async move {
+            let reply = client
+                .request(subject, body.to_string().into())
+                .await
+                .unwrap();
+            serde_json::from_slice::<Value>(&reply.payload).unwrap()
+        }
+    };
+    let commit = |who: &User| {
+        let body = json!({ "upload": upload, "instance": instance });
+        let subject = format!("unibus.cp.{}.rekey_commit.{instance}", who.key());
+        let client = who.client.clone();
+        async move {
+            let reply = client
+                .request(subject, body.to_string().into())
+                .await
+                .unwrap();
+            serde_json::from_slice::<Value>(&reply.payload).unwrap()
+        }
+    };
+    assert_eq!(part(&alice, 0, &entries[..entry]).await["received"], 1);
+    // Out of order, or from another key: refused, nothing changes.
+    assert_eq!(
+        code(&part(&alice, 2, &entries[entry..]).await),
+        "bad_request"
+    );
+    assert_eq!(code(&part(&bob, 1, &entries[entry..]).await), "not_found");
+    // A commit before the last part stores nothing, and ends the upload.
+    let early = commit(&alice).await;
+    assert_eq!(code(&early), "bad_manifest", "{early}");
+    assert_eq!(code(&part(&alice, 1, &entries[entry..]).await), "not_found");
+    assert_eq!(bob.open_key("general", None).await.unwrap_err(), "no_key");
+
+    // Again, whole: the epoch is stored and opens for the member.
+    let begun = alice
+        .call("rekey_begin", json!({ "head": hex::encode(&head) }))
+        .await;
+    let (upload2, instance2) = (
+        begun["upload"].as_str().unwrap().to_owned(),
+        begun["instance"].as_str().unwrap().to_owned(),
+    );
+    assert_eq!(instance2, instance);
+    for (first, bytes) in [(0, &entries[..entry]), (1, &entries[entry..])] {
+        let body = json!({
+            "upload": upload2, "instance": instance2, "first": first, "entries": hex::encode(bytes),
+        });
+        let subject = format!("unibus.cp.{}.rekey_part.{instance2}", alice.key());
+        alice
+            .client
+            .request(subject, body.to_string().into())
+            .await
+            .unwrap();
+    }
+    let body = json!({ "upload": upload2, "instance": instance2 });
+    let subject = format!("unibus.cp.{}.rekey_commit.{instance2}", alice.key());
+    let reply = alice
+        .client
+        .request(subject, body.to_string().into())
+        .await
+        .unwrap();
+    let committed: Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(committed["epoch"], 1, "{committed}");
+    assert_eq!(bob.open_key("general", None).await.unwrap(), (1, key));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -53,6 +53,10 @@ use super::{
     RoomSnapshot, Snapshot, Store, StoreError, StoreResult, User, UserStatus,
 };
 use bucket::{backend, decode, encode, open_bucket, CAS_ATTEMPTS};
+use futures::StreamExt;
+
+/// How many user reads a listing keeps in flight.
+const READS_IN_FLIGHT: usize = 64;
 
 /// How the KV store is set up.
 #[derive(Debug, Clone)]
@@ -388,6 +392,34 @@ impl Store for KvStore {
             .collect::<StoreResult<Vec<_>>>()?;
         members.sort();
         Ok(members)
+    }
+
+    async fn active_members(
+        &self,
+        room: &RoomId,
+        after: Option<&SignPublicKey>,
+        limit: usize,
+    ) -> StoreResult<Vec<(SignPublicKey, KexPublicKey)>> {
+        // Keys cannot be range-scanned: list the room's members, then read users in key order,
+        // many at once, until the page is full.
+        let members = self.list_members(room).await?;
+        let start = after.map_or(0, |after| members.partition_point(|m| m <= after));
+        let mut users = futures::stream::iter(members.into_iter().skip(start))
+            .map(|member| async move { self.get_user(&member).await })
+            .buffered(READS_IN_FLIGHT);
+        let mut page = Vec::new();
+        while page.len() < limit {
+            match users.next().await {
+                None => break,
+                Some(Ok(user)) if user.status == UserStatus::Active => {
+                    page.push((user.sign_key, user.kex_key));
+                }
+                // Revoked, or deleted (its tombstone reads as not found): not a recipient.
+                Some(Ok(_)) | Some(Err(StoreError::NotFound)) => {}
+                Some(Err(e)) => return Err(e),
+            }
+        }
+        Ok(page)
     }
 
     async fn is_member(&self, room: &RoomId, member: &SignPublicKey) -> StoreResult<bool> {

@@ -344,6 +344,40 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn active_members(
+        &self,
+        room: &RoomId,
+        after: Option<&SignPublicKey>,
+        limit: usize,
+    ) -> StoreResult<Vec<(SignPublicKey, KexPublicKey)>> {
+        let (room, after) = (room.clone(), after.map(SignPublicKey::to_hex));
+        // SQLite's LIMIT is a signed 64-bit number; "all" is any number past the table's size.
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.with(move |conn| {
+            if get_room(conn, &room)?.is_none() {
+                return Err(StoreError::NotFound);
+            }
+            // Deleted users have no row in `users`, revoked ones are filtered out.
+            all(
+                conn,
+                "SELECT u.sign_key, u.kex_key FROM members m JOIN users u ON u.sign_key = m.member \
+                 WHERE m.room_id = ?1 AND m.member > ?2 AND u.status = 'active' \
+                 ORDER BY m.member LIMIT ?3",
+                params![room.as_str(), after.unwrap_or_default(), limit],
+                |row| {
+                    let (sign, kex): (String, String) = (row.get(0)?, row.get(1)?);
+                    Ok(parse_member(sign).and_then(|sign| {
+                        let kex = KexPublicKey::from_hex(&kex).map_err(|e| {
+                            StoreError::Corrupt(format!("stored key-exchange key: {e}"))
+                        })?;
+                        Ok((sign, kex))
+                    }))
+                },
+            )
+        })
+        .await
+    }
+
     async fn is_member(&self, room: &RoomId, member: &SignPublicKey) -> StoreResult<bool> {
         let (room, member) = (room.clone(), member.to_hex());
         self.with(move |conn| {

@@ -10,28 +10,48 @@
 //!
 //! A reply that would not fit in one NATS message (the server's `max_payload`) is replaced by a
 //! `reply_too_large` refusal, and logged, so the caller hears of it instead of timing out.
+//! Listings (`members`, `rooms`) come in pages that fit one message, and a manifest too large for
+//! one message is uploaded in parts (`rekey_begin`, `rekey_part`, `rekey_commit`) that this
+//! instance holds in memory ([`uploads`]) until the commit; the parts and the commit go to
+//! `unibus.cp.<caller>.<operation>.<instance>`, this instance's own subjects.
+
+pub mod uploads;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use async_nats::service::ServiceExt;
 use futures::StreamExt;
-use unibus::manifest::SignedManifest;
+use unibus::manifest::{SignedHead, SignedManifest};
 use unibus::protocol::codes::{Refusal, RefusalCode};
 use unibus::protocol::control::{
     encode_reply, read_request, AddMemberRequest, CreateRoomRequest, Empty, EpochReply,
     EpochRequest, KeyReply, KeyRequest, MemberChange, MemberKeys, MemberReply, MemberRequest,
-    MembersReply, MembersRequest, Operation, RekeyRequest, RemoveMemberRequest, Request,
-    RoomRecord, RoomsReply, RoomsRequest,
+    MembersReply, MembersRequest, Operation, RekeyBeginReply, RekeyBeginRequest,
+    RekeyCommitRequest, RekeyPartReply, RekeyPartRequest, RekeyRequest, RemoveMemberRequest,
+    Request, RoomRecord, RoomsReply, RoomsRequest,
 };
 use unibus::protocol::events::Notification;
 use unibus::{KexPublicKey, RoomId, SignPublicKey};
+use uploads::{UploadError, Uploads};
 
 use crate::store::{Room, Store, StoreError, UserStatus};
 
 /// How many records one request reads at once (users for `members` and `rekey`, rooms for
 /// `rooms`).
 const READS_IN_FLIGHT: usize = 64;
+
+/// The most records one page of `members` or `rooms` holds, whatever the message limit.
+pub const MAX_PAGE: usize = 10_000;
+/// Room in a page's message for what is not a record: the reply's own headroom, and the braces,
+/// the list's name and `next` around the records.
+const PAGE_ENVELOPE_BYTES: usize = REPLY_HEADROOM + 512;
+/// The longest `members` record with its separator:
+/// `{"sign_public_key":"<64 hex>","kex_public_key":"<64 hex>"},`.
+const MEMBER_RECORD_BYTES: usize = 171;
+/// The longest `rooms` record with its separator: a 128-character id and a 19-digit epoch,
+/// `{"id":"<128>","owner":"<64 hex>","epoch":<19 digits>},`.
+const ROOM_RECORD_BYTES: usize = 241;
 /// The queue group of the service.
 pub const QUEUE_GROUP: &str = "unibus-control-plane";
 
@@ -76,12 +96,20 @@ fn room_record(room: &Room) -> RoomRecord {
 pub struct ControlPlane {
     store: Arc<dyn Store>,
     client: async_nats::Client,
+    /// This instance's token: the last subject token of its instance-bound operations.
+    instance: String,
+    uploads: Uploads,
 }
 
 impl ControlPlane {
     /// A service answering on `client` (a connection in the account that exports the service).
     pub fn new(store: Arc<dyn Store>, client: async_nats::Client) -> Self {
-        Self { store, client }
+        Self {
+            store,
+            client,
+            instance: instance_token(),
+            uploads: Uploads::default(),
+        }
     }
 
     /// Registers the service (NATS micro-services protocol: discovery and stats) with one
@@ -95,7 +123,14 @@ impl ControlPlane {
             .start("unibus-control-plane", env!("CARGO_PKG_VERSION"))
             .await?;
         let mut endpoints = Vec::new();
+        let mut bound = Vec::new();
         for operation in Operation::ALL {
+            if operation.is_instance_bound() {
+                // Only this instance holds the upload: its own subject, outside the queue group.
+                let subject = operation.instance_subject(&self.instance);
+                bound.push(self.client.subscribe(subject).await?);
+                continue;
+            }
             endpoints.push(
                 service
                     .endpoint_builder()
@@ -104,6 +139,24 @@ impl ControlPlane {
                     .await?,
             );
         }
+        let this = Arc::clone(&self);
+        tokio::spawn(async move {
+            let mut messages = futures::stream::select_all(bound);
+            while let Some(message) = messages.next().await {
+                let Some(reply_to) = message.reply.clone() else {
+                    continue;
+                };
+                let this = Arc::clone(&this);
+                tokio::spawn(async move {
+                    let subject = message.subject.to_string();
+                    let reply = this.answer(&subject, &message.payload).await;
+                    let reply = this.fitting(&subject, reply);
+                    if let Err(e) = this.client.publish(reply_to, reply.into()).await {
+                        tracing::warn!(subject = %subject, error = %e, "a reply could not be sent");
+                    }
+                });
+            }
+        });
         let mut requests = futures::stream::select_all(endpoints);
         while let Some(request) = requests.next().await {
             let this = Arc::clone(&self);
@@ -121,36 +174,26 @@ impl ControlPlane {
 
     /// `reply`, or a `reply_too_large` refusal if it would not fit in one message.
     fn fitting(&self, subject: &str, reply: Vec<u8>) -> Vec<u8> {
-        // Headroom for the reply subject and the protocol line.
-        let limit = self.client.server_info().max_payload.saturating_sub(1024);
-        if reply.len() <= limit {
-            return reply;
-        }
-        tracing::error!(
-            subject,
-            bytes = reply.len(),
-            limit,
-            "a reply is larger than the cluster's message limit; refused instead"
-        );
-        encode_reply::<Empty>(&Err(refused(
-            RefusalCode::ReplyTooLarge,
-            format!(
-                "the reply ({} bytes) is larger than the cluster's message limit ({limit} bytes)",
-                reply.len()
-            ),
-        )))
+        fit(subject, reply, self.client.server_info().max_payload)
     }
 
     /// The reply to one request on `subject` with `body`.
     pub async fn answer(&self, subject: &str, body: &[u8]) -> Vec<u8> {
         let mut tokens = subject.split('.');
-        let (caller, operation) = match (tokens.nth(2), tokens.next(), tokens.next()) {
-            (Some(caller), Some(operation), None) => (caller, operation),
-            _ => return reject(refused(RefusalCode::BadRequest, "unknown subject")),
-        };
+        let (caller, operation, instance) =
+            match (tokens.nth(2), tokens.next(), tokens.next(), tokens.next()) {
+                (Some(caller), Some(operation), instance, None) => (caller, operation, instance),
+                _ => return reject(refused(RefusalCode::BadRequest, "unknown subject")),
+            };
         let Some(operation) = Operation::from_name(operation) else {
             return reject(refused(RefusalCode::BadRequest, "unknown operation"));
         };
+        let own = Some(self.instance.as_str());
+        if (operation.is_instance_bound() && instance != own)
+            || (!operation.is_instance_bound() && instance.is_some())
+        {
+            return reject(refused(RefusalCode::BadRequest, "unknown subject"));
+        }
         match SignPublicKey::from_hex(caller) {
             Ok(caller) => self.handle(&caller, operation, body).await,
             Err(_) => reject(refused(
@@ -184,7 +227,7 @@ impl ControlPlane {
     /// Reads the operation's request and runs its handler: one arm per [`Operation`].
     async fn dispatch(&self, caller: &SignPublicKey, operation: Operation, body: &[u8]) -> Vec<u8> {
         match operation {
-            Operation::Rooms => serve(body, |_: RoomsRequest| self.rooms(caller)).await,
+            Operation::Rooms => serve(body, |r: RoomsRequest| self.rooms(caller, r)).await,
             Operation::Member => serve(body, |r: MemberRequest| self.member(caller, r)).await,
             Operation::Epoch => serve(body, |r: EpochRequest| self.epoch(caller, r)).await,
             Operation::Key => serve(body, |r: KeyRequest| self.key(caller, r)).await,
@@ -202,6 +245,15 @@ impl ControlPlane {
                 .await
             }
             Operation::Rekey => serve(body, |r: RekeyRequest| self.rekey(caller, r)).await,
+            Operation::RekeyBegin => {
+                serve(body, |r: RekeyBeginRequest| self.rekey_begin(caller, r)).await
+            }
+            Operation::RekeyPart => {
+                serve(body, |r: RekeyPartRequest| self.rekey_part(caller, r)).await
+            }
+            Operation::RekeyCommit => {
+                serve(body, |r: RekeyCommitRequest| self.rekey_commit(caller, r)).await
+            }
         }
     }
 
@@ -216,14 +268,20 @@ impl ControlPlane {
         }
     }
 
-    async fn rooms(&self, caller: &SignPublicKey) -> Outcome<RoomsReply> {
+    async fn rooms(&self, caller: &SignPublicKey, request: RoomsRequest) -> Outcome<RoomsReply> {
         let store = &self.store;
-        // In order (the list is sorted by id), with many reads in flight.
         let ids = store
             .rooms_for_member(caller)
             .await
             .map_err(store_refusal)?;
-        let mut records = futures::stream::iter(ids)
+        let start = request
+            .after
+            .as_ref()
+            .map_or(0, |after| ids.partition_point(|id| id <= after));
+        let limit = self.page_limit(request.limit, ROOM_RECORD_BYTES);
+        let more = ids.len() - start > limit;
+        // In order (the list is sorted by id), with many reads in flight.
+        let mut records = futures::stream::iter(ids.into_iter().skip(start).take(limit))
             .map(|id| async move { store.get_room(&id).await })
             .buffered(READS_IN_FLIGHT);
         let mut rooms = Vec::new();
@@ -234,7 +292,21 @@ impl ControlPlane {
                 Err(e) => return Err(store_refusal(e)),
             }
         }
-        Ok(RoomsReply { rooms })
+        let next = if more {
+            rooms.last().map(|room| room.id.clone())
+        } else {
+            None
+        };
+        Ok(RoomsReply { rooms, next })
+    }
+
+    /// How many records of at most `record_bytes` (JSON, with a separator) one page holds: what
+    /// the caller asked for, at most [`MAX_PAGE`], and never more than fit in one message.
+    fn page_limit(&self, requested: Option<u32>, record_bytes: usize) -> usize {
+        let max_payload = self.client.server_info().max_payload;
+        let fits = (max_payload.saturating_sub(PAGE_ENVELOPE_BYTES) / record_bytes).max(1);
+        let requested = requested.map_or(usize::MAX, |n| (n as usize).max(1));
+        fits.min(requested).min(MAX_PAGE)
     }
 
     async fn member(&self, caller: &SignPublicKey, request: MemberRequest) -> Outcome<MemberReply> {
@@ -296,16 +368,28 @@ impl ControlPlane {
         request: MembersRequest,
     ) -> Outcome<MembersReply> {
         self.owned_room(&request.room, caller).await?;
-        let members = self
-            .active_members(&request.room)
-            .await?
+        let limit = self.page_limit(request.limit, MEMBER_RECORD_BYTES);
+        // One more than the page, to know whether another page follows.
+        let mut page = self
+            .store
+            .active_members(&request.room, request.after.as_ref(), limit + 1)
+            .await
+            .map_err(store_refusal)?;
+        let more = page.len() > limit;
+        page.truncate(limit);
+        let next = if more {
+            page.last().map(|(key, _)| *key)
+        } else {
+            None
+        };
+        let members = page
             .into_iter()
             .map(|(sign_public_key, kex_public_key)| MemberKeys {
                 sign_public_key,
                 kex_public_key,
             })
             .collect();
-        Ok(MembersReply { members })
+        Ok(MembersReply { members, next })
     }
 
     async fn add_member(&self, caller: &SignPublicKey, change: MemberChange) -> Outcome<Empty> {
@@ -383,29 +467,105 @@ impl ControlPlane {
         &self,
         room: &RoomId,
     ) -> Outcome<BTreeSet<(SignPublicKey, KexPublicKey)>> {
-        let store = &self.store;
-        // Many reads in flight: a 1,000-member room costs a few round trips, not a thousand.
-        let members = store.list_members(room).await.map_err(store_refusal)?;
-        let mut users = futures::stream::iter(members)
-            .map(|member| async move { store.get_user(&member).await })
-            .buffer_unordered(READS_IN_FLIGHT);
-        let mut active = BTreeSet::new();
-        while let Some(user) = users.next().await {
-            match user {
-                Ok(user) if user.status == UserStatus::Active => {
-                    active.insert((user.sign_key, user.kex_key));
-                }
-                Ok(_) | Err(StoreError::NotFound) => {}
-                Err(e) => return Err(store_refusal(e)),
-            }
-        }
-        Ok(active)
+        let all = self
+            .store
+            .active_members(room, None, usize::MAX)
+            .await
+            .map_err(store_refusal)?;
+        Ok(all.into_iter().collect())
     }
 
     async fn rekey(&self, caller: &SignPublicKey, request: RekeyRequest) -> Outcome<EpochReply> {
         let bad = |message: String| refused(RefusalCode::BadManifest, message);
         let bytes = hex::decode(&request.manifest).map_err(|e| bad(e.to_string()))?;
-        let signed = SignedManifest::from_bytes(&bytes).map_err(|e| bad(e.to_string()))?;
+        self.commit_manifest(caller, &bytes).await
+    }
+
+    /// Starts a chunked upload: checks the signed head as a whole manifest's would be (the
+    /// signature, the rekeyer, the room's owner, the epoch it follows) before holding anything.
+    async fn rekey_begin(
+        &self,
+        caller: &SignPublicKey,
+        request: RekeyBeginRequest,
+    ) -> Outcome<RekeyBeginReply> {
+        let bad = |message: String| refused(RefusalCode::BadManifest, message);
+        let bytes = hex::decode(&request.head).map_err(|e| bad(e.to_string()))?;
+        let head = SignedHead::from_bytes(&bytes).map_err(|e| bad(e.to_string()))?;
+        let header = head.verify_signature().map_err(|e| bad(e.to_string()))?;
+        if &header.rekeyer != caller {
+            return Err(bad("the manifest is not signed by the caller".into()));
+        }
+        let room = self.owned_room(&header.room, caller).await?;
+        if room.epoch != header.previous_epoch {
+            return Err(refused(
+                RefusalCode::EpochConflict,
+                format!(
+                    "the room is at epoch {}, not {}",
+                    room.epoch, header.previous_epoch
+                ),
+            ));
+        }
+        let upload = random_hex::<16>().ok_or_else(|| {
+            refused(
+                RefusalCode::Unavailable,
+                "no randomness for an upload id; retry later",
+            )
+        })?;
+        self.uploads
+            .begin(upload.clone(), *caller, head)
+            .map_err(upload_refusal)?;
+        Ok(RekeyBeginReply {
+            upload,
+            instance: self.instance.clone(),
+        })
+    }
+
+    async fn rekey_part(
+        &self,
+        caller: &SignPublicKey,
+        request: RekeyPartRequest,
+    ) -> Outcome<RekeyPartReply> {
+        let entries = hex::decode(&request.entries)
+            .map_err(|e| refused(RefusalCode::BadRequest, format!("entries: {e}")))?;
+        let received = self
+            .uploads
+            .add(&request.upload, caller, request.first as usize, &entries)
+            .map_err(upload_refusal)?;
+        // At most the head's count, a u32.
+        Ok(RekeyPartReply {
+            received: received as u32,
+        })
+    }
+
+    async fn rekey_commit(
+        &self,
+        caller: &SignPublicKey,
+        request: RekeyCommitRequest,
+    ) -> Outcome<EpochReply> {
+        let upload = self
+            .uploads
+            .take(&request.upload, caller)
+            .map_err(upload_refusal)?;
+        if upload.received() != upload.count {
+            return Err(refused(
+                RefusalCode::BadManifest,
+                format!(
+                    "the upload holds {} of its {} entries",
+                    upload.received(),
+                    upload.count
+                ),
+            ));
+        }
+        let mut bytes = upload.head.to_bytes();
+        bytes.extend_from_slice(&upload.entries);
+        drop(upload);
+        self.commit_manifest(caller, &bytes).await
+    }
+
+    /// Checks a whole manifest's wire form (protocol §12.5) and stores it as the new epoch.
+    async fn commit_manifest(&self, caller: &SignPublicKey, bytes: &[u8]) -> Outcome<EpochReply> {
+        let bad = |message: String| refused(RefusalCode::BadManifest, message);
+        let signed = SignedManifest::from_bytes(bytes).map_err(|e| bad(e.to_string()))?;
         // The signature over the header, then the entries against the Merkle root it signs
         // (protocol §8.6): a manifest whose parts would not verify for their members is refused.
         let manifest = signed.verify_signature().map_err(|e| bad(e.to_string()))?;
@@ -469,7 +629,117 @@ where
     encode_reply(&outcome)
 }
 
+/// Room in a reply's message for what is not the body: the reply subject and the protocol line.
+const REPLY_HEADROOM: usize = 1024;
+
+/// `reply`, or, when it is larger than a message of `max_payload` bytes can carry beside its
+/// headroom, a logged `reply_too_large` refusal: the caller hears of it instead of timing out.
+fn fit(subject: &str, reply: Vec<u8>, max_payload: usize) -> Vec<u8> {
+    let limit = max_payload.saturating_sub(REPLY_HEADROOM);
+    if reply.len() <= limit {
+        return reply;
+    }
+    tracing::error!(
+        subject,
+        bytes = reply.len(),
+        limit,
+        "a reply is larger than the cluster's message limit; refused instead"
+    );
+    reject(refused(
+        RefusalCode::ReplyTooLarge,
+        format!(
+            "the reply ({} bytes) is larger than the cluster's message limit ({limit} bytes)",
+            reply.len()
+        ),
+    ))
+}
+
 /// A refusal's bytes.
 fn reject(refusal: Refusal) -> Vec<u8> {
     encode_reply::<Empty>(&Err(refusal))
+}
+
+/// The refusal for an upload step: a vanished upload is `not_found` (start the rekey again), a
+/// full instance `unavailable` (retry later), a part out of place `bad_request`.
+fn upload_refusal(error: UploadError) -> Refusal {
+    let code = match error {
+        UploadError::Unknown => RefusalCode::NotFound,
+        UploadError::Busy => RefusalCode::Unavailable,
+        UploadError::OutOfOrder(_) => RefusalCode::BadRequest,
+    };
+    refused(code, error.to_string())
+}
+
+/// `N` random bytes in lowercase hex (an upload's id), if the OS gives randomness.
+fn random_hex<const N: usize>() -> Option<String> {
+    let mut bytes = [0u8; N];
+    getrandom::fill(&mut bytes).ok()?;
+    Some(hex::encode(bytes))
+}
+
+/// This instance's token, unique among the instances on one cluster: random when the OS gives
+/// randomness, else the process id and the start time.
+fn instance_token() -> String {
+    random_hex::<8>().unwrap_or_else(|| {
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_nanos() as u64);
+        format!("{:08x}{started:016x}", std::process::id())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A record's bytes in a page: its JSON and a separator.
+    fn in_page<T: serde::Serialize>(record: &T) -> usize {
+        serde_json::to_vec(record).unwrap().len() + 1
+    }
+
+    #[test]
+    fn a_reply_too_large_for_one_message_becomes_a_refusal_that_fits() {
+        let small = b"{}".to_vec();
+        assert_eq!(fit("s", small.clone(), 4096), small);
+        let refusal = fit("s", vec![b'x'; 4000], 4096);
+        assert!(refusal.len() < 4096 - REPLY_HEADROOM);
+        let read = unibus::protocol::control::read_reply::<Empty>(&refusal).unwrap();
+        assert_eq!(read.unwrap_err().code, RefusalCode::ReplyTooLarge);
+    }
+
+    #[test]
+    fn a_full_page_fits_in_one_message_with_its_envelope() {
+        let id = unibus::Identity::generate().unwrap();
+        for max_payload in [4096, 16_384, 1024 * 1024] {
+            let records = (max_payload - PAGE_ENVELOPE_BYTES) / MEMBER_RECORD_BYTES;
+            let page = MembersReply {
+                members: vec![
+                    MemberKeys {
+                        sign_public_key: id.sign_public_key(),
+                        kex_public_key: id.kex_public_key(),
+                    };
+                    records
+                ],
+                next: Some(id.sign_public_key()),
+            };
+            let reply = encode_reply(&Ok(page));
+            assert_eq!(fit("s", reply.clone(), max_payload), reply, "{max_payload}");
+        }
+    }
+
+    #[test]
+    fn page_sizes_count_the_longest_record_exactly() {
+        let id = unibus::Identity::generate().unwrap();
+        let member = MemberKeys {
+            sign_public_key: id.sign_public_key(),
+            kex_public_key: id.kex_public_key(),
+        };
+        assert_eq!(in_page(&member), MEMBER_RECORD_BYTES);
+        let room = RoomRecord {
+            id: RoomId::new(&"R".repeat(128)).unwrap(),
+            owner: id.sign_public_key(),
+            epoch: unibus::manifest::MAX_EPOCH,
+        };
+        assert_eq!(in_page(&room), ROOM_RECORD_BYTES);
+    }
 }
