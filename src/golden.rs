@@ -91,6 +91,7 @@ fn manifest_case(room: &str, epoch: u64, previous_epoch: u64, members: usize) ->
         &room_key,
         &recipients,
         |key, binding| seal_with_ephemeral_ikm(key, binding, &ikm_for(binding.recipient)),
+        &|_| true,
     )
     .unwrap();
     let contents = signed.unverified();

@@ -321,6 +321,49 @@ pub trait WatchListener: Send + Sync {
     fn on_close(&self, end: WatchEnd);
 }
 
+/// How far a long rekey has come.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum RekeyProgress {
+    /// `done` of the `total` members have their copy sealed.
+    Sealed {
+        /// Copies sealed so far.
+        done: u64,
+        /// Members to seal for.
+        total: u64,
+    },
+    /// `done` of the `total` entries are uploaded (a manifest uploaded in parts).
+    Uploaded {
+        /// Entries the server holds so far.
+        done: u64,
+        /// Entries in the manifest.
+        total: u64,
+    },
+}
+
+impl From<unibus::client::RekeyProgress> for RekeyProgress {
+    fn from(progress: unibus::client::RekeyProgress) -> Self {
+        use unibus::client::RekeyProgress as Core;
+        match progress {
+            Core::Sealed { done, total } => Self::Sealed {
+                done: done as u64,
+                total: total as u64,
+            },
+            Core::Uploaded { done, total } => Self::Uploaded {
+                done: done as u64,
+                total: total as u64,
+            },
+        }
+    }
+}
+
+/// Receives a rekey's progress. Called from the SDK's threads (several at once while sealing);
+/// it should return quickly.
+#[uniffi::export(with_foreign)]
+pub trait RekeyObserver: Send + Sync {
+    /// How far the rekey has come; return false to cancel it.
+    fn on_progress(&self, progress: RekeyProgress) -> bool;
+}
+
 /// Calls the app's listener. uniffi turns an exception thrown there into a panic here; it is
 /// logged, and the watch goes on.
 fn deliver(call: impl FnOnce()) {
@@ -491,6 +534,25 @@ impl Session {
     pub async fn rekey(&self, room: String) -> Result<OpenedRoomKey, SessionError> {
         let (session, room) = (self.0.clone(), room_id(&room)?);
         run(async move { Ok(session.rekey(&room).await?.into()) }).await
+    }
+
+    /// `rekey`, reporting its progress to `observer` (sealed copies, then uploaded entries).
+    /// When `on_progress` returns false the rekey stops with `Cancelled` and the room keeps its
+    /// epoch. An exception thrown by `on_progress` counts as false.
+    pub async fn rekey_with_progress(
+        &self,
+        room: String,
+        observer: Arc<dyn RekeyObserver>,
+    ) -> Result<OpenedRoomKey, SessionError> {
+        let (session, room) = (self.0.clone(), room_id(&room)?);
+        let progress = Arc::new(move |progress: unibus::client::RekeyProgress| {
+            let progress = RekeyProgress::from(progress);
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                observer.on_progress(progress)
+            }))
+            .unwrap_or(false)
+        });
+        run(async move { Ok(session.rekey_with_progress(&room, progress).await?.into()) }).await
     }
 
     /// Starts delivering the changes that concern this identity to `listener`, until the

@@ -233,6 +233,8 @@ flat_error! {
         RecipientKeyMismatch,
         /// Sealing or opening with HPKE failed (see the message).
         Seal,
+        /// A rekey was cancelled by its observer.
+        Cancelled,
     }
     extra {
         /// An argument (key, room id, room key) is malformed.
@@ -359,6 +361,8 @@ coded_error! {
         RequestTooLarge,
         /// The SDK failed on this device (a task panicked or its runtime is shut down).
         Internal,
+        /// The app cancelled the rekey through its progress observer; the room keeps its epoch.
+        Cancelled,
     }
     extra {
         /// An argument (room id, key, URL) is malformed.

@@ -262,6 +262,9 @@ pub enum SessionError {
     /// Generating or sealing a new room key failed on this device.
     #[error("sealing the new room key failed: {0}")]
     Seal(#[from] SealError),
+    /// The app stopped the rekey through its progress callback; the room keeps its epoch.
+    #[error("the rekey was cancelled; the room keeps its epoch")]
+    Cancelled,
 }
 
 impl SessionError {

@@ -45,7 +45,7 @@ mod watch;
 pub use error::{RegisterError, SessionEnd, SessionError};
 pub use liveness::ConnectionState;
 pub use register::{register, RegisterOptions, Registration};
-pub use session::{OpenedRoomKey, RoomInfo, Session, SessionOptions};
+pub use session::{OpenedRoomKey, RekeyProgress, RoomInfo, Session, SessionOptions};
 pub use trust::{
     OwnerFingerprint, RoomTrust, TrustError, TrustStore, OWNER_CODE_PREFIX, SAFETY_NUMBER_LABEL,
     TRUST_FILE_FORMAT, TRUST_FILE_VERSION,

@@ -11,7 +11,7 @@ use super::error::{SessionEnd, SessionError};
 use super::liveness::{ConnectionState, Liveness};
 use super::trust::{OwnerCheck, TrustStore};
 use super::watch::{RoomUpdate, Watch};
-use crate::manifest::{MemberPart, Recipient, SignedManifest, ENTRY_LEN};
+use crate::manifest::{ManifestError, MemberPart, Recipient, SignedManifest, ENTRY_LEN};
 use crate::protocol::control::{
     read_reply, AddMemberRequest, CreateRoomRequest, EpochReply, EpochRequest, KeyRequest,
     MemberChange, MemberRequest, MembersRequest, RekeyBeginRequest, RekeyCommitRequest,
@@ -50,6 +50,25 @@ impl Default for SessionOptions {
             trust: None,
         }
     }
+}
+
+/// How far a long rekey has come ([`Session::rekey_with_progress`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RekeyProgress {
+    /// `done` of the `total` members have their copy sealed.
+    Sealed {
+        /// Copies sealed so far.
+        done: usize,
+        /// Members to seal for.
+        total: usize,
+    },
+    /// `done` of the `total` entries are uploaded (only for a manifest uploaded in parts).
+    Uploaded {
+        /// Entries the server holds so far.
+        done: usize,
+        /// Entries in the manifest.
+        total: usize,
+    },
 }
 
 /// A room as the control plane describes it.
@@ -386,13 +405,29 @@ impl Session {
     /// uploads it as epoch `e + 1`. Owner only. Returns the new epoch and its key.
     ///
     /// If the members or the epoch change meanwhile, it starts over, up to
-    /// [`SessionOptions::rekey_attempts`] times. Sealing runs on tokio's blocking pool (about
-    /// 0.07 ms per member).
+    /// [`SessionOptions::rekey_attempts`] times. Sealing runs on every core from tokio's
+    /// blocking pool (about 0.07 ms per member and core); a manifest too large for one message
+    /// is uploaded in parts. For progress reports and cancellation, see
+    /// [`rekey_with_progress`](Self::rekey_with_progress).
     pub async fn rekey(&self, room: &RoomId) -> Result<OpenedRoomKey, SessionError> {
+        self.rekey_with_progress(room, Arc::new(|_| true)).await
+    }
+
+    /// [`rekey`](Self::rekey), reporting its progress to `progress`: sealed copies every
+    /// [`PROGRESS_STEP`](crate::manifest::PROGRESS_STEP) members (from the sealing threads, so
+    /// it must be quick), then uploaded entries after each part. When `progress` returns
+    /// `false`, the rekey stops ([`SessionError::Cancelled`]): sealing stops on every core, an
+    /// upload in parts is abandoned (the server drops it; nothing was stored), and the room
+    /// keeps its epoch. A report may come after the decision to stop, from another core.
+    pub async fn rekey_with_progress(
+        &self,
+        room: &RoomId,
+        progress: Arc<dyn Fn(RekeyProgress) -> bool + Send + Sync>,
+    ) -> Result<OpenedRoomKey, SessionError> {
         let attempts = self.inner.options.rekey_attempts.max(1);
         let mut attempt = 1;
         loop {
-            match self.rekey_once(room).await {
+            match self.rekey_once(room, &progress).await {
                 Err(SessionError::EpochConflict | SessionError::RecipientsMismatch)
                     if attempt < attempts =>
                 {
@@ -431,7 +466,11 @@ impl Session {
         }
     }
 
-    async fn rekey_once(&self, room: &RoomId) -> Result<OpenedRoomKey, SessionError> {
+    async fn rekey_once(
+        &self,
+        room: &RoomId,
+        progress: &Arc<dyn Fn(RekeyProgress) -> bool + Send + Sync>,
+    ) -> Result<OpenedRoomKey, SessionError> {
         let (recipients, previous) = tokio::join!(self.members(room), self.current_epoch(room));
         let (recipients, previous) = (recipients?, previous?);
         let epoch = previous
@@ -439,15 +478,29 @@ impl Session {
             .ok_or_else(|| SessionError::InvalidReply("the epoch cannot grow".into()))?;
         let identity = Arc::clone(&self.inner.identity);
         let room_id = room.clone();
+        let sealing = Arc::clone(progress);
         let (manifest, key) = tokio::task::spawn_blocking(move || {
             let key = RoomKey::generate()?;
-            let manifest =
-                SignedManifest::rekey(&identity, &room_id, epoch, previous, &key, &recipients)?;
+            let total = recipients.len();
+            let observe = |done| sealing(RekeyProgress::Sealed { done, total });
+            let manifest = SignedManifest::rekey_observed(
+                &identity,
+                &room_id,
+                epoch,
+                previous,
+                &key,
+                &recipients,
+                &observe,
+            )
+            .map_err(|e| match e {
+                ManifestError::Cancelled => SessionError::Cancelled,
+                other => other.into(),
+            })?;
             Ok::<_, SessionError>((manifest, key))
         })
         .await
         .map_err(|e| SessionError::Internal(format!("the sealing task failed: {e}")))??;
-        let reply = self.upload(&manifest).await?;
+        let reply = self.upload(&manifest, progress.as_ref()).await?;
         if reply.epoch != epoch {
             return Err(SessionError::InvalidReply(format!(
                 "uploaded epoch {epoch}, the server says {}",
@@ -464,7 +517,11 @@ impl Session {
     /// Uploads a signed manifest (protocol §12.5): in one `rekey` message when it fits in the
     /// cluster's message limit, else as a chunked upload: `rekey_begin` with the signed head,
     /// `rekey_part` with as many whole entries as fit in each message, then `rekey_commit`.
-    async fn upload(&self, manifest: &SignedManifest) -> Result<EpochReply, SessionError> {
+    async fn upload(
+        &self,
+        manifest: &SignedManifest,
+        progress: &(dyn Fn(RekeyProgress) -> bool + Send + Sync),
+    ) -> Result<EpochReply, SessionError> {
         let wire = manifest.to_bytes();
         // What a JSON body may carry beside its hex, within `call`'s own headroom.
         let room_for_hex = self.request_limit().saturating_sub(256);
@@ -506,6 +563,14 @@ impl Session {
                     "the upload holds {} entries after sending {expected}",
                     reply.received
                 )));
+            }
+            let total = entries.len() / ENTRY_LEN;
+            if !progress(RekeyProgress::Uploaded {
+                done: expected,
+                total,
+            }) {
+                // The server drops the upload once it is idle; nothing of it was stored.
+                return Err(SessionError::Cancelled);
             }
         }
         self.call(&RekeyCommitRequest {

@@ -60,6 +60,8 @@ mod part;
 
 pub use part::MemberPart;
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
 use crate::keys::{KexPublicKey, SignPublicKey, Signature, PUBLIC_KEY_LEN, SIGNATURE_LEN};
 use crate::room::RoomId;
 use crate::sealing::{
@@ -168,6 +170,9 @@ pub enum ManifestError {
     /// Sealing or opening the room key failed.
     #[error(transparent)]
     Seal(#[from] SealError),
+    /// The rekey was cancelled by its observer before every copy was sealed.
+    #[error("the rekey was cancelled")]
+    Cancelled,
 }
 
 /// A member to seal for: the pair of public keys a user registered.
@@ -480,6 +485,30 @@ impl SignedManifest {
         room_key: &RoomKey,
         recipients: &[Recipient],
     ) -> Result<Self, ManifestError> {
+        Self::rekey_observed(
+            rekeyer,
+            room,
+            epoch,
+            previous_epoch,
+            room_key,
+            recipients,
+            &|_| true,
+        )
+    }
+
+    /// [`rekey`](Self::rekey), telling `observe` how many copies are sealed after every
+    /// [`PROGRESS_STEP`] of them and after the last (from the sealing threads, so it must be
+    /// quick). When `observe` returns `false`, sealing stops on every core and the rekey fails
+    /// with [`ManifestError::Cancelled`].
+    pub fn rekey_observed(
+        rekeyer: &Identity,
+        room: &RoomId,
+        epoch: u64,
+        previous_epoch: u64,
+        room_key: &RoomKey,
+        recipients: &[Recipient],
+        observe: &(dyn Fn(usize) -> bool + Sync),
+    ) -> Result<Self, ManifestError> {
         Self::rekey_with(
             rekeyer,
             room,
@@ -488,11 +517,14 @@ impl SignedManifest {
             room_key,
             recipients,
             seal_room_key,
+            observe,
         )
     }
 
     /// [`rekey`](Self::rekey) with the sealing step supplied, so golden vectors can fix the
     /// ephemeral keys. The manifest's structure is checked before anything is sealed.
+    // The public rekey's six inputs and the two steps golden vectors and tests replace.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn rekey_with(
         rekeyer: &Identity,
         room: &RoomId,
@@ -501,6 +533,7 @@ impl SignedManifest {
         room_key: &RoomKey,
         recipients: &[Recipient],
         seal: impl Fn(&RoomKey, &SealBinding<'_>) -> Result<SealedRoomKey, SealError> + Sync,
+        observe: &(dyn Fn(usize) -> bool + Sync),
     ) -> Result<Self, ManifestError> {
         let rekeyer_key = rekeyer.sign_public_key();
         let mut sorted = recipients.to_vec();
@@ -524,8 +557,13 @@ impl SignedManifest {
                 .collect(),
         };
         manifest.check_invariants()?;
-        let seal_all = |entries: &mut [ManifestEntry]| -> Result<(), SealError> {
+        let total = manifest.entries.len();
+        let (sealed, stop) = (AtomicUsize::new(0), AtomicBool::new(false));
+        let seal_all = |entries: &mut [ManifestEntry]| -> Result<(), ManifestError> {
             for entry in entries {
+                if stop.load(Ordering::Relaxed) {
+                    return Err(ManifestError::Cancelled);
+                }
                 entry.sealed = seal(
                     room_key,
                     &SealBinding {
@@ -535,6 +573,11 @@ impl SignedManifest {
                         rekeyer: &rekeyer_key,
                     },
                 )?;
+                let done = sealed.fetch_add(1, Ordering::Relaxed) + 1;
+                if (done % PROGRESS_STEP == 0 || done == total) && !observe(done) {
+                    stop.store(true, Ordering::Relaxed);
+                    return Err(ManifestError::Cancelled);
+                }
             }
             Ok(())
         };
@@ -751,6 +794,10 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// How many sealed copies a rekey's progress report stands for (see
+/// [`SignedManifest::rekey_observed`]).
+pub const PROGRESS_STEP: usize = 256;
+
 /// The fewest entries worth a sealing thread of their own: below this, starting a thread costs
 /// more than it saves.
 const ENTRIES_PER_THREAD: usize = 64;
@@ -829,11 +876,13 @@ mod tests {
     fn rekey_checks_structure_before_sealing() {
         let r = room();
         let twice = [Recipient::of(&r.alice), Recipient::of(&r.alice)];
-        let sealed = std::sync::atomic::AtomicUsize::new(0);
-        let result = SignedManifest::rekey_with(&r.owner, &r.room, 2, 1, &r.key, &twice, |k, b| {
-            sealed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let sealed = AtomicUsize::new(0);
+        let count = |k: &RoomKey, b: &SealBinding<'_>| {
+            sealed.fetch_add(1, Ordering::Relaxed);
             seal_room_key(k, b)
-        });
+        };
+        let result =
+            SignedManifest::rekey_with(&r.owner, &r.room, 2, 1, &r.key, &twice, count, &|_| true);
         assert_eq!(result.unwrap_err(), ManifestError::UnsortedOrDuplicate);
         assert_eq!(sealed.into_inner(), 0);
         for (epoch, previous) in [(0, 0), (3, 3), (3, 4), (MAX_EPOCH + 1, 0)] {
@@ -1334,6 +1383,43 @@ mod tests {
         assert_eq!(
             in_parallel(&mut entries, fails_on_odd),
             Err("cannot seal to this one")
+        );
+    }
+
+    #[test]
+    fn a_rekey_reports_its_progress_and_stops_when_its_observer_says_so() {
+        let owner = Identity::generate().unwrap();
+        let recipients: Vec<Recipient> = (0..2 * PROGRESS_STEP + 1)
+            .map(|_| Recipient::of(&Identity::generate().unwrap()))
+            .collect();
+        let room = RoomId::new("crowd").unwrap();
+        let key = RoomKey::generate().unwrap();
+        let seen = std::sync::Mutex::new(Vec::new());
+        let observe = |done: usize| {
+            seen.lock().unwrap().push(done);
+            true
+        };
+        SignedManifest::rekey_observed(&owner, &room, 1, 0, &key, &recipients, &observe).unwrap();
+        let mut seen = seen.into_inner().unwrap();
+        seen.sort_unstable();
+        assert_eq!(
+            seen,
+            [PROGRESS_STEP, 2 * PROGRESS_STEP, 2 * PROGRESS_STEP + 1]
+        );
+
+        // Cancelled at the first report: no manifest, and the other cores stop too.
+        let reports = AtomicUsize::new(0);
+        let cancel = |_| {
+            reports.fetch_add(1, Ordering::Relaxed);
+            false
+        };
+        assert_eq!(
+            SignedManifest::rekey_observed(&owner, &room, 1, 0, &key, &recipients, &cancel)
+                .unwrap_err(),
+            ManifestError::Cancelled
+        );
+        assert!(
+            reports.into_inner() <= std::thread::available_parallelism().map_or(1, usize::from)
         );
     }
 }

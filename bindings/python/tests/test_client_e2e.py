@@ -65,7 +65,22 @@ async def member_story(server):
         assert opened.epoch == 1
         assert opened.key.expose_bytes() == first.key.expose_bytes()
 
-        second = await owner_session.rekey("general")
+        class Progress(unibus.RekeyObserver):
+            def __init__(self, go_on):
+                self.reports, self.go_on = [], go_on
+
+            def on_progress(self, progress):
+                self.reports.append(progress)
+                return self.go_on
+
+        stop = Progress(go_on=False)
+        with pytest.raises(unibus.SessionError.Cancelled):
+            await owner_session.rekey_with_progress("general", stop)
+        assert stop.reports == [unibus.RekeyProgress.SEALED(done=2, total=2)]
+        assert await owner_session.current_epoch("general") == 1
+        watched = Progress(go_on=True)
+        second = await owner_session.rekey_with_progress("general", watched)
+        assert watched.reports == [unibus.RekeyProgress.SEALED(done=2, total=2)]
         assert await next_update(stream) == RoomUpdate.NEW_EPOCH(room="general", epoch=2)
         assert await alice_session.current_epoch("general") == 2
         latest = await alice_session.room_key("general")

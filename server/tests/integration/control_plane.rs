@@ -419,7 +419,7 @@ async fn bodies_that_are_not_objects_and_epochs_past_the_limit_are_bad_requests(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listings_and_rekeys_larger_than_a_message_go_through_in_pages_and_parts() {
-    use unibus::client::{Session, SessionOptions};
+    use unibus::client::{RekeyProgress, Session, SessionError, SessionOptions};
     // Messages of at most 16 KiB. 150 members: the `members` listing (26 KB) comes in pages and
     // the 150-entry manifest (44 KB as hex) goes up in parts; 80 rooms list in two pages.
     let w = serve(world_with_config("max_payload: 16384").await).await;
@@ -456,8 +456,35 @@ async fn listings_and_rekeys_larger_than_a_message_go_through_in_pages_and_parts
         .collect();
     assert_eq!(listed, expected);
 
-    let rekeyed = session.rekey(&room).await.unwrap();
+    // Cancelled after the first part: nothing is stored, the room keeps its epoch.
+    let stop_at_upload = Arc::new(|progress| !matches!(progress, RekeyProgress::Uploaded { .. }));
+    let cancelled = session.rekey_with_progress(&room, stop_at_upload).await;
+    assert!(
+        matches!(cancelled, Err(SessionError::Cancelled)),
+        "{cancelled:?}"
+    );
+    assert_eq!(session.current_epoch(&room).await.unwrap(), 0);
+
+    let reports = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = Arc::clone(&reports);
+    let progress = Arc::new(move |progress| {
+        seen.lock().unwrap().push(progress);
+        true
+    });
+    let rekeyed = session.rekey_with_progress(&room, progress).await.unwrap();
     assert_eq!(rekeyed.epoch, 1);
+    let reports = reports.lock().unwrap().clone();
+    assert!(reports.contains(&RekeyProgress::Sealed {
+        done: 150,
+        total: 150
+    }));
+    assert_eq!(
+        reports.last(),
+        Some(&RekeyProgress::Uploaded {
+            done: 150,
+            total: 150
+        })
+    );
     let theirs = connect(&member).await.unwrap();
     let opened = theirs.room_key(&room, None).await.unwrap();
     assert_eq!(opened.epoch, 1);

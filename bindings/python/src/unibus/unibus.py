@@ -577,6 +577,8 @@ def _uniffi_check_api_checksums(lib):
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_unibus_ffi_checksum_method_logsink_log() != 11256:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    if lib.uniffi_unibus_ffi_checksum_method_rekeyobserver_on_progress() != 61495:
+        raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_unibus_ffi_checksum_method_roomkey_expose_bytes() != 5998:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_unibus_ffi_checksum_constructor_roomkey_from_bytes() != 59696:
@@ -598,6 +600,8 @@ def _uniffi_check_api_checksums(lib):
     if lib.uniffi_unibus_ffi_checksum_method_session_my_rooms() != 51869:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_unibus_ffi_checksum_method_session_rekey() != 42415:
+        raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    if lib.uniffi_unibus_ffi_checksum_method_session_rekey_with_progress() != 7484:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_unibus_ffi_checksum_method_session_remove_member() != 48537:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
@@ -744,6 +748,9 @@ _UniffiLib.uniffi_unibus_ffi_checksum_constructor_invitelink_parse.restype = cty
 _UniffiLib.uniffi_unibus_ffi_checksum_method_logsink_log.argtypes = (
 )
 _UniffiLib.uniffi_unibus_ffi_checksum_method_logsink_log.restype = ctypes.c_uint16
+_UniffiLib.uniffi_unibus_ffi_checksum_method_rekeyobserver_on_progress.argtypes = (
+)
+_UniffiLib.uniffi_unibus_ffi_checksum_method_rekeyobserver_on_progress.restype = ctypes.c_uint16
 _UniffiLib.uniffi_unibus_ffi_checksum_method_roomkey_expose_bytes.argtypes = (
 )
 _UniffiLib.uniffi_unibus_ffi_checksum_method_roomkey_expose_bytes.restype = ctypes.c_uint16
@@ -777,6 +784,9 @@ _UniffiLib.uniffi_unibus_ffi_checksum_method_session_my_rooms.restype = ctypes.c
 _UniffiLib.uniffi_unibus_ffi_checksum_method_session_rekey.argtypes = (
 )
 _UniffiLib.uniffi_unibus_ffi_checksum_method_session_rekey.restype = ctypes.c_uint16
+_UniffiLib.uniffi_unibus_ffi_checksum_method_session_rekey_with_progress.argtypes = (
+)
+_UniffiLib.uniffi_unibus_ffi_checksum_method_session_rekey_with_progress.restype = ctypes.c_uint16
 _UniffiLib.uniffi_unibus_ffi_checksum_method_session_remove_member.argtypes = (
 )
 _UniffiLib.uniffi_unibus_ffi_checksum_method_session_remove_member.restype = ctypes.c_uint16
@@ -991,6 +1001,12 @@ _UniffiLib.uniffi_unibus_ffi_fn_method_logsink_log.argtypes = (
     ctypes.POINTER(_UniffiRustCallStatus),
 )
 _UniffiLib.uniffi_unibus_ffi_fn_method_logsink_log.restype = None
+_UniffiLib.uniffi_unibus_ffi_fn_method_rekeyobserver_on_progress.argtypes = (
+    ctypes.c_uint64,
+    _UniffiRustBuffer,
+    ctypes.POINTER(_UniffiRustCallStatus),
+)
+_UniffiLib.uniffi_unibus_ffi_fn_method_rekeyobserver_on_progress.restype = ctypes.c_int8
 _UniffiLib.uniffi_unibus_ffi_fn_method_roomkey_expose_bytes.argtypes = (
     ctypes.c_uint64,
     ctypes.POINTER(_UniffiRustCallStatus),
@@ -1044,6 +1060,12 @@ _UniffiLib.uniffi_unibus_ffi_fn_method_session_rekey.argtypes = (
     _UniffiRustBuffer,
 )
 _UniffiLib.uniffi_unibus_ffi_fn_method_session_rekey.restype = ctypes.c_uint64
+_UniffiLib.uniffi_unibus_ffi_fn_method_session_rekey_with_progress.argtypes = (
+    ctypes.c_uint64,
+    _UniffiRustBuffer,
+    ctypes.c_uint64,
+)
+_UniffiLib.uniffi_unibus_ffi_fn_method_session_rekey_with_progress.restype = ctypes.c_uint64
 _UniffiLib.uniffi_unibus_ffi_fn_method_session_remove_member.argtypes = (
     ctypes.c_uint64,
     _UniffiRustBuffer,
@@ -1214,6 +1236,16 @@ _UniffiLib.uniffi_unibus_ffi_fn_free_logsink.argtypes = (
     ctypes.POINTER(_UniffiRustCallStatus),
 )
 _UniffiLib.uniffi_unibus_ffi_fn_free_logsink.restype = None
+_UniffiLib.uniffi_unibus_ffi_fn_clone_rekeyobserver.argtypes = (
+    ctypes.c_uint64,
+    ctypes.POINTER(_UniffiRustCallStatus),
+)
+_UniffiLib.uniffi_unibus_ffi_fn_clone_rekeyobserver.restype = ctypes.c_uint64
+_UniffiLib.uniffi_unibus_ffi_fn_free_rekeyobserver.argtypes = (
+    ctypes.c_uint64,
+    ctypes.POINTER(_UniffiRustCallStatus),
+)
+_UniffiLib.uniffi_unibus_ffi_fn_free_rekeyobserver.restype = None
 _UniffiLib.uniffi_unibus_ffi_fn_clone_roomkey.argtypes = (
     ctypes.c_uint64,
     ctypes.POINTER(_UniffiRustCallStatus),
@@ -1281,6 +1313,23 @@ _UniffiLib.uniffi_unibus_ffi_fn_init_callback_vtable_logsink.argtypes = (
     ctypes.POINTER(_UniffiVTableCallbackInterfaceUnibusLogSink),
 )
 _UniffiLib.uniffi_unibus_ffi_fn_init_callback_vtable_logsink.restype = None
+_UNIFFI_CALLBACK_INTERFACE_UNIBUS_REKEY_OBSERVER_METHOD0 = ctypes.CFUNCTYPE(None,ctypes.c_uint64,_UniffiRustBuffer,ctypes.POINTER(ctypes.c_int8),
+    ctypes.POINTER(_UniffiRustCallStatus),
+)
+_UNIFFI_CALLBACK_INTERFACE_CLONE_UNIBUS_REKEY_OBSERVER = ctypes.CFUNCTYPE(ctypes.c_uint64,ctypes.c_uint64,
+)
+_UNIFFI_CALLBACK_INTERFACE_FREE_UNIBUS_REKEY_OBSERVER = ctypes.CFUNCTYPE(None,ctypes.c_uint64,
+)
+class _UniffiVTableCallbackInterfaceUnibusRekeyObserver(ctypes.Structure):
+    _fields_ = [
+        ("uniffi_free", _UNIFFI_CALLBACK_INTERFACE_FREE_UNIBUS_REKEY_OBSERVER),
+        ("uniffi_clone", _UNIFFI_CALLBACK_INTERFACE_CLONE_UNIBUS_REKEY_OBSERVER),
+        ("on_progress", _UNIFFI_CALLBACK_INTERFACE_UNIBUS_REKEY_OBSERVER_METHOD0),
+    ]
+_UniffiLib.uniffi_unibus_ffi_fn_init_callback_vtable_rekeyobserver.argtypes = (
+    ctypes.POINTER(_UniffiVTableCallbackInterfaceUnibusRekeyObserver),
+)
+_UniffiLib.uniffi_unibus_ffi_fn_init_callback_vtable_rekeyobserver.restype = None
 _UNIFFI_CALLBACK_INTERFACE_UNIBUS_WATCH_LISTENER_METHOD0 = ctypes.CFUNCTYPE(None,ctypes.c_uint64,_UniffiRustBuffer,ctypes.c_void_p,
     ctypes.POINTER(_UniffiRustCallStatus),
 )
@@ -4223,6 +4272,159 @@ class _UniffiFfiConverterTypeRegisterError(_UniffiConverterRustBuffer):
 
 
 
+class RekeyProgress:
+    """
+    How far a long rekey has come.
+"""
+    def __init__(self):
+        raise RuntimeError("RekeyProgress cannot be instantiated directly")
+
+    # Each enum variant is a nested class of the enum itself.
+    @dataclass
+    class SEALED:
+        """
+        `done` of the `total` members have their copy sealed.
+"""
+        
+        def __init__(self, done:int, total:int):
+            self.done = done
+            
+            """
+        Copies sealed so far.
+"""
+        
+            self.total = total
+            
+            """
+        Members to seal for.
+"""
+        
+            pass
+
+    
+            
+            
+    
+        def __str__(self):
+            return "RekeyProgress.SEALED(done={}, total={})".format(self.done, self.total)
+        def __eq__(self, other):
+            if not isinstance(other, RekeyProgress):
+                return NotImplemented
+            if not other.is_SEALED():
+                return False
+            if self.done != other.done:
+                return False
+            if self.total != other.total:
+                return False
+            return True
+
+    @dataclass
+    class UPLOADED:
+        """
+        `done` of the `total` entries are uploaded (a manifest uploaded in parts).
+"""
+        
+        def __init__(self, done:int, total:int):
+            self.done = done
+            
+            """
+        Entries the server holds so far.
+"""
+        
+            self.total = total
+            
+            """
+        Entries in the manifest.
+"""
+        
+            pass
+
+    
+            
+            
+    
+        def __str__(self):
+            return "RekeyProgress.UPLOADED(done={}, total={})".format(self.done, self.total)
+        def __eq__(self, other):
+            if not isinstance(other, RekeyProgress):
+                return NotImplemented
+            if not other.is_UPLOADED():
+                return False
+            if self.done != other.done:
+                return False
+            if self.total != other.total:
+                return False
+            return True
+
+    
+
+    # For each variant, we have `is_NAME` and `is_name` methods for easily checking
+    # whether an instance is that variant.
+    def is_SEALED(self) -> bool:
+        return isinstance(self, RekeyProgress.SEALED)
+    def is_sealed(self) -> bool:
+        return isinstance(self, RekeyProgress.SEALED)
+    def is_UPLOADED(self) -> bool:
+        return isinstance(self, RekeyProgress.UPLOADED)
+    def is_uploaded(self) -> bool:
+        return isinstance(self, RekeyProgress.UPLOADED)
+    
+
+# Now, a little trick - we make each nested variant class be a subclass of the main
+# enum class, so that method calls and instance checks etc will work intuitively.
+# We might be able to do this a little more neatly with a metaclass, but this'll do.
+RekeyProgress.SEALED = type("RekeyProgress.SEALED", (RekeyProgress.SEALED, RekeyProgress,), {})  # type: ignore
+RekeyProgress.UPLOADED = type("RekeyProgress.UPLOADED", (RekeyProgress.UPLOADED, RekeyProgress,), {})  # type: ignore
+
+
+
+
+class _UniffiFfiConverterTypeRekeyProgress(_UniffiConverterRustBuffer):
+    @staticmethod
+    def read(buf):
+        variant = buf.read_i32()
+        if variant == 1:
+            return RekeyProgress.SEALED(
+                _UniffiFfiConverterUInt64.read(buf),
+                _UniffiFfiConverterUInt64.read(buf),
+            )
+        if variant == 2:
+            return RekeyProgress.UPLOADED(
+                _UniffiFfiConverterUInt64.read(buf),
+                _UniffiFfiConverterUInt64.read(buf),
+            )
+        raise InternalError("Raw enum value doesn't match any cases")
+
+    @staticmethod
+    def check_lower(value):
+        if value.is_SEALED():
+            _UniffiFfiConverterUInt64.check_lower(value.done)
+            _UniffiFfiConverterUInt64.check_lower(value.total)
+            return
+        if value.is_UPLOADED():
+            _UniffiFfiConverterUInt64.check_lower(value.done)
+            _UniffiFfiConverterUInt64.check_lower(value.total)
+            return
+        raise ValueError(value)
+
+    @staticmethod
+    def write(value, buf):
+        if value.is_SEALED():
+            buf.write_i32(1)
+            _UniffiFfiConverterUInt64.write(value.done, buf)
+            _UniffiFfiConverterUInt64.write(value.total, buf)
+        if value.is_UPLOADED():
+            buf.write_i32(2)
+            _UniffiFfiConverterUInt64.write(value.done, buf)
+            _UniffiFfiConverterUInt64.write(value.total, buf)
+
+
+
+
+
+
+
+
 class RoomUpdate:
     """
     A change that concerns this identity.
@@ -4671,6 +4873,13 @@ class SealError:  # type: ignore
         def __repr__(self):
             return "SealError.Seal({})".format(repr(str(self)))
     _UniffiTempSealError.Seal = Seal # type: ignore
+    class Cancelled(_UniffiTempSealError):
+        """
+        A rekey was cancelled by its observer.
+"""
+        def __repr__(self):
+            return "SealError.Cancelled({})".format(repr(str(self)))
+    _UniffiTempSealError.Cancelled = Cancelled # type: ignore
     class InvalidInput(_UniffiTempSealError):
         """
         An argument (key, room id, room key) is malformed.
@@ -4751,10 +4960,14 @@ class _UniffiFfiConverterTypeSealError(_UniffiConverterRustBuffer):
                 _UniffiFfiConverterString.read(buf),
             )
         if variant == 15:
-            return SealError.InvalidInput(
+            return SealError.Cancelled(
                 _UniffiFfiConverterString.read(buf),
             )
         if variant == 16:
+            return SealError.InvalidInput(
+                _UniffiFfiConverterString.read(buf),
+            )
+        if variant == 17:
             return SealError.Other(
                 _UniffiFfiConverterString.read(buf),
             )
@@ -4789,6 +5002,8 @@ class _UniffiFfiConverterTypeSealError(_UniffiConverterRustBuffer):
         if isinstance(value, SealError.RecipientKeyMismatch):
             return
         if isinstance(value, SealError.Seal):
+            return
+        if isinstance(value, SealError.Cancelled):
             return
         if isinstance(value, SealError.InvalidInput):
             return
@@ -4825,10 +5040,12 @@ class _UniffiFfiConverterTypeSealError(_UniffiConverterRustBuffer):
             buf.write_i32(13)
         if isinstance(value, SealError.Seal):
             buf.write_i32(14)
-        if isinstance(value, SealError.InvalidInput):
+        if isinstance(value, SealError.Cancelled):
             buf.write_i32(15)
-        if isinstance(value, SealError.Other):
+        if isinstance(value, SealError.InvalidInput):
             buf.write_i32(16)
+        if isinstance(value, SealError.Other):
+            buf.write_i32(17)
 
 
 
@@ -6303,6 +6520,56 @@ class SessionError:  # type: ignore
             )
             return _uniffi_lift_return(_uniffi_ffi_result)
     _UniffiTempSessionError.Internal = Internal # type: ignore
+    class Cancelled(_UniffiTempSessionError):
+        """
+        The app cancelled the rekey through its progress observer; the room keeps its epoch.
+"""
+        
+        def __init__(self, reason, transient, code):
+            super().__init__(", ".join([
+                "reason={!r}".format(reason),
+                "transient={!r}".format(transient),
+                "code={!r}".format(code),
+            ]))
+            self.reason = reason
+            self.transient = transient
+            self.code = code
+
+        def __repr__(self):
+            return "SessionError.Cancelled({})".format(str(self))
+        def is_transient(self, ) -> bool:
+            """
+            Whether retrying the same call later may succeed (transport trouble, an
+            unavailable server), as opposed to a refusal or a failed check.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeSessionError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterBoolean.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_sessionerror_is_transient,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
+        def refusal_code(self, ) -> typing.Optional[str]:
+            """
+            The server's protocol code when the server refused the call (for example
+            `not_member`; `docs/protocol.md` §10 and §12.3), or `None`.
+"""
+            _uniffi_lowered_args = (
+                _UniffiFfiConverterTypeSessionError.lower(self),
+            )
+            _uniffi_lift_return = _UniffiFfiConverterOptionalString.lift
+            _uniffi_error_converter = None
+            _uniffi_ffi_result = _uniffi_rust_call_with_error(
+                _uniffi_error_converter,
+                _UniffiLib.uniffi_unibus_ffi_fn_method_sessionerror_refusal_code,
+                *_uniffi_lowered_args,
+            )
+            return _uniffi_lift_return(_uniffi_ffi_result)
+    _UniffiTempSessionError.Cancelled = Cancelled # type: ignore
     class InvalidArgument(_UniffiTempSessionError):
         """
         An argument (room id, key, URL) is malformed.
@@ -6587,12 +6854,18 @@ class _UniffiFfiConverterTypeSessionError(_UniffiConverterRustBuffer):
                 _UniffiFfiConverterOptionalString.read(buf),
             )
         if variant == 30:
-            return SessionError.InvalidArgument(
+            return SessionError.Cancelled(
                 _UniffiFfiConverterString.read(buf),
                 _UniffiFfiConverterBoolean.read(buf),
                 _UniffiFfiConverterOptionalString.read(buf),
             )
         if variant == 31:
+            return SessionError.InvalidArgument(
+                _UniffiFfiConverterString.read(buf),
+                _UniffiFfiConverterBoolean.read(buf),
+                _UniffiFfiConverterOptionalString.read(buf),
+            )
+        if variant == 32:
             return SessionError.Other(
                 _UniffiFfiConverterString.read(buf),
                 _UniffiFfiConverterBoolean.read(buf),
@@ -6743,6 +7016,11 @@ class _UniffiFfiConverterTypeSessionError(_UniffiConverterRustBuffer):
             _UniffiFfiConverterOptionalString.check_lower(value.code)
             return
         if isinstance(value, SessionError.Internal):
+            _UniffiFfiConverterString.check_lower(value.reason)
+            _UniffiFfiConverterBoolean.check_lower(value.transient)
+            _UniffiFfiConverterOptionalString.check_lower(value.code)
+            return
+        if isinstance(value, SessionError.Cancelled):
             _UniffiFfiConverterString.check_lower(value.reason)
             _UniffiFfiConverterBoolean.check_lower(value.transient)
             _UniffiFfiConverterOptionalString.check_lower(value.code)
@@ -6905,13 +7183,18 @@ class _UniffiFfiConverterTypeSessionError(_UniffiConverterRustBuffer):
             _UniffiFfiConverterString.write(value.reason, buf)
             _UniffiFfiConverterBoolean.write(value.transient, buf)
             _UniffiFfiConverterOptionalString.write(value.code, buf)
-        if isinstance(value, SessionError.InvalidArgument):
+        if isinstance(value, SessionError.Cancelled):
             buf.write_i32(30)
             _UniffiFfiConverterString.write(value.reason, buf)
             _UniffiFfiConverterBoolean.write(value.transient, buf)
             _UniffiFfiConverterOptionalString.write(value.code, buf)
-        if isinstance(value, SessionError.Other):
+        if isinstance(value, SessionError.InvalidArgument):
             buf.write_i32(31)
+            _UniffiFfiConverterString.write(value.reason, buf)
+            _UniffiFfiConverterBoolean.write(value.transient, buf)
+            _UniffiFfiConverterOptionalString.write(value.code, buf)
+        if isinstance(value, SessionError.Other):
+            buf.write_i32(32)
             _UniffiFfiConverterString.write(value.reason, buf)
             _UniffiFfiConverterBoolean.write(value.transient, buf)
             _UniffiFfiConverterOptionalString.write(value.code, buf)
@@ -7709,6 +7992,149 @@ class _UniffiFfiConverterTypeLogSink:
     def write(cls, value: LogSink, buf: _UniffiRustBuffer):
         buf.write_u64(cls.lower(value))
 
+
+class RekeyObserver():
+    """
+    Receives a rekey's progress. Called from the SDK's threads (several at once while sealing);
+    it should return quickly.
+"""
+    
+    def on_progress(self, progress: RekeyProgress) -> bool:
+        """
+        How far the rekey has come; return false to cancel it.
+"""
+        raise NotImplementedError
+
+class RekeyObserverImpl(RekeyObserver):
+    """
+    Receives a rekey's progress. Called from the SDK's threads (several at once while sealing);
+    it should return quickly.
+"""
+    
+    _handle: ctypes.c_uint64
+    
+    def __init__(self, *args, **kwargs):
+        raise ValueError("This class has no default constructor")
+
+    def __del__(self):
+        # In case of partial initialization of instances.
+        handle = getattr(self, "_handle", None)
+        if handle is not None:
+            _uniffi_rust_call(_UniffiLib.uniffi_unibus_ffi_fn_free_rekeyobserver, handle)
+
+    def _uniffi_clone_handle(self):
+        return _uniffi_rust_call(_UniffiLib.uniffi_unibus_ffi_fn_clone_rekeyobserver, self._handle)
+
+    # Used by alternative constructors or any methods which return this type.
+    @classmethod
+    def _uniffi_make_instance(cls, handle):
+        # Lightly yucky way to bypass the usual __init__ logic
+        # and just create a new instance with the required handle.
+        inst = cls.__new__(cls)
+        inst._handle = handle
+        return inst
+    def on_progress(self, progress: RekeyProgress) -> bool:
+        """
+        How far the rekey has come; return false to cancel it.
+"""
+        
+        _UniffiFfiConverterTypeRekeyProgress.check_lower(progress)
+        _uniffi_lowered_args = (
+            self._uniffi_clone_handle(),
+            _UniffiFfiConverterTypeRekeyProgress.lower(progress),
+        )
+        _uniffi_lift_return = _UniffiFfiConverterBoolean.lift
+        _uniffi_error_converter = None
+        _uniffi_ffi_result = _uniffi_rust_call_with_error(
+            _uniffi_error_converter,
+            _UniffiLib.uniffi_unibus_ffi_fn_method_rekeyobserver_on_progress,
+            *_uniffi_lowered_args,
+        )
+        return _uniffi_lift_return(_uniffi_ffi_result)
+
+
+
+
+# Put all the bits inside a class to keep the top-level namespace clean
+class _UniffiTraitImplRekeyObserverImpl:
+    # For each method, generate a callback function to pass to Rust
+
+    @_UNIFFI_CALLBACK_INTERFACE_UNIBUS_REKEY_OBSERVER_METHOD0
+    def on_progress(
+            uniffi_handle,
+            progress,
+            uniffi_out_return,
+            uniffi_call_status_ptr,
+        ):
+        uniffi_obj = _UniffiFfiConverterTypeRekeyObserver._handle_map.get(uniffi_handle)
+        def make_call():
+            uniffi_args = (_UniffiFfiConverterTypeRekeyProgress.lift(progress), )
+            uniffi_method = uniffi_obj.on_progress
+            return uniffi_method(*uniffi_args)
+        def write_return_value(v):
+            uniffi_out_return[0] = _UniffiFfiConverterBoolean.lower(v)
+        _uniffi_trait_interface_call(
+                uniffi_call_status_ptr.contents,
+                make_call,
+                write_return_value,
+        )
+
+    @_UNIFFI_CALLBACK_INTERFACE_FREE_UNIBUS_REKEY_OBSERVER
+    def _uniffi_free(uniffi_handle):
+        _UniffiFfiConverterTypeRekeyObserver._handle_map.remove(uniffi_handle)
+
+    @_UNIFFI_CALLBACK_INTERFACE_CLONE_UNIBUS_REKEY_OBSERVER
+    def _uniffi_clone(uniffi_handle):
+        return _UniffiFfiConverterTypeRekeyObserver._handle_map.clone(uniffi_handle)
+
+    # Generate the FFI VTable.  This has a field for each callback interface method.
+    _uniffi_vtable = _UniffiVTableCallbackInterfaceUnibusRekeyObserver(
+        _uniffi_free,
+        _uniffi_clone,
+        on_progress,
+    )
+    # Send Rust a pointer to the VTable.  Note: this means we need to keep the struct alive forever,
+    # or else bad things will happen when Rust tries to access it.
+    _UniffiLib.uniffi_unibus_ffi_fn_init_callback_vtable_rekeyobserver(ctypes.byref(_uniffi_vtable))
+
+class _UniffiFfiConverterTypeRekeyObserver:
+    _handle_map = _UniffiHandleMap()
+
+    @staticmethod
+    def lift(value: int):
+        if (value & 1) == 0:
+            # Rust-generated handle, construct a new class that uses the handle to implement the
+            # interface
+            return RekeyObserverImpl._uniffi_make_instance(value)
+        else:
+            # Python-generated handle, get the object from the handle map
+            return _UniffiFfiConverterTypeRekeyObserver._handle_map.remove(value)
+
+    @staticmethod
+    def check_lower(value: RekeyObserver):
+        if not isinstance(value, RekeyObserver):
+            raise TypeError("Expected RekeyObserver subclass, {} found".format(type(value).__name__))
+
+    @staticmethod
+    def lower(value: RekeyObserver):
+         if isinstance(value, RekeyObserverImpl):
+            # Rust-implementated object.  Clone the handle and return it
+            return value._uniffi_clone_handle()
+         else:
+            # Python-implementated object, generate a new vtable handle and return that.
+            return _UniffiFfiConverterTypeRekeyObserver._handle_map.insert(value)
+
+    @classmethod
+    def read(cls, buf: _UniffiRustBuffer):
+        ptr = buf.read_u64()
+        if ptr == 0:
+            raise InternalError("Raw handle value was null")
+        return cls.lift(ptr)
+
+    @classmethod
+    def write(cls, value: RekeyObserver, buf: _UniffiRustBuffer):
+        buf.write_u64(cls.lower(value))
+
 class _UniffiFfiConverterSequenceTypeRecipient(_UniffiConverterRustBuffer):
     @classmethod
     def check_lower(cls, value):
@@ -8465,6 +8891,13 @@ class SessionProtocol(typing.Protocol):
         epoch. Owner only. Returns the new epoch and its key.
 """
         raise NotImplementedError
+    async def rekey_with_progress(self, room: str,observer: RekeyObserver) -> OpenedRoomKey:
+        """
+        `rekey`, reporting its progress to `observer` (sealed copies, then uploaded entries).
+        When `on_progress` returns false the rekey stops with `Cancelled` and the room keeps its
+        epoch. An exception thrown by `on_progress` counts as false.
+"""
+        raise NotImplementedError
     async def remove_member(self, room: str,member: str) -> None:
         """
         Removes `member` (signing key, hex) from `room`. Owner only; rekey afterwards.
@@ -8708,6 +9141,31 @@ class Session(SessionProtocol):
         _uniffi_error_converter = _UniffiFfiConverterTypeSessionError
         return await _uniffi_rust_call_async(
             _UniffiLib.uniffi_unibus_ffi_fn_method_session_rekey(*_uniffi_lowered_args),
+            _UniffiLib.ffi_unibus_ffi_rust_future_poll_rust_buffer,
+            _UniffiLib.ffi_unibus_ffi_rust_future_complete_rust_buffer,
+            _UniffiLib.ffi_unibus_ffi_rust_future_free_rust_buffer,
+            _uniffi_lift_return,
+            _uniffi_error_converter,
+        )
+    async def rekey_with_progress(self, room: str,observer: RekeyObserver) -> OpenedRoomKey:
+        """
+        `rekey`, reporting its progress to `observer` (sealed copies, then uploaded entries).
+        When `on_progress` returns false the rekey stops with `Cancelled` and the room keeps its
+        epoch. An exception thrown by `on_progress` counts as false.
+"""
+        
+        _UniffiFfiConverterString.check_lower(room)
+
+        _UniffiFfiConverterTypeRekeyObserver.check_lower(observer)
+        _uniffi_lowered_args = (
+            self._uniffi_clone_handle(),
+            _UniffiFfiConverterString.lower(room),
+            _UniffiFfiConverterTypeRekeyObserver.lower(observer),
+        )
+        _uniffi_lift_return = _UniffiFfiConverterTypeOpenedRoomKey.lift
+        _uniffi_error_converter = _UniffiFfiConverterTypeSessionError
+        return await _uniffi_rust_call_async(
+            _UniffiLib.uniffi_unibus_ffi_fn_method_session_rekey_with_progress(*_uniffi_lowered_args),
             _UniffiLib.ffi_unibus_ffi_rust_future_poll_rust_buffer,
             _UniffiLib.ffi_unibus_ffi_rust_future_complete_rust_buffer,
             _UniffiLib.ffi_unibus_ffi_rust_future_free_rust_buffer,
@@ -9278,6 +9736,7 @@ __all__ = [
     "KeyError",
     "PlatformError",
     "RegisterError",
+    "RekeyProgress",
     "RoomUpdate",
     "SealError",
     "SessionError",
@@ -9313,6 +9772,8 @@ __all__ = [
     "InviteLinkProtocol",
     "LogSinkImpl",
     "LogSink",
+    "RekeyObserverImpl",
+    "RekeyObserver",
     "TrustStore",
     "TrustStoreProtocol",
     "WatchListenerImpl",

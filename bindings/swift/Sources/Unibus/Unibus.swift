@@ -1226,6 +1226,219 @@ public func FfiConverterTypeLogSink_lower(_ value: LogSink) -> UInt64 {
 
 
 /**
+ * Receives a rekey's progress. Called from the SDK's threads (several at once while sealing);
+ * it should return quickly.
+ */
+public protocol RekeyObserver: AnyObject, Sendable {
+    
+    /**
+     * How far the rekey has come; return false to cancel it.
+     */
+    func onProgress(progress: RekeyProgress)  -> Bool
+    
+}
+/**
+ * Receives a rekey's progress. Called from the SDK's threads (several at once while sealing);
+ * it should return quickly.
+ */
+open class RekeyObserverImpl: RekeyObserver, @unchecked Sendable {
+    fileprivate let handle: UInt64
+
+    /// Used to instantiate a [FFIObject] without an actual handle, for fakes in tests, mostly.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public struct NoHandle {
+        public init() {}
+    }
+
+    // TODO: We'd like this to be `private` but for Swifty reasons,
+    // we can't implement `FfiConverter` without making this `required` and we can't
+    // make it `required` without making it `public`.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    required public init(unsafeFromHandle handle: UInt64) {
+        self.handle = handle
+    }
+
+    // This constructor can be used to instantiate a fake object.
+    // - Parameter noHandle: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
+    //
+    // - Warning:
+    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing handle the FFI lower functions will crash.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public init(noHandle: NoHandle) {
+        self.handle = 0
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public func uniffiCloneHandle() -> UInt64 {
+        return try! rustCall { uniffi_unibus_ffi_fn_clone_rekeyobserver(self.handle, $0) }
+    }
+    // No primary constructor declared for this class.
+
+    deinit {
+        if handle == 0 {
+            // Mock objects have handle=0 don't try to free them
+            return
+        }
+
+        try! rustCall { uniffi_unibus_ffi_fn_free_rekeyobserver(handle, $0) }
+    }
+
+    
+
+    
+    /**
+     * How far the rekey has come; return false to cancel it.
+     */
+open func onProgress(progress: RekeyProgress) -> Bool  {
+    return try!  FfiConverterBool.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_unibus_ffi_fn_method_rekeyobserver_on_progress(
+            self.uniffiCloneHandle(),
+        FfiConverterTypeRekeyProgress_lower(progress),uniffiCallStatus
+    )
+})
+}
+    
+
+    
+}
+
+
+
+// Put the implementation in a struct so we don't pollute the top-level namespace
+fileprivate struct UniffiCallbackInterfaceRekeyObserver {
+
+    // Create the VTable using a series of closures.
+    // Swift automatically converts these into C callback functions.
+    //
+    // Store the vtable directly.
+    static let vtable: UniffiVTableCallbackInterfaceRekeyObserver = UniffiVTableCallbackInterfaceRekeyObserver(
+        uniffiFree: { (uniffiHandle: UInt64) -> () in
+            do {
+                try FfiConverterTypeRekeyObserver.handleMap.remove(handle: uniffiHandle)
+            } catch {
+                print("Uniffi callback interface RekeyObserver: handle missing in uniffiFree")
+            }
+        },
+        uniffiClone: { (uniffiHandle: UInt64) -> UInt64 in
+            do {
+                return try FfiConverterTypeRekeyObserver.handleMap.clone(handle: uniffiHandle)
+            } catch {
+                fatalError("Uniffi callback interface RekeyObserver: handle missing in uniffiClone")
+            }
+        },
+        onProgress: { (
+            uniffiHandle: UInt64,
+            progress: RustBuffer,
+            uniffiOutReturn: UnsafeMutablePointer<Int8>,
+            uniffiCallStatus: UnsafeMutablePointer<RustCallStatus>
+        ) in
+            let makeCall = {
+                () throws -> Bool in
+                guard let uniffiObj = try? FfiConverterTypeRekeyObserver.handleMap.get(handle: uniffiHandle) else {
+                    throw UniffiInternalError.unexpectedStaleHandle
+                }
+                return uniffiObj.onProgress(
+                     progress: try FfiConverterTypeRekeyProgress_lift(progress)
+                )
+            }
+
+            
+            let writeReturn = { uniffiOutReturn.pointee = FfiConverterBool.lower($0) }
+            uniffiTraitInterfaceCall(
+                callStatus: uniffiCallStatus,
+                makeCall: makeCall,
+                writeReturn: writeReturn
+            )
+        }
+    )
+
+    // Rust stores this pointer for future callback invocations, so it must live
+    // for the process lifetime (not just for the init function call).
+    //
+    // `nonisolated(unsafe)` is needed under Swift 6 strict concurrency.
+    // This is safe because the pointee is initialized once during static init
+    // and never mutated by either side of the FFI.  Its fields are C function pointers.
+    nonisolated(unsafe) static let vtablePtr: UnsafePointer<UniffiVTableCallbackInterfaceRekeyObserver> = {
+        let ptr = UnsafeMutablePointer<UniffiVTableCallbackInterfaceRekeyObserver>.allocate(capacity: 1)
+        ptr.initialize(to: vtable)
+        return UnsafePointer(ptr)
+    }()
+}
+
+private func uniffiCallbackInitRekeyObserver() {
+    uniffi_unibus_ffi_fn_init_callback_vtable_rekeyobserver(UniffiCallbackInterfaceRekeyObserver.vtablePtr)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeRekeyObserver: FfiConverter {
+    fileprivate static let handleMap = UniffiHandleMap<RekeyObserver>()
+
+    typealias FfiType = UInt64
+    typealias SwiftType = RekeyObserver
+
+    public static func lift(_ handle: UInt64) throws -> RekeyObserver {
+        if ((handle & 1) == 0) {
+            // Rust-generated handle, construct a new class that uses the handle to implement the
+            // interface
+            return RekeyObserverImpl(unsafeFromHandle: handle)
+        } else {
+            // Swift-generated handle, get the object from the handle map
+            return try handleMap.remove(handle: handle)
+        }
+    }
+
+    public static func lower(_ value: RekeyObserver) -> UInt64 {
+         if let rustImpl = value as? RekeyObserverImpl {
+             // Rust-implemented object.  Clone the handle and return it
+            return rustImpl.uniffiCloneHandle()
+         } else {
+            // Swift object, generate a new vtable handle and return that.
+            return handleMap.insert(obj: value)
+         }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> RekeyObserver {
+        let handle: UInt64 = try readInt(&buf)
+        return try lift(handle)
+    }
+
+    public static func write(_ value: RekeyObserver, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeRekeyObserver_lift(_ handle: UInt64) throws -> RekeyObserver {
+    return try FfiConverterTypeRekeyObserver.lift(handle)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeRekeyObserver_lower(_ value: RekeyObserver) -> UInt64 {
+    return FfiConverterTypeRekeyObserver.lower(value)
+}
+
+
+
+
+
+
+/**
  * A room's 32-byte symmetric key. Wiped when this object is destroyed.
  */
 public protocol RoomKeyProtocol: AnyObject, Sendable {
@@ -1424,6 +1637,13 @@ public protocol SessionProtocol: AnyObject, Sendable {
      * epoch. Owner only. Returns the new epoch and its key.
      */
     func rekey(room: String) async throws  -> OpenedRoomKey
+    
+    /**
+     * `rekey`, reporting its progress to `observer` (sealed copies, then uploaded entries).
+     * When `on_progress` returns false the rekey stops with `Cancelled` and the room keeps its
+     * epoch. An exception thrown by `on_progress` counts as false.
+     */
+    func rekeyWithProgress(room: String, observer: RekeyObserver) async throws  -> OpenedRoomKey
     
     /**
      * Removes `member` (signing key, hex) from `room`. Owner only; rekey afterwards.
@@ -1674,6 +1894,27 @@ open func rekey(room: String)async throws  -> OpenedRoomKey  {
             rustFutureFunc: {
                 uniffi_unibus_ffi_fn_method_session_rekey(
                         self.uniffiCloneHandle(),FfiConverterString.lower(room)
+                )
+            },
+            pollFunc: ffi_unibus_ffi_rust_future_poll_rust_buffer,
+            completeFunc: ffi_unibus_ffi_rust_future_complete_rust_buffer,
+            freeFunc: ffi_unibus_ffi_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterTypeOpenedRoomKey_lift,
+            errorHandler: FfiConverterTypeSessionError_lift
+        )
+}
+    
+    /**
+     * `rekey`, reporting its progress to `observer` (sealed copies, then uploaded entries).
+     * When `on_progress` returns false the rekey stops with `Cancelled` and the room keeps its
+     * epoch. An exception thrown by `on_progress` counts as false.
+     */
+open func rekeyWithProgress(room: String, observer: RekeyObserver)async throws  -> OpenedRoomKey  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_unibus_ffi_fn_method_session_rekey_with_progress(
+                        self.uniffiCloneHandle(),FfiConverterString.lower(room),FfiConverterTypeRekeyObserver_lower(observer)
                 )
             },
             pollFunc: ffi_unibus_ffi_rust_future_poll_rust_buffer,
@@ -4515,6 +4756,101 @@ public func FfiConverterTypeRegisterError_lower(_ value: RegisterError) -> RustB
 
 
 /**
+ * How far a long rekey has come.
+ */
+
+public enum RekeyProgress: Equatable, Hashable {
+    
+    /**
+     * `done` of the `total` members have their copy sealed.
+     */
+    case sealed(
+        /**
+         * Copies sealed so far.
+         */done: UInt64, 
+        /**
+         * Members to seal for.
+         */total: UInt64
+    )
+    /**
+     * `done` of the `total` entries are uploaded (a manifest uploaded in parts).
+     */
+    case uploaded(
+        /**
+         * Entries the server holds so far.
+         */done: UInt64, 
+        /**
+         * Entries in the manifest.
+         */total: UInt64
+    )
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension RekeyProgress: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeRekeyProgress: FfiConverterRustBuffer {
+    typealias SwiftType = RekeyProgress
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> RekeyProgress {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .sealed(done: try FfiConverterUInt64.read(from: &buf), total: try FfiConverterUInt64.read(from: &buf)
+        )
+        
+        case 2: return .uploaded(done: try FfiConverterUInt64.read(from: &buf), total: try FfiConverterUInt64.read(from: &buf)
+        )
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: RekeyProgress, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case let .sealed(done,total):
+            writeInt(&buf, Int32(1))
+            FfiConverterUInt64.write(done, into: &buf)
+            FfiConverterUInt64.write(total, into: &buf)
+            
+        
+        case let .uploaded(done,total):
+            writeInt(&buf, Int32(2))
+            FfiConverterUInt64.write(done, into: &buf)
+            FfiConverterUInt64.write(total, into: &buf)
+            
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeRekeyProgress_lift(_ buf: RustBuffer) throws -> RekeyProgress {
+    return try FfiConverterTypeRekeyProgress.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeRekeyProgress_lower(_ value: RekeyProgress) -> RustBuffer {
+    return FfiConverterTypeRekeyProgress.lower(value)
+}
+
+
+
+/**
  * A change that concerns this identity.
  */
 
@@ -4749,6 +5085,11 @@ enum SealError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError {
     case Seal(message: String)
     
     /**
+     * A rekey was cancelled by its observer.
+     */
+    case Cancelled(message: String)
+    
+    /**
      * An argument (key, room id, room key) is malformed.
      */
     case InvalidInput(message: String)
@@ -4843,11 +5184,15 @@ public struct FfiConverterTypeSealError: FfiConverterRustBuffer {
             message: try FfiConverterString.read(from: &buf)
         )
         
-        case 15: return .InvalidInput(
+        case 15: return .Cancelled(
             message: try FfiConverterString.read(from: &buf)
         )
         
-        case 16: return .Other(
+        case 16: return .InvalidInput(
+            message: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 17: return .Other(
             message: try FfiConverterString.read(from: &buf)
         )
         
@@ -4890,10 +5235,12 @@ public struct FfiConverterTypeSealError: FfiConverterRustBuffer {
             writeInt(&buf, Int32(13))
         case .Seal(_ /* message is ignored*/):
             writeInt(&buf, Int32(14))
-        case .InvalidInput(_ /* message is ignored*/):
+        case .Cancelled(_ /* message is ignored*/):
             writeInt(&buf, Int32(15))
-        case .Other(_ /* message is ignored*/):
+        case .InvalidInput(_ /* message is ignored*/):
             writeInt(&buf, Int32(16))
+        case .Other(_ /* message is ignored*/):
+            writeInt(&buf, Int32(17))
 
         
         }
@@ -5408,6 +5755,20 @@ enum SessionError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError {
          */code: String?
     )
     /**
+     * The app cancelled the rekey through its progress observer; the room keeps its epoch.
+     */
+    case Cancelled(
+        /**
+         * What went wrong and what to do, with its causes.
+         */reason: String, 
+        /**
+         * Whether retrying the same call later may succeed.
+         */transient: Bool, 
+        /**
+         * The server's protocol code, when the server refused the call.
+         */code: String?
+    )
+    /**
      * An argument (room id, key, URL) is malformed.
      */
     case InvalidArgument(
@@ -5646,12 +6007,17 @@ public struct FfiConverterTypeSessionError: FfiConverterRustBuffer {
             transient: try FfiConverterBool.read(from: &buf), 
             code: try FfiConverterOptionString.read(from: &buf)
             )
-        case 30: return .InvalidArgument(
+        case 30: return .Cancelled(
             reason: try FfiConverterString.read(from: &buf), 
             transient: try FfiConverterBool.read(from: &buf), 
             code: try FfiConverterOptionString.read(from: &buf)
             )
-        case 31: return .Other(
+        case 31: return .InvalidArgument(
+            reason: try FfiConverterString.read(from: &buf), 
+            transient: try FfiConverterBool.read(from: &buf), 
+            code: try FfiConverterOptionString.read(from: &buf)
+            )
+        case 32: return .Other(
             reason: try FfiConverterString.read(from: &buf), 
             transient: try FfiConverterBool.read(from: &buf), 
             code: try FfiConverterOptionString.read(from: &buf)
@@ -5871,15 +6237,22 @@ public struct FfiConverterTypeSessionError: FfiConverterRustBuffer {
             FfiConverterOptionString.write(code, into: &buf)
             
         
-        case let .InvalidArgument(reason,transient,code):
+        case let .Cancelled(reason,transient,code):
             writeInt(&buf, Int32(30))
             FfiConverterString.write(reason, into: &buf)
             FfiConverterBool.write(transient, into: &buf)
             FfiConverterOptionString.write(code, into: &buf)
             
         
-        case let .Other(reason,transient,code):
+        case let .InvalidArgument(reason,transient,code):
             writeInt(&buf, Int32(31))
+            FfiConverterString.write(reason, into: &buf)
+            FfiConverterBool.write(transient, into: &buf)
+            FfiConverterOptionString.write(code, into: &buf)
+            
+        
+        case let .Other(reason,transient,code):
+            writeInt(&buf, Int32(32))
             FfiConverterString.write(reason, into: &buf)
             FfiConverterBool.write(transient, into: &buf)
             FfiConverterOptionString.write(code, into: &buf)
@@ -6775,6 +7148,9 @@ private let initializationResult: InitializationResult = {
     if (uniffi_unibus_ffi_checksum_func_parse_owner_code() != 14689) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_unibus_ffi_checksum_method_rekeyobserver_on_progress() != 61495) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_unibus_ffi_checksum_method_session_add_member() != 37180) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -6797,6 +7173,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_unibus_ffi_checksum_method_session_rekey() != 42415) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_unibus_ffi_checksum_method_session_rekey_with_progress() != 7484) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_unibus_ffi_checksum_method_session_remove_member() != 48537) {
@@ -6906,6 +7285,7 @@ private let initializationResult: InitializationResult = {
     }
 
     uniffiCallbackInitLogSink()
+    uniffiCallbackInitRekeyObserver()
     uniffiCallbackInitWatchListener()
     return InitializationResult.ok
 }()

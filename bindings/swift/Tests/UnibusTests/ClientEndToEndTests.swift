@@ -58,7 +58,25 @@ final class ClientEndToEndTests: XCTestCase {
         XCTAssertEqual(opened.epoch, 1)
         XCTAssertEqual(opened.key.exposeBytes(), first.key.exposeBytes())
 
-        let second = try await ownerSession.rekey(room: "general")
+        final class Progress: RekeyObserver, @unchecked Sendable {
+            let goOn: Bool
+            private let lock = NSLock()
+            private var seen: [RekeyProgress] = []
+            init(goOn: Bool) { self.goOn = goOn }
+            var reports: [RekeyProgress] { lock.lock(); defer { lock.unlock() }; return seen }
+            func onProgress(progress: RekeyProgress) -> Bool {
+                lock.lock(); seen.append(progress); lock.unlock()
+                return goOn
+            }
+        }
+        let stop = Progress(goOn: false)
+        await assertThrows({ if case SessionError.Cancelled = $0 { return true }; return false }) {
+            try await ownerSession.rekeyWithProgress(room: "general", observer: stop)
+        }
+        XCTAssertEqual(stop.reports, [.sealed(done: 2, total: 2)])
+        let watched = Progress(goOn: true)
+        let second = try await ownerSession.rekeyWithProgress(room: "general", observer: watched)
+        XCTAssertEqual(watched.reports, [.sealed(done: 2, total: 2)])
         let epochTwo = await next(&iterator)
         XCTAssertEqual(epochTwo, .newEpoch(room: "general", epoch: 2))
         let latest = try await aliceSession.roomKey(room: "general")

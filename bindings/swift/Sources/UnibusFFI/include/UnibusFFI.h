@@ -243,6 +243,13 @@ typedef void (*UniffiForeignFutureCompleteVoid)(uint64_t, UniffiForeignFutureRes
     );
 
 #endif
+#ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_REKEY_OBSERVER_METHOD0
+#define UNIFFI_FFIDEF_CALLBACK_INTERFACE_REKEY_OBSERVER_METHOD0
+typedef void (*UniffiCallbackInterfaceRekeyObserverMethod0)(uint64_t, RustBuffer, int8_t* _Nonnull, 
+        RustCallStatus *_Nonnull uniffiCallStatus
+    );
+
+#endif
 #ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_WATCH_LISTENER_METHOD0
 #define UNIFFI_FFIDEF_CALLBACK_INTERFACE_WATCH_LISTENER_METHOD0
 typedef void (*UniffiCallbackInterfaceWatchListenerMethod0)(uint64_t, RustBuffer, void* _Nonnull, 
@@ -271,6 +278,15 @@ typedef void (*UniffiCallbackInterfaceLogSinkMethod0)(uint64_t, RustBuffer, Rust
     );
 
 #endif
+#ifndef UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_REKEY_OBSERVER
+#define UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_REKEY_OBSERVER
+typedef struct UniffiVTableCallbackInterfaceRekeyObserver {
+    UniffiCallbackInterfaceFree _Nonnull uniffiFree;
+    UniffiCallbackInterfaceClone _Nonnull uniffiClone;
+    UniffiCallbackInterfaceRekeyObserverMethod0 _Nonnull onProgress;
+} UniffiVTableCallbackInterfaceRekeyObserver;
+
+#endif
 #ifndef UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_WATCH_LISTENER
 #define UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_WATCH_LISTENER
 typedef struct UniffiVTableCallbackInterfaceWatchListener {
@@ -290,6 +306,26 @@ typedef struct UniffiVTableCallbackInterfaceLogSink {
     UniffiCallbackInterfaceLogSinkMethod0 _Nonnull log;
 } UniffiVTableCallbackInterfaceLogSink;
 
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_CLONE_REKEYOBSERVER
+#define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_CLONE_REKEYOBSERVER
+uint64_t uniffi_unibus_ffi_fn_clone_rekeyobserver(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_FREE_REKEYOBSERVER
+#define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_FREE_REKEYOBSERVER
+void uniffi_unibus_ffi_fn_free_rekeyobserver(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_INIT_CALLBACK_VTABLE_REKEYOBSERVER
+#define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_INIT_CALLBACK_VTABLE_REKEYOBSERVER
+void uniffi_unibus_ffi_fn_init_callback_vtable_rekeyobserver(const UniffiVTableCallbackInterfaceRekeyObserver* _Nonnull vtable
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_METHOD_REKEYOBSERVER_ON_PROGRESS
+#define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_METHOD_REKEYOBSERVER_ON_PROGRESS
+int8_t uniffi_unibus_ffi_fn_method_rekeyobserver_on_progress(uint64_t ptr, RustBuffer progress, RustCallStatus *_Nonnull out_status
+);
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_CLONE_SESSION
 #define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_CLONE_SESSION
@@ -344,6 +380,11 @@ uint64_t uniffi_unibus_ffi_fn_method_session_my_rooms(uint64_t ptr
 #ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_METHOD_SESSION_REKEY
 #define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_METHOD_SESSION_REKEY
 uint64_t uniffi_unibus_ffi_fn_method_session_rekey(uint64_t ptr, RustBuffer room
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_METHOD_SESSION_REKEY_WITH_PROGRESS
+#define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_METHOD_SESSION_REKEY_WITH_PROGRESS
+uint64_t uniffi_unibus_ffi_fn_method_session_rekey_with_progress(uint64_t ptr, RustBuffer room, uint64_t observer
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_METHOD_SESSION_REMOVE_MEMBER
@@ -1031,6 +1072,12 @@ uint16_t uniffi_unibus_ffi_checksum_func_parse_owner_code(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_METHOD_REKEYOBSERVER_ON_PROGRESS
+#define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_METHOD_REKEYOBSERVER_ON_PROGRESS
+uint16_t uniffi_unibus_ffi_checksum_method_rekeyobserver_on_progress(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_METHOD_SESSION_ADD_MEMBER
 #define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_METHOD_SESSION_ADD_MEMBER
 uint16_t uniffi_unibus_ffi_checksum_method_session_add_member(void
@@ -1076,6 +1123,12 @@ uint16_t uniffi_unibus_ffi_checksum_method_session_my_rooms(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_METHOD_SESSION_REKEY
 #define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_METHOD_SESSION_REKEY
 uint16_t uniffi_unibus_ffi_checksum_method_session_rekey(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_METHOD_SESSION_REKEY_WITH_PROGRESS
+#define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_METHOD_SESSION_REKEY_WITH_PROGRESS
+uint16_t uniffi_unibus_ffi_checksum_method_session_rekey_with_progress(void
     
 );
 #endif

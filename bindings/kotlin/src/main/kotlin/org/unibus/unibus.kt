@@ -657,6 +657,9 @@ internal open class UniffiForeignFutureResultVoid(
 internal interface UniffiForeignFutureCompleteVoid : com.sun.jna.Callback {
     fun callback(`callbackData`: Long,`result`: UniffiForeignFutureResultVoid.UniffiByValue,)
 }
+internal interface UniffiCallbackInterfaceRekeyObserverMethod0 : com.sun.jna.Callback {
+    fun callback(`uniffiHandle`: Long,`progress`: RustBuffer.ByValue,`uniffiOutReturn`: ByteByReference,uniffiCallStatus: UniffiRustCallStatus,)
+}
 internal interface UniffiCallbackInterfaceWatchListenerMethod0 : com.sun.jna.Callback {
     fun callback(`uniffiHandle`: Long,`update`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,)
 }
@@ -668,6 +671,25 @@ internal interface UniffiCallbackInterfaceWatchListenerMethod2 : com.sun.jna.Cal
 }
 internal interface UniffiCallbackInterfaceLogSinkMethod0 : com.sun.jna.Callback {
     fun callback(`uniffiHandle`: Long,`level`: RustBuffer.ByValue,`target`: RustBuffer.ByValue,`message`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,)
+}
+@Structure.FieldOrder("uniffiFree", "uniffiClone", "onProgress")
+internal open class UniffiVTableCallbackInterfaceRekeyObserver(
+    @JvmField internal var `uniffiFree`: UniffiCallbackInterfaceFree? = null,
+    @JvmField internal var `uniffiClone`: UniffiCallbackInterfaceClone? = null,
+    @JvmField internal var `onProgress`: UniffiCallbackInterfaceRekeyObserverMethod0? = null,
+) : Structure() {
+    class UniffiByValue(
+        `uniffiFree`: UniffiCallbackInterfaceFree? = null,
+        `uniffiClone`: UniffiCallbackInterfaceClone? = null,
+        `onProgress`: UniffiCallbackInterfaceRekeyObserverMethod0? = null,
+    ): UniffiVTableCallbackInterfaceRekeyObserver(`uniffiFree`,`uniffiClone`,`onProgress`,), Structure.ByValue
+
+   internal fun uniffiSetValue(other: UniffiVTableCallbackInterfaceRekeyObserver) {
+        `uniffiFree` = other.`uniffiFree`
+        `uniffiClone` = other.`uniffiClone`
+        `onProgress` = other.`onProgress`
+    }
+
 }
 @Structure.FieldOrder("uniffiFree", "uniffiClone", "onUpdate", "onError", "onClose")
 internal open class UniffiVTableCallbackInterfaceWatchListener(
@@ -763,6 +785,8 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_unibus_ffi_checksum_func_parse_owner_code(
     ): Int
+    external fun uniffi_unibus_ffi_checksum_method_rekeyobserver_on_progress(
+    ): Int
     external fun uniffi_unibus_ffi_checksum_method_session_add_member(
     ): Int
     external fun uniffi_unibus_ffi_checksum_method_session_close_session(
@@ -778,6 +802,8 @@ internal object IntegrityCheckingUniffiLib {
     external fun uniffi_unibus_ffi_checksum_method_session_my_rooms(
     ): Int
     external fun uniffi_unibus_ffi_checksum_method_session_rekey(
+    ): Int
+    external fun uniffi_unibus_ffi_checksum_method_session_rekey_with_progress(
     ): Int
     external fun uniffi_unibus_ffi_checksum_method_session_remove_member(
     ): Int
@@ -866,11 +892,20 @@ internal object UniffiLib {
     init {
         Native.register(UniffiLib::class.java, findLibraryName(componentName = "unibus"))
         uniffiCallbackInterfaceLogSink.register(this)
+        uniffiCallbackInterfaceRekeyObserver.register(this)
         uniffiCallbackInterfaceWatchListener.register(this)
         
     }
 
     internal fun ensureInitialized() = Unit
+    external fun uniffi_unibus_ffi_fn_clone_rekeyobserver(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_unibus_ffi_fn_free_rekeyobserver(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_unibus_ffi_fn_init_callback_vtable_rekeyobserver(`vtable`: UniffiVTableCallbackInterfaceRekeyObserver,
+    ): Unit
+    external fun uniffi_unibus_ffi_fn_method_rekeyobserver_on_progress(`ptr`: Long,`progress`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Byte
     external fun uniffi_unibus_ffi_fn_clone_session(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_unibus_ffi_fn_free_session(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -892,6 +927,8 @@ internal object UniffiLib {
     external fun uniffi_unibus_ffi_fn_method_session_my_rooms(`ptr`: Long,
     ): Long
     external fun uniffi_unibus_ffi_fn_method_session_rekey(`ptr`: Long,`room`: RustBuffer.ByValue,
+    ): Long
+    external fun uniffi_unibus_ffi_fn_method_session_rekey_with_progress(`ptr`: Long,`room`: RustBuffer.ByValue,`observer`: Long,
     ): Long
     external fun uniffi_unibus_ffi_fn_method_session_remove_member(`ptr`: Long,`room`: RustBuffer.ByValue,`member`: RustBuffer.ByValue,
     ): Long
@@ -2674,6 +2711,332 @@ public object FfiConverterTypeLogSink: FfiConverter<LogSink, Long> {
 
 
 /**
+ * Receives a rekey's progress. Called from the SDK's threads (several at once while sealing);
+ * it should return quickly.
+ */
+public interface RekeyObserver {
+    
+    /**
+     * How far the rekey has come; return false to cancel it.
+     */
+    fun `onProgress`(`progress`: RekeyProgress): kotlin.Boolean
+    
+    companion object
+}
+
+/**
+ * Receives a rekey's progress. Called from the SDK's threads (several at once while sealing);
+ * it should return quickly.
+ */
+open class RekeyObserverImpl: Disposable, AutoCloseable, RekeyObserver
+{
+
+    @Suppress("UNUSED_PARAMETER")
+    /**
+     * @suppress
+     */
+    constructor(withHandle: UniffiWithHandle, handle: Long) {
+        this.handle = handle
+        this.cleanable = UniffiLib.CLEANER.register(this, UniffiCleanAction(handle))
+    }
+
+    /**
+     * @suppress
+     *
+     * This constructor can be used to instantiate a fake object. Only used for tests. Any
+     * attempt to actually use an object constructed this way will fail as there is no
+     * connected Rust object.
+     */
+    @Suppress("UNUSED_PARAMETER")
+    constructor(noHandle: NoHandle) {
+        this.handle = 0
+        this.cleanable = null
+    }
+
+    protected val handle: Long
+    protected val cleanable: UniffiCleaner.Cleanable?
+
+    private val wasDestroyed = AtomicBoolean(false)
+    private val callCounter = AtomicLong(1)
+
+    /**
+     * Whether the current object has been destroyed and its reference is gone in the Rust side.
+     */
+    val uniffiIsDestroyed: Boolean get() = wasDestroyed.get()
+
+    override fun destroy() {
+        // Only allow a single call to this method.
+        // TODO: maybe we should log a warning if called more than once?
+        if (this.wasDestroyed.compareAndSet(false, true)) {
+            // This decrement always matches the initial count of 1 given at creation time.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    @Synchronized
+    override fun close() {
+        this.destroy()
+    }
+
+    internal inline fun <R> callWithHandle(block: (handle: Long) -> R): R {
+        // Check and increment the call counter, to keep the object alive.
+        // This needs a compare-and-set retry loop in case of concurrent updates.
+        do {
+            val c = this.callCounter.get()
+            if (c == 0L) {
+                throw IllegalStateException("${this.javaClass.simpleName} object has already been destroyed")
+            }
+            if (c == Long.MAX_VALUE) {
+                throw IllegalStateException("${this.javaClass.simpleName} call counter would overflow")
+            }
+        } while (! this.callCounter.compareAndSet(c, c + 1L))
+        // Now we can safely do the method call without the handle being freed concurrently.
+        try {
+            return block(this.uniffiCloneHandle())
+        } finally {
+            // This decrement always matches the increment we performed above.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    // Use a static inner class instead of a closure so as not to accidentally
+    // capture `this` as part of the cleanable's action.
+    private class UniffiCleanAction(private val handle: Long) : Runnable {
+        override fun run() {
+            if (handle == 0.toLong()) {
+                // Fake object created with `NoHandle`, don't try to free.
+                return;
+            }
+            uniffiRustCall { status ->
+                UniffiLib.uniffi_unibus_ffi_fn_free_rekeyobserver(handle, status)
+            }
+        }
+    }
+
+    /**
+     * @suppress
+     */
+    fun uniffiCloneHandle(): Long {
+        if (handle == 0.toLong()) {
+            throw InternalException("uniffiCloneHandle() called on NoHandle object");
+        }
+        return uniffiRustCall() { status ->
+            UniffiLib.uniffi_unibus_ffi_fn_clone_rekeyobserver(handle, status)
+        }
+    }
+
+    
+    /**
+     * How far the rekey has come; return false to cancel it.
+     */override fun `onProgress`(`progress`: RekeyProgress): kotlin.Boolean {
+            return FfiConverterBoolean.lift(
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_unibus_ffi_fn_method_rekeyobserver_on_progress(
+        it,
+        
+        FfiConverterTypeRekeyProgress.lower(`progress`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+
+    
+
+
+    
+    
+    /**
+     * @suppress
+     */
+    companion object
+    
+}
+
+
+
+// Put the implementation in an object so we don't pollute the top-level namespace
+internal object uniffiCallbackInterfaceRekeyObserver {
+    internal object `onProgress`: UniffiCallbackInterfaceRekeyObserverMethod0 {
+        override fun callback(`uniffiHandle`: Long,`progress`: RustBuffer.ByValue,`uniffiOutReturn`: ByteByReference,uniffiCallStatus: UniffiRustCallStatus,) {
+            val uniffiObj = FfiConverterTypeRekeyObserver.handleMap.get(uniffiHandle)
+            val makeCall = { ->
+                uniffiObj.`onProgress`(
+                    FfiConverterTypeRekeyProgress.lift(`progress`),
+                )
+            }
+            val writeReturn = { value: kotlin.Boolean -> uniffiOutReturn.setValue(FfiConverterBoolean.lower(value)) }
+            uniffiTraitInterfaceCall(uniffiCallStatus, makeCall, writeReturn)
+        }
+    }
+
+    internal object uniffiFree: UniffiCallbackInterfaceFree {
+        override fun callback(handle: Long) {
+            FfiConverterTypeRekeyObserver.handleMap.remove(handle)
+        }
+    }
+
+    internal object uniffiClone: UniffiCallbackInterfaceClone {
+        override fun callback(handle: Long): Long {
+            return FfiConverterTypeRekeyObserver.handleMap.clone(handle)
+        }
+    }
+
+    internal var vtable = UniffiVTableCallbackInterfaceRekeyObserver.UniffiByValue(
+        uniffiFree,
+        uniffiClone,
+        `onProgress`,
+    )
+
+    // Registers the foreign callback with the Rust side.
+    // This method is generated for each callback interface.
+    internal fun register(lib: UniffiLib) {
+        lib.uniffi_unibus_ffi_fn_init_callback_vtable_rekeyobserver(vtable)
+    }
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeRekeyObserver: FfiConverter<RekeyObserver, Long> {
+    internal val handleMap = UniffiHandleMap<RekeyObserver>()
+
+    override fun lower(value: RekeyObserver): Long {
+        if (value is RekeyObserverImpl) {
+             // Rust-implemented object.  Clone the handle and return it
+            return value.uniffiCloneHandle()
+         } else {
+            // Kotlin object, generate a new vtable handle and return that.
+            return handleMap.insert(value)
+         }
+    }
+
+    override fun lift(value: Long): RekeyObserver {
+        if ((value and 1.toLong()) == 0.toLong()) {
+            // Rust-generated handle, construct a new class that uses the handle to implement the
+            // interface
+            return RekeyObserverImpl(UniffiWithHandle, value)
+        } else {
+            // Kotlin-generated handle, get the object from the handle map
+            return handleMap.remove(value)
+        }
+    }
+
+    override fun read(buf: ByteBuffer): RekeyObserver {
+        return lift(buf.getLong())
+    }
+
+    override fun allocationSize(value: RekeyObserver) = 8UL
+
+    override fun write(value: RekeyObserver, buf: ByteBuffer) {
+        buf.putLong(lower(value))
+    }
+}
+
+
+// This template implements a class for working with a Rust struct via a handle
+// to the live Rust struct on the other side of the FFI.
+//
+// There's some subtlety here, because we have to be careful not to operate on a Rust
+// struct after it has been dropped, and because we must expose a public API for freeing
+// theq Kotlin wrapper object in lieu of reliable finalizers. The core requirements are:
+//
+//   * Each instance holds an opaque handle to the underlying Rust struct.
+//     Method calls need to read this handle from the object's state and pass it in to
+//     the Rust FFI.
+//
+//   * When an instance is no longer needed, its handle should be passed to a
+//     special destructor function provided by the Rust FFI, which will drop the
+//     underlying Rust struct.
+//
+//   * Given an instance, calling code is expected to call the special
+//     `destroy` method in order to free it after use, either by calling it explicitly
+//     or by using a higher-level helper like the `use` method. Failing to do so risks
+//     leaking the underlying Rust struct.
+//
+//   * We can't assume that calling code will do the right thing, and must be prepared
+//     to handle Kotlin method calls executing concurrently with or even after a call to
+//     `destroy`, and to handle multiple (possibly concurrent!) calls to `destroy`.
+//
+//   * We must never allow Rust code to operate on the underlying Rust struct after
+//     the destructor has been called, and must never call the destructor more than once.
+//     Doing so may trigger memory unsafety.
+//
+//   * To mitigate many of the risks of leaking memory and use-after-free unsafety, a `Cleaner`
+//     is implemented to call the destructor when the Kotlin object becomes unreachable.
+//     This is done in a background thread. This is not a panacea, and client code should be aware that
+//      1. the thread may starve if some there are objects that have poorly performing
+//     `drop` methods or do significant work in their `drop` methods.
+//      2. the thread is shared across the whole library. This can be tuned by using `android_cleaner = true`,
+//         or `android = true` in the [`kotlin` section of the `uniffi.toml` file](https://mozilla.github.io/uniffi-rs/kotlin/configuration.html).
+//
+// If we try to implement this with mutual exclusion on access to the handle, there is the
+// possibility of a race between a method call and a concurrent call to `destroy`:
+//
+//    * Thread A starts a method call, reads the value of the handle, but is interrupted
+//      before it can pass the handle over the FFI to Rust.
+//    * Thread B calls `destroy` and frees the underlying Rust struct.
+//    * Thread A resumes, passing the already-read handle value to Rust and triggering
+//      a use-after-free.
+//
+// One possible solution would be to use a `ReadWriteLock`, with each method call taking
+// a read lock (and thus allowed to run concurrently) and the special `destroy` method
+// taking a write lock (and thus blocking on live method calls). However, we aim not to
+// generate methods with any hidden blocking semantics, and a `destroy` method that might
+// block if called incorrectly seems to meet that bar.
+//
+// So, we achieve our goals by giving each instance an associated `AtomicLong` counter to track
+// the number of in-flight method calls, and an `AtomicBoolean` flag to indicate whether `destroy`
+// has been called. These are updated according to the following rules:
+//
+//    * The initial value of the counter is 1, indicating a live object with no in-flight calls.
+//      The initial value for the flag is false.
+//
+//    * At the start of each method call, we atomically check the counter.
+//      If it is 0 then the underlying Rust struct has already been destroyed and the call is aborted.
+//      If it is nonzero them we atomically increment it by 1 and proceed with the method call.
+//
+//    * At the end of each method call, we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+//    * When `destroy` is called, we atomically flip the flag from false to true.
+//      If the flag was already true we silently fail.
+//      Otherwise we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+// Astute readers may observe that this all sounds very similar to the way that Rust's `Arc<T>` works,
+// and indeed it is, with the addition of a flag to guard against multiple calls to `destroy`.
+//
+// The overall effect is that the underlying Rust struct is destroyed only when `destroy` has been
+// called *and* all in-flight method calls have completed, avoiding violating any of the expectations
+// of the underlying Rust code.
+//
+// This makes a cleaner a better alternative to _not_ calling `destroy()` as
+// and when the object is finished with, but the abstraction is not perfect: if the Rust object's `drop`
+// method is slow, and/or there are many objects to cleanup, and it's on a low end Android device, then the cleaner
+// thread may be starved, and the app will leak memory.
+//
+// In this case, `destroy`ing manually may be a better solution.
+//
+// The cleaner can live side by side with the manual calling of `destroy`. In the order of responsiveness, uniffi objects
+// with Rust peers are reclaimed:
+//
+// 1. By calling the `destroy` method of the object, which calls `rustObject.free()`. If that doesn't happen:
+// 2. When the object becomes unreachable, AND the Cleaner thread gets to call `rustObject.free()`. If the thread is starved then:
+// 3. The memory is reclaimed when the process terminates.
+//
+// [1] https://stackoverflow.com/questions/24376768/can-java-finalize-an-object-when-it-is-still-in-scope/24380219
+//
+
+
+/**
  * A room's 32-byte symmetric key. Wiped when this object is destroyed.
  */
 public interface RoomKeyInterface {
@@ -3018,6 +3381,13 @@ public interface SessionInterface {
     suspend fun `rekey`(`room`: kotlin.String): OpenedRoomKey
     
     /**
+     * `rekey`, reporting its progress to `observer` (sealed copies, then uploaded entries).
+     * When `on_progress` returns false the rekey stops with `Cancelled` and the room keeps its
+     * epoch. An exception thrown by `on_progress` counts as false.
+     */
+    suspend fun `rekeyWithProgress`(`room`: kotlin.String, `observer`: RekeyObserver): OpenedRoomKey
+    
+    /**
      * Removes `member` (signing key, hex) from `room`. Owner only; rekey afterwards.
      */
     suspend fun `removeMember`(`room`: kotlin.String, `member`: kotlin.String)
@@ -3341,6 +3711,34 @@ open class Session: Disposable, AutoCloseable, SessionInterface
                 uniffiHandle,
                 
         FfiConverterString.lower(`room`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_unibus_ffi_rust_future_poll_rust_buffer(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_unibus_ffi_rust_future_complete_rust_buffer(future, continuation) },
+        { future -> UniffiLib.ffi_unibus_ffi_rust_future_free_rust_buffer(future) },
+        // lift function
+        { FfiConverterTypeOpenedRoomKey.lift(it) },
+        // Error FFI converter
+        SessionException.ErrorHandler,
+    )
+    }
+
+    
+    /**
+     * `rekey`, reporting its progress to `observer` (sealed copies, then uploaded entries).
+     * When `on_progress` returns false the rekey stops with `Cancelled` and the room keeps its
+     * epoch. An exception thrown by `on_progress` counts as false.
+     */
+    @Throws(SessionException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `rekeyWithProgress`(`room`: kotlin.String, `observer`: RekeyObserver) : OpenedRoomKey {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_unibus_ffi_fn_method_session_rekey_with_progress(
+                uniffiHandle,
+                
+        FfiConverterString.lower(`room`),
+        FfiConverterTypeRekeyObserver.lower(`observer`),
             )
         },
         { future, callback, continuation -> UniffiLib.ffi_unibus_ffi_rust_future_poll_rust_buffer(future, callback, continuation) },
@@ -6436,6 +6834,118 @@ public object FfiConverterTypeRegisterError : FfiConverterRustBuffer<RegisterExc
 
 
 /**
+ * How far a long rekey has come.
+ */
+sealed class RekeyProgress {
+    
+    /**
+     * `done` of the `total` members have their copy sealed.
+     */
+    data class Sealed(
+        /**
+         * Copies sealed so far.
+         */
+        val `done`: kotlin.ULong, 
+        /**
+         * Members to seal for.
+         */
+        val `total`: kotlin.ULong) : RekeyProgress()
+        
+    {
+        
+
+        companion object
+    }
+    
+    /**
+     * `done` of the `total` entries are uploaded (a manifest uploaded in parts).
+     */
+    data class Uploaded(
+        /**
+         * Entries the server holds so far.
+         */
+        val `done`: kotlin.ULong, 
+        /**
+         * Entries in the manifest.
+         */
+        val `total`: kotlin.ULong) : RekeyProgress()
+        
+    {
+        
+
+        companion object
+    }
+    
+
+    
+
+    
+    
+
+
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeRekeyProgress : FfiConverterRustBuffer<RekeyProgress>{
+    override fun read(buf: ByteBuffer): RekeyProgress {
+        return when(buf.getInt()) {
+            1 -> RekeyProgress.Sealed(
+                FfiConverterULong.read(buf),
+                FfiConverterULong.read(buf),
+                )
+            2 -> RekeyProgress.Uploaded(
+                FfiConverterULong.read(buf),
+                FfiConverterULong.read(buf),
+                )
+            else -> throw RuntimeException("invalid enum value, something is very wrong!!")
+        }
+    }
+
+    override fun allocationSize(value: RekeyProgress): ULong = when(value) {
+        is RekeyProgress.Sealed -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterULong.allocationSize(value.`done`)
+                + FfiConverterULong.allocationSize(value.`total`)
+            )
+        }
+        is RekeyProgress.Uploaded -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterULong.allocationSize(value.`done`)
+                + FfiConverterULong.allocationSize(value.`total`)
+            )
+        }
+    }
+
+    override fun write(value: RekeyProgress, buf: ByteBuffer) {
+        when(value) {
+            is RekeyProgress.Sealed -> {
+                buf.putInt(1)
+                FfiConverterULong.write(value.`done`, buf)
+                FfiConverterULong.write(value.`total`, buf)
+                Unit
+            }
+            is RekeyProgress.Uploaded -> {
+                buf.putInt(2)
+                FfiConverterULong.write(value.`done`, buf)
+                FfiConverterULong.write(value.`total`, buf)
+                Unit
+            }
+        }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }
+    }
+}
+
+
+
+
+
+/**
  * A change that concerns this identity.
  */
 sealed class RoomUpdate {
@@ -6734,6 +7244,11 @@ sealed class SealException(message: String): kotlin.Exception(message) {
         class Seal(message: String) : SealException(message)
         
     /**
+     * A rekey was cancelled by its observer.
+     */
+        class Cancelled(message: String) : SealException(message)
+        
+    /**
      * An argument (key, room id, room key) is malformed.
      */
         class InvalidInput(message: String) : SealException(message)
@@ -6770,8 +7285,9 @@ public object FfiConverterTypeSealError : FfiConverterRustBuffer<SealException> 
             12 -> SealException.NotARecipient(FfiConverterString.read(buf))
             13 -> SealException.RecipientKeyMismatch(FfiConverterString.read(buf))
             14 -> SealException.Seal(FfiConverterString.read(buf))
-            15 -> SealException.InvalidInput(FfiConverterString.read(buf))
-            16 -> SealException.Other(FfiConverterString.read(buf))
+            15 -> SealException.Cancelled(FfiConverterString.read(buf))
+            16 -> SealException.InvalidInput(FfiConverterString.read(buf))
+            17 -> SealException.Other(FfiConverterString.read(buf))
             else -> throw RuntimeException("invalid error enum value, something is very wrong!!")
         }
         
@@ -6839,12 +7355,16 @@ public object FfiConverterTypeSealError : FfiConverterRustBuffer<SealException> 
                 buf.putInt(14)
                 Unit
             }
-            is SealException.InvalidInput -> {
+            is SealException.Cancelled -> {
                 buf.putInt(15)
                 Unit
             }
-            is SealException.Other -> {
+            is SealException.InvalidInput -> {
                 buf.putInt(16)
+                Unit
+            }
+            is SealException.Other -> {
+                buf.putInt(17)
                 Unit
             }
         }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }
@@ -7603,6 +8123,30 @@ sealed class SessionException: kotlin.Exception() {
     }
     
     /**
+     * The app cancelled the rekey through its progress observer; the room keeps its epoch.
+     */
+    class Cancelled(
+        
+        /**
+         * What went wrong and what to do, with its causes.
+         */
+        val `reason`: kotlin.String, 
+        
+        /**
+         * Whether retrying the same call later may succeed.
+         */
+        val `transient`: kotlin.Boolean, 
+        
+        /**
+         * The server's protocol code, when the server refused the call.
+         */
+        val `code`: kotlin.String?
+        ) : SessionException() {
+        override val message
+            get() = "reason=${ `reason` }, transient=${ `transient` }, code=${ `code` }"
+    }
+    
+    /**
      * An argument (room id, key, URL) is malformed.
      */
     class InvalidArgument(
@@ -7851,12 +8395,17 @@ public object FfiConverterTypeSessionError : FfiConverterRustBuffer<SessionExcep
                 FfiConverterBoolean.read(buf),
                 FfiConverterOptionalString.read(buf),
                 )
-            30 -> SessionException.InvalidArgument(
+            30 -> SessionException.Cancelled(
                 FfiConverterString.read(buf),
                 FfiConverterBoolean.read(buf),
                 FfiConverterOptionalString.read(buf),
                 )
-            31 -> SessionException.Other(
+            31 -> SessionException.InvalidArgument(
+                FfiConverterString.read(buf),
+                FfiConverterBoolean.read(buf),
+                FfiConverterOptionalString.read(buf),
+                )
+            32 -> SessionException.Other(
                 FfiConverterString.read(buf),
                 FfiConverterBoolean.read(buf),
                 FfiConverterOptionalString.read(buf),
@@ -8064,6 +8613,13 @@ public object FfiConverterTypeSessionError : FfiConverterRustBuffer<SessionExcep
                 + FfiConverterOptionalString.allocationSize(value.`code`)
             )
             is SessionException.Internal -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`reason`)
+                + FfiConverterBoolean.allocationSize(value.`transient`)
+                + FfiConverterOptionalString.allocationSize(value.`code`)
+            )
+            is SessionException.Cancelled -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
                 4UL
                 + FfiConverterString.allocationSize(value.`reason`)
@@ -8292,15 +8848,22 @@ public object FfiConverterTypeSessionError : FfiConverterRustBuffer<SessionExcep
                 FfiConverterOptionalString.write(value.`code`, buf)
                 Unit
             }
-            is SessionException.InvalidArgument -> {
+            is SessionException.Cancelled -> {
                 buf.putInt(30)
                 FfiConverterString.write(value.`reason`, buf)
                 FfiConverterBoolean.write(value.`transient`, buf)
                 FfiConverterOptionalString.write(value.`code`, buf)
                 Unit
             }
-            is SessionException.Other -> {
+            is SessionException.InvalidArgument -> {
                 buf.putInt(31)
+                FfiConverterString.write(value.`reason`, buf)
+                FfiConverterBoolean.write(value.`transient`, buf)
+                FfiConverterOptionalString.write(value.`code`, buf)
+                Unit
+            }
+            is SessionException.Other -> {
+                buf.putInt(32)
                 FfiConverterString.write(value.`reason`, buf)
                 FfiConverterBoolean.write(value.`transient`, buf)
                 FfiConverterOptionalString.write(value.`code`, buf)

@@ -64,7 +64,22 @@ class ClientEndToEndTest {
                 assertEquals(1uL, opened.epoch)
                 assertArrayEquals(first.key.exposeBytes(), opened.key.exposeBytes())
 
-                val second = ownerSession.rekey("general")
+                class Progress(val goOn: Boolean) : RekeyObserver {
+                    val reports = java.util.Collections.synchronizedList(mutableListOf<RekeyProgress>())
+                    override fun onProgress(progress: RekeyProgress): Boolean {
+                        reports.add(progress)
+                        return goOn
+                    }
+                }
+                val stop = Progress(goOn = false)
+                assertThrows<SessionException.Cancelled> {
+                    runBlocking { ownerSession.rekeyWithProgress("general", stop) }
+                }
+                assertEquals(listOf(RekeyProgress.Sealed(2uL, 2uL)), stop.reports.toList())
+                assertEquals(1uL, ownerSession.currentEpoch("general"))
+                val watched = Progress(goOn = true)
+                val second = ownerSession.rekeyWithProgress("general", watched)
+                assertEquals(listOf(RekeyProgress.Sealed(2uL, 2uL)), watched.reports.toList())
                 assertEquals(RoomUpdate.NewEpoch("general", 2uL), updates.next())
                 assertEquals(2uL, aliceSession.currentEpoch("general"))
                 assertArrayEquals(second.key.exposeBytes(), aliceSession.roomKey("general").key.exposeBytes())
