@@ -3,7 +3,7 @@
 # packages (the Python wheel and the Maven artifact, built with bindings generated at build time)
 # with their binding tests against the release native library and end-to-end suites against a
 # real membershipd, each package installed into a clean project running the quickstart, the
-# size budget, and the Swift C-header check. Installs what is
+# size budget, the Rust crates' packaging, and the Swift C-header check. Installs what is
 # missing first (scripts/setup.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,6 +43,9 @@ jar=$(ls bindings/kotlin/target/unibus-*[0-9].jar)
 
 echo "== The packages in clean projects, against a real membershipd; the size budget"
 scripts/check-packages.sh "$wheel" "$jar"
+
+echo "== Rust crates: cargo package (unibus and unibus-server, verified together)"
+scripts/package-crates.sh
 
 echo "== Swift: the package's sources are generated; the C header compiles and links"
 bindings/swift/check/run.sh
