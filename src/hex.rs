@@ -58,7 +58,7 @@ pub(crate) fn decode_array<const N: usize>(text: &str) -> Result<[u8; N], HexErr
 }
 
 /// Decodes any even number of hex characters of either case.
-#[cfg(feature = "client")]
+#[cfg(test)]
 pub(crate) fn decode_vec(text: &str) -> Result<Vec<u8>, HexError> {
     let raw = text.as_bytes();
     if !raw.len().is_multiple_of(2) {
@@ -87,7 +87,6 @@ mod tests {
         let bytes = [0x00, 0xab, 0xff, 0x10];
         assert_eq!(encode(&bytes), "00abff10");
         assert_eq!(decode_array::<4>("00ABfF10"), Ok(bytes));
-        #[cfg(feature = "client")]
         assert_eq!(decode_vec("00ABfF10"), Ok(bytes.to_vec()));
     }
 

@@ -1,14 +1,20 @@
-//! Checks `tests/vectors/sealed-room-key-v1.json` the way a client on another platform would:
-//! only through the public API, from the published inputs.
+//! Checks `tests/vectors/sealed-room-key-v1.json` and `tests/vectors/rekey-manifest-v2.json` the
+//! way a client on another platform would: only through the public API, from the published
+//! inputs.
 
 use serde::Deserialize;
-use unibus::manifest::SignedManifest;
+use unibus::manifest::merkle::{self, MerkleTree};
+use unibus::manifest::{MemberPart, SignedManifest};
 use unibus::sealing::{open_room_key, SealBinding, SealedRoomKey};
 use unibus::{Identity, KexPublicKey, RoomId, SignPublicKey};
 
 #[derive(Deserialize)]
-struct Vectors {
+struct SealedVectors {
     sealed_room_keys: Vec<SealedCase>,
+}
+
+#[derive(Deserialize)]
+struct ManifestVectors {
     manifests: Vec<ManifestCase>,
 }
 
@@ -33,7 +39,19 @@ struct ManifestCase {
     rekeyer_sign_public: String,
     room_key: String,
     members: Vec<Member>,
+    leaf_hashes: Vec<String>,
+    merkle_root: String,
+    header: String,
     signed_manifest: String,
+    member_parts: Vec<PartCase>,
+}
+
+#[derive(Deserialize)]
+struct PartCase {
+    sign_public: String,
+    index: u32,
+    proof: Vec<String>,
+    member_part: String,
 }
 
 #[derive(Deserialize)]
@@ -44,8 +62,13 @@ struct Member {
     kex_public: String,
 }
 
-fn load() -> Vectors {
+fn sealed_vectors() -> SealedVectors {
     let text = include_str!("vectors/sealed-room-key-v1.json");
+    serde_json::from_str(text).expect("vector file parses")
+}
+
+fn manifest_vectors() -> ManifestVectors {
+    let text = include_str!("vectors/rekey-manifest-v2.json");
     serde_json::from_str(text).expect("vector file parses")
 }
 
@@ -55,7 +78,7 @@ fn bytes32(text: &str) -> [u8; 32] {
 
 #[test]
 fn every_sealed_vector_opens_to_its_room_key_with_the_published_info() {
-    let vectors = load();
+    let vectors = sealed_vectors();
     assert!(vectors.sealed_room_keys.len() >= 3);
     for case in vectors.sealed_room_keys {
         // Only the x25519 secret matters for opening; the signing half is arbitrary here.
@@ -106,9 +129,25 @@ fn every_sealed_vector_opens_to_its_room_key_with_the_published_info() {
     }
 }
 
+fn identity(member: &Member) -> Identity {
+    let id =
+        Identity::from_parts(&bytes32(&member.sign_seed), &bytes32(&member.kex_secret)).unwrap();
+    assert_eq!(id.sign_public_key().to_hex(), member.sign_public);
+    assert_eq!(id.kex_public_key().to_hex(), member.kex_public);
+    id
+}
+
 #[test]
 fn every_manifest_vector_verifies_and_opens_for_each_member() {
-    for case in load().manifests {
+    let cases = manifest_vectors().manifests;
+    assert!(cases.len() >= 4);
+    assert!(
+        cases
+            .iter()
+            .any(|c| !c.members.len().is_power_of_two() && c.members.len() > 4),
+        "a case exercises RFC 9162's split of a size that is not a power of two"
+    );
+    for case in cases {
         let bytes = hex::decode(&case.signed_manifest).unwrap();
         let signed = SignedManifest::from_bytes(&bytes).unwrap();
         assert_eq!(
@@ -116,19 +155,111 @@ fn every_manifest_vector_verifies_and_opens_for_each_member() {
             bytes,
             "decoding then encoding is the identity"
         );
+        assert_eq!(hex::encode(signed.header().to_bytes()), case.header);
+        assert!(bytes.starts_with(&hex::decode(&case.header).unwrap()));
         let room = RoomId::new(&case.room).unwrap();
         let owner = SignPublicKey::from_hex(&case.rekeyer_sign_public).unwrap();
         let manifest = signed.verify(&room, case.epoch, &owner).unwrap();
         assert_eq!(manifest.previous_epoch, case.previous_epoch);
         assert_eq!(manifest.entries.len(), case.members.len());
         for member in &case.members {
-            let id =
-                Identity::from_parts(&bytes32(&member.sign_seed), &bytes32(&member.kex_secret))
-                    .unwrap();
-            assert_eq!(id.sign_public_key().to_hex(), member.sign_public);
-            assert_eq!(id.kex_public_key().to_hex(), member.kex_public);
+            let id = identity(member);
             let key = signed.open(&id, &room, case.epoch, &owner).unwrap();
             assert_eq!(hex::encode(key.expose_secret()), case.room_key);
+        }
+    }
+}
+
+#[test]
+fn every_manifest_vectors_merkle_root_is_the_rfc_9162_root_of_its_entries() {
+    for case in manifest_vectors().manifests {
+        let signed =
+            SignedManifest::from_bytes(&hex::decode(&case.signed_manifest).unwrap()).unwrap();
+        let leaves: Vec<String> = signed
+            .unverified()
+            .entries
+            .iter()
+            .map(|e| hex::encode(merkle::leaf_hash(&e.to_bytes())))
+            .collect();
+        assert_eq!(leaves, case.leaf_hashes);
+        let leaf_hashes: Vec<merkle::Hash> = case.leaf_hashes.iter().map(|h| bytes32(h)).collect();
+        assert_eq!(hex::encode(merkle::root(&leaf_hashes)), case.merkle_root);
+        assert_eq!(
+            hex::encode(MerkleTree::from_leaf_hashes(leaf_hashes).root()),
+            case.merkle_root
+        );
+        assert_eq!(hex::encode(signed.header().merkle_root), case.merkle_root);
+    }
+}
+
+#[test]
+fn every_member_part_vector_decodes_verifies_and_opens_for_its_member_alone() {
+    for case in manifest_vectors().manifests {
+        let signed =
+            SignedManifest::from_bytes(&hex::decode(&case.signed_manifest).unwrap()).unwrap();
+        let room = RoomId::new(&case.room).unwrap();
+        let owner = SignPublicKey::from_hex(&case.rekeyer_sign_public).unwrap();
+        assert_eq!(case.member_parts.len(), case.members.len());
+        let count = case.members.len() as u64;
+        for (position, part_case) in case.member_parts.iter().enumerate() {
+            assert_eq!(
+                part_case.index as usize, position,
+                "parts are in entry order"
+            );
+            let bytes = hex::decode(&part_case.member_part).unwrap();
+            let part = MemberPart::from_bytes(&bytes).unwrap();
+            assert_eq!(
+                part.to_bytes(),
+                bytes,
+                "decoding then encoding is the identity"
+            );
+            assert_eq!(part.index(), part_case.index);
+            let proof: Vec<String> = part.proof().iter().map(hex::encode).collect();
+            assert_eq!(proof, part_case.proof);
+            assert_eq!(
+                Some(proof.len()),
+                merkle::audit_path_len(part_case.index.into(), count)
+            );
+            // The part starts with the manifest's header and signature.
+            let prefix = case.header.len() / 2 + 64;
+            assert_eq!(
+                bytes[..prefix],
+                hex::decode(&case.signed_manifest).unwrap()[..prefix]
+            );
+            // The server-side cut gives the same bytes.
+            let member = SignPublicKey::from_hex(&part_case.sign_public).unwrap();
+            assert_eq!(signed.member_part(&member).unwrap().to_bytes(), bytes);
+
+            let entry = part.verify(&room, case.epoch, &owner, &member).unwrap();
+            assert_eq!(entry.member, member);
+            let leaf = bytes32(&case.leaf_hashes[position]);
+            let path: Vec<merkle::Hash> = part_case.proof.iter().map(|h| bytes32(h)).collect();
+            merkle::verify_inclusion(
+                &leaf,
+                part_case.index.into(),
+                count,
+                &path,
+                &bytes32(&case.merkle_root),
+            )
+            .unwrap();
+
+            let me = case
+                .members
+                .iter()
+                .find(|m| m.sign_public == part_case.sign_public)
+                .expect("every part belongs to a listed member");
+            let key = part.open(&identity(me), &room, case.epoch, &owner).unwrap();
+            assert_eq!(hex::encode(key.expose_secret()), case.room_key);
+            // Nobody else's identity opens it.
+            for other in case
+                .members
+                .iter()
+                .filter(|m| m.sign_public != me.sign_public)
+            {
+                assert!(part
+                    .open(&identity(other), &room, case.epoch, &owner)
+                    .is_err());
+            }
         }
     }
 }

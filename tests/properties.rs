@@ -3,8 +3,9 @@
 use proptest::prelude::*;
 use unibus::invite::{InviteLink, InviteToken};
 use unibus::keys::{KexPublicKey, SignPublicKey, Signature};
-use unibus::manifest::SignedManifest;
-use unibus::sealing::SealedRoomKey;
+use unibus::manifest::{MemberPart, Recipient, SignedManifest};
+use unibus::sealing::{RoomKey, SealedRoomKey};
+use unibus::{Identity, RoomId};
 
 fn host() -> impl Strategy<Value = String> {
     prop_oneof![
@@ -90,5 +91,111 @@ proptest! {
     fn sealed_key_and_manifest_decoding_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
         let _ = SealedRoomKey::from_bytes(&bytes);
         let _ = SignedManifest::from_bytes(&bytes);
+        let _ = MemberPart::from_bytes(&bytes);
+    }
+
+    #[test]
+    fn member_part_decoding_never_panics_near_valid_headers(
+        count in prop_oneof![0u32..=8, any::<u32>()],
+        proof_len in any::<u8>(),
+        tail in proptest::collection::vec(any::<u8>(), 0..1200),
+    ) {
+        // The start of a valid header (room "r", epochs 1 and 0, a valid rekeyer key, a small
+        // count), so that decoding often gets past the header into the index, entry and path.
+        let rekeyer = Identity::from_parts(&[1; 32], &[2; 32]).unwrap().sign_public_key();
+        let mut bytes = vec![2, 0, 1, b'r'];
+        bytes.extend_from_slice(&1u64.to_be_bytes());
+        bytes.extend_from_slice(&0u64.to_be_bytes());
+        bytes.extend_from_slice(rekeyer.as_bytes());
+        bytes.extend_from_slice(&count.to_be_bytes());
+        bytes.extend_from_slice(&tail);
+        if let Ok(part) = MemberPart::from_bytes(&bytes) {
+            prop_assert_eq!(part.to_bytes(), bytes.clone());
+        }
+        // A part for room "r" has its path length at offset 87 + 1 + 64 + 4 + 145 = 301.
+        if let Some(k) = bytes.get_mut(301) {
+            *k = proof_len;
+        }
+        let _ = MemberPart::from_bytes(&bytes);
+        let _ = SignedManifest::from_bytes(&bytes);
+    }
+}
+
+/// A random room of 1 to 12 members (identities from random seeds) rekeyed by its owner.
+fn random_room() -> impl Strategy<Value = RandomRoom> {
+    (
+        proptest::collection::vec(any::<([u8; 32], [u8; 32])>(), 1..=12),
+        any::<[u8; 32]>(),
+        "[a-z][a-z0-9_-]{0,20}",
+        1u64..=unibus::manifest::MAX_EPOCH,
+        any::<[u8; 32]>(),
+    )
+        .prop_map(|(seeds, owner_seed, room, epoch, key)| {
+            let members: Vec<Identity> = seeds
+                .iter()
+                .map(|(sign, kex)| Identity::from_parts(sign, kex).unwrap())
+                .collect();
+            let owner = Identity::from_parts(&owner_seed, &[9; 32]).unwrap();
+            let room = RoomId::new(&room).unwrap();
+            let recipients: Vec<Recipient> = members.iter().map(Recipient::of).collect();
+            let key = RoomKey::from_bytes(key);
+            // Random seeds give distinct keys (a duplicate would be a SHA-512 collision).
+            let signed =
+                SignedManifest::rekey(&owner, &room, epoch, epoch - 1, &key, &recipients).unwrap();
+            RandomRoom {
+                owner,
+                members,
+                room,
+                epoch,
+                key,
+                signed,
+            }
+        })
+}
+
+#[derive(Debug)]
+struct RandomRoom {
+    owner: Identity,
+    members: Vec<Identity>,
+    room: RoomId,
+    epoch: u64,
+    key: RoomKey,
+    signed: SignedManifest,
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    #[test]
+    fn every_member_part_of_a_random_manifest_verifies_and_opens(r in random_room()) {
+        let owner = r.owner.sign_public_key();
+        let parts: Vec<MemberPart> = r.signed.member_parts().collect();
+        prop_assert_eq!(parts.len(), r.members.len());
+        for member in &r.members {
+            let part = r.signed.member_part(&member.sign_public_key()).unwrap();
+            prop_assert!(parts.contains(&part));
+            let bytes = part.to_bytes();
+            prop_assert_eq!(bytes.len(), part.encoded_len());
+            let decoded = MemberPart::from_bytes(&bytes).unwrap();
+            prop_assert_eq!(&decoded, &part);
+            let key = decoded.open(member, &r.room, r.epoch, &owner).unwrap();
+            prop_assert_eq!(key.expose_secret(), r.key.expose_secret());
+        }
+    }
+
+    #[test]
+    fn flipping_any_byte_of_a_member_part_fails_with_a_typed_error(
+        r in random_room(),
+        who in any::<prop::sample::Index>(),
+        at in any::<prop::sample::Index>(),
+        mask in 1u8..,
+    ) {
+        let member = who.get(&r.members);
+        let mut bytes = r.signed.member_part(&member.sign_public_key()).unwrap().to_bytes();
+        let at = at.index(bytes.len());
+        bytes[at] ^= mask;
+        let verdict = MemberPart::from_bytes(&bytes)
+            .and_then(|part| part.open(member, &r.room, r.epoch, &r.owner.sign_public_key()));
+        prop_assert!(verdict.is_err(), "a flip of {:#04x} at {} went unnoticed", mask, at);
     }
 }

@@ -207,7 +207,7 @@ flat_error! {
     SealError from unibus::manifest::ManifestError {
         /// The manifest bytes end early.
         Truncated,
-        /// Bytes follow the manifest's signature.
+        /// Bytes follow the end of the manifest or member part.
         TrailingBytes,
         /// The manifest version is unknown.
         UnsupportedVersion,
@@ -219,6 +219,10 @@ flat_error! {
         NoMembers,
         /// The manifest signature does not verify.
         BadSignature,
+        /// A full manifest's entries do not match the Merkle root its header signs.
+        RootMismatch,
+        /// A member part's inclusion proof does not lead to the signed Merkle root.
+        BadProof,
         /// The manifest is signed by a key the client does not trust for the room.
         UntrustedRekeyer,
         /// The manifest is for another room or epoch.

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use unibus::manifest::SignedManifest;
+use unibus::manifest::{MemberPart, SignedManifest};
 use unibus::sealing::{self, SealBinding, SealedRoomKey};
 use unibus::{KexPublicKey, RoomId, SignPublicKey};
 
@@ -129,8 +129,8 @@ pub async fn rekey_room(
     .await
 }
 
-/// Verifies a signed manifest (room, epoch, the trusted rekeyer's signature) and opens this
-/// identity's copy of the room key.
+/// Verifies a whole signed manifest (room, epoch, the trusted rekeyer's signature, the entries
+/// against the signed Merkle root; protocol §8.5) and opens this identity's copy of the room key.
 #[uniffi::export]
 pub fn open_manifest(
     identity: &Identity,
@@ -143,5 +143,23 @@ pub fn open_manifest(
     let room = RoomId::new(&room_id)?;
     let rekeyer = SignPublicKey::from_hex(&trusted_rekeyer_sign_public_key)?;
     let key = signed.open(&identity.0, &room, epoch, &rekeyer)?;
+    Ok(Arc::new(RoomKey(key)))
+}
+
+/// Verifies one member's part of a manifest (the signed header, the member's entry and its
+/// inclusion proof; protocol §8.5) and opens this identity's copy of the room key. The part is
+/// what a member needs instead of the whole manifest: a few hundred bytes in any room.
+#[uniffi::export]
+pub fn open_member_part(
+    identity: &Identity,
+    member_part: Vec<u8>,
+    room_id: String,
+    epoch: u64,
+    trusted_rekeyer_sign_public_key: String,
+) -> Result<Arc<RoomKey>, SealError> {
+    let part = MemberPart::from_bytes(&member_part)?;
+    let room = RoomId::new(&room_id)?;
+    let rekeyer = SignPublicKey::from_hex(&trusted_rekeyer_sign_public_key)?;
+    let key = part.open(&identity.0, &room, epoch, &rekeyer)?;
     Ok(Arc::new(RoomKey(key)))
 }

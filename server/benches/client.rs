@@ -1,7 +1,7 @@
 //! The client SDK over the network, each figure beside its floor from the same run:
 //!
 //! - `is_member` and `room_key` through the control plane (request, membershipd, KV store,
-//!   reply, and for `room_key` the client's manifest verification and HPKE open), against a raw
+//!   reply, and for `room_key` the client's member-part verification and HPKE open), against a raw
 //!   async-nats KV get of the same record from the same bucket;
 //! - a rekey of a 1,000-member room: the sealing CPU against raw HPKE seals of the same key to
 //!   the same members, and the whole rekey (members, epoch, seal, sign, upload, store);
@@ -225,21 +225,20 @@ async fn bench(backend: Backend) {
         let marker = format!("e.{room}.1");
         let digest = room_keys.get(&marker).await.unwrap().expect("epoch 1");
         let digest = String::from_utf8(digest.to_vec()).unwrap();
-        let sealed_key = format!("k.{room}.1.{digest}.{}", member.sign_public_key());
-        let manifest_key = format!("f.{room}.1.{digest}");
+        let tail_key = format!("k.{room}.1.{digest}.{}", member.sign_public_key());
+        let head_key = format!("f.{room}.1.{digest}");
         let raw_member = time_each(SAMPLES, |_| async {
             assert!(members.get(&member_key).await.unwrap().is_some());
         })
         .await;
         let raw_key = time_each(SAMPLES / 2, |_| async {
-            assert!(room_keys.get(&sealed_key).await.unwrap().is_some());
+            assert!(room_keys.get(&tail_key).await.unwrap().is_some());
         })
         .await;
         let raw_records = time_each(SAMPLES / 2, |_| async {
             assert!(room_keys.get(&marker).await.unwrap().is_some());
-            let (copy, manifest) =
-                tokio::join!(room_keys.get(&sealed_key), room_keys.get(&manifest_key));
-            assert!(copy.unwrap().is_some() && manifest.unwrap().is_some());
+            let (tail, head) = tokio::join!(room_keys.get(&tail_key), room_keys.get(&head_key));
+            assert!(tail.unwrap().is_some() && head.unwrap().is_some());
         })
         .await;
         row(&name, "is_member", &ours_member, "raw KV get", &raw_member);
@@ -254,7 +253,7 @@ async fn bench(backend: Backend) {
             &name,
             "room_key (fetch, verify, open)",
             &ours_key,
-            "raw KV gets of its records (marker, then copy and manifest)",
+            "raw KV gets of its records (marker, then tail and head)",
             &raw_records,
         );
     }

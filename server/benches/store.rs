@@ -109,7 +109,7 @@ async fn bench(fx: &Fixture) {
     .await;
     let latest = time_each(N_FAST, |_| async {
         store
-            .sealed_key(&room, &alice.sign_public_key(), None)
+            .member_part(&room, &alice.sign_public_key(), None)
             .await
             .unwrap();
     })
@@ -199,14 +199,14 @@ async fn bench(fx: &Fixture) {
             );
             row(
                 fx.name,
-                "latest sealed key of a member",
+                "latest member part of a member",
                 &latest,
                 "rusqlite select by key",
                 &select_floor,
             );
             row(
                 fx.name,
-                "put epoch, 1,000 sealed keys",
+                "put epoch, 1,000 members",
                 &bulk,
                 "rusqlite 1,000-row tx",
                 &bulk_floor,
@@ -260,14 +260,14 @@ async fn bench(fx: &Fixture) {
             );
             row(
                 fx.name,
-                "latest sealed key of a member",
+                "latest member part of a member",
                 &latest,
                 "raw KV get",
                 &get_floor,
             );
             row(
                 fx.name,
-                "put epoch, 1,000 sealed keys",
+                "put epoch, 1,000 members",
                 &bulk,
                 "1,000 raw KV puts, one at a time",
                 &bulk_floor,

@@ -261,30 +261,20 @@ impl ControlPlane {
                 "an epoch is at most 2^63 - 1",
             ));
         }
-        let room_id = &request.room;
-        let room = self.member_room(room_id, caller).await?;
+        let room = self.member_room(&request.room, caller).await?;
         let epoch = request.epoch.unwrap_or(room.epoch);
-        // The copy and the manifest are independent reads of immutable records.
-        let (key, manifest) = tokio::join!(
-            self.store.sealed_key(room_id, caller, Some(epoch)),
-            self.store.manifest(room_id, epoch)
-        );
-        let key = match key {
-            Ok(key) => key,
-            Err(StoreError::NotFound) => {
-                return Err(refused(
-                    RefusalCode::NoKey,
-                    "no sealed key for you at that epoch",
-                ))
-            }
-            Err(e) => return Err(store_refusal(e)),
-        };
-        Ok(KeyReply {
-            epoch: key.epoch,
-            owner: room.owner,
-            sealed: hex::encode(key.sealed.to_bytes()),
-            manifest: hex::encode(manifest.map_err(store_refusal)?),
-        })
+        match self
+            .store
+            .member_part(&request.room, caller, Some(epoch))
+            .await
+        {
+            Ok(stored) => Ok(KeyReply { part: stored.part }),
+            Err(StoreError::NotFound) => Err(refused(
+                RefusalCode::NoKey,
+                "no sealed key for you at that epoch",
+            )),
+            Err(e) => Err(store_refusal(e)),
+        }
     }
 
     async fn create_room(
@@ -416,6 +406,8 @@ impl ControlPlane {
         let bad = |message: String| refused(RefusalCode::BadManifest, message);
         let bytes = hex::decode(&request.manifest).map_err(|e| bad(e.to_string()))?;
         let signed = SignedManifest::from_bytes(&bytes).map_err(|e| bad(e.to_string()))?;
+        // The signature over the header, then the entries against the Merkle root it signs
+        // (protocol §8.6): a manifest whose parts would not verify for their members is refused.
         let manifest = signed.verify_signature().map_err(|e| bad(e.to_string()))?;
         if &manifest.rekeyer != caller {
             return Err(bad("the manifest is not signed by the caller".into()));

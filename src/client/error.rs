@@ -222,7 +222,7 @@ pub enum SessionError {
     /// The reply is not what the protocol says.
     #[error("membershipd's reply is malformed: {0}")]
     InvalidReply(String),
-    /// The key reply failed verification (section 8.4 of the protocol): wrong room or epoch,
+    /// The key reply failed verification (section 8.5 of the protocol): wrong room or epoch,
     /// not signed by the owner, or the copy does not open. The key is not used.
     #[error("the room key did not verify: {0}")]
     Verification(#[from] ManifestError),

@@ -11,7 +11,7 @@ use super::error::{SessionEnd, SessionError};
 use super::liveness::{ConnectionState, Liveness};
 use super::trust::{OwnerCheck, TrustStore};
 use super::watch::{RoomUpdate, Watch};
-use crate::manifest::{Recipient, SignedManifest};
+use crate::manifest::{MemberPart, Recipient, SignedManifest};
 use crate::protocol::control::{
     read_reply, AddMemberRequest, CreateRoomRequest, EpochRequest, KeyRequest, MemberChange,
     MemberRequest, MembersRequest, RekeyRequest, RemoveMemberRequest, Request, RoomRecord,
@@ -258,11 +258,12 @@ impl Session {
         Ok(reply.epoch)
     }
 
-    /// Fetches this identity's sealed copy of the room key at `epoch` (the latest if `None`)
-    /// with that epoch's signed manifest, runs every check of protocol §8.4 with the room's
-    /// pinned owner as the trusted rekeyer, and opens it.
+    /// Fetches this identity's member part of `epoch` (the latest if `None`): the epoch's
+    /// signed header, this identity's entry with its sealed copy, and the entry's inclusion
+    /// proof, a few hundred bytes in a room of any size. Runs every check of protocol §8.5 with
+    /// the room's pinned owner as the trusted rekeyer, and opens the copy.
     ///
-    /// The owner the reply names must be the pinned one ([`SessionError::OwnerChanged`]; the
+    /// The rekeyer the part names must be the pinned owner ([`SessionError::OwnerChanged`]; the
     /// first reply pins it). For the latest key, the epoch must not be below the room's floor
     /// ([`SessionError::EpochRollback`]); an explicit older `epoch` is history and is served.
     /// Once verified, the epoch raises the floor, saved in the [`TrustStore`].
@@ -276,39 +277,26 @@ impl Session {
             epoch,
         };
         let reply = self.call(&request).await?;
-        if epoch.is_some_and(|asked| asked != reply.epoch) {
+        let part = MemberPart::from_bytes(&reply.part)?;
+        // The header is unverified until `open` below; what is read from it first is only
+        // compared with what this client asked for and what it pinned.
+        let header = part.unverified_header();
+        let (offered, rekeyer) = (header.epoch, header.rekeyer);
+        if epoch.is_some_and(|asked| asked != offered) {
             return Err(SessionError::InvalidReply(format!(
-                "asked for epoch {}, got {}",
+                "asked for epoch {}, got {offered}",
                 epoch.unwrap_or_default(),
-                reply.epoch
             )));
         }
-        self.check_owner(room, reply.owner)?;
+        // Only the room's owner rekeys, so the part's rekeyer must be the pinned owner.
+        self.check_owner(room, rekeyer)?;
         if epoch.is_none() {
-            self.check_latest(room, reply.epoch)?;
+            self.check_latest(room, offered)?;
         }
-        let manifest = crate::hex::decode_vec(&reply.manifest)
-            .map_err(|e| SessionError::InvalidReply(format!("manifest is not hex: {e:?}")))?;
-        let sealed = crate::hex::decode_vec(&reply.sealed)
-            .map_err(|e| SessionError::InvalidReply(format!("sealed key is not hex: {e:?}")))?;
-        let manifest = SignedManifest::from_bytes(&manifest)?;
-        let identity = &self.inner.identity;
-        let key = manifest.open(identity, room, reply.epoch, &reply.owner)?;
-        // `open` verified the manifest and opened our entry; the separate copy must be it.
-        let entry = manifest
-            .unverified()
-            .entry_for(&identity.sign_public_key())
-            .map(|entry| entry.sealed.to_bytes());
-        if entry.as_ref().map(|e| e.as_slice()) != Some(sealed.as_slice()) {
-            return Err(SessionError::InvalidReply(
-                "the sealed copy differs from the manifest's entry".into(),
-            ));
-        }
-        self.inner
-            .trust
-            .record_verified(room, &reply.owner, reply.epoch)?;
+        let key = part.open(&self.inner.identity, room, offered, &rekeyer)?;
+        self.inner.trust.record_verified(room, &rekeyer, offered)?;
         Ok(OpenedRoomKey {
-            epoch: reply.epoch,
+            epoch: offered,
             key,
         })
     }

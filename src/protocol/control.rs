@@ -3,7 +3,10 @@
 //!
 //! A client sends `R: `[`Request`] as JSON to [`Operation::subject`]`(caller)` and reads the
 //! answer with [`read_reply::<R::Reply>`](read_reply); the server reads `R` from the body and
-//! answers with [`encode_reply`].
+//! answers with [`encode_reply`]. Replies are JSON ([`ReplyBody`] through serde), except the
+//! `key` reply: the caller's member part in its binary wire form (§12.4), so that what a member
+//! fetches for a key stays under a kilobyte in a room of any size. A refusal is always the
+//! JSON error envelope.
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -20,7 +23,7 @@ pub enum Operation {
     Member,
     /// A room's latest epoch.
     Epoch,
-    /// The caller's sealed copy of a room key, with the epoch's signed manifest.
+    /// The caller's member part of an epoch: the signed header, its entry and inclusion proof.
     Key,
     /// Creates a room owned by the caller.
     CreateRoom,
@@ -92,7 +95,31 @@ pub trait Request: Serialize + DeserializeOwned {
     /// The operation it is the body of.
     const OPERATION: Operation;
     /// What a successful reply carries.
-    type Reply: Serialize + DeserializeOwned;
+    type Reply: ReplyBody;
+}
+
+/// How a successful reply travels: its bytes, and reading them back.
+pub trait ReplyBody: Sized {
+    /// The reply's bytes.
+    fn to_body(&self) -> Vec<u8>;
+    /// Reads a reply from its bytes.
+    fn from_body(body: &[u8]) -> Result<Self, MalformedReply>;
+}
+
+/// [`ReplyBody`] as JSON, for reply types that are serde types.
+macro_rules! json_replies {
+    ($($reply:ty),+ $(,)?) => {
+        $(impl ReplyBody for $reply {
+            fn to_body(&self) -> Vec<u8> {
+                // The protocol's types hold only strings, numbers, booleans and lists.
+                serde_json::to_vec(self).expect("protocol replies serialize to JSON")
+            }
+
+            fn from_body(body: &[u8]) -> Result<Self, MalformedReply> {
+                serde_json::from_slice(body).map_err(MalformedReply::Json)
+            }
+        })+
+    };
 }
 
 /// A room as replies describe it (§12.1).
@@ -189,17 +216,29 @@ pub struct KeyRequest {
     pub epoch: Option<u64>,
 }
 
-/// The reply of `key` (§12.4).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The reply of `key` (§12.4): the caller's member part (§8.4) in its binary wire form, as the
+/// body itself. The client decodes and verifies it ([`MemberPart`](crate::manifest::MemberPart));
+/// the server sends the stored bytes without decoding them.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyReply {
-    /// The epoch of the key.
-    pub epoch: u64,
-    /// The room's owner, the trusted rekeyer.
-    pub owner: SignPublicKey,
-    /// The caller's sealed copy (§7.3), hex.
-    pub sealed: String,
-    /// The epoch's signed manifest (§8.2), hex.
-    pub manifest: String,
+    /// The member part's wire form.
+    pub part: Vec<u8>,
+}
+
+impl ReplyBody for KeyReply {
+    fn to_body(&self) -> Vec<u8> {
+        self.part.clone()
+    }
+
+    fn from_body(body: &[u8]) -> Result<Self, MalformedReply> {
+        // A member part starts with its version byte; a JSON body would start with `{`.
+        if body.first() == Some(&b'{') || body.is_empty() {
+            return Err(MalformedReply::NotBinary);
+        }
+        Ok(KeyReply {
+            part: body.to_vec(),
+        })
+    }
 }
 
 /// The reply of `members`.
@@ -228,7 +267,7 @@ pub struct AddMemberRequest(pub MemberChange);
 #[serde(transparent)]
 pub struct RemoveMemberRequest(pub MemberChange);
 
-/// `rekey`: a new epoch's signed manifest (§8.2), hex. The reply is the new epoch.
+/// `rekey`: a new epoch's whole signed manifest (§8.3), hex. The reply is the new epoch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RekeyRequest {
     /// The signed manifest's wire form, hex.
@@ -260,24 +299,41 @@ impl Request for RekeyRequest {
     type Reply = EpochReply;
 }
 
+json_replies!(
+    RoomsReply,
+    MemberReply,
+    EpochReply,
+    RoomRecord,
+    MembersReply,
+    Empty
+);
+
 /// Why a reply could not be read.
 #[derive(Debug, thiserror::Error)]
-#[error("the reply is not the protocol's JSON: {0}")]
-pub struct MalformedReply(#[source] pub serde_json::Error);
+#[non_exhaustive]
+pub enum MalformedReply {
+    /// The body is not the JSON the operation replies with.
+    #[error("the reply is not the protocol's JSON: {0}")]
+    Json(#[source] serde_json::Error),
+    /// The body of a binary reply (`key`) is empty or JSON that is not a refusal.
+    #[error("the reply is not a member part")]
+    NotBinary,
+}
 
-/// Reads a reply: `Ok(Ok(reply))`, `Ok(Err(refusal))` for a refusal, or why it is neither.
-pub fn read_reply<T: DeserializeOwned>(
-    payload: &[u8],
-) -> Result<Result<T, Refusal>, MalformedReply> {
-    let value: serde_json::Value = serde_json::from_slice(payload).map_err(MalformedReply)?;
-    if value.get("error").is_some() {
-        let envelope: ErrorEnvelope<RefusalCode> =
-            serde_json::from_value(value).map_err(MalformedReply)?;
-        return Ok(Err(envelope.error));
+/// Reads a reply: `Ok(Ok(reply))`, `Ok(Err(refusal))` for a refusal, or why it is neither. A
+/// refusal is a JSON object with an `error` member, whatever the operation.
+pub fn read_reply<T: ReplyBody>(payload: &[u8]) -> Result<Result<T, Refusal>, MalformedReply> {
+    if payload.first() == Some(&b'{') {
+        let value: serde_json::Value =
+            serde_json::from_slice(payload).map_err(MalformedReply::Json)?;
+        if value.get("error").is_some() {
+            // A malformed refusal is malformed, never read as a success.
+            let envelope: ErrorEnvelope<RefusalCode> =
+                serde_json::from_value(value).map_err(MalformedReply::Json)?;
+            return Ok(Err(envelope.error));
+        }
     }
-    serde_json::from_value(value)
-        .map(Ok)
-        .map_err(MalformedReply)
+    T::from_body(payload).map(Ok)
 }
 
 /// Reads a request body: empty (read as `{}`) or one JSON object. Any other JSON value (an
@@ -296,15 +352,15 @@ pub fn read_request<R: Request>(body: &[u8]) -> Result<R, Refusal> {
 }
 
 /// The bytes of a reply: the result itself, or the refusal in its envelope.
-pub fn encode_reply<T: Serialize>(reply: &Result<T, Refusal>) -> Vec<u8> {
-    let encoded = match reply {
-        Ok(result) => serde_json::to_vec(result),
+pub fn encode_reply<T: ReplyBody>(reply: &Result<T, Refusal>) -> Vec<u8> {
+    match reply {
+        Ok(result) => result.to_body(),
+        // An envelope of a code and a message always serializes.
         Err(refusal) => serde_json::to_vec(&ErrorEnvelope {
             error: refusal.clone(),
-        }),
-    };
-    // The protocol's types hold only strings, numbers, booleans and lists: they serialize.
-    encoded.expect("protocol replies serialize to JSON")
+        })
+        .expect("error envelopes serialize to JSON"),
+    }
 }
 
 #[cfg(test)]
@@ -355,12 +411,10 @@ mod tests {
             room: room.clone(),
             epoch: None,
         });
-        round_trip(KeyReply {
-            epoch: 2,
-            owner: sign,
-            sealed: "01".into(),
-            manifest: "02".into(),
-        });
+        let part = KeyReply {
+            part: vec![2, 0, 7],
+        };
+        assert_eq!(KeyReply::from_body(&part.to_body()).unwrap(), part);
         round_trip(CreateRoomRequest { room: room.clone() });
         round_trip(record);
         round_trip(MembersRequest { room: room.clone() });

@@ -77,8 +77,8 @@ struct Script {
     user: SignPublicKey,
     /// The recorded `rooms` reply, rewritten.
     rooms: Vec<RoomRecord>,
-    /// Per room, the latest `key` reply to give.
-    keys: BTreeMap<RoomId, KeyReply>,
+    /// Per room, the latest `key` reply to give, with its epoch.
+    keys: BTreeMap<RoomId, (u64, KeyReply)>,
 }
 
 /// Asks the real control plane `request` as the user, and keeps the reply.
@@ -127,7 +127,7 @@ impl Liar {
                 room: room.clone(),
                 epoch: Some(*epoch),
             };
-            keys.insert(room.clone(), ask(&real, &key, &request).await?);
+            keys.insert(room.clone(), (*epoch, ask(&real, &key, &request).await?));
             for entry in rooms.iter_mut().filter(|entry| &entry.id == room) {
                 entry.epoch = *epoch;
             }
@@ -141,21 +141,12 @@ impl Liar {
             let manifest =
                 SignedManifest::rekey(&impostor, room, 1, 0, &fresh, &[Recipient::of(&user)])
                     .map_err(|e| LiarError::Recording(e.to_string()))?;
-            let sealed = manifest
-                .unverified()
-                .entry_for(&key)
-                .map(|entry| hex::encode(entry.sealed.to_bytes()))
+            let part = manifest
+                .member_part(&key)
+                .map(|part| part.to_bytes())
                 .unwrap_or_default();
             let owner = impostor.sign_public_key();
-            keys.insert(
-                room.clone(),
-                KeyReply {
-                    epoch: 1,
-                    owner,
-                    sealed,
-                    manifest: hex::encode(manifest.to_bytes()),
-                },
-            );
+            keys.insert(room.clone(), (1, KeyReply { part }));
             rooms.retain(|entry| &entry.id != room);
             rooms.push(RoomRecord {
                 id: room.clone(),
@@ -241,8 +232,8 @@ impl Script {
             Operation::Key => {
                 encode_reply(&read_request::<KeyRequest>(body).and_then(|r| {
                     match (self.keys.get(&r.room), r.epoch) {
-                        (Some(reply), None) => Ok(reply.clone()),
-                        (Some(reply), Some(asked)) if asked == reply.epoch => Ok(reply.clone()),
+                        (Some((_, reply)), None) => Ok(reply.clone()),
+                        (Some((epoch, reply)), Some(asked)) if asked == *epoch => Ok(reply.clone()),
                         _ => Err(Refusal::new(
                             RefusalCode::NoKey,
                             "this test double has no such key",

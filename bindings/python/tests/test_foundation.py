@@ -104,9 +104,14 @@ def test_async_rekey_seals_for_every_member_and_verifies():
         unibus.open_manifest(alice, manifest, "general", 1, bob.sign_public_key())
     with pytest.raises(unibus.SealError.WrongRoomOrEpoch):
         unibus.open_manifest(alice, manifest, "general", 2, owner.sign_public_key())
+    # The signature follows the 94-byte header (protocol section 8.3); the entries come last.
+    tampered = bytearray(manifest)
+    tampered[94] ^= 1
+    with pytest.raises(unibus.SealError.BadSignature):
+        unibus.open_manifest(alice, bytes(tampered), "general", 1, owner.sign_public_key())
     tampered = bytearray(manifest)
     tampered[-1] ^= 1
-    with pytest.raises(unibus.SealError.BadSignature):
+    with pytest.raises(unibus.SealError.RootMismatch):
         unibus.open_manifest(alice, bytes(tampered), "general", 1, owner.sign_public_key())
 
 

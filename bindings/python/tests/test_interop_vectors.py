@@ -1,24 +1,33 @@
-"""The sealed-key format checked by an independent implementation (pyhpke + cryptography).
+"""The sealed-key and manifest formats checked by an independent implementation.
 
-These tests rebuild the golden vectors in tests/vectors/ from docs/protocol.md alone, byte for
-byte, and exchange keys in both directions between Python's HPKE and the Rust SDK.
+These tests rebuild the golden vectors in tests/vectors/ from docs/protocol.md alone, with
+pyhpke, Python's `cryptography` Ed25519 and hashlib: the sealed keys byte for byte, and the
+manifests' Merkle trees (RFC 9162) and member parts with their own code. They also exchange keys
+in both directions between Python's HPKE and the Rust SDK.
 """
 
+import hashlib
 import json
 import pathlib
 import struct
 
+import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pyhpke import AEADId, CipherSuite, KDFId, KEMId
 
 import unibus
 
-VECTORS = json.loads(
-    (pathlib.Path(__file__).parents[3] / "tests" / "vectors" / "sealed-room-key-v1.json").read_text()
-)
+VECTOR_DIR = pathlib.Path(__file__).parents[3] / "tests" / "vectors"
+SEALED_VECTORS = json.loads((VECTOR_DIR / "sealed-room-key-v1.json").read_text())
+MANIFEST_VECTORS = json.loads((VECTOR_DIR / "rekey-manifest-v2.json").read_text())
 SUITE = CipherSuite.new(KEMId.DHKEM_X25519_HKDF_SHA256, KDFId.HKDF_SHA256, AEADId.CHACHA20_POLY1305)
 INFO_LABEL = b"unibus/room-key/v1"
-MANIFEST_CONTEXT = b"unibus/rekey-manifest/v1"
+MANIFEST_VERSION = 2
+MANIFEST_CONTEXT = b"unibus/rekey-manifest/v2"
+ENTRY_LEN = 145
+SIGNATURE_LEN = 64
+MAX_ENTRIES = 1 << 20
+MAX_PROOF_LEN = 20
 
 
 def info(room: str, epoch: int, recipient_kex: bytes, rekeyer_sign: bytes) -> bytes:
@@ -37,8 +46,137 @@ def identity(sign_seed: bytes, kex_secret: bytes) -> unibus.Identity:
     return unibus.Identity.from_secret_bytes(b"\x01" + sign_seed + kex_secret)
 
 
+def open_with_pyhpke(sealed: bytes, kex_secret: bytes, binding: bytes) -> bytes:
+    assert len(sealed) == 81 and sealed[0] == 1
+    skr = SUITE.kem.deserialize_private_key(kex_secret)
+    receiver = SUITE.create_recipient_context(sealed[1:33], skr, binding)
+    return receiver.open(sealed[33:], aad=b"")
+
+
+# RFC 9162 section 2.1, written from docs/protocol.md section 8.2.
+
+
+def leaf_hash(leaf: bytes) -> bytes:
+    return hashlib.sha256(b"\x00" + leaf).digest()
+
+
+def node_hash(left: bytes, right: bytes) -> bytes:
+    return hashlib.sha256(b"\x01" + left + right).digest()
+
+
+def largest_power_of_two_below(n: int) -> int:
+    k = 1
+    while k * 2 < n:
+        k *= 2
+    return k
+
+
+def mth(leaves: list) -> bytes:
+    """The Merkle tree hash of a list of leaf hashes (RFC 9162 section 2.1.1)."""
+    if len(leaves) == 1:
+        return leaves[0]
+    k = largest_power_of_two_below(len(leaves))
+    return node_hash(mth(leaves[:k]), mth(leaves[k:]))
+
+
+def audit_path(m: int, leaves: list) -> list:
+    """PATH(m, D[n]) of RFC 9162 section 2.1.3.1, bottom first."""
+    if len(leaves) <= 1:
+        return []
+    k = largest_power_of_two_below(len(leaves))
+    if m < k:
+        return audit_path(m, leaves[:k]) + [mth(leaves[k:])]
+    return audit_path(m - k, leaves[k:]) + [mth(leaves[:k])]
+
+
+def verify_inclusion(leaf: bytes, index: int, size: int, path: list, root: bytes) -> bool:
+    """The verification algorithm of RFC 9162 section 2.1.3.2."""
+    if index >= size:
+        return False
+    fn, sn, r = index, size - 1, leaf
+    for p in path:
+        if sn == 0:
+            return False
+        if fn & 1 or fn == sn:
+            r = node_hash(p, r)
+            while fn & 1 == 0 and fn != 0:
+                fn >>= 1
+                sn >>= 1
+        else:
+            r = node_hash(r, p)
+        fn >>= 1
+        sn >>= 1
+    return sn == 0 and r == root
+
+
+# The wire forms of docs/protocol.md sections 8.1 and 8.3.
+
+
+def parse_header(data: bytes) -> dict:
+    assert data[0] == MANIFEST_VERSION
+    (room_len,) = struct.unpack_from(">H", data, 1)
+    assert 1 <= room_len <= 128
+    offset = 3 + room_len
+    room = data[3:offset].decode("ascii")
+    epoch, previous = struct.unpack_from(">QQ", data, offset)
+    rekeyer = data[offset + 16 : offset + 48]
+    (count,) = struct.unpack_from(">I", data, offset + 48)
+    root = data[offset + 52 : offset + 84]
+    length = offset + 84
+    assert length == 87 + room_len and len(root) == 32
+    assert 1 <= epoch <= 2**63 - 1 and previous < epoch and 1 <= count <= MAX_ENTRIES
+    return {
+        "room": room,
+        "epoch": epoch,
+        "previous_epoch": previous,
+        "rekeyer": rekeyer,
+        "count": count,
+        "root": root,
+        "bytes": data[:length],
+    }
+
+
+def parse_manifest(wire: bytes):
+    header = parse_header(wire)
+    offset = len(header["bytes"])
+    signature = wire[offset : offset + SIGNATURE_LEN]
+    offset += SIGNATURE_LEN
+    assert len(wire) - offset == ENTRY_LEN * header["count"]
+    entries = [wire[offset + i * ENTRY_LEN : offset + (i + 1) * ENTRY_LEN] for i in range(header["count"])]
+    return header, signature, entries
+
+
+def parse_member_part(wire: bytes):
+    header = parse_header(wire)
+    offset = len(header["bytes"])
+    signature = wire[offset : offset + SIGNATURE_LEN]
+    offset += SIGNATURE_LEN
+    (index,) = struct.unpack_from(">I", wire, offset)
+    entry = wire[offset + 4 : offset + 4 + ENTRY_LEN]
+    offset += 4 + ENTRY_LEN
+    k = wire[offset]
+    assert k <= MAX_PROOF_LEN
+    offset += 1
+    proof = [wire[offset + 32 * i : offset + 32 * (i + 1)] for i in range(k)]
+    assert len(wire) == offset + 32 * k == 301 + len(header["room"]) + 32 * k
+    return header, signature, index, entry, proof
+
+
+def verify_header(header: dict, signature: bytes, trusted_rekeyer: bytes):
+    assert header["rekeyer"] == trusted_rekeyer
+    Ed25519PublicKey.from_public_bytes(trusted_rekeyer).verify(signature, MANIFEST_CONTEXT + header["bytes"])
+
+
+def member_identities(case):
+    for member in case["members"]:
+        yield member, identity(bytes.fromhex(member["sign_seed"]), bytes.fromhex(member["kex_secret"]))
+
+
+# Sealed keys.
+
+
 def test_python_hpke_reproduces_every_sealed_vector_byte_for_byte():
-    for case in VECTORS["sealed_room_keys"]:
+    for case in SEALED_VECTORS["sealed_room_keys"]:
         recipient = bytes.fromhex(case["recipient_kex_public"])
         expected_info = info(case["room"], case["epoch"], recipient, bytes.fromhex(case["rekeyer_sign_public"]))
         assert expected_info.hex() == case["info"]
@@ -50,9 +188,8 @@ def test_python_hpke_reproduces_every_sealed_vector_byte_for_byte():
         assert (b"\x01" + enc + ciphertext).hex() == case["sealed"]
 
         sealed = bytes.fromhex(case["sealed"])
-        skr = SUITE.kem.deserialize_private_key(bytes.fromhex(case["recipient_kex_secret"]))
-        receiver = SUITE.create_recipient_context(sealed[1:33], skr, expected_info)
-        assert receiver.open(sealed[33:], aad=b"").hex() == case["room_key"]
+        opened = open_with_pyhpke(sealed, bytes.fromhex(case["recipient_kex_secret"]), expected_info)
+        assert opened.hex() == case["room_key"]
 
 
 def test_a_key_sealed_by_python_hpke_opens_in_the_rust_sdk():
@@ -67,40 +204,118 @@ def test_a_key_sealed_by_python_hpke_opens_in_the_rust_sdk():
     assert opened.expose_bytes() == room_key
 
 
-def parse_manifest(wire: bytes):
-    body, signature = wire[:-64], wire[-64:]
-    assert body[0] == 1
-    (room_len,) = struct.unpack_from(">H", body, 1)
-    offset = 3 + room_len
-    room = body[3:offset].decode("ascii")
-    epoch, previous = struct.unpack_from(">QQ", body, offset)
-    offset += 16
-    rekeyer = body[offset : offset + 32]
-    (count,) = struct.unpack_from(">I", body, offset + 32)
-    offset += 36
-    entries = []
-    for _ in range(count):
-        entries.append((body[offset : offset + 32], body[offset + 32 : offset + 64], body[offset + 64 : offset + 145]))
-        offset += 145
-    assert offset == len(body)
-    return room, epoch, previous, rekeyer, entries, body, signature
+# The Merkle tree.
 
 
-def test_manifest_vectors_parse_and_verify_with_an_independent_ed25519():
-    for case in VECTORS["manifests"]:
+def test_python_merkle_tree_gives_the_certificate_transparency_reference_roots():
+    leaves = [
+        bytes.fromhex(x)
+        for x in ["", "00", "10", "2021", "3031", "40414243", "5051525354555657", "606162636465666768696a6b6c6d6e6f"]
+    ]
+    hashes = [leaf_hash(leaf) for leaf in leaves]
+    assert mth(hashes[:5]).hex() == "4e3bbb1f7b478dcfe71fb631631519a3bca12c9aefca1612bfce4c13a86264d4"
+    assert mth(hashes[:7]).hex() == "ddb89be403809e325750d3d263cd78929c2942b7942a34b77e122c9594a74c8c"
+    assert mth(hashes).hex() == "5dc9da79a70659a9ad559cb701ded9a2ab9d823aad2f4960cfe370eff4604328"
+    for size in range(1, 9):
+        root = mth(hashes[:size])
+        for index in range(size):
+            path = audit_path(index, hashes[:size])
+            assert verify_inclusion(hashes[index], index, size, path, root)
+            assert not verify_inclusion(hashes[index], index + 1, size, path, root)
+            if index > 0:
+                assert not verify_inclusion(hashes[index], index - 1, size, path, root)
+
+
+# Whole manifests.
+
+
+def test_manifest_vectors_parse_and_verify_with_an_independent_ed25519_and_merkle_tree():
+    assert any(len(case["members"]) in (5, 7) for case in MANIFEST_VECTORS["manifests"])
+    for case in MANIFEST_VECTORS["manifests"]:
         wire = bytes.fromhex(case["signed_manifest"])
-        room, epoch, previous, rekeyer, entries, body, signature = parse_manifest(wire)
-        assert (room, epoch, previous) == (case["room"], case["epoch"], case["previous_epoch"])
-        assert rekeyer.hex() == case["rekeyer_sign_public"]
-        Ed25519PublicKey.from_public_bytes(rekeyer).verify(signature, MANIFEST_CONTEXT + body)
-        assert [m for m, _, _ in entries] == sorted(m for m, _, _ in entries)
+        header, signature, entries = parse_manifest(wire)
+        assert header["bytes"].hex() == case["header"]
+        assert (header["room"], header["epoch"], header["previous_epoch"]) == (
+            case["room"],
+            case["epoch"],
+            case["previous_epoch"],
+        )
+        verify_header(header, signature, bytes.fromhex(case["rekeyer_sign_public"]))
+        members = [entry[:32] for entry in entries]
+        assert members == sorted(members) and len(set(members)) == len(members)
 
-        for member in case["members"]:
-            me = identity(bytes.fromhex(member["sign_seed"]), bytes.fromhex(member["kex_secret"]))
-            key = unibus.open_manifest(me, wire, room, epoch, case["rekeyer_sign_public"])
+        hashes = [leaf_hash(entry) for entry in entries]
+        assert [h.hex() for h in hashes] == case["leaf_hashes"]
+        assert mth(hashes) == header["root"]
+        assert header["root"].hex() == case["merkle_root"]
+
+        for member, me in member_identities(case):
+            key = unibus.open_manifest(me, wire, header["room"], header["epoch"], case["rekeyer_sign_public"])
             assert key.expose_bytes().hex() == case["room_key"]
             # And Python opens the same member's entry on its own.
-            _, kex, sealed = next(e for e in entries if e[0].hex() == member["sign_public"])
-            skr = SUITE.kem.deserialize_private_key(bytes.fromhex(member["kex_secret"]))
-            receiver = SUITE.create_recipient_context(sealed[1:33], skr, info(room, epoch, kex, rekeyer))
-            assert receiver.open(sealed[33:], aad=b"").hex() == case["room_key"]
+            entry = next(e for e in entries if e[:32].hex() == member["sign_public"])
+            binding = info(header["room"], header["epoch"], entry[32:64], header["rekeyer"])
+            opened = open_with_pyhpke(entry[64:], bytes.fromhex(member["kex_secret"]), binding)
+            assert opened.hex() == case["room_key"]
+
+
+def test_a_manifest_whose_entries_do_not_match_its_root_is_refused_by_the_rust_sdk():
+    case = MANIFEST_VECTORS["manifests"][1]
+    wire = bytearray(bytes.fromhex(case["signed_manifest"]))
+    wire[-1] ^= 1
+    member, me = next(member_identities(case))
+    with pytest.raises(unibus.SealError.RootMismatch):
+        unibus.open_manifest(me, bytes(wire), case["room"], case["epoch"], case["rekeyer_sign_public"])
+
+
+# Member parts.
+
+
+def test_member_part_vectors_verify_with_an_independent_merkle_proof_and_open():
+    for case in MANIFEST_VECTORS["manifests"]:
+        _, _, entries = parse_manifest(bytes.fromhex(case["signed_manifest"]))
+        hashes = [leaf_hash(entry) for entry in entries]
+        trusted = bytes.fromhex(case["rekeyer_sign_public"])
+        secrets = {m["sign_public"]: m for m in case["members"]}
+        assert len(case["member_parts"]) == len(entries)
+        for part_case in case["member_parts"]:
+            wire = bytes.fromhex(part_case["member_part"])
+            header, signature, index, entry, proof = parse_member_part(wire)
+            assert header["bytes"].hex() == case["header"]
+            verify_header(header, signature, trusted)
+            assert index == part_case["index"]
+            assert entry == entries[index] and entry[:32].hex() == part_case["sign_public"]
+            assert [p.hex() for p in proof] == part_case["proof"]
+            # The path is RFC 9162's PATH, and it verifies against the signed root and count.
+            assert proof == audit_path(index, hashes)
+            assert verify_inclusion(leaf_hash(entry), index, header["count"], proof, header["root"])
+            assert not verify_inclusion(leaf_hash(entry), index + 1, header["count"], proof, header["root"])
+            changed = bytes([entry[0] ^ 1]) + entry[1:]
+            assert not verify_inclusion(leaf_hash(changed), index, header["count"], proof, header["root"])
+
+            member = secrets[part_case["sign_public"]]
+            binding = info(header["room"], header["epoch"], entry[32:64], header["rekeyer"])
+            opened = open_with_pyhpke(entry[64:], bytes.fromhex(member["kex_secret"]), binding)
+            assert opened.hex() == case["room_key"]
+            me = identity(bytes.fromhex(member["sign_seed"]), bytes.fromhex(member["kex_secret"]))
+            key = unibus.open_member_part(me, wire, case["room"], case["epoch"], case["rekeyer_sign_public"])
+            assert key.expose_bytes().hex() == case["room_key"]
+
+
+def test_the_rust_sdk_refuses_a_member_part_for_another_member_or_with_a_bent_proof():
+    case = MANIFEST_VECTORS["manifests"][3]
+    assert len(case["members"]) == 7
+    first, second = case["member_parts"][0], case["member_parts"][1]
+    secrets = {m["sign_public"]: m for m in case["members"]}
+    member = secrets[first["sign_public"]]
+    me = identity(bytes.fromhex(member["sign_seed"]), bytes.fromhex(member["kex_secret"]))
+    args = (case["room"], case["epoch"], case["rekeyer_sign_public"])
+
+    with pytest.raises(unibus.SealError.NotARecipient):
+        unibus.open_member_part(me, bytes.fromhex(second["member_part"]), *args)
+    bent = bytearray(bytes.fromhex(first["member_part"]))
+    bent[-1] ^= 1
+    with pytest.raises(unibus.SealError.BadProof):
+        unibus.open_member_part(me, bytes(bent), *args)
+    with pytest.raises(unibus.SealError.TrailingBytes):
+        unibus.open_member_part(me, bytes.fromhex(first["member_part"]) + b"\x00", *args)

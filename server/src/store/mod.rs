@@ -18,6 +18,7 @@
 //!   or a lost response completes the registration instead of failing with "used".
 //! - Invite tokens are stored only as their SHA-256 digest.
 
+mod epoch;
 mod error;
 pub mod kv;
 pub mod migrate;
@@ -117,8 +118,9 @@ pub trait Store: Send + Sync {
     /// The rooms `member` is in, sorted.
     async fn rooms_for_member(&self, member: &SignPublicKey) -> StoreResult<Vec<RoomId>>;
 
-    /// Stores a new epoch: the signed manifest and one sealed copy per entry, and moves the
-    /// room's epoch from the manifest's `previous_epoch` to its `epoch`.
+    /// Stores a new epoch, its signed head and each member's tail (protocol §8.4),
+    /// and moves the room's epoch from the manifest's `previous_epoch` to its `epoch`: members
+    /// see all of the epoch or none of it.
     /// [`StoreError::EpochConflict`] if the room is not at `previous_epoch` (a concurrent
     /// rekey won). The caller verifies the signature and the rekeyer's right to rekey.
     async fn put_epoch(&self, manifest: &SignedManifest) -> StoreResult<()>;
@@ -128,17 +130,20 @@ pub trait Store: Send + Sync {
         Ok(self.get_room(room).await?.epoch)
     }
 
-    /// `member`'s sealed copy for `epoch`, or for the latest epoch if `None`.
-    /// [`StoreError::NotFound`] if there is none (no key yet, or not a recipient then).
-    async fn sealed_key(
+    /// `member`'s part of `epoch` (the latest if `None`) in its wire form (protocol §8.4): the
+    /// epoch's signed header, the member's entry and its audit path. One read of the head and
+    /// one of the tail, whatever the room's size. [`StoreError::NotFound`] if there is none (no
+    /// key yet, or not a recipient then).
+    async fn member_part(
         &self,
         room: &RoomId,
         member: &SignPublicKey,
         epoch: Option<u64>,
-    ) -> StoreResult<EpochKey>;
+    ) -> StoreResult<EpochPart>;
 
-    /// The signed manifest (wire form) of `epoch`.
-    async fn manifest(&self, room: &RoomId, epoch: u64) -> StoreResult<Vec<u8>>;
+    /// The whole signed manifest of `epoch`, rebuilt from its head and every member's tail
+    /// (for snapshots and migration; O(n) reads).
+    async fn manifest(&self, room: &RoomId, epoch: u64) -> StoreResult<SignedManifest>;
 
     // ---- admin requests ----
 

@@ -152,13 +152,13 @@ pub struct Room {
     pub created_at: Millis,
 }
 
-/// A member's sealed copy of a room key, with the epoch it belongs to.
+/// A member's part of an epoch (protocol §8.4), with the epoch it belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EpochKey {
+pub struct EpochPart {
     /// The epoch.
     pub epoch: u64,
-    /// The copy sealed to the member.
-    pub sealed: unibus::sealing::SealedRoomKey,
+    /// The part's wire form: `head || tail`, sent to the member as the `key` reply.
+    pub part: Vec<u8>,
 }
 
 /// One room's whole state in a [`Snapshot`].

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use unibus::manifest::{Recipient, SignedManifest};
+use unibus::manifest::{MemberPart, Recipient, SignedManifest};
 use unibus::sealing::RoomKey;
 use unibus::{Identity, InviteToken, KexPublicKey, RoomId, SignPublicKey};
 use unibus_server::store::{
@@ -46,7 +46,7 @@ cases!(
     a_room_starts_with_its_owner_as_member,
     members_and_the_reverse_index_follow_adds_and_removes,
     membership_changes_on_missing_rooms_or_members_are_not_found,
-    put_epoch_stores_every_copy_and_moves_the_epoch,
+    put_epoch_stores_every_part_and_moves_the_epoch,
     a_rekey_from_a_stale_epoch_is_a_conflict,
     no_key_before_the_first_epoch_or_for_non_recipients,
     snapshot_export_import_round_trips_and_is_idempotent,
@@ -695,7 +695,7 @@ fn rekey(r: &Rekey, epoch: u64, previous: u64, who: &[&Identity]) -> (SignedMani
     )
 }
 
-async fn put_epoch_stores_every_copy_and_moves_the_epoch(store: Arc<dyn Store>) {
+async fn put_epoch_stores_every_part_and_moves_the_epoch(store: Arc<dyn Store>) {
     let r = room_with_members(&*store, 3).await;
     let everyone: Vec<&Identity> = std::iter::once(&r.owner).chain(&r.members).collect();
     let (first, key1) = rekey(&r, 1, 0, &everyone);
@@ -707,25 +707,18 @@ async fn put_epoch_stores_every_copy_and_moves_the_epoch(store: Arc<dyn Store>) 
 
     let owner_key = r.owner.sign_public_key();
     for (i, member) in everyone.iter().enumerate() {
-        let latest = store
-            .sealed_key(&r.general, &member.sign_public_key(), None)
-            .await;
+        let me = member.sign_public_key();
+        let latest = store.member_part(&r.general, &me, None).await;
         if i < 3 {
+            // The stored part is exactly the one the manifest cuts for this member, and opens.
             let latest = latest.unwrap();
             assert_eq!(latest.epoch, 2);
-            let manifest =
-                SignedManifest::from_bytes(&store.manifest(&r.general, 2).await.unwrap()).unwrap();
-            assert_eq!(manifest.to_bytes(), second.to_bytes());
-            let entry = manifest
-                .verify(&r.general, 2, &owner_key)
-                .unwrap()
-                .entry_for(&member.sign_public_key())
-                .unwrap();
-            assert_eq!(entry.sealed, latest.sealed);
             assert_eq!(
-                manifest.open(member, &r.general, 2, &owner_key).unwrap(),
-                key2
+                Some(latest.part.clone()),
+                second.member_part(&me).map(|p| p.to_bytes())
             );
+            let part = MemberPart::from_bytes(&latest.part).unwrap();
+            assert_eq!(part.open(member, &r.general, 2, &owner_key).unwrap(), key2);
         } else {
             assert_eq!(
                 latest.unwrap_err(),
@@ -733,19 +726,17 @@ async fn put_epoch_stores_every_copy_and_moves_the_epoch(store: Arc<dyn Store>) 
                 "member {i} was left out of epoch 2"
             );
         }
-        let old = store
-            .sealed_key(&r.general, &member.sign_public_key(), Some(1))
-            .await
-            .unwrap();
+        let old = store.member_part(&r.general, &me, Some(1)).await.unwrap();
         assert_eq!(old.epoch, 1);
-        let opened =
-            unibus::sealing::open_room_key(member, &old.sealed, &r.general, 1, &owner_key).unwrap();
+        let opened = MemberPart::from_bytes(&old.part)
+            .unwrap()
+            .open(member, &r.general, 1, &owner_key)
+            .unwrap();
         assert_eq!(opened, key1);
     }
-    assert_eq!(
-        store.manifest(&r.general, 1).await.unwrap(),
-        first.to_bytes()
-    );
+    // The whole manifests come back from what was stored.
+    assert_eq!(store.manifest(&r.general, 1).await.unwrap(), first);
+    assert_eq!(store.manifest(&r.general, 2).await.unwrap(), second);
     assert_eq!(
         store.manifest(&r.general, 3).await.unwrap_err(),
         StoreError::NotFound
@@ -791,7 +782,7 @@ async fn no_key_before_the_first_epoch_or_for_non_recipients(store: Arc<dyn Stor
     let member = r.members[0].sign_public_key();
     assert_eq!(
         store
-            .sealed_key(&r.general, &member, None)
+            .member_part(&r.general, &member, None)
             .await
             .unwrap_err(),
         StoreError::NotFound
@@ -802,21 +793,21 @@ async fn no_key_before_the_first_epoch_or_for_non_recipients(store: Arc<dyn Stor
         .unwrap();
     assert_eq!(
         store
-            .sealed_key(&r.general, &member, None)
+            .member_part(&r.general, &member, None)
             .await
             .unwrap_err(),
         StoreError::NotFound
     );
     assert_eq!(
         store
-            .sealed_key(&r.general, &member, Some(1))
+            .member_part(&r.general, &member, Some(1))
             .await
             .unwrap_err(),
         StoreError::NotFound
     );
     assert_eq!(
         store
-            .sealed_key(&room("missing"), &member, None)
+            .member_part(&room("missing"), &member, None)
             .await
             .unwrap_err(),
         StoreError::NotFound
@@ -865,12 +856,12 @@ async fn snapshot_export_import_round_trips_and_is_idempotent(store: Arc<dyn Sto
     store.import_snapshot(&snapshot).await.unwrap();
     store.import_snapshot(&snapshot).await.unwrap();
     assert_eq!(store.export_snapshot().await.unwrap(), snapshot);
-    // And every per-member copy is still served after an import.
-    let copy = store
-        .sealed_key(&r.general, &r.members[0].sign_public_key(), None)
+    // And every member's part is still served after an import.
+    let part = store
+        .member_part(&r.general, &r.members[0].sign_public_key(), None)
         .await
         .unwrap();
-    assert_eq!(copy.epoch, 2);
+    assert_eq!(part.epoch, 2);
     // A deleted key stays deleted through an import.
     assert_eq!(
         store.add_user(new_user(&gone, false)).await.unwrap_err(),

@@ -10,9 +10,9 @@ use std::time::Duration;
 use common::{login, register, wait_for_control_plane, world, world_with_config, World};
 use futures::StreamExt;
 use serde_json::{json, Value};
-use unibus::manifest::{Recipient, SignedManifest};
+use unibus::manifest::{MemberPart, Recipient, SignedManifest};
 use unibus::sealing::RoomKey;
-use unibus::{Identity, RoomId, SignPublicKey};
+use unibus::{Identity, RoomId};
 use unibus_server::control::ControlPlane;
 
 async fn with_service() -> World {
@@ -44,6 +44,11 @@ impl User {
     }
 
     async fn call(&self, operation: &str, body: Value) -> Value {
+        serde_json::from_slice(&self.call_raw(operation, body).await).unwrap()
+    }
+
+    /// The reply's bytes: JSON, or for `key` the binary member part (§12.4).
+    async fn call_raw(&self, operation: &str, body: Value) -> Vec<u8> {
         let subject = format!("unibus.cp.{}.{operation}", self.key());
         let reply = tokio::time::timeout(
             Duration::from_secs(5),
@@ -52,7 +57,17 @@ impl User {
         .await
         .expect("the service answers")
         .expect("request");
-        serde_json::from_slice(&reply.payload).unwrap()
+        reply.payload.to_vec()
+    }
+
+    /// A `key` reply: the member part, or the refusal's code.
+    async fn key_reply(&self, body: Value) -> Result<MemberPart, String> {
+        let reply = self.call_raw("key", body).await;
+        if reply.first() == Some(&b'{') {
+            let refusal: Value = serde_json::from_slice(&reply).unwrap();
+            return Err(code(&refusal).to_string());
+        }
+        Ok(MemberPart::from_bytes(&reply).unwrap())
     }
 
     /// A rekey on the device: fetch the members' keys, seal, sign, upload.
@@ -93,16 +108,12 @@ impl User {
         if let Some(epoch) = epoch {
             body["epoch"] = json!(epoch);
         }
-        let reply = self.call("key", body).await;
-        if let Some(code) = reply["error"]["code"].as_str() {
-            return Err(code.to_string());
-        }
-        let epoch = reply["epoch"].as_u64().unwrap();
-        let owner: SignPublicKey = reply["owner"].as_str().unwrap().parse().unwrap();
-        let manifest =
-            SignedManifest::from_bytes(&hex::decode(reply["manifest"].as_str().unwrap()).unwrap())
-                .unwrap();
-        let key = manifest
+        let part = self.key_reply(body).await?;
+        let (epoch, owner) = (
+            part.unverified_header().epoch,
+            part.unverified_header().rekeyer,
+        );
+        let key = part
             .open(&self.id, &RoomId::new(room).unwrap(), epoch, &owner)
             .map_err(|e| e.to_string())?;
         Ok((epoch, key))
@@ -314,17 +325,22 @@ async fn non_members_and_non_owners_are_refused() {
         ),
         "epoch_conflict"
     );
-    let mut forged = stale.to_bytes();
-    let last = forged.len() - 1;
-    forged[last] ^= 1;
-    assert_eq!(
-        code(
-            &alice
-                .call("rekey", json!({ "manifest": hex::encode(forged) }))
-                .await
-        ),
-        "bad_manifest"
-    );
+    // A flipped byte in the last entry (the entries no longer match the signed Merkle root) or
+    // in the signature: refused before anything else is looked at.
+    let signature_at = unibus::manifest::HEADER_BASE_LEN + "general".len();
+    for (at, says) in [
+        (stale.to_bytes().len() - 1, "Merkle root"),
+        (signature_at, "signature"),
+    ] {
+        let mut forged = stale.to_bytes();
+        forged[at] ^= 1;
+        let reply = alice
+            .call("rekey", json!({ "manifest": hex::encode(forged) }))
+            .await;
+        assert_eq!(code(&reply), "bad_manifest");
+        let message = reply["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(says), "{reply}");
+    }
     assert_eq!(code(&alice.call("add_member", json!({ "room": "general", "member": Identity::generate().unwrap().sign_public_key().to_hex() })).await), "unknown_user");
     assert_eq!(
         code(
@@ -386,19 +402,19 @@ async fn bodies_that_are_not_objects_and_epochs_past_the_limit_are_bad_requests(
     // Epochs are 0 to 2^63 - 1 on the wire; beyond that a request is refused, not "no key".
     for epoch in [json!(i64::MAX as u64 + 1), json!(u64::MAX)] {
         let reply = alice
-            .call("key", json!({ "room": "general", "epoch": epoch }))
+            .key_reply(json!({ "room": "general", "epoch": epoch }))
             .await;
-        assert_eq!(code(&reply), "bad_request", "{epoch}: {reply}");
+        assert_eq!(reply.unwrap_err(), "bad_request", "{epoch}");
     }
     let reply = alice
-        .call("key", json!({ "room": "general", "epoch": i64::MAX }))
+        .key_reply(json!({ "room": "general", "epoch": i64::MAX }))
         .await;
-    assert_eq!(code(&reply), "no_key", "{reply}");
+    assert_eq!(reply.unwrap_err(), "no_key");
     // `"epoch": null` is the latest.
     let reply = alice
-        .call("key", json!({ "room": "general", "epoch": null }))
+        .key_reply(json!({ "room": "general", "epoch": null }))
         .await;
-    assert_eq!(reply["epoch"], 1, "{reply}");
+    assert_eq!(reply.unwrap().unverified_header().epoch, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -463,4 +479,41 @@ async fn the_sdk_reports_oversized_requests_and_replies_as_such_not_as_transport
     );
     assert!(!refused.is_transient());
     assert_eq!(session.current_epoch(&room).await.unwrap(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_reply_grows_with_the_log_of_the_room_not_its_size() {
+    let w = with_service().await;
+    let owner = user(&w).await;
+    owner.call("create_room", json!({ "room": "crowd" })).await;
+    let room = RoomId::new("crowd").unwrap();
+    let fetcher = user(&w).await;
+    owner
+        .call(
+            "add_member",
+            json!({ "room": "crowd", "member": fetcher.key() }),
+        )
+        .await;
+    // 2 members: a one-hash audit path.
+    let (_, first) = owner.rekey("crowd", 1).await;
+    let small = fetcher.call_raw("key", json!({ "room": "crowd" })).await;
+    assert_eq!(small.len(), unibus::manifest::member_part_len(5, 1));
+
+    // 512 members: a nine-hash path. The whole manifest is 74 KB; the part stays under 1 KB.
+    for _ in 2..512 {
+        let member = register(&*w.store).await;
+        w.store
+            .add_member(&room, &member.sign_public_key())
+            .await
+            .unwrap();
+    }
+    let (_, second) = owner.rekey("crowd", 2).await;
+    let large = fetcher.call_raw("key", json!({ "room": "crowd" })).await;
+    assert_eq!(large.len(), unibus::manifest::member_part_len(5, 9));
+    assert!(large.len() < 1000, "{} bytes", large.len());
+    assert_eq!(fetcher.open_key("crowd", None).await.unwrap(), (2, second));
+    assert_eq!(
+        fetcher.open_key("crowd", Some(1)).await.unwrap(),
+        (1, first)
+    );
 }

@@ -130,7 +130,7 @@ async fn migration_is_faithful_idempotent_and_backed_up_first() {
         .unwrap()
         .members[0];
     assert_eq!(
-        kv.sealed_key(&general, &member, None).await.unwrap().epoch,
+        kv.member_part(&general, &member, None).await.unwrap().epoch,
         2
     );
 

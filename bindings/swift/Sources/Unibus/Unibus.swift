@@ -4684,7 +4684,7 @@ enum SealError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError {
     case Truncated(message: String)
     
     /**
-     * Bytes follow the manifest's signature.
+     * Bytes follow the end of the manifest or member part.
      */
     case TrailingBytes(message: String)
     
@@ -4712,6 +4712,16 @@ enum SealError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError {
      * The manifest signature does not verify.
      */
     case BadSignature(message: String)
+    
+    /**
+     * A full manifest's entries do not match the Merkle root its header signs.
+     */
+    case RootMismatch(message: String)
+    
+    /**
+     * A member part's inclusion proof does not lead to the signed Merkle root.
+     */
+    case BadProof(message: String)
     
     /**
      * The manifest is signed by a key the client does not trust for the room.
@@ -4805,31 +4815,39 @@ public struct FfiConverterTypeSealError: FfiConverterRustBuffer {
             message: try FfiConverterString.read(from: &buf)
         )
         
-        case 8: return .UntrustedRekeyer(
+        case 8: return .RootMismatch(
             message: try FfiConverterString.read(from: &buf)
         )
         
-        case 9: return .WrongRoomOrEpoch(
+        case 9: return .BadProof(
             message: try FfiConverterString.read(from: &buf)
         )
         
-        case 10: return .NotARecipient(
+        case 10: return .UntrustedRekeyer(
             message: try FfiConverterString.read(from: &buf)
         )
         
-        case 11: return .RecipientKeyMismatch(
+        case 11: return .WrongRoomOrEpoch(
             message: try FfiConverterString.read(from: &buf)
         )
         
-        case 12: return .Seal(
+        case 12: return .NotARecipient(
             message: try FfiConverterString.read(from: &buf)
         )
         
-        case 13: return .InvalidInput(
+        case 13: return .RecipientKeyMismatch(
             message: try FfiConverterString.read(from: &buf)
         )
         
-        case 14: return .Other(
+        case 14: return .Seal(
+            message: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 15: return .InvalidInput(
+            message: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 16: return .Other(
             message: try FfiConverterString.read(from: &buf)
         )
         
@@ -4858,20 +4876,24 @@ public struct FfiConverterTypeSealError: FfiConverterRustBuffer {
             writeInt(&buf, Int32(6))
         case .BadSignature(_ /* message is ignored*/):
             writeInt(&buf, Int32(7))
-        case .UntrustedRekeyer(_ /* message is ignored*/):
+        case .RootMismatch(_ /* message is ignored*/):
             writeInt(&buf, Int32(8))
-        case .WrongRoomOrEpoch(_ /* message is ignored*/):
+        case .BadProof(_ /* message is ignored*/):
             writeInt(&buf, Int32(9))
-        case .NotARecipient(_ /* message is ignored*/):
+        case .UntrustedRekeyer(_ /* message is ignored*/):
             writeInt(&buf, Int32(10))
-        case .RecipientKeyMismatch(_ /* message is ignored*/):
+        case .WrongRoomOrEpoch(_ /* message is ignored*/):
             writeInt(&buf, Int32(11))
-        case .Seal(_ /* message is ignored*/):
+        case .NotARecipient(_ /* message is ignored*/):
             writeInt(&buf, Int32(12))
-        case .InvalidInput(_ /* message is ignored*/):
+        case .RecipientKeyMismatch(_ /* message is ignored*/):
             writeInt(&buf, Int32(13))
-        case .Other(_ /* message is ignored*/):
+        case .Seal(_ /* message is ignored*/):
             writeInt(&buf, Int32(14))
+        case .InvalidInput(_ /* message is ignored*/):
+            writeInt(&buf, Int32(15))
+        case .Other(_ /* message is ignored*/):
+            writeInt(&buf, Int32(16))
 
         
         }
@@ -6590,8 +6612,8 @@ public func shutdownPlatform(timeoutMs: UInt64)throws   {try rustCallWithError(F
 }
 }
 /**
- * Verifies a signed manifest (room, epoch, the trusted rekeyer's signature) and opens this
- * identity's copy of the room key.
+ * Verifies a whole signed manifest (room, epoch, the trusted rekeyer's signature, the entries
+ * against the signed Merkle root; protocol §8.5) and opens this identity's copy of the room key.
  */
 public func openManifest(identity: Identity, manifest: Data, roomId: String, epoch: UInt64, trustedRekeyerSignPublicKey: String)throws  -> RoomKey  {
     return try  FfiConverterTypeRoomKey_lift(try rustCallWithError(FfiConverterTypeSealError_lift) {
@@ -6599,6 +6621,23 @@ public func openManifest(identity: Identity, manifest: Data, roomId: String, epo
     uniffi_unibus_ffi_fn_func_open_manifest(
         FfiConverterTypeIdentity_lower(identity),
         FfiConverterData.lower(manifest),
+        FfiConverterString.lower(roomId),
+        FfiConverterUInt64.lower(epoch),
+        FfiConverterString.lower(trustedRekeyerSignPublicKey),uniffiCallStatus
+    )
+})
+}
+/**
+ * Verifies one member's part of a manifest (the signed header, the member's entry and its
+ * inclusion proof; protocol §8.5) and opens this identity's copy of the room key. The part is
+ * what a member needs instead of the whole manifest: a few hundred bytes in any room.
+ */
+public func openMemberPart(identity: Identity, memberPart: Data, roomId: String, epoch: UInt64, trustedRekeyerSignPublicKey: String)throws  -> RoomKey  {
+    return try  FfiConverterTypeRoomKey_lift(try rustCallWithError(FfiConverterTypeSealError_lift) {
+        uniffiCallStatus in
+    uniffi_unibus_ffi_fn_func_open_member_part(
+        FfiConverterTypeIdentity_lower(identity),
+        FfiConverterData.lower(memberPart),
         FfiConverterString.lower(roomId),
         FfiConverterUInt64.lower(epoch),
         FfiConverterString.lower(trustedRekeyerSignPublicKey),uniffiCallStatus
@@ -6715,7 +6754,10 @@ private let initializationResult: InitializationResult = {
     if (uniffi_unibus_ffi_checksum_func_shutdown_platform() != 6548) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_unibus_ffi_checksum_func_open_manifest() != 42714) {
+    if (uniffi_unibus_ffi_checksum_func_open_manifest() != 42453) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_unibus_ffi_checksum_func_open_member_part() != 11798) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_unibus_ffi_checksum_func_open_room_key() != 15058) {

@@ -1,6 +1,8 @@
-//! Committing an epoch in an order that never shows half of one: the manifest and copies under
-//! the manifest's digest first, then a create-only marker claims the epoch, then the room's epoch
-//! moves by compare-and-swap. Markers never change, so the digests they name are cached.
+//! Committing an epoch in an order that never shows half of one: the members' tails and the
+//! signed head under the head's digest first, then a create-only marker claims the epoch, then
+//! the room's epoch moves by compare-and-swap. The head commits to every entry (its Merkle root),
+//! so its digest names the whole epoch. Markers never change, so the digests they name are
+//! cached.
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
@@ -9,16 +11,18 @@ use unibus::manifest::SignedManifest;
 use unibus::RoomId;
 
 use super::{keys, KvStore};
+use crate::store::epoch::StoredEpoch;
 use crate::store::{Room, Store, StoreError, StoreResult};
 
 /// How many committed digests are cached before the cache starts over.
 const DIGESTS_CACHED: usize = 10_000;
 
-/// How many puts of one epoch's sealed copies are in flight at once.
+/// How many puts of one epoch's tails are in flight at once.
 const PUTS_IN_FLIGHT: usize = 64;
 
-pub(super) fn manifest_digest(bytes: &[u8]) -> String {
-    hex::encode(&Sha256::digest(bytes)[..16])
+/// The digest an epoch's keys carry: of its signed head.
+pub(super) fn head_digest(head: &[u8]) -> String {
+    hex::encode(&Sha256::digest(head)[..16])
 }
 
 impl KvStore {
@@ -55,32 +59,28 @@ impl KvStore {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Writes an epoch's manifest and copies under its digest (idempotent overwrites).
-    pub(super) async fn write_epoch_data(
-        &self,
-        manifest: &SignedManifest,
-        digest: &str,
-    ) -> StoreResult<()> {
+    /// Writes an epoch's tails, then its head, under the head's digest (idempotent
+    /// overwrites). Returns the digest.
+    pub(super) async fn write_epoch_data(&self, manifest: &SignedManifest) -> StoreResult<String> {
         let contents = manifest.unverified();
         let (room, epoch) = (&contents.room, contents.epoch);
-        // Many puts in flight at once: each waits for its own ack, so a 1,000-member epoch costs
-        // a few round trips' worth of time instead of a thousand.
-        let puts: Vec<_> = contents
-            .entries
-            .iter()
-            .map(|entry| {
-                let key = keys::sealed_copy(room, epoch, digest, &entry.member);
-                let value = Bytes::copy_from_slice(&entry.sealed.to_bytes());
-                async move { self.put(&self.room_keys, &key, value).await }
-            })
-            .collect();
+        let stored = StoredEpoch::of(manifest);
+        let digest = head_digest(&stored.head);
+        // Many puts in flight at once: each waits for its own ack, so a large epoch costs
+        // n / PUTS_IN_FLIGHT round trips instead of n.
+        let digest_ref = digest.as_str();
+        let puts = stored.tails.into_iter().map(|(member, tail)| {
+            let key = keys::tail(room, epoch, digest_ref, &member);
+            async move { self.put(&self.room_keys, &key, Bytes::from(tail)).await }
+        });
         futures::stream::iter(puts)
             .buffer_unordered(PUTS_IN_FLIGHT)
             .try_collect::<Vec<()>>()
             .await?;
-        let key = keys::manifest(room, epoch, digest);
-        self.put(&self.room_keys, &key, Bytes::from(manifest.to_bytes()))
-            .await
+        let key = keys::head(room, epoch, &digest);
+        self.put(&self.room_keys, &key, Bytes::from(stored.head))
+            .await?;
+        Ok(digest)
     }
 
     /// Moves the room's epoch from `from` to `to` by compare-and-swap. `Ok(actual)` with the
@@ -118,8 +118,7 @@ impl KvStore {
                 actual: current,
             });
         }
-        let digest = manifest_digest(&manifest.to_bytes());
-        self.write_epoch_data(manifest, &digest).await?;
+        let digest = self.write_epoch_data(manifest).await?;
         let marker = keys::epoch_marker(room, epoch);
         if !self
             .create(&self.room_keys, &marker, Bytes::from(digest.clone()))
@@ -153,8 +152,7 @@ impl KvStore {
     /// Writes an epoch as a snapshot holds it: its data, then its marker (overwritten, so an
     /// import over the same state changes nothing).
     pub(super) async fn import_epoch(&self, manifest: &SignedManifest) -> StoreResult<()> {
-        let digest = manifest_digest(&manifest.to_bytes());
-        self.write_epoch_data(manifest, &digest).await?;
+        let digest = self.write_epoch_data(manifest).await?;
         let contents = manifest.unverified();
         let marker = keys::epoch_marker(&contents.room, contents.epoch);
         self.put(&self.room_keys, &marker, Bytes::from(digest))

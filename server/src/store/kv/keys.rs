@@ -36,8 +36,8 @@ pub(super) fn room_in<'k>(member: &SignPublicKey, key: &'k str) -> &'k str {
     key.strip_prefix(&format!("{member}.")).unwrap_or(key)
 }
 
-/// `UNIBUS_room_keys`: the marker that `epoch` of `room` committed, holding the manifest's
-/// digest. Create-only.
+/// `UNIBUS_room_keys`: the marker that `epoch` of `room` committed, holding the digest of the
+/// epoch's head. Create-only.
 pub(super) fn epoch_marker(room: &RoomId, epoch: u64) -> String {
     format!("e.{room}.{epoch}")
 }
@@ -52,19 +52,20 @@ pub(super) fn epoch_in(key: &str) -> Option<u64> {
     key.rsplit('.').next()?.parse().ok()
 }
 
-/// `UNIBUS_room_keys`: the signed manifest of `epoch` of `room` with this digest.
-pub(super) fn manifest(room: &RoomId, epoch: u64, digest: &str) -> String {
+/// `UNIBUS_room_keys`: the signed head (header and signature) of `epoch` of `room` with this
+/// digest.
+pub(super) fn head(room: &RoomId, epoch: u64, digest: &str) -> String {
     format!("f.{room}.{epoch}.{digest}")
 }
 
-/// `UNIBUS_room_keys`: `member`'s sealed copy in the manifest of `epoch` with this digest.
-pub(super) fn sealed_copy(
-    room: &RoomId,
-    epoch: u64,
-    digest: &str,
-    member: &SignPublicKey,
-) -> String {
+/// `UNIBUS_room_keys`: `member`'s tail (index, entry, audit path) of the epoch with this digest.
+pub(super) fn tail(room: &RoomId, epoch: u64, digest: &str, member: &SignPublicKey) -> String {
     format!("k.{room}.{epoch}.{digest}.{member}")
+}
+
+/// `UNIBUS_room_keys`: the filter for every tail of the epoch with this digest.
+pub(super) fn tails(room: &RoomId, epoch: u64, digest: &str) -> String {
+    format!("k.{room}.{epoch}.{digest}.*")
 }
 
 #[cfg(test)]

@@ -7,9 +7,9 @@
 //! | `UNIBUS_rooms` | room id | [`Room`] as JSON |
 //! | `UNIBUS_members` | `{room}.{member}` | `1` |
 //! | `UNIBUS_rooms_by_member` | `{member}.{room}` | `1` |
-//! | `UNIBUS_room_keys` | `f.{room}.{epoch}.{digest}` | the signed manifest |
-//! | | `k.{room}.{epoch}.{digest}.{member}` | the member's 81-byte sealed copy |
-//! | | `e.{room}.{epoch}` | `{digest}`: which manifest the epoch committed |
+//! | `UNIBUS_room_keys` | `f.{room}.{epoch}.{digest}` | the epoch's signed head (header and signature, protocol §8.4) |
+//! | | `k.{room}.{epoch}.{digest}.{member}` | the member's tail: leaf index, entry, audit path |
+//! | | `e.{room}.{epoch}` | `{digest}`: the digest of the head the epoch committed |
 //! | `UNIBUS_admin_nonces` | nonce of a signed admin request | when it expires (Unix ms) |
 //!
 //! Every bucket keeps one revision per key, is created with `allow_direct = false` so reads go
@@ -26,8 +26,8 @@
 //! Multi-key writes are ordered so that a crash leaves nothing half-visible:
 //! - redeeming an invite burns it with a compare-and-swap on its revision (recording the key),
 //!   then creates the user; a retry by the same key completes a crashed registration;
-//! - an epoch's manifest and copies are written under the manifest's digest first, then the
-//!   epoch is claimed with a create-only marker, then the room's epoch moves by compare-and-swap.
+//! - an epoch's tails and head are written under the head's digest first, then the epoch is
+//!   claimed with a create-only marker, then the room's epoch moves by compare-and-swap.
 //!   A claimed epoch is always complete, so if its writer crashed, the next rekey rolls the room
 //!   forward to it and asks its caller to rekey from there.
 //!
@@ -45,12 +45,11 @@ use async_nats::jetstream::{self, kv};
 use async_trait::async_trait;
 use bytes::Bytes;
 use unibus::manifest::SignedManifest;
-use unibus::sealing::SealedRoomKey;
 use unibus::{InviteToken, KexPublicKey, RoomId, SignPublicKey};
 
 use super::rules::{active_user, mint_invite, redeem_step, redeemed_user, RedeemStep};
 use super::{
-    invite_id, now_millis, DeletedUser, EpochKey, Invite, InviteStatus, NewInvite, NewUser, Room,
+    invite_id, now_millis, DeletedUser, EpochPart, Invite, InviteStatus, NewInvite, NewUser, Room,
     RoomSnapshot, Snapshot, Store, StoreError, StoreResult, User, UserStatus,
 };
 use bucket::{backend, decode, encode, open_bucket, CAS_ATTEMPTS};
@@ -416,12 +415,12 @@ impl Store for KvStore {
         self.commit_epoch(manifest).await
     }
 
-    async fn sealed_key(
+    async fn member_part(
         &self,
         room: &RoomId,
         member: &SignPublicKey,
         epoch: Option<u64>,
-    ) -> StoreResult<EpochKey> {
+    ) -> StoreResult<EpochPart> {
         let epoch = match epoch {
             Some(epoch) => epoch,
             None => self.get_room(room).await?.epoch,
@@ -430,27 +429,39 @@ impl Store for KvStore {
             .committed_digest(room, epoch)
             .await?
             .ok_or(StoreError::NotFound)?;
-        let bytes = self
-            .get(
-                &self.room_keys,
-                &keys::sealed_copy(room, epoch, &digest, member),
-            )
-            .await?
-            .ok_or(StoreError::NotFound)?;
-        let sealed = SealedRoomKey::from_bytes(&bytes)
-            .map_err(|e| StoreError::Corrupt(format!("stored sealed key: {e}")))?;
-        Ok(EpochKey { epoch, sealed })
+        // Two independent reads of immutable records.
+        let (head_key, tail_key) = (
+            keys::head(room, epoch, &digest),
+            keys::tail(room, epoch, &digest, member),
+        );
+        let (head, tail) = tokio::join!(
+            self.get(&self.room_keys, &head_key),
+            self.get(&self.room_keys, &tail_key),
+        );
+        let tail = tail?.ok_or(StoreError::NotFound)?;
+        // A committed epoch has its head: a missing one is damage, not "no key".
+        let head = head?.ok_or_else(|| {
+            StoreError::Corrupt(format!("epoch {epoch} of {room} has no stored head"))
+        })?;
+        Ok(EpochPart {
+            epoch,
+            part: super::epoch::member_part(&head, &tail),
+        })
     }
 
-    async fn manifest(&self, room: &RoomId, epoch: u64) -> StoreResult<Vec<u8>> {
+    async fn manifest(&self, room: &RoomId, epoch: u64) -> StoreResult<SignedManifest> {
         let digest = self
             .committed_digest(room, epoch)
             .await?
             .ok_or(StoreError::NotFound)?;
-        self.get(&self.room_keys, &keys::manifest(room, epoch, &digest))
+        let head = self
+            .get(&self.room_keys, &keys::head(room, epoch, &digest))
             .await?
-            .map(|b| b.to_vec())
-            .ok_or(StoreError::NotFound)
+            .ok_or(StoreError::NotFound)?;
+        let tails = self
+            .entries(&self.room_keys, &keys::tails(room, epoch, &digest))
+            .await?;
+        super::epoch::rebuild_manifest(&head, tails.into_iter().map(|(_, tail)| tail.to_vec()))
     }
 
     async fn record_nonce(
@@ -500,7 +511,8 @@ impl Store for KvStore {
             {
                 let epoch = keys::epoch_in(&key)
                     .ok_or_else(|| StoreError::Corrupt(format!("stored epoch marker {key}")))?;
-                manifests.push((epoch, hex::encode(self.manifest(&room.id, epoch).await?)));
+                let manifest = self.manifest(&room.id, epoch).await?;
+                manifests.push((epoch, hex::encode(manifest.to_bytes())));
             }
             snapshot.rooms.push(RoomSnapshot {
                 room,

@@ -17,12 +17,11 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use unibus::manifest::SignedManifest;
-use unibus::sealing::SealedRoomKey;
 use unibus::{InviteToken, KexPublicKey, RoomId, SignPublicKey};
 
 use super::rules::{active_user, mint_invite, redeem_step, RedeemStep};
 use super::{
-    invite_id, now_millis, DeletedUser, EpochKey, Invite, InviteStatus, NewInvite, NewUser, Room,
+    invite_id, now_millis, DeletedUser, EpochPart, Invite, InviteStatus, NewInvite, NewUser, Room,
     RoomSnapshot, Snapshot, Store, StoreError, StoreResult, User,
 };
 use rows::*;
@@ -402,47 +401,41 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn sealed_key(
+    async fn member_part(
         &self,
         room: &RoomId,
         member: &SignPublicKey,
         epoch: Option<u64>,
-    ) -> StoreResult<EpochKey> {
+    ) -> StoreResult<EpochPart> {
         let (room, member) = (room.clone(), member.to_hex());
         self.with(move |conn| {
             let epoch = match epoch {
                 Some(epoch) => epoch,
                 None => get_room(conn, &room)?.ok_or(StoreError::NotFound)?.epoch,
             };
-            let sealed: Vec<u8> = conn
+            let (head, tail): (Vec<u8>, Vec<u8>) = conn
                 .query_row(
-                    "SELECT sealed FROM room_keys WHERE room_id = ?1 AND member = ?2 AND epoch = ?3",
-                    params![room.as_str(), member, epoch_to_sql(epoch)?],
-                    |row| row.get(0),
+                    "SELECT h.head, t.tail FROM epoch_tails t JOIN epoch_heads h \
+                     ON h.room_id = t.room_id AND h.epoch = t.epoch \
+                     WHERE t.room_id = ?1 AND t.epoch = ?2 AND t.member = ?3",
+                    params![room.as_str(), epoch_to_sql(epoch)?, member],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
                 )
                 .optional()
                 .map_err(backend)?
                 .ok_or(StoreError::NotFound)?;
-            let sealed = SealedRoomKey::from_bytes(&sealed)
-                .map_err(|e| StoreError::Corrupt(format!("stored sealed key: {e}")))?;
-            Ok(EpochKey { epoch, sealed })
+            Ok(EpochPart {
+                epoch,
+                part: super::epoch::member_part(&head, &tail),
+            })
         })
         .await
     }
 
-    async fn manifest(&self, room: &RoomId, epoch: u64) -> StoreResult<Vec<u8>> {
+    async fn manifest(&self, room: &RoomId, epoch: u64) -> StoreResult<SignedManifest> {
         let room = room.clone();
-        self.with(move |conn| {
-            conn.query_row(
-                "SELECT manifest FROM manifests WHERE room_id = ?1 AND epoch = ?2",
-                params![room.as_str(), epoch_to_sql(epoch)?],
-                |row| row.get(0),
-            )
-            .optional()
-            .map_err(backend)?
-            .ok_or(StoreError::NotFound)
-        })
-        .await
+        self.with(move |conn| get_manifest(conn, &room, epoch))
+            .await
     }
 
     async fn record_nonce(

@@ -5,6 +5,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use unibus::manifest::SignedManifest;
 use unibus::{KexPublicKey, RoomId, SignPublicKey};
 
+use crate::store::epoch::{rebuild_manifest, StoredEpoch};
 use crate::store::rules::redeemed_user;
 use crate::store::{DeletedUser, Invite, Millis, Room, StoreError, StoreResult, User, UserStatus};
 
@@ -229,27 +230,48 @@ pub(super) fn get_room(conn: &Connection, id: &RoomId) -> StoreResult<Option<Roo
 /// Inserts a manifest and its per-member sealed copies (overwriting, for imports).
 pub(super) fn insert_epoch(conn: &Connection, manifest: &SignedManifest) -> StoreResult<()> {
     let contents = manifest.unverified();
-    let epoch = epoch_to_sql(contents.epoch)?;
+    let (room, epoch) = (contents.room.as_str(), epoch_to_sql(contents.epoch)?);
+    let stored = StoredEpoch::of(manifest);
     conn.execute(
-        "INSERT OR REPLACE INTO manifests (room_id, epoch, manifest) VALUES (?1, ?2, ?3)",
-        params![contents.room.as_str(), epoch, manifest.to_bytes()],
+        "INSERT OR REPLACE INTO epoch_heads (room_id, epoch, head) VALUES (?1, ?2, ?3)",
+        params![room, epoch, stored.head],
     )
     .map_err(backend)?;
     let mut stmt = conn
         .prepare_cached(
-            "INSERT OR REPLACE INTO room_keys (room_id, member, epoch, sealed) VALUES (?1, ?2, ?3, ?4)",
+            "INSERT OR REPLACE INTO epoch_tails (room_id, epoch, member, tail) VALUES (?1, ?2, ?3, ?4)",
         )
         .map_err(backend)?;
-    for entry in &contents.entries {
-        stmt.execute(params![
-            contents.room.as_str(),
-            entry.member.to_hex(),
-            epoch,
-            entry.sealed.to_bytes().as_slice()
-        ])
-        .map_err(backend)?;
+    for (member, tail) in &stored.tails {
+        stmt.execute(params![room, epoch, member.to_hex(), tail])
+            .map_err(backend)?;
     }
     Ok(())
+}
+
+/// The whole manifest of `epoch` of `room`, rebuilt from its head and tails.
+pub(super) fn get_manifest(
+    conn: &Connection,
+    room: &RoomId,
+    epoch: u64,
+) -> StoreResult<SignedManifest> {
+    let epoch = epoch_to_sql(epoch)?;
+    let head: Vec<u8> = conn
+        .query_row(
+            "SELECT head FROM epoch_heads WHERE room_id = ?1 AND epoch = ?2",
+            params![room.as_str(), epoch],
+            |row| row.get(0),
+        )
+        .optional()
+        .map_err(backend)?
+        .ok_or(StoreError::NotFound)?;
+    let tails = all(
+        conn,
+        "SELECT tail FROM epoch_tails WHERE room_id = ?1 AND epoch = ?2",
+        params![room.as_str(), epoch],
+        |row| Ok(Ok(row.get::<_, Vec<u8>>(0)?)),
+    )?;
+    rebuild_manifest(&head, tails)
 }
 
 pub(super) fn list_users(conn: &Connection) -> StoreResult<Vec<User>> {
@@ -290,16 +312,19 @@ pub(super) fn list_members(conn: &Connection, room: &RoomId) -> StoreResult<Vec<
 
 /// Every epoch's manifest of a room, as `(epoch, hex)`.
 pub(super) fn list_manifests(conn: &Connection, room: &RoomId) -> StoreResult<Vec<(u64, String)>> {
-    all(
+    let epochs = all(
         conn,
-        "SELECT epoch, manifest FROM manifests WHERE room_id = ?1 ORDER BY epoch",
+        "SELECT epoch FROM epoch_heads WHERE room_id = ?1 ORDER BY epoch",
         params![room.as_str()],
-        |row| {
-            let epoch: i64 = row.get(0)?;
-            let manifest: Vec<u8> = row.get(1)?;
-            Ok(epoch_from_sql(epoch).map(|epoch| (epoch, hex::encode(manifest))))
-        },
-    )
+        |row| Ok(epoch_from_sql(row.get(0)?)),
+    )?;
+    epochs
+        .into_iter()
+        .map(|epoch| {
+            let manifest = get_manifest(conn, room, epoch)?;
+            Ok((epoch, hex::encode(manifest.to_bytes())))
+        })
+        .collect()
 }
 
 pub(super) fn parse_member(text: String) -> StoreResult<SignPublicKey> {

@@ -663,6 +663,11 @@ void uniffi_unibus_ffi_fn_func_shutdown_platform(uint64_t timeout_ms, RustCallSt
 uint64_t uniffi_unibus_ffi_fn_func_open_manifest(uint64_t identity, RustBuffer manifest, RustBuffer room_id, uint64_t epoch, RustBuffer trusted_rekeyer_sign_public_key, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_FUNC_OPEN_MEMBER_PART
+#define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_FUNC_OPEN_MEMBER_PART
+uint64_t uniffi_unibus_ffi_fn_func_open_member_part(uint64_t identity, RustBuffer member_part, RustBuffer room_id, uint64_t epoch, RustBuffer trusted_rekeyer_sign_public_key, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_FUNC_OPEN_ROOM_KEY
 #define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_FN_FUNC_OPEN_ROOM_KEY
 uint64_t uniffi_unibus_ffi_fn_func_open_room_key(uint64_t identity, RustBuffer sealed, RustBuffer room_id, uint64_t epoch, RustBuffer rekeyer_sign_public_key, RustCallStatus *_Nonnull out_status
@@ -987,6 +992,12 @@ uint16_t uniffi_unibus_ffi_checksum_func_shutdown_platform(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_FUNC_OPEN_MANIFEST
 #define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_FUNC_OPEN_MANIFEST
 uint16_t uniffi_unibus_ffi_checksum_func_open_manifest(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_FUNC_OPEN_MEMBER_PART
+#define UNIFFI_FFIDEF_UNIFFI_UNIBUS_FFI_CHECKSUM_FUNC_OPEN_MEMBER_PART
+uint16_t uniffi_unibus_ffi_checksum_func_open_member_part(void
     
 );
 #endif
