@@ -81,7 +81,7 @@ output=$(cd "$scratch" && "$venv/bin/python" "$repo/examples/python/quickstart.p
 check_story "pip install $(basename "$wheel")" "$output"
 
 echo "-- the jar, used by coordinates from examples/kotlin-consumer"
-output=$(mvn -B -ntp -q -f examples/kotlin-consumer/pom.xml package exec:exec \
+output=$(mvn -B -ntp -q -Dstyle.color=never -f examples/kotlin-consumer/pom.xml package exec:exec \
   -Dquickstart.owner="$(invite)" -Dquickstart.member="$(invite)" 2>&1) ||
   { echo "$output" >&2; exit 1; }
 check_story "org.unibus:unibus (kotlin-consumer)" "$output"
