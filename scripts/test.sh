@@ -30,6 +30,7 @@ cargo build --quiet -p unibus-server --bin membershipd -p unibus-testkit --bin u
 target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 export UNIBUS_MEMBERSHIPD="$target_dir/debug/membershipd"
 export UNIBUS_LIAR="$target_dir/debug/unibus-liar"
+export UNIBUS_RUST_QUICKSTART="$target_dir/debug/examples/quickstart"  # built by cargo test
 export NATS_SERVER="${NATS_SERVER:-$PWD/.tools/bin/nats-server}"
 
 section "Python: the wheel (maturin, release, stripped)"
