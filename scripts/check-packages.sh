@@ -39,7 +39,7 @@ check_story() {
       exit 1
     fi
   done
-  sed 's/^/  | /' <<<"$output"
+  sed -e 's/\x1b\[[0-9;]*m//g' -e 's/^/  | /' <<<"$output"  # (Maven's colour codes dropped)
   echo "$name: the quickstart ran its whole story"
 }
 
