@@ -28,6 +28,8 @@ if ! command -v cargo >/dev/null; then
 fi
 
 command -v cc >/dev/null || apt_install build-essential
+# GNU strip, for the release library the packages ship (scripts/build-ffi-release.sh).
+command -v strip >/dev/null || apt_install binutils
 
 # nats-server 2.15.1 for the store and cluster tests (pinned by sha256; see the script).
 scripts/install-nats-server.sh
@@ -36,11 +38,18 @@ scripts/install-nats-server.sh
 command -v javac >/dev/null || apt_install openjdk-17-jdk-headless
 command -v mvn >/dev/null || apt_install maven
 
-# The Python bindings' tests.
+# The Python package and its tests: virtual environments (the wheel is installed into fresh
+# ones), maturin to build the wheel, and the test requirements.
 command -v python3 >/dev/null || apt_install python3 python3-pip
+python3 -c 'import venv, ensurepip' 2>/dev/null || apt_install python3-venv
 if ! python3 -c 'import pytest, pyhpke, cryptography' 2>/dev/null; then
   log "installing the Python test requirements"
   python3 -m pip install --quiet --disable-pip-version-check -r bindings/python/requirements-test.txt
+fi
+maturin_version=1.15.0
+if [ "$(python3 -m maturin --version 2>/dev/null)" != "maturin $maturin_version" ]; then
+  log "installing maturin $maturin_version"
+  python3 -m pip install --quiet --disable-pip-version-check "maturin==$maturin_version"
 fi
 
 log "ready"

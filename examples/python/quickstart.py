@@ -1,7 +1,8 @@
 """Quickstart: the Python SDK from invite link to room key, as an app uses it.
 
     membershipd invite create    # twice: one link for the room owner, one for the member
-    PYTHONPATH=bindings/python/src python3 examples/python/quickstart.py OWNER_LINK MEMBER_LINK
+    pip install unibus-*.whl     # the wheel that bindings/python/build-wheel.sh builds
+    python3 examples/python/quickstart.py OWNER_LINK MEMBER_LINK
 
 Both people redeem their invites with fresh identities and log in to the cluster with their own
 keys. The owner creates a room, adds the member and rekeys; the member sees each change through

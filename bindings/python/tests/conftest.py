@@ -3,6 +3,9 @@
 trust tests, ``unibus-liar``. membershipd binds port 0 (the OS picks free loopback ports, so
 parallel servers never race for one) and reports where it serves in ``<data>/serving.json``.
 
+The tests use the installed ``unibus`` package: scripts/test.sh builds the wheel and installs it
+into a fresh virtual environment that runs them (subprocesses use the same interpreter).
+
 The binaries come from ``$UNIBUS_MEMBERSHIPD``, ``$UNIBUS_LIAR`` and ``$NATS_SERVER``, or from
 the repository's ``target/debug/membershipd``, ``target/debug/unibus-liar`` and
 ``.tools/bin/nats-server`` (``scripts/test.sh`` builds and installs them).
@@ -17,6 +20,14 @@ import time
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[3]
+
+try:
+    import unibus._native  # noqa: F401  (the generated module and the library, from the wheel)
+except ImportError as e:
+    raise RuntimeError(
+        "the unibus package is not installed in this Python: run scripts/test.sh, or install the "
+        "wheel that bindings/python/build-wheel.sh builds"
+    ) from e
 
 
 def _binary(variable: str, default: pathlib.Path) -> str:

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import typing
 
-from .unibus import RoomUpdate, Session, WatchEnd, WatchListener
+from ._native.unibus import RoomUpdate, Session, WatchEnd, WatchListener
 
 _CLOSED = object()
 
