@@ -35,7 +35,6 @@ use unibus_server::auth::setup::AuthSetup;
 use unibus_server::control::ControlPlane;
 use unibus_server::store::{
     now_millis, KvStore, KvStoreConfig, NewUser, Room, RoomSnapshot, Snapshot, SqliteStore, Store,
-    User, UserStatus,
 };
 use unibus_testkit::NatsCluster;
 
@@ -113,17 +112,6 @@ fn raw_seals_on_every_core(room: &RoomId, rekeyer: &Identity, members: &[Recipie
     started.elapsed()
 }
 
-fn user(id: &Identity) -> User {
-    User {
-        sign_key: id.sign_public_key(),
-        kex_key: id.kex_public_key(),
-        admin: false,
-        status: UserStatus::Active,
-        created_at: now_millis(),
-        invite_id: None,
-    }
-}
-
 /// Puts `owner` and `members` into `store` with `room`: one snapshot import on SQLite, many
 /// writes in flight on KV.
 async fn populate(
@@ -136,7 +124,7 @@ async fn populate(
     let everyone: Vec<&Identity> = std::iter::once(owner).chain(members).collect();
     if sqlite {
         let mut snapshot = Snapshot {
-            users: everyone.iter().map(|id| user(id)).collect(),
+            users: everyone.iter().map(|id| common::active_user(id)).collect(),
             rooms: vec![RoomSnapshot {
                 room: Room {
                     id: room.clone(),

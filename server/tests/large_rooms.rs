@@ -16,7 +16,6 @@ use unibus_server::auth::setup::AuthSetup;
 use unibus_server::control::ControlPlane;
 use unibus_server::store::{
     now_millis, KvStore, KvStoreConfig, NewUser, Room, RoomSnapshot, Snapshot, SqliteStore, Store,
-    User, UserStatus,
 };
 use unibus_testkit::NatsCluster;
 
@@ -78,17 +77,6 @@ async fn rekey_and_open(
     }
 }
 
-fn user(id: &Identity) -> User {
-    User {
-        sign_key: id.sign_public_key(),
-        kex_key: id.kex_public_key(),
-        admin: false,
-        status: UserStatus::Active,
-        created_at: now_millis(),
-        invite_id: None,
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_100000_member_room_on_sqlite_rekeys_and_its_members_open_the_key() {
     const MEMBERS: usize = 99_999;
@@ -104,7 +92,10 @@ async fn a_100000_member_room_on_sqlite_rekeys_and_its_members_open_the_key() {
         .collect();
     let room = RoomId::new("everyone").unwrap();
     let mut snapshot = Snapshot {
-        users: std::iter::once(&*owner).chain(&members).map(user).collect(),
+        users: std::iter::once(&*owner)
+            .chain(&members)
+            .map(common::active_user)
+            .collect(),
         rooms: vec![RoomSnapshot {
             room: Room {
                 id: room.clone(),

@@ -207,6 +207,28 @@ pub struct ManifestEntry {
 }
 
 impl ManifestEntry {
+    /// Opens the copy for `identity` (protocol §8.5, the last two steps): it must be sealed to
+    /// `identity`'s own x25519 key (`RecipientKeyMismatch`), and opens with the requested room
+    /// and epoch and the trusted rekeyer (§7.4).
+    pub(crate) fn open(
+        &self,
+        identity: &Identity,
+        room: &RoomId,
+        epoch: u64,
+        trusted_rekeyer: &SignPublicKey,
+    ) -> Result<RoomKey, ManifestError> {
+        if self.recipient != identity.kex_public_key() {
+            return Err(ManifestError::RecipientKeyMismatch);
+        }
+        Ok(open_room_key(
+            identity,
+            &self.sealed,
+            room,
+            epoch,
+            trusted_rekeyer,
+        )?)
+    }
+
     /// The 145-byte wire form: member key || x25519 key || sealed copy.
     pub fn to_bytes(&self) -> [u8; ENTRY_LEN] {
         let mut out = [0u8; ENTRY_LEN];
@@ -360,11 +382,7 @@ impl SignedHead {
         let mut reader = Reader(bytes);
         let header = ManifestHeader::decode(&mut reader)?;
         let signature = Signature::from_bytes(reader.take::<SIGNATURE_LEN>()?);
-        if !reader.0.is_empty() {
-            return Err(ManifestError::TrailingBytes {
-                extra: reader.0.len(),
-            });
-        }
+        reader.expect_remaining(0)?;
         Ok(Self { header, signature })
     }
 
@@ -641,16 +659,7 @@ impl SignedManifest {
         let signature = Signature::from_bytes(reader.take::<SIGNATURE_LEN>()?);
         // The header checked count ≤ MAX_ENTRIES, so this cannot overflow.
         let count = header.count as usize;
-        let expected_rest = count * ENTRY_LEN;
-        match reader.0.len() {
-            n if n < expected_rest => return Err(ManifestError::Truncated),
-            n if n > expected_rest => {
-                return Err(ManifestError::TrailingBytes {
-                    extra: n - expected_rest,
-                })
-            }
-            _ => {}
-        }
+        reader.expect_remaining(count * ENTRY_LEN)?;
         let entries = (0..count)
             .map(|_| ManifestEntry::decode(&mut reader))
             .collect::<Result<Vec<_>, _>>()?;
@@ -707,16 +716,7 @@ impl SignedManifest {
         let entry = manifest
             .entry_for(&identity.sign_public_key())
             .ok_or(ManifestError::NotARecipient)?;
-        if entry.recipient != identity.kex_public_key() {
-            return Err(ManifestError::RecipientKeyMismatch);
-        }
-        Ok(open_room_key(
-            identity,
-            &entry.sealed,
-            room,
-            epoch,
-            trusted_rekeyer,
-        )?)
+        entry.open(identity, room, epoch, trusted_rekeyer)
     }
 
     /// The manifest's contents, **unverified**. For servers storing what they received and for
@@ -791,6 +791,18 @@ impl<'a> Reader<'a> {
         SignPublicKey::from_bytes(self.take::<32>()?).map_err(|e| ManifestError::Malformed {
             reason: format!("{what}: {e}"),
         })
+    }
+
+    /// Checks that exactly `expected` bytes remain: `Truncated` if fewer, `TrailingBytes` (with
+    /// how many) if more.
+    fn expect_remaining(&self, expected: usize) -> Result<(), ManifestError> {
+        match self.0.len() {
+            n if n < expected => Err(ManifestError::Truncated),
+            n if n > expected => Err(ManifestError::TrailingBytes {
+                extra: n - expected,
+            }),
+            _ => Ok(()),
+        }
     }
 }
 

@@ -4,7 +4,7 @@ use super::merkle::{self, Hash, HASH_LEN};
 use super::{ManifestEntry, ManifestError, ManifestHeader, Reader, MAX_PROOF_LEN};
 use crate::keys::{SignPublicKey, Signature, SIGNATURE_LEN};
 use crate::room::RoomId;
-use crate::sealing::{open_room_key, RoomKey};
+use crate::sealing::RoomKey;
 use crate::Identity;
 
 /// One member's part of a signed manifest: the signed header, the member's leaf index and entry,
@@ -84,16 +84,7 @@ impl MemberPart {
                 reason: format!("audit path of {proof_len} hashes; the limit is {MAX_PROOF_LEN}"),
             });
         }
-        let expected_rest = proof_len * HASH_LEN;
-        match reader.0.len() {
-            n if n < expected_rest => return Err(ManifestError::Truncated),
-            n if n > expected_rest => {
-                return Err(ManifestError::TrailingBytes {
-                    extra: n - expected_rest,
-                })
-            }
-            _ => {}
-        }
+        reader.expect_remaining(proof_len * HASH_LEN)?;
         let proof = (0..proof_len)
             .map(|_| reader.take::<HASH_LEN>())
             .collect::<Result<Vec<_>, _>>()?;
@@ -146,17 +137,8 @@ impl MemberPart {
         epoch: u64,
         trusted_rekeyer: &SignPublicKey,
     ) -> Result<RoomKey, ManifestError> {
-        let entry = self.verify(room, epoch, trusted_rekeyer, &identity.sign_public_key())?;
-        if entry.recipient != identity.kex_public_key() {
-            return Err(ManifestError::RecipientKeyMismatch);
-        }
-        Ok(open_room_key(
-            identity,
-            &entry.sealed,
-            room,
-            epoch,
-            trusted_rekeyer,
-        )?)
+        self.verify(room, epoch, trusted_rekeyer, &identity.sign_public_key())?
+            .open(identity, room, epoch, trusted_rekeyer)
     }
 
     /// The signed header, **unverified** until [`verify`](Self::verify) succeeds.

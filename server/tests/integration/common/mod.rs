@@ -8,7 +8,7 @@ use std::time::Duration;
 use unibus::Identity;
 use unibus_server::auth::callout::{inbox_prefix, Callout};
 use unibus_server::auth::setup::{AuthSetup, APP_ACCOUNT};
-use unibus_server::store::{NewUser, SqliteStore, Store};
+use unibus_server::store::{now_millis, NewUser, SqliteStore, Store, User, UserStatus};
 use unibus_testkit::{ClusterOptions, NatsCluster};
 
 pub struct World {
@@ -90,6 +90,18 @@ pub async fn world_with_config(more: &str) -> World {
         store,
         service,
         _dir: dir,
+    }
+}
+
+/// The record of `id` as an active user, for snapshot imports of many users at once.
+pub fn active_user(id: &Identity) -> User {
+    User {
+        sign_key: id.sign_public_key(),
+        kex_key: id.kex_public_key(),
+        admin: false,
+        status: UserStatus::Active,
+        created_at: now_millis(),
+        invite_id: None,
     }
 }
 
