@@ -60,6 +60,17 @@ impl User {
         reply.payload.to_vec()
     }
 
+    /// A step of the chunked upload `begun` (`rekey_part` or `rekey_commit`), sent to the
+    /// instance that holds it, with the upload's id and instance and the fields of `more`.
+    async fn upload_step(&self, step: &str, begun: &Value, more: Value) -> Value {
+        let instance = begun["instance"].as_str().unwrap();
+        let mut body = json!({ "upload": begun["upload"], "instance": instance });
+        body.as_object_mut()
+            .unwrap()
+            .extend(more.as_object().unwrap().clone());
+        self.call(&format!("{step}.{instance}"), body).await
+    }
+
     /// A `key` reply: the member part, or the refusal's code.
     async fn key_reply(&self, body: Value) -> Result<MemberPart, String> {
         let reply = self.call_raw("key", body).await;
@@ -529,80 +540,43 @@ async fn a_chunked_upload_takes_parts_in_order_from_its_owner_and_commits_only_w
         .call("rekey_begin", json!({ "head": hex::encode(&head) }))
         .await;
     assert_eq!(code(&refused), "bad_manifest", "{refused}");
-    let begun = alice
-        .call("rekey_begin", json!({ "head": hex::encode(&head) }))
+    let begin = || alice.call("rekey_begin", json!({ "head": hex::encode(&head) }));
+    let part =
+        |first: usize, bytes: &[u8]| json!({ "first": first, "entries": hex::encode(bytes) });
+
+    let begun = begin().await;
+    let first = alice
+        .upload_step("rekey_part", &begun, part(0, &entries[..entry]))
         .await;
-    let (upload, instance) = (
-        begun["upload"].as_str().unwrap().to_owned(),
-        begun["instance"].as_str().unwrap().to_owned(),
-    );
-    let part = |who: &User, first: usize, bytes: &[u8]| {
-        let body = json!({
-            "upload": upload, "instance": instance, "first": first, "entries": hex::encode(bytes),
-        });
-        let subject = format!("unibus.cp.{}.rekey_part.{instance}", who.key());
-        let client = who.client.clone();
-        async move {
-            let reply = client
-                .request(subject, body.to_string().into())
-                .await
-                .unwrap();
-            serde_json::from_slice::<Value>(&reply.payload).unwrap()
-        }
-    };
-    let commit = |who: &User| {
-        let body = json!({ "upload": upload, "instance": instance });
-        let subject = format!("unibus.cp.{}.rekey_commit.{instance}", who.key());
-        let client = who.client.clone();
-        async move {
-            let reply = client
-                .request(subject, body.to_string().into())
-                .await
-                .unwrap();
-            serde_json::from_slice::<Value>(&reply.payload).unwrap()
-        }
-    };
-    assert_eq!(part(&alice, 0, &entries[..entry]).await["received"], 1);
+    assert_eq!(first["received"], 1);
     // Out of order, or from another key: refused, nothing changes.
-    assert_eq!(
-        code(&part(&alice, 2, &entries[entry..]).await),
-        "bad_request"
-    );
-    assert_eq!(code(&part(&bob, 1, &entries[entry..]).await), "not_found");
+    let gap = alice
+        .upload_step("rekey_part", &begun, part(2, &entries[entry..]))
+        .await;
+    assert_eq!(code(&gap), "bad_request");
+    let other = bob
+        .upload_step("rekey_part", &begun, part(1, &entries[entry..]))
+        .await;
+    assert_eq!(code(&other), "not_found");
     // A commit before the last part stores nothing, and ends the upload.
-    let early = commit(&alice).await;
+    let early = alice.upload_step("rekey_commit", &begun, json!({})).await;
     assert_eq!(code(&early), "bad_manifest", "{early}");
-    assert_eq!(code(&part(&alice, 1, &entries[entry..]).await), "not_found");
+    let after = alice
+        .upload_step("rekey_part", &begun, part(1, &entries[entry..]))
+        .await;
+    assert_eq!(code(&after), "not_found");
     assert_eq!(bob.open_key("general", None).await.unwrap_err(), "no_key");
 
     // Again, whole: the epoch is stored and opens for the member.
-    let begun = alice
-        .call("rekey_begin", json!({ "head": hex::encode(&head) }))
-        .await;
-    let (upload2, instance2) = (
-        begun["upload"].as_str().unwrap().to_owned(),
-        begun["instance"].as_str().unwrap().to_owned(),
-    );
-    assert_eq!(instance2, instance);
+    let again = begin().await;
+    assert_eq!(again["instance"], begun["instance"]);
     for (first, bytes) in [(0, &entries[..entry]), (1, &entries[entry..])] {
-        let body = json!({
-            "upload": upload2, "instance": instance2, "first": first, "entries": hex::encode(bytes),
-        });
-        let subject = format!("unibus.cp.{}.rekey_part.{instance2}", alice.key());
-        alice
-            .client
-            .request(subject, body.to_string().into())
-            .await
-            .unwrap();
+        let reply = alice
+            .upload_step("rekey_part", &again, part(first, bytes))
+            .await;
+        assert_eq!(reply["received"], first + 1);
     }
-    let body = json!({ "upload": upload2, "instance": instance2 });
-    let subject = format!("unibus.cp.{}.rekey_commit.{instance2}", alice.key());
-    let reply = alice
-        .client
-        .request(subject, body.to_string().into())
-        .await
-        .unwrap();
-    let committed: Value = serde_json::from_slice(&reply.payload).unwrap();
+    let committed = alice.upload_step("rekey_commit", &again, json!({})).await;
     assert_eq!(committed["epoch"], 1, "{committed}");
     assert_eq!(bob.open_key("general", None).await.unwrap(), (1, key));
 }
