@@ -27,10 +27,11 @@ use crate::config::Config;
 use crate::control::ControlPlane;
 use crate::error::ServerError;
 use crate::http::{AppState, RateLimiter, ADMIN_BURST, ADMIN_RATE};
-use crate::store::Store;
+use crate::store::{CachedStore, Store};
 
-/// How often revoked users' sessions are looked for.
-pub const REVOCATION_SWEEP: Duration = Duration::from_millis(500);
+/// How often every connection is checked, as a safety net under the revocations the change
+/// feed delivers (see [`Revoker`]).
+pub const REVOCATION_SWEEP: Duration = Duration::from_secs(30);
 
 /// Runs the server until `shutdown` completes. `open_store` opens the configured store; it is
 /// awaited only once NATS is up, because the KV store connects as membershipd's service user
@@ -77,7 +78,9 @@ pub async fn run(
         )
     })
     .await?;
-    let store = open_store.await?;
+    // Every service asks the store through the authorization cache; the revoker follows the
+    // changes the cache has applied.
+    let store: Arc<dyn Store> = CachedStore::new(open_store.await?);
 
     let issuer = auth
         .issuer
@@ -87,7 +90,10 @@ pub async fn run(
     tokio::spawn(
         Arc::new(Callout::new(Arc::clone(&store), issuer, APP_ACCOUNT)).run(service.clone()),
     );
-    tokio::spawn(Revoker::new(Arc::clone(&store), system, APP_ACCOUNT).run(REVOCATION_SWEEP));
+    tokio::spawn(
+        Revoker::new(Arc::clone(&store), system, service.clone(), APP_ACCOUNT)
+            .run(REVOCATION_SWEEP),
+    );
     tokio::spawn(Arc::new(ControlPlane::new(Arc::clone(&store), service.clone())).run());
 
     let listener = tokio::net::TcpListener::bind(config.listen)

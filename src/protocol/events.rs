@@ -1,4 +1,5 @@
-//! Change notifications (protocol §12.6), published to `unibus.events.<member hex>.room`.
+//! Change notifications (protocol §12.6), published to `unibus.events.<member hex>.room`, and
+//! account notices (protocol §12.6), published to `unibus.events.<hex>.account`.
 
 use serde::{Deserialize, Serialize};
 
@@ -42,6 +43,31 @@ impl Notification {
     }
 }
 
+/// A notice about the user's own account, tagged by `kind`: membershipd publishes it before it
+/// disconnects the user's sessions, so that a client learns why from membershipd itself and
+/// never has to guess from refused logins. Kinds this version does not know read as
+/// [`AccountNotice::Unknown`], which clients skip.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum AccountNotice {
+    /// The user was revoked or deleted: its sessions are over and its logins will be refused.
+    Revoked,
+    /// A kind this version does not know.
+    #[serde(other)]
+    Unknown,
+}
+
+impl AccountNotice {
+    /// The NATS subject suffix account notices are published on, after `unibus.events.<hex>`.
+    pub const SUBJECT_SUFFIX: &'static str = "account";
+
+    /// The notice's JSON.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        // A tag only: serializing cannot fail.
+        serde_json::to_vec(self).expect("account notices serialize to JSON")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -74,5 +100,15 @@ mod tests {
             serde_json::from_slice::<Notification>(br#"{"kind":"epoch","room":"general"}"#)
                 .is_err()
         );
+    }
+
+    #[test]
+    fn account_notices_are_tagged_and_unknown_kinds_read_as_unknown() {
+        assert_eq!(
+            AccountNotice::Revoked.to_bytes(),
+            br#"{"kind":"revoked"}"#.to_vec()
+        );
+        let unknown: AccountNotice = serde_json::from_slice(br#"{"kind":"frozen"}"#).unwrap();
+        assert_eq!(unknown, AccountNotice::Unknown);
     }
 }

@@ -6,9 +6,19 @@
 //! `connect_opts.sig` over `client_info.nonce` with `connect_opts.nkey`, then asks the store
 //! whether that key is an active user. Anything else, including a store error or timeout, is a
 //! refusal (fail closed). An admitted user gets a user JWT for the application account with
-//! permissions scoped to its own key (see [`UserPermissions`]).
+//! permissions scoped to its own key (see [`UserPermissions`]), valid for a jittered
+//! [`USER_JWT_LIFETIME`] (nats-server then ends the connection and the client logs in again,
+//! so even a revocation every other path missed ends its sessions within that bound).
+//!
+//! Under a storm of logins, the callout keeps to what it can answer in time: at most
+//! [`LOGINS_AT_ONCE`] are worked on, at most [`LOGINS_WAITING`] wait (more are refused at once
+//! with [`Refusal::Overloaded`], which costs a fraction of an answer; clients retry with
+//! jittered backoff), and a login that waited past [`LOGIN_DEADLINE`] is dropped unanswered,
+//! because nats-server has given up on it and any work on it would starve the logins behind it.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use base64::Engine;
@@ -24,6 +34,18 @@ use crate::store::{now_millis, Store};
 pub const AUTH_CALLOUT_SUBJECT: &str = "$SYS.REQ.USER.AUTH";
 /// The queue group of the callout responders, so several membershipd instances share the load.
 pub const AUTH_CALLOUT_QUEUE: &str = "unibus-auth";
+
+/// How long a login may wait for its answer: nats-server's auth timeout (2 s, in the config
+/// membershipd writes) less a margin for the answer's trip. A login older than this is dropped.
+pub const LOGIN_DEADLINE: Duration = Duration::from_millis(1_500);
+/// Logins worked on at once.
+pub const LOGINS_AT_ONCE: usize = 64;
+/// Logins that may wait for a worker; beyond this, logins are refused at once as overloaded.
+pub const LOGINS_WAITING: usize = 4_096;
+/// How long an admitted user's JWT is valid, at most; each is valid for a random time between
+/// three quarters of this and all of it, so sessions that logged in together do not all log in
+/// again together.
+pub const USER_JWT_LIFETIME: Duration = Duration::from_secs(3_600);
 
 /// The subjects an admitted user may use, all derived from its own key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +91,9 @@ pub enum Refusal {
     /// The key is not an active user, or the store could not say (fail closed).
     #[error("not an active user")]
     NotAuthorized,
+    /// Too many logins are waiting; the client should retry after a jittered backoff.
+    #[error("membershipd is overloaded; retry after a jittered backoff")]
+    Overloaded,
 }
 
 /// Decides logins. See the [module documentation](self).
@@ -95,24 +120,8 @@ impl Callout {
         let claims =
             jwt::decode_verified(request).map_err(|e| Refusal::MalformedRequest(e.to_string()))?;
         let nats = claims.get("nats").cloned().unwrap_or(Value::Null);
-        let text = |value: &Value, path: &[&str]| -> String {
-            let mut v = value;
-            for p in path {
-                v = v.get(p).unwrap_or(&Value::Null);
-            }
-            v.as_str().unwrap_or_default().to_string()
-        };
-        let user_nkey = text(&nats, &["user_nkey"]);
-        let server_id = text(&nats, &["server_id", "id"]);
-        if user_nkey.is_empty()
-            || server_id.is_empty()
-            || claims.get("iss").and_then(Value::as_str) != Some(server_id.as_str())
-        {
-            return Err(Refusal::MalformedRequest(
-                "missing user_nkey or server id".into(),
-            ));
-        }
-        let decision = self.admit(&nats, &text).await;
+        let (user_nkey, server_id) = addressees(&claims)?;
+        let decision = self.admit(&nats).await;
         match &decision {
             Ok(key) => tracing::debug!(user = %key, "login admitted"),
             Err(refusal) => {
@@ -120,31 +129,37 @@ impl Callout {
                 tracing::info!(%nkey, %refusal, "login refused");
             }
         }
-        let mut response = Map::new();
-        response.insert("sub".into(), json!(user_nkey));
-        response.insert("aud".into(), json!(server_id));
         let body = match &decision {
             Ok(key) => json!({
                 "jwt": self.user_jwt(&user_nkey, key)?,
                 "type": "authorization_response",
                 "version": 2,
             }),
-            Err(refusal) => json!({
-                "error": refusal.to_string(),
-                "type": "authorization_response",
-                "version": 2,
-            }),
+            Err(refusal) => refusal_body(refusal),
         };
+        self.response(&user_nkey, &server_id, body)
+    }
+
+    /// Refuses one authorization request as [`Refusal::Overloaded`] without working on it:
+    /// the request's signature is not even checked, since nothing is granted.
+    pub fn refuse_overloaded(&self, request: &str) -> Result<String, Refusal> {
+        let claims = jwt::decode_unverified(request)
+            .map_err(|e| Refusal::MalformedRequest(e.to_string()))?;
+        let (user_nkey, server_id) = addressees(&claims)?;
+        self.response(&user_nkey, &server_id, refusal_body(&Refusal::Overloaded))
+    }
+
+    /// The signed response to `user_nkey`'s login at `server_id`.
+    fn response(&self, user_nkey: &str, server_id: &str, body: Value) -> Result<String, Refusal> {
+        let mut response = Map::new();
+        response.insert("sub".into(), json!(user_nkey));
+        response.insert("aud".into(), json!(server_id));
         response.insert("nats".into(), body);
         jwt::encode(response, &self.issuer, now_millis() / 1000)
             .map_err(|e| Refusal::MalformedRequest(e.to_string()))
     }
 
-    async fn admit(
-        &self,
-        nats: &Value,
-        text: &impl Fn(&Value, &[&str]) -> String,
-    ) -> Result<SignPublicKey, Refusal> {
+    async fn admit(&self, nats: &Value) -> Result<SignPublicKey, Refusal> {
         let nkey = text(nats, &["connect_opts", "nkey"]);
         let sig = text(nats, &["connect_opts", "sig"]);
         let nonce = text(nats, &["client_info", "nonce"]);
@@ -168,10 +183,13 @@ impl Callout {
 
     fn user_jwt(&self, user_nkey: &str, key: &SignPublicKey) -> Result<String, Refusal> {
         let permissions = UserPermissions::for_user(key);
+        let now = now_millis() / 1000;
+        let lifetime = USER_JWT_LIFETIME.as_secs() as i64;
         let claims = json!({
             "sub": user_nkey,
             "aud": self.account,
             "name": key.to_nkey(),
+            "exp": now + lifetime - jitter(lifetime / 4),
             "nats": {
                 "pub": { "allow": permissions.publish },
                 "sub": { "allow": permissions.subscribe },
@@ -182,12 +200,12 @@ impl Callout {
         let Value::Object(claims) = claims else {
             unreachable!("json! of an object literal")
         };
-        jwt::encode(claims, &self.issuer, now_millis() / 1000)
-            .map_err(|e| Refusal::MalformedRequest(e.to_string()))
+        jwt::encode(claims, &self.issuer, now).map_err(|e| Refusal::MalformedRequest(e.to_string()))
     }
 
     /// Serves authorization requests on `client` (connected as an auth user of the callout's
-    /// account) until the subscription ends. Every request gets an answer; one that cannot be
+    /// account) until the subscription ends, with the admission rules of the
+    /// [module documentation](self). Every request answered gets an answer; one that cannot be
     /// read gets an empty reply, which the server takes as "not authorized".
     pub async fn run(
         self: Arc<Self>,
@@ -196,21 +214,82 @@ impl Callout {
         let mut requests = client
             .queue_subscribe(AUTH_CALLOUT_SUBJECT, AUTH_CALLOUT_QUEUE.into())
             .await?;
+        let workers = Arc::new(tokio::sync::Semaphore::new(LOGINS_AT_ONCE));
+        let waiting = Arc::new(AtomicUsize::new(0));
         while let Some(message) = requests.next().await {
+            let arrived = tokio::time::Instant::now();
             let Some(reply) = message.reply.clone() else {
                 continue;
             };
             let callout = Arc::clone(&self);
             let client = client.clone();
+            if waiting.load(Ordering::Relaxed) >= LOGINS_WAITING {
+                tokio::spawn(async move {
+                    let request = String::from_utf8_lossy(&message.payload);
+                    let answer = callout.refuse_overloaded(&request).unwrap_or_default();
+                    let _ = client.publish(reply, answer.into_bytes().into()).await;
+                });
+                continue;
+            }
+            waiting.fetch_add(1, Ordering::Relaxed);
+            let (workers, waiting) = (Arc::clone(&workers), Arc::clone(&waiting));
             tokio::spawn(async move {
+                // The semaphore is never closed, so acquiring only waits.
+                let _worker = workers.acquire().await;
+                waiting.fetch_sub(1, Ordering::Relaxed);
+                if arrived.elapsed() > LOGIN_DEADLINE {
+                    tracing::debug!("a login waited past its deadline; dropped unanswered");
+                    return;
+                }
                 let request = String::from_utf8_lossy(&message.payload);
-                let answer = match callout.respond(&request).await {
-                    Ok(response) => response.into_bytes().into(),
-                    Err(_) => bytes::Bytes::new(),
-                };
-                let _ = client.publish(reply, answer).await;
+                let answer = callout.respond(&request).await.unwrap_or_default();
+                let _ = client.publish(reply, answer.into_bytes().into()).await;
             });
         }
         Ok(())
+    }
+}
+
+/// The text at `path` in `value`, or "" when there is none.
+fn text(value: &Value, path: &[&str]) -> String {
+    let mut v = value;
+    for p in path {
+        v = v.get(p).unwrap_or(&Value::Null);
+    }
+    v.as_str().unwrap_or_default().to_string()
+}
+
+/// The user nkey and the server id an authorization request names, which its response must
+/// name back; the request must be issued by that server.
+fn addressees(claims: &Map<String, Value>) -> Result<(String, String), Refusal> {
+    let nats = claims.get("nats").unwrap_or(&Value::Null);
+    let user_nkey = text(nats, &["user_nkey"]);
+    let server_id = text(nats, &["server_id", "id"]);
+    if user_nkey.is_empty()
+        || server_id.is_empty()
+        || claims.get("iss").and_then(Value::as_str) != Some(server_id.as_str())
+    {
+        return Err(Refusal::MalformedRequest(
+            "missing user_nkey or server id".into(),
+        ));
+    }
+    Ok((user_nkey, server_id))
+}
+
+fn refusal_body(refusal: &Refusal) -> Value {
+    json!({
+        "error": refusal.to_string(),
+        "type": "authorization_response",
+        "version": 2,
+    })
+}
+
+/// A random number of seconds in `0..=max` (0 if the system's randomness fails: no jitter is
+/// better than no login).
+fn jitter(max: i64) -> i64 {
+    let mut bytes = [0u8; 8];
+    match getrandom::fill(&mut bytes) {
+        Ok(()) if max > 0 => (u64::from_le_bytes(bytes) % (max as u64 + 1)) as i64,
+        _ => 0,
     }
 }

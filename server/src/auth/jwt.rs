@@ -60,10 +60,33 @@ pub fn encode(
 /// Decodes a JWT and verifies its signature under the key in its `iss` claim. Returns the
 /// claims. (Whether that issuer is trusted is the caller's decision.)
 pub fn decode_verified(token: &str) -> Result<Map<String, Value>, JwtError> {
-    let mut parts = token.split('.');
-    let (Some(header), Some(body), Some(signature), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
+    let (claims, signing_input, signature) = decode_parts(token)?;
+    let issuer = claims
+        .get("iss")
+        .and_then(Value::as_str)
+        .ok_or_else(|| JwtError::Malformed("no iss claim".into()))?;
+    let key = KeyPair::from_public_key(issuer).map_err(|e| JwtError::Malformed(e.to_string()))?;
+    key.verify(signing_input.as_bytes(), &signature)
+        .map_err(|_| JwtError::Signature)?;
+    Ok(claims)
+}
+
+/// Decodes a JWT's claims without verifying its signature: only for echoing a request's
+/// identifiers back in a refusal, never for a decision.
+pub fn decode_unverified(token: &str) -> Result<Map<String, Value>, JwtError> {
+    Ok(decode_parts(token)?.0)
+}
+
+/// A decoded JWT: its claims, the text its signature covers, and the signature.
+type Parts<'t> = (Map<String, Value>, &'t str, Vec<u8>);
+
+/// The parts of a JWT whose header names the nkey algorithm.
+fn decode_parts(token: &str) -> Result<Parts<'_>, JwtError> {
+    let Some((signing_input, signature)) = token.rsplit_once('.') else {
+        return Err(JwtError::Malformed("expected three parts".into()));
+    };
+    let mut parts = signing_input.split('.');
+    let (Some(header), Some(body), None) = (parts.next(), parts.next(), parts.next()) else {
         return Err(JwtError::Malformed("expected three parts".into()));
     };
     let b64 = |part: &str| {
@@ -78,14 +101,7 @@ pub fn decode_verified(token: &str) -> Result<Map<String, Value>, JwtError> {
     }
     let claims: Map<String, Value> =
         serde_json::from_slice(&b64(body)?).map_err(|e| JwtError::Malformed(e.to_string()))?;
-    let issuer = claims
-        .get("iss")
-        .and_then(Value::as_str)
-        .ok_or_else(|| JwtError::Malformed("no iss claim".into()))?;
-    let key = KeyPair::from_public_key(issuer).map_err(|e| JwtError::Malformed(e.to_string()))?;
-    key.verify(format!("{header}.{body}").as_bytes(), &b64(signature)?)
-        .map_err(|_| JwtError::Signature)?;
-    Ok(claims)
+    Ok((claims, signing_input, b64(signature)?))
 }
 
 #[cfg(test)]

@@ -1,24 +1,36 @@
-//! Cutting revoked and deleted users off: a periodic sweep over every node's connections.
+//! Cutting revoked and deleted users off, at a cost in proportion to revocations, not to
+//! connections.
 //!
 //! nats-server keeps an admitted callout user connected until told otherwise, and config
-//! reloads do not help (they would drop every callout user at once). So membershipd, as the
-//! system account's user, asks all nodes for the application account's connections
-//! (`$SYS.REQ.SERVER.PING.CONNZ`), checks each distinct key against the store, and disconnects
-//! the connections of keys that are revoked or gone (`$SYS.REQ.SERVER.<id>.KICK`). A kicked
-//! client that reconnects meets the callout, which refuses it.
+//! reloads do not help (they would drop every callout user at once). So membershipd follows the
+//! store's [change feed](crate::store::feed): when a user changes and is no longer active, it
+//! publishes an [`AccountNotice::Revoked`] to the user's own notice subject (so the user's
+//! sessions learn it from membershipd, not from refused logins), then, as the system account's
+//! user, asks every node for that user's connections (`$SYS.REQ.SERVER.PING.CONNZ` filtered to
+//! the user) and disconnects each (`$SYS.REQ.SERVER.<id>.KICK`). A kicked client that reconnects
+//! meets the callout, which refuses it. Every instance follows the feed, so a revocation made
+//! anywhere (the CLI, the admin API of any instance) reaches every node.
+//!
+//! A slow sweep over every connection, a page at a time, is the safety net for what a feed
+//! cannot see (a session that logged in during an outage of the feed); it runs at start, after a
+//! feed breaks or resets, and every `sweep_every`.
 //!
 //! Only a definite answer ("revoked", "no such user") disconnects: a store error leaves live
-//! sessions alone for that sweep, while new logins are refused until the store answers.
+//! sessions alone, while new logins are refused until the store answers. Behind a
+//! [`CachedStore`](crate::store::CachedStore), the revoker follows the changes the cache has
+//! applied, so it never reads an answer the change made stale, and a login the cache admits
+//! after the cut is not a stale admission: the cut comes after the cache forgot the user.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use serde_json::{json, Value};
+use unibus::protocol::events::AccountNotice;
 use unibus::SignPublicKey;
 
-use crate::store::{Store, StoreError, UserStatus};
+use crate::store::{Change, FeedItem, Store, StoreError, UserStatus};
 
 /// Why a sweep could not list the connected users (no one is cut by a failed sweep).
 #[derive(Debug, thiserror::Error)]
@@ -32,8 +44,14 @@ pub enum SweepError {
     Ask(#[source] async_nats::PublishError),
 }
 
-/// How long a sweep collects CONNZ answers from the nodes.
+/// How long one CONNZ question collects answers from the nodes.
 const COLLECT_WINDOW: Duration = Duration::from_millis(300);
+
+/// Connections asked of each node per page of a sweep.
+const SWEEP_PAGE: usize = 1_000;
+
+/// The wait before a broken change feed is reopened.
+const REOPEN_AFTER: Duration = Duration::from_millis(500);
 
 /// A connection found on a node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,58 +65,130 @@ struct Connection {
 pub struct Revoker {
     store: Arc<dyn Store>,
     system: async_nats::Client,
+    service: async_nats::Client,
     account: String,
 }
 
 impl Revoker {
-    /// A revoker using `system` (a connection of the system account's user) for the users of
-    /// `account`.
+    /// A revoker using `system` (a connection of the system account's user) to find and
+    /// disconnect the sessions of `account`'s users, and `service` (membershipd's own
+    /// connection, the publisher of notices) to tell them why.
     pub fn new(
         store: Arc<dyn Store>,
         system: async_nats::Client,
+        service: async_nats::Client,
         account: impl Into<String>,
     ) -> Self {
         Self {
             store,
             system,
+            service,
             account: account.into(),
         }
     }
 
-    /// One sweep: returns how many connections were disconnected.
-    pub async fn sweep(&self) -> Result<usize, SweepError> {
-        let connections = self.connections().await?;
-        let mut verdicts: HashMap<String, bool> = HashMap::new();
-        let mut kicked = 0;
-        for connection in connections {
-            let cut = match verdicts.get(&connection.user) {
-                Some(cut) => *cut,
-                None => {
-                    let cut = self.must_cut(&connection.user).await;
-                    verdicts.insert(connection.user.clone(), cut);
-                    cut
+    /// Follows the change feed and cuts each user who stops being active; sweeps every
+    /// connection at start, whenever the feed breaks or resets, and every `sweep_every`.
+    pub async fn run(self, sweep_every: Duration) {
+        let mut sweep = tokio::time::interval(sweep_every);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let mut feed = match self.store.changes().await {
+                Ok(feed) => Some(feed),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot open the store's change feed; sweeping only");
+                    None
                 }
             };
-            if cut && self.kick(&connection).await {
-                tracing::info!(
-                    user = %connection.user,
-                    server = %connection.server_id,
-                    cid = connection.cid,
-                    "revoked session cut"
-                );
-                kicked += 1;
+            self.sweep_logged().await;
+            sweep.reset();
+            loop {
+                let item = async {
+                    match feed.as_mut() {
+                        Some(feed) => feed.next().await,
+                        None => {
+                            tokio::time::sleep(REOPEN_AFTER).await;
+                            None
+                        }
+                    }
+                };
+                tokio::select! {
+                    item = item => match item {
+                        Some(Ok(FeedItem::Changed(Change::User(key)))) => {
+                            self.cut_if_gone(&key).await;
+                        }
+                        Some(Ok(FeedItem::Changed(Change::Reset))) => self.sweep_logged().await,
+                        Some(Ok(_)) => {}
+                        Some(Err(e)) => {
+                            tracing::warn!(error = %e, "the store's change feed broke; reopening");
+                            break;
+                        }
+                        None => break,
+                    },
+                    _ = sweep.tick() => self.sweep_logged().await,
+                }
             }
+            tokio::time::sleep(REOPEN_AFTER).await;
         }
-        Ok(kicked)
     }
 
-    /// Sweeps every `interval`, forever.
-    pub async fn run(self, interval: Duration) {
-        loop {
-            if let Err(e) = self.sweep().await {
-                tracing::warn!(error = %e, "revocation sweep failed");
+    async fn sweep_logged(&self) {
+        match self.sweep().await {
+            Ok(0) => {}
+            Ok(cut) => tracing::info!(cut, "the sweep cut sessions of users no longer active"),
+            Err(e) => tracing::warn!(error = %e, "revocation sweep failed"),
+        }
+    }
+
+    /// Cuts `key`'s sessions if it is no longer an active user: returns how many.
+    pub async fn cut_if_gone(&self, key: &SignPublicKey) -> usize {
+        if !self.must_cut(&key.to_nkey()).await {
+            return 0;
+        }
+        self.notify_revoked(key).await;
+        match self.connections(Some(&key.to_nkey()), 0).await {
+            Ok((connections, _)) => self.kick_all(&connections).await,
+            Err(e) => {
+                tracing::warn!(error = %e, user = %key, "cannot find a revoked user's sessions");
+                0
             }
-            tokio::time::sleep(interval).await;
+        }
+    }
+
+    /// One sweep over every connection, a page at a time: returns how many were cut.
+    pub async fn sweep(&self) -> Result<usize, SweepError> {
+        let mut verdicts: HashMap<String, bool> = HashMap::new();
+        let mut kicked = 0;
+        let mut offset = 0;
+        loop {
+            let (connections, more) = self.connections(None, offset).await?;
+            let mut cut = Vec::new();
+            let mut notified = HashSet::new();
+            for connection in connections {
+                let verdict = match verdicts.get(&connection.user) {
+                    Some(verdict) => *verdict,
+                    None => {
+                        let verdict = self.must_cut(&connection.user).await;
+                        verdicts.insert(connection.user.clone(), verdict);
+                        verdict
+                    }
+                };
+                if verdict {
+                    if notified.insert(connection.user.clone()) {
+                        if let Ok(key) = SignPublicKey::from_nkey(&connection.user) {
+                            self.notify_revoked(&key).await;
+                        }
+                    }
+                    cut.push(connection);
+                }
+            }
+            kicked += self.kick_all(&cut).await;
+            if !more {
+                return Ok(kicked);
+            }
+            // Kicked connections leave the listing, so a few may be passed over: the next sweep
+            // finds them.
+            offset += SWEEP_PAGE;
         }
     }
 
@@ -114,14 +204,69 @@ impl Revoker {
         }
     }
 
-    async fn connections(&self) -> Result<Vec<Connection>, SweepError> {
+    /// Tells `key`'s sessions that they are over, before they are disconnected.
+    async fn notify_revoked(&self, key: &SignPublicKey) {
+        let subject = format!(
+            "{}.{}",
+            unibus::subjects::events(key),
+            AccountNotice::SUBJECT_SUFFIX
+        );
+        let published = self
+            .service
+            .publish(subject, AccountNotice::Revoked.to_bytes().into())
+            .await;
+        // Flushed, so the notice is on its way before the kick can overtake it.
+        let flushed = match published {
+            Ok(()) => self.service.flush().await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(error) = flushed {
+            tracing::debug!(%error, user = %key, "the revocation notice could not be sent");
+        }
+    }
+
+    async fn kick_all(&self, connections: &[Connection]) -> usize {
+        let kicks = connections.iter().map(|connection| async move {
+            let kicked = self.kick(connection).await;
+            if kicked {
+                tracing::info!(
+                    user = %connection.user,
+                    server = %connection.server_id,
+                    cid = connection.cid,
+                    "revoked session cut"
+                );
+            }
+            kicked
+        });
+        futures::future::join_all(kicks)
+            .await
+            .into_iter()
+            .filter(|kicked| *kicked)
+            .count()
+    }
+
+    /// The application account's connections on every node: all of them from `offset` (one
+    /// page per node), or only `user`'s. Also says whether any node has more after this page.
+    async fn connections(
+        &self,
+        user: Option<&str>,
+        offset: usize,
+    ) -> Result<(Vec<Connection>, bool), SweepError> {
         let inbox = self.system.new_inbox();
         let mut replies = self
             .system
             .subscribe(inbox.clone())
             .await
             .map_err(SweepError::Subscribe)?;
-        let filter = json!({ "acc": self.account, "auth": true, "limit": 1_000_000 });
+        let mut filter = json!({
+            "acc": self.account,
+            "auth": true,
+            "offset": offset,
+            "limit": SWEEP_PAGE,
+        });
+        if let Some(user) = user {
+            filter["user"] = json!(user);
+        }
         self.system
             .publish_with_reply(
                 "$SYS.REQ.SERVER.PING.CONNZ",
@@ -131,6 +276,7 @@ impl Revoker {
             .await
             .map_err(SweepError::Ask)?;
         let mut found = Vec::new();
+        let mut more = false;
         let deadline = tokio::time::Instant::now() + COLLECT_WINDOW;
         while let Ok(Some(message)) = tokio::time::timeout_at(deadline, replies.next()).await {
             let Ok(reply) = serde_json::from_slice::<Value>(&message.payload) else {
@@ -140,22 +286,26 @@ impl Revoker {
                 .as_str()
                 .unwrap_or_default()
                 .to_string();
-            for c in reply["data"]["connections"]
-                .as_array()
-                .into_iter()
-                .flatten()
-            {
-                let user = c["authorized_user"].as_str().or_else(|| c["name"].as_str());
-                if let (Some(cid), Some(user)) = (c["cid"].as_u64(), user) {
-                    found.push(Connection {
-                        server_id: server_id.clone(),
-                        cid,
-                        user: user.to_string(),
-                    });
+            let data = &reply["data"];
+            let total = data["total"].as_u64().unwrap_or(0) as usize;
+            more |= total > offset + SWEEP_PAGE;
+            for c in data["connections"].as_array().into_iter().flatten() {
+                let name = c["authorized_user"].as_str().or_else(|| c["name"].as_str());
+                let (Some(cid), Some(name)) = (c["cid"].as_u64(), name) else {
+                    continue;
+                };
+                // Filtered by the server, and again here: only the asked-for user is cut.
+                if user.is_some_and(|user| user != name) {
+                    continue;
                 }
+                found.push(Connection {
+                    server_id: server_id.clone(),
+                    cid,
+                    user: name.to_string(),
+                });
             }
         }
-        Ok(found)
+        Ok((found, more))
     }
 
     async fn kick(&self, connection: &Connection) -> bool {

@@ -18,8 +18,10 @@
 //!   or a lost response completes the registration instead of failing with "used".
 //! - Invite tokens are stored only as their SHA-256 digest.
 
+mod cached;
 mod epoch;
 mod error;
+pub mod feed;
 pub mod kv;
 pub mod migrate;
 mod rules;
@@ -30,7 +32,9 @@ use async_trait::async_trait;
 use unibus::manifest::SignedManifest;
 use unibus::{InviteToken, KexPublicKey, RoomId, SignPublicKey};
 
+pub use cached::CachedStore;
 pub use error::{BackendCause, StoreError, StoreResult};
+pub use feed::{Change, ChangeFeed, FeedItem};
 pub use kv::{KvStore, KvStoreConfig};
 
 pub use sqlite::SqliteStore;
@@ -164,6 +168,12 @@ pub trait Store: Send + Sync {
     /// Nonces are not part of snapshots.
     async fn record_nonce(&self, nonce: &str, now: Millis, expires_at: Millis)
         -> StoreResult<bool>;
+
+    // ---- the change feed ----
+
+    /// A feed of the changes to users and memberships committed from now on, by any writer
+    /// (see [`feed`]). Each call opens a feed of its own.
+    async fn changes(&self) -> StoreResult<ChangeFeed>;
 
     // ---- whole state ----
 

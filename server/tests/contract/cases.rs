@@ -4,11 +4,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use unibus::manifest::{MemberPart, Recipient, SignedManifest};
 use unibus::sealing::RoomKey;
 use unibus::{Identity, InviteToken, KexPublicKey, RoomId, SignPublicKey};
 use unibus_server::store::{
-    invite_id, InviteStatus, NewInvite, NewUser, Store, StoreError, UserStatus, DEFAULT_INVITE_TTL,
+    invite_id, Change, FeedItem, InviteStatus, NewInvite, NewUser, Store, StoreError, UserStatus,
+    DEFAULT_INVITE_TTL,
 };
 
 macro_rules! cases {
@@ -53,6 +55,7 @@ cases!(
     snapshot_export_import_round_trips_and_is_idempotent,
     concurrent_redeemers_of_one_invite_make_exactly_one_user,
     an_admin_nonce_is_accepted_once_until_it_expires,
+    the_change_feed_names_every_later_change_to_users_and_members,
 );
 
 fn identity() -> Identity {
@@ -1009,4 +1012,74 @@ async fn an_admin_nonce_is_accepted_once_until_it_expires(store: Arc<dyn Store>)
         .unwrap());
     // Nonces are not part of the control plane's snapshot.
     assert_eq!(store.export_snapshot().await.unwrap(), Default::default());
+}
+
+async fn the_change_feed_names_every_later_change_to_users_and_members(store: Arc<dyn Store>) {
+    // The bound only keeps a broken feed from hanging the run.
+    const NEVER: Duration = Duration::from_secs(20);
+    let (owner, alice) = (identity(), identity());
+    store.add_user(new_user(&owner, false)).await.unwrap();
+    let mut feed = store.changes().await.unwrap();
+    // A feed opens at about the present: it may still name a change that was in flight as it
+    // opened, but once it says it caught up, everything before is behind it.
+    loop {
+        match tokio::time::timeout(NEVER, feed.next()).await.unwrap() {
+            Some(Ok(FeedItem::CaughtUp(_))) => break,
+            Some(Ok(FeedItem::Changed(_))) => {}
+            other => panic!("a new feed works: {other:?}"),
+        }
+    }
+
+    let general = room("general");
+    let (a, o) = (alice.sign_public_key(), owner.sign_public_key());
+    store.add_user(new_user(&alice, false)).await.unwrap();
+    store.revoke_user(&a).await.unwrap();
+    store.create_room(&general, &o).await.unwrap();
+    store.add_member(&general, &a).await.unwrap();
+    store.remove_member(&general, &a).await.unwrap();
+    store.delete_user(&a).await.unwrap();
+    let member = |m: SignPublicKey| Change::Member {
+        room: general.clone(),
+        member: m,
+    };
+    let expected = [
+        Change::User(a),
+        Change::User(a),
+        member(o),
+        member(a),
+        member(a),
+        Change::User(a),
+    ];
+
+    // Every change: each record named at least as often as it changed (backends may interleave
+    // records differently, and a feed may name a change twice), never a change from before the
+    // feed caught up, and then a catching up.
+    let deadline = tokio::time::Instant::now() + NEVER;
+    let mut seen = Vec::new();
+    let all_seen = |seen: &[Change]| {
+        expected.iter().all(|record| {
+            let changed = expected.iter().filter(|c| *c == record).count();
+            seen.iter().filter(|c| *c == record).count() >= changed
+        })
+    };
+    loop {
+        let item = tokio::time::timeout_at(deadline, feed.next())
+            .await
+            .unwrap_or_else(|_| panic!("the feed did not name every change: {seen:?}"))
+            .expect("the feed ended")
+            .expect("the feed broke");
+        match item {
+            FeedItem::Changed(change) => {
+                assert_ne!(
+                    change,
+                    Change::User(o),
+                    "a change from before the feed caught up"
+                );
+                assert_ne!(change, Change::Reset);
+                seen.push(change);
+            }
+            FeedItem::CaughtUp(_) if all_seen(&seen) => break,
+            FeedItem::CaughtUp(_) => {}
+        }
+    }
 }

@@ -1,5 +1,5 @@
-//! The store contract: every case runs against SQLite, JetStream KV R1 and KV R3, and must
-//! behave the same on each.
+//! The store contract: every case runs against SQLite, JetStream KV R1 and KV R3, and the
+//! authorization cache in front of SQLite, and must behave the same on each.
 //!
 //! ```text
 //! cargo test -p unibus-server --test store_contract            # all backends
@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 use libtest_mimic::{Arguments, Failed, Trial};
-use unibus_server::store::{KvStore, KvStoreConfig, SqliteStore, Store};
+use unibus_server::store::{CachedStore, KvStore, KvStoreConfig, SqliteStore, Store};
 use unibus_testkit::NatsCluster;
 
 /// A fresh, empty store of one backend.
@@ -80,16 +80,22 @@ fn backends(
     dir: std::path::PathBuf,
 ) -> Vec<(&'static str, MakeStore, Option<NatsCluster>)> {
     let counter = Arc::new(AtomicUsize::new(0));
+    let sqlite_in = move |dir: &std::path::Path, counter: &AtomicUsize| {
+        let path = dir.join(format!("contract-{}.db", counter.fetch_add(1, Relaxed)));
+        async move { Arc::new(SqliteStore::open(path).await.expect("open sqlite")) as Arc<dyn Store> }
+    };
     let sqlite: MakeStore = {
+        let (counter, dir) = (Arc::clone(&counter), dir.clone());
+        Arc::new(move || Box::pin(sqlite_in(&dir, &counter)))
+    };
+    let cached: MakeStore = {
         let counter = Arc::clone(&counter);
         Arc::new(move || {
-            let path = dir.join(format!("contract-{}.db", counter.fetch_add(1, Relaxed)));
-            Box::pin(async move {
-                Arc::new(SqliteStore::open(path).await.expect("open sqlite")) as Arc<dyn Store>
-            })
+            let store = sqlite_in(&dir, &counter);
+            Box::pin(async move { CachedStore::new(store.await) as Arc<dyn Store> })
         })
     };
-    let mut backends = vec![("sqlite", sqlite, None)];
+    let mut backends = vec![("sqlite", sqlite, None), ("cached_sqlite", cached, None)];
     for (name, nodes) in [("kv_r1", 1), ("kv_r3", 3)] {
         let cluster = runtime
             .block_on(NatsCluster::start(nodes))

@@ -4,6 +4,8 @@
 use crate::common;
 
 use std::sync::{Arc, Mutex};
+
+use futures::StreamExt;
 use std::time::Duration;
 
 use common::{cluster_with_auth, login, register, start_callout, world};
@@ -190,10 +192,11 @@ async fn logins_are_refused_when_the_store_is_unreachable() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn revoked_and_deleted_users_are_cut_off_on_every_node_and_stay_out() {
+async fn revoked_and_deleted_users_are_told_then_cut_off_on_every_node_and_stay_out() {
     // How fast the cut is, is a benchmark's question (a starved CI runner proves nothing about
-    // speed); this test proves that it happens, on every node, to exactly the right sessions.
-    // The bound only keeps a broken sweep from hanging the run.
+    // speed); this test proves that it happens, on every node, to exactly the right sessions,
+    // and that each session is told why first. The bound only keeps a broken revoker from
+    // hanging the run.
     const NEVER: Duration = Duration::from_secs(20);
     use unibus_server::auth::revocation::Revoker;
     let w = world().await;
@@ -204,30 +207,56 @@ async fn revoked_and_deleted_users_are_cut_off_on_every_node_and_stay_out() {
     .connect(w.cluster.server_addrs())
     .await
     .unwrap();
-    tokio::spawn(
-        Revoker::new(Arc::clone(&w.store), system, APP_ACCOUNT).run(Duration::from_millis(250)),
-    );
 
-    let (alice, bob, carol) = (
+    let (alice, bob, carol, dave) = (
+        register(&*w.store).await,
         register(&*w.store).await,
         register(&*w.store).await,
         register(&*w.store).await,
     );
+    let notices = |id: &Identity| {
+        format!(
+            "{}.{}",
+            unibus::subjects::events(&id.sign_public_key()),
+            unibus::protocol::events::AccountNotice::SUBJECT_SUFFIX
+        )
+    };
     let mut sessions = Vec::new();
+    let mut told = Vec::new();
     for i in 0..3 {
         let node = vec![w.cluster.client_url(i).parse().unwrap()];
-        sessions.push((
+        let (a, c) = (
             login(node.clone(), &alice).await.unwrap().0,
             login(node, &carol).await.unwrap().0,
-        ));
+        );
+        told.push(a.subscribe(notices(&alice)).await.unwrap());
+        told.push(c.subscribe(notices(&carol)).await.unwrap());
+        a.flush().await.unwrap();
+        c.flush().await.unwrap();
+        sessions.push((a, c));
     }
     let (bob_client, _) = login(w.cluster.server_addrs(), &bob).await.unwrap();
+    // Dave is revoked while no revoker runs: the sweep a revoker starts with finds him.
+    let (dave_client, _) = login(w.cluster.server_addrs(), &dave).await.unwrap();
+    w.store.revoke_user(&dave.sign_public_key()).await.unwrap();
 
+    // The periodic sweep is far off: the cuts below come from the change feed.
+    tokio::spawn(
+        Revoker::new(Arc::clone(&w.store), system, w.service.clone(), APP_ACCOUNT)
+            .run(Duration::from_secs(3600)),
+    );
+    let connected =
+        |c: &async_nats::Client| c.connection_state() == async_nats::connection::State::Connected;
+    let started = std::time::Instant::now();
+    while connected(&dave_client) {
+        assert!(started.elapsed() < NEVER, "the first sweep never cut dave");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The revoker follows the feed from the moment it opened it: wait until that sweep is over
+    // (dave is cut) before the changes it must see.
     let started = std::time::Instant::now();
     w.store.revoke_user(&alice.sign_public_key()).await.unwrap();
     w.store.delete_user(&carol.sign_public_key()).await.unwrap();
-    let connected =
-        |c: &async_nats::Client| c.connection_state() == async_nats::connection::State::Connected;
     while sessions.iter().any(|(a, c)| connected(a) || connected(c)) {
         assert!(
             started.elapsed() < NEVER,
@@ -236,6 +265,13 @@ async fn revoked_and_deleted_users_are_cut_off_on_every_node_and_stay_out() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     eprintln!("all six revoked sessions cut after {:?}", started.elapsed());
+    for mut notices in told {
+        let notice = tokio::time::timeout(Duration::from_secs(5), notices.next())
+            .await
+            .expect("each session is told before it is cut")
+            .expect("a notice");
+        assert_eq!(&notice.payload[..], br#"{"kind":"revoked"}"#);
+    }
 
     // They stay out: a fresh login with either key is refused on every node (their old
     // clients' reconnects are the same login), and others are untouched.

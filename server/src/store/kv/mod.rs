@@ -37,6 +37,7 @@
 
 mod bucket;
 mod epoch;
+mod feed;
 mod keys;
 
 use std::time::{Duration, Instant};
@@ -208,6 +209,10 @@ impl KvStore {
 
 #[async_trait]
 impl Store for KvStore {
+    async fn changes(&self) -> StoreResult<super::ChangeFeed> {
+        feed::open(self).await
+    }
+
     async fn add_user(&self, user: NewUser) -> StoreResult<User> {
         let user = active_user(user);
         let key = user.sign_key.to_hex();

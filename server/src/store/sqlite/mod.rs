@@ -8,6 +8,7 @@
 //! `schema` has the migrations, `rows` the mapping between rows and records (and the
 //! statements every operation shares); this file is the [`Store`] implementation.
 
+mod feed;
 mod rows;
 mod schema;
 
@@ -104,6 +105,10 @@ impl SqliteStore {
 
 #[async_trait]
 impl Store for SqliteStore {
+    async fn changes(&self) -> StoreResult<super::ChangeFeed> {
+        feed::open(&self.path).await
+    }
+
     async fn add_user(&self, user: NewUser) -> StoreResult<User> {
         self.with(move |conn| {
             let tx = conn

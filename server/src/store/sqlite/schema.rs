@@ -12,6 +12,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/002_admin_nonces.sql"),
     include_str!("../../../migrations/003_deleted_users.sql"),
     include_str!("../../../migrations/004_manifest_v2.sql"),
+    include_str!("../../../migrations/005_change_feed.sql"),
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> StoreResult<()> {

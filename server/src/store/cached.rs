@@ -1,0 +1,551 @@
+//! The authorization cache: a [`Store`] that answers the questions every login and every
+//! control-plane call asks (is this user active, is this key a member of that room) from
+//! memory, kept current by the store's [change feed](super::feed).
+//!
+//! It fails closed. A copy is used only while the feed is *fresh*: it caught up with every
+//! change committed less than [`FEED_BOUND`] ago. When the feed lags, stalls or breaks, every
+//! question goes to the store again (and nothing is copied) until it catches up; a feed that
+//! breaks is reopened and everything copied before is forgotten. So a change made by any
+//! writer (the CLI, another instance) is seen within the feed's lag, and never later than
+//! [`FEED_BOUND`]; a change made through this cache is seen at once.
+//!
+//! A copy is only made from a read that no change overtook: each read notes the feed's
+//! position before it asks the store, and its answer is kept only if no change arrived
+//! meanwhile. Everything else passes through to the wrapped store.
+//!
+//! Its own [`changes`](Store::changes) are the changes it has *applied*: a reader of them (the
+//! revoker) acts on a change only once the cache has forgotten what the change made stale, so
+//! a login the cache admits after the reader acted cannot be a stale one.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use tokio::sync::broadcast;
+use tokio::time::Instant;
+use unibus::manifest::SignedManifest;
+use unibus::{InviteToken, KexPublicKey, RoomId, SignPublicKey};
+
+use super::{
+    Change, ChangeFeed, EpochPart, FeedItem, Invite, Millis, NewInvite, NewUser, Room, Snapshot,
+    Store, StoreError, StoreResult, User,
+};
+
+/// How long after the feed last caught up its copies may still be used. Past it, every
+/// question goes to the store until the feed catches up again.
+pub const FEED_BOUND: Duration = Duration::from_secs(1);
+
+/// The most answers kept per kind; a full cache starts over.
+const ENTRIES_KEPT: usize = 1_000_000;
+
+/// The wait before a broken feed is reopened.
+const REOPEN_AFTER: Duration = Duration::from_millis(500);
+
+/// How many applied changes wait for a slow reader of [`CachedStore::changes`] before it is
+/// told to start over ([`Change::Reset`]).
+const APPLIED_KEPT: usize = 4_096;
+
+/// A [`Store`] with an authorization cache in front. See the [module documentation](self).
+pub struct CachedStore {
+    inner: Arc<dyn Store>,
+    shared: Arc<Shared>,
+}
+
+/// The cached answers and how far the feed has come.
+#[derive(Default)]
+struct Copies {
+    /// Users by key; `None` for "no such user".
+    users: HashMap<SignPublicKey, Option<User>>,
+    /// Whether a key is a member of a room.
+    members: HashMap<(RoomId, SignPublicKey), bool>,
+    /// How many changes (and forgettings) there have been: a read copies its answer only if
+    /// this did not move while it asked the store.
+    position: u64,
+    /// When the feed last caught up (everything committed before this was applied).
+    caught_up: Option<Instant>,
+}
+
+impl Copies {
+    fn fresh(&self) -> bool {
+        self.caught_up.is_some_and(|at| at.elapsed() < FEED_BOUND)
+    }
+
+    fn apply(&mut self, change: &Change) {
+        self.position += 1;
+        match change {
+            Change::User(key) => {
+                self.users.remove(key);
+            }
+            Change::Member { room, member } => {
+                self.members.remove(&(room.clone(), *member));
+            }
+            Change::Reset => {
+                self.users.clear();
+                self.members.clear();
+            }
+        }
+    }
+
+    /// The position to copy a read at, if copies may be made now.
+    fn read_position(&self) -> Option<u64> {
+        self.fresh().then_some(self.position)
+    }
+}
+
+/// What the cache and its follower share.
+struct Shared {
+    copies: Mutex<Copies>,
+    /// Every change once applied, and every catching up, for [`CachedStore::changes`].
+    applied: broadcast::Sender<FeedItem>,
+}
+
+impl Shared {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            copies: Mutex::default(),
+            applied: broadcast::channel(APPLIED_KEPT).0,
+        })
+    }
+
+    fn copies(&self) -> MutexGuard<'_, Copies> {
+        // Every update leaves the maps whole; a poisoned lock still guards sound copies.
+        self.copies
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Applies one item of the feed, then passes it on.
+    fn take(&self, item: FeedItem) {
+        {
+            let mut copies = self.copies();
+            match &item {
+                FeedItem::Changed(change) => copies.apply(change),
+                FeedItem::CaughtUp(at) => copies.caught_up = Some(*at),
+            }
+        }
+        // Nobody listening is not an error.
+        let _ = self.applied.send(item);
+    }
+
+    /// Forgets everything and answers from the store until the feed catches up again.
+    fn forget_all(&self) {
+        self.take(FeedItem::Changed(Change::Reset));
+        self.copies().caught_up = None;
+    }
+}
+
+impl CachedStore {
+    /// Wraps `inner` and follows its change feed, reopening it when it breaks. Until the feed
+    /// first catches up, every question goes to `inner`.
+    pub fn new(inner: Arc<dyn Store>) -> Arc<Self> {
+        let shared = Shared::new();
+        let weak = Arc::downgrade(&shared);
+        let source = Arc::clone(&inner);
+        tokio::spawn(async move {
+            loop {
+                match source.changes().await {
+                    Ok(feed) => {
+                        if !follow(&weak, feed).await {
+                            return;
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot open the store's change feed"),
+                }
+                match weak.upgrade() {
+                    Some(shared) => shared.forget_all(),
+                    None => return,
+                }
+                tokio::time::sleep(REOPEN_AFTER).await;
+            }
+        });
+        Arc::new(Self { inner, shared })
+    }
+
+    /// Wraps `inner` but follows `feed` instead of the store's own, and does not reopen it
+    /// when it ends (after which every question goes to `inner`). For tests, and for a feed
+    /// that comes from elsewhere.
+    pub fn with_feed(inner: Arc<dyn Store>, feed: ChangeFeed) -> Arc<Self> {
+        let shared = Shared::new();
+        let weak = Arc::downgrade(&shared);
+        tokio::spawn(async move {
+            if follow(&weak, feed).await {
+                if let Some(shared) = weak.upgrade() {
+                    shared.forget_all();
+                }
+            }
+        });
+        Arc::new(Self { inner, shared })
+    }
+
+    /// Whether the cache answers from memory now (its feed is fresh).
+    pub fn is_fresh(&self) -> bool {
+        self.copies().fresh()
+    }
+
+    fn copies(&self) -> MutexGuard<'_, Copies> {
+        self.shared.copies()
+    }
+
+    /// Records a change made through this cache, at once.
+    fn changed(&self, change: Change) {
+        self.shared.take(FeedItem::Changed(change));
+    }
+
+    /// Copies `value` under `key` in the map `pick` selects, if no change arrived since
+    /// `position` and the feed is still fresh.
+    fn copy<K: std::hash::Hash + Eq, V>(
+        &self,
+        position: Option<u64>,
+        pick: impl FnOnce(&mut Copies) -> &mut HashMap<K, V>,
+        key: K,
+        value: V,
+    ) {
+        let mut copies = self.copies();
+        if position.is_none() || copies.read_position() != position {
+            return;
+        }
+        let map = pick(&mut copies);
+        if map.len() >= ENTRIES_KEPT {
+            map.clear();
+        }
+        map.insert(key, value);
+    }
+}
+
+/// Applies `feed` until it ends: `true` if it broke or ended, `false` if the cache is gone.
+async fn follow(shared: &Weak<Shared>, mut feed: ChangeFeed) -> bool {
+    while let Some(item) = feed.next().await {
+        let Some(shared) = shared.upgrade() else {
+            return false;
+        };
+        match item {
+            Ok(item) => shared.take(item),
+            Err(e) => {
+                tracing::warn!(error = %e, "the store's change feed broke; reading the store until it is back");
+                return true;
+            }
+        }
+    }
+    tracing::warn!("the store's change feed ended; reading the store until it is back");
+    true
+}
+
+#[async_trait]
+impl Store for CachedStore {
+    async fn add_user(&self, user: NewUser) -> StoreResult<User> {
+        let key = user.sign_key;
+        let result = self.inner.add_user(user).await;
+        self.changed(Change::User(key));
+        result
+    }
+
+    async fn get_user(&self, key: &SignPublicKey) -> StoreResult<User> {
+        let position = {
+            let copies = self.copies();
+            if copies.fresh() {
+                if let Some(copy) = copies.users.get(key) {
+                    return copy.clone().ok_or(StoreError::NotFound);
+                }
+            }
+            copies.read_position()
+        };
+        let result = self.inner.get_user(key).await;
+        match &result {
+            Ok(user) => self.copy(position, |c| &mut c.users, *key, Some(user.clone())),
+            Err(StoreError::NotFound) => self.copy(position, |c| &mut c.users, *key, None),
+            Err(_) => {}
+        }
+        result
+    }
+
+    async fn list_users(&self) -> StoreResult<Vec<User>> {
+        self.inner.list_users().await
+    }
+
+    async fn revoke_user(&self, key: &SignPublicKey) -> StoreResult<()> {
+        let result = self.inner.revoke_user(key).await;
+        self.changed(Change::User(*key));
+        result
+    }
+
+    async fn delete_user(&self, key: &SignPublicKey) -> StoreResult<()> {
+        let result = self.inner.delete_user(key).await;
+        self.changed(Change::User(*key));
+        result
+    }
+
+    async fn create_invite(&self, invite: NewInvite) -> StoreResult<(InviteToken, Invite)> {
+        self.inner.create_invite(invite).await
+    }
+
+    async fn get_invite(&self, id: &str) -> StoreResult<Invite> {
+        self.inner.get_invite(id).await
+    }
+
+    async fn list_invites(&self) -> StoreResult<Vec<Invite>> {
+        self.inner.list_invites().await
+    }
+
+    async fn cancel_invite(&self, id: &str) -> StoreResult<()> {
+        self.inner.cancel_invite(id).await
+    }
+
+    async fn redeem_invite(
+        &self,
+        token: &InviteToken,
+        sign_key: &SignPublicKey,
+        kex_key: &KexPublicKey,
+    ) -> StoreResult<User> {
+        let result = self.inner.redeem_invite(token, sign_key, kex_key).await;
+        self.changed(Change::User(*sign_key));
+        result
+    }
+
+    async fn create_room(&self, id: &RoomId, owner: &SignPublicKey) -> StoreResult<Room> {
+        let result = self.inner.create_room(id, owner).await;
+        self.changed(Change::Member {
+            room: id.clone(),
+            member: *owner,
+        });
+        result
+    }
+
+    async fn get_room(&self, id: &RoomId) -> StoreResult<Room> {
+        self.inner.get_room(id).await
+    }
+
+    async fn list_rooms(&self) -> StoreResult<Vec<Room>> {
+        self.inner.list_rooms().await
+    }
+
+    async fn add_member(&self, room: &RoomId, member: &SignPublicKey) -> StoreResult<()> {
+        let result = self.inner.add_member(room, member).await;
+        self.changed(Change::Member {
+            room: room.clone(),
+            member: *member,
+        });
+        result
+    }
+
+    async fn remove_member(&self, room: &RoomId, member: &SignPublicKey) -> StoreResult<()> {
+        let result = self.inner.remove_member(room, member).await;
+        self.changed(Change::Member {
+            room: room.clone(),
+            member: *member,
+        });
+        result
+    }
+
+    async fn list_members(&self, room: &RoomId) -> StoreResult<Vec<SignPublicKey>> {
+        self.inner.list_members(room).await
+    }
+
+    async fn is_member(&self, room: &RoomId, member: &SignPublicKey) -> StoreResult<bool> {
+        let key = (room.clone(), *member);
+        let position = {
+            let copies = self.copies();
+            if copies.fresh() {
+                if let Some(copy) = copies.members.get(&key) {
+                    return Ok(*copy);
+                }
+            }
+            copies.read_position()
+        };
+        let result = self.inner.is_member(room, member).await;
+        if let Ok(member) = result {
+            self.copy(position, |c| &mut c.members, key, member);
+        }
+        result
+    }
+
+    async fn rooms_for_member(&self, member: &SignPublicKey) -> StoreResult<Vec<RoomId>> {
+        self.inner.rooms_for_member(member).await
+    }
+
+    async fn active_members(
+        &self,
+        room: &RoomId,
+        after: Option<&SignPublicKey>,
+        limit: usize,
+    ) -> StoreResult<Vec<(SignPublicKey, KexPublicKey)>> {
+        self.inner.active_members(room, after, limit).await
+    }
+
+    async fn put_epoch(&self, manifest: &SignedManifest) -> StoreResult<()> {
+        self.inner.put_epoch(manifest).await
+    }
+
+    async fn latest_epoch(&self, room: &RoomId) -> StoreResult<u64> {
+        self.inner.latest_epoch(room).await
+    }
+
+    async fn member_part(
+        &self,
+        room: &RoomId,
+        member: &SignPublicKey,
+        epoch: Option<u64>,
+    ) -> StoreResult<EpochPart> {
+        self.inner.member_part(room, member, epoch).await
+    }
+
+    async fn manifest(&self, room: &RoomId, epoch: u64) -> StoreResult<SignedManifest> {
+        self.inner.manifest(room, epoch).await
+    }
+
+    async fn record_nonce(
+        &self,
+        nonce: &str,
+        now: Millis,
+        expires_at: Millis,
+    ) -> StoreResult<bool> {
+        self.inner.record_nonce(nonce, now, expires_at).await
+    }
+
+    /// The changes this cache has applied (from its feed, and those made through it), each
+    /// after it was applied. A reader that falls more than a few thousand behind gets a
+    /// [`Change::Reset`] in place of what it missed.
+    async fn changes(&self) -> StoreResult<ChangeFeed> {
+        let applied = self.shared.applied.subscribe();
+        Ok(Box::pin(futures::stream::unfold(
+            applied,
+            |mut applied| async move {
+                let item = match applied.recv().await {
+                    Ok(item) => item,
+                    Err(broadcast::error::RecvError::Lagged(_)) => FeedItem::Changed(Change::Reset),
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                };
+                Some((Ok(item), applied))
+            },
+        )))
+    }
+
+    async fn export_snapshot(&self) -> StoreResult<Snapshot> {
+        self.inner.export_snapshot().await
+    }
+
+    async fn import_snapshot(&self, snapshot: &Snapshot) -> StoreResult<()> {
+        let result = self.inner.import_snapshot(snapshot).await;
+        self.changed(Change::Reset);
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{NewUser, SqliteStore, UserStatus};
+    use unibus::Identity;
+
+    /// A feed the test writes to.
+    fn controlled_feed() -> (tokio::sync::mpsc::UnboundedSender<FeedItem>, ChangeFeed) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let feed = futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (Ok(item), rx))
+        });
+        (tx, Box::pin(feed))
+    }
+
+    /// Waits (without a fixed sleep deciding anything) until the cache has taken what was sent.
+    async fn until(cache: &CachedStore, fresh: bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while cache.is_fresh() != fresh {
+            assert!(
+                Instant::now() < deadline,
+                "the cache never became fresh={fresh}"
+            );
+            tokio::task::yield_now().await;
+        }
+    }
+
+    async fn status(store: &dyn Store, who: &Identity) -> UserStatus {
+        store.get_user(&who.sign_public_key()).await.unwrap().status
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn answers_from_memory_only_while_its_feed_is_fresh_and_fails_closed_when_it_stops() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open(dir.path().join("db")).await.unwrap());
+        let (alice, bob) = (Identity::generate().unwrap(), Identity::generate().unwrap());
+        for who in [&alice, &bob] {
+            store
+                .add_user(NewUser {
+                    sign_key: who.sign_public_key(),
+                    kex_key: who.kex_public_key(),
+                    admin: false,
+                })
+                .await
+                .unwrap();
+        }
+        let (feed, changes) = controlled_feed();
+        let cache = CachedStore::with_feed(Arc::clone(&store), changes);
+        assert!(
+            !cache.is_fresh(),
+            "not fresh before the feed first catches up"
+        );
+
+        feed.send(FeedItem::CaughtUp(Instant::now())).unwrap();
+        until(&cache, true).await;
+        assert_eq!(status(&*cache, &alice).await, UserStatus::Active);
+        // Revoked behind the cache's back, with no change on its feed: the copy answers (this
+        // is the lag the feed's bound allows), which shows the copy is what answers.
+        store.revoke_user(&alice.sign_public_key()).await.unwrap();
+        assert_eq!(status(&*cache, &alice).await, UserStatus::Active);
+
+        // The feed's last catching up is older than the bound: the store answers.
+        feed.send(FeedItem::CaughtUp(Instant::now() - FEED_BOUND * 2))
+            .unwrap();
+        until(&cache, false).await;
+        assert_eq!(status(&*cache, &alice).await, UserStatus::Revoked);
+        assert!(!cache.is_authorized(&alice.sign_public_key()).await);
+
+        // The change arrives and the feed catches up: fresh again, and the copy is gone.
+        feed.send(FeedItem::Changed(Change::User(alice.sign_public_key())))
+            .unwrap();
+        feed.send(FeedItem::CaughtUp(Instant::now())).unwrap();
+        until(&cache, true).await;
+        assert_eq!(status(&*cache, &alice).await, UserStatus::Revoked);
+
+        // A change made through the cache is seen at once, whatever it had copied.
+        assert!(cache.is_authorized(&bob.sign_public_key()).await);
+        cache.revoke_user(&bob.sign_public_key()).await.unwrap();
+        assert!(!cache.is_authorized(&bob.sign_public_key()).await);
+
+        // The feed stops: every question goes to the store.
+        let room = unibus::RoomId::new("general").unwrap();
+        store
+            .create_room(&room, &alice.sign_public_key())
+            .await
+            .unwrap();
+        assert!(!cache
+            .is_member(&room, &bob.sign_public_key())
+            .await
+            .unwrap());
+        store
+            .add_member(&room, &bob.sign_public_key())
+            .await
+            .unwrap();
+        drop(feed);
+        until(&cache, false).await;
+        assert!(cache
+            .is_member(&room, &bob.sign_public_key())
+            .await
+            .unwrap());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reader_of_its_changes_sees_each_change_it_applies() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open(dir.path().join("db")).await.unwrap());
+        let (feed, changes) = controlled_feed();
+        let cache = CachedStore::with_feed(store, changes);
+        let mut applied = cache.changes().await.unwrap();
+        let key = Identity::generate().unwrap().sign_public_key();
+        feed.send(FeedItem::Changed(Change::User(key))).unwrap();
+        let item = applied.next().await.unwrap().unwrap();
+        assert_eq!(item, FeedItem::Changed(Change::User(key)));
+    }
+}
