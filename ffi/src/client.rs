@@ -112,6 +112,10 @@ pub struct SessionOptions {
     /// The limit for logging in, per address.
     #[uniffi(default = None)]
     pub connect_timeout_ms: Option<u64>,
+    /// How long `connect` retries a refused login (with jittered backoff) before it fails
+    /// with `LoginRefused`.
+    #[uniffi(default = None)]
+    pub login_patience_ms: Option<u64>,
     /// How often `rekey` starts over when the room changes under it.
     #[uniffi(default = None)]
     pub rekey_attempts: Option<u32>,
@@ -131,6 +135,9 @@ impl From<SessionOptions> for client::SessionOptions {
             connect_timeout: options
                 .connect_timeout_ms
                 .map_or(defaults.connect_timeout, millis),
+            login_patience: options
+                .login_patience_ms
+                .map_or(defaults.login_patience, millis),
             rekey_attempts: options.rekey_attempts.unwrap_or(defaults.rekey_attempts),
             connection_name: options.connection_name,
             trust: None,
@@ -143,7 +150,7 @@ impl From<SessionOptions> for client::SessionOptions {
 pub enum SessionEnd {
     /// The app closed it.
     Closed,
-    /// The cluster kept refusing the identity on reconnection: revoked or deleted.
+    /// membershipd said the identity was revoked or deleted.
     Revoked,
 }
 
@@ -623,6 +630,7 @@ mod tests {
         let session: client::SessionOptions = SessionOptions {
             request_timeout_ms: None,
             connect_timeout_ms: Some(42),
+            login_patience_ms: Some(7),
             rekey_attempts: None,
             connection_name: None,
         }
@@ -630,6 +638,7 @@ mod tests {
         let defaults = client::SessionOptions::default();
         assert_eq!(session.request_timeout, defaults.request_timeout);
         assert_eq!(session.connect_timeout, Duration::from_millis(42));
+        assert_eq!(session.login_patience, Duration::from_millis(7));
         assert_eq!(session.rekey_attempts, defaults.rekey_attempts);
     }
 }

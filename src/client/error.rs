@@ -112,9 +112,9 @@ impl RegisterError {
 pub enum SessionEnd {
     /// The app closed the session.
     Closed,
-    /// The cluster kept refusing this identity when the session reconnected (3 refusals over
-    /// at least 2 s): the user was revoked or deleted. Logins fail closed, so a membershipd that
-    /// could not confirm the user for that long reads the same; connecting again tells.
+    /// membershipd said this identity was revoked or deleted: its account notice (protocol
+    /// §12.6), or a control-plane refusal that the caller is not an active user. Refused logins
+    /// alone never end a session (they also happen while a node restarts or sheds a storm).
     Revoked,
 }
 
@@ -122,7 +122,7 @@ impl std::fmt::Display for SessionEnd {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Self::Closed => "the session was closed",
-            Self::Revoked => "the cluster refused this identity (revoked or deleted)",
+            Self::Revoked => "membershipd revoked or deleted this identity",
         })
     }
 }
@@ -131,8 +131,9 @@ impl std::fmt::Display for SessionEnd {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SessionError {
-    /// The cluster refused the login: this key is not an active user (never registered,
-    /// revoked or deleted), or membershipd could not confirm it in time.
+    /// The cluster kept refusing the login for [`SessionOptions::login_patience`](super::SessionOptions::login_patience):
+    /// this key is not an active user (never registered, revoked or deleted), or membershipd
+    /// could not confirm it in that time (it was down or overloaded).
     #[error("the cluster refused this identity: it is not an active user")]
     LoginRefused,
     /// The cluster could not be reached to log in (an address that does not parse, none given,

@@ -2,17 +2,22 @@
 //! as revoked.
 //!
 //! The cluster says only "Authorization Violation" when it refuses a login, and it refuses for
-//! two reasons: the key is not an active user (revoked or deleted), or membershipd could not
-//! answer the login in time (logins fail closed; for example while membershipd restarts, its
-//! nats-server is up a moment before it answers logins). So one refusal is not proof: the
-//! session ends as [`SessionEnd::Revoked`] only when its reconnections have been refused
-//! [`REFUSALS_TO_END`] times in a row over at least [`REFUSAL_WINDOW`]. Until then it stays
-//! [`ConnectionState::Reconnecting`] and retries every [`REFUSED_RETRY`].
+//! more than one reason: the key is not an active user (revoked or deleted), membershipd could
+//! not answer the login in time (logins fail closed, for example while a node restarts), or it
+//! shed the login under a storm. So a refusal is never proof of anything: a refused session stays
+//! [`ConnectionState::Reconnecting`] and keeps trying with jittered backoff. A session ends as
+//! [`SessionEnd::Revoked`] only when membershipd itself says so: the account notice it publishes
+//! before it disconnects a revoked user (protocol §12.6), or a control-plane refusal that the
+//! caller is not an active user.
+//!
+//! Reconnections wait with *full jitter*: a random time between zero and an exponentially
+//! growing bound ([`RECONNECT_BASE`] doubling up to [`RECONNECT_CAP`]), so clients that lost
+//! the same node spread their returns instead of coming back together.
 
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use async_nats::{ClientError, ConnectErrorKind, Event, ServerError};
+use async_nats::{Event, ServerError};
 use tokio::sync::watch;
 
 use super::error::SessionEnd;
@@ -22,36 +27,32 @@ use super::error::SessionEnd;
 pub enum ConnectionState {
     /// Logged in and connected.
     Connected,
-    /// The connection dropped; the session is reconnecting by itself. Calls wait for it up to
-    /// their timeout. Notifications sent meanwhile are lost, so query again once connected.
+    /// The connection dropped, or logins are being refused; the session is reconnecting by
+    /// itself. Calls wait for it up to their timeout. Notifications sent meanwhile are lost, so
+    /// query again once connected.
     Reconnecting,
     /// The session is over and will not reconnect.
     Ended(SessionEnd),
 }
 
-/// Consecutive refused logins that end a session, when they span [`REFUSAL_WINDOW`].
-pub(crate) const REFUSALS_TO_END: u32 = 3;
-/// The least time from the first of consecutive refusals to the one that ends the session.
-pub(crate) const REFUSAL_WINDOW: Duration = Duration::from_secs(2);
-/// The wait between reconnections after a refusal.
-pub(crate) const REFUSED_RETRY: Duration = Duration::from_millis(500);
+/// The bound on the first reconnection's wait; each further attempt doubles it.
+pub(crate) const RECONNECT_BASE: Duration = Duration::from_millis(250);
+/// The most a reconnection ever waits.
+pub(crate) const RECONNECT_CAP: Duration = Duration::from_secs(8);
 /// The wait between reconnection attempts of an ended session, each refused at once inside
 /// the SDK (see the auth callback in [`Session::connect`](super::Session::connect)).
 const ENDED_RETRY: Duration = Duration::from_secs(3600);
 
-/// The state of one session, shared by its event callback, its reconnect schedule and its
-/// auth callback.
+/// The state of one session, shared by its event callback, its reconnect schedule, its auth
+/// callback and its notice listener.
 pub(crate) struct Liveness {
     state: watch::Sender<ConnectionState>,
-    /// Refused logins since the last successful one: how many, and when the first was.
-    refusals: Mutex<Option<(u32, Instant)>>,
 }
 
 impl Liveness {
     pub fn new() -> Arc<Self> {
         Arc::new(Self {
             state: watch::Sender::new(ConnectionState::Connected),
-            refusals: Mutex::new(None),
         })
     }
 
@@ -86,74 +87,54 @@ impl Liveness {
         })
     }
 
-    fn refusals(&self) -> std::sync::MutexGuard<'_, Option<(u32, Instant)>> {
-        // Only plain values are written under the lock; a poisoned one is still consistent.
-        self.refusals
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Takes one NATS client event.
+    /// Takes one NATS client event. A refused login is only a reason to keep reconnecting.
     pub fn on_event(&self, event: &Event) {
         match event {
             Event::Connected => {
-                *self.refusals() = None;
                 self.set(ConnectionState::Connected);
             }
             Event::Disconnected => {
                 self.set(ConnectionState::Reconnecting);
             }
-            Event::ServerError(ServerError::AuthorizationViolation) => self.on_refused(),
-            // A refused reconnection: async-nats reports the connect error's kind as text.
-            Event::ClientError(ClientError::Other(text))
-                if *text == ConnectErrorKind::AuthorizationViolation.to_string() =>
-            {
-                self.on_refused()
+            Event::ServerError(ServerError::AuthorizationViolation) => {
+                tracing::debug!("the cluster refused this identity's login; retrying");
+                self.set(ConnectionState::Reconnecting);
             }
             _ => {}
         }
     }
 
-    fn on_refused(&self) {
-        let now = Instant::now();
-        let confirmed = {
-            let mut refusals = self.refusals();
-            let (count, first) = refusals.get_or_insert((0, now));
-            *count += 1;
-            tracing::debug!(
-                refusals = *count,
-                "the cluster refused this identity's login"
-            );
-            *count >= REFUSALS_TO_END && now.duration_since(*first) >= REFUSAL_WINDOW
-        };
-        if confirmed {
-            self.end(SessionEnd::Revoked);
-        } else {
-            self.set(ConnectionState::Reconnecting);
-        }
-    }
-
-    /// The wait before reconnection attempt `attempts`: async-nats's schedule (at once, then
-    /// doubling to 4 s) normally; [`REFUSED_RETRY`] after a refusal; and once the session has
-    /// ended, an hour.
+    /// The wait before reconnection attempt `attempts` (counted from 1): full jitter under a
+    /// bound that starts at [`RECONNECT_BASE`] and doubles up to [`RECONNECT_CAP`]; once the
+    /// session has ended, an hour.
     pub fn reconnect_delay(&self, attempts: usize) -> Duration {
         if self.has_ended() {
             return ENDED_RETRY;
         }
-        if self.refusals().is_some() {
-            return REFUSED_RETRY;
-        }
-        match attempts {
-            0 | 1 => Duration::ZERO,
-            n => Duration::from_millis(2u64.saturating_pow((n - 1).min(12) as u32))
-                .min(Duration::from_secs(4)),
-        }
+        backoff(attempts)
     }
+}
+
+/// A fully jittered wait before retry `attempt` (counted from 1): uniformly random between zero
+/// and `RECONNECT_BASE * 2^(attempt - 1)`, at most [`RECONNECT_CAP`].
+pub(crate) fn backoff(attempt: usize) -> Duration {
+    let doublings = attempt.saturating_sub(1).min(16) as u32;
+    let bound = RECONNECT_BASE
+        .saturating_mul(1 << doublings)
+        .min(RECONNECT_CAP);
+    let mut bytes = [0u8; 8];
+    // Without randomness, the full bound: slower, but still bounded, and no worse than no jitter.
+    let fraction = match getrandom::fill(&mut bytes) {
+        Ok(()) => (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64,
+        Err(_) => 1.0,
+    };
+    bound.mul_f64(fraction)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use async_nats::{ClientError, ConnectErrorKind};
 
     fn refused() -> Event {
         Event::ClientError(ClientError::Other(
@@ -162,35 +143,24 @@ mod tests {
     }
 
     #[test]
-    fn a_refusal_alone_keeps_reconnecting_and_a_login_forgets_it() {
+    fn refusals_alone_never_end_a_session() {
         let liveness = Liveness::new();
         liveness.on_event(&Event::Disconnected);
-        for _ in 0..REFUSALS_TO_END + 2 {
+        for _ in 0..1_000 {
             liveness.on_event(&refused());
+            liveness.on_event(&Event::ServerError(ServerError::AuthorizationViolation));
         }
-        // Many refusals, but all within the window: not yet proof.
         assert_eq!(liveness.state(), ConnectionState::Reconnecting);
-        assert_eq!(liveness.reconnect_delay(7), REFUSED_RETRY);
+        assert!(liveness.reconnect_delay(1_000) <= RECONNECT_CAP);
         liveness.on_event(&Event::Connected);
         assert_eq!(liveness.state(), ConnectionState::Connected);
-        assert_eq!(liveness.reconnect_delay(1), Duration::ZERO);
     }
 
     #[test]
-    fn refusals_spanning_the_window_end_the_session_for_good() {
+    fn an_ended_session_stays_ended_and_stops_reconnecting() {
         let liveness = Liveness::new();
-        liveness.on_event(&Event::Disconnected);
-        liveness.on_event(&refused());
-        // Backdate the first refusal past the window.
-        liveness.refusals().as_mut().unwrap().1 -= REFUSAL_WINDOW;
-        for _ in 1..REFUSALS_TO_END {
-            liveness.on_event(&refused());
-        }
-        assert_eq!(
-            liveness.state(),
-            ConnectionState::Ended(SessionEnd::Revoked)
-        );
-        // Nothing revives an ended session.
+        assert!(liveness.end(SessionEnd::Revoked));
+        assert!(!liveness.end(SessionEnd::Closed));
         liveness.on_event(&Event::Connected);
         assert_eq!(
             liveness.state(),
@@ -200,11 +170,24 @@ mod tests {
     }
 
     #[test]
-    fn a_closed_session_stays_closed() {
-        let liveness = Liveness::new();
-        assert!(liveness.end(SessionEnd::Closed));
-        assert!(!liveness.end(SessionEnd::Revoked));
-        liveness.on_event(&Event::Disconnected);
-        assert_eq!(liveness.state(), ConnectionState::Ended(SessionEnd::Closed));
+    fn reconnect_waits_are_fully_jittered_under_a_doubling_capped_bound() {
+        for (attempt, bound) in [
+            (1, RECONNECT_BASE),
+            (2, RECONNECT_BASE * 2),
+            (3, RECONNECT_BASE * 4),
+            (50, RECONNECT_CAP),
+        ] {
+            let waits: Vec<Duration> = (0..2_000).map(|_| backoff(attempt)).collect();
+            assert!(waits.iter().all(|w| *w <= bound), "attempt {attempt}");
+            // Spread over the whole range: some in each quarter (a miss has odds of
+            // (3/4)^2000 per quarter).
+            for quarter in 0..4u32 {
+                let (low, high) = (bound * quarter / 4, bound * (quarter + 1) / 4);
+                assert!(
+                    waits.iter().any(|w| *w >= low && *w <= high),
+                    "attempt {attempt}: nothing in quarter {quarter}"
+                );
+            }
+        }
     }
 }

@@ -17,6 +17,7 @@ use crate::protocol::control::{
     MemberChange, MemberRequest, MembersRequest, RekeyBeginRequest, RekeyCommitRequest,
     RekeyPartRequest, RekeyRequest, RemoveMemberRequest, Request, RoomRecord, RoomsRequest,
 };
+use crate::protocol::events::AccountNotice;
 use crate::sealing::RoomKey;
 use crate::{subjects, Identity, RoomId, SignPublicKey};
 
@@ -28,6 +29,10 @@ pub struct SessionOptions {
     pub request_timeout: Duration,
     /// The limit for logging in, per server address tried.
     pub connect_timeout: Duration,
+    /// How long [`Session::connect`] keeps retrying a login the cluster refuses, with jittered
+    /// backoff, before it fails with [`SessionError::LoginRefused`]. A refusal may be passing
+    /// (membershipd restarting or shedding a storm of logins), so it is retried like one.
+    pub login_patience: Duration,
     /// How many times [`Session::rekey`] starts over after the members or the epoch changed
     /// under it (at least 1).
     pub rekey_attempts: u32,
@@ -45,6 +50,7 @@ impl Default for SessionOptions {
         Self {
             request_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(5),
+            login_patience: Duration::from_secs(10),
             rekey_attempts: 3,
             connection_name: None,
             trust: None,
@@ -94,8 +100,8 @@ pub struct OpenedRoomKey {
 /// A session on the cluster, logged in with the identity's own key.
 ///
 /// Cheap to clone: clones share one connection. The connection reconnects by itself after a
-/// network failure ([`ConnectionState::Reconnecting`]); when the cluster keeps refusing the key
-/// on reconnection (the user was revoked or deleted), the session ends
+/// network failure or a refused login ([`ConnectionState::Reconnecting`], with jittered
+/// backoff); when membershipd says the user was revoked or deleted, the session ends
 /// ([`ConnectionState::Ended`] with [`SessionEnd::Revoked`]) and every call fails with
 /// [`SessionError::Ended`].
 ///
@@ -127,6 +133,14 @@ struct Inner {
     /// Updates the session itself raises (an owner change), for every watch.
     alerts: broadcast::Sender<RoomUpdate>,
     options: SessionOptions,
+    /// The task that listens for the account's notices; stopped with the session.
+    notices: tokio::task::AbortHandle,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.notices.abort();
+    }
 }
 
 impl std::fmt::Debug for Session {
@@ -178,9 +192,58 @@ impl Session {
         }
         let own_hex = identity.sign_public_key().to_hex();
         let liveness = Liveness::new();
+        let started = tokio::time::Instant::now();
+        let mut attempt = 0;
+        let client = loop {
+            attempt += 1;
+            let refusal = match Self::connect_options(&identity, &liveness, &options)
+                .connect(addresses.clone())
+                .await
+            {
+                Ok(client) => break client,
+                Err(e) => match e.kind() {
+                    ConnectErrorKind::AuthorizationViolation => SessionError::LoginRefused,
+                    // A login membershipd did not answer in time times out the same way.
+                    ConnectErrorKind::TimedOut => SessionError::Connect(e.into()),
+                    _ => return Err(SessionError::Connect(e.into())),
+                },
+            };
+            let wait = super::liveness::backoff(attempt);
+            if started.elapsed() + wait > options.login_patience {
+                return Err(refusal);
+            }
+            tracing::debug!(attempt, ?wait, "login refused or unanswered; retrying");
+            tokio::time::sleep(wait).await;
+        };
+        tracing::debug!(key = %own_hex, "logged in to the cluster");
+        let notices = tokio::spawn(listen_for_notices(
+            client.clone(),
+            identity.sign_public_key(),
+            Arc::clone(&liveness),
+        ))
+        .abort_handle();
+        Ok(Session {
+            inner: Arc::new(Inner {
+                identity,
+                client,
+                liveness,
+                trust,
+                alerts: broadcast::channel(16).0,
+                options,
+                notices,
+            }),
+        })
+    }
 
-        let signer = Arc::clone(&identity);
-        let signer_liveness = Arc::clone(&liveness);
+    /// The NATS options of one login attempt: the key signs the nonce (unless the session has
+    /// ended), and the session's liveness hears every event and sets every reconnect's wait.
+    fn connect_options(
+        identity: &Arc<Identity>,
+        liveness: &Arc<Liveness>,
+        options: &SessionOptions,
+    ) -> async_nats::ConnectOptions {
+        let signer = Arc::clone(identity);
+        let signer_liveness = Arc::clone(liveness);
         let mut connect = async_nats::ConnectOptions::with_auth_callback(move |nonce: Vec<u8>| {
             let signer = Arc::clone(&signer);
             let ended = signer_liveness.has_ended();
@@ -198,11 +261,11 @@ impl Session {
         .connection_timeout(options.connect_timeout)
         .request_timeout(Some(options.request_timeout))
         .reconnect_delay_callback({
-            let liveness = Arc::clone(&liveness);
+            let liveness = Arc::clone(liveness);
             move |attempts| liveness.reconnect_delay(attempts)
         })
         .event_callback({
-            let liveness = Arc::clone(&liveness);
+            let liveness = Arc::clone(liveness);
             move |event| {
                 liveness.on_event(&event);
                 std::future::ready(())
@@ -211,24 +274,7 @@ impl Session {
         if let Some(name) = &options.connection_name {
             connect = connect.name(name);
         }
-        let client = connect
-            .connect(addresses)
-            .await
-            .map_err(|e| match e.kind() {
-                ConnectErrorKind::AuthorizationViolation => SessionError::LoginRefused,
-                _ => SessionError::Connect(e.into()),
-            })?;
-        tracing::debug!(key = %own_hex, "logged in to the cluster");
-        Ok(Session {
-            inner: Arc::new(Inner {
-                identity,
-                client,
-                liveness,
-                trust,
-                alerts: broadcast::channel(16).0,
-                options,
-            }),
-        })
+        connect
     }
 
     /// The identity this session is logged in as.
@@ -632,7 +678,14 @@ impl Session {
             })?;
         match read_reply::<R::Reply>(&reply.payload) {
             Ok(Ok(reply)) => Ok(reply),
-            Ok(Err(refusal)) => Err(SessionError::from_refusal(refusal)),
+            Ok(Err(refusal)) => {
+                let error = SessionError::from_refusal(refusal);
+                // membershipd itself says this identity is no longer an active user.
+                if matches!(error, SessionError::NotAuthorized) {
+                    self.inner.liveness.end(SessionEnd::Revoked);
+                }
+                Err(error)
+            }
             Err(e) => Err(SessionError::InvalidReply(e.to_string())),
         }
     }
@@ -722,6 +775,37 @@ fn check_page<'k, K: Ord + 'k>(
         )));
     }
     Ok(())
+}
+
+/// Ends the session as [`SessionEnd::Revoked`] when membershipd's account notice says so
+/// (protocol §12.6). Only membershipd may publish to a user's notice subject.
+async fn listen_for_notices(
+    client: async_nats::Client,
+    key: SignPublicKey,
+    liveness: Arc<Liveness>,
+) {
+    use futures_util::StreamExt;
+    let subject = format!(
+        "{}.{}",
+        subjects::events(&key),
+        AccountNotice::SUBJECT_SUFFIX
+    );
+    let mut notices = match client.subscribe(subject).await {
+        Ok(notices) => notices,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for account notices");
+            return;
+        }
+    };
+    while let Some(message) = notices.next().await {
+        match serde_json::from_slice::<AccountNotice>(&message.payload) {
+            Ok(AccountNotice::Revoked) => {
+                liveness.end(SessionEnd::Revoked);
+                return;
+            }
+            Ok(AccountNotice::Unknown) | Err(_) => {}
+        }
+    }
 }
 
 #[cfg(test)]
