@@ -1,0 +1,135 @@
+//! Listings of a room's members that stay cheap when a large room is read page by page.
+//!
+//! Keys cannot be range-scanned, so a page of members costs a listing of the whole room. The
+//! sorted listing of a large room is therefore kept beside the members bucket's
+//! [version](KvStore::version) read *before* it was listed; it is used again only while the
+//! bucket's version is unchanged (no put, delete or purge anywhere in it since), so it is always
+//! exact: one small read instead of a listing. Its users are read one by one for a page, or all
+//! at once in one listing of the users bucket when the read covers a large share of all users
+//! (a rekey's check of its recipients).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use unibus::{KexPublicKey, RoomId, SignPublicKey};
+
+use super::bucket::decode;
+use super::{keys, KvStore, UserEntry};
+use crate::store::{Store, StoreError, StoreResult, UserStatus};
+
+/// Rooms with fewer members are listed every time (their listing is quick).
+const CACHED_FROM: usize = 1_000;
+/// The most member keys the cache holds (32 bytes each: 64 MB).
+const CACHED_KEYS: usize = 2 * 1024 * 1024;
+/// How many user reads a listing keeps in flight.
+const READS_IN_FLIGHT: usize = 64;
+/// A read of at least this many users lists the users bucket instead, if that is no more than
+/// [`BULK_SHARE`] times as many records.
+const BULK_FROM: usize = 10_000;
+/// See [`BULK_FROM`].
+const BULK_SHARE: u64 = 4;
+
+/// The sorted members of large rooms, each with the members bucket's version it was listed at.
+#[derive(Debug, Default)]
+pub(super) struct ListingCache {
+    rooms: HashMap<RoomId, ((u64, u64, u64), Arc<Vec<SignPublicKey>>)>,
+    keys: usize,
+}
+
+impl KvStore {
+    fn cached_listings(&self) -> std::sync::MutexGuard<'_, ListingCache> {
+        // Entries are inserted whole with their size; a poisoned cache is still consistent.
+        self.listings
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The members of `room`, sorted (the room's existence is the caller's to check).
+    pub(super) async fn sorted_members(
+        &self,
+        room: &RoomId,
+    ) -> StoreResult<Arc<Vec<SignPublicKey>>> {
+        let version = self.version(&self.members).await?;
+        if let Some((at, members)) = self.cached_listings().rooms.get(room) {
+            if *at == version {
+                return Ok(Arc::clone(members));
+            }
+        }
+        let mut members = self
+            .entries(&self.members, &keys::members_of(room))
+            .await?
+            .into_iter()
+            .map(|(key, _)| {
+                SignPublicKey::from_hex(keys::member_in(room, &key))
+                    .map_err(|e| StoreError::Corrupt(format!("stored member key: {e}")))
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        members.sort();
+        let members = Arc::new(members);
+        if members.len() >= CACHED_FROM && members.len() <= CACHED_KEYS {
+            let mut cache = self.cached_listings();
+            if let Some((_, old)) = cache.rooms.remove(room) {
+                cache.keys -= old.len();
+            }
+            if cache.keys + members.len() > CACHED_KEYS {
+                *cache = ListingCache::default();
+            }
+            cache.keys += members.len();
+            cache
+                .rooms
+                .insert(room.clone(), (version, Arc::clone(&members)));
+        }
+        Ok(members)
+    }
+
+    /// Up to `limit` of `members` (sorted) that are active users, with their x25519 keys, in
+    /// order.
+    pub(super) async fn active_of(
+        &self,
+        members: &[SignPublicKey],
+        limit: usize,
+    ) -> StoreResult<Vec<(SignPublicKey, KexPublicKey)>> {
+        if limit >= members.len() && members.len() >= BULK_FROM {
+            let status = self.op(self.users.status()).await?;
+            if status.values() <= BULK_SHARE * members.len() as u64 {
+                return self.active_of_all_users(members).await;
+            }
+        }
+        let mut users = futures::stream::iter(members.iter().copied())
+            .map(|member| async move { self.get_user(&member).await })
+            .buffered(READS_IN_FLIGHT);
+        let mut page = Vec::new();
+        while page.len() < limit {
+            match users.next().await {
+                None => break,
+                Some(Ok(user)) if user.status == UserStatus::Active => {
+                    page.push((user.sign_key, user.kex_key));
+                }
+                // Revoked, or deleted (its tombstone reads as not found): not a recipient.
+                Some(Ok(_)) | Some(Err(StoreError::NotFound)) => {}
+                Some(Err(e)) => return Err(e),
+            }
+        }
+        Ok(page)
+    }
+
+    /// The active users among `members` (sorted), from one listing of the users bucket.
+    async fn active_of_all_users(
+        &self,
+        members: &[SignPublicKey],
+    ) -> StoreResult<Vec<(SignPublicKey, KexPublicKey)>> {
+        let mut active = HashMap::with_capacity(members.len());
+        for (_, bytes) in self.entries(&self.users, ">").await? {
+            if let UserEntry::Live(user) = decode::<UserEntry>("user", &bytes)? {
+                if user.status == UserStatus::Active {
+                    active.insert(user.sign_key, user.kex_key);
+                }
+            }
+        }
+        Ok(members
+            .iter()
+            .filter_map(|member| active.get(member).map(|kex| (*member, *kex)))
+            .collect())
+    }
+}
