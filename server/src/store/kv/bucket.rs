@@ -16,6 +16,9 @@ use crate::store::{StoreError, StoreResult};
 /// How many times a compare-and-swap is retried under contention before giving up.
 pub(super) const CAS_ATTEMPTS: usize = 64;
 
+/// A bucket's message count, first and last sequence: see [`KvStore::version`].
+pub(super) type BucketVersion = (u64, u64, u64);
+
 /// How many listed entries one op timeout covers (a listing delivers tens of thousands a
 /// second).
 const LISTED_PER_TIMEOUT: u64 = 20_000;
@@ -168,7 +171,7 @@ impl KvStore {
     }
 
     /// A fingerprint of everything `bucket` holds: any put, delete or purge changes it.
-    pub(super) async fn version(&self, bucket: &kv::Store) -> StoreResult<(u64, u64, u64)> {
+    pub(super) async fn version(&self, bucket: &kv::Store) -> StoreResult<BucketVersion> {
         let info = self.op(bucket.stream.get_info()).await?;
         let state = info.state;
         Ok((state.messages, state.first_sequence, state.last_sequence))

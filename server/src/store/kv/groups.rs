@@ -41,7 +41,7 @@ fn corrupt(what: impl std::fmt::Display) -> StoreError {
 /// Groups `tails` (each member's tail, any order; sorted here by member key).
 pub(super) fn group(mut tails: Vec<(SignPublicKey, Vec<u8>)>) -> Grouped {
     // The manifest's entry order is already ascending: this sort only checks it.
-    tails.sort_by(|a, b| a.0.cmp(&b.0));
+    tails.sort_by_key(|(member, _)| *member);
     let mut index = Vec::with_capacity(tails.len().div_ceil(GROUP_LEN) * PUBLIC_KEY_LEN);
     let groups = tails
         .chunks(GROUP_LEN)

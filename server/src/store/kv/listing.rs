@@ -14,7 +14,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 use unibus::{KexPublicKey, RoomId, SignPublicKey};
 
-use super::bucket::decode;
+use super::bucket::{decode, BucketVersion};
 use super::{keys, KvStore, UserEntry};
 use crate::store::{Store, StoreError, StoreResult, UserStatus};
 
@@ -33,7 +33,7 @@ const BULK_SHARE: u64 = 4;
 /// The sorted members of large rooms, each with the members bucket's version it was listed at.
 #[derive(Debug, Default)]
 pub(super) struct ListingCache {
-    rooms: HashMap<RoomId, ((u64, u64, u64), Arc<Vec<SignPublicKey>>)>,
+    rooms: HashMap<RoomId, (BucketVersion, Arc<Vec<SignPublicKey>>)>,
     keys: usize,
 }
 
