@@ -122,13 +122,23 @@ impl KvStore {
         bucket: &kv::Store,
         filter: &str,
     ) -> StoreResult<Vec<(String, Bytes)>> {
+        let filter = format!("{}{filter}", bucket.prefix);
+        self.listing(bucket, filter).await
+    }
+
+    /// The live entries the ordered consumer with this filter delivers.
+    async fn listing(
+        &self,
+        bucket: &kv::Store,
+        filter_subject: String,
+    ) -> StoreResult<Vec<(String, Bytes)>> {
         let prefix = bucket.prefix.clone();
         let consumer = self
             .op(bucket
                 .stream
                 .create_consumer(jetstream::consumer::push::OrderedConfig {
                     deliver_subject: self.client.new_inbox(),
-                    filter_subject: format!("{prefix}{filter}"),
+                    filter_subject,
                     deliver_policy: jetstream::consumer::DeliverPolicy::LastPerSubject,
                     replay_policy: jetstream::consumer::ReplayPolicy::Instant,
                     ..Default::default()

@@ -4,9 +4,10 @@
 //! sorted listing of a large room is therefore kept beside the members bucket's
 //! [version](KvStore::version) read *before* it was listed; it is used again only while the
 //! bucket's version is unchanged (no put, delete or purge anywhere in it since), so it is always
-//! exact: one small read instead of a listing. Its users are read one by one for a page, or all
-//! at once in one listing of the users bucket when the read covers a large share of all users
-//! (a rekey's check of its recipients).
+//! exact: one small read instead of a listing. A small room's users are read one by one; a
+//! large room's, when it holds a large share of all users, from one listing of the users
+//! bucket, kept the same way while that bucket is unchanged, so the pages of a rekey's
+//! `members` and its recipient check list the users once between them.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -24,11 +25,17 @@ const CACHED_FROM: usize = 1_000;
 const CACHED_KEYS: usize = 2 * 1024 * 1024;
 /// How many user reads a listing keeps in flight.
 const READS_IN_FLIGHT: usize = 64;
-/// A read of at least this many users lists the users bucket instead, if that is no more than
-/// [`BULK_SHARE`] times as many records.
+/// The most users whose keys are kept (64 bytes each: 64 MB).
+const CACHED_USERS: u64 = 1024 * 1024;
+/// The users of a room of at least this many members are read from one listing of the users
+/// bucket (kept while the bucket is unchanged), if that is no more than [`BULK_SHARE`] times as
+/// many records.
 const BULK_FROM: usize = 10_000;
 /// See [`BULK_FROM`].
 const BULK_SHARE: u64 = 4;
+
+/// Every active user's x25519 key by signing key.
+pub(super) type ActiveUsers = Arc<HashMap<SignPublicKey, KexPublicKey>>;
 
 /// The sorted members of large rooms, each with the members bucket's version it was listed at.
 #[derive(Debug, Default)]
@@ -83,18 +90,20 @@ impl KvStore {
         Ok(members)
     }
 
-    /// Up to `limit` of `members` (sorted) that are active users, with their x25519 keys, in
-    /// order.
+    /// Up to `limit` of `members` (sorted; the tail of a room of `room_size` members) that are
+    /// active users, with their x25519 keys, in order.
     pub(super) async fn active_of(
         &self,
+        room_size: usize,
         members: &[SignPublicKey],
         limit: usize,
     ) -> StoreResult<Vec<(SignPublicKey, KexPublicKey)>> {
-        if limit >= members.len() && members.len() >= BULK_FROM {
-            let status = self.op(self.users.status()).await?;
-            if status.values() <= BULK_SHARE * members.len() as u64 {
-                return self.active_of_all_users(members).await;
-            }
+        if let Some(active) = self.all_active_users(room_size).await? {
+            return Ok(members
+                .iter()
+                .filter_map(|member| active.get(member).map(|kex| (*member, *kex)))
+                .take(limit)
+                .collect());
         }
         let mut users = futures::stream::iter(members.iter().copied())
             .map(|member| async move { self.get_user(&member).await })
@@ -114,22 +123,42 @@ impl KvStore {
         Ok(page)
     }
 
-    /// The active users among `members` (sorted), from one listing of the users bucket.
-    async fn active_of_all_users(
-        &self,
-        members: &[SignPublicKey],
-    ) -> StoreResult<Vec<(SignPublicKey, KexPublicKey)>> {
-        let mut active = HashMap::with_capacity(members.len());
+    /// Every active user's x25519 key, when a room of `room_size` members is a large share of
+    /// all users: from the cache if the users bucket is unchanged since it was listed, else
+    /// from one listing of the bucket. `None` when reading the room's users one by one is
+    /// cheaper.
+    async fn all_active_users(&self, room_size: usize) -> StoreResult<Option<ActiveUsers>> {
+        if room_size < BULK_FROM {
+            return Ok(None);
+        }
+        let version = self.version(&self.users).await?;
+        let (records, _, _) = version;
+        if records > BULK_SHARE * room_size as u64 || records > CACHED_USERS {
+            return Ok(None);
+        }
+        if let Some((at, active)) = self.cached_users().as_ref() {
+            if *at == version {
+                return Ok(Some(Arc::clone(active)));
+            }
+        }
+        let mut active = HashMap::new();
         for (_, bytes) in self.entries(&self.users, ">").await? {
+            // Revoked, or deleted (a tombstone): not a recipient.
             if let UserEntry::Live(user) = decode::<UserEntry>("user", &bytes)? {
                 if user.status == UserStatus::Active {
                     active.insert(user.sign_key, user.kex_key);
                 }
             }
         }
-        Ok(members
-            .iter()
-            .filter_map(|member| active.get(member).map(|kex| (*member, *kex)))
-            .collect())
+        let active = Arc::new(active);
+        *self.cached_users() = Some((version, Arc::clone(&active)));
+        Ok(Some(active))
+    }
+
+    fn cached_users(&self) -> std::sync::MutexGuard<'_, Option<(BucketVersion, ActiveUsers)>> {
+        // Replaced whole; a poisoned cache is still consistent.
+        self.active_users
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }

@@ -20,6 +20,9 @@
 //! Epoch markers are create-only, so the digest an epoch committed never changes: each
 //! instance caches the digests it has read, and the heads and group indexes under them, so a
 //! warm key fetch is one read: the member's tail group.
+//! Large rooms' sorted member listings, and every active user's key when a large room holds a
+//! large share of all users, are kept beside their bucket's version and used only while it is
+//! unchanged (`listing`), so paging through a large room lists it once, and stays exact.
 //!
 //! Every operation is bounded by [`KvStoreConfig::op_timeout`]. Opening retries each bucket
 //! operation with short attempts within [`KvStoreConfig::bootstrap_budget`], because on a cold
@@ -35,8 +38,8 @@
 //!
 //! The module is split by concern: `bucket` has the bucket primitives (bounded gets, puts,
 //! compare-and-swap, listings, opening), `keys` the one definition of every key the buckets use,
-//! `groups` the encoding of an epoch's tails in groups, and `epoch` the ordered commit of an
-//! epoch and the caches of what it committed.
+//! `groups` the encoding of an epoch's tails in groups, `epoch` the ordered commit of an
+//! epoch and the caches of what it committed, and `listing` the listings of large rooms.
 
 mod bucket;
 mod epoch;
@@ -109,6 +112,10 @@ pub struct KvStore {
     /// The sorted members of large rooms, valid while the members bucket is unchanged.
     /// Shared by clones.
     listings: std::sync::Arc<std::sync::Mutex<listing::ListingCache>>,
+    /// Every active user's x25519 key, valid while the users bucket is unchanged (only kept
+    /// for large rooms). Shared by clones.
+    active_users:
+        std::sync::Arc<std::sync::Mutex<Option<(bucket::BucketVersion, listing::ActiveUsers)>>>,
 }
 
 impl std::fmt::Debug for KvStore {
@@ -166,6 +173,7 @@ impl KvStore {
             digests: Default::default(),
             lookups: Default::default(),
             listings: Default::default(),
+            active_users: Default::default(),
         })
     }
 
@@ -404,7 +412,8 @@ impl Store for KvStore {
         self.get_room(room).await?;
         let members = self.sorted_members(room).await?;
         let start = after.map_or(0, |after| members.partition_point(|m| m <= after));
-        self.active_of(&members[start..], limit).await
+        self.active_of(members.len(), &members[start..], limit)
+            .await
     }
 
     async fn is_member(&self, room: &RoomId, member: &SignPublicKey) -> StoreResult<bool> {
