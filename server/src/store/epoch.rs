@@ -18,10 +18,16 @@ pub struct StoredEpoch {
 }
 
 impl StoredEpoch {
-    /// Cuts `manifest` into its head and its members' tails (O(n log n) for n members).
-    pub fn of(manifest: &SignedManifest) -> Self {
+    /// The head of `manifest`: `header || signature`.
+    pub fn head_of(manifest: &SignedManifest) -> Vec<u8> {
         let mut head = manifest.header().to_bytes();
         head.extend_from_slice(&manifest.signature().to_bytes());
+        head
+    }
+
+    /// Cuts `manifest` into its head and its members' tails (O(n log n) for n members).
+    pub fn of(manifest: &SignedManifest) -> Self {
+        let head = Self::head_of(manifest);
         let tails = manifest
             .member_parts()
             .map(|part| {

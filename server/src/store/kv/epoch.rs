@@ -21,7 +21,7 @@ use crate::store::{Room, Store, StoreError, StoreResult};
 const DIGESTS_CACHED: usize = 10_000;
 
 /// How many puts (or gets) of one epoch's tail groups are in flight at once: at most 16 groups
-/// of at most 106 KB.
+/// of at most 19 KB.
 const GROUPS_IN_FLIGHT: usize = 16;
 
 /// The most bytes of heads and indexes cached before the cache starts over: 64 indexes of the
@@ -88,9 +88,9 @@ impl KvStore {
     pub(super) async fn write_epoch_data(&self, manifest: &SignedManifest) -> StoreResult<String> {
         let contents = manifest.unverified();
         let (room, epoch) = (&contents.room, contents.epoch);
-        let stored = StoredEpoch::of(manifest);
-        let digest = head_digest(&stored.head);
-        let grouped = groups::group(stored.tails);
+        let head = StoredEpoch::head_of(manifest);
+        let digest = head_digest(&head);
+        let grouped = groups::group(manifest);
         // Several groups in flight at once: each waits for its own ack.
         let digest_ref = digest.as_str();
         let puts = grouped.groups.into_iter().enumerate().map(|(n, group)| {
@@ -105,8 +105,7 @@ impl KvStore {
         self.put(&self.room_keys, &key, Bytes::from(grouped.index))
             .await?;
         let key = keys::head(room, epoch, &digest);
-        self.put(&self.room_keys, &key, Bytes::from(stored.head))
-            .await?;
+        self.put(&self.room_keys, &key, Bytes::from(head)).await?;
         Ok(digest)
     }
 
@@ -178,17 +177,18 @@ impl KvStore {
             .ok_or_else(|| {
                 StoreError::Corrupt(format!("epoch {epoch} of {room} has no tail group {n}"))
             })?;
-        Ok(groups::tail_in(&group, member)?.map(<[u8]>::to_vec))
+        groups::tail_in(&group, n, member)
     }
 
-    /// Every tail of the committed epoch `lookup` describes, group by group.
-    pub(super) async fn all_tails(
+    /// The whole manifest of the committed epoch `lookup` describes: its head and every
+    /// group's entries, checked again as any received manifest is.
+    pub(super) async fn whole_manifest(
         &self,
         room: &RoomId,
         epoch: u64,
         digest: &str,
         lookup: &EpochLookup,
-    ) -> StoreResult<Vec<Vec<u8>>> {
+    ) -> StoreResult<SignedManifest> {
         let count = groups::group_count(&lookup.index)?;
         let gets = (0..count).map(|n| async move {
             self.get(&self.room_keys, &keys::tail_group(room, epoch, digest, n))
@@ -196,13 +196,17 @@ impl KvStore {
                 .ok_or_else(|| {
                     StoreError::Corrupt(format!("epoch {epoch} of {room} has no tail group {n}"))
                 })
-                .and_then(|group| groups::tails_in(&group))
         });
-        let per_group: Vec<Vec<Vec<u8>>> = futures::stream::iter(gets)
+        let stored: Vec<Bytes> = futures::stream::iter(gets)
             .buffered(GROUPS_IN_FLIGHT)
             .try_collect()
             .await?;
-        Ok(per_group.into_iter().flatten().collect())
+        let mut bytes = lookup.head.to_vec();
+        for group in &stored {
+            bytes.extend_from_slice(groups::entries_in(group)?);
+        }
+        SignedManifest::from_bytes(&bytes)
+            .map_err(|e| StoreError::Corrupt(format!("stored epoch {epoch} of {room}: {e}")))
     }
 
     /// Moves the room's epoch from `from` to `to` by compare-and-swap. `Ok(actual)` with the

@@ -9,7 +9,7 @@
 //! | `UNIBUS_rooms_by_member` | `{member}.{room}` | `1` |
 //! | `UNIBUS_room_keys` | `f.{room}.{epoch}.{digest}` | the epoch's signed head (header and signature, protocol §8.4) |
 //! | | `i.{room}.{epoch}.{digest}` | the index of the epoch's tail groups: the first member key (32 bytes) of each |
-//! | | `k.{room}.{epoch}.{digest}.{n}` | tail group `n`: 128 members' tails (leaf index, entry, audit path) in key order, each after its member key and length |
+//! | | `k.{room}.{epoch}.{digest}.{n}` | tail group `n`: entries `128 n` to `128 n + 127` with the audit path they share; each member's tail (leaf index, entry, audit path) is cut from it |
 //! | | `e.{room}.{epoch}` | `{digest}`: the digest of the head the epoch committed |
 //! | `UNIBUS_admin_nonces` | nonce of a signed admin request | when it expires (Unix ms) |
 //!
@@ -472,8 +472,7 @@ impl Store for KvStore {
             .await?
             .ok_or(StoreError::NotFound)?;
         let lookup = self.epoch_lookup(room, epoch, &digest).await?;
-        let tails = self.all_tails(room, epoch, &digest, &lookup).await?;
-        super::epoch::rebuild_manifest(&lookup.head, tails)
+        self.whole_manifest(room, epoch, &digest, &lookup).await
     }
 
     async fn record_nonce(
