@@ -1,7 +1,9 @@
-//! An epoch as both stores keep it (protocol §8.4): its signed *head* (the header and the
+//! An epoch as the stores cut it (protocol §8.4): its signed *head* (the header and the
 //! signature, the same for every member) and one *tail* per member (leaf index, entry and audit
-//! path). A member's part, what `key` replies, is `head || tail`: one read of each, whatever the
-//! room's size. The whole manifest is `head ||` the tails' entries in index order.
+//! path). A member's part, what `key` replies, is `head || tail`. SQLite keeps each tail as a
+//! row: one read of each, whatever the room's size. The KV store keeps the tails in groups of
+//! 128 entries and cuts a member's tail from its group when asked (`kv::groups`). The whole
+//! manifest is `head ||` the tails' entries in index order.
 
 use unibus::manifest::{SignedManifest, ENTRY_LEN};
 use unibus::SignPublicKey;
