@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
 use hpke::{Deserializable, OpModeS};
-use unibus::client::{Session, SessionOptions};
+use unibus::client::{RekeyProgress, Session, SessionOptions};
 use unibus::manifest::{member_part_len, Recipient, ENTRY_LEN};
 use unibus::sealing::{RoomKey, SealBinding};
 use unibus::{Identity, RoomId};
@@ -225,6 +225,42 @@ async fn service(backend: &str) -> Service {
     }
 }
 
+/// When a rekey's phases ended, from its progress reports.
+#[derive(Default)]
+struct Phases {
+    first_sealed: Option<Instant>,
+    last_sealed: Option<Instant>,
+    last_uploaded: Option<Instant>,
+}
+
+impl Phases {
+    fn mark(&mut self, progress: RekeyProgress) {
+        let now = Instant::now();
+        match progress {
+            RekeyProgress::Sealed { .. } => {
+                self.first_sealed.get_or_insert(now);
+                self.last_sealed = Some(now);
+            }
+            RekeyProgress::Uploaded { .. } => self.last_uploaded = Some(now),
+        }
+    }
+
+    /// The phases' lengths: fetching the members (until the first sealing report), sealing,
+    /// uploading in parts (if it was), and the commit (until the rekey returned).
+    fn describe(&self, started: Instant) -> String {
+        let end = Instant::now();
+        let sealed = self.last_sealed.unwrap_or(started);
+        let uploaded = self.last_uploaded.unwrap_or(sealed);
+        format!(
+            "members {} · sealing {} · upload {} · commit {}",
+            fmt(self.first_sealed.unwrap_or(started) - started),
+            fmt(sealed - self.first_sealed.unwrap_or(started)),
+            fmt(uploaded - sealed),
+            fmt(end - uploaded),
+        )
+    }
+}
+
 /// One room of `size` members: rekey, bytes, `room_key` latency, and the fetch burst.
 async fn room(s: &Service, name: &str, size: usize) -> (Duration, Duration, timing::Timings) {
     let room = RoomId::new(name).unwrap();
@@ -241,8 +277,20 @@ async fn room(s: &Service, name: &str, size: usize) -> (Duration, Duration, timi
         .await
         .unwrap();
     let started = Instant::now();
-    session.rekey(&room).await.unwrap();
+    let marks = Arc::new(std::sync::Mutex::new(Phases::default()));
+    let observed = Arc::clone(&marks);
+    session
+        .rekey_with_progress(
+            &room,
+            Arc::new(move |progress| {
+                observed.lock().unwrap().mark(progress);
+                true
+            }),
+        )
+        .await
+        .unwrap();
     let rekey = started.elapsed();
+    eprintln!("{name}: {}", marks.lock().unwrap().describe(started));
 
     let sampled = Arc::new(
         Identity::from_secret_bytes(&members[members.len() / 2].to_secret_bytes()).unwrap(),

@@ -95,6 +95,9 @@ codes! {
         Internal = "internal",
         /// The reply could not be sent whole (larger than the cluster's message limit).
         ReplyTooLarge = "reply_too_large",
+        /// `rekey_begin`: the caller already holds as many uploads (or bytes of uploads) as one
+        /// key may on that instance; commit or abandon one, then start again.
+        TooManyUploads = "too_many_uploads",
     }
 }
 

@@ -6,7 +6,9 @@
 //! identity. The operations, their bodies and replies and the refusal codes are the shared
 //! protocol types of [`unibus::protocol::control`] (protocol §12); this module answers them. The
 //! service runs in a queue group, so every membershipd instance shares the load. Changes are
-//! published as [`Notification`]s to `unibus.events.<member>.room` for each member they concern.
+//! published as [`Notification`]s to `unibus.events.<member>.room` for each member they concern,
+//! after the reply: the caller's request returns without waiting for the fan-out (a rekey of
+//! 100,000 members notifies 100,000 members).
 //!
 //! A reply that would not fit in one NATS message (the server's `max_payload`) is replaced by a
 //! `reply_too_large` refusal, and logged, so the caller hears of it instead of timing out.
@@ -33,7 +35,7 @@ use unibus::protocol::control::{
 };
 use unibus::protocol::events::Notification;
 use unibus::{KexPublicKey, RoomId, SignPublicKey};
-use uploads::{UploadError, Uploads};
+use uploads::{UploadError, Uploads, UPLOAD_SWEEP};
 
 use crate::store::{Room, Store, StoreError, UserStatus};
 
@@ -57,6 +59,18 @@ pub const QUEUE_GROUP: &str = "unibus-control-plane";
 
 /// What an operation answers: its reply, or a refusal.
 type Outcome<T> = Result<T, Refusal>;
+
+/// The notifications an answer owes: each member with what to tell them.
+pub type Notices = Vec<(SignPublicKey, Notification)>;
+
+/// The answer to one request: the reply, and the notifications to publish once it is sent.
+#[derive(Debug)]
+pub struct Answer {
+    /// The reply's bytes (a refusal is a reply too).
+    pub reply: Vec<u8>,
+    /// What the change tells its members (empty for reads and refusals).
+    pub notices: Notices,
+}
 
 fn refused(code: RefusalCode, message: impl Into<String>) -> Refusal {
     Refusal::new(code, message)
@@ -98,7 +112,7 @@ pub struct ControlPlane {
     client: async_nats::Client,
     /// This instance's token: the last subject token of its instance-bound operations.
     instance: String,
-    uploads: Uploads,
+    uploads: Arc<Uploads>,
 }
 
 impl ControlPlane {
@@ -108,13 +122,24 @@ impl ControlPlane {
             store,
             client,
             instance: instance_token(),
-            uploads: Uploads::default(),
+            uploads: Arc::default(),
         }
     }
 
     /// Registers the service (NATS micro-services protocol: discovery and stats) with one
-    /// endpoint per [`Operation`], and answers requests until the connection closes.
+    /// endpoint per [`Operation`], and answers requests until the connection closes. Idle
+    /// uploads are swept every [`UPLOAD_SWEEP`] meanwhile.
     pub async fn run(self: Arc<Self>) -> Result<(), async_nats::Error> {
+        let sweeper = tokio::spawn(Uploads::sweep_every(
+            Arc::downgrade(&self.uploads),
+            UPLOAD_SWEEP,
+        ));
+        let served = self.serve().await;
+        sweeper.abort();
+        served
+    }
+
+    async fn serve(self: Arc<Self>) -> Result<(), async_nats::Error> {
         let service = self
             .client
             .service_builder()
@@ -149,11 +174,12 @@ impl ControlPlane {
                 let this = Arc::clone(&this);
                 tokio::spawn(async move {
                     let subject = message.subject.to_string();
-                    let reply = this.answer(&subject, &message.payload).await;
-                    let reply = this.fitting(&subject, reply);
+                    let answer = this.answer(&subject, &message.payload).await;
+                    let reply = this.fitting(&subject, answer.reply);
                     if let Err(e) = this.client.publish(reply_to, reply.into()).await {
                         tracing::warn!(subject = %subject, error = %e, "a reply could not be sent");
                     }
+                    this.publish(answer.notices).await;
                 });
             }
         });
@@ -162,11 +188,12 @@ impl ControlPlane {
             let this = Arc::clone(&self);
             tokio::spawn(async move {
                 let subject = request.message.subject.to_string();
-                let reply = this.answer(&subject, &request.message.payload).await;
-                let reply = this.fitting(&subject, reply);
+                let answer = this.answer(&subject, &request.message.payload).await;
+                let reply = this.fitting(&subject, answer.reply);
                 if let Err(e) = request.respond(Ok(reply.into())).await {
                     tracing::warn!(subject = %subject, error = %e, "a reply could not be sent");
                 }
+                this.publish(answer.notices).await;
             });
         }
         Ok(())
@@ -177,8 +204,16 @@ impl ControlPlane {
         fit(subject, reply, self.client.server_info().max_payload)
     }
 
-    /// The reply to one request on `subject` with `body`.
-    pub async fn answer(&self, subject: &str, body: &[u8]) -> Vec<u8> {
+    /// The answer to one request on `subject` with `body`: its reply, and the notifications
+    /// to [`publish`](Self::publish) once the reply is sent.
+    pub async fn answer(&self, subject: &str, body: &[u8]) -> Answer {
+        let mut notices = Notices::new();
+        let reply = self.reply(subject, body, &mut notices).await;
+        Answer { reply, notices }
+    }
+
+    /// The reply to one request, collecting what it owes its members in `notices`.
+    async fn reply(&self, subject: &str, body: &[u8], notices: &mut Notices) -> Vec<u8> {
         let mut tokens = subject.split('.');
         let (caller, operation, instance) =
             match (tokens.nth(2), tokens.next(), tokens.next(), tokens.next()) {
@@ -195,7 +230,7 @@ impl ControlPlane {
             return reject(refused(RefusalCode::BadRequest, "unknown subject"));
         }
         match SignPublicKey::from_hex(caller) {
-            Ok(caller) => self.handle(&caller, operation, body).await,
+            Ok(caller) => self.handle(&caller, operation, body, notices).await,
             Err(_) => reject(refused(
                 RefusalCode::BadRequest,
                 "the subject does not name a key",
@@ -203,14 +238,22 @@ impl ControlPlane {
         }
     }
 
-    async fn handle(&self, caller: &SignPublicKey, operation: Operation, body: &[u8]) -> Vec<u8> {
+    async fn handle(
+        &self,
+        caller: &SignPublicKey,
+        operation: Operation,
+        body: &[u8],
+        notices: &mut Notices,
+    ) -> Vec<u8> {
         // A session may outlive its user by up to one revocation sweep: check every time.
         // Reads run beside the check, since it comes to the same answer and saves a round trip:
         // a refused caller gets the refusal and never the read. Writes wait for it.
         if operation.is_read_only() {
+            // Reads change nothing, so they owe no notifications.
+            let mut none = Notices::new();
             let (active, reply) = tokio::join!(
                 self.check_active(caller),
-                self.dispatch(caller, operation, body)
+                self.dispatch(caller, operation, body, &mut none)
             );
             match active {
                 Ok(()) => reply,
@@ -218,14 +261,20 @@ impl ControlPlane {
             }
         } else {
             match self.check_active(caller).await {
-                Ok(()) => self.dispatch(caller, operation, body).await,
+                Ok(()) => self.dispatch(caller, operation, body, notices).await,
                 Err(refusal) => reject(refusal),
             }
         }
     }
 
     /// Reads the operation's request and runs its handler: one arm per [`Operation`].
-    async fn dispatch(&self, caller: &SignPublicKey, operation: Operation, body: &[u8]) -> Vec<u8> {
+    async fn dispatch(
+        &self,
+        caller: &SignPublicKey,
+        operation: Operation,
+        body: &[u8],
+        notices: &mut Notices,
+    ) -> Vec<u8> {
         match operation {
             Operation::Rooms => serve(body, |r: RoomsRequest| self.rooms(caller, r)).await,
             Operation::Member => serve(body, |r: MemberRequest| self.member(caller, r)).await,
@@ -236,15 +285,18 @@ impl ControlPlane {
             }
             Operation::Members => serve(body, |r: MembersRequest| self.members(caller, r)).await,
             Operation::AddMember => {
-                serve(body, |r: AddMemberRequest| self.add_member(caller, r.0)).await
-            }
-            Operation::RemoveMember => {
-                serve(body, |r: RemoveMemberRequest| {
-                    self.remove_member(caller, r.0)
+                serve(body, |r: AddMemberRequest| {
+                    self.add_member(caller, r.0, notices)
                 })
                 .await
             }
-            Operation::Rekey => serve(body, |r: RekeyRequest| self.rekey(caller, r)).await,
+            Operation::RemoveMember => {
+                serve(body, |r: RemoveMemberRequest| {
+                    self.remove_member(caller, r.0, notices)
+                })
+                .await
+            }
+            Operation::Rekey => serve(body, |r: RekeyRequest| self.rekey(caller, r, notices)).await,
             Operation::RekeyBegin => {
                 serve(body, |r: RekeyBeginRequest| self.rekey_begin(caller, r)).await
             }
@@ -252,7 +304,10 @@ impl ControlPlane {
                 serve(body, |r: RekeyPartRequest| self.rekey_part(caller, r)).await
             }
             Operation::RekeyCommit => {
-                serve(body, |r: RekeyCommitRequest| self.rekey_commit(caller, r)).await
+                serve(body, |r: RekeyCommitRequest| {
+                    self.rekey_commit(caller, r, notices)
+                })
+                .await
             }
         }
     }
@@ -392,7 +447,12 @@ impl ControlPlane {
         Ok(MembersReply { members, next })
     }
 
-    async fn add_member(&self, caller: &SignPublicKey, change: MemberChange) -> Outcome<Empty> {
+    async fn add_member(
+        &self,
+        caller: &SignPublicKey,
+        change: MemberChange,
+        notices: &mut Notices,
+    ) -> Outcome<Empty> {
         self.owned_room(&change.room, caller).await?;
         match self.store.get_user(&change.member).await {
             Ok(user) if user.status == UserStatus::Active => {}
@@ -408,12 +468,16 @@ impl ControlPlane {
             .add_member(&change.room, &change.member)
             .await
             .map_err(store_refusal)?;
-        self.notify(&change.member, Notification::Added { room: change.room })
-            .await;
+        notices.push((change.member, Notification::Added { room: change.room }));
         Ok(Empty {})
     }
 
-    async fn remove_member(&self, caller: &SignPublicKey, change: MemberChange) -> Outcome<Empty> {
+    async fn remove_member(
+        &self,
+        caller: &SignPublicKey,
+        change: MemberChange,
+        notices: &mut Notices,
+    ) -> Outcome<Empty> {
         self.owned_room(&change.room, caller).await?;
         if &change.member == caller {
             return Err(refused(
@@ -428,8 +492,7 @@ impl ControlPlane {
             }
             Err(e) => return Err(store_refusal(e)),
         }
-        self.notify(&change.member, Notification::Removed { room: change.room })
-            .await;
+        notices.push((change.member, Notification::Removed { room: change.room }));
         Ok(Empty {})
     }
 
@@ -475,10 +538,15 @@ impl ControlPlane {
         Ok(all.into_iter().collect())
     }
 
-    async fn rekey(&self, caller: &SignPublicKey, request: RekeyRequest) -> Outcome<EpochReply> {
+    async fn rekey(
+        &self,
+        caller: &SignPublicKey,
+        request: RekeyRequest,
+        notices: &mut Notices,
+    ) -> Outcome<EpochReply> {
         let bad = |message: String| refused(RefusalCode::BadManifest, message);
         let bytes = hex::decode(&request.manifest).map_err(|e| bad(e.to_string()))?;
-        self.commit_manifest(caller, &bytes).await
+        self.commit_manifest(caller, &bytes, notices).await
     }
 
     /// Starts a chunked upload: checks the signed head as a whole manifest's would be (the
@@ -541,6 +609,7 @@ impl ControlPlane {
         &self,
         caller: &SignPublicKey,
         request: RekeyCommitRequest,
+        notices: &mut Notices,
     ) -> Outcome<EpochReply> {
         let upload = self
             .uploads
@@ -559,11 +628,17 @@ impl ControlPlane {
         let mut bytes = upload.head.to_bytes();
         bytes.extend_from_slice(&upload.entries);
         drop(upload);
-        self.commit_manifest(caller, &bytes).await
+        self.commit_manifest(caller, &bytes, notices).await
     }
 
-    /// Checks a whole manifest's wire form (protocol §12.5) and stores it as the new epoch.
-    async fn commit_manifest(&self, caller: &SignPublicKey, bytes: &[u8]) -> Outcome<EpochReply> {
+    /// Checks a whole manifest's wire form (protocol §12.5) and stores it as the new epoch;
+    /// every recipient is to be told.
+    async fn commit_manifest(
+        &self,
+        caller: &SignPublicKey,
+        bytes: &[u8],
+        notices: &mut Notices,
+    ) -> Outcome<EpochReply> {
         let bad = |message: String| refused(RefusalCode::BadManifest, message);
         let signed = SignedManifest::from_bytes(bytes).map_err(|e| bad(e.to_string()))?;
         // The signature over the header, then the entries against the Merkle root it signs
@@ -589,28 +664,30 @@ impl ControlPlane {
             ));
         }
         self.store.put_epoch(&signed).await.map_err(store_refusal)?;
-        for (member, _) in &expected {
+        notices.extend(expected.into_iter().map(|(member, _)| {
             let event = Notification::Epoch {
                 room: manifest.room.clone(),
                 epoch: manifest.epoch,
             };
-            self.notify(member, event).await;
-        }
+            (member, event)
+        }));
         Ok(EpochReply {
             epoch: manifest.epoch,
         })
     }
 
-    /// Publishes a change notification to one member. Best effort: the store already holds
-    /// the change, and a client that missed it finds it on its next query.
-    async fn notify(&self, member: &SignPublicKey, event: Notification) {
-        let subject = format!(
-            "{}.{}",
-            unibus::subjects::events(member),
-            Notification::SUBJECT_SUFFIX
-        );
-        if let Err(e) = self.client.publish(subject, event.to_bytes().into()).await {
-            tracing::debug!(error = %e, "a notification could not be published");
+    /// Publishes an answer's notifications, each to its member. Best effort: the store
+    /// already holds the change, and a client that missed it finds it on its next query.
+    pub async fn publish(&self, notices: Notices) {
+        for (member, event) in notices {
+            let subject = format!(
+                "{}.{}",
+                unibus::subjects::events(&member),
+                Notification::SUBJECT_SUFFIX
+            );
+            if let Err(e) = self.client.publish(subject, event.to_bytes().into()).await {
+                tracing::debug!(error = %e, "a notification could not be published");
+            }
         }
     }
 }
@@ -660,11 +737,13 @@ fn reject(refusal: Refusal) -> Vec<u8> {
 }
 
 /// The refusal for an upload step: a vanished upload is `not_found` (start the rekey again), a
-/// full instance `unavailable` (retry later), a part out of place `bad_request`.
+/// full instance `unavailable` (retry later), a caller holding its whole share
+/// `too_many_uploads` (finish or abandon one first), a part out of place `bad_request`.
 fn upload_refusal(error: UploadError) -> Refusal {
     let code = match error {
         UploadError::Unknown => RefusalCode::NotFound,
         UploadError::Busy => RefusalCode::Unavailable,
+        UploadError::CallerLimit { .. } => RefusalCode::TooManyUploads,
         UploadError::OutOfOrder(_) => RefusalCode::BadRequest,
     };
     refused(code, error.to_string())

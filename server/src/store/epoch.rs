@@ -1,7 +1,9 @@
-//! An epoch as both stores keep it (protocol §8.4): its signed *head* (the header and the
+//! An epoch as the stores cut it (protocol §8.4): its signed *head* (the header and the
 //! signature, the same for every member) and one *tail* per member (leaf index, entry and audit
-//! path). A member's part, what `key` replies, is `head || tail`: one read of each, whatever the
-//! room's size. The whole manifest is `head ||` the tails' entries in index order.
+//! path). A member's part, what `key` replies, is `head || tail`. SQLite keeps each tail as a
+//! row: one read of each, whatever the room's size. The KV store keeps the tails in groups of
+//! 128 entries and cuts a member's tail from its group when asked (`kv::groups`). The whole
+//! manifest is `head ||` the tails' entries in index order.
 
 use unibus::manifest::{SignedManifest, ENTRY_LEN};
 use unibus::SignPublicKey;
@@ -18,10 +20,16 @@ pub struct StoredEpoch {
 }
 
 impl StoredEpoch {
-    /// Cuts `manifest` into its head and its members' tails (O(n log n) for n members).
-    pub fn of(manifest: &SignedManifest) -> Self {
+    /// The head of `manifest`: `header || signature`.
+    pub fn head_of(manifest: &SignedManifest) -> Vec<u8> {
         let mut head = manifest.header().to_bytes();
         head.extend_from_slice(&manifest.signature().to_bytes());
+        head
+    }
+
+    /// Cuts `manifest` into its head and its members' tails (O(n log n) for n members).
+    pub fn of(manifest: &SignedManifest) -> Self {
+        let head = Self::head_of(manifest);
         let tails = manifest
             .member_parts()
             .map(|part| {

@@ -50,6 +50,8 @@ cases!(
     membership_changes_on_missing_rooms_or_members_are_not_found,
     active_members_come_in_key_order_pages_without_revoked_or_deleted_users,
     put_epoch_stores_every_part_and_moves_the_epoch,
+    a_large_epoch_gives_every_member_its_own_part,
+    a_large_rooms_listing_follows_every_change,
     a_rekey_from_a_stale_epoch_is_a_conflict,
     no_key_before_the_first_epoch_or_for_non_recipients,
     snapshot_export_import_round_trips_and_is_idempotent,
@@ -808,6 +810,136 @@ async fn put_epoch_stores_every_part_and_moves_the_epoch(store: Arc<dyn Store>) 
         store.manifest(&r.general, 3).await.unwrap_err(),
         StoreError::NotFound
     );
+}
+
+/// Adds `members` to `room` (which exists), many at once.
+async fn add_members(store: &Arc<dyn Store>, room: &RoomId, members: &[Identity]) {
+    let adds = members.iter().map(|m| {
+        let (store, room, key) = (Arc::clone(store), room.clone(), m.sign_public_key());
+        async move { store.add_member(&room, &key).await }
+    });
+    let added: Vec<_> = futures::stream::iter(adds.collect::<Vec<_>>())
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    for outcome in added {
+        outcome.unwrap();
+    }
+}
+
+async fn a_large_epoch_gives_every_member_its_own_part(store: Arc<dyn Store>) {
+    // Enough members that a store keeping tails in groups keeps several, the last one partial.
+    let r = room_with_members(&*store, 0).await;
+    let members: Vec<Identity> = (0..300).map(|_| identity()).collect();
+    add_members(&store, &r.general, &members).await;
+    let everyone: Vec<&Identity> = std::iter::once(&r.owner).chain(&members).collect();
+    let (manifest, _) = rekey(&r, 1, 0, &everyone);
+    store.put_epoch(&manifest).await.unwrap();
+    for member in &everyone {
+        let me = member.sign_public_key();
+        let part = store.member_part(&r.general, &me, Some(1)).await.unwrap();
+        assert_eq!(
+            Some(part.part),
+            manifest.member_part(&me).map(|p| p.to_bytes())
+        );
+    }
+    // A key between two members' keys, and keys before the first and after the last, find
+    // nothing.
+    // (Keys that are not valid points are skipped: they cannot be members anyway.)
+    let low = format!("{}01", "00".repeat(31));
+    let high = format!("{}00", "7f".repeat(31));
+    let strangers = [&low, &high]
+        .into_iter()
+        .filter_map(|hex| SignPublicKey::from_hex(hex).ok())
+        .chain([identity().sign_public_key()]);
+    for stranger in strangers {
+        assert_eq!(
+            store
+                .member_part(&r.general, &stranger, Some(1))
+                .await
+                .unwrap_err(),
+            StoreError::NotFound
+        );
+    }
+    assert_eq!(store.manifest(&r.general, 1).await.unwrap(), manifest);
+}
+
+async fn a_large_rooms_listing_follows_every_change(store: Arc<dyn Store>) {
+    // A room large enough that a store may keep its listing between calls: every change must
+    // show in the next listing, whatever changed in between.
+    let r = room_with_members(&*store, 0).await;
+    let members: Vec<Identity> = (0..1_100).map(|_| identity()).collect();
+    add_members(&store, &r.general, &members).await;
+    let mut expected: Vec<SignPublicKey> = std::iter::once(&r.owner)
+        .chain(&members)
+        .map(Identity::sign_public_key)
+        .collect();
+    expected.sort();
+    assert_eq!(store.list_members(&r.general).await.unwrap(), expected);
+    assert_eq!(store.list_members(&r.general).await.unwrap(), expected);
+
+    let newcomer = identity();
+    store
+        .add_member(&r.general, &newcomer.sign_public_key())
+        .await
+        .unwrap();
+    expected.push(newcomer.sign_public_key());
+    expected.sort();
+    assert_eq!(store.list_members(&r.general).await.unwrap(), expected);
+
+    let leaver = members[500].sign_public_key();
+    store.remove_member(&r.general, &leaver).await.unwrap();
+    expected.retain(|m| *m != leaver);
+    assert_eq!(store.list_members(&r.general).await.unwrap(), expected);
+
+    // A change in another room leaves this one's listing as it is.
+    store
+        .create_room(&room("other"), &newcomer.sign_public_key())
+        .await
+        .unwrap();
+    assert_eq!(store.list_members(&r.general).await.unwrap(), expected);
+
+    // Active members: users come and go between pages of the same listing.
+    let everyone: Vec<&Identity> = std::iter::once(&r.owner)
+        .chain(&members)
+        .chain([&newcomer])
+        .filter(|id| id.sign_public_key() != leaver)
+        .collect();
+    let registrations: Vec<_> = everyone
+        .iter()
+        .map(|id| {
+            let (store, user) = (Arc::clone(&store), new_user(id, false));
+            async move { store.add_user(user).await }
+        })
+        .collect();
+    let registered: Vec<_> = futures::stream::iter(registrations)
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    for outcome in registered {
+        outcome.unwrap();
+    }
+    let mut active: Vec<(SignPublicKey, KexPublicKey)> = everyone
+        .iter()
+        .map(|id| (id.sign_public_key(), id.kex_public_key()))
+        .collect();
+    active.sort();
+    assert_eq!(
+        store
+            .active_members(&r.general, None, usize::MAX)
+            .await
+            .unwrap(),
+        active
+    );
+    let page = store.active_members(&r.general, None, 2).await.unwrap();
+    assert_eq!(page, active[..2]);
+    store.revoke_user(&active[2].0).await.unwrap();
+    store.delete_user(&active[3].0).await.unwrap();
+    let next = store
+        .active_members(&r.general, Some(&page[1].0), 1_050)
+        .await
+        .unwrap();
+    assert_eq!(next, active[4..1_054]);
 }
 
 async fn a_rekey_from_a_stale_epoch_is_a_conflict(store: Arc<dyn Store>) {

@@ -11,6 +11,7 @@ use common::{login, register, wait_for_control_plane, world, world_with_config, 
 use futures::StreamExt;
 use serde_json::{json, Value};
 use unibus::manifest::{MemberPart, Recipient, SignedManifest};
+use unibus::protocol::events::Notification;
 use unibus::sealing::RoomKey;
 use unibus::{Identity, RoomId, SignPublicKey};
 use unibus_server::control::ControlPlane;
@@ -133,6 +134,60 @@ impl User {
 
 fn code(reply: &Value) -> &str {
     reply["error"]["code"].as_str().unwrap_or("<ok>")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_is_answered_first_and_its_members_told_after() {
+    // The answer carries what the change owes its members; nothing is published until the
+    // reply is out (`run` sends the reply, then publishes), so the caller never waits for the
+    // fan-out.
+    let w = world().await;
+    let plane = ControlPlane::new(Arc::clone(&w.store), w.service.clone());
+    let (alice, bob) = (register(&*w.store).await, register(&*w.store).await);
+    let general = RoomId::new("general").unwrap();
+    w.store
+        .create_room(&general, &alice.sign_public_key())
+        .await
+        .unwrap();
+    let mut bob_events = w
+        .service
+        .subscribe(format!(
+            "unibus.events.{}.>",
+            bob.sign_public_key().to_hex()
+        ))
+        .await
+        .unwrap();
+    w.service.flush().await.unwrap();
+
+    let subject = format!("unibus.cp.{}.add_member", alice.sign_public_key().to_hex());
+    let body = json!({ "room": "general", "member": bob.sign_public_key().to_hex() });
+    let answer = plane.answer(&subject, body.to_string().as_bytes()).await;
+    assert_eq!(
+        serde_json::from_slice::<Value>(&answer.reply).unwrap(),
+        json!({})
+    );
+    assert_eq!(
+        answer.notices,
+        vec![(
+            bob.sign_public_key(),
+            Notification::Added {
+                room: general.clone()
+            }
+        )]
+    );
+    assert!(w
+        .store
+        .is_member(&general, &bob.sign_public_key())
+        .await
+        .unwrap());
+
+    plane.publish(answer.notices).await;
+    let event: Value = serde_json::from_slice(&bob_events.next().await.unwrap().payload).unwrap();
+    assert_eq!(event, json!({ "room": "general", "kind": "added" }));
+
+    // A refused change owes nobody anything.
+    let again = plane.answer(&subject, b"{}").await;
+    assert!(again.notices.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,6 +16,13 @@ use crate::store::{StoreError, StoreResult};
 /// How many times a compare-and-swap is retried under contention before giving up.
 pub(super) const CAS_ATTEMPTS: usize = 64;
 
+/// A bucket's message count, first and last sequence: see [`KvStore::version`].
+pub(super) type BucketVersion = (u64, u64, u64);
+
+/// How many listed entries one op timeout covers (a listing delivers tens of thousands a
+/// second).
+const LISTED_PER_TIMEOUT: u64 = 20_000;
+
 pub(super) fn backend(
     e: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
 ) -> StoreError {
@@ -107,26 +114,39 @@ impl KvStore {
     }
 
     /// The live entries whose keys match `filter` (a subject pattern relative to the bucket),
-    /// read with one ordered consumer that delivers the last value per key.
+    /// read with one ordered consumer that delivers the last value per key. Creating the
+    /// consumer is bounded by the op timeout, and delivery by one op timeout per
+    /// [`LISTED_PER_TIMEOUT`] entries it announces, so a large listing is bounded too.
     pub(super) async fn entries(
         &self,
         bucket: &kv::Store,
         filter: &str,
     ) -> StoreResult<Vec<(String, Bytes)>> {
+        let filter = format!("{}{filter}", bucket.prefix);
+        self.listing(bucket, filter).await
+    }
+
+    /// The live entries the ordered consumer with this filter delivers.
+    async fn listing(
+        &self,
+        bucket: &kv::Store,
+        filter_subject: String,
+    ) -> StoreResult<Vec<(String, Bytes)>> {
         let prefix = bucket.prefix.clone();
-        let listing = async {
-            let consumer = bucket
+        let consumer = self
+            .op(bucket
                 .stream
                 .create_consumer(jetstream::consumer::push::OrderedConfig {
                     deliver_subject: self.client.new_inbox(),
-                    filter_subject: format!("{prefix}{filter}"),
+                    filter_subject,
                     deliver_policy: jetstream::consumer::DeliverPolicy::LastPerSubject,
                     replay_policy: jetstream::consumer::ReplayPolicy::Instant,
                     ..Default::default()
-                })
-                .await
-                .map_err(backend)?;
-            let mut remaining = consumer.cached_info().num_pending;
+                }))
+            .await?;
+        let mut remaining = consumer.cached_info().num_pending;
+        let bound = self.op_timeout * (remaining / LISTED_PER_TIMEOUT + 1).min(1_000) as u32;
+        let listing = async {
             let mut out = Vec::with_capacity(remaining as usize);
             if remaining == 0 {
                 return Ok(out);
@@ -155,9 +175,16 @@ impl KvStore {
             }
             Ok(out)
         };
-        tokio::time::timeout(self.op_timeout, listing)
+        tokio::time::timeout(bound, listing)
             .await
-            .map_err(|_| StoreError::Timeout(self.op_timeout))?
+            .map_err(|_| StoreError::Timeout(bound))?
+    }
+
+    /// A fingerprint of everything `bucket` holds: any put, delete or purge changes it.
+    pub(super) async fn version(&self, bucket: &kv::Store) -> StoreResult<BucketVersion> {
+        let info = self.op(bucket.stream.get_info()).await?;
+        let state = info.state;
+        Ok((state.messages, state.first_sequence, state.last_sequence))
     }
 
     /// Reads a JSON record, changes it with `change`, and writes it back with a

@@ -1,24 +1,48 @@
-//! Committing an epoch in an order that never shows half of one: the members' tails and the
-//! signed head under the head's digest first, then a create-only marker claims the epoch, then
-//! the room's epoch moves by compare-and-swap. The head commits to every entry (its Merkle root),
-//! so its digest names the whole epoch. Markers never change, so the digests they name are
-//! cached.
+//! Committing an epoch in an order that never shows half of one: the members' tails (in
+//! groups, see [`super::groups`]), their index and the signed head under the head's digest
+//! first, then a create-only marker claims the epoch, then the room's epoch moves by
+//! compare-and-swap. The head commits to every entry (its Merkle root), so its digest names the
+//! whole epoch. Markers never change, so the digests they name are cached, and so are the heads
+//! and indexes of the epochs members fetch from: a warm key fetch is one read, of its group.
+
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use sha2::{Digest, Sha256};
 use unibus::manifest::SignedManifest;
-use unibus::RoomId;
+use unibus::{RoomId, SignPublicKey};
 
-use super::{keys, KvStore};
+use super::{groups, keys, KvStore};
 use crate::store::epoch::StoredEpoch;
 use crate::store::{Room, Store, StoreError, StoreResult};
 
 /// How many committed digests are cached before the cache starts over.
 const DIGESTS_CACHED: usize = 10_000;
 
-/// How many puts of one epoch's tails are in flight at once.
-const PUTS_IN_FLIGHT: usize = 64;
+/// How many puts (or gets) of one epoch's tail groups are in flight at once: at most 16 groups
+/// of at most 19 KB.
+const GROUPS_IN_FLIGHT: usize = 16;
+
+/// The most bytes of heads and indexes cached before the cache starts over: 64 indexes of the
+/// largest rooms (2^20 members, 8,192 groups of 32 bytes), thousands of typical ones.
+const LOOKUPS_CACHED_BYTES: usize = 16 * 1024 * 1024;
+
+/// What finds a member's part of a committed epoch: its signed head and its groups' index.
+#[derive(Debug)]
+pub(super) struct EpochLookup {
+    /// The signed head (header and signature).
+    pub head: Bytes,
+    /// The first member key of every tail group.
+    pub index: Bytes,
+}
+
+/// The cached [`EpochLookup`]s by digest, with their total size.
+#[derive(Debug, Default)]
+pub(super) struct LookupCache {
+    by_digest: std::collections::HashMap<String, Arc<EpochLookup>>,
+    bytes: usize,
+}
 
 /// The digest an epoch's keys carry: of its signed head.
 pub(super) fn head_digest(head: &[u8]) -> String {
@@ -59,28 +83,130 @@ impl KvStore {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Writes an epoch's tails, then its head, under the head's digest (idempotent
-    /// overwrites). Returns the digest.
+    /// Writes an epoch's tail groups, their index, then its head, under the head's digest
+    /// (idempotent overwrites: the grouping depends on the manifest alone). Returns the digest.
     pub(super) async fn write_epoch_data(&self, manifest: &SignedManifest) -> StoreResult<String> {
         let contents = manifest.unverified();
         let (room, epoch) = (&contents.room, contents.epoch);
-        let stored = StoredEpoch::of(manifest);
-        let digest = head_digest(&stored.head);
-        // Many puts in flight at once: each waits for its own ack, so a large epoch costs
-        // n / PUTS_IN_FLIGHT round trips instead of n.
+        let head = StoredEpoch::head_of(manifest);
+        let digest = head_digest(&head);
+        let grouped = groups::group(manifest);
+        // Several groups in flight at once: each waits for its own ack.
         let digest_ref = digest.as_str();
-        let puts = stored.tails.into_iter().map(|(member, tail)| {
-            let key = keys::tail(room, epoch, digest_ref, &member);
-            async move { self.put(&self.room_keys, &key, Bytes::from(tail)).await }
+        let puts = grouped.groups.into_iter().enumerate().map(|(n, group)| {
+            let key = keys::tail_group(room, epoch, digest_ref, n);
+            async move { self.put(&self.room_keys, &key, Bytes::from(group)).await }
         });
         futures::stream::iter(puts)
-            .buffer_unordered(PUTS_IN_FLIGHT)
+            .buffer_unordered(GROUPS_IN_FLIGHT)
             .try_collect::<Vec<()>>()
             .await?;
-        let key = keys::head(room, epoch, &digest);
-        self.put(&self.room_keys, &key, Bytes::from(stored.head))
+        let key = keys::tail_index(room, epoch, &digest);
+        self.put(&self.room_keys, &key, Bytes::from(grouped.index))
             .await?;
+        let key = keys::head(room, epoch, &digest);
+        self.put(&self.room_keys, &key, Bytes::from(head)).await?;
         Ok(digest)
+    }
+
+    /// The head and the group index of the committed epoch with this digest, from the cache or
+    /// read at once. Both are written before the epoch's marker, so a missing one is damage.
+    pub(super) async fn epoch_lookup(
+        &self,
+        room: &RoomId,
+        epoch: u64,
+        digest: &str,
+    ) -> StoreResult<Arc<EpochLookup>> {
+        if let Some(lookup) = self.cached_lookups().by_digest.get(digest) {
+            return Ok(Arc::clone(lookup));
+        }
+        let (head_key, index_key) = (
+            keys::head(room, epoch, digest),
+            keys::tail_index(room, epoch, digest),
+        );
+        let (head, index) = tokio::join!(
+            self.get(&self.room_keys, &head_key),
+            self.get(&self.room_keys, &index_key),
+        );
+        let missing = |what: &str| {
+            StoreError::Corrupt(format!("epoch {epoch} of {room} has no stored {what}"))
+        };
+        let lookup = Arc::new(EpochLookup {
+            head: head?.ok_or_else(|| missing("head"))?,
+            index: index?.ok_or_else(|| missing("tail index"))?,
+        });
+        let size = lookup.head.len() + lookup.index.len();
+        let mut cache = self.cached_lookups();
+        if cache.bytes + size > LOOKUPS_CACHED_BYTES {
+            *cache = LookupCache::default();
+        }
+        if size <= LOOKUPS_CACHED_BYTES
+            && cache
+                .by_digest
+                .insert(digest.to_owned(), Arc::clone(&lookup))
+                .is_none()
+        {
+            cache.bytes += size;
+        }
+        Ok(lookup)
+    }
+
+    fn cached_lookups(&self) -> std::sync::MutexGuard<'_, LookupCache> {
+        // Entries are inserted whole with their size; a poisoned cache is still consistent.
+        self.lookups
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// `member`'s tail of the committed epoch `lookup` describes, if it is a recipient: one read
+    /// of its group.
+    pub(super) async fn member_tail(
+        &self,
+        room: &RoomId,
+        epoch: u64,
+        digest: &str,
+        lookup: &EpochLookup,
+        member: &SignPublicKey,
+    ) -> StoreResult<Option<Vec<u8>>> {
+        let Some(n) = groups::group_of(&lookup.index, member)? else {
+            return Ok(None);
+        };
+        let group = self
+            .get(&self.room_keys, &keys::tail_group(room, epoch, digest, n))
+            .await?
+            .ok_or_else(|| {
+                StoreError::Corrupt(format!("epoch {epoch} of {room} has no tail group {n}"))
+            })?;
+        groups::tail_in(&group, n, member)
+    }
+
+    /// The whole manifest of the committed epoch `lookup` describes: its head and every
+    /// group's entries, checked again as any received manifest is.
+    pub(super) async fn whole_manifest(
+        &self,
+        room: &RoomId,
+        epoch: u64,
+        digest: &str,
+        lookup: &EpochLookup,
+    ) -> StoreResult<SignedManifest> {
+        let count = groups::group_count(&lookup.index)?;
+        let gets = (0..count).map(|n| async move {
+            self.get(&self.room_keys, &keys::tail_group(room, epoch, digest, n))
+                .await?
+                .ok_or_else(|| {
+                    StoreError::Corrupt(format!("epoch {epoch} of {room} has no tail group {n}"))
+                })
+        });
+        let stored: Vec<Bytes> = futures::stream::iter(gets)
+            .buffered(GROUPS_IN_FLIGHT)
+            .try_collect()
+            .await?;
+        let mut bytes = lookup.head.to_vec();
+        for group in &stored {
+            bytes.extend_from_slice(groups::entries_in(group)?);
+        }
+        SignedManifest::from_bytes(&bytes)
+            .map_err(|e| StoreError::Corrupt(format!("stored epoch {epoch} of {room}: {e}")))
     }
 
     /// Moves the room's epoch from `from` to `to` by compare-and-swap. `Ok(actual)` with the

@@ -58,14 +58,16 @@ pub(super) fn head(room: &RoomId, epoch: u64, digest: &str) -> String {
     format!("f.{room}.{epoch}.{digest}")
 }
 
-/// `UNIBUS_room_keys`: `member`'s tail (index, entry, audit path) of the epoch with this digest.
-pub(super) fn tail(room: &RoomId, epoch: u64, digest: &str, member: &SignPublicKey) -> String {
-    format!("k.{room}.{epoch}.{digest}.{member}")
+/// `UNIBUS_room_keys`: the index of the tail groups of the epoch with this digest: the first
+/// member key of every group (see `groups`).
+pub(super) fn tail_index(room: &RoomId, epoch: u64, digest: &str) -> String {
+    format!("i.{room}.{epoch}.{digest}")
 }
 
-/// `UNIBUS_room_keys`: the filter for every tail of the epoch with this digest.
-pub(super) fn tails(room: &RoomId, epoch: u64, digest: &str) -> String {
-    format!("k.{room}.{epoch}.{digest}.*")
+/// `UNIBUS_room_keys`: group `n` of the members' tails (index, entry, audit path) of the epoch
+/// with this digest.
+pub(super) fn tail_group(room: &RoomId, epoch: u64, digest: &str, n: usize) -> String {
+    format!("k.{room}.{epoch}.{digest}.{n}")
 }
 
 #[cfg(test)]

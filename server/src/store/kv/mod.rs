@@ -8,7 +8,8 @@
 //! | `UNIBUS_members` | `{room}.{member}` | `1` |
 //! | `UNIBUS_rooms_by_member` | `{member}.{room}` | `1` |
 //! | `UNIBUS_room_keys` | `f.{room}.{epoch}.{digest}` | the epoch's signed head (header and signature, protocol §8.4) |
-//! | | `k.{room}.{epoch}.{digest}.{member}` | the member's tail: leaf index, entry, audit path |
+//! | | `i.{room}.{epoch}.{digest}` | the index of the epoch's tail groups: the first member key (32 bytes) of each |
+//! | | `k.{room}.{epoch}.{digest}.{n}` | tail group `n`: entries `128 n` to `128 n + 127` with the audit path they share; each member's tail (leaf index, entry, audit path) is cut from it |
 //! | | `e.{room}.{epoch}` | `{digest}`: the digest of the head the epoch committed |
 //! | `UNIBUS_admin_nonces` | nonce of a signed admin request | when it expires (Unix ms) |
 //!
@@ -17,7 +18,11 @@
 //! 1 to 5 replicas; reopening with more replicas scales the buckets in place (R1 to R3).
 //!
 //! Epoch markers are create-only, so the digest an epoch committed never changes: each
-//! instance caches the digests it has read, and a key fetch costs one round trip less.
+//! instance caches the digests it has read, and the heads and group indexes under them, so a
+//! warm key fetch is one read: the member's tail group.
+//! Large rooms' sorted member listings, and every active user's key when a large room holds a
+//! large share of all users, are kept beside their bucket's version and used only while it is
+//! unchanged (`listing`), so paging through a large room lists it once, and stays exact.
 //!
 //! Every operation is bounded by [`KvStoreConfig::op_timeout`]. Opening retries each bucket
 //! operation with short attempts within [`KvStoreConfig::bootstrap_budget`], because on a cold
@@ -26,19 +31,22 @@
 //! Multi-key writes are ordered so that a crash leaves nothing half-visible:
 //! - redeeming an invite burns it with a compare-and-swap on its revision (recording the key),
 //!   then creates the user; a retry by the same key completes a crashed registration;
-//! - an epoch's tails and head are written under the head's digest first, then the epoch is
+//! - an epoch's tail groups, their index and its head are written under the head's digest first, then the epoch is
 //!   claimed with a create-only marker, then the room's epoch moves by compare-and-swap.
 //!   A claimed epoch is always complete, so if its writer crashed, the next rekey rolls the room
 //!   forward to it and asks its caller to rekey from there.
 //!
 //! The module is split by concern: `bucket` has the bucket primitives (bounded gets, puts,
 //! compare-and-swap, listings, opening), `keys` the one definition of every key the buckets use,
-//! and `epoch` the ordered commit of an epoch and the digest cache.
+//! `groups` the encoding of an epoch's tails in groups, `epoch` the ordered commit of an
+//! epoch and the caches of what it committed, and `listing` the listings of large rooms.
 
 mod bucket;
 mod epoch;
 mod feed;
+mod groups;
 mod keys;
+mod listing;
 
 use std::time::{Duration, Instant};
 
@@ -54,10 +62,6 @@ use super::{
     RoomSnapshot, Snapshot, Store, StoreError, StoreResult, User, UserStatus,
 };
 use bucket::{backend, decode, encode, open_bucket, CAS_ATTEMPTS};
-use futures::StreamExt;
-
-/// How many user reads a listing keeps in flight.
-const READS_IN_FLIGHT: usize = 64;
 
 /// How the KV store is set up.
 #[derive(Debug, Clone)]
@@ -103,6 +107,16 @@ pub struct KvStore {
     /// never changes; caching it saves a round trip on every key fetch.
     /// Shared by clones.
     digests: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<(RoomId, u64), String>>>,
+    /// The heads and tail-group indexes of committed epochs, by digest: immutable once written.
+    /// Shared by clones.
+    lookups: std::sync::Arc<std::sync::Mutex<epoch::LookupCache>>,
+    /// The sorted members of large rooms, valid while the members bucket is unchanged.
+    /// Shared by clones.
+    listings: std::sync::Arc<std::sync::Mutex<listing::ListingCache>>,
+    /// Every active user's x25519 key, valid while the users bucket is unchanged (only kept
+    /// for large rooms). Shared by clones.
+    active_users:
+        std::sync::Arc<std::sync::Mutex<Option<(bucket::BucketVersion, listing::ActiveUsers)>>>,
 }
 
 impl std::fmt::Debug for KvStore {
@@ -158,6 +172,9 @@ impl KvStore {
             client,
             op_timeout: config.op_timeout,
             digests: Default::default(),
+            lookups: Default::default(),
+            listings: Default::default(),
+            active_users: Default::default(),
         })
     }
 
@@ -386,17 +403,7 @@ impl Store for KvStore {
 
     async fn list_members(&self, room: &RoomId) -> StoreResult<Vec<SignPublicKey>> {
         self.get_room(room).await?;
-        let mut members = self
-            .entries(&self.members, &keys::members_of(room))
-            .await?
-            .into_iter()
-            .map(|(key, _)| {
-                SignPublicKey::from_hex(keys::member_in(room, &key))
-                    .map_err(|e| StoreError::Corrupt(format!("stored member key: {e}")))
-            })
-            .collect::<StoreResult<Vec<_>>>()?;
-        members.sort();
-        Ok(members)
+        Ok(self.sorted_members(room).await?.to_vec())
     }
 
     async fn active_members(
@@ -405,26 +412,13 @@ impl Store for KvStore {
         after: Option<&SignPublicKey>,
         limit: usize,
     ) -> StoreResult<Vec<(SignPublicKey, KexPublicKey)>> {
-        // Keys cannot be range-scanned: list the room's members, then read users in key order,
-        // many at once, until the page is full.
-        let members = self.list_members(room).await?;
+        // Keys cannot be range-scanned: the room's sorted members (see `listing`), then their
+        // users in key order until the page is full.
+        self.get_room(room).await?;
+        let members = self.sorted_members(room).await?;
         let start = after.map_or(0, |after| members.partition_point(|m| m <= after));
-        let mut users = futures::stream::iter(members.into_iter().skip(start))
-            .map(|member| async move { self.get_user(&member).await })
-            .buffered(READS_IN_FLIGHT);
-        let mut page = Vec::new();
-        while page.len() < limit {
-            match users.next().await {
-                None => break,
-                Some(Ok(user)) if user.status == UserStatus::Active => {
-                    page.push((user.sign_key, user.kex_key));
-                }
-                // Revoked, or deleted (its tombstone reads as not found): not a recipient.
-                Some(Ok(_)) | Some(Err(StoreError::NotFound)) => {}
-                Some(Err(e)) => return Err(e),
-            }
-        }
-        Ok(page)
+        self.active_of(members.len(), &members[start..], limit)
+            .await
     }
 
     async fn is_member(&self, room: &RoomId, member: &SignPublicKey) -> StoreResult<bool> {
@@ -466,23 +460,14 @@ impl Store for KvStore {
             .committed_digest(room, epoch)
             .await?
             .ok_or(StoreError::NotFound)?;
-        // Two independent reads of immutable records.
-        let (head_key, tail_key) = (
-            keys::head(room, epoch, &digest),
-            keys::tail(room, epoch, &digest, member),
-        );
-        let (head, tail) = tokio::join!(
-            self.get(&self.room_keys, &head_key),
-            self.get(&self.room_keys, &tail_key),
-        );
-        let tail = tail?.ok_or(StoreError::NotFound)?;
-        // A committed epoch has its head: a missing one is damage, not "no key".
-        let head = head?.ok_or_else(|| {
-            StoreError::Corrupt(format!("epoch {epoch} of {room} has no stored head"))
-        })?;
+        let lookup = self.epoch_lookup(room, epoch, &digest).await?;
+        let tail = self
+            .member_tail(room, epoch, &digest, &lookup, member)
+            .await?
+            .ok_or(StoreError::NotFound)?;
         Ok(EpochPart {
             epoch,
-            part: super::epoch::member_part(&head, &tail),
+            part: super::epoch::member_part(&lookup.head, &tail),
         })
     }
 
@@ -491,14 +476,8 @@ impl Store for KvStore {
             .committed_digest(room, epoch)
             .await?
             .ok_or(StoreError::NotFound)?;
-        let head = self
-            .get(&self.room_keys, &keys::head(room, epoch, &digest))
-            .await?
-            .ok_or(StoreError::NotFound)?;
-        let tails = self
-            .entries(&self.room_keys, &keys::tails(room, epoch, &digest))
-            .await?;
-        super::epoch::rebuild_manifest(&head, tails.into_iter().map(|(_, tail)| tail.to_vec()))
+        let lookup = self.epoch_lookup(room, epoch, &digest).await?;
+        self.whole_manifest(room, epoch, &digest, &lookup).await
     }
 
     async fn record_nonce(
