@@ -16,6 +16,7 @@
 //! ```
 
 pub mod liar;
+pub mod storm;
 
 use std::fmt::Write as _;
 use std::io::{Read, Write};

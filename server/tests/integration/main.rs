@@ -13,6 +13,7 @@ mod cluster_faults;
 mod cluster_login;
 mod control_plane;
 mod http_api;
+mod login_storm;
 mod migration;
 mod multi_instance;
 mod registration_storm;

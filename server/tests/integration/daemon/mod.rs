@@ -102,7 +102,12 @@ pub struct EmbeddedServer {
 impl EmbeddedServer {
     /// Starts the server on ports the OS picks, and waits until it serves.
     pub async fn start() -> EmbeddedServer {
-        let data = tempfile::tempdir().unwrap();
+        Self::start_in(tempfile::tempdir().unwrap()).await
+    }
+
+    /// Starts one on `data`, a data directory prepared beforehand (for example a store with
+    /// many users imported into `<data>/unibus.db`).
+    pub async fn start_in(data: tempfile::TempDir) -> EmbeddedServer {
         let daemon = Self::serve(data.path(), 0, 0).await;
         EmbeddedServer {
             http_port: daemon.serving.http.port(),

@@ -1,0 +1,252 @@
+//! Login storms: N clients connecting at the same moment to a release `membershipd serve`
+//! (SQLite, embedded nats-server), each with its own key and full-jitter retries, beside the
+//! floor measured in the same run: the same nats-server binary with the same users listed as
+//! static nkeys. Then, with the N clients connected, membershipd's idle CPU (beside
+//! nats-server's) and how long a revocation takes to cut a session.
+//!
+//! ```text
+//! cargo bench -p unibus-server --bench storm
+//! UNIBUS_STORM_SIZES=1000,5000 cargo bench -p unibus-server --bench storm
+//! ```
+//!
+//! The clients, membershipd and nats-server share this machine's 2 cores. The hard limit of
+//! open files here is 20,000 per process, so 15,000 clients is the most one node takes.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use unibus::Identity;
+use unibus_server::serve::{Serving, SERVING_FILE};
+use unibus_server::store::{now_millis, Snapshot, SqliteStore, Store, User, UserStatus};
+use unibus_testkit::storm::{storm, Login, StormReport};
+
+/// How long a storm may take before the clients still out count as failed.
+const STORM_DEADLINE: Duration = Duration::from_secs(120);
+/// How long idle CPU is measured.
+const IDLE_WINDOW: Duration = Duration::from_secs(5);
+/// How many users are revoked, one after the other, to time the cut.
+const REVOCATIONS: usize = 20;
+
+fn ms(d: Duration) -> String {
+    format!("{:.0} ms", d.as_secs_f64() * 1e3)
+}
+
+/// A child process killed on drop.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// CPU seconds (user + system) a process has used so far.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the name.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// The share of one core each process used over `window`.
+async fn idle_cpu(pids: &[u32], window: Duration) -> Vec<f64> {
+    let before: Vec<f64> = pids.iter().map(|p| cpu_seconds(*p)).collect();
+    tokio::time::sleep(window).await;
+    pids.iter()
+        .zip(before)
+        .map(|(p, b)| (cpu_seconds(*p) - b) / window.as_secs_f64() * 100.0)
+        .collect()
+}
+
+/// The floor: nats-server with the users as static nkeys.
+async fn floor(ids: &[Arc<Identity>], dir: &Path) -> StormReport {
+    let port = free_port();
+    let users: String = ids
+        .iter()
+        .map(|id| format!("    {{ nkey: {} }}\n", id.nkey_public()))
+        .collect();
+    let config = dir.join("floor.conf");
+    std::fs::write(
+        &config,
+        format!("listen: 127.0.0.1:{port}\nauthorization {{\n  timeout: 2\n  users = [\n{users}  ]\n}}\n"),
+    )
+    .unwrap();
+    let _server = Process(
+        Command::new(unibus_testkit::nats_server_binary().unwrap())
+            .arg("-c")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let url = format!("nats://127.0.0.1:{port}");
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    storm(&[url], ids, Login::StaticNkey, STORM_DEADLINE).await
+}
+
+fn membershipd(data: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_membershipd"));
+    command
+        .env_remove("MEMBERSHIPD_CONFIG")
+        .env("MEMBERSHIPD_LOG", "warn")
+        .arg("--data-dir")
+        .arg(data)
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .arg("--nats-listen")
+        .arg("127.0.0.1:0")
+        .arg("--nats-server")
+        .arg(unibus_testkit::nats_server_binary().unwrap());
+    command
+}
+
+/// nats-server's pid: membershipd's child.
+fn child_of(pid: u32) -> Option<u32> {
+    let children =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    children.split_whitespace().next()?.parse().ok()
+}
+
+struct Unibus {
+    storm: StormReport,
+    idle: Vec<f64>,
+    cuts: Vec<Duration>,
+}
+
+async fn unibus(ids: &[Arc<Identity>], dir: &Path) -> Unibus {
+    let data = dir.join("membershipd");
+    std::fs::create_dir_all(&data).unwrap();
+    {
+        let store = SqliteStore::open(data.join("unibus.db")).await.unwrap();
+        let users = ids
+            .iter()
+            .map(|id| User {
+                sign_key: id.sign_public_key(),
+                kex_key: id.kex_public_key(),
+                admin: false,
+                status: UserStatus::Active,
+                created_at: now_millis(),
+                invite_id: None,
+            })
+            .collect();
+        let snapshot = Snapshot {
+            users,
+            ..Snapshot::default()
+        };
+        store.import_snapshot(&snapshot).await.unwrap();
+    }
+    let log = std::fs::File::create(dir.join("membershipd.log")).unwrap();
+    let server = Process(
+        membershipd(&data)
+            .arg("serve")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let serving: Serving = loop {
+        if let Ok(text) = std::fs::read(data.join(SERVING_FILE)) {
+            if let Ok(serving) = serde_json::from_slice(&text) {
+                break serving;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let storm = storm(&serving.nats_urls, ids, Login::Unibus, STORM_DEADLINE).await;
+
+    let pids: Vec<u32> = [Some(server.0.id()), child_of(server.0.id())]
+        .into_iter()
+        .flatten()
+        .collect();
+    // Let the storm's aftermath settle, then measure rest.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let idle = idle_cpu(&pids, IDLE_WINDOW).await;
+
+    let mut cuts = Vec::new();
+    for (id, client) in ids.iter().zip(&storm.clients).take(REVOCATIONS) {
+        let output = membershipd(&data)
+            .arg("user")
+            .arg("revoke")
+            .arg(id.sign_public_key().to_hex())
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "revoke: {output:?}");
+        // The revocation is committed when the command returns.
+        let committed = Instant::now();
+        while client.connection_state() == async_nats::connection::State::Connected {
+            if committed.elapsed() > Duration::from_secs(60) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        cuts.push(committed.elapsed());
+    }
+    Unibus { storm, idle, cuts }
+}
+
+fn row(name: &str, n: usize, report: &StormReport) -> String {
+    format!(
+        "| {name} | {n} | {:.2}% | {:.2}% | {} | {:.0}/s | {} | {} |",
+        report.first_try as f64 * 100.0 / n as f64,
+        report.clients.len() as f64 * 100.0 / n as f64,
+        ms(report.time_to_last()),
+        report.clients.len() as f64 / report.time_to_last().as_secs_f64().max(1e-9),
+        ms(report.quantile(0.5)),
+        ms(report.quantile(0.99)),
+    )
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    let sizes: Vec<usize> = std::env::var("UNIBUS_STORM_SIZES")
+        .unwrap_or_else(|_| "1000,5000,10000,15000".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    println!("| login | N at once | first try | connected | time to last | logins/s | p50 | p99 |");
+    println!("|---|---|---|---|---|---|---|---|");
+    let mut rest = Vec::new();
+    for n in sizes {
+        let ids: Vec<Arc<Identity>> = (0..n)
+            .map(|_| Arc::new(Identity::generate().unwrap()))
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let floor = floor(&ids, dir.path()).await;
+        println!("{}", row("floor: static nkeys", n, &floor));
+        drop(floor);
+        let unibus = unibus(&ids, dir.path()).await;
+        println!("{}", row("unibus: callout", n, &unibus.storm));
+        rest.push((n, unibus.idle, unibus.cuts));
+    }
+    println!();
+    println!("| N connected | membershipd idle CPU | nats-server idle CPU | revocation cut p50 | p99 (of {REVOCATIONS}) |");
+    println!("|---|---|---|---|---|");
+    for (n, idle, mut cuts) in rest {
+        cuts.sort();
+        let pct = |p: f64| cuts[((cuts.len() - 1) as f64 * p).round() as usize];
+        println!(
+            "| {n} | {:.1}% of a core | {:.1}% of a core | {} | {} |",
+            idle.first().copied().unwrap_or(0.0),
+            idle.get(1).copied().unwrap_or(0.0),
+            ms(pct(0.5)),
+            ms(pct(0.99)),
+        );
+    }
+}

@@ -1,0 +1,131 @@
+//! A login storm: many clients connecting to the cluster at the same moment, each logging in
+//! with its own key as protocol §11 says, and retrying a refused or unanswered login with full
+//! jitter (a random wait between zero and 250 ms, doubling up to 8 s), as the protocol asks of
+//! every client. The login storm test and the `storm` benchmark use it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use unibus::{subjects, Identity};
+
+/// How one storm went.
+pub struct StormReport {
+    /// The connected clients, kept open until the report is dropped.
+    pub clients: Vec<async_nats::Client>,
+    /// Clients that never connected before the deadline.
+    pub failed: usize,
+    /// Clients connected on their first attempt.
+    pub first_try: usize,
+    /// Each connected client's time from the start of the storm to its login.
+    pub latencies: Vec<Duration>,
+}
+
+impl StormReport {
+    /// The time until the last client logged in.
+    pub fn time_to_last(&self) -> Duration {
+        self.latencies.iter().max().copied().unwrap_or_default()
+    }
+
+    /// The latency at `quantile` (0.0 to 1.0).
+    pub fn quantile(&self, quantile: f64) -> Duration {
+        let mut sorted = self.latencies.clone();
+        sorted.sort();
+        if sorted.is_empty() {
+            return Duration::ZERO;
+        }
+        let index = ((sorted.len() - 1) as f64 * quantile).round() as usize;
+        sorted[index.min(sorted.len() - 1)]
+    }
+}
+
+/// How each client of a storm logs in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Login {
+    /// With its key's nkey and its own inbox prefix (the unibus protocol).
+    Unibus,
+    /// With its key's nkey only (the floor: a nats-server with the same users as static nkeys).
+    StaticNkey,
+}
+
+/// Connects one client per identity to `urls`, all at once, retrying refused and unanswered
+/// logins with full jitter until `deadline` after the start.
+pub async fn storm(
+    urls: &[String],
+    identities: &[Arc<Identity>],
+    login: Login,
+    deadline: Duration,
+) -> StormReport {
+    let started = Instant::now();
+    let addrs: Vec<async_nats::ServerAddr> = urls.iter().filter_map(|u| u.parse().ok()).collect();
+    let tasks: Vec<_> = identities
+        .iter()
+        .enumerate()
+        .map(|(index, id)| {
+            let (id, addrs) = (Arc::clone(id), addrs.clone());
+            tokio::spawn(async move {
+                let mut attempt = 0u32;
+                let mut jitter = Jitter::new(index as u64);
+                loop {
+                    attempt += 1;
+                    let mut options =
+                        async_nats::ConnectOptions::with_nkey(id.nkey_seed().to_string())
+                            .connection_timeout(Duration::from_secs(5))
+                            .max_reconnects(None);
+                    if login == Login::Unibus {
+                        options = options
+                            .custom_inbox_prefix(subjects::inbox_prefix(&id.sign_public_key()));
+                    }
+                    match options.connect(addrs.clone()).await {
+                        Ok(client) => return Some((client, attempt, started.elapsed())),
+                        Err(_) => {
+                            let wait = jitter.wait(attempt);
+                            if started.elapsed() + wait > deadline {
+                                return None;
+                            }
+                            tokio::time::sleep(wait).await;
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut report = StormReport {
+        clients: Vec::new(),
+        failed: 0,
+        first_try: 0,
+        latencies: Vec::new(),
+    };
+    for task in tasks {
+        match task.await {
+            Ok(Some((client, attempt, latency))) => {
+                report.clients.push(client);
+                report.first_try += usize::from(attempt == 1);
+                report.latencies.push(latency);
+            }
+            _ => report.failed += 1,
+        }
+    }
+    report
+}
+
+/// Full jitter from a small per-client generator (xorshift; no cryptographic need).
+struct Jitter(u64);
+
+impl Jitter {
+    fn new(seed: u64) -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos() as u64);
+        Self((seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ nanos) | 1)
+    }
+
+    fn wait(&mut self, attempt: u32) -> Duration {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        let bound = Duration::from_millis(250)
+            .saturating_mul(1 << attempt.saturating_sub(1).min(5))
+            .min(Duration::from_secs(8));
+        bound.mul_f64((self.0 >> 11) as f64 / (1u64 << 53) as f64)
+    }
+}
