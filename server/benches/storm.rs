@@ -57,7 +57,12 @@ fn cpu_seconds(pid: u32) -> f64 {
     // Fields after the command name (which is in parentheses and may hold spaces).
     let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the name.
     (ticks(11) + ticks(12)) / 100.0
 }
@@ -72,8 +77,35 @@ async fn idle_cpu(pids: &[u32], window: Duration) -> Vec<f64> {
         .collect()
 }
 
+/// Waits until the clients of the last storm have closed their sockets (dropped clients close
+/// asynchronously), so the next storm has the file descriptors it needs.
+async fn settle_fds() {
+    let open = || std::fs::read_dir("/proc/self/fd").map_or(0, |dir| dir.count());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while open() > 500 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// CPU seconds used by this process and by `pids` while `work` runs: (this process, each pid).
+async fn cpu_during<T>(
+    pids: &[u32],
+    work: impl std::future::Future<Output = T>,
+) -> (T, f64, Vec<f64>) {
+    let me = std::process::id();
+    let before_me = cpu_seconds(me);
+    let before: Vec<f64> = pids.iter().map(|p| cpu_seconds(*p)).collect();
+    let out = work.await;
+    let used: Vec<f64> = pids
+        .iter()
+        .zip(before)
+        .map(|(p, b)| cpu_seconds(*p) - b)
+        .collect();
+    (out, cpu_seconds(me) - before_me, used)
+}
+
 /// The floor: nats-server with the users as static nkeys.
-async fn floor(ids: &[Arc<Identity>], dir: &Path) -> StormReport {
+async fn floor(ids: &[Arc<Identity>], dir: &Path) -> String {
     let port = free_port();
     let users: String = ids
         .iter()
@@ -98,7 +130,14 @@ async fn floor(ids: &[Arc<Identity>], dir: &Path) -> StormReport {
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    storm(&[url], ids, Login::StaticNkey, STORM_DEADLINE).await
+    let (report, clients_cpu, used) = cpu_during(
+        &[_server.0.id()],
+        storm(&[url], ids, Login::StaticNkey, STORM_DEADLINE),
+    )
+    .await;
+    let cpu = format!("clients {clients_cpu:.1} s, nats-server {:.1} s", used[0]);
+    // The clients go before their server, so that none is left reconnecting to nothing.
+    row("floor: static nkeys", ids.len(), &report, &cpu)
 }
 
 fn membershipd(data: &Path) -> Command {
@@ -124,8 +163,115 @@ fn child_of(pid: u32) -> Option<u32> {
     children.split_whitespace().next()?.parse().ok()
 }
 
+/// membershipd's share of a login alone: `Callout::respond` on authorization requests like
+/// nats-server's, on both cores, from a warm cache; beside its floor, the raw ed25519 work each
+/// answer needs (two verifications: the request's and the nonce's; two signatures: the user JWT
+/// and the response). Returns (logins/s, floor logins/s).
+async fn callout_alone(ids: &[Arc<Identity>], dir: &Path) -> (f64, f64) {
+    use base64::Engine;
+    use nkeys::KeyPair;
+    use unibus_server::auth::callout::Callout;
+    use unibus_server::auth::jwt;
+    use unibus_server::store::CachedStore;
+
+    let store = SqliteStore::open(dir.join("callout.db")).await.unwrap();
+    store.import_snapshot(&snapshot_of(ids)).await.unwrap();
+    let cache = CachedStore::new(Arc::new(store));
+    cache.warm(Duration::from_secs(10)).await.unwrap();
+    let server = KeyPair::new_server();
+    let callout = Arc::new(Callout::new(cache, KeyPair::new_account(), "APP"));
+    let requests: Vec<String> = ids
+        .iter()
+        .map(|id| {
+            let nonce = format!("nonce-{}", id.sign_public_key().to_hex());
+            let sig = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(id.sign(nonce.as_bytes()).to_bytes());
+            let claims = serde_json::json!({
+                "sub": server.public_key(),
+                "aud": "nats-authorization-request",
+                "nats": {
+                    "user_nkey": id.nkey_public(),
+                    "server_id": { "id": server.public_key() },
+                    "connect_opts": { "nkey": id.nkey_public(), "sig": sig },
+                    "client_info": { "nonce": nonce },
+                    "type": "authorization_request",
+                    "version": 2,
+                },
+            });
+            let serde_json::Value::Object(claims) = claims else {
+                unreachable!("an object literal")
+            };
+            jwt::encode(claims, &server, now_millis() / 1000).unwrap()
+        })
+        .collect();
+    let requests = Arc::new(requests);
+    let started = Instant::now();
+    let halves: Vec<_> = (0..2)
+        .map(|half| {
+            let (callout, requests) = (Arc::clone(&callout), Arc::clone(&requests));
+            tokio::spawn(async move {
+                for request in requests.iter().skip(half).step_by(2) {
+                    let answer = callout.respond(request).await.unwrap();
+                    assert!(answer.len() > 400, "an admission carries a user JWT");
+                }
+            })
+        })
+        .collect();
+    for half in halves {
+        half.await.unwrap();
+    }
+    let rate = requests.len() as f64 / started.elapsed().as_secs_f64();
+
+    let key = KeyPair::new_account();
+    let message = requests[0].as_bytes();
+    let signature = key.sign(message).unwrap();
+    let rounds = 2_000;
+    let started = Instant::now();
+    let floors: Vec<_> = (0..2)
+        .map(|_| {
+            let (key, message, signature) = (
+                KeyPair::from_public_key(&key.public_key()).unwrap(),
+                message.to_vec(),
+                signature.clone(),
+            );
+            let signer = KeyPair::new_account();
+            tokio::task::spawn_blocking(move || {
+                for _ in 0..rounds / 2 {
+                    for _ in 0..2 {
+                        key.verify(&message, &signature).unwrap();
+                        signer.sign(&message).unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    for floor in floors {
+        floor.await.unwrap();
+    }
+    let floor = rounds as f64 / started.elapsed().as_secs_f64();
+    (rate, floor)
+}
+
+fn snapshot_of(ids: &[Arc<Identity>]) -> Snapshot {
+    let users = ids
+        .iter()
+        .map(|id| User {
+            sign_key: id.sign_public_key(),
+            kex_key: id.kex_public_key(),
+            admin: false,
+            status: UserStatus::Active,
+            created_at: now_millis(),
+            invite_id: None,
+        })
+        .collect();
+    Snapshot {
+        users,
+        ..Snapshot::default()
+    }
+}
+
 struct Unibus {
-    storm: StormReport,
+    row: String,
     idle: Vec<f64>,
     cuts: Vec<Duration>,
 }
@@ -135,22 +281,7 @@ async fn unibus(ids: &[Arc<Identity>], dir: &Path) -> Unibus {
     std::fs::create_dir_all(&data).unwrap();
     {
         let store = SqliteStore::open(data.join("unibus.db")).await.unwrap();
-        let users = ids
-            .iter()
-            .map(|id| User {
-                sign_key: id.sign_public_key(),
-                kex_key: id.kex_public_key(),
-                admin: false,
-                status: UserStatus::Active,
-                created_at: now_millis(),
-                invite_id: None,
-            })
-            .collect();
-        let snapshot = Snapshot {
-            users,
-            ..Snapshot::default()
-        };
-        store.import_snapshot(&snapshot).await.unwrap();
+        store.import_snapshot(&snapshot_of(ids)).await.unwrap();
     }
     let log = std::fs::File::create(dir.join("membershipd.log")).unwrap();
     let server = Process(
@@ -169,12 +300,20 @@ async fn unibus(ids: &[Arc<Identity>], dir: &Path) -> Unibus {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let storm = storm(&serving.nats_urls, ids, Login::Unibus, STORM_DEADLINE).await;
-
     let pids: Vec<u32> = [Some(server.0.id()), child_of(server.0.id())]
         .into_iter()
         .flatten()
         .collect();
+    let (storm, clients_cpu, used) = cpu_during(
+        &pids,
+        storm(&serving.nats_urls, ids, Login::Unibus, STORM_DEADLINE),
+    )
+    .await;
+    let cpu = format!(
+        "clients {clients_cpu:.1} s, membershipd {:.1} s, nats-server {:.1} s",
+        used.first().copied().unwrap_or(0.0),
+        used.get(1).copied().unwrap_or(0.0)
+    );
     // Let the storm's aftermath settle, then measure rest.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let idle = idle_cpu(&pids, IDLE_WINDOW).await;
@@ -198,12 +337,15 @@ async fn unibus(ids: &[Arc<Identity>], dir: &Path) -> Unibus {
         }
         cuts.push(committed.elapsed());
     }
-    Unibus { storm, idle, cuts }
+    // The clients go before their server, so that none is left reconnecting to nothing.
+    let row = row("unibus: callout", ids.len(), &storm, &cpu);
+    drop(storm);
+    Unibus { row, idle, cuts }
 }
 
-fn row(name: &str, n: usize, report: &StormReport) -> String {
+fn row(name: &str, n: usize, report: &StormReport, cpu: &str) -> String {
     format!(
-        "| {name} | {n} | {:.2}% | {:.2}% | {} | {:.0}/s | {} | {} |",
+        "| {name} | {n} | {:.2}% | {:.2}% | {} | {:.0}/s | {} | {} | {cpu} |",
         report.first_try as f64 * 100.0 / n as f64,
         report.clients.len() as f64 * 100.0 / n as f64,
         ms(report.time_to_last()),
@@ -220,20 +362,31 @@ async fn main() {
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
-    println!("| login | N at once | first try | connected | time to last | logins/s | p50 | p99 |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("| login | N at once | first try | connected | time to last | logins/s | p50 | p99 | CPU during the storm |");
+    println!("|---|---|---|---|---|---|---|---|---|");
     let mut rest = Vec::new();
+    let mut alone = Vec::new();
     for n in sizes {
         let ids: Vec<Arc<Identity>> = (0..n)
             .map(|_| Arc::new(Identity::generate().unwrap()))
             .collect();
         let dir = tempfile::tempdir().unwrap();
-        let floor = floor(&ids, dir.path()).await;
-        println!("{}", row("floor: static nkeys", n, &floor));
-        drop(floor);
+        if alone.is_empty() {
+            alone.push(callout_alone(&ids, dir.path()).await);
+        }
+        settle_fds().await;
+        println!("{}", floor(&ids, dir.path()).await);
+        settle_fds().await;
         let unibus = unibus(&ids, dir.path()).await;
-        println!("{}", row("unibus: callout", n, &unibus.storm));
+        println!("{}", unibus.row);
         rest.push((n, unibus.idle, unibus.cuts));
+    }
+    println!();
+    for (rate, floor) in alone {
+        println!(
+            "membershipd's share of a login alone (Callout::respond, warm cache, 2 cores): {rate:.0} logins/s; \
+             floor, its raw ed25519 work (2 verifications + 2 signatures): {floor:.0}/s"
+        );
     }
     println!();
     println!("| N connected | membershipd idle CPU | nats-server idle CPU | revocation cut p50 | p99 (of {REVOCATIONS}) |");

@@ -80,7 +80,15 @@ pub async fn run(
     .await?;
     // Every service asks the store through the authorization cache; the revoker follows the
     // changes the cache has applied.
-    let store: Arc<dyn Store> = CachedStore::new(open_store.await?);
+    let cache = CachedStore::new(open_store.await?);
+    let warming = Arc::clone(&cache);
+    tokio::spawn(async move {
+        match warming.warm(Duration::from_secs(10)).await {
+            Ok(users) => tracing::debug!(users, "the authorization cache holds every user"),
+            Err(e) => tracing::warn!(error = %e, "the authorization cache could not be warmed"),
+        }
+    });
+    let store: Arc<dyn Store> = cache;
 
     let issuer = auth
         .issuer

@@ -27,7 +27,9 @@ pub struct SessionOptions {
     /// The limit for each control-plane request. A request that gets no reply in time fails
     /// with [`SessionError::Timeout`]; it never reads as a "no".
     pub request_timeout: Duration,
-    /// The limit for logging in, per server address tried.
+    /// The limit for logging in, per server address tried. Above the cluster's auth timeout
+    /// (10 s in the config membershipd writes), so that a login waiting its turn in a storm is
+    /// not abandoned and retried.
     pub connect_timeout: Duration,
     /// How long [`Session::connect`] keeps retrying a login the cluster refuses, with jittered
     /// backoff, before it fails with [`SessionError::LoginRefused`]. A refusal may be passing
@@ -49,7 +51,7 @@ impl Default for SessionOptions {
     fn default() -> Self {
         Self {
             request_timeout: Duration::from_secs(5),
-            connect_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(12),
             login_patience: Duration::from_secs(10),
             rekey_attempts: 3,
             connection_name: None,

@@ -69,7 +69,7 @@ pub async fn storm(
                     attempt += 1;
                     let mut options =
                         async_nats::ConnectOptions::with_nkey(id.nkey_seed().to_string())
-                            .connection_timeout(Duration::from_secs(5))
+                            .connection_timeout(Duration::from_secs(12))
                             .max_reconnects(None);
                     if login == Login::Unibus {
                         options = options

@@ -35,13 +35,19 @@ pub const AUTH_CALLOUT_SUBJECT: &str = "$SYS.REQ.USER.AUTH";
 /// The queue group of the callout responders, so several membershipd instances share the load.
 pub const AUTH_CALLOUT_QUEUE: &str = "unibus-auth";
 
-/// How long a login may wait for its answer: nats-server's auth timeout (2 s, in the config
+/// How long a login may wait for its answer: nats-server's auth timeout (10 s, in the config
 /// membershipd writes) less a margin for the answer's trip. A login older than this is dropped.
-pub const LOGIN_DEADLINE: Duration = Duration::from_millis(1_500);
+///
+/// The timeout is long on purpose: every attempt costs nats-server about as much as an
+/// admission (it signs the request and checks the answer), so under a storm a login that
+/// waits its turn is far cheaper than one refused and retried.
+pub const LOGIN_DEADLINE: Duration = Duration::from_millis(9_500);
 /// Logins worked on at once.
 pub const LOGINS_AT_ONCE: usize = 64;
-/// Logins that may wait for a worker; beyond this, logins are refused at once as overloaded.
-pub const LOGINS_WAITING: usize = 4_096;
+/// Logins that may wait for a worker (a node takes at most about 15,000 clients on this
+/// machine, so a whole node's reconnection fits); beyond this, logins are refused at once as
+/// overloaded.
+pub const LOGINS_WAITING: usize = 16_384;
 /// How long an admitted user's JWT is valid, at most; each is valid for a random time between
 /// three quarters of this and all of it, so sessions that logged in together do not all log in
 /// again together.

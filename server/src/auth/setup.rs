@@ -112,7 +112,7 @@ accounts {{
 }}
 system_account: SYS
 authorization {{
-  timeout: 2
+  timeout: 10
   auth_callout {{
     issuer: {issuer}
     account: {AUTH_ACCOUNT}

@@ -179,6 +179,32 @@ impl CachedStore {
         Arc::new(Self { inner, shared })
     }
 
+    /// Copies every user at once, so that a storm of logins right after a start finds them in
+    /// memory: waits (up to `within`) for the feed to catch up, lists the users, and keeps the
+    /// list only if no change arrived while it was read. Returns how many were copied.
+    pub async fn warm(&self, within: Duration) -> StoreResult<usize> {
+        let deadline = Instant::now() + within;
+        let position = loop {
+            if let Some(position) = self.copies().read_position() {
+                break position;
+            }
+            if Instant::now() >= deadline {
+                return Ok(0);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        let users = self.inner.list_users().await?;
+        let mut copies = self.copies();
+        if copies.read_position() != Some(position) || users.len() > ENTRIES_KEPT {
+            return Ok(0);
+        }
+        let count = users.len();
+        for user in users {
+            copies.users.insert(user.sign_key, Some(user));
+        }
+        Ok(count)
+    }
+
     /// Whether the cache answers from memory now (its feed is fresh).
     pub fn is_fresh(&self) -> bool {
         self.copies().fresh()
@@ -533,6 +559,31 @@ mod tests {
             .is_member(&room, &bob.sign_public_key())
             .await
             .unwrap());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn warming_copies_every_user_once_the_feed_is_fresh() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open(dir.path().join("db")).await.unwrap());
+        let alice = Identity::generate().unwrap();
+        store
+            .add_user(NewUser {
+                sign_key: alice.sign_public_key(),
+                kex_key: alice.kex_public_key(),
+                admin: false,
+            })
+            .await
+            .unwrap();
+        let (feed, changes) = controlled_feed();
+        let cache = CachedStore::with_feed(Arc::clone(&store), changes);
+        // Not fresh: nothing is copied.
+        assert_eq!(cache.warm(Duration::ZERO).await.unwrap(), 0);
+        feed.send(FeedItem::CaughtUp(Instant::now())).unwrap();
+        assert_eq!(cache.warm(Duration::from_secs(10)).await.unwrap(), 1);
+        // The copy answers (revoked behind the cache's back, with no change on its feed).
+        store.revoke_user(&alice.sign_public_key()).await.unwrap();
+        assert_eq!(status(&*cache, &alice).await, UserStatus::Active);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

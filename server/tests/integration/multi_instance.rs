@@ -1,6 +1,7 @@
 //! Several membershipd instances against one 3-node KV R3 cluster: they share the load with no
 //! leader of their own (callout, control plane and store writes are all queue groups and
-//! compare-and-swap), and the service survives losing one instance.
+//! compare-and-swap), a revocation made anywhere reaches both (their change feeds, caches and
+//! revokers), and the service survives losing one instance.
 
 use crate::daemon;
 
@@ -158,6 +159,58 @@ async fn two_instances_share_one_kv_cluster_and_survive_losing_one() {
         )
         .await,
         json!({})
+    );
+
+    // A revocation through the CLI (a writer that is neither instance) reaches both: dave's
+    // sessions on every node are cut, and whichever instance answers his logins and calls
+    // refuses them, while alice is untouched.
+    let (dave, _) = register(&b, &invite(a_dir.path())).await;
+    let dave_clients = [
+        connect(&dave).await,
+        connect(&dave).await,
+        connect(&dave).await,
+    ];
+    for client in &dave_clients {
+        // Both instances' caches hold dave as active before he is revoked.
+        assert_eq!(
+            call(client.clone(), &dave, "rooms", json!({})).await["rooms"],
+            json!([])
+        );
+    }
+    let revoked = command(
+        a_dir.path(),
+        &nats_url,
+        &["user", "revoke", &dave.sign_public_key().to_hex()],
+    )
+    .output()
+    .unwrap();
+    assert!(revoked.status.success(), "{revoked:?}");
+    let started = std::time::Instant::now();
+    let connected =
+        |c: &async_nats::Client| c.connection_state() == async_nats::connection::State::Connected;
+    while dave_clients.iter().any(connected) {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "a revoked session survived"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for _ in 0..10 {
+        let login = async_nats::ConnectOptions::with_nkey(dave.nkey_seed().to_string())
+            .custom_inbox_prefix(inbox_prefix(&dave.sign_public_key()))
+            .connect(cluster.server_addrs())
+            .await;
+        assert!(login.is_err(), "a revoked key logged in");
+    }
+    assert_eq!(
+        call(
+            alice_client.clone(),
+            &alice,
+            "member",
+            json!({ "room": "general" })
+        )
+        .await["member"],
+        true
     );
 
     // Lose instance A: logins, the control plane and registration keep working through B.
