@@ -245,7 +245,8 @@ impl ControlPlane {
         body: &[u8],
         notices: &mut Notices,
     ) -> Vec<u8> {
-        // A session may outlive its user by up to one revocation sweep: check every time.
+        // A session may outlive its user until the revoker cuts it: check every time (from the
+        // authorization cache, which fails closed).
         // Reads run beside the check, since it comes to the same answer and saves a round trip:
         // a refused caller gets the refusal and never the read. Writes wait for it.
         if operation.is_read_only() {
