@@ -159,8 +159,11 @@ impl Session {
     /// `identity`'s signing key, as protocol §11 says: the key signs the server's nonce, and
     /// the secret never leaves the identity.
     ///
-    /// Fails with [`SessionError::LoginRefused`] if the cluster does not know the key as an
-    /// active user, [`SessionError::Connect`] if no address answers, and
+    /// A refused or unanswered login is retried with jittered backoff for
+    /// [`SessionOptions::login_patience`] (the cluster also refuses while membershipd restarts
+    /// or sheds a storm). Fails with [`SessionError::LoginRefused`] if the cluster kept refusing
+    /// the key that long (it is not an active user, or membershipd stayed unavailable),
+    /// [`SessionError::Connect`] if no address answers, and
     /// [`SessionError::Trust`] ([`TrustError::WrongIdentity`](super::TrustError::WrongIdentity))
     /// if [`SessionOptions::trust`] belongs to another identity.
     pub async fn connect(

@@ -18,7 +18,7 @@
 //!   or a lost response completes the registration instead of failing with "used".
 //! - Invite tokens are stored only as their SHA-256 digest.
 
-mod cached;
+pub mod cached;
 mod epoch;
 mod error;
 pub mod feed;
