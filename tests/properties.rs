@@ -9,7 +9,12 @@ use unibus::{Identity, RoomId};
 
 fn host() -> impl Strategy<Value = String> {
     prop_oneof![
-        "[a-z][a-z0-9-]{0,20}(\\.[a-z][a-z0-9-]{0,10}){0,3}",
+        // Not a label with "--" in its third and fourth places: those are reserved for
+        // internationalized names (`xn--…`, RFC 5891), and a random one is no valid IDN.
+        "[a-z][a-z0-9-]{0,20}(\\.[a-z][a-z0-9-]{0,10}){0,3}"
+            .prop_filter("no reserved IDN label", |host: &String| !host
+                .split('.')
+                .any(|label| label.get(2..4) == Some("--"))),
         (1u8..=254, 0u8..=255, 0u8..=255, 1u8..=254)
             .prop_map(|(a, b, c, d)| format!("{a}.{b}.{c}.{d}")),
     ]
