@@ -485,6 +485,15 @@ mod tests {
         }
     }
 
+    async fn add(store: &dyn Store, who: &Identity) {
+        let user = NewUser {
+            sign_key: who.sign_public_key(),
+            kex_key: who.kex_public_key(),
+            admin: false,
+        };
+        store.add_user(user).await.unwrap();
+    }
+
     async fn status(store: &dyn Store, who: &Identity) -> UserStatus {
         store.get_user(&who.sign_public_key()).await.unwrap().status
     }
@@ -496,14 +505,7 @@ mod tests {
             Arc::new(SqliteStore::open(dir.path().join("db")).await.unwrap());
         let (alice, bob) = (Identity::generate().unwrap(), Identity::generate().unwrap());
         for who in [&alice, &bob] {
-            store
-                .add_user(NewUser {
-                    sign_key: who.sign_public_key(),
-                    kex_key: who.kex_public_key(),
-                    admin: false,
-                })
-                .await
-                .unwrap();
+            add(&*store, who).await;
         }
         let (feed, changes) = controlled_feed();
         let cache = CachedStore::with_feed(Arc::clone(&store), changes);
@@ -567,14 +569,7 @@ mod tests {
         let store: Arc<dyn Store> =
             Arc::new(SqliteStore::open(dir.path().join("db")).await.unwrap());
         let alice = Identity::generate().unwrap();
-        store
-            .add_user(NewUser {
-                sign_key: alice.sign_public_key(),
-                kex_key: alice.kex_public_key(),
-                admin: false,
-            })
-            .await
-            .unwrap();
+        add(&*store, &alice).await;
         let (feed, changes) = controlled_feed();
         let cache = CachedStore::with_feed(Arc::clone(&store), changes);
         // Not fresh: nothing is copied.
