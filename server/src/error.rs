@@ -76,6 +76,11 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
+    /// The control plane could not subscribe its subjects on the cluster (the service
+    /// account's connection was refused them, or closed): check the cluster's account
+    /// configuration and that it is reachable.
+    #[error("the control plane could not subscribe on the cluster: {0}")]
+    ControlPlane(#[source] async_nats::Error),
     /// The store refused or failed.
     #[error(transparent)]
     Store(#[from] StoreError),

@@ -95,6 +95,12 @@ pub async fn run(
         .seed()
         .and_then(|seed| KeyPair::from_seed(&seed))
         .map_err(|e| keys_error(e.into()))?;
+    // The control plane answers before the callout lets anyone in: a client that reconnects
+    // the moment logins work finds it there.
+    Arc::new(ControlPlane::new(Arc::clone(&store), service.clone()))
+        .start()
+        .await
+        .map_err(ServerError::ControlPlane)?;
     tokio::spawn(
         Arc::new(Callout::new(Arc::clone(&store), issuer, APP_ACCOUNT)).run(service.clone()),
     );
@@ -102,7 +108,6 @@ pub async fn run(
         Revoker::new(Arc::clone(&store), system, service.clone(), APP_ACCOUNT)
             .run(REVOCATION_SWEEP),
     );
-    tokio::spawn(Arc::new(ControlPlane::new(Arc::clone(&store), service.clone())).run());
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

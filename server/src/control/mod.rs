@@ -106,6 +106,16 @@ fn room_record(room: &Room) -> RoomRecord {
     }
 }
 
+/// The control plane's subscriptions, made before it answers anything.
+struct Bound {
+    /// The micro-service registration; its endpoints end when it is dropped.
+    _service: async_nats::service::Service,
+    /// One endpoint per queue-group operation.
+    endpoints: Vec<async_nats::service::endpoint::Endpoint>,
+    /// This instance's own subjects (the instance-bound operations).
+    own: Vec<async_nats::Subscriber>,
+}
+
 /// The control-plane service. See the [module documentation](self).
 pub struct ControlPlane {
     store: Arc<dyn Store>,
@@ -130,16 +140,25 @@ impl ControlPlane {
     /// endpoint per [`Operation`], and answers requests until the connection closes. Idle
     /// uploads are swept every [`UPLOAD_SWEEP`] meanwhile.
     pub async fn run(self: Arc<Self>) -> Result<(), async_nats::Error> {
-        let sweeper = tokio::spawn(Uploads::sweep_every(
-            Arc::downgrade(&self.uploads),
-            UPLOAD_SWEEP,
-        ));
-        let served = self.serve().await;
-        sweeper.abort();
-        served
+        let bound = self.bind().await?;
+        self.serve(bound).await;
+        Ok(())
     }
 
-    async fn serve(self: Arc<Self>) -> Result<(), async_nats::Error> {
+    /// Like [`run`](Self::run), but returns once every endpoint is subscribed and the server
+    /// has confirmed it, answering in a task of its own from then on: a client let in after
+    /// this returns finds the control plane there. `membershipd serve` starts it before the
+    /// auth callout admits anyone, so that a crowd reconnecting after a restart is not met by
+    /// silence.
+    pub async fn start(self: Arc<Self>) -> Result<tokio::task::JoinHandle<()>, async_nats::Error> {
+        let bound = self.bind().await?;
+        self.client.flush().await?;
+        Ok(tokio::spawn(self.serve(bound)))
+    }
+
+    /// Subscribes the service's endpoints (in the queue group) and this instance's own
+    /// subjects.
+    async fn bind(&self) -> Result<Bound, async_nats::Error> {
         let service = self
             .client
             .service_builder()
@@ -148,12 +167,12 @@ impl ControlPlane {
             .start("unibus-control-plane", env!("CARGO_PKG_VERSION"))
             .await?;
         let mut endpoints = Vec::new();
-        let mut bound = Vec::new();
+        let mut own = Vec::new();
         for operation in Operation::ALL {
             if operation.is_instance_bound() {
                 // Only this instance holds the upload: its own subject, outside the queue group.
                 let subject = operation.instance_subject(&self.instance);
-                bound.push(self.client.subscribe(subject).await?);
+                own.push(self.client.subscribe(subject).await?);
                 continue;
             }
             endpoints.push(
@@ -164,9 +183,22 @@ impl ControlPlane {
                     .await?,
             );
         }
+        Ok(Bound {
+            _service: service,
+            endpoints,
+            own,
+        })
+    }
+
+    /// Answers what `bound` receives until the connection closes, sweeping idle uploads.
+    async fn serve(self: Arc<Self>, bound: Bound) {
+        let sweeper = tokio::spawn(Uploads::sweep_every(
+            Arc::downgrade(&self.uploads),
+            UPLOAD_SWEEP,
+        ));
         let this = Arc::clone(&self);
-        tokio::spawn(async move {
-            let mut messages = futures::stream::select_all(bound);
+        let own = tokio::spawn(async move {
+            let mut messages = futures::stream::select_all(bound.own);
             while let Some(message) = messages.next().await {
                 let Some(reply_to) = message.reply.clone() else {
                     continue;
@@ -183,7 +215,7 @@ impl ControlPlane {
                 });
             }
         });
-        let mut requests = futures::stream::select_all(endpoints);
+        let mut requests = futures::stream::select_all(bound.endpoints);
         while let Some(request) = requests.next().await {
             let this = Arc::clone(&self);
             tokio::spawn(async move {
@@ -196,7 +228,8 @@ impl ControlPlane {
                 this.publish(answer.notices).await;
             });
         }
-        Ok(())
+        own.abort();
+        sweeper.abort();
     }
 
     /// `reply`, or a `reply_too_large` refusal if it would not fit in one message.

@@ -13,8 +13,6 @@ mod cluster_faults;
 mod cluster_login;
 mod control_plane;
 mod http_api;
-mod login_storm;
 mod migration;
 mod multi_instance;
-mod registration_storm;
 mod serve;

@@ -126,7 +126,7 @@ async fn two_instances_share_one_kv_cluster_and_survive_losing_one() {
                 .expect("login by key")
         }
     };
-    let call = |client: async_nats::Client, id: &Identity, operation: &str, body: Value| {
+    let call = |client: async_nats::Client, id: &Identity, operation: &'static str, body: Value| {
         let subject = format!("unibus.cp.{}.{operation}", id.sign_public_key().to_hex());
         async move {
             let reply = tokio::time::timeout(
@@ -136,7 +136,9 @@ async fn two_instances_share_one_kv_cluster_and_survive_losing_one() {
             .await
             .expect("answered in time")
             .expect("answered");
-            serde_json::from_slice::<Value>(&reply.payload).unwrap()
+            let reply = serde_json::from_slice::<Value>(&reply.payload).unwrap();
+            assert!(reply.get("error").is_none(), "{operation} refused: {reply}");
+            reply
         }
     };
     let alice_client = connect(&alice).await;

@@ -57,6 +57,7 @@ async fn attempt(http: &reqwest::Client, url: &str, body: &Value) -> Option<(u16
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kill_9_during_a_registration_storm_loses_no_acknowledged_user_and_burns_no_invite_alone()
 {
+    let _storm = crate::one_at_a_time().await;
     let data = tempfile::tempdir().unwrap();
     let db = data.path().join("unibus.db");
     // The invites, minted before the storm.

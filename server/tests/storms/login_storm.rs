@@ -45,6 +45,7 @@ fn connected(client: &async_nats::Client) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_thousand_clients_at_once_all_get_in_and_revoked_ones_are_cut_under_load() {
+    let _storm = crate::one_at_a_time().await;
     const CLIENTS: usize = 2_000;
     const REVOKED: usize = 20;
     let (server, ids) = server_with_users(CLIENTS).await;
@@ -108,6 +109,7 @@ async fn two_thousand_clients_at_once_all_get_in_and_revoked_ones_are_cut_under_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_under_a_crowd_of_sdk_sessions_ends_none_of_them() {
+    let _storm = crate::one_at_a_time().await;
     const SESSIONS: usize = 300;
     let (mut server, ids) = server_with_users(SESSIONS).await;
     let urls = [nats_url(&server)];
