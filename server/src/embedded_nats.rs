@@ -1,15 +1,54 @@
 //! The embedded nats-server that `membershipd serve` runs when no `--nats-url` is given: its
 //! config file and a supervisor that keeps the process running and takes it down with
 //! membershipd. The only `unsafe` of the server lives here (a `prctl` in the forked child).
+//!
+//! **Starting without a long wait.** nats-server accepts clients before membershipd's callout
+//! listens on it, and a login that arrives then waits the whole authentication timeout: no
+//! callout answers, and nats-server does not notice that nobody listens. With the full
+//! [`AUTH_TIMEOUT`] every client that reconnects that early (after a restart, most of them)
+//! would wait 10 s. So each nats-server the supervisor starts has [`STARTING_AUTH_TIMEOUT`]
+//! until membershipd's service connection is proven back on it (a round trip, after which the
+//! callout's subscription, renewed on reconnection, is in place); then the config is rewritten
+//! with the full timeout and nats-server reloads it.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
+use tokio::sync::watch;
+
+use crate::auth::setup::{write_private, AuthSetup, AUTH_TIMEOUT};
 use crate::error::ServerError;
 
 /// How long the first start of the embedded nats-server may take to report its port.
 const PORT_REPORT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The authentication timeout of a freshly started embedded nats-server, until the callout
+/// listens on it: a login that arrives before that is refused after this long and retried.
+pub const STARTING_AUTH_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The running embedded nats-server: its supervisor, and how to tell it that the callout
+/// listens.
+pub(crate) struct Embedded {
+    task: tokio::task::JoinHandle<()>,
+    callout: watch::Sender<Option<async_nats::Client>>,
+}
+
+impl Embedded {
+    /// Says that `service` is the connection the callout listens on: each nats-server started
+    /// (this one and every restart) gets the full authentication timeout once `service` is
+    /// proven back on it.
+    pub fn callout_listens_on(&self, service: async_nats::Client) {
+        self.callout.send_replace(Some(service));
+    }
+
+    /// Stops supervising and kills nats-server.
+    pub fn abort(&self) {
+        self.task.abort();
+    }
+}
 
 /// Writes the embedded nats-server's config into `dir` (beside the `auth.conf` that `serve`
 /// writes there) and keeps the process running: restarted a second after it exits, killed when
@@ -23,14 +62,21 @@ pub(crate) async fn supervise(
     dir: &Path,
     listen: SocketAddr,
     binary: PathBuf,
-) -> Result<(tokio::task::JoinHandle<()>, SocketAddr), ServerError> {
+    auth: &AuthSetup,
+) -> Result<(Embedded, SocketAddr), ServerError> {
     let conf = dir.join("nats.conf");
     let log_path = dir.join("nats.log");
     let ports_dir = dir.join("ports");
+    let auth = AuthConf {
+        path: dir.join("auth.conf"),
+        starting: auth.server_config_with(STARTING_AUTH_TIMEOUT),
+        running: auth.server_config_with(AUTH_TIMEOUT),
+    };
+    auth.write(false)?;
+    std::fs::create_dir_all(&ports_dir)
+        .map_err(|e| ServerError::file("cannot create", &ports_dir, e))?;
     write_config(&conf, dir, listen, &ports_dir)?;
     let (first, listen) = if listen.port() == 0 {
-        std::fs::create_dir_all(&ports_dir)
-            .map_err(|e| ServerError::file("cannot create", &ports_dir, e))?;
         let mut child =
             spawn(&binary, &conf, &log_path).map_err(|source| ServerError::EmbeddedNats {
                 binary: binary.clone(),
@@ -44,29 +90,58 @@ pub(crate) async fn supervise(
     } else {
         (None, listen)
     };
-    Ok((
-        tokio::spawn(keep_running(binary, conf, log_path, first)),
-        listen,
-    ))
+    let (callout, ready) = watch::channel(None);
+    let task = tokio::spawn(keep_running(
+        binary,
+        conf,
+        log_path,
+        Arc::new(auth),
+        ready,
+        first,
+    ));
+    Ok((Embedded { task, callout }, listen))
+}
+
+/// `auth.conf` (it holds the system user's password: owner-only), in its two versions.
+struct AuthConf {
+    path: PathBuf,
+    /// With [`STARTING_AUTH_TIMEOUT`].
+    starting: String,
+    /// With [`AUTH_TIMEOUT`].
+    running: String,
+}
+
+impl AuthConf {
+    fn write(&self, running: bool) -> Result<(), ServerError> {
+        let text = if running {
+            &self.running
+        } else {
+            &self.starting
+        };
+        write_private(&self.path, text)
+            .map_err(|e| ServerError::file("cannot write", &self.path, e))
+    }
 }
 
 /// The config: JetStream under `dir`, the auth block, and the client address (port 0 becomes
-/// nats-server's "any free port", reported in `ports_dir`).
+/// nats-server's "any free port"). Every nats-server reports its ports in `ports_dir` (a
+/// reload keeps the report only while the config still names the directory).
 fn write_config(
     conf: &Path,
     dir: &Path,
     listen: SocketAddr,
     ports_dir: &Path,
 ) -> Result<(), ServerError> {
-    let address = if listen.port() == 0 {
-        format!(
-            "host: \"{}\"\nport: -1\nports_file_dir: \"{}\"\n",
-            listen.ip(),
-            ports_dir.display()
-        )
+    let port = if listen.port() == 0 {
+        "-1".to_string()
     } else {
-        format!("host: \"{}\"\nport: {}\n", listen.ip(), listen.port())
+        listen.port().to_string()
     };
+    let address = format!(
+        "host: \"{}\"\nport: {port}\nports_file_dir: \"{}\"\n",
+        listen.ip(),
+        ports_dir.display()
+    );
     let text = format!(
         "server_name: membershipd\n{address}jetstream {{\n  store_dir: \"{store}\"\n  max_memory_store: 256MB\n  max_file_store: 10GB\n}}\ninclude \"auth.conf\"\n",
         store = dir.join("jetstream").display(),
@@ -142,21 +217,38 @@ fn client_port(report: &[u8]) -> Option<u16> {
     url.rsplit_once(':')?.1.parse().ok()
 }
 
-/// Keeps nats-server running on `conf`, starting from `first` if it is already running.
+/// Keeps nats-server running on `conf`, starting from `first` if it is already running, and
+/// gives each one the full authentication timeout once the callout listens on it.
 async fn keep_running(
     binary: PathBuf,
     conf: PathBuf,
     log_path: PathBuf,
+    auth: Arc<AuthConf>,
+    callout: watch::Receiver<Option<async_nats::Client>>,
     mut first: Option<tokio::process::Child>,
 ) {
     loop {
         let child = match first.take() {
             Some(child) => Ok(child),
-            None => spawn(&binary, &conf, &log_path),
+            None => match auth.write(false) {
+                Ok(()) => spawn(&binary, &conf, &log_path),
+                Err(e) => Err(std::io::Error::other(e)),
+            },
         };
         match child {
             Ok(mut child) => {
+                let raising = child.id().map(|pid| {
+                    tokio::spawn(raise_auth_timeout(
+                        binary.clone(),
+                        pid,
+                        Arc::clone(&auth),
+                        callout.clone(),
+                    ))
+                });
                 let status = child.wait().await;
+                if let Some(raising) = raising {
+                    raising.abort();
+                }
                 tracing::warn!(?status, "embedded nats-server exited; restarting");
             }
             Err(e) => tracing::error!(
@@ -167,6 +259,58 @@ async fn keep_running(
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+}
+
+/// Once the callout's connection is proven on the nats-server `pid` (a message it publishes
+/// to its own inbox comes back, so its subscriptions are renewed there), writes the running
+/// `auth.conf` and has nats-server reload it.
+async fn raise_auth_timeout(
+    binary: PathBuf,
+    pid: u32,
+    auth: Arc<AuthConf>,
+    mut callout: watch::Receiver<Option<async_nats::Client>>,
+) {
+    let Ok(Some(service)) = callout.wait_for(Option::is_some).await.map(|c| c.clone()) else {
+        return;
+    };
+    while !round_trip(&service).await {}
+    if let Err(e) = auth.write(true) {
+        tracing::warn!(error = %e, "cannot raise the embedded nats-server's auth timeout");
+        return;
+    }
+    let reloaded = tokio::process::Command::new(&binary)
+        .arg("--signal")
+        .arg(format!("reload={pid}"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .await;
+    match reloaded {
+        Ok(status) if status.success() => tracing::debug!(
+            timeout = ?AUTH_TIMEOUT,
+            "the callout listens; the embedded nats-server's auth timeout is raised"
+        ),
+        other => tracing::warn!(
+            ?other,
+            "the embedded nats-server did not reload its config; logins keep the starting auth timeout"
+        ),
+    }
+}
+
+/// Whether a message `client` publishes to a fresh inbox subject comes back within a second.
+async fn round_trip(client: &async_nats::Client) -> bool {
+    let subject = client.new_inbox();
+    let Ok(mut echo) = client.subscribe(subject.clone()).await else {
+        return false;
+    };
+    if client.publish(subject, "".into()).await.is_err() {
+        return false;
+    }
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), echo.next()).await,
+        Ok(Some(_))
+    )
 }
 
 /// Makes the child die with membershipd even when membershipd itself is killed with SIGKILL

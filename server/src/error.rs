@@ -76,11 +76,11 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
-    /// The control plane could not subscribe its subjects on the cluster (the service
-    /// account's connection was refused them, or closed): check the cluster's account
-    /// configuration and that it is reachable.
-    #[error("the control plane could not subscribe on the cluster: {0}")]
-    ControlPlane(#[source] async_nats::Error),
+    /// The control plane or the auth callout could not subscribe on the cluster (the service
+    /// user's connection was refused the subjects, or closed): check that every node carries
+    /// the `auth.conf` block and that the cluster is reachable.
+    #[error("membershipd's services could not subscribe on the cluster: {0}")]
+    Services(#[source] async_nats::Error),
     /// The store refused or failed.
     #[error(transparent)]
     Store(#[from] StoreError),

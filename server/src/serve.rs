@@ -50,18 +50,22 @@ pub async fn run(
     let nats_dir = config.data_dir.join("nats");
     std::fs::create_dir_all(&nats_dir)
         .map_err(|e| ServerError::file("cannot create", &nats_dir, e))?;
-    // auth.conf holds the system user's password: owner-only, like the keys.
-    let auth_conf = nats_dir.join("auth.conf");
-    crate::auth::setup::write_private(&auth_conf, &auth.server_config())
-        .map_err(|e| ServerError::file("cannot write", &auth_conf, e))?;
-
     let (nats_url, supervisor) = match &config.nats_url {
-        Some(url) => (url.clone(), None),
+        Some(url) => {
+            // The block every node needs, for the operator: owner-only (it holds the system
+            // user's password), like the keys. The embedded nats-server's is written by its
+            // supervisor.
+            let auth_conf = nats_dir.join("auth.conf");
+            crate::auth::setup::write_private(&auth_conf, &auth.server_config())
+                .map_err(|e| ServerError::file("cannot write", &auth_conf, e))?;
+            (url.clone(), None)
+        }
         None => {
             let (supervisor, bound) = crate::embedded_nats::supervise(
                 &nats_dir,
                 config.nats_listen,
                 config.nats_server.clone(),
+                &auth,
             )
             .await?;
             (format!("nats://{bound}"), Some(supervisor))
@@ -100,10 +104,14 @@ pub async fn run(
     Arc::new(ControlPlane::new(Arc::clone(&store), service.clone()))
         .start()
         .await
-        .map_err(ServerError::ControlPlane)?;
-    tokio::spawn(
-        Arc::new(Callout::new(Arc::clone(&store), issuer, APP_ACCOUNT)).run(service.clone()),
-    );
+        .map_err(ServerError::Services)?;
+    Arc::new(Callout::new(Arc::clone(&store), issuer, APP_ACCOUNT))
+        .start(service.clone())
+        .await
+        .map_err(ServerError::Services)?;
+    if let Some(supervisor) = &supervisor {
+        supervisor.callout_listens_on(service.clone());
+    }
     tokio::spawn(
         Revoker::new(Arc::clone(&store), system, service.clone(), APP_ACCOUNT)
             .run(REVOCATION_SWEEP),

@@ -10,15 +10,25 @@
 //! before it disconnects a revoked user (protocol §12.6), or a control-plane refusal that the
 //! caller is not an active user.
 //!
+//! A connection counts only once it is proven. nats-server pings every connection two seconds
+//! after accepting it, whether or not its login has been decided, and async-nats takes the
+//! first thing the server sends after `CONNECT` for the login's success. So a login that waits
+//! longer than that (a storm, or a node whose membershipd is not back yet) is reported
+//! connected before it is decided. The session is [`ConnectionState::Connected`] only after a
+//! round trip on its own inbox (protocol §11), which the server carries only for an admitted
+//! connection.
+//!
 //! Reconnections wait with *full jitter*: a random time between zero and an exponentially
 //! growing bound ([`RECONNECT_BASE`] doubling up to [`RECONNECT_CAP`]), so clients that lost
 //! the same node spread their returns instead of coming back together.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::{Event, ServerError};
-use tokio::sync::watch;
+use futures_util::StreamExt;
+use tokio::sync::{watch, Notify};
 
 use super::error::SessionEnd;
 
@@ -47,12 +57,21 @@ const ENDED_RETRY: Duration = Duration::from_secs(3600);
 /// callback and its notice listener.
 pub(crate) struct Liveness {
     state: watch::Sender<ConnectionState>,
+    /// Counts the connections the NATS client reported and lost, so that a round trip proves
+    /// only the connection it was made on.
+    connections: AtomicU64,
+    /// Woken each time the NATS client reports a connection, for [`Self::confirm_connections`].
+    reported: Notify,
 }
 
 impl Liveness {
+    /// A session's liveness, [`ConnectionState::Reconnecting`] until its first connection is
+    /// proven.
     pub fn new() -> Arc<Self> {
         Arc::new(Self {
-            state: watch::Sender::new(ConnectionState::Connected),
+            state: watch::Sender::new(ConnectionState::Reconnecting),
+            connections: AtomicU64::new(0),
+            reported: Notify::new(),
         })
     }
 
@@ -87,21 +106,63 @@ impl Liveness {
         })
     }
 
-    /// Takes one NATS client event. A refused login is only a reason to keep reconnecting.
+    /// Takes one NATS client event. A reported connection waits for its proof
+    /// ([`Self::confirm_connections`]); a refused login is only a reason to keep reconnecting.
     pub fn on_event(&self, event: &Event) {
         match event {
             Event::Connected => {
-                self.set(ConnectionState::Connected);
+                // Counted before it is announced, so a proof already under way cannot claim it.
+                self.connections.fetch_add(1, Ordering::SeqCst);
+                self.reported.notify_one();
             }
             Event::Disconnected => {
+                self.connections.fetch_add(1, Ordering::SeqCst);
                 self.set(ConnectionState::Reconnecting);
             }
             Event::ServerError(ServerError::AuthorizationViolation) => {
                 tracing::debug!("the cluster refused this identity's login; retrying");
+                self.connections.fetch_add(1, Ordering::SeqCst);
                 self.set(ConnectionState::Reconnecting);
             }
             _ => {}
         }
+    }
+
+    /// Proves each connection `client` reports with a round trip on its own inbox, waiting up
+    /// to `within` for it, and only then calls the session connected. A connection reported
+    /// while one is being proven is proven instead. Runs until the task is aborted.
+    pub async fn confirm_connections(&self, client: &async_nats::Client, within: Duration) {
+        loop {
+            self.reported.notified().await;
+            loop {
+                let connection = self.connections.load(Ordering::SeqCst);
+                tokio::select! {
+                    admitted = round_trip(client, within) => {
+                        if admitted {
+                            self.proven(connection);
+                        }
+                        break;
+                    }
+                    () = self.reported.notified() => {}
+                }
+            }
+        }
+    }
+
+    /// Calls the session connected if `connection` is still the client's latest.
+    fn proven(&self, connection: u64) {
+        self.state.send_if_modified(|current| {
+            // Read under the state's lock: an event that counts after this also sets its
+            // state after this, so a lost connection is never left called connected.
+            if matches!(current, ConnectionState::Ended(_))
+                || *current == ConnectionState::Connected
+                || self.connections.load(Ordering::SeqCst) != connection
+            {
+                return false;
+            }
+            *current = ConnectionState::Connected;
+            true
+        });
     }
 
     /// The wait before reconnection attempt `attempts` (counted from 1): full jitter under a
@@ -113,6 +174,19 @@ impl Liveness {
         }
         backoff(attempts)
     }
+}
+
+/// Whether a message `client` publishes to a fresh subject of its own inbox comes back within
+/// `within`: the server handles a connection's operations only once its login is admitted.
+async fn round_trip(client: &async_nats::Client, within: Duration) -> bool {
+    let subject = client.new_inbox();
+    let Ok(mut echo) = client.subscribe(subject.clone()).await else {
+        return false;
+    };
+    if client.publish(subject, "".into()).await.is_err() {
+        return false;
+    }
+    matches!(tokio::time::timeout(within, echo.next()).await, Ok(Some(_)))
 }
 
 /// A fully jittered wait before retry `attempt` (counted from 1): uniformly random between zero
@@ -152,7 +226,21 @@ mod tests {
         }
         assert_eq!(liveness.state(), ConnectionState::Reconnecting);
         assert!(liveness.reconnect_delay(1_000) <= RECONNECT_CAP);
+    }
+
+    #[test]
+    fn a_reported_connection_counts_only_once_proven_and_only_if_it_is_the_latest() {
+        let liveness = Liveness::new();
         liveness.on_event(&Event::Connected);
+        // Reported, not proven: async-nats may report a login that is still undecided.
+        assert_eq!(liveness.state(), ConnectionState::Reconnecting);
+        let first = liveness.connections.load(Ordering::SeqCst);
+        // The connection is lost before its proof lands: the proof is of nothing.
+        liveness.on_event(&Event::Disconnected);
+        liveness.proven(first);
+        assert_eq!(liveness.state(), ConnectionState::Reconnecting);
+        liveness.on_event(&Event::Connected);
+        liveness.proven(liveness.connections.load(Ordering::SeqCst));
         assert_eq!(liveness.state(), ConnectionState::Connected);
     }
 
@@ -162,6 +250,7 @@ mod tests {
         assert!(liveness.end(SessionEnd::Revoked));
         assert!(!liveness.end(SessionEnd::Closed));
         liveness.on_event(&Event::Connected);
+        liveness.proven(liveness.connections.load(Ordering::SeqCst));
         assert_eq!(
             liveness.state(),
             ConnectionState::Ended(SessionEnd::Revoked)

@@ -135,13 +135,14 @@ struct Inner {
     /// Updates the session itself raises (an owner change), for every watch.
     alerts: broadcast::Sender<RoomUpdate>,
     options: SessionOptions,
-    /// The task that listens for the account's notices; stopped with the session.
-    notices: tokio::task::AbortHandle,
+    /// The task that listens for the account's notices and proves each reconnection; stopped
+    /// with the session.
+    background: tokio::task::AbortHandle,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        self.notices.abort();
+        self.background.abort();
     }
 }
 
@@ -220,13 +221,37 @@ impl Session {
             tracing::debug!(attempt, ?wait, "login refused or unanswered; retrying");
             tokio::time::sleep(wait).await;
         };
+        let background = {
+            let (client, key, liveness) = (client.clone(), own_key, Arc::clone(&liveness));
+            let within = options.connect_timeout;
+            tokio::spawn(async move {
+                tokio::join!(
+                    listen_for_notices(client.clone(), key, Arc::clone(&liveness)),
+                    liveness.confirm_connections(&client, within),
+                );
+            })
+            .abort_handle()
+        };
+        // async-nats may report a login connected before nats-server has decided it (see
+        // `liveness`): the session is returned once the round trip proves it was admitted. A
+        // login refused meanwhile is retried by the client itself, with the jittered backoff.
+        let patience = options
+            .login_patience
+            .saturating_sub(started.elapsed())
+            .max(options.connect_timeout);
+        let mut state = liveness.subscribe();
+        let admitted = tokio::time::timeout(
+            patience,
+            state.wait_for(|state| *state == ConnectionState::Connected),
+        )
+        .await;
+        if !matches!(admitted, Ok(Ok(_))) {
+            background.abort();
+            // The client's own reconnection attempts now fail at once inside the SDK.
+            liveness.end(SessionEnd::Closed);
+            return Err(SessionError::LoginRefused);
+        }
         tracing::debug!(key = %own_hex, "logged in to the cluster");
-        let notices = tokio::spawn(listen_for_notices(
-            client.clone(),
-            identity.sign_public_key(),
-            Arc::clone(&liveness),
-        ))
-        .abort_handle();
         Ok(Session {
             inner: Arc::new(Inner {
                 identity,
@@ -235,7 +260,7 @@ impl Session {
                 trust,
                 alerts: broadcast::channel(16).0,
                 options,
-                notices,
+                background,
             }),
         })
     }

@@ -2,9 +2,15 @@
 //! with its own key as protocol §11 says, and retrying a refused or unanswered login with full
 //! jitter (a random wait between zero and 250 ms, doubling up to 8 s), as the protocol asks of
 //! every client. The login storm test and the `storm` benchmark use it.
+//!
+//! A client counts as logged in once a round trip on its own inbox comes back (protocol §11):
+//! async-nats may report a login connected before nats-server has decided it.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
 
 use unibus::{subjects, Identity};
 
@@ -14,7 +20,7 @@ pub struct StormReport {
     pub clients: Vec<async_nats::Client>,
     /// Clients that never connected before the deadline.
     pub failed: usize,
-    /// Clients connected on their first attempt.
+    /// Clients admitted on their first attempt.
     pub first_try: usize,
     /// Each connected client's time from the start of the storm to its login.
     pub latencies: Vec<Duration>,
@@ -64,21 +70,49 @@ pub async fn storm(
             let (id, addrs) = (Arc::clone(id), addrs.clone());
             tokio::spawn(async move {
                 let mut attempt = 0u32;
-                let mut jitter = Jitter::new(index as u64);
+                let jitter = Arc::new(Mutex::new(Jitter::new(index as u64)));
+                // Set by a refusal or a lost connection after async-nats returned the client.
+                let retried = Arc::new(AtomicBool::new(false));
                 loop {
                     attempt += 1;
                     let mut options =
                         async_nats::ConnectOptions::with_nkey(id.nkey_seed().to_string())
                             .connection_timeout(Duration::from_secs(12))
-                            .max_reconnects(None);
+                            .max_reconnects(None)
+                            .reconnect_delay_callback({
+                                let jitter = Arc::clone(&jitter);
+                                move |attempts| jitter_wait(&jitter, attempts as u32)
+                            })
+                            .event_callback({
+                                let retried = Arc::clone(&retried);
+                                move |event| {
+                                    if matches!(
+                                        event,
+                                        async_nats::Event::Disconnected
+                                            | async_nats::Event::ServerError(_)
+                                    ) {
+                                        retried.store(true, Ordering::Relaxed);
+                                    }
+                                    std::future::ready(())
+                                }
+                            });
                     if login == Login::Unibus {
                         options = options
                             .custom_inbox_prefix(subjects::inbox_prefix(&id.sign_public_key()));
                     }
                     match options.connect(addrs.clone()).await {
-                        Ok(client) => return Some((client, attempt, started.elapsed())),
+                        Ok(client) => {
+                            // The client logs in again by itself if this login is refused.
+                            while started.elapsed() < deadline {
+                                if round_trip(&client).await {
+                                    let first = attempt == 1 && !retried.load(Ordering::Relaxed);
+                                    return Some((client, first, started.elapsed()));
+                                }
+                            }
+                            return None;
+                        }
                         Err(_) => {
-                            let wait = jitter.wait(attempt);
+                            let wait = jitter_wait(&jitter, attempt);
                             if started.elapsed() + wait > deadline {
                                 return None;
                             }
@@ -97,15 +131,41 @@ pub async fn storm(
     };
     for task in tasks {
         match task.await {
-            Ok(Some((client, attempt, latency))) => {
+            Ok(Some((client, first, latency))) => {
                 report.clients.push(client);
-                report.first_try += usize::from(attempt == 1);
+                report.first_try += usize::from(first);
                 report.latencies.push(latency);
             }
             _ => report.failed += 1,
         }
     }
     report
+}
+
+/// Whether a message `client` publishes to a fresh subject of its own inbox comes back within
+/// a second. Operations sent while the login is undecided wait for it, so the try under way
+/// when it is admitted comes back at once.
+async fn round_trip(client: &async_nats::Client) -> bool {
+    let subject = client.new_inbox();
+    let Ok(mut echo) = client.subscribe(subject.clone()).await else {
+        return false;
+    };
+    if client.publish(subject, "".into()).await.is_err() {
+        return false;
+    }
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), echo.next()).await,
+        Ok(Some(_))
+    )
+}
+
+/// The next wait from a client's shared generator.
+fn jitter_wait(jitter: &Mutex<Jitter>, attempt: u32) -> Duration {
+    // A poisoned generator still makes waits: any state of it is a valid one.
+    jitter
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .wait(attempt)
 }
 
 /// Full jitter from a small per-client generator (xorshift; no cryptographic need).

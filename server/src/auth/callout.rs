@@ -35,12 +35,9 @@ pub const AUTH_CALLOUT_SUBJECT: &str = "$SYS.REQ.USER.AUTH";
 /// The queue group of the callout responders, so several membershipd instances share the load.
 pub const AUTH_CALLOUT_QUEUE: &str = "unibus-auth";
 
-/// How long a login may wait for its answer: nats-server's auth timeout (10 s, in the config
-/// membershipd writes) less a margin for the answer's trip. A login older than this is dropped.
-///
-/// The timeout is long on purpose: every attempt costs nats-server about as much as an
-/// admission (it signs the request and checks the answer), so under a storm a login that
-/// waits its turn is far cheaper than one refused and retried.
+/// How long a login may wait for its answer: nats-server's auth timeout
+/// ([`AUTH_TIMEOUT`](super::setup::AUTH_TIMEOUT), in the config membershipd writes) less a
+/// margin for the answer's trip. A login older than this is dropped.
 pub const LOGIN_DEADLINE: Duration = Duration::from_millis(9_500);
 /// Logins worked on at once.
 pub const LOGINS_AT_ONCE: usize = 64;
@@ -63,11 +60,15 @@ pub struct UserPermissions {
 }
 
 impl UserPermissions {
-    /// A user may publish only control-plane requests under its own key, and subscribe only to
-    /// its own inbox prefix and its own change notifications.
+    /// A user may publish only control-plane requests under its own key and to its own inbox
+    /// prefix (the round trip that proves a login was admitted, protocol §11), and subscribe
+    /// only to its own inbox prefix and its own change notifications.
     pub fn for_user(key: &SignPublicKey) -> Self {
         Self {
-            publish: vec![subjects::requests(key) + ".>"],
+            publish: vec![
+                subjects::requests(key) + ".>",
+                subjects::inbox_prefix(key) + ".>",
+            ],
             subscribe: vec![
                 subjects::inbox_prefix(key) + ".>",
                 subjects::events(key) + ".>",
@@ -217,9 +218,32 @@ impl Callout {
         self: Arc<Self>,
         client: async_nats::Client,
     ) -> Result<(), async_nats::SubscribeError> {
-        let mut requests = client
+        let requests = client
             .queue_subscribe(AUTH_CALLOUT_SUBJECT, AUTH_CALLOUT_QUEUE.into())
             .await?;
+        self.serve(client, requests).await;
+        Ok(())
+    }
+
+    /// Like [`run`](Self::run), but returns once the subscription is written to the
+    /// connection, serving in a task of its own from then on.
+    pub async fn start(
+        self: Arc<Self>,
+        client: async_nats::Client,
+    ) -> Result<tokio::task::JoinHandle<()>, async_nats::Error> {
+        let requests = client
+            .queue_subscribe(AUTH_CALLOUT_SUBJECT, AUTH_CALLOUT_QUEUE.into())
+            .await?;
+        client.flush().await?;
+        Ok(tokio::spawn(self.serve(client, requests)))
+    }
+
+    /// Answers the authorization requests of `requests`.
+    async fn serve(
+        self: Arc<Self>,
+        client: async_nats::Client,
+        mut requests: async_nats::Subscriber,
+    ) {
         let workers = Arc::new(tokio::sync::Semaphore::new(LOGINS_AT_ONCE));
         let waiting = Arc::new(AtomicUsize::new(0));
         while let Some(message) = requests.next().await {
@@ -252,7 +276,6 @@ impl Callout {
                 let _ = client.publish(reply, answer.into_bytes().into()).await;
             });
         }
-        Ok(())
     }
 }
 

@@ -5,6 +5,8 @@
 //! system account, whose user membershipd uses to find and disconnect revoked users' sessions.
 //! `APP` imports the control-plane service and the change notifications from `AUTH`.
 
+use std::time::Duration;
+
 use nkeys::KeyPair;
 use zeroize::Zeroizing;
 
@@ -12,6 +14,12 @@ use zeroize::Zeroizing;
 pub const APP_ACCOUNT: &str = "APP";
 /// The account membershipd's own connection lives in.
 pub const AUTH_ACCOUNT: &str = "AUTH";
+
+/// nats-server's authentication timeout in the config membershipd writes: how long a login may
+/// wait for the callout's answer. Long on purpose: every attempt costs nats-server about as much
+/// as an admission (it signs the request and checks the answer), so under a storm a login that
+/// waits its turn is far cheaper than one refused and retried.
+pub const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The keys and passwords of one deployment. Secrets are wiped on drop and never printed.
 pub struct AuthSetup {
@@ -89,8 +97,15 @@ impl AuthSetup {
         })
     }
 
-    /// The `accounts`, `system_account` and `authorization` blocks for every node's config.
+    /// The `accounts`, `system_account` and `authorization` blocks for every node's config,
+    /// with the authentication timeout [`AUTH_TIMEOUT`].
     pub fn server_config(&self) -> String {
+        self.server_config_with(AUTH_TIMEOUT)
+    }
+
+    /// The same blocks with another authentication timeout (the embedded nats-server starts
+    /// with a short one until the callout listens).
+    pub fn server_config_with(&self, auth_timeout: Duration) -> String {
         format!(
             r#"
 accounts {{
@@ -112,7 +127,7 @@ accounts {{
 }}
 system_account: SYS
 authorization {{
-  timeout: 10
+  timeout: {timeout}
   auth_callout {{
     issuer: {issuer}
     account: {AUTH_ACCOUNT}
@@ -123,6 +138,7 @@ authorization {{
 "#,
             service = self.service.public_key(),
             issuer = self.issuer.public_key(),
+            timeout = auth_timeout.as_secs_f64(),
             password = self.sys_password.as_str(),
         )
     }

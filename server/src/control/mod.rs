@@ -145,11 +145,11 @@ impl ControlPlane {
         Ok(())
     }
 
-    /// Like [`run`](Self::run), but returns once every endpoint is subscribed and the server
-    /// has confirmed it, answering in a task of its own from then on: a client let in after
-    /// this returns finds the control plane there. `membershipd serve` starts it before the
-    /// auth callout admits anyone, so that a crowd reconnecting after a restart is not met by
-    /// silence.
+    /// Like [`run`](Self::run), but returns once every subscription is written to the
+    /// connection, answering in a task of its own from then on. A server handles one
+    /// connection's operations in order, so `membershipd serve`, which then subscribes the auth
+    /// callout on the same connection, admits nobody before the control plane is there: a
+    /// crowd reconnecting after a restart is not met by silence.
     pub async fn start(self: Arc<Self>) -> Result<tokio::task::JoinHandle<()>, async_nats::Error> {
         let bound = self.bind().await?;
         self.client.flush().await?;

@@ -70,11 +70,22 @@ async fn a_user_may_reach_only_its_own_subjects() {
         bob.sign_public_key().to_hex(),
     );
 
-    // Allowed: its own control-plane subjects and notifications, and its own inbox.
+    // Allowed: its own control-plane subjects and notifications, and its own inbox (to which
+    // it may also publish: the round trip that proves a login).
     client
         .publish(format!("unibus.cp.{alice_hex}.rooms"), "".into())
         .await
         .unwrap();
+    let echo = client.new_inbox();
+    let mut echoes = client.subscribe(echo.clone()).await.unwrap();
+    client.publish(echo, "".into()).await.unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_secs(10), echoes.next())
+            .await
+            .unwrap()
+            .is_some(),
+        "its own inbox carried its message"
+    );
     let _own = client
         .subscribe(format!("unibus.events.{alice_hex}.>"))
         .await
@@ -286,4 +297,83 @@ async fn revoked_and_deleted_users_are_told_then_cut_off_on_every_node_and_stay_
     assert!(sessions.iter().all(|(a, c)| !connected(a) && !connected(c)));
     assert!(connected(&bob_client));
     bob_client.flush().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_whose_login_is_still_undecided_when_the_server_pings_it_waits_for_admission() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use unibus::client::{ConnectionState, Session, SessionOptions};
+    use unibus_server::auth::callout::{Callout, AUTH_CALLOUT_SUBJECT};
+
+    let setup = AuthSetup::generate().unwrap();
+    let cluster = cluster_with_auth(&setup, 1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(
+        unibus_server::store::SqliteStore::open(dir.path().join("db"))
+            .await
+            .unwrap(),
+    );
+    let alice = Arc::new(register(&*store).await);
+    // The callout's subject, held by the test: logins wait until it answers.
+    let service = async_nats::ConnectOptions::with_nkey(setup.service.seed().unwrap())
+        .connect(cluster.server_addrs())
+        .await
+        .unwrap();
+    let mut held = service.subscribe(AUTH_CALLOUT_SUBJECT).await.unwrap();
+    service.flush().await.unwrap();
+    let issuer = nkeys::KeyPair::from_seed(&setup.issuer.seed().unwrap()).unwrap();
+    let callout = Callout::new(store, issuer, APP_ACCOUNT);
+
+    let url = cluster.client_url(0);
+    let connecting = tokio::spawn({
+        let (alice, url) = (Arc::clone(&alice), url.clone());
+        async move { Session::connect(alice, &[url], SessionOptions::default()).await }
+    });
+    let login = tokio::time::timeout(Duration::from_secs(10), held.next())
+        .await
+        .expect("alice's login reached the callout")
+        .unwrap();
+
+    // nats-server pings a connection two seconds after accepting it, decided or not. A probe
+    // accepted after alice's connection is pinged after hers, so once the probe has its PING,
+    // alice's client has had one too (and async-nats took it for the login's success).
+    let address = url.trim_start_matches("nats://");
+    let mut probe = tokio::net::TcpStream::connect(address).await.unwrap();
+    probe
+        .write_all(b"CONNECT {\"verbose\":false,\"pedantic\":false}\r\n")
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !String::from_utf8_lossy(&seen).contains("PING\r\n") {
+            let mut chunk = [0u8; 4096];
+            let n = probe.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "the probe was closed before its PING");
+            seen.extend_from_slice(&chunk[..n]);
+        }
+    })
+    .await
+    .expect("the server pinged the probe");
+    // A moment for alice's client to act on its own PING; the session must still be waiting.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !connecting.is_finished(),
+        "Session::connect returned while its login was undecided"
+    );
+
+    // Admit her: the session is returned, connected.
+    let answer = callout
+        .respond(std::str::from_utf8(&login.payload).unwrap())
+        .await
+        .unwrap();
+    service
+        .publish(login.reply.unwrap(), answer.into())
+        .await
+        .unwrap();
+    let session = tokio::time::timeout(Duration::from_secs(15), connecting)
+        .await
+        .expect("admitted in time")
+        .unwrap()
+        .expect("the session logged in");
+    assert_eq!(session.state(), ConnectionState::Connected);
 }
