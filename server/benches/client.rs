@@ -22,7 +22,7 @@ mod common;
 mod timing;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use hpke::{Deserializable, OpModeS};
 use unibus::client::{register, RegisterOptions, Session, SessionOptions};
@@ -32,7 +32,7 @@ use unibus::{Identity, InviteLink, RoomId};
 use unibus_server::auth::setup::AuthSetup;
 use unibus_server::control::ControlPlane;
 use unibus_server::http::{AppState, RateLimiter};
-use unibus_server::store::{KvStore, KvStoreConfig, NewInvite, SqliteStore, Store};
+use unibus_server::store::{CachedStore, KvStore, KvStoreConfig, NewInvite, SqliteStore, Store};
 
 use timing::{fmt, time_each, Timings};
 
@@ -40,6 +40,10 @@ const SAMPLES: usize = 2000;
 const REKEY_MEMBERS: usize = 1000;
 const REKEY_ROUNDS: usize = 5;
 const FRESH_IDENTITIES: usize = 30;
+/// Users calling the control plane at once, each on its own connection.
+const CONCURRENT_USERS: usize = 200;
+/// How long each throughput figure is counted for.
+const THROUGHPUT_WINDOW: Duration = Duration::from_secs(3);
 
 fn row(setup: &str, op: &str, ours: &Timings, floor_name: &str, floor: &Timings) {
     let ratio = ours.ratio(floor);
@@ -117,7 +121,7 @@ async fn bench(backend: Backend) {
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = match backend {
+    let raw_store: Arc<dyn Store> = match backend {
         Backend::Sqlite => Arc::new(SqliteStore::open(dir.path().join("db")).await.unwrap()),
         Backend::Kv { nodes } => Arc::new(
             KvStore::open(
@@ -131,6 +135,11 @@ async fn bench(backend: Backend) {
             .unwrap(),
         ),
     };
+    // As `membershipd serve` runs it: the authorization cache in front, warmed.
+    let cache = CachedStore::new(raw_store);
+    cache.warm(Duration::from_secs(10)).await.unwrap();
+    assert!(cache.is_fresh(), "the cache's change feed caught up");
+    let store: Arc<dyn Store> = cache;
     let _callout = common::start_callout(&cluster, &setup, Arc::clone(&store)).await;
     tokio::spawn(Arc::new(ControlPlane::new(Arc::clone(&store), service.clone())).run());
     let urls: Vec<String> = (0..nodes).map(|i| cluster.client_url(i)).collect();
@@ -225,7 +234,8 @@ async fn bench(backend: Backend) {
         let marker = format!("e.{room}.1");
         let digest = room_keys.get(&marker).await.unwrap().expect("epoch 1");
         let digest = String::from_utf8(digest.to_vec()).unwrap();
-        let tail_key = format!("k.{room}.1.{digest}.{}", member.sign_public_key());
+        // The two members' tails are in the epoch's first (and only) group.
+        let tail_key = format!("k.{room}.1.{digest}.0");
         let head_key = format!("f.{room}.1.{digest}");
         let raw_member = time_each(SAMPLES, |_| async {
             assert!(members.get(&member_key).await.unwrap().is_some());
@@ -253,10 +263,21 @@ async fn bench(backend: Backend) {
             &name,
             "room_key (fetch, verify, open)",
             &ours_key,
-            "raw KV gets of its records (marker, then tail and head)",
+            "raw KV gets of its records (marker, then tail group and head)",
             &raw_records,
         );
     }
+
+    throughput(
+        &name,
+        &store,
+        &urls,
+        &service,
+        &cluster,
+        &owner_session,
+        &room,
+    )
+    .await;
 
     // A 1,000-member room: members straight into the store, then rekeys through the SDK.
     let big = RoomId::new("big").unwrap();
@@ -351,6 +372,137 @@ async fn bench(backend: Backend) {
     );
     owner_session.close().await;
     member_session.close().await;
+}
+
+/// Control-plane throughput: `CONCURRENT_USERS` members of `room`, each with its own session,
+/// call one operation in a loop for `THROUGHPUT_WINDOW`; beside it, as many raw clients logged
+/// in the same way send requests to a responder that answers at once.
+#[allow(clippy::too_many_arguments)]
+async fn throughput(
+    name: &str,
+    store: &Arc<dyn Store>,
+    urls: &[String],
+    service: &async_nats::Client,
+    cluster: &unibus_testkit::NatsCluster,
+    owner: &Session,
+    room: &RoomId,
+) {
+    let mut users = Vec::with_capacity(CONCURRENT_USERS);
+    for _ in 0..CONCURRENT_USERS {
+        let id = Arc::new(common::register(&**store).await);
+        owner.add_member(room, &id.sign_public_key()).await.unwrap();
+        users.push(id);
+    }
+    let sessions: Vec<Arc<Session>> = futures::future::join_all(
+        users
+            .iter()
+            .map(|id| Session::connect(Arc::clone(id), urls, SessionOptions::default())),
+    )
+    .await
+    .into_iter()
+    .map(|session| Arc::new(session.unwrap()))
+    .collect();
+
+    // Each task runs `call` until the window closes; the rate is every completed call over it.
+    async fn rate<F, Fut>(tasks: usize, call: F) -> f64
+    where
+        F: Fn(usize) -> Fut + Clone + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
+        let until = Instant::now() + THROUGHPUT_WINDOW;
+        let handles: Vec<_> = (0..tasks)
+            .map(|i| {
+                let call = call.clone();
+                tokio::spawn(async move {
+                    let mut done = 0u64;
+                    while Instant::now() < until {
+                        call(i).await;
+                        done += 1;
+                    }
+                    done
+                })
+            })
+            .collect();
+        let mut total = 0;
+        for handle in handles {
+            total += handle.await.unwrap();
+        }
+        total as f64 / THROUGHPUT_WINDOW.as_secs_f64()
+    }
+
+    let echo_subject = "unibus.cp.*.echo";
+    let echoes = service.subscribe(echo_subject).await.unwrap();
+    let echo_task = tokio::spawn({
+        let service = service.clone();
+        async move {
+            use futures::StreamExt;
+            let mut echoes = echoes;
+            while let Some(message) = echoes.next().await {
+                if let Some(reply) = message.reply {
+                    let _ = service.publish(reply, message.payload).await;
+                }
+            }
+        }
+    });
+    service.flush().await.unwrap();
+    let mut raw = Vec::with_capacity(CONCURRENT_USERS);
+    for id in &users {
+        let (client, _) = common::login(cluster.server_addrs(), id).await.unwrap();
+        raw.push((client, format!("unibus.cp.{}.echo", id.sign_public_key())));
+    }
+    let raw = Arc::new(raw);
+    let floor = rate(CONCURRENT_USERS, move |i| {
+        let raw = Arc::clone(&raw);
+        async move {
+            let (client, subject) = &raw[i];
+            client.request(subject.clone(), "{}".into()).await.unwrap();
+        }
+    })
+    .await;
+    echo_task.abort();
+
+    let sessions = Arc::new(sessions);
+    let room = room.clone();
+    let member = {
+        let (sessions, room) = (Arc::clone(&sessions), room.clone());
+        rate(CONCURRENT_USERS, move |i| {
+            let (sessions, room) = (Arc::clone(&sessions), room.clone());
+            async move { assert!(sessions[i].is_member(&room).await.unwrap()) }
+        })
+        .await
+    };
+    let rooms = {
+        let sessions = Arc::clone(&sessions);
+        rate(CONCURRENT_USERS, move |i| {
+            let sessions = Arc::clone(&sessions);
+            async move { assert_eq!(sessions[i].my_rooms().await.unwrap().len(), 1) }
+        })
+        .await
+    };
+    let epoch = {
+        let (sessions, room) = (Arc::clone(&sessions), room.clone());
+        rate(CONCURRENT_USERS, move |i| {
+            let (sessions, room) = (Arc::clone(&sessions), room.clone());
+            async move { assert_eq!(sessions[i].current_epoch(&room).await.unwrap(), 1) }
+        })
+        .await
+    };
+    for (op, ours) in [("member", member), ("rooms", rooms), ("epoch", epoch)] {
+        println!(
+            "| {name} | {op}: {CONCURRENT_USERS} users at once | {ours:.0} requests/s | raw NATS request/reply, {CONCURRENT_USERS} clients: {floor:.0}/s | {:.2}x |",
+            floor / ours
+        );
+    }
+    for session in sessions.iter() {
+        session.close().await;
+    }
+    // Back to the two members the rows above measured.
+    for id in &users {
+        owner
+            .remove_member(&room, &id.sign_public_key())
+            .await
+            .unwrap();
+    }
 }
 
 fn main() {

@@ -22,7 +22,7 @@
 //! growing bound ([`RECONNECT_BASE`] doubling up to [`RECONNECT_CAP`]), so clients that lost
 //! the same node spread their returns instead of coming back together.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -62,6 +62,9 @@ pub(crate) struct Liveness {
     connections: AtomicU64,
     /// Woken each time the NATS client reports a connection, for [`Self::confirm_connections`].
     reported: Notify,
+    /// Whether the NATS client has reported a connection yet: until then its attempts are the
+    /// first login's, which [`Session::connect`](super::Session::connect) paces itself.
+    reported_once: AtomicBool,
 }
 
 impl Liveness {
@@ -72,6 +75,7 @@ impl Liveness {
             state: watch::Sender::new(ConnectionState::Reconnecting),
             connections: AtomicU64::new(0),
             reported: Notify::new(),
+            reported_once: AtomicBool::new(false),
         })
     }
 
@@ -111,6 +115,7 @@ impl Liveness {
     pub fn on_event(&self, event: &Event) {
         match event {
             Event::Connected => {
+                self.reported_once.store(true, Ordering::SeqCst);
                 // Counted before it is announced, so a proof already under way cannot claim it.
                 self.connections.fetch_add(1, Ordering::SeqCst);
                 self.reported.notify_one();
@@ -165,12 +170,17 @@ impl Liveness {
         });
     }
 
-    /// The wait before reconnection attempt `attempts` (counted from 1): full jitter under a
-    /// bound that starts at [`RECONNECT_BASE`] and doubles up to [`RECONNECT_CAP`]; once the
-    /// session has ended, an hour.
+    /// The wait before attempt `attempts` (counted from 1) of the NATS client, which asks
+    /// before every attempt, the first included: none before the first login's attempts (its
+    /// retries are paced by [`Session::connect`](super::Session::connect)); for reconnections,
+    /// full jitter under a bound that starts at [`RECONNECT_BASE`] and doubles up to
+    /// [`RECONNECT_CAP`]; once the session has ended, an hour.
     pub fn reconnect_delay(&self, attempts: usize) -> Duration {
         if self.has_ended() {
             return ENDED_RETRY;
+        }
+        if !self.reported_once.load(Ordering::SeqCst) {
+            return Duration::ZERO;
         }
         backoff(attempts)
     }
@@ -226,6 +236,17 @@ mod tests {
         }
         assert_eq!(liveness.state(), ConnectionState::Reconnecting);
         assert!(liveness.reconnect_delay(1_000) <= RECONNECT_CAP);
+    }
+
+    #[test]
+    fn the_first_login_starts_at_once_and_only_reconnections_wait() {
+        let liveness = Liveness::new();
+        assert_eq!(liveness.reconnect_delay(1), Duration::ZERO);
+        liveness.on_event(&Event::Connected);
+        liveness.on_event(&Event::Disconnected);
+        // Some of 100 jittered first waits under 250 ms are above zero (odds of all zero: nil).
+        assert!((0..100).any(|_| liveness.reconnect_delay(1) > Duration::ZERO));
+        assert!((0..100).all(|_| liveness.reconnect_delay(1) <= RECONNECT_BASE));
     }
 
     #[test]

@@ -73,6 +73,7 @@ pub async fn storm(
                 let jitter = Arc::new(Mutex::new(Jitter::new(index as u64)));
                 // Set by a refusal or a lost connection after async-nats returned the client.
                 let retried = Arc::new(AtomicBool::new(false));
+                let connected = Arc::new(AtomicBool::new(false));
                 loop {
                     attempt += 1;
                     let mut options =
@@ -80,12 +81,25 @@ pub async fn storm(
                             .connection_timeout(Duration::from_secs(12))
                             .max_reconnects(None)
                             .reconnect_delay_callback({
-                                let jitter = Arc::clone(&jitter);
-                                move |attempts| jitter_wait(&jitter, attempts as u32)
+                                // async-nats asks before every attempt, the first included;
+                                // only reconnections wait (this loop paces the first login).
+                                let (jitter, connected) =
+                                    (Arc::clone(&jitter), Arc::clone(&connected));
+                                move |attempts| {
+                                    if connected.load(Ordering::Relaxed) {
+                                        jitter_wait(&jitter, attempts as u32)
+                                    } else {
+                                        Duration::ZERO
+                                    }
+                                }
                             })
                             .event_callback({
-                                let retried = Arc::clone(&retried);
+                                let (retried, connected) =
+                                    (Arc::clone(&retried), Arc::clone(&connected));
                                 move |event| {
+                                    if matches!(event, async_nats::Event::Connected) {
+                                        connected.store(true, Ordering::Relaxed);
+                                    }
                                     if matches!(
                                         event,
                                         async_nats::Event::Disconnected

@@ -98,6 +98,11 @@ fn store_refusal(error: StoreError) -> Refusal {
     }
 }
 
+/// The refusal of a caller that is not a member of the room (also for unknown rooms).
+fn not_member() -> Refusal {
+    refused(RefusalCode::NotMember, "you are not a member of this room")
+}
+
 fn room_record(room: &Room) -> RoomRecord {
     RoomRecord {
         id: room.id.clone(),
@@ -422,11 +427,19 @@ impl ControlPlane {
                 "an epoch is at most 2^63 - 1",
             ));
         }
-        let room = self.member_room(&request.room, caller).await?;
-        let epoch = request.epoch.unwrap_or(room.epoch);
+        // Membership first, so a non-member learns nothing of the room; the store finds the
+        // latest epoch itself when none is asked for (one read fewer than asking for the room).
+        if !self
+            .store
+            .is_member(&request.room, caller)
+            .await
+            .map_err(store_refusal)?
+        {
+            return Err(not_member());
+        }
         match self
             .store
-            .member_part(&request.room, caller, Some(epoch))
+            .member_part(&request.room, caller, request.epoch)
             .await
         {
             Ok(stored) => Ok(KeyReply { part: stored.part }),
@@ -540,10 +553,7 @@ impl ControlPlane {
             self.store.get_room(room)
         );
         if !member.map_err(store_refusal)? {
-            return Err(refused(
-                RefusalCode::NotMember,
-                "you are not a member of this room",
-            ));
+            return Err(not_member());
         }
         record.map_err(store_refusal)
     }

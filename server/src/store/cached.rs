@@ -1,6 +1,7 @@
 //! The authorization cache: a [`Store`] that answers the questions every login and every
-//! control-plane call asks (is this user active, is this key a member of that room) from
-//! memory, kept current by the store's [change feed](super::feed).
+//! control-plane call asks (is this user active, is this key a member of that room, which
+//! rooms is it a member of) from memory, kept current by the store's
+//! [change feed](super::feed).
 //!
 //! It fails closed. A copy is used only while the feed is *fresh*: it caught up with every
 //! change committed less than [`FEED_BOUND`] ago. When the feed lags, stalls or breaks, every
@@ -60,6 +61,8 @@ struct Copies {
     users: HashMap<SignPublicKey, Option<User>>,
     /// Whether a key is a member of a room.
     members: HashMap<(RoomId, SignPublicKey), bool>,
+    /// The rooms a key is a member of, sorted.
+    rooms: HashMap<SignPublicKey, Vec<RoomId>>,
     /// How many changes (and forgettings) there have been: a read copies its answer only if
     /// this did not move while it asked the store.
     position: u64,
@@ -80,10 +83,12 @@ impl Copies {
             }
             Change::Member { room, member } => {
                 self.members.remove(&(room.clone(), *member));
+                self.rooms.remove(member);
             }
             Change::Reset => {
                 self.users.clear();
                 self.members.clear();
+                self.rooms.clear();
             }
         }
     }
@@ -219,24 +224,39 @@ impl CachedStore {
         self.shared.take(FeedItem::Changed(change));
     }
 
-    /// Copies `value` under `key` in the map `pick` selects, if no change arrived since
-    /// `position` and the feed is still fresh.
-    fn copy<K: std::hash::Hash + Eq, V>(
+    /// The answer to a question whose copies the map `pick` selects keeps under `key`: from
+    /// the copy (`from_copy`) while the feed is fresh; otherwise `ask`'s answer from the store,
+    /// copied as `to_copy` makes it (`None`: not copied) if no change arrived while it was
+    /// asked and the feed is still fresh.
+    async fn answer<K: std::hash::Hash + Eq, V, T>(
         &self,
-        position: Option<u64>,
-        pick: impl FnOnce(&mut Copies) -> &mut HashMap<K, V>,
+        pick: impl Fn(&mut Copies) -> &mut HashMap<K, V>,
         key: K,
-        value: V,
-    ) {
-        let mut copies = self.copies();
-        if position.is_none() || copies.read_position() != position {
-            return;
+        ask: impl std::future::Future<Output = StoreResult<T>>,
+        from_copy: impl FnOnce(&V) -> StoreResult<T>,
+        to_copy: impl FnOnce(&StoreResult<T>) -> Option<V>,
+    ) -> StoreResult<T> {
+        let position = {
+            let mut copies = self.copies();
+            if copies.fresh() {
+                if let Some(copy) = pick(&mut copies).get(&key) {
+                    return from_copy(copy);
+                }
+            }
+            copies.read_position()
+        };
+        let answer = ask.await;
+        if let Some(value) = to_copy(&answer) {
+            let mut copies = self.copies();
+            if position.is_some() && copies.read_position() == position {
+                let map = pick(&mut copies);
+                if map.len() >= ENTRIES_KEPT {
+                    map.clear();
+                }
+                map.insert(key, value);
+            }
         }
-        let map = pick(&mut copies);
-        if map.len() >= ENTRIES_KEPT {
-            map.clear();
-        }
-        map.insert(key, value);
+        answer
     }
 }
 
@@ -268,22 +288,18 @@ impl Store for CachedStore {
     }
 
     async fn get_user(&self, key: &SignPublicKey) -> StoreResult<User> {
-        let position = {
-            let copies = self.copies();
-            if copies.fresh() {
-                if let Some(copy) = copies.users.get(key) {
-                    return copy.clone().ok_or(StoreError::NotFound);
-                }
-            }
-            copies.read_position()
-        };
-        let result = self.inner.get_user(key).await;
-        match &result {
-            Ok(user) => self.copy(position, |c| &mut c.users, *key, Some(user.clone())),
-            Err(StoreError::NotFound) => self.copy(position, |c| &mut c.users, *key, None),
-            Err(_) => {}
-        }
-        result
+        self.answer(
+            |c| &mut c.users,
+            *key,
+            self.inner.get_user(key),
+            |copy| copy.clone().ok_or(StoreError::NotFound),
+            |answer| match answer {
+                Ok(user) => Some(Some(user.clone())),
+                Err(StoreError::NotFound) => Some(None),
+                Err(_) => None,
+            },
+        )
+        .await
     }
 
     async fn list_users(&self) -> StoreResult<Vec<User>> {
@@ -369,25 +385,25 @@ impl Store for CachedStore {
     }
 
     async fn is_member(&self, room: &RoomId, member: &SignPublicKey) -> StoreResult<bool> {
-        let key = (room.clone(), *member);
-        let position = {
-            let copies = self.copies();
-            if copies.fresh() {
-                if let Some(copy) = copies.members.get(&key) {
-                    return Ok(*copy);
-                }
-            }
-            copies.read_position()
-        };
-        let result = self.inner.is_member(room, member).await;
-        if let Ok(member) = result {
-            self.copy(position, |c| &mut c.members, key, member);
-        }
-        result
+        self.answer(
+            |c| &mut c.members,
+            (room.clone(), *member),
+            self.inner.is_member(room, member),
+            |copy| Ok(*copy),
+            |answer| answer.as_ref().ok().copied(),
+        )
+        .await
     }
 
     async fn rooms_for_member(&self, member: &SignPublicKey) -> StoreResult<Vec<RoomId>> {
-        self.inner.rooms_for_member(member).await
+        self.answer(
+            |c| &mut c.rooms,
+            *member,
+            self.inner.rooms_for_member(member),
+            |copy| Ok(copy.clone()),
+            |answer| answer.as_ref().ok().cloned(),
+        )
+        .await
     }
 
     async fn active_members(
@@ -579,6 +595,41 @@ mod tests {
         // The copy answers (revoked behind the cache's back, with no change on its feed).
         store.revoke_user(&alice.sign_public_key()).await.unwrap();
         assert_eq!(status(&*cache, &alice).await, UserStatus::Active);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_members_rooms_are_copied_until_a_change_to_its_membership_arrives() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open(dir.path().join("db")).await.unwrap());
+        let (alice, bob) = (Identity::generate().unwrap(), Identity::generate().unwrap());
+        for who in [&alice, &bob] {
+            add(&*store, who).await;
+        }
+        let (feed, changes) = controlled_feed();
+        let cache = CachedStore::with_feed(Arc::clone(&store), changes);
+        let mut applied = cache.changes().await.unwrap();
+        feed.send(FeedItem::CaughtUp(Instant::now())).unwrap();
+        until(&cache, true).await;
+        let (room, bob_key) = (
+            unibus::RoomId::new("general").unwrap(),
+            bob.sign_public_key(),
+        );
+        store
+            .create_room(&room, &alice.sign_public_key())
+            .await
+            .unwrap();
+        assert_eq!(cache.rooms_for_member(&bob_key).await.unwrap(), vec![]);
+        // Added behind the cache's back: the copy answers until the change arrives.
+        store.add_member(&room, &bob_key).await.unwrap();
+        assert_eq!(cache.rooms_for_member(&bob_key).await.unwrap(), vec![]);
+        let change = Change::Member {
+            room: room.clone(),
+            member: bob_key,
+        };
+        feed.send(FeedItem::Changed(change.clone())).unwrap();
+        while applied.next().await.unwrap().unwrap() != FeedItem::Changed(change.clone()) {}
+        assert_eq!(cache.rooms_for_member(&bob_key).await.unwrap(), vec![room]);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
