@@ -34,14 +34,30 @@ pub const STARTING_AUTH_TIMEOUT: Duration = Duration::from_secs(1);
 pub(crate) struct Embedded {
     task: tokio::task::JoinHandle<()>,
     callout: watch::Sender<Option<async_nats::Client>>,
+    /// Whether a nats-server has had its timeout raised.
+    raised: watch::Receiver<bool>,
 }
+
+/// How long [`Embedded::callout_listens_on`] waits for the first nats-server's timeout to be
+/// raised.
+const RAISE_WITHIN: Duration = Duration::from_secs(10);
 
 impl Embedded {
     /// Says that `service` is the connection the callout listens on: each nats-server started
     /// (this one and every restart) gets the full authentication timeout once `service` is
-    /// proven back on it.
-    pub fn callout_listens_on(&self, service: async_nats::Client) {
+    /// proven back on it. Returns once the running one has it, so that a storm of logins right
+    /// after the start waits its turn (or after [`RAISE_WITHIN`], with a warning).
+    pub async fn callout_listens_on(&self, service: async_nats::Client) {
         self.callout.send_replace(Some(service));
+        let mut raised = self.raised.clone();
+        if !matches!(
+            tokio::time::timeout(RAISE_WITHIN, raised.wait_for(|raised| *raised)).await,
+            Ok(Ok(_))
+        ) {
+            tracing::warn!(
+                "the embedded nats-server's auth timeout is not raised yet; serving anyway"
+            );
+        }
     }
 
     /// Stops supervising and kills nats-server.
@@ -91,15 +107,23 @@ pub(crate) async fn supervise(
         (None, listen)
     };
     let (callout, ready) = watch::channel(None);
+    let (raised_tx, raised) = watch::channel(false);
     let task = tokio::spawn(keep_running(
         binary,
         conf,
         log_path,
         Arc::new(auth),
-        ready,
+        (ready, Arc::new(raised_tx)),
         first,
     ));
-    Ok((Embedded { task, callout }, listen))
+    Ok((
+        Embedded {
+            task,
+            callout,
+            raised,
+        },
+        listen,
+    ))
 }
 
 /// `auth.conf` (it holds the system user's password: owner-only), in its two versions.
@@ -224,7 +248,10 @@ async fn keep_running(
     conf: PathBuf,
     log_path: PathBuf,
     auth: Arc<AuthConf>,
-    callout: watch::Receiver<Option<async_nats::Client>>,
+    (callout, raised): (
+        watch::Receiver<Option<async_nats::Client>>,
+        Arc<watch::Sender<bool>>,
+    ),
     mut first: Option<tokio::process::Child>,
 ) {
     loop {
@@ -243,6 +270,7 @@ async fn keep_running(
                         pid,
                         Arc::clone(&auth),
                         callout.clone(),
+                        Arc::clone(&raised),
                     ))
                 });
                 let status = child.wait().await;
@@ -269,6 +297,7 @@ async fn raise_auth_timeout(
     pid: u32,
     auth: Arc<AuthConf>,
     mut callout: watch::Receiver<Option<async_nats::Client>>,
+    raised: Arc<watch::Sender<bool>>,
 ) {
     let Ok(Some(service)) = callout.wait_for(Option::is_some).await.map(|c| c.clone()) else {
         return;
@@ -287,10 +316,13 @@ async fn raise_auth_timeout(
         .status()
         .await;
     match reloaded {
-        Ok(status) if status.success() => tracing::debug!(
-            timeout = ?AUTH_TIMEOUT,
-            "the callout listens; the embedded nats-server's auth timeout is raised"
-        ),
+        Ok(status) if status.success() => {
+            tracing::debug!(
+                timeout = ?AUTH_TIMEOUT,
+                "the callout listens; the embedded nats-server's auth timeout is raised"
+            );
+            raised.send_replace(true);
+        }
         other => tracing::warn!(
             ?other,
             "the embedded nats-server did not reload its config; logins keep the starting auth timeout"

@@ -110,7 +110,7 @@ pub async fn run(
         .await
         .map_err(ServerError::Services)?;
     if let Some(supervisor) = &supervisor {
-        supervisor.callout_listens_on(service.clone());
+        supervisor.callout_listens_on(service.clone()).await;
     }
     tokio::spawn(
         Revoker::new(Arc::clone(&store), system, service.clone(), APP_ACCOUNT)
