@@ -510,12 +510,18 @@ mod tests {
         store.add_user(user).await.unwrap();
     }
 
-    async fn status(store: &dyn Store, who: &Identity) -> UserStatus {
-        store.get_user(&who.sign_public_key()).await.unwrap().status
+    /// A SQLite store holding two active users, and a cache in front of it that follows a feed
+    /// the test writes to.
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        store: Arc<dyn Store>,
+        alice: Identity,
+        bob: Identity,
+        feed: tokio::sync::mpsc::UnboundedSender<FeedItem>,
+        cache: Arc<CachedStore>,
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn answers_from_memory_only_while_its_feed_is_fresh_and_fails_closed_when_it_stops() {
+    async fn two_users_behind_a_cache() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> =
             Arc::new(SqliteStore::open(dir.path().join("db")).await.unwrap());
@@ -525,6 +531,30 @@ mod tests {
         }
         let (feed, changes) = controlled_feed();
         let cache = CachedStore::with_feed(Arc::clone(&store), changes);
+        Fixture {
+            _dir: dir,
+            store,
+            alice,
+            bob,
+            feed,
+            cache,
+        }
+    }
+
+    async fn status(store: &dyn Store, who: &Identity) -> UserStatus {
+        store.get_user(&who.sign_public_key()).await.unwrap().status
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn answers_from_memory_only_while_its_feed_is_fresh_and_fails_closed_when_it_stops() {
+        let Fixture {
+            _dir,
+            store,
+            alice,
+            bob,
+            feed,
+            cache,
+        } = two_users_behind_a_cache().await;
         assert!(
             !cache.is_fresh(),
             "not fresh before the feed first catches up"
@@ -599,15 +629,14 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_members_rooms_are_copied_until_a_change_to_its_membership_arrives() {
-        let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> =
-            Arc::new(SqliteStore::open(dir.path().join("db")).await.unwrap());
-        let (alice, bob) = (Identity::generate().unwrap(), Identity::generate().unwrap());
-        for who in [&alice, &bob] {
-            add(&*store, who).await;
-        }
-        let (feed, changes) = controlled_feed();
-        let cache = CachedStore::with_feed(Arc::clone(&store), changes);
+        let Fixture {
+            _dir,
+            store,
+            alice,
+            bob,
+            feed,
+            cache,
+        } = two_users_behind_a_cache().await;
         let mut applied = cache.changes().await.unwrap();
         feed.send(FeedItem::CaughtUp(Instant::now())).unwrap();
         until(&cache, true).await;
