@@ -5,6 +5,11 @@
 //! Every call runs on tokio's blocking pool, never on the async worker threads. Invite
 //! redemption is one `IMMEDIATE` transaction guarded by `used = 0`.
 //!
+//! Writes go through one connection; reads through [`READERS`] read-only ones beside it (WAL
+//! lets them read while the writer writes), each read in a transaction of its own, so it sees
+//! one committed state. Calls wait for a free connection on the async side, so a burst of
+//! calls does not grow the blocking pool.
+//!
 //! `schema` has the migrations, `rows` the mapping between rows and records (and the
 //! statements every operation shares); this file is the [`Store`] implementation.
 
@@ -16,7 +21,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use unibus::manifest::SignedManifest;
 use unibus::{InviteToken, KexPublicKey, RoomId, SignPublicKey};
 
@@ -27,11 +33,22 @@ use super::{
 };
 use rows::*;
 
-/// The SQLite store. Cloning shares the connection.
+/// How many read-only connections a store keeps beside its writer.
+pub const READERS: usize = 4;
+
+/// The SQLite store. Cloning shares the connections.
 #[derive(Clone)]
 pub struct SqliteStore {
-    conn: Arc<Mutex<Connection>>,
+    conns: Arc<Connections>,
     path: PathBuf,
+}
+
+/// The writer and the readers, each with the permits that say how many calls may hold it.
+struct Connections {
+    writer: Mutex<Connection>,
+    writing: Arc<Semaphore>,
+    readers: Vec<Mutex<Connection>>,
+    reading: Arc<Semaphore>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -48,7 +65,7 @@ impl SqliteStore {
     pub async fn open(path: impl AsRef<Path>) -> StoreResult<Self> {
         let path = path.as_ref().to_path_buf();
         let open_path = path.clone();
-        let conn = tokio::task::spawn_blocking(move || -> StoreResult<Connection> {
+        let conns = tokio::task::spawn_blocking(move || -> StoreResult<Connections> {
             let mut conn = Connection::open(&open_path).map_err(backend)?;
             conn.pragma_update(None, "journal_mode", "WAL")
                 .map_err(backend)?;
@@ -59,12 +76,30 @@ impl SqliteStore {
             conn.busy_timeout(std::time::Duration::from_secs(5))
                 .map_err(backend)?;
             schema::migrate(&mut conn)?;
-            Ok(conn)
+            let readers = (0..READERS)
+                .map(|_| {
+                    let reader = Connection::open_with_flags(
+                        &open_path,
+                        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                    )
+                    .map_err(backend)?;
+                    reader
+                        .busy_timeout(std::time::Duration::from_secs(5))
+                        .map_err(backend)?;
+                    Ok(Mutex::new(reader))
+                })
+                .collect::<StoreResult<Vec<_>>>()?;
+            Ok(Connections {
+                writer: Mutex::new(conn),
+                writing: Arc::new(Semaphore::new(1)),
+                readers,
+                reading: Arc::new(Semaphore::new(READERS)),
+            })
         })
         .await
         .map_err(|e| StoreError::backend("sqlite open task", e))??;
         Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
+            conns: Arc::new(conns),
             path,
         })
     }
@@ -86,21 +121,64 @@ impl SqliteStore {
         .await
     }
 
-    /// Runs `f` with the connection on the blocking pool.
+    /// Runs `f` with the writer on the blocking pool, once the writer is free.
     async fn with<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<T> {
-        let conn = Arc::clone(&self.conn);
+        let permit = permit(&self.conns.writing).await?;
+        let conns = Arc::clone(&self.conns);
         tokio::task::spawn_blocking(move || {
-            // A panic while holding the lock poisons it; the connection itself is still sound
-            // (SQLite rolls back the open transaction), so keep using it.
-            let mut guard = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            f(&mut guard)
+            let _permit = permit;
+            f(&mut lock(&conns.writer))
         })
         .await
         .map_err(|e| StoreError::backend("sqlite task", e))?
     }
+
+    /// Runs `f` with a free reader on the blocking pool, in a read transaction (one committed
+    /// state for all its statements).
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let permit = permit(&self.conns.reading).await?;
+        let conns = Arc::clone(&self.conns);
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            // The permit guarantees a free reader: at most READERS calls hold one.
+            let reader = conns
+                .readers
+                .iter()
+                .find_map(|reader| match reader.try_lock() {
+                    Ok(free) => Some(free),
+                    Err(std::sync::TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+                    Err(std::sync::TryLockError::WouldBlock) => None,
+                })
+                .unwrap_or_else(|| lock(&conns.readers[0]));
+            let snapshot = reader.unchecked_transaction().map_err(backend)?;
+            let result = f(&snapshot);
+            // Nothing was written: ending the read transaction cannot lose anything.
+            let _ = snapshot.finish();
+            result
+        })
+        .await
+        .map_err(|e| StoreError::backend("sqlite task", e))?
+    }
+}
+
+/// A permit of `semaphore`, which is never closed.
+async fn permit(semaphore: &Arc<Semaphore>) -> StoreResult<OwnedSemaphorePermit> {
+    Arc::clone(semaphore)
+        .acquire_owned()
+        .await
+        .map_err(|e| StoreError::backend("sqlite connection permits", e))
+}
+
+/// Locks a connection. A panic while holding the lock poisons it; the connection itself is
+/// still sound (SQLite rolls back the open transaction), so keep using it.
+fn lock(conn: &Mutex<Connection>) -> std::sync::MutexGuard<'_, Connection> {
+    conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[async_trait]
@@ -130,12 +208,12 @@ impl Store for SqliteStore {
 
     async fn get_user(&self, key: &SignPublicKey) -> StoreResult<User> {
         let key = *key;
-        self.with(move |conn| get_user(conn, &key)?.ok_or(StoreError::NotFound))
+        self.read(move |conn| get_user(conn, &key)?.ok_or(StoreError::NotFound))
             .await
     }
 
     async fn list_users(&self) -> StoreResult<Vec<User>> {
-        self.with(|conn| list_users(conn)).await
+        self.read(|conn| list_users(conn)).await
     }
 
     async fn revoke_user(&self, key: &SignPublicKey) -> StoreResult<()> {
@@ -192,12 +270,12 @@ impl Store for SqliteStore {
 
     async fn get_invite(&self, id: &str) -> StoreResult<Invite> {
         let id = id.to_owned();
-        self.with(move |conn| get_invite(conn, &id)?.ok_or(StoreError::NotFound))
+        self.read(move |conn| get_invite(conn, &id)?.ok_or(StoreError::NotFound))
             .await
     }
 
     async fn list_invites(&self) -> StoreResult<Vec<Invite>> {
-        self.with(|conn| list_invites(conn)).await
+        self.read(|conn| list_invites(conn)).await
     }
 
     async fn cancel_invite(&self, id: &str) -> StoreResult<()> {
@@ -297,12 +375,12 @@ impl Store for SqliteStore {
 
     async fn get_room(&self, id: &RoomId) -> StoreResult<Room> {
         let id = id.clone();
-        self.with(move |conn| get_room(conn, &id)?.ok_or(StoreError::NotFound))
+        self.read(move |conn| get_room(conn, &id)?.ok_or(StoreError::NotFound))
             .await
     }
 
     async fn list_rooms(&self) -> StoreResult<Vec<Room>> {
-        self.with(|conn| list_rooms(conn)).await
+        self.read(|conn| list_rooms(conn)).await
     }
 
     async fn add_member(&self, room: &RoomId, member: &SignPublicKey) -> StoreResult<()> {
@@ -340,7 +418,7 @@ impl Store for SqliteStore {
 
     async fn list_members(&self, room: &RoomId) -> StoreResult<Vec<SignPublicKey>> {
         let room = room.clone();
-        self.with(move |conn| {
+        self.read(move |conn| {
             if get_room(conn, &room)?.is_none() {
                 return Err(StoreError::NotFound);
             }
@@ -358,7 +436,7 @@ impl Store for SqliteStore {
         let (room, after) = (room.clone(), after.map(SignPublicKey::to_hex));
         // SQLite's LIMIT is a signed 64-bit number; "all" is any number past the table's size.
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.with(move |conn| {
+        self.read(move |conn| {
             if get_room(conn, &room)?.is_none() {
                 return Err(StoreError::NotFound);
             }
@@ -385,7 +463,7 @@ impl Store for SqliteStore {
 
     async fn is_member(&self, room: &RoomId, member: &SignPublicKey) -> StoreResult<bool> {
         let (room, member) = (room.clone(), member.to_hex());
-        self.with(move |conn| {
+        self.read(move |conn| {
             conn.query_row(
                 "SELECT 1 FROM members WHERE room_id = ?1 AND member = ?2",
                 params![room.as_str(), member],
@@ -400,7 +478,7 @@ impl Store for SqliteStore {
 
     async fn rooms_for_member(&self, member: &SignPublicKey) -> StoreResult<Vec<RoomId>> {
         let member = member.to_hex();
-        self.with(move |conn| {
+        self.read(move |conn| {
             all(
                 conn,
                 "SELECT room_id FROM members WHERE member = ?1 ORDER BY room_id",
@@ -447,7 +525,7 @@ impl Store for SqliteStore {
         epoch: Option<u64>,
     ) -> StoreResult<EpochPart> {
         let (room, member) = (room.clone(), member.to_hex());
-        self.with(move |conn| {
+        self.read(move |conn| {
             let epoch = match epoch {
                 Some(epoch) => epoch,
                 None => get_room(conn, &room)?.ok_or(StoreError::NotFound)?.epoch,
@@ -473,7 +551,7 @@ impl Store for SqliteStore {
 
     async fn manifest(&self, room: &RoomId, epoch: u64) -> StoreResult<SignedManifest> {
         let room = room.clone();
-        self.with(move |conn| get_manifest(conn, &room, epoch))
+        self.read(move |conn| get_manifest(conn, &room, epoch))
             .await
     }
 
@@ -580,5 +658,50 @@ impl Store for SqliteStore {
             tx.commit().map_err(backend)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use unibus::Identity;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reads_are_answered_while_the_writer_is_busy() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("db")).await.unwrap();
+        let alice = Identity::generate().unwrap();
+        store
+            .add_user(NewUser {
+                sign_key: alice.sign_public_key(),
+                kex_key: alice.kex_public_key(),
+                admin: false,
+            })
+            .await
+            .unwrap();
+        // The writer is held until the test releases it.
+        let (holding, held) = tokio::sync::oneshot::channel();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let writer = tokio::spawn({
+            let store = store.clone();
+            async move {
+                store
+                    .with(move |_| {
+                        let _ = holding.send(());
+                        let _ = released.recv_timeout(Duration::from_secs(30));
+                        Ok(())
+                    })
+                    .await
+            }
+        });
+        held.await.unwrap();
+        let key = alice.sign_public_key();
+        let reads = futures::future::join_all((0..READERS * 2).map(|_| store.get_user(&key)));
+        let answered = tokio::time::timeout(Duration::from_secs(10), reads).await;
+        release.send(()).unwrap();
+        writer.await.unwrap().unwrap();
+        let answered = answered.expect("the reads waited for the writer");
+        assert!(answered.iter().all(Result::is_ok), "{answered:?}");
     }
 }
