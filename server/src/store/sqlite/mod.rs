@@ -213,7 +213,7 @@ impl Store for SqliteStore {
     }
 
     async fn list_users(&self) -> StoreResult<Vec<User>> {
-        self.read(|conn| list_users(conn)).await
+        self.read(list_users).await
     }
 
     async fn revoke_user(&self, key: &SignPublicKey) -> StoreResult<()> {
@@ -275,7 +275,7 @@ impl Store for SqliteStore {
     }
 
     async fn list_invites(&self) -> StoreResult<Vec<Invite>> {
-        self.read(|conn| list_invites(conn)).await
+        self.read(list_invites).await
     }
 
     async fn cancel_invite(&self, id: &str) -> StoreResult<()> {
@@ -380,7 +380,7 @@ impl Store for SqliteStore {
     }
 
     async fn list_rooms(&self) -> StoreResult<Vec<Room>> {
-        self.read(|conn| list_rooms(conn)).await
+        self.read(list_rooms).await
     }
 
     async fn add_member(&self, room: &RoomId, member: &SignPublicKey) -> StoreResult<()> {
