@@ -2,11 +2,13 @@
 //! (SQLite, embedded nats-server), each with its own key and full-jitter retries, beside the
 //! floor measured in the same run: the same nats-server binary with the same users listed as
 //! static nkeys. Then, with the N clients connected, membershipd's idle CPU (beside
-//! nats-server's) and how long a revocation takes to cut a session.
+//! nats-server's) and how long a revocation takes to cut a session. Last, the same storm, idle
+//! CPU and cut on a 3-node cluster (KV R3, the clients spread over the nodes, membershipd
+//! connected to one of them), where a cut needs the other nodes' answers.
 //!
 //! ```text
 //! cargo bench -p unibus-server --bench storm
-//! UNIBUS_STORM_SIZES=1000,5000 cargo bench -p unibus-server --bench storm
+//! UNIBUS_STORM_SIZES=1000,5000 UNIBUS_STORM_CLUSTER_SIZES=5000 cargo bench -p unibus-server --bench storm
 //! ```
 //!
 //! The clients, membershipd and nats-server share this machine's 2 cores. The hard limit of
@@ -18,9 +20,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use unibus::Identity;
+use unibus_server::auth::setup::AuthSetup;
 use unibus_server::serve::{Serving, SERVING_FILE};
-use unibus_server::store::{now_millis, Snapshot, SqliteStore, Store, User, UserStatus};
+use unibus_server::store::{
+    now_millis, KvStore, KvStoreConfig, Snapshot, SqliteStore, Store, User, UserStatus,
+};
 use unibus_testkit::storm::{storm, Login, StormReport};
+use unibus_testkit::{ClusterOptions, NatsCluster};
 
 /// How long a storm may take before the clients still out count as failed.
 const STORM_DEADLINE: Duration = Duration::from_secs(120);
@@ -150,20 +156,78 @@ async fn floor(ids: &[Arc<Identity>], dir: &Path) -> String {
     row
 }
 
-fn membershipd(data: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_membershipd"));
-    command
-        .env_remove("MEMBERSHIPD_CONFIG")
-        .env("MEMBERSHIPD_LOG", "warn")
-        .arg("--data-dir")
-        .arg(data)
-        .arg("--listen")
-        .arg("127.0.0.1:0")
-        .arg("--nats-listen")
-        .arg("127.0.0.1:0")
-        .arg("--nats-server")
-        .arg(unibus_testkit::nats_server_binary().unwrap());
-    command
+/// Where a storm's membershipd serves.
+enum Deployment {
+    /// SQLite, and the embedded nats-server membershipd runs itself.
+    Embedded,
+    /// KV R3 on a 3-node cluster of its own, membershipd connected to the first node.
+    Cluster(NatsCluster),
+}
+
+impl Deployment {
+    /// Sets it up with `ids` as active users, keeping membershipd's files in `data`.
+    async fn start(nodes: usize, ids: &[Arc<Identity>], data: &Path) -> Self {
+        std::fs::create_dir_all(data).unwrap();
+        if nodes == 1 {
+            let store = SqliteStore::open(data.join("unibus.db")).await.unwrap();
+            store.import_snapshot(&snapshot_of(ids)).await.unwrap();
+            return Self::Embedded;
+        }
+        // The operator's set-up: membershipd's auth keys, and every node's config with them.
+        let setup = AuthSetup::load_or_create(&data.join("auth")).unwrap();
+        let cluster = NatsCluster::start_with(ClusterOptions {
+            nodes,
+            extra_config: setup.server_config(),
+            probe: false,
+            ..ClusterOptions::default()
+        })
+        .await
+        .unwrap();
+        let service = async_nats::ConnectOptions::with_nkey(setup.service.seed().unwrap())
+            .connect(cluster.server_addrs())
+            .await
+            .unwrap();
+        let config = KvStoreConfig {
+            replicas: nodes,
+            ..KvStoreConfig::default()
+        };
+        let store = KvStore::open(service, config).await.unwrap();
+        store.import_snapshot(&snapshot_of(ids)).await.unwrap();
+        Self::Cluster(cluster)
+    }
+
+    /// A `membershipd` command of this deployment.
+    fn membershipd(&self, data: &Path) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_membershipd"));
+        command
+            .env_remove("MEMBERSHIPD_CONFIG")
+            .env("MEMBERSHIPD_LOG", "warn")
+            .arg("--data-dir")
+            .arg(data)
+            .arg("--listen")
+            .arg("127.0.0.1:0");
+        match self {
+            Self::Embedded => command
+                .arg("--nats-listen")
+                .arg("127.0.0.1:0")
+                .arg("--nats-server")
+                .arg(unibus_testkit::nats_server_binary().unwrap()),
+            Self::Cluster(cluster) => command
+                .arg("--nats-url")
+                .arg(cluster.client_url(0))
+                .args(["--store", "kv", "--replicas"])
+                .arg(cluster.len().to_string()),
+        };
+        command
+    }
+
+    /// The nats-server processes: the embedded one (`membershipd`'s child), or the nodes.
+    fn nats_pids(&self, membershipd: u32) -> Vec<u32> {
+        match self {
+            Self::Embedded => child_of(membershipd).into_iter().collect(),
+            Self::Cluster(cluster) => (0..cluster.len()).filter_map(|i| cluster.pid(i)).collect(),
+        }
+    }
 }
 
 /// nats-server's pid: membershipd's child.
@@ -280,22 +344,24 @@ fn snapshot_of(ids: &[Arc<Identity>]) -> Snapshot {
     }
 }
 
+/// What one deployment measured with N clients.
 struct Unibus {
+    nodes: usize,
     row: String,
+    /// Idle CPU: membershipd's, then each nats-server's.
     idle: Vec<f64>,
     cuts: Vec<Duration>,
+    /// How many of the revoked sessions each node held.
+    cut_nodes: std::collections::BTreeMap<String, usize>,
 }
 
-async fn unibus(ids: &[Arc<Identity>], dir: &Path) -> Unibus {
-    let data = dir.join("membershipd");
-    std::fs::create_dir_all(&data).unwrap();
-    {
-        let store = SqliteStore::open(data.join("unibus.db")).await.unwrap();
-        store.import_snapshot(&snapshot_of(ids)).await.unwrap();
-    }
-    let log = std::fs::File::create(dir.join("membershipd.log")).unwrap();
+async fn unibus(ids: &[Arc<Identity>], dir: &Path, nodes: usize) -> Unibus {
+    let data = dir.join(format!("membershipd-{nodes}"));
+    let deployment = Deployment::start(nodes, ids, &data).await;
+    let log = std::fs::File::create(dir.join(format!("membershipd-{nodes}.log"))).unwrap();
     let server = Process(
-        membershipd(&data)
+        deployment
+            .membershipd(&data)
             .arg("serve")
             .stdout(Stdio::null())
             .stderr(log)
@@ -310,27 +376,33 @@ async fn unibus(ids: &[Arc<Identity>], dir: &Path) -> Unibus {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let pids: Vec<u32> = [Some(server.0.id()), child_of(server.0.id())]
-        .into_iter()
-        .flatten()
+    let pids: Vec<u32> = std::iter::once(server.0.id())
+        .chain(deployment.nats_pids(server.0.id()))
         .collect();
-    let (storm, clients_cpu, used) = cpu_during(
-        &pids,
-        storm(&serving.nats_urls, ids, Login::Unibus, STORM_DEADLINE),
-    )
-    .await;
+    let urls = match &deployment {
+        Deployment::Embedded => serving.nats_urls.clone(),
+        // Clients spread over every node.
+        Deployment::Cluster(cluster) => cluster.client_urls(),
+    };
+    let (storm, clients_cpu, used) =
+        cpu_during(&pids, storm(&urls, ids, Login::Unibus, STORM_DEADLINE)).await;
     let cpu = format!(
-        "clients {clients_cpu:.1} s, membershipd {:.1} s, nats-server {:.1} s",
+        "clients {clients_cpu:.1} s, membershipd {:.1} s, nats-server {} s",
         used.first().copied().unwrap_or(0.0),
-        used.get(1).copied().unwrap_or(0.0)
+        each(used.get(1..).unwrap_or_default(), 1)
     );
     // Let the storm's aftermath settle, then measure rest.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let idle = idle_cpu(&pids, IDLE_WINDOW).await;
 
     let mut cuts = Vec::new();
+    let mut cut_nodes = std::collections::BTreeMap::new();
     for (id, client) in ids.iter().zip(&storm.clients).take(REVOCATIONS) {
-        let output = match membershipd(&data)
+        *cut_nodes
+            .entry(client.server_info().server_name)
+            .or_insert(0) += 1;
+        let output = match deployment
+            .membershipd(&data)
             .arg("user")
             .arg("revoke")
             .arg(id.sign_public_key().to_hex())
@@ -354,9 +426,25 @@ async fn unibus(ids: &[Arc<Identity>], dir: &Path) -> Unibus {
         }
         cuts.push(committed.elapsed());
     }
-    let row = row("unibus: callout", ids.len(), &storm, &cpu);
+    let name = match nodes {
+        1 => "unibus: callout".to_string(),
+        _ => format!("unibus: callout, {nodes} nodes, KV R{nodes}"),
+    };
+    let row = row(&name, ids.len(), &storm, &cpu);
     close_before_server(storm).await;
-    Unibus { row, idle, cuts }
+    Unibus {
+        nodes,
+        row,
+        idle,
+        cuts,
+        cut_nodes,
+    }
+}
+
+/// Figures joined with ` + `, e.g. one per node.
+fn each(figures: &[f64], decimals: usize) -> String {
+    let each: Vec<String> = figures.iter().map(|f| format!("{f:.decimals$}")).collect();
+    each.join(" + ")
 }
 
 fn row(name: &str, n: usize, report: &StormReport, cpu: &str) -> String {
@@ -371,29 +459,44 @@ fn row(name: &str, n: usize, report: &StormReport, cpu: &str) -> String {
     )
 }
 
-#[tokio::main(flavor = "multi_thread")]
-async fn main() {
-    let sizes: Vec<usize> = std::env::var("UNIBUS_STORM_SIZES")
-        .unwrap_or_else(|_| "1000,5000,10000,15000".into())
+/// Sizes from the environment variable `name`, comma-separated, or `default`.
+fn sizes(name: &str, default: &str) -> Vec<usize> {
+    std::env::var(name)
+        .unwrap_or_else(|_| default.into())
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
-        .collect();
+        .collect()
+}
+
+fn identities(n: usize) -> Vec<Arc<Identity>> {
+    (0..n)
+        .map(|_| Arc::new(Identity::generate().unwrap()))
+        .collect()
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
     println!("| login | N at once | first try | connected | time to last | logins/s | p50 | p99 | CPU during the storm |");
     println!("|---|---|---|---|---|---|---|---|---|");
     let mut rest = Vec::new();
     let mut alone = Vec::new();
-    for n in sizes {
-        let ids: Vec<Arc<Identity>> = (0..n)
-            .map(|_| Arc::new(Identity::generate().unwrap()))
-            .collect();
+    for n in sizes("UNIBUS_STORM_SIZES", "1000,5000,10000,15000") {
+        let ids = identities(n);
         let dir = tempfile::tempdir().unwrap();
         if alone.is_empty() {
             alone.push(callout_alone(&ids, dir.path()).await);
         }
         println!("{}", floor(&ids, dir.path()).await);
-        let unibus = unibus(&ids, dir.path()).await;
+        let unibus = unibus(&ids, dir.path(), 1).await;
         println!("{}", unibus.row);
-        rest.push((n, unibus.idle, unibus.cuts));
+        rest.push((n, unibus));
+    }
+    for n in sizes("UNIBUS_STORM_CLUSTER_SIZES", "10000") {
+        let ids = identities(n);
+        let dir = tempfile::tempdir().unwrap();
+        let unibus = unibus(&ids, dir.path(), 3).await;
+        println!("{}", unibus.row);
+        rest.push((n, unibus));
     }
     println!();
     for (rate, floor) in alone {
@@ -403,18 +506,26 @@ async fn main() {
         );
     }
     println!();
-    println!("| N connected | membershipd idle CPU | nats-server idle CPU | revocation cut p50 | p99 (of {REVOCATIONS}) |");
-    println!("|---|---|---|---|---|");
-    for (n, idle, mut cuts) in rest {
-        cuts.sort();
+    println!("| N connected | nodes | membershipd idle CPU | nats-server idle CPU (each node) | revoked sessions per node | revocation cut p50 | p99 (of {REVOCATIONS}) |");
+    println!("|---|---|---|---|---|---|---|");
+    for (n, mut unibus) in rest {
+        unibus.cuts.sort();
+        let cuts = &unibus.cuts;
         let pct = |p: f64| {
             cuts.get(((cuts.len().max(1) - 1) as f64 * p).round() as usize)
                 .map_or_else(|| "not measured".to_string(), |cut| ms(*cut))
         };
+        let per_node: Vec<String> = unibus
+            .cut_nodes
+            .iter()
+            .map(|(node, count)| format!("{node}: {count}"))
+            .collect();
         println!(
-            "| {n} | {:.1}% of a core | {:.1}% of a core | {} | {} |",
-            idle.first().copied().unwrap_or(0.0),
-            idle.get(1).copied().unwrap_or(0.0),
+            "| {n} | {} | {:.1}% of a core | {}% of a core | {} | {} | {} |",
+            unibus.nodes,
+            unibus.idle.first().copied().unwrap_or(0.0),
+            each(unibus.idle.get(1..).unwrap_or_default(), 1),
+            per_node.join(", "),
             pct(0.5),
             pct(0.99),
         );

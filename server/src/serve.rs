@@ -113,8 +113,13 @@ pub async fn run(
         supervisor.callout_listens_on(service.clone()).await;
     }
     tokio::spawn(
-        Revoker::new(Arc::clone(&store), system, service.clone(), APP_ACCOUNT)
-            .run(REVOCATION_SWEEP),
+        Arc::new(Revoker::new(
+            Arc::clone(&store),
+            system,
+            service.clone(),
+            APP_ACCOUNT,
+        ))
+        .run(REVOCATION_SWEEP),
     );
 
     let listener = tokio::net::TcpListener::bind(config.listen)

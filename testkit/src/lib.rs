@@ -260,6 +260,12 @@ impl NatsCluster {
         self.nodes[i].dir.join("nats.conf")
     }
 
+    /// Node `i`'s process id, if it was started and not killed through this handle (for
+    /// example to read its CPU use from `/proc`).
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.nodes[i].child.as_ref().map(Child::id)
+    }
+
     /// Whether node `i`'s process is running.
     pub fn is_running(&mut self, i: usize) -> bool {
         match self.nodes[i].child.as_mut() {
@@ -286,10 +292,8 @@ impl NatsCluster {
     /// Sends SIGHUP-style reload to node `i` (`nats-server --signal reload=PID`), to apply an
     /// edited config file.
     pub fn reload(&mut self, i: usize) -> Result<(), ClusterError> {
-        let pid = self.nodes[i]
-            .child
-            .as_ref()
-            .map(Child::id)
+        let pid = self
+            .pid(i)
             .ok_or_else(|| std::io::Error::other(format!("node {i} is not running")))?;
         let status = Command::new(&self.binary)
             .arg("--signal")

@@ -53,12 +53,76 @@ const SWEEP_PAGE: usize = 1_000;
 /// The wait before a broken change feed is reopened.
 const REOPEN_AFTER: Duration = Duration::from_millis(500);
 
+/// How many users the feed's revocations cut at once: each cut waits up to
+/// [`COLLECT_WINDOW`] for the nodes' answers, so a burst of revocations is cut side by side, not
+/// one window after the other.
+const CUTS_AT_ONCE: usize = 32;
+
 /// A connection found on a node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Connection {
     server_id: String,
     cid: u64,
     user: String,
+}
+
+/// One node's answer to a CONNZ question: a page of its connections.
+struct NodePage {
+    connections: Vec<Connection>,
+    /// Whether the node has more connections after this page.
+    more: bool,
+}
+
+/// The nodes' answers to one CONNZ question, taken as they arrive, until [`COLLECT_WINDOW`]
+/// after it was asked: a node's connections can be cut before the slowest node answers.
+struct Answers<'a> {
+    replies: async_nats::Subscriber,
+    deadline: tokio::time::Instant,
+    /// The one user asked about, if any.
+    user: Option<&'a str>,
+    offset: usize,
+}
+
+impl Answers<'_> {
+    /// The next node's page, or `None` once the window has closed.
+    async fn next(&mut self) -> Option<NodePage> {
+        loop {
+            let message = tokio::time::timeout_at(self.deadline, self.replies.next())
+                .await
+                .ok()??;
+            if let Some(page) = self.read(&message.payload) {
+                return Some(page);
+            }
+        }
+    }
+
+    /// A node's CONNZ reply as a page; `None` if it is not one.
+    fn read(&self, payload: &[u8]) -> Option<NodePage> {
+        let reply = serde_json::from_slice::<Value>(payload).ok()?;
+        let server_id = reply["server"]["id"].as_str().unwrap_or_default();
+        let data = &reply["data"];
+        let total = data["total"].as_u64().unwrap_or(0) as usize;
+        let mut connections = Vec::new();
+        for c in data["connections"].as_array().into_iter().flatten() {
+            let name = c["authorized_user"].as_str().or_else(|| c["name"].as_str());
+            let (Some(cid), Some(name)) = (c["cid"].as_u64(), name) else {
+                continue;
+            };
+            // Filtered by the server, and again here: only the asked-for user is cut.
+            if self.user.is_some_and(|user| user != name) {
+                continue;
+            }
+            connections.push(Connection {
+                server_id: server_id.to_string(),
+                cid,
+                user: name.to_string(),
+            });
+        }
+        Some(NodePage {
+            connections,
+            more: total > self.offset + SWEEP_PAGE,
+        })
+    }
 }
 
 /// Finds and disconnects the sessions of users who may no longer log in.
@@ -87,11 +151,14 @@ impl Revoker {
         }
     }
 
-    /// Follows the change feed and cuts each user who stops being active; sweeps every
-    /// connection at start, whenever the feed breaks or resets, and every `sweep_every`.
-    pub async fn run(self, sweep_every: Duration) {
+    /// Follows the change feed and cuts each user who stops being active (up to
+    /// [`CUTS_AT_ONCE`] users at a time); sweeps every connection at start, whenever the feed
+    /// breaks or resets, and every `sweep_every`.
+    pub async fn run(self: Arc<Self>, sweep_every: Duration) {
         let mut sweep = tokio::time::interval(sweep_every);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let cuts_at_once = Arc::new(tokio::sync::Semaphore::new(CUTS_AT_ONCE));
+        let mut cuts = tokio::task::JoinSet::new();
         loop {
             let mut feed = match self.store.changes().await {
                 Ok(feed) => Some(feed),
@@ -115,7 +182,18 @@ impl Revoker {
                 tokio::select! {
                     item = item => match item {
                         Some(Ok(FeedItem::Changed(Change::User(key)))) => {
-                            self.cut_if_gone(&key).await;
+                            while cuts.try_join_next().is_some() {}
+                            // Waits while as many cuts as allowed are under way; the semaphore
+                            // is never closed.
+                            let Ok(permit) = Arc::clone(&cuts_at_once).acquire_owned().await
+                            else {
+                                continue;
+                            };
+                            let revoker = Arc::clone(&self);
+                            cuts.spawn(async move {
+                                revoker.cut_if_gone(&key).await;
+                                drop(permit);
+                            });
                         }
                         Some(Ok(FeedItem::Changed(Change::Reset))) => self.sweep_logged().await,
                         Some(Ok(_)) => {}
@@ -146,13 +224,19 @@ impl Revoker {
             return 0;
         }
         self.notify_revoked(key).await;
-        match self.connections(Some(&key.to_nkey()), 0).await {
-            Ok((connections, _)) => self.kick_all(&connections).await,
+        let nkey = key.to_nkey();
+        let mut answers = match self.ask(Some(&nkey), 0).await {
+            Ok(answers) => answers,
             Err(e) => {
                 tracing::warn!(error = %e, user = %key, "cannot find a revoked user's sessions");
-                0
+                return 0;
             }
+        };
+        let mut kicked = 0;
+        while let Some(page) = answers.next().await {
+            kicked += self.kick_all(&page.connections).await;
         }
+        kicked
     }
 
     /// One sweep over every connection, a page at a time: returns how many were cut.
@@ -160,29 +244,33 @@ impl Revoker {
         let mut verdicts: HashMap<String, bool> = HashMap::new();
         let mut kicked = 0;
         let mut offset = 0;
+        let mut notified = HashSet::new();
         loop {
-            let (connections, more) = self.connections(None, offset).await?;
-            let mut cut = Vec::new();
-            let mut notified = HashSet::new();
-            for connection in connections {
-                let verdict = match verdicts.get(&connection.user) {
-                    Some(verdict) => *verdict,
-                    None => {
-                        let verdict = self.must_cut(&connection.user).await;
-                        verdicts.insert(connection.user.clone(), verdict);
-                        verdict
-                    }
-                };
-                if verdict {
-                    if notified.insert(connection.user.clone()) {
-                        if let Ok(key) = SignPublicKey::from_nkey(&connection.user) {
-                            self.notify_revoked(&key).await;
+            let mut answers = self.ask(None, offset).await?;
+            let mut more = false;
+            while let Some(page) = answers.next().await {
+                more |= page.more;
+                let mut cut = Vec::new();
+                for connection in page.connections {
+                    let verdict = match verdicts.get(&connection.user) {
+                        Some(verdict) => *verdict,
+                        None => {
+                            let verdict = self.must_cut(&connection.user).await;
+                            verdicts.insert(connection.user.clone(), verdict);
+                            verdict
                         }
+                    };
+                    if verdict {
+                        if notified.insert(connection.user.clone()) {
+                            if let Ok(key) = SignPublicKey::from_nkey(&connection.user) {
+                                self.notify_revoked(&key).await;
+                            }
+                        }
+                        cut.push(connection);
                     }
-                    cut.push(connection);
                 }
+                kicked += self.kick_all(&cut).await;
             }
-            kicked += self.kick_all(&cut).await;
             if !more {
                 return Ok(kicked);
             }
@@ -245,15 +333,15 @@ impl Revoker {
             .count()
     }
 
-    /// The application account's connections on every node: all of them from `offset` (one
-    /// page per node), or only `user`'s. Also says whether any node has more after this page.
-    async fn connections(
+    /// Asks every node for the application account's connections: all of them from `offset`
+    /// (one page per node), or only `user`'s. The answers come in as the nodes send them.
+    async fn ask<'a>(
         &self,
-        user: Option<&str>,
+        user: Option<&'a str>,
         offset: usize,
-    ) -> Result<(Vec<Connection>, bool), SweepError> {
+    ) -> Result<Answers<'a>, SweepError> {
         let inbox = self.system.new_inbox();
-        let mut replies = self
+        let replies = self
             .system
             .subscribe(inbox.clone())
             .await
@@ -275,37 +363,12 @@ impl Revoker {
             )
             .await
             .map_err(SweepError::Ask)?;
-        let mut found = Vec::new();
-        let mut more = false;
-        let deadline = tokio::time::Instant::now() + COLLECT_WINDOW;
-        while let Ok(Some(message)) = tokio::time::timeout_at(deadline, replies.next()).await {
-            let Ok(reply) = serde_json::from_slice::<Value>(&message.payload) else {
-                continue;
-            };
-            let server_id = reply["server"]["id"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
-            let data = &reply["data"];
-            let total = data["total"].as_u64().unwrap_or(0) as usize;
-            more |= total > offset + SWEEP_PAGE;
-            for c in data["connections"].as_array().into_iter().flatten() {
-                let name = c["authorized_user"].as_str().or_else(|| c["name"].as_str());
-                let (Some(cid), Some(name)) = (c["cid"].as_u64(), name) else {
-                    continue;
-                };
-                // Filtered by the server, and again here: only the asked-for user is cut.
-                if user.is_some_and(|user| user != name) {
-                    continue;
-                }
-                found.push(Connection {
-                    server_id: server_id.clone(),
-                    cid,
-                    user: name.to_string(),
-                });
-            }
-        }
-        Ok((found, more))
+        Ok(Answers {
+            replies,
+            deadline: tokio::time::Instant::now() + COLLECT_WINDOW,
+            user,
+            offset,
+        })
     }
 
     async fn kick(&self, connection: &Connection) -> bool {

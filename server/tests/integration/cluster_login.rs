@@ -253,8 +253,13 @@ async fn revoked_and_deleted_users_are_told_then_cut_off_on_every_node_and_stay_
 
     // The periodic sweep is far off: the cuts below come from the change feed.
     tokio::spawn(
-        Revoker::new(Arc::clone(&w.store), system, w.service.clone(), APP_ACCOUNT)
-            .run(Duration::from_secs(3600)),
+        Arc::new(Revoker::new(
+            Arc::clone(&w.store),
+            system,
+            w.service.clone(),
+            APP_ACCOUNT,
+        ))
+        .run(Duration::from_secs(3600)),
     );
     let connected =
         |c: &async_nats::Client| c.connection_state() == async_nats::connection::State::Connected;
