@@ -1,8 +1,11 @@
 //! The client SDK over the network, each figure beside its floor from the same run:
 //!
-//! - `is_member` and `room_key` through the control plane (request, membershipd, KV store,
-//!   reply, and for `room_key` the client's member-part verification and HPKE open), against a raw
-//!   async-nats KV get of the same record from the same bucket;
+//! - `is_member` and `room_key` through the control plane (request, membershipd, store,
+//!   reply), against the raw request/reply hop and on KV a raw async-nats KV get of the same
+//!   record from the same bucket. `room_key` twice: for an epoch the session opened before
+//!   (it does not verify and open the same part again), and as the first fetch after each rekey
+//!   (the member-part verification and HPKE open included); and its client work alone;
+//! - 200 users calling the control plane at once, against 200 raw clients' request/reply rate;
 //! - a rekey of a 1,000-member room: the sealing CPU against raw HPKE seals of the same key to
 //!   the same members, and the whole rekey (members, epoch, seal, sign, upload, store);
 //! - a fresh identity's time from `register` to its first opened room key.
@@ -26,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use hpke::{Deserializable, OpModeS};
 use unibus::client::{register, RegisterOptions, Session, SessionOptions};
-use unibus::manifest::{Recipient, SignedManifest};
+use unibus::manifest::{MemberPart, Recipient, SignedManifest};
 use unibus::sealing::{RoomKey, SealBinding};
 use unibus::{Identity, InviteLink, RoomId};
 use unibus_server::auth::setup::AuthSetup;
@@ -40,6 +43,8 @@ const SAMPLES: usize = 2000;
 const REKEY_MEMBERS: usize = 1000;
 const REKEY_ROUNDS: usize = 5;
 const FRESH_IDENTITIES: usize = 30;
+/// Rekeys, each followed by the member's first fetch of the new epoch.
+const FIRST_FETCHES: usize = 100;
 /// Users calling the control plane at once, each on its own connection.
 const CONCURRENT_USERS: usize = 200;
 /// How long each throughput figure is counted for.
@@ -187,6 +192,19 @@ async fn bench(backend: Backend) {
         assert_eq!(member_session.room_key(&room, None).await.unwrap().epoch, 1);
     })
     .await;
+    // The first fetch of each epoch: the session has not opened this part before, so it
+    // verifies and opens it (the rekeys before each fetch are not timed).
+    let mut first_fetches = Vec::with_capacity(FIRST_FETCHES);
+    for _ in 0..FIRST_FETCHES {
+        let epoch = owner_session.rekey(&room).await.unwrap().epoch;
+        let start = Instant::now();
+        assert_eq!(
+            member_session.room_key(&room, None).await.unwrap().epoch,
+            epoch
+        );
+        first_fetches.push(start.elapsed());
+    }
+    let first_fetches = Timings(first_fetches);
 
     // The request/reply hop alone, on the control plane's own path (a user's request crossing
     // into membershipd's account): a raw request to a responder that answers at once.
@@ -215,12 +233,40 @@ async fn bench(backend: Backend) {
     })
     .await;
     echo_task.abort();
+    // The client's own share of `room_key`, without the network: reading, verifying and
+    // opening the member part it fetched.
+    let part = store
+        .member_part(&room, &member.sign_public_key(), None)
+        .await
+        .unwrap()
+        .part;
+    let latest = store.latest_epoch(&room).await.unwrap();
+    let client_work = time_each(SAMPLES, |_| async {
+        let part = MemberPart::from_bytes(&part).unwrap();
+        part.open(&member, &room, latest, &owner.sign_public_key())
+            .unwrap();
+    })
+    .await;
     let hop = "raw NATS request/reply";
     row(&name, "is_member", &ours_member, hop, &raw_echo);
     row(
         &name,
-        "room_key (fetch, verify, open)",
+        "room_key, an epoch opened before (fetch; the same part is not opened again)",
         &ours_key,
+        hop,
+        &raw_echo,
+    );
+    row(
+        &name,
+        "room_key, first fetch of an epoch (fetch, verify, open)",
+        &first_fetches,
+        hop,
+        &raw_echo,
+    );
+    row(
+        &name,
+        "room_key's client work alone (read, verify, open the part; no network)",
+        &client_work,
         hop,
         &raw_echo,
     );
@@ -254,14 +300,14 @@ async fn bench(backend: Backend) {
         row(&name, "is_member", &ours_member, "raw KV get", &raw_member);
         row(
             &name,
-            "room_key (fetch, verify, open)",
+            "room_key, an epoch opened before",
             &ours_key,
             "raw KV get",
             &raw_key,
         );
         row(
             &name,
-            "room_key (fetch, verify, open)",
+            "room_key, an epoch opened before",
             &ours_key,
             "raw KV gets of its records (marker, then tail group and head)",
             &raw_records,
@@ -479,11 +525,12 @@ async fn throughput(
         })
         .await
     };
+    let latest = owner.current_epoch(&room).await.unwrap();
     let epoch = {
         let (sessions, room) = (Arc::clone(&sessions), room.clone());
         rate(CONCURRENT_USERS, move |i| {
             let (sessions, room) = (Arc::clone(&sessions), room.clone());
-            async move { assert_eq!(sessions[i].current_epoch(&room).await.unwrap(), 1) }
+            async move { assert_eq!(sessions[i].current_epoch(&room).await.unwrap(), latest) }
         })
         .await
     };

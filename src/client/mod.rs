@@ -37,6 +37,7 @@
 
 mod error;
 mod liveness;
+mod opened;
 mod register;
 mod session;
 mod trust;

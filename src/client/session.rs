@@ -9,6 +9,7 @@ use tokio::sync::{broadcast, watch};
 
 use super::error::{SessionEnd, SessionError};
 use super::liveness::{ConnectionState, Liveness};
+use super::opened::{Fingerprint, OpenedKeys};
 use super::trust::{OwnerCheck, TrustStore};
 use super::watch::{RoomUpdate, Watch};
 use crate::manifest::{ManifestError, MemberPart, Recipient, SignedManifest, ENTRY_LEN};
@@ -138,6 +139,8 @@ struct Inner {
     /// The task that listens for the account's notices and proves each reconnection; stopped
     /// with the session.
     background: tokio::task::AbortHandle,
+    /// The member parts this session verified and opened, by fingerprint.
+    opened: OpenedKeys,
 }
 
 impl Drop for Inner {
@@ -261,6 +264,7 @@ impl Session {
                 alerts: broadcast::channel(16).0,
                 options,
                 background,
+                opened: OpenedKeys::default(),
             }),
         })
     }
@@ -405,7 +409,17 @@ impl Session {
         if epoch.is_none() {
             self.check_latest(room, offered)?;
         }
-        let key = part.open(&self.inner.identity, room, offered, &rekeyer)?;
+        // The same bytes for the same room, epoch and rekeyer were verified and opened before
+        // (see `opened`); anything else goes through every check.
+        let fingerprint = Fingerprint::of(room, offered, &rekeyer, &reply.part);
+        let key = match self.inner.opened.get(&fingerprint) {
+            Some(key) => key,
+            None => {
+                let key = part.open(&self.inner.identity, room, offered, &rekeyer)?;
+                self.inner.opened.keep(fingerprint, key.clone());
+                key
+            }
+        };
         self.inner.trust.record_verified(room, &rekeyer, offered)?;
         Ok(OpenedRoomKey {
             epoch: offered,

@@ -531,10 +531,13 @@ impl Store for SqliteStore {
                 None => get_room(conn, &room)?.ok_or(StoreError::NotFound)?.epoch,
             };
             let (head, tail): (Vec<u8>, Vec<u8>) = conn
-                .query_row(
+                .prepare_cached(
                     "SELECT h.head, t.tail FROM epoch_tails t JOIN epoch_heads h \
                      ON h.room_id = t.room_id AND h.epoch = t.epoch \
                      WHERE t.room_id = ?1 AND t.epoch = ?2 AND t.member = ?3",
+                )
+                .map_err(backend)?
+                .query_row(
                     params![room.as_str(), epoch_to_sql(epoch)?, member],
                     |row| Ok((row.get(0)?, row.get(1)?)),
                 )

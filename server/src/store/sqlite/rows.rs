@@ -105,7 +105,9 @@ pub(super) fn one<T>(
     params: impl rusqlite::Params,
     map: fn(&Row<'_>) -> rusqlite::Result<StoreResult<T>>,
 ) -> StoreResult<Option<T>> {
-    conn.query_row(sql, params, map)
+    conn.prepare_cached(sql)
+        .map_err(backend)?
+        .query_row(params, map)
         .optional()
         .map_err(backend)?
         .transpose()
