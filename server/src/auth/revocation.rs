@@ -151,8 +151,8 @@ impl Revoker {
         }
     }
 
-    /// Follows the change feed and cuts each user who stops being active (up to
-    /// [`CUTS_AT_ONCE`] users at a time); sweeps every connection at start, whenever the feed
+    /// Follows the change feed and cuts each user who stops being active (up to 32 users at
+    /// a time); sweeps every connection at start, whenever the feed
     /// breaks or resets, and every `sweep_every`.
     pub async fn run(self: Arc<Self>, sweep_every: Duration) {
         let mut sweep = tokio::time::interval(sweep_every);
