@@ -1,7 +1,7 @@
 //! The authorization cache: a [`Store`] that answers the questions every login and every
 //! control-plane call asks (is this user active, is this key a member of that room, which
-//! rooms is it a member of) from memory, kept current by the store's
-//! [change feed](super::feed).
+//! rooms is it a member of, what is the room's latest epoch) from memory, kept current by the
+//! store's [change feed](super::feed).
 //!
 //! It fails closed. A copy is used only while the feed is *fresh*: it caught up with every
 //! change committed less than [`FEED_BOUND`] ago. When the feed lags, stalls or breaks, every
@@ -63,6 +63,8 @@ struct Copies {
     members: HashMap<(RoomId, SignPublicKey), bool>,
     /// The rooms a key is a member of, sorted.
     rooms: HashMap<SignPublicKey, Vec<RoomId>>,
+    /// Room records (owner and latest epoch) by id; `None` for "no such room".
+    room_records: HashMap<RoomId, Option<Room>>,
     /// How many changes (and forgettings) there have been: a read copies its answer only if
     /// this did not move while it asked the store.
     position: u64,
@@ -85,10 +87,14 @@ impl Copies {
                 self.members.remove(&(room.clone(), *member));
                 self.rooms.remove(member);
             }
+            Change::Room(room) => {
+                self.room_records.remove(room);
+            }
             Change::Reset => {
                 self.users.clear();
                 self.members.clear();
                 self.rooms.clear();
+                self.room_records.clear();
             }
         }
     }
@@ -347,6 +353,7 @@ impl Store for CachedStore {
 
     async fn create_room(&self, id: &RoomId, owner: &SignPublicKey) -> StoreResult<Room> {
         let result = self.inner.create_room(id, owner).await;
+        self.changed(Change::Room(id.clone()));
         self.changed(Change::Member {
             room: id.clone(),
             member: *owner,
@@ -355,7 +362,18 @@ impl Store for CachedStore {
     }
 
     async fn get_room(&self, id: &RoomId) -> StoreResult<Room> {
-        self.inner.get_room(id).await
+        self.answer(
+            |c| &mut c.room_records,
+            id.clone(),
+            self.inner.get_room(id),
+            |copy| copy.clone().ok_or(StoreError::NotFound),
+            |answer| match answer {
+                Ok(room) => Some(Some(room.clone())),
+                Err(StoreError::NotFound) => Some(None),
+                Err(_) => None,
+            },
+        )
+        .await
     }
 
     async fn list_rooms(&self) -> StoreResult<Vec<Room>> {
@@ -416,20 +434,28 @@ impl Store for CachedStore {
     }
 
     async fn put_epoch(&self, manifest: &SignedManifest) -> StoreResult<()> {
-        self.inner.put_epoch(manifest).await
+        let result = self.inner.put_epoch(manifest).await;
+        self.changed(Change::Room(manifest.unverified().room.clone()));
+        result
     }
 
     async fn latest_epoch(&self, room: &RoomId) -> StoreResult<u64> {
-        self.inner.latest_epoch(room).await
+        Ok(self.get_room(room).await?.epoch)
     }
 
+    /// The latest epoch comes from the room's copy while the feed is fresh, so a warm fetch
+    /// asks the store for the part alone.
     async fn member_part(
         &self,
         room: &RoomId,
         member: &SignPublicKey,
         epoch: Option<u64>,
     ) -> StoreResult<EpochPart> {
-        self.inner.member_part(room, member, epoch).await
+        let epoch = match epoch {
+            Some(epoch) => epoch,
+            None => self.latest_epoch(room).await?,
+        };
+        self.inner.member_part(room, member, Some(epoch)).await
     }
 
     async fn manifest(&self, room: &RoomId, epoch: u64) -> StoreResult<SignedManifest> {
@@ -659,6 +685,65 @@ mod tests {
         feed.send(FeedItem::Changed(change.clone())).unwrap();
         while applied.next().await.unwrap().unwrap() != FeedItem::Changed(change.clone()) {}
         assert_eq!(cache.rooms_for_member(&bob_key).await.unwrap(), vec![room]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_rooms_latest_epoch_is_copied_until_a_change_to_the_room_arrives() {
+        use unibus::manifest::{Recipient, SignedManifest};
+        use unibus::sealing::RoomKey;
+
+        let Fixture {
+            _dir,
+            store,
+            alice,
+            feed,
+            cache,
+            ..
+        } = two_users_behind_a_cache().await;
+        let rekey = |epoch: u64| {
+            let key = RoomKey::generate().unwrap();
+            let room = unibus::RoomId::new("general").unwrap();
+            SignedManifest::rekey(
+                &alice,
+                &room,
+                epoch,
+                epoch - 1,
+                &key,
+                &[Recipient::of(&alice)],
+            )
+            .unwrap()
+        };
+        let mut applied = cache.changes().await.unwrap();
+        feed.send(FeedItem::CaughtUp(Instant::now())).unwrap();
+        until(&cache, true).await;
+        let (room, owner) = (
+            unibus::RoomId::new("general").unwrap(),
+            alice.sign_public_key(),
+        );
+        store.create_room(&room, &owner).await.unwrap();
+        assert_eq!(cache.latest_epoch(&room).await.unwrap(), 0);
+        // Rekeyed behind the cache's back: the copy answers until the change arrives.
+        store.put_epoch(&rekey(1)).await.unwrap();
+        assert_eq!(cache.latest_epoch(&room).await.unwrap(), 0);
+        assert_eq!(
+            cache.member_part(&room, &owner, None).await.unwrap_err(),
+            StoreError::NotFound,
+            "epoch 0 has no key"
+        );
+        let change = Change::Room(room.clone());
+        feed.send(FeedItem::Changed(change.clone())).unwrap();
+        while applied.next().await.unwrap().unwrap() != FeedItem::Changed(change.clone()) {}
+        assert_eq!(cache.latest_epoch(&room).await.unwrap(), 1);
+        assert_eq!(
+            cache.member_part(&room, &owner, None).await.unwrap().epoch,
+            1
+        );
+        // A rekey through the cache is seen at once.
+        cache.put_epoch(&rekey(2)).await.unwrap();
+        assert_eq!(
+            cache.member_part(&room, &owner, None).await.unwrap().epoch,
+            2
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

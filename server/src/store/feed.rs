@@ -1,5 +1,6 @@
-//! The change feed: what changed in the records that authorization depends on (users and
-//! memberships), for those who keep copies of them or act on them: the authorization cache
+//! The change feed: what changed in the records that authorization and key fetches depend on
+//! (users, memberships, and rooms with their latest epoch), for those who keep copies of them
+//! or act on them: the authorization cache
 //! ([`CachedStore`](super::CachedStore)) and the revocation of sessions
 //! ([`Revoker`](crate::auth::revocation::Revoker)).
 //!
@@ -30,6 +31,8 @@ pub enum Change {
         /// The member.
         member: SignPublicKey,
     },
+    /// The room's record was created or rewritten (a new epoch moves it).
+    Room(RoomId),
     /// Changes were missed (the feed fell too far behind, or a bulk import rewrote many
     /// records): forget every copy.
     Reset,

@@ -147,7 +147,7 @@ pub trait Store: Send + Sync {
     /// `member`'s part of `epoch` (the latest if `None`) in its wire form (protocol §8.4): the
     /// epoch's signed header, the member's entry and its audit path. A bounded number of reads
     /// of bounded size, whatever the room's size (SQLite: the head and the tail; KV: the
-    /// member's group of 128 entries, with the head and the group index cached).
+    /// member's group of 128 entries; the head, the group index and the groups are cached).
     /// [`StoreError::NotFound`] if there is none (no key yet, or not a recipient then).
     async fn member_part(
         &self,

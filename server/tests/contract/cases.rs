@@ -57,7 +57,7 @@ cases!(
     snapshot_export_import_round_trips_and_is_idempotent,
     concurrent_redeemers_of_one_invite_make_exactly_one_user,
     an_admin_nonce_is_accepted_once_until_it_expires,
-    the_change_feed_names_every_later_change_to_users_and_members,
+    the_change_feed_names_every_later_change_to_users_members_and_rooms,
 );
 
 fn identity() -> Identity {
@@ -1146,7 +1146,9 @@ async fn an_admin_nonce_is_accepted_once_until_it_expires(store: Arc<dyn Store>)
     assert_eq!(store.export_snapshot().await.unwrap(), Default::default());
 }
 
-async fn the_change_feed_names_every_later_change_to_users_and_members(store: Arc<dyn Store>) {
+async fn the_change_feed_names_every_later_change_to_users_members_and_rooms(
+    store: Arc<dyn Store>,
+) {
     // The bound only keeps a broken feed from hanging the run.
     const NEVER: Duration = Duration::from_secs(20);
     let (owner, alice) = (identity(), identity());
@@ -1170,6 +1172,15 @@ async fn the_change_feed_names_every_later_change_to_users_and_members(store: Ar
     store.add_member(&general, &a).await.unwrap();
     store.remove_member(&general, &a).await.unwrap();
     store.delete_user(&a).await.unwrap();
+    let r = Rekey {
+        owner,
+        members: Vec::new(),
+        general: general.clone(),
+    };
+    store
+        .put_epoch(&rekey(&r, 1, 0, &[&r.owner]).0)
+        .await
+        .unwrap();
     let member = |m: SignPublicKey| Change::Member {
         room: general.clone(),
         member: m,
@@ -1177,10 +1188,12 @@ async fn the_change_feed_names_every_later_change_to_users_and_members(store: Ar
     let expected = [
         Change::User(a),
         Change::User(a),
+        Change::Room(general.clone()),
         member(o),
         member(a),
         member(a),
         Change::User(a),
+        Change::Room(general.clone()),
     ];
 
     // Every change: each record named at least as often as it changed (backends may interleave

@@ -2,8 +2,9 @@
 //! groups, see [`super::groups`]), their index and the signed head under the head's digest
 //! first, then a create-only marker claims the epoch, then the room's epoch moves by
 //! compare-and-swap. The head commits to every entry (its Merkle root), so its digest names the
-//! whole epoch. Markers never change, so the digests they name are cached, and so are the heads
-//! and indexes of the epochs members fetch from: a warm key fetch is one read, of its group.
+//! whole epoch. Markers never change, so the digests they name are cached, and so are the
+//! heads, indexes and tail groups of the epochs members fetch from: a warm key fetch reads
+//! nothing of the epoch.
 
 use std::sync::Arc;
 
@@ -28,6 +29,11 @@ const GROUPS_IN_FLIGHT: usize = 16;
 /// largest rooms (2^20 members, 8,192 groups of 32 bytes), thousands of typical ones.
 const LOOKUPS_CACHED_BYTES: usize = 16 * 1024 * 1024;
 
+/// The most bytes of tail groups cached before the cache starts over: about 3,400 groups of
+/// at most 19 KB, the tails of some 400,000 members. After a rekey every member fetches its
+/// key, and a group read once serves the other members in it.
+const GROUPS_CACHED_BYTES: usize = 64 * 1024 * 1024;
+
 /// What finds a member's part of a committed epoch: its signed head and its groups' index.
 #[derive(Debug)]
 pub(super) struct EpochLookup {
@@ -37,11 +43,72 @@ pub(super) struct EpochLookup {
     pub index: Bytes,
 }
 
-/// The cached [`EpochLookup`]s by digest, with their total size.
-#[derive(Debug, Default)]
-pub(super) struct LookupCache {
-    by_digest: std::collections::HashMap<String, Arc<EpochLookup>>,
+/// Immutable records of committed epochs, with their total size, under a budget: a cache
+/// that would outgrow it starts over.
+#[derive(Debug)]
+pub(super) struct SizedCache<K, V> {
+    entries: std::collections::HashMap<K, V>,
     bytes: usize,
+    budget: usize,
+}
+
+impl<K: std::hash::Hash + Eq, V: Clone> SizedCache<K, V> {
+    fn new(budget: usize) -> Self {
+        Self {
+            entries: std::collections::HashMap::new(),
+            bytes: 0,
+            budget,
+        }
+    }
+
+    /// A copy of the cached value (values are reference-counted).
+    fn get<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: std::hash::Hash + Eq + ?Sized,
+    {
+        self.entries.get(key).cloned()
+    }
+
+    /// Keeps `value` of `size` bytes, unless it alone exceeds the budget.
+    fn insert(&mut self, key: K, value: V, size: usize) {
+        if size > self.budget {
+            return;
+        }
+        if self.bytes + size > self.budget {
+            self.entries.clear();
+            self.bytes = 0;
+        }
+        if self.entries.insert(key, value).is_none() {
+            self.bytes += size;
+        }
+    }
+}
+
+/// The cached [`EpochLookup`]s, by digest.
+pub(super) type LookupCache = SizedCache<String, Arc<EpochLookup>>;
+
+/// The cached tail groups, by digest and group number.
+pub(super) type GroupCache = SizedCache<(String, usize), Bytes>;
+
+impl Default for LookupCache {
+    fn default() -> Self {
+        Self::new(LOOKUPS_CACHED_BYTES)
+    }
+}
+
+impl Default for GroupCache {
+    fn default() -> Self {
+        Self::new(GROUPS_CACHED_BYTES)
+    }
+}
+
+/// Locks a cache of immutable records. Entries go in whole with their size, so a cache whose
+/// lock was poisoned is still consistent.
+fn lock<T>(cache: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    cache
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The digest an epoch's keys carry: of its signed head.
@@ -57,7 +124,7 @@ impl KvStore {
         epoch: u64,
     ) -> StoreResult<Option<String>> {
         let key = (room.clone(), epoch);
-        if let Some(digest) = self.cached_digests().get(&key) {
+        if let Some(digest) = lock(&self.digests).get(&key) {
             return Ok(Some(digest.clone()));
         }
         let digest = self
@@ -65,47 +132,59 @@ impl KvStore {
             .await?
             .map(|b| String::from_utf8_lossy(&b).into_owned());
         if let Some(digest) = &digest {
-            let mut cache = self.cached_digests();
-            if cache.len() >= DIGESTS_CACHED {
-                cache.clear();
-            }
-            cache.insert(key, digest.clone());
+            self.remember_digest(room, epoch, digest);
         }
         Ok(digest)
     }
 
-    fn cached_digests(
-        &self,
-    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<(RoomId, u64), String>> {
-        // Entries are inserted whole; a poisoned map is still a map of true digests.
-        self.digests
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// Caches the digest `epoch`'s marker names (markers never change).
+    fn remember_digest(&self, room: &RoomId, epoch: u64, digest: &str) {
+        let mut cache = lock(&self.digests);
+        if cache.len() >= DIGESTS_CACHED {
+            cache.clear();
+        }
+        cache.insert((room.clone(), epoch), digest.to_owned());
     }
 
     /// Writes an epoch's tail groups, their index, then its head, under the head's digest
-    /// (idempotent overwrites: the grouping depends on the manifest alone). Returns the digest.
+    /// (idempotent overwrites: the grouping depends on the manifest alone), and caches them as
+    /// written, so the members' fetches after the rekey find them in memory. Returns the digest.
     pub(super) async fn write_epoch_data(&self, manifest: &SignedManifest) -> StoreResult<String> {
         let contents = manifest.unverified();
         let (room, epoch) = (&contents.room, contents.epoch);
-        let head = StoredEpoch::head_of(manifest);
+        let head = Bytes::from(StoredEpoch::head_of(manifest));
         let digest = head_digest(&head);
         let grouped = groups::group(manifest);
+        let tail_groups: Vec<Bytes> = grouped.groups.into_iter().map(Bytes::from).collect();
         // Several groups in flight at once: each waits for its own ack.
         let digest_ref = digest.as_str();
-        let puts = grouped.groups.into_iter().enumerate().map(|(n, group)| {
-            let key = keys::tail_group(room, epoch, digest_ref, n);
-            async move { self.put(&self.room_keys, &key, Bytes::from(group)).await }
-        });
+        // Clones share the bytes.
+        let puts = tail_groups
+            .clone()
+            .into_iter()
+            .enumerate()
+            .map(|(n, group)| {
+                let key = keys::tail_group(room, epoch, digest_ref, n);
+                async move { self.put(&self.room_keys, &key, group).await }
+            });
         futures::stream::iter(puts)
             .buffer_unordered(GROUPS_IN_FLIGHT)
             .try_collect::<Vec<()>>()
             .await?;
+        let index = Bytes::from(grouped.index);
         let key = keys::tail_index(room, epoch, &digest);
-        self.put(&self.room_keys, &key, Bytes::from(grouped.index))
-            .await?;
+        self.put(&self.room_keys, &key, index.clone()).await?;
         let key = keys::head(room, epoch, &digest);
-        self.put(&self.room_keys, &key, Bytes::from(head)).await?;
+        self.put(&self.room_keys, &key, head.clone()).await?;
+        // Under the digest, which names exactly this content: cached before the marker commits
+        // it, they are found only through a marker naming this digest.
+        let size = head.len() + index.len();
+        lock(&self.lookups).insert(digest.clone(), Arc::new(EpochLookup { head, index }), size);
+        let mut cached = lock(&self.groups);
+        for (n, group) in tail_groups.into_iter().enumerate() {
+            let size = group.len();
+            cached.insert((digest.clone(), n), group, size);
+        }
         Ok(digest)
     }
 
@@ -117,8 +196,8 @@ impl KvStore {
         epoch: u64,
         digest: &str,
     ) -> StoreResult<Arc<EpochLookup>> {
-        if let Some(lookup) = self.cached_lookups().by_digest.get(digest) {
-            return Ok(Arc::clone(lookup));
+        if let Some(lookup) = lock(&self.lookups).get(digest) {
+            return Ok(lookup);
         }
         let (head_key, index_key) = (
             keys::head(room, epoch, digest),
@@ -136,26 +215,8 @@ impl KvStore {
             index: index?.ok_or_else(|| missing("tail index"))?,
         });
         let size = lookup.head.len() + lookup.index.len();
-        let mut cache = self.cached_lookups();
-        if cache.bytes + size > LOOKUPS_CACHED_BYTES {
-            *cache = LookupCache::default();
-        }
-        if size <= LOOKUPS_CACHED_BYTES
-            && cache
-                .by_digest
-                .insert(digest.to_owned(), Arc::clone(&lookup))
-                .is_none()
-        {
-            cache.bytes += size;
-        }
+        lock(&self.lookups).insert(digest.to_owned(), Arc::clone(&lookup), size);
         Ok(lookup)
-    }
-
-    fn cached_lookups(&self) -> std::sync::MutexGuard<'_, LookupCache> {
-        // Entries are inserted whole with their size; a poisoned cache is still consistent.
-        self.lookups
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// `member`'s tail of the committed epoch `lookup` describes, if it is a recipient: one read
@@ -171,12 +232,23 @@ impl KvStore {
         let Some(n) = groups::group_of(&lookup.index, member)? else {
             return Ok(None);
         };
-        let group = self
-            .get(&self.room_keys, &keys::tail_group(room, epoch, digest, n))
-            .await?
-            .ok_or_else(|| {
-                StoreError::Corrupt(format!("epoch {epoch} of {room} has no tail group {n}"))
-            })?;
+        let cached = lock(&self.groups).get(&(digest.to_owned(), n));
+        let group = match cached {
+            Some(group) => group,
+            None => {
+                let group = self
+                    .get(&self.room_keys, &keys::tail_group(room, epoch, digest, n))
+                    .await?
+                    .ok_or_else(|| {
+                        StoreError::Corrupt(format!(
+                            "epoch {epoch} of {room} has no tail group {n}"
+                        ))
+                    })?;
+                let size = group.len();
+                lock(&self.groups).insert((digest.to_owned(), n), group.clone(), size);
+                group
+            }
+        };
         groups::tail_in(&group, n, member)
     }
 
@@ -246,10 +318,12 @@ impl KvStore {
         }
         let digest = self.write_epoch_data(manifest).await?;
         let marker = keys::epoch_marker(room, epoch);
-        if !self
+        if self
             .create(&self.room_keys, &marker, Bytes::from(digest.clone()))
             .await?
         {
+            self.remember_digest(room, epoch, &digest);
+        } else {
             let claimed = self.committed_digest(room, epoch).await?;
             if claimed.as_deref() != Some(digest.as_str()) {
                 // Another rekey claimed this epoch; its data is complete. Roll the room forward

@@ -1,7 +1,7 @@
-//! The KV change feed: a watch on `UNIBUS_users` and one on `UNIBUS_members`, each from the
-//! revision after the bucket's last when the feed opens. Every [`FEED_TICK`] the feed asks
-//! both buckets' streams for their last sequence: once the watches have delivered up to it,
-//! everything committed before the question has been yielded ([`FeedItem::CaughtUp`]).
+//! The KV change feed: a watch on each of `UNIBUS_users`, `UNIBUS_members` and `UNIBUS_rooms`,
+//! each from the revision after the bucket's last when the feed opens. Every [`FEED_TICK`] the
+//! feed asks the buckets' streams for their last sequence: once the watches have delivered up
+//! to it, everything committed before the question has been yielded ([`FeedItem::CaughtUp`]).
 
 use std::collections::VecDeque;
 
@@ -45,6 +45,7 @@ struct Reader {
     store: KvStore,
     users: Watched,
     members: Watched,
+    rooms: Watched,
     tick: Interval,
     ready: VecDeque<FeedItem>,
 }
@@ -53,12 +54,14 @@ struct Reader {
 pub(super) async fn open(store: &KvStore) -> StoreResult<ChangeFeed> {
     let users = Watched::open(store, &store.users).await?;
     let members = Watched::open(store, &store.members).await?;
+    let rooms = Watched::open(store, &store.rooms).await?;
     let mut tick = tokio::time::interval(FEED_TICK);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let reader = Reader {
         store: store.clone(),
         users,
         members,
+        rooms,
         tick,
         ready: VecDeque::new(),
     };
@@ -97,11 +100,20 @@ impl Reader {
                     .unwrap_or(Change::Reset);
                 self.ready.push_back(FeedItem::Changed(change));
             }
+            entry = self.rooms.watch.next() => {
+                let entry = delivered(entry)?;
+                self.rooms.seen = entry.revision;
+                let change = entry.key.parse().map_or(Change::Reset, Change::Room);
+                self.ready.push_back(FeedItem::Changed(change));
+            }
             _ = self.tick.tick() => {
                 let asked = Instant::now();
-                let users = last_sequence(&self.store, &self.users.bucket).await?;
-                let members = last_sequence(&self.store, &self.members.bucket).await?;
-                if self.users.seen >= users && self.members.seen >= members {
+                let (users, members, rooms) = tokio::try_join!(
+                    last_sequence(&self.store, &self.users.bucket),
+                    last_sequence(&self.store, &self.members.bucket),
+                    last_sequence(&self.store, &self.rooms.bucket),
+                )?;
+                if self.users.seen >= users && self.members.seen >= members && self.rooms.seen >= rooms {
                     self.ready.push_back(FeedItem::CaughtUp(asked));
                 }
             }

@@ -18,8 +18,9 @@
 //! 1 to 5 replicas; reopening with more replicas scales the buckets in place (R1 to R3).
 //!
 //! Epoch markers are create-only, so the digest an epoch committed never changes: each
-//! instance caches the digests it has read, and the heads and group indexes under them, so a
-//! warm key fetch is one read: the member's tail group.
+//! instance caches the digests it has read, and the heads, group indexes and tail groups under
+//! them (each cache within a byte budget), so a warm key fetch reads only the room's record for
+//! its latest epoch, and a group read once serves every member in it.
 //! Large rooms' sorted member listings, and every active user's key when a large room holds a
 //! large share of all users, are kept beside their bucket's version and used only while it is
 //! unchanged (`listing`), so paging through a large room lists it once, and stays exact.
@@ -110,6 +111,9 @@ pub struct KvStore {
     /// The heads and tail-group indexes of committed epochs, by digest: immutable once written.
     /// Shared by clones.
     lookups: std::sync::Arc<std::sync::Mutex<epoch::LookupCache>>,
+    /// The tail groups of committed epochs, by digest and number: immutable once written.
+    /// Shared by clones.
+    groups: std::sync::Arc<std::sync::Mutex<epoch::GroupCache>>,
     /// The sorted members of large rooms, valid while the members bucket is unchanged.
     /// Shared by clones.
     listings: std::sync::Arc<std::sync::Mutex<listing::ListingCache>>,
@@ -173,6 +177,7 @@ impl KvStore {
             op_timeout: config.op_timeout,
             digests: Default::default(),
             lookups: Default::default(),
+            groups: Default::default(),
             listings: Default::default(),
             active_users: Default::default(),
         })

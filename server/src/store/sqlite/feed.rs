@@ -1,4 +1,4 @@
-//! The SQLite change feed: the `changes` table the triggers of migration 005 fill, read on a
+//! The SQLite change feed: the `changes` table the triggers of migrations 005 and 006 fill, read on a
 //! connection of its own (WAL lets it read beside the writers) every [`FEED_TICK`].
 
 use std::collections::VecDeque;
@@ -129,6 +129,9 @@ impl Reader {
 /// The change a row records. A row that cannot be read (written by another version) is a
 /// reset: the reader forgets everything rather than miss a change.
 fn change(kind: &str, key: &str, room: Option<&str>) -> Change {
+    if kind == "room" {
+        return key.parse().map_or(Change::Reset, Change::Room);
+    }
     let Ok(key) = key.parse() else {
         return Change::Reset;
     };

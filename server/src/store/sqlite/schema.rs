@@ -13,6 +13,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/003_deleted_users.sql"),
     include_str!("../../../migrations/004_manifest_v2.sql"),
     include_str!("../../../migrations/005_change_feed.sql"),
+    include_str!("../../../migrations/006_room_changes.sql"),
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> StoreResult<()> {
@@ -33,4 +34,59 @@ pub(super) fn migrate(conn: &mut Connection) -> StoreResult<()> {
         tx.commit().map_err(backend)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn changes(conn: &Connection) -> Vec<(i64, String, String)> {
+        let mut statement = conn
+            .prepare("SELECT seq, kind, key FROM changes ORDER BY seq")
+            .unwrap();
+        let rows = statement
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+            .unwrap();
+        rows.collect::<Result<_, _>>().unwrap()
+    }
+
+    #[test]
+    fn widening_the_feed_to_rooms_keeps_its_rows_and_their_places() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        // A database as migration 005 left it, with a user's change in its feed.
+        for sql in &MIGRATIONS[..5] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 5).unwrap();
+        let (user, room) = ("a".repeat(64), "general");
+        conn.execute(
+            "INSERT INTO users (sign_key, kex_key, status, created_at) VALUES (?1, ?1, 'active', 0)",
+            [&user],
+        )
+        .unwrap();
+        let before = changes(&conn);
+        assert_eq!(before, vec![(1, "user".into(), user.clone())]);
+
+        migrate(&mut conn).unwrap();
+        assert_eq!(changes(&conn), before, "a reader's place stays valid");
+        conn.execute(
+            "INSERT INTO rooms (id, owner, created_at) VALUES (?1, ?2, 0)",
+            [room, &user],
+        )
+        .unwrap();
+        conn.execute("UPDATE rooms SET epoch = 1 WHERE id = ?1", [room])
+            .unwrap();
+        conn.execute("UPDATE users SET status = 'revoked'", [])
+            .unwrap();
+        let after: Vec<(i64, String, String)> = changes(&conn);
+        assert_eq!(
+            after,
+            vec![
+                (1, "user".into(), user.clone()),
+                (2, "room".into(), room.into()),
+                (3, "room".into(), room.into()),
+                (4, "user".into(), user),
+            ]
+        );
+    }
 }
