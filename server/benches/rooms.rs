@@ -16,7 +16,8 @@
 //! ```
 //!
 //! SQLite runs on a 1-node cluster, KV on 3 nodes with R3 buckets; membershipd's callout and
-//! control plane run in this process. Client, server and cluster share this machine's cores.
+//! control plane run in this process, with the authorization cache in front of the store as
+//! `membershipd serve` runs them. Client, server and cluster share this machine's cores.
 
 #[path = "../tests/integration/common/mod.rs"]
 mod common;
@@ -34,7 +35,8 @@ use unibus::{Identity, RoomId};
 use unibus_server::auth::setup::AuthSetup;
 use unibus_server::control::ControlPlane;
 use unibus_server::store::{
-    now_millis, KvStore, KvStoreConfig, NewUser, Room, RoomSnapshot, Snapshot, SqliteStore, Store,
+    now_millis, CachedStore, KvStore, KvStoreConfig, NewUser, Room, RoomSnapshot, Snapshot,
+    SqliteStore, Store,
 };
 use unibus_testkit::NatsCluster;
 
@@ -195,7 +197,7 @@ async fn service(backend: &str) -> Service {
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = if sqlite {
+    let raw: Arc<dyn Store> = if sqlite {
         Arc::new(SqliteStore::open(dir.path().join("db")).await.unwrap())
     } else {
         Arc::new(
@@ -210,6 +212,10 @@ async fn service(backend: &str) -> Service {
             .unwrap(),
         )
     };
+    // As `membershipd serve` runs it: the authorization cache in front, warmed.
+    let cache = CachedStore::new(raw);
+    cache.warm(Duration::from_secs(10)).await.unwrap();
+    let store: Arc<dyn Store> = cache;
     let service = common::start_callout(&cluster, &setup, Arc::clone(&store)).await;
     tokio::spawn(Arc::new(ControlPlane::new(Arc::clone(&store), service.clone())).run());
     service.flush().await.unwrap();
