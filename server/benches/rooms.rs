@@ -6,7 +6,8 @@
 //! - the bytes one member fetches for its key (the `key` reply: its member part), and the bytes
 //!   the cluster carries for one rekey (the upload plus every member's fetch), beside what
 //!   manifest format 1 carried (every member fetching the whole manifest: n² growth);
-//! - `room_key` p50/p99 in the room, beside the same call in a 10-member room;
+//! - `room_key` p50/p99 in the room, beside the same call in a 10-member room, the two timed
+//!   by turns right after the large room's rekey;
 //! - members fetching their keys at once after a rekey: fetches per second, beside the raw
 //!   request/reply rate of the same number of concurrent requests.
 //!
@@ -40,7 +41,7 @@ use unibus_server::store::{
 };
 use unibus_testkit::NatsCluster;
 
-use timing::{fmt, time_each};
+use timing::fmt;
 
 type Kem = hpke::kem::X25519HkdfSha256;
 
@@ -267,8 +268,35 @@ impl Phases {
     }
 }
 
-/// One room of `size` members: rekey, bytes, `room_key` latency, and the fetch burst.
-async fn room(s: &Service, name: &str, size: usize) -> (Duration, Duration, timing::Timings) {
+/// A member's session in a rekeyed room, to time `room_key` with.
+struct Fetcher {
+    session: Session,
+    room: RoomId,
+}
+
+impl Fetcher {
+    async fn fetch(&self) {
+        self.session.room_key(&self.room, None).await.unwrap();
+    }
+}
+
+/// `room_key` in `big` and in `small`, one after the other `KEY_SAMPLES` times, so that both
+/// are timed under the same load of the machine and the cluster: (big, small).
+async fn interleaved(big: &Fetcher, small: &Fetcher) -> (timing::Timings, timing::Timings) {
+    let (mut in_big, mut in_small) = (Vec::new(), Vec::new());
+    for _ in 0..KEY_SAMPLES {
+        for (fetcher, times) in [(big, &mut in_big), (small, &mut in_small)] {
+            let start = Instant::now();
+            fetcher.fetch().await;
+            times.push(start.elapsed());
+        }
+    }
+    (timing::Timings(in_big), timing::Timings(in_small))
+}
+
+/// One room of `size` members: rekey end to end, its floor, and a sampled member's session,
+/// warmed by a few fetches.
+async fn room(s: &Service, name: &str, size: usize) -> (Duration, Duration, Fetcher) {
     let room = RoomId::new(name).unwrap();
     let owner = Arc::new(Identity::generate().unwrap());
     let members: Vec<Identity> = (1..size).map(|_| Identity::generate().unwrap()).collect();
@@ -301,15 +329,14 @@ async fn room(s: &Service, name: &str, size: usize) -> (Duration, Duration, timi
     let sampled = Arc::new(
         Identity::from_secret_bytes(&members[members.len() / 2].to_secret_bytes()).unwrap(),
     );
-    let theirs = Session::connect(sampled, &s.urls, options()).await.unwrap();
+    let fetcher = Fetcher {
+        session: Session::connect(sampled, &s.urls, options()).await.unwrap(),
+        room,
+    };
     for _ in 0..20 {
-        theirs.room_key(&room, None).await.unwrap();
+        fetcher.fetch().await;
     }
-    let latency = time_each(KEY_SAMPLES, |_| async {
-        theirs.room_key(&room, None).await.unwrap();
-    })
-    .await;
-    (rekey, floor, latency)
+    (rekey, floor, fetcher)
 }
 
 fn main() {
@@ -321,9 +348,10 @@ fn main() {
         println!("|---|---|---|---|---|---|---|---|---|---|---|");
         for backend in backends() {
             let s = service(&backend).await;
-            let (_, _, small) = room(&s, "ten", 10).await;
+            let (_, _, ten) = room(&s, "ten", 10).await;
             for &size in &sizes() {
-                let (rekey, floor, latency) = room(&s, &format!("room-{size}"), size).await;
+                let (rekey, floor, fetcher) = room(&s, &format!("room-{size}"), size).await;
+                let (latency, small) = interleaved(&fetcher, &ten).await;
                 let tree_depth = (usize::BITS - (size - 1).leading_zeros()) as usize;
                 let part = member_part_len(9, tree_depth);
                 let whole = 151 + 9 + ENTRY_LEN * size;
