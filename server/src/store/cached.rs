@@ -266,6 +266,20 @@ impl CachedStore {
     }
 }
 
+/// A record from its copy: `None` is a copied "not found".
+fn found_from_copy<T: Clone>(copy: &Option<T>) -> StoreResult<T> {
+    copy.clone().ok_or(StoreError::NotFound)
+}
+
+/// What to copy of a record's read: the record, or "not found"; nothing for an error.
+fn found_to_copy<T: Clone>(answer: &StoreResult<T>) -> Option<Option<T>> {
+    match answer {
+        Ok(record) => Some(Some(record.clone())),
+        Err(StoreError::NotFound) => Some(None),
+        Err(_) => None,
+    }
+}
+
 /// Applies `feed` until it ends: `true` if it broke or ended, `false` if the cache is gone.
 async fn follow(shared: &Weak<Shared>, mut feed: ChangeFeed) -> bool {
     while let Some(item) = feed.next().await {
@@ -298,12 +312,8 @@ impl Store for CachedStore {
             |c| &mut c.users,
             *key,
             self.inner.get_user(key),
-            |copy| copy.clone().ok_or(StoreError::NotFound),
-            |answer| match answer {
-                Ok(user) => Some(Some(user.clone())),
-                Err(StoreError::NotFound) => Some(None),
-                Err(_) => None,
-            },
+            found_from_copy,
+            found_to_copy,
         )
         .await
     }
@@ -366,12 +376,8 @@ impl Store for CachedStore {
             |c| &mut c.room_records,
             id.clone(),
             self.inner.get_room(id),
-            |copy| copy.clone().ok_or(StoreError::NotFound),
-            |answer| match answer {
-                Ok(room) => Some(Some(room.clone())),
-                Err(StoreError::NotFound) => Some(None),
-                Err(_) => None,
-            },
+            found_from_copy,
+            found_to_copy,
         )
         .await
     }
