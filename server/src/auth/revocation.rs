@@ -53,6 +53,13 @@ const SWEEP_PAGE: usize = 1_000;
 /// The wait before a broken change feed is reopened.
 const REOPEN_AFTER: Duration = Duration::from_millis(500);
 
+/// How long after a user's notice is sent its sessions are kicked at the earliest. The notice
+/// travels from membershipd's connection to the user's node over the cluster's routes, the
+/// kick over the system account's: nothing orders the two, and a kick that overtakes the
+/// notice leaves the session without it (it then keeps reconnecting). The lead lets the notice
+/// arrive first; it bounds the cut from below.
+const NOTICE_LEAD: Duration = Duration::from_millis(250);
+
 /// How many users the feed's revocations cut at once: each cut waits up to
 /// [`COLLECT_WINDOW`] for the nodes' answers, so a burst of revocations is cut side by side, not
 /// one window after the other.
@@ -224,6 +231,7 @@ impl Revoker {
             return 0;
         }
         self.notify_revoked(key).await;
+        let kick_from = tokio::time::Instant::now() + NOTICE_LEAD;
         let nkey = key.to_nkey();
         let mut answers = match self.ask(Some(&nkey), 0).await {
             Ok(answers) => answers,
@@ -234,6 +242,7 @@ impl Revoker {
         };
         let mut kicked = 0;
         while let Some(page) = answers.next().await {
+            tokio::time::sleep_until(kick_from).await;
             kicked += self.kick_all(&page.connections).await;
         }
         kicked
@@ -269,6 +278,9 @@ impl Revoker {
                         cut.push(connection);
                     }
                 }
+                if !cut.is_empty() {
+                    tokio::time::sleep(NOTICE_LEAD).await;
+                }
                 kicked += self.kick_all(&cut).await;
             }
             if !more {
@@ -292,7 +304,8 @@ impl Revoker {
         }
     }
 
-    /// Tells `key`'s sessions that they are over, before they are disconnected.
+    /// Tells `key`'s sessions that they are over, [`NOTICE_LEAD`] before they are
+    /// disconnected.
     async fn notify_revoked(&self, key: &SignPublicKey) {
         let subject = format!(
             "{}.{}",
