@@ -60,9 +60,9 @@ const REOPEN_AFTER: Duration = Duration::from_millis(500);
 /// arrive first; it bounds the cut from below.
 const NOTICE_LEAD: Duration = Duration::from_millis(250);
 
-/// How many users the feed's revocations cut at once: each cut waits up to
-/// [`COLLECT_WINDOW`] for the nodes' answers, so a burst of revocations is cut side by side, not
-/// one window after the other.
+/// How many users the feed's revocations cut at once: each cut waits [`NOTICE_LEAD`] and up
+/// to [`COLLECT_WINDOW`] for the nodes' answers, so a burst of revocations is cut side by
+/// side, not one wait after the other.
 const CUTS_AT_ONCE: usize = 32;
 
 /// A connection found on a node.
@@ -159,8 +159,8 @@ impl Revoker {
     }
 
     /// Follows the change feed and cuts each user who stops being active (up to 32 users at
-    /// a time); sweeps every connection at start, whenever the feed
-    /// breaks or resets, and every `sweep_every`.
+    /// a time); sweeps every connection at start, whenever the feed breaks or resets, and
+    /// every `sweep_every`.
     pub async fn run(self: Arc<Self>, sweep_every: Duration) {
         let mut sweep = tokio::time::interval(sweep_every);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
