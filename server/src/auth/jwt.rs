@@ -71,8 +71,8 @@ pub fn decode_verified(token: &str) -> Result<Map<String, Value>, JwtError> {
     Ok(claims)
 }
 
-/// Decodes a JWT's claims without verifying its signature: only for echoing a request's
-/// identifiers back in a refusal, never for a decision.
+/// Decodes a JWT's claims without verifying its signature: for a token whose signature would
+/// prove nothing to the caller (see [`Callout::respond`](super::callout::Callout::respond)).
 pub fn decode_unverified(token: &str) -> Result<Map<String, Value>, JwtError> {
     Ok(decode_parts(token)?.0)
 }
