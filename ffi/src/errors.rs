@@ -273,6 +273,8 @@ coded_error! {
         AlreadyRegistered,
         /// An admin deleted this identity; it can never register again. Make a new identity.
         UserDeleted,
+        /// An admin revoked this identity; it cannot register again.
+        UserRevoked,
         /// The invite has expired.
         InviteExpired,
         /// An admin cancelled the invite.

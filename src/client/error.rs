@@ -34,6 +34,12 @@ pub enum RegisterError {
     /// is retired for good: make a new identity and ask for a new invite.
     #[error("an admin deleted this identity; it can never register again: create a new identity and ask for a new invite")]
     UserDeleted,
+    /// An admin revoked the user this signing key belongs to (`user_revoked`). Registering
+    /// again will not change that; only an admin can.
+    #[error(
+        "an admin revoked this identity; registering again will not change that: ask an admin"
+    )]
+    UserRevoked,
     /// The invite is past its expiry (`invite_expired`).
     #[error("the invite has expired: ask for a new invite")]
     InviteExpired,
@@ -97,6 +103,7 @@ impl RegisterError {
             Self::InviteUsed => Some(ApiCode::InviteUsed),
             Self::AlreadyRegistered => Some(ApiCode::UserExists),
             Self::UserDeleted => Some(ApiCode::UserDeleted),
+            Self::UserRevoked => Some(ApiCode::UserRevoked),
             Self::InviteExpired => Some(ApiCode::InviteExpired),
             Self::InviteCancelled => Some(ApiCode::InviteCancelled),
             Self::RateLimited => Some(ApiCode::RateLimited),

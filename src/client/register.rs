@@ -158,6 +158,7 @@ fn classify(status: u16, refusal: Option<ErrorBody<ApiCode>>) -> Attempt {
         ApiCode::InviteUsed => RegisterError::InviteUsed,
         ApiCode::UserExists => RegisterError::AlreadyRegistered,
         ApiCode::UserDeleted => RegisterError::UserDeleted,
+        ApiCode::UserRevoked => RegisterError::UserRevoked,
         ApiCode::InviteExpired => RegisterError::InviteExpired,
         ApiCode::InviteCancelled => RegisterError::InviteCancelled,
         ApiCode::RateLimited => return Attempt::Transient(RegisterError::RateLimited),

@@ -118,6 +118,8 @@ codes! {
         Replayed = "replayed",
         /// The signing key belonged to a deleted user.
         UserDeleted = "user_deleted",
+        /// The signing key belongs to a revoked user.
+        UserRevoked = "user_revoked",
         /// The key is not an active admin.
         NotAdmin = "not_admin",
         /// No invite has this token.
@@ -170,7 +172,7 @@ impl ApiCode {
             | Self::Invalid
             | Self::Unknown(_) => 400,
             Self::BadSignature | Self::StaleRequest | Self::Replayed => 401,
-            Self::UserDeleted | Self::NotAdmin => 403,
+            Self::UserDeleted | Self::UserRevoked | Self::NotAdmin => 403,
             Self::InviteUnknown | Self::NotFound => 404,
             Self::RequestTimeout => 408,
             Self::InviteUsed | Self::UserExists | Self::RoomExists => 409,

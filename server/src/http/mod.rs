@@ -196,6 +196,7 @@ impl From<StoreError> for ApiError {
             StoreError::InviteUsed => ApiError::new(ApiCode::InviteUsed, message),
             StoreError::UserExists => ApiError::new(ApiCode::UserExists, message),
             StoreError::UserDeleted => ApiError::new(ApiCode::UserDeleted, message),
+            StoreError::UserRevoked => ApiError::new(ApiCode::UserRevoked, message),
             StoreError::RoomExists => ApiError::new(ApiCode::RoomExists, message),
             StoreError::NotFound => ApiError::new(ApiCode::NotFound, message),
             StoreError::Invalid(_) => ApiError::new(ApiCode::Invalid, message),

@@ -24,6 +24,10 @@ pub enum StoreError {
     /// person needs a new identity (new keys) and a new invite.
     #[error("this signing key belonged to a deleted user and cannot be registered again; create a new identity and ask for a new invite")]
     UserDeleted,
+    /// The signing key belongs to a user an admin revoked. Its record stays, and it may not
+    /// register again, by any invite.
+    #[error("this signing key belongs to a revoked user and cannot register again; only an admin can change that")]
+    UserRevoked,
     /// A room with this id already exists.
     #[error("a room with this id already exists")]
     RoomExists,
@@ -92,6 +96,7 @@ impl PartialEq for StoreError {
             (E::NotFound, E::NotFound)
             | (E::UserExists, E::UserExists)
             | (E::UserDeleted, E::UserDeleted)
+            | (E::UserRevoked, E::UserRevoked)
             | (E::RoomExists, E::RoomExists)
             | (E::InviteUnknown, E::InviteUnknown)
             | (E::InviteExpired, E::InviteExpired)

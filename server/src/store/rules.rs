@@ -39,6 +39,15 @@ pub(crate) fn mint_invite(new: NewInvite) -> StoreResult<(InviteToken, Invite)> 
     Ok((token, invite))
 }
 
+/// What an admin made of a signing key's user, which keeps the key from redeeming any invite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Retired {
+    /// The user was revoked: the record stays, and so does its refusal to log in.
+    Revoked,
+    /// The user was deleted: only the key's tombstone stays.
+    Deleted,
+}
+
 /// What redeeming an invite must do next.
 pub(crate) enum RedeemStep {
     /// The invite is pending: burn it, then create the user.
@@ -48,17 +57,21 @@ pub(crate) enum RedeemStep {
 }
 
 /// What redeeming `invite` for `sign_key` at `now` must do next, or why it cannot.
-/// `deleted` says whether `sign_key` belonged to a deleted user: such a key is refused before
-/// anything is written, on the first try and on a retry alike, so a replayed registration cannot
-/// bring a deleted user back (a crashed redemption has no tombstone, so it still completes).
+/// `retired` says whether `sign_key` belongs to a revoked user or belonged to a deleted one:
+/// such a key is refused before anything is written, on the first try and on a retry alike, so
+/// a replayed registration neither brings a deleted user back nor tells a revoked one that it
+/// is registered, and no invite is spent on it (a crashed redemption has no user record, so it
+/// still completes).
 pub(crate) fn redeem_step(
     invite: &Invite,
     sign_key: &SignPublicKey,
-    deleted: bool,
+    retired: Option<Retired>,
     now: Millis,
 ) -> StoreResult<RedeemStep> {
-    if deleted {
-        return Err(StoreError::UserDeleted);
+    match retired {
+        Some(Retired::Deleted) => return Err(StoreError::UserDeleted),
+        Some(Retired::Revoked) => return Err(StoreError::UserRevoked),
+        None => {}
     }
     match (invite.used_by, invite.status_at(now)) {
         (Some(by), _) if &by == sign_key => Ok(RedeemStep::Complete),

@@ -31,6 +31,7 @@ cases!(
     revoke_keeps_the_record_and_denies_authorization,
     delete_removes_the_user_and_leaves_memberships_inert,
     a_deleted_key_never_comes_back_by_any_path,
+    a_revoked_key_redeems_nothing_and_spends_no_invite,
     a_crashed_redemption_completes_but_a_deleted_user_is_not_recreated,
     has_admin_only_for_active_admins,
     invites_store_only_the_token_digest,
@@ -232,6 +233,40 @@ async fn delete_removes_the_user_and_leaves_memberships_inert(store: Arc<dyn Sto
         .unwrap()
         .iter()
         .all(|u| u.sign_key != bob.sign_public_key()));
+}
+
+async fn a_revoked_key_redeems_nothing_and_spends_no_invite(store: Arc<dyn Store>) {
+    let user = identity();
+    let token = invite(&*store).await;
+    let (sign, kex) = (user.sign_public_key(), user.kex_public_key());
+    store.redeem_invite(&token, &sign, &kex).await.unwrap();
+    store.revoke_user(&sign).await.unwrap();
+
+    // Replaying its own redemption is refused, not confirmed.
+    assert_eq!(
+        store.redeem_invite(&token, &sign, &kex).await.unwrap_err(),
+        StoreError::UserRevoked
+    );
+    // So is a fresh invite, which stays unspent.
+    let (fresh, fresh_invite) = store.create_invite(NewInvite::default()).await.unwrap();
+    assert_eq!(
+        store.redeem_invite(&fresh, &sign, &kex).await.unwrap_err(),
+        StoreError::UserRevoked
+    );
+    assert_eq!(
+        store
+            .get_invite(&fresh_invite.id)
+            .await
+            .unwrap()
+            .status_at(unibus_server::store::now_millis()),
+        InviteStatus::Pending
+    );
+    // Nothing changed: still revoked, still refused.
+    assert_eq!(
+        store.get_user(&sign).await.unwrap().status,
+        UserStatus::Revoked
+    );
+    assert!(!store.is_authorized(&sign).await);
 }
 
 async fn a_deleted_key_never_comes_back_by_any_path(store: Arc<dyn Store>) {

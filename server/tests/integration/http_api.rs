@@ -642,6 +642,44 @@ async fn a_deleted_user_replaying_its_own_registration_stays_deleted() {
 }
 
 #[tokio::test]
+async fn a_revoked_user_replaying_its_own_registration_is_refused_and_stays_revoked() {
+    let server = start().await;
+    let (token, _) = server
+        .store
+        .create_invite(NewInvite::default())
+        .await
+        .unwrap();
+    let me = Identity::generate().unwrap();
+    let original = body(&RegisterRequest::sign(&me, token));
+    let (status, _) = post_json(&server, &original).await;
+    assert_eq!(status, 200);
+    server
+        .store
+        .revoke_user(&me.sign_public_key())
+        .await
+        .unwrap();
+
+    // Neither the replay nor a fresh invite says it is registered, and the invite stays unspent.
+    let (status, reply) = post_json(&server, &original).await;
+    assert_eq!((status, code(&reply)), (403, "user_revoked"), "{reply}");
+    let (fresh, fresh_invite) = server
+        .store
+        .create_invite(NewInvite::default())
+        .await
+        .unwrap();
+    let (status, reply) = post_json(&server, &body(&RegisterRequest::sign(&me, fresh))).await;
+    assert_eq!((status, code(&reply)), (403, "user_revoked"), "{reply}");
+    assert!(server
+        .store
+        .get_invite(&fresh_invite.id)
+        .await
+        .unwrap()
+        .used_by
+        .is_none());
+    assert!(!server.store.is_authorized(&me.sign_public_key()).await);
+}
+
+#[tokio::test]
 async fn a_body_must_be_a_json_object_sent_as_json() {
     let server = start().await;
     let (token, invite) = server

@@ -57,7 +57,7 @@ use bytes::Bytes;
 use unibus::manifest::SignedManifest;
 use unibus::{InviteToken, KexPublicKey, RoomId, SignPublicKey};
 
-use super::rules::{active_user, mint_invite, redeem_step, redeemed_user, RedeemStep};
+use super::rules::{active_user, mint_invite, redeem_step, redeemed_user, RedeemStep, Retired};
 use super::{
     invite_id, now_millis, DeletedUser, EpochPart, Invite, InviteStatus, NewInvite, NewUser, Room,
     RoomSnapshot, Snapshot, Store, StoreError, StoreResult, User, UserStatus,
@@ -184,7 +184,8 @@ impl KvStore {
     }
 
     /// Creates the user a redeemed invite makes, unless the key is taken: then it is this
-    /// invite's own user (a retry), [`StoreError::UserDeleted`] or [`StoreError::UserExists`].
+    /// invite's own user (a retry), [`StoreError::UserDeleted`], [`StoreError::UserRevoked`] (a
+    /// user revoked since the redemption's check) or [`StoreError::UserExists`].
     async fn create_redeemed_user(&self, invite: &Invite, user: User) -> StoreResult<User> {
         let key = user.sign_key.to_hex();
         if self.create(&self.users, &key, encode(&user)).await? {
@@ -192,6 +193,9 @@ impl KvStore {
         }
         match self.get_json(&self.users, &key, "user").await? {
             UserEntry::Deleted { .. } => Err(StoreError::UserDeleted),
+            UserEntry::Live(existing) if existing.status == UserStatus::Revoked => {
+                Err(StoreError::UserRevoked)
+            }
             UserEntry::Live(existing)
                 if existing.invite_id.as_deref() == Some(invite.id.as_str()) =>
             {
@@ -201,15 +205,16 @@ impl KvStore {
         }
     }
 
-    /// Whether `key` belonged to a deleted user.
-    async fn is_deleted(&self, key: &SignPublicKey) -> StoreResult<bool> {
-        match self.get(&self.users, &key.to_hex()).await? {
-            None => Ok(false),
-            Some(bytes) => Ok(matches!(
-                decode::<UserEntry>("user", &bytes)?,
-                UserEntry::Deleted { .. }
-            )),
-        }
+    /// Whether `key` belongs to a revoked user or belonged to a deleted one.
+    async fn retired(&self, key: &SignPublicKey) -> StoreResult<Option<Retired>> {
+        let Some(bytes) = self.get(&self.users, &key.to_hex()).await? else {
+            return Ok(None);
+        };
+        Ok(match decode::<UserEntry>("user", &bytes)? {
+            UserEntry::Deleted { .. } => Some(Retired::Deleted),
+            UserEntry::Live(user) if user.status == UserStatus::Revoked => Some(Retired::Revoked),
+            UserEntry::Live(_) => None,
+        })
     }
 
     /// Records that `member` is in `room`: the reverse index first. `members` is the authority,
@@ -343,10 +348,10 @@ impl Store for KvStore {
                 .ok_or(StoreError::InviteUnknown)?;
             let mut invite: Invite = decode("invite", &entry.value)?;
             let now = now_millis();
-            // Checked before the burn so a deleted key spends no invite; the create-only write
-            // of the user refuses it again if it is deleted in between.
-            let deleted = self.is_deleted(sign_key).await?;
-            match redeem_step(&invite, sign_key, deleted, now)? {
+            // Checked before the burn so a retired key spends no invite; the create-only write
+            // of the user refuses it again if it is retired in between.
+            let retired = self.retired(sign_key).await?;
+            match redeem_step(&invite, sign_key, retired, now)? {
                 RedeemStep::Burn => {
                     invite.used_at = Some(now);
                     invite.used_by = Some(*sign_key);

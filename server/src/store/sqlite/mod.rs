@@ -314,8 +314,8 @@ impl Store for SqliteStore {
                 .map_err(backend)?;
             let invite = get_invite(&tx, &id)?.ok_or(StoreError::InviteUnknown)?;
             let now = now_millis();
-            let deleted = is_deleted(&tx, &sign_key)?;
-            let outcome = match redeem_step(&invite, &sign_key, deleted, now)? {
+            let retired = retired(&tx, &sign_key)?;
+            let outcome = match redeem_step(&invite, &sign_key, retired, now)? {
                 RedeemStep::Burn => {
                     let burned = tx
                         .execute(

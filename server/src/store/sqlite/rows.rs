@@ -6,7 +6,7 @@ use unibus::manifest::SignedManifest;
 use unibus::{KexPublicKey, RoomId, SignPublicKey};
 
 use crate::store::epoch::{rebuild_manifest, StoredEpoch};
-use crate::store::rules::redeemed_user;
+use crate::store::rules::{redeemed_user, Retired};
 use crate::store::{DeletedUser, Invite, Millis, Room, StoreError, StoreResult, User, UserStatus};
 
 pub(super) fn backend(e: rusqlite::Error) -> StoreError {
@@ -142,6 +142,16 @@ pub(super) fn is_deleted(conn: &Connection, key: &SignPublicKey) -> StoreResult<
     .optional()
     .map(|found| found.is_some())
     .map_err(backend)
+}
+
+/// Whether `key` belongs to a revoked user or belonged to a deleted one.
+pub(super) fn retired(conn: &Connection, key: &SignPublicKey) -> StoreResult<Option<Retired>> {
+    if is_deleted(conn, key)? {
+        return Ok(Some(Retired::Deleted));
+    }
+    Ok(get_user(conn, key)?
+        .filter(|user| user.status == UserStatus::Revoked)
+        .map(|_| Retired::Revoked))
 }
 
 pub(super) fn insert_deleted(conn: &Connection, deleted: &DeletedUser) -> StoreResult<()> {
