@@ -3,8 +3,9 @@
 //! - With no `--nats-url`, an embedded nats-server: its config (JetStream, the accounts and the
 //!   auth callout) is written under `<data-dir>/nats/`, and the process is supervised:
 //!   restarted if it exits, killed when membershipd stops.
-//! - membershipd's connections: the service user of the `AUTH` account (callout, control
-//!   plane, and the KV store when the store is KV) and the system user (revocation sweeps).
+//! - membershipd's connections: the service user of the `AUTH` account (control plane, and the
+//!   KV store when the store is KV; and [`CALLOUT_CONNECTIONS`] more for the callout) and the
+//!   system user (revocation sweeps).
 //! - The auth callout, the revocation sweep, the control-plane service and the HTTP API.
 //!
 //! Once it serves, `<data-dir>/serving.json` says where (see [`Serving`]): with port 0 for
@@ -20,7 +21,7 @@ use std::time::Duration;
 
 use nkeys::KeyPair;
 
-use crate::auth::callout::Callout;
+use crate::auth::callout::{Callout, CALLOUT_CONNECTIONS};
 use crate::auth::revocation::Revoker;
 use crate::auth::setup::{AuthSetup, APP_ACCOUNT};
 use crate::config::Config;
@@ -71,10 +72,15 @@ pub async fn run(
             (format!("nats://{bound}"), Some(supervisor))
         }
     };
-    let service = connect_retrying(&nats_url, || {
-        async_nats::ConnectOptions::with_nkey(auth.service.seed().unwrap_or_default())
-    })
-    .await?;
+    let service_user =
+        || async_nats::ConnectOptions::with_nkey(auth.service.seed().unwrap_or_default());
+    let service = connect_retrying(&nats_url, service_user).await?;
+    // The callout answers on connections of its own, so that nats-server checks its answers on
+    // several cores (see `auth::callout`).
+    let mut callout_connections = Vec::with_capacity(CALLOUT_CONNECTIONS);
+    for _ in 0..CALLOUT_CONNECTIONS {
+        callout_connections.push(connect_retrying(&nats_url, service_user).await?);
+    }
     let system = connect_retrying(&nats_url, || {
         async_nats::ConnectOptions::with_user_and_password(
             "sys".into(),
@@ -105,12 +111,15 @@ pub async fn run(
         .start()
         .await
         .map_err(ServerError::Services)?;
-    Arc::new(Callout::new(Arc::clone(&store), issuer, APP_ACCOUNT))
-        .start(service.clone())
-        .await
-        .map_err(ServerError::Services)?;
-    if let Some(supervisor) = &supervisor {
-        supervisor.callout_listens_on(service.clone()).await;
+    let callout = Arc::new(Callout::new(Arc::clone(&store), issuer, APP_ACCOUNT));
+    for connection in &callout_connections {
+        Arc::clone(&callout)
+            .start(connection.clone())
+            .await
+            .map_err(ServerError::Services)?;
+    }
+    if let (Some(supervisor), Some(first)) = (&supervisor, callout_connections.first()) {
+        supervisor.callout_listens_on(first.clone()).await;
     }
     tokio::spawn(
         Arc::new(Revoker::new(

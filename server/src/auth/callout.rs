@@ -15,6 +15,11 @@
 //! with [`Refusal::Overloaded`], which costs a fraction of an answer; clients retry with
 //! jittered backoff), and a login that waited past [`LOGIN_DEADLINE`] is dropped unanswered,
 //! because nats-server has given up on it and any work on it would starve the logins behind it.
+//!
+//! One callout serves on several connections at once ([`CALLOUT_CONNECTIONS`] in
+//! `membershipd serve`), under the same limits. nats-server checks each answer (the response
+//! and the user JWT, two ed25519 verifications) on the goroutine that reads the connection the
+//! answer came on, so answers on one connection cannot use more than one of its cores.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -30,6 +35,9 @@ use unibus::{subjects, SignPublicKey, Signature};
 use super::jwt;
 use crate::store::{now_millis, Store};
 
+/// How many connections `membershipd serve` answers logins on (see the
+/// [module documentation](self)).
+pub const CALLOUT_CONNECTIONS: usize = 4;
 /// The subject nats-server sends authorization requests to.
 pub const AUTH_CALLOUT_SUBJECT: &str = "$SYS.REQ.USER.AUTH";
 /// The queue group of the callout responders, so several membershipd instances share the load.
@@ -108,6 +116,10 @@ pub struct Callout {
     store: Arc<dyn Store>,
     issuer: KeyPair,
     account: String,
+    /// Logins being worked on, on every connection the callout serves.
+    workers: tokio::sync::Semaphore,
+    /// Logins waiting for a worker, on every connection the callout serves.
+    waiting: AtomicUsize,
 }
 
 impl Callout {
@@ -118,6 +130,8 @@ impl Callout {
             store,
             issuer,
             account: account.into(),
+            workers: tokio::sync::Semaphore::new(LOGINS_AT_ONCE),
+            waiting: AtomicUsize::new(0),
         }
     }
 
@@ -221,7 +235,8 @@ impl Callout {
     /// Serves authorization requests on `client` (connected as an auth user of the callout's
     /// account) until the subscription ends, with the admission rules of the
     /// [module documentation](self). Every request answered gets an answer; one that cannot be
-    /// read gets an empty reply, which the server takes as "not authorized".
+    /// read gets an empty reply, which the server takes as "not authorized". Call it (or
+    /// [`start`](Self::start)) once per connection to serve on several: they share the limits.
     pub async fn run(
         self: Arc<Self>,
         client: async_nats::Client,
@@ -246,14 +261,13 @@ impl Callout {
         Ok(tokio::spawn(self.serve(client, requests)))
     }
 
-    /// Answers the authorization requests of `requests`.
+    /// Answers the authorization requests of `requests` on `client`, the connection they came
+    /// on.
     async fn serve(
         self: Arc<Self>,
         client: async_nats::Client,
         mut requests: async_nats::Subscriber,
     ) {
-        let workers = Arc::new(tokio::sync::Semaphore::new(LOGINS_AT_ONCE));
-        let waiting = Arc::new(AtomicUsize::new(0));
         while let Some(message) = requests.next().await {
             let arrived = tokio::time::Instant::now();
             let Some(reply) = message.reply.clone() else {
@@ -261,7 +275,7 @@ impl Callout {
             };
             let callout = Arc::clone(&self);
             let client = client.clone();
-            if waiting.load(Ordering::Relaxed) >= LOGINS_WAITING {
+            if self.waiting.load(Ordering::Relaxed) >= LOGINS_WAITING {
                 tokio::spawn(async move {
                     let request = String::from_utf8_lossy(&message.payload);
                     let answer = callout.refuse_overloaded(&request).unwrap_or_default();
@@ -269,12 +283,11 @@ impl Callout {
                 });
                 continue;
             }
-            waiting.fetch_add(1, Ordering::Relaxed);
-            let (workers, waiting) = (Arc::clone(&workers), Arc::clone(&waiting));
+            self.waiting.fetch_add(1, Ordering::Relaxed);
             tokio::spawn(async move {
                 // The semaphore is never closed, so acquiring only waits.
-                let _worker = workers.acquire().await;
-                waiting.fetch_sub(1, Ordering::Relaxed);
+                let _worker = callout.workers.acquire().await;
+                callout.waiting.fetch_sub(1, Ordering::Relaxed);
                 if arrived.elapsed() > LOGIN_DEADLINE {
                     tracing::debug!("a login waited past its deadline; dropped unanswered");
                     return;
