@@ -12,7 +12,10 @@
 //!
 //! A copy is only made from a read that no change overtook: each read notes the feed's
 //! position before it asks the store, and its answer is kept only if no change arrived
-//! meanwhile. Everything else passes through to the wrapped store.
+//! meanwhile. A change forgets the copies it concerns, except a room's copy, which moves up to
+//! the room's new epoch named in the change (a room's owner never changes), so a rekey does
+//! not send every member's next key fetch to the store. Everything else passes through to the wrapped
+//! store.
 //!
 //! Its own [`changes`](Store::changes) are the changes it has *applied*: a reader of them (the
 //! revoker) acts on a change only once the cache has forgotten what the change made stale, so
@@ -87,14 +90,29 @@ impl Copies {
                 self.members.remove(&(room.clone(), *member));
                 self.rooms.remove(member);
             }
-            Change::Room(room) => {
-                self.room_records.remove(room);
-            }
+            // The feed brings a room's changes in the order they were committed.
+            Change::Room { room, epoch } => self.move_room(room, *epoch, false),
             Change::Reset => {
                 self.users.clear();
                 self.members.clear();
                 self.rooms.clear();
                 self.room_records.clear();
+            }
+        }
+    }
+
+    /// Moves `room`'s copy up to `epoch` (a room's owner and creation never change, so the rest
+    /// of the copy stays true). A copy is never lowered: an epoch below it, from the feed, is a
+    /// change that came late (a rekey stored through this cache already moved the copy past
+    /// it) or a restore, so the copy is forgotten and the room read again; from a rekey stored
+    /// through this cache (`stored_here`), it means the feed already brought a later one, and
+    /// the copy stays. An unknown epoch forgets the copy.
+    fn move_room(&mut self, room: &RoomId, epoch: Option<u64>, stored_here: bool) {
+        match (self.room_records.get_mut(room), epoch) {
+            (Some(Some(record)), Some(epoch)) if epoch >= record.epoch => record.epoch = epoch,
+            (Some(Some(_)), Some(_)) if stored_here => {}
+            _ => {
+                self.room_records.remove(room);
             }
         }
     }
@@ -363,7 +381,10 @@ impl Store for CachedStore {
 
     async fn create_room(&self, id: &RoomId, owner: &SignPublicKey) -> StoreResult<Room> {
         let result = self.inner.create_room(id, owner).await;
-        self.changed(Change::Room(id.clone()));
+        self.changed(Change::Room {
+            room: id.clone(),
+            epoch: None,
+        });
         self.changed(Change::Member {
             room: id.clone(),
             member: *owner,
@@ -439,9 +460,23 @@ impl Store for CachedStore {
         self.inner.active_members(room, after, limit).await
     }
 
+    /// A stored epoch moves the room's copy at once. The copy only ever rises here: the feed may
+    /// have brought a later epoch (another instance's rekey on top of this one) before the store
+    /// answered. A failed store may or may not have stored it, so the copy is forgotten.
     async fn put_epoch(&self, manifest: &SignedManifest) -> StoreResult<()> {
         let result = self.inner.put_epoch(manifest).await;
-        self.changed(Change::Room(manifest.unverified().room.clone()));
+        let header = manifest.unverified();
+        let stored = result.is_ok().then_some(header.epoch);
+        {
+            let mut copies = self.copies();
+            copies.position += 1;
+            copies.move_room(&header.room, stored, true);
+        }
+        // Nobody listening is not an error.
+        let _ = self.shared.applied.send(FeedItem::Changed(Change::Room {
+            room: header.room.clone(),
+            epoch: stored,
+        }));
         result
     }
 
@@ -694,7 +729,7 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_rooms_latest_epoch_is_copied_until_a_change_to_the_room_arrives() {
+    async fn a_rooms_latest_epoch_is_copied_and_moved_up_by_the_rooms_changes() {
         use unibus::manifest::{Recipient, SignedManifest};
         use unibus::sealing::RoomKey;
 
@@ -728,28 +763,55 @@ mod tests {
         );
         store.create_room(&room, &owner).await.unwrap();
         assert_eq!(cache.latest_epoch(&room).await.unwrap(), 0);
-        // Rekeyed behind the cache's back: the copy answers until the change arrives.
+        // Rekeyed twice behind the cache's back: the copy answers until the changes arrive.
         store.put_epoch(&rekey(1)).await.unwrap();
+        store.put_epoch(&rekey(2)).await.unwrap();
         assert_eq!(cache.latest_epoch(&room).await.unwrap(), 0);
         assert_eq!(
             cache.member_part(&room, &owner, None).await.unwrap_err(),
             StoreError::NotFound,
             "epoch 0 has no key"
         );
-        let change = Change::Room(room.clone());
-        feed.send(FeedItem::Changed(change.clone())).unwrap();
-        while applied.next().await.unwrap().unwrap() != FeedItem::Changed(change.clone()) {}
-        assert_eq!(cache.latest_epoch(&room).await.unwrap(), 1);
+        // Each change moves the copy to its epoch, without reading the room again: after the
+        // first, the cache says 1 while the store is at 2.
+        for epoch in [1, 2] {
+            let change = Change::Room {
+                room: room.clone(),
+                epoch: Some(epoch),
+            };
+            feed.send(FeedItem::Changed(change.clone())).unwrap();
+            while applied.next().await.unwrap().unwrap() != FeedItem::Changed(change.clone()) {}
+            assert_eq!(cache.latest_epoch(&room).await.unwrap(), epoch);
+            assert_eq!(
+                cache.member_part(&room, &owner, None).await.unwrap().epoch,
+                epoch
+            );
+        }
+        // A change that does not know the epoch makes the room read again.
+        store.put_epoch(&rekey(3)).await.unwrap();
+        let unknown = Change::Room {
+            room: room.clone(),
+            epoch: None,
+        };
+        feed.send(FeedItem::Changed(unknown.clone())).unwrap();
+        while applied.next().await.unwrap().unwrap() != FeedItem::Changed(unknown.clone()) {}
+        assert_eq!(cache.latest_epoch(&room).await.unwrap(), 3);
+        // A rekey through the cache is seen at once...
+        cache.put_epoch(&rekey(4)).await.unwrap();
+        cache.put_epoch(&rekey(5)).await.unwrap();
         assert_eq!(
             cache.member_part(&room, &owner, None).await.unwrap().epoch,
-            1
+            5
         );
-        // A rekey through the cache is seen at once.
-        cache.put_epoch(&rekey(2)).await.unwrap();
-        assert_eq!(
-            cache.member_part(&room, &owner, None).await.unwrap().epoch,
-            2
-        );
+        // ...and the feed's late word of the one before does not take the copy back to it (a
+        // member added for epoch 5 would find no key at 4).
+        let late = Change::Room {
+            room: room.clone(),
+            epoch: Some(4),
+        };
+        feed.send(FeedItem::Changed(late.clone())).unwrap();
+        while applied.next().await.unwrap().unwrap() != FeedItem::Changed(late.clone()) {}
+        assert_eq!(cache.latest_epoch(&room).await.unwrap(), 5);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

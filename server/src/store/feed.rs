@@ -4,7 +4,9 @@
 //! ([`CachedStore`](super::CachedStore)) and the revocation of sessions
 //! ([`Revoker`](crate::auth::revocation::Revoker)).
 //!
-//! A feed names what changed, never the new value: a reader that cares reads the record again.
+//! A feed names what changed, not the new value: a reader that cares reads the record again.
+//! The one exception is a room's latest epoch, which a room's change carries when the feed
+//! knows it, so that a reader keeping epochs need not read the room after every rekey.
 //! Every writer feeds it, whichever process it is (membershipd, the CLI, another instance):
 //! SQLite through triggers in the writing transaction, JetStream KV through a watch on its
 //! buckets. Besides changes, a feed says when it has caught up ([`FeedItem::CaughtUp`]), so a
@@ -32,7 +34,14 @@ pub enum Change {
         member: SignPublicKey,
     },
     /// The room's record was created or rewritten (a new epoch moves it).
-    Room(RoomId),
+    Room {
+        /// The room.
+        room: RoomId,
+        /// The room's latest epoch as this change left it; `None` when the feed does not know
+        /// it (the room is gone, or the change was recorded before feeds carried epochs): read
+        /// the room again.
+        epoch: Option<u64>,
+    },
     /// Changes were missed (the feed fell too far behind, or a bulk import rewrote many
     /// records): forget every copy.
     Reset,

@@ -1220,15 +1220,19 @@ async fn the_change_feed_names_every_later_change_to_users_members_and_rooms(
         room: general.clone(),
         member: m,
     };
+    let room_at = |epoch| Change::Room {
+        room: general.clone(),
+        epoch: Some(epoch),
+    };
     let expected = [
         Change::User(a),
         Change::User(a),
-        Change::Room(general.clone()),
+        room_at(0),
         member(o),
         member(a),
         member(a),
         Change::User(a),
-        Change::Room(general.clone()),
+        room_at(1),
     ];
 
     // Every change: each record named at least as often as it changed (backends may interleave

@@ -11,7 +11,7 @@ use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 use super::{backend, KvStore};
 use crate::store::feed::{Change, ChangeFeed, FeedItem, FEED_TICK};
-use crate::store::{StoreError, StoreResult};
+use crate::store::{Room, StoreError, StoreResult};
 
 /// One watched bucket: its watch and the last revision (stream sequence) it delivered.
 struct Watched {
@@ -103,7 +103,10 @@ impl Reader {
             entry = self.rooms.watch.next() => {
                 let entry = delivered(entry)?;
                 self.rooms.seen = entry.revision;
-                let change = entry.key.parse().map_or(Change::Reset, Change::Room);
+                let change = entry.key.parse().map_or(Change::Reset, |room| Change::Room {
+                    room,
+                    epoch: room_epoch(&entry),
+                });
                 self.ready.push_back(FeedItem::Changed(change));
             }
             _ = self.tick.tick() => {
@@ -120,6 +123,17 @@ impl Reader {
         }
         Ok(())
     }
+}
+
+/// The epoch a room's entry holds, if it holds a room (not a deletion, nor a record this
+/// version cannot read, after which the room is read again).
+fn room_epoch(entry: &kv::Entry) -> Option<u64> {
+    if entry.operation != kv::Operation::Put {
+        return None;
+    }
+    super::bucket::decode::<Room>("room", &entry.value)
+        .ok()
+        .map(|room| room.epoch)
 }
 
 /// An entry a watch delivered, or why the watch is over.

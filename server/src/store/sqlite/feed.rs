@@ -84,7 +84,7 @@ impl Reader {
             }
             let mut statement = conn
                 .prepare_cached(
-                    "SELECT seq, kind, key, room_id FROM changes WHERE seq > ?1 \
+                    "SELECT seq, kind, key, room_id, epoch FROM changes WHERE seq > ?1 \
                      ORDER BY seq LIMIT ?2",
                 )
                 .map_err(backend)?;
@@ -95,6 +95,7 @@ impl Reader {
                         row.get::<_, String>(1)?,
                         row.get::<_, String>(2)?,
                         row.get::<_, Option<String>>(3)?,
+                        row.get::<_, Option<i64>>(4)?,
                     ))
                 })
                 .map_err(backend)?
@@ -113,10 +114,14 @@ impl Reader {
             return Ok(());
         };
         let full = rows.len() as i64 == PAGE;
-        for (seq, kind, key, room) in rows {
+        for (seq, kind, key, room, epoch) in rows {
             self.after = seq;
-            self.ready
-                .push_back(FeedItem::Changed(change(&kind, &key, room.as_deref())));
+            self.ready.push_back(FeedItem::Changed(change(
+                &kind,
+                &key,
+                room.as_deref(),
+                epoch,
+            )));
         }
         if !full {
             self.ready.push_back(FeedItem::CaughtUp(started));
@@ -128,9 +133,14 @@ impl Reader {
 
 /// The change a row records. A row that cannot be read (written by another version) is a
 /// reset: the reader forgets everything rather than miss a change.
-fn change(kind: &str, key: &str, room: Option<&str>) -> Change {
+fn change(kind: &str, key: &str, room: Option<&str>, epoch: Option<i64>) -> Change {
     if kind == "room" {
-        return key.parse().map_or(Change::Reset, Change::Room);
+        let Ok(room) = key.parse() else {
+            return Change::Reset;
+        };
+        // A negative epoch cannot be stored; read as unknown, the room is read again.
+        let epoch = epoch.and_then(|e| u64::try_from(e).ok());
+        return Change::Room { room, epoch };
     }
     let Ok(key) = key.parse() else {
         return Change::Reset;

@@ -14,6 +14,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/004_manifest_v2.sql"),
     include_str!("../../../migrations/005_change_feed.sql"),
     include_str!("../../../migrations/006_room_changes.sql"),
+    include_str!("../../../migrations/007_room_change_epochs.sql"),
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> StoreResult<()> {
@@ -88,5 +89,14 @@ mod tests {
                 (4, "user".into(), user),
             ]
         );
+        // Room changes carry the room's epoch after the change; others none.
+        let epochs: Vec<Option<i64>> = conn
+            .prepare("SELECT epoch FROM changes ORDER BY seq")
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(epochs, vec![None, Some(0), Some(1), None]);
     }
 }
