@@ -36,6 +36,7 @@ pub use cached::CachedStore;
 pub use error::{BackendCause, StoreError, StoreResult};
 pub use feed::{Change, ChangeFeed, FeedItem};
 pub use kv::{KvStore, KvStoreConfig};
+pub use rules::NONCE_KEPT_AT_MOST;
 
 pub use sqlite::SqliteStore;
 pub use types::*;
@@ -166,7 +167,9 @@ pub trait Store: Send + Sync {
     /// time, `Ok(false)` for a nonce already recorded that has not expired at `now` (a replay):
     /// a recorded nonce is forgotten only once `expires_at <= now`. `now` is the caller's one
     /// reading of the clock for the request, so the freshness check and the expiry agree.
-    /// Nonces are not part of snapshots.
+    /// Nonces are not part of snapshots, and the store drops them once expired, so the replay
+    /// table does not grow with the admin requests ever made. A nonce must be alphanumeric and
+    /// expire within [`NONCE_KEPT_AT_MOST`] of `now` ([`StoreError::Invalid`] otherwise).
     async fn record_nonce(&self, nonce: &str, now: Millis, expires_at: Millis)
         -> StoreResult<bool>;
 

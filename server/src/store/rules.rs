@@ -1,12 +1,34 @@
 //! The decisions every backend makes the same way: what a new record looks like, and what
 //! redeeming an invite must do next. Backends differ only in how they write atomically.
 
+use std::time::Duration;
+
 use unibus::{InviteToken, KexPublicKey, SignPublicKey};
 
 use super::{
     invite_id, now_millis, Invite, InviteStatus, Millis, NewInvite, NewUser, StoreError,
     StoreResult, User, UserStatus,
 };
+
+/// The longest a store keeps an admin request's nonce ([`Store::record_nonce`](super::Store::record_nonce)):
+/// a JetStream KV store lets its nonces bucket drop entries past twice this age.
+pub const NONCE_KEPT_AT_MOST: Duration = Duration::from_secs(600);
+
+/// Whether an admin request's nonce may be recorded until `expires_at`: alphanumeric, and kept
+/// no longer than [`NONCE_KEPT_AT_MOST`] from `now`.
+pub(crate) fn check_nonce(nonce: &str, now: Millis, expires_at: Millis) -> StoreResult<()> {
+    if nonce.is_empty() || !nonce.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(StoreError::Invalid("a nonce is alphanumeric".into()));
+    }
+    let longest = Millis::try_from(NONCE_KEPT_AT_MOST.as_millis()).unwrap_or(Millis::MAX);
+    if expires_at.saturating_sub(now) > longest {
+        return Err(StoreError::Invalid(format!(
+            "a nonce is kept at most {} s",
+            NONCE_KEPT_AT_MOST.as_secs()
+        )));
+    }
+    Ok(())
+}
 
 /// A new, active user created now.
 pub(crate) fn active_user(user: NewUser) -> User {

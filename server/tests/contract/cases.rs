@@ -1177,6 +1177,22 @@ async fn an_admin_nonce_is_accepted_once_until_it_expires(store: Arc<dyn Store>)
         .record_nonce(nonce, expires, expires + 120_000)
         .await
         .unwrap());
+    // A nonce is alphanumeric, and kept no longer than the stores keep nonces.
+    let longest = unibus_server::store::NONCE_KEPT_AT_MOST.as_millis() as i64;
+    for (bad, until) in [
+        ("", expires),
+        ("not-alnum", expires),
+        ("ok", now + longest + 1),
+    ] {
+        assert!(
+            matches!(
+                store.record_nonce(bad, now, until).await,
+                Err(StoreError::Invalid(_))
+            ),
+            "{bad:?} until {until}"
+        );
+    }
+    assert!(store.record_nonce("ok", now, now + longest).await.unwrap());
     // Nonces are not part of the control plane's snapshot.
     assert_eq!(store.export_snapshot().await.unwrap(), Default::default());
 }

@@ -265,6 +265,7 @@ async fn reopening_with_more_replicas_scales_the_buckets_in_place() {
         "members",
         "rooms_by_member",
         "room_keys",
+        "admin_nonces",
     ] {
         let mut stream = js.get_stream(format!("KV_UNIBUS_{bucket}")).await.unwrap();
         assert_eq!(
@@ -286,6 +287,49 @@ async fn reopening_with_more_replicas_scales_the_buckets_in_place() {
             }
         )
         .await,
+        Err(StoreError::Invalid(_))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_nonces_bucket_drops_old_entries_even_when_created_before_without_an_age() {
+    use async_nats::jetstream::stream;
+    use unibus_server::store::NONCE_KEPT_AT_MOST;
+
+    let cluster = NatsCluster::start(1).await.unwrap();
+    let client = async_nats::connect(cluster.server_addrs()).await.unwrap();
+    let js = async_nats::jetstream::new(client.clone());
+    // The bucket as earlier versions created it: entries kept for ever.
+    js.create_stream(stream::Config {
+        name: "KV_UNIBUS_admin_nonces".into(),
+        subjects: vec!["$KV.UNIBUS_admin_nonces.>".into()],
+        max_messages_per_subject: 1,
+        allow_rollup: true,
+        deny_delete: true,
+        discard: stream::DiscardPolicy::New,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let store = KvStore::open(
+        client,
+        KvStoreConfig {
+            replicas: 1,
+            ..config()
+        },
+    )
+    .await
+    .unwrap();
+    let mut stream = js.get_stream("KV_UNIBUS_admin_nonces").await.unwrap();
+    assert_eq!(
+        stream.info().await.unwrap().config.max_age,
+        NONCE_KEPT_AT_MOST * 2
+    );
+    // A nonce that would have to outlive the bucket's age is refused.
+    let now = unibus_server::store::now_millis();
+    let too_long = now + 2 * NONCE_KEPT_AT_MOST.as_millis() as i64;
+    assert!(matches!(
+        store.record_nonce("00ff", now, too_long).await,
         Err(StoreError::Invalid(_))
     ));
 }

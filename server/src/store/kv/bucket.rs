@@ -232,10 +232,24 @@ impl KvStore {
     }
 }
 
+/// Opens the bucket `name` with the store's stream settings (see the
+/// [module documentation](super)), creating it if missing, and retrying until `deadline`.
 pub(super) async fn open_bucket(
     js: &jetstream::Context,
     name: &str,
     config: &KvStoreConfig,
+    deadline: Instant,
+) -> StoreResult<kv::Store> {
+    open_aging_bucket(js, name, config, Duration::ZERO, deadline).await
+}
+
+/// Like [`open_bucket`], but JetStream drops each entry `max_age` after it was written (never
+/// for zero). A bucket opened before with another age is given this one.
+pub(super) async fn open_aging_bucket(
+    js: &jetstream::Context,
+    name: &str,
+    config: &KvStoreConfig,
+    max_age: Duration,
     deadline: Instant,
 ) -> StoreResult<kv::Store> {
     let stream_config = stream::Config {
@@ -248,6 +262,7 @@ pub(super) async fn open_bucket(
         discard: stream::DiscardPolicy::New,
         storage: stream::StorageType::File,
         num_replicas: config.replicas,
+        max_age,
         ..Default::default()
     };
     let mut last_error = String::from("no attempt finished");
@@ -258,10 +273,11 @@ pub(super) async fn open_bucket(
                 .await
                 .map_err(backend)?;
             let info = stream.info().await.map_err(backend)?;
-            if info.config.num_replicas != config.replicas {
-                let mut scaled = info.config.clone();
-                scaled.num_replicas = config.replicas;
-                js.update_stream(&scaled).await.map_err(backend)?;
+            if info.config.num_replicas != config.replicas || info.config.max_age != max_age {
+                let mut updated = info.config.clone();
+                updated.num_replicas = config.replicas;
+                updated.max_age = max_age;
+                js.update_stream(&updated).await.map_err(backend)?;
             }
             js.get_key_value(name).await.map_err(backend)
         };

@@ -11,7 +11,7 @@
 //! | | `i.{room}.{epoch}.{digest}` | the index of the epoch's tail groups: the first member key (32 bytes) of each |
 //! | | `k.{room}.{epoch}.{digest}.{n}` | tail group `n`: entries `128 n` to `128 n + 127` with the audit path they share; each member's tail (leaf index, entry, audit path) is cut from it |
 //! | | `e.{room}.{epoch}` | `{digest}`: the digest of the head the epoch committed |
-//! | `UNIBUS_admin_nonces` | nonce of a signed admin request | when it expires (Unix ms) |
+//! | `UNIBUS_admin_nonces` | nonce of a signed admin request | when it expires (Unix ms); JetStream drops entries twice [`NONCE_KEPT_AT_MOST`] old |
 //!
 //! Every bucket keeps one revision per key, is created with `allow_direct = false` so reads go
 //! through the stream leader and are never stale (authorization depends on them), and has
@@ -57,12 +57,15 @@ use bytes::Bytes;
 use unibus::manifest::SignedManifest;
 use unibus::{InviteToken, KexPublicKey, RoomId, SignPublicKey};
 
-use super::rules::{active_user, mint_invite, redeem_step, redeemed_user, RedeemStep, Retired};
+use super::rules::{
+    active_user, check_nonce, mint_invite, redeem_step, redeemed_user, RedeemStep, Retired,
+    NONCE_KEPT_AT_MOST,
+};
 use super::{
     invite_id, now_millis, DeletedUser, EpochPart, Invite, InviteStatus, NewInvite, NewUser, Room,
     RoomSnapshot, Snapshot, Store, StoreError, StoreResult, User, UserStatus,
 };
-use bucket::{backend, decode, encode, open_bucket, CAS_ATTEMPTS};
+use bucket::{backend, decode, encode, open_aging_bucket, open_bucket, CAS_ATTEMPTS};
 
 /// How the KV store is set up.
 #[derive(Debug, Clone)]
@@ -172,7 +175,14 @@ impl KvStore {
             rooms_by_member: open_bucket(&js, &bucket("rooms_by_member"), &config, deadline)
                 .await?,
             room_keys: open_bucket(&js, &bucket("room_keys"), &config, deadline).await?,
-            nonces: open_bucket(&js, &bucket("admin_nonces"), &config, deadline).await?,
+            nonces: open_aging_bucket(
+                &js,
+                &bucket("admin_nonces"),
+                &config,
+                NONCE_KEPT_AT_MOST * 2,
+                deadline,
+            )
+            .await?,
             client,
             op_timeout: config.op_timeout,
             digests: Default::default(),
@@ -496,9 +506,7 @@ impl Store for KvStore {
         now: super::Millis,
         expires_at: super::Millis,
     ) -> StoreResult<bool> {
-        if nonce.is_empty() || !nonce.bytes().all(|b| b.is_ascii_alphanumeric()) {
-            return Err(StoreError::Invalid("a nonce is alphanumeric".into()));
-        }
+        check_nonce(nonce, now, expires_at)?;
         let record = Bytes::from(expires_at.to_string());
         if self.create(&self.nonces, nonce, record.clone()).await? {
             return Ok(true);

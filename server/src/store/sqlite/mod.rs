@@ -26,7 +26,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use unibus::manifest::SignedManifest;
 use unibus::{InviteToken, KexPublicKey, RoomId, SignPublicKey};
 
-use super::rules::{active_user, mint_invite, redeem_step, RedeemStep};
+use super::rules::{active_user, check_nonce, mint_invite, redeem_step, RedeemStep};
 use super::{
     invite_id, now_millis, DeletedUser, EpochPart, Invite, InviteStatus, NewInvite, NewUser, Room,
     RoomSnapshot, Snapshot, Store, StoreError, StoreResult, User,
@@ -564,6 +564,7 @@ impl Store for SqliteStore {
         now: super::Millis,
         expires_at: super::Millis,
     ) -> StoreResult<bool> {
+        check_nonce(nonce, now, expires_at)?;
         let nonce = nonce.to_owned();
         self.with(move |conn| {
             let tx = conn
