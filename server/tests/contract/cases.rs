@@ -77,6 +77,16 @@ fn room(name: &str) -> RoomId {
     RoomId::new(name).unwrap()
 }
 
+/// Asserts that the invite `id` is still pending: nothing spent it.
+async fn assert_pending(store: &dyn Store, id: &str) {
+    let invite = store.get_invite(id).await.unwrap();
+    assert_eq!(
+        invite.status_at(unibus_server::store::now_millis()),
+        InviteStatus::Pending,
+        "{invite:?}"
+    );
+}
+
 async fn invite(store: &dyn Store) -> InviteToken {
     store.create_invite(NewInvite::default()).await.unwrap().0
 }
@@ -253,14 +263,7 @@ async fn a_revoked_key_redeems_nothing_and_spends_no_invite(store: Arc<dyn Store
         store.redeem_invite(&fresh, &sign, &kex).await.unwrap_err(),
         StoreError::UserRevoked
     );
-    assert_eq!(
-        store
-            .get_invite(&fresh_invite.id)
-            .await
-            .unwrap()
-            .status_at(unibus_server::store::now_millis()),
-        InviteStatus::Pending
-    );
+    assert_pending(&*store, &fresh_invite.id).await;
     // Nothing changed: still revoked, still refused.
     assert_eq!(
         store.get_user(&sign).await.unwrap().status,
@@ -304,14 +307,7 @@ async fn a_deleted_key_never_comes_back_by_any_path(store: Arc<dyn Store>) {
             StoreError::UserDeleted
         );
     }
-    assert_eq!(
-        store
-            .get_invite(&fresh_invite.id)
-            .await
-            .unwrap()
-            .status_at(unibus_server::store::now_millis()),
-        InviteStatus::Pending
-    );
+    assert_pending(&*store, &fresh_invite.id).await;
     // Nor an admin adding the key directly.
     assert_eq!(
         store
