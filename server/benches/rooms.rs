@@ -36,8 +36,8 @@ use unibus::{Identity, RoomId};
 use unibus_server::auth::setup::AuthSetup;
 use unibus_server::control::ControlPlane;
 use unibus_server::store::{
-    now_millis, CachedStore, KvStore, KvStoreConfig, NewUser, Room, RoomSnapshot, Snapshot,
-    SqliteStore, Store,
+    now_millis, CachedStore, FeedItem, KvStore, KvStoreConfig, NewUser, Room, RoomSnapshot,
+    Snapshot, SqliteStore, Store,
 };
 use unibus_testkit::NatsCluster;
 
@@ -142,6 +142,7 @@ async fn populate(
         };
         snapshot.normalize();
         store.import_snapshot(&snapshot).await.unwrap();
+        caught_up(store).await;
         return;
     }
     store
@@ -176,6 +177,23 @@ async fn populate(
         .try_collect::<Vec<()>>()
         .await
         .unwrap();
+    caught_up(store).await;
+}
+
+/// Waits until the store's authorization cache has applied every change committed so far (the
+/// thousands of users and memberships just written), so that timings after it are not of a
+/// cache still draining its feed.
+async fn caught_up(store: &Arc<dyn Store>) {
+    let written = tokio::time::Instant::now();
+    let mut applied = store.changes().await.unwrap();
+    while let Some(item) = applied.next().await {
+        if let Ok(FeedItem::CaughtUp(at)) = item {
+            if at >= written {
+                return;
+            }
+        }
+    }
+    panic!("the cache's feed ended");
 }
 
 struct Service {
