@@ -14,8 +14,8 @@
 //! position before it asks the store, and its answer is kept only if no change arrived
 //! meanwhile. A change forgets the copies it concerns, except a room's copy, which moves up to
 //! the room's new epoch named in the change (a room's owner never changes), so a rekey does
-//! not send every member's next key fetch to the store. Everything else passes through to the wrapped
-//! store.
+//! not send every member's next key fetch to the store. Everything else passes through to the
+//! wrapped store.
 //!
 //! Its own [`changes`](Store::changes) are the changes it has *applied*: a reader of them (the
 //! revoker) acts on a change only once the cache has forgotten what the change made stale, so
@@ -80,7 +80,9 @@ impl Copies {
         self.caught_up.is_some_and(|at| at.elapsed() < FEED_BOUND)
     }
 
-    fn apply(&mut self, change: &Change) {
+    /// Applies `change`; `stored_here` says it is a rekey stored through this cache (see
+    /// [`Self::move_room`]).
+    fn apply(&mut self, change: &Change, stored_here: bool) {
         self.position += 1;
         match change {
             Change::User(key) => {
@@ -90,8 +92,7 @@ impl Copies {
                 self.members.remove(&(room.clone(), *member));
                 self.rooms.remove(member);
             }
-            // The feed brings a room's changes in the order they were committed.
-            Change::Room { room, epoch } => self.move_room(room, *epoch, false),
+            Change::Room { room, epoch } => self.move_room(room, *epoch, stored_here),
             Change::Reset => {
                 self.users.clear();
                 self.members.clear();
@@ -147,10 +148,15 @@ impl Shared {
 
     /// Applies one item of the feed, then passes it on.
     fn take(&self, item: FeedItem) {
+        self.take_as(item, false);
+    }
+
+    /// Like [`Self::take`]; `stored_here` says the item is a rekey stored through this cache.
+    fn take_as(&self, item: FeedItem, stored_here: bool) {
         {
             let mut copies = self.copies();
             match &item {
-                FeedItem::Changed(change) => copies.apply(change),
+                FeedItem::Changed(change) => copies.apply(change, stored_here),
                 FeedItem::CaughtUp(at) => copies.caught_up = Some(*at),
             }
         }
@@ -466,17 +472,11 @@ impl Store for CachedStore {
     async fn put_epoch(&self, manifest: &SignedManifest) -> StoreResult<()> {
         let result = self.inner.put_epoch(manifest).await;
         let header = manifest.unverified();
-        let stored = result.is_ok().then_some(header.epoch);
-        {
-            let mut copies = self.copies();
-            copies.position += 1;
-            copies.move_room(&header.room, stored, true);
-        }
-        // Nobody listening is not an error.
-        let _ = self.shared.applied.send(FeedItem::Changed(Change::Room {
+        let change = Change::Room {
             room: header.room.clone(),
-            epoch: stored,
-        }));
+            epoch: result.is_ok().then_some(header.epoch),
+        };
+        self.shared.take_as(FeedItem::Changed(change), true);
         result
     }
 
