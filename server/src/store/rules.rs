@@ -1,5 +1,6 @@
-//! The decisions every backend makes the same way: what a new record looks like, and what
-//! redeeming an invite must do next. Backends differ only in how they write atomically.
+//! The decisions every backend makes the same way: what a new record looks like, what
+//! redeeming an invite must do next, and which admin nonces may be kept. Backends differ only
+//! in how they write atomically.
 
 use std::time::Duration;
 
