@@ -157,6 +157,7 @@ async fn bench(backend: Backend) {
         nats_urls: urls.clone(),
         register_limiter: RateLimiter::new(1e9, u32::MAX),
         admin_limiter: RateLimiter::new(1e9, u32::MAX),
+        status_limiter: RateLimiter::new(1e9, u32::MAX),
         public_url: http.clone(),
         nats: None,
     });

@@ -67,6 +67,7 @@ async fn bench(name: &str, store: Arc<dyn Store>, n: usize) {
         nats_urls: vec![],
         register_limiter: RateLimiter::new(1e9, u32::MAX),
         admin_limiter: RateLimiter::new(1e9, u32::MAX),
+        status_limiter: RateLimiter::new(1e9, u32::MAX),
         public_url: "http://127.0.0.1".into(),
         nats: None,
     });

@@ -27,7 +27,7 @@ use crate::auth::setup::{AuthSetup, APP_ACCOUNT};
 use crate::config::Config;
 use crate::control::ControlPlane;
 use crate::error::ServerError;
-use crate::http::{AppState, RateLimiter, ADMIN_BURST, ADMIN_RATE};
+use crate::http::{AppState, RateLimiter, ADMIN_BURST, ADMIN_RATE, STATUS_BURST, STATUS_RATE};
 use crate::store::{CachedStore, Store};
 
 /// How often every connection is checked, as a safety net under the revocations the change
@@ -152,6 +152,7 @@ pub async fn run(
         nats_urls: serving.nats_urls.clone(),
         register_limiter: RateLimiter::new(config.register_rate, config.register_burst),
         admin_limiter: RateLimiter::new(ADMIN_RATE, ADMIN_BURST),
+        status_limiter: RateLimiter::new(STATUS_RATE, STATUS_BURST),
         public_url: serving.public_url.clone(),
         nats: Some(service.clone()),
     });

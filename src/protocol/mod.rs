@@ -8,6 +8,7 @@
 //! - [`codes`]: the refusal codes of the control plane and of the HTTP API, and the error
 //!   envelope they travel in (§10, §12.3, §13).
 //! - [`registration`]: `POST /register` (§10): the body and the reply.
+//! - [`status`]: `POST /status` (§10.2): a user asks whether its key is still a user.
 //! - [`admin`]: `POST /admin` (§13): the request body and the admin operations with their
 //!   params ([`AdminOperation`](admin::AdminOperation)), which the server's CLI runs too.
 //! - [`json`]: strict reading of untrusted JSON bodies, as the HTTP API requires.
@@ -21,3 +22,4 @@ pub mod control;
 pub mod events;
 pub mod json;
 pub mod registration;
+pub mod status;

@@ -60,7 +60,7 @@ pub const ADMIN_BURST: u32 = 50;
 
 /// Whether `timestamp` is within the window of `now`. No arithmetic on the untrusted number can
 /// overflow: the distance is computed as an unsigned difference.
-fn is_fresh(timestamp: Millis, now: Millis) -> bool {
+pub(super) fn is_fresh(timestamp: Millis, now: Millis) -> bool {
     u128::from(now.abs_diff(timestamp)) <= REQUEST_WINDOW.as_millis()
 }
 

@@ -1,4 +1,5 @@
-//! The HTTP API: `POST /register`, the signed admin API `POST /admin`, and `GET /healthz`.
+//! The HTTP API: `POST /register`, `POST /status` (a user asks whether its key is still a
+//! user), the signed admin API `POST /admin`, and `GET /healthz`.
 //!
 //! Errors are JSON, `{"error": {"code": "...", "message": "..."}}`, with a distinct code and
 //! HTTP status per cause (see [`ApiError`] and `docs/protocol.md`). Invite tokens and request
@@ -8,6 +9,7 @@ mod admin;
 mod listener;
 mod rate_limit;
 mod register;
+mod status;
 
 use std::sync::Arc;
 
@@ -21,6 +23,7 @@ use serde_json::json;
 pub use admin::{ADMIN_BURST, ADMIN_RATE, REQUEST_WINDOW};
 pub use listener::HttpLimits;
 pub use rate_limit::RateLimiter;
+pub use status::{STATUS_BURST, STATUS_RATE};
 
 use crate::store::{Store, StoreError};
 use unibus::protocol::codes::{ApiCode, ErrorBody};
@@ -38,6 +41,8 @@ pub struct AppState {
     pub register_limiter: RateLimiter,
     /// The per-address limit on `/admin`.
     pub admin_limiter: RateLimiter,
+    /// The per-address limit on `/status`.
+    pub status_limiter: RateLimiter,
     /// The server's public base URL, for invite links made through the admin API.
     pub public_url: String,
     /// membershipd's own NATS connection, whose state `/healthz` reports (`None` when the API
@@ -49,6 +54,7 @@ pub struct AppState {
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/register", post(register::register))
+        .route("/status", post(status::status))
         .route("/healthz", get(healthz))
         .route("/admin", post(admin::admin))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -165,6 +171,23 @@ fn require_json(headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
             "send the body as JSON with Content-Type: application/json",
         )),
     }
+}
+
+/// The body of a request, or `413 too_large` when it is over [`MAX_BODY_BYTES`] and
+/// `400 malformed_body` when it could not be read.
+fn read_body(
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<axum::body::Bytes, ApiError> {
+    body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                ApiCode::TooLarge,
+                format!("the body is larger than {MAX_BODY_BYTES} bytes"),
+            )
+        } else {
+            ApiError::new(ApiCode::MalformedBody, "the body could not be read")
+        }
+    })
 }
 
 /// An API error: a stable code, whose HTTP status the protocol fixes ([`ApiCode::status`]),

@@ -6,13 +6,13 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::Json;
 use unibus::protocol::codes::ApiCode;
 use unibus::protocol::registration::{RegisterBody, RegisterReply};
 use unibus::registration::{RegisterRequest, RegisterRequestError};
 
-use super::{require_json, ApiError, AppState};
+use super::{read_body, require_json, ApiError, AppState};
 
 pub(super) async fn register(
     State(state): State<Arc<AppState>>,
@@ -27,16 +27,7 @@ pub(super) async fn register(
         ));
     }
     require_json(&headers)?;
-    let body = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                ApiCode::TooLarge,
-                format!("the body is larger than {} bytes", super::MAX_BODY_BYTES),
-            )
-        } else {
-            ApiError::new(ApiCode::MalformedBody, "the body could not be read")
-        }
-    })?;
+    let body = read_body(body)?;
     let fields = RegisterBody::from_json(&body)
         .map_err(|e| ApiError::new(ApiCode::MalformedBody, e.to_string()))?;
     let request = RegisterRequest::try_from(&fields).map_err(request_error)?;

@@ -30,6 +30,7 @@ use futures::StreamExt;
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 use unibus::manifest::SignedManifest;
+use unibus::protocol::status::KeyStatus;
 use unibus::{InviteToken, KexPublicKey, RoomId, SignPublicKey};
 
 use super::{
@@ -350,6 +351,12 @@ impl Store for CachedStore {
         let result = self.inner.revoke_user(key).await;
         self.changed(Change::User(*key));
         result
+    }
+
+    /// Not cached: asked rarely (by a client whose logins keep being refused), and its
+    /// answer must be the store's own.
+    async fn key_status(&self, key: &SignPublicKey) -> StoreResult<KeyStatus> {
+        self.inner.key_status(key).await
     }
 
     async fn delete_user(&self, key: &SignPublicKey) -> StoreResult<()> {

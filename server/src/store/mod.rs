@@ -30,6 +30,7 @@ mod types;
 
 use async_trait::async_trait;
 use unibus::manifest::SignedManifest;
+use unibus::protocol::status::KeyStatus;
 use unibus::{InviteToken, KexPublicKey, RoomId, SignPublicKey};
 
 pub use cached::CachedStore;
@@ -60,6 +61,10 @@ pub trait Store: Send + Sync {
 
     /// Deletes a user's record. Their room memberships stay, inert: the key cannot log in.
     async fn delete_user(&self, key: &SignPublicKey) -> StoreResult<()>;
+
+    /// What the store knows of a signing key, for `POST /status` (protocol §10.2): an active
+    /// or revoked user, a deleted one (its key retired for good), or none of these.
+    async fn key_status(&self, key: &SignPublicKey) -> StoreResult<KeyStatus>;
 
     /// Whether this key belongs to an active user. `false` on any error (fail closed).
     async fn is_authorized(&self, key: &SignPublicKey) -> bool {

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use unibus::manifest::{MemberPart, Recipient, SignedManifest};
+use unibus::protocol::status::KeyStatus;
 use unibus::sealing::RoomKey;
 use unibus::{Identity, InviteToken, KexPublicKey, RoomId, SignPublicKey};
 use unibus_server::store::{
@@ -32,6 +33,7 @@ cases!(
     delete_removes_the_user_and_leaves_memberships_inert,
     a_deleted_key_never_comes_back_by_any_path,
     a_revoked_key_redeems_nothing_and_spends_no_invite,
+    a_keys_status_follows_it_from_unknown_to_active_revoked_and_deleted,
     a_crashed_redemption_completes_but_a_deleted_user_is_not_recreated,
     has_admin_only_for_active_admins,
     invites_store_only_the_token_digest,
@@ -270,6 +272,27 @@ async fn a_revoked_key_redeems_nothing_and_spends_no_invite(store: Arc<dyn Store
         UserStatus::Revoked
     );
     assert!(!store.is_authorized(&sign).await);
+}
+
+async fn a_keys_status_follows_it_from_unknown_to_active_revoked_and_deleted(
+    store: Arc<dyn Store>,
+) {
+    let (revoked, deleted) = (identity(), identity());
+    let status = |id: &Identity| {
+        let (store, key) = (Arc::clone(&store), id.sign_public_key());
+        async move { store.key_status(&key).await.unwrap() }
+    };
+    assert_eq!(status(&revoked).await, KeyStatus::Unknown);
+    store.add_user(new_user(&revoked, false)).await.unwrap();
+    store.add_user(new_user(&deleted, true)).await.unwrap();
+    assert_eq!(status(&revoked).await, KeyStatus::Active);
+    store.revoke_user(&revoked.sign_public_key()).await.unwrap();
+    assert_eq!(status(&revoked).await, KeyStatus::Revoked);
+    // A revoked user that is then deleted is deleted, and so is an active one.
+    store.delete_user(&revoked.sign_public_key()).await.unwrap();
+    store.delete_user(&deleted.sign_public_key()).await.unwrap();
+    assert_eq!(status(&revoked).await, KeyStatus::Deleted);
+    assert_eq!(status(&deleted).await, KeyStatus::Deleted);
 }
 
 async fn a_deleted_key_never_comes_back_by_any_path(store: Arc<dyn Store>) {

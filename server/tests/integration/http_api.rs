@@ -1,12 +1,14 @@
 //! The HTTP API over real HTTP on 127.0.0.1. `POST /register`: success, retries, every refusal
 //! with its own code, malformed bodies that change nothing, the body limit and the rate limit.
 //! `POST /admin`: signed requests work; unsigned, forged, stale, replayed and non-admin ones
-//! do not.
+//! do not. `POST /status`: a key learns its own status; forged, stale and malformed requests
+//! are refused.
 
 use std::sync::Arc;
 
 use serde_json::{json, Value};
 use unibus::protocol::registration::RegisterReply;
+use unibus::protocol::status::{KeyStatus, StatusBody, StatusReply, StatusRequest};
 use unibus::registration::{RegisterBody, RegisterRequest};
 use unibus::{Identity, InviteToken};
 use unibus_server::http::{AppState, HttpLimits, RateLimiter, ServeOptions};
@@ -23,6 +25,7 @@ struct Server {
 struct Setup {
     register_limiter: RateLimiter,
     admin_limiter: RateLimiter,
+    status_limiter: RateLimiter,
     limits: HttpLimits,
 }
 
@@ -31,6 +34,7 @@ impl Default for Setup {
         Self {
             register_limiter: RateLimiter::new(1e9, 1_000_000),
             admin_limiter: RateLimiter::new(1e9, 1_000_000),
+            status_limiter: RateLimiter::new(1e9, 1_000_000),
             limits: HttpLimits::default(),
         }
     }
@@ -46,6 +50,7 @@ async fn start_with(setup: Setup) -> Server {
         nats_urls: vec!["nats://127.0.0.1:4222".into()],
         register_limiter: setup.register_limiter,
         admin_limiter: setup.admin_limiter,
+        status_limiter: setup.status_limiter,
         public_url: base.clone(),
         nats: None,
     });
@@ -523,6 +528,7 @@ async fn registration_works_over_https_and_plain_http_to_the_tls_port_does_not()
         nats_urls: vec![],
         register_limiter: RateLimiter::new(1e9, 1_000_000),
         admin_limiter: RateLimiter::new(1e9, 1_000_000),
+        status_limiter: RateLimiter::new(1e9, 1_000_000),
         public_url: format!("https://localhost:{port}"),
         nats: None,
     });
@@ -1118,4 +1124,131 @@ async fn plain_http_is_http_1_1_only() {
         "{:?}",
         &reply[..reply.len().min(16)]
     );
+}
+
+async fn post_status(server: &Server, body: &Value) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .post(format!("{}/status", server.base))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+fn status_body(me: &Identity, timestamp: i64) -> Value {
+    serde_json::to_value(StatusBody::from(&StatusRequest::sign(me, timestamp))).unwrap()
+}
+
+fn now_ms() -> i64 {
+    unibus_server::store::now_millis()
+}
+
+/// `me`'s status, asked with a request signed at `at`; the reply must name that request.
+async fn ask(server: &Server, me: &Identity, at: i64) -> KeyStatus {
+    let (status, reply) = post_status(server, &status_body(me, at)).await;
+    assert_eq!(status, 200, "{reply}");
+    let reply: StatusReply = serde_json::from_value(reply).unwrap();
+    assert_eq!(
+        (reply.sign_public_key, reply.timestamp),
+        (me.sign_public_key(), at)
+    );
+    reply.status
+}
+
+#[tokio::test]
+async fn a_key_learns_its_own_status_from_a_fresh_signed_request() {
+    let server = start().await;
+    let me = Identity::generate().unwrap();
+    assert_eq!(ask(&server, &me, now_ms()).await, KeyStatus::Unknown);
+    let key = me.sign_public_key();
+    server
+        .store
+        .add_user(NewUser {
+            sign_key: key,
+            kex_key: me.kex_public_key(),
+            admin: false,
+        })
+        .await
+        .unwrap();
+    assert_eq!(ask(&server, &me, now_ms()).await, KeyStatus::Active);
+    server.store.revoke_user(&key).await.unwrap();
+    assert_eq!(ask(&server, &me, now_ms()).await, KeyStatus::Revoked);
+    server.store.delete_user(&key).await.unwrap();
+    // A replay of an earlier request, still inside the window, tells what is true now.
+    assert_eq!(
+        ask(&server, &me, now_ms() - 30_000).await,
+        KeyStatus::Deleted
+    );
+    // Asking changed nothing.
+    assert_eq!(
+        server.store.key_status(&key).await.unwrap(),
+        KeyStatus::Deleted
+    );
+}
+
+#[tokio::test]
+async fn a_status_request_that_is_forged_stale_or_malformed_is_refused() {
+    let server = start().await;
+    let (me, other) = (Identity::generate().unwrap(), Identity::generate().unwrap());
+    let window = 60_000;
+
+    // Signed by another key than the one it names.
+    let mut forged = status_body(&other, now_ms());
+    forged["sign_public_key"] = json!(me.sign_public_key().to_hex());
+    let (status, reply) = post_status(&server, &forged).await;
+    assert_eq!((status, code(&reply)), (401, "bad_signature"));
+    // The timestamp changed after signing.
+    let mut moved = status_body(&me, now_ms());
+    moved["timestamp"] = json!(now_ms() + 1);
+    let (status, reply) = post_status(&server, &moved).await;
+    assert_eq!((status, code(&reply)), (401, "bad_signature"));
+    // Correctly signed, but too old or too far ahead; and the extremes of the type.
+    for at in [
+        now_ms() - 2 * window,
+        now_ms() + 2 * window,
+        i64::MIN,
+        i64::MAX,
+    ] {
+        let (status, reply) = post_status(&server, &status_body(&me, at)).await;
+        assert_eq!((status, code(&reply)), (401, "stale_request"), "{at}");
+    }
+    let mut bad_key = status_body(&me, now_ms());
+    bad_key["sign_public_key"] = json!("00".repeat(32));
+    let (status, reply) = post_status(&server, &bad_key).await;
+    assert_eq!((status, code(&reply)), (400, "bad_key"));
+    for malformed in [
+        json!({"sign_public_key": me.sign_public_key().to_hex(), "timestamp": now_ms()}),
+        json!({"sign_public_key": me.sign_public_key().to_hex(), "timestamp": "1", "signature": "00"}),
+        json!([me.sign_public_key().to_hex(), now_ms(), "00"]),
+    ] {
+        let (status, reply) = post_status(&server, &malformed).await;
+        assert_eq!(
+            (status, code(&reply)),
+            (400, "malformed_body"),
+            "{malformed}"
+        );
+    }
+    let mut short_signature = status_body(&me, now_ms());
+    short_signature["signature"] = json!("ab");
+    let (status, reply) = post_status(&server, &short_signature).await;
+    assert_eq!((status, code(&reply)), (401, "bad_signature"));
+}
+
+#[tokio::test]
+async fn status_requests_are_rate_limited_per_address() {
+    let server = start_with(Setup {
+        status_limiter: RateLimiter::new(0.0, 2),
+        ..Setup::default()
+    })
+    .await;
+    let me = Identity::generate().unwrap();
+    for _ in 0..2 {
+        let (status, reply) = post_status(&server, &status_body(&me, now_ms())).await;
+        assert_eq!(status, 200, "{reply}");
+    }
+    let (status, reply) = post_status(&server, &status_body(&me, now_ms())).await;
+    assert_eq!((status, code(&reply)), (429, "rate_limited"));
 }

@@ -55,6 +55,7 @@ use async_nats::jetstream::{self, kv};
 use async_trait::async_trait;
 use bytes::Bytes;
 use unibus::manifest::SignedManifest;
+use unibus::protocol::status::KeyStatus;
 use unibus::{InviteToken, KexPublicKey, RoomId, SignPublicKey};
 
 use super::rules::{
@@ -269,6 +270,17 @@ impl Store for KvStore {
         self.get_json::<UserEntry>(&self.users, &key.to_hex(), "user")
             .await?
             .live()
+    }
+
+    async fn key_status(&self, key: &SignPublicKey) -> StoreResult<KeyStatus> {
+        let Some(bytes) = self.get(&self.users, &key.to_hex()).await? else {
+            return Ok(KeyStatus::Unknown);
+        };
+        Ok(match decode::<UserEntry>("user", &bytes)? {
+            UserEntry::Deleted { .. } => KeyStatus::Deleted,
+            UserEntry::Live(user) if user.status == UserStatus::Active => KeyStatus::Active,
+            UserEntry::Live(_) => KeyStatus::Revoked,
+        })
     }
 
     async fn list_users(&self) -> StoreResult<Vec<User>> {

@@ -24,6 +24,7 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use unibus::manifest::SignedManifest;
+use unibus::protocol::status::KeyStatus;
 use unibus::{InviteToken, KexPublicKey, RoomId, SignPublicKey};
 
 use super::rules::{active_user, check_nonce, mint_invite, redeem_step, RedeemStep};
@@ -214,6 +215,19 @@ impl Store for SqliteStore {
 
     async fn list_users(&self) -> StoreResult<Vec<User>> {
         self.read(list_users).await
+    }
+
+    async fn key_status(&self, key: &SignPublicKey) -> StoreResult<KeyStatus> {
+        let key = *key;
+        self.read(move |conn| {
+            Ok(match get_user(conn, &key)? {
+                Some(user) if user.status == super::UserStatus::Active => KeyStatus::Active,
+                Some(_) => KeyStatus::Revoked,
+                None if is_deleted(conn, &key)? => KeyStatus::Deleted,
+                None => KeyStatus::Unknown,
+            })
+        })
+        .await
     }
 
     async fn revoke_user(&self, key: &SignPublicKey) -> StoreResult<()> {
