@@ -24,12 +24,12 @@ async fn join(link: &str) -> Result<(Arc<Identity>, Session), Error> {
     let link = InviteLink::parse(link)?;
     let me = Arc::new(Identity::generate()?);
     let registration = register(&link, &me, &RegisterOptions::default()).await?;
-    let session = Session::connect(
-        Arc::clone(&me),
-        &registration.nats_urls,
-        SessionOptions::default(),
-    )
-    .await?;
+    let options = SessionOptions {
+        // If its logins keep being refused, the session asks the server whether it was revoked.
+        status_check: Some((&registration).into()),
+        ..SessionOptions::default()
+    };
+    let session = Session::connect(Arc::clone(&me), &registration.nats_urls, options).await?;
     println!("registered and logged in as {}", me.sign_public_key());
     Ok((me, session))
 }

@@ -122,6 +122,20 @@ pub struct SessionOptions {
     /// A connection name operators see; no secrets.
     #[uniffi(default = None)]
     pub connection_name: Option<String>,
+    /// Where to ask whether this identity is still a user when the cluster keeps refusing its
+    /// logins: the `Registration`'s `server_url`. With it, a session that missed its
+    /// revocation notice ends as `Revoked` instead of reconnecting forever, and `connect` of
+    /// a revoked or deleted identity fails with `SessionEnded(Revoked)`. `null`: refused
+    /// logins are only retried.
+    #[uniffi(default = None)]
+    pub status_server_url: Option<String>,
+    /// How long logins must have been refused before the first question (default 10 s).
+    #[uniffi(default = None)]
+    pub status_check_after_ms: Option<u64>,
+    /// DER certificates of the only CAs to trust for those questions (a private CA); empty:
+    /// the platform decides.
+    #[uniffi(default = [])]
+    pub status_trusted_root_certificates: Vec<Vec<u8>>,
 }
 
 impl From<SessionOptions> for client::SessionOptions {
@@ -141,6 +155,16 @@ impl From<SessionOptions> for client::SessionOptions {
             rekey_attempts: options.rekey_attempts.unwrap_or(defaults.rekey_attempts),
             connection_name: options.connection_name,
             trust: None,
+            status_check: options.status_server_url.map(|url| {
+                let check = client::StatusCheck::new(url);
+                client::StatusCheck {
+                    after_refusals_for: options
+                        .status_check_after_ms
+                        .map_or(check.after_refusals_for, millis),
+                    trusted_root_certificates: options.status_trusted_root_certificates,
+                    ..check
+                }
+            }),
         }
     }
 }
@@ -633,6 +657,9 @@ mod tests {
             login_patience_ms: Some(7),
             rekey_attempts: None,
             connection_name: None,
+            status_server_url: Some("https://members.example.com".into()),
+            status_check_after_ms: None,
+            status_trusted_root_certificates: vec![],
         }
         .into();
         let defaults = client::SessionOptions::default();
@@ -640,5 +667,9 @@ mod tests {
         assert_eq!(session.connect_timeout, Duration::from_millis(42));
         assert_eq!(session.login_patience, Duration::from_millis(7));
         assert_eq!(session.rekey_attempts, defaults.rekey_attempts);
+        assert_eq!(
+            session.status_check,
+            Some(client::StatusCheck::new("https://members.example.com"))
+        );
     }
 }

@@ -18,6 +18,9 @@
 //! round trip on its own inbox (protocol §11), which the server carries only for an admitted
 //! connection.
 //!
+//! A session whose logins are refused for long asks membershipd whether its key is still a user,
+//! when its options say where ([`status`](super::status)): the run of refusals is kept here.
+//!
 //! Reconnections wait with *full jitter*: a random time between zero and an exponentially
 //! growing bound ([`RECONNECT_BASE`] doubling up to [`RECONNECT_CAP`]), so clients that lost
 //! the same node spread their returns instead of coming back together.
@@ -26,9 +29,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::{Event, ServerError};
+use async_nats::{ClientError, ConnectErrorKind, Event, ServerError};
 use futures_util::StreamExt;
 use tokio::sync::{watch, Notify};
+use tokio::time::Instant;
 
 use super::error::SessionEnd;
 
@@ -65,6 +69,9 @@ pub(crate) struct Liveness {
     /// Whether the NATS client has reported a connection yet: until then its attempts are the
     /// first login's, which [`Session::connect`](super::Session::connect) paces itself.
     reported_once: AtomicBool,
+    /// When the current run of refused logins began: the first refusal since the last proven
+    /// connection. `None` while no login was refused since then.
+    refused_since: watch::Sender<Option<Instant>>,
 }
 
 impl Liveness {
@@ -76,6 +83,7 @@ impl Liveness {
             connections: AtomicU64::new(0),
             reported: Notify::new(),
             reported_once: AtomicBool::new(false),
+            refused_since: watch::Sender::new(None),
         })
     }
 
@@ -124,10 +132,15 @@ impl Liveness {
                 self.connections.fetch_add(1, Ordering::SeqCst);
                 self.set(ConnectionState::Reconnecting);
             }
-            Event::ServerError(ServerError::AuthorizationViolation) => {
+            event if is_refusal(event) => {
                 tracing::debug!("the cluster refused this identity's login; retrying");
                 self.connections.fetch_add(1, Ordering::SeqCst);
                 self.set(ConnectionState::Reconnecting);
+                self.refused_since.send_if_modified(|since| {
+                    let first = since.is_none();
+                    since.get_or_insert_with(Instant::now);
+                    first
+                });
             }
             _ => {}
         }
@@ -166,8 +179,37 @@ impl Liveness {
                 return false;
             }
             *current = ConnectionState::Connected;
+            self.refused_since.send_replace(None);
             true
         });
+    }
+
+    /// When the current run of refused logins began, if logins have been refused since the
+    /// last proven connection.
+    pub fn refusals_began(&self) -> Option<Instant> {
+        *self.refused_since.borrow()
+    }
+
+    /// Waits until a login is refused (at once if one already was since the last proven
+    /// connection), and returns when that run of refusals began.
+    pub async fn refused_since(&self) -> Instant {
+        let mut since = self.refused_since.subscribe();
+        let began = since
+            .wait_for(Option::is_some)
+            .await
+            .ok()
+            .and_then(|began| *began);
+        match began {
+            Some(began) => began,
+            // The sender lives in `self`: it cannot be dropped while this borrows `self`.
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Proves the latest connection, as its round trip would.
+    #[cfg(test)]
+    pub fn prove_latest(&self) {
+        self.proven(self.connections.load(Ordering::SeqCst));
     }
 
     /// The wait before attempt `attempts` (counted from 1) of the NATS client, which asks
@@ -183,6 +225,19 @@ impl Liveness {
             return Duration::ZERO;
         }
         backoff(attempts)
+    }
+}
+
+/// Whether `event` says the cluster refused a login: as a server error on the connection, or,
+/// for a refused reconnection attempt, as the client error async-nats makes of the
+/// connection's error kind (it carries only that kind's text).
+fn is_refusal(event: &Event) -> bool {
+    match event {
+        Event::ServerError(ServerError::AuthorizationViolation) => true,
+        Event::ClientError(ClientError::Other(text)) => {
+            *text == ConnectErrorKind::AuthorizationViolation.to_string()
+        }
+        _ => false,
     }
 }
 
@@ -206,6 +261,11 @@ pub(crate) fn backoff(attempt: usize) -> Duration {
     let bound = RECONNECT_BASE
         .saturating_mul(1 << doublings)
         .min(RECONNECT_CAP);
+    jittered(bound)
+}
+
+/// A uniformly random wait between zero and `bound`.
+pub(crate) fn jittered(bound: Duration) -> Duration {
     let mut bytes = [0u8; 8];
     // Without randomness, the full bound: slower, but still bounded, and no worse than no jitter.
     let fraction = match getrandom::fill(&mut bytes) {
@@ -218,7 +278,6 @@ pub(crate) fn backoff(attempt: usize) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use async_nats::{ClientError, ConnectErrorKind};
 
     fn refused() -> Event {
         Event::ClientError(ClientError::Other(
@@ -236,6 +295,33 @@ mod tests {
         }
         assert_eq!(liveness.state(), ConnectionState::Reconnecting);
         assert!(liveness.reconnect_delay(1_000) <= RECONNECT_CAP);
+    }
+
+    #[test]
+    fn a_run_of_refusals_begins_at_the_first_in_either_form_and_ends_with_a_proven_login() {
+        for refusal in [
+            refused(),
+            Event::ServerError(ServerError::AuthorizationViolation),
+        ] {
+            let liveness = Liveness::new();
+            liveness.on_event(&Event::Disconnected);
+            liveness.on_event(&Event::ClientError(ClientError::Other(
+                ConnectErrorKind::Io.to_string(),
+            )));
+            assert_eq!(liveness.refusals_began(), None, "not a refusal");
+            liveness.on_event(&refusal);
+            let began = liveness.refusals_began().expect("a refusal");
+            liveness.on_event(&refusal);
+            assert_eq!(liveness.refusals_began(), Some(began), "the same run");
+            liveness.on_event(&Event::Connected);
+            assert_eq!(
+                liveness.refusals_began(),
+                Some(began),
+                "reported, not proven"
+            );
+            liveness.prove_latest();
+            assert_eq!(liveness.refusals_began(), None);
+        }
     }
 
     #[test]

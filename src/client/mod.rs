@@ -6,6 +6,8 @@
 //! 3. The session asks the control plane about rooms and epochs, fetches and opens room keys
 //!    (verifying the signed manifest first), lets room owners manage members and rekey on the
 //!    device, and [`Session::watch`] streams the changes that concern the identity.
+//! 4. [`check_status`] asks the server whether the identity is still a user; a session with a
+//!    [`StatusCheck`] asks by itself when its logins keep being refused.
 //!
 //! Every call has a time limit, and a failure to find out is an error: a timeout or a lost
 //! connection never reads as "not a member". The wire protocol is in `docs/protocol.md`
@@ -20,7 +22,11 @@
 //! let link = InviteLink::parse("https://members.example.com/invite#<64 hex>")?;
 //! let me = Arc::new(Identity::generate()?); // keep me.to_secret_bytes() in the keychain
 //! let registration = register(&link, &me, &RegisterOptions::default()).await?;
-//! let session = Session::connect(me, &registration.nats_urls, SessionOptions::default()).await?;
+//! let options = SessionOptions {
+//!     status_check: Some((&registration).into()),
+//!     ..SessionOptions::default()
+//! };
+//! let session = Session::connect(me, &registration.nats_urls, options).await?;
 //! for room in session.my_rooms().await? {
 //!     if room.epoch > 0 {
 //!         let opened = session.room_key(&room.id, None).await?;
@@ -36,10 +42,12 @@
 //! [`RegisterOptions::trusted_root_certificates`].
 
 mod error;
+mod http;
 mod liveness;
 mod opened;
 mod register;
 mod session;
+mod status;
 mod trust;
 mod watch;
 
@@ -47,6 +55,7 @@ pub use error::{RegisterError, SessionEnd, SessionError};
 pub use liveness::ConnectionState;
 pub use register::{register, RegisterOptions, Registration};
 pub use session::{OpenedRoomKey, RekeyProgress, RoomInfo, Session, SessionOptions};
+pub use status::{check_status, StatusCheck, StatusError};
 pub use trust::{
     OwnerFingerprint, RoomTrust, TrustError, TrustStore, OWNER_CODE_PREFIX, SAFETY_NUMBER_LABEL,
     TRUST_FILE_FORMAT, TRUST_FILE_VERSION,

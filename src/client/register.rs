@@ -1,12 +1,11 @@
 //! Redeeming an invite over HTTPS: `POST {server}/register` (docs/protocol.md §10).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use super::error::RegisterError;
-use crate::protocol::codes::{ApiCode, ErrorBody, ErrorEnvelope};
+use crate::protocol::codes::{ApiCode, ErrorBody};
 use crate::protocol::registration::RegisterReply;
 use crate::registration::{RegisterBody, RegisterRequest};
 use crate::{Identity, InviteLink, KexPublicKey, SignPublicKey};
@@ -78,7 +77,8 @@ pub async fn register(
     identity: &Identity,
     options: &RegisterOptions,
 ) -> Result<Registration, RegisterError> {
-    let http = http_client(options)?;
+    let http = super::http::client(&options.trusted_root_certificates, options.request_timeout)
+        .map_err(RegisterError::Tls)?;
     let body = RegisterBody::from(&RegisterRequest::sign(identity, link.token().clone()));
     let url = link.register_url();
     let mut backoff = options.initial_backoff;
@@ -115,16 +115,7 @@ async fn post_once(
 ) -> Result<RegisterReply, Attempt> {
     // Four strings always serialize.
     let json = serde_json::to_vec(body).expect("the register body serializes to JSON");
-    let response = http
-        .post(url)
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .body(json)
-        .send()
-        .await
-        .map_err(|e| Attempt::Transient(RegisterError::Transport(e.into())))?;
-    let status = response.status();
-    let bytes = response
-        .bytes()
+    let (status, bytes) = super::http::post_json(http, url, json)
         .await
         .map_err(|e| Attempt::Transient(RegisterError::Transport(e.into())))?;
     if status.is_success() {
@@ -134,10 +125,7 @@ async fn post_once(
             )))
         });
     }
-    let refusal = serde_json::from_slice::<ErrorEnvelope<ApiCode>>(&bytes)
-        .ok()
-        .map(|envelope| envelope.error);
-    Err(classify(status.as_u16(), refusal))
+    Err(classify(status.as_u16(), super::http::refusal(&bytes)))
 }
 
 /// The error for a refused attempt (its refusal, if the body carried one), and whether
@@ -202,34 +190,4 @@ fn check_reply(
         admin: reply.admin,
         nats_urls: reply.nats_urls,
     })
-}
-
-/// An HTTP client on rustls with the ring provider, chosen here rather than installed
-/// process-wide, so linking unibus never changes another library's TLS.
-fn http_client(options: &RegisterOptions) -> Result<reqwest::Client, RegisterError> {
-    let tls = |e: rustls::Error| RegisterError::Tls(e.into());
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
-        .with_safe_default_protocol_versions()
-        .map_err(tls)?;
-    let config = if options.trusted_root_certificates.is_empty() {
-        let verifier = rustls_platform_verifier::Verifier::new(provider).map_err(tls)?;
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(verifier))
-            .with_no_client_auth()
-    } else {
-        let mut roots = rustls::RootCertStore::empty();
-        for der in &options.trusted_root_certificates {
-            roots
-                .add(rustls::pki_types::CertificateDer::from(der.clone()))
-                .map_err(tls)?;
-        }
-        builder.with_root_certificates(roots).with_no_client_auth()
-    };
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(config)
-        .timeout(options.request_timeout)
-        .build()
-        .map_err(|e| RegisterError::Tls(e.into()))
 }

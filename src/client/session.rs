@@ -10,6 +10,7 @@ use tokio::sync::{broadcast, watch};
 use super::error::{SessionEnd, SessionError};
 use super::liveness::{ConnectionState, Liveness};
 use super::opened::{Fingerprint, OpenedKeys};
+use super::status::{check_status, end_when_retired, StatusCheck};
 use super::trust::{OwnerCheck, TrustStore};
 use super::watch::{RoomUpdate, Watch};
 use crate::manifest::{ManifestError, MemberPart, Recipient, SignedManifest, ENTRY_LEN};
@@ -46,6 +47,13 @@ pub struct SessionOptions {
     /// them in memory for this session only, so a server can roll a room back or name another
     /// owner to the next session. It must belong to the session's identity.
     pub trust: Option<TrustStore>,
+    /// Where to ask whether this identity is still a user when the cluster keeps refusing its
+    /// logins (protocol §10.2); usually `Some((&registration).into())`. With it, a session that
+    /// missed its account notice (it was offline when its user was revoked) ends as
+    /// [`SessionEnd::Revoked`] instead of reconnecting forever, and [`Session::connect`] of a
+    /// revoked or deleted identity fails with [`SessionError::Ended`] instead of
+    /// [`SessionError::LoginRefused`]. `None` (the default): refusals are only retried.
+    pub status_check: Option<StatusCheck>,
 }
 
 impl Default for SessionOptions {
@@ -57,6 +65,7 @@ impl Default for SessionOptions {
             rekey_attempts: 3,
             connection_name: None,
             trust: None,
+            status_check: None,
         }
     }
 }
@@ -219,7 +228,7 @@ impl Session {
             };
             let wait = super::liveness::backoff(attempt);
             if started.elapsed() + wait > options.login_patience {
-                return Err(refusal);
+                return Err(Self::why_refused(&identity, &options, refusal).await);
             }
             tracing::debug!(attempt, ?wait, "login refused or unanswered; retrying");
             tokio::time::sleep(wait).await;
@@ -227,10 +236,17 @@ impl Session {
         let background = {
             let (client, key, liveness) = (client.clone(), own_key, Arc::clone(&liveness));
             let within = options.connect_timeout;
+            let (identity, check) = (Arc::clone(&identity), options.status_check.clone());
             tokio::spawn(async move {
                 tokio::join!(
                     listen_for_notices(client.clone(), key, Arc::clone(&liveness)),
                     liveness.confirm_connections(&client, within),
+                    async {
+                        if let Some(check) = check {
+                            let ask = || check_status(&identity, &check);
+                            end_when_retired(&liveness, check.after_refusals_for, ask).await;
+                        }
+                    },
                 );
             })
             .abort_handle()
@@ -243,16 +259,20 @@ impl Session {
             .saturating_sub(started.elapsed())
             .max(options.connect_timeout);
         let mut state = liveness.subscribe();
-        let admitted = tokio::time::timeout(
-            patience,
-            state.wait_for(|state| *state == ConnectionState::Connected),
-        )
-        .await;
-        if !matches!(admitted, Ok(Ok(_))) {
+        let admitted = matches!(
+            tokio::time::timeout(
+                patience,
+                state.wait_for(|state| *state == ConnectionState::Connected),
+            )
+            .await,
+            Ok(Ok(_))
+        );
+        if !admitted {
             background.abort();
             // The client's own reconnection attempts now fail at once inside the SDK.
             liveness.end(SessionEnd::Closed);
-            return Err(SessionError::LoginRefused);
+            let refusal = SessionError::LoginRefused;
+            return Err(Self::why_refused(&identity, &options, refusal).await);
         }
         tracing::debug!(key = %own_hex, "logged in to the cluster");
         Ok(Session {
@@ -267,6 +287,29 @@ impl Session {
                 opened: OpenedKeys::default(),
             }),
         })
+    }
+
+    /// `refusal`, or [`SessionError::Ended`] with [`SessionEnd::Revoked`] when the options'
+    /// [`StatusCheck`] answers that the identity is revoked or deleted.
+    async fn why_refused(
+        identity: &Identity,
+        options: &SessionOptions,
+        refusal: SessionError,
+    ) -> SessionError {
+        let Some(check) = &options.status_check else {
+            return refusal;
+        };
+        match check_status(identity, check).await {
+            Ok(status) if status.is_retired() => {
+                tracing::info!(%status, "the login was refused: membershipd says this identity is {status}");
+                SessionError::Ended(SessionEnd::Revoked)
+            }
+            Ok(_) => refusal,
+            Err(error) => {
+                tracing::debug!(%error, "could not ask why the login was refused");
+                refusal
+            }
+        }
     }
 
     /// The NATS options of one login attempt: the key signs the nonce (unless the session has

@@ -113,6 +113,13 @@ async def member_story(server):
         await alice_session.my_rooms()
     with pytest.raises(unibus.SessionError.LoginRefused):
         await unibus.Session.connect(alice, alice_registration.nats_urls)
+    # Told where to ask, a new session learns why it is refused: the identity is revoked.
+    asking = unibus.SessionOptions(
+        login_patience_ms=500, status_server_url=alice_registration.server_url
+    )
+    with pytest.raises(unibus.SessionError.Ended) as ended:
+        await unibus.Session.connect(alice, alice_registration.nats_urls, asking)
+    assert "revoked" in str(ended.value)
     assert await owner_session.current_epoch("general") == 3
     await owner_session.close_session()
     with pytest.raises(unibus.SessionError.Ended):

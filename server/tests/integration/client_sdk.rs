@@ -1,6 +1,7 @@
 //! The client SDK (`unibus::client`) against the real `membershipd` binary on the embedded
 //! default: registration over HTTP, login by key, rooms, rekeys, watch, removal, revocation,
-//! what the client reports when the cluster goes away and comes back, and what its trust file
+//! what the client reports when the cluster goes away and comes back, how a session that missed
+//! its revocation notice learns of it, and what its trust file
 //! refuses from a control plane that lies (`unibus_testkit::liar`).
 
 use crate::daemon;
@@ -10,10 +11,11 @@ use std::time::Duration;
 
 use daemon::EmbeddedServer;
 use unibus::client::{
-    register, ConnectionState, OwnerFingerprint, RegisterError, RegisterOptions, Registration,
-    RoomUpdate, Session, SessionEnd, SessionError, SessionOptions, TrustError, TrustStore, Watch,
-    WatchEnd,
+    check_status, register, ConnectionState, OwnerFingerprint, RegisterError, RegisterOptions,
+    Registration, RoomUpdate, Session, SessionEnd, SessionError, SessionOptions, StatusCheck,
+    TrustError, TrustStore, Watch, WatchEnd,
 };
+use unibus::protocol::status::KeyStatus;
 use unibus::{Identity, InviteLink, InviteToken, RoomId};
 use unibus_testkit::liar::{Liar, LiarOptions};
 
@@ -302,6 +304,59 @@ async fn during_an_outage_calls_fail_with_errors_and_the_session_comes_back_by_i
     updates.cancel();
     assert_eq!(updates.next().await.map(|u| u.is_ok()), None);
     assert_eq!(updates.end(), Some(WatchEnd::Cancelled));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_that_missed_its_revocation_notice_ends_once_membershipd_says_revoked() {
+    let mut server = EmbeddedServer::start().await;
+    let (me, registration) = registered(&server).await;
+    let options = SessionOptions {
+        login_patience: Duration::from_secs(1),
+        status_check: Some(StatusCheck {
+            after_refusals_for: Duration::from_millis(500),
+            ..StatusCheck::from(&registration)
+        }),
+        ..SessionOptions::default()
+    };
+    let session = Session::connect(Arc::clone(&me), &registration.nats_urls, options.clone())
+        .await
+        .unwrap();
+
+    // Offline while the user is revoked: membershipd is down, so no notice reaches the session.
+    server.kill();
+    wait_for_state(
+        &session,
+        ConnectionState::Reconnecting,
+        Duration::from_secs(5),
+    )
+    .await;
+    server.cli(&["user", "revoke", &me.sign_public_key().to_hex()]);
+    server.restart().await;
+
+    // Its logins are refused; after half a second of that it asks, and ends. (Its next
+    // attempt may be up to 8 s away, the reconnect backoff's cap.)
+    wait_for_state(
+        &session,
+        ConnectionState::Ended(SessionEnd::Revoked),
+        Duration::from_secs(20),
+    )
+    .await;
+    assert!(matches!(
+        session.is_member(&RoomId::new("any").unwrap()).await,
+        Err(SessionError::Ended(SessionEnd::Revoked))
+    ));
+    // A new session of the identity learns it at once, not as a bare refusal.
+    let again = Session::connect(Arc::clone(&me), &registration.nats_urls, options).await;
+    assert!(
+        matches!(again, Err(SessionError::Ended(SessionEnd::Revoked))),
+        "{again:?}"
+    );
+    assert_eq!(
+        check_status(&me, &StatusCheck::from(&registration))
+            .await
+            .unwrap(),
+        KeyStatus::Revoked
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

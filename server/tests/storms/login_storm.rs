@@ -1,6 +1,7 @@
 //! Storms of logins against the real `membershipd` binary on the embedded default: thousands
 //! of clients at once all get in, revoked ones are cut while the rest stay, and a restart of
-//! the server under a crowd of SDK sessions ends none of them. How fast is the `storm`
+//! the server under a crowd of SDK sessions ends none of them, even as they ask whether they
+//! are still users. How fast is the `storm`
 //! benchmark's question; these prove what happens. Bounds only keep a broken server from
 //! hanging the run.
 
@@ -10,7 +11,7 @@ use crate::daemon::EmbeddedServer;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use unibus::client::{ConnectionState, Session, SessionOptions};
+use unibus::client::{ConnectionState, Session, SessionOptions, StatusCheck};
 use unibus::Identity;
 use unibus_server::store::{Snapshot, SqliteStore, Store};
 use unibus_testkit::storm::{storm, Login};
@@ -113,8 +114,14 @@ async fn a_restart_under_a_crowd_of_sdk_sessions_ends_none_of_them() {
     const SESSIONS: usize = 300;
     let (mut server, ids) = server_with_users(SESSIONS).await;
     let urls = [nats_url(&server)];
+    // Each session refused for half a second asks membershipd whether it is still a user (an
+    // answer of "active", or none, must not end it).
     let options = SessionOptions {
         login_patience: NEVER,
+        status_check: Some(StatusCheck {
+            after_refusals_for: Duration::from_millis(500),
+            ..StatusCheck::new(server.daemon.serving.public_url.clone())
+        }),
         ..SessionOptions::default()
     };
     let sessions: Vec<Session> = futures::future::join_all(
