@@ -9,7 +9,13 @@
 //! ```text
 //! cargo bench -p unibus-server --bench storm
 //! UNIBUS_STORM_SIZES=1000,5000 UNIBUS_STORM_CLUSTER_SIZES=5000 cargo bench -p unibus-server --bench storm
+//! UNIBUS_STORM_REFERENCES=1 cargo bench -p unibus-server --bench storm
 //! ```
+//!
+//! With `UNIBUS_STORM_REFERENCES` set, each size also gets two reference rows, to show where a
+//! login's cost goes: the static nkeys again, each user with the permissions unibus gives; and
+//! nats-server in operator mode, verifying user JWTs itself with no callout (the decentralized
+//! route, which unibus does not take), on the same machine in the same run.
 //!
 //! The clients, membershipd and nats-server share this machine's 2 cores. The hard limit of
 //! open files here is 20,000 per process, so 15,000 clients is the most one node takes.
@@ -119,13 +125,24 @@ async fn cpu_during<T>(
     (out, cpu_seconds(me) - before_me, used)
 }
 
-/// The floor: nats-server with the users as static nkeys.
-async fn floor(ids: &[Arc<Identity>], dir: &Path) -> String {
+/// The floor: nats-server with the users as static nkeys. With `permissions`, a reference
+/// beside it: each user also has the permissions unibus gives (protocol §11), and logs in with
+/// its own inbox prefix.
+async fn floor(ids: &[Arc<Identity>], dir: &Path, permissions: bool) -> String {
     let port = free_port();
-    let users: String = ids
-        .iter()
-        .map(|id| format!("    {{ nkey: {} }}\n", id.nkey_public()))
-        .collect();
+    let user = |id: &Arc<Identity>| {
+        let hex = id.sign_public_key().to_hex();
+        let nkey = id.nkey_public();
+        if !permissions {
+            return format!("    {{ nkey: {nkey} }}\n");
+        }
+        format!(
+            "    {{ nkey: {nkey}, permissions: {{ \
+             publish: {{ allow: [\"unibus.cp.{hex}.>\", \"_INBOX_{hex}.>\"] }}, \
+             subscribe: {{ allow: [\"_INBOX_{hex}.>\", \"unibus.events.{hex}.>\"] }} }} }}\n"
+        )
+    };
+    let users: String = ids.iter().map(user).collect();
     let config = dir.join("floor.conf");
     std::fs::write(
         &config,
@@ -145,13 +162,110 @@ async fn floor(ids: &[Arc<Identity>], dir: &Path) -> String {
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let (report, clients_cpu, used) = cpu_during(
-        &[_server.0.id()],
-        storm(&[url], ids, Login::StaticNkey, STORM_DEADLINE),
-    )
-    .await;
+    let (login, name) = if permissions {
+        (
+            Login::Unibus,
+            "reference: static nkeys, unibus's permissions",
+        )
+    } else {
+        (Login::StaticNkey, "floor: static nkeys")
+    };
+    let (report, clients_cpu, used) =
+        cpu_during(&[_server.0.id()], storm(&[url], ids, login, STORM_DEADLINE)).await;
     let cpu = format!("clients {clients_cpu:.1} s, nats-server {:.1} s", used[0]);
-    let row = row("floor: static nkeys", ids.len(), &report, &cpu);
+    let row = row(name, ids.len(), &report, &cpu);
+    close_before_server(report).await;
+    row
+}
+
+/// The decentralized route's floor: nats-server in operator mode, verifying user JWTs itself
+/// (issued by an account key, with the permissions unibus gives), no callout. Not how unibus
+/// logs in today: printed so that the two routes can be compared on the same machine.
+async fn jwt_floor(ids: &[Arc<Identity>], dir: &Path) -> String {
+    use nkeys::KeyPair;
+    use serde_json::{json, Map, Value};
+    use unibus_server::auth::jwt;
+
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let claims = |value: Value| -> Map<String, Value> {
+        let Value::Object(map) = value else {
+            unreachable!("claims are an object")
+        };
+        map
+    };
+    let (operator, account, system) = (
+        KeyPair::new_operator(),
+        KeyPair::new_account(),
+        KeyPair::new_account(),
+    );
+    let account_jwt = |key: &KeyPair, name: &str| {
+        let limits = json!({"subs": -1, "data": -1, "payload": -1, "imports": -1,
+            "exports": -1, "wildcards": true, "conn": -1, "leaf": -1});
+        let nats = json!({"type": "account", "version": 2, "limits": limits});
+        jwt::encode(
+            claims(json!({"sub": key.public_key(), "name": name, "nats": nats})),
+            &operator,
+            now,
+        )
+        .unwrap()
+    };
+    let operator_jwt = jwt::encode(
+        claims(json!({"sub": operator.public_key(), "name": "bench",
+            "nats": {"type": "operator", "version": 2, "system_account": system.public_key()}})),
+        &operator,
+        now,
+    )
+    .unwrap();
+    let jwts: Vec<String> = ids
+        .iter()
+        .map(|id| {
+            let hex = id.sign_public_key().to_hex();
+            let nats = json!({"type": "user", "version": 2, "subs": -1, "data": -1, "payload": -1,
+                "pub": {"allow": [format!("unibus.cp.{hex}.>"), format!("_INBOX_{hex}.>")]},
+                "sub": {"allow": [format!("_INBOX_{hex}.>"), format!("unibus.events.{hex}.>")]}});
+            jwt::encode(
+                claims(json!({"sub": id.nkey_public(), "name": "", "nats": nats})),
+                &account,
+                now,
+            )
+            .unwrap()
+        })
+        .collect();
+    let port = free_port();
+    let config = dir.join("jwt.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: 127.0.0.1:{port}\nauthorization {{ timeout: 2 }}\noperator: {operator_jwt}\n\
+             system_account: {sys}\nresolver: MEMORY\nresolver_preload: {{\n  {app}: {app_jwt}\n  {sys}: {sys_jwt}\n}}\n",
+            sys = system.public_key(),
+            app = account.public_key(),
+            app_jwt = account_jwt(&account, "APP"),
+            sys_jwt = account_jwt(&system, "SYS"),
+        ),
+    )
+    .unwrap();
+    let _server = Process(
+        Command::new(unibus_testkit::nats_server_binary().unwrap())
+            .arg("-c")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let url = format!("nats://127.0.0.1:{port}");
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let login = Login::UserJwt(jwts.into());
+    let (report, clients_cpu, used) =
+        cpu_during(&[_server.0.id()], storm(&[url], ids, login, STORM_DEADLINE)).await;
+    let cpu = format!("clients {clients_cpu:.1} s, nats-server {:.1} s", used[0]);
+    let row = row("reference: user JWTs, no callout", ids.len(), &report, &cpu);
     close_before_server(report).await;
     row
 }
@@ -485,7 +599,11 @@ async fn main() {
         if alone.is_empty() {
             alone.push(callout_alone(&ids, dir.path()).await);
         }
-        println!("{}", floor(&ids, dir.path()).await);
+        println!("{}", floor(&ids, dir.path(), false).await);
+        if std::env::var_os("UNIBUS_STORM_REFERENCES").is_some() {
+            println!("{}", floor(&ids, dir.path(), true).await);
+            println!("{}", jwt_floor(&ids, dir.path()).await);
+        }
         let unibus = unibus(&ids, dir.path(), 1).await;
         println!("{}", unibus.row);
         rest.push((n, unibus));

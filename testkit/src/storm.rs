@@ -45,12 +45,15 @@ impl StormReport {
 }
 
 /// How each client of a storm logs in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Login {
     /// With its key's nkey and its own inbox prefix (the unibus protocol).
     Unibus,
     /// With its key's nkey only (the floor: a nats-server with the same users as static nkeys).
     StaticNkey,
+    /// With a user JWT, one per identity in the same order, and its own inbox prefix: for a
+    /// nats-server in operator mode, which verifies the JWT itself (no callout).
+    UserJwt(Arc<[String]>),
 }
 
 /// Connects one client per identity to `urls`, all at once, retrying refused and unanswered
@@ -67,7 +70,7 @@ pub async fn storm(
         .iter()
         .enumerate()
         .map(|(index, id)| {
-            let (id, addrs) = (Arc::clone(id), addrs.clone());
+            let (id, addrs, login) = (Arc::clone(id), addrs.clone(), login.clone());
             tokio::spawn(async move {
                 let mut attempt = 0u32;
                 let jitter = Arc::new(Mutex::new(Jitter::new(index as u64)));
@@ -76,41 +79,52 @@ pub async fn storm(
                 let connected = Arc::new(AtomicBool::new(false));
                 loop {
                     attempt += 1;
-                    let mut options =
-                        async_nats::ConnectOptions::with_nkey(id.nkey_seed().to_string())
-                            .connection_timeout(Duration::from_secs(12))
-                            .max_reconnects(None)
-                            .reconnect_delay_callback({
-                                // async-nats asks before every attempt, the first included;
-                                // only reconnections wait (this loop paces the first login).
-                                let (jitter, connected) =
-                                    (Arc::clone(&jitter), Arc::clone(&connected));
-                                move |attempts| {
-                                    if connected.load(Ordering::Relaxed) {
-                                        jitter_wait(&jitter, attempts as u32)
-                                    } else {
-                                        Duration::ZERO
-                                    }
+                    let options = match &login {
+                        Login::UserJwt(jwts) => {
+                            let signer = Arc::clone(&id);
+                            async_nats::ConnectOptions::with_jwt(
+                                jwts.get(index).cloned().unwrap_or_default(),
+                                move |nonce| {
+                                    let signature = signer.sign(&nonce).to_bytes().to_vec();
+                                    std::future::ready(Ok(signature))
+                                },
+                            )
+                        }
+                        _ => async_nats::ConnectOptions::with_nkey(id.nkey_seed().to_string()),
+                    };
+                    let mut options = options
+                        .connection_timeout(Duration::from_secs(12))
+                        .max_reconnects(None)
+                        .reconnect_delay_callback({
+                            // async-nats asks before every attempt, the first included;
+                            // only reconnections wait (this loop paces the first login).
+                            let (jitter, connected) = (Arc::clone(&jitter), Arc::clone(&connected));
+                            move |attempts| {
+                                if connected.load(Ordering::Relaxed) {
+                                    jitter_wait(&jitter, attempts as u32)
+                                } else {
+                                    Duration::ZERO
                                 }
-                            })
-                            .event_callback({
-                                let (retried, connected) =
-                                    (Arc::clone(&retried), Arc::clone(&connected));
-                                move |event| {
-                                    if matches!(event, async_nats::Event::Connected) {
-                                        connected.store(true, Ordering::Relaxed);
-                                    }
-                                    if matches!(
-                                        event,
-                                        async_nats::Event::Disconnected
-                                            | async_nats::Event::ServerError(_)
-                                    ) {
-                                        retried.store(true, Ordering::Relaxed);
-                                    }
-                                    std::future::ready(())
+                            }
+                        })
+                        .event_callback({
+                            let (retried, connected) =
+                                (Arc::clone(&retried), Arc::clone(&connected));
+                            move |event| {
+                                if matches!(event, async_nats::Event::Connected) {
+                                    connected.store(true, Ordering::Relaxed);
                                 }
-                            });
-                    if login == Login::Unibus {
+                                if matches!(
+                                    event,
+                                    async_nats::Event::Disconnected
+                                        | async_nats::Event::ServerError(_)
+                                ) {
+                                    retried.store(true, Ordering::Relaxed);
+                                }
+                                std::future::ready(())
+                            }
+                        });
+                    if login != Login::StaticNkey {
                         options = options
                             .custom_inbox_prefix(subjects::inbox_prefix(&id.sign_public_key()));
                     }
