@@ -149,10 +149,30 @@ async fn floor(ids: &[Arc<Identity>], dir: &Path, permissions: bool) -> String {
         format!("listen: 127.0.0.1:{port}\nauthorization {{\n  timeout: 2\n  users = [\n{users}  ]\n}}\n"),
     )
     .unwrap();
-    let _server = Process(
+    let (login, name) = if permissions {
+        (
+            Login::Unibus,
+            "reference: static nkeys, unibus's permissions",
+        )
+    } else {
+        (Login::StaticNkey, "floor: static nkeys")
+    };
+    storm_alone(ids, &config, port, login, name).await
+}
+
+/// A storm against a nats-server of its own, started with `config` (listening on `port`), with
+/// nothing else beside it: its row.
+async fn storm_alone(
+    ids: &[Arc<Identity>],
+    config: &Path,
+    port: u16,
+    login: Login,
+    name: &str,
+) -> String {
+    let server = Process(
         Command::new(unibus_testkit::nats_server_binary().unwrap())
             .arg("-c")
-            .arg(&config)
+            .arg(config)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -162,16 +182,8 @@ async fn floor(ids: &[Arc<Identity>], dir: &Path, permissions: bool) -> String {
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let (login, name) = if permissions {
-        (
-            Login::Unibus,
-            "reference: static nkeys, unibus's permissions",
-        )
-    } else {
-        (Login::StaticNkey, "floor: static nkeys")
-    };
     let (report, clients_cpu, used) =
-        cpu_during(&[_server.0.id()], storm(&[url], ids, login, STORM_DEADLINE)).await;
+        cpu_during(&[server.0.id()], storm(&[url], ids, login, STORM_DEADLINE)).await;
     let cpu = format!("clients {clients_cpu:.1} s, nats-server {:.1} s", used[0]);
     let row = row(name, ids.len(), &report, &cpu);
     close_before_server(report).await;
@@ -248,26 +260,15 @@ async fn jwt_floor(ids: &[Arc<Identity>], dir: &Path) -> String {
         ),
     )
     .unwrap();
-    let _server = Process(
-        Command::new(unibus_testkit::nats_server_binary().unwrap())
-            .arg("-c")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let url = format!("nats://127.0.0.1:{port}");
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
     let login = Login::UserJwt(jwts.into());
-    let (report, clients_cpu, used) =
-        cpu_during(&[_server.0.id()], storm(&[url], ids, login, STORM_DEADLINE)).await;
-    let cpu = format!("clients {clients_cpu:.1} s, nats-server {:.1} s", used[0]);
-    let row = row("reference: user JWTs, no callout", ids.len(), &report, &cpu);
-    close_before_server(report).await;
-    row
+    storm_alone(
+        ids,
+        &config,
+        port,
+        login,
+        "reference: user JWTs, no callout",
+    )
+    .await
 }
 
 /// Where a storm's membershipd serves.
