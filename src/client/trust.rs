@@ -12,8 +12,11 @@
 //! - the epoch floor: the highest epoch of the room whose manifest this client verified. A
 //!   "latest" epoch below it is refused ([`SessionError::EpochRollback`]).
 //!
-//! [`TrustStore::open`] keeps this in a JSON file, rewritten atomically on every change;
-//! [`TrustStore::in_memory`] keeps it for the process's life only.
+//! [`TrustStore::open`] keeps this in a JSON file, rewritten atomically on every change. Each
+//! change is made to the file as it is then, read again under an exclusive lock on
+//! `<file>.lock`, so that several processes (or stores) on one file never lose each other's
+//! pins or lower each other's floors. [`TrustStore::in_memory`] keeps it for the process's
+//! life only.
 //!
 //! [`SessionError::OwnerChanged`]: super::SessionError::OwnerChanged
 //! [`SessionError::EpochRollback`]: super::SessionError::EpochRollback
@@ -392,31 +395,34 @@ impl TrustStore {
         room: &RoomId,
         owner: &SignPublicKey,
     ) -> Result<OwnerCheck, TrustError> {
-        let mut state = self.lock();
-        if let Some(entry) = state.rooms.get(room) {
-            return Ok(if entry.owner == *owner {
-                OwnerCheck::Trusted
-            } else {
-                OwnerCheck::Changed {
+        // Trusted as kept: nothing to write. (A pin changes only through `accept_owner` and
+        // `forget_room`, which the app calls deliberately.)
+        if self.lock().rooms.get(room).map(|entry| entry.owner) == Some(*owner) {
+            return Ok(OwnerCheck::Trusted);
+        }
+        self.update(|rooms| {
+            Ok(match rooms.get(room) {
+                Some(entry) if entry.owner == *owner => OwnerCheck::Trusted,
+                Some(entry) => OwnerCheck::Changed {
                     pinned: entry.owner,
                     verified: entry.verified,
+                },
+                None => {
+                    rooms.insert(
+                        room.clone(),
+                        Entry {
+                            owner: *owner,
+                            verified: false,
+                            epoch_floor: 0,
+                        },
+                    );
+                    OwnerCheck::Trusted
                 }
-            });
-        }
-        let mut rooms = state.rooms.clone();
-        rooms.insert(
-            room.clone(),
-            Entry {
-                owner: *owner,
-                verified: false,
-                epoch_floor: 0,
-            },
-        );
-        state.save(rooms)?;
-        Ok(OwnerCheck::Trusted)
+            })
+        })
     }
 
-    /// The epoch floor of `room` (0 if unknown).
+    /// The epoch floor of `room` (0 if unknown), as this store last read or wrote it.
     pub(crate) fn epoch_floor(&self, room: &RoomId) -> u64 {
         self.lock()
             .rooms
@@ -433,37 +439,62 @@ impl TrustStore {
         owner: &SignPublicKey,
         epoch: u64,
     ) -> Result<(), TrustError> {
-        let mut state = self.lock();
-        let current = state.rooms.get(room).copied();
-        let entry = match current {
-            None => Entry {
-                owner: *owner,
-                verified: false,
-                epoch_floor: epoch,
-            },
-            Some(entry) if entry.owner == *owner && entry.epoch_floor < epoch => Entry {
-                epoch_floor: epoch,
-                ..entry
-            },
-            Some(_) => return Ok(()),
-        };
-        let mut rooms = state.rooms.clone();
-        rooms.insert(room.clone(), entry);
-        state.save(rooms)
-    }
-
-    /// Applies `change` to a copy of the rooms, saves it, and keeps it only if that worked.
-    fn update(
-        &self,
-        change: impl FnOnce(&mut BTreeMap<RoomId, Entry>) -> Result<(), TrustError>,
-    ) -> Result<(), TrustError> {
-        let mut state = self.lock();
-        let mut rooms = state.rooms.clone();
-        change(&mut rooms)?;
-        if rooms == state.rooms {
+        let kept = self.lock().rooms.get(room).copied();
+        if matches!(kept, Some(entry) if entry.owner == *owner && entry.epoch_floor >= epoch) {
             return Ok(());
         }
-        state.save(rooms)
+        self.update(|rooms| {
+            match rooms.get(room).copied() {
+                None => {
+                    rooms.insert(
+                        room.clone(),
+                        Entry {
+                            owner: *owner,
+                            verified: false,
+                            epoch_floor: epoch,
+                        },
+                    );
+                }
+                Some(entry) if entry.owner == *owner && entry.epoch_floor < epoch => {
+                    rooms.insert(
+                        room.clone(),
+                        Entry {
+                            epoch_floor: epoch,
+                            ..entry
+                        },
+                    );
+                }
+                Some(_) => {}
+            }
+            Ok(())
+        })
+    }
+
+    /// Applies `change` to the latest rooms and saves them, keeping them only if that worked.
+    ///
+    /// For a file, the latest rooms are the file's, read under an exclusive lock on a lock
+    /// file beside it (`<file>.lock`) that is held until the change is written: other
+    /// processes (or other stores of this process) on the same file never lose each other's
+    /// changes, and a floor that one raised is never lowered by another's older copy.
+    fn update<T>(
+        &self,
+        change: impl FnOnce(&mut BTreeMap<RoomId, Entry>) -> Result<T, TrustError>,
+    ) -> Result<T, TrustError> {
+        let mut state = self.lock();
+        let _lock = match &state.path {
+            Some(path) => Some(lock_file(path)?),
+            None => None,
+        };
+        let latest = state.latest()?;
+        let mut rooms = latest.clone();
+        let out = change(&mut rooms)?;
+        if rooms != latest {
+            if let Some(path) = &state.path {
+                write_file(path, &state.identity, &rooms)?;
+            }
+        }
+        state.rooms = rooms;
+        Ok(out)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -476,14 +507,33 @@ impl TrustStore {
 }
 
 impl State {
-    /// Writes `rooms` to the file (if any), then keeps them. A failed write changes nothing.
-    fn save(&mut self, rooms: BTreeMap<RoomId, Entry>) -> Result<(), TrustError> {
-        if let Some(path) = &self.path {
-            write_file(path, &self.identity, &rooms)?;
+    /// The rooms as they are now: the file's (read again, for other writers may have changed
+    /// it), or those kept in memory.
+    fn latest(&self) -> Result<BTreeMap<RoomId, Entry>, TrustError> {
+        let Some(path) = &self.path else {
+            return Ok(self.rooms.clone());
+        };
+        match std::fs::read(path) {
+            Ok(bytes) => read_file(path, &bytes, &self.identity),
+            // Moved away deliberately: start again from nothing, as `open` would.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+            Err(e) => Err(io_error(path, e)),
         }
-        self.rooms = rooms;
-        Ok(())
     }
+}
+
+/// Takes the exclusive lock on `<path>.lock`, waiting for another holder; released when the
+/// returned file is dropped.
+fn lock_file(path: &Path) -> Result<std::fs::File, TrustError> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let lock = options.open(&name).map_err(|e| io_error(path, e))?;
+    lock.lock().map_err(|e| io_error(path, e))?;
+    Ok(lock)
 }
 
 fn room_trust(room: &RoomId, entry: &Entry) -> RoomTrust {
@@ -704,8 +754,13 @@ mod tests {
         );
         reopened.forget_room(&room).unwrap();
         assert!(TrustStore::open(&path, &me).unwrap().rooms().is_empty());
-        // No temporary file is left behind.
-        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+        // No temporary file is left behind: only the file and its lock file.
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["trust.json", "trust.json.lock"]);
         std::fs::remove_dir_all(dir).unwrap();
     }
 
@@ -770,6 +825,53 @@ mod tests {
         memory.record_verified(&room, &me, 3).unwrap();
         assert_eq!(memory.epoch_floor(&room), 3);
         assert_eq!(memory.path(), None);
+    }
+
+    #[test]
+    fn two_stores_on_one_file_never_lower_each_others_floors_or_drop_each_others_pins() {
+        let dir = tempdir();
+        let path = dir.join("trust.json");
+        let me = key();
+        let (general, design, owner) = (
+            RoomId::new("general").unwrap(),
+            RoomId::new("design").unwrap(),
+            key(),
+        );
+        // Two processes of the same app, each with the file open since before the other's
+        // changes (two stores in one process behave the same).
+        let first = TrustStore::open(&path, &me).unwrap();
+        let second = TrustStore::open(&path, &me).unwrap();
+        first.record_verified(&general, &owner, 5).unwrap();
+        // The second store pins another room from its older copy: the first's floor stays.
+        second.record_verified(&design, &owner, 2).unwrap();
+        second.record_verified(&general, &owner, 3).unwrap();
+        let reopened = TrustStore::open(&path, &me).unwrap();
+        assert_eq!(reopened.epoch_floor(&general), 5);
+        assert_eq!(reopened.epoch_floor(&design), 2);
+        // The second store now knows the first's floor too.
+        assert_eq!(second.epoch_floor(&general), 5);
+
+        // Both raising floors at once from threads: every raise lands, none is lost.
+        let rooms: Vec<RoomId> = (0..4)
+            .map(|i| RoomId::new(&format!("room-{i}")).unwrap())
+            .collect();
+        std::thread::scope(|scope| {
+            for (store, mine) in [(&first, &rooms[..2]), (&second, &rooms[2..])] {
+                scope.spawn(move || {
+                    for epoch in 1..=25 {
+                        for room in mine {
+                            store.record_verified(room, &owner, epoch).unwrap();
+                        }
+                    }
+                });
+            }
+        });
+        let reopened = TrustStore::open(&path, &me).unwrap();
+        for room in &rooms {
+            assert_eq!(reopened.epoch_floor(room), 25, "{room}");
+        }
+        assert_eq!(reopened.epoch_floor(&general), 5);
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     fn tempdir() -> PathBuf {
