@@ -183,7 +183,11 @@ where
         let run = liveness.refused_since().await;
         let (mut from, mut wait) = (run, after);
         loop {
-            tokio::time::sleep_until(from + wait + jittered(wait)).await;
+            // A wait too long for the clock to express is a question never asked.
+            let Some(at) = from.checked_add(wait.saturating_add(jittered(wait))) else {
+                return std::future::pending().await;
+            };
+            tokio::time::sleep_until(at).await;
             if liveness.has_ended() || liveness.refusals_began() != Some(run) {
                 break;
             }
@@ -289,6 +293,27 @@ mod tests {
         task.await.unwrap();
         assert_eq!(asked.load(Ordering::SeqCst), 1);
         assert!(liveness.has_ended());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_too_long_for_the_clock_never_asks_and_never_panics() {
+        let liveness = Liveness::new();
+        let asked = Arc::new(AtomicUsize::new(0));
+        let task = tokio::spawn({
+            let (liveness, counter) = (Arc::clone(&liveness), Arc::clone(&asked));
+            async move {
+                end_when_retired(&liveness, Duration::MAX, || {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    std::future::ready(Ok(KeyStatus::Revoked))
+                })
+                .await;
+            }
+        });
+        refuse(&liveness);
+        tokio::time::sleep(Duration::from_secs(365 * 24 * 3600)).await;
+        assert_eq!(asked.load(Ordering::SeqCst), 0);
+        assert!(!task.is_finished(), "the task neither ended nor panicked");
+        task.abort();
     }
 
     #[test]
