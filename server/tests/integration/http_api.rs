@@ -12,7 +12,7 @@ use unibus::protocol::status::{KeyStatus, StatusBody, StatusReply, StatusRequest
 use unibus::registration::{RegisterBody, RegisterRequest};
 use unibus::{Identity, InviteToken};
 use unibus_server::http::{AppState, HttpLimits, RateLimiter, ServeOptions};
-use unibus_server::store::{NewInvite, NewUser, SqliteStore, Store};
+use unibus_server::store::{Invite, NewInvite, NewUser, SqliteStore, Store};
 
 struct Server {
     base: String,
@@ -97,6 +97,15 @@ async fn post_json(server: &Server, value: &Value) -> (u16, Value) {
     post(server, value.to_string()).await
 }
 
+/// A fresh invite in the server's store: its token and record.
+async fn new_invite(server: &Server) -> (InviteToken, Invite) {
+    server
+        .store
+        .create_invite(NewInvite::default())
+        .await
+        .unwrap()
+}
+
 fn code(reply: &Value) -> &str {
     reply["error"]["code"].as_str().unwrap_or("<none>")
 }
@@ -104,11 +113,7 @@ fn code(reply: &Value) -> &str {
 #[tokio::test]
 async fn registering_redeems_the_invite_and_a_retry_gets_the_same_success() {
     let server = start().await;
-    let (token, invite) = server
-        .store
-        .create_invite(NewInvite::default())
-        .await
-        .unwrap();
+    let (token, invite) = new_invite(&server).await;
     let me = Identity::generate().unwrap();
     let request = RegisterRequest::sign(&me, token);
 
@@ -138,7 +143,7 @@ async fn each_refusal_has_its_own_code_and_status() {
         post_json(&server, &body(&signed(InviteToken::generate().unwrap()))).await;
     assert_eq!((status, code(&reply)), (404, "invite_unknown"));
 
-    let (used, _) = store.create_invite(NewInvite::default()).await.unwrap();
+    let (used, _) = new_invite(&server).await;
     let used_twice = used.clone();
     assert_eq!(post_json(&server, &body(&signed(used))).await.0, 200);
     let (status, reply) = post_json(&server, &body(&signed(used_twice))).await;
@@ -154,7 +159,7 @@ async fn each_refusal_has_its_own_code_and_status() {
     let (status, reply) = post_json(&server, &body(&signed(expired))).await;
     assert_eq!((status, code(&reply)), (410, "invite_expired"));
 
-    let (cancelled, invite) = store.create_invite(NewInvite::default()).await.unwrap();
+    let (cancelled, invite) = new_invite(&server).await;
     store.cancel_invite(&invite.id).await.unwrap();
     let (status, reply) = post_json(&server, &body(&signed(cancelled))).await;
     assert_eq!((status, code(&reply)), (410, "invite_cancelled"));
@@ -168,11 +173,11 @@ async fn each_refusal_has_its_own_code_and_status() {
         })
         .await
         .unwrap();
-    let (token, _) = store.create_invite(NewInvite::default()).await.unwrap();
+    let (token, _) = new_invite(&server).await;
     let (status, reply) = post_json(&server, &body(&RegisterRequest::sign(&existing, token))).await;
     assert_eq!((status, code(&reply)), (409, "user_exists"));
 
-    let (token, invite) = store.create_invite(NewInvite::default()).await.unwrap();
+    let (token, invite) = new_invite(&server).await;
     let mut forged = body(&signed(token));
     forged["kex_public_key"] = json!(Identity::generate().unwrap().kex_public_key().to_hex());
     let (status, reply) = post_json(&server, &forged).await;
@@ -201,11 +206,7 @@ async fn each_refusal_has_its_own_code_and_status() {
 #[tokio::test]
 async fn malformed_bodies_get_a_client_error_and_change_nothing() {
     let server = start().await;
-    let (token, invite) = server
-        .store
-        .create_invite(NewInvite::default())
-        .await
-        .unwrap();
+    let (token, invite) = new_invite(&server).await;
     let good = body(&RegisterRequest::sign(
         &Identity::generate().unwrap(),
         token,
@@ -623,11 +624,7 @@ async fn a_deleted_user_replaying_its_own_registration_stays_deleted() {
     // ...and replaying the captured registration, or redeeming a fresh invite, brings nothing back.
     let (status, reply) = post_json(&server, &original).await;
     assert_eq!((status, code(&reply)), (403, "user_deleted"), "{reply}");
-    let (fresh, fresh_invite) = server
-        .store
-        .create_invite(NewInvite::default())
-        .await
-        .unwrap();
+    let (fresh, fresh_invite) = new_invite(&server).await;
     let (status, reply) = post_json(&server, &body(&RegisterRequest::sign(&me, fresh))).await;
     assert_eq!((status, code(&reply)), (403, "user_deleted"));
     assert!(!server.store.is_authorized(&me.sign_public_key()).await);
@@ -650,11 +647,7 @@ async fn a_deleted_user_replaying_its_own_registration_stays_deleted() {
 #[tokio::test]
 async fn a_revoked_user_replaying_its_own_registration_is_refused_and_stays_revoked() {
     let server = start().await;
-    let (token, _) = server
-        .store
-        .create_invite(NewInvite::default())
-        .await
-        .unwrap();
+    let (token, _) = new_invite(&server).await;
     let me = Identity::generate().unwrap();
     let original = body(&RegisterRequest::sign(&me, token));
     let (status, _) = post_json(&server, &original).await;
@@ -668,11 +661,7 @@ async fn a_revoked_user_replaying_its_own_registration_is_refused_and_stays_revo
     // Neither the replay nor a fresh invite says it is registered, and the invite stays unspent.
     let (status, reply) = post_json(&server, &original).await;
     assert_eq!((status, code(&reply)), (403, "user_revoked"), "{reply}");
-    let (fresh, fresh_invite) = server
-        .store
-        .create_invite(NewInvite::default())
-        .await
-        .unwrap();
+    let (fresh, fresh_invite) = new_invite(&server).await;
     let (status, reply) = post_json(&server, &body(&RegisterRequest::sign(&me, fresh))).await;
     assert_eq!((status, code(&reply)), (403, "user_revoked"), "{reply}");
     assert!(server
@@ -688,11 +677,7 @@ async fn a_revoked_user_replaying_its_own_registration_is_refused_and_stays_revo
 #[tokio::test]
 async fn a_body_must_be_a_json_object_sent_as_json() {
     let server = start().await;
-    let (token, invite) = server
-        .store
-        .create_invite(NewInvite::default())
-        .await
-        .unwrap();
+    let (token, invite) = new_invite(&server).await;
     let me = Identity::generate().unwrap();
     let good = body(&RegisterRequest::sign(&me, token));
     // The four fields as an array, in field order: serde would take it for the struct.
@@ -760,11 +745,7 @@ async fn a_body_must_be_a_json_object_sent_as_json() {
 #[tokio::test]
 async fn error_replies_never_repeat_a_value_from_the_request() {
     let server = start().await;
-    let (token, _) = server
-        .store
-        .create_invite(NewInvite::default())
-        .await
-        .unwrap();
+    let (token, _) = new_invite(&server).await;
     let secret = token.to_hex().to_string();
     let me = Identity::generate().unwrap();
     let good = body(&RegisterRequest::sign(&me, token));
@@ -948,11 +929,7 @@ async fn admin_requests_are_rate_limited_per_address() {
 #[tokio::test]
 async fn an_unreadable_stored_record_is_a_server_error_not_the_callers() {
     let server = start().await;
-    let (token, invite) = server
-        .store
-        .create_invite(NewInvite::default())
-        .await
-        .unwrap();
+    let (token, invite) = new_invite(&server).await;
     // Damage the record behind the server's back.
     let db = rusqlite::Connection::open(server._dir.path().join("db")).unwrap();
     db.execute(
