@@ -289,14 +289,15 @@ impl Session {
         })
     }
 
-    /// `refusal`, or [`SessionError::Ended`] with [`SessionEnd::Revoked`] when the options'
-    /// [`StatusCheck`] answers that the identity is revoked or deleted.
+    /// `refusal`, or, for [`SessionError::LoginRefused`], [`SessionError::Ended`] with
+    /// [`SessionEnd::Revoked`] when the options' [`StatusCheck`] answers that the identity is
+    /// revoked or deleted. (A login that timed out says nothing about the key.)
     async fn why_refused(
         identity: &Identity,
         options: &SessionOptions,
         refusal: SessionError,
     ) -> SessionError {
-        let Some(check) = &options.status_check else {
+        let (SessionError::LoginRefused, Some(check)) = (&refusal, &options.status_check) else {
             return refusal;
         };
         match check_status(identity, check).await {
