@@ -160,60 +160,75 @@ impl Revoker {
 
     /// Follows the change feed and cuts each user who stops being active (up to 32 users at
     /// a time); sweeps every connection at start, whenever the feed breaks or resets, and
-    /// every `sweep_every`.
+    /// every `sweep_every`. A sweep runs beside the feed, never in its way: one over 15,000
+    /// connections takes seconds, and the feed's cuts go on meanwhile.
     pub async fn run(self: Arc<Self>, sweep_every: Duration) {
-        let mut sweep = tokio::time::interval(sweep_every);
-        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let sweep_now = tokio::sync::Notify::new();
+        tokio::join!(
+            self.follow_feed(&sweep_now),
+            self.sweep_when_asked(&sweep_now, sweep_every),
+        );
+    }
+
+    /// Follows the change feed, reopening it when it breaks; asks `sweep_now` for a sweep
+    /// whenever the feed (re)opens or resets, since the feed cannot say what happened before.
+    async fn follow_feed(self: &Arc<Self>, sweep_now: &tokio::sync::Notify) {
         let cuts_at_once = Arc::new(tokio::sync::Semaphore::new(CUTS_AT_ONCE));
         let mut cuts = tokio::task::JoinSet::new();
         loop {
             let mut feed = match self.store.changes().await {
-                Ok(feed) => Some(feed),
+                Ok(feed) => feed,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot open the store's change feed; sweeping only");
-                    None
+                    sweep_now.notify_one();
+                    tokio::time::sleep(REOPEN_AFTER).await;
+                    continue;
                 }
             };
-            self.sweep_logged().await;
-            sweep.reset();
+            sweep_now.notify_one();
             loop {
-                let item = async {
-                    match feed.as_mut() {
-                        Some(feed) => feed.next().await,
-                        None => {
-                            tokio::time::sleep(REOPEN_AFTER).await;
-                            None
-                        }
+                match feed.next().await {
+                    Some(Ok(FeedItem::Changed(Change::User(key)))) => {
+                        while cuts.try_join_next().is_some() {}
+                        // Waits while as many cuts as allowed are under way; the semaphore is
+                        // never closed.
+                        let Ok(permit) = Arc::clone(&cuts_at_once).acquire_owned().await else {
+                            continue;
+                        };
+                        let revoker = Arc::clone(self);
+                        cuts.spawn(async move {
+                            revoker.cut_if_gone(&key).await;
+                            drop(permit);
+                        });
                     }
-                };
-                tokio::select! {
-                    item = item => match item {
-                        Some(Ok(FeedItem::Changed(Change::User(key)))) => {
-                            while cuts.try_join_next().is_some() {}
-                            // Waits while as many cuts as allowed are under way; the semaphore
-                            // is never closed.
-                            let Ok(permit) = Arc::clone(&cuts_at_once).acquire_owned().await
-                            else {
-                                continue;
-                            };
-                            let revoker = Arc::clone(&self);
-                            cuts.spawn(async move {
-                                revoker.cut_if_gone(&key).await;
-                                drop(permit);
-                            });
-                        }
-                        Some(Ok(FeedItem::Changed(Change::Reset))) => self.sweep_logged().await,
-                        Some(Ok(_)) => {}
-                        Some(Err(e)) => {
-                            tracing::warn!(error = %e, "the store's change feed broke; reopening");
-                            break;
-                        }
-                        None => break,
-                    },
-                    _ = sweep.tick() => self.sweep_logged().await,
+                    Some(Ok(FeedItem::Changed(Change::Reset))) => sweep_now.notify_one(),
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "the store's change feed broke; reopening");
+                        break;
+                    }
+                    None => break,
                 }
             }
             tokio::time::sleep(REOPEN_AFTER).await;
+        }
+    }
+
+    /// Sweeps when asked and every `every`, one sweep at a time. Asked during a sweep, it
+    /// sweeps once more after it (that sweep may have passed the change over); asked several
+    /// times, once.
+    async fn sweep_when_asked(&self, asked: &tokio::sync::Notify, every: Duration) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The first tick is at once; the feed asks for the first sweep when it opens.
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = asked.notified() => {}
+                _ = tick.tick() => {}
+            }
+            self.sweep_logged().await;
+            tick.reset();
         }
     }
 

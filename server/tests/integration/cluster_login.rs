@@ -9,10 +9,15 @@ use futures::StreamExt;
 use std::time::Duration;
 
 use common::{cluster_with_auth, login, register, start_callout, world};
-use unibus::Identity;
+use unibus::manifest::SignedManifest;
+use unibus::protocol::status::KeyStatus;
+use unibus::{Identity, InviteToken, KexPublicKey, RoomId, SignPublicKey};
 use unibus_server::auth::callout::inbox_prefix;
 use unibus_server::auth::setup::{AuthSetup, APP_ACCOUNT};
-use unibus_server::store::{KvStore, KvStoreConfig, Store};
+use unibus_server::store::{
+    ChangeFeed, EpochPart, Invite, KvStore, KvStoreConfig, Millis, NewInvite, NewUser, Room,
+    Snapshot, Store, StoreResult, User,
+};
 use unibus_testkit::NatsCluster;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -302,6 +307,191 @@ async fn revoked_and_deleted_users_are_told_then_cut_off_on_every_node_and_stay_
     assert!(sessions.iter().all(|(a, c)| !connected(a) && !connected(c)));
     assert!(connected(&bob_client));
     bob_client.flush().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_under_way_does_not_hold_back_the_cuts_the_feed_asks_for() {
+    // A sweep over many connections takes seconds (a page of 1,000 at a time). Here one never
+    // ends: the store holds its question about one connected user. A revocation meanwhile is
+    // still cut, from the change feed. The bound only keeps a broken revoker from hanging.
+    const NEVER: Duration = Duration::from_secs(20);
+    use unibus_server::auth::revocation::Revoker;
+    let w = world().await;
+    let system = async_nats::ConnectOptions::with_user_and_password(
+        "sys".into(),
+        w.setup.sys_password.to_string(),
+    )
+    .connect(w.cluster.server_addrs())
+    .await
+    .unwrap();
+    let (held, bob) = (register(&*w.store).await, register(&*w.store).await);
+    let (held_client, _) = login(w.cluster.server_addrs(), &held).await.unwrap();
+    let (bob_client, _) = login(w.cluster.server_addrs(), &bob).await.unwrap();
+
+    let store = Arc::new(HoldsOneUser::new(
+        Arc::clone(&w.store),
+        held.sign_public_key(),
+    ));
+    tokio::spawn(
+        Arc::new(Revoker::new(
+            Arc::clone(&store) as Arc<dyn Store>,
+            system,
+            w.service.clone(),
+            APP_ACCOUNT,
+        ))
+        .run(Duration::from_secs(3600)),
+    );
+    // The first sweep, which starts once the feed is open, is stuck on the held user.
+    tokio::time::timeout(NEVER, store.holding.notified())
+        .await
+        .expect("the first sweep asks about every connected user");
+
+    w.store.revoke_user(&bob.sign_public_key()).await.unwrap();
+    let started = std::time::Instant::now();
+    while bob_client.connection_state() == async_nats::connection::State::Connected {
+        assert!(
+            started.elapsed() < NEVER,
+            "the cut waited for the sweep under way"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The sweep, let go, finds the held user active: its session stays.
+    store.release.add_permits(1);
+    held_client.flush().await.unwrap();
+    assert_eq!(
+        held_client.connection_state(),
+        async_nats::connection::State::Connected
+    );
+}
+
+/// A store whose `get_user` of one key waits until a permit is added to `release`, and says so
+/// on `holding`; every other call goes straight to `inner`.
+struct HoldsOneUser {
+    inner: Arc<dyn Store>,
+    held: SignPublicKey,
+    holding: tokio::sync::Notify,
+    release: tokio::sync::Semaphore,
+}
+
+impl HoldsOneUser {
+    fn new(inner: Arc<dyn Store>, held: SignPublicKey) -> Self {
+        Self {
+            inner,
+            held,
+            holding: tokio::sync::Notify::new(),
+            release: tokio::sync::Semaphore::new(0),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for HoldsOneUser {
+    async fn get_user(&self, key: &SignPublicKey) -> StoreResult<User> {
+        if *key == self.held {
+            self.holding.notify_one();
+            // The semaphore is never closed.
+            let _released = self.release.acquire().await;
+        }
+        self.inner.get_user(key).await
+    }
+    async fn add_user(&self, user: NewUser) -> StoreResult<User> {
+        self.inner.add_user(user).await
+    }
+    async fn list_users(&self) -> StoreResult<Vec<User>> {
+        self.inner.list_users().await
+    }
+    async fn revoke_user(&self, key: &SignPublicKey) -> StoreResult<()> {
+        self.inner.revoke_user(key).await
+    }
+    async fn delete_user(&self, key: &SignPublicKey) -> StoreResult<()> {
+        self.inner.delete_user(key).await
+    }
+    async fn key_status(&self, key: &SignPublicKey) -> StoreResult<KeyStatus> {
+        self.inner.key_status(key).await
+    }
+    async fn create_invite(&self, invite: NewInvite) -> StoreResult<(InviteToken, Invite)> {
+        self.inner.create_invite(invite).await
+    }
+    async fn get_invite(&self, id: &str) -> StoreResult<Invite> {
+        self.inner.get_invite(id).await
+    }
+    async fn list_invites(&self) -> StoreResult<Vec<Invite>> {
+        self.inner.list_invites().await
+    }
+    async fn cancel_invite(&self, id: &str) -> StoreResult<()> {
+        self.inner.cancel_invite(id).await
+    }
+    async fn redeem_invite(
+        &self,
+        token: &InviteToken,
+        sign_key: &SignPublicKey,
+        kex_key: &KexPublicKey,
+    ) -> StoreResult<User> {
+        self.inner.redeem_invite(token, sign_key, kex_key).await
+    }
+    async fn create_room(&self, id: &RoomId, owner: &SignPublicKey) -> StoreResult<Room> {
+        self.inner.create_room(id, owner).await
+    }
+    async fn get_room(&self, id: &RoomId) -> StoreResult<Room> {
+        self.inner.get_room(id).await
+    }
+    async fn list_rooms(&self) -> StoreResult<Vec<Room>> {
+        self.inner.list_rooms().await
+    }
+    async fn add_member(&self, room: &RoomId, member: &SignPublicKey) -> StoreResult<()> {
+        self.inner.add_member(room, member).await
+    }
+    async fn remove_member(&self, room: &RoomId, member: &SignPublicKey) -> StoreResult<()> {
+        self.inner.remove_member(room, member).await
+    }
+    async fn list_members(&self, room: &RoomId) -> StoreResult<Vec<SignPublicKey>> {
+        self.inner.list_members(room).await
+    }
+    async fn is_member(&self, room: &RoomId, member: &SignPublicKey) -> StoreResult<bool> {
+        self.inner.is_member(room, member).await
+    }
+    async fn rooms_for_member(&self, member: &SignPublicKey) -> StoreResult<Vec<RoomId>> {
+        self.inner.rooms_for_member(member).await
+    }
+    async fn active_members(
+        &self,
+        room: &RoomId,
+        after: Option<&SignPublicKey>,
+        limit: usize,
+    ) -> StoreResult<Vec<(SignPublicKey, KexPublicKey)>> {
+        self.inner.active_members(room, after, limit).await
+    }
+    async fn put_epoch(&self, manifest: &SignedManifest) -> StoreResult<()> {
+        self.inner.put_epoch(manifest).await
+    }
+    async fn member_part(
+        &self,
+        room: &RoomId,
+        member: &SignPublicKey,
+        epoch: Option<u64>,
+    ) -> StoreResult<EpochPart> {
+        self.inner.member_part(room, member, epoch).await
+    }
+    async fn manifest(&self, room: &RoomId, epoch: u64) -> StoreResult<SignedManifest> {
+        self.inner.manifest(room, epoch).await
+    }
+    async fn record_nonce(
+        &self,
+        nonce: &str,
+        now: Millis,
+        expires_at: Millis,
+    ) -> StoreResult<bool> {
+        self.inner.record_nonce(nonce, now, expires_at).await
+    }
+    async fn changes(&self) -> StoreResult<ChangeFeed> {
+        self.inner.changes().await
+    }
+    async fn export_snapshot(&self) -> StoreResult<Snapshot> {
+        self.inner.export_snapshot().await
+    }
+    async fn import_snapshot(&self, snapshot: &Snapshot) -> StoreResult<()> {
+        self.inner.import_snapshot(snapshot).await
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
