@@ -1,21 +1,27 @@
 //! Login storms: N clients connecting at the same moment to a release `membershipd serve`
 //! (SQLite, embedded nats-server), each with its own key and full-jitter retries, beside the
 //! floor measured in the same run: the same nats-server binary with the same users listed as
-//! static nkeys. Then, with the N clients connected, membershipd's idle CPU (beside
-//! nats-server's) and how long a revocation takes to cut a session. Last, the same storm, idle
-//! CPU and cut on a 3-node cluster (KV R3, the clients spread over the nodes, membershipd
-//! connected to one of them), where a cut needs the other nodes' answers.
+//! static nkeys. The floor and unibus storm by turns, for a few rounds (both servers stay up
+//! between them), and a last table gives the median time to last of each and the ratio in
+//! each round: a single storm's time moves by up to 2x from one run to the next on this shared
+//! machine. Then, with the N clients connected, membershipd's idle CPU (beside nats-server's)
+//! and how long a revocation takes to cut a session. Last, the same storm, idle CPU and cut on
+//! a 3-node cluster (KV R3, the clients spread over the nodes, membershipd connected to one of
+//! them), where a cut needs the other nodes' answers.
 //!
 //! ```text
 //! cargo bench -p unibus-server --bench storm
-//! UNIBUS_STORM_SIZES=1000,5000 UNIBUS_STORM_CLUSTER_SIZES=5000 cargo bench -p unibus-server --bench storm
+//! UNIBUS_STORM_SIZES=1000,5000 UNIBUS_STORM_CLUSTER_SIZES=5000 UNIBUS_STORM_ROUNDS=5 cargo bench -p unibus-server --bench storm
 //! UNIBUS_STORM_REFERENCES=1 cargo bench -p unibus-server --bench storm
 //! ```
 //!
-//! With `UNIBUS_STORM_REFERENCES` set, each size also gets two reference rows, to show where a
-//! login's cost goes: the static nkeys again, each user with the permissions unibus gives; and
-//! nats-server in operator mode, verifying user JWTs itself with no callout (the decentralized
-//! route, which unibus does not take), on the same machine in the same run.
+//! `UNIBUS_STORM_ROUNDS` (3 unless set) is how many rounds each size gets. With
+//! `UNIBUS_STORM_REFERENCES` set, each size also gets three reference rows first, to show where
+//! a login's cost goes: the static nkeys again, each user with the permissions unibus gives;
+//! the same in unibus's accounts (an application account importing from a service account,
+//! beside a system account); and nats-server in operator mode, verifying user JWTs itself with
+//! no callout (the decentralized route, which unibus does not take), on the same machine in the
+//! same run.
 //!
 //! The clients, membershipd and nats-server share this machine's 2 cores. The hard limit of
 //! open files here is 20,000 per process, so 15,000 clients is the most one node takes.
@@ -108,6 +114,26 @@ async fn close_before_server(report: StormReport) {
     settle_fds().await;
 }
 
+/// How many times so far a listening socket's accept queue was full when a connection
+/// completed its handshake (`ListenOverflows` in `/proc/net/netstat`). The kernel then drops the
+/// handshake's last step, and the connection waits for a retransmission: 1 s, then 2 s, 4 s...
+/// A storm larger than the listen backlog (`net.core.somaxconn`, which nats-server's Go
+/// runtime takes as its backlog) overflows it whenever the server accepts more slowly than the
+/// clients arrive.
+fn listen_overflows() -> u64 {
+    let netstat = std::fs::read_to_string("/proc/net/netstat").unwrap_or_default();
+    let mut tcp_ext = netstat.lines().filter(|line| line.starts_with("TcpExt:"));
+    let (Some(names), Some(values)) = (tcp_ext.next(), tcp_ext.next()) else {
+        return 0;
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(name, _)| *name == "ListenOverflows")
+        .and_then(|(_, value)| value.parse().ok())
+        .unwrap_or(0)
+}
+
 /// CPU seconds used by this process and by `pids` while `work` runs: (this process, each pid).
 async fn cpu_during<T>(
     pids: &[u32],
@@ -125,15 +151,37 @@ async fn cpu_during<T>(
     (out, cpu_seconds(me) - before_me, used)
 }
 
-/// The floor: nats-server with the users as static nkeys. With `permissions`, a reference
-/// beside it: each user also has the permissions unibus gives (protocol §11), and logs in with
-/// its own inbox prefix.
-async fn floor(ids: &[Arc<Identity>], dir: &Path, permissions: bool) -> String {
+/// How the static-nkey rows list their users.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum StaticUsers {
+    /// The floor: each user's nkey alone, in nats-server's global account.
+    Floor,
+    /// Each user also with the permissions unibus gives (protocol §11), logging in with its own
+    /// inbox prefix.
+    Permissions,
+    /// Those permissions, in unibus's accounts: the users in the application account, which
+    /// imports the control plane and the events from the service account, beside a system
+    /// account. nats-server publishes an event for every connection to an account of its own,
+    /// never for one to the global account.
+    Accounts,
+}
+
+/// A lone nats-server's config, and how its clients log in.
+struct LoneConfig {
+    path: std::path::PathBuf,
+    port: u16,
+    login: Login,
+    name: &'static str,
+}
+
+/// The floor: nats-server with the users as static nkeys; or, as a reference beside it, the
+/// same with more of unibus's set-up (see [`StaticUsers`]).
+fn static_config(ids: &[Arc<Identity>], dir: &Path, users: StaticUsers) -> LoneConfig {
     let port = free_port();
     let user = |id: &Arc<Identity>| {
         let hex = id.sign_public_key().to_hex();
         let nkey = id.nkey_public();
-        if !permissions {
+        if users == StaticUsers::Floor {
             return format!("    {{ nkey: {nkey} }}\n");
         }
         format!(
@@ -142,58 +190,91 @@ async fn floor(ids: &[Arc<Identity>], dir: &Path, permissions: bool) -> String {
              subscribe: {{ allow: [\"_INBOX_{hex}.>\", \"unibus.events.{hex}.>\"] }} }} }}\n"
         )
     };
-    let users: String = ids.iter().map(user).collect();
-    let config = dir.join("floor.conf");
-    std::fs::write(
-        &config,
-        format!("listen: 127.0.0.1:{port}\nauthorization {{\n  timeout: 2\n  users = [\n{users}  ]\n}}\n"),
-    )
-    .unwrap();
-    let (login, name) = if permissions {
-        (
+    let list: String = ids.iter().map(user).collect();
+    let listen = format!("listen: 127.0.0.1:{port}\n");
+    let (config, login, name) = match users {
+        StaticUsers::Floor => (
+            format!("{listen}authorization {{\n  timeout: 2\n  users = [\n{list}  ]\n}}\n"),
+            Login::StaticNkey,
+            "floor: static nkeys",
+        ),
+        StaticUsers::Permissions => (
+            format!("{listen}authorization {{\n  timeout: 2\n  users = [\n{list}  ]\n}}\n"),
             Login::Unibus,
             "reference: static nkeys, unibus's permissions",
-        )
-    } else {
-        (Login::StaticNkey, "floor: static nkeys")
+        ),
+        StaticUsers::Accounts => (
+            format!(
+                "{listen}authorization {{ timeout: 2 }}\n\
+                 accounts {{\n\
+                 AUTH {{ exports: [ {{ service: \"unibus.cp.>\" }}, {{ stream: \"unibus.events.>\" }} ] }}\n\
+                 APP {{\n  imports: [\n\
+                 {{ service: {{ account: AUTH, subject: \"unibus.cp.>\" }} }}\n\
+                 {{ stream: {{ account: AUTH, subject: \"unibus.events.>\" }} }}\n  ]\n\
+                 users = [\n{list}  ]\n}}\n\
+                 SYS {{ users: [ {{ user: sys, password: bench }} ] }}\n}}\n\
+                 system_account: SYS\n"
+            ),
+            Login::Unibus,
+            "reference: static nkeys, unibus's permissions and accounts",
+        ),
     };
-    storm_alone(ids, &config, port, login, name).await
+    let path = dir.join(format!("{users:?}.conf"));
+    std::fs::write(&path, config).unwrap();
+    LoneConfig {
+        path,
+        port,
+        login,
+        name,
+    }
 }
 
-/// A storm against a nats-server of its own, started with `config` (listening on `port`), with
-/// nothing else beside it: its row.
-async fn storm_alone(
-    ids: &[Arc<Identity>],
-    config: &Path,
-    port: u16,
-    login: Login,
-    name: &str,
-) -> String {
-    let server = Process(
-        Command::new(unibus_testkit::nats_server_binary().unwrap())
-            .arg("-c")
-            .arg(config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let url = format!("nats://127.0.0.1:{port}");
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+/// A nats-server of its own, with nothing else beside it.
+struct LoneServer {
+    process: Process,
+    config: LoneConfig,
+}
+
+impl LoneServer {
+    async fn start(config: LoneConfig) -> Self {
+        let process = Process(
+            Command::new(unibus_testkit::nats_server_binary().unwrap())
+                .arg("-c")
+                .arg(&config.path)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        while std::net::TcpStream::connect(("127.0.0.1", config.port)).is_err() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Self { process, config }
     }
-    let (report, clients_cpu, used) =
-        cpu_during(&[server.0.id()], storm(&[url], ids, login, STORM_DEADLINE)).await;
-    let cpu = format!("clients {clients_cpu:.1} s, nats-server {:.1} s", used[0]);
-    let row = row(name, ids.len(), &report, &cpu);
-    close_before_server(report).await;
-    row
+
+    /// A storm against it: its row and its time to last, the clients closed again.
+    async fn storm(&self, ids: &[Arc<Identity>]) -> (String, Duration) {
+        let url = format!("nats://127.0.0.1:{}", self.config.port);
+        let login = self.config.login.clone();
+        let overflows = listen_overflows();
+        let (report, clients_cpu, used) = cpu_during(
+            &[self.process.0.id()],
+            storm(&[url], ids, login, STORM_DEADLINE),
+        )
+        .await;
+        let overflows = listen_overflows() - overflows;
+        let cpu = format!("clients {clients_cpu:.1} s, nats-server {:.1} s", used[0]);
+        let row = row(self.config.name, ids.len(), &report, &cpu, overflows);
+        let time_to_last = report.time_to_last();
+        close_before_server(report).await;
+        (row, time_to_last)
+    }
 }
 
 /// The decentralized route's floor: nats-server in operator mode, verifying user JWTs itself
 /// (issued by an account key, with the permissions unibus gives), no callout. Not how unibus
 /// logs in today: printed so that the two routes can be compared on the same machine.
-async fn jwt_floor(ids: &[Arc<Identity>], dir: &Path) -> String {
+fn jwt_config(ids: &[Arc<Identity>], dir: &Path) -> LoneConfig {
     use nkeys::KeyPair;
     use serde_json::{json, Map, Value};
     use unibus_server::auth::jwt;
@@ -260,15 +341,12 @@ async fn jwt_floor(ids: &[Arc<Identity>], dir: &Path) -> String {
         ),
     )
     .unwrap();
-    let login = Login::UserJwt(jwts.into());
-    storm_alone(
-        ids,
-        &config,
+    LoneConfig {
+        path: config,
         port,
-        login,
-        "reference: user JWTs, no callout",
-    )
-    .await
+        login: Login::UserJwt(jwts.into()),
+        name: "reference: user JWTs, no callout",
+    }
 }
 
 /// Where a storm's membershipd serves.
@@ -458,10 +536,9 @@ fn snapshot_of(ids: &[Arc<Identity>]) -> Snapshot {
     }
 }
 
-/// What one deployment measured with N clients.
+/// What one deployment measured with N clients connected.
 struct Unibus {
     nodes: usize,
-    row: String,
     /// Idle CPU: membershipd's, then each nats-server's.
     idle: Vec<f64>,
     cuts: Vec<Duration>,
@@ -469,89 +546,126 @@ struct Unibus {
     cut_nodes: std::collections::BTreeMap<String, usize>,
 }
 
-async fn unibus(ids: &[Arc<Identity>], dir: &Path, nodes: usize) -> Unibus {
-    let data = dir.join(format!("membershipd-{nodes}"));
-    let deployment = Deployment::start(nodes, ids, &data).await;
-    let log = std::fs::File::create(dir.join(format!("membershipd-{nodes}.log"))).unwrap();
-    let server = Process(
-        deployment
-            .membershipd(&data)
-            .arg("serve")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    );
-    let serving: Serving = loop {
-        if let Ok(text) = std::fs::read(data.join(SERVING_FILE)) {
-            if let Ok(serving) = serde_json::from_slice(&text) {
-                break serving;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    let pids: Vec<u32> = std::iter::once(server.0.id())
-        .chain(deployment.nats_pids(server.0.id()))
-        .collect();
-    let urls = match &deployment {
-        Deployment::Embedded => serving.nats_urls.clone(),
-        // Clients spread over every node.
-        Deployment::Cluster(cluster) => cluster.client_urls(),
-    };
-    let (storm, clients_cpu, used) =
-        cpu_during(&pids, storm(&urls, ids, Login::Unibus, STORM_DEADLINE)).await;
-    let cpu = format!(
-        "clients {clients_cpu:.1} s, membershipd {:.1} s, nats-server {} s",
-        used.first().copied().unwrap_or(0.0),
-        each(used.get(1..).unwrap_or_default(), 1)
-    );
-    // Let the storm's aftermath settle, then measure rest.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let idle = idle_cpu(&pids, IDLE_WINDOW).await;
+/// membershipd serving a deployment, started once for a size's rounds.
+struct UnibusNode {
+    /// Before the deployment: fields drop in order, so membershipd stops before its cluster.
+    server: Process,
+    nodes: usize,
+    data: std::path::PathBuf,
+    deployment: Deployment,
+    /// membershipd's, then each nats-server's.
+    pids: Vec<u32>,
+    urls: Vec<String>,
+}
 
-    let mut cuts = Vec::new();
-    let mut cut_nodes = std::collections::BTreeMap::new();
-    for (id, client) in ids.iter().zip(&storm.clients).take(REVOCATIONS) {
-        *cut_nodes
-            .entry(client.server_info().server_name)
-            .or_insert(0) += 1;
-        let output = match deployment
-            .membershipd(&data)
-            .arg("user")
-            .arg("revoke")
-            .arg(id.sign_public_key().to_hex())
-            .output()
-        {
-            Ok(output) => output,
-            // With the clients' sockets this process may be out of file descriptors.
-            Err(e) => {
-                eprintln!("revocation cut at {} not measured: {e}", ids.len());
-                break;
+impl UnibusNode {
+    async fn start(ids: &[Arc<Identity>], dir: &Path, nodes: usize) -> Self {
+        let data = dir.join(format!("membershipd-{nodes}"));
+        let deployment = Deployment::start(nodes, ids, &data).await;
+        let log = std::fs::File::create(dir.join(format!("membershipd-{nodes}.log"))).unwrap();
+        let server = Process(
+            deployment
+                .membershipd(&data)
+                .arg("serve")
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        );
+        let serving: Serving = loop {
+            if let Ok(text) = std::fs::read(data.join(SERVING_FILE)) {
+                if let Ok(serving) = serde_json::from_slice(&text) {
+                    break serving;
+                }
             }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         };
-        assert!(output.status.success(), "revoke: {output:?}");
-        // The revocation is committed when the command returns.
-        let committed = Instant::now();
-        while client.connection_state() == async_nats::connection::State::Connected {
-            if committed.elapsed() > Duration::from_secs(60) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
+        let pids: Vec<u32> = std::iter::once(server.0.id())
+            .chain(deployment.nats_pids(server.0.id()))
+            .collect();
+        let urls = match &deployment {
+            Deployment::Embedded => serving.nats_urls.clone(),
+            // Clients spread over every node.
+            Deployment::Cluster(cluster) => cluster.client_urls(),
+        };
+        Self {
+            nodes,
+            data,
+            deployment,
+            server,
+            pids,
+            urls,
         }
-        cuts.push(committed.elapsed());
     }
-    let name = match nodes {
-        1 => "unibus: callout".to_string(),
-        _ => format!("unibus: callout, {nodes} nodes, KV R{nodes}"),
-    };
-    let row = row(&name, ids.len(), &storm, &cpu);
-    close_before_server(storm).await;
-    Unibus {
-        nodes,
-        row,
-        idle,
-        cuts,
-        cut_nodes,
+
+    /// A storm against it: its row, and the report with the clients still connected.
+    async fn storm(&self, ids: &[Arc<Identity>]) -> (String, StormReport) {
+        let overflows = listen_overflows();
+        let (storm, clients_cpu, used) = cpu_during(
+            &self.pids,
+            storm(&self.urls, ids, Login::Unibus, STORM_DEADLINE),
+        )
+        .await;
+        let overflows = listen_overflows() - overflows;
+        let cpu = format!(
+            "clients {clients_cpu:.1} s, membershipd {:.1} s, nats-server {} s",
+            used.first().copied().unwrap_or(0.0),
+            each(used.get(1..).unwrap_or_default(), 1)
+        );
+        let name = match self.nodes {
+            1 => "unibus: callout".to_string(),
+            nodes => format!("unibus: callout, {nodes} nodes, KV R{nodes}"),
+        };
+        (row(&name, ids.len(), &storm, &cpu, overflows), storm)
+    }
+
+    /// With `storm`'s clients connected: the idle CPU, then the revocation cut of the first
+    /// [`REVOCATIONS`] of them.
+    async fn rest_and_cuts(self, ids: &[Arc<Identity>], storm: StormReport) -> Unibus {
+        // Let the storm's aftermath settle, then measure rest.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let idle = idle_cpu(&self.pids, IDLE_WINDOW).await;
+
+        let mut cuts = Vec::new();
+        let mut cut_nodes = std::collections::BTreeMap::new();
+        for (id, client) in ids.iter().zip(&storm.clients).take(REVOCATIONS) {
+            *cut_nodes
+                .entry(client.server_info().server_name)
+                .or_insert(0) += 1;
+            let output = match self
+                .deployment
+                .membershipd(&self.data)
+                .arg("user")
+                .arg("revoke")
+                .arg(id.sign_public_key().to_hex())
+                .output()
+            {
+                Ok(output) => output,
+                // With the clients' sockets this process may be out of file descriptors.
+                Err(e) => {
+                    eprintln!("revocation cut at {} not measured: {e}", ids.len());
+                    break;
+                }
+            };
+            assert!(output.status.success(), "revoke: {output:?}");
+            // The revocation is committed when the command returns.
+            let committed = Instant::now();
+            while client.connection_state() == async_nats::connection::State::Connected {
+                if committed.elapsed() > Duration::from_secs(60) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            cuts.push(committed.elapsed());
+        }
+        close_before_server(storm).await;
+        drop(self.server);
+        Unibus {
+            nodes: self.nodes,
+            idle,
+            cuts,
+            cut_nodes,
+        }
     }
 }
 
@@ -561,9 +675,9 @@ fn each(figures: &[f64], decimals: usize) -> String {
     each.join(" + ")
 }
 
-fn row(name: &str, n: usize, report: &StormReport, cpu: &str) -> String {
+fn row(name: &str, n: usize, report: &StormReport, cpu: &str, overflows: u64) -> String {
     format!(
-        "| {name} | {n} | {:.2}% | {:.2}% | {} | {:.0}/s | {} | {} | {cpu} |",
+        "| {name} | {n} | {:.2}% | {:.2}% | {} | {:.0}/s | {} | {} | {overflows} | {cpu} |",
         report.first_try as f64 * 100.0 / n as f64,
         report.clients.len() as f64 * 100.0 / n as f64,
         ms(report.time_to_last()),
@@ -588,33 +702,80 @@ fn identities(n: usize) -> Vec<Arc<Identity>> {
         .collect()
 }
 
+/// The median of `values` (not empty).
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
-    println!("| login | N at once | first try | connected | time to last | logins/s | p50 | p99 | CPU during the storm |");
-    println!("|---|---|---|---|---|---|---|---|---|");
+    let rounds: usize = std::env::var("UNIBUS_STORM_ROUNDS")
+        .ok()
+        .and_then(|rounds| rounds.parse().ok())
+        .unwrap_or(3)
+        .max(1);
+    println!("| login | N at once | first try | connected | time to last | logins/s | p50 | p99 | accept queue overflows | CPU during the storm |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     let mut rest = Vec::new();
     let mut alone = Vec::new();
+    let mut ratios = Vec::new();
     for n in sizes("UNIBUS_STORM_SIZES", "1000,5000,10000,15000") {
         let ids = identities(n);
         let dir = tempfile::tempdir().unwrap();
         if alone.is_empty() {
             alone.push(callout_alone(&ids, dir.path()).await);
         }
-        println!("{}", floor(&ids, dir.path(), false).await);
         if std::env::var_os("UNIBUS_STORM_REFERENCES").is_some() {
-            println!("{}", floor(&ids, dir.path(), true).await);
-            println!("{}", jwt_floor(&ids, dir.path()).await);
+            for config in [
+                static_config(&ids, dir.path(), StaticUsers::Permissions),
+                static_config(&ids, dir.path(), StaticUsers::Accounts),
+                jwt_config(&ids, dir.path()),
+            ] {
+                println!("{}", LoneServer::start(config).await.storm(&ids).await.0);
+            }
         }
-        let unibus = unibus(&ids, dir.path(), 1).await;
-        println!("{}", unibus.row);
-        rest.push((n, unibus));
+        // The floor and unibus by turns, so that each round's two storms see the machine alike.
+        let floor = LoneServer::start(static_config(&ids, dir.path(), StaticUsers::Floor)).await;
+        let unibus = UnibusNode::start(&ids, dir.path(), 1).await;
+        let (mut floors, mut ours) = (Vec::new(), Vec::new());
+        for round in 1..=rounds {
+            let (row, floor_time) = floor.storm(&ids).await;
+            println!("{row}");
+            let (row, storm) = unibus.storm(&ids).await;
+            println!("{row}");
+            floors.push(floor_time.as_secs_f64());
+            ours.push(storm.time_to_last().as_secs_f64());
+            if round == rounds {
+                drop(floor);
+                rest.push((n, unibus.rest_and_cuts(&ids, storm).await));
+                break;
+            }
+            close_before_server(storm).await;
+        }
+        let each_round: Vec<f64> = ours.iter().zip(&floors).map(|(u, f)| u / f).collect();
+        ratios.push((n, median(floors), median(ours), each_round));
     }
     for n in sizes("UNIBUS_STORM_CLUSTER_SIZES", "10000") {
         let ids = identities(n);
         let dir = tempfile::tempdir().unwrap();
-        let unibus = unibus(&ids, dir.path(), 3).await;
-        println!("{}", unibus.row);
-        rest.push((n, unibus));
+        let unibus = UnibusNode::start(&ids, dir.path(), 3).await;
+        let (row, storm) = unibus.storm(&ids).await;
+        println!("{row}");
+        rest.push((n, unibus.rest_and_cuts(&ids, storm).await));
+    }
+    println!();
+    println!("| N at once | floor: time to last, median of {rounds} | unibus: median | ratio of medians | ratio in each round |");
+    println!("|---|---|---|---|---|");
+    for (n, floor, ours, each_round) in ratios {
+        let each_round: Vec<String> = each_round.iter().map(|r| format!("{r:.2}x")).collect();
+        println!(
+            "| {n} | {} | {} | {:.2}x | {} |",
+            ms(Duration::from_secs_f64(floor)),
+            ms(Duration::from_secs_f64(ours)),
+            ours / floor,
+            each_round.join(", "),
+        );
     }
     println!();
     for (rate, floor) in alone {
