@@ -69,6 +69,11 @@ struct Copies {
     rooms: HashMap<SignPublicKey, Vec<RoomId>>,
     /// Room records (owner and latest epoch) by id; `None` for "no such room".
     room_records: HashMap<RoomId, Option<Room>>,
+    /// The latest epoch of each room that a rekey stored through this cache moved the copy to,
+    /// until the feed names it (or a later one). The feed brings changes in the order they
+    /// were committed, so meanwhile an epoch below it from the feed is a change committed
+    /// before that rekey: late, not a restore.
+    awaiting_feed: HashMap<RoomId, u64>,
     /// How many changes (and forgettings) there have been: a read copies its answer only if
     /// this did not move while it asked the store.
     position: u64,
@@ -99,17 +104,31 @@ impl Copies {
                 self.members.clear();
                 self.rooms.clear();
                 self.room_records.clear();
+                self.awaiting_feed.clear();
             }
         }
     }
 
     /// Moves `room`'s copy up to `epoch` (a room's owner and creation never change, so the rest
-    /// of the copy stays true). A copy is never lowered: an epoch below it, from the feed, is a
-    /// change that came late (a rekey stored through this cache already moved the copy past
-    /// it) or a restore, so the copy is forgotten and the room read again; from a rekey stored
-    /// through this cache (`stored_here`), it means the feed already brought a later one, and
-    /// the copy stays. An unknown epoch forgets the copy.
+    /// of the copy stays true). A copy is never lowered. An epoch below it from a rekey stored
+    /// through this cache (`stored_here`) means the feed already brought a later one: the copy
+    /// stays. From the feed, it is a change that came late: the copy stays while the feed has
+    /// not yet named the epoch this cache stored (see [`Self::awaiting_feed`]). Otherwise it may
+    /// be a restore, so the copy is forgotten and the room read again. An unknown epoch forgets
+    /// the copy.
     fn move_room(&mut self, room: &RoomId, epoch: Option<u64>, stored_here: bool) {
+        if let Some(epoch) = epoch {
+            let mine = self.awaiting_feed.get(room).copied();
+            if stored_here {
+                self.awaiting_feed
+                    .insert(room.clone(), mine.map_or(epoch, |m| m.max(epoch)));
+            } else if let Some(mine) = mine {
+                if epoch < mine {
+                    return;
+                }
+                self.awaiting_feed.remove(room);
+            }
+        }
         match (self.room_records.get_mut(room), epoch) {
             (Some(Some(record)), Some(epoch)) if epoch >= record.epoch => record.epoch = epoch,
             (Some(Some(_)), Some(_)) if stored_here => {}
@@ -810,15 +829,26 @@ mod tests {
             cache.member_part(&room, &owner, None).await.unwrap().epoch,
             5
         );
-        // ...and the feed's late word of the one before does not take the copy back to it (a
-        // member added for epoch 5 would find no key at 4).
-        let late = Change::Room {
+        // ...and the feed's late word of the one before neither takes the copy back to it (a
+        // member added for epoch 5 would find no key at 4) nor makes the room read again: the
+        // cache still says 5 while the store, rekeyed behind its back, is at 6.
+        store.put_epoch(&rekey(6)).await.unwrap();
+        let room_at = |epoch: u64| Change::Room {
             room: room.clone(),
-            epoch: Some(4),
+            epoch: Some(epoch),
         };
-        feed.send(FeedItem::Changed(late.clone())).unwrap();
-        while applied.next().await.unwrap().unwrap() != FeedItem::Changed(late.clone()) {}
-        assert_eq!(cache.latest_epoch(&room).await.unwrap(), 5);
+        for change in [room_at(3), room_at(4)] {
+            feed.send(FeedItem::Changed(change.clone())).unwrap();
+            while applied.next().await.unwrap().unwrap() != FeedItem::Changed(change.clone()) {}
+            assert_eq!(cache.latest_epoch(&room).await.unwrap(), 5);
+        }
+        // Once the feed has named the epoch stored here, an epoch below the copy may be a
+        // restore: the room is read again.
+        for change in [room_at(5), room_at(4)] {
+            feed.send(FeedItem::Changed(change.clone())).unwrap();
+            while applied.next().await.unwrap().unwrap() != FeedItem::Changed(change.clone()) {}
+        }
+        assert_eq!(cache.latest_epoch(&room).await.unwrap(), 6);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
