@@ -1,13 +1,16 @@
 //! Login storms: N clients connecting at the same moment to a release `membershipd serve`
-//! (SQLite, embedded nats-server), each with its own key and full-jitter retries, beside the
-//! floor measured in the same run: the same nats-server binary with the same users listed as
-//! static nkeys. The floor and unibus storm by turns, for a few rounds (both servers stay up
-//! between them), and a last table gives the median time to last of each and the ratio in
-//! each round: a single storm's time moves by up to 2x from one run to the next on this shared
-//! machine. Then, with the N clients connected, membershipd's idle CPU (beside nats-server's)
-//! and how long a revocation takes to cut a session. Last, the same storm, idle CPU and cut on
-//! a 3-node cluster (KV R3, the clients spread over the nodes, membershipd connected to one of
-//! them), where a cut needs the other nodes' answers.
+//! (SQLite, embedded nats-server), each with its own key and full-jitter retries, beside two
+//! floors measured in the same run: the same nats-server binary with the same users listed as
+//! static nkeys (the floor), and the same binary in operator mode verifying a user JWT per
+//! client itself, with no callout (nats-server's own per-user credential, the decentralized
+//! route, which unibus does not take). The three storm by turns, for a few rounds (the servers
+//! stay up between them), and a last table gives the median time to last of each and unibus's
+//! ratio to the floor in each round: a single storm's time moves by up to 2x from one run to
+//! the next on this shared machine. Then, with the N clients connected, membershipd's idle CPU
+//! (beside nats-server's, over one period of the revoker's sweep) and how long a revocation
+//! takes to cut a session. Last, the same storm, idle CPU and cut on a 3-node cluster (KV R3,
+//! the clients spread over the nodes, membershipd connected to one of them), where a cut needs
+//! the other nodes' answers.
 //!
 //! ```text
 //! cargo bench -p unibus-server --bench storm
@@ -16,15 +19,17 @@
 //! ```
 //!
 //! `UNIBUS_STORM_ROUNDS` (3 unless set) is how many rounds each size gets. With
-//! `UNIBUS_STORM_REFERENCES` set, each size also gets three reference rows first, to show where
-//! a login's cost goes: the static nkeys again, each user with the permissions unibus gives;
-//! the same in unibus's accounts (an application account importing from a service account,
-//! beside a system account); and nats-server in operator mode, verifying user JWTs itself with
-//! no callout (the decentralized route, which unibus does not take), on the same machine in the
-//! same run.
+//! `UNIBUS_STORM_REFERENCES` set, each size also gets three reference rows first, one storm
+//! each against a fresh server, to show where a login's cost goes: the static nkeys again, each
+//! user with the permissions unibus gives; the same in unibus's accounts (an application
+//! account importing from a service account, beside a system account); and the same again with
+//! an auth callout configured that every user bypasses, listed in its `auth_users` (what a
+//! static list beside the callout would cost).
 //!
-//! The clients, membershipd and nats-server share this machine's 2 cores. The hard limit of
-//! open files here is 20,000 per process, so 15,000 clients is the most one node takes.
+//! Each row also counts the kernel's listen-queue overflows during its storm (see
+//! [`listen_overflows`]). The clients, membershipd and nats-server share this machine's 2 cores.
+//! The hard limit of open files here is 20,000 per process, so 15,000 clients is the most one
+//! node takes.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -165,6 +170,10 @@ enum StaticUsers {
     /// account. nats-server publishes an event for every connection to an account of its own,
     /// never for one to the global account.
     Accounts,
+    /// As `Accounts`, with an auth callout configured that every user bypasses, listed in its
+    /// `auth_users`: the price of a static list beside the callout, which nats-server searches
+    /// one entry after the other on every login. No callout answers: none is asked.
+    CalloutBypass,
 }
 
 /// A lone nats-server's config, and how its clients log in.
@@ -204,21 +213,37 @@ fn static_config(ids: &[Arc<Identity>], dir: &Path, users: StaticUsers) -> LoneC
             Login::Unibus,
             "reference: static nkeys, unibus's permissions",
         ),
-        StaticUsers::Accounts => (
-            format!(
-                "{listen}authorization {{ timeout: 2 }}\n\
-                 accounts {{\n\
-                 AUTH {{ exports: [ {{ service: \"unibus.cp.>\" }}, {{ stream: \"unibus.events.>\" }} ] }}\n\
-                 APP {{\n  imports: [\n\
-                 {{ service: {{ account: AUTH, subject: \"unibus.cp.>\" }} }}\n\
-                 {{ stream: {{ account: AUTH, subject: \"unibus.events.>\" }} }}\n  ]\n\
-                 users = [\n{list}  ]\n}}\n\
-                 SYS {{ users: [ {{ user: sys, password: bench }} ] }}\n}}\n\
-                 system_account: SYS\n"
-            ),
-            Login::Unibus,
-            "reference: static nkeys, unibus's permissions and accounts",
-        ),
+        StaticUsers::Accounts | StaticUsers::CalloutBypass => {
+            let callout = if users == StaticUsers::CalloutBypass {
+                let listed: Vec<String> = ids.iter().map(|id| id.nkey_public()).collect();
+                format!(
+                    "auth_callout {{ issuer: {}, account: AUTH, auth_users: [ {} ] }}",
+                    nkeys::KeyPair::new_account().public_key(),
+                    listed.join(", ")
+                )
+            } else {
+                String::new()
+            };
+            (
+                format!(
+                    "{listen}authorization {{ timeout: 2\n{callout}\n}}\n\
+                     accounts {{\n\
+                     AUTH {{ exports: [ {{ service: \"unibus.cp.>\" }}, {{ stream: \"unibus.events.>\" }} ] }}\n\
+                     APP {{\n  imports: [\n\
+                     {{ service: {{ account: AUTH, subject: \"unibus.cp.>\" }} }}\n\
+                     {{ stream: {{ account: AUTH, subject: \"unibus.events.>\" }} }}\n  ]\n\
+                     users = [\n{list}  ]\n}}\n\
+                     SYS {{ users: [ {{ user: sys, password: bench }} ] }}\n}}\n\
+                     system_account: SYS\n"
+                ),
+                Login::Unibus,
+                if users == StaticUsers::CalloutBypass {
+                    "reference: static nkeys listed as the callout's auth_users"
+                } else {
+                    "reference: static nkeys, unibus's permissions and accounts"
+                },
+            )
+        }
     };
     let path = dir.join(format!("{users:?}.conf"));
     std::fs::write(&path, config).unwrap();
@@ -238,7 +263,7 @@ struct LoneServer {
 
 impl LoneServer {
     async fn start(config: LoneConfig) -> Self {
-        let process = Process(
+        let mut process = Process(
             Command::new(unibus_testkit::nats_server_binary().unwrap())
                 .arg("-c")
                 .arg(&config.path)
@@ -248,6 +273,12 @@ impl LoneServer {
                 .unwrap(),
         );
         while std::net::TcpStream::connect(("127.0.0.1", config.port)).is_err() {
+            if let Ok(Some(status)) = process.0.try_wait() {
+                panic!(
+                    "nats-server would not start with {} ({status})",
+                    config.path.display()
+                );
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         Self { process, config }
@@ -728,34 +759,39 @@ async fn main() {
             alone.push(callout_alone(&ids, dir.path()).await);
         }
         if std::env::var_os("UNIBUS_STORM_REFERENCES").is_some() {
-            for config in [
-                static_config(&ids, dir.path(), StaticUsers::Permissions),
-                static_config(&ids, dir.path(), StaticUsers::Accounts),
-                jwt_config(&ids, dir.path()),
+            for users in [
+                StaticUsers::Permissions,
+                StaticUsers::Accounts,
+                StaticUsers::CalloutBypass,
             ] {
+                let config = static_config(&ids, dir.path(), users);
                 println!("{}", LoneServer::start(config).await.storm(&ids).await.0);
             }
         }
-        // The floor and unibus by turns, so that each round's two storms see the machine alike.
+        // The floor, nats-server's own JWT login and unibus by turns, so that each round's
+        // storms see the machine alike.
         let floor = LoneServer::start(static_config(&ids, dir.path(), StaticUsers::Floor)).await;
+        let jwt = LoneServer::start(jwt_config(&ids, dir.path())).await;
         let unibus = UnibusNode::start(&ids, dir.path(), 1).await;
-        let (mut floors, mut ours) = (Vec::new(), Vec::new());
+        let mut times: [Vec<f64>; 3] = Default::default();
         for round in 1..=rounds {
-            let (row, floor_time) = floor.storm(&ids).await;
-            println!("{row}");
+            let [floors, jwts, ours] = &mut times;
+            for (server, times) in [(&floor, floors), (&jwt, jwts)] {
+                let (row, time_to_last) = server.storm(&ids).await;
+                println!("{row}");
+                times.push(time_to_last.as_secs_f64());
+            }
             let (row, storm) = unibus.storm(&ids).await;
             println!("{row}");
-            floors.push(floor_time.as_secs_f64());
             ours.push(storm.time_to_last().as_secs_f64());
             if round == rounds {
-                drop(floor);
+                drop((floor, jwt));
                 rest.push((n, unibus.rest_and_cuts(&ids, storm).await));
                 break;
             }
             close_before_server(storm).await;
         }
-        let each_round: Vec<f64> = ours.iter().zip(&floors).map(|(u, f)| u / f).collect();
-        ratios.push((n, median(floors), median(ours), each_round));
+        ratios.push((n, times));
     }
     for n in sizes("UNIBUS_STORM_CLUSTER_SIZES", "10000") {
         let ids = identities(n);
@@ -766,15 +802,23 @@ async fn main() {
         rest.push((n, unibus.rest_and_cuts(&ids, storm).await));
     }
     println!();
-    println!("| N at once | floor: time to last, median of {rounds} | unibus: median | ratio of medians | ratio in each round |");
-    println!("|---|---|---|---|---|");
-    for (n, floor, ours, each_round) in ratios {
-        let each_round: Vec<String> = each_round.iter().map(|r| format!("{r:.2}x")).collect();
+    println!("| N at once | floor: time to last, median of {rounds} | user JWTs: median | unibus: median | unibus / floor | unibus / user JWTs | unibus / floor in each round |");
+    println!("|---|---|---|---|---|---|---|");
+    for (n, [floors, jwts, ours]) in ratios {
+        let each_round: Vec<String> = ours
+            .iter()
+            .zip(&floors)
+            .map(|(u, f)| format!("{:.2}x", u / f))
+            .collect();
+        let (floor, jwt, ours) = (median(floors), median(jwts), median(ours));
+        let time = |seconds: f64| ms(Duration::from_secs_f64(seconds));
         println!(
-            "| {n} | {} | {} | {:.2}x | {} |",
-            ms(Duration::from_secs_f64(floor)),
-            ms(Duration::from_secs_f64(ours)),
+            "| {n} | {} | {} | {} | {:.2}x | {:.2}x | {} |",
+            time(floor),
+            time(jwt),
+            time(ours),
             ours / floor,
+            ours / jwt,
             each_round.join(", "),
         );
     }
