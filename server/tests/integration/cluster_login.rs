@@ -8,11 +8,12 @@ use std::sync::{Arc, Mutex};
 use futures::StreamExt;
 use std::time::Duration;
 
-use common::{cluster_with_auth, login, register, start_callout, world};
+use common::{cluster_with_auth, login, register, start_callout, world, World};
 use unibus::manifest::SignedManifest;
 use unibus::protocol::status::KeyStatus;
 use unibus::{Identity, InviteToken, KexPublicKey, RoomId, SignPublicKey};
 use unibus_server::auth::callout::inbox_prefix;
+use unibus_server::auth::revocation::Revoker;
 use unibus_server::auth::setup::{AuthSetup, APP_ACCOUNT};
 use unibus_server::store::{
     ChangeFeed, EpochPart, Invite, KvStore, KvStoreConfig, Millis, NewInvite, NewUser, Room,
@@ -207,15 +208,9 @@ async fn logins_are_refused_when_the_store_is_unreachable() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn revoked_and_deleted_users_are_told_then_cut_off_on_every_node_and_stay_out() {
-    // How fast the cut is, is a benchmark's question (a starved CI runner proves nothing about
-    // speed); this test proves that it happens, on every node, to exactly the right sessions,
-    // and that each session is told why first. The bound only keeps a broken revoker from
-    // hanging the run.
-    const NEVER: Duration = Duration::from_secs(20);
-    use unibus_server::auth::revocation::Revoker;
-    let w = world().await;
+/// A revoker of `w`'s application account that reads `store`, on a connection of the system
+/// account's user; not yet running.
+async fn revoker(w: &World, store: Arc<dyn Store>) -> Arc<Revoker> {
     let system = async_nats::ConnectOptions::with_user_and_password(
         "sys".into(),
         w.setup.sys_password.to_string(),
@@ -223,6 +218,17 @@ async fn revoked_and_deleted_users_are_told_then_cut_off_on_every_node_and_stay_
     .connect(w.cluster.server_addrs())
     .await
     .unwrap();
+    Arc::new(Revoker::new(store, system, w.service.clone(), APP_ACCOUNT))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_and_deleted_users_are_told_then_cut_off_on_every_node_and_stay_out() {
+    // How fast the cut is, is a benchmark's question (a starved CI runner proves nothing about
+    // speed); this test proves that it happens, on every node, to exactly the right sessions,
+    // and that each session is told why first. The bound only keeps a broken revoker from
+    // hanging the run.
+    const NEVER: Duration = Duration::from_secs(20);
+    let w = world().await;
 
     let (alice, bob, carol, dave) = (
         register(&*w.store).await,
@@ -258,13 +264,9 @@ async fn revoked_and_deleted_users_are_told_then_cut_off_on_every_node_and_stay_
 
     // The periodic sweep is far off: the cuts below come from the change feed.
     tokio::spawn(
-        Arc::new(Revoker::new(
-            Arc::clone(&w.store),
-            system,
-            w.service.clone(),
-            APP_ACCOUNT,
-        ))
-        .run(Duration::from_secs(3600)),
+        revoker(&w, Arc::clone(&w.store))
+            .await
+            .run(Duration::from_secs(3600)),
     );
     let connected =
         |c: &async_nats::Client| c.connection_state() == async_nats::connection::State::Connected;
@@ -315,15 +317,7 @@ async fn a_sweep_under_way_does_not_hold_back_the_cuts_the_feed_asks_for() {
     // ends: the store holds its question about one connected user. A revocation meanwhile is
     // still cut, from the change feed. The bound only keeps a broken revoker from hanging.
     const NEVER: Duration = Duration::from_secs(20);
-    use unibus_server::auth::revocation::Revoker;
     let w = world().await;
-    let system = async_nats::ConnectOptions::with_user_and_password(
-        "sys".into(),
-        w.setup.sys_password.to_string(),
-    )
-    .connect(w.cluster.server_addrs())
-    .await
-    .unwrap();
     let (held, bob) = (register(&*w.store).await, register(&*w.store).await);
     let (held_client, _) = login(w.cluster.server_addrs(), &held).await.unwrap();
     let (bob_client, _) = login(w.cluster.server_addrs(), &bob).await.unwrap();
@@ -332,15 +326,8 @@ async fn a_sweep_under_way_does_not_hold_back_the_cuts_the_feed_asks_for() {
         Arc::clone(&w.store),
         held.sign_public_key(),
     ));
-    tokio::spawn(
-        Arc::new(Revoker::new(
-            Arc::clone(&store) as Arc<dyn Store>,
-            system,
-            w.service.clone(),
-            APP_ACCOUNT,
-        ))
-        .run(Duration::from_secs(3600)),
-    );
+    let revoker = revoker(&w, Arc::clone(&store) as Arc<dyn Store>).await;
+    tokio::spawn(revoker.run(Duration::from_secs(3600)));
     // The first sweep, which starts once the feed is open, is stuck on the held user.
     tokio::time::timeout(NEVER, store.holding.notified())
         .await
