@@ -580,7 +580,7 @@ struct Unibus {
 
 /// membershipd serving a deployment, started once for a size's rounds.
 struct UnibusNode {
-    /// Before the deployment: fields drop in order, so membershipd stops before its cluster.
+    /// membershipd, stopped before the deployment's cluster (see `rest_and_cuts`).
     server: Process,
     nodes: usize,
     data: std::path::PathBuf,
@@ -691,6 +691,7 @@ impl UnibusNode {
             cuts.push(committed.elapsed());
         }
         close_before_server(storm).await;
+        // membershipd stops first; the cluster (in `self.deployment`) after it.
         drop(self.server);
         Unibus {
             nodes: self.nodes,
