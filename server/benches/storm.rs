@@ -202,14 +202,11 @@ fn static_config(ids: &[Arc<Identity>], dir: &Path, users: StaticUsers) -> LoneC
     };
     let list: String = ids.iter().map(user).collect();
     let listen = format!("listen: 127.0.0.1:{port}\n");
+    let global = || format!("{listen}authorization {{\n  timeout: 2\n  users = [\n{list}  ]\n}}\n");
     let (config, login, name) = match users {
-        StaticUsers::Floor => (
-            format!("{listen}authorization {{\n  timeout: 2\n  users = [\n{list}  ]\n}}\n"),
-            Login::StaticNkey,
-            "floor: static nkeys",
-        ),
+        StaticUsers::Floor => (global(), Login::StaticNkey, "floor: static nkeys"),
         StaticUsers::Permissions => (
-            format!("{listen}authorization {{\n  timeout: 2\n  users = [\n{list}  ]\n}}\n"),
+            global(),
             Login::Unibus,
             "reference: static nkeys, unibus's permissions",
         ),
