@@ -1,6 +1,7 @@
 //! Generates the golden vectors in `tests/vectors/` from fixed inputs and checks the checked-in
 //! files against them, byte for byte: `sealed-room-key-v1.json` (sealed room keys, format
-//! version 1) and `rekey-manifest-v2.json` (rekey manifests and member parts, format version 2).
+//! version 1), `rekey-manifest-v2.json` (rekey manifests and member parts, format version 2) and
+//! `message-envelope-v1.json` (message envelopes, format version 1).
 //!
 //! Set `UNIBUS_UPDATE_VECTORS=1` to rewrite the files after a deliberate format change (which
 //! also needs a new format version). `tests/golden_vectors.rs` checks the files the way a foreign
@@ -9,6 +10,7 @@
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+use crate::envelope::{self, ContentType, Envelope, EpochKey, MessageId};
 use crate::manifest::{Recipient, SignedManifest};
 use crate::sealing::{seal_with_ephemeral_ikm, RoomKey, SealBinding};
 use crate::{hex, Identity, RoomId};
@@ -20,6 +22,10 @@ const SEALED_PATH: &str = concat!(
 const MANIFEST_PATH: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/vectors/rekey-manifest-v2.json"
+);
+const ENVELOPE_PATH: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/vectors/message-envelope-v1.json"
 );
 
 /// 32 deterministic bytes for a label.
@@ -62,7 +68,17 @@ fn sealed_case(room: &str, epoch: u64, label: &str) -> Value {
     })
 }
 
-fn manifest_case(room: &str, epoch: u64, previous_epoch: u64, members: usize) -> Value {
+/// A manifest built from fixed inputs: its rekeyer, room key and members (with the label each
+/// member's inputs derive from), and the signed manifest.
+struct FixedManifest {
+    label: String,
+    rekeyer: Identity,
+    room_key: RoomKey,
+    people: Vec<(String, Identity)>,
+    signed: SignedManifest,
+}
+
+fn fixed_manifest(room: &str, epoch: u64, previous_epoch: u64, members: usize) -> FixedManifest {
     let label = format!("manifest {room} {epoch}");
     let rekeyer = identity(&format!("{label} rekeyer"));
     let room_key = RoomKey::from_bytes(fixed(&format!("{label} room key")));
@@ -94,6 +110,23 @@ fn manifest_case(room: &str, epoch: u64, previous_epoch: u64, members: usize) ->
         &|_| true,
     )
     .unwrap();
+    FixedManifest {
+        label,
+        rekeyer,
+        room_key,
+        people,
+        signed,
+    }
+}
+
+fn manifest_case(room: &str, epoch: u64, previous_epoch: u64, members: usize) -> Value {
+    let FixedManifest {
+        label,
+        rekeyer,
+        room_key,
+        people,
+        signed,
+    } = fixed_manifest(room, epoch, previous_epoch, members);
     let contents = signed.unverified();
     let tree = signed.merkle_tree();
     json!({
@@ -156,6 +189,296 @@ fn manifest_vectors() -> Value {
     })
 }
 
+/// One member's opened key of a fixed manifest's epoch.
+fn epoch_key(manifest: &FixedManifest, member: usize) -> EpochKey {
+    let (_, who) = &manifest.people[member];
+    let header = manifest.signed.header();
+    let part = manifest.signed.member_part(&who.sign_public_key()).unwrap();
+    EpochKey::open(
+        &part,
+        who,
+        &header.room,
+        header.epoch,
+        &manifest.rekeyer.sign_public_key(),
+    )
+    .unwrap()
+}
+
+/// A member's secrets and part, as a case lists them.
+fn member_json(manifest: &FixedManifest, member: usize) -> Value {
+    let (name, who) = &manifest.people[member];
+    let part = manifest.signed.member_part(&who.sign_public_key()).unwrap();
+    json!({
+        "sign_seed": hex::encode(&fixed(&format!("{name} sign"))),
+        "kex_secret": hex::encode(&fixed(&format!("{name} kex"))),
+        "sign_public": who.sign_public_key().to_hex(),
+        "member_part": hex::encode(&part.to_bytes()),
+    })
+}
+
+/// A message sealed by member `sender` of a fixed manifest, to be opened by member `receiver`.
+struct EnvelopeInputs<'a> {
+    manifest: &'a FixedManifest,
+    sender: usize,
+    receiver: usize,
+    content_type: &'a str,
+    body: Vec<u8>,
+    sent_at: u64,
+}
+
+fn sealed_envelope(inputs: &EnvelopeInputs<'_>) -> (MessageId, Envelope) {
+    let sender_key = epoch_key(inputs.manifest, inputs.sender);
+    let (name, sender) = &inputs.manifest.people[inputs.sender];
+    let id = MessageId::from_bytes(
+        fixed(&format!("{name} message id"))[..16]
+            .try_into()
+            .unwrap(),
+    );
+    let envelope = Envelope::seal_with_id(
+        sender,
+        &sender_key,
+        id,
+        &ContentType::new(inputs.content_type).unwrap(),
+        &inputs.body,
+        inputs.sent_at,
+    )
+    .unwrap();
+    (id, envelope)
+}
+
+fn envelope_case(inputs: &EnvelopeInputs<'_>) -> Value {
+    let manifest = inputs.manifest;
+    let header = manifest.signed.header();
+    let (id, envelope) = sealed_envelope(inputs);
+    let (_, sender) = &manifest.people[inputs.sender];
+    let sender_key = epoch_key(manifest, inputs.sender);
+    let (key, nonce) = envelope::message_key(
+        &manifest.room_key,
+        &header.room,
+        header.epoch,
+        &sender.sign_public_key(),
+        &id,
+    );
+    let wire = envelope.as_bytes();
+    let header_len = envelope.header_bytes().len();
+    let signature_at = wire.len() - crate::keys::SIGNATURE_LEN;
+    let receiver_key = epoch_key(manifest, inputs.receiver);
+    assert_eq!(
+        envelope.open(&receiver_key).unwrap().body(),
+        &inputs.body[..]
+    );
+    json!({
+        "room": header.room.as_str(),
+        "epoch": header.epoch,
+        "rekeyer_sign_public": manifest.rekeyer.sign_public_key().to_hex(),
+        "room_key": hex::encode(manifest.room_key.expose_secret()),
+        "signed_head": hex::encode(&manifest.signed.head().to_bytes()),
+        "sender": member_json(manifest, inputs.sender),
+        "receiver": member_json(manifest, inputs.receiver),
+        "sender_index": sender_key.index(),
+        "sender_entry": hex::encode(&sender_key.entry().to_bytes()),
+        "sender_proof": sender_key.proof().iter().map(|h| hex::encode(h)).collect::<Vec<_>>(),
+        "message_id": id.to_hex(),
+        "sent_at": inputs.sent_at,
+        "content_type": inputs.content_type,
+        "body": hex::encode(&inputs.body),
+        "key_info": hex::encode(&envelope::key_info(&header.room, header.epoch, &sender.sign_public_key())),
+        "message_key": hex::encode(key.as_ref()),
+        "nonce": hex::encode(&nonce),
+        "header": hex::encode(envelope.header_bytes()),
+        "ciphertext": hex::encode(&wire[header_len..signature_at]),
+        "signature": hex::encode(&wire[signature_at..]),
+        "envelope": hex::encode(wire),
+    })
+}
+
+/// Envelopes that the first case's receiver must refuse, each with the error it gets.
+fn invalid_envelopes(inputs: &EnvelopeInputs<'_>) -> Vec<Value> {
+    let manifest = inputs.manifest;
+    let (_, envelope) = sealed_envelope(inputs);
+    let wire = envelope.as_bytes().to_vec();
+    let header_len = envelope.header_bytes().len();
+    let signature_at = wire.len() - crate::keys::SIGNATURE_LEN;
+    let receiver_key = epoch_key(manifest, inputs.receiver);
+    let room_len = envelope.room().as_str().len();
+    let bent = |at: usize| {
+        let mut bytes = wire.clone();
+        bytes[at] ^= 0x01;
+        bytes
+    };
+    // Re-signs everything before the signature with `who`, after `change`.
+    let resigned = |who: &Identity, change: &dyn Fn(&mut Vec<u8>)| {
+        let mut bytes = wire[..signature_at].to_vec();
+        change(&mut bytes);
+        let mut message = envelope::SIGNING_CONTEXT.to_vec();
+        message.extend_from_slice(&bytes);
+        bytes.extend_from_slice(&who.sign(&message).to_bytes());
+        bytes
+    };
+    let outsider = identity("envelope outsider");
+    let proof_len = epoch_key(manifest, inputs.sender).proof().len();
+    let entry_at = header_len - 4 - 1 - 32 * proof_len - crate::manifest::ENTRY_LEN;
+    let mut cases = vec![
+        (
+            "a ciphertext byte flipped",
+            bent(header_len),
+            "BadSignature",
+        ),
+        (
+            "a signature byte flipped",
+            bent(signature_at + 1),
+            "BadSignature",
+        ),
+        (
+            "a message id byte flipped",
+            bent(3 + room_len + 8),
+            "BadSignature",
+        ),
+        (
+            "a content type byte flipped",
+            bent(3 + room_len + 8 + 16 + 8 + 1),
+            "BadSignature",
+        ),
+        (
+            "a proof hash byte flipped",
+            bent(header_len - 5),
+            "NotAMember",
+        ),
+        (
+            "the epoch changed to 2",
+            {
+                let mut bytes = wire.clone();
+                bytes[3 + room_len + 7] = 2;
+                bytes
+            },
+            "WrongEpoch",
+        ),
+        (
+            "version 2",
+            {
+                let mut bytes = wire.clone();
+                bytes[0] = 2;
+                bytes
+            },
+            "UnsupportedVersion",
+        ),
+        (
+            "the last byte cut off",
+            wire[..wire.len() - 1].to_vec(),
+            "Truncated",
+        ),
+        (
+            "a byte appended",
+            [&wire[..], &[0]].concat(),
+            "TrailingBytes",
+        ),
+        (
+            "a body length of 65537",
+            {
+                let mut bytes = wire.clone();
+                bytes[header_len - 4..header_len].copy_from_slice(&65_537u32.to_be_bytes());
+                bytes
+            },
+            "BodyTooLarge",
+        ),
+        (
+            "an outsider's entry in place of the sender's, signed by the outsider",
+            resigned(&outsider, &|bytes: &mut Vec<u8>| {
+                bytes[entry_at..entry_at + 32]
+                    .copy_from_slice(outsider.sign_public_key().as_bytes());
+                bytes[entry_at + 32..entry_at + 64]
+                    .copy_from_slice(outsider.kex_public_key().as_bytes());
+            }),
+            "NotAMember",
+        ),
+    ];
+    // A body encrypted under another key, signed by the sender: the signature verifies and the
+    // body does not decrypt.
+    let (name, sender) = &manifest.people[inputs.sender];
+    let mut wrong = epoch_key(manifest, inputs.sender);
+    wrong.set_room_key(RoomKey::from_bytes(fixed(&format!(
+        "{name} wrong room key"
+    ))));
+    let under_wrong_key = Envelope::seal_with_id(
+        sender,
+        &wrong,
+        *envelope.id(),
+        envelope.content_type(),
+        &inputs.body,
+        inputs.sent_at,
+    )
+    .unwrap();
+    cases.push((
+        "the body encrypted under another room key, signed by the sender",
+        under_wrong_key.to_bytes(),
+        "DecryptFailed",
+    ));
+    cases
+        .into_iter()
+        .map(|(description, bytes, error)| {
+            let refused = Envelope::from_bytes(&bytes).and_then(|e| e.open(&receiver_key));
+            let found = format!("{:?}", refused.expect_err(description));
+            assert!(found.starts_with(error), "{description}: {found}");
+            json!({ "description": description, "envelope": hex::encode(&bytes), "error": error })
+        })
+        .collect()
+}
+
+fn envelope_vectors() -> Value {
+    let three = fixed_manifest("general", 1, 0, 3);
+    let five = fixed_manifest("design-team_2", 4_294_967_297, 3, 5);
+    let longest = fixed_manifest(
+        &"R".repeat(crate::room::ROOM_ID_MAX_LEN),
+        crate::manifest::MAX_EPOCH,
+        0,
+        1,
+    );
+    let first = EnvelopeInputs {
+        manifest: &three,
+        sender: 0,
+        receiver: 2,
+        content_type: "text/plain; charset=utf-8",
+        body: b"hello, room".to_vec(),
+        sent_at: 1_700_000_000_123,
+    };
+    // The sender whose entry is the last leaf of five: its path is one hash.
+    let last_leaf = {
+        let last = five.signed.unverified().entries.last().unwrap().member;
+        five.people
+            .iter()
+            .position(|(_, id)| id.sign_public_key() == last)
+            .unwrap()
+    };
+    json!({
+        "description": "unibus message envelopes, format version 1: ChaCha20-Poly1305 under a \
+            key and nonce from HKDF-SHA256 (salt the message id, ikm the room key), the header \
+            as associated data, an Ed25519 signature over \"unibus/message/v1\" || header || \
+            ciphertext, and the sender's manifest entry and audit path (RFC 9162, SHA-256) in \
+            the header. All byte strings are lowercase hex. See docs/protocol.md sections 14 \
+            and 9.",
+        "envelopes": [
+            envelope_case(&first),
+            envelope_case(&EnvelopeInputs {
+                manifest: &five,
+                sender: last_leaf,
+                receiver: (last_leaf + 1) % 5,
+                content_type: "application/octet-stream",
+                body: Vec::new(),
+                sent_at: 0,
+            }),
+            envelope_case(&EnvelopeInputs {
+                manifest: &longest,
+                sender: 0,
+                receiver: 0,
+                content_type: "application/vnd.example.bytes",
+                body: (0..=255u8).cycle().take(300).collect(),
+                sent_at: envelope::MAX_SENT_AT,
+            }),
+        ],
+        "invalid": invalid_envelopes(&first),
+    })
+}
+
 /// Rewrites `path` with `fresh` if asked to, then compares the two as parsed JSON.
 fn check(path: &str, fresh: Value) {
     if std::env::var_os("UNIBUS_UPDATE_VECTORS").is_some() {
@@ -180,4 +503,9 @@ fn checked_in_sealed_key_vectors_match_a_fresh_generation() {
 #[test]
 fn checked_in_manifest_vectors_match_a_fresh_generation() {
     check(MANIFEST_PATH, manifest_vectors());
+}
+
+#[test]
+fn checked_in_envelope_vectors_match_a_fresh_generation() {
+    check(ENVELOPE_PATH, envelope_vectors());
 }

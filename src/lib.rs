@@ -9,6 +9,8 @@
 //! - [`room`]: room identifiers.
 //! - [`sealing`]: a room key sealed to one member with HPKE (RFC 9180).
 //! - [`manifest`]: the signed record of a rekey, which clients verify before trusting a key.
+//! - [`envelope`]: a room message, encrypted under its epoch's key and signed by its sender,
+//!   with the sender's proof of membership.
 //! - [`registration`]: the signed request that redeems an invite.
 //! - [`admin`]: signed, non-replayable admin requests.
 //! - [`subjects`]: a user's NATS subjects (requests, notifications, inboxes).
@@ -52,6 +54,7 @@ pub(crate) use serde_as_string;
 pub mod admin;
 #[cfg(feature = "client")]
 pub mod client;
+pub mod envelope;
 mod hex;
 pub mod identity;
 pub mod invite;
@@ -64,6 +67,7 @@ pub mod registration;
 pub mod room;
 pub mod sealing;
 pub mod subjects;
+mod wire;
 
 pub use identity::Identity;
 pub use invite::{InviteLink, InviteToken};

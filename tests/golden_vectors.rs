@@ -1,8 +1,9 @@
-//! Checks `tests/vectors/sealed-room-key-v1.json` and `tests/vectors/rekey-manifest-v2.json` the
-//! way a client on another platform would: only through the public API, from the published
-//! inputs.
+//! Checks `tests/vectors/sealed-room-key-v1.json`, `tests/vectors/rekey-manifest-v2.json` and
+//! `tests/vectors/message-envelope-v1.json` the way a client on another platform would: only
+//! through the public API, from the published inputs.
 
 use serde::Deserialize;
+use unibus::envelope::{Envelope, EpochKey};
 use unibus::manifest::merkle::{self, MerkleTree};
 use unibus::manifest::{MemberPart, SignedManifest};
 use unibus::sealing::{open_room_key, SealBinding, SealedRoomKey};
@@ -70,6 +71,66 @@ fn sealed_vectors() -> SealedVectors {
 fn manifest_vectors() -> ManifestVectors {
     let text = include_str!("vectors/rekey-manifest-v2.json");
     serde_json::from_str(text).expect("vector file parses")
+}
+
+#[derive(Deserialize)]
+struct EnvelopeVectors {
+    envelopes: Vec<EnvelopeCase>,
+    invalid: Vec<InvalidEnvelope>,
+}
+
+#[derive(Deserialize)]
+struct EnvelopeCase {
+    room: String,
+    epoch: u64,
+    rekeyer_sign_public: String,
+    room_key: String,
+    sender: EnvelopeMember,
+    receiver: EnvelopeMember,
+    message_id: String,
+    sent_at: u64,
+    content_type: String,
+    body: String,
+    header: String,
+    envelope: String,
+}
+
+#[derive(Deserialize)]
+struct EnvelopeMember {
+    sign_seed: String,
+    kex_secret: String,
+    sign_public: String,
+    member_part: String,
+}
+
+#[derive(Deserialize)]
+struct InvalidEnvelope {
+    description: String,
+    envelope: String,
+    error: String,
+}
+
+fn envelope_vectors() -> EnvelopeVectors {
+    let text = include_str!("vectors/message-envelope-v1.json");
+    serde_json::from_str(text).expect("vector file parses")
+}
+
+/// `member`'s epoch key of a case, opened from its member part as a client opens a fetched key.
+fn epoch_key(case: &EnvelopeCase, member: &EnvelopeMember) -> EpochKey {
+    let identity =
+        Identity::from_parts(&bytes32(&member.sign_seed), &bytes32(&member.kex_secret)).unwrap();
+    assert_eq!(identity.sign_public_key().to_hex(), member.sign_public);
+    let part = MemberPart::from_bytes(&hex::decode(&member.member_part).unwrap()).unwrap();
+    let key = EpochKey::open(
+        &part,
+        &identity,
+        &RoomId::new(&case.room).unwrap(),
+        case.epoch,
+        &SignPublicKey::from_hex(&case.rekeyer_sign_public).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(hex::encode(key.room_key().expose_secret()), case.room_key);
+    key
 }
 
 fn bytes32(text: &str) -> [u8; 32] {
@@ -261,5 +322,47 @@ fn every_member_part_vector_decodes_verifies_and_opens_for_its_member_alone() {
                     .is_err());
             }
         }
+    }
+}
+
+#[test]
+fn every_envelope_vector_opens_for_its_receiver_and_its_sender_with_the_published_fields() {
+    for case in envelope_vectors().envelopes {
+        let wire = hex::decode(&case.envelope).unwrap();
+        let envelope = Envelope::from_bytes(&wire).unwrap();
+        assert_eq!(envelope.as_bytes(), &wire[..]);
+        assert_eq!(hex::encode(envelope.header_bytes()), case.header);
+        for member in [&case.receiver, &case.sender] {
+            let message = envelope.open(&epoch_key(&case, member)).unwrap();
+            assert_eq!(hex::encode(message.body()), case.body);
+            assert_eq!(message.sender().to_hex(), case.sender.sign_public);
+            assert_eq!(message.id().to_hex(), case.message_id);
+            assert_eq!(message.sent_at(), case.sent_at);
+            assert_eq!(message.content_type().as_str(), case.content_type);
+            assert_eq!(
+                (message.room().as_str(), message.epoch()),
+                (&case.room[..], case.epoch)
+            );
+        }
+    }
+}
+
+#[test]
+fn every_invalid_envelope_vector_is_refused_with_its_published_error() {
+    let vectors = envelope_vectors();
+    let first = &vectors.envelopes[0];
+    let key = epoch_key(first, &first.receiver);
+    for invalid in &vectors.invalid {
+        let wire = hex::decode(&invalid.envelope).unwrap();
+        let refused = Envelope::from_bytes(&wire)
+            .and_then(|envelope| envelope.open(&key))
+            .expect_err(&invalid.description);
+        // The error's variant name is the published error.
+        let name = format!("{refused:?}");
+        assert!(
+            name.starts_with(&invalid.error),
+            "{}: {name}",
+            invalid.description
+        );
     }
 }

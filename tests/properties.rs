@@ -1,6 +1,7 @@
 //! Property tests: round trips hold for all inputs, and no input makes a parser panic.
 
 use proptest::prelude::*;
+use unibus::envelope::{ContentType, Envelope, EpochKey};
 use unibus::invite::{InviteLink, InviteToken};
 use unibus::keys::{KexPublicKey, SignPublicKey, Signature};
 use unibus::manifest::{MemberPart, Recipient, SignedManifest};
@@ -202,5 +203,63 @@ proptest! {
         let verdict = MemberPart::from_bytes(&bytes)
             .and_then(|part| part.open(member, &r.room, r.epoch, &r.owner.sign_public_key()));
         prop_assert!(verdict.is_err(), "a flip of {:#04x} at {} went unnoticed", mask, at);
+    }
+
+    #[test]
+    fn any_member_s_message_opens_for_every_member_as_sent(
+        r in random_room(),
+        from in any::<prop::sample::Index>(),
+        body in proptest::collection::vec(any::<u8>(), 0..2048),
+        content_type in "[ -~]{1,127}",
+        sent_at in 0u64..=unibus::envelope::MAX_SENT_AT,
+    ) {
+        let owner = r.owner.sign_public_key();
+        let key_of = |member: &Identity| {
+            let part = r.signed.member_part(&member.sign_public_key()).unwrap();
+            EpochKey::open(&part, member, &r.room, r.epoch, &owner).unwrap()
+        };
+        let sender = from.get(&r.members);
+        let content_type = ContentType::new(&content_type).unwrap();
+        let wire = Envelope::seal(sender, &key_of(sender), &content_type, &body, sent_at)
+            .unwrap()
+            .to_bytes();
+        for member in &r.members {
+            let message = Envelope::from_bytes(&wire).unwrap().open(&key_of(member)).unwrap();
+            prop_assert_eq!(message.body(), &body[..]);
+            prop_assert_eq!(message.sender(), &sender.sign_public_key());
+            prop_assert_eq!(message.content_type(), &content_type);
+            prop_assert_eq!(message.sent_at(), sent_at);
+        }
+    }
+
+    #[test]
+    fn flipping_any_byte_of_an_envelope_fails_with_a_typed_error(
+        r in random_room(),
+        from in any::<prop::sample::Index>(),
+        to in any::<prop::sample::Index>(),
+        at in any::<prop::sample::Index>(),
+        mask in 1u8..,
+    ) {
+        let owner = r.owner.sign_public_key();
+        let key_of = |member: &Identity| {
+            let part = r.signed.member_part(&member.sign_public_key()).unwrap();
+            EpochKey::open(&part, member, &r.room, r.epoch, &owner).unwrap()
+        };
+        let (sender, receiver) = (from.get(&r.members), to.get(&r.members));
+        let text = ContentType::new("text/plain").unwrap();
+        let mut bytes = Envelope::seal(sender, &key_of(sender), &text, b"flip me", 0)
+            .unwrap()
+            .to_bytes();
+        let at = at.index(bytes.len());
+        bytes[at] ^= mask;
+        let verdict = Envelope::from_bytes(&bytes).and_then(|e| e.open(&key_of(receiver)));
+        prop_assert!(verdict.is_err(), "a flip of {:#04x} at {} went unnoticed", mask, at);
+    }
+
+    #[test]
+    fn envelope_decoding_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..1200)) {
+        if let Ok(envelope) = Envelope::from_bytes(&bytes) {
+            prop_assert_eq!(envelope.as_bytes(), &bytes[..]);
+        }
     }
 }

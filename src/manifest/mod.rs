@@ -68,6 +68,7 @@ use crate::sealing::{
     open_room_key, seal_room_key, RoomKey, SealBinding, SealError, SealedRoomKey,
     SEALED_ROOM_KEY_LEN, SEALED_ROOM_KEY_VERSION,
 };
+use crate::wire::{Reader, Short};
 use crate::Identity;
 use merkle::{Hash, MerkleTree, ProofError, HASH_LEN};
 
@@ -245,8 +246,9 @@ impl ManifestEntry {
         merkle::leaf_hash(&self.to_bytes())
     }
 
-    fn decode(reader: &mut Reader<'_>) -> Result<Self, ManifestError> {
-        let member = reader.sign_key("member key")?;
+    /// Decodes an entry, field by field (`docs/protocol.md` §8.4, whole-manifest step 12).
+    pub(crate) fn decode(reader: &mut Reader<'_>) -> Result<Self, ManifestError> {
+        let member = read_sign_key(reader, "member key")?;
         let recipient = KexPublicKey::from_bytes(reader.take::<32>()?).map_err(|e| {
             ManifestError::Malformed {
                 reason: format!("member entry: {e}"),
@@ -321,7 +323,7 @@ impl ManifestHeader {
             })?;
         let epoch = u64::from_be_bytes(reader.take::<8>()?);
         let previous_epoch = u64::from_be_bytes(reader.take::<8>()?);
-        let rekeyer = reader.sign_key("rekeyer key")?;
+        let rekeyer = read_sign_key(reader, "rekeyer key")?;
         let count = u32::from_be_bytes(reader.take::<4>()?);
         let merkle_root = reader.take::<HASH_LEN>()?;
         check_epochs(epoch, previous_epoch)?;
@@ -379,7 +381,7 @@ pub struct SignedHead {
 impl SignedHead {
     /// Decodes `header || signature` and nothing else (the header's checks of §8.4).
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, ManifestError> {
-        let mut reader = Reader(bytes);
+        let mut reader = Reader::new(bytes);
         let header = ManifestHeader::decode(&mut reader)?;
         let signature = Signature::from_bytes(reader.take::<SIGNATURE_LEN>()?);
         reader.expect_remaining(0)?;
@@ -654,7 +656,7 @@ impl SignedManifest {
     /// signature nor the Merkle root is checked here: call [`verify`](Self::verify) or
     /// [`verify_signature`](Self::verify_signature).
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, ManifestError> {
-        let mut reader = Reader(bytes);
+        let mut reader = Reader::new(bytes);
         let header = ManifestHeader::decode(&mut reader)?;
         let signature = Signature::from_bytes(reader.take::<SIGNATURE_LEN>()?);
         // The header checked count ≤ MAX_ENTRIES, so this cannot overflow.
@@ -769,41 +771,20 @@ impl SignedManifest {
     }
 }
 
-/// Reads a byte string front to back; every read reports `Truncated` if the bytes run out.
-struct Reader<'a>(&'a [u8]);
-
-impl<'a> Reader<'a> {
-    fn take_slice(&mut self, n: usize) -> Result<&'a [u8], ManifestError> {
-        if self.0.len() < n {
-            return Err(ManifestError::Truncated);
-        }
-        let (head, tail) = self.0.split_at(n);
-        self.0 = tail;
-        Ok(head)
-    }
-
-    fn take<const N: usize>(&mut self) -> Result<[u8; N], ManifestError> {
-        // take_slice returned exactly N bytes.
-        Ok(self.take_slice(N)?.try_into().expect("N bytes"))
-    }
-
-    fn sign_key(&mut self, what: &str) -> Result<SignPublicKey, ManifestError> {
-        SignPublicKey::from_bytes(self.take::<32>()?).map_err(|e| ManifestError::Malformed {
-            reason: format!("{what}: {e}"),
-        })
-    }
-
-    /// Checks that exactly `expected` bytes remain: `Truncated` if fewer, `TrailingBytes` (with
-    /// how many) if more.
-    fn expect_remaining(&self, expected: usize) -> Result<(), ManifestError> {
-        match self.0.len() {
-            n if n < expected => Err(ManifestError::Truncated),
-            n if n > expected => Err(ManifestError::TrailingBytes {
-                extra: n - expected,
-            }),
-            _ => Ok(()),
+impl From<Short> for ManifestError {
+    fn from(short: Short) -> Self {
+        match short {
+            Short::Truncated => ManifestError::Truncated,
+            Short::Trailing(extra) => ManifestError::TrailingBytes { extra },
         }
     }
+}
+
+/// Reads an ed25519 key, checked as protocol §2.2 checks 3 to 6; `what` names it in the error.
+fn read_sign_key(reader: &mut Reader<'_>, what: &str) -> Result<SignPublicKey, ManifestError> {
+    SignPublicKey::from_bytes(reader.take::<32>()?).map_err(|e| ManifestError::Malformed {
+        reason: format!("{what}: {e}"),
+    })
 }
 
 /// How many sealed copies a rekey's progress report stands for (see

@@ -1,10 +1,11 @@
 //! One member's part of a manifest: what a member fetches instead of the whole manifest.
 
 use super::merkle::{self, Hash, HASH_LEN};
-use super::{ManifestEntry, ManifestError, ManifestHeader, Reader, MAX_PROOF_LEN};
+use super::{ManifestEntry, ManifestError, ManifestHeader, MAX_PROOF_LEN};
 use crate::keys::{SignPublicKey, Signature, SIGNATURE_LEN};
 use crate::room::RoomId;
 use crate::sealing::RoomKey;
+use crate::wire::Reader;
 use crate::Identity;
 
 /// One member's part of a signed manifest: the signed header, the member's leaf index and entry,
@@ -73,7 +74,7 @@ impl MemberPart {
     /// signature nor the audit path is checked here: call [`verify`](Self::verify) or
     /// [`open`](Self::open).
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, ManifestError> {
-        let mut reader = Reader(bytes);
+        let mut reader = Reader::new(bytes);
         let header = ManifestHeader::decode(&mut reader)?;
         let signature = Signature::from_bytes(reader.take::<SIGNATURE_LEN>()?);
         let index = u32::from_be_bytes(reader.take::<4>()?);

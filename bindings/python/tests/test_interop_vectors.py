@@ -1,9 +1,10 @@
-"""The sealed-key and manifest formats checked by an independent implementation.
+"""The sealed-key, manifest and envelope formats checked by an independent implementation.
 
 These tests rebuild the golden vectors in tests/vectors/ from docs/protocol.md alone, with
-pyhpke, Python's `cryptography` Ed25519 and hashlib: the sealed keys byte for byte, and the
-manifests' Merkle trees (RFC 9162) and member parts with their own code. They also exchange keys
-in both directions between Python's HPKE and the Rust SDK.
+pyhpke, Python's `cryptography` (Ed25519, HKDF, ChaCha20-Poly1305) and hashlib: the sealed keys
+byte for byte, the manifests' Merkle trees (RFC 9162) and member parts with their own code, and
+the message envelopes byte for byte. They also exchange keys in both directions between Python's
+HPKE and the Rust SDK.
 """
 
 import hashlib
@@ -12,7 +13,11 @@ import pathlib
 import struct
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from pyhpke import AEADId, CipherSuite, KDFId, KEMId
 
 import unibus
@@ -20,6 +25,7 @@ import unibus
 VECTOR_DIR = pathlib.Path(__file__).parents[3] / "tests" / "vectors"
 SEALED_VECTORS = json.loads((VECTOR_DIR / "sealed-room-key-v1.json").read_text())
 MANIFEST_VECTORS = json.loads((VECTOR_DIR / "rekey-manifest-v2.json").read_text())
+ENVELOPE_VECTORS = json.loads((VECTOR_DIR / "message-envelope-v1.json").read_text())
 SUITE = CipherSuite.new(KEMId.DHKEM_X25519_HKDF_SHA256, KDFId.HKDF_SHA256, AEADId.CHACHA20_POLY1305)
 INFO_LABEL = b"unibus/room-key/v1"
 MANIFEST_VERSION = 2
@@ -319,3 +325,167 @@ def test_the_rust_sdk_refuses_a_member_part_for_another_member_or_with_a_bent_pr
         unibus.open_member_part(me, bytes(bent), *args)
     with pytest.raises(unibus.SealError.TrailingBytes):
         unibus.open_member_part(me, bytes.fromhex(first["member_part"]) + b"\x00", *args)
+
+
+# Message envelopes, written from docs/protocol.md section 14.
+
+ENVELOPE_VERSION = 1
+MESSAGE_CONTEXT = b"unibus/message/v1"
+MESSAGE_KEY_LABEL = b"unibus/message-key/v1"
+MAX_BODY_LEN = 65536
+
+
+class Refused(Exception):
+    """An envelope refused with the error name of docs/protocol.md sections 14.4 and 14.5."""
+
+
+def parse_envelope(wire: bytes) -> dict:
+    """Decodes an envelope in the order of section 14.4, raising Refused(<error>)."""
+    pos = 0
+
+    def take(n):
+        nonlocal pos
+        if len(wire) - pos < n:
+            raise Refused("Truncated")
+        pos += n
+        return wire[pos - n : pos]
+
+    version = take(1)[0]
+    if version != ENVELOPE_VERSION:
+        raise Refused("UnsupportedVersion")
+    (room_len,) = struct.unpack(">H", take(2))
+    room = take(room_len)
+    if not 1 <= room_len <= 128 or not all(0x21 <= b <= 0x7E for b in room):
+        raise Refused("Malformed")
+    (epoch,) = struct.unpack(">Q", take(8))
+    if not 1 <= epoch <= 2**63 - 1:
+        raise Refused("Malformed")
+    message_id = take(16)
+    (sent_at,) = struct.unpack(">Q", take(8))
+    if sent_at > 2**63 - 1:
+        raise Refused("Malformed")
+    content_type = take(take(1)[0])
+    if not content_type or not all(0x20 <= b <= 0x7E for b in content_type):
+        raise Refused("ContentType")
+    (index,) = struct.unpack(">I", take(4))
+    entry = take(ENTRY_LEN)
+    k = take(1)[0]
+    if k > MAX_PROOF_LEN:
+        raise Refused("Malformed")
+    proof = [take(32) for _ in range(k)]
+    (body_len,) = struct.unpack(">I", take(4))
+    if body_len > MAX_BODY_LEN:
+        raise Refused("BodyTooLarge")
+    header = wire[:pos]
+    rest = len(wire) - pos
+    if rest < body_len + 16 + 64:
+        raise Refused("Truncated")
+    if rest > body_len + 16 + 64:
+        raise Refused("TrailingBytes")
+    assert len(header) == 190 + room_len + len(content_type) + 32 * k
+    return {
+        "room": room.decode("ascii"),
+        "epoch": epoch,
+        "message_id": message_id,
+        "sent_at": sent_at,
+        "content_type": content_type.decode("ascii"),
+        "index": index,
+        "entry": entry,
+        "sender": entry[:32],
+        "proof": proof,
+        "header": header,
+        "ciphertext": wire[pos : len(wire) - 64],
+        "signature": wire[len(wire) - 64 :],
+    }
+
+
+def message_key(room_key: bytes, room: str, epoch: int, sender: bytes, message_id: bytes):
+    room_bytes = room.encode("ascii")
+    info = MESSAGE_KEY_LABEL + struct.pack(">H", len(room_bytes)) + room_bytes + struct.pack(">Q", epoch) + sender
+    okm = HKDF(algorithm=hashes.SHA256(), length=44, salt=message_id, info=info).derive(room_key)
+    return info, okm[:32], okm[32:]
+
+
+def open_envelope(wire: bytes, header: dict, room_key: bytes) -> dict:
+    """Section 14.5 with an epoch's verified manifest header and room key."""
+    envelope = parse_envelope(wire)
+    if envelope["room"] != header["room"] or envelope["epoch"] != header["epoch"]:
+        raise Refused("WrongEpoch")
+    if not verify_inclusion(leaf_hash(envelope["entry"]), envelope["index"], header["count"], envelope["proof"], header["root"]):
+        raise Refused("NotAMember")
+    try:
+        Ed25519PublicKey.from_public_bytes(envelope["sender"]).verify(
+            envelope["signature"], MESSAGE_CONTEXT + envelope["header"] + envelope["ciphertext"]
+        )
+    except InvalidSignature:
+        raise Refused("BadSignature") from None
+    _, key, nonce = message_key(room_key, envelope["room"], envelope["epoch"], envelope["sender"], envelope["message_id"])
+    try:
+        envelope["body"] = ChaCha20Poly1305(key).decrypt(nonce, envelope["ciphertext"], envelope["header"])
+    except InvalidTag:
+        raise Refused("DecryptFailed") from None
+    return envelope
+
+
+def verified_epoch_header(case) -> dict:
+    """The epoch's header, verified under the trusted owner key (section 8.5, as a receiver
+    does when it opens its own member part)."""
+    head = bytes.fromhex(case["signed_head"])
+    header = parse_header(head)
+    verify_header(header, head[len(header["bytes"]) :], bytes.fromhex(case["rekeyer_sign_public"]))
+    part_header, _, _, entry, _ = parse_member_part(bytes.fromhex(case["receiver"]["member_part"]))
+    assert part_header["bytes"] == header["bytes"] and entry[:32] == bytes.fromhex(case["receiver"]["sign_public"])
+    return header
+
+
+def test_python_rebuilds_every_envelope_vector_byte_for_byte():
+    for case in ENVELOPE_VECTORS["envelopes"]:
+        header = verified_epoch_header(case)
+        room_key = bytes.fromhex(case["room_key"])
+        sender_seed = bytes.fromhex(case["sender"]["sign_seed"])
+        signer = Ed25519PrivateKey.from_private_bytes(sender_seed)
+        sender = bytes.fromhex(case["sender"]["sign_public"])
+        assert signer.public_key().public_bytes_raw() == sender
+        # The sender's entry and path come from its own member part (section 14.2).
+        _, _, index, entry, proof = parse_member_part(bytes.fromhex(case["sender"]["member_part"]))
+        assert entry.hex() == case["sender_entry"] and index == case["sender_index"]
+        assert [p.hex() for p in proof] == case["sender_proof"]
+        room = case["room"].encode("ascii")
+        content_type = case["content_type"].encode("ascii")
+        body = bytes.fromhex(case["body"])
+        message_id = bytes.fromhex(case["message_id"])
+        built_header = (
+            bytes([ENVELOPE_VERSION])
+            + struct.pack(">H", len(room))
+            + room
+            + struct.pack(">Q", case["epoch"])
+            + message_id
+            + struct.pack(">Q", case["sent_at"])
+            + bytes([len(content_type)])
+            + content_type
+            + struct.pack(">I", index)
+            + entry
+            + bytes([len(proof)])
+            + b"".join(proof)
+            + struct.pack(">I", len(body))
+        )
+        assert built_header.hex() == case["header"]
+        info, key, nonce = message_key(room_key, case["room"], case["epoch"], sender, message_id)
+        assert (info.hex(), key.hex(), nonce.hex()) == (case["key_info"], case["message_key"], case["nonce"])
+        ciphertext = ChaCha20Poly1305(key).encrypt(nonce, body, built_header)
+        assert ciphertext.hex() == case["ciphertext"]
+        signature = signer.sign(MESSAGE_CONTEXT + built_header + ciphertext)
+        assert signature.hex() == case["signature"]
+        assert (built_header + ciphertext + signature).hex() == case["envelope"]
+        opened = open_envelope(bytes.fromhex(case["envelope"]), header, room_key)
+        assert opened["body"] == body and opened["sender"] == sender
+        assert len(bytes.fromhex(case["envelope"])) == 270 + len(room) + len(content_type) + 32 * len(proof) + len(body)
+
+
+@pytest.mark.parametrize("invalid", ENVELOPE_VECTORS["invalid"], ids=lambda case: case["description"])
+def test_python_refuses_every_invalid_envelope_with_its_documented_error(invalid):
+    case = ENVELOPE_VECTORS["envelopes"][0]
+    header = verified_epoch_header(case)
+    with pytest.raises(Refused) as refused:
+        open_envelope(bytes.fromhex(invalid["envelope"]), header, bytes.fromhex(case["room_key"]))
+    assert refused.value.args[0] == invalid["error"]
