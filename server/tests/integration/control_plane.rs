@@ -7,8 +7,9 @@ use crate::common;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use common::{login, register, wait_for_control_plane, world, world_with_config, World};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use serde_json::{json, Value};
 use unibus::manifest::{MemberPart, Recipient, SignedManifest};
 use unibus::protocol::events::Notification;
@@ -22,8 +23,8 @@ async fn with_service() -> World {
 
 /// Runs the control plane on `w` and waits until every node reaches it.
 async fn serve(w: World) -> World {
-    tokio::spawn(Arc::new(ControlPlane::new(Arc::clone(&w.store), w.service.clone())).run());
-    w.service.flush().await.unwrap();
+    tokio::spawn(Arc::new(ControlPlane::new(Arc::clone(&w.store), w.control.clone())).run());
+    w.control.flush().await.unwrap();
     wait_for_control_plane(&w.cluster, &*w.store).await;
     w
 }
@@ -142,7 +143,7 @@ async fn a_change_is_answered_first_and_its_members_told_after() {
     // reply is out (`run` sends the reply, then publishes), so the caller never waits for the
     // fan-out.
     let w = world().await;
-    let plane = ControlPlane::new(Arc::clone(&w.store), w.service.clone());
+    let plane = ControlPlane::new(Arc::clone(&w.store), w.control.clone());
     let (alice, bob) = (register(&*w.store).await, register(&*w.store).await);
     let general = RoomId::new("general").unwrap();
     w.store
@@ -150,14 +151,14 @@ async fn a_change_is_answered_first_and_its_members_told_after() {
         .await
         .unwrap();
     let mut bob_events = w
-        .service
+        .control
         .subscribe(format!(
             "unibus.events.{}.>",
             bob.sign_public_key().to_hex()
         ))
         .await
         .unwrap();
-    w.service.flush().await.unwrap();
+    w.control.flush().await.unwrap();
 
     let subject = format!("unibus.cp.{}.add_member", alice.sign_public_key().to_hex());
     let body = json!({ "room": "general", "member": bob.sign_public_key().to_hex() });
@@ -670,5 +671,116 @@ async fn a_key_reply_grows_with_the_log_of_the_room_not_its_size() {
     assert_eq!(
         fetcher.open_key("crowd", Some(1)).await.unwrap(),
         (1, first)
+    );
+}
+
+/// The answers of the control plane's `$SRV.STATS`: every endpoint's custom data.
+async fn dropped_in_stats(control: &async_nats::Client) -> u64 {
+    let reply = control
+        .request("$SRV.STATS.unibus-control-plane", "".into())
+        .await
+        .unwrap();
+    let stats: Value = serde_json::from_slice(&reply.payload).unwrap();
+    stats["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["data"]["dropped_requests"].as_u64().unwrap())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_whose_reply_would_not_reach_its_caller_is_dropped_and_changes_nothing() {
+    let w = world().await;
+    let plane = Arc::new(ControlPlane::new(Arc::clone(&w.store), w.control.clone()));
+    tokio::spawn(Arc::clone(&plane).run());
+    w.control.flush().await.unwrap();
+    wait_for_control_plane(&w.cluster, &*w.store).await;
+    let (alice, bob, victim) = (user(&w).await, user(&w).await, user(&w).await);
+    alice
+        .call("create_room", json!({ "room": "general" }))
+        .await;
+    let mut inbox = victim
+        .client
+        .subscribe(format!("_INBOX_{}.>", victim.key()))
+        .await
+        .unwrap();
+    let mut events = victim
+        .client
+        .subscribe(format!("unibus.events.{}.>", victim.key()))
+        .await
+        .unwrap();
+    victim.client.flush().await.unwrap();
+
+    // Alice asks, on her own subjects, for answers to go to the victim, or nowhere: an
+    // add_member (a change), a read, and an upload's commit on the instance's own subject.
+    let on = |operation: &str| format!("unibus.cp.{}.{operation}", alice.key());
+    let add = Bytes::from(json!({ "room": "general", "member": bob.key() }).to_string());
+    let elsewhere = [
+        format!("_INBOX_{}.x", victim.key()),
+        format!("unibus.events.{}.room", victim.key()),
+        format!("unibus.events.{}.account", victim.key()),
+        // Not under her inbox prefix either: the prefix's dot is part of it.
+        format!("_INBOX_{}", alice.key()),
+    ];
+    for reply in &elsewhere {
+        alice
+            .client
+            .publish_with_reply(on("add_member"), reply.clone(), add.clone())
+            .await
+            .unwrap();
+    }
+    alice.client.publish(on("add_member"), add).await.unwrap();
+    let read = Bytes::from(json!({ "room": "general" }).to_string());
+    let foreign = format!("_INBOX_{}.y", victim.key());
+    alice
+        .client
+        .publish_with_reply(on("epoch"), foreign.clone(), read)
+        .await
+        .unwrap();
+    let commit = json!({ "upload": "00", "instance": plane.instance() }).to_string();
+    alice
+        .client
+        .publish_with_reply(
+            format!("{}.{}", on("rekey_commit"), plane.instance()),
+            foreign,
+            commit.into(),
+        )
+        .await
+        .unwrap();
+    alice.client.flush().await.unwrap();
+    let sent = elsewhere.len() as u64 + 3;
+
+    // Each was taken, and dropped: counted, and shown to the operator in the service's stats.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while plane.dropped_requests() < sent {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} of {sent} dropped",
+            plane.dropped_requests()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(plane.dropped_requests(), sent);
+    assert_eq!(dropped_in_stats(&w.control).await, sent);
+    // Nothing changed, and the caller's own requests are answered as before.
+    assert!(!w
+        .store
+        .is_member(&RoomId::new("general").unwrap(), &bob.id.sign_public_key())
+        .await
+        .unwrap());
+    assert_eq!(
+        alice.call("epoch", json!({ "room": "general" })).await["epoch"],
+        0
+    );
+    // Nothing reached the victim by the time its own round trip through the server is back.
+    victim.client.flush().await.unwrap();
+    assert!(
+        inbox.next().now_or_never().is_none(),
+        "an answer in its inbox"
+    );
+    assert!(
+        events.next().now_or_never().is_none(),
+        "an answer in its notices"
     );
 }
