@@ -499,6 +499,7 @@ impl ControlPlane {
     }
 
     async fn rooms(&self, caller: &SignPublicKey, request: RoomsRequest) -> Outcome<RoomsReply> {
+        let limit = self.page_limit(request.limit, ROOM_RECORD_BYTES)?;
         let store = &self.store;
         let ids = store
             .rooms_for_member(caller)
@@ -508,7 +509,6 @@ impl ControlPlane {
             .after
             .as_ref()
             .map_or(0, |after| ids.partition_point(|id| id <= after));
-        let limit = self.page_limit(request.limit, ROOM_RECORD_BYTES);
         let more = ids.len() - start > limit;
         // In order (the list is sorted by id), with many reads in flight.
         let mut records = futures::stream::iter(ids.into_iter().skip(start).take(limit))
@@ -531,12 +531,19 @@ impl ControlPlane {
     }
 
     /// How many records of at most `record_bytes` (JSON, with a separator) one page holds: what
-    /// the caller asked for, at most [`MAX_PAGE`], and never more than fit in one message.
-    fn page_limit(&self, requested: Option<u32>, record_bytes: usize) -> usize {
+    /// the caller asked for, at most [`MAX_PAGE`], and never more than fit in one message. A
+    /// `limit` of 0 asks for nothing a page could be, and is `bad_request`.
+    fn page_limit(&self, requested: Option<u32>, record_bytes: usize) -> Outcome<usize> {
+        if requested == Some(0) {
+            return Err(refused(
+                RefusalCode::BadRequest,
+                "`limit` must be at least 1 (leave it out for as many as fit)",
+            ));
+        }
         let max_payload = self.client.server_info().max_payload;
         let fits = (max_payload.saturating_sub(PAGE_ENVELOPE_BYTES) / record_bytes).max(1);
-        let requested = requested.map_or(usize::MAX, |n| (n as usize).max(1));
-        fits.min(requested).min(MAX_PAGE)
+        let requested = requested.map_or(usize::MAX, |n| n as usize);
+        Ok(fits.min(requested).min(MAX_PAGE))
     }
 
     async fn member(&self, caller: &SignPublicKey, request: MemberRequest) -> Outcome<MemberReply> {
@@ -605,8 +612,8 @@ impl ControlPlane {
         caller: &SignPublicKey,
         request: MembersRequest,
     ) -> Outcome<MembersReply> {
+        let limit = self.page_limit(request.limit, MEMBER_RECORD_BYTES)?;
         self.owned_room(&request.room, caller).await?;
-        let limit = self.page_limit(request.limit, MEMBER_RECORD_BYTES);
         // One more than the page, to know whether another page follows.
         let mut page = self
             .store
@@ -768,11 +775,24 @@ impl ControlPlane {
         })
     }
 
+    /// Refuses an upload step whose body names another instance than its subject (which names
+    /// this one): a client that sends it is confused about where its upload is.
+    fn same_instance(&self, instance: &str) -> Outcome<()> {
+        if instance != self.instance {
+            return Err(refused(
+                RefusalCode::BadRequest,
+                "the body's `instance` is not the instance of the subject it was sent to",
+            ));
+        }
+        Ok(())
+    }
+
     async fn rekey_part(
         &self,
         caller: &SignPublicKey,
         request: RekeyPartRequest,
     ) -> Outcome<RekeyPartReply> {
+        self.same_instance(&request.instance)?;
         let entries = hex::decode(&request.entries)
             .map_err(|e| refused(RefusalCode::BadRequest, format!("entries: {e}")))?;
         let received = self
@@ -791,6 +811,7 @@ impl ControlPlane {
         request: RekeyCommitRequest,
         notices: &mut Notices,
     ) -> Outcome<EpochReply> {
+        self.same_instance(&request.instance)?;
         let upload = self
             .uploads
             .take(&request.upload, caller)

@@ -51,10 +51,22 @@ impl User {
 
     /// The reply's bytes: JSON, or for `key` the binary member part (§12.4).
     async fn call_raw(&self, operation: &str, body: Value) -> Vec<u8> {
+        self.call_bytes(operation, body.to_string().into_bytes())
+            .await
+    }
+
+    /// The JSON reply to a body given as text (which a `Value` could not hold, such as a field
+    /// named twice).
+    async fn call_text(&self, operation: &str, body: &str) -> Value {
+        let reply = self.call_bytes(operation, body.as_bytes().to_vec()).await;
+        serde_json::from_slice(&reply).unwrap()
+    }
+
+    async fn call_bytes(&self, operation: &str, body: Vec<u8>) -> Vec<u8> {
         let subject = format!("unibus.cp.{}.{operation}", self.key());
         let reply = tokio::time::timeout(
             Duration::from_secs(5),
-            self.client.request(subject, body.to_string().into()),
+            self.client.request(subject, body.into()),
         )
         .await
         .expect("the service answers")
@@ -287,6 +299,14 @@ async fn the_room_story_from_creation_to_removal() {
         bob.call("member", json!({ "room": "general" })).await["member"],
         false
     );
+
+    // Added again, a member fetches the epochs it was sealed to before its removal (§12.2), and
+    // none it was not.
+    let again = json!({ "room": "general", "member": bob.key() });
+    assert_eq!(code(&alice.call("add_member", again).await), "<ok>");
+    assert_eq!(bob.open_key("general", Some(1)).await.unwrap().0, 1);
+    assert_eq!(bob.open_key("general", Some(2)).await.unwrap().0, 2);
+    assert_eq!(bob.open_key("general", None).await.unwrap_err(), "no_key");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -600,7 +620,30 @@ async fn a_chunked_upload_takes_parts_in_order_from_its_owner_and_commits_only_w
     let part =
         |first: usize, bytes: &[u8]| json!({ "first": first, "entries": hex::encode(bytes) });
 
+    // Bytes after the head are not a head.
+    let mut long = head.clone();
+    long.push(0);
+    let trailing = alice
+        .call("rekey_begin", json!({ "head": hex::encode(&long) }))
+        .await;
+    assert_eq!(code(&trailing), "bad_manifest", "{trailing}");
+    let message = trailing["error"]["message"].as_str().unwrap();
+    assert!(message.contains("trailing bytes"), "{trailing}");
+
     let begun = begin().await;
+    // A step whose body names another instance than its subject does is refused, and adds
+    // nothing; the subject's instance is the one that holds the upload.
+    let here = begun["instance"].as_str().unwrap();
+    let elsewhere = json!({ "upload": begun["upload"], "instance": "0" });
+    let mut part_elsewhere = part(0, &entries[..entry]);
+    part_elsewhere
+        .as_object_mut()
+        .unwrap()
+        .extend(elsewhere.as_object().unwrap().clone());
+    for (step, body) in [("rekey_part", part_elsewhere), ("rekey_commit", elsewhere)] {
+        let reply = alice.call(&format!("{step}.{here}"), body).await;
+        assert_eq!(code(&reply), "bad_request", "{step}: {reply}");
+    }
     let first = alice
         .upload_step("rekey_part", &begun, part(0, &entries[..entry]))
         .await;
@@ -671,6 +714,81 @@ async fn a_key_reply_grows_with_the_log_of_the_room_not_its_size() {
     assert_eq!(
         fetcher.open_key("crowd", Some(1)).await.unwrap(),
         (1, first)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_holds_at_least_one_record_and_the_last_has_no_next() {
+    let w = with_service().await;
+    let (alice, bob) = (user(&w).await, user(&w).await);
+    for room in ["a", "b"] {
+        alice.call("create_room", json!({ "room": room })).await;
+    }
+    let add = json!({ "room": "a", "member": bob.key() });
+    assert_eq!(code(&alice.call("add_member", add).await), "<ok>");
+    // `limit` is a whole number from 1 to 2^32 - 1; `after` a valid room id or key.
+    for (operation, body) in [
+        ("rooms", json!({ "limit": 0 })),
+        ("members", json!({ "room": "a", "limit": 0 })),
+        ("rooms", json!({ "limit": -1 })),
+        ("rooms", json!({ "limit": 1.5 })),
+        ("rooms", json!({ "limit": "1" })),
+        ("rooms", json!({ "limit": 4_294_967_296u64 })),
+        ("rooms", json!({ "after": "bad room" })),
+        ("members", json!({ "room": "a", "after": "beef" })),
+    ] {
+        let reply = alice.call(operation, body.clone()).await;
+        assert_eq!(code(&reply), "bad_request", "{operation} {body}: {reply}");
+    }
+    let first = alice.call("rooms", json!({ "limit": 1 })).await;
+    assert_eq!(first["rooms"].as_array().unwrap().len(), 1, "{first}");
+    assert_eq!(first["next"], "a");
+    let from_null = alice
+        .call("rooms", json!({ "after": null, "limit": 1 }))
+        .await;
+    assert_eq!(from_null, first, "`\"after\": null` is the first page");
+    let last = alice
+        .call("rooms", json!({ "after": "a", "limit": 1 }))
+        .await;
+    assert_eq!(last["rooms"][0]["id"], "b", "{last}");
+    assert!(last.get("next").is_none(), "no `next`, not null: {last}");
+    let mut keys = [alice.key(), bob.key()];
+    keys.sort();
+    let first = alice
+        .call("members", json!({ "room": "a", "limit": 1 }))
+        .await;
+    assert_eq!(first["next"], keys[0].as_str(), "{first}");
+    let last = alice
+        .call(
+            "members",
+            json!({ "room": "a", "after": keys[0], "limit": 1 }),
+        )
+        .await;
+    assert_eq!(last["members"][0]["sign_public_key"], keys[1].as_str());
+    assert!(last.get("next").is_none(), "no `next`, not null: {last}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_names_a_field_twice_is_a_bad_request_and_changes_nothing() {
+    let w = with_service().await;
+    let (alice, bob) = (user(&w).await, user(&w).await);
+    alice.call("create_room", json!({ "room": "a" })).await;
+    let twice = alice
+        .call_text("create_room", r#"{"room":"one","room":"two"}"#)
+        .await;
+    assert_eq!(code(&twice), "bad_request", "{twice}");
+    // At any depth, also in a field the operation does not take.
+    let nested = format!(
+        r#"{{"room":"a","member":"{}","extra":{{"x":1,"x":2}}}}"#,
+        bob.key()
+    );
+    let reply = alice.call_text("add_member", &nested).await;
+    assert_eq!(code(&reply), "bad_request", "{reply}");
+    let rooms = alice.call("rooms", json!({})).await;
+    assert_eq!(rooms["rooms"].as_array().unwrap().len(), 1, "{rooms}");
+    assert_eq!(
+        bob.call("member", json!({ "room": "a" })).await["member"],
+        false
     );
 }
 
