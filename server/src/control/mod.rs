@@ -10,11 +10,11 @@
 //! dropped unanswered and not acted on, counted per operation in the service's statistics
 //! (`$SRV.STATS`) and logged at most every [`DROP_LOG_EVERY`]. The operations, their bodies and
 //! replies and the refusal codes are the shared protocol types of [`unibus::protocol::control`]
-//! (protocol §12); this module answers them. The
-//! service runs in a queue group, so every membershipd instance shares the load. Changes are
-//! published as [`Notification`]s to `unibus.events.<member>.room` for each member they concern,
-//! after the reply: the caller's request returns without waiting for the fan-out (a rekey of
-//! 100,000 members notifies 100,000 members).
+//! (protocol §12); this module answers them. The service runs in a queue group, so every
+//! membershipd instance shares the load. Changes are published as [`Notification`]s to
+//! `unibus.events.<member>.room` for each member they concern, after the reply: the caller's
+//! request returns without waiting for the fan-out (a rekey of 100,000 members notifies 100,000
+//! members).
 //!
 //! A reply that would not fit in one NATS message (the server's `max_payload`) is replaced by a
 //! `reply_too_large` refusal, and logged, so the caller hears of it instead of timing out.
