@@ -150,7 +150,9 @@ async fn bench(backend: Backend) {
     assert!(cache.is_fresh(), "the cache's change feed caught up");
     let store: Arc<dyn Store> = cache;
     let _callout = common::start_callout(&cluster, &setup, Arc::clone(&store)).await;
-    tokio::spawn(Arc::new(ControlPlane::new(Arc::clone(&store), service.clone())).run());
+    // The control plane's own connection, in the users' account, as `membershipd serve` makes.
+    let control = common::connect_control(&cluster, &setup).await;
+    tokio::spawn(Arc::new(ControlPlane::new(Arc::clone(&store), control.clone())).run());
     let urls: Vec<String> = (0..nodes).map(|i| cluster.client_url(i)).collect();
 
     // The HTTP API, for registration.
@@ -186,22 +188,22 @@ async fn bench(backend: Backend) {
         .unwrap();
     owner_session.rekey(&room).await.unwrap();
 
-    // The request/reply hop alone, on the control plane's own path (a user's request crossing
-    // into membershipd's account): a raw request to a responder that answers at once.
+    // The request/reply hop alone, on the control plane's own path (a user's request to
+    // membershipd's control-plane connection): a raw request to a responder that answers at once.
     let echo_subject = format!("unibus.cp.{}.echo", member.sign_public_key());
-    let mut echoes = service.subscribe(echo_subject.clone()).await.unwrap();
+    let mut echoes = control.subscribe(echo_subject.clone()).await.unwrap();
     let echo_task = tokio::spawn({
-        let service = service.clone();
+        let control = control.clone();
         async move {
             use futures::StreamExt;
             while let Some(message) = echoes.next().await {
                 if let Some(reply) = message.reply {
-                    let _ = service.publish(reply, message.payload).await;
+                    let _ = control.publish(reply, message.payload).await;
                 }
             }
         }
     });
-    service.flush().await.unwrap();
+    control.flush().await.unwrap();
     let (raw_user, _) = common::login(cluster.server_addrs(), &member)
         .await
         .unwrap();
@@ -351,7 +353,7 @@ async fn bench(backend: Backend) {
         &name,
         &store,
         &urls,
-        &service,
+        &control,
         &cluster,
         &owner_session,
         &room,
@@ -461,7 +463,7 @@ async fn throughput(
     name: &str,
     store: &Arc<dyn Store>,
     urls: &[String],
-    service: &async_nats::Client,
+    control: &async_nats::Client,
     cluster: &unibus_testkit::NatsCluster,
     owner: &Session,
     room: &RoomId,
@@ -510,20 +512,20 @@ async fn throughput(
     }
 
     let echo_subject = "unibus.cp.*.echo";
-    let echoes = service.subscribe(echo_subject).await.unwrap();
+    let echoes = control.subscribe(echo_subject).await.unwrap();
     let echo_task = tokio::spawn({
-        let service = service.clone();
+        let control = control.clone();
         async move {
             use futures::StreamExt;
             let mut echoes = echoes;
             while let Some(message) = echoes.next().await {
                 if let Some(reply) = message.reply {
-                    let _ = service.publish(reply, message.payload).await;
+                    let _ = control.publish(reply, message.payload).await;
                 }
             }
         }
     });
-    service.flush().await.unwrap();
+    control.flush().await.unwrap();
     let mut raw = Vec::with_capacity(CONCURRENT_USERS);
     for id in &users {
         let (client, _) = common::login(cluster.server_addrs(), id).await.unwrap();

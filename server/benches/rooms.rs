@@ -198,8 +198,8 @@ async fn caught_up(store: &Arc<dyn Store>) {
 
 struct Service {
     cluster: NatsCluster,
-    /// membershipd's own connection, which answers the floor's echo requests.
-    service: async_nats::Client,
+    /// membershipd's control-plane connection, which also answers the floor's echo requests.
+    control: async_nats::Client,
     store: Arc<dyn Store>,
     urls: Vec<String>,
     sqlite: bool,
@@ -235,14 +235,15 @@ async fn service(backend: &str) -> Service {
     let cache = CachedStore::new(raw);
     cache.warm(Duration::from_secs(10)).await.unwrap();
     let store: Arc<dyn Store> = cache;
-    let service = common::start_callout(&cluster, &setup, Arc::clone(&store)).await;
-    tokio::spawn(Arc::new(ControlPlane::new(Arc::clone(&store), service.clone())).run());
-    service.flush().await.unwrap();
+    let _callout = common::start_callout(&cluster, &setup, Arc::clone(&store)).await;
+    let control = common::connect_control(&cluster, &setup).await;
+    tokio::spawn(Arc::new(ControlPlane::new(Arc::clone(&store), control.clone())).run());
+    control.flush().await.unwrap();
     common::wait_for_control_plane(&cluster, &*store).await;
     let urls = (0..nodes).map(|i| cluster.client_url(i)).collect();
     Service {
         cluster,
-        service,
+        control,
         store,
         urls,
         sqlite,
@@ -426,10 +427,11 @@ async fn burst(s: &Service) {
     let ours = started.elapsed();
 
     // The floor: as many concurrent requests from a member's connection, on the control
-    // plane's own path, to a responder in membershipd's account that answers at once.
+    // plane's own path, to a responder on membershipd's control-plane connection that answers
+    // at once.
     let subject = format!("unibus.cp.{}.echo", members[0].sign_public_key());
-    let mut requests = s.service.subscribe(subject.clone()).await.unwrap();
-    let responder = s.service.clone();
+    let mut requests = s.control.subscribe(subject.clone()).await.unwrap();
+    let responder = s.control.clone();
     tokio::spawn(async move {
         while let Some(m) = requests.next().await {
             if let Some(reply) = m.reply {
@@ -437,7 +439,7 @@ async fn burst(s: &Service) {
             }
         }
     });
-    s.service.flush().await.unwrap();
+    s.control.flush().await.unwrap();
     let (client, _) = common::login(s.cluster.server_addrs(), &members[0])
         .await
         .unwrap();

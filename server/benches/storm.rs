@@ -22,9 +22,9 @@
 //! `UNIBUS_STORM_REFERENCES` set, each size also gets three reference rows first, one storm
 //! each against a fresh server, to show where a login's cost goes: the static nkeys again, each
 //! user with the permissions unibus gives; the same in unibus's accounts (an application
-//! account importing from a service account, beside a system account); and the same again with
-//! an auth callout configured that every user bypasses, listed in its `auth_users` (what a
-//! static list beside the callout would cost).
+//! account importing the events from a service account, beside a system account); and the
+//! same again with an auth callout configured that every user bypasses, listed in its
+//! `auth_users` (what a static list beside the callout would cost).
 //!
 //! Each row also counts the kernel's listen-queue overflows during its storm (see
 //! [`listen_overflows`]). The clients, membershipd and nats-server share this machine's 2 cores.
@@ -166,7 +166,7 @@ enum StaticUsers {
     /// inbox prefix.
     Permissions,
     /// Those permissions, in unibus's accounts: the users in the application account, which
-    /// imports the control plane and the events from the service account, beside a system
+    /// imports the events from the service account, beside a system
     /// account. nats-server publishes an event for every connection to an account of its own,
     /// never for one to the global account.
     Accounts,
@@ -225,9 +225,8 @@ fn static_config(ids: &[Arc<Identity>], dir: &Path, users: StaticUsers) -> LoneC
                 format!(
                     "{listen}authorization {{ timeout: 2\n{callout}\n}}\n\
                      accounts {{\n\
-                     AUTH {{ exports: [ {{ service: \"unibus.cp.>\" }}, {{ stream: \"unibus.events.>\" }} ] }}\n\
+                     AUTH {{ exports: [ {{ stream: \"unibus.events.>\" }} ] }}\n\
                      APP {{\n  imports: [\n\
-                     {{ service: {{ account: AUTH, subject: \"unibus.cp.>\" }} }}\n\
                      {{ stream: {{ account: AUTH, subject: \"unibus.events.>\" }} }}\n  ]\n\
                      users = [\n{list}  ]\n}}\n\
                      SYS {{ users: [ {{ user: sys, password: bench }} ] }}\n}}\n\

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use unibus::{InviteLink, KexPublicKey, RoomId, SignPublicKey};
 
+use crate::store::cached::IN_FORCE_EVERYWHERE;
 use crate::store::{now_millis, NewInvite, NewUser, Store, StoreError};
 pub use unibus::protocol::admin::{
     AdminOperation, AdminParamsError, DEFAULT_TTL_HOURS, MAX_TTL_HOURS, TTL_HOURS,
@@ -56,6 +57,12 @@ pub fn room_id(text: &str) -> Result<RoomId, OperationError> {
 
 /// Runs `operation`. `actor` is the admin behind it (recorded on invites), `None` for the CLI
 /// on the host; `public_url` is the server base URL for invite links.
+///
+/// A revocation or a deletion returns only once it is in force on every membershipd sharing
+/// the store, whichever process made it: it waits [`IN_FORCE_EVERYWHERE`] after the store took
+/// it, the longest any instance's authorization cache may still answer from a copy made
+/// before. From its return on, every instance refuses the user's logins and control-plane
+/// requests.
 pub async fn run(
     operation: AdminOperation,
     store: &dyn Store,
@@ -81,10 +88,12 @@ pub async fn run(
         AdminOperation::UserList => json!(store.list_users().await?),
         AdminOperation::UserRevoke(key) => {
             store.revoke_user(&key).await?;
+            tokio::time::sleep(IN_FORCE_EVERYWHERE).await;
             json!({ "revoked": key })
         }
         AdminOperation::UserDelete(key) => {
             store.delete_user(&key).await?;
+            tokio::time::sleep(IN_FORCE_EVERYWHERE).await;
             json!({ "deleted": key })
         }
         AdminOperation::InviteCreate { admin, ttl_hours } => {

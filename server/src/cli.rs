@@ -332,6 +332,15 @@ fn operation(command: Command) -> Result<AdminOperation, OperationError> {
     })
 }
 
+/// What a revocation or deletion says once it returns (see [`crate::admin::run`]).
+fn in_force() -> String {
+    format!(
+        "in force on every membershipd sharing this store (waited {:?} for their caches): they \
+         refuse the user's logins and requests from now on",
+        crate::store::cached::IN_FORCE_EVERYWHERE
+    )
+}
+
 /// Text for people, from an operation's JSON result.
 fn human(operation: &AdminOperation, value: &Value, qr: bool) -> String {
     let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
@@ -347,8 +356,8 @@ fn human(operation: &AdminOperation, value: &Value, qr: bool) -> String {
             let admin = if u["admin"] == true { "  admin" } else { "" };
             format!("{}  {}{admin}", s(&u["sign_key"]), s(&u["status"]))
         }),
-        AdminOperation::UserRevoke(key) => format!("revoked {key}"),
-        AdminOperation::UserDelete(key) => format!("deleted {key}"),
+        AdminOperation::UserRevoke(key) => format!("revoked {key}; {}", in_force()),
+        AdminOperation::UserDelete(key) => format!("deleted {key}; {}", in_force()),
         AdminOperation::InviteCreate { .. } => {
             let link = s(&value["link"]);
             let mut text = format!(

@@ -3,9 +3,10 @@
 //! - With no `--nats-url`, an embedded nats-server: its config (JetStream, the accounts and the
 //!   auth callout) is written under `<data-dir>/nats/`, and the process is supervised:
 //!   restarted if it exits, killed when membershipd stops.
-//! - membershipd's connections: the service user of the `AUTH` account (control plane, and the
-//!   KV store when the store is KV; and [`CALLOUT_CONNECTIONS`] more for the callout) and the
-//!   system user (revocation sweeps).
+//! - membershipd's connections: the service user of the `AUTH` account (the KV store when the
+//!   store is KV, account notices; and [`CALLOUT_CONNECTIONS`] more for the callout), the
+//!   control-plane user of the `APP` account (the control plane, where users' requests arrive
+//!   with their own reply subjects) and the system user (revocation sweeps).
 //! - The auth callout, the revocation sweep, the control-plane service and the HTTP API.
 //!
 //! Once it serves, `<data-dir>/serving.json` says where (see [`Serving`]): with port 0 for
@@ -75,6 +76,10 @@ pub async fn run(
     let service_user =
         || async_nats::ConnectOptions::with_nkey(auth.service.seed().unwrap_or_default());
     let service = connect_retrying(&nats_url, service_user).await?;
+    let control = connect_retrying(&nats_url, || {
+        async_nats::ConnectOptions::with_nkey(auth.control.seed().unwrap_or_default())
+    })
+    .await?;
     // The callout answers on connections of its own, so that nats-server checks its answers on
     // several cores (see `auth::callout`).
     let mut callout_connections = Vec::with_capacity(CALLOUT_CONNECTIONS);
@@ -107,7 +112,7 @@ pub async fn run(
         .map_err(|e| keys_error(e.into()))?;
     // The control plane answers before the callout lets anyone in: a client that reconnects
     // the moment logins work finds it there.
-    Arc::new(ControlPlane::new(Arc::clone(&store), service.clone()))
+    Arc::new(ControlPlane::new(Arc::clone(&store), control))
         .start()
         .await
         .map_err(ServerError::Services)?;

@@ -38,9 +38,10 @@ fn options() -> SessionOptions {
 
 /// membershipd's callout and control plane on `cluster` over `store`.
 async fn serve(cluster: &NatsCluster, setup: &AuthSetup, store: Arc<dyn Store>) {
-    let service = common::start_callout(cluster, setup, Arc::clone(&store)).await;
-    tokio::spawn(Arc::new(ControlPlane::new(Arc::clone(&store), service.clone())).run());
-    service.flush().await.unwrap();
+    let _callout = common::start_callout(cluster, setup, Arc::clone(&store)).await;
+    let control = common::connect_control(cluster, setup).await;
+    tokio::spawn(Arc::new(ControlPlane::new(Arc::clone(&store), control.clone())).run());
+    control.flush().await.unwrap();
     common::wait_for_control_plane(cluster, &*store).await;
 }
 

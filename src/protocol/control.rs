@@ -481,7 +481,9 @@ pub fn read_reply<T: ReplyBody>(payload: &[u8]) -> Result<Result<T, Refusal>, Ma
 }
 
 /// Reads a request body: empty (read as `{}`) or one JSON object. Any other JSON value (an
-/// array in field order included) is refused; fields the operation does not take are ignored.
+/// array in field order included) is refused, and so is an object that names a field twice, at
+/// any depth (as the HTTP API does, §10 and §13: which of the two would count is not left to
+/// chance); fields the operation does not take are ignored.
 pub fn read_request<R: Request>(body: &[u8]) -> Result<R, Refusal> {
     let bad = |message: String| Refusal::new(RefusalCode::BadRequest, message);
     let value: serde_json::Value = if body.is_empty() {
@@ -491,6 +493,9 @@ pub fn read_request<R: Request>(body: &[u8]) -> Result<R, Refusal> {
     };
     if !value.is_object() {
         return Err(bad("the body must be a JSON object".into()));
+    }
+    if super::json::names_a_field_twice(body) {
+        return Err(bad("a field appears more than once in an object".into()));
     }
     serde_json::from_value(value).map_err(|e| bad(format!("malformed request: {e}")))
 }
@@ -597,13 +602,20 @@ mod tests {
     }
 
     #[test]
-    fn requests_are_objects_and_null_epoch_is_the_latest() {
+    fn requests_are_objects_naming_each_field_once_and_null_epoch_is_the_latest() {
         let latest: KeyRequest = read_request(br#"{"room":"general","epoch":null}"#).unwrap();
         assert_eq!(latest.epoch, None);
         let absent: KeyRequest = read_request(br#"{"room":"general","extra":1}"#).unwrap();
         assert_eq!(absent.epoch, None);
         assert!(read_request::<RoomsRequest>(b"").is_ok());
-        for body in [&br#"["general"]"#[..], b"null", b"\"general\"", b"{"] {
+        for body in [
+            &br#"["general"]"#[..],
+            b"null",
+            b"\"general\"",
+            b"{",
+            br#"{"room":"general","room":"other"}"#,
+            br#"{"room":"general","extra":{"x":1,"x":2}}"#,
+        ] {
             let refusal = read_request::<EpochRequest>(body).unwrap_err();
             assert_eq!(refusal.code, RefusalCode::BadRequest);
         }

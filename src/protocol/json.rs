@@ -129,6 +129,13 @@ impl<'de> serde::Deserialize<'de> for NoDuplicates {
     }
 }
 
+/// Whether the JSON document `bytes` names a field twice in any object, at any depth (`false`
+/// for bytes that are not JSON: their reader refuses them for that).
+pub(crate) fn names_a_field_twice(bytes: &[u8]) -> bool {
+    serde_json::from_slice::<NoDuplicates>(bytes)
+        .is_err_and(|e| e.classify() == serde_json::error::Category::Data)
+}
+
 impl Object {
     /// Reads `bytes` as one JSON object that takes only the fields in `allowed`.
     pub fn parse(bytes: &[u8], allowed: &'static [&'static str]) -> Result<Self, JsonError> {
@@ -142,8 +149,9 @@ impl Object {
             return Err(JsonError::NotObject { what: WHAT });
         }
         // Then once more for the duplicates the value above merged, at any depth.
-        serde_json::from_slice::<NoDuplicates>(bytes)
-            .map_err(|_| JsonError::Duplicate { what: WHAT })?;
+        if names_a_field_twice(bytes) {
+            return Err(JsonError::Duplicate { what: WHAT });
+        }
         Self::from_value(value, WHAT, allowed)
     }
 

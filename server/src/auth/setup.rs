@@ -1,9 +1,16 @@
 //! The nats-server configuration and credentials for cluster login by key.
 //!
 //! Three accounts: `AUTH`, where membershipd connects (as an nkey user) to answer callouts and
-//! to keep the KV store, out of reach of users; `APP`, where admitted users land; and `SYS`, the
-//! system account, whose user membershipd uses to find and disconnect revoked users' sessions.
-//! `APP` imports the control-plane service and the change notifications from `AUTH`.
+//! to keep the KV store, out of reach of users; `APP`, where admitted users land, and where
+//! membershipd's control-plane user answers their requests; and `SYS`, the system account, whose
+//! user membershipd uses to find and disconnect revoked users' sessions. `APP` imports the change
+//! notifications from `AUTH`.
+//!
+//! The control plane answers in `APP` itself, not through a service import: an import hands the
+//! service a reply subject of nats-server's own making (`_R_.…`), so membershipd could not see
+//! where its answer would go, and a caller could have it sent to another user's inbox or notice
+//! subjects. In `APP` it sees the caller's own reply subject and answers only under the caller's
+//! inbox prefix (see [`crate::control`]).
 
 use std::time::Duration;
 
@@ -27,6 +34,9 @@ pub struct AuthSetup {
     pub issuer: KeyPair,
     /// membershipd's own user nkey in the `AUTH` account.
     pub service: KeyPair,
+    /// membershipd's control-plane user nkey in the `APP` account, derived from
+    /// [`service`](Self::service) (see [`control_key`]).
+    pub control: KeyPair,
     /// The password of the `sys` user in the system account.
     pub sys_password: Zeroizing<String>,
 }
@@ -36,6 +46,7 @@ impl std::fmt::Debug for AuthSetup {
         f.debug_struct("AuthSetup")
             .field("issuer", &self.issuer.public_key())
             .field("service", &self.service.public_key())
+            .field("control", &self.control.public_key())
             .finish_non_exhaustive()
     }
 }
@@ -60,9 +71,12 @@ impl AuthSetup {
             KeyPair::from_seed(&read(name)?)
                 .map_err(|e| std::io::Error::other(format!("{name}: {e}")))
         };
+        let service = key(SERVICE_FILE)?;
         Ok(Some(Self {
             issuer: key(ISSUER_FILE)?,
-            service: key(SERVICE_FILE)?,
+            control: control_key(&service)
+                .map_err(|e| std::io::Error::other(format!("{SERVICE_FILE}: {e}")))?,
+            service,
             sys_password: read(SYS_PASSWORD_FILE)?,
         }))
     }
@@ -90,9 +104,12 @@ impl AuthSetup {
     pub fn generate() -> Result<Self, getrandom::Error> {
         let mut password = [0u8; 24];
         getrandom::fill(&mut password)?;
+        let service = KeyPair::new_user();
         Ok(Self {
             issuer: KeyPair::new_account(),
-            service: KeyPair::new_user(),
+            // A fresh user key's seed always encodes, and the derived bytes always make a key.
+            control: control_key(&service).expect("a fresh user key derives its control key"),
+            service,
             sys_password: Zeroizing::new(hex::encode(password)),
         })
     }
@@ -113,13 +130,12 @@ accounts {{
     jetstream: enabled
     users: [ {{ nkey: {service} }} ]
     exports: [
-      {{ service: "unibus.cp.>" }}
       {{ stream: "unibus.events.>" }}
     ]
   }}
   {APP_ACCOUNT} {{
+    users: [ {{ nkey: {control} }} ]
     imports: [
-      {{ service: {{ account: {AUTH_ACCOUNT}, subject: "unibus.cp.>" }} }}
       {{ stream: {{ account: {AUTH_ACCOUNT}, subject: "unibus.events.>" }} }}
     ]
   }}
@@ -131,17 +147,33 @@ authorization {{
   auth_callout {{
     issuer: {issuer}
     account: {AUTH_ACCOUNT}
-    auth_users: [ {service} ]
+    auth_users: [ {service}, {control} ]
     allowed_accounts: [ {APP_ACCOUNT} ]
   }}
 }}
 "#,
             service = self.service.public_key(),
+            control = self.control.public_key(),
             issuer = self.issuer.public_key(),
             timeout = auth_timeout.as_secs_f64(),
             password = self.sys_password.as_str(),
         )
     }
+}
+
+/// The control-plane user's key, derived from the service user's: SHA-256 of a label and the
+/// service seed. Every instance that carries the same `auth/` directory derives the same key, and
+/// a directory made before the control plane moved to `APP` needs no new file. The hash is one
+/// way: the control key's seed does not reveal the service seed.
+pub fn control_key(service: &KeyPair) -> Result<KeyPair, nkeys::error::Error> {
+    use sha2::Digest;
+    let seed = Zeroizing::new(service.seed()?);
+    let mut hash = sha2::Sha256::new();
+    hash.update(b"unibus control-plane user v1\0");
+    hash.update(seed.as_bytes());
+    let mut raw = Zeroizing::new([0u8; 32]);
+    raw.copy_from_slice(&hash.finalize());
+    KeyPair::new_from_raw(nkeys::KeyPairType::User, *raw)
 }
 
 /// Writes (or rewrites) a file only its owner can read.
@@ -182,6 +214,8 @@ mod tests {
         let again = AuthSetup::load_or_create(dir.path()).unwrap();
         assert_eq!(first.issuer.public_key(), again.issuer.public_key());
         assert_eq!(first.service.public_key(), again.service.public_key());
+        assert_eq!(first.control.public_key(), again.control.public_key());
+        assert_ne!(first.control.public_key(), first.service.public_key());
         assert_eq!(*first.sys_password, *again.sys_password);
         assert!(!format!("{first:?}").contains(first.sys_password.as_str()));
         #[cfg(unix)]

@@ -3,12 +3,18 @@
 //! Requests go to `unibus.cp.<caller>.<operation>`, where `<caller>` is the caller's signing key
 //! in hex. nats-server lets a user publish only under its own key (see
 //! [`crate::auth::callout::UserPermissions`]), so the subject *is* the caller's authenticated
-//! identity. The operations, their bodies and replies and the refusal codes are the shared
-//! protocol types of [`unibus::protocol::control`] (protocol §12); this module answers them. The
-//! service runs in a queue group, so every membershipd instance shares the load. Changes are
-//! published as [`Notification`]s to `unibus.events.<member>.room` for each member they concern,
-//! after the reply: the caller's request returns without waiting for the fan-out (a rekey of
-//! 100,000 members notifies 100,000 members).
+//! identity. The service listens in the users' own account (`APP`), so it sees each request's
+//! reply subject as the caller set it, and answers only under the caller's own inbox prefix,
+//! `_INBOX_<caller>.` ([`replies_to_caller`], the one rule for every operation): a request
+//! whose answer would go anywhere else (another user's inbox or notice subjects, or nowhere) is
+//! dropped unanswered and not acted on, counted per operation in the service's statistics
+//! (`$SRV.STATS`) and logged at most every [`DROP_LOG_EVERY`]. The operations, their bodies and
+//! replies and the refusal codes are the shared protocol types of [`unibus::protocol::control`]
+//! (protocol §12); this module answers them. The service runs in a queue group, so every
+//! membershipd instance shares the load. Changes are published as [`Notification`]s to
+//! `unibus.events.<member>.room` for each member they concern, after the reply: the caller's
+//! request returns without waiting for the fan-out (a rekey of 100,000 members notifies 100,000
+//! members).
 //!
 //! A reply that would not fit in one NATS message (the server's `max_payload`) is replaced by a
 //! `reply_too_large` refusal, and logged, so the caller hears of it instead of timing out.
@@ -20,7 +26,9 @@
 pub mod uploads;
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_nats::service::ServiceExt;
 use futures::StreamExt;
@@ -56,6 +64,93 @@ const MEMBER_RECORD_BYTES: usize = 171;
 const ROOM_RECORD_BYTES: usize = 241;
 /// The queue group of the service.
 pub const QUEUE_GROUP: &str = "unibus-control-plane";
+/// The shortest time between two warnings about dropped requests (each says how many were
+/// dropped since the last).
+pub const DROP_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// The one rule for where an answer may go (protocol §12.1): a reply subject under the caller's
+/// own inbox prefix, `_INBOX_<caller>.` followed by at least one character, where `<caller>`
+/// is the key the request's subject names (`unibus.cp.<caller>.<operation>…`). Anything else,
+/// or no reply subject at all, would have membershipd speak to someone other than the caller.
+pub fn replies_to_caller(subject: &str, reply: Option<&str>) -> bool {
+    let (Some(caller), Some(reply)) = (subject.split('.').nth(2), reply) else {
+        return false;
+    };
+    reply
+        .strip_prefix("_INBOX_")
+        .and_then(|rest| rest.strip_prefix(caller))
+        .and_then(|rest| rest.strip_prefix('.'))
+        .is_some_and(|rest| !rest.is_empty())
+}
+
+/// The requests dropped by [`replies_to_caller`], per operation, and when that was last logged.
+#[derive(Debug, Default)]
+struct Dropped {
+    /// In the order of [`Operation::ALL`].
+    counts: [AtomicU64; Operation::ALL.len()],
+    /// The last warning, and the total it reported.
+    logged: Mutex<(Option<tokio::time::Instant>, u64)>,
+}
+
+impl Dropped {
+    /// Where `operation` is counted.
+    fn slot(operation: Operation) -> Option<usize> {
+        Operation::ALL.iter().position(|o| *o == operation)
+    }
+
+    /// Counts a dropped request on `subject`, and warns if the last warning is old enough.
+    fn count(&self, subject: &str) {
+        let operation = subject.split('.').nth(3).and_then(Operation::from_name);
+        if let Some(slot) = operation.and_then(Self::slot) {
+            self.counts[slot].fetch_add(1, Ordering::Relaxed);
+        }
+        let total = self.total();
+        // Every update leaves the pair whole; a poisoned lock still holds a sound one.
+        let mut logged = self.logged.lock().unwrap_or_else(|p| p.into_inner());
+        let now = tokio::time::Instant::now();
+        if logged
+            .0
+            .is_none_or(|at| now.duration_since(at) >= DROP_LOG_EVERY)
+        {
+            tracing::warn!(
+                subject,
+                dropped = total - logged.1,
+                total,
+                "requests whose reply subject is not under their caller's inbox were dropped \
+                 unanswered (protocol 12.1)"
+            );
+            *logged = (Some(now), total);
+        }
+    }
+
+    /// The requests of `operation` dropped so far.
+    fn of(&self, operation: Operation) -> u64 {
+        Self::slot(operation).map_or(0, |slot| self.counts[slot].load(Ordering::Relaxed))
+    }
+
+    /// Every request dropped so far.
+    fn total(&self) -> u64 {
+        self.counts.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+
+    /// The custom statistics of the endpoint `name`: its operation's drops (`rekey_begin` also
+    /// counts its upload's `rekey_part` and `rekey_commit`, which are not endpoints).
+    fn stats(&self, name: &str) -> serde_json::Value {
+        let dropped = match Operation::from_name(name) {
+            Some(Operation::RekeyBegin) => [
+                Operation::RekeyBegin,
+                Operation::RekeyPart,
+                Operation::RekeyCommit,
+            ]
+            .into_iter()
+            .map(|op| self.of(op))
+            .sum(),
+            Some(operation) => self.of(operation),
+            None => 0,
+        };
+        serde_json::json!({ "dropped_requests": dropped })
+    }
+}
 
 /// What an operation answers: its reply, or a refusal.
 type Outcome<T> = Result<T, Refusal>;
@@ -128,17 +223,32 @@ pub struct ControlPlane {
     /// This instance's token: the last subject token of its instance-bound operations.
     instance: String,
     uploads: Arc<Uploads>,
+    /// The requests dropped because their answer would not go to their caller.
+    dropped: Arc<Dropped>,
 }
 
 impl ControlPlane {
-    /// A service answering on `client` (a connection in the account that exports the service).
+    /// A service answering on `client`, a connection in the users' own account (`APP`), where
+    /// it sees the reply subjects callers set.
     pub fn new(store: Arc<dyn Store>, client: async_nats::Client) -> Self {
         Self {
             store,
             client,
             instance: instance_token(),
             uploads: Arc::default(),
+            dropped: Arc::default(),
         }
+    }
+
+    /// This instance's token: the last subject token of its `rekey_part` and `rekey_commit`.
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// How many requests this instance dropped because their reply subject was not under
+    /// their caller's inbox (or missing).
+    pub fn dropped_requests(&self) -> u64 {
+        self.dropped.total()
     }
 
     /// Registers the service (NATS micro-services protocol: discovery and stats) with one
@@ -150,11 +260,11 @@ impl ControlPlane {
         Ok(())
     }
 
-    /// Like [`run`](Self::run), but returns once every subscription is written to the
-    /// connection, answering in a task of its own from then on. A server handles one
-    /// connection's operations in order, so `membershipd serve`, which then subscribes the auth
-    /// callout on the same connection, admits nobody before the control plane is there: a
-    /// crowd reconnecting after a restart is not met by silence.
+    /// Like [`run`](Self::run), but returns once the server holds every subscription (a
+    /// flush: the server answers it only after the subscriptions before it), answering in a task
+    /// of its own from then on. `membershipd serve` starts the auth callout only then, so it
+    /// admits nobody before the control plane is there: a crowd reconnecting after a restart is
+    /// not met by silence.
     pub async fn start(self: Arc<Self>) -> Result<tokio::task::JoinHandle<()>, async_nats::Error> {
         let bound = self.bind().await?;
         self.client.flush().await?;
@@ -164,10 +274,12 @@ impl ControlPlane {
     /// Subscribes the service's endpoints (in the queue group) and this instance's own
     /// subjects.
     async fn bind(&self) -> Result<Bound, async_nats::Error> {
+        let dropped = Arc::clone(&self.dropped);
         let service = self
             .client
             .service_builder()
             .description("unibus control plane: rooms, epochs, sealed keys")
+            .stats_handler(move |name, _| dropped.stats(&name))
             .queue_group(QUEUE_GROUP)
             .start("unibus-control-plane", env!("CARGO_PKG_VERSION"))
             .await?;
@@ -205,16 +317,22 @@ impl ControlPlane {
         let own = tokio::spawn(async move {
             let mut messages = futures::stream::select_all(bound.own);
             while let Some(message) = messages.next().await {
-                let Some(reply_to) = message.reply.clone() else {
-                    continue;
-                };
                 let this = Arc::clone(&this);
                 tokio::spawn(async move {
-                    let subject = message.subject.to_string();
-                    let answer = this.answer(&subject, &message.payload).await;
-                    let reply = this.fitting(&subject, answer.reply);
-                    if let Err(e) = this.client.publish(reply_to, reply.into()).await {
-                        tracing::warn!(subject = %subject, error = %e, "a reply could not be sent");
+                    let subject = message.subject.as_str();
+                    let reply_to = message.reply.as_deref();
+                    let (Some(reply_to), Some(answer)) = (
+                        reply_to,
+                        this.take(subject, reply_to, &message.payload).await,
+                    ) else {
+                        return;
+                    };
+                    let sent = this
+                        .client
+                        .publish(reply_to.to_string(), answer.reply.into())
+                        .await;
+                    if let Err(e) = sent {
+                        tracing::warn!(subject, error = %e, "a reply could not be sent");
                     }
                     this.publish(answer.notices).await;
                 });
@@ -224,17 +342,35 @@ impl ControlPlane {
         while let Some(request) = requests.next().await {
             let this = Arc::clone(&self);
             tokio::spawn(async move {
-                let subject = request.message.subject.to_string();
-                let answer = this.answer(&subject, &request.message.payload).await;
-                let reply = this.fitting(&subject, answer.reply);
-                if let Err(e) = request.respond(Ok(reply.into())).await {
-                    tracing::warn!(subject = %subject, error = %e, "a reply could not be sent");
+                let message = &request.message;
+                let subject = message.subject.as_str();
+                let reply_to = message.reply.as_deref();
+                let Some(answer) = this.take(subject, reply_to, &message.payload).await else {
+                    return;
+                };
+                if let Err(e) = request.respond(Ok(answer.reply.into())).await {
+                    tracing::warn!(subject, error = %e, "a reply could not be sent");
                 }
                 this.publish(answer.notices).await;
             });
         }
         own.abort();
         sweeper.abort();
+    }
+
+    /// The answer to one request received on `subject` with the reply subject `reply_to`, its
+    /// reply made to fit one message; `None` when the request is dropped, unanswered and not
+    /// acted on, because its answer would not go to its caller ([`replies_to_caller`]).
+    async fn take(&self, subject: &str, reply_to: Option<&str>, body: &[u8]) -> Option<Answer> {
+        if !replies_to_caller(subject, reply_to) {
+            self.dropped.count(subject);
+            return None;
+        }
+        let answer = self.answer(subject, body).await;
+        Some(Answer {
+            reply: self.fitting(subject, answer.reply),
+            notices: answer.notices,
+        })
     }
 
     /// `reply`, or a `reply_too_large` refusal if it would not fit in one message.
@@ -363,6 +499,7 @@ impl ControlPlane {
     }
 
     async fn rooms(&self, caller: &SignPublicKey, request: RoomsRequest) -> Outcome<RoomsReply> {
+        let limit = self.page_limit(request.limit, ROOM_RECORD_BYTES)?;
         let store = &self.store;
         let ids = store
             .rooms_for_member(caller)
@@ -372,7 +509,6 @@ impl ControlPlane {
             .after
             .as_ref()
             .map_or(0, |after| ids.partition_point(|id| id <= after));
-        let limit = self.page_limit(request.limit, ROOM_RECORD_BYTES);
         let more = ids.len() - start > limit;
         // In order (the list is sorted by id), with many reads in flight.
         let mut records = futures::stream::iter(ids.into_iter().skip(start).take(limit))
@@ -395,12 +531,19 @@ impl ControlPlane {
     }
 
     /// How many records of at most `record_bytes` (JSON, with a separator) one page holds: what
-    /// the caller asked for, at most [`MAX_PAGE`], and never more than fit in one message.
-    fn page_limit(&self, requested: Option<u32>, record_bytes: usize) -> usize {
+    /// the caller asked for, at most [`MAX_PAGE`], and never more than fit in one message. A
+    /// `limit` of 0 asks for nothing a page could be, and is `bad_request`.
+    fn page_limit(&self, requested: Option<u32>, record_bytes: usize) -> Outcome<usize> {
+        if requested == Some(0) {
+            return Err(refused(
+                RefusalCode::BadRequest,
+                "`limit` must be at least 1 (leave it out for as many as fit)",
+            ));
+        }
         let max_payload = self.client.server_info().max_payload;
         let fits = (max_payload.saturating_sub(PAGE_ENVELOPE_BYTES) / record_bytes).max(1);
-        let requested = requested.map_or(usize::MAX, |n| (n as usize).max(1));
-        fits.min(requested).min(MAX_PAGE)
+        let requested = requested.map_or(usize::MAX, |n| n as usize);
+        Ok(fits.min(requested).min(MAX_PAGE))
     }
 
     async fn member(&self, caller: &SignPublicKey, request: MemberRequest) -> Outcome<MemberReply> {
@@ -469,8 +612,8 @@ impl ControlPlane {
         caller: &SignPublicKey,
         request: MembersRequest,
     ) -> Outcome<MembersReply> {
+        let limit = self.page_limit(request.limit, MEMBER_RECORD_BYTES)?;
         self.owned_room(&request.room, caller).await?;
-        let limit = self.page_limit(request.limit, MEMBER_RECORD_BYTES);
         // One more than the page, to know whether another page follows.
         let mut page = self
             .store
@@ -632,11 +775,24 @@ impl ControlPlane {
         })
     }
 
+    /// Refuses an upload step whose body names another instance than its subject (which names
+    /// this one): a client that sends it is confused about where its upload is.
+    fn same_instance(&self, instance: &str) -> Outcome<()> {
+        if instance != self.instance {
+            return Err(refused(
+                RefusalCode::BadRequest,
+                "the body's `instance` is not the instance of the subject it was sent to",
+            ));
+        }
+        Ok(())
+    }
+
     async fn rekey_part(
         &self,
         caller: &SignPublicKey,
         request: RekeyPartRequest,
     ) -> Outcome<RekeyPartReply> {
+        self.same_instance(&request.instance)?;
         let entries = hex::decode(&request.entries)
             .map_err(|e| refused(RefusalCode::BadRequest, format!("entries: {e}")))?;
         let received = self
@@ -655,6 +811,7 @@ impl ControlPlane {
         request: RekeyCommitRequest,
         notices: &mut Notices,
     ) -> Outcome<EpochReply> {
+        self.same_instance(&request.instance)?;
         let upload = self
             .uploads
             .take(&request.upload, caller)
@@ -818,6 +975,35 @@ mod tests {
     /// A record's bytes in a page: its JSON and a separator.
     fn in_page<T: serde::Serialize>(record: &T) -> usize {
         serde_json::to_vec(record).unwrap().len() + 1
+    }
+
+    #[test]
+    fn only_a_reply_subject_under_the_callers_inbox_is_answered() {
+        let caller = "ab".repeat(32);
+        let other = "cd".repeat(32);
+        let subject = format!("unibus.cp.{caller}.member");
+        let part = format!("unibus.cp.{caller}.rekey_part.0123");
+        for (on, reply) in [
+            (&subject, format!("_INBOX_{caller}.x")),
+            (&subject, format!("_INBOX_{caller}.nuid.7")),
+            (&part, format!("_INBOX_{caller}.x")),
+        ] {
+            assert!(replies_to_caller(on, Some(&reply)), "{reply}");
+        }
+        for reply in [
+            format!("_INBOX_{other}.x"),
+            format!("unibus.events.{other}.room"),
+            format!("unibus.events.{caller}.account"),
+            format!("_INBOX_{caller}"),
+            format!("_INBOX_{caller}."),
+            format!("_INBOX_{caller}x.y"),
+            format!("_INBOX.{caller}.x"),
+            format!("_inbox_{caller}.x"),
+        ] {
+            assert!(!replies_to_caller(&subject, Some(&reply)), "{reply}");
+        }
+        assert!(!replies_to_caller(&subject, None));
+        assert!(!replies_to_caller("unibus.cp", Some("_INBOX_.x")));
     }
 
     #[test]

@@ -42,6 +42,15 @@ use super::{
 /// question goes to the store until the feed catches up again.
 pub const FEED_BOUND: Duration = Duration::from_secs(1);
 
+/// How long after a change is stored it is in force on every membershipd that shares the
+/// store, whoever made it: a cache answers from a copy only while its feed caught up less than
+/// [`FEED_BOUND`] ago, and a feed catches up only with every change committed before it asked.
+/// So a question asked [`FEED_BOUND`] after the commit is answered from the store, or from
+/// copies that the change already reached. 50 ms more cover hosts whose clocks run at slightly
+/// different rates. Operations that take access away (revoking or deleting a user) wait this
+/// long before they report success ([`crate::admin`]).
+pub const IN_FORCE_EVERYWHERE: Duration = FEED_BOUND.saturating_add(Duration::from_millis(50));
+
 /// The most answers kept per kind; a full cache starts over.
 const ENTRIES_KEPT: usize = 1_000_000;
 

@@ -7,8 +7,9 @@ use crate::common;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use common::{login, register, wait_for_control_plane, world, world_with_config, World};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use serde_json::{json, Value};
 use unibus::manifest::{MemberPart, Recipient, SignedManifest};
 use unibus::protocol::events::Notification;
@@ -22,8 +23,8 @@ async fn with_service() -> World {
 
 /// Runs the control plane on `w` and waits until every node reaches it.
 async fn serve(w: World) -> World {
-    tokio::spawn(Arc::new(ControlPlane::new(Arc::clone(&w.store), w.service.clone())).run());
-    w.service.flush().await.unwrap();
+    tokio::spawn(Arc::new(ControlPlane::new(Arc::clone(&w.store), w.control.clone())).run());
+    w.control.flush().await.unwrap();
     wait_for_control_plane(&w.cluster, &*w.store).await;
     w
 }
@@ -50,10 +51,22 @@ impl User {
 
     /// The reply's bytes: JSON, or for `key` the binary member part (§12.4).
     async fn call_raw(&self, operation: &str, body: Value) -> Vec<u8> {
+        self.call_bytes(operation, body.to_string().into_bytes())
+            .await
+    }
+
+    /// The JSON reply to a body given as text (which a `Value` could not hold, such as a field
+    /// named twice).
+    async fn call_text(&self, operation: &str, body: &str) -> Value {
+        let reply = self.call_bytes(operation, body.as_bytes().to_vec()).await;
+        serde_json::from_slice(&reply).unwrap()
+    }
+
+    async fn call_bytes(&self, operation: &str, body: Vec<u8>) -> Vec<u8> {
         let subject = format!("unibus.cp.{}.{operation}", self.key());
         let reply = tokio::time::timeout(
             Duration::from_secs(5),
-            self.client.request(subject, body.to_string().into()),
+            self.client.request(subject, body.into()),
         )
         .await
         .expect("the service answers")
@@ -142,7 +155,7 @@ async fn a_change_is_answered_first_and_its_members_told_after() {
     // reply is out (`run` sends the reply, then publishes), so the caller never waits for the
     // fan-out.
     let w = world().await;
-    let plane = ControlPlane::new(Arc::clone(&w.store), w.service.clone());
+    let plane = ControlPlane::new(Arc::clone(&w.store), w.control.clone());
     let (alice, bob) = (register(&*w.store).await, register(&*w.store).await);
     let general = RoomId::new("general").unwrap();
     w.store
@@ -150,14 +163,14 @@ async fn a_change_is_answered_first_and_its_members_told_after() {
         .await
         .unwrap();
     let mut bob_events = w
-        .service
+        .control
         .subscribe(format!(
             "unibus.events.{}.>",
             bob.sign_public_key().to_hex()
         ))
         .await
         .unwrap();
-    w.service.flush().await.unwrap();
+    w.control.flush().await.unwrap();
 
     let subject = format!("unibus.cp.{}.add_member", alice.sign_public_key().to_hex());
     let body = json!({ "room": "general", "member": bob.sign_public_key().to_hex() });
@@ -286,6 +299,14 @@ async fn the_room_story_from_creation_to_removal() {
         bob.call("member", json!({ "room": "general" })).await["member"],
         false
     );
+
+    // Added again, a member fetches the epochs it was sealed to before its removal (§12.2), and
+    // none it was not.
+    let again = json!({ "room": "general", "member": bob.key() });
+    assert_eq!(code(&alice.call("add_member", again).await), "<ok>");
+    assert_eq!(bob.open_key("general", Some(1)).await.unwrap().0, 1);
+    assert_eq!(bob.open_key("general", Some(2)).await.unwrap().0, 2);
+    assert_eq!(bob.open_key("general", None).await.unwrap_err(), "no_key");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -599,7 +620,30 @@ async fn a_chunked_upload_takes_parts_in_order_from_its_owner_and_commits_only_w
     let part =
         |first: usize, bytes: &[u8]| json!({ "first": first, "entries": hex::encode(bytes) });
 
+    // Bytes after the head are not a head.
+    let mut long = head.clone();
+    long.push(0);
+    let trailing = alice
+        .call("rekey_begin", json!({ "head": hex::encode(&long) }))
+        .await;
+    assert_eq!(code(&trailing), "bad_manifest", "{trailing}");
+    let message = trailing["error"]["message"].as_str().unwrap();
+    assert!(message.contains("trailing bytes"), "{trailing}");
+
     let begun = begin().await;
+    // A step whose body names another instance than its subject does is refused, and adds
+    // nothing; the subject's instance is the one that holds the upload.
+    let here = begun["instance"].as_str().unwrap();
+    let elsewhere = json!({ "upload": begun["upload"], "instance": "0" });
+    let mut part_elsewhere = part(0, &entries[..entry]);
+    part_elsewhere
+        .as_object_mut()
+        .unwrap()
+        .extend(elsewhere.as_object().unwrap().clone());
+    for (step, body) in [("rekey_part", part_elsewhere), ("rekey_commit", elsewhere)] {
+        let reply = alice.call(&format!("{step}.{here}"), body).await;
+        assert_eq!(code(&reply), "bad_request", "{step}: {reply}");
+    }
     let first = alice
         .upload_step("rekey_part", &begun, part(0, &entries[..entry]))
         .await;
@@ -670,5 +714,191 @@ async fn a_key_reply_grows_with_the_log_of_the_room_not_its_size() {
     assert_eq!(
         fetcher.open_key("crowd", Some(1)).await.unwrap(),
         (1, first)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_holds_at_least_one_record_and_the_last_has_no_next() {
+    let w = with_service().await;
+    let (alice, bob) = (user(&w).await, user(&w).await);
+    for room in ["a", "b"] {
+        alice.call("create_room", json!({ "room": room })).await;
+    }
+    let add = json!({ "room": "a", "member": bob.key() });
+    assert_eq!(code(&alice.call("add_member", add).await), "<ok>");
+    // `limit` is a whole number from 1 to 2^32 - 1; `after` a valid room id or key.
+    for (operation, body) in [
+        ("rooms", json!({ "limit": 0 })),
+        ("members", json!({ "room": "a", "limit": 0 })),
+        ("rooms", json!({ "limit": -1 })),
+        ("rooms", json!({ "limit": 1.5 })),
+        ("rooms", json!({ "limit": "1" })),
+        ("rooms", json!({ "limit": 4_294_967_296u64 })),
+        ("rooms", json!({ "after": "bad room" })),
+        ("members", json!({ "room": "a", "after": "beef" })),
+    ] {
+        let reply = alice.call(operation, body.clone()).await;
+        assert_eq!(code(&reply), "bad_request", "{operation} {body}: {reply}");
+    }
+    let first = alice.call("rooms", json!({ "limit": 1 })).await;
+    assert_eq!(first["rooms"].as_array().unwrap().len(), 1, "{first}");
+    assert_eq!(first["next"], "a");
+    let from_null = alice
+        .call("rooms", json!({ "after": null, "limit": 1 }))
+        .await;
+    assert_eq!(from_null, first, "`\"after\": null` is the first page");
+    let last = alice
+        .call("rooms", json!({ "after": "a", "limit": 1 }))
+        .await;
+    assert_eq!(last["rooms"][0]["id"], "b", "{last}");
+    assert!(last.get("next").is_none(), "no `next`, not null: {last}");
+    let mut keys = [alice.key(), bob.key()];
+    keys.sort();
+    let first = alice
+        .call("members", json!({ "room": "a", "limit": 1 }))
+        .await;
+    assert_eq!(first["next"], keys[0].as_str(), "{first}");
+    let last = alice
+        .call(
+            "members",
+            json!({ "room": "a", "after": keys[0], "limit": 1 }),
+        )
+        .await;
+    assert_eq!(last["members"][0]["sign_public_key"], keys[1].as_str());
+    assert!(last.get("next").is_none(), "no `next`, not null: {last}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_names_a_field_twice_is_a_bad_request_and_changes_nothing() {
+    let w = with_service().await;
+    let (alice, bob) = (user(&w).await, user(&w).await);
+    alice.call("create_room", json!({ "room": "a" })).await;
+    let twice = alice
+        .call_text("create_room", r#"{"room":"one","room":"two"}"#)
+        .await;
+    assert_eq!(code(&twice), "bad_request", "{twice}");
+    // At any depth, also in a field the operation does not take.
+    let nested = format!(
+        r#"{{"room":"a","member":"{}","extra":{{"x":1,"x":2}}}}"#,
+        bob.key()
+    );
+    let reply = alice.call_text("add_member", &nested).await;
+    assert_eq!(code(&reply), "bad_request", "{reply}");
+    let rooms = alice.call("rooms", json!({})).await;
+    assert_eq!(rooms["rooms"].as_array().unwrap().len(), 1, "{rooms}");
+    assert_eq!(
+        bob.call("member", json!({ "room": "a" })).await["member"],
+        false
+    );
+}
+
+/// The answers of the control plane's `$SRV.STATS`: every endpoint's custom data.
+async fn dropped_in_stats(control: &async_nats::Client) -> u64 {
+    let reply = control
+        .request("$SRV.STATS.unibus-control-plane", "".into())
+        .await
+        .unwrap();
+    let stats: Value = serde_json::from_slice(&reply.payload).unwrap();
+    stats["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["data"]["dropped_requests"].as_u64().unwrap())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_whose_reply_would_not_reach_its_caller_is_dropped_and_changes_nothing() {
+    let w = world().await;
+    let plane = Arc::new(ControlPlane::new(Arc::clone(&w.store), w.control.clone()));
+    tokio::spawn(Arc::clone(&plane).run());
+    w.control.flush().await.unwrap();
+    wait_for_control_plane(&w.cluster, &*w.store).await;
+    let (alice, bob, victim) = (user(&w).await, user(&w).await, user(&w).await);
+    alice
+        .call("create_room", json!({ "room": "general" }))
+        .await;
+    let mut inbox = victim
+        .client
+        .subscribe(format!("_INBOX_{}.>", victim.key()))
+        .await
+        .unwrap();
+    let mut events = victim
+        .client
+        .subscribe(format!("unibus.events.{}.>", victim.key()))
+        .await
+        .unwrap();
+    victim.client.flush().await.unwrap();
+
+    // Alice asks, on her own subjects, for answers to go to the victim, or nowhere: an
+    // add_member (a change), a read, and an upload's commit on the instance's own subject.
+    let on = |operation: &str| format!("unibus.cp.{}.{operation}", alice.key());
+    let add = Bytes::from(json!({ "room": "general", "member": bob.key() }).to_string());
+    let elsewhere = [
+        format!("_INBOX_{}.x", victim.key()),
+        format!("unibus.events.{}.room", victim.key()),
+        format!("unibus.events.{}.account", victim.key()),
+        // Not under her inbox prefix either: the prefix's dot is part of it.
+        format!("_INBOX_{}", alice.key()),
+    ];
+    for reply in &elsewhere {
+        alice
+            .client
+            .publish_with_reply(on("add_member"), reply.clone(), add.clone())
+            .await
+            .unwrap();
+    }
+    alice.client.publish(on("add_member"), add).await.unwrap();
+    let read = Bytes::from(json!({ "room": "general" }).to_string());
+    let foreign = format!("_INBOX_{}.y", victim.key());
+    alice
+        .client
+        .publish_with_reply(on("epoch"), foreign.clone(), read)
+        .await
+        .unwrap();
+    let commit = json!({ "upload": "00", "instance": plane.instance() }).to_string();
+    alice
+        .client
+        .publish_with_reply(
+            format!("{}.{}", on("rekey_commit"), plane.instance()),
+            foreign,
+            commit.into(),
+        )
+        .await
+        .unwrap();
+    alice.client.flush().await.unwrap();
+    let sent = elsewhere.len() as u64 + 3;
+
+    // Each was taken, and dropped: counted, and shown to the operator in the service's stats.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while plane.dropped_requests() < sent {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} of {sent} dropped",
+            plane.dropped_requests()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(plane.dropped_requests(), sent);
+    assert_eq!(dropped_in_stats(&w.control).await, sent);
+    // Nothing changed, and the caller's own requests are answered as before.
+    assert!(!w
+        .store
+        .is_member(&RoomId::new("general").unwrap(), &bob.id.sign_public_key())
+        .await
+        .unwrap());
+    assert_eq!(
+        alice.call("epoch", json!({ "room": "general" })).await["epoch"],
+        0
+    );
+    // Nothing reached the victim by the time its own round trip through the server is back.
+    victim.client.flush().await.unwrap();
+    assert!(
+        inbox.next().now_or_never().is_none(),
+        "an answer in its inbox"
+    );
+    assert!(
+        events.next().now_or_never().is_none(),
+        "an answer in its notices"
     );
 }

@@ -15,4 +15,5 @@ mod control_plane;
 mod http_api;
 mod migration;
 mod multi_instance;
+mod revocation_in_force;
 mod serve;

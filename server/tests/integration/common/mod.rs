@@ -15,8 +15,11 @@ pub struct World {
     pub cluster: NatsCluster,
     pub setup: AuthSetup,
     pub store: Arc<dyn Store>,
+    /// membershipd's service user (`AUTH`): the callout.
     pub service: async_nats::Client,
-    _dir: tempfile::TempDir,
+    /// membershipd's control-plane user (`APP`), for a control plane.
+    pub control: async_nats::Client,
+    pub dir: tempfile::TempDir,
 }
 
 pub async fn cluster_with_auth(setup: &AuthSetup, nodes: usize) -> NatsCluster {
@@ -34,6 +37,14 @@ pub async fn cluster_with_auth_and(setup: &AuthSetup, nodes: usize, more: &str) 
     })
     .await
     .unwrap()
+}
+
+/// Connects membershipd's control-plane user, in the users' account (`APP`).
+pub async fn connect_control(cluster: &NatsCluster, setup: &AuthSetup) -> async_nats::Client {
+    async_nats::ConnectOptions::with_nkey(setup.control.seed().unwrap())
+        .connect(cluster.server_addrs())
+        .await
+        .unwrap()
 }
 
 /// Connects membershipd's own service user, starts the callout, and returns the connection.
@@ -84,12 +95,14 @@ pub async fn world_with_config(more: &str) -> World {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("db")).await.unwrap());
     let service = start_callout(&cluster, &setup, Arc::clone(&store)).await;
+    let control = connect_control(&cluster, &setup).await;
     World {
         cluster,
         setup,
         store,
         service,
-        _dir: dir,
+        control,
+        dir,
     }
 }
 
