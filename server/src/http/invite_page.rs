@@ -90,16 +90,6 @@ impl InvitePage {
         }
     }
 
-    /// The page's size in bytes, as sent.
-    pub fn len(&self) -> usize {
-        self.html.len()
-    }
-
-    /// Whether the page is empty (it never is).
-    pub fn is_empty(&self) -> bool {
-        self.html.is_empty()
-    }
-
     /// The response to `GET` or `HEAD` (hyper leaves the body out for `HEAD`).
     pub(super) fn response(&self) -> Response {
         (StatusCode::OK, self.headers.clone(), self.html.clone()).into_response()
@@ -218,6 +208,6 @@ mod tests {
             ),
             ..AppLinks::default()
         });
-        assert!(page.len() < 16 * 1024, "{} bytes", page.len());
+        assert!(page.html.len() < 16 * 1024, "{} bytes", page.html.len());
     }
 }

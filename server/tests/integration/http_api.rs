@@ -1357,6 +1357,9 @@ async fn hostile_paths_queries_and_headers_get_the_page_or_a_clean_4xx_and_chang
         let (status, _) = raw(&server, &get_request(path)).await;
         assert_eq!(status, 404, "{path}");
     }
+    let head = "HEAD /INVITE HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let (status, response) = raw(&server, head.as_bytes()).await;
+    assert_eq!((status, body(&response)), (200, vec![]), "HEAD has no body");
     for method in ["POST", "PUT", "DELETE", "OPTIONS"] {
         let request = format!(
             "{method} /invite HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
