@@ -42,7 +42,7 @@ command -v mvn >/dev/null || apt_install maven
 # ones), maturin to build the wheel, and the test requirements.
 command -v python3 >/dev/null || apt_install python3 python3-pip
 python3 -c 'import venv, ensurepip' 2>/dev/null || apt_install python3-venv
-if ! python3 -c 'import pytest, pyhpke, cryptography' 2>/dev/null; then
+if ! python3 -c 'import pytest, pyhpke, cryptography, zxingcpp, PIL' 2>/dev/null; then
   log "installing the Python test requirements"
   python3 -m pip install --quiet --disable-pip-version-check -r bindings/python/requirements-test.txt
 fi
@@ -51,5 +51,8 @@ if [ "$(python3 -m maturin --version 2>/dev/null)" != "maturin $maturin_version"
   log "installing maturin $maturin_version"
   python3 -m pip install --quiet --disable-pip-version-check "maturin==$maturin_version"
 fi
+
+# The invite page's tests load it in a real headless browser: Debian's Chromium.
+command -v chromium >/dev/null || apt_install chromium
 
 log "ready"

@@ -2,9 +2,9 @@
 # Runs every test: the Rust workspace (unit, integration and doc tests), the API snapshot, the
 # packages (the Python wheel and the Maven artifact, built with bindings generated at build time)
 # with their binding tests against the release native library and end-to-end suites against a
-# real membershipd, each package installed into a clean project running the quickstart, the
-# size budget, the Rust crates' packaging, and the Swift C-header check. Installs what is
-# missing first (scripts/setup.sh).
+# real membershipd, the invite page in a headless browser, each package installed into a clean
+# project running the quickstart, the size budget, the Rust crates' packaging, and the Swift
+# C-header check. Installs what is missing first (scripts/setup.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,6 +32,9 @@ export UNIBUS_MEMBERSHIPD="$target_dir/debug/membershipd"
 export UNIBUS_LIAR="$target_dir/debug/unibus-liar"
 export UNIBUS_RUST_QUICKSTART="$target_dir/debug/examples/quickstart"  # built by cargo test
 export NATS_SERVER="${NATS_SERVER:-$PWD/.tools/bin/nats-server}"
+
+section "The invite page in headless Chromium, against a real membershipd (screenshots: $target_dir/invite-page)"
+UNIBUS_INVITE_PAGE_OUT="$target_dir/invite-page" python3 -m pytest -q -p no:cacheprovider server/tests/invite_page
 
 section "Python: the wheel (maturin, release, stripped)"
 wheel=$(bindings/python/build-wheel.sh)

@@ -166,6 +166,7 @@ async fn bench(backend: Backend) {
         status_limiter: RateLimiter::new(1e9, u32::MAX),
         public_url: http.clone(),
         nats: None,
+        link_pages: Default::default(),
     });
     tokio::spawn(unibus_server::http::serve(
         listener,

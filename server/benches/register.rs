@@ -70,6 +70,7 @@ async fn bench(name: &str, store: Arc<dyn Store>, n: usize) {
         status_limiter: RateLimiter::new(1e9, u32::MAX),
         public_url: "http://127.0.0.1".into(),
         nats: None,
+        link_pages: Default::default(),
     });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(unibus_server::http::serve(

@@ -189,7 +189,7 @@ pub async fn run(cli: Cli) -> Result<(), ServerError> {
         Some(path) => Settings::from_file(path)?,
         None => Settings::default(),
     };
-    let config = Config::resolve(cli.settings.or(file));
+    let config = Config::resolve(cli.settings.or(file))?;
     let out = Output { json: cli.json };
     match cli.command {
         Command::Serve => {

@@ -12,6 +12,10 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use serde::Deserialize;
 
+use crate::app_links::{
+    AndroidPackage, AppLinkError, AppLinks, AppName, CertFingerprint, IosAppId, StoreUrl,
+};
+
 /// Which store backend to run on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -102,6 +106,38 @@ pub struct Settings {
     /// HTTP connections open at once in all [default: 4096].
     #[arg(long, env = "MEMBERSHIPD_HTTP_MAX_CONNECTIONS", global = true)]
     pub http_max_connections: Option<usize>,
+    /// The app's name on the invite page [default: unibus].
+    #[arg(long, env = "MEMBERSHIPD_APP_NAME", global = true)]
+    pub app_name: Option<AppName>,
+    /// The iOS app, TEAMID.bundle.id: /.well-known/apple-app-site-association names it, so
+    /// that a tapped invite link opens it.
+    #[arg(long, env = "MEMBERSHIPD_IOS_APP_ID", global = true)]
+    pub ios_app_id: Option<IosAppId>,
+    /// The Android app's package name: /.well-known/assetlinks.json names it, so that a tapped
+    /// invite link opens it (needs --android-cert-fingerprint).
+    #[arg(
+        long,
+        env = "MEMBERSHIPD_ANDROID_PACKAGE",
+        global = true,
+        requires = "android_cert_fingerprint"
+    )]
+    pub android_package: Option<AndroidPackage>,
+    /// SHA-256 fingerprint of the Android app's signing certificate, AA:BB:...:FF; repeat the
+    /// flag, or separate with commas, for several (needs --android-package).
+    #[arg(
+        long,
+        env = "MEMBERSHIPD_ANDROID_CERT_FINGERPRINT",
+        global = true,
+        value_delimiter = ',',
+        requires = "android_package"
+    )]
+    pub android_cert_fingerprint: Option<Vec<CertFingerprint>>,
+    /// The iOS app's App Store page (https), linked from the invite page.
+    #[arg(long, env = "MEMBERSHIPD_IOS_STORE_URL", global = true)]
+    pub ios_store_url: Option<StoreUrl>,
+    /// The Android app's store page (https), linked from the invite page.
+    #[arg(long, env = "MEMBERSHIPD_ANDROID_STORE_URL", global = true)]
+    pub android_store_url: Option<StoreUrl>,
 }
 
 impl Settings {
@@ -128,6 +164,14 @@ impl Settings {
                 .http_max_connections_per_address
                 .or(fallback.http_max_connections_per_address),
             http_max_connections: self.http_max_connections.or(fallback.http_max_connections),
+            app_name: self.app_name.or(fallback.app_name),
+            ios_app_id: self.ios_app_id.or(fallback.ios_app_id),
+            android_package: self.android_package.or(fallback.android_package),
+            android_cert_fingerprint: self
+                .android_cert_fingerprint
+                .or(fallback.android_cert_fingerprint),
+            ios_store_url: self.ios_store_url.or(fallback.ios_store_url),
+            android_store_url: self.android_store_url.or(fallback.android_store_url),
         }
     }
 
@@ -174,11 +218,22 @@ pub struct Config {
     pub tls: Option<crate::http::TlsFiles>,
     /// Timeouts and connection caps of the HTTP API.
     pub http_limits: crate::http::HttpLimits,
+    /// The operator's app, for the invite page and the `.well-known` association files.
+    pub app_links: AppLinks,
 }
 
 impl Config {
-    /// Applies the defaults to whatever `settings` leaves unset.
-    pub fn resolve(settings: Settings) -> Config {
+    /// Applies the defaults to whatever `settings` leaves unset, and checks the settings that
+    /// go together (those of the Android app: [`AppLinks::new`]).
+    pub fn resolve(settings: Settings) -> Result<Config, AppLinkError> {
+        let app_links = AppLinks::new(
+            settings.app_name,
+            settings.ios_app_id,
+            settings.android_package,
+            settings.android_cert_fingerprint.unwrap_or_default(),
+            settings.ios_store_url,
+            settings.android_store_url,
+        )?;
         let data_dir = settings
             .data_dir
             .unwrap_or_else(|| PathBuf::from("membershipd-data"));
@@ -212,7 +267,8 @@ impl Config {
                 .http_max_connections
                 .unwrap_or(defaults.max_connections),
         };
-        Config {
+        Ok(Config {
+            app_links,
             http_limits,
             tls,
             db: settings.db.unwrap_or_else(|| data_dir.join("unibus.db")),
@@ -230,7 +286,7 @@ impl Config {
             nats_listen,
             listen,
             data_dir,
-        }
+        })
     }
 
     /// The public base URL for invite links: the configured one, or `http(s)://` the address
@@ -267,7 +323,7 @@ mod tests {
             replicas: Some(5),
             ..Settings::default()
         };
-        let config = Config::resolve(flags.or(file));
+        let config = Config::resolve(flags.or(file)).unwrap();
         assert_eq!(config.replicas, 5);
         assert_eq!(config.listen, "127.0.0.1:9000".parse().unwrap());
         assert_eq!(
@@ -284,7 +340,7 @@ mod tests {
 
     #[test]
     fn defaults_are_local_and_sqlite() {
-        let config = Config::resolve(Settings::default());
+        let config = Config::resolve(Settings::default()).unwrap();
         assert_eq!(config.store, StoreKind::Sqlite);
         assert_eq!(config.db, PathBuf::from("membershipd-data/unibus.db"));
         assert!(config.listen.ip().is_loopback());
@@ -296,7 +352,8 @@ mod tests {
             listen: Some("127.0.0.1:0".parse().unwrap()),
             nats_listen: Some("127.0.0.1:0".parse().unwrap()),
             ..Settings::default()
-        });
+        })
+        .unwrap();
         let bound = "127.0.0.1:41234".parse().unwrap();
         assert_eq!(config.public_url(bound), "http://127.0.0.1:41234");
         assert_eq!(
@@ -306,8 +363,37 @@ mod tests {
         let explicit = Config::resolve(Settings {
             public_url: Some("https://members.example.com".into()),
             ..Settings::default()
-        });
+        })
+        .unwrap();
         assert_eq!(explicit.public_url(bound), "https://members.example.com");
+    }
+
+    #[test]
+    fn app_settings_are_checked_in_the_file_and_as_a_whole() {
+        let fingerprint = ["AB"; 32].join(":");
+        let file: Settings = toml::from_str(&format!(
+            "app-name = \"Chat\"\nandroid-package = \"com.example.chat\"\n\
+             android-cert-fingerprint = [\"{fingerprint}\"]\n"
+        ))
+        .unwrap();
+        let config = Config::resolve(file.clone()).unwrap();
+        assert_eq!(config.app_links.name.as_str(), "Chat");
+        assert_eq!(
+            config.app_links.android.unwrap().package.as_str(),
+            "com.example.chat"
+        );
+        let error = toml::from_str::<Settings>("android-cert-fingerprint = [\"AB:CD\"]")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("AA:BB"), "{error}");
+        let no_fingerprints = Settings {
+            android_cert_fingerprint: None,
+            ..file
+        };
+        assert_eq!(
+            Config::resolve(no_fingerprints).unwrap_err(),
+            AppLinkError::AndroidIncomplete
+        );
     }
 
     #[test]

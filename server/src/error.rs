@@ -31,6 +31,10 @@ pub enum ServerError {
         #[source]
         source: toml::de::Error,
     },
+    /// A setting of the operator's app (`--ios-app-id`, `--android-package` and the like) is
+    /// malformed or lacks its partner.
+    #[error(transparent)]
+    AppLinks(#[from] crate::app_links::AppLinkError),
     /// The KV store was asked for without a cluster to keep it on.
     #[error("the KV store needs --nats-url")]
     NoNatsUrl,

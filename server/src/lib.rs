@@ -7,6 +7,8 @@
 //! - [`http`]: the HTTP API: registration, health and the signed admin API, reading untrusted
 //!   bodies strictly with [`unibus::protocol::json`];
 //! - [`admin`]: the admin operations, shared by the CLI and the admin API;
+//! - [`app_links`]: the operator's app as the invite page and the `.well-known` association
+//!   files present it;
 //! - [`auth`]: cluster login by key (the auth callout) and the revocation sweep;
 //! - [`control`]: the control-plane service on NATS;
 //! - [`serve`]: everything `membershipd serve` runs, wired together, with the embedded
@@ -17,6 +19,7 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod app_links;
 pub mod auth;
 pub mod cli;
 pub mod config;

@@ -28,7 +28,9 @@ use crate::auth::setup::{AuthSetup, APP_ACCOUNT};
 use crate::config::Config;
 use crate::control::ControlPlane;
 use crate::error::ServerError;
-use crate::http::{AppState, RateLimiter, ADMIN_BURST, ADMIN_RATE, STATUS_BURST, STATUS_RATE};
+use crate::http::{
+    AppState, LinkPages, RateLimiter, ADMIN_BURST, ADMIN_RATE, STATUS_BURST, STATUS_RATE,
+};
 use crate::store::{CachedStore, Store};
 
 /// How often every connection is checked, as a safety net under the revocations the change
@@ -160,6 +162,7 @@ pub async fn run(
         status_limiter: RateLimiter::new(STATUS_RATE, STATUS_BURST),
         public_url: serving.public_url.clone(),
         nats: Some(service.clone()),
+        link_pages: LinkPages::new(&config.app_links, &serving.public_url),
     });
     let serving_file = config.data_dir.join(SERVING_FILE);
     serving.write(&serving_file)?;

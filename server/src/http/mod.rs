@@ -1,30 +1,38 @@
 //! The HTTP API: `POST /register`, `POST /status` (a user asks whether its key is still a
-//! user), the signed admin API `POST /admin`, and `GET /healthz`.
+//! user), the signed admin API `POST /admin`, and `GET /healthz`; and what a browser or a phone
+//! fetches for an invite link: the invite page `GET /invite` and the app association files
+//! under `/.well-known/`.
 //!
 //! Errors are JSON, `{"error": {"code": "...", "message": "..."}}`, with a distinct code and
 //! HTTP status per cause (see [`ApiError`] and `docs/protocol.md`). Invite tokens and request
 //! bodies are never logged.
 
 mod admin;
+mod invite_page;
 mod listener;
 mod rate_limit;
 mod register;
 mod status;
+mod well_known;
 
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
-use axum::http::StatusCode;
+use axum::extract::State;
+use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
 pub use admin::{ADMIN_BURST, ADMIN_RATE, REQUEST_WINDOW};
+pub use invite_page::{InvitePage, INVITE_PATH};
 pub use listener::HttpLimits;
 pub use rate_limit::RateLimiter;
 pub use status::{STATUS_BURST, STATUS_RATE};
+pub use well_known::{WellKnown, ANDROID_PATH, APPLE_PATH};
 
+use crate::app_links::AppLinks;
 use crate::store::{Store, StoreError};
 use unibus::protocol::codes::{ApiCode, ErrorBody};
 
@@ -48,6 +56,28 @@ pub struct AppState {
     /// membershipd's own NATS connection, whose state `/healthz` reports (`None` when the API
     /// runs without a cluster, as in tests of the HTTP layer alone).
     pub nats: Option<async_nats::Client>,
+    /// The invite page and the association files.
+    pub link_pages: LinkPages,
+}
+
+/// What a browser or a phone fetches for an invite link: the invite page and the app
+/// association files, built once from the operator's app settings.
+#[derive(Debug, Clone, Default)]
+pub struct LinkPages {
+    /// `GET /invite`.
+    pub page: InvitePage,
+    /// `/.well-known/apple-app-site-association` and `/.well-known/assetlinks.json`.
+    pub well_known: WellKnown,
+}
+
+impl LinkPages {
+    /// The pages for `app`, whose invite links start with `public_url`.
+    pub fn new(app: &AppLinks, public_url: &str) -> LinkPages {
+        LinkPages {
+            page: InvitePage::new(app),
+            well_known: WellKnown::new(app, public_url),
+        }
+    }
 }
 
 /// The HTTP routes.
@@ -57,6 +87,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/status", post(status::status))
         .route("/healthz", get(healthz))
         .route("/admin", post(admin::admin))
+        .route(INVITE_PATH, get(invite))
+        .route(APPLE_PATH, get(apple_app_site_association))
+        .route(ANDROID_PATH, get(assetlinks))
+        .fallback(fallback)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
@@ -121,6 +155,22 @@ fn tls_acceptor(files: &TlsFiles) -> std::io::Result<tokio_rustls::TlsAcceptor> 
     .map_err(|e| invalid("certificate and key", &files.cert, &e))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+async fn invite(State(state): State<Arc<AppState>>) -> Response {
+    state.link_pages.page.response()
+}
+
+async fn apple_app_site_association(State(state): State<Arc<AppState>>) -> Response {
+    state.link_pages.well_known.apple()
+}
+
+async fn assetlinks(State(state): State<Arc<AppState>>) -> Response {
+    state.link_pages.well_known.android()
+}
+
+async fn fallback(State(state): State<Arc<AppState>>, method: Method, uri: Uri) -> Response {
+    invite_page::fallback(&state.link_pages.page, &method, &uri)
 }
 
 async fn healthz(axum::extract::State(state): axum::extract::State<Arc<AppState>>) -> Response {

@@ -2,7 +2,9 @@
 //! with its own code, malformed bodies that change nothing, the body limit and the rate limit.
 //! `POST /admin`: signed requests work; unsigned, forged, stale, replayed and non-admin ones
 //! do not. `POST /status`: a key learns its own status; forged, stale and malformed requests
-//! are refused.
+//! are refused. `GET /invite` and `/.well-known/`: the invite page with its headers, the
+//! association files only when configured, and hostile requests that get the page or a clean
+//! 4xx and change nothing (the page in a real browser: `server/tests/invite_page/`).
 
 use std::sync::Arc;
 
@@ -11,7 +13,9 @@ use unibus::protocol::registration::RegisterReply;
 use unibus::protocol::status::{KeyStatus, StatusBody, StatusReply, StatusRequest};
 use unibus::registration::{RegisterBody, RegisterRequest};
 use unibus::{Identity, InviteToken};
-use unibus_server::http::{AppState, HttpLimits, RateLimiter, ServeOptions};
+use unibus_server::http::{
+    AppState, HttpLimits, LinkPages, RateLimiter, ServeOptions, ANDROID_PATH, APPLE_PATH,
+};
 use unibus_server::store::{Invite, NewInvite, NewUser, SqliteStore, Store};
 
 struct Server {
@@ -27,6 +31,7 @@ struct Setup {
     admin_limiter: RateLimiter,
     status_limiter: RateLimiter,
     limits: HttpLimits,
+    link_pages: LinkPages,
 }
 
 impl Default for Setup {
@@ -36,6 +41,7 @@ impl Default for Setup {
             admin_limiter: RateLimiter::new(1e9, 1_000_000),
             status_limiter: RateLimiter::new(1e9, 1_000_000),
             limits: HttpLimits::default(),
+            link_pages: LinkPages::default(),
         }
     }
 }
@@ -53,6 +59,7 @@ async fn start_with(setup: Setup) -> Server {
         status_limiter: setup.status_limiter,
         public_url: base.clone(),
         nats: None,
+        link_pages: setup.link_pages,
     });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let options = ServeOptions {
@@ -532,6 +539,7 @@ async fn registration_works_over_https_and_plain_http_to_the_tls_port_does_not()
         status_limiter: RateLimiter::new(1e9, 1_000_000),
         public_url: format!("https://localhost:{port}"),
         nats: None,
+        link_pages: Default::default(),
     });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let options = unibus_server::http::ServeOptions {
@@ -1228,4 +1236,223 @@ async fn status_requests_are_rate_limited_per_address() {
     }
     let (status, reply) = post_status(&server, &status_body(&me, now_ms())).await;
     assert_eq!((status, code(&reply)), (429, "rate_limited"));
+}
+
+/// Sends `request` as it is on a new connection and returns the response's status and the
+/// whole response (the request asks the server to close).
+async fn raw(server: &Server, request: &[u8]) -> (u16, Vec<u8>) {
+    let mut stream = connect_from(server, [127, 0, 0, 1]).await;
+    stream.write_all(request).await.unwrap();
+    let response = read_until_closed(&mut stream)
+        .await
+        .expect("the server closes");
+    let status = std::str::from_utf8(&response)
+        .ok()
+        .and_then(|text| text.split(' ').nth(1))
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    (status, response)
+}
+
+fn get_request(path: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").into_bytes()
+}
+
+#[tokio::test]
+async fn the_invite_page_is_self_contained_under_a_strict_policy() {
+    let server = start().await;
+    let response = reqwest::get(format!("{}/invite", server.base))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let header = |name: &str| response.headers()[name].to_str().unwrap().to_owned();
+    assert_eq!(header("content-type"), "text/html; charset=utf-8");
+    let csp = header("content-security-policy");
+    for directive in [
+        "default-src 'none'",
+        "script-src 'sha256-",
+        "style-src 'sha256-",
+        "frame-ancestors 'none'",
+        "base-uri 'none'",
+        "form-action 'none'",
+    ] {
+        assert!(csp.contains(directive), "{directive} in {csp}");
+    }
+    assert!(!csp.contains("unsafe"), "{csp}");
+    assert_eq!(header("referrer-policy"), "no-referrer");
+    assert_eq!(header("x-content-type-options"), "nosniff");
+    assert_eq!(header("x-frame-options"), "DENY");
+    assert_eq!(header("cache-control"), "public, max-age=300");
+    let page = response.text().await.unwrap();
+    assert!(page.len() < 16 * 1024, "{} bytes", page.len());
+    assert!(page.contains("<h1>You are invited to unibus</h1>"));
+    // Nothing is fetched from anywhere: no external script, style, image or font.
+    for external in [
+        "src=",
+        "url(",
+        "@import",
+        "href=\"http",
+        "href=\"//",
+        "stylesheet",
+    ] {
+        assert!(!page.contains(external), "{external}");
+    }
+    // HEAD: the same headers, no body.
+    let head = reqwest::Client::new()
+        .head(format!("{}/invite", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 200);
+    assert_eq!(
+        head.headers()["content-security-policy"].to_str().unwrap(),
+        csp
+    );
+    assert!(head.bytes().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn hostile_paths_queries_and_headers_get_the_page_or_a_clean_4xx_and_change_nothing() {
+    let server = start().await;
+    let (token, _) = new_invite(&server).await;
+    let (page_status, page) = raw(&server, &get_request("/invite")).await;
+    assert_eq!(page_status, 200);
+    let body = |response: &[u8]| {
+        let at = response.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+        response[at + 4..].to_vec()
+    };
+    let page_body = body(&page);
+    // The same page: for the final segment in any case (as the SDK's parser accepts it), with
+    // a query, with a token in the query or the path (nothing reads them), and odd headers.
+    let long_query = format!("/invite?{}", "q".repeat(8000));
+    let token_query = format!("/invite?token={}", token.to_hex().as_str());
+    for path in [
+        "/INVITE",
+        "/Invite",
+        "/invite?",
+        "/invite?a=1&b=%00",
+        &long_query,
+        &token_query,
+    ] {
+        let (status, response) = raw(&server, &get_request(path)).await;
+        assert_eq!(status, 200, "{}", &path[..path.len().min(30)]);
+        assert_eq!(body(&response), page_body);
+    }
+    let odd = "GET /invite HTTP/1.1\r\nHost: evil.example\r\nX-Forwarded-Host: evil.example\r\n\
+               Referer: https://evil.example/\r\nRange: bytes=9-1\r\nAccept: ;;;\r\n\
+               Cookie: a=b\r\nConnection: close\r\n\r\n";
+    let (status, response) = raw(&server, odd.as_bytes()).await;
+    assert_eq!((status, body(&response)), (200, page_body.clone()));
+    // Anything else under /invite is not found; other methods are not allowed.
+    let token_path = format!("/invite/{}", token.to_hex().as_str());
+    for path in [
+        "/invite/",
+        "/invite/x",
+        "/invite/../register",
+        "/invitex",
+        "/invite%2F",
+        "/invite%00",
+        &token_path,
+    ] {
+        let (status, _) = raw(&server, &get_request(path)).await;
+        assert_eq!(status, 404, "{path}");
+    }
+    let head = "HEAD /INVITE HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let (status, response) = raw(&server, head.as_bytes()).await;
+    assert_eq!((status, body(&response)), (200, vec![]), "HEAD has no body");
+    for method in ["POST", "PUT", "DELETE", "OPTIONS"] {
+        let request = format!(
+            "{method} /invite HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        let (status, _) = raw(&server, request.as_bytes()).await;
+        assert_eq!(status, 405, "{method}");
+        let request = request.replace("/invite", "/INVITE");
+        assert_eq!(
+            raw(&server, request.as_bytes()).await.0,
+            405,
+            "{method} /INVITE"
+        );
+    }
+    // A request line too long for the server: a clean 4xx, and the page is still served.
+    let (status, _) = raw(
+        &server,
+        &get_request(&format!("/invite?{}", "q".repeat(20_000))),
+    )
+    .await;
+    assert!((400..500).contains(&status), "{status}");
+    let (status, response) = raw(&server, &get_request("/invite")).await;
+    assert_eq!((status, body(&response)), (200, page_body));
+    // Nothing changed: the invite is still pending.
+    let invites = server.store.list_invites().await.unwrap();
+    assert_eq!(invites.len(), 1);
+    assert!(invites[0].used_at.is_none() && invites[0].cancelled_at.is_none());
+}
+
+#[tokio::test]
+async fn the_association_files_are_served_only_for_a_configured_app() {
+    let server = start().await;
+    for path in [APPLE_PATH, ANDROID_PATH] {
+        let response = reqwest::get(format!("{}{path}", server.base))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 404, "{path} without an app");
+    }
+    let fingerprint = ["0A"; 32].join(":");
+    let app = unibus_server::app_links::AppLinks::new(
+        Some("Chat".parse().unwrap()),
+        Some("ABCDE12345.com.example.chat".parse().unwrap()),
+        Some("com.example.chat".parse().unwrap()),
+        vec![fingerprint.to_lowercase().parse().unwrap()],
+        None,
+        None,
+    )
+    .unwrap();
+    let server = start_with(Setup {
+        link_pages: LinkPages::new(&app, "https://example.com/unibus/"),
+        ..Setup::default()
+    })
+    .await;
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let fetch = |path: &'static str| {
+        let request = no_redirects.get(format!("{}{path}", server.base));
+        async move {
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), 200, "{path}");
+            assert_eq!(response.headers()["content-type"], "application/json");
+            response.json::<Value>().await.unwrap()
+        }
+    };
+    assert_eq!(
+        fetch(APPLE_PATH).await,
+        json!({"applinks": {"details": [{
+            "appIDs": ["ABCDE12345.com.example.chat"],
+            "components": [{
+                "/": "/unibus/invite",
+                "#": "?*",
+                "caseSensitive": false,
+                "comment": "An invite link: the token is the fragment.",
+            }],
+        }]}})
+    );
+    assert_eq!(
+        fetch(ANDROID_PATH).await,
+        json!([{
+            "relation": ["delegate_permission/common.handle_all_urls"],
+            "target": {
+                "namespace": "android_app",
+                "package_name": "com.example.chat",
+                "sha256_cert_fingerprints": [fingerprint],
+            },
+        }])
+    );
+    let page = reqwest::get(format!("{}/invite", server.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("<h1>You are invited to Chat</h1>"));
 }
