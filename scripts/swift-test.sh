@@ -36,7 +36,7 @@ liar=$(realpath "$UNIBUS_LIAR")
 nats_server=$(realpath "$NATS_SERVER")
 
 # What the root must see at the same paths: the checkout, the target directory, and the
-# directories of the binaries, each once and none inside another.
+# directories of the binaries, each once and none inside one bound before it.
 binds=()
 for dir in "$checkout" "$target_dir" "$(dirname "$membershipd")" "$(dirname "$liar")" \
   "$(dirname "$nats_server")" "$(dirname "$lib")"; do
