@@ -1,3 +1,5 @@
+import Foundation
+import Unibus
 import XCTest
 
 /// Runs `body`, which must throw an error that `expected` accepts.
@@ -21,4 +23,22 @@ func eventually(within seconds: TimeInterval = 5, _ condition: () -> Bool) async
         try await Task.sleep(nanoseconds: 20_000_000)
     }
     return true
+}
+
+/// The next update of `updates`, or nil when the stream ends or none comes within `seconds`
+/// (then the stream is cancelled: the test has failed).
+func next(_ updates: Updates, within seconds: UInt64 = 5) async -> RoomUpdate? {
+    await withTaskGroup(of: RoomUpdate?.self) { group in
+        group.addTask {
+            var iterator = updates.makeAsyncIterator()
+            return await iterator.next()
+        }
+        group.addTask {
+            try? await Task.sleep(nanoseconds: seconds * 1_000_000_000)
+            return nil
+        }
+        let first = await group.next() ?? nil
+        group.cancelAll()
+        return first
+    }
 }

@@ -37,7 +37,6 @@ final class ClientEndToEndTests: XCTestCase {
         let aliceSession = try await Session.connect(identity: alice, natsUrls: aliceRegistration.natsUrls)
         XCTAssertEqual(aliceSession.state(), .connected)
         let updates = try await aliceSession.subscribeUpdates()
-        var iterator = updates.makeAsyncIterator()
 
         let room = try await ownerSession.createRoom(room: "general")
         XCTAssertEqual(room.owner, owner.signPublicKey())
@@ -53,7 +52,7 @@ final class ClientEndToEndTests: XCTestCase {
         }
 
         try await ownerSession.addMember(room: "general", member: alice.signPublicKey())
-        let added = await iterator.next()
+        let added = await next(updates)
         XCTAssertEqual(added, .added(room: "general"))
         let isMemberAfter = try await aliceSession.isMember(room: "general")
         XCTAssertTrue(isMemberAfter)
@@ -63,7 +62,7 @@ final class ClientEndToEndTests: XCTestCase {
 
         let first = try await ownerSession.rekey(room: "general")
         XCTAssertEqual(first.epoch, 1)
-        let epochOne = await iterator.next()
+        let epochOne = await next(updates)
         XCTAssertEqual(epochOne, .newEpoch(room: "general", epoch: 1))
         let opened = try await aliceSession.roomKey(room: "general")
         XCTAssertEqual(opened.epoch, 1)
@@ -79,7 +78,7 @@ final class ClientEndToEndTests: XCTestCase {
         let watched = Progress(goOn: true)
         let second = try await ownerSession.rekeyWithProgress(room: "general", observer: watched)
         XCTAssertEqual(watched.reports, [.sealed(done: 2, total: 2)])
-        let epochTwo = await iterator.next()
+        let epochTwo = await next(updates)
         XCTAssertEqual(epochTwo, .newEpoch(room: "general", epoch: 2))
         let current = try await aliceSession.currentEpoch(room: "general")
         XCTAssertEqual(current, 2)
@@ -94,7 +93,7 @@ final class ClientEndToEndTests: XCTestCase {
         }
 
         try await ownerSession.removeMember(room: "general", member: alice.signPublicKey())
-        let removed = await iterator.next()
+        let removed = await next(updates)
         XCTAssertEqual(removed, .removed(room: "general"))
         let third = try await ownerSession.rekey(room: "general")
         XCTAssertEqual(third.epoch, 3)
@@ -109,7 +108,7 @@ final class ClientEndToEndTests: XCTestCase {
         _ = try server.cli("user", "revoke", alice.signPublicKey())
         let ended = try await eventually { aliceSession.state() == .ended(reason: .revoked) }
         XCTAssertTrue(ended, "still \(aliceSession.state())")
-        while let update = await iterator.next() {
+        while let update = await next(updates) {
             XCTAssertEqual(update, .disconnected)
         }
         XCTAssertEqual(updates.end, .sessionEnded(reason: .revoked))

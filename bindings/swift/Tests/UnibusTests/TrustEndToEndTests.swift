@@ -67,7 +67,6 @@ final class TrustEndToEndTests: XCTestCase {
         defer { liar.stop() }
         let session = try await Session.connect(identity: me, natsUrls: [liar.natsUrl], trust: trust)
         let updates = try await session.subscribeUpdates()
-        var iterator = updates.makeAsyncIterator()
 
         // The replayed epoch is refused as the latest, and served as history.
         await assertThrows({ if case SessionError.EpochRollback = $0 { return true }; return false }) {
@@ -84,7 +83,7 @@ final class TrustEndToEndTests: XCTestCase {
         await assertThrows({ if case SessionError.OwnerChanged = $0 { return true }; return false }) {
             try await session.roomKey(room: "annex")
         }
-        let changed = await iterator.next()
+        let changed = await next(updates)
         XCTAssertEqual(changed, .ownerChanged(room: "annex", pinned: mine, found: liar.impostor,
                                               verified: false))
 
