@@ -6,7 +6,7 @@
 # from the release native library (scripts/build-ffi-release.sh) with the workspace's pinned
 # uniffi-bindgen and the settings in ffi/uniffi.toml. Prints the library's path.
 #
-# It runs on Linux (check/run.sh uses it); on a Mac, run it once on a Linux machine or copy
+# It runs on Linux (scripts/swift-test.sh uses it); on a Mac, run it once on a Linux machine or copy
 # the three files in, then `swift build` (see Package.swift and the README).
 set -euo pipefail
 cd "$(dirname "$0")/../.."

@@ -79,9 +79,10 @@ pub enum RegisterError {
     /// identity.
     #[error("the server's reply is not a valid registration of this identity: {0}")]
     InvalidResponse(String),
-    /// The HTTPS client could not be built (for example an unusable extra root certificate);
-    /// the cause is the [`source`](std::error::Error::source).
-    #[error("cannot set up HTTPS")]
+    /// The HTTPS client could not be built: an unusable extra root certificate, or, for an
+    /// `https` server with no extra roots, no CA certificates on the system. The cause is the
+    /// [`source`](std::error::Error::source). A plain-`http` (loopback) server needs neither.
+    #[error("cannot set up HTTPS: install the system's CA certificates, or pass the server's root certificate")]
     Tls(#[source] Cause),
 }
 

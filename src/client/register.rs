@@ -77,10 +77,14 @@ pub async fn register(
     identity: &Identity,
     options: &RegisterOptions,
 ) -> Result<Registration, RegisterError> {
-    let http = super::http::client(&options.trusted_root_certificates, options.request_timeout)
-        .map_err(RegisterError::Tls)?;
-    let body = RegisterBody::from(&RegisterRequest::sign(identity, link.token().clone()));
     let url = link.register_url();
+    let http = super::http::client(
+        &url,
+        &options.trusted_root_certificates,
+        options.request_timeout,
+    )
+    .map_err(RegisterError::Tls)?;
+    let body = RegisterBody::from(&RegisterRequest::sign(identity, link.token().clone()));
     let mut backoff = options.initial_backoff;
     let mut attempt = 1;
     loop {

@@ -96,9 +96,9 @@ pub enum StatusError {
     #[error("could not reach the server to ask: check the network and ask again")]
     Transport(#[source] Cause),
     /// TLS could not be set up (a certificate in
-    /// [`StatusCheck::trusted_root_certificates`] does not parse, or the platform's trust
-    /// store is unavailable).
-    #[error("TLS could not be set up for the status question")]
+    /// [`StatusCheck::trusted_root_certificates`] does not parse, or, for an `https` server
+    /// with no extra roots, the platform's trust store is unavailable).
+    #[error("TLS could not be set up for the status question: install the system's CA certificates, or pass the server's root certificate")]
     Tls(#[source] Cause),
 }
 
@@ -121,13 +121,17 @@ pub async fn check_status(
     identity: &Identity,
     check: &StatusCheck,
 ) -> Result<KeyStatus, StatusError> {
-    let http = super::http::client(&check.trusted_root_certificates, check.request_timeout)
-        .map_err(StatusError::Tls)?;
+    let url = format!("{}/status", check.server_url.trim_end_matches('/'));
+    let http = super::http::client(
+        &url,
+        &check.trusted_root_certificates,
+        check.request_timeout,
+    )
+    .map_err(StatusError::Tls)?;
     let request = StatusRequest::sign(identity, unix_millis());
     // Two strings and a number always serialize.
     let json = serde_json::to_vec(&StatusBody::from(&request))
         .expect("the status body serializes to JSON");
-    let url = format!("{}/status", check.server_url.trim_end_matches('/'));
     let (status, body) = super::http::post_json(&http, &url, json)
         .await
         .map_err(|e| StatusError::Transport(e.into()))?;

@@ -1,13 +1,13 @@
 import Foundation
+import Unibus
 
 /// `unibus-liar`: records real replies of membershipd as `identity`, then answers that
 /// identity's control-plane requests on a nats-server of its own, replaying epoch `rollback` of
 /// a room as its latest and naming an impostor as the owner of `swapOwner`. The binary comes
-/// from `$UNIBUS_LIAR`, or the repository's `target/debug/unibus-liar`
-/// (`cargo build -p unibus-testkit --bin unibus-liar`). It runs until its stdin closes.
+/// from `$UNIBUS_LIAR`, or the repository's `target/debug/unibus-liar` (`scripts/test.sh`
+/// builds it). It runs until its stdin closes (`stop()`).
 final class Liar {
-    private let process = Process()
-    private let input = Pipe()
+    private let child: Child
     /// Where a session connects to be lied to.
     let natsUrl: String
     /// The impostor's signing key, hex.
@@ -15,45 +15,41 @@ final class Liar {
 
     init(identity: Identity, natsUrls: [String], rollback: (String, UInt64)? = nil,
          swapOwner: String? = nil) throws {
-        let repo = URL(fileURLWithPath: #filePath)
-            .deletingLastPathComponent().deletingLastPathComponent()
-            .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
         var environment = ProcessInfo.processInfo.environment
-        let binary = environment["UNIBUS_LIAR"]
-            ?? repo.appendingPathComponent("target/debug/unibus-liar").path
-        environment["NATS_SERVER"] = environment["NATS_SERVER"]
-            ?? repo.appendingPathComponent(".tools/bin/nats-server").path
+        environment["NATS_SERVER"] = try repositoryBinary("NATS_SERVER", ".tools/bin/nats-server")
         var arguments: [String] = []
         for url in natsUrls { arguments += ["--cluster", url] }
-        if let rollback = rollback { arguments += ["--rollback", "\(rollback.0):\(rollback.1)"] }
+        if let rollback { arguments += ["--rollback", "\(rollback.0):\(rollback.1)"] }
         if let room = swapOwner { arguments += ["--swap-owner", room] }
-        let output = Pipe()
-        process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = arguments
-        process.environment = environment
-        process.standardInput = input
-        process.standardOutput = output
-        process.standardError = FileHandle.nullDevice
-        try process.run()
+        child = try Child(try repositoryBinary("UNIBUS_LIAR", "target/debug/unibus-liar"), arguments,
+                          environment: environment, stdin: .pipe, stdout: .pipe)
         let secret = identity.exportSecretBytes().map { String(format: "%02x", $0) }.joined()
-        input.fileHandleForWriting.write(Data((secret + "\n").utf8))
         var line = Data()
-        while true {
-            let byte = output.fileHandleForReading.readData(ofLength: 1)
-            if byte.isEmpty || byte == Data("\n".utf8) { break }
-            line.append(byte)
+        if let input = child.input, let output = child.output {
+            input.write(Data((secret + "\n").utf8))
+            while true {
+                let byte = output.readData(ofLength: 1)
+                if byte.isEmpty || byte == Data("\n".utf8) { break }
+                line.append(byte)
+            }
         }
-        let started = try JSONSerialization.jsonObject(with: line) as? [String: String]
+        let started = (try? JSONSerialization.jsonObject(with: line)) as? [String: String]
         guard let url = started?["nats_url"], let impostor = started?["impostor"] else {
-            throw NSError(domain: "unibus-liar", code: 1,
-                          userInfo: [NSLocalizedDescriptionKey: "unibus-liar did not start"])
+            child.stop()
+            throw failure("unibus-liar did not start: \(String(decoding: line, as: UTF8.self))")
         }
         natsUrl = url
         self.impostor = impostor
     }
 
-    deinit {
-        try? input.fileHandleForWriting.close()
-        process.waitUntilExit()
+    deinit { stop() }
+
+    /// Closes its stdin, which stops it; SIGTERM only if it has not stopped within 30 s.
+    func stop() {
+        guard !child.exited else { return }
+        try? child.input?.close()
+        let deadline = Date().addingTimeInterval(30)
+        while !child.exited && Date() < deadline { usleep(10_000) }
+        child.stop()
     }
 }

@@ -1,24 +1,12 @@
+import Foundation
+import Unibus
 import XCTest
-@testable import Unibus
 
-/// What the Swift SDK trusts across restarts, end to end, as bindings/kotlin and
-/// bindings/python do on Linux: pins and epoch floors recorded with a real membershipd in a
-/// trust file are enforced against a control plane that lies (`unibus-liar` replays an older,
-/// validly signed epoch as the latest and names an impostor as a room's owner). Run on a Mac
-/// with `swift test`.
+/// What the Swift SDK trusts across restarts, end to end, as the Kotlin and Python suites:
+/// pins and epoch floors recorded with a real membershipd in a trust file are enforced against a
+/// control plane that lies (`unibus-liar` replays an older, validly signed epoch as the latest
+/// and names an impostor as a room's owner).
 final class TrustEndToEndTests: XCTestCase {
-    private func assertThrows<T>(
-        _ expected: (Error) -> Bool, _ body: () async throws -> T,
-        file: StaticString = #filePath, line: UInt = #line
-    ) async {
-        do {
-            _ = try await body()
-            XCTFail("no error", file: file, line: line)
-        } catch {
-            XCTAssertTrue(expected(error), "unexpected \(error)", file: file, line: line)
-        }
-    }
-
     func testTheSafetyNumberIsTwelveGroupsOfFiveDigitsAndTheCodeReadsBack() throws {
         let owner = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"  // RFC 8032 test 1
         let fingerprint = try ownerFingerprint(room: "general", owner: owner)
@@ -26,10 +14,14 @@ final class TrustEndToEndTests: XCTestCase {
                        "82923 94159 02761 87939 24232 60937 80972 98870 40424 33927 35428 18703")
         XCTAssertEqual(fingerprint.qrCode, "unibus-owner:v1:general:\(owner)")
         XCTAssertEqual(try parseOwnerCode(code: fingerprint.qrCode), fingerprint)
+        XCTAssertThrowsError(try parseOwnerCode(code: "unibus-owner:v1:general")) {
+            guard case TrustError.BadOwnerCode = $0 else { return XCTFail("\($0)") }
+        }
     }
 
     func testATrustFileRefusesARolledBackEpochAndASwappedOwnerFromALyingServerAfterARestart() async throws {
         let server = try Membershipd()
+        defer { server.stop() }
         let me = try Identity.generate()
         let registration = try await register(
             link: try InviteLink.parse(text: try server.invite()), identity: me)
@@ -72,9 +64,9 @@ final class TrustEndToEndTests: XCTestCase {
 
         let liar = try Liar(identity: me, natsUrls: registration.natsUrls,
                             rollback: ("general", 1), swapOwner: "annex")
+        defer { liar.stop() }
         let session = try await Session.connect(identity: me, natsUrls: [liar.natsUrl], trust: trust)
         let updates = try await session.subscribeUpdates()
-        var iterator = updates.makeAsyncIterator()
 
         // The replayed epoch is refused as the latest, and served as history.
         await assertThrows({ if case SessionError.EpochRollback = $0 { return true }; return false }) {
@@ -91,13 +83,15 @@ final class TrustEndToEndTests: XCTestCase {
         await assertThrows({ if case SessionError.OwnerChanged = $0 { return true }; return false }) {
             try await session.roomKey(room: "annex")
         }
-        let changed = await iterator.next()
+        let changed = await next(updates)
         XCTAssertEqual(changed, .ownerChanged(room: "annex", pinned: mine, found: liar.impostor,
                                               verified: false))
 
         // Out of band: compare, mark verified; accept a new owner only deliberately.
         let fingerprint = try XCTUnwrap(try trust.ownerFingerprint(room: "general"))
         XCTAssertEqual(fingerprint, try ownerFingerprint(room: "general", owner: mine))
+        XCTAssertEqual(try parseOwnerCode(code: fingerprint.qrCode), fingerprint)
+        XCTAssertEqual(fingerprint.safetyNumber.split(separator: " ").count, 12)
         try trust.markOwnerVerified(room: "general", owner: mine)
         XCTAssertThrowsError(try trust.markOwnerVerified(room: "annex", owner: liar.impostor)) {
             guard case TrustError.OwnerMismatch = $0 else { return XCTFail("\($0)") }
