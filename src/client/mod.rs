@@ -44,6 +44,7 @@
 mod error;
 mod http;
 mod liveness;
+mod messages;
 mod opened;
 mod register;
 mod session;
@@ -53,6 +54,10 @@ mod watch;
 
 pub use error::{RegisterError, SessionEnd, SessionError};
 pub use liveness::ConnectionState;
+pub use messages::{
+    Page, Received, ReceivedPage, SentMessage, Unreadable, REMEMBERED_PER_ROOM, SEAL_ATTEMPTS,
+    SEND_ATTEMPTS,
+};
 pub use register::{register, RegisterOptions, Registration};
 pub use session::{OpenedRoomKey, RekeyProgress, RoomInfo, Session, SessionOptions};
 pub use status::{check_status, StatusCheck, StatusError};

@@ -8,6 +8,8 @@ use tokio::sync::{broadcast, mpsc, watch};
 
 use super::error::{SessionEnd, SessionError};
 use super::liveness::ConnectionState;
+use super::messages::{Delivery, Gone, Inbox, Received};
+use super::trust::TrustStore;
 use crate::protocol::events::Notification;
 use crate::{RoomId, SignPublicKey};
 
@@ -50,6 +52,15 @@ pub enum RoomUpdate {
         /// Whether the app had marked the pinned owner verified.
         verified: bool,
     },
+    /// A message of a room, opened or with the reason it cannot be read. Only from
+    /// [`Session::watch_with_messages`](super::Session::watch_with_messages), in position order
+    /// per room, each once.
+    Message {
+        /// The room.
+        room: RoomId,
+        /// The message.
+        message: Received,
+    },
 }
 
 /// Why a [`Watch`] stopped.
@@ -61,10 +72,19 @@ pub enum WatchEnd {
     SessionEnded(SessionEnd),
 }
 
-enum Item {
+pub(crate) enum Item {
     Update(Result<RoomUpdate, SessionError>),
+    /// A message, and what to remember of it once the app has taken it.
+    Message {
+        message: Received,
+        delivery: Delivery,
+    },
     End(WatchEnd),
 }
+
+/// How many messages the app may take before their cursors are written, while more are
+/// waiting; the cursors are written at once whenever none is waiting.
+const WRITE_EVERY: usize = 64;
 
 /// The changes that concern this identity, from [`Session::watch`](super::Session::watch),
 /// until cancelled or the session ends.
@@ -95,6 +115,12 @@ pub struct Watch {
     updates: mpsc::Receiver<Item>,
     end: Option<WatchEnd>,
     task: tokio::task::JoinHandle<()>,
+    /// Where the cursors of delivered messages are kept; `None` without messages.
+    trust: Option<TrustStore>,
+    /// The message handed out last: the app is handling it until it asks for the next update.
+    taken: Option<Delivery>,
+    /// Messages the app has handled, whose cursors are not written yet.
+    handled: Vec<Delivery>,
 }
 
 impl std::fmt::Debug for Watch {
@@ -104,16 +130,34 @@ impl std::fmt::Debug for Watch {
 }
 
 impl Watch {
+    /// Forwards what `subscriber` gets (skipping live messages on `live_subject` unless an
+    /// inbox handles them, writing their cursors to its trust store), connection changes from
+    /// `state` and the session's `alerts`.
     pub(crate) fn spawn(
         subscriber: async_nats::Subscriber,
         state: watch::Receiver<ConnectionState>,
         alerts: broadcast::Receiver<RoomUpdate>,
+        live_subject: String,
+        messages: Option<(Inbox, TrustStore)>,
     ) -> Watch {
         let (sender, updates) = mpsc::channel(64);
+        let (inbox, trust) = messages.unzip();
+        let sources = Sources {
+            subscriber,
+            state,
+            alerts,
+            live_subject,
+        };
         Watch {
             updates,
             end: None,
-            task: tokio::spawn(forward(subscriber, state, alerts, sender)),
+            task: tokio::spawn(async move {
+                // `Gone`: the watch was dropped, nobody is left to tell.
+                let _ = forward(sources, inbox, sender).await;
+            }),
+            trust,
+            taken: None,
+            handled: Vec::new(),
         }
     }
 
@@ -127,11 +171,13 @@ impl Watch {
         self.end
     }
 
-    /// Stops the watch: it unsubscribes, and [`next`](Self::next) returns `None`.
+    /// Stops the watch: it unsubscribes, and [`next`](Self::next) returns `None`. The
+    /// message taken last counts as handled, and the cursors are written.
     pub fn cancel(&mut self) {
         self.task.abort();
         self.updates.close();
         self.end.get_or_insert(WatchEnd::Cancelled);
+        self.write_cursors_on_leaving();
     }
 
     fn poll_update(
@@ -141,10 +187,23 @@ impl Watch {
         if self.end.is_some() {
             return Poll::Ready(None);
         }
+        // Asking for the next update says the app has handled the message it took last.
+        self.handled.extend(self.taken.take());
+        if self.handled.len() >= WRITE_EVERY {
+            if let Err(error) = self.write_cursors() {
+                return Poll::Ready(Some(Err(error)));
+            }
+        }
         match self.updates.poll_recv(cx) {
             Poll::Ready(Some(Item::Update(update))) => Poll::Ready(Some(update)),
+            Poll::Ready(Some(Item::Message { message, delivery })) => {
+                let room = delivery.room.clone();
+                self.taken = Some(delivery);
+                Poll::Ready(Some(Ok(RoomUpdate::Message { room, message })))
+            }
             Poll::Ready(Some(Item::End(end))) => {
                 self.end = Some(end);
+                self.write_cursors_on_leaving();
                 Poll::Ready(None)
             }
             // The task stopped without a word: only after `cancel`, which set `end` already.
@@ -152,7 +211,33 @@ impl Watch {
                 self.end.get_or_insert(WatchEnd::Cancelled);
                 Poll::Ready(None)
             }
-            Poll::Pending => Poll::Pending,
+            // Nothing is waiting: the app has handled everything it took.
+            Poll::Pending => match self.write_cursors() {
+                Ok(()) => Poll::Pending,
+                Err(error) => Poll::Ready(Some(Err(error))),
+            },
+        }
+    }
+
+    /// Writes the cursors of the messages the app has handled to the trust store, in one
+    /// atomic write. On failure they are kept, to be written with the next ones.
+    fn write_cursors(&mut self) -> Result<(), SessionError> {
+        let Some(trust) = &self.trust else {
+            return Ok(());
+        };
+        if self.handled.is_empty() {
+            return Ok(());
+        }
+        trust.record_delivered(&self.handled)?;
+        self.handled.clear();
+        Ok(())
+    }
+
+    /// The watch is ending or dropped: the message taken last counts as handled.
+    fn write_cursors_on_leaving(&mut self) {
+        self.handled.extend(self.taken.take());
+        if let Err(error) = self.write_cursors() {
+            tracing::warn!(%error, "the cursors of delivered messages could not be written; they will be delivered again");
         }
     }
 }
@@ -168,26 +253,53 @@ impl futures_core::Stream for Watch {
 impl Drop for Watch {
     fn drop(&mut self) {
         self.task.abort();
+        self.write_cursors_on_leaving();
     }
 }
 
-/// Forwards notifications, connection changes and the session's own alerts until the session
-/// ends or the watch is dropped.
-async fn forward(
-    mut subscriber: async_nats::Subscriber,
-    mut state: watch::Receiver<ConnectionState>,
+/// What a watch's task listens to.
+struct Sources {
+    subscriber: async_nats::Subscriber,
+    state: watch::Receiver<ConnectionState>,
     alerts: broadcast::Receiver<RoomUpdate>,
+    /// Where live messages come; skipped without an inbox.
+    live_subject: String,
+}
+
+/// Forwards notifications, connection changes, the session's own alerts and, with an inbox,
+/// messages, until the session ends or the watch is dropped.
+/// Ends with [`Gone`] when the watch was dropped.
+async fn forward(
+    sources: Sources,
+    mut inbox: Option<Inbox>,
     updates: mpsc::Sender<Item>,
-) {
+) -> Result<(), Gone> {
+    let updates = &updates;
+    let Sources {
+        mut subscriber,
+        mut state,
+        alerts,
+        live_subject,
+    } = sources;
     // `None` once the session that sends them is gone.
     let mut alerts = Some(alerts);
     let mut last = *state.borrow_and_update();
+    // The subscription is made: what is stored from now on comes live, the rest is read.
+    if let Some(inbox) = inbox.as_mut() {
+        inbox.catch_up_all(updates).await?;
+    }
     let end = loop {
         if let ConnectionState::Ended(end) = last {
             break end;
         }
         let item = tokio::select! {
             message = subscriber.next() => match message {
+                Some(message) if message.subject.as_str() == live_subject => {
+                    if let Some(inbox) = inbox.as_mut() {
+                        inbox.on_live(&message.payload, updates).await?;
+                    }
+                    continue;
+                }
                 Some(message) => match read_notification(&message.payload) {
                     Some(update) => update,
                     None => continue,
@@ -219,10 +331,21 @@ async fn forward(
                 Some(update) => Ok(update),
                 None => continue,
             },
-            () = updates.closed() => return,
+            () = updates.closed() => return Err(Gone),
         };
-        if updates.send(Item::Update(item)).await.is_err() {
-            return;
+        // What a message watch reads after the update: a reconnection may have missed live
+        // messages of every room, and a room just joined has its history.
+        let catch_up = match &item {
+            Ok(RoomUpdate::Reconnected) => Some(None),
+            Ok(RoomUpdate::Added { room }) => Some(Some(room.clone())),
+            _ => None,
+        };
+        updates.send(Item::Update(item)).await.map_err(|_| Gone)?;
+        if let (Some(inbox), Some(which)) = (inbox.as_mut(), catch_up) {
+            match which {
+                None => inbox.catch_up_all(updates).await?,
+                Some(room) => inbox.catch_up(&room, updates).await?,
+            }
         }
     };
     // The state says best why; a closed subscription alone means the session closed.
@@ -231,6 +354,7 @@ async fn forward(
         _ => end,
     };
     let _ = updates.send(Item::End(WatchEnd::SessionEnded(end))).await;
+    Ok(())
 }
 
 /// The session's next alert; `None` (and no more polling) once the session is gone, and
