@@ -2,7 +2,8 @@
 //!
 //! Three accounts: `AUTH`, where membershipd connects (as an nkey user) to answer callouts and
 //! to keep the KV store, out of reach of users; `APP`, where admitted users land, and where
-//! membershipd's control-plane user answers their requests; and `SYS`, the system account, whose
+//! membershipd's control-plane user answers their requests and keeps the message stream
+//! (JetStream is enabled there for it; users' permissions give them no JetStream subject); and `SYS`, the system account, whose
 //! user membershipd uses to find and disconnect revoked users' sessions. `APP` imports the change
 //! notifications from `AUTH`.
 //!
@@ -134,6 +135,7 @@ accounts {{
     ]
   }}
   {APP_ACCOUNT} {{
+    jetstream: enabled
     users: [ {{ nkey: {control} }} ]
     imports: [
       {{ stream: {{ account: {AUTH_ACCOUNT}, subject: "unibus.events.>" }} }}

@@ -13,6 +13,7 @@ mod cluster_faults;
 mod cluster_login;
 mod control_plane;
 mod http_api;
+mod messages;
 mod migration;
 mod multi_instance;
 mod revocation_in_force;
