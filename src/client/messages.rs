@@ -542,11 +542,13 @@ impl Inbox {
     }
 
     /// Reads `room` after its `last` until the room holds no more, delivering each message.
+    /// `Ok(false)` when it stopped on a failure (reported): the room stays before the message
+    /// it could not read or open.
     pub(crate) async fn catch_up(
         &mut self,
         room: &RoomId,
         out: &mpsc::Sender<Item>,
-    ) -> Result<(), Gone> {
+    ) -> Result<bool, Gone> {
         loop {
             let after = self.cursor(room).last;
             let request = MessagesRequest {
@@ -557,7 +559,7 @@ impl Inbox {
             };
             let page: MessagePage = match self.session.call(&request).await {
                 Ok(page) => page,
-                Err(error) => return report(out, error).await,
+                Err(error) => return report(out, error).await.map(|()| false),
             };
             let more = page.more && !page.messages.is_empty();
             for stored in page.messages {
@@ -565,11 +567,11 @@ impl Inbox {
                     .deliver(room, stored.position, stored.time, &stored.envelope, out)
                     .await?
                 {
-                    return Ok(());
+                    return Ok(false);
                 }
             }
             if !more {
-                return Ok(());
+                return Ok(true);
             }
         }
     }
@@ -603,9 +605,9 @@ impl Inbox {
                 .await
                 .map(drop),
             LiveStep::ReadGap => {
-                self.catch_up(&room, out).await?;
-                // The history did not show it yet: it is the next one all the same.
-                if live.position > self.cursor(&room).last {
+                // Only once the gap is read: else the room stays before it.
+                if self.catch_up(&room, out).await? && live.position > self.cursor(&room).last {
+                    // The history did not show it yet: it is the next one all the same.
                     self.deliver(&room, live.position, live.time, &live.envelope, out)
                         .await?;
                 }

@@ -344,7 +344,7 @@ async fn forward(
         if let (Some(inbox), Some(which)) = (inbox.as_mut(), catch_up) {
             match which {
                 None => inbox.catch_up_all(updates).await?,
-                Some(room) => inbox.catch_up(&room, updates).await?,
+                Some(room) => inbox.catch_up(&room, updates).await.map(drop)?,
             }
         }
     };

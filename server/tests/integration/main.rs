@@ -8,6 +8,7 @@
 mod common;
 mod daemon;
 
+mod client_messages;
 mod client_sdk;
 mod cluster_faults;
 mod cluster_login;

@@ -1,0 +1,355 @@
+//! Messages through the client SDK (`Session::send`, `Session::messages`,
+//! `Session::watch_with_messages`) against the real `membershipd` binary on the embedded
+//! default: members exchange messages, page history both ways, receive live messages, catch up
+//! after a restart from the cursor in their trust file, and get typed reasons and errors for
+//! what they may not read or send.
+
+use crate::daemon;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use daemon::EmbeddedServer;
+use unibus::client::{
+    register, Page, Received, RegisterOptions, Registration, RoomUpdate, Session, SessionError,
+    SessionOptions, TrustStore, Unreadable, Watch,
+};
+use unibus::envelope::{ContentType, MAX_BODY_LEN};
+use unibus::{Identity, InviteLink, RoomId};
+
+fn invite(server: &EmbeddedServer) -> InviteLink {
+    let created = server.cli(&["invite", "create"]);
+    InviteLink::parse(created["link"].as_str().unwrap()).unwrap()
+}
+
+async fn registered(server: &EmbeddedServer) -> (Arc<Identity>, Registration) {
+    let me = Arc::new(Identity::generate().unwrap());
+    let registration = register(&invite(server), &me, &RegisterOptions::default())
+        .await
+        .unwrap();
+    (me, registration)
+}
+
+async fn session_with(
+    me: &Arc<Identity>,
+    registration: &Registration,
+    trust: Option<TrustStore>,
+) -> Session {
+    let options = SessionOptions {
+        trust,
+        ..SessionOptions::default()
+    };
+    Session::connect(Arc::clone(me), &registration.nats_urls, options)
+        .await
+        .unwrap()
+}
+
+async fn session(me: &Arc<Identity>, registration: &Registration) -> Session {
+    session_with(me, registration, None).await
+}
+
+fn text() -> ContentType {
+    ContentType::new("text/plain; charset=utf-8").unwrap()
+}
+
+/// The body of an opened message, as text.
+fn body(received: &Received) -> String {
+    let message = received.outcome.as_ref().expect("an opened message");
+    String::from_utf8(message.body().to_vec()).unwrap()
+}
+
+/// The next message the watch delivers (skipping other updates), within 10 s.
+async fn next_message(watch: &mut Watch) -> (RoomId, Received) {
+    let within = Duration::from_secs(10);
+    tokio::time::timeout(within, async {
+        loop {
+            match watch.next().await.expect("the watch runs").unwrap() {
+                RoomUpdate::Message { room, message } => return (room, message),
+                _ => continue,
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no message within {within:?}"))
+}
+
+/// A room `name` of `owner` with `members` added and keyed at epoch 1.
+async fn keyed_room(owner: &Session, name: &str, members: &[&Arc<Identity>]) -> RoomId {
+    let room = RoomId::new(name).unwrap();
+    owner.create_room(&room).await.unwrap();
+    for member in members {
+        owner
+            .add_member(&room, &member.sign_public_key())
+            .await
+            .unwrap();
+    }
+    assert_eq!(owner.rekey(&room).await.unwrap().epoch, 1);
+    room
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_members_exchange_messages_both_ways_and_page_history_backward_and_forward() {
+    let server = EmbeddedServer::start().await;
+    let (owner, owner_registration) = registered(&server).await;
+    let (bob, bob_registration) = registered(&server).await;
+    let owner_session = session(&owner, &owner_registration).await;
+    let bob_session = session(&bob, &bob_registration).await;
+    let room = keyed_room(&owner_session, "general", &[&bob]).await;
+
+    let mut sent = Vec::new();
+    for n in 0..5 {
+        let (from, who) = if n % 2 == 0 {
+            (&owner_session, &owner)
+        } else {
+            (&bob_session, &bob)
+        };
+        let body = format!("message {n}");
+        let stored = from.send(&room, body.as_bytes(), &text()).await.unwrap();
+        assert_eq!((stored.epoch, stored.duplicate), (1, false));
+        sent.push((stored, who.sign_public_key(), body));
+    }
+    assert!(sent.windows(2).all(|w| w[0].0.position < w[1].0.position));
+
+    // Each reads everything, with its sender, id, epoch and body.
+    for reader in [&owner_session, &bob_session] {
+        let page = reader
+            .messages(&room, Page::Latest { limit: 100 })
+            .await
+            .unwrap();
+        assert!(!page.more);
+        assert_eq!(page.messages.len(), 5);
+        for (received, (stored, sender, text)) in page.messages.iter().zip(&sent) {
+            assert_eq!(received.position, stored.position);
+            let message = received.outcome.as_ref().unwrap();
+            assert_eq!(
+                (message.id(), message.sender(), message.epoch()),
+                (&stored.id, sender, 1)
+            );
+            assert_eq!(body(received), *text);
+        }
+    }
+
+    // Backward from the latest two, then forward from the first.
+    let latest = bob_session
+        .messages(&room, Page::Latest { limit: 2 })
+        .await
+        .unwrap();
+    assert!(latest.more);
+    let bodies = |page: &unibus::client::ReceivedPage| -> Vec<String> {
+        page.messages.iter().map(body).collect()
+    };
+    assert_eq!(bodies(&latest), ["message 3", "message 4"]);
+    let before = bob_session
+        .messages(
+            &room,
+            Page::Before {
+                position: latest.messages[0].position,
+                limit: 2,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(bodies(&before), ["message 1", "message 2"]);
+    assert!(before.more);
+    let after = bob_session
+        .messages(
+            &room,
+            Page::After {
+                position: sent[0].0.position,
+                limit: 3,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(bodies(&after), ["message 1", "message 2", "message 3"]);
+    assert!(after.more);
+
+    // Bad input is a typed error and sends nothing.
+    let too_large = vec![0u8; MAX_BODY_LEN + 1];
+    assert!(matches!(
+        bob_session.send(&room, &too_large, &text()).await,
+        Err(SessionError::BodyTooLarge { len, limit }) if len == MAX_BODY_LEN + 1 && limit == MAX_BODY_LEN
+    ));
+    assert!(matches!(
+        bob_session.messages(&room, Page::Latest { limit: 0 }).await,
+        Err(SessionError::InvalidArgument(_))
+    ));
+    let page = bob_session
+        .messages(&room, Page::Latest { limit: 100 })
+        .await
+        .unwrap();
+    assert_eq!(page.messages.len(), 5, "nothing more was stored");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_messages_arrive_and_an_offline_member_catches_up_after_a_restart_with_no_gap_or_duplicate(
+) {
+    let server = EmbeddedServer::start().await;
+    let (owner, owner_registration) = registered(&server).await;
+    let (bob, bob_registration) = registered(&server).await;
+    let owner_session = session(&owner, &owner_registration).await;
+    let room = keyed_room(&owner_session, "general", &[&bob]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bob-trust.json");
+    let send = |body: &'static str| {
+        let (owner_session, room) = (owner_session.clone(), room.clone());
+        async move {
+            owner_session
+                .send(&room, body.as_bytes(), &text())
+                .await
+                .unwrap()
+                .position
+        }
+    };
+
+    let before_watching = send("before the first watch").await;
+    let trust = TrustStore::open(&path, &bob.sign_public_key()).unwrap();
+    let bob_session = session_with(&bob, &bob_registration, Some(trust)).await;
+    let mut watch = bob_session.watch_with_messages().await.unwrap();
+    // Caught up from the room's start, then live.
+    let (in_room, first) = next_message(&mut watch).await;
+    assert_eq!((in_room, first.position), (room.clone(), before_watching));
+    assert_eq!(body(&first), "before the first watch");
+    let live = send("live").await;
+    let (_, received) = next_message(&mut watch).await;
+    assert_eq!((received.position, body(&received)), (live, "live".into()));
+    let sender = received.outcome.as_ref().unwrap().sender();
+    assert_eq!(*sender, owner.sign_public_key());
+
+    // Offline: the watch and the session go; two messages are stored meanwhile.
+    drop(watch);
+    bob_session.close().await;
+    drop(bob_session);
+    let missed = [send("missed 1").await, send("missed 2").await];
+    assert_eq!(
+        TrustStore::open(&path, &bob.sign_public_key())
+            .unwrap()
+            .last_delivered(&room),
+        live,
+        "the cursor is where the app stopped"
+    );
+
+    // A restart with the same trust file: the missed ones, then the next live one, once each.
+    let trust = TrustStore::open(&path, &bob.sign_public_key()).unwrap();
+    let bob_session = session_with(&bob, &bob_registration, Some(trust)).await;
+    let mut watch = bob_session.watch_with_messages().await.unwrap();
+    for (position, text) in missed.iter().zip(["missed 1", "missed 2"]) {
+        let (_, received) = next_message(&mut watch).await;
+        assert_eq!(
+            (received.position, body(&received)),
+            (*position, text.into())
+        );
+    }
+    let after = send("after the restart").await;
+    let (_, received) = next_message(&mut watch).await;
+    assert_eq!(
+        (received.position, body(&received)),
+        (after, "after the restart".into()),
+        "nothing delivered twice and nothing missed between"
+    );
+    watch.cancel();
+    assert_eq!(bob_session.trust().last_delivered(&room), after);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_added_later_reads_earlier_epochs_as_no_key_and_a_rekey_under_a_send_is_sealed_again(
+) {
+    let server = EmbeddedServer::start().await;
+    let (owner, owner_registration) = registered(&server).await;
+    let (bob, bob_registration) = registered(&server).await;
+    let (carol, carol_registration) = registered(&server).await;
+    let owner_session = session(&owner, &owner_registration).await;
+    let bob_session = session(&bob, &bob_registration).await;
+    let room = keyed_room(&owner_session, "general", &[&bob]).await;
+
+    // Bob sends at epoch 1, and keeps that key for his next send.
+    let early = bob_session
+        .send(&room, b"epoch one", &text())
+        .await
+        .unwrap();
+    assert_eq!(early.epoch, 1);
+    owner_session
+        .add_member(&room, &carol.sign_public_key())
+        .await
+        .unwrap();
+    assert_eq!(owner_session.rekey(&room).await.unwrap().epoch, 2);
+    // The room moved on under Bob's kept key: membershipd says stale_epoch, and the SDK seals
+    // again under epoch 2.
+    let late = bob_session
+        .send(&room, b"epoch two", &text())
+        .await
+        .unwrap();
+    assert_eq!((late.epoch, late.duplicate), (2, false));
+    assert_ne!(late.id, early.id);
+
+    let carol_session = session(&carol, &carol_registration).await;
+    let page = carol_session
+        .messages(&room, Page::Latest { limit: 10 })
+        .await
+        .unwrap();
+    assert_eq!(page.messages.len(), 2);
+    assert_eq!(page.messages[0].position, early.position);
+    assert_eq!(
+        page.messages[0].outcome,
+        Err(Unreadable::NoKey { epoch: 1 }),
+        "from before Carol joined"
+    );
+    assert_eq!(body(&page.messages[1]), "epoch two");
+    // The same through a watch: the new member's catch-up starts at the room's first message.
+    let mut watch = carol_session.watch_with_messages().await.unwrap();
+    let (_, first) = next_message(&mut watch).await;
+    assert_eq!(first.outcome, Err(Unreadable::NoKey { epoch: 1 }));
+    let (_, second) = next_message(&mut watch).await;
+    assert_eq!(
+        (second.position, body(&second)),
+        (late.position, "epoch two".into())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_member_can_neither_send_nor_read_and_gets_typed_errors() {
+    let server = EmbeddedServer::start().await;
+    let (owner, owner_registration) = registered(&server).await;
+    let (bob, bob_registration) = registered(&server).await;
+    let (stranger, stranger_registration) = registered(&server).await;
+    let owner_session = session(&owner, &owner_registration).await;
+    let bob_session = session(&bob, &bob_registration).await;
+    let room = keyed_room(&owner_session, "general", &[&bob]).await;
+    bob_session
+        .send(&room, b"while a member", &text())
+        .await
+        .unwrap();
+
+    owner_session
+        .remove_member(&room, &bob.sign_public_key())
+        .await
+        .unwrap();
+    // Bob still holds the epoch 1 key; the cluster refuses him all the same.
+    assert!(matches!(
+        bob_session.send(&room, b"after removal", &text()).await,
+        Err(SessionError::NotMember)
+    ));
+    assert!(matches!(
+        bob_session
+            .messages(&room, Page::Latest { limit: 10 })
+            .await,
+        Err(SessionError::NotMember)
+    ));
+    let stranger_session = session(&stranger, &stranger_registration).await;
+    assert!(matches!(
+        stranger_session.send(&room, b"hello?", &text()).await,
+        Err(SessionError::NotMember)
+    ));
+    let page = owner_session
+        .messages(&room, Page::Latest { limit: 10 })
+        .await
+        .unwrap();
+    assert_eq!(page.messages.len(), 1, "nothing of theirs was stored");
+    // A member whose room has no key yet gets NoKey, not a transport error.
+    let empty = RoomId::new("empty").unwrap();
+    owner_session.create_room(&empty).await.unwrap();
+    assert!(matches!(
+        owner_session.send(&empty, b"no key yet", &text()).await,
+        Err(SessionError::NoKey)
+    ));
+}
