@@ -630,6 +630,10 @@ impl Inbox {
             return Ok(true);
         }
         let keys = self.keys.entry(room.clone()).or_default();
+        // The session keeps the keys it opened last; these are only the room's recent epochs.
+        if keys.len() > super::opened::KEPT {
+            keys.clear();
+        }
         let outcome = match self.session.open_stored(room, envelope, keys).await {
             Ok(outcome) => outcome,
             Err(error) => {

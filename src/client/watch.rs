@@ -121,6 +121,9 @@ pub struct Watch {
     taken: Option<Delivery>,
     /// Messages the app has handled, whose cursors are not written yet.
     handled: Vec<Delivery>,
+    /// After a failed write, how many handled messages to gather before trying again, so that
+    /// a store that keeps failing reports once per [`WRITE_EVERY`] messages, not on every poll.
+    retry_at: usize,
 }
 
 impl std::fmt::Debug for Watch {
@@ -158,6 +161,7 @@ impl Watch {
             trust,
             taken: None,
             handled: Vec::new(),
+            retry_at: 0,
         }
     }
 
@@ -225,17 +229,22 @@ impl Watch {
         let Some(trust) = &self.trust else {
             return Ok(());
         };
-        if self.handled.is_empty() {
+        if self.handled.is_empty() || self.handled.len() < self.retry_at {
             return Ok(());
         }
-        trust.record_delivered(&self.handled)?;
+        if let Err(error) = trust.record_delivered(&self.handled) {
+            self.retry_at = self.handled.len() + WRITE_EVERY;
+            return Err(error.into());
+        }
         self.handled.clear();
+        self.retry_at = 0;
         Ok(())
     }
 
     /// The watch is ending or dropped: the message taken last counts as handled.
     fn write_cursors_on_leaving(&mut self) {
         self.handled.extend(self.taken.take());
+        self.retry_at = 0;
         if let Err(error) = self.write_cursors() {
             tracing::warn!(%error, "the cursors of delivered messages could not be written; they will be delivered again");
         }
