@@ -23,7 +23,7 @@ use unibus::{Identity, RoomId, SignPublicKey};
 use unibus_server::auth::setup::AuthSetup;
 use unibus_server::control::ControlPlane;
 use unibus_server::messages::{ensure_stream, stream::cluster_size, Fanout, StreamSettings};
-use unibus_server::store::{SqliteStore, Store};
+use unibus_server::store::{KvStore, KvStoreConfig, SqliteStore, Store};
 use unibus_testkit::NatsCluster;
 
 const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -38,11 +38,42 @@ struct Bus {
     _dir: tempfile::TempDir,
 }
 
+/// The store membershipd runs on.
+#[derive(Clone, Copy)]
+enum Backend {
+    Sqlite,
+    /// JetStream KV, one replica per node.
+    Kv,
+}
+
 async fn bus(nodes: usize) -> Bus {
+    bus_on(nodes, Backend::Sqlite).await
+}
+
+async fn bus_on(nodes: usize, backend: Backend) -> Bus {
+    bus_with(nodes, backend, "").await
+}
+
+/// A [`bus_on`] whose nodes carry `more` in their config (for example a `max_payload`).
+async fn bus_with(nodes: usize, backend: Backend, more: &str) -> Bus {
     let setup = AuthSetup::generate().unwrap();
-    let cluster = common::cluster_with_auth(&setup, nodes).await;
+    let cluster = common::cluster_with_auth_and(&setup, nodes, more).await;
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("db")).await.unwrap());
+    let store: Arc<dyn Store> = match backend {
+        Backend::Sqlite => Arc::new(SqliteStore::open(dir.path().join("db")).await.unwrap()),
+        Backend::Kv => {
+            // The buckets live in the service user's account, as `serve` keeps them.
+            let client = async_nats::ConnectOptions::with_nkey(setup.service.seed().unwrap())
+                .connect(cluster.server_addrs())
+                .await
+                .unwrap();
+            let config = KvStoreConfig {
+                replicas: nodes,
+                ..KvStoreConfig::default()
+            };
+            Arc::new(KvStore::open(client, config).await.unwrap())
+        }
+    };
     let service = common::start_callout(&cluster, &setup, Arc::clone(&store)).await;
     let control = common::connect_control(&cluster, &setup).await;
     let system = async_nats::ConnectOptions::with_user_and_password(
@@ -266,7 +297,15 @@ async fn read_all(reader: &Member, room: &str, limit: u32) -> Vec<(u64, Vec<u8>)
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sent_envelope_is_stored_once_read_back_and_copied_live_to_every_member() {
-    let bus = bus(1).await;
+    stored_once_read_back_and_copied(bus(1).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn on_the_kv_store_a_sent_envelope_is_stored_once_read_back_and_copied_live() {
+    stored_once_read_back_and_copied(bus_on(1, Backend::Kv).await).await;
+}
+
+async fn stored_once_read_back_and_copied(bus: Bus) {
     let (mut owner, mut others) = room_with(&bus, "general", 1).await;
     let mut other = others.pop().unwrap();
     let key = owner.epoch_key("general", &owner.key()).await;
@@ -678,7 +717,8 @@ async fn users_cannot_reach_the_stream_or_the_live_copies_themselves() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn on_a_three_node_cluster_no_acknowledged_envelope_is_lost_when_a_node_dies() {
-    let mut bus = bus(3).await;
+    // The store on the same cluster (KV R3), as a clustered deployment runs it.
+    let mut bus = bus_on(3, Backend::Kv).await;
     let js = async_nats::jetstream::new(bus.control.clone());
     let mut stream = js.get_stream(STREAM).await.unwrap();
     let info = stream.info().await.unwrap().clone();
@@ -740,4 +780,101 @@ async fn on_a_three_node_cluster_no_acknowledged_envelope_is_lost_when_a_node_di
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_instance_sets_up_the_stream_at_once_and_a_restart_applies_new_settings() {
+    let bus = bus(1).await;
+    let js = async_nats::jetstream::new(bus.control.clone());
+    let settings = StreamSettings::default();
+    let starts: Vec<_> = (0..4)
+        .map(|_| {
+            let js = js.clone();
+            tokio::spawn(async move { ensure_stream(&js, settings, 1).await })
+        })
+        .collect();
+    for start in starts {
+        start.await.unwrap().unwrap();
+    }
+    let changed = StreamSettings {
+        duplicate_window: Duration::from_secs(30),
+        max_age: Duration::from_secs(86_400),
+    };
+    ensure_stream(&js, changed, 1).await.unwrap();
+    let mut stream = js.get_stream(STREAM).await.unwrap();
+    let config = stream.info().await.unwrap().config.clone();
+    assert_eq!(
+        (config.duplicate_window, config.max_age),
+        (changed.duplicate_window, changed.max_age)
+    );
+    assert_eq!(config.subjects, ["unibus.msg.*"]);
+    assert!(config.allow_direct);
+    assert!(config.max_message_size as usize >= unibus::envelope::MAX_ENVELOPE_LEN);
+    let republish = config.republish.expect("a republish");
+    assert_eq!(
+        (republish.source.as_str(), republish.destination.as_str()),
+        ("unibus.msg.>", "unibus.live.>")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_page_never_outgrows_the_clusters_message_limit_and_still_ends_where_asked() {
+    // Records of about 1.3 KB in messages of at most 8 KiB: about five to a page.
+    let bus = bus_with(1, Backend::Sqlite, "max_payload: 8192").await;
+    let (owner, _) = room_with(&bus, "big", 0).await;
+    let key = owner.epoch_key("big", &owner.key()).await;
+    let mut sent = Vec::new();
+    for i in 0..23 {
+        let envelope = owner.seal(&key, &format!("{i:>1000}"));
+        sent.push((owner.send(&envelope).await.unwrap().position, envelope));
+    }
+    let max_payload = bus.control.server_info().max_payload;
+    let pages = |page: &MessagePage| {
+        use unibus::protocol::control::ReplyBody;
+        assert!(
+            page.to_body().len() < max_payload,
+            "a page outgrew the limit"
+        );
+        assert!(page.messages.len() < 10, "{} records", page.messages.len());
+    };
+    // Forward: every envelope once, in order, in pages that fit.
+    let mut read = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = owner
+            .page(json!({ "room": "big", "after": after }))
+            .await
+            .unwrap();
+        pages(&page);
+        read.extend(
+            page.messages
+                .iter()
+                .map(|m| (m.position, m.envelope.clone())),
+        );
+        match page.messages.last() {
+            Some(last) if page.more => after = last.position,
+            _ => break,
+        }
+    }
+    assert_eq!(read, sent);
+    // Backward from the latest: each page ends right before the one after it.
+    let mut back = Vec::new();
+    let mut request = json!({ "room": "big" });
+    loop {
+        let page = owner.page(request).await.unwrap();
+        pages(&page);
+        assert!(!page.messages.is_empty());
+        let mut earlier: Vec<_> = page
+            .messages
+            .iter()
+            .map(|m| (m.position, m.envelope.clone()))
+            .collect();
+        earlier.append(&mut back);
+        back = earlier;
+        if !page.more {
+            break;
+        }
+        request = json!({ "room": "big", "before": back[0].0 });
+    }
+    assert_eq!(back, sent);
 }
