@@ -529,16 +529,18 @@ impl Inbox {
     }
 
     /// Reads every room of this identity after its `last`: after the watch starts and after
-    /// every reconnection, so that nothing stored while it was away is missed.
-    pub(crate) async fn catch_up_all(&mut self, out: &mpsc::Sender<Item>) -> Result<(), Gone> {
+    /// every reconnection, so that nothing stored while it was away is missed. `Ok(false)` when
+    /// a room could not be read to its end (reported): try again later.
+    pub(crate) async fn catch_up_all(&mut self, out: &mpsc::Sender<Item>) -> Result<bool, Gone> {
         let rooms = match self.session.my_rooms().await {
             Ok(rooms) => rooms,
-            Err(error) => return report(out, error).await,
+            Err(error) => return report(out, error).await.map(|()| false),
         };
+        let mut complete = true;
         for room in rooms {
-            self.catch_up(&room.id, out).await?;
+            complete &= self.catch_up(&room.id, out).await?;
         }
-        Ok(())
+        Ok(complete)
     }
 
     /// Reads `room` after its `last` until the room holds no more, delivering each message.
@@ -576,17 +578,18 @@ impl Inbox {
         }
     }
 
-    /// Handles a live copy (protocol §15.4).
+    /// Handles a live copy (protocol §15.4). `Ok(false)` when the gap before it could not be
+    /// read (reported): the room stays before it; try again later.
     pub(crate) async fn on_live(
         &mut self,
         payload: &[u8],
         out: &mpsc::Sender<Item>,
-    ) -> Result<(), Gone> {
+    ) -> Result<bool, Gone> {
         let live = match LiveMessage::from_bytes(payload) {
             Ok(live) => live,
             Err(error) => {
                 let error = SessionError::InvalidReply(error.to_string());
-                return report(out, error).await;
+                return report(out, error).await.map(|()| true);
             }
         };
         // The room is the envelope's; one that does not decode cannot be placed, and is read
@@ -595,23 +598,27 @@ impl Inbox {
             Ok(envelope) => envelope.room().clone(),
             Err(error) => {
                 let error = SessionError::InvalidReply(format!("a live message: {error}"));
-                return report(out, error).await;
+                return report(out, error).await.map(|()| true);
             }
         };
         match self.cursor(&room).step(live.position, live.previous) {
-            LiveStep::Duplicate => Ok(()),
-            LiveStep::Deliver => self
-                .deliver(&room, live.position, live.time, &live.envelope, out)
-                .await
-                .map(drop),
+            LiveStep::Duplicate => Ok(true),
+            LiveStep::Deliver => {
+                self.deliver(&room, live.position, live.time, &live.envelope, out)
+                    .await
+            }
             LiveStep::ReadGap => {
                 // Only once the gap is read: else the room stays before it.
-                if self.catch_up(&room, out).await? && live.position > self.cursor(&room).last {
-                    // The history did not show it yet: it is the next one all the same.
-                    self.deliver(&room, live.position, live.time, &live.envelope, out)
-                        .await?;
+                if !self.catch_up(&room, out).await? {
+                    return Ok(false);
                 }
-                Ok(())
+                if live.position > self.cursor(&room).last {
+                    // The history did not show it yet: it is the next one all the same.
+                    return self
+                        .deliver(&room, live.position, live.time, &live.envelope, out)
+                        .await;
+                }
+                Ok(true)
             }
         }
     }

@@ -266,6 +266,41 @@ impl Drop for Watch {
     }
 }
 
+/// Whether a message watch has rooms it could not read to their end, and when it tries again.
+#[derive(Debug, Default)]
+struct Behind {
+    /// Failed catch-ups in a row; 0 when nothing is behind.
+    failures: usize,
+    /// When to try again.
+    retry_at: Option<tokio::time::Instant>,
+}
+
+impl Behind {
+    /// Records a catch-up's outcome: `complete`, or not (then it is tried again after a
+    /// backoff that grows with each failure in a row).
+    fn after(&mut self, complete: bool) {
+        if complete {
+            *self = Self::default();
+        } else {
+            self.failures += 1;
+            let wait = super::liveness::backoff(self.failures);
+            self.retry_at = Some(tokio::time::Instant::now() + wait);
+        }
+    }
+
+    fn is_behind(&self) -> bool {
+        self.retry_at.is_some()
+    }
+
+    /// Resolves when it is time to try again (never while nothing is behind).
+    async fn retry(&self) {
+        match self.retry_at {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    }
+}
+
 /// What a watch's task listens to.
 struct Sources {
     subscriber: async_nats::Subscriber,
@@ -294,8 +329,9 @@ async fn forward(
     let mut alerts = Some(alerts);
     let mut last = *state.borrow_and_update();
     // The subscription is made: what is stored from now on comes live, the rest is read.
+    let mut behind = Behind::default();
     if let Some(inbox) = inbox.as_mut() {
-        inbox.catch_up_all(updates).await?;
+        behind.after(inbox.catch_up_all(updates).await?);
     }
     let end = loop {
         if let ConnectionState::Ended(end) = last {
@@ -305,7 +341,9 @@ async fn forward(
             message = subscriber.next() => match message {
                 Some(message) if message.subject.as_str() == live_subject => {
                     if let Some(inbox) = inbox.as_mut() {
-                        inbox.on_live(&message.payload, updates).await?;
+                        if !inbox.on_live(&message.payload, updates).await? {
+                            behind.after(false);
+                        }
                     }
                     continue;
                 }
@@ -340,6 +378,13 @@ async fn forward(
                 Some(update) => Ok(update),
                 None => continue,
             },
+            // A catch-up that failed is tried again, with backoff.
+            () = behind.retry(), if inbox.is_some() && behind.is_behind() => {
+                if let Some(inbox) = inbox.as_mut() {
+                    behind.after(inbox.catch_up_all(updates).await?);
+                }
+                continue;
+            }
             () = updates.closed() => return Err(Gone),
         };
         // What a message watch reads after the update: a reconnection may have missed live
@@ -352,8 +397,13 @@ async fn forward(
         updates.send(Item::Update(item)).await.map_err(|_| Gone)?;
         if let (Some(inbox), Some(which)) = (inbox.as_mut(), catch_up) {
             match which {
-                None => inbox.catch_up_all(updates).await?,
-                Some(room) => inbox.catch_up(&room, updates).await.map(drop)?,
+                // Every room: read or not, this decides whether any is behind.
+                None => behind.after(inbox.catch_up_all(updates).await?),
+                Some(room) => {
+                    if !inbox.catch_up(&room, updates).await? {
+                        behind.after(false);
+                    }
+                }
             }
         }
     };
@@ -433,5 +483,26 @@ mod tests {
             read_notification(br#"{"room":"bad room","kind":"added"}"#),
             Some(Err(SessionError::InvalidReply(_)))
         ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_catch_up_is_retried_after_a_bounded_backoff_until_one_completes() {
+        use super::super::liveness::RECONNECT_BASE;
+        use std::time::Duration;
+        let mut behind = Behind::default();
+        assert!(!behind.is_behind());
+        let never = tokio::time::timeout(Duration::from_secs(3600), behind.retry()).await;
+        assert!(never.is_err(), "nothing to retry");
+        for failures in 1..=2u32 {
+            let now = tokio::time::Instant::now();
+            behind.after(false);
+            let wait = behind.retry_at.unwrap() - now;
+            assert!(wait <= RECONNECT_BASE * 2u32.pow(failures - 1), "{wait:?}");
+            behind.retry().await;
+            assert!(tokio::time::Instant::now() >= now + wait);
+        }
+        assert_eq!(behind.failures, 2);
+        behind.after(true);
+        assert!(!behind.is_behind());
     }
 }
