@@ -147,12 +147,10 @@ pub async fn run(
         supervisor.callout_listens_on(first.clone()).await;
     }
     tokio::spawn(
-        Arc::new(Revoker::new(
-            Arc::clone(&store),
-            system,
-            service.clone(),
-            APP_ACCOUNT,
-        ))
+        Arc::new(
+            Revoker::new(Arc::clone(&store), system, service.clone(), APP_ACCOUNT)
+                .sparing(auth.control.public_key()),
+        )
         .run(REVOCATION_SWEEP),
     );
 
