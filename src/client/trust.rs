@@ -10,7 +10,10 @@
 //! - whether the app marked that owner verified, after comparing its [`OwnerFingerprint`] out
 //!   of band;
 //! - the epoch floor: the highest epoch of the room whose manifest this client verified. A
-//!   "latest" epoch below it is refused ([`SessionError::EpochRollback`]).
+//!   "latest" epoch below it is refused ([`SessionError::EpochRollback`]);
+//! - the message cursor: the position of the last message of the room the app handled, and
+//!   the senders and ids of the most recent ones, so that a watch with messages resumes after a
+//!   restart with no gap and reports a copy delivered again elsewhere as a replay.
 //!
 //! [`TrustStore::open`] keeps this in a JSON file, rewritten atomically on every change. Each
 //! change is made to the file as it is then, read again under an exclusive lock on
@@ -199,7 +202,9 @@ pub(crate) enum OwnerCheck {
 ///   of band;
 /// - the epoch floor: the highest epoch of the room whose manifest this client verified. A
 ///   "latest" epoch below it is refused
-///   ([`SessionError::EpochRollback`](super::SessionError::EpochRollback)).
+///   ([`SessionError::EpochRollback`](super::SessionError::EpochRollback));
+/// - the message cursor of each room ([`last_delivered`](Self::last_delivered)), written by
+///   [`Watch`](super::Watch)es with messages.
 ///
 /// [`open`](Self::open) keeps this in a JSON file, rewritten atomically on every change (format
 /// in docs/client.md, "Trust across restarts"); [`in_memory`](Self::in_memory) keeps it for the

@@ -87,12 +87,19 @@ pub(crate) enum Item {
 const WRITE_EVERY: usize = 64;
 
 /// The changes that concern this identity, from [`Session::watch`](super::Session::watch),
-/// until cancelled or the session ends.
+/// until cancelled or the session ends; with the rooms' messages too, from
+/// [`Session::watch_with_messages`](super::Session::watch_with_messages).
 ///
 /// Read it with [`next`](Self::next) or as a [`futures_core::Stream`]. It yields an error for a
 /// notification it cannot read and goes on; it ends (`None`) when cancelled or when its session
 /// ends, and then [`end`](Self::end) says why. Dropping it stops it. A watch keeps its session's
 /// connection open while it runs.
+///
+/// With messages, a [`RoomUpdate::Message`] counts as handled once the app asks for the next
+/// update, or cancels or drops the watch; the handled messages' cursors are then written to the
+/// session's [`TrustStore`] whenever no update is waiting, and after at most 64 otherwise. A
+/// process that dies while handling messages gets those not yet written again after a restart,
+/// at their same positions (at least once; docs/client.md, "Messages").
 ///
 /// ```no_run
 /// # async fn run(session: unibus::client::Session) -> Result<(), unibus::client::SessionError> {
@@ -123,7 +130,7 @@ pub struct Watch {
     handled: Vec<Delivery>,
     /// After a failed write, how many handled messages to gather before trying again, so that
     /// a store that keeps failing reports once per [`WRITE_EVERY`] messages, not on every poll.
-    retry_at: usize,
+    write_again_at: usize,
 }
 
 impl std::fmt::Debug for Watch {
@@ -161,7 +168,7 @@ impl Watch {
             trust,
             taken: None,
             handled: Vec::new(),
-            retry_at: 0,
+            write_again_at: 0,
         }
     }
 
@@ -229,22 +236,22 @@ impl Watch {
         let Some(trust) = &self.trust else {
             return Ok(());
         };
-        if self.handled.is_empty() || self.handled.len() < self.retry_at {
+        if self.handled.is_empty() || self.handled.len() < self.write_again_at {
             return Ok(());
         }
         if let Err(error) = trust.record_delivered(&self.handled) {
-            self.retry_at = self.handled.len() + WRITE_EVERY;
+            self.write_again_at = self.handled.len() + WRITE_EVERY;
             return Err(error.into());
         }
         self.handled.clear();
-        self.retry_at = 0;
+        self.write_again_at = 0;
         Ok(())
     }
 
     /// The watch is ending or dropped: the message taken last counts as handled.
     fn write_cursors_on_leaving(&mut self) {
         self.handled.extend(self.taken.take());
-        self.retry_at = 0;
+        self.write_again_at = 0;
         if let Err(error) = self.write_cursors() {
             tracing::warn!(%error, "the cursors of delivered messages could not be written; they will be delivered again");
         }
@@ -311,8 +318,7 @@ struct Sources {
 }
 
 /// Forwards notifications, connection changes, the session's own alerts and, with an inbox,
-/// messages, until the session ends or the watch is dropped.
-/// Ends with [`Gone`] when the watch was dropped.
+/// messages, until the session ends, or the watch is dropped ([`Gone`]).
 async fn forward(
     sources: Sources,
     mut inbox: Option<Inbox>,
