@@ -342,3 +342,51 @@ async fn a_removed_member_can_neither_send_nor_read_and_gets_typed_errors() {
         Err(SessionError::NoKey)
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_watch_delivers_what_was_stored_around_a_restart_of_membershipd_once() {
+    let mut server = EmbeddedServer::start().await;
+    let (owner, owner_registration) = registered(&server).await;
+    let (bob, bob_registration) = registered(&server).await;
+    let owner_session = session(&owner, &owner_registration).await;
+    let bob_session = session(&bob, &bob_registration).await;
+    let room = keyed_room(&owner_session, "general", &[&bob]).await;
+    let mut watch = bob_session.watch_with_messages().await.unwrap();
+    let send = |body: &'static [u8]| {
+        let (owner_session, room) = (owner_session.clone(), room.clone());
+        async move {
+            owner_session
+                .send(&room, body, &text())
+                .await
+                .unwrap()
+                .position
+        }
+    };
+    let before = send(b"before").await;
+    assert_eq!(next_message(&mut watch).await.1.position, before);
+
+    // membershipd and its nats-server go away and come back on the same ports and data; the
+    // owner sends as soon as it is back, whether or not Bob is.
+    server.restart().await;
+    let mut owner_state = owner_session.state_changes();
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        owner_state.wait_for(|state| *state == unibus::client::ConnectionState::Connected),
+    )
+    .await
+    .expect("the owner reconnects")
+    .unwrap();
+    let during = send(b"during").await;
+    let (_, received) = next_message(&mut watch).await;
+    assert_eq!(
+        (received.position, body(&received)),
+        (during, "during".into())
+    );
+    let after = send(b"after").await;
+    let (_, received) = next_message(&mut watch).await;
+    assert_eq!(
+        (received.position, body(&received)),
+        (after, "after".into()),
+        "each once, in order"
+    );
+}
