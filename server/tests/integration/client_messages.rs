@@ -390,3 +390,77 @@ async fn a_message_watch_delivers_what_was_stored_around_a_restart_of_membership
         "each once, in order"
     );
 }
+
+/// A stand-in control plane on a plain nats-server: `key` answers `me`'s real member part of
+/// epoch 1 of `room`, and `send` answers `unavailable` the first time and "stored before, at
+/// 7" the second, as a store that stored the first attempt but could not say so would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_that_meets_an_outage_is_sent_again_with_the_same_bytes() {
+    use futures::StreamExt;
+    use unibus::envelope::Envelope;
+    use unibus::manifest::{Recipient, SignedManifest};
+    use unibus::protocol::codes::{Refusal, RefusalCode};
+    use unibus::protocol::control::{encode_reply, KeyReply};
+    use unibus::protocol::messages::SendReply;
+    use unibus::sealing::RoomKey;
+
+    let cluster = unibus_testkit::NatsCluster::start(1).await.unwrap();
+    let me = Arc::new(Identity::generate().unwrap());
+    let room = RoomId::new("general").unwrap();
+    let key = RoomKey::generate().unwrap();
+    let manifest = SignedManifest::rekey(&me, &room, 1, 0, &key, &[Recipient::of(&me)]).unwrap();
+    let part = manifest
+        .member_part(&me.sign_public_key())
+        .unwrap()
+        .to_bytes();
+    let stand_in = async_nats::connect(cluster.client_url(0)).await.unwrap();
+    let mut requests = stand_in
+        .subscribe(format!("unibus.cp.{}.>", me.sign_public_key().to_hex()))
+        .await
+        .unwrap();
+    stand_in.flush().await.unwrap();
+    let (sent_bytes, mut received) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut sends = 0;
+        while let Some(request) = requests.next().await {
+            let reply = if request.subject.ends_with(".key") {
+                encode_reply(&Ok(KeyReply { part: part.clone() }))
+            } else if request.subject.ends_with(".send") {
+                sends += 1;
+                sent_bytes.send(request.payload.to_vec()).unwrap();
+                if sends == 1 {
+                    encode_reply::<SendReply>(&Err(Refusal::new(
+                        RefusalCode::Unavailable,
+                        "the stream did not answer",
+                    )))
+                } else {
+                    encode_reply(&Ok(SendReply {
+                        position: 7,
+                        duplicate: true,
+                    }))
+                }
+            } else {
+                continue;
+            };
+            let reply_to = request.reply.unwrap();
+            stand_in.publish(reply_to, reply.into()).await.unwrap();
+        }
+    });
+
+    let session = Session::connect(
+        Arc::clone(&me),
+        &[cluster.client_url(0)],
+        SessionOptions::default(),
+    )
+    .await
+    .unwrap();
+    let sent = session.send(&room, b"once", &text()).await.unwrap();
+    assert_eq!((sent.position, sent.epoch, sent.duplicate), (7, 1, true));
+    let (first, second) = (
+        received.recv().await.unwrap(),
+        received.recv().await.unwrap(),
+    );
+    assert_eq!(first, second, "the retry carries the same envelope");
+    assert_eq!(*Envelope::from_bytes(&first).unwrap().id(), sent.id);
+    assert!(received.try_recv().is_err(), "two attempts, no more");
+}
