@@ -929,6 +929,37 @@ mod tests {
     }
 
     #[test]
+    fn a_relay_checks_the_sender_against_the_epochs_header_alone() {
+        let room = room_of_five();
+        let wire = sealed(&room, b"hello");
+        let envelope = Envelope::from_bytes(&wire).unwrap();
+        // The epoch's header is all it needs: no room key.
+        assert_eq!(
+            envelope.verify_sender(room.bob_key.header()),
+            Ok(&room.alice.sign_public_key())
+        );
+        // Another epoch's header, a flipped signature bit, another manifest's root.
+        let other = epoch_keys(&room.alice, &[&room.alice], 4).remove(0);
+        assert!(matches!(
+            envelope.verify_sender(other.header()),
+            Err(EnvelopeError::WrongEpoch { epoch: 3, .. })
+        ));
+        let mut flipped = wire.clone();
+        *flipped.last_mut().unwrap() ^= 1;
+        assert_eq!(
+            Envelope::from_bytes(&flipped)
+                .unwrap()
+                .verify_sender(room.bob_key.header()),
+            Err(EnvelopeError::BadSignature)
+        );
+        let elsewhere = epoch_keys(&room.alice, &[&room.alice, &room.bob], 3).remove(0);
+        assert!(matches!(
+            envelope.verify_sender(elsewhere.header()),
+            Err(EnvelopeError::NotAMember(_))
+        ));
+    }
+
+    #[test]
     fn every_seal_has_a_fresh_id_and_ciphertext() {
         let room = room_of_five();
         let (a, b) = (sealed(&room, b"same"), sealed(&room, b"same"));
