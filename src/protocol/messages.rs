@@ -2,7 +2,7 @@
 //! room's stored messages page by page, and the live copies membershipd fans out to members.
 //!
 //! The bodies of a message exchange are binary, not JSON, so that an envelope (up to
-//! [`MAX_ENVELOPE_LEN`](crate::envelope::MAX_ENVELOPE_LEN) bytes) travels as it is:
+//! [`MAX_ENVELOPE_LEN`] bytes) travels as it is:
 //!
 //! ```text
 //! send request  = envelope                                          (the wire form of §14)
