@@ -3,8 +3,9 @@
 //! Three accounts: `AUTH`, where membershipd connects (as an nkey user) to answer callouts and
 //! to keep the KV store, out of reach of users; `APP`, where admitted users land, and where
 //! membershipd's control-plane user answers their requests and keeps the message stream
-//! (JetStream is enabled there for it; users' permissions give them no JetStream subject); and `SYS`, the system account, whose
-//! user membershipd uses to find and disconnect revoked users' sessions. `APP` imports the change
+//! (JetStream is enabled there for it; users' permissions give them no JetStream subject); and
+//! `SYS`, the system account, whose user membershipd uses to find and disconnect revoked users'
+//! sessions. `APP` imports the change
 //! notifications from `AUTH`.
 //!
 //! The control plane answers in `APP` itself, not through a service import: an import hands the

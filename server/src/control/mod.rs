@@ -22,6 +22,10 @@
 //! one message is uploaded in parts (`rekey_begin`, `rekey_part`, `rekey_commit`) that this
 //! instance holds in memory ([`uploads`]) until the commit; the parts and the commit go to
 //! `unibus.cp.<caller>.<operation>.<instance>`, this instance's own subjects.
+//!
+//! `send` and `messages` (protocol §15) go to the [`Relay`] of [`crate::messages`], which
+//! stores envelopes in the message stream and reads pages of it; `send`'s body is the envelope
+//! itself, not JSON.
 
 pub mod uploads;
 
@@ -509,13 +513,14 @@ impl ControlPlane {
             // The body is the envelope itself, not JSON (§15.2).
             Operation::Send => encode_reply(&self.relay.send(caller, body).await),
             Operation::Messages => {
-                let room = self
+                // A page fills what a reply may (`fit`).
+                let budget = self
                     .client
                     .server_info()
                     .max_payload
                     .saturating_sub(REPLY_HEADROOM);
                 serve(body, |r: MessagesRequest| {
-                    self.relay.messages(caller, r, room)
+                    self.relay.messages(caller, r, budget)
                 })
                 .await
             }

@@ -95,7 +95,7 @@ impl Fanout {
                 Ok(page) => page,
                 // The room is gone: nobody to tell.
                 Err(StoreError::NotFound) => return Ok(sent),
-                Err(e) => return Err(MessagesError::JetStream(format!("the room's members: {e}"))),
+                Err(e) => return Err(e.into()),
             };
             for (member, _) in &page {
                 if let Err(e) = self

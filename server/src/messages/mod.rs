@@ -33,4 +33,7 @@ pub enum MessagesError {
     /// A stored message lacks a header the stream sets, or has one that does not parse.
     #[error("a stored message is malformed: {0}")]
     Malformed(String),
+    /// The store could not list a room's members.
+    #[error("the store: {0}")]
+    Store(#[from] crate::store::StoreError),
 }

@@ -240,6 +240,20 @@ impl Member {
         EpochKey::open(&part, &self.id, &RoomId::new(room).unwrap(), epoch, owner).unwrap()
     }
 
+    /// A key of `room` at `epoch` from a manifest this member made and signed itself, listing
+    /// only itself: its envelopes decode and are signed, but no stored epoch proves them.
+    fn self_made_key(&self, room: &str, epoch: u64) -> EpochKey {
+        let room = RoomId::new(room).unwrap();
+        let me = [Recipient {
+            member: self.key(),
+            kex: self.id.kex_public_key(),
+        }];
+        let key = RoomKey::generate().unwrap();
+        let manifest = SignedManifest::rekey(&self.id, &room, epoch, epoch - 1, &key, &me).unwrap();
+        let part = manifest.member_part(&self.key()).unwrap();
+        EpochKey::open(&part, &self.id, &room, epoch, &self.key()).unwrap()
+    }
+
     fn seal(&self, key: &EpochKey, body: &str) -> Vec<u8> {
         Envelope::seal(
             &self.id,
@@ -273,23 +287,68 @@ async fn room_with(bus: &Bus, room: &str, others: usize) -> (Member, Vec<Member>
     (owner, members)
 }
 
-/// Every envelope of `room` a member reads, paging forward from the start.
-async fn read_all(reader: &Member, room: &str, limit: u32) -> Vec<(u64, Vec<u8>)> {
+/// Envelopes with their positions, as pages hold them.
+type Records = Vec<(u64, Vec<u8>)>;
+
+fn records(page: &MessagePage) -> Records {
+    page.messages
+        .iter()
+        .map(|m| (m.position, m.envelope.clone()))
+        .collect()
+}
+
+/// `request` with `limit` when given.
+fn limited(mut request: Value, limit: Option<u32>) -> Value {
+    if let Some(limit) = limit {
+        request["limit"] = json!(limit);
+    }
+    request
+}
+
+/// Every envelope of `room` a member reads, paging forward from the start; each page goes
+/// through `check`.
+async fn read_forward(
+    reader: &Member,
+    room: &str,
+    limit: Option<u32>,
+    check: impl Fn(&MessagePage),
+) -> Records {
     let mut out = Vec::new();
     let mut after = 0;
     loop {
-        let page = reader
-            .page(json!({ "room": room, "after": after, "limit": limit }))
-            .await
-            .unwrap();
-        assert!(page.messages.len() <= limit as usize);
-        out.extend(
-            page.messages
-                .iter()
-                .map(|m| (m.position, m.envelope.clone())),
-        );
+        let request = limited(json!({ "room": room, "after": after }), limit);
+        let page = reader.page(request).await.unwrap();
+        check(&page);
+        assert!(page.messages.len() <= limit.unwrap_or(100) as usize);
+        out.extend(records(&page));
         match page.messages.last() {
             Some(last) if page.more => after = last.position,
+            _ => return out,
+        }
+    }
+}
+
+/// Every envelope of `room` a member reads, from the latest page backward; each page goes
+/// through `check`, and each ends right before the one after it.
+async fn read_backward(
+    reader: &Member,
+    room: &str,
+    limit: Option<u32>,
+    check: impl Fn(&MessagePage),
+) -> Records {
+    let mut out: Records = Vec::new();
+    let mut request = limited(json!({ "room": room }), limit);
+    loop {
+        let page = reader.page(request).await.unwrap();
+        check(&page);
+        assert!(page.messages.len() <= limit.unwrap_or(100) as usize);
+        let mut earlier = records(&page);
+        earlier.append(&mut out);
+        out = earlier;
+        match out.first() {
+            Some((first, _)) if page.more => {
+                request = limited(json!({ "room": room, "before": first }), limit)
+            }
             _ => return out,
         }
     }
@@ -385,27 +444,7 @@ async fn send_refuses_bad_envelopes_stale_epochs_and_rooms_without_a_key() {
         assert_eq!(owner.send(&tampered).await.unwrap_err(), "bad_envelope");
     }
     // A proof made up by the sender: a manifest the room does not store.
-    let forged = SignedManifest::rekey(
-        &other.id,
-        &RoomId::new("general").unwrap(),
-        1,
-        0,
-        &RoomKey::generate().unwrap(),
-        &[Recipient {
-            member: other.key(),
-            kex: other.id.kex_public_key(),
-        }],
-    )
-    .unwrap();
-    let forged_part = forged.member_part(&other.key()).unwrap();
-    let forged_key = EpochKey::open(
-        &forged_part,
-        &other.id,
-        &RoomId::new("general").unwrap(),
-        1,
-        &other.key(),
-    )
-    .unwrap();
+    let forged_key = other.self_made_key("general", 1);
     assert_eq!(
         other.send(&other.seal(&forged_key, "x")).await.unwrap_err(),
         "bad_envelope"
@@ -427,40 +466,14 @@ async fn send_refuses_bad_envelopes_stale_epochs_and_rooms_without_a_key() {
 
     // A room with no key yet: a member's (self-made) envelope for it is `no_key`.
     owner.create("unkeyed").await;
-    let own = SignedManifest::rekey(
-        &owner.id,
-        &RoomId::new("unkeyed").unwrap(),
-        1,
-        0,
-        &RoomKey::generate().unwrap(),
-        &[Recipient {
-            member: owner.key(),
-            kex: owner.id.kex_public_key(),
-        }],
-    )
-    .unwrap();
-    let own_key = EpochKey::open(
-        &own.member_part(&owner.key()).unwrap(),
-        &owner.id,
-        &RoomId::new("unkeyed").unwrap(),
-        1,
-        &owner.key(),
-    )
-    .unwrap();
+    let own_key = owner.self_made_key("unkeyed", 1);
     assert_eq!(
         owner.send(&owner.seal(&own_key, "x")).await.unwrap_err(),
         "no_key"
     );
     // A user outside the room: its own envelope for the room is `not_member`.
     let outsider = member(&bus).await;
-    let outsider_key = EpochKey::open(
-        &forged_part_for(&outsider, "general"),
-        &outsider.id,
-        &RoomId::new("general").unwrap(),
-        2,
-        &outsider.key(),
-    )
-    .unwrap();
+    let outsider_key = outsider.self_made_key("general", 2);
     assert_eq!(
         outsider
             .send(&outsider.seal(&outsider_key, "x"))
@@ -468,24 +481,6 @@ async fn send_refuses_bad_envelopes_stale_epochs_and_rooms_without_a_key() {
             .unwrap_err(),
         "not_member"
     );
-}
-
-/// `member`'s part of a manifest it made itself, for `room` at epoch 2.
-fn forged_part_for(member: &Member, room: &str) -> MemberPart {
-    SignedManifest::rekey(
-        &member.id,
-        &RoomId::new(room).unwrap(),
-        2,
-        1,
-        &RoomKey::generate().unwrap(),
-        &[Recipient {
-            member: member.key(),
-            kex: member.id.kex_public_key(),
-        }],
-    )
-    .unwrap()
-    .member_part(&member.key())
-    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -572,7 +567,7 @@ async fn pages_go_forward_backward_and_from_the_latest_across_interleaved_rooms(
         owner.epoch_key("alpha", &owner.key()).await,
         owner.epoch_key("beta", &owner.key()).await,
     );
-    let mut sent: BTreeMap<&str, Vec<(u64, Vec<u8>)>> = BTreeMap::new();
+    let mut sent: BTreeMap<&str, Records> = BTreeMap::new();
     for i in 0..25 {
         for (room, key, repeat) in [("alpha", &alpha, 1), ("beta", &beta, 2)] {
             for _ in 0..repeat {
@@ -584,37 +579,27 @@ async fn pages_go_forward_backward_and_from_the_latest_across_interleaved_rooms(
     }
     let alpha_sent = &sent["alpha"];
     // Forward from the start, in pages of 7 (and all at once).
-    assert_eq!(&read_all(&owner, "alpha", 7).await, alpha_sent);
-    assert_eq!(&read_all(&owner, "beta", 1000).await, &sent["beta"]);
+    let any = |_: &MessagePage| {};
+    assert_eq!(
+        &read_forward(&owner, "alpha", Some(7), any).await,
+        alpha_sent
+    );
+    assert_eq!(
+        &read_forward(&owner, "beta", Some(1000), any).await,
+        &sent["beta"]
+    );
     // The latest page, then backward until `more` is false.
     let latest = owner
         .page(json!({ "room": "alpha", "limit": 10 }))
         .await
         .unwrap();
     assert!(latest.more);
-    let mut back: Vec<(u64, Vec<u8>)> = latest
-        .messages
-        .iter()
-        .map(|m| (m.position, m.envelope.clone()))
-        .collect();
-    assert_eq!(back, alpha_sent[15..].to_vec());
-    let mut more = latest.more;
-    while more {
-        let page = owner
-            .page(json!({ "room": "alpha", "before": back[0].0, "limit": 10 }))
-            .await
-            .unwrap();
-        assert!(!page.messages.is_empty());
-        more = page.more;
-        let mut earlier: Vec<(u64, Vec<u8>)> = page
-            .messages
-            .iter()
-            .map(|m| (m.position, m.envelope.clone()))
-            .collect();
-        earlier.append(&mut back);
-        back = earlier;
-    }
-    assert_eq!(&back, alpha_sent);
+    assert_eq!(records(&latest), alpha_sent[15..].to_vec());
+    let not_empty = |page: &MessagePage| assert!(!page.messages.is_empty());
+    assert_eq!(
+        &read_backward(&owner, "alpha", Some(10), not_empty).await,
+        alpha_sent
+    );
     // A page from the middle: `before` a position that is not the room's.
     let middle = sent["beta"][20].0;
     let page = owner
@@ -770,7 +755,7 @@ async fn on_a_three_node_cluster_no_acknowledged_envelope_is_lost_when_a_node_di
     // (replicas answer reads and may lag a moment: read until they caught up).
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let read = read_all(&owner, "burst", 1000).await;
+        let read = read_forward(&owner, "burst", Some(1000), |_| {}).await;
         if read == acknowledged {
             break;
         }
@@ -836,45 +821,10 @@ async fn a_page_never_outgrows_the_clusters_message_limit_and_still_ends_where_a
             "a page outgrew the limit"
         );
         assert!(page.messages.len() < 10, "{} records", page.messages.len());
+        assert!(!page.messages.is_empty());
     };
     // Forward: every envelope once, in order, in pages that fit.
-    let mut read = Vec::new();
-    let mut after = 0;
-    loop {
-        let page = owner
-            .page(json!({ "room": "big", "after": after }))
-            .await
-            .unwrap();
-        pages(&page);
-        read.extend(
-            page.messages
-                .iter()
-                .map(|m| (m.position, m.envelope.clone())),
-        );
-        match page.messages.last() {
-            Some(last) if page.more => after = last.position,
-            _ => break,
-        }
-    }
-    assert_eq!(read, sent);
+    assert_eq!(read_forward(&owner, "big", None, pages).await, sent);
     // Backward from the latest: each page ends right before the one after it.
-    let mut back = Vec::new();
-    let mut request = json!({ "room": "big" });
-    loop {
-        let page = owner.page(request).await.unwrap();
-        pages(&page);
-        assert!(!page.messages.is_empty());
-        let mut earlier: Vec<_> = page
-            .messages
-            .iter()
-            .map(|m| (m.position, m.envelope.clone()))
-            .collect();
-        earlier.append(&mut back);
-        back = earlier;
-        if !page.more {
-            break;
-        }
-        request = json!({ "room": "big", "before": back[0].0 });
-    }
-    assert_eq!(back, sent);
+    assert_eq!(read_backward(&owner, "big", None, pages).await, sent);
 }
