@@ -7,14 +7,17 @@
 //!
 //! Both people redeem their invites with fresh identities and log in to the cluster with their
 //! own keys. The owner creates a room, adds the member and rekeys; the member sees each change
-//! through a watch and opens the keys of epochs 1 and 2; once removed, the member cannot open
-//! epoch 3. A real app keeps `Identity::to_secret_bytes()` and the `Registration` in the
+//! through a watch and opens the keys of epochs 1 and 2; both send a message and the member
+//! reads them back, opened and verified; once removed, the member cannot open epoch 3. A real app keeps `Identity::to_secret_bytes()` and the `Registration` in the
 //! platform's keychain and reconnects with them instead of registering again.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use unibus::client::{register, RegisterOptions, Session, SessionError, SessionOptions, Watch};
+use unibus::client::{
+    register, Page, RegisterOptions, Session, SessionError, SessionOptions, Watch,
+};
+use unibus::envelope::ContentType;
 use unibus::{Identity, InviteLink, RoomId};
 
 type Error = Box<dyn std::error::Error>;
@@ -73,6 +76,20 @@ async fn main() -> Result<(), Error> {
             "  epoch {}: member opened the owner's key: {same}",
             opened.epoch
         );
+    }
+
+    let text = ContentType::new("text/plain; charset=utf-8")?;
+    owner.send(&room, b"welcome", &text).await?;
+    let sent = member.send(&room, b"thanks", &text).await?;
+    println!("  member sent message {} at {}", sent.id, sent.position);
+    for received in member
+        .messages(&room, Page::Latest { limit: 10 })
+        .await?
+        .messages
+    {
+        let message = received.outcome?;
+        let body = String::from_utf8_lossy(message.body());
+        println!("  member reads {body:?} from {}", message.sender());
     }
 
     owner

@@ -597,13 +597,14 @@ impl Envelope {
         })
     }
 
-    /// Verifies the envelope and decrypts its body with `epoch_key`, in this order
-    /// (`docs/protocol.md` §14.4): it is for the key's room and epoch (`WrongEpoch`); the
-    /// sender's entry, leaf index and audit path lead to the epoch's signed Merkle root
-    /// (`NotAMember`); the signature verifies under the sender's key, in strict mode
-    /// (`BadSignature`); the body decrypts (`DecryptFailed`).
-    pub fn open(&self, epoch_key: &EpochKey) -> Result<Message, EnvelopeError> {
-        if self.room != epoch_key.header.room || self.epoch != epoch_key.header.epoch {
+    /// Checks everything but the body (`docs/protocol.md` §14.5, steps 1 to 3) against
+    /// `header`, an epoch's manifest header that the caller trusts: the envelope is for the
+    /// header's room and epoch (`WrongEpoch`), the sender's entry, leaf index and audit path lead
+    /// to its signed Merkle root (`NotAMember`), and the signature verifies under the sender's
+    /// key, in strict mode (`BadSignature`). Needs no room key: this is what a relay that stores
+    /// envelopes checks (§15.2). Returns the sender.
+    pub fn verify_sender(&self, header: &ManifestHeader) -> Result<&SignPublicKey, EnvelopeError> {
+        if self.room != header.room || self.epoch != header.epoch {
             return Err(EnvelopeError::WrongEpoch {
                 room: self.room.clone(),
                 epoch: self.epoch,
@@ -612,9 +613,9 @@ impl Envelope {
         merkle::verify_inclusion(
             &self.entry.leaf_hash(),
             u64::from(self.index),
-            u64::from(epoch_key.header.count),
+            u64::from(header.count),
             &self.proof,
-            &epoch_key.header.merkle_root,
+            &header.merkle_root,
         )
         .map_err(EnvelopeError::NotAMember)?;
         let (signed, signature) = self.signed.split_at(self.signed.len() - SIGNATURE_LEN);
@@ -624,6 +625,17 @@ impl Envelope {
             .member
             .verify(signed, &Signature::from_bytes(signature))
             .map_err(|_| EnvelopeError::BadSignature)?;
+        Ok(&self.entry.member)
+    }
+
+    /// Verifies the envelope and decrypts its body with `epoch_key`, in this order
+    /// (`docs/protocol.md` §14.4): it is for the key's room and epoch (`WrongEpoch`); the
+    /// sender's entry, leaf index and audit path lead to the epoch's signed Merkle root
+    /// (`NotAMember`); the signature verifies under the sender's key, in strict mode
+    /// (`BadSignature`); the body decrypts (`DecryptFailed`).
+    pub fn open(&self, epoch_key: &EpochKey) -> Result<Message, EnvelopeError> {
+        self.verify_sender(&epoch_key.header)?;
+        let signed = &self.signed[..self.signed.len() - SIGNATURE_LEN];
         let (key, nonce) = message_key(
             &epoch_key.key,
             &self.room,
@@ -914,6 +926,37 @@ mod tests {
             wire.len(),
             envelope_len(7, text().as_str().len(), room.alice_key.proof.len(), 11)
         );
+    }
+
+    #[test]
+    fn a_relay_checks_the_sender_against_the_epochs_header_alone() {
+        let room = room_of_five();
+        let wire = sealed(&room, b"hello");
+        let envelope = Envelope::from_bytes(&wire).unwrap();
+        // The epoch's header is all it needs: no room key.
+        assert_eq!(
+            envelope.verify_sender(room.bob_key.header()),
+            Ok(&room.alice.sign_public_key())
+        );
+        // Another epoch's header, a flipped signature bit, another manifest's root.
+        let other = epoch_keys(&room.alice, &[&room.alice], 4).remove(0);
+        assert!(matches!(
+            envelope.verify_sender(other.header()),
+            Err(EnvelopeError::WrongEpoch { epoch: 3, .. })
+        ));
+        let mut flipped = wire.clone();
+        *flipped.last_mut().unwrap() ^= 1;
+        assert_eq!(
+            Envelope::from_bytes(&flipped)
+                .unwrap()
+                .verify_sender(room.bob_key.header()),
+            Err(EnvelopeError::BadSignature)
+        );
+        let elsewhere = epoch_keys(&room.alice, &[&room.alice, &room.bob], 3).remove(0);
+        assert!(matches!(
+            envelope.verify_sender(elsewhere.header()),
+            Err(EnvelopeError::NotAMember(_))
+        ));
     }
 
     #[test]

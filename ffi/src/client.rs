@@ -314,6 +314,11 @@ impl From<client::RoomUpdate> for RoomUpdate {
                 found: found.to_hex(),
                 verified,
             },
+            // `Session::watch`, the only watch this crate starts, yields no messages (only
+            // `watch_with_messages` does); messages are not exported yet.
+            client::RoomUpdate::Message { .. } => {
+                unreachable!("Session::watch yields no messages")
+            }
         }
     }
 }

@@ -45,6 +45,13 @@ pub struct Settings {
     /// Replicas of each KV bucket, 1 to 5 [default: 1].
     #[arg(long, env = "MEMBERSHIPD_REPLICAS", global = true)]
     pub replicas: Option<usize>,
+    /// Seconds within which the message stream stores an envelope sent twice only once
+    /// [default: 120].
+    #[arg(long, env = "MEMBERSHIPD_MESSAGE_DUPLICATE_WINDOW", global = true)]
+    pub message_duplicate_window: Option<u64>,
+    /// Seconds the message stream keeps an envelope; 0 keeps it forever [default: 0].
+    #[arg(long, env = "MEMBERSHIPD_MESSAGE_MAX_AGE", global = true)]
+    pub message_max_age: Option<u64>,
     /// HTTP listen address [default: 127.0.0.1:8080].
     #[arg(long, env = "MEMBERSHIPD_LISTEN", global = true)]
     pub listen: Option<SocketAddr>,
@@ -149,6 +156,10 @@ impl Settings {
             db: self.db.or(fallback.db),
             nats_url: self.nats_url.or(fallback.nats_url),
             replicas: self.replicas.or(fallback.replicas),
+            message_duplicate_window: self
+                .message_duplicate_window
+                .or(fallback.message_duplicate_window),
+            message_max_age: self.message_max_age.or(fallback.message_max_age),
             listen: self.listen.or(fallback.listen),
             public_url: self.public_url.or(fallback.public_url),
             advertise_nats: self.advertise_nats.or(fallback.advertise_nats),
@@ -200,6 +211,8 @@ pub struct Config {
     pub nats_url: Option<String>,
     /// KV replicas.
     pub replicas: usize,
+    /// The message stream's duplicate window and retention.
+    pub messages: crate::messages::StreamSettings,
     /// HTTP listen address.
     pub listen: SocketAddr,
     /// Public base URL for invite links, when set; see [`Config::public_url`].
@@ -274,6 +287,15 @@ impl Config {
             db: settings.db.unwrap_or_else(|| data_dir.join("unibus.db")),
             store,
             replicas: settings.replicas.unwrap_or(1),
+            messages: crate::messages::StreamSettings {
+                duplicate_window: settings.message_duplicate_window.map_or(
+                    crate::messages::DEFAULT_DUPLICATE_WINDOW,
+                    Duration::from_secs,
+                ),
+                max_age: settings
+                    .message_max_age
+                    .map_or(Duration::ZERO, Duration::from_secs),
+            },
             public_url: settings.public_url,
             advertise_nats: settings.advertise_nats,
             nats_url: settings.nats_url,

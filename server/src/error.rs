@@ -85,6 +85,11 @@ pub enum ServerError {
     /// the `auth.conf` block and that the cluster is reachable.
     #[error("membershipd's services could not subscribe on the cluster: {0}")]
     Services(#[source] async_nats::Error),
+    /// The message stream could not be created or updated in the users' account: check that
+    /// every node carries the current `auth.conf` block (it enables JetStream there) and that
+    /// the cluster has JetStream.
+    #[error("{0}")]
+    Messages(#[source] crate::messages::MessagesError),
     /// The store refused or failed.
     #[error(transparent)]
     Store(#[from] StoreError),

@@ -11,6 +11,8 @@
 //!   files present it;
 //! - [`auth`]: cluster login by key (the auth callout) and the revocation sweep;
 //! - [`control`]: the control-plane service on NATS;
+//! - [`messages`]: messages on the bus: the message stream, `send` and `messages`, and the
+//!   fan-out of live copies;
 //! - [`serve`]: everything `membershipd serve` runs, wired together, with the embedded
 //!   nats-server's supervisor;
 //! - [`config`] and [`cli`]: the `membershipd` command line, whose failures are
@@ -27,5 +29,6 @@ pub mod control;
 mod embedded_nats;
 pub mod error;
 pub mod http;
+pub mod messages;
 pub mod serve;
 pub mod store;

@@ -7,7 +7,9 @@
 //!   store is KV, account notices; and [`CALLOUT_CONNECTIONS`] more for the callout), the
 //!   control-plane user of the `APP` account (the control plane, where users' requests arrive
 //!   with their own reply subjects) and the system user (revocation sweeps).
-//! - The auth callout, the revocation sweep, the control-plane service and the HTTP API.
+//! - The message stream (created or updated at start, one replica per node up to 3), the
+//!   fan-out of live copies, the auth callout, the revocation sweep, the control-plane service
+//!   and the HTTP API.
 //!
 //! Once it serves, `<data-dir>/serving.json` says where (see [`Serving`]): with port 0 for
 //! `--listen` or `--nats-listen` the OS picks free ports, and this file is how a supervisor or a
@@ -31,6 +33,7 @@ use crate::error::ServerError;
 use crate::http::{
     AppState, LinkPages, RateLimiter, ADMIN_BURST, ADMIN_RATE, STATUS_BURST, STATUS_RATE,
 };
+use crate::messages::Fanout;
 use crate::store::{CachedStore, Store};
 
 /// How often every connection is checked, as a safety net under the revocations the change
@@ -112,6 +115,21 @@ pub async fn run(
         .seed()
         .and_then(|seed| KeyPair::from_seed(&seed))
         .map_err(|e| keys_error(e.into()))?;
+    // The message stream exists, in this version's settings, before anyone can send.
+    let nodes = crate::messages::stream::cluster_size(&system)
+        .await
+        .map_err(ServerError::Messages)?;
+    crate::messages::ensure_stream(
+        &async_nats::jetstream::new(control.clone()),
+        config.messages,
+        nodes,
+    )
+    .await
+    .map_err(ServerError::Messages)?;
+    Arc::new(Fanout::new(Arc::clone(&store), control.clone()))
+        .start()
+        .await
+        .map_err(ServerError::Services)?;
     // The control plane answers before the callout lets anyone in: a client that reconnects
     // the moment logins work finds it there.
     Arc::new(ControlPlane::new(Arc::clone(&store), control))
@@ -129,12 +147,10 @@ pub async fn run(
         supervisor.callout_listens_on(first.clone()).await;
     }
     tokio::spawn(
-        Arc::new(Revoker::new(
-            Arc::clone(&store),
-            system,
-            service.clone(),
-            APP_ACCOUNT,
-        ))
+        Arc::new(
+            Revoker::new(Arc::clone(&store), system, service.clone(), APP_ACCOUNT)
+                .sparing(auth.control.public_key()),
+        )
         .run(REVOCATION_SWEEP),
     );
 

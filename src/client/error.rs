@@ -11,6 +11,7 @@ use std::time::Duration;
 pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 use super::trust::TrustError;
+use crate::envelope::EnvelopeError;
 use crate::manifest::ManifestError;
 use crate::protocol::codes::{ApiCode, Refusal, RefusalCode};
 use crate::sealing::SealError;
@@ -274,6 +275,43 @@ pub enum SessionError {
     /// The app stopped the rekey through its progress callback; the room keeps its epoch.
     #[error("the rekey was cancelled; the room keeps its epoch")]
     Cancelled,
+    /// `stale_epoch`: the message was sealed under an epoch that is no longer the room's
+    /// latest. [`Session::send`](super::Session::send) fetches the latest key and seals again
+    /// by itself; this is returned only when every attempt met a newer epoch.
+    #[error("the room was rekeyed while the message was being sent: send it again")]
+    StaleEpoch,
+    /// `bad_envelope`: membershipd refused the message as not a valid envelope of this sender
+    /// (see the message). Not transient: the same bytes will be refused again.
+    #[error("membershipd refused the message: {0}")]
+    BadEnvelope(String),
+    /// A message body is larger than an envelope carries
+    /// ([`MAX_BODY_LEN`](crate::envelope::MAX_BODY_LEN), 64 KiB). Nothing was sent.
+    #[error("the message body is {len} bytes, more than the limit of {limit} bytes: split it or send it another way")]
+    BodyTooLarge {
+        /// The body's length.
+        len: usize,
+        /// The largest body an envelope carries.
+        limit: usize,
+    },
+    /// An argument is out of its range (see the message). Nothing was sent.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// The message could not be sealed on this device (no randomness, or a key that is not
+    /// this identity's). Nothing was sent.
+    #[error("the message could not be sealed: {0}")]
+    Envelope(EnvelopeError),
+}
+
+impl From<EnvelopeError> for SessionError {
+    fn from(error: EnvelopeError) -> Self {
+        match error {
+            EnvelopeError::BodyTooLarge { len } => Self::BodyTooLarge {
+                len,
+                limit: crate::envelope::MAX_BODY_LEN,
+            },
+            other => Self::Envelope(other),
+        }
+    }
 }
 
 impl SessionError {
@@ -295,6 +333,8 @@ impl SessionError {
             RefusalCode::Unavailable => Self::Unavailable,
             RefusalCode::Internal => Self::ServerFault(message),
             RefusalCode::ReplyTooLarge => Self::ReplyTooLarge(message),
+            RefusalCode::StaleEpoch => Self::StaleEpoch,
+            RefusalCode::BadEnvelope => Self::BadEnvelope(message),
             code => Self::Refused { code, message },
         }
     }
@@ -317,6 +357,8 @@ impl SessionError {
             Self::Unavailable => RefusalCode::Unavailable,
             Self::ServerFault(_) => RefusalCode::Internal,
             Self::ReplyTooLarge(_) => RefusalCode::ReplyTooLarge,
+            Self::StaleEpoch => RefusalCode::StaleEpoch,
+            Self::BadEnvelope(_) => RefusalCode::BadEnvelope,
             Self::Refused { code, .. } => code.clone(),
             _ => return None,
         })

@@ -6,12 +6,16 @@
 //! 3. The session asks the control plane about rooms and epochs, fetches and opens room keys
 //!    (verifying the signed manifest first), lets room owners manage members and rekey on the
 //!    device, and [`Session::watch`] streams the changes that concern the identity.
-//! 4. [`check_status`] asks the server whether the identity is still a user; a session with a
+//! 4. [`Session::send`] sends an end-to-end encrypted message to a room,
+//!    [`Session::messages`] reads a room's history page by page, and
+//!    [`Session::watch_with_messages`] adds every room's new messages to the watch, in order and
+//!    each once, resuming after restarts from the cursors in the [`TrustStore`].
+//! 5. [`check_status`] asks the server whether the identity is still a user; a session with a
 //!    [`StatusCheck`] asks by itself when its logins keep being refused.
 //!
 //! Every call has a time limit, and a failure to find out is an error: a timeout or a lost
 //! connection never reads as "not a member". The wire protocol is in `docs/protocol.md`
-//! (§10 to §12).
+//! (§10 to §12, and §14 and §15 for messages).
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -44,6 +48,7 @@
 mod error;
 mod http;
 mod liveness;
+mod messages;
 mod opened;
 mod register;
 mod session;
@@ -53,6 +58,10 @@ mod watch;
 
 pub use error::{RegisterError, SessionEnd, SessionError};
 pub use liveness::ConnectionState;
+pub use messages::{
+    Page, Received, ReceivedPage, SentMessage, Unreadable, REMEMBERED_PER_ROOM, SEAL_ATTEMPTS,
+    SEND_ATTEMPTS,
+};
 pub use register::{register, RegisterOptions, Registration};
 pub use session::{OpenedRoomKey, RekeyProgress, RoomInfo, Session, SessionOptions};
 pub use status::{check_status, StatusCheck, StatusError};

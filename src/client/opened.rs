@@ -1,5 +1,6 @@
 //! The room keys a session has opened, kept so that a member part it already verified and
-//! opened is not verified and opened again.
+//! opened is not verified and opened again, and so that messages of an epoch it holds need no
+//! request.
 //!
 //! Verifying a member part and opening its copy is a pure function of the part's bytes, the
 //! room, the epoch, the trusted rekeyer and the session's own identity. So when a `key` reply
@@ -13,7 +14,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use sha2::{Digest, Sha256};
 
-use crate::sealing::RoomKey;
+use crate::envelope::EpochKey;
 use crate::{RoomId, SignPublicKey};
 
 /// How many opened keys a session keeps (the oldest goes first).
@@ -39,33 +40,37 @@ impl Fingerprint {
     }
 }
 
-/// The keys opened most recently, at most [`KEPT`]; each is wiped when it leaves (a
-/// [`RoomKey`] zeroizes on drop).
-#[derive(Default)]
-pub(crate) struct OpenedKeys(Mutex<VecDeque<(Fingerprint, RoomKey)>>);
+/// The epoch keys kept most recently under a key `K` (a [`Fingerprint`] of the part they were
+/// opened from, or a room and epoch), at most [`KEPT`]; each is wiped when it leaves (its
+/// [`RoomKey`](crate::sealing::RoomKey) zeroizes on drop).
+pub(crate) struct OpenedKeys<K>(Mutex<VecDeque<(K, EpochKey)>>);
 
-impl OpenedKeys {
-    /// The key opened before with this fingerprint, if it is still kept.
-    pub(crate) fn get(&self, fingerprint: &Fingerprint) -> Option<RoomKey> {
+impl<K> Default for OpenedKeys<K> {
+    fn default() -> Self {
+        Self(Mutex::default())
+    }
+}
+
+impl<K: PartialEq> OpenedKeys<K> {
+    /// The key kept under `key`, if it is still kept.
+    pub(crate) fn get(&self, key: &K) -> Option<EpochKey> {
         self.lock()
             .iter()
-            .find(|(kept, _)| kept == fingerprint)
-            .map(|(_, key)| key.clone())
+            .find(|(kept, _)| kept == key)
+            .map(|(_, opened)| opened.clone())
     }
 
-    /// Keeps `key`, opened from the part with this fingerprint.
-    pub(crate) fn keep(&self, fingerprint: Fingerprint, key: RoomKey) {
+    /// Keeps `opened` under `key`, replacing what was kept under it.
+    pub(crate) fn keep(&self, key: K, opened: EpochKey) {
         let mut kept = self.lock();
-        if kept.iter().any(|(k, _)| *k == fingerprint) {
-            return;
-        }
+        kept.retain(|(k, _)| *k != key);
         if kept.len() == KEPT {
             kept.pop_front();
         }
-        kept.push_back((fingerprint, key));
+        kept.push_back((key, opened));
     }
 
-    fn lock(&self) -> MutexGuard<'_, VecDeque<(Fingerprint, RoomKey)>> {
+    fn lock(&self) -> MutexGuard<'_, VecDeque<(K, EpochKey)>> {
         // Every change is one push or pop, so a panic elsewhere while it was held cannot have
         // left it half-changed.
         self.0
@@ -103,23 +108,30 @@ mod tests {
         }
     }
 
+    /// An epoch key of a one-member room, under a fresh room key.
+    fn epoch_key(me: &Identity) -> EpochKey {
+        use crate::manifest::{Recipient, SignedManifest};
+        let key = crate::sealing::RoomKey::generate().unwrap();
+        let manifest =
+            SignedManifest::rekey(me, &room("r"), 1, 0, &key, &[Recipient::of(me)]).unwrap();
+        let part = manifest.member_part(&me.sign_public_key()).unwrap();
+        EpochKey::open(&part, me, &room("r"), 1, &me.sign_public_key()).unwrap()
+    }
+
     #[test]
-    fn only_the_newest_keys_are_kept() {
+    fn only_the_newest_keys_are_kept_and_a_key_kept_again_replaces_the_old() {
         let opened = OpenedKeys::default();
-        let rekeyer = Identity::generate().unwrap().sign_public_key();
-        let fingerprints: Vec<Fingerprint> = (0..=KEPT as u64)
-            .map(|epoch| Fingerprint::of(&room("r"), epoch, &rekeyer, b"part"))
-            .collect();
-        let keys: Vec<RoomKey> = fingerprints
-            .iter()
-            .map(|_| RoomKey::generate().unwrap())
-            .collect();
-        for (fingerprint, key) in fingerprints.iter().zip(&keys) {
-            opened.keep(*fingerprint, key.clone());
+        let me = Identity::generate().unwrap();
+        let keys: Vec<EpochKey> = (0..=KEPT).map(|_| epoch_key(&me)).collect();
+        for (n, key) in keys.iter().enumerate() {
+            opened.keep(n, key.clone());
         }
-        assert_eq!(opened.get(&fingerprints[0]), None, "the oldest left");
-        for (fingerprint, key) in fingerprints.iter().zip(&keys).skip(1) {
-            assert_eq!(opened.get(fingerprint).as_ref(), Some(key));
+        assert!(opened.get(&0).is_none(), "the oldest left");
+        for (n, key) in keys.iter().enumerate().skip(1) {
+            assert_eq!(opened.get(&n).unwrap().room_key(), key.room_key());
         }
+        opened.keep(1, keys[2].clone());
+        assert_eq!(opened.get(&1).unwrap().room_key(), keys[2].room_key());
+        assert!(opened.get(&2).is_some(), "replacing evicted nothing else");
     }
 }

@@ -9,17 +9,21 @@ use tokio::sync::{broadcast, watch};
 
 use super::error::{SessionEnd, SessionError};
 use super::liveness::{ConnectionState, Liveness};
+use super::messages::Inbox;
 use super::opened::{Fingerprint, OpenedKeys};
 use super::status::{check_status, end_when_retired, StatusCheck};
 use super::trust::{OwnerCheck, TrustStore};
 use super::watch::{RoomUpdate, Watch};
+use crate::envelope::EpochKey;
 use crate::manifest::{ManifestError, MemberPart, Recipient, SignedManifest, ENTRY_LEN};
 use crate::protocol::control::{
     read_reply, AddMemberRequest, CreateRoomRequest, EpochReply, EpochRequest, KeyRequest,
     MemberChange, MemberRequest, MembersRequest, RekeyBeginRequest, RekeyCommitRequest,
-    RekeyPartRequest, RekeyRequest, RemoveMemberRequest, Request, RoomRecord, RoomsRequest,
+    RekeyPartRequest, RekeyRequest, RemoveMemberRequest, ReplyBody, Request, RoomRecord,
+    RoomsRequest,
 };
 use crate::protocol::events::AccountNotice;
+use crate::protocol::messages::member_live_subject;
 use crate::sealing::RoomKey;
 use crate::{subjects, Identity, RoomId, SignPublicKey};
 
@@ -149,7 +153,12 @@ struct Inner {
     /// with the session.
     background: tokio::task::AbortHandle,
     /// The member parts this session verified and opened, by fingerprint.
-    opened: OpenedKeys,
+    opened: OpenedKeys<Fingerprint>,
+    /// The same epoch keys by room and epoch, for reading and sending messages without a
+    /// request.
+    epochs: OpenedKeys<(RoomId, u64)>,
+    /// Per room, the latest epoch key this session sent with.
+    sending: OpenedKeys<RoomId>,
 }
 
 impl Drop for Inner {
@@ -285,6 +294,8 @@ impl Session {
                 options,
                 background,
                 opened: OpenedKeys::default(),
+                epochs: OpenedKeys::default(),
+                sending: OpenedKeys::default(),
             }),
         })
     }
@@ -432,6 +443,20 @@ impl Session {
         room: &RoomId,
         epoch: Option<u64>,
     ) -> Result<OpenedRoomKey, SessionError> {
+        let opened = self.epoch_key(room, epoch).await?;
+        Ok(OpenedRoomKey {
+            epoch: opened.epoch(),
+            key: opened.room_key().clone(),
+        })
+    }
+
+    /// [`room_key`](Self::room_key), keeping the whole verified member part as an
+    /// [`EpochKey`]: what sealing and opening messages of that epoch need.
+    pub(crate) async fn epoch_key(
+        &self,
+        room: &RoomId,
+        epoch: Option<u64>,
+    ) -> Result<EpochKey, SessionError> {
         let request = KeyRequest {
             room: room.clone(),
             epoch,
@@ -459,16 +484,22 @@ impl Session {
         let key = match self.inner.opened.get(&fingerprint) {
             Some(key) => key,
             None => {
-                let key = part.open(&self.inner.identity, room, offered, &rekeyer)?;
+                let key = EpochKey::open(&part, &self.inner.identity, room, offered, &rekeyer)?;
                 self.inner.opened.keep(fingerprint, key.clone());
                 key
             }
         };
         self.inner.trust.record_verified(room, &rekeyer, offered)?;
-        Ok(OpenedRoomKey {
-            epoch: offered,
-            key,
-        })
+        self.inner.epochs.keep((room.clone(), offered), key.clone());
+        Ok(key)
+    }
+
+    /// The epoch key of `room` at `epoch` this session verified before, if it is still kept
+    /// and its rekeyer is still the room's pinned owner.
+    pub(crate) fn kept_epoch_key(&self, room: &RoomId, epoch: u64) -> Option<EpochKey> {
+        let key = self.inner.epochs.get(&(room.clone(), epoch))?;
+        let pinned = self.inner.trust.room(room)?.owner;
+        (key.header().rekeyer == pinned).then_some(key)
     }
 
     /// Creates `room` with this identity as its owner and first member, at epoch 0 (no key
@@ -576,6 +607,18 @@ impl Session {
     /// Listens for changes that concern this identity: added to or removed from a room, a new
     /// epoch, and the connection dropping and coming back. See [`Watch`].
     pub async fn watch(&self) -> Result<Watch, SessionError> {
+        self.spawn_watch(None).await
+    }
+
+    /// [`watch`](Self::watch), with the messages of this identity's rooms merged in as
+    /// [`RoomUpdate::Message`]: first every room's messages after the last one delivered (kept
+    /// in the [`TrustStore`]), then each new one as it is stored, in position order per room,
+    /// each once. After a reconnection it catches up again. See docs/client.md, "Messages".
+    pub async fn watch_with_messages(&self) -> Result<Watch, SessionError> {
+        self.spawn_watch(Some(Inbox::new(self.clone()))).await
+    }
+
+    async fn spawn_watch(&self, inbox: Option<Inbox>) -> Result<Watch, SessionError> {
         self.ensure_open()?;
         let subject = subjects::events(&self.inner.identity.sign_public_key()) + ".>";
         let subscriber = self
@@ -588,6 +631,8 @@ impl Session {
             subscriber,
             self.inner.liveness.subscribe(),
             self.inner.alerts.subscribe(),
+            member_live_subject(&self.inner.identity.sign_public_key()),
+            inbox.map(|inbox| (inbox, self.inner.trust.clone())),
         ))
     }
 
@@ -732,10 +777,21 @@ impl Session {
 
     /// One control-plane request, within the request timeout: `request` to its operation's
     /// subject, and its reply or the refusal it carries.
-    async fn call<R: Request>(&self, request: &R) -> Result<R::Reply, SessionError> {
-        self.ensure_open()?;
+    pub(super) async fn call<R: Request>(&self, request: &R) -> Result<R::Reply, SessionError> {
         // The protocol's request types hold strings and numbers: they always serialize.
         let payload = serde_json::to_vec(request).expect("request bodies serialize to JSON");
+        let subject = request.subject(&self.inner.identity.sign_public_key());
+        self.exchange(subject, payload).await
+    }
+
+    /// One request of `payload` to `subject`, within the request timeout, and its reply of
+    /// type `T` or the refusal it carries.
+    pub(super) async fn exchange<T: ReplyBody>(
+        &self,
+        subject: String,
+        payload: Vec<u8>,
+    ) -> Result<T, SessionError> {
+        self.ensure_open()?;
         let limit = self.request_limit();
         if payload.len() > limit {
             return Err(SessionError::RequestTooLarge {
@@ -743,7 +799,6 @@ impl Session {
                 limit,
             });
         }
-        let subject = request.subject(&self.inner.identity.sign_public_key());
         let timeout = self.inner.options.request_timeout;
         let request = async_nats::Request::new()
             .payload(payload.into())
@@ -764,7 +819,7 @@ impl Session {
                     _ => SessionError::Transport(e.into()),
                 }
             })?;
-        match read_reply::<R::Reply>(&reply.payload) {
+        match read_reply::<T>(&reply.payload) {
             Ok(Ok(reply)) => Ok(reply),
             Ok(Err(refusal)) => {
                 let error = SessionError::from_refusal(refusal);
@@ -776,6 +831,11 @@ impl Session {
             }
             Err(e) => Err(SessionError::InvalidReply(e.to_string())),
         }
+    }
+
+    /// Per room, the latest epoch key this session sent with.
+    pub(super) fn sending_keys(&self) -> &OpenedKeys<RoomId> {
+        &self.inner.sending
     }
 
     fn room_info(&self, reply: RoomRecord) -> Result<RoomInfo, SessionError> {

@@ -10,7 +10,10 @@
 //! - whether the app marked that owner verified, after comparing its [`OwnerFingerprint`] out
 //!   of band;
 //! - the epoch floor: the highest epoch of the room whose manifest this client verified. A
-//!   "latest" epoch below it is refused ([`SessionError::EpochRollback`]).
+//!   "latest" epoch below it is refused ([`SessionError::EpochRollback`]);
+//! - the message cursor: the position of the last message of the room the app handled, and
+//!   the senders and ids of the most recent ones, so that a watch with messages resumes after a
+//!   restart with no gap and reports a copy delivered again elsewhere as a replay.
 //!
 //! [`TrustStore::open`] keeps this in a JSON file, rewritten atomically on every change. Each
 //! change is made to the file as it is then, read again under an exclusive lock on
@@ -29,12 +32,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha512};
 
+use super::messages::{Cursor, Delivery};
 use crate::{RoomId, SignPublicKey};
 
 /// The `format` field of a trust file.
 pub const TRUST_FILE_FORMAT: &str = "unibus-trust";
-/// The `version` field of the trust files this version writes and reads.
-pub const TRUST_FILE_VERSION: u64 = 1;
+/// The highest `version` of the trust files this version writes and reads: 2 for a file that
+/// keeps message cursors, 1 for one that does not (what earlier versions wrote, and read).
+pub const TRUST_FILE_VERSION: u64 = 2;
 /// The domain-separation label of the safety number (docs/client.md).
 pub const SAFETY_NUMBER_LABEL: &str = "unibus/owner-safety-number/v1";
 /// The prefix of an owner's QR-friendly code: `unibus-owner:v1:<room>:<owner hex>`.
@@ -197,7 +202,9 @@ pub(crate) enum OwnerCheck {
 ///   of band;
 /// - the epoch floor: the highest epoch of the room whose manifest this client verified. A
 ///   "latest" epoch below it is refused
-///   ([`SessionError::EpochRollback`](super::SessionError::EpochRollback)).
+///   ([`SessionError::EpochRollback`](super::SessionError::EpochRollback));
+/// - the message cursor of each room ([`last_delivered`](Self::last_delivered)), written by
+///   [`Watch`](super::Watch)es with messages.
 ///
 /// [`open`](Self::open) keeps this in a JSON file, rewritten atomically on every change (format
 /// in docs/client.md, "Trust across restarts"); [`in_memory`](Self::in_memory) keeps it for the
@@ -228,7 +235,15 @@ struct State {
     identity: SignPublicKey,
     /// `None` in memory.
     path: Option<PathBuf>,
+    contents: Contents,
+}
+
+/// What the store keeps.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Contents {
     rooms: BTreeMap<RoomId, Entry>,
+    /// Per room, the messages delivered to this identity's watches.
+    messages: BTreeMap<RoomId, Cursor>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -247,6 +262,9 @@ struct File {
     version: u64,
     identity: SignPublicKey,
     rooms: BTreeMap<RoomId, Entry>,
+    /// Version 2 only.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    messages: BTreeMap<RoomId, Cursor>,
 }
 
 impl std::fmt::Debug for TrustStore {
@@ -255,7 +273,7 @@ impl std::fmt::Debug for TrustStore {
         f.debug_struct("TrustStore")
             .field("identity", &state.identity)
             .field("path", &state.path)
-            .field("rooms", &state.rooms.len())
+            .field("rooms", &state.contents.rooms.len())
             .finish()
     }
 }
@@ -269,19 +287,19 @@ impl TrustStore {
     /// [`TrustError::UnsupportedVersion`]. Such a file is never reset or overwritten.
     pub fn open(path: impl AsRef<Path>, identity: &SignPublicKey) -> Result<Self, TrustError> {
         let path = path.as_ref().to_path_buf();
-        let rooms = match std::fs::read(&path) {
+        let contents = match std::fs::read(&path) {
             Ok(bytes) => read_file(&path, &bytes, identity)?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let rooms = BTreeMap::new();
-                write_file(&path, identity, &rooms)?;
-                rooms
+                let contents = Contents::default();
+                write_file(&path, identity, &contents)?;
+                contents
             }
             Err(e) => return Err(io_error(&path, e)),
         };
         Ok(Self::with_state(State {
             identity: *identity,
             path: Some(path),
-            rooms,
+            contents,
         }))
     }
 
@@ -292,7 +310,7 @@ impl TrustStore {
         Self::with_state(State {
             identity: *identity,
             path: None,
-            rooms: BTreeMap::new(),
+            contents: Contents::default(),
         })
     }
 
@@ -315,6 +333,7 @@ impl TrustStore {
     /// What the store holds for `room`; `None` before any reply named its owner.
     pub fn room(&self, room: &RoomId) -> Option<RoomTrust> {
         self.lock()
+            .contents
             .rooms
             .get(room)
             .map(|entry| room_trust(room, entry))
@@ -323,6 +342,7 @@ impl TrustStore {
     /// Every room the store holds, sorted by id.
     pub fn rooms(&self) -> Vec<RoomTrust> {
         self.lock()
+            .contents
             .rooms
             .iter()
             .map(|(room, entry)| room_trust(room, entry))
@@ -345,8 +365,8 @@ impl TrustStore {
         room: &RoomId,
         owner: &SignPublicKey,
     ) -> Result<(), TrustError> {
-        self.update(|rooms| {
-            let entry = rooms.entry(room.clone()).or_insert(Entry {
+        self.update(|contents| {
+            let entry = contents.rooms.entry(room.clone()).or_insert(Entry {
                 owner: *owner,
                 verified: false,
                 epoch_floor: 0,
@@ -367,8 +387,8 @@ impl TrustStore {
     /// to accept a change of owner deliberately, after verifying the new one out of band. The
     /// epoch floor is kept.
     pub fn accept_owner(&self, room: &RoomId, owner: &SignPublicKey) -> Result<(), TrustError> {
-        self.update(|rooms| {
-            let entry = rooms.entry(room.clone()).or_insert(Entry {
+        self.update(|contents| {
+            let entry = contents.rooms.entry(room.clone()).or_insert(Entry {
                 owner: *owner,
                 verified: true,
                 epoch_floor: 0,
@@ -379,12 +399,49 @@ impl TrustStore {
         })
     }
 
-    /// Forgets everything about `room`: its owner is pinned again from the next reply, and its
-    /// epoch floor starts at 0. Only for a room the app deliberately resets (for example after
-    /// a server was restored from a backup and the change was confirmed out of band).
+    /// Forgets everything about `room`: its owner is pinned again from the next reply, its
+    /// epoch floor starts at 0, and its messages are delivered again from its first. Only for a
+    /// room the app deliberately resets (for example after a server was restored from a backup
+    /// and the change was confirmed out of band).
     pub fn forget_room(&self, room: &RoomId) -> Result<(), TrustError> {
-        self.update(|rooms| {
-            rooms.remove(room);
+        self.update(|contents| {
+            contents.rooms.remove(room);
+            contents.messages.remove(room);
+            Ok(())
+        })
+    }
+
+    /// The position of the last message of `room` delivered to this identity's watches and
+    /// handled by the app (0 before any): a watch with messages resumes after it.
+    pub fn last_delivered(&self, room: &RoomId) -> u64 {
+        self.lock()
+            .contents
+            .messages
+            .get(room)
+            .map_or(0, |cursor| cursor.last)
+    }
+
+    /// The message cursor of `room`, as this store last read or wrote it.
+    pub(crate) fn message_cursor(&self, room: &RoomId) -> Cursor {
+        self.lock()
+            .contents
+            .messages
+            .get(room)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Records that the app handled `deliveries` (and saves, once): each room's `last` rises
+    /// to its highest position, never falls, and the opened messages are remembered.
+    pub(crate) fn record_delivered(&self, deliveries: &[Delivery]) -> Result<(), TrustError> {
+        self.update(|contents| {
+            for delivery in deliveries {
+                contents
+                    .messages
+                    .entry(delivery.room.clone())
+                    .or_default()
+                    .advance(delivery.position, delivery.opened);
+            }
             Ok(())
         })
     }
@@ -397,10 +454,18 @@ impl TrustStore {
     ) -> Result<OwnerCheck, TrustError> {
         // Trusted as kept: nothing to write. (A pin changes only through `accept_owner` and
         // `forget_room`, which the app calls deliberately.)
-        if self.lock().rooms.get(room).map(|entry| entry.owner) == Some(*owner) {
+        if self
+            .lock()
+            .contents
+            .rooms
+            .get(room)
+            .map(|entry| entry.owner)
+            == Some(*owner)
+        {
             return Ok(OwnerCheck::Trusted);
         }
-        self.update(|rooms| {
+        self.update(|contents| {
+            let rooms = &mut contents.rooms;
             Ok(match rooms.get(room) {
                 Some(entry) if entry.owner == *owner => OwnerCheck::Trusted,
                 Some(entry) => OwnerCheck::Changed {
@@ -425,6 +490,7 @@ impl TrustStore {
     /// The epoch floor of `room` (0 if unknown), as this store last read or wrote it.
     pub(crate) fn epoch_floor(&self, room: &RoomId) -> u64 {
         self.lock()
+            .contents
             .rooms
             .get(room)
             .map_or(0, |entry| entry.epoch_floor)
@@ -439,11 +505,12 @@ impl TrustStore {
         owner: &SignPublicKey,
         epoch: u64,
     ) -> Result<(), TrustError> {
-        let kept = self.lock().rooms.get(room).copied();
+        let kept = self.lock().contents.rooms.get(room).copied();
         if matches!(kept, Some(entry) if entry.owner == *owner && entry.epoch_floor >= epoch) {
             return Ok(());
         }
-        self.update(|rooms| {
+        self.update(|contents| {
+            let rooms = &mut contents.rooms;
             match rooms.get(room).copied() {
                 None => {
                     rooms.insert(
@@ -470,15 +537,16 @@ impl TrustStore {
         })
     }
 
-    /// Applies `change` to the latest rooms and saves them, keeping them only if that worked.
+    /// Applies `change` to the latest contents and saves them, keeping them only if that
+    /// worked.
     ///
-    /// For a file, the latest rooms are the file's, read under an exclusive lock on a lock
+    /// For a file, the latest contents are the file's, read under an exclusive lock on a lock
     /// file beside it (`<file>.lock`) that is held until the change is written: other
     /// processes (or other stores of this process) on the same file never lose each other's
     /// changes, and a floor that one raised is never lowered by another's older copy.
     fn update<T>(
         &self,
-        change: impl FnOnce(&mut BTreeMap<RoomId, Entry>) -> Result<T, TrustError>,
+        change: impl FnOnce(&mut Contents) -> Result<T, TrustError>,
     ) -> Result<T, TrustError> {
         let mut state = self.lock();
         let _lock = match &state.path {
@@ -486,14 +554,14 @@ impl TrustStore {
             None => None,
         };
         let latest = state.latest()?;
-        let mut rooms = latest.clone();
-        let out = change(&mut rooms)?;
-        if rooms != latest {
+        let mut contents = latest.clone();
+        let out = change(&mut contents)?;
+        if contents != latest {
             if let Some(path) = &state.path {
-                write_file(path, &state.identity, &rooms)?;
+                write_file(path, &state.identity, &contents)?;
             }
         }
-        state.rooms = rooms;
+        state.contents = contents;
         Ok(out)
     }
 
@@ -507,16 +575,16 @@ impl TrustStore {
 }
 
 impl State {
-    /// The rooms as they are now: the file's (read again, for other writers may have changed
-    /// it), or those kept in memory.
-    fn latest(&self) -> Result<BTreeMap<RoomId, Entry>, TrustError> {
+    /// The contents as they are now: the file's (read again, for other writers may have
+    /// changed it), or those kept in memory.
+    fn latest(&self) -> Result<Contents, TrustError> {
         let Some(path) = &self.path else {
-            return Ok(self.rooms.clone());
+            return Ok(self.contents.clone());
         };
         match std::fs::read(path) {
             Ok(bytes) => read_file(path, &bytes, &self.identity),
             // Moved away deliberately: start again from nothing, as `open` would.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Contents::default()),
             Err(e) => Err(io_error(path, e)),
         }
     }
@@ -552,11 +620,7 @@ fn io_error(path: &Path, error: std::io::Error) -> TrustError {
     }
 }
 
-fn read_file(
-    path: &Path,
-    bytes: &[u8],
-    identity: &SignPublicKey,
-) -> Result<BTreeMap<RoomId, Entry>, TrustError> {
+fn read_file(path: &Path, bytes: &[u8], identity: &SignPublicKey) -> Result<Contents, TrustError> {
     let corrupt = |reason: String| TrustError::Corrupt {
         path: path.to_path_buf(),
         reason,
@@ -571,7 +635,7 @@ fn read_file(
         .get("version")
         .and_then(|v| v.as_u64())
         .ok_or_else(|| corrupt("no version".into()))?;
-    if version != TRUST_FILE_VERSION {
+    if !(1..=TRUST_FILE_VERSION).contains(&version) {
         return Err(TrustError::UnsupportedVersion {
             path: path.to_path_buf(),
             version,
@@ -579,6 +643,9 @@ fn read_file(
         });
     }
     let file: File = serde_json::from_value(value).map_err(|e| corrupt(e.to_string()))?;
+    if version == 1 && !file.messages.is_empty() {
+        return Err(corrupt("a version 1 file with message cursors".into()));
+    }
     if file.identity != *identity {
         return Err(TrustError::WrongIdentity {
             path: path.to_path_buf(),
@@ -586,7 +653,10 @@ fn read_file(
             found: file.identity,
         });
     }
-    Ok(file.rooms)
+    Ok(Contents {
+        rooms: file.rooms,
+        messages: file.messages,
+    })
 }
 
 /// Replaces the file atomically: a temporary file in the same directory is written and
@@ -595,13 +665,17 @@ fn read_file(
 fn write_file(
     path: &Path,
     identity: &SignPublicKey,
-    rooms: &BTreeMap<RoomId, Entry>,
+    contents: &Contents,
 ) -> Result<(), TrustError> {
+    // Version 1 while there is nothing of version 2 in it, so that earlier versions of the
+    // SDK still read it.
+    let version = if contents.messages.is_empty() { 1 } else { 2 };
     let file = File {
         format: TRUST_FILE_FORMAT.into(),
-        version: TRUST_FILE_VERSION,
+        version,
         identity: *identity,
-        rooms: rooms.clone(),
+        rooms: contents.rooms.clone(),
+        messages: contents.messages.clone(),
     };
     let mut bytes =
         serde_json::to_vec_pretty(&file).map_err(|e| io_error(path, std::io::Error::other(e)))?;
@@ -781,11 +855,11 @@ mod tests {
 
         let newer = String::from_utf8(before.clone())
             .unwrap()
-            .replace("\"version\": 1", "\"version\": 2");
+            .replace("\"version\": 1", "\"version\": 3");
         std::fs::write(&path, newer).unwrap();
         assert!(matches!(
             TrustStore::open(&path, &owner_of_file),
-            Err(TrustError::UnsupportedVersion { version: 2, .. })
+            Err(TrustError::UnsupportedVersion { version: 3, .. })
         ));
         for garbage in [&b""[..], b"{", b"[]", br#"{"format":"other","version":1}"#] {
             std::fs::write(&path, garbage).unwrap();
@@ -871,6 +945,68 @@ mod tests {
             assert_eq!(reopened.epoch_floor(room), 25, "{room}");
         }
         assert_eq!(reopened.epoch_floor(&general), 5);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn message_cursors_survive_reopening_never_fall_and_keep_a_version_1_file_readable_until_used()
+    {
+        use crate::envelope::MessageId;
+        let dir = tempdir();
+        let path = dir.join("trust.json");
+        let (me, sender) = (key(), key());
+        let (general, design) = (
+            RoomId::new("general").unwrap(),
+            RoomId::new("design").unwrap(),
+        );
+        let store = TrustStore::open(&path, &me).unwrap();
+        store.record_verified(&general, &sender, 1).unwrap();
+        // Without cursors the file stays version 1, which earlier SDKs read.
+        let written: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(written["version"], 1);
+        assert!(written.get("messages").is_none());
+
+        let delivered = |room: &RoomId, position: u64, id: u8| Delivery {
+            room: room.clone(),
+            position,
+            opened: Some(super::super::messages::Delivered {
+                sender,
+                id: MessageId::from_bytes([id; 16]),
+                position,
+            }),
+        };
+        store
+            .record_delivered(&[delivered(&general, 4, 1), delivered(&general, 9, 2)])
+            .unwrap();
+        // Another store of the file, behind: its older position lowers nothing.
+        let behind = TrustStore::open(&path, &me).unwrap();
+        behind
+            .record_delivered(&[delivered(&general, 6, 3), delivered(&design, 2, 1)])
+            .unwrap();
+        let reopened = TrustStore::open(&path, &me).unwrap();
+        assert_eq!(reopened.last_delivered(&general), 9);
+        assert_eq!(reopened.last_delivered(&design), 2);
+        let cursor = reopened.message_cursor(&general);
+        let positions: Vec<u64> = cursor.recent.iter().map(|d| d.position).collect();
+        assert_eq!(positions, [4, 6, 9]);
+        assert_eq!(
+            cursor.first_position(&sender, &MessageId::from_bytes([2; 16]), 11),
+            Some(9)
+        );
+        let written: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(written["version"], 2);
+
+        // A version 1 file that claims cursors is not one this SDK wrote.
+        let claimed = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("\"version\": 2", "\"version\": 1");
+        std::fs::write(&path, &claimed).unwrap();
+        assert!(matches!(
+            TrustStore::open(&path, &me),
+            Err(TrustError::Corrupt { .. })
+        ));
         let _ = std::fs::remove_dir_all(dir);
     }
 

@@ -8,6 +8,8 @@ use tokio::sync::{broadcast, mpsc, watch};
 
 use super::error::{SessionEnd, SessionError};
 use super::liveness::ConnectionState;
+use super::messages::{Delivery, Gone, Inbox, Received};
+use super::trust::TrustStore;
 use crate::protocol::events::Notification;
 use crate::{RoomId, SignPublicKey};
 
@@ -50,6 +52,15 @@ pub enum RoomUpdate {
         /// Whether the app had marked the pinned owner verified.
         verified: bool,
     },
+    /// A message of a room, opened or with the reason it cannot be read. Only from
+    /// [`Session::watch_with_messages`](super::Session::watch_with_messages), in position order
+    /// per room, each once.
+    Message {
+        /// The room.
+        room: RoomId,
+        /// The message.
+        message: Received,
+    },
 }
 
 /// Why a [`Watch`] stopped.
@@ -61,18 +72,34 @@ pub enum WatchEnd {
     SessionEnded(SessionEnd),
 }
 
-enum Item {
+pub(crate) enum Item {
     Update(Result<RoomUpdate, SessionError>),
+    /// A message, and what to remember of it once the app has taken it.
+    Message {
+        message: Received,
+        delivery: Delivery,
+    },
     End(WatchEnd),
 }
 
+/// How many messages the app may take before their cursors are written, while more are
+/// waiting; the cursors are written at once whenever none is waiting.
+const WRITE_EVERY: usize = 64;
+
 /// The changes that concern this identity, from [`Session::watch`](super::Session::watch),
-/// until cancelled or the session ends.
+/// until cancelled or the session ends; with the rooms' messages too, from
+/// [`Session::watch_with_messages`](super::Session::watch_with_messages).
 ///
 /// Read it with [`next`](Self::next) or as a [`futures_core::Stream`]. It yields an error for a
 /// notification it cannot read and goes on; it ends (`None`) when cancelled or when its session
 /// ends, and then [`end`](Self::end) says why. Dropping it stops it. A watch keeps its session's
 /// connection open while it runs.
+///
+/// With messages, a [`RoomUpdate::Message`] counts as handled once the app asks for the next
+/// update, or cancels or drops the watch; the handled messages' cursors are then written to the
+/// session's [`TrustStore`] whenever no update is waiting, and after at most 64 otherwise. A
+/// process that dies while handling messages gets those not yet written again after a restart,
+/// at their same positions (at least once; docs/client.md, "Messages").
 ///
 /// ```no_run
 /// # async fn run(session: unibus::client::Session) -> Result<(), unibus::client::SessionError> {
@@ -95,6 +122,15 @@ pub struct Watch {
     updates: mpsc::Receiver<Item>,
     end: Option<WatchEnd>,
     task: tokio::task::JoinHandle<()>,
+    /// Where the cursors of delivered messages are kept; `None` without messages.
+    trust: Option<TrustStore>,
+    /// The message handed out last: the app is handling it until it asks for the next update.
+    taken: Option<Delivery>,
+    /// Messages the app has handled, whose cursors are not written yet.
+    handled: Vec<Delivery>,
+    /// After a failed write, how many handled messages to gather before trying again, so that
+    /// a store that keeps failing reports once per [`WRITE_EVERY`] messages, not on every poll.
+    write_again_at: usize,
 }
 
 impl std::fmt::Debug for Watch {
@@ -104,16 +140,35 @@ impl std::fmt::Debug for Watch {
 }
 
 impl Watch {
+    /// Forwards what `subscriber` gets (skipping live messages on `live_subject` unless an
+    /// inbox handles them, writing their cursors to its trust store), connection changes from
+    /// `state` and the session's `alerts`.
     pub(crate) fn spawn(
         subscriber: async_nats::Subscriber,
         state: watch::Receiver<ConnectionState>,
         alerts: broadcast::Receiver<RoomUpdate>,
+        live_subject: String,
+        messages: Option<(Inbox, TrustStore)>,
     ) -> Watch {
         let (sender, updates) = mpsc::channel(64);
+        let (inbox, trust) = messages.unzip();
+        let sources = Sources {
+            subscriber,
+            state,
+            alerts,
+            live_subject,
+        };
         Watch {
             updates,
             end: None,
-            task: tokio::spawn(forward(subscriber, state, alerts, sender)),
+            task: tokio::spawn(async move {
+                // `Gone`: the watch was dropped, nobody is left to tell.
+                let _ = forward(sources, inbox, sender).await;
+            }),
+            trust,
+            taken: None,
+            handled: Vec::new(),
+            write_again_at: 0,
         }
     }
 
@@ -127,11 +182,13 @@ impl Watch {
         self.end
     }
 
-    /// Stops the watch: it unsubscribes, and [`next`](Self::next) returns `None`.
+    /// Stops the watch: it unsubscribes, and [`next`](Self::next) returns `None`. The
+    /// message taken last counts as handled, and the cursors are written.
     pub fn cancel(&mut self) {
         self.task.abort();
         self.updates.close();
         self.end.get_or_insert(WatchEnd::Cancelled);
+        self.write_cursors_on_leaving();
     }
 
     fn poll_update(
@@ -141,10 +198,23 @@ impl Watch {
         if self.end.is_some() {
             return Poll::Ready(None);
         }
+        // Asking for the next update says the app has handled the message it took last.
+        self.handled.extend(self.taken.take());
+        if self.handled.len() >= WRITE_EVERY {
+            if let Err(error) = self.write_cursors() {
+                return Poll::Ready(Some(Err(error)));
+            }
+        }
         match self.updates.poll_recv(cx) {
             Poll::Ready(Some(Item::Update(update))) => Poll::Ready(Some(update)),
+            Poll::Ready(Some(Item::Message { message, delivery })) => {
+                let room = delivery.room.clone();
+                self.taken = Some(delivery);
+                Poll::Ready(Some(Ok(RoomUpdate::Message { room, message })))
+            }
             Poll::Ready(Some(Item::End(end))) => {
                 self.end = Some(end);
+                self.write_cursors_on_leaving();
                 Poll::Ready(None)
             }
             // The task stopped without a word: only after `cancel`, which set `end` already.
@@ -152,7 +222,38 @@ impl Watch {
                 self.end.get_or_insert(WatchEnd::Cancelled);
                 Poll::Ready(None)
             }
-            Poll::Pending => Poll::Pending,
+            // Nothing is waiting: the app has handled everything it took.
+            Poll::Pending => match self.write_cursors() {
+                Ok(()) => Poll::Pending,
+                Err(error) => Poll::Ready(Some(Err(error))),
+            },
+        }
+    }
+
+    /// Writes the cursors of the messages the app has handled to the trust store, in one
+    /// atomic write. On failure they are kept, to be written with the next ones.
+    fn write_cursors(&mut self) -> Result<(), SessionError> {
+        let Some(trust) = &self.trust else {
+            return Ok(());
+        };
+        if self.handled.is_empty() || self.handled.len() < self.write_again_at {
+            return Ok(());
+        }
+        if let Err(error) = trust.record_delivered(&self.handled) {
+            self.write_again_at = self.handled.len() + WRITE_EVERY;
+            return Err(error.into());
+        }
+        self.handled.clear();
+        self.write_again_at = 0;
+        Ok(())
+    }
+
+    /// The watch is ending or dropped: the message taken last counts as handled.
+    fn write_cursors_on_leaving(&mut self) {
+        self.handled.extend(self.taken.take());
+        self.write_again_at = 0;
+        if let Err(error) = self.write_cursors() {
+            tracing::warn!(%error, "the cursors of delivered messages could not be written; they will be delivered again");
         }
     }
 }
@@ -168,26 +269,90 @@ impl futures_core::Stream for Watch {
 impl Drop for Watch {
     fn drop(&mut self) {
         self.task.abort();
+        self.write_cursors_on_leaving();
     }
 }
 
-/// Forwards notifications, connection changes and the session's own alerts until the session
-/// ends or the watch is dropped.
-async fn forward(
-    mut subscriber: async_nats::Subscriber,
-    mut state: watch::Receiver<ConnectionState>,
+/// Whether a message watch has rooms it could not read to their end, and when it tries again.
+#[derive(Debug, Default)]
+struct Behind {
+    /// Failed catch-ups in a row; 0 when nothing is behind.
+    failures: usize,
+    /// When to try again.
+    retry_at: Option<tokio::time::Instant>,
+}
+
+impl Behind {
+    /// Records a catch-up's outcome: `complete`, or not (then it is tried again after a
+    /// backoff that grows with each failure in a row).
+    fn after(&mut self, complete: bool) {
+        if complete {
+            *self = Self::default();
+        } else {
+            self.failures += 1;
+            let wait = super::liveness::backoff(self.failures);
+            self.retry_at = Some(tokio::time::Instant::now() + wait);
+        }
+    }
+
+    fn is_behind(&self) -> bool {
+        self.retry_at.is_some()
+    }
+
+    /// Resolves when it is time to try again (never while nothing is behind).
+    async fn retry(&self) {
+        match self.retry_at {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// What a watch's task listens to.
+struct Sources {
+    subscriber: async_nats::Subscriber,
+    state: watch::Receiver<ConnectionState>,
     alerts: broadcast::Receiver<RoomUpdate>,
+    /// Where live messages come; skipped without an inbox.
+    live_subject: String,
+}
+
+/// Forwards notifications, connection changes, the session's own alerts and, with an inbox,
+/// messages, until the session ends, or the watch is dropped ([`Gone`]).
+async fn forward(
+    sources: Sources,
+    mut inbox: Option<Inbox>,
     updates: mpsc::Sender<Item>,
-) {
+) -> Result<(), Gone> {
+    let updates = &updates;
+    let Sources {
+        mut subscriber,
+        mut state,
+        alerts,
+        live_subject,
+    } = sources;
     // `None` once the session that sends them is gone.
     let mut alerts = Some(alerts);
     let mut last = *state.borrow_and_update();
+    // The subscription is made: what is stored from now on comes live, the rest is read.
+    let mut behind = Behind::default();
+    if let Some(inbox) = inbox.as_mut() {
+        behind.after(inbox.catch_up_all(updates).await?);
+    }
     let end = loop {
         if let ConnectionState::Ended(end) = last {
             break end;
         }
         let item = tokio::select! {
             message = subscriber.next() => match message {
+                Some(message) if message.subject.as_str() == live_subject => {
+                    if let Some(inbox) = inbox.as_mut() {
+                        if !inbox.on_live(&message.payload, updates).await? {
+                            behind.after(false);
+                        }
+                    }
+                    continue;
+                }
                 Some(message) => match read_notification(&message.payload) {
                     Some(update) => update,
                     None => continue,
@@ -219,10 +384,33 @@ async fn forward(
                 Some(update) => Ok(update),
                 None => continue,
             },
-            () = updates.closed() => return,
+            // A catch-up that failed is tried again, with backoff.
+            () = behind.retry(), if inbox.is_some() && behind.is_behind() => {
+                if let Some(inbox) = inbox.as_mut() {
+                    behind.after(inbox.catch_up_all(updates).await?);
+                }
+                continue;
+            }
+            () = updates.closed() => return Err(Gone),
         };
-        if updates.send(Item::Update(item)).await.is_err() {
-            return;
+        // What a message watch reads after the update: a reconnection may have missed live
+        // messages of every room, and a room just joined has its history.
+        let catch_up = match &item {
+            Ok(RoomUpdate::Reconnected) => Some(None),
+            Ok(RoomUpdate::Added { room }) => Some(Some(room.clone())),
+            _ => None,
+        };
+        updates.send(Item::Update(item)).await.map_err(|_| Gone)?;
+        if let (Some(inbox), Some(which)) = (inbox.as_mut(), catch_up) {
+            match which {
+                // Every room: read or not, this decides whether any is behind.
+                None => behind.after(inbox.catch_up_all(updates).await?),
+                Some(room) => {
+                    if !inbox.catch_up(&room, updates).await? {
+                        behind.after(false);
+                    }
+                }
+            }
         }
     };
     // The state says best why; a closed subscription alone means the session closed.
@@ -231,6 +419,7 @@ async fn forward(
         _ => end,
     };
     let _ = updates.send(Item::End(WatchEnd::SessionEnded(end))).await;
+    Ok(())
 }
 
 /// The session's next alert; `None` (and no more polling) once the session is gone, and
@@ -300,5 +489,26 @@ mod tests {
             read_notification(br#"{"room":"bad room","kind":"added"}"#),
             Some(Err(SessionError::InvalidReply(_)))
         ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_catch_up_is_retried_after_a_bounded_backoff_until_one_completes() {
+        use super::super::liveness::RECONNECT_BASE;
+        use std::time::Duration;
+        let mut behind = Behind::default();
+        assert!(!behind.is_behind());
+        let never = tokio::time::timeout(Duration::from_secs(3600), behind.retry()).await;
+        assert!(never.is_err(), "nothing to retry");
+        for failures in 1..=2u32 {
+            let now = tokio::time::Instant::now();
+            behind.after(false);
+            let wait = behind.retry_at.unwrap() - now;
+            assert!(wait <= RECONNECT_BASE * 2u32.pow(failures - 1), "{wait:?}");
+            behind.retry().await;
+            assert!(tokio::time::Instant::now() >= now + wait);
+        }
+        assert_eq!(behind.failures, 2);
+        behind.after(true);
+        assert!(!behind.is_behind());
     }
 }

@@ -98,6 +98,12 @@ codes! {
         /// `rekey_begin`: the caller already holds as many uploads (or bytes of uploads) as one
         /// key may on that instance; commit or abandon one, then start again.
         TooManyUploads = "too_many_uploads",
+        /// `send`: the envelope does not decode, is not the caller's, or its proof or signature
+        /// does not verify against the epoch the room stores.
+        BadEnvelope = "bad_envelope",
+        /// `send`: the envelope is for an epoch other than the room's latest; fetch the latest
+        /// key and seal the message again.
+        StaleEpoch = "stale_epoch",
     }
 }
 

@@ -41,11 +41,15 @@ pub enum Operation {
     RekeyPart,
     /// Commits a chunked upload as the new epoch, on the instance that began it.
     RekeyCommit,
+    /// Stores a message envelope in its room (§15.2). Its body is the envelope, not JSON.
+    Send,
+    /// One page of a room's stored envelopes (§15.3). Members only.
+    Messages,
 }
 
 impl Operation {
     /// Every operation, in the order of the protocol's table. The server serves exactly these.
-    pub const ALL: [Operation; 12] = [
+    pub const ALL: [Operation; 14] = [
         Operation::Rooms,
         Operation::Member,
         Operation::Epoch,
@@ -58,6 +62,8 @@ impl Operation {
         Operation::RekeyBegin,
         Operation::RekeyPart,
         Operation::RekeyCommit,
+        Operation::Send,
+        Operation::Messages,
     ];
 
     /// The operation's name: the last token of its subject.
@@ -75,6 +81,8 @@ impl Operation {
             Operation::RekeyBegin => "rekey_begin",
             Operation::RekeyPart => "rekey_part",
             Operation::RekeyCommit => "rekey_commit",
+            Operation::Send => "send",
+            Operation::Messages => "messages",
         }
     }
 
@@ -87,7 +95,11 @@ impl Operation {
     pub fn is_read_only(self) -> bool {
         matches!(
             self,
-            Operation::Rooms | Operation::Member | Operation::Epoch | Operation::Key
+            Operation::Rooms
+                | Operation::Member
+                | Operation::Epoch
+                | Operation::Key
+                | Operation::Messages
         )
     }
 
@@ -462,6 +474,10 @@ pub enum MalformedReply {
     /// The body of a binary reply (`key`) is empty or JSON that is not a refusal.
     #[error("the reply is not a member part")]
     NotBinary,
+    /// A binary reply or message (`messages`, a live message) does not decode; the text says
+    /// where.
+    #[error("the reply is malformed: {0}")]
+    Binary(String),
 }
 
 /// Reads a reply: `Ok(Ok(reply))`, `Ok(Err(refusal))` for a refusal, or why it is neither. A

@@ -5,6 +5,8 @@
 //! - [`control`]: the control plane on NATS (§12): [`Operation`](control::Operation), one
 //!   request and one reply type per operation, reading and writing replies.
 //! - [`events`]: change notifications (§12.6).
+//! - [`messages`]: messages on the bus (§15): sending envelopes, pages of stored envelopes,
+//!   live messages.
 //! - [`codes`]: the refusal codes of the control plane and of the HTTP API, and the error
 //!   envelope they travel in (§10, §12.3, §13).
 //! - [`registration`]: `POST /register` (§10): the body and the reply.
@@ -21,5 +23,6 @@ pub mod codes;
 pub mod control;
 pub mod events;
 pub mod json;
+pub mod messages;
 pub mod registration;
 pub mod status;

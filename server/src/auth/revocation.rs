@@ -138,6 +138,8 @@ pub struct Revoker {
     system: async_nats::Client,
     service: async_nats::Client,
     account: String,
+    /// membershipd's own users in `account` (the control plane's): never cut.
+    spared: Vec<String>,
 }
 
 impl Revoker {
@@ -155,7 +157,16 @@ impl Revoker {
             system,
             service,
             account: account.into(),
+            spared: Vec::new(),
         }
+    }
+
+    /// Never cuts the connections of `nkey`, a user of membershipd's own in the revoker's
+    /// account (the control plane's, which is not a registered user): a sweep would otherwise
+    /// disconnect the control plane itself, and requests in flight would fail.
+    pub fn sparing(mut self, nkey: impl Into<String>) -> Self {
+        self.spared.push(nkey.into());
+        self
     }
 
     /// Follows the change feed and cuts each user who stops being active (up to 32 users at
@@ -308,6 +319,9 @@ impl Revoker {
     }
 
     async fn must_cut(&self, nkey: &str) -> bool {
+        if self.spared.iter().any(|spared| spared == nkey) {
+            return false;
+        }
         let Ok(key) = SignPublicKey::from_nkey(nkey) else {
             // Not a user key at all: it cannot be one of ours.
             return true;

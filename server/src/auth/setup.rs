@@ -2,8 +2,10 @@
 //!
 //! Three accounts: `AUTH`, where membershipd connects (as an nkey user) to answer callouts and
 //! to keep the KV store, out of reach of users; `APP`, where admitted users land, and where
-//! membershipd's control-plane user answers their requests; and `SYS`, the system account, whose
-//! user membershipd uses to find and disconnect revoked users' sessions. `APP` imports the change
+//! membershipd's control-plane user answers their requests and keeps the message stream
+//! (JetStream is enabled there for it; users' permissions give them no JetStream subject); and
+//! `SYS`, the system account, whose user membershipd uses to find and disconnect revoked users'
+//! sessions. `APP` imports the change
 //! notifications from `AUTH`.
 //!
 //! The control plane answers in `APP` itself, not through a service import: an import hands the
@@ -134,7 +136,8 @@ accounts {{
     ]
   }}
   {APP_ACCOUNT} {{
-    users: [ {{ nkey: {control} }} ]
+    jetstream: enabled
+    users: [ {{ nkey: {control}, permissions: {permissions} }} ]
     imports: [
       {{ stream: {{ account: {AUTH_ACCOUNT}, subject: "unibus.events.>" }} }}
     ]
@@ -154,11 +157,30 @@ authorization {{
 "#,
             service = self.service.public_key(),
             control = self.control.public_key(),
+            permissions = control_permissions(),
             issuer = self.issuer.public_key(),
             timeout = auth_timeout.as_secs_f64(),
             password = self.sys_password.as_str(),
         )
     }
+}
+
+/// What membershipd's control-plane user may do in `APP`, and nothing more: answer the
+/// control-plane requests it receives (only to their reply subjects, once each:
+/// `allow_responses`), publish change notifications and live copies (`unibus.events.>`), store
+/// envelopes (`unibus.msg.>`), set up and read the message stream (its own JetStream API
+/// subjects, answered on its `_INBOX.` inboxes), and take the stream's republished copies
+/// (`unibus.live.>`) and the micro-services discovery requests (`$SRV.>`, which an operator
+/// with these credentials may also send: `nats micro stats`).
+pub fn control_permissions() -> String {
+    use unibus::protocol::messages::{LIVE_PREFIX, STORE_PREFIX, STREAM};
+    format!(
+        r#"{{
+      publish: {{ allow: [ "unibus.events.>", "{STORE_PREFIX}.>", "$JS.API.STREAM.CREATE.{STREAM}", "$JS.API.STREAM.UPDATE.{STREAM}", "$JS.API.STREAM.INFO.{STREAM}", "$JS.API.DIRECT.GET.{STREAM}", "$SRV.>" ] }}
+      subscribe: {{ allow: [ "unibus.cp.>", "{LIVE_PREFIX}.>", "$SRV.>", "_INBOX.>" ] }}
+      allow_responses: true
+    }}"#
+    )
 }
 
 /// The control-plane user's key, derived from the service user's: SHA-256 of a label and the

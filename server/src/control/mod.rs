@@ -22,6 +22,10 @@
 //! one message is uploaded in parts (`rekey_begin`, `rekey_part`, `rekey_commit`) that this
 //! instance holds in memory ([`uploads`]) until the commit; the parts and the commit go to
 //! `unibus.cp.<caller>.<operation>.<instance>`, this instance's own subjects.
+//!
+//! `send` and `messages` (protocol §15) go to the [`Relay`] of [`crate::messages`], which
+//! stores envelopes in the message stream and reads pages of it; `send`'s body is the envelope
+//! itself, not JSON.
 
 pub mod uploads;
 
@@ -42,9 +46,11 @@ use unibus::protocol::control::{
     Request, RoomRecord, RoomsReply, RoomsRequest,
 };
 use unibus::protocol::events::Notification;
+use unibus::protocol::messages::MessagesRequest;
 use unibus::{KexPublicKey, RoomId, SignPublicKey};
 use uploads::{UploadError, Uploads, UPLOAD_SWEEP};
 
+use crate::messages::Relay;
 use crate::store::{Room, Store, StoreError, UserStatus};
 
 /// How many records one request reads at once (users for `members` and `rekey`, rooms for
@@ -167,13 +173,14 @@ pub struct Answer {
     pub notices: Notices,
 }
 
-fn refused(code: RefusalCode, message: impl Into<String>) -> Refusal {
+/// A refusal with `code` and a message for people.
+pub(crate) fn refused(code: RefusalCode, message: impl Into<String>) -> Refusal {
     Refusal::new(code, message)
 }
 
 /// The refusal for a store error: a store outage is `unavailable` (retry), an unreadable record
 /// `internal` (logged), never blamed on the caller.
-fn store_refusal(error: StoreError) -> Refusal {
+pub(crate) fn store_refusal(error: StoreError) -> Refusal {
     match error {
         StoreError::NotFound => refused(RefusalCode::NotFound, "no such record"),
         StoreError::RoomExists => refused(RefusalCode::RoomExists, error.to_string()),
@@ -194,8 +201,24 @@ fn store_refusal(error: StoreError) -> Refusal {
 }
 
 /// The refusal of a caller that is not a member of the room (also for unknown rooms).
-fn not_member() -> Refusal {
+pub(crate) fn not_member() -> Refusal {
     refused(RefusalCode::NotMember, "you are not a member of this room")
+}
+
+/// The room, if `caller` is a member; otherwise `not_member` (also for unknown rooms, so
+/// non-members learn nothing).
+pub(crate) async fn member_room(
+    store: &dyn Store,
+    room: &RoomId,
+    caller: &SignPublicKey,
+) -> Outcome<Room> {
+    // Both reads at once; membership decides first, so a non-member learns nothing of the
+    // room, not even whether it exists.
+    let (member, record) = tokio::join!(store.is_member(room, caller), store.get_room(room));
+    if !member.map_err(store_refusal)? {
+        return Err(not_member());
+    }
+    record.map_err(store_refusal)
 }
 
 fn room_record(room: &Room) -> RoomRecord {
@@ -225,6 +248,8 @@ pub struct ControlPlane {
     uploads: Arc<Uploads>,
     /// The requests dropped because their answer would not go to their caller.
     dropped: Arc<Dropped>,
+    /// `send` and `messages`: the message stream.
+    relay: Relay,
 }
 
 impl ControlPlane {
@@ -232,6 +257,7 @@ impl ControlPlane {
     /// it sees the reply subjects callers set.
     pub fn new(store: Arc<dyn Store>, client: async_nats::Client) -> Self {
         Self {
+            relay: Relay::new(Arc::clone(&store), client.clone()),
             store,
             client,
             instance: instance_token(),
@@ -484,6 +510,20 @@ impl ControlPlane {
                 })
                 .await
             }
+            // The body is the envelope itself, not JSON (§15.2).
+            Operation::Send => encode_reply(&self.relay.send(caller, body).await),
+            Operation::Messages => {
+                // A page fills what a reply may (`fit`).
+                let budget = self
+                    .client
+                    .server_info()
+                    .max_payload
+                    .saturating_sub(REPLY_HEADROOM);
+                serve(body, |r: MessagesRequest| {
+                    self.relay.messages(caller, r, budget)
+                })
+                .await
+            }
         }
     }
 
@@ -689,16 +729,7 @@ impl ControlPlane {
     /// The room, if `caller` is a member; otherwise `not_member` (also for unknown rooms, so
     /// non-members learn nothing).
     async fn member_room(&self, room: &RoomId, caller: &SignPublicKey) -> Outcome<Room> {
-        // Both reads at once; membership decides first, so a non-member learns nothing of
-        // the room, not even whether it exists.
-        let (member, record) = tokio::join!(
-            self.store.is_member(room, caller),
-            self.store.get_room(room)
-        );
-        if !member.map_err(store_refusal)? {
-            return Err(not_member());
-        }
-        record.map_err(store_refusal)
+        member_room(&*self.store, room, caller).await
     }
 
     async fn owned_room(&self, room: &RoomId, caller: &SignPublicKey) -> Outcome<Room> {

@@ -24,7 +24,7 @@ fn invite(server: &EmbeddedServer) -> InviteLink {
     InviteLink::parse(created["link"].as_str().unwrap()).unwrap()
 }
 
-async fn registered(server: &EmbeddedServer) -> (Arc<Identity>, Registration) {
+pub(crate) async fn registered(server: &EmbeddedServer) -> (Arc<Identity>, Registration) {
     let me = Arc::new(Identity::generate().unwrap());
     let registration = register(&invite(server), &me, &RegisterOptions::default())
         .await
@@ -32,7 +32,7 @@ async fn registered(server: &EmbeddedServer) -> (Arc<Identity>, Registration) {
     (me, registration)
 }
 
-async fn session(me: &Arc<Identity>, registration: &Registration) -> Session {
+pub(crate) async fn session(me: &Arc<Identity>, registration: &Registration) -> Session {
     Session::connect(
         Arc::clone(me),
         &registration.nats_urls,

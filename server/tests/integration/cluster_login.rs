@@ -218,7 +218,22 @@ async fn revoker(w: &World, store: Arc<dyn Store>) -> Arc<Revoker> {
     .connect(w.cluster.server_addrs())
     .await
     .unwrap();
-    Arc::new(Revoker::new(store, system, w.service.clone(), APP_ACCOUNT))
+    let revoker = Revoker::new(store, system, w.service.clone(), APP_ACCOUNT);
+    Arc::new(revoker.sparing(w.setup.control.public_key()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_spares_the_control_planes_own_connection_in_the_users_account() {
+    let w = world().await;
+    // The control plane's user is in the application account too, and is not a registered
+    // user: a sweep that did not spare it would cut membershipd's own control plane.
+    let spared = revoker(&w, Arc::clone(&w.store)).await;
+    assert_eq!(spared.sweep().await.unwrap(), 0);
+    let (dave_client, _) = login(w.cluster.server_addrs(), &register(&*w.store).await)
+        .await
+        .unwrap();
+    dave_client.flush().await.unwrap();
+    assert_eq!(spared.sweep().await.unwrap(), 0, "dave is an active user");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

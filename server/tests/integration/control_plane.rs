@@ -162,15 +162,16 @@ async fn a_change_is_answered_first_and_its_members_told_after() {
         .create_room(&general, &alice.sign_public_key())
         .await
         .unwrap();
-    let mut bob_events = w
-        .control
+    // Bob listens as a logged-in user does (membershipd's own user only publishes there).
+    let (bob_client, _) = login(w.cluster.server_addrs(), &bob).await.unwrap();
+    let mut bob_events = bob_client
         .subscribe(format!(
             "unibus.events.{}.>",
             bob.sign_public_key().to_hex()
         ))
         .await
         .unwrap();
-    w.control.flush().await.unwrap();
+    bob_client.flush().await.unwrap();
 
     let subject = format!("unibus.cp.{}.add_member", alice.sign_public_key().to_hex());
     let body = json!({ "room": "general", "member": bob.sign_public_key().to_hex() });

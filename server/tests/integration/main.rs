@@ -8,11 +8,13 @@
 mod common;
 mod daemon;
 
+mod client_messages;
 mod client_sdk;
 mod cluster_faults;
 mod cluster_login;
 mod control_plane;
 mod http_api;
+mod messages;
 mod migration;
 mod multi_instance;
 mod revocation_in_force;

@@ -1,6 +1,7 @@
 //! `membershipd` as an operator runs it: the real binary, `serve` on the embedded default
 //! (SQLite and a supervised nats-server), the CLI beside it, and a client that registers over
-//! HTTP, logs in to NATS with its own key, uses the control plane, and is cut off when revoked.
+//! HTTP, logs in to NATS with its own key, uses the control plane, sends and reads a message, and
+//! is cut off when revoked.
 
 use crate::daemon;
 
@@ -8,8 +9,13 @@ use std::time::{Duration, Instant};
 
 use daemon::EmbeddedServer;
 use serde_json::{json, Value};
+use unibus::envelope::{ContentType, Envelope, EpochKey};
+use unibus::manifest::{MemberPart, Recipient, SignedManifest};
+use unibus::protocol::control::read_reply;
+use unibus::protocol::messages::{MessagePage, SendReply};
 use unibus::registration::{RegisterBody, RegisterRequest};
-use unibus::{Identity, InviteLink};
+use unibus::sealing::RoomKey;
+use unibus::{Identity, InviteLink, RoomId};
 use unibus_server::auth::callout::inbox_prefix;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -73,16 +79,14 @@ async fn an_invited_user_registers_logs_in_by_key_and_is_cut_off_when_revoked() 
         .connect(&nats_url)
         .await
         .expect("the registered key logs in");
-    let ask = |operation: &str, body: Value| {
+    let ask_bytes = |operation: &str, body: Vec<u8>| {
         let client = client.clone();
         let subject = format!("unibus.cp.{}.{operation}", me.sign_public_key().to_hex());
-        async move {
-            let reply = client
-                .request(subject, body.to_string().into())
-                .await
-                .unwrap();
-            serde_json::from_slice::<Value>(&reply.payload).unwrap()
-        }
+        async move { client.request(subject, body.into()).await.unwrap().payload }
+    };
+    let ask = |operation: &str, body: Value| {
+        let reply = ask_bytes(operation, body.to_string().into_bytes());
+        async move { serde_json::from_slice::<Value>(&reply.await).unwrap() }
     };
     assert_eq!(
         ask("create_room", json!({ "room": "general" })).await["owner"],
@@ -91,6 +95,38 @@ async fn an_invited_user_registers_logs_in_by_key_and_is_cut_off_when_revoked() 
     assert_eq!(ask("rooms", json!({})).await["rooms"][0]["id"], "general");
     let rooms = server.cli(&["room", "list"]);
     assert_eq!(rooms[0]["id"], "general");
+
+    // A message through the embedded nats-server's stream: keyed, sealed, sent, read back.
+    let room = RoomId::new("general").unwrap();
+    let me_alone = [Recipient {
+        member: me.sign_public_key(),
+        kex: me.kex_public_key(),
+    }];
+    let manifest =
+        SignedManifest::rekey(&me, &room, 1, 0, &RoomKey::generate().unwrap(), &me_alone).unwrap();
+    let manifest = hex::encode(manifest.to_bytes());
+    assert_eq!(
+        ask("rekey", json!({ "manifest": manifest })).await["epoch"],
+        1
+    );
+    let part = ask_bytes("key", json!({ "room": "general" }).to_string().into_bytes()).await;
+    let part = MemberPart::from_bytes(&part).unwrap();
+    let key = EpochKey::open(&part, &me, &room, 1, &me.sign_public_key()).unwrap();
+    let text = ContentType::new("text/plain").unwrap();
+    let envelope = Envelope::seal(&me, &key, &text, b"hello", 0)
+        .unwrap()
+        .to_bytes();
+    let sent = ask_bytes("send", envelope.clone()).await;
+    let sent = read_reply::<SendReply>(&sent).unwrap().unwrap();
+    let page = ask_bytes(
+        "messages",
+        json!({ "room": "general" }).to_string().into_bytes(),
+    )
+    .await;
+    let page = read_reply::<MessagePage>(&page).unwrap().unwrap();
+    assert_eq!(page.messages.len(), 1);
+    assert_eq!(page.messages[0].position, sent.position);
+    assert_eq!(page.messages[0].envelope, envelope);
 
     // An admin revokes the user from the CLI; the running server cuts the session. (How fast
     // is measured by a benchmark; the bound here only stops a broken sweep from hanging.)

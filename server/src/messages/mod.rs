@@ -1,0 +1,39 @@
+//! Messages on the bus (protocol §15): the stream that holds every room's envelopes, the relay
+//! that stores and reads them for the control plane's `send` and `messages`, and the fan-out
+//! of live copies to each room's current members.
+//!
+//! - [`stream`]: the JetStream stream `UNIBUS_MESSAGES` in the users' account, created or
+//!   updated to this version's settings by every `serve` at start.
+//! - [`relay`]: `send` (checks, then a publish with the envelope's `Nats-Msg-Id`) and
+//!   `messages` (pages read with batched direct gets).
+//! - [`reader`]: the stream reads a page needs, each bounded.
+//! - [`fanout`]: the stream's republished copies, taken once cluster-wide (one queue group),
+//!   sent to every active member of the room.
+//!
+//! Users never touch the stream: only membershipd's control-plane user may, and it does so for
+//! a room's current, active members only (docs/operations.md says why a relay and not per-room
+//! permissions).
+
+pub mod fanout;
+pub mod reader;
+pub mod relay;
+pub mod stream;
+
+pub use fanout::Fanout;
+pub use relay::Relay;
+pub use stream::{ensure_stream, StreamSettings, DEFAULT_DUPLICATE_WINDOW};
+
+/// Why the message stream could not be set up or read.
+#[derive(Debug, thiserror::Error)]
+pub enum MessagesError {
+    /// JetStream refused or did not answer; the text says what failed. Check that the users'
+    /// account has JetStream enabled (every node's config carries membershipd's `auth.conf`).
+    #[error("the message stream: {0}")]
+    JetStream(String),
+    /// A stored message lacks a header the stream sets, or has one that does not parse.
+    #[error("a stored message is malformed: {0}")]
+    Malformed(String),
+    /// The store could not list a room's members.
+    #[error("the store: {0}")]
+    Store(#[from] crate::store::StoreError),
+}

@@ -1,0 +1,830 @@
+//! Messages on the bus (protocol §15) end to end: members log in with their own keys, seal
+//! envelopes with keys fetched from a real control plane, `send` them through membershipd into
+//! the JetStream stream of a real nats-server, read them back with `messages`, and receive
+//! live copies; non-members, removed members and revoked or deleted users get nothing.
+
+use crate::common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{login, register, wait_for_control_plane, Errors};
+use futures::StreamExt;
+use serde_json::{json, Value};
+use unibus::envelope::{ContentType, Envelope, EpochKey};
+use unibus::manifest::{MemberPart, Recipient, SignedManifest};
+use unibus::protocol::control::read_reply;
+use unibus::protocol::messages::{
+    member_live_subject, LiveMessage, MessagePage, SendReply, STREAM,
+};
+use unibus::sealing::RoomKey;
+use unibus::{Identity, RoomId, SignPublicKey};
+use unibus_server::auth::setup::AuthSetup;
+use unibus_server::control::ControlPlane;
+use unibus_server::messages::{ensure_stream, stream::cluster_size, Fanout, StreamSettings};
+use unibus_server::store::{KvStore, KvStoreConfig, SqliteStore, Store};
+use unibus_testkit::NatsCluster;
+
+const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A cluster with membershipd's services on it: the callout, the message stream, the fan-out
+/// and the control plane.
+struct Bus {
+    cluster: NatsCluster,
+    store: Arc<dyn Store>,
+    control: async_nats::Client,
+    _service: async_nats::Client,
+    _dir: tempfile::TempDir,
+}
+
+/// The store membershipd runs on.
+#[derive(Clone, Copy)]
+enum Backend {
+    Sqlite,
+    /// JetStream KV, one replica per node.
+    Kv,
+}
+
+async fn bus(nodes: usize) -> Bus {
+    bus_on(nodes, Backend::Sqlite).await
+}
+
+async fn bus_on(nodes: usize, backend: Backend) -> Bus {
+    bus_with(nodes, backend, "").await
+}
+
+/// A [`bus_on`] whose nodes carry `more` in their config (for example a `max_payload`).
+async fn bus_with(nodes: usize, backend: Backend, more: &str) -> Bus {
+    let setup = AuthSetup::generate().unwrap();
+    let cluster = common::cluster_with_auth_and(&setup, nodes, more).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = match backend {
+        Backend::Sqlite => Arc::new(SqliteStore::open(dir.path().join("db")).await.unwrap()),
+        Backend::Kv => {
+            // The buckets live in the service user's account, as `serve` keeps them.
+            let client = async_nats::ConnectOptions::with_nkey(setup.service.seed().unwrap())
+                .connect(cluster.server_addrs())
+                .await
+                .unwrap();
+            let config = KvStoreConfig {
+                replicas: nodes,
+                ..KvStoreConfig::default()
+            };
+            Arc::new(KvStore::open(client, config).await.unwrap())
+        }
+    };
+    let service = common::start_callout(&cluster, &setup, Arc::clone(&store)).await;
+    let control = common::connect_control(&cluster, &setup).await;
+    let system = async_nats::ConnectOptions::with_user_and_password(
+        "sys".into(),
+        setup.sys_password.to_string(),
+    )
+    .connect(cluster.server_addrs())
+    .await
+    .unwrap();
+    let size = cluster_size(&system).await.unwrap();
+    assert_eq!(size, nodes, "the cluster's size as JetStream reports it");
+    let js = async_nats::jetstream::new(control.clone());
+    ensure_stream(&js, StreamSettings::default(), size)
+        .await
+        .unwrap();
+    Arc::new(Fanout::new(Arc::clone(&store), control.clone()))
+        .start()
+        .await
+        .unwrap();
+    tokio::spawn(Arc::new(ControlPlane::new(Arc::clone(&store), control.clone())).run());
+    control.flush().await.unwrap();
+    wait_for_control_plane(&cluster, &*store).await;
+    Bus {
+        cluster,
+        store,
+        control,
+        _service: service,
+        _dir: dir,
+    }
+}
+
+struct Member {
+    id: Identity,
+    client: async_nats::Client,
+    errors: Errors,
+    live: async_nats::Subscriber,
+}
+
+async fn member(bus: &Bus) -> Member {
+    member_at(bus, bus.cluster.server_addrs()).await
+}
+
+async fn member_at(bus: &Bus, addrs: Vec<async_nats::ServerAddr>) -> Member {
+    let id = register(&*bus.store).await;
+    let (client, errors) = login(addrs, &id).await.unwrap();
+    let live = client
+        .subscribe(member_live_subject(&id.sign_public_key()))
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+    Member {
+        id,
+        client,
+        errors,
+        live,
+    }
+}
+
+/// A refusal's code, or the reply.
+type Reply<T> = Result<T, String>;
+
+impl Member {
+    fn key(&self) -> SignPublicKey {
+        self.id.sign_public_key()
+    }
+
+    async fn call_bytes(&self, operation: &str, body: Vec<u8>) -> Vec<u8> {
+        let subject = format!("unibus.cp.{}.{operation}", self.key().to_hex());
+        tokio::time::timeout(REPLY_TIMEOUT, self.client.request(subject, body.into()))
+            .await
+            .expect("the service answers")
+            .expect("request")
+            .payload
+            .to_vec()
+    }
+
+    async fn call(&self, operation: &str, body: Value) -> Value {
+        let reply = self
+            .call_bytes(operation, body.to_string().into_bytes())
+            .await;
+        serde_json::from_slice(&reply).unwrap()
+    }
+
+    async fn send(&self, envelope: &[u8]) -> Reply<SendReply> {
+        let reply = self.call_bytes("send", envelope.to_vec()).await;
+        read_reply::<SendReply>(&reply)
+            .unwrap()
+            .map_err(|r| r.code.as_str().to_string())
+    }
+
+    /// `send` where the cluster may fail: a request that gets no answer is `Err("no answer")`.
+    async fn try_send(&self, envelope: &[u8]) -> Reply<SendReply> {
+        let subject = format!("unibus.cp.{}.send", self.key().to_hex());
+        let request = self.client.request(subject, envelope.to_vec().into());
+        match tokio::time::timeout(REPLY_TIMEOUT, request).await {
+            Ok(Ok(reply)) => read_reply::<SendReply>(&reply.payload)
+                .unwrap()
+                .map_err(|r| r.code.as_str().to_string()),
+            _ => Err("no answer".into()),
+        }
+    }
+
+    async fn page(&self, request: Value) -> Reply<MessagePage> {
+        let reply = self
+            .call_bytes("messages", request.to_string().into_bytes())
+            .await;
+        read_reply::<MessagePage>(&reply)
+            .unwrap()
+            .map_err(|r| r.code.as_str().to_string())
+    }
+
+    async fn create(&self, room: &str) {
+        let created = self.call("create_room", json!({ "room": room })).await;
+        assert_eq!(created["id"], room, "{created}");
+    }
+
+    async fn add(&self, room: &str, other: &Member) {
+        let added = self
+            .call(
+                "add_member",
+                json!({ "room": room, "member": other.key().to_hex() }),
+            )
+            .await;
+        assert_eq!(added, json!({}));
+    }
+
+    /// A rekey to `epoch` on the owner's device.
+    async fn rekey(&self, room: &str, epoch: u64) {
+        let members = self.call("members", json!({ "room": room })).await;
+        let recipients: Vec<Recipient> = members["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| Recipient {
+                member: m["sign_public_key"].as_str().unwrap().parse().unwrap(),
+                kex: m["kex_public_key"].as_str().unwrap().parse().unwrap(),
+            })
+            .collect();
+        let manifest = SignedManifest::rekey(
+            &self.id,
+            &RoomId::new(room).unwrap(),
+            epoch,
+            epoch - 1,
+            &RoomKey::generate().unwrap(),
+            &recipients,
+        )
+        .unwrap();
+        let reply = self
+            .call(
+                "rekey",
+                json!({ "manifest": hex::encode(manifest.to_bytes()) }),
+            )
+            .await;
+        assert_eq!(reply, json!({ "epoch": epoch }));
+    }
+
+    /// This member's key of the room's latest epoch, fetched, verified and opened.
+    async fn epoch_key(&self, room: &str, owner: &SignPublicKey) -> EpochKey {
+        let part = self
+            .call_bytes("key", json!({ "room": room }).to_string().into_bytes())
+            .await;
+        let part = MemberPart::from_bytes(&part).expect("a member part");
+        let epoch = part.unverified_header().epoch;
+        EpochKey::open(&part, &self.id, &RoomId::new(room).unwrap(), epoch, owner).unwrap()
+    }
+
+    /// A key of `room` at `epoch` from a manifest this member made and signed itself, listing
+    /// only itself: its envelopes decode and are signed, but no stored epoch proves them.
+    fn self_made_key(&self, room: &str, epoch: u64) -> EpochKey {
+        let room = RoomId::new(room).unwrap();
+        let me = [Recipient {
+            member: self.key(),
+            kex: self.id.kex_public_key(),
+        }];
+        let key = RoomKey::generate().unwrap();
+        let manifest = SignedManifest::rekey(&self.id, &room, epoch, epoch - 1, &key, &me).unwrap();
+        let part = manifest.member_part(&self.key()).unwrap();
+        EpochKey::open(&part, &self.id, &room, epoch, &self.key()).unwrap()
+    }
+
+    fn seal(&self, key: &EpochKey, body: &str) -> Vec<u8> {
+        Envelope::seal(
+            &self.id,
+            key,
+            &ContentType::new("text/plain").unwrap(),
+            body.as_bytes(),
+            1_700_000_000_000,
+        )
+        .unwrap()
+        .to_bytes()
+    }
+
+    /// The next live copy, if one comes within `wait`.
+    async fn next_live(&mut self, wait: Duration) -> Option<LiveMessage> {
+        let message = tokio::time::timeout(wait, self.live.next()).await.ok()??;
+        Some(LiveMessage::from_bytes(&message.payload).unwrap())
+    }
+}
+
+/// A room owned by a fresh member, with `others` fresh members, keyed at epoch 1.
+async fn room_with(bus: &Bus, room: &str, others: usize) -> (Member, Vec<Member>) {
+    let owner = member(bus).await;
+    owner.create(room).await;
+    let mut members = Vec::new();
+    for _ in 0..others {
+        let other = member(bus).await;
+        owner.add(room, &other).await;
+        members.push(other);
+    }
+    owner.rekey(room, 1).await;
+    (owner, members)
+}
+
+/// Envelopes with their positions, as pages hold them.
+type Records = Vec<(u64, Vec<u8>)>;
+
+fn records(page: &MessagePage) -> Records {
+    page.messages
+        .iter()
+        .map(|m| (m.position, m.envelope.clone()))
+        .collect()
+}
+
+/// `request` with `limit` when given.
+fn limited(mut request: Value, limit: Option<u32>) -> Value {
+    if let Some(limit) = limit {
+        request["limit"] = json!(limit);
+    }
+    request
+}
+
+/// Every envelope of `room` a member reads, paging forward from the start; each page goes
+/// through `check`.
+async fn read_forward(
+    reader: &Member,
+    room: &str,
+    limit: Option<u32>,
+    check: impl Fn(&MessagePage),
+) -> Records {
+    let mut out = Vec::new();
+    let mut after = 0;
+    loop {
+        let request = limited(json!({ "room": room, "after": after }), limit);
+        let page = reader.page(request).await.unwrap();
+        check(&page);
+        assert!(page.messages.len() <= limit.unwrap_or(100) as usize);
+        out.extend(records(&page));
+        match page.messages.last() {
+            Some(last) if page.more => after = last.position,
+            _ => return out,
+        }
+    }
+}
+
+/// Every envelope of `room` a member reads, from the latest page backward; each page goes
+/// through `check`, and each ends right before the one after it.
+async fn read_backward(
+    reader: &Member,
+    room: &str,
+    limit: Option<u32>,
+    check: impl Fn(&MessagePage),
+) -> Records {
+    let mut out: Records = Vec::new();
+    let mut request = limited(json!({ "room": room }), limit);
+    loop {
+        let page = reader.page(request).await.unwrap();
+        check(&page);
+        assert!(page.messages.len() <= limit.unwrap_or(100) as usize);
+        let mut earlier = records(&page);
+        earlier.append(&mut out);
+        out = earlier;
+        match out.first() {
+            Some((first, _)) if page.more => {
+                request = limited(json!({ "room": room, "before": first }), limit)
+            }
+            _ => return out,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sent_envelope_is_stored_once_read_back_and_copied_live_to_every_member() {
+    stored_once_read_back_and_copied(bus(1).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn on_the_kv_store_a_sent_envelope_is_stored_once_read_back_and_copied_live() {
+    stored_once_read_back_and_copied(bus_on(1, Backend::Kv).await).await;
+}
+
+async fn stored_once_read_back_and_copied(bus: Bus) {
+    let (mut owner, mut others) = room_with(&bus, "general", 1).await;
+    let mut other = others.pop().unwrap();
+    let key = owner.epoch_key("general", &owner.key()).await;
+    let envelope = owner.seal(&key, "hello");
+
+    let sent = owner.send(&envelope).await.unwrap();
+    assert!(!sent.duplicate);
+    // The same bytes again (a retry): stored once, at the same position.
+    let again = owner.send(&envelope).await.unwrap();
+    assert_eq!(
+        again,
+        SendReply {
+            position: sent.position,
+            duplicate: true
+        }
+    );
+    let page = other.page(json!({ "room": "general" })).await.unwrap();
+    assert_eq!(page.messages.len(), 1);
+    assert!(!page.more);
+    assert_eq!(page.messages[0].position, sent.position);
+    assert_eq!(page.messages[0].envelope, envelope);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    assert!(page.messages[0].time <= now && page.messages[0].time + 60_000 > now);
+    // The reader opens it with its own key.
+    let their_key = other.epoch_key("general", &owner.key()).await;
+    let opened = Envelope::from_bytes(&page.messages[0].envelope)
+        .unwrap()
+        .open(&their_key)
+        .unwrap();
+    assert_eq!(opened.body(), b"hello");
+    assert_eq!(opened.sender(), &owner.key());
+
+    // Live copies: one each, the sender included, the duplicate not copied again.
+    for m in [&mut owner, &mut other] {
+        let live = m.next_live(REPLY_TIMEOUT).await.expect("a live copy");
+        assert_eq!(
+            (live.position, live.previous, live.envelope.as_slice()),
+            (sent.position, 0, envelope.as_slice())
+        );
+        assert_eq!(live.time, page.messages[0].time);
+    }
+    // The chain: each copy names the room's previous position.
+    let second = other.seal(&their_key, "second");
+    let second_at = other.send(&second).await.unwrap().position;
+    let live = owner.next_live(REPLY_TIMEOUT).await.unwrap();
+    assert_eq!((live.position, live.previous), (second_at, sent.position));
+    assert!(owner.next_live(Duration::from_millis(300)).await.is_none());
+    assert!(owner.errors.lock().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn send_refuses_bad_envelopes_stale_epochs_and_rooms_without_a_key() {
+    let bus = bus(1).await;
+    let (owner, mut others) = room_with(&bus, "general", 1).await;
+    let other = others.pop().unwrap();
+    let key = owner.epoch_key("general", &owner.key()).await;
+    let envelope = owner.seal(&key, "hello");
+
+    assert_eq!(owner.send(b"garbage").await.unwrap_err(), "bad_envelope");
+    assert_eq!(owner.send(&[]).await.unwrap_err(), "bad_envelope");
+    assert_eq!(
+        owner
+            .send(&envelope[..envelope.len() - 1])
+            .await
+            .unwrap_err(),
+        "bad_envelope"
+    );
+    // Another member sends the owner's envelope: not theirs.
+    assert_eq!(other.send(&envelope).await.unwrap_err(), "bad_envelope");
+    // A flipped byte of the signature, and of the ciphertext (under the signature).
+    for at in [envelope.len() - 1, envelope.len() - 70] {
+        let mut tampered = envelope.clone();
+        tampered[at] ^= 0x01;
+        assert_eq!(owner.send(&tampered).await.unwrap_err(), "bad_envelope");
+    }
+    // A proof made up by the sender: a manifest the room does not store.
+    let forged_key = other.self_made_key("general", 1);
+    assert_eq!(
+        other.send(&other.seal(&forged_key, "x")).await.unwrap_err(),
+        "bad_envelope"
+    );
+    // Nothing of these was stored.
+    assert!(owner
+        .page(json!({ "room": "general" }))
+        .await
+        .unwrap()
+        .messages
+        .is_empty());
+
+    // After a rekey, an envelope of the old epoch is stale; one of the new epoch is stored.
+    owner.rekey("general", 2).await;
+    assert_eq!(owner.send(&envelope).await.unwrap_err(), "stale_epoch");
+    let fresh = owner.epoch_key("general", &owner.key()).await;
+    assert_eq!(fresh.epoch(), 2);
+    owner.send(&owner.seal(&fresh, "hello")).await.unwrap();
+
+    // A room with no key yet: a member's (self-made) envelope for it is `no_key`.
+    owner.create("unkeyed").await;
+    let own_key = owner.self_made_key("unkeyed", 1);
+    assert_eq!(
+        owner.send(&owner.seal(&own_key, "x")).await.unwrap_err(),
+        "no_key"
+    );
+    // A user outside the room: its own envelope for the room is `not_member`.
+    let outsider = member(&bus).await;
+    let outsider_key = outsider.self_made_key("general", 2);
+    assert_eq!(
+        outsider
+            .send(&outsider.seal(&outsider_key, "x"))
+            .await
+            .unwrap_err(),
+        "not_member"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn removed_revoked_and_deleted_members_can_neither_send_nor_read_nor_receive() {
+    let bus = bus(1).await;
+    let (mut owner, others) = room_with(&bus, "general", 3).await;
+    let mut others = others.into_iter();
+    let (mut removed, mut revoked, mut deleted) = (
+        others.next().unwrap(),
+        others.next().unwrap(),
+        others.next().unwrap(),
+    );
+    let owner_key = owner.key();
+    let keys = [
+        removed.epoch_key("general", &owner_key).await,
+        revoked.epoch_key("general", &owner_key).await,
+        deleted.epoch_key("general", &owner_key).await,
+    ];
+    let envelopes = [
+        removed.seal(&keys[0], "r"),
+        revoked.seal(&keys[1], "v"),
+        deleted.seal(&keys[2], "d"),
+    ];
+    let outsider = member(&bus).await;
+    assert_eq!(
+        outsider
+            .page(json!({ "room": "general" }))
+            .await
+            .unwrap_err(),
+        "not_member"
+    );
+    assert_eq!(
+        outsider
+            .page(json!({ "room": "nowhere" }))
+            .await
+            .unwrap_err(),
+        "not_member"
+    );
+
+    let removal = owner
+        .call(
+            "remove_member",
+            json!({ "room": "general", "member": removed.key().to_hex() }),
+        )
+        .await;
+    assert_eq!(removal, json!({}));
+    bus.store.revoke_user(&revoked.key()).await.unwrap();
+    bus.store.delete_user(&deleted.key()).await.unwrap();
+
+    assert_eq!(removed.send(&envelopes[0]).await.unwrap_err(), "not_member");
+    assert_eq!(
+        removed
+            .page(json!({ "room": "general" }))
+            .await
+            .unwrap_err(),
+        "not_member"
+    );
+    for (user, envelope) in [(&revoked, &envelopes[1]), (&deleted, &envelopes[2])] {
+        assert_eq!(user.send(envelope).await.unwrap_err(), "not_authorized");
+        assert_eq!(
+            user.page(json!({ "room": "general" })).await.unwrap_err(),
+            "not_authorized"
+        );
+    }
+    // The owner's message reaches the owner, and none of them.
+    let key = owner.epoch_key("general", &owner_key).await;
+    let sent = owner.send(&owner.seal(&key, "after")).await.unwrap();
+    assert_eq!(
+        owner.next_live(REPLY_TIMEOUT).await.unwrap().position,
+        sent.position
+    );
+    for user in [&mut removed, &mut revoked, &mut deleted] {
+        assert!(user.next_live(Duration::from_millis(500)).await.is_none());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pages_go_forward_backward_and_from_the_latest_across_interleaved_rooms() {
+    let bus = bus(1).await;
+    let (owner, _) = room_with(&bus, "alpha", 0).await;
+    owner.create("beta").await;
+    owner.rekey("beta", 1).await;
+    let (alpha, beta) = (
+        owner.epoch_key("alpha", &owner.key()).await,
+        owner.epoch_key("beta", &owner.key()).await,
+    );
+    let mut sent: BTreeMap<&str, Records> = BTreeMap::new();
+    for i in 0..25 {
+        for (room, key, repeat) in [("alpha", &alpha, 1), ("beta", &beta, 2)] {
+            for _ in 0..repeat {
+                let envelope = owner.seal(key, &format!("{room} {i}"));
+                let at = owner.send(&envelope).await.unwrap().position;
+                sent.entry(room).or_default().push((at, envelope));
+            }
+        }
+    }
+    let alpha_sent = &sent["alpha"];
+    // Forward from the start, in pages of 7 (and all at once).
+    let any = |_: &MessagePage| {};
+    assert_eq!(
+        &read_forward(&owner, "alpha", Some(7), any).await,
+        alpha_sent
+    );
+    assert_eq!(
+        &read_forward(&owner, "beta", Some(1000), any).await,
+        &sent["beta"]
+    );
+    // The latest page, then backward until `more` is false.
+    let latest = owner
+        .page(json!({ "room": "alpha", "limit": 10 }))
+        .await
+        .unwrap();
+    assert!(latest.more);
+    assert_eq!(records(&latest), alpha_sent[15..].to_vec());
+    let not_empty = |page: &MessagePage| assert!(!page.messages.is_empty());
+    assert_eq!(
+        &read_backward(&owner, "alpha", Some(10), not_empty).await,
+        alpha_sent
+    );
+    // A page from the middle: `before` a position that is not the room's.
+    let middle = sent["beta"][20].0;
+    let page = owner
+        .page(json!({ "room": "alpha", "before": middle, "limit": 3 }))
+        .await
+        .unwrap();
+    let expected: Vec<u64> = alpha_sent
+        .iter()
+        .map(|(at, _)| *at)
+        .filter(|at| *at < middle)
+        .collect();
+    let got: Vec<u64> = page.messages.iter().map(|m| m.position).collect();
+    assert_eq!(got, expected[expected.len() - 3..]);
+    assert!(page.more);
+    // After the last and before the first: empty, nothing more.
+    let last = alpha_sent.last().unwrap().0;
+    for request in [
+        json!({ "room": "alpha", "after": last }),
+        json!({ "room": "alpha", "before": alpha_sent[0].0 }),
+        json!({ "room": "alpha", "before": 0 }),
+    ] {
+        assert_eq!(owner.page(request).await.unwrap(), MessagePage::default());
+    }
+    // A room with no messages.
+    owner.create("empty").await;
+    assert_eq!(
+        owner.page(json!({ "room": "empty" })).await.unwrap(),
+        MessagePage::default()
+    );
+    // Bad requests.
+    for request in [
+        json!({ "room": "alpha", "limit": 0 }),
+        json!({ "room": "alpha", "limit": 1001 }),
+        json!({ "room": "alpha", "after": 1, "before": 5 }),
+        json!({ "room": "alpha", "after": 9_223_372_036_854_775_808u64 }),
+        json!({ "room": "alpha", "before": -1 }),
+        json!({}),
+    ] {
+        assert_eq!(
+            owner.page(request.clone()).await.unwrap_err(),
+            "bad_request",
+            "{request}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn users_cannot_reach_the_stream_or_the_live_copies_themselves() {
+    let bus = bus(1).await;
+    let (owner, _) = room_with(&bus, "general", 0).await;
+    let key = owner.epoch_key("general", &owner.key()).await;
+    let envelope = owner.seal(&key, "hello");
+    let intruder = member(&bus).await;
+    let mut live = intruder.client.subscribe("unibus.live.>").await.unwrap();
+    intruder
+        .client
+        .publish("unibus.msg.general", envelope.clone().into())
+        .await
+        .unwrap();
+    let info = tokio::time::timeout(
+        Duration::from_secs(2),
+        intruder
+            .client
+            .request(format!("$JS.API.STREAM.INFO.{STREAM}"), "".into()),
+    )
+    .await;
+    assert!(
+        !matches!(info, Ok(Ok(_))),
+        "a user reached the JetStream API"
+    );
+    let get = tokio::time::timeout(
+        Duration::from_secs(2),
+        intruder.client.request(
+            format!("$JS.API.DIRECT.GET.{STREAM}"),
+            r#"{"last_by_subj":"unibus.msg.general"}"#.into(),
+        ),
+    )
+    .await;
+    assert!(!matches!(get, Ok(Ok(_))), "a user read the stream");
+    intruder.client.flush().await.unwrap();
+    // The owner's own send is copied to the owner, never to the intruder's subscription.
+    owner.send(&envelope).await.unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), live.next())
+            .await
+            .is_err()
+    );
+    let errors = intruder.errors.lock().unwrap().clone();
+    for subject in ["unibus.live.>", "unibus.msg.general"] {
+        assert!(
+            errors.iter().any(|e| e.contains(subject)),
+            "{subject}: {errors:?}"
+        );
+    }
+    // The stream holds the owner's one envelope only.
+    let js = async_nats::jetstream::new(bus.control.clone());
+    let mut stream = js.get_stream(STREAM).await.unwrap();
+    assert_eq!(stream.info().await.unwrap().state.messages, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn on_a_three_node_cluster_no_acknowledged_envelope_is_lost_when_a_node_dies() {
+    // The store on the same cluster (KV R3), as a clustered deployment runs it.
+    let mut bus = bus_on(3, Backend::Kv).await;
+    let js = async_nats::jetstream::new(bus.control.clone());
+    let mut stream = js.get_stream(STREAM).await.unwrap();
+    let info = stream.info().await.unwrap().clone();
+    assert_eq!(info.config.num_replicas, 3);
+    let leader = info
+        .cluster
+        .as_ref()
+        .and_then(|c| c.leader.clone())
+        .and_then(|name| bus.cluster.node_index(&name))
+        .expect("the stream has a leader");
+    // The sender stays on a node that survives.
+    let survivor = (leader + 1) % 3;
+    let addr: Vec<async_nats::ServerAddr> = vec![bus.cluster.client_url(survivor).parse().unwrap()];
+    let owner = member_at(&bus, addr.clone()).await;
+    owner.create("burst").await;
+    owner.rekey("burst", 1).await;
+    let key = owner.epoch_key("burst", &owner.key()).await;
+    let mut acknowledged = Vec::new();
+    let mut pending: Vec<Vec<u8>> = (0..60).map(|i| owner.seal(&key, &i.to_string())).collect();
+    pending.reverse();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut sent = 0;
+    while let Some(envelope) = pending.pop() {
+        if sent == 20 {
+            bus.cluster.kill(leader);
+        }
+        // A send that fails is retried with the same bytes, as a client does.
+        match owner.try_send(&envelope).await {
+            Ok(reply) => {
+                acknowledged.push((reply.position, envelope));
+                sent += 1;
+            }
+            Err(code) => {
+                assert!(code == "unavailable" || code == "no answer", "{code}");
+                assert!(Instant::now() < deadline, "sends never recovered");
+                pending.push(envelope);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    acknowledged.sort();
+    acknowledged.dedup_by_key(|(at, _)| *at);
+    assert_eq!(
+        acknowledged.len(),
+        60,
+        "a retried envelope was stored twice"
+    );
+    // Every acknowledged envelope is readable, in order, with nothing else in between
+    // (replicas answer reads and may lag a moment: read until they caught up).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let read = read_forward(&owner, "burst", Some(1000), |_| {}).await;
+        if read == acknowledged {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "acknowledged envelopes are missing"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_instance_sets_up_the_stream_at_once_and_a_restart_applies_new_settings() {
+    let bus = bus(1).await;
+    let js = async_nats::jetstream::new(bus.control.clone());
+    let settings = StreamSettings::default();
+    let starts: Vec<_> = (0..4)
+        .map(|_| {
+            let js = js.clone();
+            tokio::spawn(async move { ensure_stream(&js, settings, 1).await })
+        })
+        .collect();
+    for start in starts {
+        start.await.unwrap().unwrap();
+    }
+    let changed = StreamSettings {
+        duplicate_window: Duration::from_secs(30),
+        max_age: Duration::from_secs(86_400),
+    };
+    ensure_stream(&js, changed, 1).await.unwrap();
+    let mut stream = js.get_stream(STREAM).await.unwrap();
+    let config = stream.info().await.unwrap().config.clone();
+    assert_eq!(
+        (config.duplicate_window, config.max_age),
+        (changed.duplicate_window, changed.max_age)
+    );
+    assert_eq!(config.subjects, ["unibus.msg.*"]);
+    assert!(config.allow_direct);
+    assert!(config.max_message_size as usize >= unibus::envelope::MAX_ENVELOPE_LEN);
+    let republish = config.republish.expect("a republish");
+    assert_eq!(
+        (republish.source.as_str(), republish.destination.as_str()),
+        ("unibus.msg.>", "unibus.live.>")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_page_never_outgrows_the_clusters_message_limit_and_still_ends_where_asked() {
+    // Records of about 1.3 KB in messages of at most 8 KiB: about five to a page.
+    let bus = bus_with(1, Backend::Sqlite, "max_payload: 8192").await;
+    let (owner, _) = room_with(&bus, "big", 0).await;
+    let key = owner.epoch_key("big", &owner.key()).await;
+    let mut sent = Vec::new();
+    for i in 0..23 {
+        let envelope = owner.seal(&key, &format!("{i:>1000}"));
+        sent.push((owner.send(&envelope).await.unwrap().position, envelope));
+    }
+    let max_payload = bus.control.server_info().max_payload;
+    let pages = |page: &MessagePage| {
+        use unibus::protocol::control::ReplyBody;
+        assert!(
+            page.to_body().len() < max_payload,
+            "a page outgrew the limit"
+        );
+        assert!(page.messages.len() < 10, "{} records", page.messages.len());
+        assert!(!page.messages.is_empty());
+    };
+    // Forward: every envelope once, in order, in pages that fit.
+    assert_eq!(read_forward(&owner, "big", None, pages).await, sent);
+    // Backward from the latest: each page ends right before the one after it.
+    assert_eq!(read_backward(&owner, "big", None, pages).await, sent);
+}
