@@ -38,8 +38,8 @@ use unibus::protocol::messages::{member_live_subject, LiveMessage};
 use unibus::{Identity, RoomId};
 use unibus_server::auth::setup::AuthSetup;
 use unibus_server::control::ControlPlane;
-use unibus_server::messages::stream::{cluster_size, stream_config};
-use unibus_server::messages::{ensure_stream, Fanout, StreamSettings};
+use unibus_server::messages::stream::stream_config;
+use unibus_server::messages::StreamSettings;
 use unibus_server::store::{CachedStore, KvStore, KvStoreConfig, SqliteStore, Store};
 
 use timing::{fmt, Timings};
@@ -128,25 +128,7 @@ async fn bench(backend: Backend, fanout_members: usize) {
     let store: Arc<dyn Store> = cache;
     let _callout = common::start_callout(&cluster, &setup, Arc::clone(&store)).await;
     let control = common::connect_control(&cluster, &setup).await;
-    let system = async_nats::ConnectOptions::with_user_and_password(
-        "sys".into(),
-        setup.sys_password.to_string(),
-    )
-    .connect(cluster.server_addrs())
-    .await
-    .unwrap();
-    let size = cluster_size(&system).await.unwrap();
-    ensure_stream(
-        &async_nats::jetstream::new(control.clone()),
-        StreamSettings::default(),
-        size,
-    )
-    .await
-    .unwrap();
-    Arc::new(Fanout::new(Arc::clone(&store), control.clone()))
-        .start()
-        .await
-        .unwrap();
+    let size = common::start_messages(&cluster, &setup, &store, &control).await;
     tokio::spawn(Arc::new(ControlPlane::new(Arc::clone(&store), control.clone())).run());
     common::wait_for_control_plane(&cluster, &*store).await;
     let urls: Vec<String> = (0..nodes).map(|i| cluster.client_url(i)).collect();

@@ -22,7 +22,7 @@ use unibus::sealing::RoomKey;
 use unibus::{Identity, RoomId, SignPublicKey};
 use unibus_server::auth::setup::AuthSetup;
 use unibus_server::control::ControlPlane;
-use unibus_server::messages::{ensure_stream, stream::cluster_size, Fanout, StreamSettings};
+use unibus_server::messages::{ensure_stream, StreamSettings};
 use unibus_server::store::{KvStore, KvStoreConfig, SqliteStore, Store};
 use unibus_testkit::NatsCluster;
 
@@ -76,23 +76,8 @@ async fn bus_with(nodes: usize, backend: Backend, more: &str) -> Bus {
     };
     let service = common::start_callout(&cluster, &setup, Arc::clone(&store)).await;
     let control = common::connect_control(&cluster, &setup).await;
-    let system = async_nats::ConnectOptions::with_user_and_password(
-        "sys".into(),
-        setup.sys_password.to_string(),
-    )
-    .connect(cluster.server_addrs())
-    .await
-    .unwrap();
-    let size = cluster_size(&system).await.unwrap();
+    let size = common::start_messages(&cluster, &setup, &store, &control).await;
     assert_eq!(size, nodes, "the cluster's size as JetStream reports it");
-    let js = async_nats::jetstream::new(control.clone());
-    ensure_stream(&js, StreamSettings::default(), size)
-        .await
-        .unwrap();
-    Arc::new(Fanout::new(Arc::clone(&store), control.clone()))
-        .start()
-        .await
-        .unwrap();
     tokio::spawn(Arc::new(ControlPlane::new(Arc::clone(&store), control.clone())).run());
     control.flush().await.unwrap();
     wait_for_control_plane(&cluster, &*store).await;

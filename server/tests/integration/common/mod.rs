@@ -47,6 +47,35 @@ pub async fn connect_control(cluster: &NatsCluster, setup: &AuthSetup) -> async_
         .unwrap()
 }
 
+/// Starts what `membershipd serve` runs for messages (protocol §15) on `control`: the message
+/// stream, with the cluster's size as its replica count (asked of JetStream through the system
+/// account, as `serve` does), and the fan-out of live copies. Returns the cluster's size.
+pub async fn start_messages(
+    cluster: &NatsCluster,
+    setup: &AuthSetup,
+    store: &Arc<dyn Store>,
+    control: &async_nats::Client,
+) -> usize {
+    use unibus_server::messages::{ensure_stream, stream::cluster_size, Fanout, StreamSettings};
+    let system = async_nats::ConnectOptions::with_user_and_password(
+        "sys".into(),
+        setup.sys_password.to_string(),
+    )
+    .connect(cluster.server_addrs())
+    .await
+    .unwrap();
+    let size = cluster_size(&system).await.unwrap();
+    let js = async_nats::jetstream::new(control.clone());
+    ensure_stream(&js, StreamSettings::default(), size)
+        .await
+        .unwrap();
+    Arc::new(Fanout::new(Arc::clone(store), control.clone()))
+        .start()
+        .await
+        .unwrap();
+    size
+}
+
 /// Connects membershipd's own service user, starts the callout, and returns the connection.
 pub async fn start_callout(
     cluster: &NatsCluster,
