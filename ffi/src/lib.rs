@@ -30,8 +30,9 @@ mod sealing;
 mod trust;
 
 pub use client::{
-    register, ConnectionState, OpenedRoomKey, RegisterOptions, Registration, RoomInfo, RoomUpdate,
-    Session, SessionEnd, SessionOptions, WatchEnd, WatchHandle, WatchListener,
+    register, ConnectionState, MessagePage, OpenedMessage, OpenedRoomKey, ReceivedMessage,
+    ReceivedPage, RegisterOptions, Registration, RoomInfo, RoomUpdate, SentMessage, Session,
+    SessionEnd, SessionOptions, Unreadable, WatchEnd, WatchHandle, WatchListener,
 };
 pub use errors::{
     IdentityError, InviteLinkError, KeyError, RegisterError, SealError, SessionError, TrustError,
