@@ -1,4 +1,4 @@
-//! The network client: registration and the cluster session, as async exports
+//! The network client: registration, the cluster session and its messages, as async exports
 //! (`suspend` in Kotlin, `async` in Swift, coroutines in Python).
 //!
 //! Each export converts its arguments, runs `unibus::client` on the SDK's runtime
@@ -928,30 +928,34 @@ mod tests {
 
     #[test]
     fn a_message_page_asks_for_the_same_page_as_in_rust() {
-        assert_eq!(
-            client::Page::from(MessagePage::Before {
-                position: 9,
-                limit: 5
-            }),
-            client::Page::Before {
-                position: 9,
-                limit: 5
-            }
-        );
-        assert_eq!(
-            client::Page::from(MessagePage::After {
-                position: 0,
-                limit: 1000
-            }),
-            client::Page::After {
-                position: 0,
-                limit: 1000
-            }
-        );
-        assert_eq!(
-            client::Page::from(MessagePage::Latest { limit: 20 }),
-            client::Page::Latest { limit: 20 }
-        );
+        for (page, core) in [
+            (
+                MessagePage::Before {
+                    position: 9,
+                    limit: 5,
+                },
+                client::Page::Before {
+                    position: 9,
+                    limit: 5,
+                },
+            ),
+            (
+                MessagePage::After {
+                    position: 0,
+                    limit: 1000,
+                },
+                client::Page::After {
+                    position: 0,
+                    limit: 1000,
+                },
+            ),
+            (
+                MessagePage::Latest { limit: 20 },
+                client::Page::Latest { limit: 20 },
+            ),
+        ] {
+            assert_eq!(client::Page::from(page), core);
+        }
     }
 
     #[test]
