@@ -7,7 +7,7 @@
 //!
 //! With a third argument, the signing key (hex) of a registered user, the owner adds that user
 //! to the room as a reader that stays: another app, in any language, reads the messages after
-//! the quickstart ends (the Python, Kotlin and Swift tests do).
+//! the quickstart ends (the Python and Kotlin tests do).
 //!
 //! Both people redeem their invites with fresh identities and log in to the cluster with their
 //! own keys. The owner creates a room, adds the member and rekeys; the member sees each change
