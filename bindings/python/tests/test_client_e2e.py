@@ -234,6 +234,10 @@ async def messages_story(server):
             ),
             unreadable=None,
         )
+        # The cluster's storage time and the sender's clock: both now, in milliseconds.
+        now_ms = time.time() * 1000
+        assert abs(live.message.time - now_ms) < 60_000
+        assert abs(live.message.message.sent_at - now_ms) < 60_000
         reply = await alice_session.send("general", bytes(range(256)), "application/octet-stream")
         assert reply.position > hello.position
         assert (await next_message(stream)).message.position == reply.position

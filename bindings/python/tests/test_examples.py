@@ -3,11 +3,12 @@ one (with the installed unibus package, as an app runs it), and the Rust one (bu
 The messages the Rust quickstart sends are read here in Python, across languages."""
 
 import asyncio
-
 import os
 import pathlib
 import subprocess
 import sys
+
+import unibus
 
 REPO = pathlib.Path(__file__).resolve().parents[3]
 
@@ -51,8 +52,6 @@ def test_messages_the_rust_quickstart_sends_are_read_in_python(membershipd):
 
 
 async def read_the_rust_quickstarts_messages(server):
-    import unibus
-
     reader = unibus.Identity.generate()
     registration = await unibus.register(unibus.InviteLink.parse(server.invite()), reader)
     command = [rust_quickstart(), server.invite(), server.invite(), reader.sign_public_key()]
