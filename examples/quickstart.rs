@@ -2,8 +2,12 @@
 //!
 //! ```text
 //! membershipd invite create     # twice: one link for the room owner, one for the member
-//! cargo run --example quickstart -- '<owner invite link>' '<member invite link>'
+//! cargo run --example quickstart -- '<owner invite link>' '<member invite link>' [reader]
 //! ```
+//!
+//! With a third argument, the signing key (hex) of a registered user, the owner adds that user
+//! to the room as a reader that stays: another app, in any language, reads the messages after
+//! the quickstart ends (the Python and Kotlin tests do).
 //!
 //! Both people redeem their invites with fresh identities and log in to the cluster with their
 //! own keys. The owner creates a room, adds the member and rekeys; the member sees each change
@@ -18,7 +22,7 @@ use unibus::client::{
     register, Page, RegisterOptions, Session, SessionError, SessionOptions, Watch,
 };
 use unibus::envelope::ContentType;
-use unibus::{Identity, InviteLink, RoomId};
+use unibus::{Identity, InviteLink, RoomId, SignPublicKey};
 
 type Error = Box<dyn std::error::Error>;
 
@@ -50,8 +54,14 @@ async fn expect_update(watch: &mut Watch) -> Result<(), Error> {
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [owner_link, member_link] = args.as_slice() else {
-        return Err("usage: quickstart <owner invite link> <member invite link>".into());
+    let (owner_link, member_link, reader) = match args.as_slice() {
+        [owner, member] => (owner, member, None),
+        [owner, member, reader] => (owner, member, Some(SignPublicKey::from_hex(reader)?)),
+        _ => {
+            return Err(
+                "usage: quickstart <owner invite link> <member invite link> [reader key]".into(),
+            )
+        }
     };
     let (_, owner) = join(owner_link).await?;
     let (member_id, member) = join(member_link).await?;
@@ -66,6 +76,10 @@ async fn main() -> Result<(), Error> {
         .add_member(&room, &member_id.sign_public_key())
         .await?;
     expect_update(&mut updates).await?;
+    if let Some(reader) = &reader {
+        owner.add_member(&room, reader).await?;
+        println!("  owner added reader {reader} to room {room}");
+    }
 
     for _ in 0..2 {
         let sealed = owner.rekey(&room).await?;

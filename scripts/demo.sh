@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the unibus demo on this machine: membershipd on the embedded default, two people
-# redeeming invites with the client SDK, a room, a rekey, a key opened (server/examples/demo.rs).
+# redeeming invites with the client SDK, a room, a rekey, a key opened,
+# messages sent and read (server/examples/demo.rs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh

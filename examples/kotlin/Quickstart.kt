@@ -5,8 +5,9 @@
 // then call `quickstart(ownerLink, memberLink)` (the Kotlin binding tests run it against a real
 // membershipd; see bindings/kotlin). Both people redeem their invites with fresh identities and
 // log in to the cluster with their own keys. The owner creates a room, adds the member and
-// rekeys; the member sees each change through a Flow and opens the keys of epochs 1 and 2; once
-// removed, the member cannot open epoch 3. A real app keeps `exportSecretBytes()` and the
+// rekeys; the member sees each change through a Flow and opens the keys of epochs 1 and 2; both
+// send a message and the member reads them back, opened and verified; once removed, the member
+// cannot open epoch 3. A real app keeps `exportSecretBytes()` and the
 // registration in the Android Keystore and reconnects with them instead of registering again.
 package org.unibus.examples
 
@@ -15,6 +16,7 @@ import kotlinx.coroutines.runBlocking
 import kotlinx.coroutines.withTimeout
 import org.unibus.Identity
 import org.unibus.InviteLink
+import org.unibus.MessagePage
 import org.unibus.Session
 import org.unibus.SessionException
 import org.unibus.Updates
@@ -34,12 +36,16 @@ private suspend fun Updates.expectUpdate() {
     println("  member sees ${withTimeout(10_000) { flow.first() }}")
 }
 
-/** The whole story; returns the member's refused epoch. */
-suspend fun quickstart(ownerLink: String, memberLink: String): ULong {
+/** What the member read back (the bodies, in order), and the epoch at which it was refused. */
+data class Outcome(val read: List<String>, val refused: ULong)
+
+/** The whole story. */
+suspend fun quickstart(ownerLink: String, memberLink: String): Outcome {
     val (_, owner) = join(ownerLink)
     val (memberId, member) = join(memberLink)
     val room = "quickstart-" + memberId.signPublicKey().take(8)
     val refused: ULong
+    val read = mutableListOf<String>()
     member.subscribeUpdates().use { updates ->
         owner.createRoom(room)
         owner.addMember(room, memberId.signPublicKey())
@@ -51,6 +57,16 @@ suspend fun quickstart(ownerLink: String, memberLink: String): ULong {
             val opened = member.roomKey(room)
             val same = opened.key.exposeBytes().contentEquals(sealed.key.exposeBytes())
             println("  epoch ${opened.epoch}: member opened the owner's key: $same")
+        }
+
+        val text = "text/plain; charset=utf-8"
+        owner.send(room, "welcome".toByteArray(), text)
+        val sent = member.send(room, "thanks".toByteArray(), text)
+        println("  member sent message ${sent.id} at ${sent.position}")
+        for (received in member.messages(room, MessagePage.Latest(10u)).messages) {
+            val message = received.message ?: error("a message could not be read: ${received.unreadable}")
+            read += message.body.decodeToString()
+            println("  member reads \"${read.last()}\" from ${message.sender}")
         }
 
         owner.removeMember(room, memberId.signPublicKey())
@@ -65,7 +81,7 @@ suspend fun quickstart(ownerLink: String, memberLink: String): ULong {
     }
     owner.closeSession()
     member.closeSession()
-    return refused
+    return Outcome(read, refused)
 }
 
 fun main(args: Array<String>) = runBlocking {

@@ -6,7 +6,8 @@
 
 Both people redeem their invites with fresh identities and log in to the cluster with their own
 keys. The owner creates a room, adds the member and rekeys; the member sees each change through
-a watch and opens the keys of epochs 1 and 2; once removed, the member cannot open epoch 3. A
+a watch and opens the keys of epochs 1 and 2; both send a message and the member reads them
+back, opened and verified; once removed, the member cannot open epoch 3. A
 real app keeps ``export_secret_bytes()`` and the registration in the platform's keychain and
 reconnects with them instead of registering again.
 """
@@ -47,6 +48,17 @@ async def main(owner_link, member_link):
             opened = await member.room_key(room)
             same = opened.key.expose_bytes() == sealed.key.expose_bytes()
             print(f"  epoch {opened.epoch}: member opened the owner's key: {same}")
+
+        text = "text/plain; charset=utf-8"
+        await owner.send(room, b"welcome", text)
+        sent = await member.send(room, b"thanks", text)
+        print(f"  member sent message {sent.id} at {sent.position}")
+        page = await member.messages(room, unibus.MessagePage.LATEST(limit=10))
+        for received in page.messages:
+            if received.message is None:
+                raise SystemExit(f"a message could not be read: {received.unreadable}")
+            body = received.message.body.decode()
+            print(f'  member reads "{body}" from {received.message.sender}')
 
         await owner.remove_member(room, member_id.sign_public_key())
         await expect_update(updates)

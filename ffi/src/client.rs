@@ -1,4 +1,4 @@
-//! The network client: registration and the cluster session, as async exports
+//! The network client: registration, the cluster session and its messages, as async exports
 //! (`suspend` in Kotlin, `async` in Swift, coroutines in Python).
 //!
 //! Each export converts its arguments, runs `unibus::client` on the SDK's runtime
@@ -286,6 +286,14 @@ pub enum RoomUpdate {
         /// Whether the app had marked the pinned owner verified.
         verified: bool,
     },
+    /// A message of a room, opened or with the reason it cannot be read. Only from a watch
+    /// started with `messages = true`, in position order per room, each once.
+    Message {
+        /// The room id.
+        room: String,
+        /// The message.
+        message: ReceivedMessage,
+    },
 }
 
 impl From<client::RoomUpdate> for RoomUpdate {
@@ -314,11 +322,204 @@ impl From<client::RoomUpdate> for RoomUpdate {
                 found: found.to_hex(),
                 verified,
             },
-            // `Session::watch`, the only watch this crate starts, yields no messages (only
-            // `watch_with_messages` does); messages are not exported yet.
-            client::RoomUpdate::Message { .. } => {
-                unreachable!("Session::watch yields no messages")
-            }
+            client::RoomUpdate::Message { room, message } => Self::Message {
+                room: room.to_string(),
+                message: ReceivedMessage::new(&room, message),
+            },
+        }
+    }
+}
+
+/// A message stored in its room, as [`Session::send`] returns it.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct SentMessage {
+    /// The message's id, 32 hex characters, fresh for every message.
+    pub id: String,
+    /// Its position in the room's history.
+    pub position: u64,
+    /// The epoch whose key sealed it.
+    pub epoch: u64,
+    /// Whether a retry found it stored already (by an earlier attempt that got no answer): it
+    /// is stored once, at `position`.
+    pub duplicate: bool,
+}
+
+impl From<client::SentMessage> for SentMessage {
+    fn from(sent: client::SentMessage) -> Self {
+        Self {
+            id: sent.id.to_hex(),
+            position: sent.position,
+            epoch: sent.epoch,
+            duplicate: sent.duplicate,
+        }
+    }
+}
+
+/// Which page of a room's history [`Session::messages`] reads. `limit` is 1 to 1,000; a page
+/// may hold fewer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum MessagePage {
+    /// The room's latest messages.
+    Latest {
+        /// The most messages wanted.
+        limit: u32,
+    },
+    /// The messages just before `position` (page backward from a page's first position).
+    Before {
+        /// Only messages below this position.
+        position: u64,
+        /// The most messages wanted.
+        limit: u32,
+    },
+    /// The messages just after `position` (page forward from a page's last position; 0 for
+    /// the room's first messages).
+    After {
+        /// Only messages above this position.
+        position: u64,
+        /// The most messages wanted.
+        limit: u32,
+    },
+}
+
+impl From<MessagePage> for client::Page {
+    fn from(page: MessagePage) -> Self {
+        match page {
+            MessagePage::Latest { limit } => Self::Latest { limit },
+            MessagePage::Before { position, limit } => Self::Before { position, limit },
+            MessagePage::After { position, limit } => Self::After { position, limit },
+        }
+    }
+}
+
+/// One page of a room's history, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct ReceivedPage {
+    /// The messages, in ascending position.
+    pub messages: Vec<ReceivedMessage>,
+    /// Whether the room holds more in the page's direction: after the last message for
+    /// `After`, before the first for `Before` and `Latest`.
+    pub more: bool,
+}
+
+/// An opened message: its sender's signature and membership verified, its body decrypted.
+#[derive(Clone, PartialEq, Eq, uniffi::Record)]
+pub struct OpenedMessage {
+    /// Who sent it (signing key, hex): a member of the room at its epoch.
+    pub sender: String,
+    /// The epoch it was encrypted under.
+    pub epoch: u64,
+    /// Its id, 32 hex characters.
+    pub id: String,
+    /// When its sender says it was sent (milliseconds since the Unix epoch, the sender's clock).
+    pub sent_at: u64,
+    /// The content type its sender gave.
+    pub content_type: String,
+    /// The decrypted body.
+    pub body: Vec<u8>,
+}
+
+/// Shows the body's length, not the body.
+impl std::fmt::Debug for OpenedMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenedMessage")
+            .field("sender", &self.sender)
+            .field("epoch", &self.epoch)
+            .field("id", &self.id)
+            .field("sent_at", &self.sent_at)
+            .field("content_type", &self.content_type)
+            .field("body", &format_args!("<{} bytes>", self.body.len()))
+            .finish()
+    }
+}
+
+impl From<unibus::envelope::Message> for OpenedMessage {
+    fn from(message: unibus::envelope::Message) -> Self {
+        Self {
+            sender: message.sender().to_hex(),
+            epoch: message.epoch(),
+            id: message.id().to_hex(),
+            sent_at: message.sent_at(),
+            content_type: message.content_type().as_str().to_owned(),
+            body: message.into_body(),
+        }
+    }
+}
+
+/// Why a stored message cannot be read. Such a message never fails a page or a watch: it is
+/// reported in its place.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Enum)]
+pub enum Unreadable {
+    /// This identity holds no key for the message's epoch: it is from before this member
+    /// joined, or was not sealed to it.
+    NoKey {
+        /// The message's epoch.
+        epoch: u64,
+    },
+    /// The sender is not a member of the room at the message's epoch.
+    NotAMember,
+    /// The signature does not verify: the message was altered or forged.
+    BadSignature,
+    /// The body does not decrypt under the epoch's key, although the sender signed it.
+    DecryptFailed,
+    /// The same sender and message id were already delivered at another position; the first
+    /// one stands.
+    Replayed {
+        /// Where the message was delivered first.
+        first_position: u64,
+    },
+    /// The stored bytes are not an envelope of this room.
+    Malformed {
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl From<client::Unreadable> for Unreadable {
+    fn from(reason: client::Unreadable) -> Self {
+        use client::Unreadable as Core;
+        match reason {
+            Core::NoKey { epoch } => Self::NoKey { epoch },
+            Core::NotAMember => Self::NotAMember,
+            Core::BadSignature => Self::BadSignature,
+            Core::DecryptFailed => Self::DecryptFailed,
+            Core::Replayed { first_position } => Self::Replayed { first_position },
+            Core::Malformed { reason } => Self::Malformed { reason },
+            // A reason this version of the bindings does not name.
+            other => Self::Malformed {
+                reason: other.to_string(),
+            },
+        }
+    }
+}
+
+/// A stored message as this client received it: exactly one of `message` (opened) and
+/// `unreadable` (why not) is set.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct ReceivedMessage {
+    /// The room id.
+    pub room: String,
+    /// Its position in the room's history.
+    pub position: u64,
+    /// When the cluster stored it, in milliseconds since the Unix epoch.
+    pub time: u64,
+    /// The opened message, or null when it cannot be read.
+    pub message: Option<OpenedMessage>,
+    /// Why it cannot be read, or null when it was opened.
+    pub unreadable: Option<Unreadable>,
+}
+
+impl ReceivedMessage {
+    fn new(room: &RoomId, received: client::Received) -> Self {
+        let (message, unreadable) = match received.outcome {
+            Ok(message) => (Some(message.into()), None),
+            Err(reason) => (None, Some(reason.into())),
+        };
+        Self {
+            room: room.to_string(),
+            position: received.position,
+            time: received.time,
+            message,
+            unreadable,
         }
     }
 }
@@ -591,14 +792,63 @@ impl Session {
         run(async move { Ok(session.rekey_with_progress(&room, progress).await?.into()) }).await
     }
 
+    /// Encrypts `body` with the room's latest key, publishes it and returns it once it is
+    /// stored. Transient failures are retried with the same envelope, so the message is stored
+    /// once; a body of more than 64 KiB fails with `BodyTooLarge` before any request.
+    pub async fn send(
+        &self,
+        room: String,
+        body: Vec<u8>,
+        content_type: String,
+    ) -> Result<SentMessage, SessionError> {
+        let (session, room) = (self.0.clone(), room_id(&room)?);
+        let content_type = unibus::envelope::ContentType::new(&content_type)
+            .map_err(SessionError::invalid_argument)?;
+        run(async move { Ok(session.send(&room, &body, &content_type).await?.into()) }).await
+    }
+
+    /// One page of `room`'s history, oldest first, each message opened or with the reason it
+    /// cannot be: a message that cannot be read never fails the page.
+    pub async fn messages(
+        &self,
+        room: String,
+        page: MessagePage,
+    ) -> Result<ReceivedPage, SessionError> {
+        let (session, room) = (self.0.clone(), room_id(&room)?);
+        run(async move {
+            let page = session.messages(&room, page.into()).await?;
+            Ok(ReceivedPage {
+                messages: page
+                    .messages
+                    .into_iter()
+                    .map(|received| ReceivedMessage::new(&room, received))
+                    .collect(),
+                more: page.more,
+            })
+        })
+        .await
+    }
+
     /// Starts delivering the changes that concern this identity to `listener`, until the
-    /// returned handle is cancelled or destroyed, or the session ends.
+    /// returned handle is cancelled or destroyed, or the session ends. With `messages`, the
+    /// messages of this identity's rooms are delivered too (`RoomUpdate.Message`): first every
+    /// room's messages after the last one delivered (kept in the trust store), then each new
+    /// one as it is stored, in position order per room, each once.
+    #[uniffi::method(default(messages = false))]
     pub async fn watch(
         &self,
         listener: Arc<dyn WatchListener>,
+        messages: bool,
     ) -> Result<Arc<WatchHandle>, SessionError> {
         let session = self.0.clone();
-        let mut watch = run(async move { Ok::<_, SessionError>(session.watch().await?) }).await?;
+        let mut watch = run(async move {
+            Ok::<_, SessionError>(if messages {
+                session.watch_with_messages().await?
+            } else {
+                session.watch().await?
+            })
+        })
+        .await?;
         let closed = Arc::new(AtomicBool::new(false));
         let task = {
             let (listener, closed) = (Arc::clone(&listener), Arc::clone(&closed));
@@ -639,6 +889,74 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_message_errors_are_typed_with_their_codes_not_other() {
+        use unibus::client::SessionError as Core;
+        let typed = |error: Core| SessionError::from(error);
+        assert!(matches!(
+            typed(Core::StaleEpoch),
+            SessionError::StaleEpoch { transient: false, code: Some(ref c), .. } if c == "stale_epoch"
+        ));
+        assert!(matches!(
+            typed(Core::BadEnvelope("signature".into())),
+            SessionError::BadEnvelope { transient: false, code: Some(ref c), .. } if c == "bad_envelope"
+        ));
+        assert!(matches!(
+            typed(Core::BodyTooLarge { len: 65_537, limit: 65_536 }),
+            SessionError::BodyTooLarge { transient: false, code: None, ref reason } if reason.contains("65537")
+        ));
+        assert!(matches!(
+            typed(Core::InvalidArgument("limit".into())),
+            SessionError::InvalidArgument {
+                transient: false,
+                code: None,
+                ..
+            }
+        ));
+        assert!(matches!(
+            typed(Core::Envelope(
+                unibus::envelope::EnvelopeError::NotTheKeyHolder
+            )),
+            SessionError::Envelope {
+                transient: false,
+                code: None,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_message_page_asks_for_the_same_page_as_in_rust() {
+        for (page, core) in [
+            (
+                MessagePage::Before {
+                    position: 9,
+                    limit: 5,
+                },
+                client::Page::Before {
+                    position: 9,
+                    limit: 5,
+                },
+            ),
+            (
+                MessagePage::After {
+                    position: 0,
+                    limit: 1000,
+                },
+                client::Page::After {
+                    position: 0,
+                    limit: 1000,
+                },
+            ),
+            (
+                MessagePage::Latest { limit: 20 },
+                client::Page::Latest { limit: 20 },
+            ),
+        ] {
+            assert_eq!(client::Page::from(page), core);
+        }
+    }
 
     #[test]
     fn options_left_out_take_the_sdks_defaults_and_given_ones_are_kept() {

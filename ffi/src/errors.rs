@@ -67,7 +67,7 @@ macro_rules! coded_error {
         $name:ident from $core:ty, code by $code_of:expr, {
             $($(#[$vdoc:meta])* $variant:ident),+ $(,)?
         }
-        extra { $($(#[$edoc:meta])* $extra:ident),+ $(,)? }
+        $(extra { $($(#[$edoc:meta])* $extra:ident),+ $(,)? })?
     ) => {
         $(#[$doc])*
         #[derive(Debug, thiserror::Error, uniffi::Error)]
@@ -81,14 +81,14 @@ macro_rules! coded_error {
                 /// The server's protocol code, when the server refused the call.
                 code: Option<String>,
             },)+
-            $($(#[$edoc])* #[error("{reason}")] $extra {
+            $($($(#[$edoc])* #[error("{reason}")] $extra {
                 /// What went wrong and what to do, with its causes.
                 reason: String,
                 /// Whether retrying the same call later may succeed.
                 transient: bool,
                 /// The server's protocol code, when the server refused the call.
                 code: Option<String>,
-            },)+
+            },)+)?
             /// An error this version of the bindings does not name; the reason says what.
             #[error("{reason}")]
             Other {
@@ -108,7 +108,7 @@ macro_rules! coded_error {
             pub fn is_transient(&self) -> bool {
                 match self {
                     $(Self::$variant { transient, .. })|+
-                    | $(Self::$extra { transient, .. })|+
+                    $($(| Self::$extra { transient, .. })+)?
                     | Self::Other { transient, .. } => *transient,
                 }
             }
@@ -118,7 +118,7 @@ macro_rules! coded_error {
             pub fn refusal_code(&self) -> Option<String> {
                 match self {
                     $(Self::$variant { code, .. })|+
-                    | $(Self::$extra { code, .. })|+
+                    $($(| Self::$extra { code, .. })+)?
                     | Self::Other { code, .. } => code.clone(),
                 }
             }
@@ -365,10 +365,19 @@ coded_error! {
         Internal,
         /// The app cancelled the rekey through its progress observer; the room keeps its epoch.
         Cancelled,
-    }
-    extra {
-        /// An argument (room id, key, URL) is malformed.
+        /// The room was rekeyed during every attempt to send; send the message again.
+        StaleEpoch,
+        /// membershipd refused the message as not a valid envelope of this sender; the same
+        /// message will be refused again.
+        BadEnvelope,
+        /// The message body is larger than 64 KiB; nothing was sent. Split it or send a
+        /// reference to it.
+        BodyTooLarge,
+        /// An argument (room id, key, content type, page limit or position) is malformed or out
+        /// of range; nothing was sent.
         InvalidArgument,
+        /// The message could not be sealed on this device (see the message); nothing was sent.
+        Envelope,
     }
 }
 

@@ -8,7 +8,9 @@
 //! and mints invite links with its CLI. Two people redeem them with fresh identities through the
 //! client SDK, log in to the cluster with their own keys, and one of them creates a room, adds
 //! the other, and rekeys it on their device. The other sees each change as it happens, then
-//! fetches, verifies and opens the room key; after being removed, they cannot open the next one.
+//! fetches, verifies and opens the room key. They exchange end-to-end encrypted messages: one
+//! arrives live through the watch, the other is read back from the room's history. After being
+//! removed, they cannot open the next key.
 //!
 //! The binaries come from `$MEMBERSHIPD` (default: `membershipd` beside this example's
 //! directory, where cargo builds it) and `$NATS_SERVER` (default: `.tools/bin/nats-server`).
@@ -20,8 +22,9 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use unibus::client::{
-    register, RegisterOptions, RoomUpdate, Session, SessionError, SessionOptions, Watch,
+    register, Page, RegisterOptions, RoomUpdate, Session, SessionError, SessionOptions, Watch,
 };
+use unibus::envelope::ContentType;
 use unibus::sealing::RoomKey;
 use unibus::{Identity, InviteLink, RoomId};
 
@@ -139,6 +142,16 @@ async fn next_update(watch: &mut Watch) -> Result<RoomUpdate, Error> {
     }
 }
 
+/// The next update that is not a message (bob's own message comes through his watch too).
+async fn next_change(watch: &mut Watch) -> Result<RoomUpdate, Error> {
+    loop {
+        match next_update(watch).await? {
+            RoomUpdate::Message { .. } => continue,
+            change => return Ok(change),
+        }
+    }
+}
+
 async fn redeem(server: &Server, who: &str) -> Result<(Arc<Identity>, Vec<String>), Error> {
     let minted = server.cli(&["invite", "create"])?;
     let link = InviteLink::parse(minted["link"].as_str().ok_or("no link")?)?;
@@ -171,9 +184,9 @@ async fn main() -> Result<(), Error> {
     let alice_session = Session::connect(alice, &alice_urls, SessionOptions::default()).await?;
     let bob_session =
         Session::connect(Arc::clone(&bob), &bob_urls, SessionOptions::default()).await?;
-    let mut bob_updates = bob_session.watch().await?;
+    let mut bob_updates = bob_session.watch_with_messages().await?;
     println!(
-        "   alice: {:?}; bob: {:?}, watching for changes",
+        "   alice: {:?}; bob: {:?}, watching for changes and messages",
         alice_session.state(),
         bob_session.state()
     );
@@ -208,11 +221,44 @@ async fn main() -> Result<(), Error> {
         opened.key.expose_secret() == epoch_1.key.expose_secret()
     );
 
-    println!("\n7. alice removes bob and rekeys; bob cannot open the new key.");
+    println!("\n7. alice and bob exchange messages, sealed and signed on their devices.");
+    let text = ContentType::new("text/plain; charset=utf-8")?;
+    let sent = alice_session.send(&room, b"hello bob", &text).await?;
+    println!(
+        "   alice: message {} stored at position {}",
+        sent.id, sent.position
+    );
+    match next_update(&mut bob_updates).await? {
+        RoomUpdate::Message { message, .. } => {
+            let opened = message.outcome?;
+            println!(
+                "   bob sees, live: {:?} from {}…",
+                String::from_utf8_lossy(opened.body()),
+                short(&opened.sender().to_hex())
+            );
+        }
+        other => return Err(format!("bob should see the message, got {other:?}").into()),
+    }
+    bob_session.send(&room, b"hi alice", &text).await?;
+    for received in alice_session
+        .messages(&room, Page::Latest { limit: 10 })
+        .await?
+        .messages
+    {
+        let opened = received.outcome?;
+        println!(
+            "   alice reads, position {}: {:?} from {}…",
+            received.position,
+            String::from_utf8_lossy(opened.body()),
+            short(&opened.sender().to_hex())
+        );
+    }
+
+    println!("\n8. alice removes bob and rekeys; bob cannot open the new key.");
     alice_session
         .remove_member(&room, &bob.sign_public_key())
         .await?;
-    println!("   bob sees: {:?}", next_update(&mut bob_updates).await?);
+    println!("   bob sees: {:?}", next_change(&mut bob_updates).await?);
     let epoch_2 = alice_session.rekey(&room).await?;
     match bob_session.room_key(&room, None).await {
         Err(SessionError::NotMember) => {

@@ -193,3 +193,103 @@ def test_a_listener_that_raises_does_not_stop_its_watch(membershipd):
         await session.close_session()
 
     asyncio.run(story())
+
+
+async def next_message(stream, timeout=5.0):
+    """The stream's next message; membership updates before it are passed over."""
+    while True:
+        update = await next_update(stream, timeout)
+        if update.is_message():
+            return update
+
+
+def test_members_send_and_read_messages_and_a_watch_delivers_new_ones(membershipd):
+    asyncio.run(messages_story(membershipd))
+
+
+async def messages_story(server):
+    (owner, owner_reg), (alice, alice_reg) = await registered(server), await registered(server)
+    owner_session = await unibus.Session.connect(owner, owner_reg.nats_urls)
+    alice_session = await unibus.Session.connect(alice, alice_reg.nats_urls)
+    await owner_session.create_room("general")
+    await owner_session.add_member("general", alice.sign_public_key())
+    await owner_session.rekey("general")
+
+    async with unibus.aio.updates(alice_session, messages=True) as stream:
+        hello = await owner_session.send("general", b"hello", "text/plain")
+        assert (hello.epoch, hello.duplicate, len(hello.id)) == (1, False, 32)
+        live = await next_message(stream)
+        assert live.room == "general"
+        assert live.message == unibus.ReceivedMessage(
+            room="general",
+            position=hello.position,
+            time=live.message.time,
+            message=unibus.OpenedMessage(
+                sender=owner.sign_public_key(),
+                epoch=1,
+                id=hello.id,
+                sent_at=live.message.message.sent_at,
+                content_type="text/plain",
+                body=b"hello",
+            ),
+            unreadable=None,
+        )
+        # The cluster's storage time and the sender's clock: both now, in milliseconds.
+        now_ms = time.time() * 1000
+        assert abs(live.message.time - now_ms) < 60_000
+        assert abs(live.message.message.sent_at - now_ms) < 60_000
+        reply = await alice_session.send("general", bytes(range(256)), "application/octet-stream")
+        assert reply.position > hello.position
+        assert (await next_message(stream)).message.position == reply.position
+
+    page = await owner_session.messages("general", unibus.MessagePage.LATEST(limit=10))
+    assert not page.more
+    assert [(m.position, m.message.sender, m.message.body) for m in page.messages] == [
+        (hello.position, owner.sign_public_key(), b"hello"),
+        (reply.position, alice.sign_public_key(), bytes(range(256))),
+    ]
+    older = await owner_session.messages(
+        "general", unibus.MessagePage.BEFORE(position=reply.position, limit=1)
+    )
+    assert [m.message.id for m in older.messages] == [hello.id]
+    newer = await owner_session.messages(
+        "general", unibus.MessagePage.AFTER(position=hello.position, limit=1)
+    )
+    assert [m.message.id for m in newer.messages] == [reply.id]
+    assert not newer.more
+
+    # A registered user who is not a member can neither post nor read.
+    carol, carol_reg = await registered(server)
+    carol_session = await unibus.Session.connect(carol, carol_reg.nats_urls)
+    with pytest.raises(unibus.SessionError.NotMember) as refused:
+        await carol_session.send("general", b"let me in", "text/plain")
+    assert (refused.value.refusal_code(), refused.value.is_transient()) == ("not_member", False)
+    with pytest.raises(unibus.SessionError.NotMember):
+        await carol_session.messages("general", unibus.MessagePage.LATEST(limit=10))
+    after = await owner_session.messages("general", unibus.MessagePage.LATEST(limit=10))
+    assert [m.position for m in after.messages] == [hello.position, reply.position]
+    for session in (owner_session, alice_session, carol_session):
+        await session.close_session()
+
+
+def test_bad_message_arguments_raise_typed_errors_before_any_request(membershipd):
+    async def story():
+        me, registration = await registered(membershipd)
+        session = await unibus.Session.connect(me, registration.nats_urls)
+        # A room this identity is not in: any request would be refused with NotMember instead.
+        with pytest.raises(unibus.SessionError.BodyTooLarge) as large:
+            await session.send("elsewhere", bytes(65_537), "text/plain")
+        assert (large.value.refusal_code(), large.value.is_transient()) == (None, False)
+        assert "65537" in large.value.reason
+        with pytest.raises(unibus.SessionError.InvalidArgument):
+            await session.send("elsewhere", b"hi", "")
+        with pytest.raises(unibus.SessionError.InvalidArgument):
+            await session.send("not a room id", b"hi", "text/plain")
+        for page in (unibus.MessagePage.LATEST(limit=0), unibus.MessagePage.LATEST(limit=1001)):
+            with pytest.raises(unibus.SessionError.InvalidArgument):
+                await session.messages("elsewhere", page)
+        with pytest.raises(unibus.SessionError.NotMember):
+            await session.send("elsewhere", bytes(65_536), "text/plain")
+        await session.close_session()
+
+    asyncio.run(story())

@@ -7,6 +7,14 @@ into an async iterator on the running event loop::
         async for update in stream:
             print(update)
 
+With ``messages=True`` the rooms' messages come through it too, as ``RoomUpdate.MESSAGE``
+(first those after the last one delivered, then each new one)::
+
+    async with unibus.aio.updates(session, messages=True) as stream:
+        async for update in stream:
+            if update.is_message():
+                print(update.message.message.body)
+
 The iterator ends when the watch closes (the session ended, or the ``async with`` block was
 left, which cancels the watch); ``stream.end`` then says why. A notification that could not be
 read is skipped, and its message kept in ``stream.errors``.
@@ -64,10 +72,13 @@ class _Listener(WatchListener):
 
 
 @contextlib.asynccontextmanager
-async def updates(session: Session) -> typing.AsyncIterator[UpdateStream]:
-    """Watches ``session`` for the block's duration; cancels the watch on leaving it."""
+async def updates(
+    session: Session, messages: bool = False
+) -> typing.AsyncIterator[UpdateStream]:
+    """Watches ``session`` for the block's duration; cancels the watch on leaving it. With
+    ``messages``, the messages of the session's rooms are delivered too."""
     stream = UpdateStream()
-    handle = await session.watch(_Listener(stream))
+    handle = await session.watch(_Listener(stream), messages)
     try:
         yield stream
     finally:

@@ -82,12 +82,14 @@ public final class Updates: AsyncSequence, @unchecked Sendable {
 }
 
 extension Session {
-    /// Starts watching this session's updates; see `Updates`.
-    public func subscribeUpdates() async throws -> Updates {
+    /// Starts watching this session's updates; see `Updates`. With `messages`, the messages of
+    /// the session's rooms come too, as `RoomUpdate.message`: first those after the last one
+    /// delivered (kept in the trust store), then each new one, in order per room, each once.
+    public func subscribeUpdates(messages: Bool = false) async throws -> Updates {
         var continuation: AsyncStream<RoomUpdate>.Continuation!
         let stream = AsyncStream<RoomUpdate>(bufferingPolicy: .unbounded) { continuation = $0 }
         let listener = StreamListener(continuation)
-        let handle = try await watch(listener: listener)
+        let handle = try await watch(listener: listener, messages: messages)
         continuation.onTermination = { @Sendable _ in handle.cancel() }
         return Updates(stream: stream, listener: listener, handle: handle)
     }

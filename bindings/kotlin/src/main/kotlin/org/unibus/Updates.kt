@@ -59,17 +59,22 @@ class Updates internal constructor() : AutoCloseable {
     }
 }
 
-/** Starts watching this session's updates; see [Updates]. */
-suspend fun Session.subscribeUpdates(): Updates {
+/**
+ * Starts watching this session's updates; see [Updates]. With [messages], the messages of the
+ * session's rooms come too, as [RoomUpdate.Message]: first those after the last one delivered
+ * (kept in the trust store), then each new one, in order per room, each once.
+ */
+suspend fun Session.subscribeUpdates(messages: Boolean = false): Updates {
     val updates = Updates()
-    updates.attach(watch(updates.listener))
+    updates.attach(watch(updates.listener, messages))
     return updates
 }
 
 /**
  * This session's updates as a cold [Flow]: each collection starts its own watch, and cancelling
- * the collector cancels it. The flow completes when the session ends.
+ * the collector cancels it. The flow completes when the session ends. [messages] as in
+ * [subscribeUpdates].
  */
-fun Session.updates(): Flow<RoomUpdate> = flow {
-    subscribeUpdates().use { emitAll(it.flow) }
+fun Session.updates(messages: Boolean = false): Flow<RoomUpdate> = flow {
+    subscribeUpdates(messages).use { emitAll(it.flow) }
 }

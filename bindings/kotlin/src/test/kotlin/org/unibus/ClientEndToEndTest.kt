@@ -158,4 +158,79 @@ class ClientEndToEndTest {
             session.closeSession()
         }
     }
+
+    private suspend fun Updates.nextMessage(): RoomUpdate.Message = withTimeout(5_000) {
+        flow.first { it is RoomUpdate.Message } as RoomUpdate.Message
+    }
+
+    @Test
+    fun membersSendAndReadMessagesAndAWatchDeliversNewOnes() = runBlocking<Unit> {
+        Membershipd().use { server ->
+            val (owner, ownerRegistration) = registered(server)
+            val (alice, aliceRegistration) = registered(server)
+            val ownerSession = Session.connect(owner, ownerRegistration.natsUrls)
+            val aliceSession = Session.connect(alice, aliceRegistration.natsUrls)
+            ownerSession.createRoom("general")
+            ownerSession.addMember("general", alice.signPublicKey())
+            ownerSession.rekey("general")
+
+            val hello: SentMessage
+            val reply: SentMessage
+            aliceSession.subscribeUpdates(messages = true).use { updates ->
+                hello = ownerSession.send("general", "hello".toByteArray(), "text/plain")
+                assertEquals(1uL, hello.epoch)
+                assertFalse(hello.duplicate)
+                assertEquals(32, hello.id.length)
+                val live = updates.nextMessage()
+                assertEquals("general", live.room)
+                assertEquals(hello.position, live.message.position)
+                assertEquals(null, live.message.unreadable)
+                val opened = live.message.message!!
+                assertEquals(owner.signPublicKey(), opened.sender)
+                assertEquals(hello.id, opened.id)
+                assertEquals("text/plain", opened.contentType)
+                assertArrayEquals("hello".toByteArray(), opened.body)
+
+                reply = aliceSession.send("general", ByteArray(256) { it.toByte() }, "application/octet-stream")
+                assertTrue(reply.position > hello.position)
+                assertEquals(reply.position, updates.nextMessage().message.position)
+            }
+
+            val page = ownerSession.messages("general", MessagePage.Latest(10u))
+            assertFalse(page.more)
+            assertEquals(listOf(hello.id, reply.id), page.messages.map { it.message!!.id })
+            assertEquals(
+                listOf(owner.signPublicKey(), alice.signPublicKey()),
+                page.messages.map { it.message!!.sender },
+            )
+            val older = ownerSession.messages("general", MessagePage.Before(reply.position, 1u))
+            assertEquals(listOf(hello.id), older.messages.map { it.message!!.id })
+            val newer = ownerSession.messages("general", MessagePage.After(hello.position, 1u))
+            assertEquals(listOf(reply.id), newer.messages.map { it.message!!.id })
+
+            // A registered user who is not a member can neither post nor read.
+            val (carol, carolRegistration) = registered(server)
+            val carolSession = Session.connect(carol, carolRegistration.natsUrls)
+            val refused = assertThrows<SessionException.NotMember> {
+                runBlocking { carolSession.send("general", "let me in".toByteArray(), "text/plain") }
+            }
+            assertEquals("not_member", refused.refusalCode())
+            assertFalse(refused.isTransient())
+            assertThrows<SessionException.NotMember> {
+                runBlocking { carolSession.messages("general", MessagePage.Latest(10u)) }
+            }
+            assertEquals(2, ownerSession.messages("general", MessagePage.Latest(10u)).messages.size)
+
+            // Too large a body is refused before any request: a request would meet NotMember.
+            val large = assertThrows<SessionException.BodyTooLarge> {
+                runBlocking { carolSession.send("general", ByteArray(65_537), "text/plain") }
+            }
+            assertEquals(null, large.refusalCode())
+            assertFalse(large.isTransient())
+            assertThrows<SessionException.InvalidArgument> {
+                runBlocking { carolSession.messages("general", MessagePage.Latest(0u)) }
+            }
+            for (session in listOf(ownerSession, aliceSession, carolSession)) session.closeSession()
+        }
+    }
 }
