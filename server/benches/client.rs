@@ -38,7 +38,7 @@ use unibus::{Identity, InviteLink, RoomId};
 use unibus_server::auth::setup::AuthSetup;
 use unibus_server::control::ControlPlane;
 use unibus_server::http::{AppState, RateLimiter};
-use unibus_server::store::{CachedStore, KvStore, KvStoreConfig, NewInvite, SqliteStore, Store};
+use unibus_server::store::{CachedStore, NewInvite, Store};
 
 use timing::{fmt, time_each, Timings};
 
@@ -130,20 +130,11 @@ async fn bench(backend: Backend) {
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let raw_store: Arc<dyn Store> = match backend {
-        Backend::Sqlite => Arc::new(SqliteStore::open(dir.path().join("db")).await.unwrap()),
-        Backend::Kv { nodes } => Arc::new(
-            KvStore::open(
-                service.clone(),
-                KvStoreConfig {
-                    replicas: nodes,
-                    ..KvStoreConfig::default()
-                },
-            )
-            .await
-            .unwrap(),
-        ),
+    let kind = match backend {
+        Backend::Sqlite => common::StoreKind::Sqlite,
+        Backend::Kv { .. } => common::StoreKind::Kv,
     };
+    let raw_store = common::open_store(kind, nodes, &cluster, &setup, dir.path()).await;
     // As `membershipd serve` runs it: the authorization cache in front, warmed.
     let cache = CachedStore::new(raw_store);
     cache.warm(Duration::from_secs(10)).await.unwrap();

@@ -40,7 +40,7 @@ use unibus_server::auth::setup::AuthSetup;
 use unibus_server::control::ControlPlane;
 use unibus_server::messages::stream::stream_config;
 use unibus_server::messages::StreamSettings;
-use unibus_server::store::{CachedStore, KvStore, KvStoreConfig, SqliteStore, Store};
+use unibus_server::store::{CachedStore, Store};
 
 use timing::{fmt, Timings};
 
@@ -109,20 +109,11 @@ async fn bench(backend: Backend, fanout_members: usize) {
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let raw_store: Arc<dyn Store> = match backend {
-        Backend::Sqlite => Arc::new(SqliteStore::open(dir.path().join("db")).await.unwrap()),
-        Backend::Kv { nodes } => Arc::new(
-            KvStore::open(
-                service.clone(),
-                KvStoreConfig {
-                    replicas: nodes,
-                    ..KvStoreConfig::default()
-                },
-            )
-            .await
-            .unwrap(),
-        ),
+    let kind = match backend {
+        Backend::Sqlite => common::StoreKind::Sqlite,
+        Backend::Kv { .. } => common::StoreKind::Kv,
     };
+    let raw_store = common::open_store(kind, nodes, &cluster, &setup, dir.path()).await;
     let cache = CachedStore::new(raw_store);
     cache.warm(Duration::from_secs(10)).await.unwrap();
     let store: Arc<dyn Store> = cache;

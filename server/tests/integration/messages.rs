@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{login, register, wait_for_control_plane, Errors};
+use common::{login, register, wait_for_control_plane, Errors, StoreKind};
 use futures::StreamExt;
 use serde_json::{json, Value};
 use unibus::envelope::{ContentType, Envelope, EpochKey};
@@ -23,7 +23,7 @@ use unibus::{Identity, RoomId, SignPublicKey};
 use unibus_server::auth::setup::AuthSetup;
 use unibus_server::control::ControlPlane;
 use unibus_server::messages::{ensure_stream, StreamSettings};
-use unibus_server::store::{KvStore, KvStoreConfig, SqliteStore, Store};
+use unibus_server::store::Store;
 use unibus_testkit::NatsCluster;
 
 const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -38,42 +38,20 @@ struct Bus {
     _dir: tempfile::TempDir,
 }
 
-/// The store membershipd runs on.
-#[derive(Clone, Copy)]
-enum Backend {
-    Sqlite,
-    /// JetStream KV, one replica per node.
-    Kv,
-}
-
 async fn bus(nodes: usize) -> Bus {
-    bus_on(nodes, Backend::Sqlite).await
+    bus_on(nodes, StoreKind::Sqlite).await
 }
 
-async fn bus_on(nodes: usize, backend: Backend) -> Bus {
+async fn bus_on(nodes: usize, backend: StoreKind) -> Bus {
     bus_with(nodes, backend, "").await
 }
 
 /// A [`bus_on`] whose nodes carry `more` in their config (for example a `max_payload`).
-async fn bus_with(nodes: usize, backend: Backend, more: &str) -> Bus {
+async fn bus_with(nodes: usize, backend: StoreKind, more: &str) -> Bus {
     let setup = AuthSetup::generate().unwrap();
     let cluster = common::cluster_with_auth_and(&setup, nodes, more).await;
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = match backend {
-        Backend::Sqlite => Arc::new(SqliteStore::open(dir.path().join("db")).await.unwrap()),
-        Backend::Kv => {
-            // The buckets live in the service user's account, as `serve` keeps them.
-            let client = async_nats::ConnectOptions::with_nkey(setup.service.seed().unwrap())
-                .connect(cluster.server_addrs())
-                .await
-                .unwrap();
-            let config = KvStoreConfig {
-                replicas: nodes,
-                ..KvStoreConfig::default()
-            };
-            Arc::new(KvStore::open(client, config).await.unwrap())
-        }
-    };
+    let store = common::open_store(backend, nodes, &cluster, &setup, dir.path()).await;
     let service = common::start_callout(&cluster, &setup, Arc::clone(&store)).await;
     let control = common::connect_control(&cluster, &setup).await;
     let size = common::start_messages(&cluster, &setup, &store, &control).await;
@@ -346,7 +324,7 @@ async fn a_sent_envelope_is_stored_once_read_back_and_copied_live_to_every_membe
 
 #[tokio::test(flavor = "multi_thread")]
 async fn on_the_kv_store_a_sent_envelope_is_stored_once_read_back_and_copied_live() {
-    stored_once_read_back_and_copied(bus_on(1, Backend::Kv).await).await;
+    stored_once_read_back_and_copied(bus_on(1, StoreKind::Kv).await).await;
 }
 
 async fn stored_once_read_back_and_copied(bus: Bus) {
@@ -688,7 +666,7 @@ async fn users_cannot_reach_the_stream_or_the_live_copies_themselves() {
 #[tokio::test(flavor = "multi_thread")]
 async fn on_a_three_node_cluster_no_acknowledged_envelope_is_lost_when_a_node_dies() {
     // The store on the same cluster (KV R3), as a clustered deployment runs it.
-    let mut bus = bus_on(3, Backend::Kv).await;
+    let mut bus = bus_on(3, StoreKind::Kv).await;
     let js = async_nats::jetstream::new(bus.control.clone());
     let mut stream = js.get_stream(STREAM).await.unwrap();
     let info = stream.info().await.unwrap().clone();
@@ -790,7 +768,7 @@ async fn every_instance_sets_up_the_stream_at_once_and_a_restart_applies_new_set
 #[tokio::test(flavor = "multi_thread")]
 async fn a_page_never_outgrows_the_clusters_message_limit_and_still_ends_where_asked() {
     // Records of about 1.3 KB in messages of at most 8 KiB: about five to a page.
-    let bus = bus_with(1, Backend::Sqlite, "max_payload: 8192").await;
+    let bus = bus_with(1, StoreKind::Sqlite, "max_payload: 8192").await;
     let (owner, _) = room_with(&bus, "big", 0).await;
     let key = owner.epoch_key("big", &owner.key()).await;
     let mut sent = Vec::new();

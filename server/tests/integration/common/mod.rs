@@ -76,6 +76,44 @@ pub async fn start_messages(
     size
 }
 
+/// Which store a test or a benchmark runs membershipd on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreKind {
+    /// SQLite, the embedded default.
+    Sqlite,
+    /// JetStream KV, one replica per node.
+    Kv,
+}
+
+/// Opens a store of `kind` as `membershipd serve` keeps it: a SQLite file in `dir`, or KV
+/// buckets with one replica per node of the cluster, in the service user's account.
+pub async fn open_store(
+    kind: StoreKind,
+    nodes: usize,
+    cluster: &NatsCluster,
+    setup: &AuthSetup,
+    dir: &std::path::Path,
+) -> Arc<dyn Store> {
+    match kind {
+        StoreKind::Sqlite => Arc::new(SqliteStore::open(dir.join("db")).await.unwrap()),
+        StoreKind::Kv => {
+            let service = async_nats::ConnectOptions::with_nkey(setup.service.seed().unwrap())
+                .connect(cluster.server_addrs())
+                .await
+                .unwrap();
+            let config = unibus_server::store::KvStoreConfig {
+                replicas: nodes,
+                ..Default::default()
+            };
+            Arc::new(
+                unibus_server::store::KvStore::open(service, config)
+                    .await
+                    .unwrap(),
+            )
+        }
+    }
+}
+
 /// Connects membershipd's own service user, starts the callout, and returns the connection.
 pub async fn start_callout(
     cluster: &NatsCluster,
