@@ -109,3 +109,8 @@ if [ "$status" != 0 ]; then
   exit 1
 fi
 log "${tests:-no test count found}; $((SECONDS - started)) s in all ($((prepared - started)) s for the root and the library, $((SECONDS - prepared)) s for swift build and swift test)"
+# The plain closing line CI reads (SwiftPM's last line is Swift Testing's "0 tests passed", as
+# the suite is XCTest).
+if [[ $tests =~ Executed\ ([0-9]+)\ tests?,\ with\ ([0-9]+)\ failures? ]]; then
+  echo "swift: $((BASH_REMATCH[1] - BASH_REMATCH[2])) passed, ${BASH_REMATCH[2]} failed"
+fi
