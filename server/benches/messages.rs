@@ -97,6 +97,21 @@ async fn raw_publish(js: &async_nats::jetstream::Context, payload: &[u8], n: usi
         .unwrap();
 }
 
+/// Rekeys `room`, again after a transient refusal: after a burst of sends the fan-out's member
+/// reads keep the store busy (docs/operations.md, "Messages on the bus"), and a rekey then may
+/// meet `unavailable`.
+async fn rekey(session: &Session, room: &RoomId) {
+    for attempt in 1.. {
+        match session.rekey(room).await {
+            Ok(_) => return,
+            Err(e) if e.is_transient() && attempt < 10 => {
+                tokio::time::sleep(Duration::from_millis(500)).await
+            }
+            Err(e) => panic!("rekey of {room}: {e}"),
+        }
+    }
+}
+
 async fn bench(backend: Backend, fanout_members: usize) {
     let (name, nodes) = match backend {
         Backend::Sqlite => ("SQLite, 1 node".to_string(), 1),
@@ -131,7 +146,7 @@ async fn bench(backend: Backend, fanout_members: usize) {
     let owner_session = connect(&owner).await.unwrap();
     let room = RoomId::new("bench").unwrap();
     owner_session.create_room(&room).await.unwrap();
-    owner_session.rekey(&room).await.unwrap();
+    rekey(&owner_session, &room).await;
     let text = ContentType::new("text/plain").unwrap();
     let body = vec![0x42u8; BODY];
 
@@ -180,7 +195,7 @@ async fn bench(backend: Backend, fanout_members: usize) {
             .unwrap();
         senders.push(who);
     }
-    owner_session.rekey(&room).await.unwrap();
+    rekey(&owner_session, &room).await;
     let mut sessions = Vec::new();
     for who in &senders {
         sessions.push(Arc::new(connect(who).await.unwrap()));
@@ -259,7 +274,7 @@ async fn bench(backend: Backend, fanout_members: usize) {
         .add_member(&catch_room, &reader.sign_public_key())
         .await
         .unwrap();
-    owner_session.rekey(&catch_room).await.unwrap();
+    rekey(&owner_session, &catch_room).await;
     let mut in_flight = Vec::new();
     for _ in 0..CATCH_UP {
         in_flight.push(owner_session.send(&catch_room, &body, &text));
@@ -375,7 +390,7 @@ async fn bench(backend: Backend, fanout_members: usize) {
             .unwrap();
         members.push(who);
     }
-    owner_session.rekey(&fan_room).await.unwrap();
+    rekey(&owner_session, &fan_room).await;
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<(usize, Instant)>();
     let mut clients = Vec::new();
     for who in members {
