@@ -629,7 +629,7 @@ impl Envelope {
     }
 
     /// Verifies the envelope and decrypts its body with `epoch_key`, in this order
-    /// (`docs/protocol.md` §14.4): it is for the key's room and epoch (`WrongEpoch`); the
+    /// (`docs/protocol.md` §14.5): it is for the key's room and epoch (`WrongEpoch`); the
     /// sender's entry, leaf index and audit path lead to the epoch's signed Merkle root
     /// (`NotAMember`); the signature verifies under the sender's key, in strict mode
     /// (`BadSignature`); the body decrypts (`DecryptFailed`).
