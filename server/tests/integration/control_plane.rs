@@ -98,15 +98,7 @@ impl User {
     /// A rekey on the device: fetch the members' keys, seal, sign, upload.
     async fn rekey(&self, room: &str, epoch: u64) -> (Value, RoomKey) {
         let members = self.call("members", json!({ "room": room })).await;
-        let recipients: Vec<Recipient> = members["members"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| Recipient {
-                member: m["sign_public_key"].as_str().unwrap().parse().unwrap(),
-                kex: m["kex_public_key"].as_str().unwrap().parse().unwrap(),
-            })
-            .collect();
+        let recipients = common::recipients(&members);
         let key = RoomKey::generate().unwrap();
         let manifest = SignedManifest::rekey(
             &self.id,

@@ -166,15 +166,7 @@ impl Member {
     /// A rekey to `epoch` on the owner's device.
     async fn rekey(&self, room: &str, epoch: u64) {
         let members = self.call("members", json!({ "room": room })).await;
-        let recipients: Vec<Recipient> = members["members"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| Recipient {
-                member: m["sign_public_key"].as_str().unwrap().parse().unwrap(),
-                kex: m["kex_public_key"].as_str().unwrap().parse().unwrap(),
-            })
-            .collect();
+        let recipients = common::recipients(&members);
         let manifest = SignedManifest::rekey(
             &self.id,
             &RoomId::new(room).unwrap(),

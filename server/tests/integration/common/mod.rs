@@ -76,6 +76,20 @@ pub async fn start_messages(
     size
 }
 
+/// The recipients of a rekey from a `members` reply (protocol §12.2): each member's signing key
+/// and registered x25519 key.
+pub fn recipients(members: &serde_json::Value) -> Vec<unibus::manifest::Recipient> {
+    members["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| unibus::manifest::Recipient {
+            member: m["sign_public_key"].as_str().unwrap().parse().unwrap(),
+            kex: m["kex_public_key"].as_str().unwrap().parse().unwrap(),
+        })
+        .collect()
+}
+
 /// Which store a test or a benchmark runs membershipd on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StoreKind {
