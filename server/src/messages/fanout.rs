@@ -3,7 +3,10 @@
 //! (`Nats-Last-Sequence`) and its time (`Nats-Time-Stamp`). Every membershipd instance
 //! subscribes there in one queue group, so each stored envelope is taken by one instance
 //! cluster-wide, which sends it as a [`LiveMessage`] to each current, active member of the room
-//! on `unibus.events.<member>.message`, reading the members from the store a page at a time.
+//! on `unibus.events.<member>.message`. It asks the store for the members
+//! ([`Store::active_member_keys`]), which membershipd's authorization cache answers from memory
+//! while its change feed is fresh, so a message costs no store read: a member added or removed
+//! gets, or stops getting, copies within the feed's bound (1 s), on every instance.
 //!
 //! Nothing is polled: an instance with no messages does nothing. A copy is best effort, like
 //! every notification: one taken by an instance that stops before it sends is lost, and clients
@@ -14,7 +17,7 @@ use std::sync::Arc;
 use async_nats::jetstream::message::StreamMessage;
 use futures::StreamExt;
 use unibus::protocol::messages::{member_live_subject, LiveMessage, LIVE_PREFIX};
-use unibus::{RoomId, SignPublicKey};
+use unibus::RoomId;
 
 use super::reader::millis;
 use super::MessagesError;
@@ -22,9 +25,6 @@ use crate::store::{Store, StoreError};
 
 /// The queue group every instance's fan-out subscribes in.
 pub const FANOUT_QUEUE_GROUP: &str = "unibus-messages";
-
-/// How many members one store read returns while a copy is fanned out.
-pub const MEMBERS_PER_READ: usize = 1000;
 
 /// The fan-out of live copies. See the [module documentation](self).
 pub struct Fanout {
@@ -84,34 +84,24 @@ impl Fanout {
         }
         .to_bytes()
         .into();
+        let members = match self.store.active_member_keys(&room).await {
+            Ok(members) => members,
+            // The room is gone: nobody to tell.
+            Err(StoreError::NotFound) => return Ok(0),
+            Err(e) => return Err(e.into()),
+        };
         let mut sent = 0;
-        let mut after: Option<SignPublicKey> = None;
-        loop {
-            let page = match self
-                .store
-                .active_members(&room, after.as_ref(), MEMBERS_PER_READ)
+        for member in &members {
+            if let Err(e) = self
+                .client
+                .publish(member_live_subject(member), live.clone())
                 .await
             {
-                Ok(page) => page,
-                // The room is gone: nobody to tell.
-                Err(StoreError::NotFound) => return Ok(sent),
-                Err(e) => return Err(e.into()),
-            };
-            for (member, _) in &page {
-                if let Err(e) = self
-                    .client
-                    .publish(member_live_subject(member), live.clone())
-                    .await
-                {
-                    tracing::debug!(error = %e, "a live copy could not be published");
-                } else {
-                    sent += 1;
-                }
+                tracing::debug!(error = %e, "a live copy could not be published");
+            } else {
+                sent += 1;
             }
-            if page.len() < MEMBERS_PER_READ {
-                return Ok(sent);
-            }
-            after = page.last().map(|(member, _)| *member);
         }
+        Ok(sent)
     }
 }

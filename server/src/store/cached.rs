@@ -35,7 +35,7 @@ use unibus::{InviteToken, KexPublicKey, RoomId, SignPublicKey};
 
 use super::{
     Change, ChangeFeed, EpochPart, FeedItem, Invite, Millis, NewInvite, NewUser, Room, Snapshot,
-    Store, StoreError, StoreResult, User,
+    Store, StoreError, StoreResult, User, UserStatus,
 };
 
 /// How long after the feed last caught up its copies may still be used. Past it, every
@@ -53,6 +53,10 @@ pub const IN_FORCE_EVERYWHERE: Duration = FEED_BOUND.saturating_add(Duration::fr
 
 /// The most answers kept per kind; a full cache starts over.
 const ENTRIES_KEPT: usize = 1_000_000;
+
+/// The most member keys kept across every room's copied member list (32 bytes each, so about
+/// 128 MiB); a room whose list would pass it is not copied until others are forgotten.
+const MEMBER_KEYS_KEPT: usize = 4_000_000;
 
 /// The wait before a broken feed is reopened.
 const REOPEN_AFTER: Duration = Duration::from_millis(500);
@@ -76,6 +80,10 @@ struct Copies {
     members: HashMap<(RoomId, SignPublicKey), bool>,
     /// The rooms a key is a member of, sorted.
     rooms: HashMap<SignPublicKey, Vec<RoomId>>,
+    /// Every member of a room (active or not), for the fan-out of its live messages.
+    room_members: HashMap<RoomId, Arc<[SignPublicKey]>>,
+    /// How many keys `room_members` holds in all (at most [`MEMBER_KEYS_KEPT`]).
+    room_member_keys: usize,
     /// Room records (owner and latest epoch) by id; `None` for "no such room".
     room_records: HashMap<RoomId, Option<Room>>,
     /// The latest epoch of each room that a rekey stored through this cache moved the copy to,
@@ -106,12 +114,17 @@ impl Copies {
             Change::Member { room, member } => {
                 self.members.remove(&(room.clone(), *member));
                 self.rooms.remove(member);
+                if let Some(gone) = self.room_members.remove(room) {
+                    self.room_member_keys -= gone.len();
+                }
             }
             Change::Room { room, epoch } => self.move_room(room, *epoch, stored_here),
             Change::Reset => {
                 self.users.clear();
                 self.members.clear();
                 self.rooms.clear();
+                self.room_members.clear();
+                self.room_member_keys = 0;
                 self.room_records.clear();
                 self.awaiting_feed.clear();
             }
@@ -143,6 +156,25 @@ impl Copies {
             (Some(Some(_)), Some(_)) if stored_here => {}
             _ => {
                 self.room_records.remove(room);
+            }
+        }
+    }
+
+    /// Copies `room`'s member list read at `position`, unless a change came meanwhile or the
+    /// lists already hold [`MEMBER_KEYS_KEPT`] keys (then the copies start over, and this one
+    /// is kept only if it fits alone).
+    fn copy_room_members(&mut self, position: u64, room: &RoomId, members: &Arc<[SignPublicKey]>) {
+        if self.read_position() != Some(position) {
+            return;
+        }
+        if self.room_member_keys + members.len() > MEMBER_KEYS_KEPT {
+            self.room_members.clear();
+            self.room_member_keys = 0;
+        }
+        if members.len() <= MEMBER_KEYS_KEPT {
+            self.room_member_keys += members.len();
+            if let Some(old) = self.room_members.insert(room.clone(), Arc::clone(members)) {
+                self.room_member_keys -= old.len();
             }
         }
     }
@@ -492,6 +524,8 @@ impl Store for CachedStore {
         .await
     }
 
+    /// Not cached: a rekey's recipients, and the `members` listing an owner builds one from,
+    /// are the store's own.
     async fn active_members(
         &self,
         room: &RoomId,
@@ -499,6 +533,50 @@ impl Store for CachedStore {
         limit: usize,
     ) -> StoreResult<Vec<(SignPublicKey, KexPublicKey)>> {
         self.inner.active_members(room, after, limit).await
+    }
+
+    /// From the room's copied member list and the copied users while the feed is fresh (a
+    /// member whose user is not copied yet is read, and copied, on its own); from the store
+    /// otherwise. The list is copied on a read that no change overtook, and forgotten when a
+    /// membership of the room changes.
+    async fn active_member_keys(&self, room: &RoomId) -> StoreResult<Vec<SignPublicKey>> {
+        let (copied, position) = {
+            let copies = self.copies();
+            let copied = copies
+                .fresh()
+                .then(|| copies.room_members.get(room).cloned())
+                .flatten();
+            (copied, copies.read_position())
+        };
+        let members = match copied {
+            Some(members) => members,
+            None => {
+                let members: Arc<[SignPublicKey]> = self.inner.list_members(room).await?.into();
+                if let Some(position) = position {
+                    self.copies().copy_room_members(position, room, &members);
+                }
+                members
+            }
+        };
+        let mut active = Vec::with_capacity(members.len());
+        let mut unknown = Vec::new();
+        {
+            let copies = self.copies();
+            let fresh = copies.fresh();
+            for member in members.iter() {
+                match copies.users.get(member).filter(|_| fresh) {
+                    Some(Some(user)) if user.status == UserStatus::Active => active.push(*member),
+                    Some(_) => {}
+                    None => unknown.push(*member),
+                }
+            }
+        }
+        for member in unknown {
+            if self.is_authorized(&member).await {
+                active.push(member);
+            }
+        }
+        Ok(active)
     }
 
     /// A stored epoch moves the room's copy at once. The copy only ever rises here: the feed may
@@ -761,6 +839,79 @@ mod tests {
         feed.send(FeedItem::Changed(change.clone())).unwrap();
         while applied.next().await.unwrap().unwrap() != FeedItem::Changed(change.clone()) {}
         assert_eq!(cache.rooms_for_member(&bob_key).await.unwrap(), vec![room]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_rooms_active_members_are_copied_until_a_change_to_its_members_or_users_arrives() {
+        let Fixture {
+            _dir,
+            store,
+            alice,
+            bob,
+            feed,
+            cache,
+        } = two_users_behind_a_cache().await;
+        let mut applied = cache.changes().await.unwrap();
+        let (room, alice_key, bob_key) = (
+            unibus::RoomId::new("general").unwrap(),
+            alice.sign_public_key(),
+            bob.sign_public_key(),
+        );
+        let sorted = |mut keys: Vec<SignPublicKey>| {
+            keys.sort();
+            keys
+        };
+        let step = |change: Change| {
+            feed.send(FeedItem::Changed(change.clone())).unwrap();
+            feed.send(FeedItem::CaughtUp(Instant::now())).unwrap();
+            FeedItem::Changed(change)
+        };
+        store.create_room(&room, &alice_key).await.unwrap();
+        step(Change::Reset);
+        until(&cache, true).await;
+        assert!(matches!(
+            cache
+                .active_member_keys(&unibus::RoomId::new("nowhere").unwrap())
+                .await,
+            Err(StoreError::NotFound)
+        ));
+        assert_eq!(
+            cache.active_member_keys(&room).await.unwrap(),
+            vec![alice_key]
+        );
+
+        // Added behind the cache's back: the copy answers until the change arrives.
+        store.add_member(&room, &bob_key).await.unwrap();
+        assert_eq!(
+            cache.active_member_keys(&room).await.unwrap(),
+            vec![alice_key]
+        );
+        let added = step(Change::Member {
+            room: room.clone(),
+            member: bob_key,
+        });
+        while applied.next().await.unwrap().unwrap() != added {}
+        assert_eq!(
+            sorted(cache.active_member_keys(&room).await.unwrap()),
+            sorted(vec![alice_key, bob_key])
+        );
+
+        // Revoked behind its back: still copied as active until the user's change arrives.
+        store.revoke_user(&bob_key).await.unwrap();
+        assert_eq!(cache.active_member_keys(&room).await.unwrap().len(), 2);
+        let revoked = step(Change::User(bob_key));
+        while applied.next().await.unwrap().unwrap() != revoked {}
+        assert_eq!(
+            cache.active_member_keys(&room).await.unwrap(),
+            vec![alice_key]
+        );
+
+        // A stale feed sends the question to the store, whatever was copied.
+        store.revoke_user(&alice_key).await.unwrap();
+        feed.send(FeedItem::CaughtUp(Instant::now() - FEED_BOUND * 2))
+            .unwrap();
+        until(&cache, false).await;
+        assert_eq!(cache.active_member_keys(&room).await.unwrap(), vec![]);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

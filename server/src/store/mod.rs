@@ -138,6 +138,19 @@ pub trait Store: Send + Sync {
         limit: usize,
     ) -> StoreResult<Vec<(SignPublicKey, KexPublicKey)>>;
 
+    /// The signing keys of the room's members who are active users, in no particular order:
+    /// who gets a room's live messages (protocol §15.4). [`StoreError::NotFound`] for a room
+    /// that does not exist. The [authorization cache](CachedStore) answers it from memory, kept
+    /// current by the change feed, so a message's fan-out does not read the store.
+    async fn active_member_keys(&self, room: &RoomId) -> StoreResult<Vec<SignPublicKey>> {
+        Ok(self
+            .active_members(room, None, usize::MAX)
+            .await?
+            .into_iter()
+            .map(|(member, _)| member)
+            .collect())
+    }
+
     /// Stores a new epoch, its signed head and each member's tail (protocol §8.4),
     /// and moves the room's epoch from the manifest's `previous_epoch` to its `epoch`: members
     /// see all of the epoch or none of it.

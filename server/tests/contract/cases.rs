@@ -786,6 +786,18 @@ async fn active_members_come_in_key_order_pages_without_revoked_or_deleted_users
             .unwrap_err(),
         StoreError::NotFound
     );
+    // The keys alone (who gets live messages), in any order: the same members.
+    let mut keys = store.active_member_keys(&general).await.unwrap();
+    keys.sort();
+    let expected_keys: Vec<_> = expected.iter().map(|(sign, _)| *sign).collect();
+    assert_eq!(keys, expected_keys);
+    assert_eq!(
+        store
+            .active_member_keys(&room("missing"))
+            .await
+            .unwrap_err(),
+        StoreError::NotFound
+    );
 }
 
 async fn room_with_members(store: &dyn Store, n: usize) -> Rekey {
