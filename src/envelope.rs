@@ -58,7 +58,7 @@ use hkdf::Hkdf;
 use sha2::Sha256;
 
 use crate::hex::{self, HexError};
-use crate::keys::{SignPublicKey, Signature, SIGNATURE_LEN};
+use crate::keys::{DecodedSignKey, SignPublicKey, Signature, SIGNATURE_LEN};
 use crate::manifest::merkle::{self, Hash, ProofError, HASH_LEN};
 use crate::manifest::{
     ManifestEntry, ManifestError, ManifestHeader, MemberPart, ENTRY_LEN, MAX_EPOCH, MAX_PROOF_LEN,
@@ -419,6 +419,8 @@ pub struct Envelope {
     content_type: ContentType,
     index: u32,
     entry: ManifestEntry,
+    /// The sender's key (the entry's member key), decoded once when the envelope was.
+    sender: DecodedSignKey,
     proof: Vec<Hash>,
 }
 
@@ -475,6 +477,7 @@ impl Envelope {
             content_type: content_type.clone(),
             index: epoch_key.index,
             entry: epoch_key.entry,
+            sender: sender.decoded_sign_key(),
             proof: epoch_key.proof.clone(),
         };
         let mut bytes = Vec::with_capacity(
@@ -561,10 +564,11 @@ impl Envelope {
             .map_err(|_| EnvelopeError::ContentType)
             .and_then(ContentType::new)?;
         let index = reader.u32()?;
-        let entry = ManifestEntry::decode(&mut reader).map_err(|e| match e {
-            ManifestError::Truncated => EnvelopeError::Truncated,
-            other => malformed(format!("sender's entry: {other}")),
-        })?;
+        let (entry, sender) =
+            ManifestEntry::decode_with_point(&mut reader).map_err(|e| match e {
+                ManifestError::Truncated => EnvelopeError::Truncated,
+                other => malformed(format!("sender's entry: {other}")),
+            })?;
         let proof_len = usize::from(reader.u8()?);
         if proof_len > MAX_PROOF_LEN {
             return Err(malformed(format!(
@@ -593,6 +597,7 @@ impl Envelope {
             content_type,
             index,
             entry,
+            sender,
             proof,
         })
     }
@@ -621,8 +626,7 @@ impl Envelope {
         let (signed, signature) = self.signed.split_at(self.signed.len() - SIGNATURE_LEN);
         let signature: [u8; SIGNATURE_LEN] =
             signature.try_into().expect("split SIGNATURE_LEN bytes off");
-        self.entry
-            .member
+        self.sender
             .verify(signed, &Signature::from_bytes(signature))
             .map_err(|_| EnvelopeError::BadSignature)?;
         Ok(&self.entry.member)

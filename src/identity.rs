@@ -21,7 +21,7 @@ use std::fmt;
 use ed25519_dalek::Signer;
 use zeroize::Zeroizing;
 
-use crate::keys::{KexPublicKey, SignPublicKey, Signature};
+use crate::keys::{DecodedSignKey, KexPublicKey, SignPublicKey, Signature};
 use crate::nkey;
 
 /// The version byte that starts an exported identity.
@@ -119,6 +119,11 @@ impl Identity {
     /// The ed25519 public key: the user's identity.
     pub fn sign_public_key(&self) -> SignPublicKey {
         self.sign_public
+    }
+
+    /// The ed25519 public key with its decoded point.
+    pub(crate) fn decoded_sign_key(&self) -> DecodedSignKey {
+        DecodedSignKey::of(self.sign_public, &self.signing)
     }
 
     /// The x25519 public key, to which room keys are sealed.

@@ -124,12 +124,7 @@ fn check_usable(kind: KeyKind, bytes: [u8; PUBLIC_KEY_LEN]) -> Result<[u8; 32], 
     match kind {
         KeyKind::Kex if is_low_order_x25519(&bytes) => Err(KeyError::LowOrder { kind }),
         KeyKind::Kex => Ok(bytes),
-        KeyKind::Sign => match ed25519_point_defect(&bytes) {
-            Some(PointDefect::SmallOrder) => Err(KeyError::LowOrder { kind }),
-            Some(PointDefect::NonCanonical) => Err(KeyError::NonCanonical),
-            Some(PointDefect::NotOnCurve) => Err(KeyError::NotOnCurve),
-            None => Ok(bytes),
-        },
+        KeyKind::Sign => ed25519_point(&bytes).map(|_| bytes),
     }
 }
 
@@ -331,16 +326,24 @@ fn ed25519_encoding_defect(bytes: &[u8; 32]) -> Option<PointDefect> {
 }
 
 /// The byte-level checks, then decoding, then (as a second opinion on the list, which is
-/// complete) ed25519-dalek's own small-order test on the decoded point.
-fn ed25519_point_defect(bytes: &[u8; 32]) -> Option<PointDefect> {
-    if let Some(defect) = ed25519_encoding_defect(bytes) {
-        return Some(defect);
-    }
-    match ed25519_dalek::VerifyingKey::from_bytes(bytes) {
-        Err(_) => Some(PointDefect::NotOnCurve),
-        Ok(point) if point.is_weak() => Some(PointDefect::SmallOrder),
-        Ok(_) => None,
-    }
+/// complete) ed25519-dalek's own small-order test on the decoded point: the decoded point of a
+/// usable signing key, or why it is not one (protocol section 2.2, checks 4 to 6).
+fn ed25519_point(bytes: &[u8; 32]) -> Result<ed25519_dalek::VerifyingKey, KeyError> {
+    let defect = match ed25519_encoding_defect(bytes) {
+        Some(defect) => defect,
+        None => match ed25519_dalek::VerifyingKey::from_bytes(bytes) {
+            Err(_) => PointDefect::NotOnCurve,
+            Ok(point) if point.is_weak() => PointDefect::SmallOrder,
+            Ok(point) => return Ok(point),
+        },
+    };
+    Err(match defect {
+        PointDefect::SmallOrder => KeyError::LowOrder {
+            kind: KeyKind::Sign,
+        },
+        PointDefect::NonCanonical => KeyError::NonCanonical,
+        PointDefect::NotOnCurve => KeyError::NotOnCurve,
+    })
 }
 
 /// Whether a y-coordinate with bit 255 cleared is less than `p = 2^255 - 19`. The values from `p`
@@ -379,27 +382,86 @@ impl SignPublicKey {
     /// equation must give back exactly the bytes of `R`. Any failure is
     /// [`SignatureError::Invalid`].
     pub fn verify(&self, message: &[u8], signature: &Signature) -> Result<(), SignatureError> {
-        let (r, s) = signature.r_and_s();
-        // Rule 1, then rules 2 and 3 on the bytes: decided here, whatever the library does.
-        // This key passed the same checks when it was parsed; they are repeated because they
-        // cost no curve arithmetic.
-        if !scalar_is_reduced(&s)
-            || ed25519_encoding_defect(&self.0).is_some()
-            || ed25519_encoding_defect(&r).is_some()
-        {
+        if !byte_rules_hold(&self.0, signature) {
             return Err(SignatureError::Invalid);
         }
-        let key = ed25519_dalek::VerifyingKey::from_bytes(&self.0)
-            .map_err(|_| SignatureError::Invalid)?;
-        if key.is_weak() {
-            return Err(SignatureError::Invalid);
-        }
-        // verify_strict decodes R, repeats the small-order checks and checks rule 4, comparing
-        // the computed R with the bytes of R.
-        let sig = ed25519_dalek::Signature::from_bytes(&signature.0);
-        key.verify_strict(message, &sig)
-            .map_err(|_| SignatureError::Invalid)
+        let point = ed25519_point(&self.0).map_err(|_| SignatureError::Invalid)?;
+        verify_strict(&point, message, signature)
     }
+
+    /// Checks these bytes like [`from_bytes`](Self::from_bytes) and keeps the decoded point
+    /// beside them, for a parser that verifies a signature under the key right away
+    /// ([`DecodedSignKey::verify`] does not decode the point a second time).
+    pub(crate) fn decode(bytes: [u8; PUBLIC_KEY_LEN]) -> Result<DecodedSignKey, KeyError> {
+        if bytes.iter().all(|b| *b == 0) {
+            return Err(KeyError::AllZero {
+                kind: KeyKind::Sign,
+            });
+        }
+        let point = ed25519_point(&bytes)?;
+        Ok(DecodedSignKey {
+            key: Self(bytes),
+            point,
+        })
+    }
+}
+
+/// A [`SignPublicKey`] with its curve point, decoded once ([`SignPublicKey::decode`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct DecodedSignKey {
+    key: SignPublicKey,
+    point: ed25519_dalek::VerifyingKey,
+}
+
+impl DecodedSignKey {
+    /// The public half of `signing`, whose key is `key` (an [`Identity`](crate::Identity)'s,
+    /// checked when the identity was made).
+    pub(crate) fn of(key: SignPublicKey, signing: &ed25519_dalek::SigningKey) -> Self {
+        Self {
+            key,
+            point: signing.verifying_key(),
+        }
+    }
+
+    /// The key.
+    pub(crate) fn key(&self) -> &SignPublicKey {
+        &self.key
+    }
+
+    /// [`SignPublicKey::verify`], every rule of it, without decoding the key again.
+    pub(crate) fn verify(
+        &self,
+        message: &[u8],
+        signature: &Signature,
+    ) -> Result<(), SignatureError> {
+        if !byte_rules_hold(self.key.as_bytes(), signature) {
+            return Err(SignatureError::Invalid);
+        }
+        verify_strict(&self.point, message, signature)
+    }
+}
+
+/// Rule 1, then rules 2 and 3 on the bytes (protocol section 2.3): decided here, whatever the
+/// library does. A parsed key passed the key's checks already; they are repeated because they
+/// cost no curve arithmetic.
+fn byte_rules_hold(key: &[u8; PUBLIC_KEY_LEN], signature: &Signature) -> bool {
+    let (r, s) = signature.r_and_s();
+    scalar_is_reduced(&s)
+        && ed25519_encoding_defect(key).is_none()
+        && ed25519_encoding_defect(&r).is_none()
+}
+
+/// The cofactorless check under a decoded, usable `point`: verify_strict decodes R, repeats the
+/// small-order checks and checks rule 4, comparing the computed R with the bytes of R.
+fn verify_strict(
+    point: &ed25519_dalek::VerifyingKey,
+    message: &[u8],
+    signature: &Signature,
+) -> Result<(), SignatureError> {
+    let sig = ed25519_dalek::Signature::from_bytes(&signature.0);
+    point
+        .verify_strict(message, &sig)
+        .map_err(|_| SignatureError::Invalid)
 }
 
 /// Checks a signing public key the way registration does and returns its canonical hex.

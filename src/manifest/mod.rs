@@ -62,7 +62,9 @@ pub use part::MemberPart;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use crate::keys::{KexPublicKey, SignPublicKey, Signature, PUBLIC_KEY_LEN, SIGNATURE_LEN};
+use crate::keys::{
+    DecodedSignKey, KexPublicKey, SignPublicKey, Signature, PUBLIC_KEY_LEN, SIGNATURE_LEN,
+};
 use crate::room::RoomId;
 use crate::sealing::{
     open_room_key, seal_room_key, RoomKey, SealBinding, SealError, SealedRoomKey,
@@ -248,18 +250,31 @@ impl ManifestEntry {
 
     /// Decodes an entry, field by field (`docs/protocol.md` §8.4, whole-manifest step 12).
     pub(crate) fn decode(reader: &mut Reader<'_>) -> Result<Self, ManifestError> {
-        let member = read_sign_key(reader, "member key")?;
+        Self::decode_with_point(reader).map(|(entry, _)| entry)
+    }
+
+    /// [`decode`](Self::decode), keeping the member key's decoded point for a signature check
+    /// that follows (an envelope's sender, §14.5).
+    pub(crate) fn decode_with_point(
+        reader: &mut Reader<'_>,
+    ) -> Result<(Self, DecodedSignKey), ManifestError> {
+        let decoded =
+            SignPublicKey::decode(reader.take::<32>()?).map_err(|e| ManifestError::Malformed {
+                reason: format!("member key: {e}"),
+            })?;
+        let member = *decoded.key();
         let recipient = KexPublicKey::from_bytes(reader.take::<32>()?).map_err(|e| {
             ManifestError::Malformed {
                 reason: format!("member entry: {e}"),
             }
         })?;
         let sealed = SealedRoomKey::from_bytes(reader.take_slice(SEALED_ROOM_KEY_LEN)?)?;
-        Ok(Self {
+        let entry = Self {
             member,
             recipient,
             sealed,
-        })
+        };
+        Ok((entry, decoded))
     }
 }
 
