@@ -548,6 +548,11 @@ impl From<client::WatchEnd> for WatchEnd {
 /// Receives a watch's updates, implemented by the app. Called from an SDK thread, one call
 /// at a time, in order. The methods should return quickly. An exception thrown by one is
 /// logged and the watch goes on.
+///
+/// A message counts as handled once `on_update` returns (its cursor may then be written): an
+/// app that queues it and dies before handling it does not get it again after a restart. For
+/// at-least-once delivery, read a [`WatchStream`] (`Session.watch_stream`) instead, as the
+/// Kotlin, Python and Swift adapters do.
 #[uniffi::export(with_foreign)]
 pub trait WatchListener: Send + Sync {
     /// A change.
@@ -645,6 +650,145 @@ impl WatchHandle {
 impl Drop for WatchHandle {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// One step of a [`WatchStream`].
+#[derive(Debug, Clone, PartialEq, uniffi::Enum)]
+pub enum WatchEvent {
+    /// A change, or a message of a room.
+    Update {
+        /// What changed.
+        update: RoomUpdate,
+    },
+    /// A notification that could not be read; the watch goes on.
+    Error {
+        /// What went wrong.
+        message: String,
+    },
+    /// The watch stopped; every later `next()` says so again.
+    Closed {
+        /// Why.
+        end: WatchEnd,
+    },
+}
+
+/// A running watch that the app reads one event at a time, from `Session.watch_stream`:
+/// the pull form of `Session.watch`, which the Kotlin `Flow`, the Python async iterator and the
+/// Swift `AsyncSequence` are built on.
+///
+/// With messages, delivery is at least once: a message returned by `next()` counts as handled
+/// when the app calls `next()` again, or cancels or drops the stream, and only then may its
+/// cursor be written (`unibus::client::Watch`). A process that dies while handling a message
+/// gets it again, at its same position, from the next watch with the same trust file.
+#[derive(uniffi::Object)]
+pub struct WatchStream {
+    watch: Arc<tokio::sync::Mutex<client::Watch>>,
+    cancelled: Arc<tokio::sync::Notify>,
+    /// An event taken from the watch for a `next()` whose caller stopped waiting (a timeout
+    /// cancelled it) before it got it: the next `next()` returns it, so nothing is lost.
+    undelivered: Arc<Mutex<Option<WatchEvent>>>,
+}
+
+/// Keeps an event a cancelled `next()` left in its channel (see [`WatchStream`]).
+struct Undelivered {
+    event: tokio::sync::oneshot::Receiver<WatchEvent>,
+    kept: Arc<Mutex<Option<WatchEvent>>>,
+}
+
+impl Drop for Undelivered {
+    fn drop(&mut self) {
+        if let Ok(event) = self.event.try_recv() {
+            keep(&self.kept, event);
+        }
+    }
+}
+
+/// Keeps `event` for the next `next()`.
+fn keep(kept: &Mutex<Option<WatchEvent>>, event: WatchEvent) {
+    // The slot is replaced whole under the lock; a panic cannot leave it half-written.
+    let mut kept = kept.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    kept.get_or_insert(event);
+}
+
+#[uniffi::export]
+impl WatchStream {
+    /// The next event: waits for one, and returns `Closed` once the watch has stopped. Calls
+    /// are answered one at a time, in order. A call given up while it waits (a timeout) loses
+    /// nothing: the event it would have returned comes from the next call.
+    pub async fn next(&self) -> WatchEvent {
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let (watch, cancelled, kept) = (
+            Arc::clone(&self.watch),
+            Arc::clone(&self.cancelled),
+            Arc::clone(&self.undelivered),
+        );
+        let mut waiting = Undelivered {
+            event: receiver,
+            kept: Arc::clone(&kept),
+        };
+        let started = spawn(async move {
+            let mut watch = watch.lock().await;
+            let earlier = kept
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .take();
+            let event = match earlier {
+                Some(event) => event,
+                None => next_event(&mut watch, &cancelled).await,
+            };
+            if let Err(event) = sender.send(event) {
+                keep(&kept, event);
+            }
+        });
+        let closed = WatchEvent::Closed {
+            end: WatchEnd::Cancelled,
+        };
+        if started.is_err() {
+            // The runtime is shut down: nothing more will come.
+            return closed;
+        }
+        (&mut waiting.event).await.unwrap_or(closed)
+    }
+
+    /// Stops the watch: a `next()` waiting now, and every later one, returns
+    /// `Closed(Cancelled)`. The message returned last counts as handled.
+    pub fn cancel(&self) {
+        match self.watch.try_lock() {
+            Ok(mut watch) => watch.cancel(),
+            // A `next()` holds the watch: it takes the notice and cancels.
+            Err(_) => self.cancelled.notify_one(),
+        }
+    }
+}
+
+impl Drop for WatchStream {
+    /// A `next()` still waiting holds the watch: it stops too.
+    fn drop(&mut self) {
+        self.cancel();
+    }
+}
+
+/// The watch's next event, or `Closed(Cancelled)` once `cancelled` is notified.
+async fn next_event(watch: &mut client::Watch, cancelled: &tokio::sync::Notify) -> WatchEvent {
+    let update = tokio::select! {
+        biased;
+        () = cancelled.notified() => {
+            watch.cancel();
+            None
+        }
+        update = watch.next() => update,
+    };
+    match update {
+        Some(Ok(update)) => WatchEvent::Update {
+            update: update.into(),
+        },
+        Some(Err(error)) => WatchEvent::Error {
+            message: error.to_string(),
+        },
+        None => WatchEvent::Closed {
+            end: watch.end().unwrap_or(client::WatchEnd::Cancelled).into(),
+        },
     }
 }
 
@@ -870,6 +1014,27 @@ impl Session {
             task: Mutex::new(Some(task)),
             closed,
             listener,
+        }))
+    }
+
+    /// Starts a watch, like [`watch`](Self::watch), that the app reads with
+    /// [`WatchStream::next`] instead of a listener: with `messages`, each message is delivered
+    /// at least once (see [`WatchStream`]).
+    #[uniffi::method(default(messages = false))]
+    pub async fn watch_stream(&self, messages: bool) -> Result<Arc<WatchStream>, SessionError> {
+        let session = self.0.clone();
+        let watch = run(async move {
+            Ok::<_, SessionError>(if messages {
+                session.watch_with_messages().await?
+            } else {
+                session.watch().await?
+            })
+        })
+        .await?;
+        Ok(Arc::new(WatchStream {
+            watch: Arc::new(tokio::sync::Mutex::new(watch)),
+            cancelled: Arc::new(tokio::sync::Notify::new()),
+            undelivered: Arc::default(),
         }))
     }
 

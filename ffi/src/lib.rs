@@ -33,7 +33,8 @@ mod trust;
 pub use client::{
     register, ConnectionState, MessagePage, OpenedMessage, OpenedRoomKey, ReceivedMessage,
     ReceivedPage, RegisterOptions, Registration, RoomInfo, RoomUpdate, SentMessage, Session,
-    SessionEnd, SessionOptions, Unreadable, WatchEnd, WatchHandle, WatchListener,
+    SessionEnd, SessionOptions, Unreadable, WatchEnd, WatchEvent, WatchHandle, WatchListener,
+    WatchStream,
 };
 pub use errors::{
     IdentityError, InviteLinkError, KeyError, RegisterError, SealError, SessionError, TrustError,

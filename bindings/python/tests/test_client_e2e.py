@@ -2,6 +2,7 @@
 log in by key, follow a room through being added, rekeyed and removed, and be revoked."""
 
 import asyncio
+import sys
 import time
 
 import pytest
@@ -291,5 +292,77 @@ def test_bad_message_arguments_raise_typed_errors_before_any_request(membershipd
         with pytest.raises(unibus.SessionError.NotMember):
             await session.send("elsewhere", bytes(65_536), "text/plain")
         await session.close_session()
+
+    asyncio.run(story())
+
+
+# A device that takes one message and dies before handling it (os._exit: nothing is cleaned up,
+# as when the process is killed). The short wait gives an adapter that ran ahead of the app
+# (one that marked queued messages as handled) the time to write their cursors; what is
+# asserted does not depend on it.
+DIES_WHILE_HANDLING = """
+import asyncio, os, sys
+import unibus
+
+async def main():
+    me = unibus.Identity.from_secret_bytes(bytes.fromhex(sys.argv[1]))
+    trust = unibus.TrustStore.open(sys.argv[2], me)
+    session = await unibus.Session.connect(me, sys.argv[3:], trust=trust)
+    async with unibus.aio.updates(session, messages=True) as stream:
+        async for update in stream:
+            if update.is_message():
+                print(update.message.message.body.decode(), flush=True)
+                await asyncio.sleep(0.5)
+                os._exit(0)
+
+asyncio.run(main())
+"""
+
+
+def test_a_message_taken_by_a_process_that_dies_before_handling_it_is_delivered_again(
+    membershipd, tmp_path
+):
+    async def story():
+        (owner, owner_reg), (alice, alice_reg) = (
+            await registered(membershipd),
+            await registered(membershipd),
+        )
+        owner_session = await unibus.Session.connect(owner, owner_reg.nats_urls)
+        await owner_session.create_room("general")
+        await owner_session.add_member("general", alice.sign_public_key())
+        await owner_session.rekey("general")
+        sent = [
+            (await owner_session.send("general", body, "text/plain")).position
+            for body in (b"one", b"two", b"three")
+        ]
+        path = str(tmp_path / "alice-trust.json")
+
+        child = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            DIES_WHILE_HANDLING,
+            alice.export_secret_bytes().hex(),
+            path,
+            *alice_reg.nats_urls,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        out, _ = await asyncio.wait_for(child.communicate(), 30)
+        assert (child.returncode, out) == (0, b"one\n")
+
+        # The restart: the same identity and trust file get every message from the first, once.
+        trust = unibus.TrustStore.open(path, alice)
+        alice_session = await unibus.Session.connect(alice, alice_reg.nats_urls, trust=trust)
+        async with unibus.aio.updates(alice_session, messages=True) as stream:
+            got = [(await next_message(stream)).message for _ in sent]
+        assert [(m.position, m.message.body) for m in got] == list(
+            zip(sent, (b"one", b"two", b"three"))
+        )
+        # Handled now (leaving the block wrote the last cursor): a third watch catches up on
+        # nothing, and its first message is the next one sent.
+        async with unibus.aio.updates(alice_session, messages=True) as stream:
+            four = await owner_session.send("general", b"four", "text/plain")
+            assert (await next_message(stream)).message.position == four.position
+        for session in (owner_session, alice_session):
+            await session.close_session()
 
     asyncio.run(story())

@@ -126,17 +126,34 @@ def test_async_rekey_errors_are_typed():
 
 
 def test_the_asyncio_stream_keeps_unreadable_notifications_as_errors_and_goes_on():
-    # The adapter alone, fed as the SDK feeds it from its own thread: an update, a notification
-    # that could not be read, another update, the close. Kotlin and Swift behave the same.
-    from unibus.aio import UpdateStream, _Listener
+    # The adapter alone, fed events as the SDK's WatchStream gives them: an update, a
+    # notification that could not be read, another update, the close. Kotlin and Swift behave
+    # the same.
+    from unibus.aio import UpdateStream
+
+    class Events:
+        def __init__(self, events):
+            self.events = list(events)
+
+        async def next(self):
+            return self.events.pop(0) if len(self.events) > 1 else self.events[0]
+
+        def cancel(self):
+            pass
 
     async def story():
-        stream = UpdateStream()
-        listener = _Listener(stream)
-        listener.on_update(unibus.RoomUpdate.ADDED(room="general"))
-        listener.on_error("unreadable notification: not JSON")
-        listener.on_update(unibus.RoomUpdate.NEW_EPOCH(room="general", epoch=2))
-        listener.on_close(unibus.WatchEnd.CANCELLED())
+        stream = UpdateStream(
+            Events(
+                [
+                    unibus.WatchEvent.UPDATE(update=unibus.RoomUpdate.ADDED(room="general")),
+                    unibus.WatchEvent.ERROR(message="unreadable notification: not JSON"),
+                    unibus.WatchEvent.UPDATE(
+                        update=unibus.RoomUpdate.NEW_EPOCH(room="general", epoch=2)
+                    ),
+                    unibus.WatchEvent.CLOSED(end=unibus.WatchEnd.CANCELLED()),
+                ]
+            )
+        )
         received = [update async for update in stream]
         assert received == [
             unibus.RoomUpdate.ADDED(room="general"),
@@ -144,5 +161,7 @@ def test_the_asyncio_stream_keeps_unreadable_notifications_as_errors_and_goes_on
         ]
         assert stream.errors == ["unreadable notification: not JSON"]
         assert stream.end == unibus.WatchEnd.CANCELLED()
+        # Closed stays closed.
+        assert [update async for update in stream] == []
 
     asyncio.run(story())

@@ -18,57 +18,43 @@ With ``messages=True`` the rooms' messages come through it too, as ``RoomUpdate.
 The iterator ends when the watch closes (the session ended, or the ``async with`` block was
 left, which cancels the watch); ``stream.end`` then says why. A notification that could not be
 read is skipped, and its message kept in ``stream.errors``.
+
+Messages are delivered at least once: one counts as handled when the loop asks for the next
+update (or leaves the block), and only then is its place written to the trust file. A process
+that dies while handling a message gets it again after a restart.
 """
 
-import asyncio
 import contextlib
 import typing
 
-from ._native.unibus import RoomUpdate, Session, WatchEnd, WatchListener
-
-_CLOSED = object()
+from ._native.unibus import RoomUpdate, Session, WatchEnd, WatchEvent, WatchStream
 
 
 class UpdateStream:
-    """The async iterator of :func:`updates`."""
+    """The async iterator of :func:`updates`, over the SDK's ``WatchStream``."""
 
-    def __init__(self) -> None:
+    def __init__(self, stream: WatchStream) -> None:
         self.end: typing.Optional[WatchEnd] = None
         self.errors: typing.List[str] = []
-        self._queue: "asyncio.Queue[object]" = asyncio.Queue()
-        self._loop = asyncio.get_running_loop()
-
-    def _put(self, item: object) -> None:
-        # Called from an SDK thread: hand the item to the event loop's thread.
-        try:
-            self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
-        except RuntimeError:
-            pass  # the loop is closed; nobody is listening any more
+        self._stream = stream
 
     def __aiter__(self) -> "UpdateStream":
         return self
 
     async def __anext__(self) -> RoomUpdate:
-        item = await self._queue.get()
-        if item is _CLOSED:
-            self._queue.put_nowait(_CLOSED)  # later calls end too
+        while True:
+            event = await self._stream.next()
+            if event.is_update():
+                return event.update
+            if event.is_error():
+                self.errors.append(event.message)
+                continue
+            self.end = event.end
             raise StopAsyncIteration
-        return typing.cast(RoomUpdate, item)
 
-
-class _Listener(WatchListener):
-    def __init__(self, stream: UpdateStream) -> None:
-        self._stream = stream
-
-    def on_update(self, update: RoomUpdate) -> None:
-        self._stream._put(update)
-
-    def on_error(self, message: str) -> None:
-        self._stream.errors.append(message)
-
-    def on_close(self, end: WatchEnd) -> None:
-        self._stream.end = end
-        self._stream._put(_CLOSED)
+    def cancel(self) -> None:
+        """Stops the watch; the iteration ends."""
+        self._stream.cancel()
 
 
 @contextlib.asynccontextmanager
@@ -77,9 +63,8 @@ async def updates(
 ) -> typing.AsyncIterator[UpdateStream]:
     """Watches ``session`` for the block's duration; cancels the watch on leaving it. With
     ``messages``, the messages of the session's rooms are delivered too."""
-    stream = UpdateStream()
-    handle = await session.watch(_Listener(stream), messages)
+    stream = UpdateStream(await session.watch_stream(messages))
     try:
         yield stream
     finally:
-        handle.cancel()
+        stream.cancel()

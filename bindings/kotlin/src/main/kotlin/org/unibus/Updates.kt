@@ -1,25 +1,38 @@
 package org.unibus
 
-import kotlinx.coroutines.channels.Channel
 import kotlinx.coroutines.flow.Flow
 import kotlinx.coroutines.flow.emitAll
 import kotlinx.coroutines.flow.flow
-import kotlinx.coroutines.flow.receiveAsFlow
 
 /**
- * A running watch of a [Session] as a Kotlin [Flow], from [subscribeUpdates].
+ * A running watch of a [Session] as a Kotlin [Flow], from [subscribeUpdates], read from the
+ * SDK's [WatchStream] one event at a time.
  *
  * The watch is live as soon as [subscribeUpdates] returns, so nothing that happens after that
  * is missed. [flow] completes when the watch closes (the session ended, or [close] was called),
  * and [end] then says why. Notifications that could not be read are skipped; their messages are
  * in [errors]. Close it (or use `use { }`) to cancel the watch.
+ *
+ * Messages are delivered at least once: a message counts as handled when the collector asks
+ * for the next update (its block returned), or when the watch is closed, and only then is its
+ * place written to the trust store. A process that dies while handling one gets it again after
+ * a restart. (A `buffer()` between the flow and the collector would take messages ahead of
+ * the app and weaken this.)
  */
-class Updates internal constructor() : AutoCloseable {
-    private val channel = Channel<RoomUpdate>(Channel.UNLIMITED)
-    private var handle: WatchHandle? = null
-
+class Updates internal constructor(private val stream: WatchStreamInterface) : AutoCloseable {
     /** The updates, in order. Collecting it again continues where the last collector stopped. */
-    val flow: Flow<RoomUpdate> = channel.receiveAsFlow()
+    val flow: Flow<RoomUpdate> = flow {
+        while (true) {
+            when (val event = stream.next()) {
+                is WatchEvent.Update -> emit(event.update)
+                is WatchEvent.Error -> errors.add(event.message)
+                is WatchEvent.Closed -> {
+                    end = event.end
+                    return@flow
+                }
+            }
+        }
+    }
 
     /** Why the watch closed; null while it runs. */
     @Volatile
@@ -29,46 +42,20 @@ class Updates internal constructor() : AutoCloseable {
     /** Messages of notifications that could not be read. */
     val errors: MutableList<String> = java.util.Collections.synchronizedList(mutableListOf())
 
-    internal val listener = object : WatchListener {
-        override fun onUpdate(update: RoomUpdate) {
-            channel.trySend(update)
-        }
-
-        override fun onError(message: String) {
-            errors.add(message)
-        }
-
-        override fun onClose(end: WatchEnd) {
-            this@Updates.end = end
-            channel.close()
-        }
-    }
-
-    internal fun attach(handle: WatchHandle) {
-        this.handle = handle
-    }
-
     /** Cancels the watch; [flow] completes. */
     override fun close() {
-        handle?.let {
-            it.cancel()
-            it.close()
-        }
-        handle = null
-        channel.close()
+        stream.cancel()
+        (stream as? AutoCloseable)?.close()
     }
 }
 
 /**
  * Starts watching this session's updates; see [Updates]. With [messages], the messages of the
  * session's rooms come too, as [RoomUpdate.Message]: first those after the last one delivered
- * (kept in the trust store), then each new one, in order per room, each once.
+ * (kept in the trust store), then each new one, in order per room, each at least once.
  */
-suspend fun Session.subscribeUpdates(messages: Boolean = false): Updates {
-    val updates = Updates()
-    updates.attach(watch(updates.listener, messages))
-    return updates
-}
+suspend fun Session.subscribeUpdates(messages: Boolean = false): Updates =
+    Updates(watchStream(messages))
 
 /**
  * This session's updates as a cold [Flow]: each collection starts its own watch, and cancelling

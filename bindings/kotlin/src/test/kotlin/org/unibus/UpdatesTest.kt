@@ -9,18 +9,31 @@ import org.junit.jupiter.api.Test
 class UpdatesTest {
     @Test
     fun unreadableNotificationsAreKeptAsErrorsAndTheFlowGoesOn() = runBlocking<Unit> {
-        // The adapter alone, fed as the SDK feeds it from its own thread: an update, a
+        // The adapter alone, fed events as the SDK's WatchStream gives them: an update, a
         // notification that could not be read, another update, the close. Python and Swift
         // behave the same.
-        val updates = Updates()
-        updates.listener.onUpdate(RoomUpdate.Added("general"))
-        updates.listener.onError("unreadable notification: not JSON")
-        updates.listener.onUpdate(RoomUpdate.NewEpoch("general", 2uL))
-        updates.listener.onClose(WatchEnd.Cancelled)
+        val events = ArrayDeque(
+            listOf(
+                WatchEvent.Update(RoomUpdate.Added("general")),
+                WatchEvent.Error("unreadable notification: not JSON"),
+                WatchEvent.Update(RoomUpdate.NewEpoch("general", 2uL)),
+                WatchEvent.Closed(WatchEnd.Cancelled),
+            ),
+        )
+        val updates = Updates(
+            object : WatchStreamInterface {
+                override suspend fun next(): WatchEvent =
+                    if (events.size > 1) events.removeFirst() else events.first()
+
+                override fun cancel() {}
+            },
+        )
 
         val received = withTimeout(5_000) { updates.flow.toList() }
         assertEquals(listOf(RoomUpdate.Added("general"), RoomUpdate.NewEpoch("general", 2uL)), received)
         assertEquals(listOf("unreadable notification: not JSON"), updates.errors.toList())
         assertEquals(WatchEnd.Cancelled, updates.end)
+        // Closed stays closed.
+        assertEquals(emptyList<RoomUpdate>(), withTimeout(5_000) { updates.flow.toList() })
     }
 }
