@@ -2,18 +2,19 @@
 //! senders and reads rooms' envelopes for their members. Every check is the control plane's
 //! own, made at every request; users never reach the stream themselves.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, message::PublishMessage};
 use unibus::envelope::{Envelope, MAX_ENVELOPE_LEN};
-use unibus::manifest::MemberPart;
+use unibus::manifest::{ManifestHeader, MemberPart};
 use unibus::protocol::codes::{Refusal, RefusalCode};
 use unibus::protocol::messages::{
     dedup_id, store_subject, MessagePage, MessagesRequest, SendReply, StoredMessage, DEFAULT_PAGE,
     MAX_PAGE,
 };
-use unibus::SignPublicKey;
+use unibus::{RoomId, SignPublicKey};
 
 use super::reader::{Stored, StreamReader};
 use super::MessagesError;
@@ -27,11 +28,18 @@ pub const ACK_TIMEOUT: Duration = Duration::from_secs(5);
 /// (retention dropped its oldest envelopes meanwhile) before the request is `unavailable`.
 const BACKWARD_ATTEMPTS: usize = 8;
 
+/// How many epochs' signed headers a relay keeps (about 200 bytes each); a full set starts
+/// over.
+const HEADERS_KEPT: usize = 10_000;
+
 /// The relay between the control plane and the stream. See the [module documentation](self).
 pub struct Relay {
     store: Arc<dyn Store>,
     js: jetstream::Context,
     reader: StreamReader,
+    /// The signed headers of epochs read from the store: an epoch's header never changes once
+    /// stored, so a send in a known epoch reads nothing to check its sender's proof.
+    headers: Mutex<HashMap<(RoomId, u64), Arc<ManifestHeader>>>,
 }
 
 fn bad_envelope(message: impl Into<String>) -> Refusal {
@@ -57,6 +65,7 @@ impl Relay {
             store,
             js,
             reader: StreamReader::new(client),
+            headers: Mutex::default(),
         }
     }
 
@@ -86,26 +95,9 @@ impl Relay {
                 ),
             ));
         }
-        // The caller's own part of that epoch carries the epoch's stored signed header: a
-        // caller who is not one of its recipients cannot have a valid proof for it.
-        let part = match self
-            .store
-            .member_part(envelope.room(), caller, Some(room.epoch))
-            .await
-        {
-            Ok(part) => part,
-            Err(StoreError::NotFound) => {
-                return Err(bad_envelope(
-                    "you are not a recipient of the room's latest epoch",
-                ))
-            }
-            Err(e) => return Err(store_refusal(e)),
-        };
-        let part = MemberPart::from_bytes(&part.part).map_err(|e| {
-            store_refusal(StoreError::Corrupt(format!("a stored member part: {e}")))
-        })?;
+        let header = self.header(caller, envelope.room(), room.epoch).await?;
         envelope
-            .verify_sender(part.unverified_header())
+            .verify_sender(&header)
             .map_err(|e| bad_envelope(e.to_string()))?;
         let id = dedup_id(envelope.room(), caller, envelope.id());
         let publish = PublishMessage::build()
@@ -122,6 +114,47 @@ impl Relay {
             position: ack.sequence,
             duplicate: ack.duplicate,
         })
+    }
+
+    /// The stored signed header of `room`'s `epoch`, kept from an earlier send or read from the
+    /// caller's own part of it: a caller who is not one of its recipients has no part, and
+    /// could not have a valid proof for it either.
+    async fn header(
+        &self,
+        caller: &SignPublicKey,
+        room: &RoomId,
+        epoch: u64,
+    ) -> Result<Arc<ManifestHeader>, Refusal> {
+        let key = (room.clone(), epoch);
+        if let Some(header) = self.kept_headers().get(&key) {
+            return Ok(Arc::clone(header));
+        }
+        let part = match self.store.member_part(room, caller, Some(epoch)).await {
+            Ok(part) => part,
+            Err(StoreError::NotFound) => {
+                return Err(bad_envelope(
+                    "you are not a recipient of the room's latest epoch",
+                ))
+            }
+            Err(e) => return Err(store_refusal(e)),
+        };
+        let part = MemberPart::from_bytes(&part.part).map_err(|e| {
+            store_refusal(StoreError::Corrupt(format!("a stored member part: {e}")))
+        })?;
+        let header = Arc::new(part.unverified_header().clone());
+        let mut kept = self.kept_headers();
+        if kept.len() >= HEADERS_KEPT {
+            kept.clear();
+        }
+        kept.insert(key, Arc::clone(&header));
+        Ok(header)
+    }
+
+    fn kept_headers(&self) -> MutexGuard<'_, HashMap<(RoomId, u64), Arc<ManifestHeader>>> {
+        // Entries are inserted whole; a poisoned lock still guards a sound map.
+        self.headers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// `messages`: one page of the room's envelopes, for a member, no larger than

@@ -418,6 +418,18 @@ async fn send_refuses_bad_envelopes_stale_epochs_and_rooms_without_a_key() {
     let fresh = owner.epoch_key("general", &owner.key()).await;
     assert_eq!(fresh.epoch(), 2);
     owner.send(&owner.seal(&fresh, "hello")).await.unwrap();
+    // A member added since that rekey is in no manifest of the room: an envelope with a proof
+    // of its own making is refused, also once the relay knows the epoch's header.
+    let newcomer = member(&bus).await;
+    owner.add("general", &newcomer).await;
+    let newcomer_key = newcomer.self_made_key("general", 2);
+    assert_eq!(
+        newcomer
+            .send(&newcomer.seal(&newcomer_key, "x"))
+            .await
+            .unwrap_err(),
+        "bad_envelope"
+    );
 
     // A room with no key yet: a member's (self-made) envelope for it is `no_key`.
     owner.create("unkeyed").await;
