@@ -9,6 +9,7 @@ use unibus::envelope::MAX_ENVELOPE_LEN;
 use unibus::protocol::messages::{LIVE_PREFIX, STORE_PREFIX, STREAM};
 
 use super::MessagesError;
+use crate::store::{now_millis, Millis};
 
 /// The duplicate window when none is configured: JetStream's own default.
 pub const DEFAULT_DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
@@ -36,7 +37,25 @@ impl Default for StreamSettings {
     }
 }
 
-/// The stream's configuration for a cluster of `nodes` nodes.
+/// Positions a stream created at a moment starts from: [`POSITIONS_PER_MILLISECOND`] for each
+/// millisecond since the Unix epoch. A stream created anew (after an operator deleted it, or
+/// lost it) thus starts above every position the one before it gave, unless that one stored
+/// more than a million envelopes a second on average, so that positions never repeat and never
+/// go back, and clients' cursors stay below every new position (protocol §15.1). Below 2^53
+/// until the year 2255, so JSON readers that hold numbers as doubles read them exactly.
+pub fn first_position(now_millis: Millis) -> u64 {
+    // A clock before 1970 gives the stream JetStream's own first position.
+    u64::try_from(now_millis)
+        .unwrap_or(0)
+        .saturating_mul(POSITIONS_PER_MILLISECOND)
+        .max(1)
+}
+
+/// See [`first_position`].
+pub const POSITIONS_PER_MILLISECOND: u64 = 1_000;
+
+/// The stream's configuration for a cluster of `nodes` nodes. Its first position
+/// ([`first_position`]) is only set when the stream is created.
 pub fn stream_config(settings: StreamSettings, nodes: usize) -> stream::Config {
     stream::Config {
         name: STREAM.to_string(),
@@ -92,8 +111,14 @@ async fn create_or_update(
     nodes: usize,
 ) -> Result<stream::Config, MessagesError> {
     let config = stream_config(settings, nodes);
-    match js.create_stream(config.clone()).await {
+    let created = stream::Config {
+        first_sequence: Some(first_position(now_millis())),
+        ..config.clone()
+    };
+    match js.create_stream(created).await {
         Ok(_) => Ok(config),
+        // It exists (another instance created it, maybe at once with this one): update it
+        // to these settings, keeping its positions.
         Err(e) if is_name_in_use(&e) => {
             js.update_stream(config.clone())
                 .await

@@ -16,13 +16,15 @@ use unibus::envelope::{ContentType, Envelope, EpochKey};
 use unibus::manifest::{MemberPart, Recipient, SignedManifest};
 use unibus::protocol::control::read_reply;
 use unibus::protocol::messages::{
-    member_live_subject, LiveMessage, MessagePage, SendReply, STREAM,
+    member_live_subject, store_subject, LiveMessage, MessagePage, SendReply, STREAM,
 };
 use unibus::sealing::RoomKey;
 use unibus::{Identity, RoomId, SignPublicKey};
 use unibus_server::auth::setup::AuthSetup;
 use unibus_server::control::ControlPlane;
+use unibus_server::messages::stream::first_position;
 use unibus_server::messages::{ensure_stream, StreamSettings};
+use unibus_server::store::now_millis;
 use unibus_server::store::Store;
 use unibus_testkit::NatsCluster;
 
@@ -767,6 +769,50 @@ async fn every_instance_sets_up_the_stream_at_once_and_a_restart_applies_new_set
         (republish.source.as_str(), republish.destination.as_str()),
         ("unibus.msg.>", "unibus.live.>")
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_created_anew_starts_above_every_position_of_the_one_before() {
+    // A plain JetStream server: the stream's setup is what is under test here, and deleting
+    // the stream needs a user that membershipd's own permissions do not give.
+    let cluster = NatsCluster::start(1).await.unwrap();
+    let js = async_nats::jetstream::new(async_nats::connect(cluster.client_url(0)).await.unwrap());
+    let subject = store_subject(&RoomId::new("general").unwrap());
+    let store = |body: &'static str| {
+        let (js, subject) = (js.clone(), subject.clone());
+        async move {
+            js.publish(subject, body.into())
+                .await
+                .unwrap()
+                .await
+                .unwrap()
+                .sequence
+        }
+    };
+
+    let created_after = now_millis();
+    ensure_stream(&js, StreamSettings::default(), 1)
+        .await
+        .unwrap();
+    let first = store("one").await;
+    assert!(first >= first_position(created_after), "{first}");
+    // A start with other settings updates the stream and keeps its positions.
+    let changed = StreamSettings {
+        duplicate_window: Duration::from_secs(30),
+        max_age: Duration::ZERO,
+    };
+    ensure_stream(&js, changed, 1).await.unwrap();
+    assert_eq!(store("two").await, first + 1);
+
+    // An operator deletes the stream; the next start of membershipd creates it again. Its
+    // positions go on above the old ones, so a client's cursor (`last`, at most `first + 1`)
+    // is below the next envelope, whose `previous` (0) is not `last`: the client reads the
+    // room after `last` and finds it (protocol §15.4).
+    js.delete_stream(STREAM).await.unwrap();
+    ensure_stream(&js, StreamSettings::default(), 1)
+        .await
+        .unwrap();
+    assert!(store("three").await > first + 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]
