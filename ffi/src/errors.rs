@@ -239,6 +239,29 @@ flat_error! {
     extra {
         /// An argument (key, room id, room key) is malformed.
         InvalidInput,
+        /// A history share's signature does not verify under the room owner's key.
+        BadShareSignature,
+    }
+}
+
+impl From<unibus::history::HistoryError> for SealError {
+    fn from(error: unibus::history::HistoryError) -> Self {
+        use unibus::history::HistoryError as Core;
+        let message = report(&error);
+        match error {
+            Core::Truncated => Self::Truncated(message),
+            Core::TrailingBytes { .. } => Self::TrailingBytes(message),
+            Core::UnsupportedVersion { .. } => Self::UnsupportedVersion(message),
+            Core::Head(_) | Core::Malformed { .. } => Self::Malformed(message),
+            Core::UntrustedRekeyer { .. } => Self::UntrustedRekeyer(message),
+            Core::WrongRoomOrEpoch { .. } => Self::WrongRoomOrEpoch(message),
+            Core::BadHeaderSignature => Self::BadSignature(message),
+            Core::BadShareSignature => Self::BadShareSignature(message),
+            Core::NotARecipient => Self::NotARecipient(message),
+            Core::RecipientKeyMismatch => Self::RecipientKeyMismatch(message),
+            Core::Seal(_) => Self::Seal(message),
+            _ => Self::Other(message),
+        }
     }
 }
 

@@ -44,7 +44,8 @@ pub use runtime::{
     init_platform, shutdown_platform, LogLevel, LogSink, PlatformConfig, PlatformError,
 };
 pub use sealing::{
-    open_manifest, open_member_part, open_room_key, rekey_room, seal_room_key, Recipient, RoomKey,
+    open_history_share, open_manifest, open_member_part, open_room_key, rekey_room, seal_room_key,
+    Recipient, RoomKey,
 };
 
 pub use trust::{owner_fingerprint, parse_owner_code, OwnerFingerprint, RoomTrust, TrustStore};
