@@ -424,10 +424,7 @@ fn every_history_share_vector_opens_for_its_recipient_alone_and_reads_the_epochs
             hex::encode(share.unverified_head().to_bytes()),
             case.signed_head
         );
-        assert_eq!(
-            hex::encode(share.unverified_entry().to_bytes()),
-            case.entry
-        );
+        assert_eq!(hex::encode(share.unverified_entry().to_bytes()), case.entry);
         let room = RoomId::new(&case.room).unwrap();
         let owner = SignPublicKey::from_hex(&case.rekeyer_sign_public).unwrap();
         let me = share_recipient(&case);
