@@ -62,7 +62,8 @@ use crate::history::{HistoryError, HistoryShare};
 use crate::keys::{SignPublicKey, Signature, SIGNATURE_LEN};
 use crate::manifest::merkle::{self, Hash, ProofError, HASH_LEN};
 use crate::manifest::{
-    ManifestEntry, ManifestError, ManifestHeader, MemberPart, ENTRY_LEN, MAX_EPOCH, MAX_PROOF_LEN,
+    ManifestEntry, ManifestError, ManifestHeader, MemberPart, SignedHead, ENTRY_LEN, MAX_EPOCH,
+    MAX_PROOF_LEN,
 };
 use crate::room::{RoomId, ROOM_ID_MAX_LEN};
 use crate::sealing::RoomKey;
@@ -331,7 +332,8 @@ impl fmt::Debug for ContentType {
 /// their envelopes.
 #[derive(Clone)]
 pub struct EpochKey {
-    header: ManifestHeader,
+    /// The epoch's signed head, verified when the key was opened.
+    head: SignedHead,
     holder: SignPublicKey,
     own: Option<OwnEntry>,
     key: RoomKey,
@@ -358,7 +360,7 @@ impl EpochKey {
     ) -> Result<Self, ManifestError> {
         let key = part.open(identity, room, epoch, trusted_rekeyer)?;
         Ok(Self {
-            header: part.unverified_header().clone(),
+            head: part.head(),
             holder: identity.sign_public_key(),
             own: Some(OwnEntry {
                 index: part.index(),
@@ -382,7 +384,7 @@ impl EpochKey {
     ) -> Result<Self, HistoryError> {
         let key = share.open(identity, room, epoch, trusted_owner)?;
         Ok(Self {
-            header: share.unverified_head().unverified_header().clone(),
+            head: share.unverified_head().clone(),
             holder: identity.sign_public_key(),
             own: None,
             key,
@@ -391,17 +393,23 @@ impl EpochKey {
 
     /// The room.
     pub fn room(&self) -> &RoomId {
-        &self.header.room
+        &self.header().room
     }
 
     /// The epoch.
     pub fn epoch(&self) -> u64 {
-        self.header.epoch
+        self.header().epoch
     }
 
     /// The epoch's verified manifest header.
     pub fn header(&self) -> &ManifestHeader {
-        &self.header
+        self.head.unverified_header()
+    }
+
+    /// The epoch's verified signed head (header and signature): what a history share of the
+    /// epoch carries (`docs/protocol.md` §16.2).
+    pub fn head(&self) -> &SignedHead {
+        &self.head
     }
 
     /// The member who opened it.
@@ -448,8 +456,8 @@ impl EpochKey {
 impl fmt::Debug for EpochKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EpochKey")
-            .field("room", &self.header.room)
-            .field("epoch", &self.header.epoch)
+            .field("room", &self.header().room)
+            .field("epoch", &self.header().epoch)
             .field("member", &self.holder)
             .field("can_send", &self.can_send())
             .field("key", &"<redacted>")
@@ -510,7 +518,7 @@ impl Envelope {
             return Err(EnvelopeError::NotTheKeyHolder);
         }
         let own = epoch_key.own.as_ref().ok_or(EnvelopeError::ReadOnlyKey {
-            epoch: epoch_key.header.epoch,
+            epoch: epoch_key.header().epoch,
         })?;
         if body.len() > MAX_BODY_LEN {
             return Err(EnvelopeError::BodyTooLarge { len: body.len() });
@@ -520,12 +528,12 @@ impl Envelope {
                 reason: format!("sent_at {sent_at} is above 2^63 - 1"),
             });
         }
-        let room = &epoch_key.header.room;
+        let room = &epoch_key.header().room;
         let mut envelope = Self {
             signed: Vec::new(),
             header_len: 0,
             room: room.clone(),
-            epoch: epoch_key.header.epoch,
+            epoch: epoch_key.header().epoch,
             id,
             sent_at,
             content_type: content_type.clone(),
@@ -690,7 +698,7 @@ impl Envelope {
     /// (`NotAMember`); the signature verifies under the sender's key, in strict mode
     /// (`BadSignature`); the body decrypts (`DecryptFailed`).
     pub fn open(&self, epoch_key: &EpochKey) -> Result<Message, EnvelopeError> {
-        self.verify_sender(&epoch_key.header)?;
+        self.verify_sender(epoch_key.header())?;
         let signed = &self.signed[..self.signed.len() - SIGNATURE_LEN];
         let (key, nonce) = message_key(
             &epoch_key.key,

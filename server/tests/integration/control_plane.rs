@@ -899,16 +899,6 @@ async fn a_request_whose_reply_would_not_reach_its_caller_is_dropped_and_changes
     );
 }
 
-/// A share's wire form re-signed by `who` after `change`: what a forger could send.
-fn resigned(share: &[u8], who: &Identity, change: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
-    let mut bytes = share[..share.len() - 64].to_vec();
-    change(&mut bytes);
-    let mut message = history::SIGNING_CONTEXT.to_vec();
-    message.extend_from_slice(&bytes);
-    bytes.extend_from_slice(&who.sign(&message).to_bytes());
-    bytes
-}
-
 /// `share_history` with these shares' wire forms; the refusal's code, or `<ok>`.
 async fn share(who: &User, shares: &[Vec<u8>]) -> String {
     let shares: Vec<String> = shares.iter().map(hex::encode).collect();
@@ -974,7 +964,7 @@ async fn the_owner_alone_stores_checked_history_shares_and_key_serves_them(w: Wo
         share(&owner, &[good[..good.len() - 1].to_vec()]).await,
         "bad_share"
     );
-    let forged = resigned(&good, &other.id, |_| ());
+    let forged = common::resigned_share(&good, &other.id, |_| ());
     assert_eq!(share(&owner, &[forged]).await, "bad_share");
     let mut tampered = good.clone();
     tampered[entry_at + 64 + 40] ^= 1;

@@ -275,3 +275,14 @@ pub async fn login(
         .await?;
     Ok((client, errors))
 }
+
+/// A history share's wire form (protocol §16.2) re-signed by `who` after `change`: what a
+/// forger could make of a genuine one.
+pub fn resigned_share(share: &[u8], who: &Identity, change: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+    let mut bytes = share[..share.len() - 64].to_vec();
+    change(&mut bytes);
+    let mut message = unibus::history::SIGNING_CONTEXT.to_vec();
+    message.extend_from_slice(&bytes);
+    bytes.extend_from_slice(&who.sign(&message).to_bytes());
+    bytes
+}
