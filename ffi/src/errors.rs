@@ -372,6 +372,9 @@ coded_error! {
         InvalidReply,
         /// The room key did not verify; it was not used.
         Verification,
+        /// A history share of an earlier epoch did not verify (not the room owner's, not
+        /// addressed to this identity, or it does not open); it was not used.
+        HistoryShare,
         /// A reply named another owner for a room than the pinned one; the reply was refused.
         /// Compare the new owner's safety number out of band before `accept_owner`.
         OwnerChanged,

@@ -11,10 +11,10 @@
 //! Secrets stay in Rust objects ([`Identity`], [`RoomKey`]) and are wiped when the foreign
 //! object is destroyed. Only the explicit export calls hand secret bytes to the app.
 //!
-//! The network client (`register`, `Session` with its messages, watches) is async: `suspend`
-//! in Kotlin, `async` in Swift, coroutines in Python. Its work runs on one tokio runtime of the
-//! SDK's own, set up by `init_platform` (threads, log level, the app's `LogSink`) or with
-//! defaults on first use.
+//! The network client (`register`, `Session` with its messages, history sharing and watches) is
+//! async: `suspend` in Kotlin, `async` in Swift, coroutines in Python. Its work runs on one tokio
+//! runtime of the SDK's own, set up by `init_platform` (threads, log level, the app's
+//! `LogSink`) or with defaults on first use.
 //!
 //! Panics never cross the boundary: uniffi catches them in calls and raises an internal error
 //! in the foreign language, and a panic in SDK work on the runtime becomes the call's
@@ -31,9 +31,10 @@ mod sealing;
 mod trust;
 
 pub use client::{
-    register, ConnectionState, MessagePage, OpenedMessage, OpenedRoomKey, ReceivedMessage,
-    ReceivedPage, RegisterOptions, Registration, RoomInfo, RoomUpdate, SentMessage, Session,
-    SessionEnd, SessionOptions, Unreadable, WatchEnd, WatchHandle, WatchListener,
+    register, ConnectionState, HistoryPolicy, MessagePage, OpenedMessage, OpenedRoomKey,
+    ReceivedMessage, ReceivedPage, RegisterOptions, Registration, RoomInfo, RoomUpdate,
+    SentMessage, Session, SessionEnd, SessionOptions, Unreadable, WatchEnd, WatchHandle,
+    WatchListener,
 };
 pub use errors::{
     IdentityError, InviteLinkError, KeyError, RegisterError, SealError, SessionError, TrustError,
