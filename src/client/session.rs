@@ -484,20 +484,15 @@ impl Session {
         if epoch.is_none() {
             self.check_latest(room, offered)?;
         }
-        // The same bytes for the same room, epoch and rekeyer were verified and opened before
-        // (see `opened`); anything else goes through every check.
-        let fingerprint = Fingerprint::of(room, offered, &rekeyer, &reply.part);
-        let key = match self.inner.opened.get(&fingerprint) {
-            Some(key) => key,
-            None => {
-                let key = EpochKey::open(&part, &self.inner.identity, room, offered, &rekeyer)?;
-                self.inner.opened.keep(fingerprint, key.clone());
-                key
-            }
-        };
-        self.inner.trust.record_verified(room, &rekeyer, offered)?;
-        self.inner.epochs.keep((room.clone(), offered), key.clone());
-        Ok(key)
+        self.keep_opened(room, offered, rekeyer, &reply.part, || {
+            Ok(EpochKey::open(
+                &part,
+                &self.inner.identity,
+                room,
+                offered,
+                &rekeyer,
+            )?)
+        })
     }
 
     /// The epoch key opened from a history share the server sent for `room` at `asked`
@@ -518,12 +513,34 @@ impl Session {
         // Unverified until `from_share` below: only compared with the pin first.
         let rekeyer = share.unverified_head().unverified_header().rekeyer;
         self.check_owner(room, rekeyer)?;
+        self.keep_opened(room, epoch, rekeyer, bytes, || {
+            Ok(EpochKey::from_share(
+                &share,
+                &self.inner.identity,
+                room,
+                epoch,
+                &rekeyer,
+            )?)
+        })
+    }
+
+    /// The key of `room` at `epoch` by `rekeyer` that `open` verifies and opens from `bytes`
+    /// (a member part or a history share), unless the same bytes for the same room, epoch and
+    /// rekeyer were opened before (see `opened`); then the room's floor rises to `epoch` and the
+    /// key is kept for the epoch's messages.
+    fn keep_opened(
+        &self,
+        room: &RoomId,
+        epoch: u64,
+        rekeyer: SignPublicKey,
+        bytes: &[u8],
+        open: impl FnOnce() -> Result<EpochKey, SessionError>,
+    ) -> Result<EpochKey, SessionError> {
         let fingerprint = Fingerprint::of(room, epoch, &rekeyer, bytes);
         let key = match self.inner.opened.get(&fingerprint) {
             Some(key) => key,
             None => {
-                let key =
-                    EpochKey::from_share(&share, &self.inner.identity, room, epoch, &rekeyer)?;
+                let key = open()?;
                 self.inner.opened.keep(fingerprint, key.clone());
                 key
             }
