@@ -247,7 +247,7 @@ impl HistoryShare {
     /// Checks both signatures under the header's own rekeyer key (strict mode): the header's
     /// (`BadHeaderSignature`) and the share's (`BadShareSignature`). Returns the header. Whether
     /// that key owns the room, and whether the header is the stored epoch's, are the caller's
-    /// questions (a server's checks).
+    /// questions (a server's checks, `docs/protocol.md` §16.5).
     pub fn verify_signatures(&self) -> Result<&ManifestHeader, HistoryError> {
         let header = self.head.unverified_header();
         self.check_signatures(&header.rekeyer)?;
