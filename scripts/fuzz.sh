@@ -3,13 +3,13 @@
 #
 #   scripts/fuzz.sh [seconds-per-target] [target ...]
 #
-# Targets: invite_link, sealed_key, member_part, envelope, public_keys, register_body, status_body, admin_body. Crashes land in fuzz/artifacts/<target>/.
+# Targets: invite_link, sealed_key, member_part, envelope, history_share, public_keys, register_body, status_body, admin_body. Crashes land in fuzz/artifacts/<target>/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-60}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -eq 0 ] && targets=(invite_link sealed_key member_part envelope public_keys register_body status_body admin_body)
+[ ${#targets[@]} -eq 0 ] && targets=(invite_link sealed_key member_part envelope history_share public_keys register_body status_body admin_body)
 
 command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
 for target in "${targets[@]}"; do

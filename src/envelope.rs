@@ -58,10 +58,12 @@ use hkdf::Hkdf;
 use sha2::Sha256;
 
 use crate::hex::{self, HexError};
+use crate::history::{HistoryError, HistoryShare};
 use crate::keys::{DecodedSignKey, SignPublicKey, Signature, SIGNATURE_LEN};
 use crate::manifest::merkle::{self, Hash, ProofError, HASH_LEN};
 use crate::manifest::{
-    ManifestEntry, ManifestError, ManifestHeader, MemberPart, ENTRY_LEN, MAX_EPOCH, MAX_PROOF_LEN,
+    ManifestEntry, ManifestError, ManifestHeader, MemberPart, SignedHead, ENTRY_LEN, MAX_EPOCH,
+    MAX_PROOF_LEN,
 };
 use crate::room::{RoomId, ROOM_ID_MAX_LEN};
 use crate::sealing::RoomKey;
@@ -182,6 +184,16 @@ pub enum EnvelopeError {
     /// Sealing: the identity is not the member whose epoch key was given.
     #[error("this epoch key was opened by another member; seal with its own identity")]
     NotTheKeyHolder,
+    /// Sealing: the epoch key was opened from a history share, so the sender has no entry in the
+    /// epoch's manifest and cannot prove its membership of that epoch.
+    #[error(
+        "the key of epoch {epoch} was shared as history: it reads that epoch's messages but \
+         cannot send in it; send with the room's latest key"
+    )]
+    ReadOnlyKey {
+        /// The epoch of the key.
+        epoch: u64,
+    },
     /// The OS random number generator failed.
     #[error("the OS random number generator failed: {0}")]
     Rng(String),
@@ -310,19 +322,29 @@ impl fmt::Debug for ContentType {
     }
 }
 
-/// One epoch of a room as a member holds it once it opened its own member part: the epoch's
-/// verified header, the member's own entry with its leaf index and audit path (its proof of
-/// membership, which its envelopes carry), and the room key. `Debug` redacts the key.
+/// One epoch of a room as a member holds it: the epoch's verified header and the room key, and,
+/// when the member opened its own member part, its entry with its leaf index and audit path (its
+/// proof of membership, which its envelopes carry). A key opened from a history share
+/// ([`EpochKey::from_share`]) has no entry: it opens and verifies the epoch's messages but cannot
+/// send in it ([`EnvelopeError::ReadOnlyKey`]). `Debug` redacts the key.
 ///
-/// Receivers check senders' proofs against this header; senders put this entry and path in
+/// Receivers check senders' proofs against this header; senders put their entry and path in
 /// their envelopes.
 #[derive(Clone)]
 pub struct EpochKey {
-    header: ManifestHeader,
+    /// The epoch's signed head, verified when the key was opened.
+    head: SignedHead,
+    holder: SignPublicKey,
+    own: Option<OwnEntry>,
+    key: RoomKey,
+}
+
+/// The holder's own place in an epoch's manifest: what its envelopes carry.
+#[derive(Clone)]
+struct OwnEntry {
     index: u32,
     entry: ManifestEntry,
     proof: Vec<Hash>,
-    key: RoomKey,
 }
 
 impl EpochKey {
@@ -338,32 +360,61 @@ impl EpochKey {
     ) -> Result<Self, ManifestError> {
         let key = part.open(identity, room, epoch, trusted_rekeyer)?;
         Ok(Self {
-            header: part.unverified_header().clone(),
-            index: part.index(),
-            entry: *part.unverified_entry(),
-            proof: part.proof().to_vec(),
+            head: part.head(),
+            holder: identity.sign_public_key(),
+            own: Some(OwnEntry {
+                index: part.index(),
+                entry: *part.unverified_entry(),
+                proof: part.proof().to_vec(),
+            }),
+            key,
+        })
+    }
+
+    /// Verifies and opens a history share addressed to `identity` for `room` at `epoch`, every
+    /// check of `docs/protocol.md` §16.3 with `trusted_owner` (the room's pinned owner). The key
+    /// opens and verifies the epoch's messages; sealing with it fails with
+    /// [`EnvelopeError::ReadOnlyKey`].
+    pub fn from_share(
+        share: &HistoryShare,
+        identity: &Identity,
+        room: &RoomId,
+        epoch: u64,
+        trusted_owner: &SignPublicKey,
+    ) -> Result<Self, HistoryError> {
+        let key = share.open(identity, room, epoch, trusted_owner)?;
+        Ok(Self {
+            head: share.unverified_head().clone(),
+            holder: identity.sign_public_key(),
+            own: None,
             key,
         })
     }
 
     /// The room.
     pub fn room(&self) -> &RoomId {
-        &self.header.room
+        &self.header().room
     }
 
     /// The epoch.
     pub fn epoch(&self) -> u64 {
-        self.header.epoch
+        self.header().epoch
     }
 
     /// The epoch's verified manifest header.
     pub fn header(&self) -> &ManifestHeader {
-        &self.header
+        self.head.unverified_header()
+    }
+
+    /// The epoch's verified signed head (header and signature): what a history share of the
+    /// epoch carries (`docs/protocol.md` §16.2).
+    pub fn head(&self) -> &SignedHead {
+        &self.head
     }
 
     /// The member who opened it.
     pub fn member(&self) -> &SignPublicKey {
-        &self.entry.member
+        &self.holder
     }
 
     /// The room key of this epoch.
@@ -371,19 +422,28 @@ impl EpochKey {
         &self.key
     }
 
-    /// The member's leaf index in the epoch's manifest.
-    pub fn index(&self) -> u32 {
-        self.index
+    /// Whether the holder is a recipient of the epoch's manifest, so it can send in the epoch;
+    /// `false` for a key opened from a history share.
+    pub fn can_send(&self) -> bool {
+        self.own.is_some()
     }
 
-    /// The member's own entry in the epoch's manifest.
-    pub fn entry(&self) -> &ManifestEntry {
-        &self.entry
+    /// The member's leaf index in the epoch's manifest; `None` for a key opened from a history
+    /// share.
+    pub fn index(&self) -> Option<u32> {
+        self.own.as_ref().map(|own| own.index)
     }
 
-    /// The audit path from the member's entry to the epoch's signed Merkle root, bottom first.
-    pub fn proof(&self) -> &[Hash] {
-        &self.proof
+    /// The member's own entry in the epoch's manifest; `None` for a key opened from a history
+    /// share.
+    pub fn entry(&self) -> Option<&ManifestEntry> {
+        self.own.as_ref().map(|own| &own.entry)
+    }
+
+    /// The audit path from the member's entry to the epoch's signed Merkle root, bottom first;
+    /// `None` for a key opened from a history share.
+    pub fn proof(&self) -> Option<&[Hash]> {
+        self.own.as_ref().map(|own| own.proof.as_slice())
     }
 
     /// Replaces the room key: golden vectors and tests make envelopes under a wrong key.
@@ -396,9 +456,10 @@ impl EpochKey {
 impl fmt::Debug for EpochKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EpochKey")
-            .field("room", &self.header.room)
-            .field("epoch", &self.header.epoch)
-            .field("member", &self.entry.member)
+            .field("room", &self.header().room)
+            .field("epoch", &self.header().epoch)
+            .field("member", &self.holder)
+            .field("can_send", &self.can_send())
             .field("key", &"<redacted>")
             .finish()
     }
@@ -455,9 +516,12 @@ impl Envelope {
         body: &[u8],
         sent_at: u64,
     ) -> Result<Self, EnvelopeError> {
-        if sender.sign_public_key() != epoch_key.entry.member {
+        if sender.sign_public_key() != epoch_key.holder {
             return Err(EnvelopeError::NotTheKeyHolder);
         }
+        let own = epoch_key.own.as_ref().ok_or(EnvelopeError::ReadOnlyKey {
+            epoch: epoch_key.header().epoch,
+        })?;
         if body.len() > MAX_BODY_LEN {
             return Err(EnvelopeError::BodyTooLarge { len: body.len() });
         }
@@ -466,19 +530,19 @@ impl Envelope {
                 reason: format!("sent_at {sent_at} is above 2^63 - 1"),
             });
         }
-        let room = &epoch_key.header.room;
+        let room = &epoch_key.header().room;
         let mut envelope = Self {
             signed: Vec::new(),
             header_len: 0,
             room: room.clone(),
-            epoch: epoch_key.header.epoch,
+            epoch: epoch_key.header().epoch,
             id,
             sent_at,
             content_type: content_type.clone(),
-            index: epoch_key.index,
-            entry: epoch_key.entry,
+            index: own.index,
+            entry: own.entry,
             sender: sender.decoded_sign_key(),
-            proof: epoch_key.proof.clone(),
+            proof: own.proof.clone(),
         };
         let mut bytes = Vec::with_capacity(
             CONTEXT_LEN
@@ -638,7 +702,7 @@ impl Envelope {
     /// (`NotAMember`); the signature verifies under the sender's key, in strict mode
     /// (`BadSignature`); the body decrypts (`DecryptFailed`).
     pub fn open(&self, epoch_key: &EpochKey) -> Result<Message, EnvelopeError> {
-        self.verify_sender(&epoch_key.header)?;
+        self.verify_sender(epoch_key.header())?;
         let signed = &self.signed[..self.signed.len() - SIGNATURE_LEN];
         let (key, nonce) = message_key(
             &epoch_key.key,
@@ -928,7 +992,12 @@ mod tests {
         );
         assert_eq!(
             wire.len(),
-            envelope_len(7, text().as_str().len(), room.alice_key.proof.len(), 11)
+            envelope_len(
+                7,
+                text().as_str().len(),
+                room.alice_key.proof().unwrap().len(),
+                11
+            )
         );
     }
 
@@ -1056,16 +1125,50 @@ mod tests {
     }
 
     #[test]
+    fn a_key_opened_from_a_history_share_reads_the_epoch_but_cannot_send_in_it() {
+        let (alice, newcomer) = (Identity::generate().unwrap(), Identity::generate().unwrap());
+        let room = RoomId::new("general").unwrap();
+        let key = RoomKey::generate().unwrap();
+        let manifest =
+            SignedManifest::rekey(&alice, &room, 3, 2, &key, &[Recipient::of(&alice)]).unwrap();
+        let owner = alice.sign_public_key();
+        let part = manifest.member_part(&owner).unwrap();
+        let alice_key = EpochKey::open(&part, &alice, &room, 3, &owner).unwrap();
+        let share =
+            HistoryShare::seal(&alice, &manifest.head(), &key, &Recipient::of(&newcomer)).unwrap();
+        let shared = EpochKey::from_share(&share, &newcomer, &room, 3, &owner).unwrap();
+        assert!(alice_key.can_send());
+        assert!(!shared.can_send());
+        assert_eq!(
+            (shared.index(), shared.entry(), shared.proof()),
+            (None, None, None)
+        );
+        assert_eq!(shared.member(), &newcomer.sign_public_key());
+        let wire = Envelope::seal(&alice, &alice_key, &text(), b"earlier", 0)
+            .unwrap()
+            .to_bytes();
+        let opened = Envelope::from_bytes(&wire).unwrap().open(&shared).unwrap();
+        assert_eq!(opened.body(), b"earlier");
+        assert_eq!(
+            Envelope::seal(&newcomer, &shared, &text(), b"hi", 0).unwrap_err(),
+            EnvelopeError::ReadOnlyKey { epoch: 3 }
+        );
+        assert!(format!("{shared:?}").contains("can_send: false"));
+    }
+
+    #[test]
     fn a_key_holder_outside_the_manifest_cannot_post() {
         // Mallory holds the room key (a leak, or a member since removed) and forges its own
         // entry and path for the epoch: its proof leads to another root.
         let room = room_of_five();
         let mallory = Identity::generate().unwrap();
         let mut forged = room.alice_key.clone();
-        forged.entry = ManifestEntry {
+        forged.holder = mallory.sign_public_key();
+        let own = forged.own.as_mut().unwrap();
+        own.entry = ManifestEntry {
             member: mallory.sign_public_key(),
             recipient: mallory.kex_public_key(),
-            sealed: forged.entry.sealed,
+            sealed: own.entry.sealed,
         };
         let wire = Envelope::seal(&mallory, &forged, &text(), b"let me in", 0)
             .unwrap()

@@ -11,7 +11,8 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::envelope::{self, ContentType, Envelope, EpochKey, MessageId};
-use crate::manifest::{Recipient, SignedManifest};
+use crate::history::{self, HistoryShare};
+use crate::manifest::{Recipient, SignedHead, SignedManifest};
 use crate::sealing::{seal_with_ephemeral_ikm, RoomKey, SealBinding};
 use crate::{hex, Identity, RoomId};
 
@@ -26,6 +27,10 @@ const MANIFEST_PATH: &str = concat!(
 const ENVELOPE_PATH: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/vectors/message-envelope-v1.json"
+);
+const HISTORY_PATH: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/vectors/history-share-v1.json"
 );
 
 /// 32 deterministic bytes for a label.
@@ -275,9 +280,9 @@ fn envelope_case(inputs: &EnvelopeInputs<'_>) -> Value {
         "signed_head": hex::encode(&manifest.signed.head().to_bytes()),
         "sender": member_json(manifest, inputs.sender),
         "receiver": member_json(manifest, inputs.receiver),
-        "sender_index": sender_key.index(),
-        "sender_entry": hex::encode(&sender_key.entry().to_bytes()),
-        "sender_proof": sender_key.proof().iter().map(|h| hex::encode(h)).collect::<Vec<_>>(),
+        "sender_index": sender_key.index().expect("a member's own key"),
+        "sender_entry": hex::encode(&sender_key.entry().expect("a member's own key").to_bytes()),
+        "sender_proof": sender_key.proof().expect("a member's own key").iter().map(|h| hex::encode(h)).collect::<Vec<_>>(),
         "message_id": id.to_hex(),
         "sent_at": inputs.sent_at,
         "content_type": inputs.content_type,
@@ -290,6 +295,24 @@ fn envelope_case(inputs: &EnvelopeInputs<'_>) -> Value {
         "signature": hex::encode(&wire[signature_at..]),
         "envelope": hex::encode(wire),
     })
+}
+
+/// The framing errors every versioned wire form has: another version byte (2), its last byte
+/// cut off, a byte appended.
+fn framing_cases(wire: &[u8]) -> [(&'static str, Vec<u8>, &'static str); 3] {
+    [
+        (
+            "version 2",
+            [&[2u8][..], &wire[1..]].concat(),
+            "UnsupportedVersion",
+        ),
+        (
+            "the last byte cut off",
+            wire[..wire.len() - 1].to_vec(),
+            "Truncated",
+        ),
+        ("a byte appended", [wire, &[0]].concat(), "TrailingBytes"),
+    ]
 }
 
 /// Envelopes that the first case's receiver must refuse, each with the error it gets.
@@ -316,7 +339,10 @@ fn invalid_envelopes(inputs: &EnvelopeInputs<'_>) -> Vec<Value> {
         bytes
     };
     let outsider = identity("envelope outsider");
-    let proof_len = epoch_key(manifest, inputs.sender).proof().len();
+    let proof_len = epoch_key(manifest, inputs.sender)
+        .proof()
+        .expect("a member's own key")
+        .len();
     let entry_at = header_len - 4 - 1 - 32 * proof_len - crate::manifest::ENTRY_LEN;
     let mut cases = vec![
         (
@@ -353,25 +379,9 @@ fn invalid_envelopes(inputs: &EnvelopeInputs<'_>) -> Vec<Value> {
             },
             "WrongEpoch",
         ),
-        (
-            "version 2",
-            {
-                let mut bytes = wire.clone();
-                bytes[0] = 2;
-                bytes
-            },
-            "UnsupportedVersion",
-        ),
-        (
-            "the last byte cut off",
-            wire[..wire.len() - 1].to_vec(),
-            "Truncated",
-        ),
-        (
-            "a byte appended",
-            [&wire[..], &[0]].concat(),
-            "TrailingBytes",
-        ),
+    ];
+    cases.extend(framing_cases(&wire));
+    cases.extend([
         (
             "a body length of 65537",
             {
@@ -391,7 +401,7 @@ fn invalid_envelopes(inputs: &EnvelopeInputs<'_>) -> Vec<Value> {
             }),
             "NotAMember",
         ),
-    ];
+    ]);
     // A body encrypted under another key, signed by the sender: the signature verifies and the
     // body does not decrypt.
     let (name, sender) = &manifest.people[inputs.sender];
@@ -479,6 +489,227 @@ fn envelope_vectors() -> Value {
     })
 }
 
+/// A history share of a fixed manifest's epoch for a newcomer who is not in it, sealed with a
+/// fixed ephemeral key.
+fn fixed_share(manifest: &FixedManifest, head: &SignedHead, newcomer: &Recipient) -> HistoryShare {
+    HistoryShare::seal_with(
+        &manifest.rekeyer,
+        head,
+        &manifest.room_key,
+        newcomer,
+        |key, binding| {
+            seal_with_ephemeral_ikm(
+                key,
+                binding,
+                &fixed(&format!("{} share ephemeral", manifest.label)),
+            )
+        },
+    )
+    .unwrap()
+}
+
+fn newcomer(manifest: &FixedManifest) -> (String, Identity) {
+    let name = format!("{} newcomer", manifest.label);
+    let id = identity(&name);
+    (name, id)
+}
+
+fn history_case(manifest: &FixedManifest) -> Value {
+    let header = manifest.signed.header();
+    let (name, who) = newcomer(manifest);
+    let share = fixed_share(manifest, &manifest.signed.head(), &Recipient::of(&who));
+    let wire = share.to_bytes();
+    let signature_at = wire.len() - crate::keys::SIGNATURE_LEN;
+    let owner = manifest.rekeyer.sign_public_key();
+    let binding = SealBinding {
+        room: &header.room,
+        epoch: header.epoch,
+        recipient: &who.kex_public_key(),
+        rekeyer: &owner,
+    };
+    // A message of the epoch by its first member, which the newcomer opens with the share.
+    let (_, envelope) = sealed_envelope(&EnvelopeInputs {
+        manifest,
+        sender: 0,
+        receiver: 0,
+        content_type: "text/plain",
+        body: b"before you joined".to_vec(),
+        sent_at: 1_700_000_000_000,
+    });
+    let key = EpochKey::from_share(&share, &who, &header.room, header.epoch, &owner).unwrap();
+    assert_eq!(envelope.open(&key).unwrap().body(), b"before you joined");
+    json!({
+        "room": header.room.as_str(),
+        "epoch": header.epoch,
+        "rekeyer_sign_seed": hex::encode(&fixed(&format!("{} rekeyer sign", manifest.label))),
+        "rekeyer_sign_public": owner.to_hex(),
+        "room_key": hex::encode(manifest.room_key.expose_secret()),
+        "signed_head": hex::encode(&manifest.signed.head().to_bytes()),
+        "recipient": {
+            "sign_seed": hex::encode(&fixed(&format!("{name} sign"))),
+            "kex_secret": hex::encode(&fixed(&format!("{name} kex"))),
+            "sign_public": who.sign_public_key().to_hex(),
+            "kex_public": who.kex_public_key().to_hex(),
+        },
+        "ephemeral_ikm": hex::encode(&fixed(&format!("{} share ephemeral", manifest.label))),
+        "info": hex::encode(&binding.info()),
+        "entry": hex::encode(&share.unverified_entry().to_bytes()),
+        "signature": hex::encode(&wire[signature_at..]),
+        "share": hex::encode(&wire),
+        "envelope": hex::encode(envelope.as_bytes()),
+        "body": hex::encode(b"before you joined"),
+    })
+}
+
+/// Shares that the first case's recipient must refuse, each with the error it gets.
+fn invalid_shares(manifest: &FixedManifest) -> Vec<Value> {
+    let header = manifest.signed.header();
+    let (_, who) = newcomer(manifest);
+    let me = Recipient::of(&who);
+    let wire = fixed_share(manifest, &manifest.signed.head(), &me).to_bytes();
+    let signature_at = wire.len() - crate::keys::SIGNATURE_LEN;
+    let head_len = manifest.signed.head().encoded_len();
+    let entry_at = 1 + head_len;
+    let owner = &manifest.rekeyer;
+    // Signs everything before the signature with `who`, after `change`.
+    let resigned = |signer: &Identity, change: &dyn Fn(&mut Vec<u8>)| {
+        let mut bytes = wire[..signature_at].to_vec();
+        change(&mut bytes);
+        let mut message = history::SIGNING_CONTEXT.to_vec();
+        message.extend_from_slice(&bytes);
+        bytes.extend_from_slice(&signer.sign(&message).to_bytes());
+        bytes
+    };
+    let outsider = identity("history outsider");
+    // The owner's next epoch, sealed to the owner alone: a good head of another epoch.
+    let next = SignedManifest::rekey_with(
+        owner,
+        &header.room,
+        header.epoch + 1,
+        header.epoch,
+        &manifest.room_key,
+        &[Recipient::of(owner)],
+        |key, binding| seal_with_ephemeral_ikm(key, binding, &fixed("history next epoch")),
+        &|_| true,
+    )
+    .unwrap();
+    // Another rekeyer's epoch of the same room and number, shared by that rekeyer.
+    let impostor = FixedManifest {
+        label: "history impostor".into(),
+        rekeyer: identity("history outsider"),
+        room_key: manifest.room_key.clone(),
+        people: Vec::new(),
+        signed: SignedManifest::rekey_with(
+            &outsider,
+            &header.room,
+            header.epoch,
+            header.previous_epoch,
+            &manifest.room_key,
+            &[Recipient::of(&outsider)],
+            |key, binding| seal_with_ephemeral_ikm(key, binding, &fixed("history impostor")),
+            &|_| true,
+        )
+        .unwrap(),
+    };
+    let mut cases: Vec<(&str, Vec<u8>, &str)> = framing_cases(&wire).into();
+    cases.extend([
+        (
+            "the whole share made and signed by another rekeyer",
+            fixed_share(&impostor, &impostor.signed.head(), &me).to_bytes(),
+            "UntrustedRekeyer",
+        ),
+        (
+            "the head of the owner's next epoch in place of the epoch's, signed by the owner",
+            resigned(owner, &|bytes: &mut Vec<u8>| {
+                bytes.splice(1..entry_at, next.head().to_bytes());
+            }),
+            "WrongRoomOrEpoch",
+        ),
+        (
+            "a header signature byte flipped",
+            {
+                let mut bytes = wire.clone();
+                bytes[head_len - 1] ^= 0x01;
+                bytes
+            },
+            "BadHeaderSignature",
+        ),
+        (
+            "signed by an outsider instead of the owner",
+            resigned(&outsider, &|_| ()),
+            "BadShareSignature",
+        ),
+        (
+            "a sealed copy byte flipped",
+            {
+                let mut bytes = wire.clone();
+                bytes[entry_at + 64 + 40] ^= 0x01;
+                bytes
+            },
+            "BadShareSignature",
+        ),
+        (
+            "addressed to an outsider, signed by the owner",
+            fixed_share(manifest, &manifest.signed.head(), &Recipient::of(&outsider)).to_bytes(),
+            "NotARecipient",
+        ),
+        (
+            "sealed to the outsider's x25519 key, signed by the owner",
+            fixed_share(
+                manifest,
+                &manifest.signed.head(),
+                &Recipient {
+                    member: me.member,
+                    kex: outsider.kex_public_key(),
+                },
+            )
+            .to_bytes(),
+            "RecipientKeyMismatch",
+        ),
+        (
+            "a sealed copy byte flipped, signed by the owner",
+            resigned(owner, &|bytes: &mut Vec<u8>| {
+                bytes[entry_at + 64 + 40] ^= 0x01
+            }),
+            "Seal(OpenFailed)",
+        ),
+    ]);
+    cases
+        .into_iter()
+        .map(|(description, bytes, error)| {
+            let refused = HistoryShare::from_bytes(&bytes).and_then(|share| {
+                share.open(&who, &header.room, header.epoch, &owner.sign_public_key())
+            });
+            let found = format!("{:?}", refused.expect_err(description));
+            assert!(found.starts_with(error), "{description}: {found}");
+            json!({ "description": description, "share": hex::encode(&bytes), "error": error })
+        })
+        .collect()
+}
+
+fn history_vectors() -> Value {
+    let three = fixed_manifest("general", 1, 0, 3);
+    let five = fixed_manifest("design-team_2", 4_294_967_297, 3, 5);
+    let longest = fixed_manifest(
+        &"R".repeat(crate::room::ROOM_ID_MAX_LEN),
+        crate::manifest::MAX_EPOCH,
+        0,
+        1,
+    );
+    json!({
+        "description": "unibus history shares, format version 1: an earlier epoch's room key \
+            sealed to one member as a manifest entry is (HPKE RFC 9180 base mode, \
+            DHKEM(X25519, HKDF-SHA256) / HKDF-SHA256 / ChaCha20-Poly1305, the ephemeral key \
+            DeriveKeyPair(ephemeral_ikm)), with the epoch's signed head and an Ed25519 \
+            signature by the room's owner over \"unibus/history-share/v1\" || the share before \
+            its signature. All byte strings are lowercase hex. See docs/protocol.md sections 16 \
+            and 9.",
+        "suite": { "mode": 0, "kem_id": 32, "kdf_id": 1, "aead_id": 3 },
+        "shares": [history_case(&three), history_case(&five), history_case(&longest)],
+        "invalid": invalid_shares(&three),
+    })
+}
+
 /// Rewrites `path` with `fresh` if asked to, then compares the two as parsed JSON.
 fn check(path: &str, fresh: Value) {
     if std::env::var_os("UNIBUS_UPDATE_VECTORS").is_some() {
@@ -508,4 +739,9 @@ fn checked_in_manifest_vectors_match_a_fresh_generation() {
 #[test]
 fn checked_in_envelope_vectors_match_a_fresh_generation() {
     check(ENVELOPE_PATH, envelope_vectors());
+}
+
+#[test]
+fn checked_in_history_share_vectors_match_a_fresh_generation() {
+    check(HISTORY_PATH, history_vectors());
 }

@@ -56,6 +56,7 @@ pub mod admin;
 pub mod client;
 pub mod envelope;
 mod hex;
+pub mod history;
 pub mod identity;
 pub mod invite;
 pub mod keys;

@@ -1,9 +1,10 @@
-//! Checks `tests/vectors/sealed-room-key-v1.json`, `tests/vectors/rekey-manifest-v2.json` and
-//! `tests/vectors/message-envelope-v1.json` the way a client on another platform would: only
+//! Checks `tests/vectors/sealed-room-key-v1.json`, `tests/vectors/rekey-manifest-v2.json`,
+//! `tests/vectors/message-envelope-v1.json` and `tests/vectors/history-share-v1.json` the way a client on another platform would: only
 //! through the public API, from the published inputs.
 
 use serde::Deserialize;
-use unibus::envelope::{Envelope, EpochKey};
+use unibus::envelope::{Envelope, EnvelopeError, EpochKey};
+use unibus::history::HistoryShare;
 use unibus::manifest::merkle::{self, MerkleTree};
 use unibus::manifest::{MemberPart, SignedManifest};
 use unibus::sealing::{open_room_key, SealBinding, SealedRoomKey};
@@ -358,6 +359,105 @@ fn every_invalid_envelope_vector_is_refused_with_its_published_error() {
             .and_then(|envelope| envelope.open(&key))
             .expect_err(&invalid.description);
         // The error's variant name is the published error.
+        let name = format!("{refused:?}");
+        assert!(
+            name.starts_with(&invalid.error),
+            "{}: {name}",
+            invalid.description
+        );
+    }
+}
+
+#[derive(Deserialize)]
+struct HistoryVectors {
+    shares: Vec<ShareCase>,
+    invalid: Vec<InvalidShare>,
+}
+
+#[derive(Deserialize)]
+struct ShareCase {
+    room: String,
+    epoch: u64,
+    rekeyer_sign_public: String,
+    room_key: String,
+    signed_head: String,
+    recipient: ShareRecipient,
+    entry: String,
+    share: String,
+    envelope: String,
+    body: String,
+}
+
+#[derive(Deserialize)]
+struct ShareRecipient {
+    sign_seed: String,
+    kex_secret: String,
+    sign_public: String,
+}
+
+#[derive(Deserialize)]
+struct InvalidShare {
+    description: String,
+    share: String,
+    error: String,
+}
+
+fn history_vectors() -> HistoryVectors {
+    serde_json::from_str(include_str!("vectors/history-share-v1.json")).expect("vector file parses")
+}
+
+fn share_recipient(case: &ShareCase) -> Identity {
+    let who = &case.recipient;
+    let identity =
+        Identity::from_parts(&bytes32(&who.sign_seed), &bytes32(&who.kex_secret)).unwrap();
+    assert_eq!(identity.sign_public_key().to_hex(), who.sign_public);
+    identity
+}
+
+#[test]
+fn every_history_share_vector_opens_for_its_recipient_alone_and_reads_the_epochs_message() {
+    for case in history_vectors().shares {
+        let wire = hex::decode(&case.share).unwrap();
+        let share = HistoryShare::from_bytes(&wire).unwrap();
+        assert_eq!(share.to_bytes(), wire);
+        assert_eq!(
+            hex::encode(share.unverified_head().to_bytes()),
+            case.signed_head
+        );
+        assert_eq!(hex::encode(share.unverified_entry().to_bytes()), case.entry);
+        let room = RoomId::new(&case.room).unwrap();
+        let owner = SignPublicKey::from_hex(&case.rekeyer_sign_public).unwrap();
+        let me = share_recipient(&case);
+        let key = EpochKey::from_share(&share, &me, &room, case.epoch, &owner).unwrap();
+        assert_eq!(hex::encode(key.room_key().expose_secret()), case.room_key);
+        let message = Envelope::from_bytes(&hex::decode(&case.envelope).unwrap())
+            .unwrap()
+            .open(&key)
+            .unwrap();
+        assert_eq!(hex::encode(message.body()), case.body);
+        // Read-only: the key opens the epoch's messages but sends nothing in it.
+        let text = unibus::envelope::ContentType::new("text/plain").unwrap();
+        assert!(matches!(
+            Envelope::seal(&me, &key, &text, b"hi", 0),
+            Err(EnvelopeError::ReadOnlyKey { .. })
+        ));
+        let stranger = Identity::generate().unwrap();
+        assert!(share.open(&stranger, &room, case.epoch, &owner).is_err());
+    }
+}
+
+#[test]
+fn every_invalid_history_share_vector_is_refused_with_its_published_error() {
+    let vectors = history_vectors();
+    let first = &vectors.shares[0];
+    let me = share_recipient(first);
+    let room = RoomId::new(&first.room).unwrap();
+    let owner = SignPublicKey::from_hex(&first.rekeyer_sign_public).unwrap();
+    for invalid in &vectors.invalid {
+        let wire = hex::decode(&invalid.share).unwrap();
+        let refused = HistoryShare::from_bytes(&wire)
+            .and_then(|share| share.open(&me, &room, first.epoch, &owner))
+            .expect_err(&invalid.description);
         let name = format!("{refused:?}");
         assert!(
             name.starts_with(&invalid.error),

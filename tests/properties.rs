@@ -2,6 +2,7 @@
 
 use proptest::prelude::*;
 use unibus::envelope::{ContentType, Envelope, EpochKey};
+use unibus::history::HistoryShare;
 use unibus::invite::{InviteLink, InviteToken};
 use unibus::keys::{KexPublicKey, SignPublicKey, Signature};
 use unibus::manifest::{MemberPart, Recipient, SignedManifest};
@@ -260,6 +261,52 @@ proptest! {
     fn envelope_decoding_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..1200)) {
         if let Ok(envelope) = Envelope::from_bytes(&bytes) {
             prop_assert_eq!(envelope.as_bytes(), &bytes[..]);
+        }
+    }
+
+    #[test]
+    fn a_history_share_of_a_random_epoch_opens_for_its_newcomer_alone_and_round_trips(
+        r in random_room(),
+        newcomer_seeds in any::<([u8; 32], [u8; 32])>(),
+    ) {
+        let newcomer = Identity::from_parts(&newcomer_seeds.0, &newcomer_seeds.1).unwrap();
+        let owner = r.owner.sign_public_key();
+        let share =
+            HistoryShare::seal(&r.owner, &r.signed.head(), &r.key, &Recipient::of(&newcomer))
+                .unwrap();
+        let bytes = share.to_bytes();
+        prop_assert_eq!(bytes.len(), share.encoded_len());
+        let decoded = HistoryShare::from_bytes(&bytes).unwrap();
+        prop_assert_eq!(&decoded, &share);
+        let key = decoded.open(&newcomer, &r.room, r.epoch, &owner).unwrap();
+        prop_assert_eq!(key.expose_secret(), r.key.expose_secret());
+        for member in &r.members {
+            prop_assert!(decoded.open(member, &r.room, r.epoch, &owner).is_err());
+        }
+    }
+
+    #[test]
+    fn flipping_any_byte_of_a_history_share_fails_with_a_typed_error(
+        r in random_room(),
+        at in any::<prop::sample::Index>(),
+        mask in 1u8..,
+    ) {
+        let newcomer = Identity::from_parts(&[7; 32], &[8; 32]).unwrap();
+        let share =
+            HistoryShare::seal(&r.owner, &r.signed.head(), &r.key, &Recipient::of(&newcomer))
+                .unwrap();
+        let mut bytes = share.to_bytes();
+        let at = at.index(bytes.len());
+        bytes[at] ^= mask;
+        let verdict = HistoryShare::from_bytes(&bytes)
+            .and_then(|share| share.open(&newcomer, &r.room, r.epoch, &r.owner.sign_public_key()));
+        prop_assert!(verdict.is_err(), "a flip of {:#04x} at {} went unnoticed", mask, at);
+    }
+
+    #[test]
+    fn history_share_decoding_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..700)) {
+        if let Ok(share) = HistoryShare::from_bytes(&bytes) {
+            prop_assert_eq!(share.to_bytes(), bytes);
         }
     }
 }

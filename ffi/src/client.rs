@@ -187,6 +187,34 @@ impl From<client::SessionEnd> for SessionEnd {
     }
 }
 
+/// Whether the members a room's owner adds read the room's earlier epochs (docs/client.md,
+/// "History policy"). Kept on the owner's device, in its trust store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum HistoryPolicy {
+    /// New members read from the first epoch sealed to them (the default).
+    Joined,
+    /// The owner's next rekey shares every earlier epoch with the members it added.
+    Shared,
+}
+
+impl From<client::HistoryPolicy> for HistoryPolicy {
+    fn from(policy: client::HistoryPolicy) -> Self {
+        match policy {
+            client::HistoryPolicy::Joined => Self::Joined,
+            client::HistoryPolicy::Shared => Self::Shared,
+        }
+    }
+}
+
+impl From<HistoryPolicy> for client::HistoryPolicy {
+    fn from(policy: HistoryPolicy) -> Self {
+        match policy {
+            HistoryPolicy::Joined => Self::Joined,
+            HistoryPolicy::Shared => Self::Shared,
+        }
+    }
+}
+
 /// Whether a session can reach the cluster now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
 pub enum ConnectionState {
@@ -934,6 +962,30 @@ impl Session {
             .unwrap_or(false)
         });
         run(async move { Ok(session.rekey_with_progress(&room, progress).await?.into()) }).await
+    }
+
+    /// Sets the history policy of `room`, which this identity owns (else `NotOwner`). Kept in
+    /// the session's trust store on this device; nothing is sent. Under `Shared`, the members
+    /// added from now on get every earlier epoch's key at the room's next rekey.
+    pub fn set_history_policy(
+        &self,
+        room: String,
+        policy: HistoryPolicy,
+    ) -> Result<(), SessionError> {
+        Ok(self.0.set_history_policy(&room_id(&room)?, policy.into())?)
+    }
+
+    /// The history policy of `room` on this device (`Joined` unless set).
+    pub fn history_policy(&self, room: String) -> Result<HistoryPolicy, SessionError> {
+        Ok(self.0.history_policy(&room_id(&room)?).into())
+    }
+
+    /// Shares the key of every epoch of `room` up to its latest with the active member
+    /// `member` (signing key, hex): sealed to it and signed on this device. Owner only.
+    /// Returns how many shares were uploaded.
+    pub async fn share_history(&self, room: String, member: String) -> Result<u64, SessionError> {
+        let (session, room, member) = (self.0.clone(), room_id(&room)?, member_key(&member)?);
+        run(async move { Ok(session.share_history(&room, &member).await? as u64) }).await
     }
 
     /// Encrypts `body` with the room's latest key, publishes it and returns it once it is

@@ -239,6 +239,29 @@ flat_error! {
     extra {
         /// An argument (key, room id, room key) is malformed.
         InvalidInput,
+        /// A history share's signature does not verify under the room owner's key.
+        BadShareSignature,
+    }
+}
+
+impl From<unibus::history::HistoryError> for SealError {
+    fn from(error: unibus::history::HistoryError) -> Self {
+        use unibus::history::HistoryError as Core;
+        let message = report(&error);
+        match error {
+            Core::Truncated => Self::Truncated(message),
+            Core::TrailingBytes { .. } => Self::TrailingBytes(message),
+            Core::UnsupportedVersion { .. } => Self::UnsupportedVersion(message),
+            Core::Head(_) | Core::Malformed { .. } => Self::Malformed(message),
+            Core::UntrustedRekeyer { .. } => Self::UntrustedRekeyer(message),
+            Core::WrongRoomOrEpoch { .. } => Self::WrongRoomOrEpoch(message),
+            Core::BadHeaderSignature => Self::BadSignature(message),
+            Core::BadShareSignature => Self::BadShareSignature(message),
+            Core::NotARecipient => Self::NotARecipient(message),
+            Core::RecipientKeyMismatch => Self::RecipientKeyMismatch(message),
+            Core::Seal(_) => Self::Seal(message),
+            _ => Self::Other(message),
+        }
     }
 }
 
@@ -349,6 +372,9 @@ coded_error! {
         InvalidReply,
         /// The room key did not verify; it was not used.
         Verification,
+        /// A history share of an earlier epoch did not verify (not the room owner's, not
+        /// addressed to this identity, or it does not open); it was not used.
+        HistoryShare,
         /// A reply named another owner for a room than the pinned one; the reply was refused.
         /// Compare the new owner's safety number out of band before `accept_owner`.
         OwnerChanged,

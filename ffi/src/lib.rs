@@ -11,10 +11,10 @@
 //! Secrets stay in Rust objects ([`Identity`], [`RoomKey`]) and are wiped when the foreign
 //! object is destroyed. Only the explicit export calls hand secret bytes to the app.
 //!
-//! The network client (`register`, `Session` with its messages, watches) is async: `suspend`
-//! in Kotlin, `async` in Swift, coroutines in Python. Its work runs on one tokio runtime of the
-//! SDK's own, set up by `init_platform` (threads, log level, the app's `LogSink`) or with
-//! defaults on first use.
+//! The network client (`register`, `Session` with its messages, history sharing and watches) is
+//! async: `suspend` in Kotlin, `async` in Swift, coroutines in Python. Its work runs on one tokio
+//! runtime of the SDK's own, set up by `init_platform` (threads, log level, the app's
+//! `LogSink`) or with defaults on first use.
 //!
 //! Panics never cross the boundary: uniffi catches them in calls and raises an internal error
 //! in the foreign language, and a panic in SDK work on the runtime becomes the call's
@@ -31,10 +31,10 @@ mod sealing;
 mod trust;
 
 pub use client::{
-    register, ConnectionState, MessagePage, OpenedMessage, OpenedRoomKey, ReceivedMessage,
-    ReceivedPage, RegisterOptions, Registration, RoomInfo, RoomUpdate, SentMessage, Session,
-    SessionEnd, SessionOptions, Unreadable, WatchEnd, WatchEvent, WatchHandle, WatchListener,
-    WatchStream,
+    register, ConnectionState, HistoryPolicy, MessagePage, OpenedMessage, OpenedRoomKey,
+    ReceivedMessage, ReceivedPage, RegisterOptions, Registration, RoomInfo, RoomUpdate,
+    SentMessage, Session, SessionEnd, SessionOptions, Unreadable, WatchEnd, WatchEvent,
+    WatchHandle, WatchListener, WatchStream,
 };
 pub use errors::{
     IdentityError, InviteLinkError, KeyError, RegisterError, SealError, SessionError, TrustError,
@@ -45,7 +45,8 @@ pub use runtime::{
     init_platform, shutdown_platform, LogLevel, LogSink, PlatformConfig, PlatformError,
 };
 pub use sealing::{
-    open_manifest, open_member_part, open_room_key, rekey_room, seal_room_key, Recipient, RoomKey,
+    open_history_share, open_manifest, open_member_part, open_room_key, rekey_room, seal_room_key,
+    Recipient, RoomKey,
 };
 
 pub use trust::{owner_fingerprint, parse_owner_code, OwnerFingerprint, RoomTrust, TrustStore};

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use unibus::history::HistoryShare;
 use unibus::manifest::{MemberPart, SignedManifest};
 use unibus::sealing::{self, SealBinding, SealedRoomKey};
 use unibus::{KexPublicKey, RoomId, SignPublicKey};
@@ -161,5 +162,22 @@ pub fn open_member_part(
     let room = RoomId::new(&room_id)?;
     let rekeyer = SignPublicKey::from_hex(&trusted_rekeyer_sign_public_key)?;
     let key = part.open(&identity.0, &room, epoch, &rekeyer)?;
+    Ok(Arc::new(RoomKey(key)))
+}
+
+/// Verifies a history share (the room owner's copy of an earlier epoch's key for a member who
+/// was not its recipient; protocol §16.3) and opens this identity's copy of the room key.
+#[uniffi::export]
+pub fn open_history_share(
+    identity: &Identity,
+    share: Vec<u8>,
+    room_id: String,
+    epoch: u64,
+    trusted_owner_sign_public_key: String,
+) -> Result<Arc<RoomKey>, SealError> {
+    let share = HistoryShare::from_bytes(&share)?;
+    let room = RoomId::new(&room_id)?;
+    let owner = SignPublicKey::from_hex(&trusted_owner_sign_public_key)?;
+    let key = share.open(&identity.0, &room, epoch, &owner)?;
     Ok(Arc::new(RoomKey(key)))
 }

@@ -12,6 +12,7 @@ pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 use super::trust::TrustError;
 use crate::envelope::EnvelopeError;
+use crate::history::HistoryError;
 use crate::manifest::ManifestError;
 use crate::protocol::codes::{ApiCode, Refusal, RefusalCode};
 use crate::sealing::SealError;
@@ -236,6 +237,11 @@ pub enum SessionError {
     /// not signed by the owner, or the copy does not open. The key is not used.
     #[error("the room key did not verify: {0}")]
     Verification(#[from] ManifestError),
+    /// A history share (protocol §16.3) the server served for an epoch failed verification:
+    /// not the room's, not signed by the pinned owner, not addressed to this identity, or the
+    /// copy does not open. The key is not used.
+    #[error("the history share did not verify: {0}")]
+    HistoryShare(#[from] HistoryError),
     /// A reply named another owner for a room than the one pinned in the session's
     /// [`TrustStore`](super::TrustStore). The reply is refused, and the session's watches get
     /// [`RoomUpdate::OwnerChanged`](super::RoomUpdate::OwnerChanged). A server that lies, or an

@@ -46,6 +46,7 @@
 //! [`RegisterOptions::trusted_root_certificates`].
 
 mod error;
+mod history;
 mod http;
 mod liveness;
 mod messages;
@@ -66,7 +67,7 @@ pub use register::{register, RegisterOptions, Registration};
 pub use session::{OpenedRoomKey, RekeyProgress, RoomInfo, Session, SessionOptions};
 pub use status::{check_status, StatusCheck, StatusError};
 pub use trust::{
-    OwnerFingerprint, RoomTrust, TrustError, TrustStore, OWNER_CODE_PREFIX, SAFETY_NUMBER_LABEL,
-    TRUST_FILE_FORMAT, TRUST_FILE_VERSION,
+    HistoryPolicy, OwnerFingerprint, RoomTrust, TrustError, TrustStore, OWNER_CODE_PREFIX,
+    SAFETY_NUMBER_LABEL, TRUST_FILE_FORMAT, TRUST_FILE_VERSION,
 };
 pub use watch::{RoomUpdate, Watch, WatchEnd};

@@ -15,6 +15,7 @@ use super::status::{check_status, end_when_retired, StatusCheck};
 use super::trust::{OwnerCheck, TrustStore};
 use super::watch::{RoomUpdate, Watch};
 use crate::envelope::EpochKey;
+use crate::history::{HistoryShare, HISTORY_SHARE_VERSION};
 use crate::manifest::{ManifestError, MemberPart, Recipient, SignedManifest, ENTRY_LEN};
 use crate::protocol::control::{
     read_reply, AddMemberRequest, CreateRoomRequest, EpochReply, EpochRequest, KeyRequest,
@@ -462,6 +463,11 @@ impl Session {
             epoch,
         };
         let reply = self.call(&request).await?;
+        // For an earlier epoch this identity was not a recipient of, the owner may have shared
+        // it (protocol §12.4): a history share, told apart by its first byte.
+        if reply.part.first() == Some(&HISTORY_SHARE_VERSION) {
+            return self.shared_epoch_key(room, epoch, &reply.part);
+        }
         let part = MemberPart::from_bytes(&reply.part)?;
         // The header is unverified until `open` below; what is read from it first is only
         // compared with what this client asked for and what it pinned.
@@ -478,19 +484,69 @@ impl Session {
         if epoch.is_none() {
             self.check_latest(room, offered)?;
         }
-        // The same bytes for the same room, epoch and rekeyer were verified and opened before
-        // (see `opened`); anything else goes through every check.
-        let fingerprint = Fingerprint::of(room, offered, &rekeyer, &reply.part);
+        self.keep_opened(room, offered, rekeyer, &reply.part, || {
+            Ok(EpochKey::open(
+                &part,
+                &self.inner.identity,
+                room,
+                offered,
+                &rekeyer,
+            )?)
+        })
+    }
+
+    /// The epoch key opened from a history share the server sent for `room` at `asked`
+    /// (protocol §16.3), with the room's pinned owner as the only key it may be signed by. A
+    /// share is an answer only to an explicit epoch.
+    fn shared_epoch_key(
+        &self,
+        room: &RoomId,
+        asked: Option<u64>,
+        bytes: &[u8],
+    ) -> Result<EpochKey, SessionError> {
+        let Some(epoch) = asked else {
+            return Err(SessionError::InvalidReply(
+                "a history share as the latest key".into(),
+            ));
+        };
+        let share = HistoryShare::from_bytes(bytes)?;
+        // Unverified until `from_share` below: only compared with the pin first.
+        let rekeyer = share.unverified_head().unverified_header().rekeyer;
+        self.check_owner(room, rekeyer)?;
+        self.keep_opened(room, epoch, rekeyer, bytes, || {
+            Ok(EpochKey::from_share(
+                &share,
+                &self.inner.identity,
+                room,
+                epoch,
+                &rekeyer,
+            )?)
+        })
+    }
+
+    /// The key of `room` at `epoch` by `rekeyer` that `open` verifies and opens from `bytes`
+    /// (a member part or a history share), unless the same bytes for the same room, epoch and
+    /// rekeyer were opened before (see `opened`); then the room's floor rises to `epoch` and the
+    /// key is kept for the epoch's messages.
+    fn keep_opened(
+        &self,
+        room: &RoomId,
+        epoch: u64,
+        rekeyer: SignPublicKey,
+        bytes: &[u8],
+        open: impl FnOnce() -> Result<EpochKey, SessionError>,
+    ) -> Result<EpochKey, SessionError> {
+        let fingerprint = Fingerprint::of(room, epoch, &rekeyer, bytes);
         let key = match self.inner.opened.get(&fingerprint) {
             Some(key) => key,
             None => {
-                let key = EpochKey::open(&part, &self.inner.identity, room, offered, &rekeyer)?;
+                let key = open()?;
                 self.inner.opened.keep(fingerprint, key.clone());
                 key
             }
         };
-        self.inner.trust.record_verified(room, &rekeyer, offered)?;
-        self.inner.epochs.keep((room.clone(), offered), key.clone());
+        self.inner.trust.record_verified(room, &rekeyer, epoch)?;
+        self.inner.epochs.keep((room.clone(), epoch), key.clone());
         Ok(key)
     }
 
@@ -546,6 +602,8 @@ impl Session {
             member: *member,
         };
         self.call(&AddMemberRequest(change)).await?;
+        // Under HistoryPolicy::Shared, the next rekey shares the room's history with it.
+        self.inner.trust.add_pending_history(room, member)?;
         Ok(())
     }
 
@@ -690,6 +748,7 @@ impl Session {
         self.inner
             .trust
             .record_verified(room, &self.inner.identity.sign_public_key(), epoch)?;
+        self.share_pending_history(room, previous, &manifest).await;
         Ok(OpenedRoomKey { epoch, key })
     }
 
@@ -760,7 +819,7 @@ impl Session {
     }
 
     /// The largest request body the cluster takes in one message, with room for the subjects.
-    fn request_limit(&self) -> usize {
+    pub(super) fn request_limit(&self) -> usize {
         self.inner
             .client
             .server_info()

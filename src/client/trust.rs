@@ -13,7 +13,9 @@
 //!   "latest" epoch below it is refused ([`SessionError::EpochRollback`]);
 //! - the message cursor: the position of the last message of the room the app handled, and
 //!   the senders and ids of the most recent ones, so that a watch with messages resumes after a
-//!   restart with no gap and reports a copy delivered again elsewhere as a replay.
+//!   restart with no gap and reports a copy delivered again elsewhere as a replay;
+//! - for the rooms this identity owns, their history policy ([`HistoryPolicy`]) and the members
+//!   added under [`HistoryPolicy::Shared`] whose shares of earlier epochs are still to be sent.
 //!
 //! [`TrustStore::open`] keeps this in a JSON file, rewritten atomically on every change. Each
 //! change is made to the file as it is then, read again under an exclusive lock on
@@ -24,7 +26,7 @@
 //! [`SessionError::OwnerChanged`]: super::SessionError::OwnerChanged
 //! [`SessionError::EpochRollback`]: super::SessionError::EpochRollback
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -37,9 +39,10 @@ use crate::{RoomId, SignPublicKey};
 
 /// The `format` field of a trust file.
 pub const TRUST_FILE_FORMAT: &str = "unibus-trust";
-/// The highest `version` of the trust files this version writes and reads: 2 for a file that
-/// keeps message cursors, 1 for one that does not (what earlier versions wrote, and read).
-pub const TRUST_FILE_VERSION: u64 = 2;
+/// The highest `version` of the trust files this version writes and reads: 3 for a file that
+/// keeps a history policy, 2 for one that keeps message cursors and no policy, 1 for one that
+/// keeps neither (what earlier versions wrote, and read).
+pub const TRUST_FILE_VERSION: u64 = 3;
 /// The domain-separation label of the safety number (docs/client.md).
 pub const SAFETY_NUMBER_LABEL: &str = "unibus/owner-safety-number/v1";
 /// The prefix of an owner's QR-friendly code: `unibus-owner:v1:<room>:<owner hex>`.
@@ -114,6 +117,30 @@ pub struct RoomTrust {
     /// The highest epoch of the room whose manifest this client verified; 0 before any. A
     /// "latest" epoch below it is refused.
     pub epoch_floor: u64,
+}
+
+/// Whether the members a room's owner adds read the room's earlier epochs (docs/client.md,
+/// "History policy"). It is the owner's choice and lives on the owner's device: the server is
+/// never trusted to say whom to share with.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HistoryPolicy {
+    /// New members read from the first epoch sealed to them (the default).
+    #[default]
+    Joined,
+    /// The owner's device shares every earlier epoch's key with each member it adds, at its
+    /// next rekey of the room (protocol §16).
+    Shared,
+}
+
+/// What the store keeps of a room with [`HistoryPolicy::Shared`]: the members added since,
+/// whose history is still to be shared.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct History {
+    policy: HistoryPolicy,
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pending: BTreeSet<SignPublicKey>,
 }
 
 /// How a room owner is shown to people for an out-of-band comparison: a safety number to read
@@ -244,6 +271,8 @@ struct Contents {
     rooms: BTreeMap<RoomId, Entry>,
     /// Per room, the messages delivered to this identity's watches.
     messages: BTreeMap<RoomId, Cursor>,
+    /// The rooms whose policy is [`HistoryPolicy::Shared`]; the others are `Joined`.
+    history: BTreeMap<RoomId, History>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -262,9 +291,12 @@ struct File {
     version: u64,
     identity: SignPublicKey,
     rooms: BTreeMap<RoomId, Entry>,
-    /// Version 2 only.
+    /// Version 2 and later.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     messages: BTreeMap<RoomId, Cursor>,
+    /// Version 3 only.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    history: BTreeMap<RoomId, History>,
 }
 
 impl std::fmt::Debug for TrustStore {
@@ -407,6 +439,7 @@ impl TrustStore {
         self.update(|contents| {
             contents.rooms.remove(room);
             contents.messages.remove(room);
+            contents.history.remove(room);
             Ok(())
         })
     }
@@ -419,6 +452,76 @@ impl TrustStore {
             .messages
             .get(room)
             .map_or(0, |cursor| cursor.last)
+    }
+
+    /// The history policy of `room` ([`HistoryPolicy::Joined`] unless set).
+    pub fn history_policy(&self, room: &RoomId) -> HistoryPolicy {
+        self.lock()
+            .contents
+            .history
+            .get(room)
+            .map_or(HistoryPolicy::Joined, |history| history.policy)
+    }
+
+    /// Sets the history policy of `room` (and saves). Back to `Joined`, the members still
+    /// waiting for their history are forgotten.
+    pub(crate) fn set_history_policy(
+        &self,
+        room: &RoomId,
+        policy: HistoryPolicy,
+    ) -> Result<(), TrustError> {
+        self.update(|contents| {
+            match policy {
+                HistoryPolicy::Joined => {
+                    contents.history.remove(room);
+                }
+                HistoryPolicy::Shared => {
+                    contents.history.entry(room.clone()).or_default().policy = policy;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Records that `member` was added to `room` and is to get its history, if the room's
+    /// policy is `Shared` (and saves); else nothing.
+    pub(crate) fn add_pending_history(
+        &self,
+        room: &RoomId,
+        member: &SignPublicKey,
+    ) -> Result<(), TrustError> {
+        self.update(|contents| {
+            if let Some(history) = contents.history.get_mut(room) {
+                history.pending.insert(*member);
+            }
+            Ok(())
+        })
+    }
+
+    /// The members of `room` still to get their history.
+    pub(crate) fn pending_history(&self, room: &RoomId) -> Vec<SignPublicKey> {
+        self.lock()
+            .contents
+            .history
+            .get(room)
+            .map(|history| history.pending.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Records that `members` of `room` got their history (and saves).
+    pub(crate) fn clear_pending_history(
+        &self,
+        room: &RoomId,
+        members: &[SignPublicKey],
+    ) -> Result<(), TrustError> {
+        self.update(|contents| {
+            if let Some(history) = contents.history.get_mut(room) {
+                for member in members {
+                    history.pending.remove(member);
+                }
+            }
+            Ok(())
+        })
     }
 
     /// The message cursor of `room`, as this store last read or wrote it.
@@ -646,6 +749,11 @@ fn read_file(path: &Path, bytes: &[u8], identity: &SignPublicKey) -> Result<Cont
     if version == 1 && !file.messages.is_empty() {
         return Err(corrupt("a version 1 file with message cursors".into()));
     }
+    if version < 3 && !file.history.is_empty() {
+        return Err(corrupt(format!(
+            "a version {version} file with a history policy"
+        )));
+    }
     if file.identity != *identity {
         return Err(TrustError::WrongIdentity {
             path: path.to_path_buf(),
@@ -656,6 +764,7 @@ fn read_file(path: &Path, bytes: &[u8], identity: &SignPublicKey) -> Result<Cont
     Ok(Contents {
         rooms: file.rooms,
         messages: file.messages,
+        history: file.history,
     })
 }
 
@@ -667,15 +776,22 @@ fn write_file(
     identity: &SignPublicKey,
     contents: &Contents,
 ) -> Result<(), TrustError> {
-    // Version 1 while there is nothing of version 2 in it, so that earlier versions of the
-    // SDK still read it.
-    let version = if contents.messages.is_empty() { 1 } else { 2 };
+    // The lowest version that holds what it keeps, so that earlier versions of the SDK still
+    // read it.
+    let version = if !contents.history.is_empty() {
+        3
+    } else if !contents.messages.is_empty() {
+        2
+    } else {
+        1
+    };
     let file = File {
         format: TRUST_FILE_FORMAT.into(),
         version,
         identity: *identity,
         rooms: contents.rooms.clone(),
         messages: contents.messages.clone(),
+        history: contents.history.clone(),
     };
     let mut bytes =
         serde_json::to_vec_pretty(&file).map_err(|e| io_error(path, std::io::Error::other(e)))?;
@@ -855,11 +971,11 @@ mod tests {
 
         let newer = String::from_utf8(before.clone())
             .unwrap()
-            .replace("\"version\": 1", "\"version\": 3");
+            .replace("\"version\": 1", "\"version\": 4");
         std::fs::write(&path, newer).unwrap();
         assert!(matches!(
             TrustStore::open(&path, &owner_of_file),
-            Err(TrustError::UnsupportedVersion { version: 3, .. })
+            Err(TrustError::UnsupportedVersion { version: 4, .. })
         ));
         for garbage in [&b""[..], b"{", b"[]", br#"{"format":"other","version":1}"#] {
             std::fs::write(&path, garbage).unwrap();
@@ -1007,6 +1123,64 @@ mod tests {
             TrustStore::open(&path, &me),
             Err(TrustError::Corrupt { .. })
         ));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_history_policy_and_its_pending_members_survive_reopening_in_a_version_3_file() {
+        let dir = tempdir();
+        let path = dir.join("trust.json");
+        let (me, owner, newcomer, gone) = (key(), key(), key(), key());
+        let general = RoomId::new("general").unwrap();
+        let store = TrustStore::open(&path, &me).unwrap();
+        store.record_verified(&general, &owner, 1).unwrap();
+        assert_eq!(store.history_policy(&general), HistoryPolicy::Joined);
+        // Under the default, nothing is pending and the file stays version 1.
+        store.add_pending_history(&general, &newcomer).unwrap();
+        assert!(store.pending_history(&general).is_empty());
+        let version = |path: &Path| {
+            let written: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+            written["version"].clone()
+        };
+        assert_eq!(version(&path), 1);
+
+        store
+            .set_history_policy(&general, HistoryPolicy::Shared)
+            .unwrap();
+        store.add_pending_history(&general, &newcomer).unwrap();
+        store.add_pending_history(&general, &gone).unwrap();
+        assert_eq!(version(&path), 3);
+        let reopened = TrustStore::open(&path, &me).unwrap();
+        assert_eq!(reopened.history_policy(&general), HistoryPolicy::Shared);
+        let mut expected = vec![newcomer, gone];
+        expected.sort();
+        assert_eq!(reopened.pending_history(&general), expected);
+        reopened.clear_pending_history(&general, &[gone]).unwrap();
+        assert_eq!(
+            TrustStore::open(&path, &me)
+                .unwrap()
+                .pending_history(&general),
+            vec![newcomer]
+        );
+
+        // A version 2 file that claims a policy is not one this SDK wrote.
+        let claimed = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("\"version\": 3", "\"version\": 2");
+        std::fs::write(&path, &claimed).unwrap();
+        assert!(matches!(
+            TrustStore::open(&path, &me),
+            Err(TrustError::Corrupt { .. })
+        ));
+        std::fs::write(&path, claimed.replace("\"version\": 2", "\"version\": 3")).unwrap();
+        // Back to Joined: the policy and its pending members go, and the file is version 1.
+        let store = TrustStore::open(&path, &me).unwrap();
+        store
+            .set_history_policy(&general, HistoryPolicy::Joined)
+            .unwrap();
+        assert!(store.pending_history(&general).is_empty());
+        assert_eq!(version(&path), 1);
         let _ = std::fs::remove_dir_all(dir);
     }
 

@@ -323,7 +323,7 @@ impl ManifestHeader {
 
     /// Decodes a header, checking each field as it is read (`docs/protocol.md` §8.4, steps 1
     /// to 9).
-    fn decode(reader: &mut Reader<'_>) -> Result<Self, ManifestError> {
+    pub(crate) fn decode(reader: &mut Reader<'_>) -> Result<Self, ManifestError> {
         let version = reader.take::<1>()?[0];
         if version != MANIFEST_VERSION {
             return Err(ManifestError::UnsupportedVersion { version });
@@ -355,7 +355,7 @@ impl ManifestHeader {
 
     /// Steps 1 and 2 of a client's checks: signed by the trusted rekeyer, for the room and
     /// epoch asked for.
-    fn check_requested(
+    pub(crate) fn check_requested(
         &self,
         room: &RoomId,
         epoch: u64,
@@ -376,7 +376,7 @@ impl ManifestHeader {
     }
 
     /// Checks `signature` over this header under the header's own rekeyer key (strict mode).
-    fn verify_signature(&self, signature: &Signature) -> Result<(), ManifestError> {
+    pub(crate) fn verify_signature(&self, signature: &Signature) -> Result<(), ManifestError> {
         self.rekeyer
             .verify(&self.signed_message(), signature)
             .map_err(|_| ManifestError::BadSignature)
@@ -397,9 +397,15 @@ impl SignedHead {
     /// Decodes `header || signature` and nothing else (the header's checks of §8.4).
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, ManifestError> {
         let mut reader = Reader::new(bytes);
-        let header = ManifestHeader::decode(&mut reader)?;
-        let signature = Signature::from_bytes(reader.take::<SIGNATURE_LEN>()?);
+        let head = Self::decode(&mut reader)?;
         reader.expect_remaining(0)?;
+        Ok(head)
+    }
+
+    /// Decodes `header || signature` from the front of `reader` (§8.4, steps 1 to 10).
+    pub(crate) fn decode(reader: &mut Reader<'_>) -> Result<Self, ManifestError> {
+        let header = ManifestHeader::decode(reader)?;
+        let signature = Signature::from_bytes(reader.take::<SIGNATURE_LEN>()?);
         Ok(Self { header, signature })
     }
 
@@ -420,6 +426,16 @@ impl SignedHead {
     /// The header, **unverified** until [`verify_signature`](Self::verify_signature) succeeds.
     pub fn unverified_header(&self) -> &ManifestHeader {
         &self.header
+    }
+
+    /// The rekeyer's signature over the header.
+    pub fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    /// The length of the wire form: `151 + len(room)` bytes.
+    pub fn encoded_len(&self) -> usize {
+        HEADER_BASE_LEN + self.header.room.as_str().len() + SIGNATURE_LEN
     }
 }
 

@@ -147,6 +147,15 @@ impl MemberPart {
         &self.header
     }
 
+    /// The signed head (header and signature), **unverified** until [`verify`](Self::verify)
+    /// succeeds.
+    pub fn head(&self) -> super::SignedHead {
+        super::SignedHead {
+            header: self.header.clone(),
+            signature: self.signature,
+        }
+    }
+
     /// The member's entry, **unverified** until [`verify`](Self::verify) succeeds.
     pub fn unverified_entry(&self) -> &ManifestEntry {
         &self.entry

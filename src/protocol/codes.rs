@@ -104,6 +104,10 @@ codes! {
         /// `send`: the envelope is for an epoch other than the room's latest; fetch the latest
         /// key and seal the message again.
         StaleEpoch = "stale_epoch",
+        /// `share_history`: a share does not decode, its signatures do not verify under its
+        /// header's rekeyer, that rekeyer is not the caller, or its header is not the stored
+        /// header of an epoch of the room.
+        BadShare = "bad_share",
     }
 }
 

@@ -45,11 +45,13 @@ pub enum Operation {
     Send,
     /// One page of a room's stored envelopes (§15.3). Members only.
     Messages,
+    /// Stores history shares of earlier epochs for current members (§16.5; owner only).
+    ShareHistory,
 }
 
 impl Operation {
     /// Every operation, in the order of the protocol's table. The server serves exactly these.
-    pub const ALL: [Operation; 14] = [
+    pub const ALL: [Operation; 15] = [
         Operation::Rooms,
         Operation::Member,
         Operation::Epoch,
@@ -64,6 +66,7 @@ impl Operation {
         Operation::RekeyCommit,
         Operation::Send,
         Operation::Messages,
+        Operation::ShareHistory,
     ];
 
     /// The operation's name: the last token of its subject.
@@ -83,6 +86,7 @@ impl Operation {
             Operation::RekeyCommit => "rekey_commit",
             Operation::Send => "send",
             Operation::Messages => "messages",
+            Operation::ShareHistory => "share_history",
         }
     }
 
@@ -284,12 +288,15 @@ pub struct KeyRequest {
     pub epoch: Option<u64>,
 }
 
-/// The reply of `key` (§12.4): the caller's member part (§8.4) in its binary wire form, as the
-/// body itself. The client decodes and verifies it ([`MemberPart`](crate::manifest::MemberPart));
-/// the server sends the stored bytes without decoding them.
+/// The reply of `key` (§12.4), in its binary wire form, as the body itself: the caller's member
+/// part (§8.4, first byte 0x02), or, for an explicit epoch the caller was not a recipient of, a
+/// history share the owner stored for it (§16.2, first byte 0x01). The client tells them apart
+/// by the first byte, then decodes and verifies ([`MemberPart`](crate::manifest::MemberPart),
+/// [`HistoryShare`](crate::history::HistoryShare)); the server sends the stored bytes without
+/// decoding them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyReply {
-    /// The member part's wire form.
+    /// The member part's or the history share's wire form.
     pub part: Vec<u8>,
 }
 
@@ -343,6 +350,25 @@ pub struct RemoveMemberRequest(pub MemberChange);
 pub struct RekeyRequest {
     /// The signed manifest's wire form, hex.
     pub manifest: String,
+}
+
+/// `share_history`: history shares (§16.2), hex, of earlier epochs of `room`, each for a current
+/// member. Owner only; at most [`MAX_SHARES_PER_REQUEST`] of them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShareHistoryRequest {
+    /// The room.
+    pub room: RoomId,
+    /// The shares' wire forms, hex.
+    pub shares: Vec<String>,
+}
+
+/// The most shares one `share_history` request may carry. A share of the longest room id is
+/// 489 bytes, 978 hex characters, so 1,000 of them fit in a cluster message of 1 MiB.
+pub const MAX_SHARES_PER_REQUEST: usize = 1_000;
+
+impl Request for ShareHistoryRequest {
+    const OPERATION: Operation = Operation::ShareHistory;
+    type Reply = Empty;
 }
 
 /// `rekey_begin`: starts a chunked upload of a new epoch (§12.5) with its signed head. Owner
@@ -614,6 +640,10 @@ mod tests {
         round_trip(Empty {});
         round_trip(RekeyRequest {
             manifest: "00".into(),
+        });
+        round_trip(ShareHistoryRequest {
+            room: RoomId::new("general").unwrap(),
+            shares: vec!["01".into()],
         });
     }
 

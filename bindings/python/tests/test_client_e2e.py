@@ -366,3 +366,38 @@ def test_a_message_taken_by_a_process_that_dies_before_handling_it_is_delivered_
             await session.close_session()
 
     asyncio.run(story())
+
+
+def test_a_member_added_later_reads_earlier_epochs_once_the_owner_shares_them(membershipd):
+    asyncio.run(history_story(membershipd))
+
+
+async def history_story(server):
+    (owner, owner_reg), (bob, bob_reg) = await registered(server), await registered(server)
+    owner_session = await unibus.Session.connect(owner, owner_reg.nats_urls)
+    bob_session = await unibus.Session.connect(bob, bob_reg.nats_urls)
+    await owner_session.create_room("general")
+    await owner_session.rekey("general")
+    early = await owner_session.send("general", b"before bob", "text/plain")
+
+    # The default: Bob, added later, reads epoch 1 as "no key".
+    assert owner_session.history_policy("general") == unibus.HistoryPolicy.JOINED
+    await owner_session.add_member("general", bob.sign_public_key())
+    await owner_session.rekey("general")
+    page = await bob_session.messages("general", unibus.MessagePage.LATEST(limit=10))
+    assert [m.unreadable for m in page.messages] == [unibus.Unreadable.NO_KEY(epoch=1)]
+    with pytest.raises(unibus.SessionError.NoKey):
+        await bob_session.room_key("general", 1)
+
+    # Only the owner sets a policy; it shares Bob's history, and Bob reads it.
+    with pytest.raises(unibus.SessionError.NotOwner):
+        bob_session.set_history_policy("general", unibus.HistoryPolicy.SHARED)
+    owner_session.set_history_policy("general", unibus.HistoryPolicy.SHARED)
+    assert owner_session.history_policy("general") == unibus.HistoryPolicy.SHARED
+    assert await owner_session.share_history("general", bob.sign_public_key()) == 2
+    page = await bob_session.messages("general", unibus.MessagePage.LATEST(limit=10))
+    assert [(m.position, m.message.body) for m in page.messages] == [(early.position, b"before bob")]
+    with pytest.raises(unibus.SessionError.NotOwner):
+        await bob_session.share_history("general", bob.sign_public_key())
+    for session in (owner_session, bob_session):
+        await session.close_session()

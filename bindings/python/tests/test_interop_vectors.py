@@ -489,3 +489,131 @@ def test_python_refuses_every_invalid_envelope_with_its_documented_error(invalid
     with pytest.raises(Refused) as refused:
         open_envelope(bytes.fromhex(invalid["envelope"]), header, bytes.fromhex(case["room_key"]))
     assert refused.value.args[0] == invalid["error"]
+
+
+# History shares, written from docs/protocol.md section 16.
+
+HISTORY_VECTORS = json.loads((VECTOR_DIR / "history-share-v1.json").read_text())
+SHARE_VERSION = 1
+SHARE_CONTEXT = b"unibus/history-share/v1"
+
+
+def parse_share(wire: bytes) -> dict:
+    """Decodes a history share in the order of section 16.2, raising Refused(<error>)."""
+    if len(wire) < 1:
+        raise Refused("Truncated")
+    if wire[0] != SHARE_VERSION:
+        raise Refused("UnsupportedVersion")
+    if len(wire) < 3:
+        raise Refused("Head")
+    (room_len,) = struct.unpack_from(">H", wire, 2)
+    head_len = 151 + room_len
+    if len(wire) < 1 + head_len:
+        raise Refused("Head")
+    header = parse_header(wire[1 : 1 + head_len])
+    total = 361 + room_len
+    if len(wire) < total:
+        raise Refused("Truncated")
+    if len(wire) > total:
+        raise Refused("TrailingBytes")
+    entry = wire[1 + head_len : 1 + head_len + ENTRY_LEN]
+    if entry[64] != 1:
+        raise Refused("Seal(UnsupportedVersion)")
+    return {
+        "header": header,
+        "head_signature": wire[1 + len(header["bytes"]) : 1 + head_len],
+        "entry": entry,
+        "signed": wire[: total - SIGNATURE_LEN],
+        "signature": wire[total - SIGNATURE_LEN :],
+    }
+
+
+def open_share(wire: bytes, room: str, epoch: int, owner: bytes, sign_public: bytes, kex_public: bytes, kex_secret: bytes):
+    """Section 16.3: every check of a member, then HPKE open; returns (header, room key)."""
+    share = parse_share(wire)
+    header = share["header"]
+    if header["rekeyer"] != owner:
+        raise Refused("UntrustedRekeyer")
+    if header["room"] != room or header["epoch"] != epoch:
+        raise Refused("WrongRoomOrEpoch")
+    key = Ed25519PublicKey.from_public_bytes(owner)
+    try:
+        key.verify(share["head_signature"], MANIFEST_CONTEXT + header["bytes"])
+    except InvalidSignature:
+        raise Refused("BadHeaderSignature") from None
+    try:
+        key.verify(share["signature"], SHARE_CONTEXT + share["signed"])
+    except InvalidSignature:
+        raise Refused("BadShareSignature") from None
+    entry = share["entry"]
+    if entry[:32] != sign_public:
+        raise Refused("NotARecipient")
+    if entry[32:64] != kex_public:
+        raise Refused("RecipientKeyMismatch")
+    try:
+        room_key = open_with_pyhpke(entry[64:], kex_secret, info(room, epoch, kex_public, owner))
+    except Exception:
+        raise Refused("Seal(OpenFailed)") from None
+    return header, room_key
+
+
+def test_python_rebuilds_every_history_share_vector_byte_for_byte_and_reads_the_epoch():
+    for case in HISTORY_VECTORS["shares"]:
+        owner_seed = bytes.fromhex(case["rekeyer_sign_seed"])
+        signer = Ed25519PrivateKey.from_private_bytes(owner_seed)
+        owner = bytes.fromhex(case["rekeyer_sign_public"])
+        assert signer.public_key().public_bytes_raw() == owner
+        recipient = case["recipient"]
+        sign_public = bytes.fromhex(recipient["sign_public"])
+        kex_public = bytes.fromhex(recipient["kex_public"])
+        room_key = bytes.fromhex(case["room_key"])
+        binding = info(case["room"], case["epoch"], kex_public, owner)
+        assert binding.hex() == case["info"]
+        ephemeral = SUITE.kem.derive_key_pair(bytes.fromhex(case["ephemeral_ikm"]))
+        enc, sender = SUITE.create_sender_context(SUITE.kem.deserialize_public_key(kex_public), binding, eks=ephemeral)
+        sealed = b"\x01" + enc + sender.seal(room_key, aad=b"")
+        entry = sign_public + kex_public + sealed
+        assert entry.hex() == case["entry"]
+        unsigned = bytes([SHARE_VERSION]) + bytes.fromhex(case["signed_head"]) + entry
+        signature = signer.sign(SHARE_CONTEXT + unsigned)
+        assert signature.hex() == case["signature"]
+        wire = unsigned + signature
+        assert wire.hex() == case["share"]
+        assert len(wire) == 361 + len(case["room"])
+        header, opened = open_share(
+            wire, case["room"], case["epoch"], owner, sign_public, kex_public, bytes.fromhex(recipient["kex_secret"])
+        )
+        assert opened == room_key
+        # The share's header verifies the epoch's senders: the recipient reads its messages.
+        message = open_envelope(bytes.fromhex(case["envelope"]), header, opened)
+        assert message["body"].hex() == case["body"]
+        # The Rust SDK opens the same share for the same member.
+        member = identity(bytes.fromhex(recipient["sign_seed"]), bytes.fromhex(recipient["kex_secret"]))
+        key = unibus.open_history_share(member, wire, case["room"], case["epoch"], case["rekeyer_sign_public"])
+        assert key.expose_bytes() == room_key
+
+
+@pytest.mark.parametrize("invalid", HISTORY_VECTORS["invalid"], ids=lambda case: case["description"])
+def test_python_refuses_every_invalid_history_share_with_its_documented_error(invalid):
+    case = HISTORY_VECTORS["shares"][0]
+    recipient = case["recipient"]
+    with pytest.raises(Refused) as refused:
+        open_share(
+            bytes.fromhex(invalid["share"]),
+            case["room"],
+            case["epoch"],
+            bytes.fromhex(case["rekeyer_sign_public"]),
+            bytes.fromhex(recipient["sign_public"]),
+            bytes.fromhex(recipient["kex_public"]),
+            bytes.fromhex(recipient["kex_secret"]),
+        )
+    assert refused.value.args[0] == invalid["error"]
+
+
+def test_the_rust_sdk_refuses_a_history_share_signed_by_anyone_but_the_owner():
+    case = HISTORY_VECTORS["shares"][0]
+    recipient = case["recipient"]
+    member = identity(bytes.fromhex(recipient["sign_seed"]), bytes.fromhex(recipient["kex_secret"]))
+    forged = next(i for i in HISTORY_VECTORS["invalid"] if i["error"] == "BadShareSignature")
+    with pytest.raises(unibus.SealError.BadShareSignature):
+        unibus.open_history_share(member, bytes.fromhex(forged["share"]), case["room"], case["epoch"], case["rekeyer_sign_public"])

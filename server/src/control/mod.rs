@@ -27,6 +27,7 @@
 //! stores envelopes in the message stream and reads pages of it; `send`'s body is the envelope
 //! itself, not JSON.
 
+mod history;
 pub mod uploads;
 
 use std::collections::BTreeSet;
@@ -43,7 +44,7 @@ use unibus::protocol::control::{
     EpochRequest, KeyReply, KeyRequest, MemberChange, MemberKeys, MemberReply, MemberRequest,
     MembersReply, MembersRequest, Operation, RekeyBeginReply, RekeyBeginRequest,
     RekeyCommitRequest, RekeyPartReply, RekeyPartRequest, RekeyRequest, RemoveMemberRequest,
-    Request, RoomRecord, RoomsReply, RoomsRequest,
+    Request, RoomRecord, RoomsReply, RoomsRequest, ShareHistoryRequest,
 };
 use unibus::protocol::events::Notification;
 use unibus::protocol::messages::MessagesRequest;
@@ -510,6 +511,9 @@ impl ControlPlane {
                 })
                 .await
             }
+            Operation::ShareHistory => {
+                serve(body, |r: ShareHistoryRequest| self.share_history(caller, r)).await
+            }
             // The body is the envelope itself, not JSON (§15.2).
             Operation::Send => encode_reply(&self.relay.send(caller, body).await),
             Operation::Messages => {
@@ -620,16 +624,23 @@ impl ControlPlane {
         {
             return Err(not_member());
         }
+        let no_key = || refused(RefusalCode::NoKey, "no sealed key for you at that epoch");
         match self
             .store
             .member_part(&request.room, caller, request.epoch)
             .await
         {
             Ok(stored) => Ok(KeyReply { part: stored.part }),
-            Err(StoreError::NotFound) => Err(refused(
-                RefusalCode::NoKey,
-                "no sealed key for you at that epoch",
-            )),
+            // For an earlier epoch the caller was not a recipient of, the history share the
+            // owner stored for it, if any (§16.5).
+            Err(StoreError::NotFound) => match request.epoch {
+                Some(epoch) => match self.store.history_share(&request.room, caller, epoch).await {
+                    Ok(share) => Ok(KeyReply { part: share }),
+                    Err(StoreError::NotFound) => Err(no_key()),
+                    Err(e) => Err(store_refusal(e)),
+                },
+                None => Err(no_key()),
+            },
             Err(e) => Err(store_refusal(e)),
         }
     }

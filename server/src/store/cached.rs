@@ -35,7 +35,7 @@ use unibus::{InviteToken, KexPublicKey, RoomId, SignPublicKey};
 
 use super::{
     Change, ChangeFeed, EpochPart, FeedItem, Invite, Millis, NewInvite, NewUser, Room, Snapshot,
-    Store, StoreError, StoreResult, User, UserStatus,
+    Store, StoreError, StoreResult, StoredShare, User, UserStatus,
 };
 
 /// How long after the feed last caught up its copies may still be used. Past it, every
@@ -614,6 +614,23 @@ impl Store for CachedStore {
 
     async fn manifest(&self, room: &RoomId, epoch: u64) -> StoreResult<SignedManifest> {
         self.inner.manifest(room, epoch).await
+    }
+
+    async fn epoch_head(&self, room: &RoomId, epoch: u64) -> StoreResult<Vec<u8>> {
+        self.inner.epoch_head(room, epoch).await
+    }
+
+    async fn put_history_shares(&self, room: &RoomId, shares: &[StoredShare]) -> StoreResult<()> {
+        self.inner.put_history_shares(room, shares).await
+    }
+
+    async fn history_share(
+        &self,
+        room: &RoomId,
+        member: &SignPublicKey,
+        epoch: u64,
+    ) -> StoreResult<Vec<u8>> {
+        self.inner.history_share(room, member, epoch).await
     }
 
     async fn record_nonce(

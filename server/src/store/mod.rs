@@ -59,7 +59,8 @@ pub trait Store: Send + Sync {
     /// Marks a user revoked: they can no longer log in, the record stays.
     async fn revoke_user(&self, key: &SignPublicKey) -> StoreResult<()>;
 
-    /// Deletes a user's record. Their room memberships stay, inert: the key cannot log in.
+    /// Deletes a user's record, and the history shares sealed to them. Their room memberships
+    /// stay, inert: the key cannot log in.
     async fn delete_user(&self, key: &SignPublicKey) -> StoreResult<()>;
 
     /// What the store knows of a signing key, for `POST /status` (protocol §10.2): an active
@@ -178,6 +179,24 @@ pub trait Store: Send + Sync {
     /// The whole signed manifest of `epoch`, rebuilt from its head and every member's tail
     /// (for snapshots and migration; O(n) reads).
     async fn manifest(&self, room: &RoomId, epoch: u64) -> StoreResult<SignedManifest>;
+
+    /// The signed head (header and signature, protocol §8.3) of `epoch` of `room`, as it was
+    /// uploaded. [`StoreError::NotFound`] if the room has no such epoch.
+    async fn epoch_head(&self, room: &RoomId, epoch: u64) -> StoreResult<Vec<u8>>;
+
+    /// Stores history shares of `room` (protocol §16), replacing any stored for the same epoch
+    /// and member. The caller has checked them (§16.5). SQLite stores all of them or none; KV
+    /// writes one record per share, so after a failure the caller sends them again.
+    async fn put_history_shares(&self, room: &RoomId, shares: &[StoredShare]) -> StoreResult<()>;
+
+    /// The history share of `epoch` of `room` for `member`, or [`StoreError::NotFound`]. A
+    /// deleted user's shares are gone.
+    async fn history_share(
+        &self,
+        room: &RoomId,
+        member: &SignPublicKey,
+        epoch: u64,
+    ) -> StoreResult<Vec<u8>>;
 
     // ---- admin requests ----
 

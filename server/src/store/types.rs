@@ -161,6 +161,17 @@ pub struct EpochPart {
     pub part: Vec<u8>,
 }
 
+/// One history share of a room (protocol §16), as the store keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredShare {
+    /// The epoch whose key it holds.
+    pub epoch: u64,
+    /// The member it is sealed to.
+    pub member: SignPublicKey,
+    /// Its wire form, as uploaded (protocol §16.2).
+    pub share: Vec<u8>,
+}
+
 /// One room's whole state in a [`Snapshot`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoomSnapshot {

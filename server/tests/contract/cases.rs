@@ -5,13 +5,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use unibus::history::HistoryShare;
 use unibus::manifest::{MemberPart, Recipient, SignedManifest};
 use unibus::protocol::status::KeyStatus;
 use unibus::sealing::RoomKey;
 use unibus::{Identity, InviteToken, KexPublicKey, RoomId, SignPublicKey};
 use unibus_server::store::{
-    invite_id, Change, FeedItem, InviteStatus, NewInvite, NewUser, Store, StoreError, UserStatus,
-    DEFAULT_INVITE_TTL,
+    invite_id, Change, FeedItem, InviteStatus, NewInvite, NewUser, Store, StoreError, StoredShare,
+    UserStatus, DEFAULT_INVITE_TTL,
 };
 
 macro_rules! cases {
@@ -57,6 +58,7 @@ cases!(
     a_large_rooms_listing_follows_every_change,
     a_rekey_from_a_stale_epoch_is_a_conflict,
     no_key_before_the_first_epoch_or_for_non_recipients,
+    history_shares_are_kept_per_epoch_and_member_and_go_with_a_deleted_user,
     snapshot_export_import_round_trips_and_is_idempotent,
     concurrent_redeemers_of_one_invite_make_exactly_one_user,
     an_admin_nonce_is_accepted_once_until_it_expires,
@@ -1076,6 +1078,88 @@ async fn no_key_before_the_first_epoch_or_for_non_recipients(store: Arc<dyn Stor
             .await
             .unwrap_err(),
         StoreError::NotFound
+    );
+}
+
+async fn history_shares_are_kept_per_epoch_and_member_and_go_with_a_deleted_user(
+    store: Arc<dyn Store>,
+) {
+    let r = room_with_members(&*store, 2).await;
+    for member in &r.members {
+        store.add_user(new_user(member, false)).await.unwrap();
+    }
+    let (first, key) = rekey(&r, 1, 0, &[&r.owner]);
+    store.put_epoch(&first).await.unwrap();
+    // The head comes back as uploaded; an epoch never committed has none.
+    assert_eq!(
+        store.epoch_head(&r.general, 1).await.unwrap(),
+        first.head().to_bytes()
+    );
+    assert_eq!(
+        store.epoch_head(&r.general, 2).await.unwrap_err(),
+        StoreError::NotFound
+    );
+    let share_for = |who: &Identity| StoredShare {
+        epoch: 1,
+        member: who.sign_public_key(),
+        share: HistoryShare::seal(&r.owner, &first.head(), &key, &Recipient::of(who))
+            .unwrap()
+            .to_bytes(),
+    };
+    let (a, b) = (share_for(&r.members[0]), share_for(&r.members[1]));
+    let (alice, bob) = (a.member, b.member);
+    store
+        .put_history_shares(&r.general, &[a.clone(), b.clone()])
+        .await
+        .unwrap();
+    let stored = store.history_share(&r.general, &alice, 1).await.unwrap();
+    assert_eq!(stored, a.share);
+    let opened = HistoryShare::from_bytes(&stored)
+        .unwrap()
+        .open(&r.members[0], &r.general, 1, &r.owner.sign_public_key())
+        .unwrap();
+    assert_eq!(opened, key);
+    // A share sent again for the same epoch and member replaces the one stored.
+    let again = share_for(&r.members[0]);
+    assert_ne!(again.share, a.share, "every seal has a fresh ephemeral key");
+    store
+        .put_history_shares(&r.general, std::slice::from_ref(&again))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.history_share(&r.general, &alice, 1).await.unwrap(),
+        again.share
+    );
+    // None for another epoch, another member or another room.
+    for (room_id, who, epoch) in [
+        (&r.general, alice, 2),
+        (&r.general, r.owner.sign_public_key(), 1),
+        (&room("other"), alice, 1),
+    ] {
+        assert_eq!(
+            store.history_share(room_id, &who, epoch).await.unwrap_err(),
+            StoreError::NotFound
+        );
+    }
+    assert_eq!(
+        store
+            .put_history_shares(&room("missing"), std::slice::from_ref(&b))
+            .await
+            .unwrap_err(),
+        StoreError::NotFound
+    );
+    // A deleted user's shares go with it; the others stay.
+    store.delete_user(&alice).await.unwrap();
+    assert_eq!(
+        store
+            .history_share(&r.general, &alice, 1)
+            .await
+            .unwrap_err(),
+        StoreError::NotFound
+    );
+    assert_eq!(
+        store.history_share(&r.general, &bob, 1).await.unwrap(),
+        b.share
     );
 }
 

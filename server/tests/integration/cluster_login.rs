@@ -477,6 +477,24 @@ impl Store for HoldsOneUser {
     async fn manifest(&self, room: &RoomId, epoch: u64) -> StoreResult<SignedManifest> {
         self.inner.manifest(room, epoch).await
     }
+    async fn epoch_head(&self, room: &RoomId, epoch: u64) -> StoreResult<Vec<u8>> {
+        self.inner.epoch_head(room, epoch).await
+    }
+    async fn put_history_shares(
+        &self,
+        room: &RoomId,
+        shares: &[unibus_server::store::StoredShare],
+    ) -> StoreResult<()> {
+        self.inner.put_history_shares(room, shares).await
+    }
+    async fn history_share(
+        &self,
+        room: &RoomId,
+        member: &SignPublicKey,
+        epoch: u64,
+    ) -> StoreResult<Vec<u8>> {
+        self.inner.history_share(room, member, epoch).await
+    }
     async fn record_nonce(
         &self,
         nonce: &str,

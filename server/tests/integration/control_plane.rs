@@ -8,10 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{login, register, wait_for_control_plane, world, world_with_config, World};
+use common::{
+    login, register, wait_for_control_plane, world, world_on, world_with_config, StoreKind, World,
+};
 use futures::{FutureExt, StreamExt};
 use serde_json::{json, Value};
-use unibus::manifest::{MemberPart, Recipient, SignedManifest};
+use unibus::history::{self, HistoryShare};
+use unibus::manifest::{MemberPart, Recipient, SignedHead, SignedManifest};
 use unibus::protocol::events::Notification;
 use unibus::sealing::RoomKey;
 use unibus::{Identity, RoomId, SignPublicKey};
@@ -894,4 +897,148 @@ async fn a_request_whose_reply_would_not_reach_its_caller_is_dropped_and_changes
         events.next().now_or_never().is_none(),
         "an answer in its notices"
     );
+}
+
+/// `share_history` with these shares' wire forms; the refusal's code, or `<ok>`.
+async fn share(who: &User, shares: &[Vec<u8>]) -> String {
+    let shares: Vec<String> = shares.iter().map(hex::encode).collect();
+    let reply = who
+        .call(
+            "share_history",
+            json!({ "room": "general", "shares": shares }),
+        )
+        .await;
+    code(&reply).to_string()
+}
+
+async fn the_owner_alone_stores_checked_history_shares_and_key_serves_them(w: World) {
+    let (owner, member, other) = (user(&w).await, user(&w).await, user(&w).await);
+    let general = RoomId::new("general").unwrap();
+    owner
+        .call("create_room", json!({ "room": "general" }))
+        .await;
+    owner
+        .call(
+            "add_member",
+            json!({ "room": "general", "member": other.key() }),
+        )
+        .await;
+    let (_, key1) = owner.rekey("general", 1).await;
+    owner
+        .call(
+            "add_member",
+            json!({ "room": "general", "member": member.key() }),
+        )
+        .await;
+    let epoch1 = json!({ "room": "general", "epoch": 1 });
+    // By default a member added later has no key of the epoch before it.
+    assert_eq!(
+        member.key_reply(epoch1.clone()).await.unwrap_err(),
+        "no_key"
+    );
+
+    // The epoch's signed head, as the owner's own part carries it.
+    let part = owner.key_reply(epoch1.clone()).await.unwrap().to_bytes();
+    let head = SignedHead::from_bytes(&part[..151 + general.as_str().len()]).unwrap();
+    let seal = |to: Recipient| {
+        HistoryShare::seal(&owner.id, &head, &key1, &to)
+            .unwrap()
+            .to_bytes()
+    };
+    let good = seal(Recipient::of(&member.id));
+    let entry_at = 1 + head.encoded_len();
+
+    // Refused, and nothing stored: bad requests, non-owners, forgeries, strangers, other heads.
+    assert_eq!(share(&owner, &[]).await, "bad_request");
+    assert_eq!(
+        share(&other, std::slice::from_ref(&good)).await,
+        "not_owner"
+    );
+    assert_eq!(share(&member, &[vec![0x01]]).await, "not_owner");
+    let stranger = user(&w).await;
+    assert_eq!(
+        share(&stranger, std::slice::from_ref(&good)).await,
+        "not_member"
+    );
+    assert_eq!(
+        share(&owner, &[good[..good.len() - 1].to_vec()]).await,
+        "bad_share"
+    );
+    let forged = common::resigned_share(&good, &other.id, |_| ());
+    assert_eq!(share(&owner, &[forged]).await, "bad_share");
+    let mut tampered = good.clone();
+    tampered[entry_at + 64 + 40] ^= 1;
+    assert_eq!(share(&owner, &[tampered]).await, "bad_share");
+    // A head the owner signed but never uploaded (another manifest of epoch 1), and one of an
+    // epoch the room does not have.
+    for epoch in [1, 5] {
+        let unstored = SignedManifest::rekey(
+            &owner.id,
+            &general,
+            epoch,
+            epoch - 1,
+            &key1,
+            &[Recipient::of(&owner.id)],
+        )
+        .unwrap()
+        .head();
+        let swapped = HistoryShare::seal(&owner.id, &unstored, &key1, &Recipient::of(&member.id))
+            .unwrap()
+            .to_bytes();
+        assert_eq!(
+            share(&owner, &[swapped]).await,
+            "bad_share",
+            "epoch {epoch}"
+        );
+    }
+    // Sealed to someone who is not a member, or to a member's wrong x25519 key.
+    assert_eq!(
+        share(&owner, &[seal(Recipient::of(&stranger.id))]).await,
+        "recipients_mismatch"
+    );
+    let wrong_kex = Recipient {
+        member: member.id.sign_public_key(),
+        kex: stranger.id.kex_public_key(),
+    };
+    assert_eq!(
+        share(&owner, &[good.clone(), seal(wrong_kex)]).await,
+        "recipients_mismatch"
+    );
+    assert_eq!(
+        member.key_reply(epoch1.clone()).await.unwrap_err(),
+        "no_key"
+    );
+
+    // The owner's own share is stored, and `key` for that epoch serves it to its member.
+    assert_eq!(share(&owner, std::slice::from_ref(&good)).await, "<ok>");
+    let reply = member.call_raw("key", epoch1.clone()).await;
+    assert_eq!(reply, good);
+    assert_eq!(reply[0], history::HISTORY_SHARE_VERSION);
+    let opened = HistoryShare::from_bytes(&reply)
+        .unwrap()
+        .open(&member.id, &general, 1, &owner.id.sign_public_key())
+        .unwrap();
+    assert_eq!(opened, key1);
+    // Only for the epoch asked by number: the latest key is still none of the member's.
+    assert_eq!(
+        member
+            .key_reply(json!({ "room": "general" }))
+            .await
+            .unwrap_err(),
+        "no_key"
+    );
+    // A recipient of the epoch still gets its member part.
+    assert_eq!(other.open_key("general", Some(1)).await.unwrap().1, key1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_shares_are_checked_stored_and_served_on_sqlite() {
+    let w = serve(world_on(StoreKind::Sqlite, 1).await).await;
+    the_owner_alone_stores_checked_history_shares_and_key_serves_them(w).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_shares_are_checked_stored_and_served_on_kv() {
+    let w = serve(world_on(StoreKind::Kv, 1).await).await;
+    the_owner_alone_stores_checked_history_shares_and_key_serves_them(w).await;
 }

@@ -70,6 +70,16 @@ pub(super) fn tail_group(room: &RoomId, epoch: u64, digest: &str, n: usize) -> S
     format!("k.{room}.{epoch}.{digest}.{n}")
 }
 
+/// `UNIBUS_room_keys`: the history share of `epoch` of `room` for `member`.
+pub(super) fn history_share(room: &RoomId, epoch: u64, member: &SignPublicKey) -> String {
+    format!("h.{room}.{epoch}.{member}")
+}
+
+/// `UNIBUS_room_keys`: the filter for every history share sealed to `member`, in any room.
+pub(super) fn history_shares_of(member: &SignPublicKey) -> String {
+    format!("h.*.*.{member}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

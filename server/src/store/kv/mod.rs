@@ -11,6 +11,7 @@
 //! | | `i.{room}.{epoch}.{digest}` | the index of the epoch's tail groups: the first member key (32 bytes) of each |
 //! | | `k.{room}.{epoch}.{digest}.{n}` | tail group `n`: entries `128 n` to `128 n + 127` with the audit path they share; each member's tail (leaf index, entry, audit path) is cut from it |
 //! | | `e.{room}.{epoch}` | `{digest}`: the digest of the head the epoch committed |
+//! | | `h.{room}.{epoch}.{member}` | the history share of that epoch for that member (protocol §16), as uploaded |
 //! | `UNIBUS_admin_nonces` | nonce of a signed admin request | when it expires (Unix ms); JetStream drops entries twice [`NONCE_KEPT_AT_MOST`] old |
 //!
 //! Every bucket keeps one revision per key, is created with `allow_direct = false` so reads go
@@ -64,7 +65,7 @@ use super::rules::{
 };
 use super::{
     invite_id, now_millis, DeletedUser, EpochPart, Invite, InviteStatus, NewInvite, NewUser, Room,
-    RoomSnapshot, Snapshot, Store, StoreError, StoreResult, User, UserStatus,
+    RoomSnapshot, Snapshot, Store, StoreError, StoreResult, StoredShare, User, UserStatus,
 };
 use bucket::{backend, decode, encode, open_aging_bucket, open_bucket, CAS_ATTEMPTS};
 
@@ -304,6 +305,14 @@ impl Store for KvStore {
     }
 
     async fn delete_user(&self, key: &SignPublicKey) -> StoreResult<()> {
+        // The user's history shares go first: a failure after them leaves a live user whose
+        // owners can share again, never a tombstone with shares behind it.
+        for (share, _) in self
+            .entries(&self.room_keys, &keys::history_shares_of(key))
+            .await?
+        {
+            self.delete(&self.room_keys, &share).await?;
+        }
         // The record becomes its tombstone in one compare-and-swap.
         let tombstone = DeletedUser {
             sign_key: *key,
@@ -510,6 +519,38 @@ impl Store for KvStore {
             .ok_or(StoreError::NotFound)?;
         let lookup = self.epoch_lookup(room, epoch, &digest).await?;
         self.whole_manifest(room, epoch, &digest, &lookup).await
+    }
+
+    async fn epoch_head(&self, room: &RoomId, epoch: u64) -> StoreResult<Vec<u8>> {
+        let digest = self
+            .committed_digest(room, epoch)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        Ok(self.epoch_lookup(room, epoch, &digest).await?.head.to_vec())
+    }
+
+    async fn put_history_shares(&self, room: &RoomId, shares: &[StoredShare]) -> StoreResult<()> {
+        self.get_room(room).await?;
+        for share in shares {
+            let key = keys::history_share(room, share.epoch, &share.member);
+            self.put(&self.room_keys, &key, Bytes::from(share.share.clone()))
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn history_share(
+        &self,
+        room: &RoomId,
+        member: &SignPublicKey,
+        epoch: u64,
+    ) -> StoreResult<Vec<u8>> {
+        let key = keys::history_share(room, epoch, member);
+        Ok(self
+            .get(&self.room_keys, &key)
+            .await?
+            .ok_or(StoreError::NotFound)?
+            .to_vec())
     }
 
     async fn record_nonce(

@@ -30,7 +30,7 @@ use unibus::{InviteToken, KexPublicKey, RoomId, SignPublicKey};
 use super::rules::{active_user, check_nonce, mint_invite, redeem_step, RedeemStep};
 use super::{
     invite_id, now_millis, DeletedUser, EpochPart, Invite, InviteStatus, NewInvite, NewUser, Room,
-    RoomSnapshot, Snapshot, Store, StoreError, StoreResult, User,
+    RoomSnapshot, Snapshot, Store, StoreError, StoreResult, StoredShare, User,
 };
 use rows::*;
 
@@ -270,6 +270,11 @@ impl Store for SqliteStore {
                     deleted_at: now_millis(),
                 },
             )?;
+            tx.execute(
+                "DELETE FROM history_shares WHERE member = ?1",
+                params![key.to_hex()],
+            )
+            .map_err(backend)?;
             tx.commit().map_err(backend)
         })
         .await
@@ -570,6 +575,61 @@ impl Store for SqliteStore {
         let room = room.clone();
         self.read(move |conn| get_manifest(conn, &room, epoch))
             .await
+    }
+
+    async fn epoch_head(&self, room: &RoomId, epoch: u64) -> StoreResult<Vec<u8>> {
+        let room = room.clone();
+        self.read(move |conn| get_head(conn, &room, epoch)).await
+    }
+
+    async fn put_history_shares(&self, room: &RoomId, shares: &[StoredShare]) -> StoreResult<()> {
+        let (room, shares) = (room.clone(), shares.to_vec());
+        self.with(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(backend)?;
+            get_room(&tx, &room)?.ok_or(StoreError::NotFound)?;
+            for share in &shares {
+                tx.prepare_cached(
+                    "INSERT OR REPLACE INTO history_shares (room_id, epoch, member, share) \
+                     VALUES (?1, ?2, ?3, ?4)",
+                )
+                .map_err(backend)?
+                .execute(params![
+                    room.as_str(),
+                    epoch_to_sql(share.epoch)?,
+                    share.member.to_hex(),
+                    share.share
+                ])
+                .map_err(backend)?;
+            }
+            tx.commit().map_err(backend)
+        })
+        .await
+    }
+
+    async fn history_share(
+        &self,
+        room: &RoomId,
+        member: &SignPublicKey,
+        epoch: u64,
+    ) -> StoreResult<Vec<u8>> {
+        let (room, member) = (room.clone(), member.to_hex());
+        self.read(move |conn| {
+            conn.prepare_cached(
+                "SELECT share FROM history_shares \
+                 WHERE room_id = ?1 AND epoch = ?2 AND member = ?3",
+            )
+            .map_err(backend)?
+            .query_row(
+                params![room.as_str(), epoch_to_sql(epoch)?, member],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(backend)?
+            .ok_or(StoreError::NotFound)
+        })
+        .await
     }
 
     async fn record_nonce(

@@ -262,21 +262,25 @@ pub(super) fn insert_epoch(conn: &Connection, manifest: &SignedManifest) -> Stor
 }
 
 /// The whole manifest of `epoch` of `room`, rebuilt from its head and tails.
+/// The signed head of `epoch` of `room`, or [`StoreError::NotFound`].
+pub(super) fn get_head(conn: &Connection, room: &RoomId, epoch: u64) -> StoreResult<Vec<u8>> {
+    conn.query_row(
+        "SELECT head FROM epoch_heads WHERE room_id = ?1 AND epoch = ?2",
+        params![room.as_str(), epoch_to_sql(epoch)?],
+        |row| row.get(0),
+    )
+    .optional()
+    .map_err(backend)?
+    .ok_or(StoreError::NotFound)
+}
+
 pub(super) fn get_manifest(
     conn: &Connection,
     room: &RoomId,
     epoch: u64,
 ) -> StoreResult<SignedManifest> {
+    let head = get_head(conn, room, epoch)?;
     let epoch = epoch_to_sql(epoch)?;
-    let head: Vec<u8> = conn
-        .query_row(
-            "SELECT head FROM epoch_heads WHERE room_id = ?1 AND epoch = ?2",
-            params![room.as_str(), epoch],
-            |row| row.get(0),
-        )
-        .optional()
-        .map_err(backend)?
-        .ok_or(StoreError::NotFound)?;
     let tails = all(
         conn,
         "SELECT tail FROM epoch_tails WHERE room_id = ?1 AND epoch = ?2",

@@ -15,6 +15,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/005_change_feed.sql"),
     include_str!("../../../migrations/006_room_changes.sql"),
     include_str!("../../../migrations/007_room_change_epochs.sql"),
+    include_str!("../../../migrations/008_history_shares.sql"),
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> StoreResult<()> {

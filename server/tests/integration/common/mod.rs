@@ -171,10 +171,19 @@ pub async fn world() -> World {
 
 /// A [`world`] whose nodes carry `more` in their config (for example a `max_payload`).
 pub async fn world_with_config(more: &str) -> World {
+    world_on_with(StoreKind::Sqlite, 3, more).await
+}
+
+/// A world of `nodes` nodes whose membershipd keeps a store of `kind`.
+pub async fn world_on(kind: StoreKind, nodes: usize) -> World {
+    world_on_with(kind, nodes, "").await
+}
+
+async fn world_on_with(kind: StoreKind, nodes: usize, more: &str) -> World {
     let setup = AuthSetup::generate().unwrap();
-    let cluster = cluster_with_auth_and(&setup, 3, more).await;
+    let cluster = cluster_with_auth_and(&setup, nodes, more).await;
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("db")).await.unwrap());
+    let store = open_store(kind, nodes, &cluster, &setup, dir.path()).await;
     let service = start_callout(&cluster, &setup, Arc::clone(&store)).await;
     let control = connect_control(&cluster, &setup).await;
     World {
@@ -265,4 +274,15 @@ pub async fn login(
         .connect(addrs)
         .await?;
     Ok((client, errors))
+}
+
+/// A history share's wire form (protocol §16.2) re-signed by `who` after `change`: what a
+/// forger could make of a genuine one.
+pub fn resigned_share(share: &[u8], who: &Identity, change: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+    let mut bytes = share[..share.len() - 64].to_vec();
+    change(&mut bytes);
+    let mut message = unibus::history::SIGNING_CONTEXT.to_vec();
+    message.extend_from_slice(&bytes);
+    bytes.extend_from_slice(&who.sign(&message).to_bytes());
+    bytes
 }
