@@ -406,12 +406,13 @@ async fn migrate(out: &Output, config: &Config, no_backup: bool) -> Result<(), S
     let report = migrate_sqlite_to_kv(&sqlite, &kv, backup.as_deref()).await?;
     out.print(
         format!(
-            "migrated {} users ({} deleted), {} invites, {} rooms, {} epochs{}",
+            "migrated {} users ({} deleted), {} invites, {} rooms, {} epochs, {} history shares{}",
             report.users,
             report.deleted_users,
             report.invites,
             report.rooms,
             report.epochs,
+            report.history_shares,
             report
                 .backup
                 .as_ref()
@@ -420,7 +421,7 @@ async fn migrate(out: &Output, config: &Config, no_backup: bool) -> Result<(), S
         ),
         json!({
             "users": report.users, "deleted_users": report.deleted_users, "invites": report.invites, "rooms": report.rooms,
-            "epochs": report.epochs, "backup": report.backup,
+            "epochs": report.epochs, "history_shares": report.history_shares, "backup": report.backup,
         }),
     );
     Ok(())

@@ -25,6 +25,8 @@ pub struct MigrationReport {
     pub rooms: usize,
     /// Epoch manifests copied, over all rooms.
     pub epochs: usize,
+    /// History shares copied, over all rooms.
+    pub history_shares: usize,
 }
 
 /// Writes a consistent copy of the database at `dest` (which must not exist).
@@ -61,5 +63,6 @@ pub async fn migrate_sqlite_to_kv(
         invites: snapshot.invites.len(),
         rooms: snapshot.rooms.len(),
         epochs: snapshot.rooms.iter().map(|r| r.manifests.len()).sum(),
+        history_shares: snapshot.rooms.iter().map(|r| r.history.len()).sum(),
     })
 }

@@ -182,6 +182,10 @@ pub struct RoomSnapshot {
     /// Every epoch's signed manifest (hex of the wire form), by ascending epoch. The per-member
     /// sealed copies are the manifests' entries.
     pub manifests: Vec<(u64, String)>,
+    /// Every history share (protocol §16): its epoch, its member and the hex of its wire form,
+    /// by epoch, then member.
+    #[serde(default)]
+    pub history: Vec<(u64, SignPublicKey, String)>,
 }
 
 /// The whole control plane, backend-agnostic: what `migrate-to-kv` copies and parity tests
@@ -209,6 +213,8 @@ impl Snapshot {
         for room in &mut self.rooms {
             room.members.sort();
             room.manifests.sort_by_key(|(epoch, _)| *epoch);
+            room.history
+                .sort_by_key(|(epoch, member, _)| (*epoch, *member));
         }
     }
 }

@@ -1168,12 +1168,26 @@ async fn snapshot_export_import_round_trips_and_is_idempotent(store: Arc<dyn Sto
     // (the migration test covers SQLite into KV).
     let r = room_with_members(&*store, 2).await;
     let everyone = [&r.owner, &r.members[0], &r.members[1]];
+    let (first, first_key) = rekey(&r, 1, 0, &everyone[..2]);
+    store.put_epoch(&first).await.unwrap();
     store
-        .put_epoch(&rekey(&r, 1, 0, &everyone).0)
+        .put_epoch(&rekey(&r, 2, 1, &everyone).0)
         .await
         .unwrap();
+    // The member added at epoch 2 gets epoch 1 as a history share.
+    let late = &r.members[1];
+    let share = HistoryShare::seal(&r.owner, &first.head(), &first_key, &Recipient::of(late))
+        .unwrap()
+        .to_bytes();
     store
-        .put_epoch(&rekey(&r, 2, 1, &everyone[..2]).0)
+        .put_history_shares(
+            &r.general,
+            &[StoredShare {
+                epoch: 1,
+                member: late.sign_public_key(),
+                share: share.clone(),
+            }],
+        )
         .await
         .unwrap();
     let admin = identity();
@@ -1200,6 +1214,10 @@ async fn snapshot_export_import_round_trips_and_is_idempotent(store: Arc<dyn Sto
     assert_eq!(snapshot.invites.len(), 2);
     assert_eq!(snapshot.rooms[0].manifests.len(), 2);
     assert_eq!(snapshot.rooms[0].room.epoch, 2);
+    assert_eq!(
+        snapshot.rooms[0].history,
+        vec![(1, late.sign_public_key(), hex::encode(&share))]
+    );
 
     // Importing over the same state changes nothing, twice.
     store.import_snapshot(&snapshot).await.unwrap();

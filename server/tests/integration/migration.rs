@@ -1,15 +1,18 @@
 //! `migrate_sqlite_to_kv`: faithful (the KV snapshot equals the SQLite one), idempotent, and
 //! preceded by a consistent backup.
 
+use unibus::history::HistoryShare;
 use unibus::manifest::{Recipient, SignedManifest};
 use unibus::sealing::RoomKey;
 use unibus::{Identity, RoomId};
 use unibus_server::store::migrate::migrate_sqlite_to_kv;
-use unibus_server::store::{KvStore, KvStoreConfig, NewInvite, NewUser, SqliteStore, Store};
+use unibus_server::store::{
+    KvStore, KvStoreConfig, NewInvite, NewUser, SqliteStore, Store, StoredShare,
+};
 use unibus_testkit::NatsCluster;
 
-/// Two rooms (one rekeyed to epoch 2), members, a revoked and a deleted user, used and pending
-/// invites.
+/// Two rooms (one rekeyed to epoch 2, with a history share of epoch 1), members, a revoked and a
+/// deleted user, used and pending invites.
 async fn seed(store: &SqliteStore) {
     let people: Vec<Identity> = (0..5).map(|_| Identity::generate().unwrap()).collect();
     for (i, id) in people.iter().enumerate() {
@@ -49,18 +52,24 @@ async fn seed(store: &SqliteStore) {
             .await
             .unwrap();
     }
-    let recipients: Vec<Recipient> = people[..3].iter().map(Recipient::of).collect();
-    for (epoch, previous) in [(1, 0), (2, 1)] {
-        let manifest = SignedManifest::rekey(
-            owner,
-            &general,
-            epoch,
-            previous,
-            &RoomKey::generate().unwrap(),
-            &recipients,
-        )
-        .unwrap();
+    for (epoch, previous, recipients) in [(1, 0, &people[..2]), (2, 1, &people[..3])] {
+        let recipients: Vec<Recipient> = recipients.iter().map(Recipient::of).collect();
+        let key = RoomKey::generate().unwrap();
+        let manifest =
+            SignedManifest::rekey(owner, &general, epoch, previous, &key, &recipients).unwrap();
         store.put_epoch(&manifest).await.unwrap();
+        if epoch == 1 {
+            // The member added at epoch 2 gets epoch 1 as a history share.
+            let late = &people[2];
+            let share =
+                HistoryShare::seal(owner, &manifest.head(), &key, &Recipient::of(late)).unwrap();
+            let stored = StoredShare {
+                epoch,
+                member: late.sign_public_key(),
+                share: share.to_bytes(),
+            };
+            store.put_history_shares(&general, &[stored]).await.unwrap();
+        }
     }
     let (token, _) = store.create_invite(NewInvite::default()).await.unwrap();
     let newcomer = Identity::generate().unwrap();
@@ -100,9 +109,10 @@ async fn migration_is_faithful_idempotent_and_backed_up_first() {
             report.deleted_users,
             report.invites,
             report.rooms,
-            report.epochs
+            report.epochs,
+            report.history_shares
         ),
-        (5, 1, 2, 2, 2)
+        (5, 1, 2, 2, 2, 1)
     );
     assert_eq!(
         kv.export_snapshot().await.unwrap(),

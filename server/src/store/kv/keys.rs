@@ -75,6 +75,19 @@ pub(super) fn history_share(room: &RoomId, epoch: u64, member: &SignPublicKey) -
     format!("h.{room}.{epoch}.{member}")
 }
 
+/// `UNIBUS_room_keys`: the filter for every history share of `room`.
+pub(super) fn history_shares_in(room: &RoomId) -> String {
+    format!("h.{room}.*.*")
+}
+
+/// The epoch and member a key listed by [`history_shares_in`] names.
+pub(super) fn history_share_of(key: &str) -> Option<(u64, SignPublicKey)> {
+    let mut tokens = key.rsplit('.');
+    let member = SignPublicKey::from_hex(tokens.next()?).ok()?;
+    let epoch = tokens.next()?.parse().ok()?;
+    Some((epoch, member))
+}
+
 /// `UNIBUS_room_keys`: the filter for every history share sealed to `member`, in any room.
 pub(super) fn history_shares_of(member: &SignPublicKey) -> String {
     format!("h.*.*.{member}")

@@ -601,10 +601,20 @@ impl Store for KvStore {
                 let manifest = self.manifest(&room.id, epoch).await?;
                 manifests.push((epoch, hex::encode(manifest.to_bytes())));
             }
+            let mut history = Vec::new();
+            for (key, share) in self
+                .entries(&self.room_keys, &keys::history_shares_in(&room.id))
+                .await?
+            {
+                let (epoch, member) = keys::history_share_of(&key)
+                    .ok_or_else(|| StoreError::Corrupt(format!("stored history share {key}")))?;
+                history.push((epoch, member, hex::encode(&share)));
+            }
             snapshot.rooms.push(RoomSnapshot {
                 room,
                 members,
                 manifests,
+                history,
             });
         }
         snapshot.normalize();
@@ -636,6 +646,12 @@ impl Store for KvStore {
                 .await?;
             for member in &room.members {
                 self.put_membership(id, member).await?;
+            }
+            for (epoch, member, share) in &room.history {
+                let share = hex::decode(share)
+                    .map_err(|e| StoreError::Corrupt(format!("a history share's hex: {e}")))?;
+                let key = keys::history_share(id, *epoch, member);
+                self.put(&self.room_keys, &key, Bytes::from(share)).await?;
             }
         }
         Ok(())

@@ -590,18 +590,7 @@ impl Store for SqliteStore {
                 .map_err(backend)?;
             get_room(&tx, &room)?.ok_or(StoreError::NotFound)?;
             for share in &shares {
-                tx.prepare_cached(
-                    "INSERT OR REPLACE INTO history_shares (room_id, epoch, member, share) \
-                     VALUES (?1, ?2, ?3, ?4)",
-                )
-                .map_err(backend)?
-                .execute(params![
-                    room.as_str(),
-                    epoch_to_sql(share.epoch)?,
-                    share.member.to_hex(),
-                    share.share
-                ])
-                .map_err(backend)?;
+                insert_history_share(&tx, &room, share.epoch, &share.member, &share.share)?;
             }
             tx.commit().map_err(backend)
         })
@@ -675,6 +664,7 @@ impl Store for SqliteStore {
                 snapshot.rooms.push(RoomSnapshot {
                     members: list_members(&tx, &room.id)?,
                     manifests: list_manifests(&tx, &room.id)?,
+                    history: list_history_shares(&tx, &room.id)?,
                     room,
                 });
             }
@@ -732,6 +722,13 @@ impl Store for SqliteStore {
             }
             for manifest in &manifests {
                 insert_epoch(&tx, manifest)?;
+            }
+            for room in &snapshot.rooms {
+                for (epoch, member, share) in &room.history {
+                    let share = hex::decode(share)
+                        .map_err(|e| StoreError::Corrupt(format!("a history share's hex: {e}")))?;
+                    insert_history_share(&tx, &room.room.id, *epoch, member, &share)?;
+                }
             }
             tx.commit().map_err(backend)
         })

@@ -361,3 +361,50 @@ pub(super) fn create_redeemed_user(
     insert_user(conn, &user)?;
     Ok(user)
 }
+
+/// Stores (or replaces) the history share of `room`'s `epoch` for `member`.
+pub(super) fn insert_history_share(
+    conn: &Connection,
+    room: &RoomId,
+    epoch: u64,
+    member: &SignPublicKey,
+    share: &[u8],
+) -> StoreResult<()> {
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO history_shares (room_id, epoch, member, share) \
+         VALUES (?1, ?2, ?3, ?4)",
+    )
+    .map_err(backend)?
+    .execute(params![
+        room.as_str(),
+        epoch_to_sql(epoch)?,
+        member.to_hex(),
+        share
+    ])
+    .map_err(backend)?;
+    Ok(())
+}
+
+/// Every history share of `room`, for a snapshot: epoch, member, hex of the share.
+pub(super) fn list_history_shares(
+    conn: &Connection,
+    room: &RoomId,
+) -> StoreResult<Vec<(u64, SignPublicKey, String)>> {
+    all(
+        conn,
+        "SELECT epoch, member, share FROM history_shares WHERE room_id = ?1 \
+         ORDER BY epoch, member",
+        params![room.as_str()],
+        |row| {
+            let (epoch, member, share): (i64, String, Vec<u8>) =
+                (row.get(0)?, row.get(1)?, row.get(2)?);
+            Ok((|| {
+                Ok((
+                    epoch_from_sql(epoch)?,
+                    parse_member(member)?,
+                    hex::encode(share),
+                ))
+            })())
+        },
+    )
+}
