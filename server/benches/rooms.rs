@@ -137,6 +137,7 @@ async fn populate(
                 },
                 members: everyone.iter().map(|id| id.sign_public_key()).collect(),
                 manifests: Vec::new(),
+                history: Vec::new(),
             }],
             ..Snapshot::default()
         };

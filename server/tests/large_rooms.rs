@@ -109,6 +109,7 @@ async fn a_100000_member_room_on_sqlite_rekeys_and_its_members_open_the_key() {
                 .map(Identity::sign_public_key)
                 .collect(),
             manifests: Vec::new(),
+            history: Vec::new(),
         }],
         ..Snapshot::default()
     };
