@@ -170,16 +170,48 @@ pub enum Unreadable {
     },
 }
 
+/// What a cursor keeps of a delivered message's verified sender and id: the first 16 bytes of
+/// SHA-256(sender's ed25519 key || message id), so that a remembered message takes 24 bytes
+/// in the trust file (docs/client.md). Finding two messages with the same 128 bits is
+/// infeasible, so a message is reported [`Unreadable::Replayed`] only when its sender and id
+/// were delivered before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Seen(pub(crate) [u8; SEEN_LEN]);
+
+/// The length of a [`Seen`].
+pub(crate) const SEEN_LEN: usize = 16;
+
+impl Seen {
+    /// What is kept of `sender`'s message `id`.
+    pub(crate) fn of(sender: &SignPublicKey, id: &MessageId) -> Self {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::new()
+            .chain_update(sender.as_bytes())
+            .chain_update(id.as_bytes())
+            .finalize();
+        let mut seen = [0; SEEN_LEN];
+        seen.copy_from_slice(&digest[..SEEN_LEN]);
+        Self(seen)
+    }
+}
+
 /// A message delivered from a room, as the cursor remembers it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Delivered {
-    /// Its verified sender.
-    pub(crate) sender: SignPublicKey,
-    /// Its verified id.
-    pub(crate) id: MessageId,
+    /// Its verified sender and id.
+    pub(crate) seen: Seen,
     /// Where it was delivered.
     pub(crate) position: u64,
+}
+
+impl Delivered {
+    /// `sender`'s message `id`, delivered at `position`.
+    pub(crate) fn new(sender: &SignPublicKey, id: &MessageId, position: u64) -> Self {
+        Self {
+            seen: Seen::of(sender, id),
+            position,
+        }
+    }
 }
 
 /// What a [`Watch`](super::Watch) hands the app for one message, to remember once the app has
@@ -208,8 +240,95 @@ pub(crate) enum LiveStep {
 #[serde(deny_unknown_fields)]
 pub(crate) struct Cursor {
     pub(crate) last: u64,
-    #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "VecDeque::is_empty",
+        with = "packed_recent"
+    )]
     pub(crate) recent: VecDeque<Delivered>,
+}
+
+/// A cursor's `recent` in the trust file (docs/client.md): one base64 string of 24-byte
+/// records, [`Seen`] then the position as a big-endian `u64`, in position order (what this
+/// version writes); or, as versions 2 and 3 of the file wrote it, a list of
+/// `{"sender", "id", "position"}` objects, read into the same records.
+mod packed_recent {
+    use std::collections::VecDeque;
+
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine;
+    use serde::de::Error;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::{Delivered, Seen, SEEN_LEN};
+    use crate::envelope::MessageId;
+    use crate::SignPublicKey;
+
+    const RECORD_LEN: usize = SEEN_LEN + 8;
+
+    pub(crate) fn serialize<S: Serializer>(
+        recent: &VecDeque<Delivered>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        let mut bytes = Vec::with_capacity(recent.len() * RECORD_LEN);
+        for delivered in recent {
+            bytes.extend_from_slice(&delivered.seen.0);
+            bytes.extend_from_slice(&delivered.position.to_be_bytes());
+        }
+        serializer.serialize_str(&STANDARD.encode(bytes))
+    }
+
+    /// An entry of the list form.
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Listed {
+        sender: SignPublicKey,
+        id: MessageId,
+        position: u64,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Form {
+        Packed(String),
+        Listed(Vec<Listed>),
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<VecDeque<Delivered>, D::Error> {
+        match Form::deserialize(deserializer)? {
+            Form::Listed(list) => Ok(list
+                .iter()
+                .map(|l| Delivered::new(&l.sender, &l.id, l.position))
+                .collect()),
+            Form::Packed(text) => {
+                let bytes = STANDARD
+                    .decode(text)
+                    .map_err(|e| D::Error::custom(format!("recent: {e}")))?;
+                if bytes.len() % RECORD_LEN != 0 {
+                    return Err(D::Error::custom(format!(
+                        "recent: {} bytes is not a whole number of {RECORD_LEN}-byte records",
+                        bytes.len()
+                    )));
+                }
+                Ok(bytes
+                    .chunks_exact(RECORD_LEN)
+                    .map(|record| {
+                        let (seen, position) = record.split_at(SEEN_LEN);
+                        let mut s = [0; SEEN_LEN];
+                        s.copy_from_slice(seen);
+                        let mut p = [0; 8];
+                        p.copy_from_slice(position);
+                        Delivered {
+                            seen: Seen(s),
+                            position: u64::from_be_bytes(p),
+                        }
+                    })
+                    .collect())
+            }
+        }
+    }
 }
 
 impl Cursor {
@@ -233,9 +352,10 @@ impl Cursor {
         id: &MessageId,
         position: u64,
     ) -> Option<u64> {
+        let seen = Seen::of(sender, id);
         self.recent
             .iter()
-            .find(|d| d.sender == *sender && d.id == *id)
+            .find(|d| d.seen == seen)
             .map(|d| d.position)
             .filter(|first| *first != position)
     }
@@ -252,11 +372,7 @@ impl Cursor {
     /// Remembers `opened` unless its sender and id are already, keeping the newest
     /// [`REMEMBERED_PER_ROOM`] by position.
     fn remember_delivered(&mut self, opened: Delivered) {
-        if self
-            .recent
-            .iter()
-            .any(|d| d.sender == opened.sender && d.id == opened.id)
-        {
+        if self.recent.iter().any(|d| d.seen == opened.seen) {
             return;
         }
         // Usually the newest; after a merge of two writers, in its place by position.
@@ -287,11 +403,7 @@ impl Cursor {
         {
             return (Err(Unreadable::Replayed { first_position }), None);
         }
-        let opened = Delivered {
-            sender: *message.sender(),
-            id: *message.id(),
-            position,
-        };
+        let opened = Delivered::new(message.sender(), message.id(), position);
         self.remember_delivered(opened);
         (Ok(message), Some(opened))
     }
@@ -766,11 +878,7 @@ mod tests {
             let position = (n as u64 ^ 1) + 1;
             cursor.advance(
                 position,
-                Some(Delivered {
-                    sender: *message.sender(),
-                    id: *message.id(),
-                    position,
-                }),
+                Some(Delivered::new(message.sender(), message.id(), position)),
             );
         }
         assert_eq!(cursor.recent.len(), REMEMBERED_PER_ROOM);

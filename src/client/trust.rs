@@ -39,10 +39,11 @@ use crate::{RoomId, SignPublicKey};
 
 /// The `format` field of a trust file.
 pub const TRUST_FILE_FORMAT: &str = "unibus-trust";
-/// The highest `version` of the trust files this version writes and reads: 3 for a file that
-/// keeps a history policy, 2 for one that keeps message cursors and no policy, 1 for one that
-/// keeps neither (what earlier versions wrote, and read).
-pub const TRUST_FILE_VERSION: u64 = 3;
+/// The highest `version` of the trust files this version writes and reads: it writes 4 for a
+/// file that keeps message cursors (their remembered messages packed, docs/client.md), 3 for
+/// one that keeps a history policy and no cursors, 1 for one that keeps neither (what earlier
+/// versions wrote, and read); it reads 2 (cursors listed, no policy) too.
+pub const TRUST_FILE_VERSION: u64 = 4;
 /// The domain-separation label of the safety number (docs/client.md).
 pub const SAFETY_NUMBER_LABEL: &str = "unibus/owner-safety-number/v1";
 /// The prefix of an owner's QR-friendly code: `unibus-owner:v1:<room>:<owner hex>`.
@@ -294,7 +295,7 @@ struct File {
     /// Version 2 and later.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     messages: BTreeMap<RoomId, Cursor>,
-    /// Version 3 only.
+    /// Version 3 and later.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     history: BTreeMap<RoomId, History>,
 }
@@ -778,10 +779,10 @@ fn write_file(
 ) -> Result<(), TrustError> {
     // The lowest version that holds what it keeps, so that earlier versions of the SDK still
     // read it.
-    let version = if !contents.history.is_empty() {
+    let version = if !contents.messages.is_empty() {
+        4
+    } else if !contents.history.is_empty() {
         3
-    } else if !contents.messages.is_empty() {
-        2
     } else {
         1
     };
@@ -971,11 +972,11 @@ mod tests {
 
         let newer = String::from_utf8(before.clone())
             .unwrap()
-            .replace("\"version\": 1", "\"version\": 4");
+            .replace("\"version\": 1", "\"version\": 5");
         std::fs::write(&path, newer).unwrap();
         assert!(matches!(
             TrustStore::open(&path, &owner_of_file),
-            Err(TrustError::UnsupportedVersion { version: 4, .. })
+            Err(TrustError::UnsupportedVersion { version: 5, .. })
         ));
         for garbage in [&b""[..], b"{", b"[]", br#"{"format":"other","version":1}"#] {
             std::fs::write(&path, garbage).unwrap();
@@ -1086,11 +1087,11 @@ mod tests {
         let delivered = |room: &RoomId, position: u64, id: u8| Delivery {
             room: room.clone(),
             position,
-            opened: Some(super::super::messages::Delivered {
-                sender,
-                id: MessageId::from_bytes([id; 16]),
+            opened: Some(super::super::messages::Delivered::new(
+                &sender,
+                &MessageId::from_bytes([id; 16]),
                 position,
-            }),
+            )),
         };
         store
             .record_delivered(&[delivered(&general, 4, 1), delivered(&general, 9, 2)])
@@ -1112,17 +1113,78 @@ mod tests {
         );
         let written: serde_json::Value =
             serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-        assert_eq!(written["version"], 2);
+        assert_eq!(written["version"], 4);
+        // The remembered messages, packed: 24 bytes each, SHA-256(sender || id)[..16] and the
+        // position.
+        use base64::Engine;
+        let packed = base64::engine::general_purpose::STANDARD
+            .decode(written["messages"]["general"]["recent"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(packed.len(), 3 * 24);
+        let mut hashed = sender.as_bytes().to_vec();
+        hashed.extend_from_slice(&[2; 16]);
+        use sha2::Digest;
+        assert_eq!(packed[48..64], sha2::Sha256::digest(&hashed)[..16]);
+        assert_eq!(packed[64..], 9u64.to_be_bytes());
 
         // A version 1 file that claims cursors is not one this SDK wrote.
         let claimed = std::fs::read_to_string(&path)
             .unwrap()
-            .replace("\"version\": 2", "\"version\": 1");
+            .replace("\"version\": 4", "\"version\": 1");
         std::fs::write(&path, &claimed).unwrap();
         assert!(matches!(
             TrustStore::open(&path, &me),
             Err(TrustError::Corrupt { .. })
         ));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_version_2_file_with_its_listed_cursors_is_read_and_written_back_packed() {
+        let dir = tempdir();
+        let path = dir.join("trust.json");
+        use crate::envelope::MessageId;
+        let (me, sender) = (key(), key());
+        let id = MessageId::from_bytes([7; 16]);
+        let written_by_version_2 = serde_json::json!({
+            "format": TRUST_FILE_FORMAT,
+            "version": 2,
+            "identity": me,
+            "rooms": {},
+            "messages": {
+                "general": {
+                    "last": 12,
+                    "recent": [{ "sender": sender, "id": id.to_string(), "position": 12 }]
+                }
+            }
+        });
+        std::fs::write(&path, serde_json::to_vec(&written_by_version_2).unwrap()).unwrap();
+        let store = TrustStore::open(&path, &me).unwrap();
+        let general = RoomId::new("general").unwrap();
+        assert_eq!(store.last_delivered(&general), 12);
+        let cursor = store.message_cursor(&general);
+        assert_eq!(cursor.first_position(&sender, &id, 15), Some(12));
+        assert_eq!(cursor.first_position(&me, &id, 15), None);
+
+        store
+            .record_delivered(&[Delivery {
+                room: general.clone(),
+                position: 13,
+                opened: None,
+            }])
+            .unwrap();
+        let reopened = TrustStore::open(&path, &me).unwrap();
+        assert_eq!(reopened.last_delivered(&general), 13);
+        assert_eq!(
+            reopened
+                .message_cursor(&general)
+                .first_position(&sender, &id, 15),
+            Some(12)
+        );
+        let written: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(written["version"], 4);
+        assert!(written["messages"]["general"]["recent"].is_string());
         let _ = std::fs::remove_dir_all(dir);
     }
 
