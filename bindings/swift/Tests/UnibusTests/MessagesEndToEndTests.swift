@@ -3,8 +3,9 @@ import Unibus
 import XCTest
 
 /// Messages in rooms through the Swift SDK, against a real membershipd (as the Kotlin and Python
-/// suites): two members send and read, a watch with messages delivers a new one live, and a
-/// non-member and a body too large get their typed errors.
+/// suites): two members send and read, a watch with messages delivers a new one live, a
+/// non-member and a body too large get their typed errors, and a member added later reads
+/// earlier epochs once the owner shares them.
 final class MessagesEndToEndTests: XCTestCase {
     private func connected(_ server: Membershipd) async throws -> (Identity, Session) {
         let me = try Identity.generate()
@@ -86,5 +87,38 @@ final class MessagesEndToEndTests: XCTestCase {
             try await carolSession.messages(room: "general", page: .latest(limit: 0))
         }
         for session in [ownerSession, aliceSession, carolSession] { await session.closeSession() }
+    }
+
+    func testAMemberAddedLaterReadsEarlierEpochsOnceTheOwnerSharesThem() async throws {
+        let server = try Membershipd()
+        defer { server.stop() }
+        let (_, ownerSession) = try await connected(server)
+        let (bob, bobSession) = try await connected(server)
+        _ = try await ownerSession.createRoom(room: "general")
+        _ = try await ownerSession.rekey(room: "general")
+        let early = try await ownerSession.send(room: "general", body: Data("before bob".utf8), contentType: "text/plain")
+
+        // The default: Bob, added later, reads epoch 1 as "no key".
+        XCTAssertEqual(try ownerSession.historyPolicy(room: "general"), .joined)
+        try await ownerSession.addMember(room: "general", member: bob.signPublicKey())
+        _ = try await ownerSession.rekey(room: "general")
+        let before = try await bobSession.messages(room: "general", page: .latest(limit: 10))
+        XCTAssertEqual(before.messages.map { $0.unreadable }, [.noKey(epoch: 1)])
+
+        // Only the owner sets a policy and shares; Bob then reads his history.
+        XCTAssertThrowsError(try bobSession.setHistoryPolicy(room: "general", policy: .shared)) {
+            guard case SessionError.NotOwner = $0 else { return XCTFail("\($0)") }
+        }
+        try ownerSession.setHistoryPolicy(room: "general", policy: .shared)
+        XCTAssertEqual(try ownerSession.historyPolicy(room: "general"), .shared)
+        let shared = try await ownerSession.shareHistory(room: "general", member: bob.signPublicKey())
+        XCTAssertEqual(shared, 2)
+        let after = try await bobSession.messages(room: "general", page: .latest(limit: 10))
+        XCTAssertEqual(after.messages.map { $0.position }, [early.position])
+        XCTAssertEqual(after.messages.first?.message?.body, Data("before bob".utf8))
+        await assertThrows({ if case SessionError.NotOwner = $0 { return true }; return false }) {
+            try await bobSession.shareHistory(room: "general", member: bob.signPublicKey())
+        }
+        for session in [ownerSession, bobSession] { await session.closeSession() }
     }
 }

@@ -233,4 +233,39 @@ class ClientEndToEndTest {
             for (session in listOf(ownerSession, aliceSession, carolSession)) session.closeSession()
         }
     }
+
+    @Test
+    fun aMemberAddedLaterReadsEarlierEpochsOnceTheOwnerSharesThem() = runBlocking<Unit> {
+        Membershipd().use { server ->
+            val (owner, ownerRegistration) = registered(server)
+            val (bob, bobRegistration) = registered(server)
+            val ownerSession = Session.connect(owner, ownerRegistration.natsUrls)
+            val bobSession = Session.connect(bob, bobRegistration.natsUrls)
+            ownerSession.createRoom("general")
+            ownerSession.rekey("general")
+            val early = ownerSession.send("general", "before bob".toByteArray(), "text/plain")
+
+            // The default: Bob, added later, reads epoch 1 as "no key".
+            assertEquals(HistoryPolicy.JOINED, ownerSession.historyPolicy("general"))
+            ownerSession.addMember("general", bob.signPublicKey())
+            ownerSession.rekey("general")
+            val before = bobSession.messages("general", MessagePage.Latest(10u))
+            assertEquals(listOf(Unreadable.NoKey(1uL)), before.messages.map { it.unreadable })
+
+            // Only the owner sets a policy and shares; Bob then reads his history.
+            assertThrows<SessionException.NotOwner> {
+                bobSession.setHistoryPolicy("general", HistoryPolicy.SHARED)
+            }
+            ownerSession.setHistoryPolicy("general", HistoryPolicy.SHARED)
+            assertEquals(HistoryPolicy.SHARED, ownerSession.historyPolicy("general"))
+            assertEquals(2uL, ownerSession.shareHistory("general", bob.signPublicKey()))
+            val after = bobSession.messages("general", MessagePage.Latest(10u))
+            assertEquals(listOf(early.position), after.messages.map { it.position })
+            assertArrayEquals("before bob".toByteArray(), after.messages.single().message!!.body)
+            assertThrows<SessionException.NotOwner> {
+                runBlocking { bobSession.shareHistory("general", bob.signPublicKey()) }
+            }
+            for (session in listOf(ownerSession, bobSession)) session.closeSession()
+        }
+    }
 }
