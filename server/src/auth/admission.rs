@@ -114,7 +114,7 @@ struct State {
     /// Workers free now.
     free: usize,
     /// The waiting logins' turns, oldest first. A login that stopped waiting stays until it
-    /// is reached, and is then passed over.
+    /// is reached from either end, and is then passed over.
     turns: VecDeque<oneshot::Sender<Turn>>,
     /// How many logins wait.
     waiting: usize,
@@ -153,6 +153,11 @@ impl Queue {
         if state.free > 0 {
             state.free -= 1;
             return Arrival::Work(self.worker());
+        }
+        // Logins that stopped waiting are the oldest, as the newest are served first: drop
+        // them, so that a long storm does not pile them up.
+        while state.turns.front().is_some_and(oneshot::Sender::is_closed) {
+            state.turns.pop_front();
         }
         let (tell, turn) = oneshot::channel();
         state.turns.push_back(tell);
@@ -253,6 +258,20 @@ mod tests {
         assert!(waiters[1..].iter_mut().all(|w| w.turn.try_recv().is_err()));
         assert!(newcomer.turn.try_recv().is_err(), "the newcomer waits");
         assert_eq!(queue.waiting(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn logins_that_were_refused_when_their_budget_ran_out_do_not_pile_up() {
+        let queue = queue(1);
+        let Arrival::Work(_busy) = queue.arrive() else {
+            panic!("the one worker was free");
+        };
+        for _ in 0..1_000 {
+            assert!(waits(queue.arrive()).turn().await.is_none());
+        }
+        assert_eq!(queue.waiting(), 0);
+        let _newcomer = waits(queue.arrive());
+        assert_eq!(queue.lock().turns.len(), 1, "only the newcomer is kept");
     }
 
     #[tokio::test(start_paused = true)]
