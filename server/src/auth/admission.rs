@@ -1,5 +1,5 @@
 //! Which logins the callout works on under a storm, and which it refuses, so that every login
-//! is decided within [`LOGIN_BUDGET`] of its request's arrival (see the
+//! is taken up or refused within [`LOGIN_BUDGET`] of its request's arrival (see the
 //! [callout's documentation](super::callout)).
 //!
 //! At most [`Admission::at_once`] logins are worked on. The others wait, and a freed worker
@@ -16,7 +16,8 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-/// How long after its request's arrival a login is decided at the latest: well under the
+/// How long after its request's arrival a login is taken up or refused at the latest (the work
+/// on it takes milliseconds, the store's answer usually coming from memory): well under the
 /// 2 s after which nats-server pings a new connection and stock nats.go gives up its connect,
 /// both counted from before the request arrives (the connection's accept, the client's
 /// `CONNECT`, nats-server's own work on it).
@@ -33,7 +34,8 @@ pub struct Admission {
     pub at_once: usize,
     /// Logins that may wait for a worker at most ([`LOGINS_WAITING`]).
     pub waiting: usize,
-    /// How long after its arrival a login is decided at the latest ([`LOGIN_BUDGET`]).
+    /// How long after its arrival a login is taken up or refused at the latest
+    /// ([`LOGIN_BUDGET`]).
     pub budget: Duration,
 }
 

@@ -10,16 +10,16 @@
 //! [`USER_JWT_LIFETIME`] (nats-server then ends the connection and the client logs in again,
 //! so even a revocation every other path missed ends its sessions within that bound).
 //!
-//! Every login is decided, admitted or refused, within
+//! Every login is taken up, or refused, within
 //! [`LOGIN_BUDGET`](super::admission::LOGIN_BUDGET) of its request's arrival, because
 //! nats-server pings each new connection 2 to 2.4 s after accepting it, decided or not, and
 //! stock nats.go (like any client that reads the first line after its `CONNECT` as the answer
 //! to its own `PING`) fails its connect on that `PING`; nats.go's default connect timeout is
 //! 2 s as well. A refused client retries; an undecided one that gets the `PING` fails. So under
 //! a storm the callout keeps to what it can answer in time ([`admission`](super::admission)):
-//! a few logins are worked on at once, newest first, and a login that would not be answered
-//! within its budget is refused with [`Refusal::Overloaded`] (a signed refusal that costs a
-//! fraction of an answer; clients retry with jittered backoff).
+//! a few logins are worked on at once, newest first, and a login that gets no worker within
+//! its budget is refused with [`Refusal::Overloaded`] (a signed refusal that costs a fraction
+//! of an answer; clients retry with jittered backoff).
 //!
 //! One callout serves on several connections at once ([`CALLOUT_CONNECTIONS`] in
 //! `membershipd serve`), under the same limits. nats-server checks each answer (the response
