@@ -26,6 +26,12 @@
 //! same again with an auth callout configured that every user bypasses, listed in its
 //! `auth_users` (what a static list beside the callout would cost).
 //!
+//! Each round also storms the three with stock nats.go clients (`natsgo-storm/`, a Go program
+//! built with `go build` when the bench starts; skipped with a note when that fails): nats.go
+//! gives up a connect on nats-server's first `PING` and after its default 2 s timeout, and each
+//! client retries at most 3 times, 200 to 600 ms apart. Their rows give the share admitted and
+//! the time to the last, and a last table puts unibus's share beside the two floors'.
+//!
 //! Each row also counts the kernel's listen-queue overflows during its storm (see
 //! [`listen_overflows`]). The clients, membershipd and nats-server share this machine's 2 cores.
 //! The hard limit of open files here is 20,000 per process, so 15,000 clients is the most one
@@ -296,6 +302,122 @@ impl LoneServer {
         let time_to_last = report.time_to_last();
         close_before_server(report).await;
         (row, time_to_last)
+    }
+}
+
+/// The stock nats.go storm program, built once (see the module documentation).
+struct NatsGo {
+    binary: std::path::PathBuf,
+}
+
+/// What the nats.go program reports of one storm (see `natsgo-storm/main.go`).
+#[derive(serde::Deserialize)]
+struct NatsGoReport {
+    clients: usize,
+    admitted: usize,
+    first_try: usize,
+    /// Each admitted client's time from the start, sorted.
+    latencies_ms: Vec<f64>,
+    /// Failed attempts by their error.
+    errors: std::collections::BTreeMap<String, usize>,
+}
+
+impl NatsGoReport {
+    fn admitted_percent(&self) -> f64 {
+        self.admitted as f64 * 100.0 / self.clients.max(1) as f64
+    }
+
+    fn time_to_last(&self) -> Duration {
+        Duration::from_secs_f64(self.latencies_ms.last().copied().unwrap_or(0.0) / 1e3)
+    }
+}
+
+impl NatsGo {
+    /// Builds the program into `dir`, or says why not.
+    fn build(dir: &Path) -> Result<Self, String> {
+        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/natsgo-storm");
+        let binary = dir.join("natsgo-storm");
+        let output = Command::new("go")
+            .arg("build")
+            .arg("-o")
+            .arg(&binary)
+            .arg(".")
+            .current_dir(&source)
+            .output()
+            .map_err(|e| format!("go: {e}"))?;
+        if !output.status.success() {
+            return Err(String::from_utf8_lossy(&output.stderr).into_owned());
+        }
+        Ok(Self { binary })
+    }
+
+    /// A storm of `ids` logging in as `login` to `url`, while `pids` are measured: its row
+    /// (`name`'s) and its report.
+    async fn storm(
+        &self,
+        name: &str,
+        url: &str,
+        ids: &[Arc<Identity>],
+        login: &Login,
+        pids: &[u32],
+        dir: &Path,
+    ) -> (String, NatsGoReport) {
+        let clients = dir.join("natsgo-clients");
+        let lines: String = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| {
+                let inbox = match login {
+                    Login::StaticNkey => "-".to_string(),
+                    _ => unibus::subjects::inbox_prefix(&id.sign_public_key()),
+                };
+                let jwt = match login {
+                    Login::UserJwt(jwts) => jwts[i].clone(),
+                    _ => "-".to_string(),
+                };
+                format!("{} {inbox} {jwt}\n", id.nkey_seed().as_str())
+            })
+            .collect();
+        std::fs::write(&clients, lines).unwrap();
+        let mut command = Command::new(&self.binary);
+        command
+            .arg(url)
+            .stdin(std::fs::File::open(&clients).unwrap())
+            .stderr(Stdio::inherit());
+        let overflows = listen_overflows();
+        let (output, _, used) = cpu_during(
+            pids,
+            tokio::task::spawn_blocking(move || command.output().unwrap()),
+        )
+        .await;
+        let overflows = listen_overflows() - overflows;
+        let output = output.unwrap();
+        assert!(output.status.success(), "natsgo-storm: {output:?}");
+        let report: NatsGoReport = serde_json::from_slice(&output.stdout).unwrap();
+        let n = report.clients.max(1);
+        let quantile = |q: f64| {
+            let l = &report.latencies_ms;
+            l.get(((l.len().max(1) - 1) as f64 * q).round() as usize)
+                .map_or_else(|| "-".to_string(), |ms| format!("{ms:.0} ms"))
+        };
+        let errors: Vec<String> = report
+            .errors
+            .iter()
+            .map(|(error, count)| format!("{count}x {error}"))
+            .collect();
+        let row = format!(
+            "| nats.go, {name} | {} | {:.2}% | {:.2}% | {} | {:.0}/s | {} | {} | {overflows} | servers {} s of CPU; failed attempts: {} |",
+            report.clients,
+            report.first_try as f64 * 100.0 / n as f64,
+            report.admitted_percent(),
+            ms(report.time_to_last()),
+            report.admitted as f64 / report.time_to_last().as_secs_f64().max(1e-9),
+            quantile(0.5),
+            quantile(0.99),
+            each(&used, 1),
+            if errors.is_empty() { "none".to_string() } else { errors.join(", ") },
+        );
+        (row, report)
     }
 }
 
@@ -749,6 +871,12 @@ async fn main() {
     let mut rest = Vec::new();
     let mut alone = Vec::new();
     let mut ratios = Vec::new();
+    let mut natsgo_shares = Vec::new();
+    let natsgo_dir = tempfile::tempdir().unwrap();
+    let natsgo = NatsGo::build(natsgo_dir.path());
+    if let Err(why) = &natsgo {
+        eprintln!("no nats.go rows: natsgo-storm did not build: {why}");
+    }
     for n in sizes("UNIBUS_STORM_SIZES", "1000,5000,10000,15000") {
         let ids = identities(n);
         let dir = tempfile::tempdir().unwrap();
@@ -771,7 +899,34 @@ async fn main() {
         let jwt = LoneServer::start(jwt_config(&ids, dir.path())).await;
         let unibus = UnibusNode::start(&ids, dir.path(), 1).await;
         let mut times: [Vec<f64>; 3] = Default::default();
+        let mut admitted: [Vec<(f64, Duration)>; 3] = Default::default();
         for round in 1..=rounds {
+            if let Ok(natsgo) = &natsgo {
+                let [floor_admitted, jwt_admitted, _] = &mut admitted;
+                for (server, admitted) in [(&floor, floor_admitted), (&jwt, jwt_admitted)] {
+                    let config = &server.config;
+                    let url = format!("nats://127.0.0.1:{}", config.port);
+                    let pids = [server.process.0.id()];
+                    let (row, report) = natsgo
+                        .storm(config.name, &url, &ids, &config.login, &pids, dir.path())
+                        .await;
+                    println!("{row}");
+                    admitted.push((report.admitted_percent(), report.time_to_last()));
+                }
+                let (row, report) = natsgo
+                    .storm(
+                        "unibus: callout",
+                        &unibus.urls[0],
+                        &ids,
+                        &Login::Unibus,
+                        &unibus.pids,
+                        dir.path(),
+                    )
+                    .await;
+                println!("{row}");
+                admitted[2].push((report.admitted_percent(), report.time_to_last()));
+                settle_fds().await;
+            }
             let [floors, jwts, ours] = &mut times;
             for (server, times) in [(&floor, floors), (&jwt, jwts)] {
                 let (row, time_to_last) = server.storm(&ids).await;
@@ -789,6 +944,7 @@ async fn main() {
             close_before_server(storm).await;
         }
         ratios.push((n, times));
+        natsgo_shares.push((n, admitted));
     }
     for n in sizes("UNIBUS_STORM_CLUSTER_SIZES", "10000") {
         let ids = identities(n);
@@ -818,6 +974,26 @@ async fn main() {
             ours / jwt,
             each_round.join(", "),
         );
+    }
+    if natsgo.is_ok() {
+        println!();
+        println!("| N at once, stock nats.go (3 retries, 200-600 ms apart) | floor: admitted, time to last (each round) | user JWTs | unibus |");
+        println!("|---|---|---|---|");
+        for (n, shares) in natsgo_shares {
+            let column = |rounds: &[(f64, Duration)]| {
+                let each: Vec<String> = rounds
+                    .iter()
+                    .map(|(share, last)| format!("{share:.2}% in {}", ms(*last)))
+                    .collect();
+                each.join(", ")
+            };
+            println!(
+                "| {n} | {} | {} | {} |",
+                column(&shares[0]),
+                column(&shares[1]),
+                column(&shares[2]),
+            );
+        }
     }
     println!();
     for (rate, floor) in alone {

@@ -10,18 +10,22 @@
 //! [`USER_JWT_LIFETIME`] (nats-server then ends the connection and the client logs in again,
 //! so even a revocation every other path missed ends its sessions within that bound).
 //!
-//! Under a storm of logins, the callout keeps to what it can answer in time: at most
-//! [`LOGINS_AT_ONCE`] are worked on, at most [`LOGINS_WAITING`] wait (more are refused at once
-//! with [`Refusal::Overloaded`], which costs a fraction of an answer; clients retry with
-//! jittered backoff), and a login that waited past [`LOGIN_DEADLINE`] is dropped unanswered,
-//! because nats-server has given up on it and any work on it would starve the logins behind it.
+//! Every login is taken up, or refused, within
+//! [`LOGIN_BUDGET`](super::admission::LOGIN_BUDGET) of its request's arrival, because
+//! nats-server pings each new connection 2 to 2.4 s after accepting it, decided or not, and
+//! stock nats.go (like any client that reads the first line after its `CONNECT` as the answer
+//! to its own `PING`) fails its connect on that `PING`; nats.go's default connect timeout is
+//! 2 s as well. A refused client retries; an undecided one that gets the `PING` fails. So under
+//! a storm the callout keeps to what it can answer in time ([`admission`](super::admission)):
+//! a few logins are worked on at once, newest first, and a login that gets no worker within
+//! its budget is refused with [`Refusal::Overloaded`] (a signed refusal that costs a fraction
+//! of an answer; clients retry with jittered backoff).
 //!
 //! One callout serves on several connections at once ([`CALLOUT_CONNECTIONS`] in
 //! `membershipd serve`), under the same limits. nats-server checks each answer (the response
 //! and the user JWT, two ed25519 verifications) on the goroutine that reads the connection the
 //! answer came on, so answers on one connection cannot use more than one of its cores.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,6 +36,7 @@ use nkeys::KeyPair;
 use serde_json::{json, Map, Value};
 use unibus::{subjects, SignPublicKey, Signature};
 
+use super::admission::{Admission, Arrival, Queue};
 use super::jwt;
 use crate::store::{now_millis, Store};
 
@@ -43,16 +48,6 @@ pub const AUTH_CALLOUT_SUBJECT: &str = "$SYS.REQ.USER.AUTH";
 /// The queue group of the callout responders, so several membershipd instances share the load.
 pub const AUTH_CALLOUT_QUEUE: &str = "unibus-auth";
 
-/// How long a login may wait for its answer: nats-server's auth timeout
-/// ([`AUTH_TIMEOUT`](super::setup::AUTH_TIMEOUT), in the config membershipd writes) less a
-/// margin for the answer's trip. A login older than this is dropped.
-pub const LOGIN_DEADLINE: Duration = Duration::from_millis(9_500);
-/// Logins worked on at once.
-pub const LOGINS_AT_ONCE: usize = 64;
-/// Logins that may wait for a worker (a node takes at most about 15,000 clients on this
-/// machine, so a whole node's reconnection fits); beyond this, logins are refused at once as
-/// overloaded.
-pub const LOGINS_WAITING: usize = 16_384;
 /// How long an admitted user's JWT is valid, at most; each is valid for a random time between
 /// three quarters of this and all of it, so sessions that logged in together do not all log in
 /// again together.
@@ -106,7 +101,9 @@ pub enum Refusal {
     /// The key is not an active user, or the store could not say (fail closed).
     #[error("not an active user")]
     NotAuthorized,
-    /// Too many logins are waiting; the client should retry after a jittered backoff.
+    /// The login could not be answered within its budget
+    /// ([`LOGIN_BUDGET`](super::admission::LOGIN_BUDGET)); the client should retry after a
+    /// jittered backoff.
     #[error("membershipd is overloaded; retry after a jittered backoff")]
     Overloaded,
 }
@@ -116,22 +113,29 @@ pub struct Callout {
     store: Arc<dyn Store>,
     issuer: KeyPair,
     account: String,
-    /// Logins being worked on, on every connection the callout serves.
-    workers: tokio::sync::Semaphore,
-    /// Logins waiting for a worker, on every connection the callout serves.
-    waiting: AtomicUsize,
+    /// The logins worked on and waiting, on every connection the callout serves.
+    queue: Arc<Queue>,
 }
 
 impl Callout {
     /// A callout that signs with `issuer` (the account key configured as the callout's
-    /// `issuer`) and places admitted users in `account`.
+    /// `issuer`) and places admitted users in `account`, with the default [`Admission`].
     pub fn new(store: Arc<dyn Store>, issuer: KeyPair, account: impl Into<String>) -> Self {
+        Self::with_admission(store, issuer, account, Admission::default())
+    }
+
+    /// Like [`new`](Self::new), with the given admission limits.
+    pub fn with_admission(
+        store: Arc<dyn Store>,
+        issuer: KeyPair,
+        account: impl Into<String>,
+        admission: Admission,
+    ) -> Self {
         Self {
             store,
             issuer,
             account: account.into(),
-            workers: tokio::sync::Semaphore::new(LOGINS_AT_ONCE),
-            waiting: AtomicUsize::new(0),
+            queue: Arc::new(Queue::new(admission)),
         }
     }
 
@@ -234,7 +238,7 @@ impl Callout {
 
     /// Serves authorization requests on `client` (connected as an auth user of the callout's
     /// account) until the subscription ends, with the admission rules of the
-    /// [module documentation](self). Every request answered gets an answer; one that cannot be
+    /// [module documentation](self). Every request gets an answer within the budget; one that cannot be
     /// read gets an empty reply, which the server takes as "not authorized". Call it (or
     /// [`start`](Self::start)) once per connection to serve on several: they share the limits.
     pub async fn run(
@@ -269,34 +273,34 @@ impl Callout {
         mut requests: async_nats::Subscriber,
     ) {
         while let Some(message) = requests.next().await {
-            let arrived = tokio::time::Instant::now();
             let Some(reply) = message.reply.clone() else {
                 continue;
             };
             let callout = Arc::clone(&self);
             let client = client.clone();
-            if self.waiting.load(Ordering::Relaxed) >= LOGINS_WAITING {
-                tokio::spawn(async move {
-                    let request = String::from_utf8_lossy(&message.payload);
-                    let answer = callout.refuse_overloaded(&request).unwrap_or_default();
-                    let _ = client.publish(reply, answer.into_bytes().into()).await;
-                });
-                continue;
-            }
-            self.waiting.fetch_add(1, Ordering::Relaxed);
+            // Taken in here, in the order the logins arrive.
+            let arrival = self.queue.arrive();
             tokio::spawn(async move {
-                // The semaphore is never closed, so acquiring only waits.
-                let _worker = callout.workers.acquire().await;
-                callout.waiting.fetch_sub(1, Ordering::Relaxed);
-                if arrived.elapsed() > LOGIN_DEADLINE {
-                    tracing::debug!("a login waited past its deadline; dropped unanswered");
-                    return;
-                }
                 let request = String::from_utf8_lossy(&message.payload);
-                let answer = callout.respond(&request).await.unwrap_or_default();
+                let answer = callout.decide(&request, arrival).await;
+                let answer = answer.unwrap_or_default();
                 let _ = client.publish(reply, answer.into_bytes().into()).await;
             });
         }
+    }
+
+    /// Decides a login taken in as `arrival`: answered if it gets a worker within its budget,
+    /// refused as overloaded if not.
+    async fn decide(&self, request: &str, arrival: Arrival) -> Result<String, Refusal> {
+        let worker = match arrival {
+            Arrival::Work(worker) => Some(worker),
+            Arrival::Wait(waiter) => waiter.turn().await,
+        };
+        let Some(_worker) = worker else {
+            tracing::debug!("a login could not be answered within its budget; refused");
+            return self.refuse_overloaded(request);
+        };
+        self.respond(request).await
     }
 }
 

@@ -592,3 +592,74 @@ async fn a_session_whose_login_is_still_undecided_when_the_server_pings_it_waits
         .expect("the session logged in");
     assert_eq!(session.state(), ConnectionState::Connected);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_the_callout_cannot_answer_within_its_budget_is_refused_before_the_first_ping() {
+    use unibus_server::auth::admission::{Admission, LOGIN_BUDGET};
+    use unibus_server::auth::callout::Callout;
+
+    let setup = AuthSetup::generate().unwrap();
+    let cluster = cluster_with_auth(&setup, 1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let inner: Arc<dyn Store> = Arc::new(
+        unibus_server::store::SqliteStore::open(dir.path().join("db"))
+            .await
+            .unwrap(),
+    );
+    let (alice, bob) = (register(&*inner).await, register(&*inner).await);
+    // Alice's login holds the callout's only worker until the test lets it go.
+    let store = Arc::new(HoldsOneUser::new(inner, alice.sign_public_key()));
+    let service = async_nats::ConnectOptions::with_nkey(setup.service.seed().unwrap())
+        .connect(cluster.server_addrs())
+        .await
+        .unwrap();
+    let issuer = nkeys::KeyPair::from_seed(&setup.issuer.seed().unwrap()).unwrap();
+    let one_worker = Admission {
+        at_once: 1,
+        ..Admission::default()
+    };
+    let callout = Callout::with_admission(
+        Arc::clone(&store) as Arc<dyn Store>,
+        issuer,
+        APP_ACCOUNT,
+        one_worker,
+    );
+    let _serving = Arc::new(callout).start(service).await.unwrap();
+
+    let addrs = cluster.server_addrs();
+    let alice_login = tokio::spawn({
+        let addrs = addrs.clone();
+        async move { login(addrs, &alice).await.map(|(client, _)| client) }
+    });
+    tokio::time::timeout(Duration::from_secs(10), store.holding.notified())
+        .await
+        .expect("alice's login reached the store");
+
+    // Bob's login cannot get the worker within its budget. A client that gives up when
+    // nats-server first pings it (2 s after accepting it), as stock nats.go does, and whose
+    // connect times out at 2 s, nats.go's default, hears that it was refused before then.
+    assert!(LOGIN_BUDGET < Duration::from_secs(2));
+    let refused = async_nats::ConnectOptions::with_nkey(bob.nkey_seed().to_string())
+        .custom_inbox_prefix(inbox_prefix(&bob.sign_public_key()))
+        .connection_timeout(Duration::from_secs(2))
+        .connect(addrs.clone())
+        .await
+        .map(|_| ())
+        .expect_err("bob cannot be answered in time");
+    assert_eq!(
+        refused.kind(),
+        async_nats::ConnectErrorKind::AuthorizationViolation,
+        "a refusal, not an undecided login: {refused}"
+    );
+
+    // Alice, let go, is admitted; so is bob when he tries again.
+    store.release.add_permits(1);
+    let alice_client = tokio::time::timeout(Duration::from_secs(10), alice_login)
+        .await
+        .expect("alice is answered")
+        .unwrap()
+        .expect("alice is admitted");
+    alice_client.flush().await.unwrap();
+    let (bob_client, _) = login(addrs, &bob).await.expect("bob is admitted on retry");
+    bob_client.flush().await.unwrap();
+}
