@@ -6,9 +6,10 @@
 //! route, which unibus does not take). The three storm by turns, for a few rounds (the servers
 //! stay up between them), and a last table gives the median time to last of each and unibus's
 //! ratio to the floor in each round: a single storm's time moves by up to 2x from one run to
-//! the next on this shared machine. Then, with the N clients connected, membershipd's idle CPU
-//! (beside nats-server's, over one period of the revoker's sweep) and how long a revocation
-//! takes to cut a session. Last, the same storm, idle CPU and cut on a 3-node cluster (KV R3,
+//! the next on this shared machine. Then, with the N clients connected (members of N / 10
+//! rooms, each subscribed to its own notices, where a watching session gets its messages),
+//! membershipd's idle CPU and memory (beside nats-server's, over one period of the revoker's
+//! sweep) and how long a revocation takes to cut a session. Last, the same storm, idle CPU and cut on a 3-node cluster (KV R3,
 //! the clients spread over the nodes, membershipd connected to one of them), where a cut needs
 //! the other nodes' answers.
 //!
@@ -43,10 +44,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use unibus::Identity;
+use unibus::{subjects, RoomId};
 use unibus_server::auth::setup::AuthSetup;
 use unibus_server::serve::{Serving, SERVING_FILE};
 use unibus_server::store::{
-    now_millis, KvStore, KvStoreConfig, Snapshot, SqliteStore, Store, User, UserStatus,
+    now_millis, KvStore, KvStoreConfig, Room, RoomSnapshot, Snapshot, SqliteStore, Store, User,
+    UserStatus,
 };
 use unibus_testkit::storm::{storm, Login, StormReport};
 use unibus_testkit::{ClusterOptions, NatsCluster};
@@ -95,6 +98,16 @@ fn cpu_seconds(pid: u32) -> f64 {
     };
     // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the name.
     (ticks(11) + ticks(12)) / 100.0
+}
+
+/// A process's resident memory (`VmRSS`), in MiB; 0 when it cannot be read.
+fn resident_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|kib| kib.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kib| kib / 1024.0)
 }
 
 /// The share of one core each process used over `window`.
@@ -668,7 +681,27 @@ async fn callout_alone(ids: &[Arc<Identity>], dir: &Path) -> (f64, f64) {
     (rate, floor)
 }
 
+/// Members per room in the snapshot the storms log in to: N users are in N / 10 rooms.
+const MEMBERS_PER_ROOM: usize = 10;
+
+/// Every identity as an active user, and in rooms of [`MEMBERS_PER_ROOM`] (the first of each
+/// ten its owner), as a deployment at rest holds them.
 fn snapshot_of(ids: &[Arc<Identity>]) -> Snapshot {
+    let rooms = ids
+        .chunks(MEMBERS_PER_ROOM)
+        .enumerate()
+        .map(|(i, members)| RoomSnapshot {
+            room: Room {
+                id: RoomId::new(&format!("room-{i}")).unwrap(),
+                owner: members[0].sign_public_key(),
+                epoch: 0,
+                created_at: now_millis(),
+            },
+            members: members.iter().map(|id| id.sign_public_key()).collect(),
+            manifests: Vec::new(),
+            history: Vec::new(),
+        })
+        .collect();
     let users = ids
         .iter()
         .map(|id| User {
@@ -680,10 +713,13 @@ fn snapshot_of(ids: &[Arc<Identity>]) -> Snapshot {
             invite_id: None,
         })
         .collect();
-    Snapshot {
+    let mut snapshot = Snapshot {
         users,
+        rooms,
         ..Snapshot::default()
-    }
+    };
+    snapshot.normalize();
+    snapshot
 }
 
 /// What one deployment measured with N clients connected.
@@ -691,7 +727,15 @@ struct Unibus {
     nodes: usize,
     /// Idle CPU: membershipd's, then each nats-server's.
     idle: Vec<f64>,
+    /// Resident memory in MiB, at the end of the idle window: membershipd's, then each
+    /// nats-server's.
+    resident: Vec<f64>,
+    /// Whether every client held its subscription to its own notices while idle.
+    subscribed: bool,
+    /// From the start of `membershipd user revoke` to the session's end.
     cuts: Vec<Duration>,
+    /// From the start of `membershipd user revoke` to its return.
+    returns: Vec<Duration>,
     /// How many of the revoked sessions each node held.
     cut_nodes: std::collections::BTreeMap<String, usize>,
 }
@@ -772,41 +816,77 @@ impl UnibusNode {
     /// With `storm`'s clients connected: the idle CPU, then the revocation cut of the first
     /// [`REVOCATIONS`] of them.
     async fn rest_and_cuts(self, ids: &[Arc<Identity>], storm: StormReport) -> Unibus {
+        // Every client subscribes to its own notices, as a watching SDK session does (its
+        // messages come there too), when the clients are in the order of `ids` (all of them
+        // got in).
+        let mut subscriptions = Vec::new();
+        let subscribed = storm.failed == 0;
+        if subscribed {
+            for (id, client) in ids.iter().zip(&storm.clients) {
+                match client
+                    .subscribe(subjects::events(&id.sign_public_key()) + ".>")
+                    .await
+                {
+                    Ok(subscription) => subscriptions.push(subscription),
+                    Err(e) => eprintln!("a client could not subscribe: {e}"),
+                }
+            }
+            for client in &storm.clients {
+                let _ = client.flush().await;
+            }
+        }
         // Let the storm's aftermath settle, then measure rest.
         tokio::time::sleep(Duration::from_secs(2)).await;
         let idle = idle_cpu(&self.pids, IDLE_WINDOW).await;
+        let resident = self.pids.iter().map(|pid| resident_mib(*pid)).collect();
+        let subscribed = subscribed && subscriptions.len() == ids.len();
+        drop(subscriptions);
 
-        let mut cuts = Vec::new();
+        let (mut cuts, mut returns) = (Vec::new(), Vec::new());
         let mut cut_nodes = std::collections::BTreeMap::new();
         for (id, client) in ids.iter().zip(&storm.clients).take(REVOCATIONS) {
             *cut_nodes
                 .entry(client.server_info().server_name)
                 .or_insert(0) += 1;
-            let output = match self
+            let started = Instant::now();
+            let mut command = match self
                 .deployment
                 .membershipd(&self.data)
                 .arg("user")
                 .arg("revoke")
                 .arg(id.sign_public_key().to_hex())
-                .output()
+                .stdout(Stdio::null())
+                .spawn()
             {
-                Ok(output) => output,
+                Ok(command) => command,
                 // With the clients' sockets this process may be out of file descriptors.
                 Err(e) => {
                     eprintln!("revocation cut at {} not measured: {e}", ids.len());
                     break;
                 }
             };
-            assert!(output.status.success(), "revoke: {output:?}");
-            // The revocation is committed when the command returns.
-            let committed = Instant::now();
-            while client.connection_state() == async_nats::connection::State::Connected {
-                if committed.elapsed() > Duration::from_secs(60) {
-                    break;
+            // The command returns 1.05 s after the store took the revocation (in force on every
+            // instance by then); the session usually ends before that. Both are timed from the
+            // command's start.
+            let (mut cut, mut returned) = (None, None);
+            while (cut.is_none() || returned.is_none())
+                && started.elapsed() < Duration::from_secs(60)
+            {
+                if cut.is_none()
+                    && client.connection_state() != async_nats::connection::State::Connected
+                {
+                    cut = Some(started.elapsed());
+                }
+                if returned.is_none() {
+                    if let Some(status) = command.try_wait().unwrap() {
+                        assert!(status.success(), "revoke: {status}");
+                        returned = Some(started.elapsed());
+                    }
                 }
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
-            cuts.push(committed.elapsed());
+            cuts.push(cut.unwrap_or_else(|| started.elapsed()));
+            returns.extend(returned);
         }
         close_before_server(storm).await;
         // membershipd stops first; the cluster (in `self.deployment`) after it.
@@ -814,7 +894,10 @@ impl UnibusNode {
         Unibus {
             nodes: self.nodes,
             idle,
+            resident,
+            subscribed,
             cuts,
+            returns,
             cut_nodes,
         }
     }
@@ -1003,13 +1086,15 @@ async fn main() {
         );
     }
     println!();
-    println!("| N connected | nodes | membershipd idle CPU | nats-server idle CPU (each node) | revoked sessions per node | revocation cut p50 | p99 (of {REVOCATIONS}) |");
-    println!("|---|---|---|---|---|---|---|");
+    println!("At rest: N clients connected, in N / {MEMBERS_PER_ROOM} rooms of {MEMBERS_PER_ROOM}, each subscribed to its own notices (where its messages come), idle for {} s; then the revocation of {REVOCATIONS} of them, timed from the start of `membershipd user revoke` to the end of the session, and to the command's return (1.05 s after the store took the revocation: in force on every instance by then).", IDLE_WINDOW.as_secs());
+    println!("| N connected | rooms | nodes | subscribed | membershipd idle CPU | membershipd memory | nats-server idle CPU (each node) | nats-server memory (each node) | revoked sessions per node | revocation cut p50 | p99 (of {REVOCATIONS}) | command returned, p50 |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for (n, mut unibus) in rest {
         unibus.cuts.sort();
-        let cuts = &unibus.cuts;
-        let pct = |p: f64| {
-            cuts.get(((cuts.len().max(1) - 1) as f64 * p).round() as usize)
+        unibus.returns.sort();
+        let pct = |times: &[Duration], p: f64| {
+            times
+                .get(((times.len().max(1) - 1) as f64 * p).round() as usize)
                 .map_or_else(|| "not measured".to_string(), |cut| ms(*cut))
         };
         let per_node: Vec<String> = unibus
@@ -1018,13 +1103,18 @@ async fn main() {
             .map(|(node, count)| format!("{node}: {count}"))
             .collect();
         println!(
-            "| {n} | {} | {:.1}% of a core | {}% of a core | {} | {} | {} |",
+            "| {n} | {} | {} | {} | {:.1}% of a core | {:.0} MiB | {}% of a core | {} MiB | {} | {} | {} | {} |",
+            n.div_ceil(MEMBERS_PER_ROOM),
             unibus.nodes,
+            if unibus.subscribed { "yes" } else { "no (not every client got in)" },
             unibus.idle.first().copied().unwrap_or(0.0),
+            unibus.resident.first().copied().unwrap_or(0.0),
             each(unibus.idle.get(1..).unwrap_or_default(), 1),
+            each(unibus.resident.get(1..).unwrap_or_default(), 0),
             per_node.join(", "),
-            pct(0.5),
-            pct(0.99),
+            pct(&unibus.cuts, 0.5),
+            pct(&unibus.cuts, 0.99),
+            pct(&unibus.returns, 0.5),
         );
     }
 }
