@@ -79,8 +79,7 @@ impl Identity {
     pub fn from_parts(sign_seed: &[u8; 32], kex_secret: &[u8; 32]) -> Result<Self, IdentityError> {
         let signing = ed25519_dalek::SigningKey::from_bytes(sign_seed);
         let kex = x25519_dalek::StaticSecret::from(*kex_secret);
-        let sign_public = SignPublicKey::from_bytes(signing.verifying_key().to_bytes())
-            .map_err(|_| IdentityError::UnusableKey)?;
+        let sign_public = SignPublicKey::of_signing_key(&signing);
         let kex_public = KexPublicKey::from_bytes(x25519_dalek::PublicKey::from(&kex).to_bytes())
             .map_err(|_| IdentityError::UnusableKey)?;
         Ok(Self {

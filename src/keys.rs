@@ -389,6 +389,14 @@ impl SignPublicKey {
         verify_strict(&point, message, signature)
     }
 
+    /// The public half of `signing`, with no check: it is `[s]B` for the key's clamped scalar
+    /// `s` (a multiple of 8 from 2^254 to 2^255 − 8, so never a multiple of the group order),
+    /// a point of the prime-order subgroup other than the identity, canonically encoded by
+    /// ed25519-dalek. Every check of [`from_bytes`](Self::from_bytes) holds by construction.
+    pub(crate) fn of_signing_key(signing: &ed25519_dalek::SigningKey) -> Self {
+        Self(signing.verifying_key().to_bytes())
+    }
+
     /// Checks these bytes like [`from_bytes`](Self::from_bytes) and keeps the decoded point
     /// beside them, for a parser that verifies a signature under the key right away
     /// ([`DecodedSignKey::verify`] does not decode the point a second time).
@@ -538,6 +546,29 @@ mod tests {
     use super::*;
 
     const KEY: &str = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a";
+
+    #[test]
+    fn the_public_half_of_a_signing_key_passes_every_check_without_being_checked() {
+        // Seeds spread over the scalar's range, and the edges: whatever the seed, the derived
+        // key is one that `from_bytes` accepts, unchanged.
+        let mut seeds: Vec<[u8; 32]> = vec![[0; 32], [0xff; 32], [1; 32]];
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        for _ in 0..2_000 {
+            let mut seed = [0; 32];
+            for byte in &mut seed {
+                state = state
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1);
+                *byte = (state >> 56) as u8;
+            }
+            seeds.push(seed);
+        }
+        for seed in seeds {
+            let signing = ed25519_dalek::SigningKey::from_bytes(&seed);
+            let derived = SignPublicKey::of_signing_key(&signing);
+            assert_eq!(SignPublicKey::from_bytes(*derived.as_bytes()), Ok(derived));
+        }
+    }
 
     #[test]
     fn accepts_any_case_and_normalizes_to_lowercase() {
