@@ -23,6 +23,24 @@ pub(super) type BucketVersion = (u64, u64, u64);
 /// second).
 const LISTED_PER_TIMEOUT: u64 = 20_000;
 
+/// How many passes a listing makes while its replica is behind the stream's leader (see
+/// [`KvStore::listing`]); they wait 20 ms more each time, about a second in all.
+const LISTING_PASSES: u32 = 10;
+
+/// Whether the NATS subject `subject` matches `filter` (`*` one token, `>` the rest).
+fn subject_matches(filter: &str, subject: &str) -> bool {
+    let mut subject = subject.split('.');
+    for token in filter.split('.') {
+        match (token, subject.next()) {
+            (">", Some(_)) => return true,
+            ("*", Some(_)) => {}
+            (token, Some(found)) if token == found => {}
+            _ => return false,
+        }
+    }
+    subject.next().is_none()
+}
+
 pub(super) fn backend(
     e: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
 ) -> StoreError {
@@ -126,19 +144,78 @@ impl KvStore {
         self.listing(bucket, filter).await
     }
 
-    /// The live entries the ordered consumer with this filter delivers.
+    /// The live entries the ordered consumer with this filter delivers, as the stream's leader
+    /// holds them.
+    ///
+    /// nats-server places an ordered consumer on any replica of the stream, and a follower may
+    /// not have applied the newest acknowledged writes yet: a listing it serves can miss them.
+    /// So the pass is closed by the leader. Before it, the leader names the stream's last
+    /// message (its sequence from the stream's info, its subject from a read by sequence, both
+    /// answered by the leader); the pass also takes the last message of that subject, and it
+    /// counts only if that comes at that sequence or later, proof that its replica holds every
+    /// write acknowledged before the listing began. Otherwise the pass runs again, shortly.
     async fn listing(
         &self,
         bucket: &kv::Store,
         filter_subject: String,
     ) -> StoreResult<Vec<(String, Bytes)>> {
+        let last = self.op(bucket.stream.get_info()).await?.state.last_sequence;
+        let marker = match last {
+            0 => None,
+            last => {
+                match tokio::time::timeout(self.op_timeout, bucket.stream.get_raw_message(last))
+                    .await
+                    .map_err(|_| StoreError::Timeout(self.op_timeout))?
+                {
+                    Ok(message) => Some((message.subject.to_string(), last)),
+                    // Gone already (a purge or an age limit took it since): the pass is taken as it
+                    // comes.
+                    Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => None,
+                    Err(e) => return Err(backend(e)),
+                }
+            }
+        };
+        for attempt in 1..=LISTING_PASSES {
+            let (entries, caught_up) = self.pass(bucket, &filter_subject, marker.as_ref()).await?;
+            if caught_up {
+                return Ok(entries);
+            }
+            tracing::debug!(
+                attempt,
+                "a listing's replica was behind the leader; listing again"
+            );
+            tokio::time::sleep(Duration::from_millis(20) * attempt).await;
+        }
+        Err(backend(format!(
+            "a listing's replica stayed behind the stream's leader for {LISTING_PASSES} passes"
+        )))
+    }
+
+    /// One pass of [`listing`](Self::listing): the entries matching `filter_subject`, and
+    /// whether the pass delivered the last message of `marker`'s subject at `marker`'s sequence
+    /// or later (always `true` without a marker).
+    async fn pass(
+        &self,
+        bucket: &kv::Store,
+        filter_subject: &str,
+        marker: Option<&(String, u64)>,
+    ) -> StoreResult<(Vec<(String, Bytes)>, bool)> {
         let prefix = bucket.prefix.clone();
+        // The marker's subject is taken beside the filter, unless the filter covers it (filters
+        // of one consumer may not overlap).
+        let extra = marker
+            .map(|(subject, _)| subject)
+            .filter(|subject| !subject_matches(filter_subject, subject));
+        let filter_subjects = match extra {
+            Some(extra) => vec![filter_subject.to_string(), extra.clone()],
+            None => vec![filter_subject.to_string()],
+        };
         let consumer = self
             .op(bucket
                 .stream
                 .create_consumer(jetstream::consumer::push::OrderedConfig {
                     deliver_subject: self.client.new_inbox(),
-                    filter_subject,
+                    filter_subjects,
                     deliver_policy: jetstream::consumer::DeliverPolicy::LastPerSubject,
                     replay_policy: jetstream::consumer::ReplayPolicy::Instant,
                     ..Default::default()
@@ -146,6 +223,7 @@ impl KvStore {
             .await?;
         let mut remaining = consumer.cached_info().num_pending;
         let bound = self.op_timeout * (remaining / LISTED_PER_TIMEOUT + 1).min(1_000) as u32;
+        let mut caught_up = marker.is_none();
         let listing = async {
             let mut out = Vec::with_capacity(remaining as usize);
             if remaining == 0 {
@@ -158,7 +236,16 @@ impl KvStore {
                     .await
                     .ok_or_else(|| backend("listing ended early"))?
                     .map_err(backend)?;
-                remaining = message.info().map_err(backend)?.pending;
+                let info = message.info().map_err(backend)?;
+                remaining = info.pending;
+                if let Some((subject, sequence)) = marker {
+                    if message.subject.as_str() == subject && info.stream_sequence >= *sequence {
+                        caught_up = true;
+                    }
+                }
+                if extra.is_some_and(|extra| message.subject.as_str() == extra) {
+                    continue;
+                }
                 let deleted = message
                     .headers
                     .as_ref()
@@ -175,9 +262,10 @@ impl KvStore {
             }
             Ok(out)
         };
-        tokio::time::timeout(bound, listing)
+        let out = tokio::time::timeout(bound, listing)
             .await
-            .map_err(|_| StoreError::Timeout(bound))?
+            .map_err(|_| StoreError::Timeout(bound))??;
+        Ok((out, caught_up))
     }
 
     /// A fingerprint of everything `bucket` holds: any put, delete or purge changes it.
@@ -292,4 +380,24 @@ pub(super) async fn open_aging_bucket(
         "bucket {name} not ready within {:?}: {last_error}",
         config.bootstrap_budget
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::subject_matches;
+
+    #[test]
+    fn subjects_match_filters_token_by_token() {
+        let filter = "$KV.UNIBUS_members.m.general.*";
+        assert!(subject_matches(filter, "$KV.UNIBUS_members.m.general.ab12"));
+        assert!(!subject_matches(filter, "$KV.UNIBUS_members.m.general"));
+        assert!(!subject_matches(
+            filter,
+            "$KV.UNIBUS_members.m.general.ab12.x"
+        ));
+        assert!(!subject_matches(filter, "$KV.UNIBUS_members.m.other.ab12"));
+        assert!(subject_matches("$KV.b.>", "$KV.b.x.y"));
+        assert!(!subject_matches("$KV.b.>", "$KV.b"));
+        assert!(subject_matches("$KV.b.x", "$KV.b.x"));
+    }
 }
