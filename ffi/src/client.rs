@@ -742,10 +742,14 @@ fn keep(kept: &Mutex<Option<WatchEvent>>, event: WatchEvent) {
 #[uniffi::export]
 impl WatchStream {
     /// The next event: waits for one, and returns `Closed` once the watch has stopped. Calls
-    /// are answered one at a time, in order. A call given up while it waits (a timeout) loses
-    /// nothing: the event it would have returned comes from the next call.
+    /// are answered one at a time, in order. A call given up while it waits (a timeout) takes
+    /// nothing from the watch, and an event it took just as it was given up comes from the next
+    /// call. One window remains: a call given up after its event was returned to the binding,
+    /// before the app's code got it, drops that event in the binding's generated code (uniffi
+    /// frees a finished call's result when its caller was cancelled). So read a message watch
+    /// without timeouts on `next()`: cancel the stream to stop it.
     pub async fn next(&self) -> WatchEvent {
-        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let (mut sender, receiver) = tokio::sync::oneshot::channel();
         let (watch, cancelled, kept) = (
             Arc::clone(&self.watch),
             Arc::clone(&self.cancelled),
@@ -756,15 +760,26 @@ impl WatchStream {
             kept: Arc::clone(&kept),
         };
         let started = spawn(async move {
-            let mut watch = watch.lock().await;
+            // A call given up before its turn, or while it waits, takes nothing from the watch:
+            // only one that is still waiting takes the next event.
+            let mut watch = tokio::select! {
+                biased;
+                () = sender.closed() => return,
+                watch = watch.lock() => watch,
+            };
             let earlier = kept
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
                 .take();
             let event = match earlier {
                 Some(event) => event,
-                None => next_event(&mut watch, &cancelled).await,
+                None => tokio::select! {
+                    biased;
+                    () = sender.closed() => return,
+                    event = next_event(&mut watch, &cancelled) => event,
+                },
             };
+            // Given up at the very moment the event came: kept for the next call.
             if let Err(event) = sender.send(event) {
                 keep(&kept, event);
             }
