@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use super::error::SessionError;
+use super::read_ahead;
 use super::session::Session;
 use super::watch::Item;
 use crate::envelope::{
@@ -483,12 +484,15 @@ impl Session {
     /// [`watch_with_messages`](Self::watch_with_messages) recently) is
     /// [`Unreadable::Replayed`].
     ///
+    /// A page with [`more`](ReceivedPage::more) has the next page in its direction read ahead
+    /// (docs/client.md, "Reading history"): paging on costs little more than opening.
+    ///
     /// Fails with [`SessionError::InvalidArgument`] for a limit of 0 or above 1,000,
     /// [`SessionError::NotMember`] if this identity is not a member of `room`, and with the
     /// failure of fetching a key (a timeout, a key that does not verify).
     pub async fn messages(&self, room: &RoomId, page: Page) -> Result<ReceivedPage, SessionError> {
         let request = page.request(room)?;
-        let reply: MessagePage = self.call(&request).await?;
+        let reply = self.read_page(&request).await?;
         if let Some(bad) = reply.messages.iter().find(|m| {
             request.after.is_some_and(|after| m.position <= after)
                 || request.before.is_some_and(|before| m.position >= before)
@@ -515,6 +519,40 @@ impl Session {
             messages,
             more: reply.more,
         })
+    }
+
+    /// `request`'s page, and the next page in its direction starts being read ahead
+    /// (docs/client.md, "Reading history"). A page read ahead for `request` is used when it is
+    /// closed and a one-envelope read of the same request, made now, is answered: so every page
+    /// returned was allowed by the room when it was asked for (a member removed meanwhile gets
+    /// its `not_member`), as a page read now would be.
+    pub(crate) async fn read_page(
+        &self,
+        request: &MessagesRequest,
+    ) -> Result<MessagePage, SessionError> {
+        let ahead = match self.read_ahead().take(request) {
+            Some(pending) => {
+                let check = MessagesRequest {
+                    limit: Some(1),
+                    ..request.clone()
+                };
+                match tokio::join!(pending.page(), self.call(&check)) {
+                    (Some(page), Ok(_)) => Some(page),
+                    _ => None,
+                }
+            }
+            None => None,
+        };
+        let page = match ahead {
+            Some(page) => page,
+            None => self.call(request).await?,
+        };
+        if let Some(next) = read_ahead::next_request(request, &page) {
+            let (session, asked) = (self.clone(), next.clone());
+            self.read_ahead()
+                .start(next, async move { session.call(&asked).await });
+        }
+        Ok(page)
     }
 
     /// The epoch key to send to `room` with: the one sent with last, unless `refresh` or it is
@@ -671,7 +709,7 @@ impl Inbox {
                 before: None,
                 limit: None,
             };
-            let page: MessagePage = match self.session.call(&request).await {
+            let page = match self.session.read_page(&request).await {
                 Ok(page) => page,
                 Err(error) => return report(out, error).await.map(|()| false),
             };

@@ -51,6 +51,7 @@ mod http;
 mod liveness;
 mod messages;
 mod opened;
+mod read_ahead;
 mod register;
 mod session;
 mod status;

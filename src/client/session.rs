@@ -11,6 +11,7 @@ use super::error::{SessionEnd, SessionError};
 use super::liveness::{ConnectionState, Liveness};
 use super::messages::Inbox;
 use super::opened::{Fingerprint, OpenedKeys};
+use super::read_ahead::ReadAhead;
 use super::status::{check_status, end_when_retired, StatusCheck};
 use super::trust::{OwnerCheck, TrustStore};
 use super::watch::{RoomUpdate, Watch};
@@ -160,6 +161,8 @@ struct Inner {
     epochs: OpenedKeys<(RoomId, u64)>,
     /// Per room, the latest epoch key this session sent with.
     sending: OpenedKeys<RoomId>,
+    /// The history pages being read ahead of the requests for them.
+    read_ahead: ReadAhead,
 }
 
 impl Drop for Inner {
@@ -297,6 +300,7 @@ impl Session {
                 opened: OpenedKeys::default(),
                 epochs: OpenedKeys::default(),
                 sending: OpenedKeys::default(),
+                read_ahead: ReadAhead::default(),
             }),
         })
     }
@@ -895,6 +899,11 @@ impl Session {
     /// Per room, the latest epoch key this session sent with.
     pub(super) fn sending_keys(&self) -> &OpenedKeys<RoomId> {
         &self.inner.sending
+    }
+
+    /// The history pages being read ahead.
+    pub(super) fn read_ahead(&self) -> &ReadAhead {
+        &self.inner.read_ahead
     }
 
     fn room_info(&self, reply: RoomRecord) -> Result<RoomInfo, SessionError> {

@@ -170,6 +170,92 @@ async fn two_members_exchange_messages_both_ways_and_page_history_backward_and_f
     assert_eq!(page.messages.len(), 5, "nothing more was stored");
 }
 
+/// Pages are read ahead (docs/client.md, "Reading history"): the page after a full one is read
+/// while the full one is returned, and it must not stand in for a read made after more
+/// messages were stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_read_ahead_never_hides_a_later_message_nor_outlives_a_removal() {
+    let server = EmbeddedServer::start().await;
+    let (owner, owner_registration) = registered(&server).await;
+    let (bob, bob_registration) = registered(&server).await;
+    let owner_session = session(&owner, &owner_registration).await;
+    let bob_session = session(&bob, &bob_registration).await;
+    let room = keyed_room(&owner_session, "reading-ahead", &[&bob]).await;
+    let send = |n: usize| {
+        let (owner_session, room) = (&owner_session, &room);
+        async move {
+            owner_session
+                .send(room, format!("message {n}").as_bytes(), &text())
+                .await
+                .unwrap()
+        }
+    };
+    let bodies = |page: &unibus::client::ReceivedPage| -> Vec<String> {
+        page.messages.iter().map(body).collect()
+    };
+    let page_after = |position: u64| {
+        let (bob_session, room) = (&bob_session, &room);
+        async move {
+            bob_session
+                .messages(room, Page::After { position, limit: 2 })
+                .await
+                .unwrap()
+        }
+    };
+
+    for n in 0..3 {
+        send(n).await;
+    }
+    let first = page_after(0).await;
+    assert_eq!(bodies(&first), ["message 0", "message 1"]);
+    assert!(first.more);
+    // The page after it (message 2 only, the room's end) is being read ahead: a message
+    // stored now is in the page asked for next.
+    send(3).await;
+    let second = page_after(first.messages[1].position).await;
+    assert_eq!(bodies(&second), ["message 2", "message 3"]);
+    assert!(!second.more);
+
+    // Full pages read ahead are used as read, each once.
+    for n in 4..7 {
+        send(n).await;
+    }
+    let third = page_after(second.messages[1].position).await;
+    assert_eq!(bodies(&third), ["message 4", "message 5"]);
+    assert!(third.more);
+    let fourth = page_after(third.messages[1].position).await;
+    assert_eq!(bodies(&fourth), ["message 6"]);
+    assert!(!fourth.more);
+    let again = page_after(third.messages[1].position).await;
+    assert_eq!(bodies(&again), ["message 6"]);
+
+    // A member removed while the page after a full one is read ahead (a closed one: 9 and 10,
+    // with 11 after them) does not get it.
+    for n in 7..12 {
+        send(n).await;
+    }
+    let fifth = page_after(fourth.messages[0].position).await;
+    assert_eq!(bodies(&fifth), ["message 7", "message 8"]);
+    assert!(fifth.more);
+    owner_session
+        .remove_member(&room, &bob.sign_public_key())
+        .await
+        .unwrap();
+    let after_removal = bob_session
+        .messages(
+            &room,
+            Page::After {
+                position: fifth.messages[1].position,
+                limit: 2,
+            },
+        )
+        .await;
+    assert!(
+        matches!(after_removal, Err(SessionError::NotMember)),
+        "{after_removal:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_messages_arrive_and_an_offline_member_catches_up_after_a_restart_with_no_gap_or_duplicate(
 ) {
