@@ -298,6 +298,14 @@ pub enum RoomUpdate {
         /// The new epoch.
         epoch: u64,
     },
+    /// The owner shared earlier epochs' keys with this identity: their messages that read as
+    /// `NoKey` can now be opened (read them again with `messages`).
+    HistoryShared {
+        /// The room id.
+        room: String,
+        /// The epochs shared, ascending.
+        epochs: Vec<u64>,
+    },
     /// The connection dropped; reconnecting.
     Disconnected,
     /// The connection is back: query rooms and epochs again, updates may have been missed.
@@ -336,6 +344,10 @@ impl From<client::RoomUpdate> for RoomUpdate {
             client::RoomUpdate::NewEpoch { room, epoch } => Self::NewEpoch {
                 room: room.to_string(),
                 epoch,
+            },
+            client::RoomUpdate::HistoryShared { room, epochs } => Self::HistoryShared {
+                room: room.to_string(),
+                epochs,
             },
             client::RoomUpdate::Disconnected => Self::Disconnected,
             client::RoomUpdate::Reconnected => Self::Reconnected,

@@ -33,6 +33,17 @@ pub enum RoomUpdate {
         /// The new epoch.
         epoch: u64,
     },
+    /// The room's owner shared the keys of earlier epochs with this identity (a history
+    /// share, protocol §16): messages of those epochs that read as
+    /// [`Unreadable::NoKey`](super::Unreadable::NoKey) can now be opened. A watch does not
+    /// deliver again what it delivered already: read them again with
+    /// [`Session::messages`](super::Session::messages).
+    HistoryShared {
+        /// The room.
+        room: RoomId,
+        /// The epochs shared, ascending.
+        epochs: Vec<u64>,
+    },
     /// The connection dropped; the session is reconnecting. Notifications sent meanwhile are
     /// lost.
     Disconnected,
@@ -448,6 +459,9 @@ fn read_notification(payload: &[u8]) -> Option<Result<RoomUpdate, SessionError>>
         Ok(Notification::Added { room }) => Some(Ok(RoomUpdate::Added { room })),
         Ok(Notification::Removed { room }) => Some(Ok(RoomUpdate::Removed { room })),
         Ok(Notification::Epoch { room, epoch }) => Some(Ok(RoomUpdate::NewEpoch { room, epoch })),
+        Ok(Notification::Shared { room, epochs }) => {
+            Some(Ok(RoomUpdate::HistoryShared { room, epochs }))
+        }
         Ok(Notification::Unknown) => None,
         Err(e) => Some(Err(SessionError::InvalidReply(format!(
             "unreadable notification: {e}"

@@ -27,6 +27,14 @@ pub enum Notification {
         /// The new epoch.
         epoch: u64,
     },
+    /// The room's owner shared the keys of earlier `epochs` of `room` with the member
+    /// (history shares, protocol §16): its messages of those epochs can now be read.
+    Shared {
+        /// The room.
+        room: RoomId,
+        /// The epochs shared, ascending, each once.
+        epochs: Vec<u64>,
+    },
     /// A kind this version does not know.
     #[serde(other)]
     Unknown,
@@ -82,6 +90,10 @@ mod tests {
                 room: room.clone(),
                 epoch: 7,
             },
+            Notification::Shared {
+                room: room.clone(),
+                epochs: vec![1, 2],
+            },
         ] {
             let bytes = notification.to_bytes();
             assert_eq!(
@@ -90,8 +102,20 @@ mod tests {
             );
         }
         assert_eq!(
-            serde_json::to_value(Notification::Epoch { room, epoch: 7 }).unwrap(),
+            serde_json::to_value(Notification::Epoch {
+                room: room.clone(),
+                epoch: 7
+            })
+            .unwrap(),
             serde_json::json!({"kind": "epoch", "room": "general", "epoch": 7})
+        );
+        assert_eq!(
+            serde_json::to_value(Notification::Shared {
+                room,
+                epochs: vec![1, 3]
+            })
+            .unwrap(),
+            serde_json::json!({"kind": "shared", "room": "general", "epochs": [1, 3]})
         );
         let unknown: Notification =
             serde_json::from_slice(br#"{"kind":"renamed","room":"general"}"#).unwrap();

@@ -3,7 +3,8 @@
 //!
 //! The server cannot open a share and does not need to: it checks that the owner made it for a
 //! stored epoch of the room and for a current member with that member's registered key, so that
-//! nothing it serves was forged by another user. Members still verify every share themselves
+//! nothing it serves was forged by another user. Each member that got shares is then told
+//! which epochs (a `shared` notification, §12.6). Members still verify every share themselves
 //! (§16.3) against the owner key they pinned.
 
 use std::collections::btree_map::Entry;
@@ -12,9 +13,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use unibus::history::HistoryShare;
 use unibus::protocol::codes::RefusalCode;
 use unibus::protocol::control::{Empty, ShareHistoryRequest, MAX_SHARES_PER_REQUEST};
+use unibus::protocol::events::Notification;
 use unibus::{RoomId, SignPublicKey};
 
-use super::{refused, store_refusal, ControlPlane, Outcome};
+use super::{refused, store_refusal, ControlPlane, Notices, Outcome};
 use crate::store::{StoreError, StoredShare};
 
 impl ControlPlane {
@@ -24,6 +26,7 @@ impl ControlPlane {
         &self,
         caller: &SignPublicKey,
         request: ShareHistoryRequest,
+        notices: &mut Notices,
     ) -> Outcome<Empty> {
         let count = request.shares.len();
         if count == 0 || count > MAX_SHARES_PER_REQUEST {
@@ -85,6 +88,18 @@ impl ControlPlane {
             .put_history_shares(room, &stored)
             .await
             .map_err(store_refusal)?;
+        // Each member is told which epochs it got, ascending, each once.
+        let mut shared: BTreeMap<SignPublicKey, BTreeSet<u64>> = BTreeMap::new();
+        for share in &stored {
+            shared.entry(share.member).or_default().insert(share.epoch);
+        }
+        notices.extend(shared.into_iter().map(|(member, epochs)| {
+            let event = Notification::Shared {
+                room: room.clone(),
+                epochs: epochs.into_iter().collect(),
+            };
+            (member, event)
+        }));
         Ok(Empty {})
     }
 

@@ -512,7 +512,10 @@ impl ControlPlane {
                 .await
             }
             Operation::ShareHistory => {
-                serve(body, |r: ShareHistoryRequest| self.share_history(caller, r)).await
+                serve(body, |r: ShareHistoryRequest| {
+                    self.share_history(caller, r, notices)
+                })
+                .await
             }
             // The body is the envelope itself, not JSON (§15.2).
             Operation::Send => encode_reply(&self.relay.send(caller, body).await),

@@ -8,7 +8,9 @@ use crate::common::{self, StoreKind, World};
 
 use std::sync::Arc;
 
-use unibus::client::{HistoryPolicy, Page, Session, SessionError, SessionOptions, Unreadable};
+use unibus::client::{
+    HistoryPolicy, Page, RoomUpdate, Session, SessionError, SessionOptions, Unreadable,
+};
 use unibus::envelope::ContentType;
 use unibus::history::{HistoryError, HistoryShare};
 use unibus::manifest::{Recipient, SignedHead, SignedManifest};
@@ -111,11 +113,13 @@ async fn a_member_added_later_reads_earlier_epochs_only_when_its_owner_shares_th
     assert_eq!(shared.epoch, 1);
     // Dave sends with the latest key, where the manifest lists him.
     assert_eq!(dave.send(&room, b"four", &text()).await.unwrap().epoch, 3);
-    // Carol was added before the policy changed: the owner shares her history explicitly.
+    // Carol was added before the policy changed: the owner shares her history explicitly, and
+    // her watch is told which epochs.
     assert_eq!(
         read(&carol, &room).await[0],
         Err(Unreadable::NoKey { epoch: 1 })
     );
+    let mut carol_updates = carol.watch().await.unwrap();
     assert_eq!(
         owner
             .share_history(&room, &carol_id.sign_public_key())
@@ -124,6 +128,18 @@ async fn a_member_added_later_reads_earlier_epochs_only_when_its_owner_shares_th
         3,
         "epochs 1 to 3"
     );
+    let told = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            match carol_updates.next().await.expect("the watch runs") {
+                Ok(RoomUpdate::HistoryShared { room, epochs }) => return (room, epochs),
+                Ok(_) => continue,
+                Err(error) => panic!("the watch failed: {error}"),
+            }
+        }
+    })
+    .await
+    .expect("a history_shared update within 10 s");
+    assert_eq!(told, (room.clone(), vec![1, 2, 3]));
     let carol_reads = read(&carol, &room).await;
     assert_eq!(carol_reads[0], Ok("one".into()));
     // Only the owner may share.
