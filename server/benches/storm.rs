@@ -936,10 +936,15 @@ fn identities(n: usize) -> Vec<Arc<Identity>> {
         .collect()
 }
 
-/// The median of `values` (not empty).
+/// The median of `values` (not empty): the middle one, or the mean of the two middle ones.
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
+    let middle = values.len() / 2;
+    if values.len() % 2 == 0 {
+        (values[middle - 1] + values[middle]) / 2.0
+    } else {
+        values[middle]
+    }
 }
 
 #[tokio::main(flavor = "multi_thread")]
