@@ -14,7 +14,7 @@ use unibus::{RoomId, SignPublicKey};
 use crate::errors::{RegisterError, SessionError};
 use crate::identity::Identity;
 use crate::invite::InviteLink;
-use crate::runtime::{run, spawn};
+use crate::runtime::{run, spawn, Unfinished};
 use crate::sealing::{Recipient, RoomKey};
 use crate::trust::TrustStore;
 
@@ -706,111 +706,138 @@ pub enum WatchEvent {
         /// What went wrong.
         message: String,
     },
-    /// The watch stopped; every later `next()` says so again.
+    /// The watch stopped; every later `next()` returns this step again.
     Closed {
         /// Why.
         end: WatchEnd,
     },
 }
 
+/// An event of a [`WatchStream`] with its number, from [`WatchStream::next`].
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct WatchStep {
+    /// The step's number: 1 for the stream's first event, one more for each new event taken
+    /// from the watch. Once the app's code has the step, pass it to the next `next()`.
+    pub seq: u64,
+    /// The event.
+    pub event: WatchEvent,
+}
+
 /// A running watch that the app reads one event at a time, from `Session.watch_stream`:
 /// the pull form of `Session.watch`, which the Kotlin `Flow`, the Python async iterator and the
 /// Swift `AsyncSequence` are built on.
 ///
-/// With messages, delivery is at least once: a message returned by `next()` counts as handled
-/// when the app calls `next()` again, or cancels or drops the stream, and only then may its
-/// cursor be written (`unibus::client::Watch`). A process that dies while handling a message
-/// gets it again, at its same position, from the next watch with the same trust file.
+/// Each event comes as a numbered [`WatchStep`], handed over with the number of the last step
+/// the app's code got (see [`next`](Self::next)): a step is kept until a call says its caller
+/// has it, so one lost between the SDK and the app's code (a call cancelled by a timeout just
+/// as it finished) is handed out again, and no event is lost.
+///
+/// With messages, delivery is at least once: a message counts as handled when `next()` is
+/// called with its step's number (which takes the next event from the watch), or when the app
+/// cancels or drops the stream, and only then may its cursor be written
+/// (`unibus::client::Watch`). A process that dies while handling a message gets it again, at its
+/// same position, from the next watch with the same trust file.
 #[derive(uniffi::Object)]
 pub struct WatchStream {
-    watch: Arc<tokio::sync::Mutex<client::Watch>>,
+    reader: Arc<tokio::sync::Mutex<Reader>>,
     cancelled: Arc<tokio::sync::Notify>,
-    /// An event taken from the watch for a `next()` whose caller stopped waiting (a timeout
-    /// cancelled it) before it got it: the next `next()` returns it, so nothing is lost.
-    undelivered: Arc<Mutex<Option<WatchEvent>>>,
 }
 
-/// Keeps an event a cancelled `next()` left in its channel (see [`WatchStream`]).
-struct Undelivered {
-    event: tokio::sync::oneshot::Receiver<WatchEvent>,
-    kept: Arc<Mutex<Option<WatchEvent>>>,
+/// A [`WatchStream`]'s watch and the step it handed out last.
+struct Reader {
+    watch: client::Watch,
+    /// Kept until a call says its caller has it; `None` before the first step.
+    last: Option<WatchStep>,
 }
 
-impl Drop for Undelivered {
-    fn drop(&mut self) {
-        if let Ok(event) = self.event.try_recv() {
-            keep(&self.kept, event);
+impl Reader {
+    /// The step to hand again to a caller whose code got step `received`: the last one if the
+    /// caller does not have it, or if it is `Closed`; `None` when the caller has it and the
+    /// watch's next event is due. A `received` past the last step is refused, and changes
+    /// nothing.
+    fn again(&self, received: u64) -> Result<Option<WatchStep>, SessionError> {
+        let last = self.last_seq();
+        if received > last {
+            return Err(SessionError::InvalidArgument {
+                reason: format!(
+                    "received {received} is past the last step handed out ({last}): pass the \
+                     seq of the last step your code got, 0 before the first"
+                ),
+                transient: false,
+                code: None,
+            });
         }
+        Ok(self
+            .last
+            .as_ref()
+            .filter(|step| step.seq > received || matches!(step.event, WatchEvent::Closed { .. }))
+            .cloned())
     }
-}
 
-/// Keeps `event` for the next `next()`.
-fn keep(kept: &Mutex<Option<WatchEvent>>, event: WatchEvent) {
-    // The slot is replaced whole under the lock; a panic cannot leave it half-written.
-    let mut kept = kept.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    kept.get_or_insert(event);
+    /// Numbers `event`, the watch's next one, and keeps it as the last step.
+    fn keep(&mut self, event: WatchEvent) -> WatchStep {
+        let step = WatchStep {
+            seq: self.last_seq() + 1,
+            event,
+        };
+        self.last = Some(step.clone());
+        step
+    }
+
+    /// The number of the last step handed out; 0 before the first.
+    fn last_seq(&self) -> u64 {
+        self.last.as_ref().map_or(0, |step| step.seq)
+    }
 }
 
 #[uniffi::export]
 impl WatchStream {
-    /// The next event: waits for one, and returns `Closed` once the watch has stopped. Calls
-    /// are answered one at a time, in order. A call given up while it waits (a timeout) takes
-    /// nothing from the watch, and an event it took just as it was given up comes from the next
-    /// call. One window remains: a call given up after its event was returned to the binding,
-    /// before the app's code got it, drops that event in the binding's generated code (uniffi
-    /// frees a finished call's result when its caller was cancelled). So read a message watch
-    /// without timeouts on `next()`: cancel the stream to stop it.
-    pub async fn next(&self) -> WatchEvent {
+    /// The next step, given `received`, the `seq` of the last step the app's code got (0 before
+    /// the first). If the stream handed out a later step, the caller did not get it: that step
+    /// comes again, and nothing is taken from the watch. Otherwise the call waits for the
+    /// watch's next event (taking it says the message of step `received` is handled), numbers
+    /// it one more than the last, keeps it and returns it. Once a step is `Closed`, every later
+    /// call returns that same step. A `received` above the last step handed out raises
+    /// `InvalidArgument` and changes nothing. Calls are answered one at a time, in order; a call
+    /// given up before its turn, or while it waits (a timeout), takes nothing from the watch.
+    /// Raises `Internal` if the SDK's runtime is shut down.
+    pub async fn next(&self, received: u64) -> Result<WatchStep, SessionError> {
         let (mut sender, receiver) = tokio::sync::oneshot::channel();
-        let (watch, cancelled, kept) = (
-            Arc::clone(&self.watch),
-            Arc::clone(&self.cancelled),
-            Arc::clone(&self.undelivered),
-        );
-        let mut waiting = Undelivered {
-            event: receiver,
-            kept: Arc::clone(&kept),
-        };
-        let started = spawn(async move {
+        let (reader, cancelled) = (Arc::clone(&self.reader), Arc::clone(&self.cancelled));
+        spawn(async move {
             // A call given up before its turn, or while it waits, takes nothing from the watch:
             // only one that is still waiting takes the next event.
-            let mut watch = tokio::select! {
+            let mut reader = tokio::select! {
                 biased;
                 () = sender.closed() => return,
-                watch = watch.lock() => watch,
+                reader = reader.lock() => reader,
             };
-            let earlier = kept
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .take();
-            let event = match earlier {
-                Some(event) => event,
-                None => tokio::select! {
-                    biased;
-                    () = sender.closed() => return,
-                    event = next_event(&mut watch, &cancelled) => event,
-                },
+            let step = match reader.again(received) {
+                Ok(Some(step)) => Ok(step),
+                Ok(None) => {
+                    let event = tokio::select! {
+                        biased;
+                        () = sender.closed() => return,
+                        event = next_event(&mut reader.watch, &cancelled) => event,
+                    };
+                    Ok(reader.keep(event))
+                }
+                Err(error) => Err(error),
             };
-            // Given up at the very moment the event came: kept for the next call.
-            if let Err(event) = sender.send(event) {
-                keep(&kept, event);
-            }
-        });
-        let closed = WatchEvent::Closed {
-            end: WatchEnd::Cancelled,
-        };
-        if started.is_err() {
-            // The runtime is shut down: nothing more will come.
-            return closed;
-        }
-        (&mut waiting.event).await.unwrap_or(closed)
+            // A caller gone now loses nothing: the step is kept for its next call.
+            let _ = sender.send(step);
+        })?;
+        receiver.await.unwrap_or_else(|_| {
+            Err(Unfinished("the SDK's runtime stopped before the watch answered".into()).into())
+        })
     }
 
-    /// Stops the watch: a `next()` waiting now, and every later one, returns
-    /// `Closed(Cancelled)`. The message returned last counts as handled.
+    /// Stops the watch: a `next()` waiting now returns a `Closed(Cancelled)` step, and so does
+    /// every later one once the app has the step handed out last. That step's message counts
+    /// as handled.
     pub fn cancel(&self) {
-        match self.watch.try_lock() {
-            Ok(mut watch) => watch.cancel(),
+        match self.reader.try_lock() {
+            Ok(mut reader) => reader.watch.cancel(),
             // A `next()` holds the watch: it takes the notice and cancels.
             Err(_) => self.cancelled.notify_one(),
         }
@@ -1111,9 +1138,8 @@ impl Session {
         })
         .await?;
         Ok(Arc::new(WatchStream {
-            watch: Arc::new(tokio::sync::Mutex::new(watch)),
+            reader: Arc::new(tokio::sync::Mutex::new(Reader { watch, last: None })),
             cancelled: Arc::new(tokio::sync::Notify::new()),
-            undelivered: Arc::default(),
         }))
     }
 

@@ -34,7 +34,7 @@ pub use client::{
     register, ConnectionState, HistoryPolicy, MessagePage, OpenedMessage, OpenedRoomKey,
     ReceivedMessage, ReceivedPage, RegisterOptions, Registration, RoomInfo, RoomUpdate,
     SentMessage, Session, SessionEnd, SessionOptions, Unreadable, WatchEnd, WatchEvent,
-    WatchHandle, WatchListener, WatchStream,
+    WatchHandle, WatchListener, WatchStep, WatchStream,
 };
 pub use errors::{
     IdentityError, InviteLinkError, KeyError, RegisterError, SealError, SessionError, TrustError,

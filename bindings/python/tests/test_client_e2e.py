@@ -368,6 +368,54 @@ def test_a_message_taken_by_a_process_that_dies_before_handling_it_is_delivered_
     asyncio.run(story())
 
 
+def test_a_watch_read_with_waits_given_up_after_1_ms_loses_no_message(membershipd):
+    # Each wait for the next update is given up after about 1 ms and started again, so many end
+    # just as the SDK finished them (uniffi then frees the finished result): the numbered
+    # handoff hands that update to the next wait. Half the messages are caught up, half live.
+    # Bounded: 60 messages within 60 s; a wait that keeps missing is given a little longer.
+    async def story():
+        (owner, owner_reg), (alice, alice_reg) = (
+            await registered(membershipd),
+            await registered(membershipd),
+        )
+        owner_session = await unibus.Session.connect(owner, owner_reg.nats_urls)
+        alice_session = await unibus.Session.connect(alice, alice_reg.nats_urls)
+        await owner_session.create_room("general")
+        await owner_session.add_member("general", alice.sign_public_key())
+        await owner_session.rekey("general")
+        bodies = [f"message {n}".encode() for n in range(60)]
+
+        async def send(some):
+            for body in some:
+                await owner_session.send("general", body, "text/plain")
+
+        await send(bodies[:30])
+        async with unibus.aio.updates(alice_session, messages=True) as stream:
+            live = asyncio.create_task(send(bodies[30:]))
+            got, given_up, missed_in_a_row = [], 0, 0
+            deadline = time.monotonic() + 60
+            while len(got) < len(bodies):
+                assert time.monotonic() < deadline, f"{len(got)} messages within 60 s"
+                try:
+                    update = await asyncio.wait_for(
+                        stream.__anext__(), 0.001 * (1 + missed_in_a_row)
+                    )
+                except asyncio.TimeoutError:
+                    given_up += 1
+                    missed_in_a_row += 1
+                    continue
+                missed_in_a_row = 0
+                if update.is_message():
+                    got.append(update.message.message.body)
+                    assert got == bodies[: len(got)], "every message, in order, none lost"
+            await live
+        assert given_up > 0
+        for session in (owner_session, alice_session):
+            await session.close_session()
+
+    asyncio.run(story())
+
+
 def test_a_member_added_later_reads_earlier_epochs_once_the_owner_shares_them(membershipd):
     asyncio.run(history_story(membershipd))
 

@@ -132,11 +132,18 @@ def test_the_asyncio_stream_keeps_unreadable_notifications_as_errors_and_goes_on
     from unibus.aio import UpdateStream
 
     class Events:
-        def __init__(self, events):
-            self.events = list(events)
+        """The events as numbered steps, the last one again and again; each call must pass the
+        number of the step handed out before it."""
 
-        async def next(self):
-            return self.events.pop(0) if len(self.events) > 1 else self.events[0]
+        def __init__(self, events):
+            self.steps = [unibus.WatchStep(seq=n, event=e) for n, e in enumerate(events, 1)]
+            self.last = 0
+
+        async def next(self, received):
+            assert received == self.last
+            step = self.steps[min(received, len(self.steps) - 1)]
+            self.last = step.seq
+            return step
 
         def cancel(self):
             pass

@@ -33,7 +33,7 @@ async fn session_with(
         .unwrap()
 }
 
-fn text() -> ContentType {
+pub(crate) fn text() -> ContentType {
     ContentType::new("text/plain; charset=utf-8").unwrap()
 }
 
@@ -63,7 +63,7 @@ async fn next_message(watch: &mut Watch) -> (RoomId, Received) {
 }
 
 /// A room `name` of `owner` with `members` added and keyed at epoch 1.
-async fn keyed_room(owner: &Session, name: &str, members: &[&Arc<Identity>]) -> RoomId {
+pub(crate) async fn keyed_room(owner: &Session, name: &str, members: &[&Arc<Identity>]) -> RoomId {
     let room = RoomId::new(name).unwrap();
     owner.create_room(&room).await.unwrap();
     for member in members {

@@ -13,6 +13,7 @@ mod client_sdk;
 mod cluster_faults;
 mod cluster_login;
 mod control_plane;
+mod ffi_watch_stream;
 mod history_sdk;
 mod http_api;
 mod messages;

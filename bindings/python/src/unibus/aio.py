@@ -21,7 +21,9 @@ read is skipped, and its message kept in ``stream.errors``.
 
 Messages are delivered at least once: one counts as handled when the loop asks for the next
 update (or leaves the block), and only then is its place written to the trust file. A process
-that dies while handling a message gets it again after a restart.
+that dies while handling a message gets it again after a restart. A wait for the next update
+may be given up (a timeout of ``asyncio.wait_for``) and started again: an update the given-up
+wait was about to return comes from the next wait, so none is lost.
 """
 
 import contextlib
@@ -37,13 +39,17 @@ class UpdateStream:
         self.end: typing.Optional[WatchEnd] = None
         self.errors: typing.List[str] = []
         self._stream = stream
+        # The ``seq`` of the last step this iterator got from the stream; 0 before the first.
+        self._received = 0
 
     def __aiter__(self) -> "UpdateStream":
         return self
 
     async def __anext__(self) -> RoomUpdate:
         while True:
-            event = await self._stream.next()
+            step = await self._stream.next(self._received)
+            self._received = step.seq
+            event = step.event
             if event.is_update():
                 return event.update
             if event.is_error():

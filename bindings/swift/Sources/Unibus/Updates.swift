@@ -12,7 +12,9 @@ import Foundation
 ///
 /// Messages are delivered at least once: a message counts as handled when the loop asks for
 /// the next update, or when the watch stops, and only then is its place written to the trust
-/// store. A process that dies while handling one gets it again after a restart.
+/// store. A process that dies while handling one gets it again after a restart. Each call
+/// passes the SDK the number of the last step this sequence got
+/// (`WatchStream.next(received:)`), so a step handed out that never reached it comes again.
 public final class Updates: AsyncSequence, @unchecked Sendable {
     public typealias Element = RoomUpdate
 
@@ -20,6 +22,8 @@ public final class Updates: AsyncSequence, @unchecked Sendable {
     private let lock = NSLock()
     private var closedWith: WatchEnd?
     private var skipped: [String] = []
+    /// The `seq` of the last step an iteration got from `stream`; 0 before the first.
+    private var received: UInt64 = 0
 
     init(stream: WatchStreamProtocol) {
         self.stream = stream
@@ -59,12 +63,24 @@ public final class Updates: AsyncSequence, @unchecked Sendable {
     func nextUpdate() async -> RoomUpdate? {
         let stream = self.stream
         while true {
-            let event = await withTaskCancellationHandler {
-                await stream.next()
-            } onCancel: {
+            let received = lastReceived()
+            let step: WatchStep
+            do {
+                step = try await withTaskCancellationHandler {
+                    try await stream.next(received: received)
+                } onCancel: {
+                    stream.cancel()
+                }
+            } catch {
+                // The stream raises once the SDK's runtime is shut down, or for a number past
+                // its last step, which this sequence never passes: the watch is over.
+                skip(String(describing: error))
                 stream.cancel()
+                close(with: .cancelled)
+                return nil
             }
-            switch event {
+            got(step)
+            switch step.event {
             case .update(let update):
                 return update
             case .error(let message):
@@ -74,6 +90,18 @@ public final class Updates: AsyncSequence, @unchecked Sendable {
                 return nil
             }
         }
+    }
+
+    private func lastReceived() -> UInt64 {
+        lock.lock()
+        defer { lock.unlock() }
+        return received
+    }
+
+    private func got(_ step: WatchStep) {
+        lock.lock()
+        received = step.seq
+        lock.unlock()
     }
 
     private func skip(_ message: String) {

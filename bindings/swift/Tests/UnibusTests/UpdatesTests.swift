@@ -2,19 +2,26 @@ import XCTest
 @testable import Unibus
 
 final class UpdatesTests: XCTestCase {
-    /// Events as the SDK's WatchStream gives them, the last one again and again.
+    /// Events as the SDK's WatchStream gives them, as numbered steps, the last one again and
+    /// again; each call must pass the number of the step handed out before it.
     final class Events: WatchStreamProtocol, @unchecked Sendable {
         private let lock = NSLock()
-        private var events: [WatchEvent]
+        private let steps: [WatchStep]
+        private var last: UInt64 = 0
 
-        init(_ events: [WatchEvent]) { self.events = events }
+        init(_ events: [WatchEvent]) {
+            steps = events.enumerated().map { WatchStep(seq: UInt64($0.offset + 1), event: $0.element) }
+        }
 
-        func next() async -> WatchEvent { take() }
+        func next(received: UInt64) async throws -> WatchStep { take(received) }
 
-        private func take() -> WatchEvent {
+        private func take(_ received: UInt64) -> WatchStep {
             lock.lock()
             defer { lock.unlock() }
-            return events.count > 1 ? events.removeFirst() : events[0]
+            XCTAssertEqual(received, last)
+            let step = steps[Int(min(received, UInt64(steps.count - 1)))]
+            last = step.seq
+            return step
         }
 
         func cancel() {}

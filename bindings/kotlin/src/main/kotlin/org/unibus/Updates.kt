@@ -17,13 +17,17 @@ import kotlinx.coroutines.flow.flow
  * for the next update (its block returned), or when the watch is closed, and only then is its
  * place written to the trust store. A process that dies while handling one gets it again after
  * a restart. (A `buffer()` between the flow and the collector would take messages ahead of
- * the app and weaken this.)
+ * the app and weaken this.) A collector cancelled while it waits (a `withTimeout`) loses
+ * nothing: the flow passes the SDK the number of the last step it got, so the update that
+ * wait was about to get comes to the next collector.
  */
 class Updates internal constructor(private val stream: WatchStreamInterface) : AutoCloseable {
     /** The updates, in order. Collecting it again continues where the last collector stopped. */
     val flow: Flow<RoomUpdate> = flow {
         while (true) {
-            when (val event = stream.next()) {
+            val step = stream.next(received)
+            received = step.seq
+            when (val event = step.event) {
                 is WatchEvent.Update -> emit(event.update)
                 is WatchEvent.Error -> errors.add(event.message)
                 is WatchEvent.Closed -> {
@@ -33,6 +37,10 @@ class Updates internal constructor(private val stream: WatchStreamInterface) : A
             }
         }
     }
+
+    /** The `seq` of the last step a collector got from [stream]; 0 before the first. */
+    @Volatile
+    private var received: ULong = 0uL
 
     /** Why the watch closed; null while it runs. */
     @Volatile

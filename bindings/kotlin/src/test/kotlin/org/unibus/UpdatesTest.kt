@@ -12,18 +12,23 @@ class UpdatesTest {
         // The adapter alone, fed events as the SDK's WatchStream gives them: an update, a
         // notification that could not be read, another update, the close. Python and Swift
         // behave the same.
-        val events = ArrayDeque(
-            listOf(
-                WatchEvent.Update(RoomUpdate.Added("general")),
-                WatchEvent.Error("unreadable notification: not JSON"),
-                WatchEvent.Update(RoomUpdate.NewEpoch("general", 2uL)),
-                WatchEvent.Closed(WatchEnd.Cancelled),
-            ),
-        )
+        val steps = listOf(
+            WatchEvent.Update(RoomUpdate.Added("general")),
+            WatchEvent.Error("unreadable notification: not JSON"),
+            WatchEvent.Update(RoomUpdate.NewEpoch("general", 2uL)),
+            WatchEvent.Closed(WatchEnd.Cancelled),
+        ).mapIndexed { index, event -> WatchStep(index.toULong() + 1uL, event) }
+        // The steps, the last one again and again; each call must pass the number of the step
+        // handed out before it.
+        var last = 0uL
         val updates = Updates(
             object : WatchStreamInterface {
-                override suspend fun next(): WatchEvent =
-                    if (events.size > 1) events.removeFirst() else events.first()
+                override suspend fun next(received: ULong): WatchStep {
+                    assertEquals(last, received)
+                    val step = steps[minOf(received, steps.size.toULong() - 1uL).toInt()]
+                    last = step.seq
+                    return step
+                }
 
                 override fun cancel() {}
             },

@@ -1,0 +1,141 @@
+//! The FFI's `WatchStream` (`unibus_ffi`, what the Kotlin, Python and Swift adapters read)
+//! against the real `membershipd` binary: its numbered handoff hands a step out again to a
+//! caller that did not get it, without taking anything from the watch, and a message counts as
+//! handled only once a call says its step was received.
+
+use crate::client_messages::{keyed_room, text};
+use crate::client_sdk::{registered, session};
+use crate::daemon;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use daemon::EmbeddedServer;
+use unibus::client::TrustStore;
+use unibus::RoomId;
+use unibus_ffi::{RoomUpdate, SessionError, WatchEnd, WatchEvent, WatchStep, WatchStream};
+
+/// The stream's next step after `received`, within 20 s.
+async fn step_after(stream: &WatchStream, received: u64) -> Result<WatchStep, SessionError> {
+    tokio::time::timeout(Duration::from_secs(20), stream.next(received))
+        .await
+        .expect("the stream answers within 20 s")
+}
+
+/// The stream's next step holding a message, after `received`; steps before it are received
+/// (passed on), as an app does.
+async fn message_step(stream: &WatchStream, mut received: u64) -> WatchStep {
+    loop {
+        let step = step_after(stream, received).await.unwrap();
+        match &step.event {
+            WatchEvent::Update {
+                update: RoomUpdate::Message { .. },
+            } => return step,
+            WatchEvent::Closed { end } => panic!("the watch closed: {end:?}"),
+            _ => received = step.seq,
+        }
+    }
+}
+
+/// The message's position and body.
+fn message_of(step: &WatchStep) -> (u64, Vec<u8>) {
+    match &step.event {
+        WatchEvent::Update {
+            update: RoomUpdate::Message { message, .. },
+        } => (
+            message.position,
+            message
+                .message
+                .as_ref()
+                .expect("an opened message")
+                .body
+                .clone(),
+        ),
+        other => panic!("not a message: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_the_caller_did_not_get_is_handed_out_again_and_the_watch_does_not_advance() {
+    let server = EmbeddedServer::start().await;
+    let (owner, owner_registration) = registered(&server).await;
+    let (bob, bob_registration) = registered(&server).await;
+    let owner_session = session(&owner, &owner_registration).await;
+    let room = keyed_room(&owner_session, "general", &[&bob]).await;
+    let mut sent = Vec::new();
+    for body in ["one", "two"] {
+        let message = owner_session.send(&room, body.as_bytes(), &text()).await;
+        sent.push(message.unwrap().position);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bob-trust.json");
+    let cursor = |room: &RoomId| {
+        TrustStore::open(&path, &bob.sign_public_key())
+            .unwrap()
+            .last_delivered(room)
+    };
+
+    let identity = unibus_ffi::Identity::from_secret_bytes(bob.to_secret_bytes().to_vec()).unwrap();
+    let trust =
+        unibus_ffi::TrustStore::open(path.to_string_lossy().into(), Arc::clone(&identity)).unwrap();
+    let bob_session = unibus_ffi::Session::connect(
+        identity,
+        bob_registration.nats_urls.clone(),
+        None,
+        Some(trust),
+    )
+    .await
+    .unwrap();
+    let stream = bob_session.watch_stream(true).await.unwrap();
+
+    let first = message_step(&stream, 0).await;
+    assert_eq!(message_of(&first), (sent[0], b"one".to_vec()));
+    // The caller did not get it (a cancelled call): it asks with the number before it, and
+    // gets the same step, not "two"; "one" is not handled, so its cursor is not written.
+    let again = step_after(&stream, first.seq - 1).await.unwrap();
+    assert_eq!(again, first);
+    assert!(cursor(&room) < sent[0], "the watch did not advance");
+    // A number past the last step handed out is refused and changes nothing.
+    let refused = step_after(&stream, first.seq + 1).await.unwrap_err();
+    assert!(
+        matches!(refused, SessionError::InvalidArgument { ref reason, .. } if reason.contains("past the last step")),
+        "{refused:?}"
+    );
+    assert_eq!(step_after(&stream, first.seq - 1).await.unwrap(), first);
+
+    // Received: the next call takes "two", numbered one more.
+    let second = step_after(&stream, first.seq).await.unwrap();
+    assert_eq!(second.seq, first.seq + 1);
+    assert_eq!(message_of(&second), (sent[1], b"two".to_vec()));
+    // Asking past "two" says it is handled: its cursor is written while the call waits.
+    let waiting = tokio::spawn({
+        let stream = Arc::clone(&stream);
+        async move { stream.next(second.seq).await }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while cursor(&room) != sent[1] {
+        assert!(
+            Instant::now() < deadline,
+            "the cursor of \"two\" was not written"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Cancelled: the waiting call gets the close as the next step, and it stays.
+    stream.cancel();
+    let closed = tokio::time::timeout(Duration::from_secs(20), waiting)
+        .await
+        .expect("the waiting call ends")
+        .unwrap()
+        .unwrap();
+    let expected = WatchStep {
+        seq: second.seq + 1,
+        event: WatchEvent::Closed {
+            end: WatchEnd::Cancelled,
+        },
+    };
+    assert_eq!(closed, expected);
+    assert_eq!(step_after(&stream, closed.seq).await.unwrap(), expected);
+    assert_eq!(step_after(&stream, second.seq).await.unwrap(), expected);
+    bob_session.close_session().await;
+}
