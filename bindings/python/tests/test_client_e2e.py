@@ -442,7 +442,13 @@ async def history_story(server):
         bob_session.set_history_policy("general", unibus.HistoryPolicy.SHARED)
     owner_session.set_history_policy("general", unibus.HistoryPolicy.SHARED)
     assert owner_session.history_policy("general") == unibus.HistoryPolicy.SHARED
-    assert await owner_session.share_history("general", bob.sign_public_key()) == 2
+    async with unibus.aio.updates(bob_session) as stream:
+        assert await owner_session.share_history("general", bob.sign_public_key()) == 2
+        # Bob's watch is told which epochs came.
+        update = await next_update(stream)
+        while not update.is_history_shared():
+            update = await next_update(stream)
+        assert update == unibus.RoomUpdate.HISTORY_SHARED(room="general", epochs=[1, 2])
     page = await bob_session.messages("general", unibus.MessagePage.LATEST(limit=10))
     assert [(m.position, m.message.body) for m in page.messages] == [(early.position, b"before bob")]
     with pytest.raises(unibus.SessionError.NotOwner):
