@@ -416,6 +416,50 @@ def test_a_watch_read_with_waits_given_up_after_1_ms_loses_no_message(membership
     asyncio.run(story())
 
 
+def test_a_watch_stopped_after_a_given_up_wait_leaves_the_message_it_missed_to_the_next_one(
+    membershipd, tmp_path
+):
+    # "Wait a moment for a message, on timeout stop": each round starts a watch on the same
+    # trust file, waits once for a message (given up after 0.5 to 6 ms), and leaves the block.
+    # A wait given up just as the SDK finished it (uniffi then frees the finished result) took a
+    # message the loop never got: leaving the block must not count it as handled, so a later
+    # round gets it. One the loop got counts as handled. Bounded: 40 messages within 60 s.
+    async def story():
+        (owner, owner_reg), (alice, alice_reg) = (
+            await registered(membershipd),
+            await registered(membershipd),
+        )
+        owner_session = await unibus.Session.connect(owner, owner_reg.nats_urls)
+        await owner_session.create_room("general")
+        await owner_session.add_member("general", alice.sign_public_key())
+        await owner_session.rekey("general")
+        bodies = [f"message {n}".encode() for n in range(40)]
+        for body in bodies:
+            await owner_session.send("general", body, "text/plain")
+        trust = unibus.TrustStore.open(str(tmp_path / "alice-trust.json"), alice)
+        alice_session = await unibus.Session.connect(alice, alice_reg.nats_urls, trust=trust)
+
+        got, rounds, given_up = [], 0, 0
+        deadline = time.monotonic() + 60
+        while len(got) < len(bodies):
+            assert time.monotonic() < deadline, f"{len(got)} messages within 60 s"
+            rounds += 1
+            wait = 0.0005 * (1 + rounds % 12)
+            async with unibus.aio.updates(alice_session, messages=True) as stream:
+                try:
+                    update = await asyncio.wait_for(next_message(stream), wait)
+                except asyncio.TimeoutError:
+                    given_up += 1
+                    continue
+            got.append(update.message.message.body)
+            assert got == bodies[: len(got)], "every message, in order, none lost, none twice"
+        assert given_up > 0
+        for session in (owner_session, alice_session):
+            await session.close_session()
+
+    asyncio.run(story())
+
+
 def test_a_member_added_later_reads_earlier_epochs_once_the_owner_shares_them(membershipd):
     asyncio.run(history_story(membershipd))
 
