@@ -296,6 +296,17 @@ def test_bad_message_arguments_raise_typed_errors_before_any_request(membershipd
     asyncio.run(story())
 
 
+async def keyed_room_with_member(server):
+    """An owner's session with its room "general", rekeyed after adding a member; the member's
+    identity and registration."""
+    (owner, owner_reg), (member, member_reg) = await registered(server), await registered(server)
+    owner_session = await unibus.Session.connect(owner, owner_reg.nats_urls)
+    await owner_session.create_room("general")
+    await owner_session.add_member("general", member.sign_public_key())
+    await owner_session.rekey("general")
+    return owner_session, member, member_reg
+
+
 # A device that takes one message and dies before handling it (os._exit: nothing is cleaned up,
 # as when the process is killed). The short wait gives an adapter that ran ahead of the app
 # (one that marked queued messages as handled) the time to write their cursors; what is
@@ -323,14 +334,7 @@ def test_a_message_taken_by_a_process_that_dies_before_handling_it_is_delivered_
     membershipd, tmp_path
 ):
     async def story():
-        (owner, owner_reg), (alice, alice_reg) = (
-            await registered(membershipd),
-            await registered(membershipd),
-        )
-        owner_session = await unibus.Session.connect(owner, owner_reg.nats_urls)
-        await owner_session.create_room("general")
-        await owner_session.add_member("general", alice.sign_public_key())
-        await owner_session.rekey("general")
+        owner_session, alice, alice_reg = await keyed_room_with_member(membershipd)
         sent = [
             (await owner_session.send("general", body, "text/plain")).position
             for body in (b"one", b"two", b"three")
@@ -374,15 +378,8 @@ def test_a_watch_read_with_waits_given_up_after_1_ms_loses_no_message(membership
     # handoff hands that update to the next wait. Half the messages are caught up, half live.
     # Bounded: 60 messages within 60 s; a wait that keeps missing is given a little longer.
     async def story():
-        (owner, owner_reg), (alice, alice_reg) = (
-            await registered(membershipd),
-            await registered(membershipd),
-        )
-        owner_session = await unibus.Session.connect(owner, owner_reg.nats_urls)
+        owner_session, alice, alice_reg = await keyed_room_with_member(membershipd)
         alice_session = await unibus.Session.connect(alice, alice_reg.nats_urls)
-        await owner_session.create_room("general")
-        await owner_session.add_member("general", alice.sign_public_key())
-        await owner_session.rekey("general")
         bodies = [f"message {n}".encode() for n in range(60)]
 
         async def send(some):
@@ -425,14 +422,7 @@ def test_a_watch_stopped_after_a_given_up_wait_leaves_the_message_it_missed_to_t
     # message the loop never got: leaving the block must not count it as handled, so a later
     # round gets it. One the loop got counts as handled. Bounded: 40 messages within 60 s.
     async def story():
-        (owner, owner_reg), (alice, alice_reg) = (
-            await registered(membershipd),
-            await registered(membershipd),
-        )
-        owner_session = await unibus.Session.connect(owner, owner_reg.nats_urls)
-        await owner_session.create_room("general")
-        await owner_session.add_member("general", alice.sign_public_key())
-        await owner_session.rekey("general")
+        owner_session, alice, alice_reg = await keyed_room_with_member(membershipd)
         bodies = [f"message {n}".encode() for n in range(40)]
         for body in bodies:
             await owner_session.send("general", body, "text/plain")
