@@ -4,7 +4,7 @@
 //! Each export converts its arguments, runs `unibus::client` on the SDK's runtime
 //! ([`crate::runtime::run`]) and converts the result back; the behaviour is all in Rust.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -733,14 +733,17 @@ pub struct WatchStep {
 /// as it finished) is handed out again, and no event is lost.
 ///
 /// With messages, delivery is at least once: a message counts as handled when `next()` is
-/// called with its step's number (which takes the next event from the watch), or when the app
-/// cancels or drops the stream, and only then may its cursor be written
-/// (`unibus::client::Watch`). A process that dies while handling a message gets it again, at its
-/// same position, from the next watch with the same trust file.
+/// called with its step's number (which takes the next event from the watch), or when
+/// [`cancel`](Self::cancel) is called with it, and only then may its cursor be written
+/// (`unibus::client::Watch`). A stream stopped before the app's code got the step handed out
+/// last (by `cancel` with an earlier number, or destroyed without `cancel`) leaves that
+/// step's message unhandled, and the next watch with the same trust file delivers it again. A
+/// process that dies while handling a message gets it again, at its same position, from the
+/// next watch with the same trust file.
 #[derive(uniffi::Object)]
 pub struct WatchStream {
     reader: Arc<tokio::sync::Mutex<Reader>>,
-    cancelled: Arc<tokio::sync::Notify>,
+    shared: Arc<Shared>,
 }
 
 /// A [`WatchStream`]'s watch and the step it handed out last.
@@ -756,17 +759,7 @@ impl Reader {
     /// watch's next event is due. A `received` past the last step is refused, and changes
     /// nothing.
     fn again(&self, received: u64) -> Result<Option<WatchStep>, SessionError> {
-        let last = self.last_seq();
-        if received > last {
-            return Err(SessionError::InvalidArgument {
-                reason: format!(
-                    "received {received} is past the last step handed out ({last}): pass the \
-                     seq of the last step your code got, 0 before the first"
-                ),
-                transient: false,
-                code: None,
-            });
-        }
+        check_received(received, self.last_seq())?;
         Ok(self
             .last
             .as_ref()
@@ -788,6 +781,74 @@ impl Reader {
     fn last_seq(&self) -> u64 {
         self.last.as_ref().map_or(0, |step| step.seq)
     }
+
+    /// Stops the watch for an app whose code got step `received`: the message of the last
+    /// step counts as handled only if the app has that step.
+    fn stop(&mut self, received: u64) {
+        if self.last_seq() > received {
+            self.watch.cancel_last_unhandled();
+        } else {
+            self.watch.cancel();
+        }
+    }
+}
+
+/// Refuses a `received` past `last`, the number of the last step handed out.
+fn check_received(received: u64, last: u64) -> Result<(), SessionError> {
+    if received > last {
+        return Err(SessionError::InvalidArgument {
+            reason: format!(
+                "received {received} is past the last step handed out ({last}): pass the seq \
+                 of the last step your code got, 0 before the first"
+            ),
+            transient: false,
+            code: None,
+        });
+    }
+    Ok(())
+}
+
+/// What a [`WatchStream`]'s `cancel` shares with its calls, outside the reader's lock.
+#[derive(Default)]
+struct Shared {
+    /// The number of the last step handed out, as [`Reader::last_seq`], for `cancel` to check
+    /// its `received` against while a call holds the reader.
+    handed: AtomicU64,
+    /// The `received` of the first stop asked (a later one changes nothing); `None` until then.
+    /// Whoever holds the reader when it is asked stops the watch with it before letting go.
+    stop: Mutex<Option<u64>>,
+    /// Wakes a call waiting for the watch's next event once a stop is asked.
+    stopping: tokio::sync::Notify,
+}
+
+impl Shared {
+    /// Asks for the watch to stop for an app whose code got step `received`: at once if the
+    /// reader is free, otherwise by its holder, before it lets go ([`release`](Self::release)).
+    fn ask_stop(&self, reader: &tokio::sync::Mutex<Reader>, received: u64) {
+        let mut stop = self
+            .stop
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let received = *stop.get_or_insert(received);
+        match reader.try_lock() {
+            Ok(mut reader) => reader.stop(received),
+            // A call holds the reader; one waiting for an event wakes up now.
+            Err(_) => self.stopping.notify_one(),
+        }
+    }
+
+    /// Stops the watch if a stop was asked, and lets go of the reader. Under the lock of
+    /// `stop`, so that a stop asked while `reader` was held is never left undone.
+    fn release(&self, mut reader: tokio::sync::MutexGuard<'_, Reader>) {
+        let stop = self
+            .stop
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(received) = *stop {
+            reader.stop(received);
+        }
+        drop(reader);
+    }
 }
 
 #[uniffi::export]
@@ -803,7 +864,7 @@ impl WatchStream {
     /// Raises `Internal` if the SDK's runtime is shut down.
     pub async fn next(&self, received: u64) -> Result<WatchStep, SessionError> {
         let (mut sender, receiver) = tokio::sync::oneshot::channel();
-        let (reader, cancelled) = (Arc::clone(&self.reader), Arc::clone(&self.cancelled));
+        let (reader, shared) = (Arc::clone(&self.reader), Arc::clone(&self.shared));
         spawn(async move {
             // A call given up before its turn, or while it waits, takes nothing from the watch:
             // only one that is still waiting takes the next event.
@@ -813,49 +874,66 @@ impl WatchStream {
                 reader = reader.lock() => reader,
             };
             let step = match reader.again(received) {
-                Ok(Some(step)) => Ok(step),
+                Ok(Some(step)) => Some(Ok(step)),
                 Ok(None) => {
                     let event = tokio::select! {
                         biased;
-                        () = sender.closed() => return,
-                        event = next_event(&mut reader.watch, &cancelled) => event,
+                        () = sender.closed() => None,
+                        event = next_event(&mut reader.watch, &shared.stopping) => Some(event),
                     };
-                    Ok(reader.keep(event))
+                    event.map(|event| {
+                        let step = reader.keep(event);
+                        shared.handed.store(step.seq, Ordering::Release);
+                        Ok(step)
+                    })
                 }
-                Err(error) => Err(error),
+                Err(error) => Some(Err(error)),
             };
+            // Let go first: a caller that has the step finds the reader free, and its
+            // `cancel` stops the watch at once.
+            shared.release(reader);
             // A caller gone now loses nothing: the step is kept for its next call.
-            let _ = sender.send(step);
+            if let Some(step) = step {
+                let _ = sender.send(step);
+            }
         })?;
         receiver.await.unwrap_or_else(|_| {
             Err(Unfinished("the SDK's runtime stopped before the watch answered".into()).into())
         })
     }
 
-    /// Stops the watch: a `next()` waiting now returns a `Closed(Cancelled)` step, and so does
-    /// every later one once the app has the step handed out last. That step's message counts
-    /// as handled.
-    pub fn cancel(&self) {
-        match self.reader.try_lock() {
-            Ok(mut reader) => reader.watch.cancel(),
-            // A `next()` holds the watch: it takes the notice and cancels.
-            Err(_) => self.cancelled.notify_one(),
-        }
+    /// Stops the watch, given `received` as in [`next`](Self::next): the `seq` of the last step
+    /// the app's code got (0 before the first). The message of the step handed out last counts
+    /// as handled only if `received` is that step's number, or a `next()` called with it waits
+    /// for the watch's next event; otherwise the app never got that step, and the next watch
+    /// with the same trust file delivers its message again. Everything handled before it is
+    /// written. A `next()` waiting now returns a `Closed(Cancelled)` step, and so does every
+    /// later one once the app has the step handed out last. A `received` above the last step
+    /// handed out raises `InvalidArgument` and changes nothing, as in `next`. Once a stop is
+    /// asked, a later `cancel` changes nothing.
+    pub fn cancel(&self, received: u64) -> Result<(), SessionError> {
+        check_received(received, self.shared.handed.load(Ordering::Acquire))?;
+        self.shared.ask_stop(&self.reader, received);
+        Ok(())
     }
 }
 
 impl Drop for WatchStream {
-    /// A `next()` still waiting holds the watch: it stops too.
+    /// Destroyed without `cancel`, the stream stops as `cancel(0)` would: it cannot know
+    /// whether the app's code got the step handed out last, so that step's message stays
+    /// unhandled (delivered again) unless a `next()` called with its number waits for the
+    /// watch's next event. A `next()` still waiting holds the watch: it stops too.
     fn drop(&mut self) {
-        self.cancel();
+        self.shared.ask_stop(&self.reader, 0);
     }
 }
 
-/// The watch's next event, or `Closed(Cancelled)` once `cancelled` is notified.
-async fn next_event(watch: &mut client::Watch, cancelled: &tokio::sync::Notify) -> WatchEvent {
+/// The watch's next event, or `Closed(Cancelled)` once a stop is asked (`stopping`). The call
+/// waiting for it said its caller has the last step, so that step's message counts as handled.
+async fn next_event(watch: &mut client::Watch, stopping: &tokio::sync::Notify) -> WatchEvent {
     let update = tokio::select! {
         biased;
-        () = cancelled.notified() => {
+        () = stopping.notified() => {
             watch.cancel();
             None
         }
@@ -1139,7 +1217,7 @@ impl Session {
         .await?;
         Ok(Arc::new(WatchStream {
             reader: Arc::new(tokio::sync::Mutex::new(Reader { watch, last: None })),
-            cancelled: Arc::new(tokio::sync::Notify::new()),
+            shared: Arc::default(),
         }))
     }
 

@@ -202,6 +202,16 @@ impl Watch {
         self.write_cursors_on_leaving();
     }
 
+    /// Stops the watch as [`cancel`](Self::cancel) does, except that the message taken last
+    /// (returned by the last [`next`](Self::next)) does not count as handled: for an app that
+    /// never got it (the call that returned it was given up as it finished). The cursors of the
+    /// messages handled before it are written; its own is not, so the next watch with messages
+    /// on the same [`TrustStore`] delivers it again, at its same position.
+    pub fn cancel_last_unhandled(&mut self) {
+        self.taken = None;
+        self.cancel();
+    }
+
     fn poll_update(
         &mut self,
         cx: &mut Context<'_>,
@@ -503,6 +513,65 @@ mod tests {
             read_notification(br#"{"room":"bad room","kind":"added"}"#),
             Some(Err(SessionError::InvalidReply(_)))
         ));
+    }
+
+    /// An unreadable message of `room` at `position`, as the inbox hands it to a watch.
+    fn message(room: &RoomId, position: u64) -> Item {
+        Item::Message {
+            message: Received {
+                position,
+                time: 0,
+                outcome: Err(super::super::Unreadable::NoKey { epoch: 1 }),
+            },
+            delivery: Delivery {
+                room: room.clone(),
+                position,
+                opened: None,
+            },
+        }
+    }
+
+    /// Feeds messages at positions 1 and 2, takes both, and stops the watch with `stop`;
+    /// returns the room's cursor then, and after the watch is dropped.
+    async fn stopped_after_two_messages(stop: fn(&mut Watch)) -> (u64, u64) {
+        let room = RoomId::new("general").unwrap();
+        let trust = TrustStore::in_memory(&crate::Identity::generate().unwrap().sign_public_key());
+        // A message watch fed by the test, with no subscription behind it.
+        let (sender, updates) = mpsc::channel(8);
+        let mut watch = Watch {
+            updates,
+            end: None,
+            task: tokio::spawn(std::future::pending()),
+            trust: Some(trust.clone()),
+            taken: None,
+            handled: Vec::new(),
+            write_again_at: 0,
+        };
+        for position in [1, 2] {
+            sender.send(message(&room, position)).await.unwrap();
+            let update = watch.next().await.unwrap().unwrap();
+            assert!(
+                matches!(update, RoomUpdate::Message { message, .. } if message.position == position)
+            );
+        }
+        stop(&mut watch);
+        assert!(watch.next().await.is_none());
+        assert_eq!(watch.end(), Some(WatchEnd::Cancelled));
+        let stopped = trust.last_delivered(&room);
+        drop(watch);
+        (stopped, trust.last_delivered(&room))
+    }
+
+    #[tokio::test]
+    async fn a_watch_cancelled_with_its_last_message_unhandled_writes_the_cursor_before_it() {
+        // Message 1 was handled (the app asked for the next update); message 2, taken last, was
+        // never got by the app: its cursor is not written, even when the watch is dropped.
+        assert_eq!(
+            stopped_after_two_messages(Watch::cancel_last_unhandled).await,
+            (1, 1)
+        );
+        // Cancelled as usual, the message taken last counts as handled.
+        assert_eq!(stopped_after_two_messages(Watch::cancel).await, (2, 2));
     }
 
     #[tokio::test(start_paused = true)]

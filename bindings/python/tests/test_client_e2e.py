@@ -296,6 +296,17 @@ def test_bad_message_arguments_raise_typed_errors_before_any_request(membershipd
     asyncio.run(story())
 
 
+async def keyed_room_with_member(server):
+    """An owner's session with its room "general", rekeyed after adding a member; the member's
+    identity and registration."""
+    (owner, owner_reg), (member, member_reg) = await registered(server), await registered(server)
+    owner_session = await unibus.Session.connect(owner, owner_reg.nats_urls)
+    await owner_session.create_room("general")
+    await owner_session.add_member("general", member.sign_public_key())
+    await owner_session.rekey("general")
+    return owner_session, member, member_reg
+
+
 # A device that takes one message and dies before handling it (os._exit: nothing is cleaned up,
 # as when the process is killed). The short wait gives an adapter that ran ahead of the app
 # (one that marked queued messages as handled) the time to write their cursors; what is
@@ -323,14 +334,7 @@ def test_a_message_taken_by_a_process_that_dies_before_handling_it_is_delivered_
     membershipd, tmp_path
 ):
     async def story():
-        (owner, owner_reg), (alice, alice_reg) = (
-            await registered(membershipd),
-            await registered(membershipd),
-        )
-        owner_session = await unibus.Session.connect(owner, owner_reg.nats_urls)
-        await owner_session.create_room("general")
-        await owner_session.add_member("general", alice.sign_public_key())
-        await owner_session.rekey("general")
+        owner_session, alice, alice_reg = await keyed_room_with_member(membershipd)
         sent = [
             (await owner_session.send("general", body, "text/plain")).position
             for body in (b"one", b"two", b"three")
@@ -374,15 +378,8 @@ def test_a_watch_read_with_waits_given_up_after_1_ms_loses_no_message(membership
     # handoff hands that update to the next wait. Half the messages are caught up, half live.
     # Bounded: 60 messages within 60 s; a wait that keeps missing is given a little longer.
     async def story():
-        (owner, owner_reg), (alice, alice_reg) = (
-            await registered(membershipd),
-            await registered(membershipd),
-        )
-        owner_session = await unibus.Session.connect(owner, owner_reg.nats_urls)
+        owner_session, alice, alice_reg = await keyed_room_with_member(membershipd)
         alice_session = await unibus.Session.connect(alice, alice_reg.nats_urls)
-        await owner_session.create_room("general")
-        await owner_session.add_member("general", alice.sign_public_key())
-        await owner_session.rekey("general")
         bodies = [f"message {n}".encode() for n in range(60)]
 
         async def send(some):
@@ -409,6 +406,43 @@ def test_a_watch_read_with_waits_given_up_after_1_ms_loses_no_message(membership
                     got.append(update.message.message.body)
                     assert got == bodies[: len(got)], "every message, in order, none lost"
             await live
+        assert given_up > 0
+        for session in (owner_session, alice_session):
+            await session.close_session()
+
+    asyncio.run(story())
+
+
+def test_a_watch_stopped_after_a_given_up_wait_leaves_the_message_it_missed_to_the_next_one(
+    membershipd, tmp_path
+):
+    # "Wait a moment for a message, on timeout stop": each round starts a watch on the same
+    # trust file, waits once for a message (given up after 0.5 to 6 ms), and leaves the block.
+    # A wait given up just as the SDK finished it (uniffi then frees the finished result) took a
+    # message the loop never got: leaving the block must not count it as handled, so a later
+    # round gets it. One the loop got counts as handled. Bounded: 40 messages within 60 s.
+    async def story():
+        owner_session, alice, alice_reg = await keyed_room_with_member(membershipd)
+        bodies = [f"message {n}".encode() for n in range(40)]
+        for body in bodies:
+            await owner_session.send("general", body, "text/plain")
+        trust = unibus.TrustStore.open(str(tmp_path / "alice-trust.json"), alice)
+        alice_session = await unibus.Session.connect(alice, alice_reg.nats_urls, trust=trust)
+
+        got, rounds, given_up = [], 0, 0
+        deadline = time.monotonic() + 60
+        while len(got) < len(bodies):
+            assert time.monotonic() < deadline, f"{len(got)} messages within 60 s"
+            rounds += 1
+            wait = 0.0005 * (1 + rounds % 12)
+            async with unibus.aio.updates(alice_session, messages=True) as stream:
+                try:
+                    update = await asyncio.wait_for(next_message(stream), wait)
+                except asyncio.TimeoutError:
+                    given_up += 1
+                    continue
+            got.append(update.message.message.body)
+            assert got == bodies[: len(got)], "every message, in order, none lost, none twice"
         assert given_up > 0
         for session in (owner_session, alice_session):
             await session.close_session()

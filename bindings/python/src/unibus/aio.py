@@ -20,10 +20,11 @@ left, which cancels the watch); ``stream.end`` then says why. A notification tha
 read is skipped, and its message kept in ``stream.errors``.
 
 Messages are delivered at least once: one counts as handled when the loop asks for the next
-update (or leaves the block), and only then is its place written to the trust file. A process
-that dies while handling a message gets it again after a restart. A wait for the next update
-may be given up (a timeout of ``asyncio.wait_for``) and started again: an update the given-up
-wait was about to return comes from the next wait, so none is lost.
+update (or leaves the block after the loop got it), and only then is its place written to the
+trust file. A process that dies while handling a message gets it again after a restart. A wait
+for the next update may be given up (a timeout of ``asyncio.wait_for``) and started again: an
+update the given-up wait was about to return comes from the next wait, so none is lost; and if
+the block is left instead, its message comes again to the next watch.
 """
 
 import contextlib
@@ -59,8 +60,10 @@ class UpdateStream:
             raise StopAsyncIteration
 
     def cancel(self) -> None:
-        """Stops the watch; the iteration ends."""
-        self._stream.cancel()
+        """Stops the watch; the iteration ends. The SDK gets the number of the last step this
+        iterator got, so an update a given-up wait was about to return does not count as
+        handled: its message comes again to the next watch."""
+        self._stream.cancel(self._received)
 
 
 @contextlib.asynccontextmanager

@@ -11,10 +11,11 @@ import Foundation
 /// Cancelling the iterating task or calling `cancel()` stops the watch.
 ///
 /// Messages are delivered at least once: a message counts as handled when the loop asks for
-/// the next update, or when the watch stops, and only then is its place written to the trust
-/// store. A process that dies while handling one gets it again after a restart. Each call
-/// passes the SDK the number of the last step this sequence got
-/// (`WatchStream.next(received:)`), so a step handed out that never reached it comes again.
+/// the next update, or when the watch stops after the loop got it, and only then is its place
+/// written to the trust store. A process that dies while handling one gets it again after a
+/// restart. Each call, and the stop, passes the SDK the number of the last step this sequence
+/// got (`WatchStream.next(received:)`, `cancel(received:)`), so a step handed out that never
+/// reached it comes again, from this watch or the next one.
 public final class Updates: AsyncSequence, @unchecked Sendable {
     public typealias Element = RoomUpdate
 
@@ -44,8 +45,10 @@ public final class Updates: AsyncSequence, @unchecked Sendable {
         return skipped
     }
 
-    /// Stops the watch; iteration ends.
-    public func cancel() { stream.cancel() }
+    /// Stops the watch; iteration ends. The SDK gets the number of the last step this sequence
+    /// got, so the message of a step handed out that never reached it comes again to the next
+    /// watch.
+    public func cancel() { stop(received: lastReceived()) }
 
     /// Reads the watch's events until the next update, or nil once it has closed.
     public struct AsyncIterator: AsyncIteratorProtocol {
@@ -69,13 +72,13 @@ public final class Updates: AsyncSequence, @unchecked Sendable {
                 step = try await withTaskCancellationHandler {
                     try await stream.next(received: received)
                 } onCancel: {
-                    stream.cancel()
+                    self.stop(received: received)
                 }
             } catch {
                 // The stream raises once the SDK's runtime is shut down, or for a number past
                 // its last step, which this sequence never passes: the watch is over.
                 skip(String(describing: error))
-                stream.cancel()
+                stop(received: received)
                 close(with: .cancelled)
                 return nil
             }
@@ -90,6 +93,12 @@ public final class Updates: AsyncSequence, @unchecked Sendable {
                 return nil
             }
         }
+    }
+
+    /// Stops the watch for a sequence that got step `received`. The stream refuses only a
+    /// number past its last step, which this sequence never passes.
+    private func stop(received: UInt64) {
+        try? stream.cancel(received: received)
     }
 
     private func lastReceived() -> UInt64 {
@@ -116,7 +125,7 @@ public final class Updates: AsyncSequence, @unchecked Sendable {
         lock.unlock()
     }
 
-    deinit { stream.cancel() }
+    deinit { stop(received: lastReceived()) }
 }
 
 extension Session {

@@ -24,7 +24,50 @@ final class UpdatesTests: XCTestCase {
             return step
         }
 
-        func cancel() {}
+        func cancel(received: UInt64) throws {}
+    }
+
+    /// Step 1 is an update; the wait for step 2 ends only when the stream is cancelled (with a
+    /// `Closed(Cancelled)` step, as the SDK's does). Records the numbers passed to `cancel`.
+    final class Stalled: WatchStreamProtocol, @unchecked Sendable {
+        private let lock = NSLock()
+        private var cancelled: [UInt64] = []
+        private var waiter: CheckedContinuation<Void, Never>?
+
+        /// The numbers passed to `cancel(received:)`, in order.
+        var cancels: [UInt64] {
+            lock.lock()
+            defer { lock.unlock() }
+            return cancelled
+        }
+
+        func next(received: UInt64) async throws -> WatchStep {
+            if received == 0 {
+                return WatchStep(seq: 1, event: .update(update: .added(room: "general")))
+            }
+            await withCheckedContinuation { wait($0) }
+            return WatchStep(seq: 2, event: .closed(end: .cancelled))
+        }
+
+        private func wait(_ continuation: CheckedContinuation<Void, Never>) {
+            lock.lock()
+            if cancelled.isEmpty {
+                waiter = continuation
+                lock.unlock()
+            } else {
+                lock.unlock()
+                continuation.resume()
+            }
+        }
+
+        func cancel(received: UInt64) throws {
+            lock.lock()
+            cancelled.append(received)
+            let waiting = waiter
+            waiter = nil
+            lock.unlock()
+            waiting?.resume()
+        }
     }
 
     func testUnreadableNotificationsAreKeptAsErrorsAndTheStreamGoesOn() async {
@@ -46,5 +89,25 @@ final class UpdatesTests: XCTestCase {
         var again: [RoomUpdate] = []
         for await update in updates { again.append(update) }
         XCTAssertEqual(again, [])
+    }
+
+    func testCancellingTheIteratingTaskPassesTheNumberOfTheLastStepItGot() async {
+        // The wait for the second update is given up (its task cancelled), as when the SDK's
+        // answer is lost to a timeout: the stream gets 1, so the message of a step 2 handed
+        // out meanwhile would not count as handled. Kotlin and Python behave the same.
+        let stream = Stalled()
+        let updates = Updates(stream: stream)
+        var iterator = updates.makeAsyncIterator()
+        let first = await iterator.next()
+        XCTAssertEqual(first, .added(room: "general"))
+        let waiting = Task {
+            var iterator = updates.makeAsyncIterator()
+            return await iterator.next()
+        }
+        waiting.cancel()
+        let second = await waiting.value
+        XCTAssertNil(second)
+        XCTAssertEqual(stream.cancels, [1])
+        XCTAssertEqual(updates.end, .cancelled)
     }
 }

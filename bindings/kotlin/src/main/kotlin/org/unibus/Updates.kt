@@ -13,13 +13,14 @@ import kotlinx.coroutines.flow.flow
  * and [end] then says why. Notifications that could not be read are skipped; their messages are
  * in [errors]. Close it (or use `use { }`) to cancel the watch.
  *
- * Messages are delivered at least once: a message counts as handled when the collector asks
- * for the next update (its block returned), or when the watch is closed, and only then is its
- * place written to the trust store. A process that dies while handling one gets it again after
- * a restart. (A `buffer()` between the flow and the collector would take messages ahead of
- * the app and weaken this.) A collector cancelled while it waits (a `withTimeout`) loses
- * nothing: the flow passes the SDK the number of the last step it got, so the update that
- * wait was about to get comes to the next collector.
+ * Messages are delivered at least once: a message counts as handled when the collector asks for
+ * the next update (its block returned), or when the watch is closed after the collector got it,
+ * and only then is its place written to the trust store. A process that dies while handling one
+ * gets it again after a restart. (A `buffer()` between the flow and the collector would take
+ * messages ahead of the app and weaken this.) A collector cancelled while it waits (a
+ * `withTimeout`) loses nothing: the flow passes the SDK the number of the last step it got, so
+ * the update that wait was about to get comes to the next collector, or, once the watch is
+ * closed, to the next watch.
  */
 class Updates internal constructor(private val stream: WatchStreamInterface) : AutoCloseable {
     /** The updates, in order. Collecting it again continues where the last collector stopped. */
@@ -50,9 +51,13 @@ class Updates internal constructor(private val stream: WatchStreamInterface) : A
     /** Messages of notifications that could not be read. */
     val errors: MutableList<String> = java.util.Collections.synchronizedList(mutableListOf())
 
-    /** Cancels the watch; [flow] completes. */
+    /**
+     * Cancels the watch; [flow] completes. The SDK gets the number of the last step a collector
+     * got, so an update that a cancelled wait was about to get does not count as handled: its
+     * message comes again to the next watch.
+     */
     override fun close() {
-        stream.cancel()
+        stream.cancel(received)
         (stream as? AutoCloseable)?.close()
     }
 }

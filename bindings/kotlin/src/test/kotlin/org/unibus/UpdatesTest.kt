@@ -1,9 +1,13 @@
 package org.unibus
 
+import kotlinx.coroutines.awaitCancellation
+import kotlinx.coroutines.flow.first
 import kotlinx.coroutines.flow.toList
 import kotlinx.coroutines.runBlocking
 import kotlinx.coroutines.withTimeout
+import kotlinx.coroutines.withTimeoutOrNull
 import org.junit.jupiter.api.Assertions.assertEquals
+import org.junit.jupiter.api.Assertions.assertNull
 import org.junit.jupiter.api.Test
 
 class UpdatesTest {
@@ -30,7 +34,7 @@ class UpdatesTest {
                     return step
                 }
 
-                override fun cancel() {}
+                override fun cancel(received: ULong) {}
             },
         )
 
@@ -40,5 +44,30 @@ class UpdatesTest {
         assertEquals(WatchEnd.Cancelled, updates.end)
         // Closed stays closed.
         assertEquals(emptyList<RoomUpdate>(), withTimeout(5_000) { updates.flow.toList() })
+    }
+
+    @Test
+    fun closingPassesTheNumberOfTheLastStepACollectorGotToCancel() = runBlocking<Unit> {
+        // Step 1 is an update; the wait for step 2 never ends and is given up, as when the
+        // SDK's answer is lost to a timeout. Closing then passes 1: the app never got step 2,
+        // so its message must not count as handled. Python and Swift behave the same.
+        val cancels = java.util.Collections.synchronizedList(mutableListOf<ULong>())
+        val updates = Updates(
+            object : WatchStreamInterface {
+                override suspend fun next(received: ULong): WatchStep = when (received) {
+                    0uL -> WatchStep(1uL, WatchEvent.Update(RoomUpdate.Added("general")))
+                    else -> awaitCancellation()
+                }
+
+                override fun cancel(received: ULong) {
+                    cancels.add(received)
+                }
+            },
+        )
+
+        assertEquals(RoomUpdate.Added("general"), withTimeout(5_000) { updates.flow.first() })
+        assertNull(withTimeoutOrNull(50) { updates.flow.first() })
+        updates.close()
+        assertEquals(listOf(1uL), cancels.toList())
     }
 }
