@@ -523,24 +523,19 @@ impl Session {
 
     /// `request`'s page, and the next page in its direction starts being read ahead
     /// (docs/client.md, "Reading history"). A page read ahead for `request` is used when it is
-    /// closed and a one-envelope read of the same request, made now, is answered: so every page
-    /// returned was allowed by the room when it was asked for (a member removed meanwhile gets
-    /// its `not_member`), as a page read now would be.
+    /// closed and membershipd answers, now, that this identity is a member of the room (`member`,
+    /// from its authorization cache): so every page returned was allowed by the room when it
+    /// was asked for (a member removed meanwhile gets its `not_member` from the page read
+    /// instead), as a page read now would be.
     pub(crate) async fn read_page(
         &self,
         request: &MessagesRequest,
     ) -> Result<MessagePage, SessionError> {
         let ahead = match self.read_ahead().take(request) {
-            Some(pending) => {
-                let check = MessagesRequest {
-                    limit: Some(1),
-                    ..request.clone()
-                };
-                match tokio::join!(pending.page(), self.call(&check)) {
-                    (Some(page), Ok(_)) => Some(page),
-                    _ => None,
-                }
-            }
+            Some(pending) => match tokio::join!(pending.page(), self.is_member(&request.room)) {
+                (Some(page), Ok(true)) => Some(page),
+                _ => None,
+            },
             None => None,
         };
         let page = match ahead {

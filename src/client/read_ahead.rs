@@ -7,9 +7,8 @@
 //! reading the same range again could only give the same envelopes (or fewer, once retention
 //! dropped some). A page that reached the room's end, or a read ahead that failed, is read again
 //! at the time it is asked for, so no page is older than the request that returns it. And
-//! [`Session::read_page`](super::Session::read_page) returns a closed page only once a
-//! one-envelope read of the same request, made at the call, is answered: the room still lets
-//! this identity read.
+//! [`Session::read_page`](super::Session::read_page) returns a closed page only once
+//! membershipd answers, at the call, that this identity is still a member of the room.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
