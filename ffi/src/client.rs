@@ -165,6 +165,7 @@ impl From<SessionOptions> for client::SessionOptions {
                     ..check
                 }
             }),
+            send_key_fresh: defaults.send_key_fresh,
         }
     }
 }

@@ -149,7 +149,8 @@ pub async fn run(
     tokio::spawn(
         Arc::new(
             Revoker::new(Arc::clone(&store), system, service.clone(), APP_ACCOUNT)
-                .sparing(auth.control.public_key()),
+                .sparing(auth.control.public_key())
+                .with_grants(callout.grants()),
         )
         .run(REVOCATION_SWEEP),
     );

@@ -95,6 +95,12 @@ impl Liveness {
         self.state.subscribe()
     }
 
+    /// Which connection the NATS client is on: the count moves with every connection reported
+    /// and lost.
+    pub fn connection(&self) -> u64 {
+        self.connections.load(Ordering::SeqCst)
+    }
+
     pub fn has_ended(&self) -> bool {
         matches!(self.state(), ConnectionState::Ended(_))
     }

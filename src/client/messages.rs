@@ -428,12 +428,16 @@ impl Session {
     /// Sends `body` to `room`, and returns once the cluster has stored it (protocol §15.2).
     ///
     /// The body is sealed with the room's latest epoch key (fetched and verified like
-    /// [`room_key`](Self::room_key) the first time, then kept). When the cluster does not
-    /// answer, has no membershipd or is unavailable, the **same bytes** are sent again, up to
+    /// [`room_key`](Self::room_key) the first time, then kept, and confirmed as the room's
+    /// latest again after [`SessionOptions::send_key_fresh`](super::SessionOptions::send_key_fresh),
+    /// 1 s by default). The envelope goes straight to the room's stream when
+    /// this login was granted the room (a member of it when it logged in), and through
+    /// membershipd otherwise (docs/client.md, "Messages"). When the cluster does not answer,
+    /// has no membershipd or is unavailable, the **same bytes** are sent again, up to
     /// [`SEND_ATTEMPTS`] times, so the message is stored once however many attempts reach it
-    /// ([`SentMessage::duplicate`]). When the room was rekeyed under it (`stale_epoch`),
-    /// nothing was stored: it fetches the latest key and seals again with a new id, up to
-    /// [`SEAL_ATTEMPTS`] times.
+    /// ([`SentMessage::duplicate`]). When membershipd answers that the room was rekeyed under
+    /// it (`stale_epoch`), nothing was stored: it fetches the latest key and seals again with
+    /// a new id, up to [`SEAL_ATTEMPTS`] times.
     ///
     /// Fails with [`SessionError::BodyTooLarge`] for a body of more than 64 KiB (nothing is
     /// sent), [`SessionError::NotMember`] if this identity is not a member of `room` (or was
@@ -550,28 +554,40 @@ impl Session {
         Ok(page)
     }
 
-    /// The epoch key to send to `room` with: the one sent with last, unless `refresh` or it is
-    /// no longer the room's (another owner pinned, or a later epoch verified since); else the
+    /// The epoch key to send to `room` with: the one sent with last, unless `refresh`, it is
+    /// no longer the room's (another owner pinned, or a later epoch verified since), or it was
+    /// confirmed as the room's latest longer ago than
+    /// [`SessionOptions::send_key_fresh`](super::SessionOptions::send_key_fresh); else the
     /// latest, fetched and verified.
     async fn sending_key(&self, room: &RoomId, refresh: bool) -> Result<EpochKey, SessionError> {
         if !refresh {
-            if let Some(key) = self.sending_keys().get(room) {
+            if let Some((key, confirmed)) = self.sending_keys().get(room) {
                 let trusted = self.trust().room(room).is_some_and(|trust| {
                     trust.owner == key.header().rekeyer && trust.epoch_floor <= key.epoch()
                 });
-                if trusted {
+                if trusted && confirmed.elapsed() < self.send_key_fresh() {
                     return Ok(key);
                 }
             }
         }
         let key = self.epoch_key(room, None).await?;
-        self.sending_keys().keep(room.clone(), key.clone());
+        self.sending_keys()
+            .keep(room.clone(), (key.clone(), tokio::time::Instant::now()));
         Ok(key)
     }
 
-    /// Sends `envelope` until the cluster answers, up to [`SEND_ATTEMPTS`] times with backoff,
-    /// always the same bytes.
+    /// Stores `envelope`: straight in its room's stream when this login may, else (or when
+    /// that fails) through membershipd until the cluster answers, up to [`SEND_ATTEMPTS`]
+    /// times with backoff; always the same bytes.
     async fn store(&self, envelope: &Envelope) -> Result<SendReply, SessionError> {
+        if self.may_send_directly(envelope.room()).await {
+            match self.send_directly(envelope).await {
+                Ok(reply) => return Ok(reply),
+                Err(error) => {
+                    tracing::debug!(%error, "a direct send failed; sending the same bytes through membershipd")
+                }
+            }
+        }
         let request = SendRequest {
             envelope: envelope.to_bytes(),
         };

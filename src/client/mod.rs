@@ -45,6 +45,7 @@
 //! store (`rustls-platform-verifier`; on Android that needs its one-time JNI set-up) or against
 //! [`RegisterOptions::trusted_root_certificates`].
 
+mod direct;
 mod error;
 mod history;
 mod http;
@@ -58,6 +59,7 @@ mod status;
 mod trust;
 mod watch;
 
+pub use direct::KEY_FRESH;
 pub use error::{RegisterError, SessionEnd, SessionError};
 pub use liveness::ConnectionState;
 pub use messages::{

@@ -43,17 +43,17 @@ impl Fingerprint {
 /// The epoch keys kept most recently under a key `K` (a [`Fingerprint`] of the part they were
 /// opened from, or a room and epoch), at most [`KEPT`]; each is wiped when it leaves (its
 /// [`RoomKey`](crate::sealing::RoomKey) zeroizes on drop).
-pub(crate) struct OpenedKeys<K>(Mutex<VecDeque<(K, EpochKey)>>);
+pub(crate) struct OpenedKeys<K, V = EpochKey>(Mutex<VecDeque<(K, V)>>);
 
-impl<K> Default for OpenedKeys<K> {
+impl<K, V> Default for OpenedKeys<K, V> {
     fn default() -> Self {
         Self(Mutex::default())
     }
 }
 
-impl<K: PartialEq> OpenedKeys<K> {
+impl<K: PartialEq, V: Clone> OpenedKeys<K, V> {
     /// The key kept under `key`, if it is still kept.
-    pub(crate) fn get(&self, key: &K) -> Option<EpochKey> {
+    pub(crate) fn get(&self, key: &K) -> Option<V> {
         self.lock()
             .iter()
             .find(|(kept, _)| kept == key)
@@ -61,7 +61,7 @@ impl<K: PartialEq> OpenedKeys<K> {
     }
 
     /// Keeps `opened` under `key`, replacing what was kept under it.
-    pub(crate) fn keep(&self, key: K, opened: EpochKey) {
+    pub(crate) fn keep(&self, key: K, opened: V) {
         let mut kept = self.lock();
         kept.retain(|(k, _)| *k != key);
         if kept.len() == KEPT {
@@ -70,7 +70,7 @@ impl<K: PartialEq> OpenedKeys<K> {
         kept.push_back((key, opened));
     }
 
-    fn lock(&self) -> MutexGuard<'_, VecDeque<(K, EpochKey)>> {
+    fn lock(&self) -> MutexGuard<'_, VecDeque<(K, V)>> {
         // Every change is one push or pop, so a panic elsewhere while it was held cannot have
         // left it half-changed.
         self.0

@@ -7,6 +7,7 @@ use std::time::Duration;
 use async_nats::ConnectErrorKind;
 use tokio::sync::{broadcast, watch};
 
+use super::direct::{Grants, SendingKeys};
 use super::error::{SessionEnd, SessionError};
 use super::liveness::{ConnectionState, Liveness};
 use super::messages::Inbox;
@@ -60,6 +61,12 @@ pub struct SessionOptions {
     /// revoked or deleted identity fails with [`SessionError::Ended`] instead of
     /// [`SessionError::LoginRefused`]. `None` (the default): refusals are only retried.
     pub status_check: Option<StatusCheck>,
+    /// How long [`Session::send`] seals with an epoch key before it asks membershipd again
+    /// whether that epoch is still the room's latest ([`KEY_FRESH`](super::KEY_FRESH), 1 s, by
+    /// default). A send straight to the room's stream cannot be refused for a stale epoch
+    /// (protocol §15.2), so this bounds how long after a rekey this session may still seal
+    /// with the epoch before it.
+    pub send_key_fresh: Duration,
 }
 
 impl Default for SessionOptions {
@@ -72,6 +79,7 @@ impl Default for SessionOptions {
             connection_name: None,
             trust: None,
             status_check: None,
+            send_key_fresh: super::KEY_FRESH,
         }
     }
 }
@@ -159,8 +167,12 @@ struct Inner {
     /// The same epoch keys by room and epoch, for reading and sending messages without a
     /// request.
     epochs: OpenedKeys<(RoomId, u64)>,
-    /// Per room, the latest epoch key this session sent with.
-    sending: OpenedKeys<RoomId>,
+    /// Per room, the latest epoch key this session sent with, and when it was confirmed.
+    sending: SendingKeys,
+    /// The rooms the current login may send to directly.
+    grants: Grants,
+    /// JetStream on `client`, for sending directly, with the request timeout.
+    jetstream: async_nats::jetstream::Context,
     /// The history pages being read ahead of the requests for them.
     read_ahead: ReadAhead,
 }
@@ -288,6 +300,8 @@ impl Session {
             return Err(Self::why_refused(&identity, &options, refusal).await);
         }
         tracing::debug!(key = %own_hex, "logged in to the cluster");
+        let mut jetstream = async_nats::jetstream::new(client.clone());
+        jetstream.set_timeout(options.request_timeout);
         Ok(Session {
             inner: Arc::new(Inner {
                 identity,
@@ -299,7 +313,9 @@ impl Session {
                 background,
                 opened: OpenedKeys::default(),
                 epochs: OpenedKeys::default(),
-                sending: OpenedKeys::default(),
+                sending: SendingKeys::default(),
+                grants: Grants::default(),
+                jetstream,
                 read_ahead: ReadAhead::default(),
             }),
         })
@@ -896,9 +912,40 @@ impl Session {
         }
     }
 
-    /// Per room, the latest epoch key this session sent with.
-    pub(super) fn sending_keys(&self) -> &OpenedKeys<RoomId> {
+    /// Per room, the latest epoch key this session sent with, and when it was confirmed.
+    pub(super) fn sending_keys(&self) -> &SendingKeys {
         &self.inner.sending
+    }
+
+    /// The rooms the current login may send to directly.
+    pub(super) fn grants(&self) -> &Grants {
+        &self.inner.grants
+    }
+
+    /// The NATS connection.
+    pub(super) fn client(&self) -> &async_nats::Client {
+        &self.inner.client
+    }
+
+    /// JetStream on the NATS connection, waiting the request timeout for acknowledgements.
+    pub(super) fn jetstream(&self) -> &async_nats::jetstream::Context {
+        &self.inner.jetstream
+    }
+
+    /// How long a request waits for its answer.
+    pub(super) fn request_timeout(&self) -> Duration {
+        self.inner.options.request_timeout
+    }
+
+    /// How long a sending key is used before it is confirmed again.
+    pub(super) fn send_key_fresh(&self) -> Duration {
+        self.inner.options.send_key_fresh
+    }
+
+    /// Which connection the NATS client is on, counted by the session's liveness: it moves
+    /// with every connection made and lost.
+    pub(super) fn connection(&self) -> u64 {
+        self.inner.liveness.connection()
     }
 
     /// The history pages being read ahead.

@@ -34,9 +34,11 @@ use base64::Engine;
 use futures::StreamExt;
 use nkeys::KeyPair;
 use serde_json::{json, Map, Value};
-use unibus::{subjects, SignPublicKey, Signature};
+use unibus::protocol::messages::store_subject;
+use unibus::{subjects, RoomId, SignPublicKey, Signature};
 
 use super::admission::{Admission, Arrival, Queue};
+use super::grants::Grants;
 use super::jwt;
 use crate::store::{now_millis, Store};
 
@@ -53,7 +55,19 @@ pub const AUTH_CALLOUT_QUEUE: &str = "unibus-auth";
 /// again together.
 pub const USER_JWT_LIFETIME: Duration = Duration::from_secs(3_600);
 
-/// The subjects an admitted user may use, all derived from its own key.
+/// The most rooms one login may send to straight to the stream (the first ones by id): a
+/// user JWT carries one subject per room. A member of more rooms sends to the others through
+/// membershipd (protocol §15.2).
+pub const MAX_GRANTED_ROOMS: usize = 1_000;
+
+/// How long a login waits for the store to list its rooms before it is admitted without
+/// any (its sends then go through membershipd): a slow store never slows a login down.
+pub const ROOMS_WAIT: Duration = Duration::from_millis(100);
+
+/// The subject on which nats-server tells a client its own permissions (protocol §15.2).
+pub const USER_INFO_SUBJECT: &str = "$SYS.REQ.USER.INFO";
+
+/// The subjects an admitted user may use: its own, and its rooms' store subjects.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserPermissions {
     /// Subjects it may publish to.
@@ -63,15 +77,20 @@ pub struct UserPermissions {
 }
 
 impl UserPermissions {
-    /// A user may publish only control-plane requests under its own key and to its own inbox
-    /// prefix (the round trip that proves a login was admitted, protocol §11), and subscribe
-    /// only to its own inbox prefix and its own change notifications.
-    pub fn for_user(key: &SignPublicKey) -> Self {
+    /// A user may publish control-plane requests under its own key, to its own inbox prefix
+    /// (the round trip that proves a login was admitted, protocol §11), to
+    /// [`USER_INFO_SUBJECT`], and envelopes to the store subject of each of `rooms` (the rooms
+    /// it is a member of as it logs in, at most [`MAX_GRANTED_ROOMS`] of them); it may
+    /// subscribe only to its own inbox prefix and its own change notifications.
+    pub fn for_user(key: &SignPublicKey, rooms: &[RoomId]) -> Self {
+        let mut publish = vec![
+            subjects::requests(key) + ".>",
+            subjects::inbox_prefix(key) + ".>",
+            USER_INFO_SUBJECT.to_string(),
+        ];
+        publish.extend(rooms.iter().take(MAX_GRANTED_ROOMS).map(store_subject));
         Self {
-            publish: vec![
-                subjects::requests(key) + ".>",
-                subjects::inbox_prefix(key) + ".>",
-            ],
+            publish,
             subscribe: vec![
                 subjects::inbox_prefix(key) + ".>",
                 subjects::events(key) + ".>",
@@ -115,6 +134,8 @@ pub struct Callout {
     account: String,
     /// The logins worked on and waiting, on every connection the callout serves.
     queue: Arc<Queue>,
+    /// The room grants issued, for the revoker.
+    grants: Arc<Grants>,
 }
 
 impl Callout {
@@ -136,7 +157,14 @@ impl Callout {
             issuer,
             account: account.into(),
             queue: Arc::new(Queue::new(admission)),
+            grants: Arc::default(),
         }
+    }
+
+    /// The room grants this callout issued, for a [`Revoker`](super::revocation::Revoker)
+    /// to check when its change feed missed changes.
+    pub fn grants(&self) -> Arc<Grants> {
+        Arc::clone(&self.grants)
     }
 
     /// Answers one authorization request (a JWT signed by a server) with the response JWT: a
@@ -155,17 +183,20 @@ impl Callout {
             .map_err(|e| Refusal::MalformedRequest(e.to_string()))?;
         let nats = claims.get("nats").cloned().unwrap_or(Value::Null);
         let (user_nkey, server_id) = addressees(&claims)?;
-        let decision = self.admit(&nats).await;
+        let decision = match self.admit(&nats).await {
+            Ok(key) => Ok((self.rooms(&key).await, key)),
+            Err(refusal) => Err(refusal),
+        };
         match &decision {
-            Ok(key) => tracing::debug!(user = %key, "login admitted"),
+            Ok((rooms, key)) => tracing::debug!(user = %key, rooms = rooms.len(), "login admitted"),
             Err(refusal) => {
                 let nkey = text(&nats, &["connect_opts", "nkey"]);
                 tracing::info!(%nkey, %refusal, "login refused");
             }
         }
         let body = match &decision {
-            Ok(key) => json!({
-                "jwt": self.user_jwt(&user_nkey, key)?,
+            Ok((rooms, key)) => json!({
+                "jwt": self.user_jwt(&user_nkey, key, rooms)?,
                 "type": "authorization_response",
                 "version": 2,
             }),
@@ -214,15 +245,43 @@ impl Callout {
         }
     }
 
-    fn user_jwt(&self, user_nkey: &str, key: &SignPublicKey) -> Result<String, Refusal> {
-        let permissions = UserPermissions::for_user(key);
+    /// The rooms an admitted `key` is a member of, for its grants: none when the store
+    /// cannot list them within [`ROOMS_WAIT`] (fewer grants, never more).
+    async fn rooms(&self, key: &SignPublicKey) -> Vec<RoomId> {
+        match tokio::time::timeout(ROOMS_WAIT, self.store.rooms_for_member(key)).await {
+            Ok(Ok(rooms)) => rooms,
+            Ok(Err(e)) => {
+                tracing::debug!(user = %key, error = %e, "a login's rooms could not be listed; admitted without grants");
+                Vec::new()
+            }
+            Err(_) => {
+                tracing::debug!(user = %key, "a login's rooms were not listed in time; admitted without grants");
+                Vec::new()
+            }
+        }
+    }
+
+    fn user_jwt(
+        &self,
+        user_nkey: &str,
+        key: &SignPublicKey,
+        rooms: &[RoomId],
+    ) -> Result<String, Refusal> {
+        let permissions = UserPermissions::for_user(key, rooms);
         let now = now_millis() / 1000;
         let lifetime = USER_JWT_LIFETIME.as_secs() as i64;
+        let valid_for = lifetime - jitter(lifetime / 4);
+        // Recorded before the JWT leaves: a change the feed brings from now on finds it.
+        self.grants.record(
+            key,
+            &rooms[..rooms.len().min(MAX_GRANTED_ROOMS)],
+            Duration::from_secs(valid_for.max(0) as u64 + 1),
+        );
         let claims = json!({
             "sub": user_nkey,
             "aud": self.account,
             "name": key.to_nkey(),
-            "exp": now + lifetime - jitter(lifetime / 4),
+            "exp": now + valid_for,
             "nats": {
                 "pub": { "allow": permissions.publish },
                 "sub": { "allow": permissions.subscribe },
@@ -345,5 +404,38 @@ fn jitter(max: i64) -> i64 {
     match getrandom::fill(&mut bytes) {
         Ok(()) if max > 0 => (u64::from_le_bytes(bytes) % (max as u64 + 1)) as i64,
         _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_login_may_publish_to_its_own_subjects_and_at_most_the_granted_rooms_store_subjects() {
+        let key = unibus::Identity::generate().unwrap().sign_public_key();
+        let rooms: Vec<RoomId> = (0..MAX_GRANTED_ROOMS + 5)
+            .map(|i| RoomId::new(&format!("room-{i:05}")).unwrap())
+            .collect();
+        let permissions = UserPermissions::for_user(&key, &rooms);
+        let stores: Vec<&String> = permissions
+            .publish
+            .iter()
+            .filter(|s| s.starts_with("unibus.msg."))
+            .collect();
+        assert_eq!(stores.len(), MAX_GRANTED_ROOMS);
+        assert_eq!(stores[0], "unibus.msg.room-00000");
+        assert!(permissions.publish.contains(&USER_INFO_SUBJECT.to_string()));
+        // Nothing else of the stream, and no wildcard over it.
+        assert!(!permissions.publish.iter().any(|s| s.contains('*')
+            || s == ">"
+            || s.starts_with("$JS")
+            || s.starts_with("unibus.live")));
+        assert!(!permissions
+            .subscribe
+            .iter()
+            .any(|s| s.starts_with("unibus.msg") || s.starts_with("unibus.live")));
+        let none = UserPermissions::for_user(&key, &[]);
+        assert!(!none.publish.iter().any(|s| s.starts_with("unibus.msg.")));
     }
 }

@@ -11,9 +11,16 @@
 //! meets the callout, which refuses it. Every instance follows the feed, so a revocation made
 //! anywhere (the CLI, the admin API of any instance) reaches every node.
 //!
+//! A member who leaves a room is cut the same way (without a notice of its own: the control
+//! plane tells it `removed`), so that no session keeps the grant to send to that room that its
+//! login was given ([`grants`](super::grants), protocol §15.2); its sessions log in again with
+//! the rooms it is still in.
+//!
 //! A slow sweep over every connection, a page at a time, is the safety net for what a feed
 //! cannot see (a session that logged in during an outage of the feed); it runs at start, after a
-//! feed breaks or resets, and every `sweep_every`.
+//! feed breaks or resets, and every `sweep_every`. A sweep after the feed broke or reset also
+//! checks the grants this instance's callout issued, and cuts the sessions of users granted a
+//! room they left.
 //!
 //! Only a definite answer ("revoked", "no such user") disconnects: a store error leaves live
 //! sessions alone, while new logins are refused until the store answers. Behind a
@@ -28,8 +35,9 @@ use std::time::Duration;
 use futures::StreamExt;
 use serde_json::{json, Value};
 use unibus::protocol::events::AccountNotice;
-use unibus::SignPublicKey;
+use unibus::{RoomId, SignPublicKey};
 
+use super::grants::Grants;
 use crate::store::{Change, FeedItem, Store, StoreError, UserStatus};
 
 /// Why a sweep could not list the connected users (no one is cut by a failed sweep).
@@ -59,6 +67,10 @@ const REOPEN_AFTER: Duration = Duration::from_millis(500);
 /// notice leaves the session without it (it then keeps reconnecting). The lead lets the notice
 /// arrive first; it bounds the cut from below.
 const NOTICE_LEAD: Duration = Duration::from_millis(250);
+
+/// How long a cut for a member who may have left a room keeps asking a store that does not
+/// answer.
+const LEFT_PATIENCE: Duration = Duration::from_secs(30);
 
 /// How many users the feed's revocations cut at once: each cut waits [`NOTICE_LEAD`] and up
 /// to [`COLLECT_WINDOW`] for the nodes' answers, so a burst of revocations is cut side by
@@ -140,6 +152,8 @@ pub struct Revoker {
     account: String,
     /// membershipd's own users in `account` (the control plane's): never cut.
     spared: Vec<String>,
+    /// The room grants of this instance's callout, checked by each sweep after a feed gap.
+    grants: Option<Arc<Grants>>,
 }
 
 impl Revoker {
@@ -158,7 +172,16 @@ impl Revoker {
             service,
             account: account.into(),
             spared: Vec::new(),
+            grants: None,
         }
+    }
+
+    /// Checks `grants` (the room grants of this instance's callout) at each sweep after the
+    /// feed broke or reset, and cuts the sessions of each user granted a room it is no longer
+    /// a member of: the safety net for a membership change the feed missed.
+    pub fn with_grants(mut self, grants: Arc<Grants>) -> Self {
+        self.grants = Some(grants);
+        self
     }
 
     /// Never cuts the connections of `nkey`, a user of membershipd's own in the revoker's
@@ -212,6 +235,17 @@ impl Revoker {
                             drop(permit);
                         });
                     }
+                    Some(Ok(FeedItem::Changed(Change::Member { room, member }))) => {
+                        while cuts.try_join_next().is_some() {}
+                        let Ok(permit) = Arc::clone(&cuts_at_once).acquire_owned().await else {
+                            continue;
+                        };
+                        let revoker = Arc::clone(self);
+                        cuts.spawn(async move {
+                            revoker.cut_if_left(&room, &member).await;
+                            drop(permit);
+                        });
+                    }
                     Some(Ok(FeedItem::Changed(Change::Reset))) => sweep_now.notify_one(),
                     Some(Ok(_)) => {}
                     Some(Err(e)) => {
@@ -234,16 +268,25 @@ impl Revoker {
         // The first tick is at once; the feed asks for the first sweep when it opens.
         tick.tick().await;
         loop {
-            tokio::select! {
-                _ = asked.notified() => {}
-                _ = tick.tick() => {}
-            }
-            self.sweep_logged().await;
+            let after_feed_gap = tokio::select! {
+                _ = asked.notified() => true,
+                _ = tick.tick() => false,
+            };
+            self.sweep_logged(after_feed_gap).await;
             tick.reset();
         }
     }
 
-    async fn sweep_logged(&self) {
+    /// Checks the grants first when the feed may have missed changes (one question of the
+    /// cache per granted user; the feed's own cuts cover them otherwise), then every connection
+    /// (which takes seconds over thousands).
+    async fn sweep_logged(&self, check_grants: bool) {
+        if check_grants {
+            match self.sweep_grants().await {
+                0 => {}
+                cut => tracing::info!(cut, "the sweep cut sessions granted rooms they left"),
+            }
+        }
         match self.sweep().await {
             Ok(0) => {}
             Ok(cut) => tracing::info!(cut, "the sweep cut sessions of users no longer active"),
@@ -257,12 +300,45 @@ impl Revoker {
             return 0;
         }
         self.notify_revoked(key).await;
+        self.cut_sessions(key).await
+    }
+
+    /// Cuts `member`'s sessions if it is no longer a member of `room`, so that no session
+    /// keeps a grant to send to `room` (protocol §15.2); its sessions log in again with the
+    /// rooms it is in. Returns how many were cut. While the store cannot say, it asks again
+    /// every [`REOPEN_AFTER`], for up to [`LEFT_PATIENCE`]; then the grant lasts until the
+    /// feed breaks (the sweep after it checks every grant) or the login's JWT expires.
+    pub async fn cut_if_left(&self, room: &RoomId, member: &SignPublicKey) -> usize {
+        let give_up = tokio::time::Instant::now() + LEFT_PATIENCE;
+        loop {
+            match self.store.is_member(room, member).await {
+                Ok(true) => return 0,
+                Ok(false) => return self.cut_sessions(member).await,
+                Err(e) if tokio::time::Instant::now() >= give_up => {
+                    tracing::warn!(error = %e, user = %member, %room, "could not tell whether a member left a room; its sessions keep their grants");
+                    return 0;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, user = %member, %room, "cannot tell yet whether a member left a room");
+                    tokio::time::sleep(REOPEN_AFTER).await;
+                }
+            }
+        }
+    }
+
+    /// Cuts every session of `key`, [`NOTICE_LEAD`] after now (so that a notice sent just
+    /// before reaches them first). Returns how many were cut.
+    async fn cut_sessions(&self, key: &SignPublicKey) -> usize {
+        let started = std::time::Instant::now();
         let kick_from = tokio::time::Instant::now() + NOTICE_LEAD;
         let nkey = key.to_nkey();
+        if self.spared.contains(&nkey) {
+            return 0;
+        }
         let mut answers = match self.ask(Some(&nkey), 0).await {
             Ok(answers) => answers,
             Err(e) => {
-                tracing::warn!(error = %e, user = %key, "cannot find a revoked user's sessions");
+                tracing::warn!(error = %e, user = %key, "cannot find a user's sessions to cut");
                 return 0;
             }
         };
@@ -270,6 +346,30 @@ impl Revoker {
         while let Some(page) = answers.next().await {
             tokio::time::sleep_until(kick_from).await;
             kicked += self.kick_all(&page.connections).await;
+        }
+        if let Some(grants) = &self.grants {
+            grants.forget_before(key, started);
+        }
+        kicked
+    }
+
+    /// Cuts the sessions of every user this instance granted a room it is no longer a member
+    /// of: returns how many sessions were cut. A user's rooms are one question of the
+    /// authorization cache (its logins asked the same); rooms the store cannot list are left
+    /// for the next sweep.
+    pub async fn sweep_grants(&self) -> usize {
+        let Some(grants) = &self.grants else {
+            return 0;
+        };
+        let mut kicked = 0;
+        for (user, granted) in grants.outstanding() {
+            let Ok(rooms) = self.store.rooms_for_member(&user).await else {
+                continue;
+            };
+            let rooms: HashSet<RoomId> = rooms.into_iter().collect();
+            if granted.iter().any(|room| !rooms.contains(room)) {
+                kicked += self.cut_sessions(&user).await;
+            }
         }
         kicked
     }

@@ -10,9 +10,10 @@
 //! - [`fanout`]: the stream's republished copies, taken once cluster-wide (one queue group),
 //!   sent to every active member of the room.
 //!
-//! Users never touch the stream: only membershipd's control-plane user may, and it does so for
-//! a room's current, active members only (docs/operations.md says why a relay and not per-room
-//! permissions).
+//! Users never read the stream. A member publishes envelopes to its rooms' store subjects
+//! itself when its login was granted them ([`crate::auth::grants`], protocol §15.2), and through
+//! the relay otherwise; membershipd reads pages and sends live copies for a room's current,
+//! active members only (docs/operations.md says why reads and copies take a relay).
 
 pub mod fanout;
 pub mod reader;

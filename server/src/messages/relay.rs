@@ -1,6 +1,7 @@
 //! `send` and `messages` (protocol §15.2, §15.3): membershipd stores envelopes for their
-//! senders and reads rooms' envelopes for their members. Every check is the control plane's
-//! own, made at every request; users never reach the stream themselves.
+//! senders (those whose login was not granted the room; the others publish to it themselves)
+//! and reads rooms' envelopes for their members. Every check is the control plane's own, made
+//! at every request; users never read the stream themselves.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};

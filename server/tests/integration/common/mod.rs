@@ -39,6 +39,15 @@ pub async fn cluster_with_auth_and(setup: &AuthSetup, nodes: usize, more: &str) 
     .unwrap()
 }
 
+/// Connects the system account's user, as membershipd does to ask the nodes about JetStream
+/// and connections.
+pub async fn connect_system(cluster: &NatsCluster, setup: &AuthSetup) -> async_nats::Client {
+    async_nats::ConnectOptions::with_user_and_password("sys".into(), setup.sys_password.to_string())
+        .connect(cluster.server_addrs())
+        .await
+        .unwrap()
+}
+
 /// Connects membershipd's control-plane user, in the users' account (`APP`).
 pub async fn connect_control(cluster: &NatsCluster, setup: &AuthSetup) -> async_nats::Client {
     async_nats::ConnectOptions::with_nkey(setup.control.seed().unwrap())
@@ -57,13 +66,7 @@ pub async fn start_messages(
     control: &async_nats::Client,
 ) -> usize {
     use unibus_server::messages::{ensure_stream, stream::cluster_size, Fanout, StreamSettings};
-    let system = async_nats::ConnectOptions::with_user_and_password(
-        "sys".into(),
-        setup.sys_password.to_string(),
-    )
-    .connect(cluster.server_addrs())
-    .await
-    .unwrap();
+    let system = connect_system(cluster, setup).await;
     let size = cluster_size(&system).await.unwrap();
     let js = async_nats::jetstream::new(control.clone());
     ensure_stream(&js, StreamSettings::default(), size)
@@ -134,6 +137,50 @@ pub async fn start_callout(
     setup: &AuthSetup,
     store: Arc<dyn Store>,
 ) -> async_nats::Client {
+    callout(cluster, setup, store).await.0
+}
+
+/// Like [`start_callout`], and starts a revoker as `membershipd serve` does: it follows
+/// `store`'s change feed, cutting the sessions of users no longer active and of members who
+/// left a room they were granted, and checks the callout's grants at every sweep. Returns once
+/// its first sweep is over.
+pub async fn start_callout_and_revoker(
+    cluster: &NatsCluster,
+    setup: &AuthSetup,
+    store: Arc<dyn Store>,
+) -> async_nats::Client {
+    use unibus_server::auth::revocation::Revoker;
+    let (service, callout) = callout(cluster, setup, Arc::clone(&store)).await;
+    let system = connect_system(cluster, setup).await;
+    // A revoked user's session, which only the revoker's first sweep can find: once it is
+    // cut, that sweep has checked the grants too, and every cut from then on comes from the
+    // change feed (the next sweep is an hour off).
+    let sentinel = register(&*store).await;
+    let (sentinel_client, _) = login(cluster.server_addrs(), &sentinel).await.unwrap();
+    store
+        .revoke_user(&sentinel.sign_public_key())
+        .await
+        .unwrap();
+    let revoker = Revoker::new(store, system, service.clone(), APP_ACCOUNT)
+        .sparing(setup.control.public_key())
+        .with_grants(callout.grants());
+    tokio::spawn(Arc::new(revoker).run(Duration::from_secs(3600)));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while sentinel_client.connection_state() == async_nats::connection::State::Connected {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first sweep never ended"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    service
+}
+
+async fn callout(
+    cluster: &NatsCluster,
+    setup: &AuthSetup,
+    store: Arc<dyn Store>,
+) -> (async_nats::Client, Arc<Callout>) {
     let service = async_nats::ConnectOptions::with_nkey(setup.service.seed().unwrap())
         .connect(cluster.server_addrs())
         .await
@@ -141,10 +188,10 @@ pub async fn start_callout(
     let issuer = nkeys::KeyPair::from_seed(&setup.issuer.seed().unwrap()).unwrap();
     let store_for_probe = Arc::clone(&store);
     let callout = Arc::new(Callout::new(store, issuer, APP_ACCOUNT));
-    tokio::spawn(callout.run(service.clone()));
+    tokio::spawn(Arc::clone(&callout).run(service.clone()));
     service.flush().await.unwrap();
     wait_for_callout(cluster, &*store_for_probe).await;
-    service
+    (service, callout)
 }
 
 /// Waits until every node can reach the callout (its subscription's interest takes a moment

@@ -1,0 +1,173 @@
+//! Direct sends (protocol §15.2): an envelope goes straight to its room's stream subject when
+//! the session's current login was granted that room, and through membershipd's relay
+//! otherwise.
+//!
+//! - At login, membershipd grants each member the store subject of the rooms it is in (at
+//!   most 1,000), and cuts its sessions when it leaves one of them. A session asks nats-server
+//!   which subjects its login may publish to (`$SYS.REQ.USER.INFO`) once per connection, the
+//!   first time it sends.
+//! - A direct send is a JetStream publish with the envelope's `Nats-Msg-Id`, whose
+//!   acknowledgement gives the position. When it fails (no acknowledgement in time, a login
+//!   cut meanwhile), the same bytes go through the relay: the stream stores them once either
+//!   way.
+//! - The stream cannot refuse an envelope of an epoch that is no longer the room's latest, as
+//!   the relay does, so a session sends with a key it confirmed as the room's latest within
+//!   `SessionOptions::send_key_fresh` ([`KEY_FRESH`] by default; [`SendingKeys`]).
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, message::PublishMessage};
+use tokio::time::Instant;
+
+use super::opened::OpenedKeys;
+use super::{Session, SessionError};
+use crate::envelope::{Envelope, EpochKey};
+use crate::protocol::messages::{dedup_id, store_subject, SendReply, STORE_PREFIX, STREAM};
+use crate::RoomId;
+
+/// How long a session sends with an epoch key before it asks the control plane again
+/// whether that epoch is still the room's latest, by default
+/// ([`SessionOptions::send_key_fresh`](super::SessionOptions::send_key_fresh), protocol §15.2).
+pub const KEY_FRESH: Duration = Duration::from_secs(1);
+
+/// The subject on which nats-server tells a client its own permissions.
+const USER_INFO: &str = "$SYS.REQ.USER.INFO";
+
+/// Per room, the latest epoch key a session sent with, and when it was last confirmed as the
+/// room's latest.
+pub(crate) type SendingKeys = OpenedKeys<RoomId, (EpochKey, Instant)>;
+
+/// The rooms the session's current login may send to directly, as nats-server said.
+#[derive(Default)]
+pub(crate) struct Grants(Mutex<Option<Granted>>);
+
+struct Granted {
+    /// The connection (as the session's liveness counts them) the answer is about.
+    connection: u64,
+    rooms: Arc<HashSet<RoomId>>,
+}
+
+impl Grants {
+    fn lock(&self) -> MutexGuard<'_, Option<Granted>> {
+        // Replaced whole; a poisoned lock still guards a sound value.
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The rooms whose store subjects are among `allowed` (nats-server's list of the subjects a
+/// login may publish to).
+fn granted_rooms<'a>(allowed: impl IntoIterator<Item = &'a str>) -> HashSet<RoomId> {
+    let prefix = format!("{STORE_PREFIX}.");
+    allowed
+        .into_iter()
+        .filter_map(|subject| subject.strip_prefix(&prefix))
+        .filter_map(|room| RoomId::new(room).ok())
+        .collect()
+}
+
+impl Session {
+    /// Whether the current login may publish to `room`'s store subject. Asks nats-server once
+    /// per connection; a question that fails answers `false` (the relay is always allowed).
+    pub(super) async fn may_send_directly(&self, room: &RoomId) -> bool {
+        let connection = self.connection();
+        if let Some(granted) = &*self.grants().lock() {
+            if granted.connection == connection {
+                return granted.rooms.contains(room);
+            }
+        }
+        let rooms = match self.ask_grants().await {
+            Ok(rooms) => Arc::new(rooms),
+            Err(error) => {
+                tracing::debug!(%error, "could not learn this login's grants; sending through membershipd");
+                return false;
+            }
+        };
+        let allowed = rooms.contains(room);
+        // Kept for the connection it was asked on: after a reconnection it is asked again.
+        *self.grants().lock() = Some(Granted { connection, rooms });
+        allowed
+    }
+
+    async fn ask_grants(&self) -> Result<HashSet<RoomId>, SessionError> {
+        let timeout = self.request_timeout();
+        let reply = tokio::time::timeout(timeout, self.client().request(USER_INFO, "".into()))
+            .await
+            .map_err(|_| SessionError::Timeout(timeout))?
+            .map_err(|e| SessionError::Transport(e.into()))?;
+        let info: serde_json::Value = serde_json::from_slice(&reply.payload)
+            .map_err(|e| SessionError::InvalidReply(format!("the login's permissions: {e}")))?;
+        let allowed = info["data"]["permissions"]["publish"]["allow"]
+            .as_array()
+            .ok_or_else(|| {
+                SessionError::InvalidReply("the login's permissions list no subjects".into())
+            })?;
+        Ok(granted_rooms(allowed.iter().filter_map(|s| s.as_str())))
+    }
+
+    /// Publishes `envelope` to its room's stream subject and waits for the stream's
+    /// acknowledgement. A failure forgets the login's grants, so the next send asks again.
+    pub(super) async fn send_directly(
+        &self,
+        envelope: &Envelope,
+    ) -> Result<SendReply, SessionError> {
+        let outcome = self.publish(envelope).await;
+        if outcome.is_err() {
+            *self.grants().lock() = None;
+        }
+        outcome
+    }
+
+    async fn publish(&self, envelope: &Envelope) -> Result<SendReply, SessionError> {
+        let timeout = self.request_timeout();
+        let publish = PublishMessage::build()
+            .message_id(dedup_id(envelope.room(), envelope.sender(), envelope.id()))
+            .payload(envelope.to_bytes().into());
+        let ack = self
+            .jetstream()
+            .send_publish(store_subject(envelope.room()), publish)
+            .await
+            .map_err(|e| SessionError::Transport(e.into()))?
+            .await
+            .map_err(|e| match e.kind() {
+                jetstream::context::PublishErrorKind::TimedOut => SessionError::Timeout(timeout),
+                _ => SessionError::Transport(e.into()),
+            })?;
+        if ack.stream != STREAM {
+            return Err(SessionError::InvalidReply(format!(
+                "a send was acknowledged by stream {}, not {STREAM}",
+                ack.stream
+            )));
+        }
+        Ok(SendReply {
+            position: ack.sequence,
+            duplicate: ack.duplicate,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_store_subjects_of_valid_rooms_are_grants() {
+        let rooms = granted_rooms([
+            "unibus.msg.general",
+            "unibus.msg.ops",
+            "unibus.cp.abc.>",
+            "_INBOX_abc.>",
+            "$SYS.REQ.USER.INFO",
+            "unibus.msg.>",
+            "unibus.msgs.x",
+        ]);
+        let expected: HashSet<RoomId> = ["general", "ops"]
+            .into_iter()
+            .map(|r| RoomId::new(r).unwrap())
+            .collect();
+        assert_eq!(rooms, expected);
+    }
+}
