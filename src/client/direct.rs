@@ -11,8 +11,11 @@
 //!   cut meanwhile), the same bytes go through the relay: the stream stores them once either
 //!   way.
 //! - The stream cannot refuse an envelope of an epoch that is no longer the room's latest, as
-//!   the relay does, so a session sends with a key it confirmed as the room's latest within
-//!   `SessionOptions::send_key_fresh` ([`KEY_FRESH`] by default; [`SendingKeys`]).
+//!   the relay does, so a session sends straight to it only with a key whose epoch it
+//!   confirmed as the room's latest within `SessionOptions::send_key_fresh` ([`KEY_FRESH`] by
+//!   default; [`SendingKeys`]): by fetching the key, or by a send through the relay. A sender
+//!   that sends at least once a second sends one message a second through the relay; an
+//!   occasional sender, each message (two hops, and no extra request).
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -27,8 +30,8 @@ use crate::envelope::{Envelope, EpochKey};
 use crate::protocol::messages::{dedup_id, store_subject, SendReply, STORE_PREFIX, STREAM};
 use crate::RoomId;
 
-/// How long a session sends with an epoch key before it asks the control plane again
-/// whether that epoch is still the room's latest, by default
+/// How long after its epoch was confirmed as the room's latest a session sends with an epoch
+/// key straight to the stream, by default
 /// ([`SessionOptions::send_key_fresh`](super::SessionOptions::send_key_fresh), protocol §15.2).
 pub const KEY_FRESH: Duration = Duration::from_secs(1);
 

@@ -428,11 +428,12 @@ impl Session {
     /// Sends `body` to `room`, and returns once the cluster has stored it (protocol §15.2).
     ///
     /// The body is sealed with the room's latest epoch key (fetched and verified like
-    /// [`room_key`](Self::room_key) the first time, then kept, and confirmed as the room's
-    /// latest again after [`SessionOptions::send_key_fresh`](super::SessionOptions::send_key_fresh),
-    /// 1 s by default). The envelope goes straight to the room's stream when
-    /// this login was granted the room (a member of it when it logged in), and through
-    /// membershipd otherwise (docs/client.md, "Messages"). When the cluster does not answer,
+    /// [`room_key`](Self::room_key) the first time, then kept). The envelope goes straight to
+    /// the room's stream when this login was granted the room (a member of it when it logged
+    /// in) and the key's epoch was confirmed as the room's latest within
+    /// [`SessionOptions::send_key_fresh`](super::SessionOptions::send_key_fresh) (1 s by
+    /// default: by fetching the key, or by a send through membershipd, which checks it), and
+    /// through membershipd otherwise (docs/client.md, "Messages"). When the cluster does not answer,
     /// has no membershipd or is unavailable, the **same bytes** are sent again, up to
     /// [`SEND_ATTEMPTS`] times, so the message is stored once however many attempts reach it
     /// ([`SentMessage::duplicate`]). When membershipd answers that the room was rekeyed under
@@ -459,16 +460,23 @@ impl Session {
         let mut attempt = 1;
         let mut refresh = false;
         loop {
-            let key = self.sending_key(room, refresh).await?;
+            let (key, confirmed) = self.sending_key(room, refresh).await?;
             let envelope = Envelope::seal(self.identity(), &key, content_type, body, now_ms())?;
-            match self.store(&envelope).await {
-                Ok(reply) => {
+            // Straight to the stream only while the epoch is known to be the room's latest.
+            let fresh = confirmed.elapsed() < self.send_key_fresh();
+            match self.store(&envelope, fresh).await {
+                Ok((reply, relayed)) => {
+                    if relayed {
+                        // membershipd stored it, so the epoch was the room's latest just now.
+                        self.sending_keys()
+                            .keep(room.clone(), (key.clone(), tokio::time::Instant::now()));
+                    }
                     return Ok(SentMessage {
                         id: *envelope.id(),
                         position: reply.position,
                         epoch: key.epoch(),
                         duplicate: reply.duplicate,
-                    })
+                    });
                 }
                 Err(SessionError::StaleEpoch) if attempt < SEAL_ATTEMPTS => {
                     tracing::debug!(room = %room, epoch = key.epoch(), "the room was rekeyed under a send; sealing again");
@@ -554,35 +562,44 @@ impl Session {
         Ok(page)
     }
 
-    /// The epoch key to send to `room` with: the one sent with last, unless `refresh`, it is
-    /// no longer the room's (another owner pinned, or a later epoch verified since), or it was
-    /// confirmed as the room's latest longer ago than
-    /// [`SessionOptions::send_key_fresh`](super::SessionOptions::send_key_fresh); else the
-    /// latest, fetched and verified.
-    async fn sending_key(&self, room: &RoomId, refresh: bool) -> Result<EpochKey, SessionError> {
+    /// The epoch key to send to `room` with, and when its epoch was last confirmed as the
+    /// room's latest: the one sent with last, unless `refresh` or it is no longer the room's
+    /// (another owner pinned, or a later epoch verified since); else the latest, fetched and
+    /// verified (which confirms it).
+    async fn sending_key(
+        &self,
+        room: &RoomId,
+        refresh: bool,
+    ) -> Result<(EpochKey, tokio::time::Instant), SessionError> {
         if !refresh {
             if let Some((key, confirmed)) = self.sending_keys().get(room) {
                 let trusted = self.trust().room(room).is_some_and(|trust| {
                     trust.owner == key.header().rekeyer && trust.epoch_floor <= key.epoch()
                 });
-                if trusted && confirmed.elapsed() < self.send_key_fresh() {
-                    return Ok(key);
+                if trusted {
+                    return Ok((key, confirmed));
                 }
             }
         }
         let key = self.epoch_key(room, None).await?;
+        let confirmed = tokio::time::Instant::now();
         self.sending_keys()
-            .keep(room.clone(), (key.clone(), tokio::time::Instant::now()));
-        Ok(key)
+            .keep(room.clone(), (key.clone(), confirmed));
+        Ok((key, confirmed))
     }
 
-    /// Stores `envelope`: straight in its room's stream when this login may, else (or when
-    /// that fails) through membershipd until the cluster answers, up to [`SEND_ATTEMPTS`]
-    /// times with backoff; always the same bytes.
-    async fn store(&self, envelope: &Envelope) -> Result<SendReply, SessionError> {
-        if self.may_send_directly(envelope.room()).await {
+    /// Stores `envelope`: straight in its room's stream when `fresh` (its epoch was confirmed
+    /// as the room's latest recently) and this login may, else (or when that fails) through
+    /// membershipd until the cluster answers, up to [`SEND_ATTEMPTS`] times with backoff;
+    /// always the same bytes. Says whether membershipd stored it.
+    async fn store(
+        &self,
+        envelope: &Envelope,
+        fresh: bool,
+    ) -> Result<(SendReply, bool), SessionError> {
+        if fresh && self.may_send_directly(envelope.room()).await {
             match self.send_directly(envelope).await {
-                Ok(reply) => return Ok(reply),
+                Ok(reply) => return Ok((reply, false)),
                 Err(error) => {
                     tracing::debug!(%error, "a direct send failed; sending the same bytes through membershipd")
                 }
@@ -603,7 +620,7 @@ impl Session {
                     tokio::time::sleep(super::liveness::backoff(attempt)).await;
                     attempt += 1;
                 }
-                outcome => return outcome,
+                outcome => return outcome.map(|reply| (reply, true)),
             }
         }
     }

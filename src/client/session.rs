@@ -61,11 +61,12 @@ pub struct SessionOptions {
     /// revoked or deleted identity fails with [`SessionError::Ended`] instead of
     /// [`SessionError::LoginRefused`]. `None` (the default): refusals are only retried.
     pub status_check: Option<StatusCheck>,
-    /// How long [`Session::send`] seals with an epoch key before it asks membershipd again
-    /// whether that epoch is still the room's latest ([`KEY_FRESH`](super::KEY_FRESH), 1 s, by
-    /// default). A send straight to the room's stream cannot be refused for a stale epoch
-    /// (protocol §15.2), so this bounds how long after a rekey this session may still seal
-    /// with the epoch before it.
+    /// How long after its epoch was last confirmed as the room's latest (by fetching the key,
+    /// or by a send through membershipd, which refuses a stale epoch) [`Session::send`] may
+    /// send with a key straight to the room's stream ([`KEY_FRESH`](super::KEY_FRESH), 1 s, by
+    /// default); after that, the next send goes through membershipd. The stream cannot refuse
+    /// a stale epoch (protocol §15.2), so this bounds how long after a rekey this session may
+    /// still send with the epoch before it.
     pub send_key_fresh: Duration,
 }
 

@@ -1049,7 +1049,7 @@ async fn a_member_sends_straight_to_its_rooms_stream_and_loses_that_within_a_sec
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn an_sdk_session_that_logged_in_as_a_member_sends_straight_to_the_stream_without_membershipd(
+async fn an_sdk_session_that_logged_in_as_a_member_sends_straight_to_the_stream_while_its_epoch_is_confirmed(
 ) {
     use unibus::client::{Session, SessionError, SessionOptions};
     let bus = bus(1).await;
@@ -1067,6 +1067,19 @@ async fn an_sdk_session_that_logged_in_as_a_member_sends_straight_to_the_stream_
         .unwrap();
     let text = ContentType::new("text/plain").unwrap();
     let first = session.send(&room, b"one", &text).await.unwrap();
+    // A session that never counts an epoch as confirmed sends everything through membershipd.
+    let unconfirmed = Session::connect(
+        Arc::clone(&bob),
+        &urls,
+        SessionOptions {
+            send_key_fresh: Duration::ZERO,
+            request_timeout: Duration::from_secs(1),
+            ..options.clone()
+        },
+    )
+    .await
+    .unwrap();
+    unconfirmed.send(&room, b"relayed", &text).await.unwrap();
     let js = async_nats::jetstream::new(bus.control.clone());
     let stream = js.get_stream(STREAM).await.unwrap();
 
@@ -1087,6 +1100,12 @@ async fn an_sdk_session_that_logged_in_as_a_member_sends_straight_to_the_stream_
         Err(SessionError::NoResponders | SessionError::Timeout(_))
     ));
 
+    assert!(matches!(
+        unconfirmed
+            .send(&room, b"not without membershipd", &text)
+            .await,
+        Err(SessionError::NoResponders | SessionError::Timeout(_))
+    ));
     let second = session.send(&room, b"two", &text).await.unwrap();
     assert!(second.position > first.position);
     assert!(!second.duplicate);
