@@ -74,7 +74,9 @@ fn granted_rooms<'a>(allowed: impl IntoIterator<Item = &'a str>) -> HashSet<Room
 
 impl Session {
     /// Whether the current login may publish to `room`'s store subject. Asks nats-server once
-    /// per connection; a question that fails answers `false` (the relay is always allowed).
+    /// per connection; a question that fails counts as no grant for the rest of the connection
+    /// (the relay is always allowed, and a server that does not answer, an older membershipd
+    /// that does not allow the question, costs each send nothing more).
     pub(super) async fn may_send_directly(&self, room: &RoomId) -> bool {
         let connection = self.connection();
         if let Some(granted) = &*self.grants().lock() {
@@ -86,7 +88,7 @@ impl Session {
             Ok(rooms) => Arc::new(rooms),
             Err(error) => {
                 tracing::debug!(%error, "could not learn this login's grants; sending through membershipd");
-                return false;
+                Arc::default()
             }
         };
         let allowed = rooms.contains(room);

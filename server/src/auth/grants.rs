@@ -37,11 +37,20 @@ impl Grants {
         if rooms.is_empty() {
             return;
         }
-        let at = Instant::now();
-        self.issued().entry(*user).or_default().push(Issued {
+        let (at, mut issued) = (Instant::now(), self.issued());
+        let grants = issued.entry(*user).or_default();
+        let until = at + lifetime;
+        // A login granted the same rooms as an earlier one stands for both: a user who logs in
+        // again and again keeps one record per set of rooms, not one per login.
+        if let Some(same) = grants.iter_mut().find(|grant| grant.rooms == rooms) {
+            same.at = at;
+            same.until = same.until.max(until);
+            return;
+        }
+        grants.push(Issued {
             rooms: rooms.to_vec(),
             at,
-            until: at + lifetime,
+            until,
         });
     }
 
@@ -118,6 +127,18 @@ mod tests {
         assert_eq!(grants.outstanding(), vec![(alice, rooms(&["a"]))]);
         grants.forget_before(&alice, Instant::now() + Duration::from_secs(1));
         assert!(grants.outstanding().is_empty());
+    }
+
+    #[test]
+    fn logins_granted_the_same_rooms_keep_one_record_that_a_cut_before_the_last_keeps() {
+        let grants = Grants::default();
+        let alice = key(1);
+        grants.record(&alice, &rooms(&["a"]), Duration::from_secs(60));
+        let cut = Instant::now();
+        grants.record(&alice, &rooms(&["a"]), Duration::from_secs(60));
+        assert_eq!(grants.issued().get(&alice).map(Vec::len), Some(1));
+        grants.forget_before(&alice, cut);
+        assert_eq!(grants.outstanding(), vec![(alice, rooms(&["a"]))]);
     }
 
     #[test]
