@@ -306,8 +306,8 @@ impl Revoker {
     /// Cuts `member`'s sessions if it is no longer a member of `room`, so that no session
     /// keeps a grant to send to `room` (protocol §15.2); its sessions log in again with the
     /// rooms it is in. Returns how many were cut. While the store cannot say, it asks again
-    /// every [`REOPEN_AFTER`], for up to [`LEFT_PATIENCE`]; then the grant lasts until the
-    /// feed breaks (the sweep after it checks every grant) or the login's JWT expires.
+    /// every 500 ms, for up to 30 s; then the grant lasts until the feed breaks (the sweep
+    /// after it checks every grant) or the login's JWT expires.
     pub async fn cut_if_left(&self, room: &RoomId, member: &SignPublicKey) -> usize {
         let give_up = tokio::time::Instant::now() + LEFT_PATIENCE;
         loop {
