@@ -299,8 +299,31 @@ async fn during_an_outage_calls_fail_with_errors_and_the_session_comes_back_by_i
         next_update_within(&mut updates, Duration::from_secs(20)).await,
         Some(RoomUpdate::Reconnected)
     );
-    assert_eq!(session.state(), ConnectionState::Connected);
-    assert!(session.is_member(&room).await.unwrap());
+    // A login admitted in the moment between the restarted callout's start and the embedded
+    // nats-server's auth-timeout reload is dropped by that reload and logs in again (a known
+    // race of the start, docs/operations.md): so the session is connected again within a
+    // bound, and answers.
+    wait_for_state(
+        &session,
+        ConnectionState::Connected,
+        Duration::from_secs(20),
+    )
+    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let member = loop {
+        match session.is_member(&room).await {
+            Err(e) if e.is_transient() && std::time::Instant::now() < deadline => {
+                wait_for_state(
+                    &session,
+                    ConnectionState::Connected,
+                    Duration::from_secs(20),
+                )
+                .await
+            }
+            answer => break answer,
+        }
+    };
+    assert!(member.unwrap());
     updates.cancel();
     assert_eq!(updates.next().await.map(|u| u.is_ok()), None);
     assert_eq!(updates.end(), Some(WatchEnd::Cancelled));
