@@ -17,14 +17,15 @@
 //!
 //! ```text
 //! cargo bench -p unibus-server --bench messages
+//! UNIBUS_MESSAGES_SETUPS=sqlite,kv3 UNIBUS_FANOUT_MEMBERS=200 cargo bench -p unibus-server --bench messages
 //! ```
 //!
 //! The cluster is real nats-server processes on 127.0.0.1 (SQLite with 1 node, then KV R1 on 1
 //! node, then KV R3 on 3 nodes), with membershipd's callout, control plane, message stream and
 //! fan-out in this process, as `membershipd serve` runs them. Members in the fan-out row are
-//! plain NATS connections that open each envelope themselves (what the SDK's watch does before
-//! it hands a message to the app, without its cursor writes). Client, server and cluster share
-//! this machine's cores.
+//! plain NATS connections, logged in as members, that subscribe to the room's live copies and
+//! open each envelope themselves (what the SDK's watch does before it hands a message to the
+//! app, without its cursor writes). Client, server and cluster share this machine's cores.
 
 #[path = "../tests/integration/common/mod.rs"]
 mod common;
@@ -33,11 +34,15 @@ mod timing;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use async_nats::jetstream::message::StreamMessage;
 use futures::StreamExt;
 use unibus::client::{Page, Session, SessionOptions};
 use unibus::envelope::{ContentType, Envelope, EpochKey};
 use unibus::manifest::MemberPart;
-use unibus::protocol::messages::{member_live_subject, LiveMessage};
+use unibus::protocol::control::{read_reply, Request};
+use unibus::protocol::messages::{
+    live_subject, member_live_subject, ListenReply, ListenRequest, LiveMessage, PREVIOUS_HEADER,
+};
 use unibus::{Identity, RoomId};
 use unibus_server::auth::setup::AuthSetup;
 use unibus_server::control::ControlPlane;
@@ -89,6 +94,35 @@ async fn raw_stream(service: &async_nats::Client, nodes: usize) -> async_nats::j
     js
 }
 
+/// How many `send` requests the control plane has answered, from its service statistics.
+async fn relayed_sends(control: &async_nats::Client) -> u64 {
+    let stats = control
+        .request("$SRV.STATS.unibus-control-plane", "".into())
+        .await
+        .unwrap();
+    let stats: serde_json::Value = serde_json::from_slice(&stats.payload).unwrap();
+    stats["endpoints"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["name"] == "send")
+        .filter_map(|e| e["num_requests"].as_u64())
+        .sum()
+}
+
+/// Whether `client`'s login may subscribe to `room`'s live copies, as nats-server says.
+async fn live_granted(client: &async_nats::Client, room: &RoomId) -> bool {
+    let info = client
+        .request("$SYS.REQ.USER.INFO", "".into())
+        .await
+        .unwrap();
+    let info: serde_json::Value = serde_json::from_slice(&info.payload).unwrap();
+    let subject = live_subject(room);
+    info["data"]["permissions"]["subscribe"]["allow"]
+        .as_array()
+        .is_some_and(|allowed| allowed.iter().any(|s| s.as_str() == Some(subject.as_str())))
+}
+
 /// Publishes `payload` on the raw stream with a fresh `Nats-Msg-Id` and waits for the ack.
 async fn raw_publish(js: &async_nats::jetstream::Context, payload: &[u8], n: usize) {
     let mut headers = async_nats::HeaderMap::new();
@@ -100,9 +134,8 @@ async fn raw_publish(js: &async_nats::jetstream::Context, payload: &[u8], n: usi
         .unwrap();
 }
 
-/// Rekeys `room`, again after a transient refusal: after a burst of sends the fan-out's member
-/// reads keep the store busy (docs/operations.md, "Messages on the bus"), and a rekey then may
-/// meet `unavailable`.
+/// Rekeys `room`, again after a transient refusal: right after a burst of sends the cluster may
+/// still be busy, and a rekey then may meet `unavailable`.
 async fn rekey(session: &Session, room: &RoomId) {
     for attempt in 1.. {
         match session.rekey(room).await {
@@ -137,7 +170,7 @@ async fn bench(backend: Backend, fanout_members: usize) {
     let store: Arc<dyn Store> = cache;
     let _callout = common::start_callout(&cluster, &setup, Arc::clone(&store)).await;
     let control = common::connect_control(&cluster, &setup).await;
-    let size = common::start_messages(&cluster, &setup, &store, &control).await;
+    let size = common::start_messages(&cluster, &setup, &control).await;
     tokio::spawn(Arc::new(ControlPlane::new(Arc::clone(&store), control.clone())).run());
     common::wait_for_control_plane(&cluster, &*store).await;
     let urls: Vec<String> = (0..nodes).map(|i| cluster.client_url(i)).collect();
@@ -221,6 +254,8 @@ async fn bench(backend: Backend, fanout_members: usize) {
     for who in &senders {
         sessions.push(Arc::new(connect(who).await.unwrap()));
     }
+    let relayed_before = relayed_sends(&control).await;
+    let mut ours_sent = 0;
     let ours_rate = {
         let deadline = Instant::now() + WINDOW;
         let tasks: Vec<_> = sessions
@@ -242,52 +277,43 @@ async fn bench(backend: Backend, fanout_members: usize) {
                 })
             })
             .collect();
-        let mut total = 0;
         for task in tasks {
-            total += task.await.unwrap();
+            ours_sent += task.await.unwrap();
         }
-        total as f64 / WINDOW.as_secs_f64()
+        ours_sent as f64 / WINDOW.as_secs_f64()
     };
-    // The fan-out sends a copy of every message to each of the room's 101 members, and is far
-    // behind a burst like this one: it takes copies in order, so once a copy of a message sent
-    // now reaches its member, it has done with the burst, and the floor below is not measured
-    // beside it. (It may drop copies it cannot keep up with: then this waits 60 s at most.)
-    {
-        let mut live = control
-            .subscribe(member_live_subject(&owner.sign_public_key()))
+    let relayed = relayed_sends(&control).await - relayed_before;
+    let mut publishers = Vec::new();
+    for _ in 0..SENDERS {
+        let client = async_nats::ConnectOptions::with_nkey(setup.service.seed().unwrap())
+            .connect(cluster.server_addrs())
             .await
             .unwrap();
-        control.flush().await.unwrap();
-        let last = owner_session.send(&room, &body, &text).await.unwrap();
-        let _ = tokio::time::timeout(Duration::from_secs(60), async {
-            while let Some(copy) = live.next().await {
-                if LiveMessage::from_bytes(&copy.payload).is_ok_and(|m| m.position == last.position)
-                {
-                    return;
-                }
-            }
-        })
-        .await;
+        publishers.push(async_nats::jetstream::new(client));
     }
-    let floor_rate = {
-        let mut publishers = Vec::new();
-        for _ in 0..SENDERS {
-            let client = async_nats::ConnectOptions::with_nkey(setup.service.seed().unwrap())
-                .connect(cluster.server_addrs())
-                .await
-                .unwrap();
-            publishers.push(async_nats::jetstream::new(client));
-        }
+    // The floor, then the floor with each message sealed in this process before its publish
+    // (the crypto floor beside the network floor, as for the catch-up).
+    let mut first = 0;
+    let mut rates = Vec::new();
+    for sealing in [None, Some((Arc::clone(&owner), owner_key.clone()))] {
         let deadline = Instant::now() + WINDOW;
         let tasks: Vec<_> = publishers
-            .into_iter()
+            .iter()
             .enumerate()
             .map(|(p, js)| {
-                let envelope = envelope.clone();
+                let (js, envelope, sealing) = (js.clone(), envelope.clone(), sealing.clone());
+                let (text, body) = (text.clone(), body.clone());
+                let first = first + 1_000_000 * (p + 1);
                 tokio::spawn(async move {
                     let mut sent = 0usize;
                     while Instant::now() < deadline {
-                        raw_publish(&js, &envelope, 1_000_000 * (p + 1) + sent).await;
+                        let bytes = match &sealing {
+                            None => envelope.clone(),
+                            Some((who, key)) => Envelope::seal(who, key, &text, &body, 0)
+                                .unwrap()
+                                .to_bytes(),
+                        };
+                        raw_publish(&js, &bytes, first + sent).await;
                         sent += 1;
                     }
                     sent as u64
@@ -298,10 +324,13 @@ async fn bench(backend: Backend, fanout_members: usize) {
         for task in tasks {
             total += task.await.unwrap();
         }
-        total as f64 / WINDOW.as_secs_f64()
-    };
+        rates.push(total as f64 / WINDOW.as_secs_f64());
+        first += 500_000;
+    }
+    let (floor_rate, sealed_rate) = (rates[0], rates[1]);
     println!(
-        "| {name} | send 1 KiB, {SENDERS} senders into one room at once | {ours_rate:.0} messages/s | raw JetStream publish + ack, {SENDERS} publishers: {floor_rate:.0}/s | {:.2}x |",
+        "| {name} | send 1 KiB, {SENDERS} senders into one room at once ({relayed} of {ours_sent} through the relay) | {ours_rate:.0} messages/s | raw JetStream publish + ack, {SENDERS} publishers: {floor_rate:.0}/s; sealing each in-process first: {sealed_rate:.0}/s (x{:.2}) | {:.2}x |",
+        floor_rate / sealed_rate,
         floor_rate / ours_rate
     );
     for session in &sessions {
@@ -434,6 +463,7 @@ async fn bench(backend: Backend, fanout_members: usize) {
     rekey(&owner_session, &fan_room).await;
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<(usize, Instant)>();
     let mut clients = Vec::new();
+    let mut leased = 0;
     for who in members {
         let part = store
             .member_part(&fan_room, &who.sign_public_key(), None)
@@ -443,16 +473,54 @@ async fn bench(backend: Backend, fanout_members: usize) {
         let part = MemberPart::from_bytes(&part).unwrap();
         let key = EpochKey::open(&part, &who, &fan_room, 1, &owner.sign_public_key()).unwrap();
         let (client, _) = common::login(cluster.server_addrs(), &who).await.unwrap();
-        let mut live = client
-            .subscribe(member_live_subject(&who.sign_public_key()))
-            .await
-            .unwrap();
+        // Logged in as a member, its login may subscribe to the room's live copies; one whose
+        // grants its login could not be given (protocol §11) leases them, as the SDK does.
+        let direct = live_granted(&client, &fan_room).await;
+        let mut live = if direct {
+            client.subscribe(live_subject(&fan_room)).await.unwrap()
+        } else {
+            leased += 1;
+            let copies = client
+                .subscribe(member_live_subject(&who.sign_public_key()))
+                .await
+                .unwrap();
+            let request = ListenRequest {
+                rooms: vec![fan_room.clone()],
+                instance: None,
+            };
+            let reply = client
+                .request(
+                    request.subject(&who.sign_public_key()),
+                    serde_json::to_vec(&request).unwrap().into(),
+                )
+                .await
+                .unwrap();
+            let reply: ListenReply = read_reply(&reply.payload).unwrap().unwrap();
+            assert_eq!(reply.rooms.as_slice(), std::slice::from_ref(&fan_room));
+            copies
+        };
         client.flush().await.unwrap();
         let done = done_tx.clone();
         tokio::spawn(async move {
             let mut seen = 0;
             while let Some(copy) = live.next().await {
-                let live = LiveMessage::from_bytes(&copy.payload).unwrap();
+                let live = if direct {
+                    let previous = copy
+                        .headers
+                        .as_ref()
+                        .and_then(|h| h.get(PREVIOUS_HEADER))
+                        .map(|v| v.as_str().to_owned());
+                    let stored = StreamMessage::try_from(copy).unwrap();
+                    LiveMessage::republished(
+                        stored.sequence,
+                        previous.as_deref(),
+                        0,
+                        &stored.payload,
+                    )
+                    .unwrap()
+                } else {
+                    LiveMessage::from_bytes(&copy.payload).unwrap()
+                };
                 Envelope::from_bytes(&live.envelope)
                     .unwrap()
                     .open(&key)
@@ -463,8 +531,8 @@ async fn bench(backend: Backend, fanout_members: usize) {
         });
         clients.push(client);
     }
-    // One message untimed: the fan-out takes copies in order, so once every member holds this
-    // one, the copies of the rows above (10,000 in the catch-up room) are out of the way.
+    // One message untimed: once every member holds this one, everything before is out of the
+    // way.
     owner_session.send(&fan_room, &body, &text).await.unwrap();
     for _ in 0..fanout_members {
         assert_eq!(done_rx.recv().await.unwrap().0, 0);
@@ -511,7 +579,7 @@ async fn bench(backend: Backend, fanout_members: usize) {
     }
     row(
         &name,
-        &format!("fan-out: send to each of {fanout_members} live members holding it decrypted"),
+        &format!("fan-out: send to each of {fanout_members} live members holding it decrypted ({} straight from the stream, {leased} leased)", fanout_members - leased),
         &Timings(ours),
         &format!("raw core NATS publish to {fanout_members} subscribers"),
         &Timings(floor),
@@ -527,7 +595,16 @@ fn main() {
     let runtime = timing::runtime();
     println!("| setup | operation | unibus | floor | ratio |");
     println!("|---|---|---|---|---|");
-    runtime.block_on(bench(Backend::Sqlite, fanout_members));
-    runtime.block_on(bench(Backend::Kv { nodes: 1 }, fanout_members));
-    runtime.block_on(bench(Backend::Kv { nodes: 3 }, fanout_members));
+    // `UNIBUS_MESSAGES_SETUPS`: which of `sqlite`, `kv1` and `kv3` to run (all by default).
+    let setups = std::env::var("UNIBUS_MESSAGES_SETUPS").unwrap_or_default();
+    let wanted = |name: &str| setups.is_empty() || setups.split(',').any(|s| s.trim() == name);
+    for (name, backend) in [
+        ("sqlite", Backend::Sqlite),
+        ("kv1", Backend::Kv { nodes: 1 }),
+        ("kv3", Backend::Kv { nodes: 3 }),
+    ] {
+        if wanted(name) {
+            runtime.block_on(bench(backend, fanout_members));
+        }
+    }
 }

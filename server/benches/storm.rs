@@ -7,7 +7,8 @@
 //! stay up between them), and a last table gives the median time to last of each and unibus's
 //! ratio to the floor in each round: a single storm's time moves by up to 2x from one run to
 //! the next on this shared machine. Then, with the N clients connected (members of N / 10
-//! rooms, each subscribed to its own notices, where a watching session gets its messages),
+//! rooms, each subscribed to its own notices and its room's live copies, as a session watching
+//! messages is),
 //! membershipd's idle CPU and memory (beside nats-server's, over one period of the revoker's
 //! sweep) and how long a revocation takes to cut a session. Last, the same storm, idle CPU and cut on a 3-node cluster (KV R3,
 //! the clients spread over the nodes, membershipd connected to one of them), where a cut needs
@@ -43,6 +44,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use unibus::protocol::messages::live_subject;
 use unibus::Identity;
 use unibus::{subjects, RoomId};
 use unibus_server::auth::setup::AuthSetup;
@@ -816,19 +818,22 @@ impl UnibusNode {
     /// With `storm`'s clients connected: the idle CPU, then the revocation cut of the first
     /// [`REVOCATIONS`] of them.
     async fn rest_and_cuts(self, ids: &[Arc<Identity>], storm: StormReport) -> Unibus {
-        // Every client subscribes to its own notices, as a watching SDK session does (its
-        // messages come there too), when the clients are in the order of `ids` (all of them
-        // got in).
+        // Every client subscribes to its own notices and to its room's live copies, as a
+        // session watching messages does (its login was granted the room), when the clients
+        // are in the order of `ids` (all of them got in).
         let mut subscriptions = Vec::new();
         let subscribed = storm.failed == 0;
         if subscribed {
-            for (id, client) in ids.iter().zip(&storm.clients) {
-                match client
-                    .subscribe(subjects::events(&id.sign_public_key()) + ".>")
-                    .await
-                {
-                    Ok(subscription) => subscriptions.push(subscription),
-                    Err(e) => eprintln!("a client could not subscribe: {e}"),
+            for (i, (id, client)) in ids.iter().zip(&storm.clients).enumerate() {
+                let room = RoomId::new(&format!("room-{}", i / MEMBERS_PER_ROOM)).unwrap();
+                for subject in [
+                    subjects::events(&id.sign_public_key()) + ".>",
+                    live_subject(&room),
+                ] {
+                    match client.subscribe(subject).await {
+                        Ok(subscription) => subscriptions.push(subscription),
+                        Err(e) => eprintln!("a client could not subscribe: {e}"),
+                    }
                 }
             }
             for client in &storm.clients {
@@ -839,7 +844,7 @@ impl UnibusNode {
         tokio::time::sleep(Duration::from_secs(2)).await;
         let idle = idle_cpu(&self.pids, IDLE_WINDOW).await;
         let resident = self.pids.iter().map(|pid| resident_mib(*pid)).collect();
-        let subscribed = subscribed && subscriptions.len() == ids.len();
+        let subscribed = subscribed && subscriptions.len() == 2 * ids.len();
         drop(subscriptions);
 
         let (mut cuts, mut returns) = (Vec::new(), Vec::new());
@@ -1091,7 +1096,7 @@ async fn main() {
         );
     }
     println!();
-    println!("At rest: N clients connected, in N / {MEMBERS_PER_ROOM} rooms of {MEMBERS_PER_ROOM}, each subscribed to its own notices (where its messages come), idle for {} s; then the revocation of {REVOCATIONS} of them, timed from the start of `membershipd user revoke` to the end of the session, and to the command's return (1.05 s after the store took the revocation: in force on every instance by then).", IDLE_WINDOW.as_secs());
+    println!("At rest: N clients connected, in N / {MEMBERS_PER_ROOM} rooms of {MEMBERS_PER_ROOM}, each subscribed to its own notices and its room's live copies (as a session watching messages is), idle for {} s; then the revocation of {REVOCATIONS} of them, timed from the start of `membershipd user revoke` to the end of the session, and to the command's return (1.05 s after the store took the revocation: in force on every instance by then).", IDLE_WINDOW.as_secs());
     println!("| N connected | rooms | nodes | subscribed | membershipd idle CPU | membershipd memory | nats-server idle CPU (each node) | nats-server memory (each node) | revoked sessions per node | revocation cut p50 | p99 (of {REVOCATIONS}) | command returned, p50 |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for (n, mut unibus) in rest {

@@ -12,7 +12,7 @@
 //! - [`auth`]: cluster login by key (the auth callout) and the revocation sweep;
 //! - [`control`]: the control-plane service on NATS;
 //! - [`messages`]: messages on the bus: the message stream, `send` and `messages`, and the
-//!   fan-out of live copies;
+//!   leases of live copies (`listen`) and their fan-out;
 //! - [`serve`]: everything `membershipd serve` runs, wired together, with the embedded
 //!   nats-server's supervisor;
 //! - [`config`] and [`cli`]: the `membershipd` command line, whose failures are
@@ -32,3 +32,4 @@ pub mod http;
 pub mod messages;
 pub mod serve;
 pub mod store;
+mod task;

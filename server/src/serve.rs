@@ -8,8 +8,8 @@
 //!   control-plane user of the `APP` account (the control plane, where users' requests arrive
 //!   with their own reply subjects) and the system user (revocation sweeps).
 //! - The message stream (created or updated at start, one replica per node up to 3), the
-//!   fan-out of live copies, the auth callout, the revocation sweep, the control-plane service
-//!   and the HTTP API.
+//!   auth callout, the revocation sweep, the control-plane service (with the leased live
+//!   copies) and the HTTP API.
 //!
 //! Once it serves, `<data-dir>/serving.json` says where (see [`Serving`]): with port 0 for
 //! `--listen` or `--nats-listen` the OS picks free ports, and this file is how a supervisor or a
@@ -33,7 +33,6 @@ use crate::error::ServerError;
 use crate::http::{
     AppState, LinkPages, RateLimiter, ADMIN_BURST, ADMIN_RATE, STATUS_BURST, STATUS_RATE,
 };
-use crate::messages::Fanout;
 use crate::store::{CachedStore, Store};
 
 /// How often every connection is checked, as a safety net under the revocations the change
@@ -126,10 +125,6 @@ pub async fn run(
     )
     .await
     .map_err(ServerError::Messages)?;
-    Arc::new(Fanout::new(Arc::clone(&store), control.clone()))
-        .start()
-        .await
-        .map_err(ServerError::Services)?;
     // The control plane answers before the callout lets anyone in: a client that reconnects
     // the moment logins work finds it there.
     Arc::new(ControlPlane::new(Arc::clone(&store), control))

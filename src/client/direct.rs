@@ -2,10 +2,11 @@
 //! the session's current login was granted that room, and through membershipd's relay
 //! otherwise.
 //!
-//! - At login, membershipd grants each member the store subject of the rooms it is in (at
-//!   most 1,000), and cuts its sessions when it leaves one of them. A session asks nats-server
-//!   which subjects its login may publish to (`$SYS.REQ.USER.INFO`) once per connection, the
-//!   first time it sends.
+//! - At login, membershipd grants each member the store subject and the live subject of the
+//!   rooms it is in (at most 1,000), and cuts its sessions when it leaves one of them. A
+//!   session asks nats-server which subjects its login may publish and subscribe to
+//!   (`$SYS.REQ.USER.INFO`) once per connection, the first time it sends or watches messages
+//!   (the watch's use of the live grants is in `live.rs`).
 //! - A direct send is a JetStream publish with the envelope's `Nats-Msg-Id`, whose
 //!   acknowledgement gives the position. When it fails (no acknowledgement in time, a login
 //!   cut meanwhile), the same bytes go through the relay: the stream stores them once either
@@ -27,7 +28,9 @@ use tokio::time::Instant;
 use super::opened::OpenedKeys;
 use super::{Session, SessionError};
 use crate::envelope::{Envelope, EpochKey};
-use crate::protocol::messages::{dedup_id, store_subject, SendReply, STORE_PREFIX, STREAM};
+use crate::protocol::messages::{
+    dedup_id, store_subject, SendReply, LIVE_PREFIX, STORE_PREFIX, STREAM,
+};
 use crate::RoomId;
 
 /// How long after its epoch was confirmed as the room's latest a session sends with an epoch
@@ -42,14 +45,19 @@ const USER_INFO: &str = "$SYS.REQ.USER.INFO";
 /// room's latest.
 pub(crate) type SendingKeys = OpenedKeys<RoomId, (EpochKey, Instant)>;
 
-/// The rooms the session's current login may send to directly, as nats-server said.
+/// The rooms the session's current login may send to directly, and receive live copies of
+/// directly, as nats-server said.
 #[derive(Default)]
 pub(crate) struct Grants(Mutex<Option<Granted>>);
 
+#[derive(Clone)]
 struct Granted {
     /// The connection (as the session's liveness counts them) the answer is about.
     connection: u64,
-    rooms: Arc<HashSet<RoomId>>,
+    /// The rooms whose store subjects the login may publish to.
+    send: Arc<HashSet<RoomId>>,
+    /// The rooms whose live subjects the login may subscribe to (protocol §15.4).
+    live: Arc<HashSet<RoomId>>,
 }
 
 impl Grants {
@@ -61,10 +69,10 @@ impl Grants {
     }
 }
 
-/// The rooms whose store subjects are among `allowed` (nats-server's list of the subjects a
-/// login may publish to).
-fn granted_rooms<'a>(allowed: impl IntoIterator<Item = &'a str>) -> HashSet<RoomId> {
-    let prefix = format!("{STORE_PREFIX}.");
+/// The rooms whose subjects under `prefix` (`unibus.msg` or `unibus.live`) are among `allowed`
+/// (nats-server's list of the subjects a login may publish or subscribe to).
+fn granted_rooms<'a>(prefix: &str, allowed: impl IntoIterator<Item = &'a str>) -> HashSet<RoomId> {
+    let prefix = format!("{prefix}.");
     allowed
         .into_iter()
         .filter_map(|subject| subject.strip_prefix(&prefix))
@@ -78,26 +86,43 @@ impl Session {
     /// (the relay is always allowed, and a server that does not answer, an older membershipd
     /// that does not allow the question, costs each send nothing more).
     pub(super) async fn may_send_directly(&self, room: &RoomId) -> bool {
+        self.granted().await.send.contains(room)
+    }
+
+    /// The rooms whose live copies the current login may subscribe to (protocol §15.4), asked
+    /// as [`may_send_directly`](Self::may_send_directly) asks, with the connection they are
+    /// about.
+    pub(super) async fn live_grants(&self) -> (u64, Arc<HashSet<RoomId>>) {
+        let granted = self.granted().await;
+        (granted.connection, granted.live)
+    }
+
+    /// The current connection's grants, asked of nats-server the first time.
+    async fn granted(&self) -> Granted {
         let connection = self.connection();
         if let Some(granted) = &*self.grants().lock() {
             if granted.connection == connection {
-                return granted.rooms.contains(room);
+                return granted.clone();
             }
         }
-        let rooms = match self.ask_grants().await {
-            Ok(rooms) => Arc::new(rooms),
+        let (send, live) = match self.ask_grants().await {
+            Ok((send, live)) => (Arc::new(send), Arc::new(live)),
             Err(error) => {
-                tracing::debug!(%error, "could not learn this login's grants; sending through membershipd");
-                Arc::default()
+                tracing::debug!(%error, "could not learn this login's grants; sending and listening through membershipd");
+                Default::default()
             }
         };
-        let allowed = rooms.contains(room);
+        let granted = Granted {
+            connection,
+            send,
+            live,
+        };
         // Kept for the connection it was asked on: after a reconnection it is asked again.
-        *self.grants().lock() = Some(Granted { connection, rooms });
-        allowed
+        *self.grants().lock() = Some(granted.clone());
+        granted
     }
 
-    async fn ask_grants(&self) -> Result<HashSet<RoomId>, SessionError> {
+    async fn ask_grants(&self) -> Result<(HashSet<RoomId>, HashSet<RoomId>), SessionError> {
         let timeout = self.request_timeout();
         let reply = tokio::time::timeout(timeout, self.client().request(USER_INFO, "".into()))
             .await
@@ -105,12 +130,21 @@ impl Session {
             .map_err(|e| SessionError::Transport(e.into()))?;
         let info: serde_json::Value = serde_json::from_slice(&reply.payload)
             .map_err(|e| SessionError::InvalidReply(format!("the login's permissions: {e}")))?;
-        let allowed = info["data"]["permissions"]["publish"]["allow"]
-            .as_array()
-            .ok_or_else(|| {
-                SessionError::InvalidReply("the login's permissions list no subjects".into())
-            })?;
-        Ok(granted_rooms(allowed.iter().filter_map(|s| s.as_str())))
+        let permissions = &info["data"]["permissions"];
+        let allowed = |kind: &str| {
+            permissions[kind]["allow"]
+                .as_array()
+                .map(|list| list.iter().filter_map(|s| s.as_str()))
+                .ok_or_else(|| {
+                    SessionError::InvalidReply(format!(
+                        "the login's permissions list no subjects to {kind} to"
+                    ))
+                })
+        };
+        Ok((
+            granted_rooms(STORE_PREFIX, allowed("publish")?),
+            granted_rooms(LIVE_PREFIX, allowed("subscribe")?),
+        ))
     }
 
     /// Publishes `envelope` to its room's stream subject and waits for the stream's
@@ -159,20 +193,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_store_subjects_of_valid_rooms_are_grants() {
-        let rooms = granted_rooms([
-            "unibus.msg.general",
-            "unibus.msg.ops",
-            "unibus.cp.abc.>",
-            "_INBOX_abc.>",
-            "$SYS.REQ.USER.INFO",
-            "unibus.msg.>",
-            "unibus.msgs.x",
-        ]);
+    fn only_store_or_live_subjects_of_valid_rooms_are_grants() {
+        let rooms = granted_rooms(
+            STORE_PREFIX,
+            [
+                "unibus.msg.general",
+                "unibus.msg.ops",
+                "unibus.cp.abc.>",
+                "_INBOX_abc.>",
+                "$SYS.REQ.USER.INFO",
+                "unibus.msg.>",
+                "unibus.msgs.x",
+            ],
+        );
         let expected: HashSet<RoomId> = ["general", "ops"]
             .into_iter()
             .map(|r| RoomId::new(r).unwrap())
             .collect();
         assert_eq!(rooms, expected);
+        let live = granted_rooms(
+            LIVE_PREFIX,
+            [
+                "unibus.live.general",
+                "unibus.msg.ops",
+                "unibus.live.*",
+                "unibus.live.>",
+            ],
+        );
+        assert_eq!(live, HashSet::from([RoomId::new("general").unwrap()]));
     }
 }

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use super::error::SessionError;
+use super::live::Live;
 use super::read_ahead;
 use super::session::Session;
 use super::watch::Item;
@@ -706,17 +707,31 @@ impl Inbox {
         }
     }
 
-    /// Reads every room of this identity after its `last`: after the watch starts and after
-    /// every reconnection, so that nothing stored while it was away is missed. `Ok(false)` when
-    /// a room could not be read to its end (reported): try again later.
-    pub(crate) async fn catch_up_all(&mut self, out: &mpsc::Sender<Item>) -> Result<bool, Gone> {
-        let rooms = match self.session.my_rooms().await {
-            Ok(rooms) => rooms,
+    /// The session it reads with.
+    pub(crate) fn session(&self) -> &Session {
+        &self.session
+    }
+
+    /// Arranges the live copies of every room of this identity (`live`), then reads each after
+    /// its `last`: after the watch starts and after every reconnection, so that nothing stored
+    /// while it was away is missed. `Ok(false)` when a room's copies could not be arranged or a
+    /// room could not be read to its end (reported): try again later.
+    pub(crate) async fn catch_up_all(
+        &mut self,
+        live: &mut Live,
+        out: &mpsc::Sender<Item>,
+    ) -> Result<bool, Gone> {
+        let rooms: Vec<RoomId> = match self.session.my_rooms().await {
+            Ok(rooms) => rooms.into_iter().map(|room| room.id).collect(),
             Err(error) => return report(out, error).await.map(|()| false),
         };
         let mut complete = true;
+        if let Err(error) = live.arrange(&rooms).await {
+            report(out, error).await?;
+            complete = false;
+        }
         for room in rooms {
-            complete &= self.catch_up(&room.id, out).await?;
+            complete &= self.catch_up(&room, out).await?;
         }
         Ok(complete)
     }
@@ -756,9 +771,10 @@ impl Inbox {
         }
     }
 
-    /// Handles a live copy (protocol §15.4). `Ok(false)` when the gap before it could not be
-    /// read (reported): the room stays before it; try again later.
-    pub(crate) async fn on_live(
+    /// Handles a live copy membershipd sent (a leased room's, protocol §15.4). `Ok(false)` when
+    /// the gap before it could not be read (reported): the room stays before it; try again
+    /// later.
+    pub(crate) async fn on_leased(
         &mut self,
         payload: &[u8],
         out: &mpsc::Sender<Item>,
@@ -779,6 +795,18 @@ impl Inbox {
                 return report(out, error).await.map(|()| true);
             }
         };
+        self.on_live(room, live, out).await
+    }
+
+    /// Handles a live copy of `room`, from the stream or from membershipd (protocol §15.4).
+    /// `Ok(false)` when the gap before it could not be read (reported): the room stays before
+    /// it; try again later.
+    pub(crate) async fn on_live(
+        &mut self,
+        room: RoomId,
+        live: LiveMessage,
+        out: &mpsc::Sender<Item>,
+    ) -> Result<bool, Gone> {
         match self.cursor(&room).step(live.position, live.previous) {
             LiveStep::Duplicate => Ok(true),
             LiveStep::Deliver => {
@@ -855,7 +883,7 @@ impl Inbox {
 }
 
 /// Tells the watch's reader about `error`, and goes on.
-async fn report(out: &mpsc::Sender<Item>, error: SessionError) -> Result<(), Gone> {
+pub(crate) async fn report(out: &mpsc::Sender<Item>, error: SessionError) -> Result<(), Gone> {
     tracing::debug!(%error, "reading messages failed");
     out.send(Item::Update(Err(error))).await.map_err(|_| Gone)
 }

@@ -49,6 +49,7 @@ mod direct;
 mod error;
 mod history;
 mod http;
+mod live;
 mod liveness;
 mod messages;
 mod opened;

@@ -7,10 +7,12 @@ use futures_util::StreamExt;
 use tokio::sync::{broadcast, mpsc, watch};
 
 use super::error::{SessionEnd, SessionError};
+use super::live::Live;
 use super::liveness::ConnectionState;
-use super::messages::{Delivery, Gone, Inbox, Received};
+use super::messages::{report, Delivery, Gone, Inbox, Received};
 use super::trust::TrustStore;
 use crate::protocol::events::Notification;
+use crate::protocol::messages::LiveMessage;
 use crate::{RoomId, SignPublicKey};
 
 /// A change that concerns this identity.
@@ -151,9 +153,9 @@ impl std::fmt::Debug for Watch {
 }
 
 impl Watch {
-    /// Forwards what `subscriber` gets (skipping live messages on `live_subject` unless an
-    /// inbox handles them, writing their cursors to its trust store), connection changes from
-    /// `state` and the session's `alerts`.
+    /// Forwards what `subscriber` gets (skipping leased live messages on `live_subject` unless
+    /// an inbox handles them, writing their cursors to its trust store), connection changes
+    /// from `state` and the session's `alerts`; with an inbox, the live copies it arranges.
     pub(crate) fn spawn(
         subscriber: async_nats::Subscriber,
         state: watch::Receiver<ConnectionState>,
@@ -352,23 +354,28 @@ async fn forward(
         alerts,
         live_subject,
     } = sources;
+    // Where the inbox's live copies come from; only used with an inbox.
+    let mut live = inbox
+        .as_ref()
+        .map(|inbox| Live::new(inbox.session().clone()));
     // `None` once the session that sends them is gone.
     let mut alerts = Some(alerts);
     let mut last = *state.borrow_and_update();
     // The subscription is made: what is stored from now on comes live, the rest is read.
     let mut behind = Behind::default();
-    if let Some(inbox) = inbox.as_mut() {
-        behind.after(inbox.catch_up_all(updates).await?);
+    if let (Some(inbox), Some(live)) = (inbox.as_mut(), live.as_mut()) {
+        behind.after(inbox.catch_up_all(live, updates).await?);
     }
     let end = loop {
         if let ConnectionState::Ended(end) = last {
             break end;
         }
+        let renew_at = live.as_ref().and_then(Live::renew_at);
         let item = tokio::select! {
             message = subscriber.next() => match message {
                 Some(message) if message.subject.as_str() == live_subject => {
                     if let Some(inbox) = inbox.as_mut() {
-                        if !inbox.on_live(&message.payload, updates).await? {
+                        if !inbox.on_leased(&message.payload, updates).await? {
                             behind.after(false);
                         }
                     }
@@ -405,10 +412,46 @@ async fn forward(
                 Some(update) => Ok(update),
                 None => continue,
             },
+            copy = next_copy(&mut live) => {
+                if let Some(inbox) = inbox.as_mut() {
+                    let delivered = match copy {
+                        Ok((room, copy)) => inbox.on_live(room, copy, updates).await?,
+                        Err(error) => {
+                            report(updates, error).await?;
+                            true
+                        }
+                    };
+                    if !delivered {
+                        behind.after(false);
+                    }
+                }
+                continue;
+            }
+            // Leased copies go on only while their leases are renewed.
+            () = sleep_until(renew_at), if renew_at.is_some() => {
+                if let (Some(inbox), Some(live)) = (inbox.as_mut(), live.as_mut()) {
+                    match live.renew().await {
+                        // Copies of a room whose lease is new may have reached nobody.
+                        Ok(new) => {
+                            for room in new {
+                                if !inbox.catch_up(&room, updates).await? {
+                                    behind.after(false);
+                                }
+                            }
+                        }
+                        Err(error) => {
+                            report(updates, error).await?;
+                            // The next catch-up leases what is not leased.
+                            behind.after(false);
+                        }
+                    }
+                }
+                continue;
+            }
             // A catch-up that failed is tried again, with backoff.
             () = behind.retry(), if inbox.is_some() && behind.is_behind() => {
-                if let Some(inbox) = inbox.as_mut() {
-                    behind.after(inbox.catch_up_all(updates).await?);
+                if let (Some(inbox), Some(live)) = (inbox.as_mut(), live.as_mut()) {
+                    behind.after(inbox.catch_up_all(live, updates).await?);
                 }
                 continue;
             }
@@ -419,15 +462,33 @@ async fn forward(
         let catch_up = match &item {
             Ok(RoomUpdate::Reconnected) => Some(None),
             Ok(RoomUpdate::Added { room }) => Some(Some(room.clone())),
+            Ok(RoomUpdate::Removed { room }) => {
+                if let Some(live) = live.as_mut() {
+                    live.remove(room);
+                }
+                None
+            }
             _ => None,
         };
         updates.send(Item::Update(item)).await.map_err(|_| Gone)?;
-        if let (Some(inbox), Some(which)) = (inbox.as_mut(), catch_up) {
+        if let (Some(inbox), Some(live), Some(which)) = (inbox.as_mut(), live.as_mut(), catch_up) {
             match which {
                 // Every room: read or not, this decides whether any is behind.
-                None => behind.after(inbox.catch_up_all(updates).await?),
+                None => behind.after(inbox.catch_up_all(live, updates).await?),
                 Some(room) => {
-                    if !inbox.catch_up(&room, updates).await? {
+                    let arranged = match live.add(&room).await {
+                        Ok(moved) => Some(moved),
+                        Err(error) => {
+                            report(updates, error).await?;
+                            None
+                        }
+                    };
+                    let mut complete = arranged.is_some();
+                    // The room, and any whose lease moved to another instance.
+                    for room in std::iter::once(room).chain(arranged.into_iter().flatten()) {
+                        complete &= inbox.catch_up(&room, updates).await?;
+                    }
+                    if !complete {
                         behind.after(false);
                     }
                 }
@@ -441,6 +502,22 @@ async fn forward(
     };
     let _ = updates.send(Item::End(WatchEnd::SessionEnded(end))).await;
     Ok(())
+}
+
+/// The next live copy from the stream, with its room; pending without a message watch.
+async fn next_copy(live: &mut Option<Live>) -> Result<(RoomId, LiveMessage), SessionError> {
+    match live {
+        Some(live) => live.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves at `at`; never without one.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The session's next alert; `None` (and no more polling) once the session is gone, and

@@ -47,11 +47,14 @@ pub enum Operation {
     Messages,
     /// Stores history shares of earlier epochs for current members (§16.5; owner only).
     ShareHistory,
+    /// Leases live copies of rooms the caller's login cannot subscribe to itself (§15.4):
+    /// served by any instance, and renewed on the instance that holds the lease.
+    Listen,
 }
 
 impl Operation {
     /// Every operation, in the order of the protocol's table. The server serves exactly these.
-    pub const ALL: [Operation; 15] = [
+    pub const ALL: [Operation; 16] = [
         Operation::Rooms,
         Operation::Member,
         Operation::Epoch,
@@ -67,6 +70,7 @@ impl Operation {
         Operation::Send,
         Operation::Messages,
         Operation::ShareHistory,
+        Operation::Listen,
     ];
 
     /// The operation's name: the last token of its subject.
@@ -87,6 +91,7 @@ impl Operation {
             Operation::Send => "send",
             Operation::Messages => "messages",
             Operation::ShareHistory => "share_history",
+            Operation::Listen => "listen",
         }
     }
 
@@ -121,6 +126,12 @@ impl Operation {
     /// steps of a chunked upload after the first, which that instance holds (§12.5).
     pub fn is_instance_bound(self) -> bool {
         matches!(self, Operation::RekeyPart | Operation::RekeyCommit)
+    }
+
+    /// Whether requests may go either to any instance or to one named by a last subject
+    /// token: `listen`, whose leases live on the instance that granted them (§15.4).
+    pub fn may_name_instance(self) -> bool {
+        matches!(self, Operation::Listen)
     }
 
     /// `unibus.cp.*.<name>.<instance>`: where one instance listens for an instance-bound
@@ -393,12 +404,18 @@ impl RekeyBeginReply {
     /// Whether `instance` is a token a client may put in a subject: lowercase hex, 1 to 32
     /// characters. A client refuses any other (a server must not steer its requests).
     pub fn instance_is_valid(&self) -> bool {
-        (1..=32).contains(&self.instance.len())
-            && self
-                .instance
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        is_instance_token(&self.instance)
     }
+}
+
+/// Whether `instance` is a token a client may put in a subject: lowercase hex, 1 to 32
+/// characters. A client refuses any other instance a reply names (a server must not steer its
+/// requests).
+pub fn is_instance_token(instance: &str) -> bool {
+    (1..=32).contains(&instance.len())
+        && instance
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// `rekey_part`: the manifest's entries from index `first` on, in order (§12.5).

@@ -1,5 +1,6 @@
 //! Messages on the bus (protocol §15): sending an envelope through membershipd, reading a
-//! room's stored messages page by page, and the live copies membershipd fans out to members.
+//! room's stored messages page by page, and the live copies members receive, straight from the
+//! stream or leased from membershipd (`listen`).
 //!
 //! The bodies of a message exchange are binary, not JSON, so that an envelope (up to
 //! [`MAX_ENVELOPE_LEN`] bytes) travels as it is:
@@ -29,8 +30,18 @@ pub const STREAM: &str = "UNIBUS_MESSAGES";
 /// Envelopes of room `<room>` are stored on `unibus.msg.<room>`.
 pub const STORE_PREFIX: &str = "unibus.msg";
 /// The stream republishes each stored envelope on `unibus.live.<room>`, with its position and
-/// the room's previous position in headers; membershipd fans those out to the members.
+/// the room's previous position in headers. A member's login may subscribe there for the rooms
+/// it was granted (§11); membershipd sends copies of the others to members that lease them
+/// ([`ListenRequest`]).
 pub const LIVE_PREFIX: &str = "unibus.live";
+/// The header of a republished copy that holds the room's previous position.
+pub const PREVIOUS_HEADER: &str = "Nats-Last-Sequence";
+/// How long a [`ListenRequest`]'s lease lasts on the instance that granted it.
+pub const LISTEN_LEASE: std::time::Duration = std::time::Duration::from_secs(60);
+/// How often a client renews its leases: three times within one lease.
+pub const LISTEN_RENEW: std::time::Duration = std::time::Duration::from_secs(20);
+/// The most rooms one [`ListenRequest`] names.
+pub const MAX_LISTEN_ROOMS: usize = 1000;
 /// The subject suffix of live messages to a member, after `unibus.events.<member hex>`.
 pub const LIVE_SUFFIX: &str = "message";
 /// Version byte of a messages page and of a live message.
@@ -50,8 +61,14 @@ pub fn live_subject(room: &RoomId) -> String {
     format!("{LIVE_PREFIX}.{room}")
 }
 
+/// The room of a `unibus.live.<room>` subject.
+pub fn live_room(subject: &str) -> Option<RoomId> {
+    let room = subject.strip_prefix(LIVE_PREFIX)?.strip_prefix('.')?;
+    RoomId::new(room).ok()
+}
+
 /// `unibus.events.<member hex>.message`: where membershipd sends `member` the live messages of
-/// its rooms.
+/// the rooms it leased ([`ListenRequest`]).
 pub fn member_live_subject(member: &SignPublicKey) -> String {
     format!("{}.{LIVE_SUFFIX}", crate::subjects::events(member))
 }
@@ -96,6 +113,58 @@ impl ReplyBody for SendReply {
     fn to_body(&self) -> Vec<u8> {
         // Two numbers and a boolean: serializing cannot fail.
         serde_json::to_vec(self).expect("a send reply serializes to JSON")
+    }
+
+    fn from_body(body: &[u8]) -> Result<Self, MalformedReply> {
+        serde_json::from_slice(body).map_err(MalformedReply::Json)
+    }
+}
+
+/// `listen`: leases live copies of `rooms` (§15.4), for a client whose login may not subscribe
+/// to their `unibus.live.<room>` subjects itself (rooms it joined after it logged in, or beyond
+/// the 1,000 a login is granted). The instance that answers sends the caller a
+/// [`LiveMessage`] of each envelope stored in a leased room, on [`member_live_subject`], while
+/// the caller is an active member of it, for [`LISTEN_LEASE`] after the request. Sent with
+/// `instance` (the token of an earlier reply), it goes to that instance only, which renews
+/// the leases it holds; without, to any instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenRequest {
+    /// The rooms, 1 to [`MAX_LISTEN_ROOMS`].
+    pub rooms: Vec<RoomId>,
+    /// The instance to renew the leases on (the subject's last token); none for any instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+}
+
+/// The reply of `listen`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListenReply {
+    /// The instance that holds the leases: renew them there.
+    pub instance: String,
+    /// The rooms leased: those of the request the caller is a member of.
+    pub rooms: Vec<RoomId>,
+    /// Those of `rooms` whose lease this instance did not hold until now (copies stored
+    /// before may have reached nobody: read them, §15.4).
+    pub new: Vec<RoomId>,
+}
+
+impl Request for ListenRequest {
+    const OPERATION: Operation = Operation::Listen;
+    type Reply = ListenReply;
+
+    fn subject(&self, caller: &SignPublicKey) -> String {
+        match &self.instance {
+            Some(instance) => format!("{}.{instance}", Self::OPERATION.subject(caller)),
+            None => Self::OPERATION.subject(caller),
+        }
+    }
+}
+
+impl ReplyBody for ListenReply {
+    fn to_body(&self) -> Vec<u8> {
+        // Strings only: serializing cannot fail.
+        serde_json::to_vec(self).expect("a listen reply serializes to JSON")
     }
 
     fn from_body(body: &[u8]) -> Result<Self, MalformedReply> {
@@ -229,8 +298,9 @@ impl ReplyBody for MessagePage {
     }
 }
 
-/// A live message: a stored envelope as membershipd sends it to each member of its room, on
-/// [`member_live_subject`].
+/// A live message: a stored envelope as membershipd sends it to a member that leased its room,
+/// on [`member_live_subject`], or as the stream republishes it on [`live_subject`]
+/// ([`republished`](Self::republished)).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LiveMessage {
     /// Its position in the stream.
@@ -256,6 +326,33 @@ impl LiveMessage {
         out.extend_from_slice(&self.time.to_be_bytes());
         out.extend_from_slice(&self.envelope);
         out
+    }
+
+    /// A copy the stream republished: its `position` and storage `time` (from its
+    /// `Nats-Sequence` and `Nats-Time-Stamp` headers), the value of its [`PREVIOUS_HEADER`], and
+    /// its payload, the envelope.
+    pub fn republished(
+        position: u64,
+        previous: Option<&str>,
+        time: u64,
+        envelope: &[u8],
+    ) -> Result<Self, MalformedReply> {
+        let bad = |what: &str| MalformedReply::Binary(format!("republished copy: {what}"));
+        let previous = previous
+            .and_then(|v| v.parse::<u64>().ok())
+            .ok_or_else(|| bad("no previous position"))?;
+        if previous >= position {
+            return Err(bad("the previous position is not below the position"));
+        }
+        if envelope.len() > MAX_ENVELOPE_LEN {
+            return Err(bad("an envelope longer than the protocol allows"));
+        }
+        Ok(Self {
+            position,
+            previous,
+            time,
+            envelope: envelope.to_vec(),
+        })
     }
 
     /// Reads the wire form. The envelope is not decoded here.
@@ -352,6 +449,15 @@ mod tests {
         let id = MessageId::from_bytes([0xab; 16]);
         assert_eq!(store_subject(&room), "unibus.msg.general");
         assert_eq!(live_subject(&room), "unibus.live.general");
+        assert_eq!(live_room("unibus.live.general"), Some(room.clone()));
+        for other in [
+            "unibus.live",
+            "unibus.live.",
+            "unibus.lived.x",
+            "unibus.msg.general",
+        ] {
+            assert_eq!(live_room(other), None, "{other}");
+        }
         assert_eq!(
             member_live_subject(&me),
             format!("unibus.events.{}.message", me.to_hex())
@@ -360,5 +466,49 @@ mod tests {
             dedup_id(&room, &me, &id),
             format!("general.{}.{}", me.to_hex(), "ab".repeat(16))
         );
+    }
+
+    #[test]
+    fn a_republished_copy_needs_a_previous_position_below_its_own() {
+        let copy = LiveMessage::republished(9, Some("4"), 7, b"envelope").unwrap();
+        assert_eq!((copy.position, copy.previous, copy.time), (9, 4, 7));
+        assert_eq!(copy.envelope, b"envelope");
+        assert_eq!(
+            LiveMessage::republished(9, Some("0"), 7, b"")
+                .unwrap()
+                .previous,
+            0
+        );
+        for previous in [None, Some("9"), Some("12"), Some("x"), Some("-1")] {
+            assert!(
+                LiveMessage::republished(9, previous, 7, b"").is_err(),
+                "{previous:?}"
+            );
+        }
+        let huge = vec![0; MAX_ENVELOPE_LEN + 1];
+        assert!(LiveMessage::republished(9, Some("4"), 7, &huge).is_err());
+    }
+
+    #[test]
+    fn a_listen_request_goes_to_any_instance_or_to_the_one_it_names() {
+        let me = crate::Identity::generate().unwrap().sign_public_key();
+        let mut request = ListenRequest {
+            rooms: vec![RoomId::new("general").unwrap()],
+            instance: None,
+        };
+        assert_eq!(
+            request.subject(&me),
+            format!("unibus.cp.{}.listen", me.to_hex())
+        );
+        assert_eq!(
+            serde_json::to_string(&request).unwrap(),
+            r#"{"rooms":["general"]}"#
+        );
+        request.instance = Some("abc".into());
+        assert_eq!(
+            request.subject(&me),
+            format!("unibus.cp.{}.listen.abc", me.to_hex())
+        );
+        assert!(serde_json::from_str::<ListenRequest>(r#"{"rooms":[],"x":1}"#).is_err());
     }
 }

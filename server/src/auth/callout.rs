@@ -34,7 +34,7 @@ use base64::Engine;
 use futures::StreamExt;
 use nkeys::KeyPair;
 use serde_json::{json, Map, Value};
-use unibus::protocol::messages::store_subject;
+use unibus::protocol::messages::{live_subject, store_subject};
 use unibus::{subjects, RoomId, SignPublicKey, Signature};
 
 use super::admission::{Admission, Arrival, Queue};
@@ -81,21 +81,22 @@ impl UserPermissions {
     /// (the round trip that proves a login was admitted, protocol §11), to
     /// [`USER_INFO_SUBJECT`], and envelopes to the store subject of each of `rooms` (the rooms
     /// it is a member of as it logs in, at most [`MAX_GRANTED_ROOMS`] of them); it may
-    /// subscribe only to its own inbox prefix and its own change notifications.
+    /// subscribe to its own inbox prefix, its own change notifications, and the live copies of
+    /// the same rooms (`unibus.live.<room>`, protocol §15.4).
     pub fn for_user(key: &SignPublicKey, rooms: &[RoomId]) -> Self {
+        let granted = &rooms[..rooms.len().min(MAX_GRANTED_ROOMS)];
         let mut publish = vec![
             subjects::requests(key) + ".>",
             subjects::inbox_prefix(key) + ".>",
             USER_INFO_SUBJECT.to_string(),
         ];
-        publish.extend(rooms.iter().take(MAX_GRANTED_ROOMS).map(store_subject));
-        Self {
-            publish,
-            subscribe: vec![
-                subjects::inbox_prefix(key) + ".>",
-                subjects::events(key) + ".>",
-            ],
-        }
+        publish.extend(granted.iter().map(store_subject));
+        let mut subscribe = vec![
+            subjects::inbox_prefix(key) + ".>",
+            subjects::events(key) + ".>",
+        ];
+        subscribe.extend(granted.iter().map(live_subject));
+        Self { publish, subscribe }
     }
 }
 
@@ -412,7 +413,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_login_may_publish_to_its_own_subjects_and_at_most_the_granted_rooms_store_subjects() {
+    fn a_login_may_publish_to_and_subscribe_to_its_own_subjects_and_at_most_the_granted_rooms_stream_subjects(
+    ) {
         let key = unibus::Identity::generate().unwrap().sign_public_key();
         let rooms: Vec<RoomId> = (0..MAX_GRANTED_ROOMS + 5)
             .map(|i| RoomId::new(&format!("room-{i:05}")).unwrap())
@@ -431,11 +433,22 @@ mod tests {
             || s == ">"
             || s.starts_with("$JS")
             || s.starts_with("unibus.live")));
+        // It may subscribe to the same rooms' live copies, and nothing else of the stream.
+        let lives: Vec<&String> = permissions
+            .subscribe
+            .iter()
+            .filter(|s| s.starts_with("unibus.live."))
+            .collect();
+        assert_eq!(lives.len(), MAX_GRANTED_ROOMS);
+        assert_eq!(lives[0], "unibus.live.room-00000");
         assert!(!permissions
             .subscribe
             .iter()
-            .any(|s| s.starts_with("unibus.msg") || s.starts_with("unibus.live")));
+            .any(|s| s.starts_with("unibus.msg")
+                || s.starts_with("$JS")
+                || (s.starts_with("unibus.live") && s.contains(['*', '>']))));
         let none = UserPermissions::for_user(&key, &[]);
         assert!(!none.publish.iter().any(|s| s.starts_with("unibus.msg.")));
+        assert!(!none.subscribe.iter().any(|s| s.starts_with("unibus.live")));
     }
 }

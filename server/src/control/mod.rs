@@ -25,7 +25,8 @@
 //!
 //! `send` and `messages` (protocol §15) go to the [`Relay`] of [`crate::messages`], which
 //! stores envelopes in the message stream and reads pages of it; `send`'s body is the envelope
-//! itself, not JSON.
+//! itself, not JSON. `listen` leases live copies from this instance's [`Fanout`]: it is
+//! answered on the queue group and, for renewals, on this instance's own subject.
 
 mod history;
 pub mod uploads;
@@ -47,12 +48,15 @@ use unibus::protocol::control::{
     Request, RoomRecord, RoomsReply, RoomsRequest, ShareHistoryRequest,
 };
 use unibus::protocol::events::Notification;
-use unibus::protocol::messages::MessagesRequest;
+use unibus::protocol::messages::{
+    ListenReply, ListenRequest, MessagesRequest, LISTEN_LEASE, MAX_LISTEN_ROOMS,
+};
 use unibus::{KexPublicKey, RoomId, SignPublicKey};
 use uploads::{UploadError, Uploads, UPLOAD_SWEEP};
 
-use crate::messages::Relay;
+use crate::messages::{Fanout, Listeners, Relay};
 use crate::store::{Room, Store, StoreError, UserStatus};
+use crate::task::AbortOnDrop;
 
 /// How many records one request reads at once (users for `members` and `rekey`, rooms for
 /// `rooms`).
@@ -251,6 +255,8 @@ pub struct ControlPlane {
     dropped: Arc<Dropped>,
     /// `send` and `messages`: the message stream.
     relay: Relay,
+    /// `listen`: the leased live copies this instance sends.
+    fanout: Arc<Fanout>,
 }
 
 impl ControlPlane {
@@ -259,12 +265,18 @@ impl ControlPlane {
     pub fn new(store: Arc<dyn Store>, client: async_nats::Client) -> Self {
         Self {
             relay: Relay::new(Arc::clone(&store), client.clone()),
+            fanout: Arc::new(Fanout::new(Arc::clone(&store), client.clone())),
             store,
             client,
             instance: instance_token(),
             uploads: Arc::default(),
             dropped: Arc::default(),
         }
+    }
+
+    /// The leases of live copies this instance granted (`listen`).
+    pub fn listeners(&self) -> Arc<Listeners> {
+        self.fanout.listeners()
     }
 
     /// This instance's token: the last subject token of its `rekey_part` and `rekey_commit`.
@@ -313,10 +325,13 @@ impl ControlPlane {
         let mut endpoints = Vec::new();
         let mut own = Vec::new();
         for operation in Operation::ALL {
-            if operation.is_instance_bound() {
-                // Only this instance holds the upload: its own subject, outside the queue group.
+            if operation.is_instance_bound() || operation.may_name_instance() {
+                // Only this instance holds the upload or the leases: its own subject, outside
+                // the queue group.
                 let subject = operation.instance_subject(&self.instance);
                 own.push(self.client.subscribe(subject).await?);
+            }
+            if operation.is_instance_bound() {
                 continue;
             }
             endpoints.push(
@@ -334,14 +349,20 @@ impl ControlPlane {
         })
     }
 
-    /// Answers what `bound` receives until the connection closes, sweeping idle uploads.
+    /// Answers what `bound` receives until the connection closes, sweeping idle uploads and
+    /// ended leases.
     async fn serve(self: Arc<Self>, bound: Bound) {
-        let sweeper = tokio::spawn(Uploads::sweep_every(
+        // These end with this task, however it ends (aborted included).
+        let _sweeper = AbortOnDrop(tokio::spawn(Uploads::sweep_every(
             Arc::downgrade(&self.uploads),
             UPLOAD_SWEEP,
-        ));
+        )));
+        let _leases = AbortOnDrop(tokio::spawn(Fanout::sweep_every(
+            Arc::downgrade(&self.fanout),
+            LISTEN_LEASE,
+        )));
         let this = Arc::clone(&self);
-        let own = tokio::spawn(async move {
+        let _own = AbortOnDrop(tokio::spawn(async move {
             let mut messages = futures::stream::select_all(bound.own);
             while let Some(message) = messages.next().await {
                 let this = Arc::clone(&this);
@@ -364,7 +385,7 @@ impl ControlPlane {
                     this.publish(answer.notices).await;
                 });
             }
-        });
+        }));
         let mut requests = futures::stream::select_all(bound.endpoints);
         while let Some(request) = requests.next().await {
             let this = Arc::clone(&self);
@@ -381,8 +402,6 @@ impl ControlPlane {
                 this.publish(answer.notices).await;
             });
         }
-        own.abort();
-        sweeper.abort();
     }
 
     /// The answer to one request received on `subject` with the reply subject `reply_to`, its
@@ -425,9 +444,13 @@ impl ControlPlane {
             return reject(refused(RefusalCode::BadRequest, "unknown operation"));
         };
         let own = Some(self.instance.as_str());
-        if (operation.is_instance_bound() && instance != own)
-            || (!operation.is_instance_bound() && instance.is_some())
-        {
+        let named_as_it_may = match instance {
+            None => !operation.is_instance_bound(),
+            Some(_) => {
+                (operation.is_instance_bound() || operation.may_name_instance()) && instance == own
+            }
+        };
+        if !named_as_it_may {
             return reject(refused(RefusalCode::BadRequest, "unknown subject"));
         }
         match SignPublicKey::from_hex(caller) {
@@ -517,6 +540,7 @@ impl ControlPlane {
                 })
                 .await
             }
+            Operation::Listen => serve(body, |r: ListenRequest| self.listen(caller, r)).await,
             // The body is the envelope itself, not JSON (§15.2).
             Operation::Send => encode_reply(&self.relay.send(caller, body).await),
             Operation::Messages => {
@@ -820,8 +844,46 @@ impl ControlPlane {
         })
     }
 
-    /// Refuses an upload step whose body names another instance than its subject (which names
-    /// this one): a client that sends it is confused about where its upload is.
+    /// Leases the caller live copies of those of `rooms` it is a member of (protocol §15.4).
+    async fn listen(&self, caller: &SignPublicKey, request: ListenRequest) -> Outcome<ListenReply> {
+        if let Some(instance) = &request.instance {
+            self.same_instance(instance)?;
+        }
+        let mut rooms = request.rooms;
+        if rooms.is_empty() || rooms.len() > MAX_LISTEN_ROOMS {
+            return Err(refused(
+                RefusalCode::BadRequest,
+                format!("name 1 to {MAX_LISTEN_ROOMS} rooms"),
+            ));
+        }
+        rooms.sort();
+        rooms.dedup();
+        // From the authorization cache while its feed is fresh; an outage leases nothing.
+        let memberships =
+            futures::future::join_all(rooms.iter().map(|room| self.store.is_member(room, caller)))
+                .await;
+        let mut leased = Vec::with_capacity(rooms.len());
+        for (room, member) in rooms.into_iter().zip(memberships) {
+            if member.map_err(store_refusal)? {
+                leased.push(room);
+            }
+        }
+        let new = self.fanout.lease(caller, &leased).await.map_err(|error| {
+            tracing::warn!(%error, "a room's live copies could not be subscribed to");
+            refused(
+                RefusalCode::Unavailable,
+                "the cluster did not take a subscription; retry later",
+            )
+        })?;
+        Ok(ListenReply {
+            instance: self.instance.clone(),
+            rooms: leased,
+            new,
+        })
+    }
+
+    /// Refuses an upload step or a renewal whose body names another instance than its subject
+    /// (which names this one): a client that sends it is confused about where it is.
     fn same_instance(&self, instance: &str) -> Outcome<()> {
         if instance != self.instance {
             return Err(refused(

@@ -7,20 +7,23 @@
 //! - [`relay`]: `send` (checks, then a publish with the envelope's `Nats-Msg-Id`) and
 //!   `messages` (pages read with batched direct gets).
 //! - [`reader`]: the stream reads a page needs, each bounded.
-//! - [`fanout`]: the stream's republished copies, taken once cluster-wide (one queue group),
-//!   sent to every active member of the room.
+//! - [`fanout`]: the stream's republished copies, sent to the members that leased them from
+//!   this instance ([`listeners`]).
 //!
-//! Users never read the stream. A member publishes envelopes to its rooms' store subjects
-//! itself when its login was granted them ([`crate::auth::grants`], protocol §15.2), and through
-//! the relay otherwise; membershipd reads pages and sends live copies for a room's current,
-//! active members only (docs/operations.md says why reads and copies take a relay).
+//! Users never read the stream. A member publishes envelopes to its rooms' store subjects, and
+//! subscribes to their republished copies, itself when its login was granted them
+//! ([`crate::auth::grants`], protocol §15.2 and §15.4), and goes through membershipd otherwise
+//! (the relay, and a lease of copies); membershipd reads pages and sends leased copies for a
+//! room's current, active members only (docs/operations.md says why reads take a relay).
 
 pub mod fanout;
+pub mod listeners;
 pub mod reader;
 pub mod relay;
 pub mod stream;
 
 pub use fanout::Fanout;
+pub use listeners::Listeners;
 pub use relay::Relay;
 pub use stream::{ensure_stream, StreamSettings, DEFAULT_DUPLICATE_WINDOW};
 

@@ -22,7 +22,7 @@ use unibus_server::store::StoredShare;
 /// A one-node cluster with membershipd's control plane and message relay on a store of `kind`.
 async fn served(kind: StoreKind) -> World {
     let w = common::world_on(kind, 1).await;
-    common::start_messages(&w.cluster, &w.setup, &w.store, &w.control).await;
+    common::start_messages(&w.cluster, &w.setup, &w.control).await;
     tokio::spawn(Arc::new(ControlPlane::new(Arc::clone(&w.store), w.control.clone())).run());
     w.control.flush().await.unwrap();
     common::wait_for_control_plane(&w.cluster, &*w.store).await;

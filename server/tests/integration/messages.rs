@@ -16,14 +16,14 @@ use unibus::envelope::{ContentType, Envelope, EpochKey};
 use unibus::manifest::{MemberPart, Recipient, SignedManifest};
 use unibus::protocol::control::read_reply;
 use unibus::protocol::messages::{
-    member_live_subject, store_subject, LiveMessage, MessagePage, SendReply, STREAM,
+    live_subject, member_live_subject, store_subject, LiveMessage, MessagePage, SendReply, STREAM,
 };
 use unibus::sealing::RoomKey;
 use unibus::{Identity, RoomId, SignPublicKey};
 use unibus_server::auth::setup::AuthSetup;
 use unibus_server::control::ControlPlane;
 use unibus_server::messages::stream::first_position;
-use unibus_server::messages::{ensure_stream, StreamSettings};
+use unibus_server::messages::{ensure_stream, Listeners, StreamSettings};
 use unibus_server::store::now_millis;
 use unibus_server::store::Store;
 use unibus_testkit::NatsCluster;
@@ -38,6 +38,8 @@ struct Bus {
     control: async_nats::Client,
     /// The control plane's task: aborted, membershipd's requests get no answer.
     plane: tokio::task::AbortHandle,
+    /// The leases of live copies its control plane granted.
+    listeners: Arc<Listeners>,
     _service: async_nats::Client,
     _dir: tempfile::TempDir,
 }
@@ -80,11 +82,11 @@ async fn bus_over(
         common::start_callout(&cluster, &setup, Arc::clone(&store)).await
     };
     let control = common::connect_control(&cluster, &setup).await;
-    let size = common::start_messages(&cluster, &setup, &store, &control).await;
+    let size = common::start_messages(&cluster, &setup, &control).await;
+    let plane = ControlPlane::new(Arc::clone(&store), control.clone());
     assert_eq!(size, nodes, "the cluster's size as JetStream reports it");
-    let plane =
-        tokio::spawn(Arc::new(ControlPlane::new(Arc::clone(&store), control.clone())).run())
-            .abort_handle();
+    let listeners = plane.listeners();
+    let plane = tokio::spawn(Arc::new(plane).run()).abort_handle();
     control.flush().await.unwrap();
     wait_for_control_plane(&cluster, &*store).await;
     Bus {
@@ -92,6 +94,7 @@ async fn bus_over(
         store,
         control,
         plane,
+        listeners,
         _service: service,
         _dir: dir,
     }
@@ -147,6 +150,11 @@ impl Member {
             .call_bytes(operation, body.to_string().into_bytes())
             .await;
         serde_json::from_slice(&reply).unwrap()
+    }
+
+    /// Leases the live copies of `rooms` (`listen`, protocol §15.4); the reply as JSON.
+    async fn listen(&self, rooms: &[&str]) -> Value {
+        self.call("listen", json!({ "rooms": rooms })).await
     }
 
     async fn send(&self, envelope: &[u8]) -> Reply<SendReply> {
@@ -257,7 +265,9 @@ impl Member {
     }
 }
 
-/// A room owned by a fresh member, with `others` fresh members, keyed at epoch 1.
+/// A room owned by a fresh member, with `others` fresh members, keyed at epoch 1. They all
+/// logged in before the room existed, so their logins hold no grant of it: each leases its live
+/// copies from membershipd.
 async fn room_with(bus: &Bus, room: &str, others: usize) -> (Member, Vec<Member>) {
     let owner = member(bus).await;
     owner.create(room).await;
@@ -268,6 +278,10 @@ async fn room_with(bus: &Bus, room: &str, others: usize) -> (Member, Vec<Member>
         members.push(other);
     }
     owner.rekey(room, 1).await;
+    for m in std::iter::once(&owner).chain(&members) {
+        let leased = m.listen(&[room]).await;
+        assert_eq!(leased["rooms"], json!([room]), "{leased}");
+    }
     (owner, members)
 }
 
@@ -648,8 +662,16 @@ async fn users_cannot_reach_the_stream_or_the_live_copies_themselves() {
     let (owner, _) = room_with(&bus, "general", 0).await;
     let key = owner.epoch_key("general", &owner.key()).await;
     let envelope = owner.seal(&key, "hello");
-    let intruder = member(&bus).await;
+    let mut intruder = member(&bus).await;
     let mut live = intruder.client.subscribe("unibus.live.>").await.unwrap();
+    let mut one_room = intruder
+        .client
+        .subscribe("unibus.live.general")
+        .await
+        .unwrap();
+    // Nor can it lease the copies of a room it is not in.
+    let leased = intruder.listen(&["general"]).await;
+    assert_eq!((&leased["rooms"], &leased["new"]), (&json!([]), &json!([])));
     intruder
         .client
         .publish("unibus.msg.general", envelope.clone().into())
@@ -678,13 +700,19 @@ async fn users_cannot_reach_the_stream_or_the_live_copies_themselves() {
     intruder.client.flush().await.unwrap();
     // The owner's own send is copied to the owner, never to the intruder's subscription.
     owner.send(&envelope).await.unwrap();
-    assert!(
-        tokio::time::timeout(Duration::from_millis(500), live.next())
-            .await
-            .is_err()
-    );
+    for subscription in [&mut live, &mut one_room] {
+        assert!(
+            tokio::time::timeout(Duration::from_millis(500), subscription.next())
+                .await
+                .is_err()
+        );
+    }
+    assert!(intruder
+        .next_live(Duration::from_millis(100))
+        .await
+        .is_none());
     let errors = intruder.errors.lock().unwrap().clone();
-    for subject in ["unibus.live.>", "unibus.msg.general"] {
+    for subject in ["unibus.live.>", "unibus.live.general", "unibus.msg.general"] {
         assert!(
             errors.iter().any(|e| e.contains(subject)),
             "{subject}: {errors:?}"
@@ -1182,5 +1210,240 @@ async fn a_removal_the_change_feed_missed_is_cut_by_the_next_sweep_from_the_call
             break;
         }
         assert!(Instant::now() < deadline, "never logged in again");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_login_granted_a_room_takes_its_copies_from_the_stream_and_a_lease_is_renewed_on_its_instance(
+) {
+    let bus = bus(1).await;
+    let (owner, others) = room_with(&bus, "general", 1).await;
+    let room = RoomId::new("general").unwrap();
+    // Bob logs in again, now a member: his login may subscribe to the room's live subject.
+    let bob = &others[0].id;
+    let (client, errors, _) = watched_login(&bus.cluster.client_url(0), bob).await;
+    let mut copies = client.subscribe(live_subject(&room)).await.unwrap();
+    client.flush().await.unwrap();
+    let key = owner.epoch_key("general", &owner.key()).await;
+    let first = owner.send(&owner.seal(&key, "one")).await.unwrap().position;
+    let second_envelope = owner.seal(&key, "two");
+    let second = owner.send(&second_envelope).await.unwrap().position;
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        let copy = tokio::time::timeout(REPLY_TIMEOUT, copies.next())
+            .await
+            .unwrap()
+            .unwrap();
+        let header = |name: &str| {
+            copy.headers
+                .as_ref()
+                .and_then(|h| h.get(name))
+                .map(|v| v.as_str().to_string())
+        };
+        got.push((
+            header("Nats-Sequence"),
+            header("Nats-Last-Sequence"),
+            copy.payload.to_vec(),
+        ));
+    }
+    assert_eq!(got[0].0, Some(first.to_string()));
+    assert_eq!(got[0].1, Some("0".to_string()));
+    assert_eq!(
+        got[1],
+        (
+            Some(second.to_string()),
+            Some(first.to_string()),
+            second_envelope
+        )
+    );
+    assert!(errors.lock().unwrap().is_empty(), "{:?}", errors.lock());
+
+    // Leases: renewed within their time, they are not new; renewed on the instance named.
+    let renewed = owner.listen(&["general", "general"]).await;
+    assert_eq!(renewed["rooms"], json!(["general"]));
+    assert_eq!(renewed["new"], json!([]));
+    let instance = renewed["instance"].as_str().unwrap().to_string();
+    let subject = format!("unibus.cp.{}.listen.{instance}", owner.key().to_hex());
+    let body = json!({ "rooms": ["general"], "instance": instance }).to_string();
+    let reply = owner.client.request(subject, body.into()).await.unwrap();
+    let reply: Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(
+        (&reply["rooms"], &reply["new"]),
+        (&json!(["general"]), &json!([]))
+    );
+    // Another instance's subject has nobody behind it; a body naming another instance than
+    // the one that took it, no room or too many are refused.
+    let gone = format!(
+        "unibus.cp.{}.listen.{}",
+        owner.key().to_hex(),
+        "0".repeat(16)
+    );
+    let body = json!({ "rooms": ["general"], "instance": "0".repeat(16) }).to_string();
+    assert!(owner
+        .client
+        .request(gone, body.clone().into())
+        .await
+        .is_err());
+    let too_many: Vec<String> = (0..1001).map(|i| format!("r{i}")).collect();
+    for body in [
+        body,
+        json!({ "rooms": [] }).to_string(),
+        json!({ "rooms": too_many }).to_string(),
+    ] {
+        let reply = owner.call_bytes("listen", body.into_bytes()).await;
+        let refusal = read_reply::<unibus::protocol::messages::ListenReply>(&reply)
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(refusal.code.as_str(), "bad_request");
+    }
+    let mut leased = bus.listeners.of(&room);
+    leased.sort();
+    let mut expected = vec![owner.key(), bob.sign_public_key()];
+    expected.sort();
+    assert_eq!(leased, expected, "the two logins of room_with leased it");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_watch_takes_copies_from_the_stream_where_its_login_was_granted_and_leases_the_rest(
+) {
+    use unibus::client::{RoomUpdate, Session, SessionOptions};
+    let bus = bus(1).await;
+    // Not `room_with`: nobody leases anything here but the watch.
+    let (owner, bob_before) = (member(&bus).await, member(&bus).await);
+    owner.create("granted").await;
+    owner.add("granted", &bob_before).await;
+    owner.rekey("granted", 1).await;
+    let others = [bob_before];
+    let bob = Arc::new(Identity::from_secret_bytes(&others[0].id.to_secret_bytes()).unwrap());
+    let urls = [bus.cluster.client_url(0)];
+    let session = Session::connect(Arc::clone(&bob), &urls, SessionOptions::default())
+        .await
+        .unwrap();
+    // Rooms bob joins after his login: one before the watch starts, one while it runs.
+    owner.create("joined").await;
+    owner.add("joined", &others[0]).await;
+    owner.rekey("joined", 1).await;
+    let mut watch = session.watch_with_messages().await.unwrap();
+    let (granted, joined, later) = (
+        RoomId::new("granted").unwrap(),
+        RoomId::new("joined").unwrap(),
+        RoomId::new("later").unwrap(),
+    );
+    // The room his login was granted is never leased; the other is, by his watch.
+    let leased_by = |room: &RoomId| bus.listeners.of(room);
+    let deadline = Instant::now() + REPLY_TIMEOUT;
+    while !leased_by(&joined).contains(&bob.sign_public_key()) {
+        assert!(
+            Instant::now() < deadline,
+            "the watch leased the room it joined later"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    owner.create("later").await;
+    owner.add("later", &others[0]).await;
+    owner.rekey("later", 1).await;
+    let mut expected = Vec::new();
+    for room in ["granted", "joined", "later"] {
+        let key = owner.epoch_key(room, &owner.key()).await;
+        owner.send(&owner.seal(&key, room)).await.unwrap();
+        expected.push(room.to_string());
+    }
+    let mut got = Vec::new();
+    while got.len() < expected.len() {
+        let update = tokio::time::timeout(REPLY_TIMEOUT, watch.next())
+            .await
+            .expect("every message arrives")
+            .unwrap()
+            .unwrap();
+        if let RoomUpdate::Message { room, message } = update {
+            let body = message.outcome.unwrap().body().to_vec();
+            assert_eq!(body, room.as_str().as_bytes());
+            got.push(room.to_string());
+        }
+    }
+    got.sort();
+    assert_eq!(got, expected);
+    assert!(!leased_by(&granted).contains(&bob.sign_public_key()));
+    for room in [&joined, &later] {
+        assert!(leased_by(room).contains(&bob.sign_public_key()), "{room}");
+    }
+}
+
+/// Another membershipd instance's control plane on `bus` (with the fan-out of its leases), on
+/// the bus's control connection. Returns its leases, and the handle that stops it.
+async fn instance(bus: &Bus) -> (Arc<Listeners>, tokio::task::AbortHandle) {
+    let plane = ControlPlane::new(Arc::clone(&bus.store), bus.control.clone());
+    let listeners = plane.listeners();
+    let running = Arc::new(plane).start().await.unwrap();
+    (listeners, running.abort_handle())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_watch_whose_lease_instance_stopped_leases_again_elsewhere_and_reads_what_reached_nobody()
+{
+    use unibus::client::{RoomUpdate, Session, SessionOptions};
+    let bus = bus(1).await;
+    // Only instance `first` answers requests at first, so the watch leases from it.
+    bus.plane.abort();
+    let (first, stop_first) = instance(&bus).await;
+    let (owner, bob_raw) = (member(&bus).await, member(&bus).await);
+    let bob = Arc::new(Identity::from_secret_bytes(&bob_raw.id.to_secret_bytes()).unwrap());
+    let session = Session::connect(
+        Arc::clone(&bob),
+        &[bus.cluster.client_url(0)],
+        SessionOptions::default(),
+    )
+    .await
+    .unwrap();
+    // Rooms bob joins after his login: leased, not granted.
+    owner.create("a").await;
+    owner.add("a", &bob_raw).await;
+    owner.rekey("a", 1).await;
+    owner.create("b").await;
+    let mut watch = session.watch_with_messages().await.unwrap();
+    let a = RoomId::new("a").unwrap();
+    let deadline = Instant::now() + REPLY_TIMEOUT;
+    while !first.of(&a).contains(&bob.sign_public_key()) {
+        assert!(Instant::now() < deadline, "the watch leased room a");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The instance stops; another takes over, holding no lease: a message now reaches nobody.
+    stop_first.abort();
+    let (second, _running) = instance(&bus).await;
+    let key = owner.epoch_key("a", &owner.key()).await;
+    let unseen = owner
+        .send(&owner.seal(&key, "while nobody leased a"))
+        .await
+        .unwrap();
+    // Bob joins b: his watch leases it, finds the first instance gone, leases a and b anew
+    // from the second, and reads a, whose lease is new there.
+    owner.add("b", &bob_raw).await;
+    let deadline = Instant::now() + REPLY_TIMEOUT;
+    let delivered = loop {
+        let update = tokio::time::timeout_at(deadline.into(), watch.next())
+            .await
+            .expect("the message stored while nobody leased its room arrives")
+            .unwrap()
+            .unwrap();
+        if let RoomUpdate::Message { room, message } = update {
+            break (room, message.position);
+        }
+    };
+    assert_eq!(delivered, (a.clone(), unseen.position));
+    for room in [&a, &RoomId::new("b").unwrap()] {
+        assert_eq!(second.of(room), [bob.sign_public_key()], "{room}");
+    }
+    // And the next message of a comes live from the second instance.
+    let next = owner.send(&owner.seal(&key, "live again")).await.unwrap();
+    loop {
+        let update = tokio::time::timeout(REPLY_TIMEOUT, watch.next())
+            .await
+            .expect("the next message arrives")
+            .unwrap()
+            .unwrap();
+        if let RoomUpdate::Message { room, message } = update {
+            assert_eq!((room, message.position), (a, next.position));
+            break;
+        }
     }
 }

@@ -56,24 +56,20 @@ pub async fn connect_control(cluster: &NatsCluster, setup: &AuthSetup) -> async_
         .unwrap()
 }
 
-/// Starts what `membershipd serve` runs for messages (protocol §15) on `control`: the message
-/// stream, with the cluster's size as its replica count (asked of JetStream through the system
-/// account, as `serve` does), and the fan-out of live copies. Returns the cluster's size.
+/// Sets up, on `control`, the message stream `membershipd serve` sets up (protocol §15), with
+/// the cluster's size as its replica count (asked of JetStream through the system account, as
+/// `serve` does). Returns the cluster's size. (The control plane serves the rest of messages:
+/// `send`, `messages` and `listen`.)
 pub async fn start_messages(
     cluster: &NatsCluster,
     setup: &AuthSetup,
-    store: &Arc<dyn Store>,
     control: &async_nats::Client,
 ) -> usize {
-    use unibus_server::messages::{ensure_stream, stream::cluster_size, Fanout, StreamSettings};
+    use unibus_server::messages::{ensure_stream, stream::cluster_size, StreamSettings};
     let system = connect_system(cluster, setup).await;
     let size = cluster_size(&system).await.unwrap();
     let js = async_nats::jetstream::new(control.clone());
     ensure_stream(&js, StreamSettings::default(), size)
-        .await
-        .unwrap();
-    Arc::new(Fanout::new(Arc::clone(store), control.clone()))
-        .start()
         .await
         .unwrap();
     size
