@@ -6,9 +6,9 @@
 //! the room's copies from one instance, which sends it each copy on
 //! `unibus.events.<member>.message` for [`LISTEN_LEASE`] after the lease was last renewed, while
 //! the member is an active member of the room ([`Fanout`](super::Fanout), which holds them,
-//! checks that at every copy). The leases live in this instance's memory only: a client renews them on the instance
-//! that granted them, and leases anew (and reads what it may have missed) when that instance is
-//! gone.
+//! checks that at every copy). The leases live in this instance's memory only: a client renews
+//! them on the instance that granted them, and leases anew (and reads what it may have missed)
+//! when that instance is gone.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
