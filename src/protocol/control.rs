@@ -497,6 +497,8 @@ impl Request for RekeyRequest {
 }
 
 json_replies!(
+    super::messages::SendReply,
+    super::messages::ListenReply,
     RekeyBeginReply,
     RekeyPartReply,
     RoomsReply,

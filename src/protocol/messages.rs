@@ -109,17 +109,6 @@ pub struct SendReply {
     pub duplicate: bool,
 }
 
-impl ReplyBody for SendReply {
-    fn to_body(&self) -> Vec<u8> {
-        // Two numbers and a boolean: serializing cannot fail.
-        serde_json::to_vec(self).expect("a send reply serializes to JSON")
-    }
-
-    fn from_body(body: &[u8]) -> Result<Self, MalformedReply> {
-        serde_json::from_slice(body).map_err(MalformedReply::Json)
-    }
-}
-
 /// `listen`: leases live copies of `rooms` (§15.4), for a client whose login may not subscribe
 /// to their `unibus.live.<room>` subjects itself (rooms it joined after it logged in, or beyond
 /// the 1,000 a login is granted). The instance that answers sends the caller a
@@ -158,17 +147,6 @@ impl Request for ListenRequest {
             Some(instance) => format!("{}.{instance}", Self::OPERATION.subject(caller)),
             None => Self::OPERATION.subject(caller),
         }
-    }
-}
-
-impl ReplyBody for ListenReply {
-    fn to_body(&self) -> Vec<u8> {
-        // Strings only: serializing cannot fail.
-        serde_json::to_vec(self).expect("a listen reply serializes to JSON")
-    }
-
-    fn from_body(body: &[u8]) -> Result<Self, MalformedReply> {
-        serde_json::from_slice(body).map_err(MalformedReply::Json)
     }
 }
 
@@ -341,11 +319,22 @@ impl LiveMessage {
         let previous = previous
             .and_then(|v| v.parse::<u64>().ok())
             .ok_or_else(|| bad("no previous position"))?;
+        Self::checked(position, previous, time, envelope).map_err(bad)
+    }
+
+    /// A live message of these parts, if they keep the rules of both forms: the previous
+    /// position below the position, and an envelope no longer than the protocol allows.
+    fn checked(
+        position: u64,
+        previous: u64,
+        time: u64,
+        envelope: &[u8],
+    ) -> Result<Self, &'static str> {
         if previous >= position {
-            return Err(bad("the previous position is not below the position"));
+            return Err("the previous position is not below the position");
         }
         if envelope.len() > MAX_ENVELOPE_LEN {
-            return Err(bad("an envelope longer than the protocol allows"));
+            return Err("an envelope longer than the protocol allows");
         }
         Ok(Self {
             position,
@@ -366,18 +355,7 @@ impl LiveMessage {
         let position = reader.u64().map_err(truncated)?;
         let previous = reader.u64().map_err(truncated)?;
         let time = reader.u64().map_err(truncated)?;
-        if previous >= position {
-            return Err(bad("the previous position is not below the position"));
-        }
-        if reader.remaining() > MAX_ENVELOPE_LEN {
-            return Err(bad("an envelope longer than the protocol allows"));
-        }
-        Ok(Self {
-            position,
-            previous,
-            time,
-            envelope: bytes[LIVE_HEAD_LEN..].to_vec(),
-        })
+        Self::checked(position, previous, time, &bytes[LIVE_HEAD_LEN..]).map_err(bad)
     }
 }
 

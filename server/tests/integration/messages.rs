@@ -1306,7 +1306,7 @@ async fn a_login_granted_a_room_takes_its_copies_from_the_stream_and_a_lease_is_
 #[tokio::test(flavor = "multi_thread")]
 async fn a_message_watch_takes_copies_from_the_stream_where_its_login_was_granted_and_leases_the_rest(
 ) {
-    use unibus::client::{RoomUpdate, Session, SessionOptions};
+    use unibus::client::{Session, SessionOptions};
     let bus = bus(1).await;
     // Not `room_with`: nobody leases anything here but the watch.
     let (owner, bob_before) = (member(&bus).await, member(&bus).await);
@@ -1331,14 +1331,7 @@ async fn a_message_watch_takes_copies_from_the_stream_where_its_login_was_grante
     );
     // The room his login was granted is never leased; the other is, by his watch.
     let leased_by = |room: &RoomId| bus.listeners.of(room);
-    let deadline = Instant::now() + REPLY_TIMEOUT;
-    while !leased_by(&joined).contains(&bob.sign_public_key()) {
-        assert!(
-            Instant::now() < deadline,
-            "the watch leased the room it joined later"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_leased(&bus.listeners, &joined, &bob.sign_public_key()).await;
     owner.create("later").await;
     owner.add("later", &others[0]).await;
     owner.rekey("later", 1).await;
@@ -1350,22 +1343,40 @@ async fn a_message_watch_takes_copies_from_the_stream_where_its_login_was_grante
     }
     let mut got = Vec::new();
     while got.len() < expected.len() {
-        let update = tokio::time::timeout(REPLY_TIMEOUT, watch.next())
-            .await
-            .expect("every message arrives")
-            .unwrap()
-            .unwrap();
-        if let RoomUpdate::Message { room, message } = update {
-            let body = message.outcome.unwrap().body().to_vec();
-            assert_eq!(body, room.as_str().as_bytes());
-            got.push(room.to_string());
-        }
+        let (room, message) = next_message(&mut watch).await;
+        let body = message.outcome.unwrap().body().to_vec();
+        assert_eq!(body, room.as_str().as_bytes());
+        got.push(room.to_string());
     }
     got.sort();
     assert_eq!(got, expected);
     assert!(!leased_by(&granted).contains(&bob.sign_public_key()));
     for room in [&joined, &later] {
         assert!(leased_by(room).contains(&bob.sign_public_key()), "{room}");
+    }
+}
+
+/// The next message `watch` delivers, skipping its other updates; within the reply timeout.
+async fn next_message(watch: &mut unibus::client::Watch) -> (RoomId, unibus::client::Received) {
+    let deadline = Instant::now() + REPLY_TIMEOUT;
+    loop {
+        let update = tokio::time::timeout_at(deadline.into(), watch.next())
+            .await
+            .expect("a message arrives")
+            .unwrap()
+            .unwrap();
+        if let unibus::client::RoomUpdate::Message { room, message } = update {
+            return (room, message);
+        }
+    }
+}
+
+/// Returns once `who` holds a lease of `room` in `listeners`; fails after the reply timeout.
+async fn until_leased(listeners: &Listeners, room: &RoomId, who: &SignPublicKey) {
+    let deadline = Instant::now() + REPLY_TIMEOUT;
+    while !listeners.of(room).contains(who) {
+        assert!(Instant::now() < deadline, "{room} was not leased in time");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -1381,7 +1392,7 @@ async fn instance(bus: &Bus) -> (Arc<Listeners>, tokio::task::AbortHandle) {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_watch_whose_lease_instance_stopped_leases_again_elsewhere_and_reads_what_reached_nobody()
 {
-    use unibus::client::{RoomUpdate, Session, SessionOptions};
+    use unibus::client::{Session, SessionOptions};
     let bus = bus(1).await;
     // Only instance `first` answers requests at first, so the watch leases from it.
     bus.plane.abort();
@@ -1402,11 +1413,7 @@ async fn a_watch_whose_lease_instance_stopped_leases_again_elsewhere_and_reads_w
     owner.create("b").await;
     let mut watch = session.watch_with_messages().await.unwrap();
     let a = RoomId::new("a").unwrap();
-    let deadline = Instant::now() + REPLY_TIMEOUT;
-    while !first.of(&a).contains(&bob.sign_public_key()) {
-        assert!(Instant::now() < deadline, "the watch leased room a");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_leased(&first, &a, &bob.sign_public_key()).await;
     // The instance stops; another takes over, holding no lease: a message now reaches nobody.
     stop_first.abort();
     let (second, _running) = instance(&bus).await;
@@ -1418,32 +1425,14 @@ async fn a_watch_whose_lease_instance_stopped_leases_again_elsewhere_and_reads_w
     // Bob joins b: his watch leases it, finds the first instance gone, leases a and b anew
     // from the second, and reads a, whose lease is new there.
     owner.add("b", &bob_raw).await;
-    let deadline = Instant::now() + REPLY_TIMEOUT;
-    let delivered = loop {
-        let update = tokio::time::timeout_at(deadline.into(), watch.next())
-            .await
-            .expect("the message stored while nobody leased its room arrives")
-            .unwrap()
-            .unwrap();
-        if let RoomUpdate::Message { room, message } = update {
-            break (room, message.position);
-        }
-    };
-    assert_eq!(delivered, (a.clone(), unseen.position));
+    // The message stored while nobody leased its room comes first.
+    let (room, message) = next_message(&mut watch).await;
+    assert_eq!((room, message.position), (a.clone(), unseen.position));
     for room in [&a, &RoomId::new("b").unwrap()] {
         assert_eq!(second.of(room), [bob.sign_public_key()], "{room}");
     }
     // And the next message of a comes live from the second instance.
     let next = owner.send(&owner.seal(&key, "live again")).await.unwrap();
-    loop {
-        let update = tokio::time::timeout(REPLY_TIMEOUT, watch.next())
-            .await
-            .expect("the next message arrives")
-            .unwrap()
-            .unwrap();
-        if let RoomUpdate::Message { room, message } = update {
-            assert_eq!((room, message.position), (a, next.position));
-            break;
-        }
-    }
+    let (room, message) = next_message(&mut watch).await;
+    assert_eq!((room, message.position), (a, next.position));
 }
